@@ -1,0 +1,206 @@
+// Package service is the runtime every Parley binary shares: flag and
+// PARLEY_* environment parsing, structured logging, the NATS connection, the
+// admin HTTP port (/healthz, /readyz, /metrics) and running components until
+// a signal.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Common holds the settings every binary has.
+type Common struct {
+	NATSURL         string
+	LogFormat       string // text or json
+	LogLevel        string // debug, info, warn, error
+	AdminAddr       string // admin HTTP listen address; empty disables it
+	ShutdownTimeout time.Duration
+}
+
+// RegisterCommon defines the common flags on fs with the given admin address
+// default.
+func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
+	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.AdminAddr, "admin-addr", adminDefault, "admin HTTP address for /healthz, /readyz and /metrics (empty disables)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "longest graceful shutdown before exiting")
+}
+
+// Parse parses args into fs; every flag can also be set by the environment
+// variable PARLEY_<FLAG> with dashes as underscores (-nats-url: PARLEY_NATS_URL).
+func Parse(fs *flag.FlagSet, args []string) error {
+	return ff.Parse(fs, args, ff.WithEnvVarPrefix("PARLEY"))
+}
+
+// NewLogger builds the process logger.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+}
+
+// ConnectNATS connects to url and keeps reconnecting forever; connection
+// changes are logged.
+func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(10*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats async error", "subject", subj, "err", err)
+		}),
+	)
+}
+
+// NATSReady is a readiness check for a NATS connection.
+func NATSReady(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return errors.New("nats not connected")
+		}
+		return nil
+	}
+}
+
+// NewRegistry returns a Prometheus registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Admin serves /healthz (the process is up), /readyz (every check passes)
+// and /metrics.
+type Admin struct {
+	Addr   string
+	Gather prometheus.Gatherer
+	Checks map[string]func() error
+	Log    *slog.Logger
+
+	mu sync.Mutex // guards ln
+	ln net.Listener
+}
+
+// Listen binds the admin port (so tests can learn the address before Run).
+func (a *Admin) Listen() (net.Addr, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ln != nil {
+		return a.ln.Addr(), nil
+	}
+	ln, err := net.Listen("tcp", a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	a.ln = ln
+	return ln.Addr(), nil
+}
+
+// Handler returns the admin HTTP handler.
+func (a *Admin) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var failed []string
+		for name, check := range a.Checks {
+			if err := check(); err != nil {
+				failed = append(failed, name+": "+err.Error())
+			}
+		}
+		if len(failed) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, strings.Join(failed, "\n")+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	if a.Gather != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(a.Gather, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+// Run serves until ctx ends.
+func (a *Admin) Run(ctx context.Context) error {
+	if _, err := a.Listen(); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(a.ln) }()
+	a.Log.Info("admin listening", "addr", a.ln.Addr().String())
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// Group runs components until ctx ends or one of them fails; then it cancels
+// the rest and waits for all of them. It returns the first failure.
+func Group(ctx context.Context, runs ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				once.Do(func() { first = err })
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}

@@ -1,0 +1,57 @@
+// Package subject names every NATS subject, queue group, JetStream bucket and
+// header key Parley uses. Services and the gateway build names only through
+// this package, so the whole bus is described in one place
+// (docs/architecture.md lists the same table).
+package subject
+
+// Auth service (request/reply, queue group QueueAuth). Request bodies are the
+// client's protobuf request (parleyv1.RegisterRequest, ...); replies are
+// internalv1.AuthReply or an error in headers (libs/rpc).
+const (
+	AuthRegister = "parley.auth.v1.register"
+	AuthLogin    = "parley.auth.v1.login"
+	AuthResume   = "parley.auth.v1.resume"
+	AuthLogout   = "parley.auth.v1.logout"
+)
+
+// Presence service (request/reply, queue group QueuePresence).
+const (
+	PresenceConnect    = "parley.presence.v1.connect"    // internalv1.PresenceConnect
+	PresenceDisconnect = "parley.presence.v1.disconnect" // internalv1.PresenceDisconnect
+	PresenceHeartbeat  = "parley.presence.v1.heartbeat"  // internalv1.GatewayHeartbeat
+	PresenceResync     = "parley.presence.v1.resync"     // internalv1.GatewayResync
+	PresenceList       = "parley.presence.v1.list"       // empty -> internalv1.PresenceListReply
+	PresenceUser       = "parley.presence.v1.user"       // internalv1.UserPresenceRequest -> UserPresenceReply
+
+	// PresenceEvents carries parleyv1.PresenceChange, published by presence
+	// and received by every gateway (no queue group).
+	PresenceEvents = "parley.presence.v1.events"
+)
+
+// Queue groups: replicas of one service share the work of its subjects.
+const (
+	QueueAuth     = "parley-auth"
+	QueuePresence = "parley-presence"
+)
+
+// SessionKick is where the auth service tells gateways to end a user's
+// session (internalv1.SessionKick). Gateways subscribe per connected user.
+func SessionKick(userID string) string { return "parley.session.v1.kick." + userID }
+
+// JetStream key-value buckets.
+const (
+	BucketAccounts = "parley_accounts" // username -> account record
+	BucketSessions = "parley_sessions" // session id -> session record
+	BucketAuthKeys = "parley_authkeys" // token signing key, when not configured
+)
+
+// NATS header keys on requests from the gateway and on error replies.
+const (
+	HeaderRemoteAddr   = "Parley-Remote-Addr"   // client's IP:port as the gateway sees it
+	HeaderGatewayID    = "Parley-Gateway"       // the gateway replica
+	HeaderUserID       = "Parley-User"          // authenticated user (set by the gateway, never by clients)
+	HeaderSessionID    = "Parley-Session"       // authenticated session
+	HeaderErrorCode    = "Parley-Error-Code"    // numeric parleyv1.ErrorCode on an error reply
+	HeaderErrorMessage = "Parley-Error-Message" // its human-readable message
+	HeaderRetryAfter   = "Parley-Retry-After"   // milliseconds, with RATE_LIMITED
+)

@@ -1,0 +1,204 @@
+// Package wire encodes and decodes Parley protocol frames (docs/protocol.md).
+//
+// The conversation on one connection:
+//
+//	client                                   gateway
+//	  Hello{versions:[1]}            ──────►
+//	                                 ◄──────  Welcome{version:1, limits}
+//	  Register|Login|Resume (id=1)   ──────►
+//	                                 ◄──────  Session (id=1)  or  Error (id=1)
+//	                                 ◄──────  PresenceSnapshot ... (last=true)
+//	                                 ◄──────  PresenceChange, SessionEnded (events, id=0)
+//	  Who (id=2), Logout (id=3), ... ──────►
+//	  Ping                           ◄─────►  Pong   (either side, any time after Welcome)
+//
+// On a stream transport (TCP, TLS) each frame is a 4-byte big-endian unsigned
+// length N followed by N bytes: the protobuf encoding of parleyv1.Frame
+// (docs/protocol.md §2). On WebSocket each binary message is one frame's
+// protobuf encoding without the length prefix (§3). N is checked against the
+// receiver's limit before any buffer is allocated.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+// Version is the protocol version this package implements.
+const Version = 1
+
+// HeaderSize is the size of the length prefix on stream transports.
+const HeaderSize = 4
+
+// DefaultMaxFrameSize is the default limit on a frame's encoded size, without
+// the length prefix.
+const DefaultMaxFrameSize = 1 << 20
+
+// Errors returned by the decoder. Each maps to one wire error code
+// (see CodeOf).
+var (
+	// ErrFrameTooLarge: the length prefix exceeds the limit; the stream
+	// cannot be trusted any more.
+	ErrFrameTooLarge = errors.New("wire: frame too large")
+	// ErrEmptyFrame: a zero length prefix or empty message.
+	ErrEmptyFrame = errors.New("wire: empty frame")
+	// ErrBadFrame: the bytes are not a valid Frame encoding.
+	ErrBadFrame = errors.New("wire: malformed frame")
+	// ErrInvalidUTF8: a string field holds invalid UTF-8.
+	ErrInvalidUTF8 = errors.New("wire: invalid utf-8 in text field")
+	// ErrNoBody: the frame decoded but carries no body.
+	ErrNoBody = errors.New("wire: frame without body")
+)
+
+// CodeOf maps a decoder error to its wire error code.
+func CodeOf(err error) parleyv1.ErrorCode {
+	switch {
+	case errors.Is(err, ErrFrameTooLarge):
+		return parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE
+	case errors.Is(err, ErrInvalidUTF8):
+		return parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8
+	case errors.Is(err, ErrEmptyFrame), errors.Is(err, ErrBadFrame), errors.Is(err, ErrNoBody):
+		return parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME
+	default:
+		return parleyv1.ErrorCode_ERROR_CODE_INTERNAL
+	}
+}
+
+// Decode parses one frame's protobuf encoding (no length prefix).
+func Decode(b []byte) (*parleyv1.Frame, error) {
+	if len(b) == 0 {
+		return nil, ErrEmptyFrame
+	}
+	f := new(parleyv1.Frame)
+	if err := proto.Unmarshal(b, f); err != nil {
+		// proto3 string fields are validated as UTF-8 by the runtime; its
+		// error type is not exported, so the message is the only signal.
+		if strings.Contains(err.Error(), "UTF-8") {
+			return nil, fmt.Errorf("%w", ErrInvalidUTF8)
+		}
+		return nil, fmt.Errorf("%v: %w", err, ErrBadFrame)
+	}
+	if f.Body == nil {
+		return nil, ErrNoBody
+	}
+	return f, nil
+}
+
+// Marshal returns a frame's protobuf encoding (no length prefix).
+func Marshal(f *parleyv1.Frame) ([]byte, error) {
+	return proto.Marshal(f)
+}
+
+// AppendFrame appends f with its 4-byte length prefix to dst.
+func AppendFrame(dst []byte, f *parleyv1.Frame) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst, err := proto.MarshalOptions{}.MarshalAppend(dst, f)
+	if err != nil {
+		return dst[:start], err
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-HeaderSize))
+	return dst, nil
+}
+
+// WriteFrame writes f with its length prefix to w in one Write call.
+func WriteFrame(w io.Writer, f *parleyv1.Frame) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	b, err := AppendFrame((*buf)[:0], f)
+	if err != nil {
+		return err
+	}
+	*buf = b
+	_, err = w.Write(b)
+	return err
+}
+
+// Reader reads length-prefixed frames from a stream. It holds no buffer
+// between frames, so an idle connection costs only the Reader itself.
+type Reader struct {
+	r   io.Reader
+	max uint32
+	hdr [HeaderSize]byte
+}
+
+// NewReader returns a Reader that rejects frames larger than max bytes.
+func NewReader(r io.Reader, max uint32) *Reader {
+	if max == 0 {
+		max = DefaultMaxFrameSize
+	}
+	return &Reader{r: r, max: max}
+}
+
+// ReadFrame reads and decodes the next frame. After ErrFrameTooLarge or an
+// I/O error the stream is unusable; after ErrBadFrame, ErrInvalidUTF8,
+// ErrEmptyFrame or ErrNoBody the frame was consumed entirely and the next
+// one may be read.
+func (r *Reader) ReadFrame() (*parleyv1.Frame, error) {
+	b, err := r.ReadRaw()
+	if err != nil {
+		return nil, err
+	}
+	defer putBuf(b)
+	return Decode(*b)
+}
+
+// ReadRaw reads the next frame's bytes into a pooled buffer. The caller must
+// not keep the buffer; it is returned to the pool by PutRaw.
+func (r *Reader) ReadRaw() (*[]byte, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:])
+	if n > r.max {
+		return nil, fmt.Errorf("length %d above limit %d: %w", n, r.max, ErrFrameTooLarge)
+	}
+	if n == 0 {
+		return nil, ErrEmptyFrame
+	}
+	b := getBuf()
+	if cap(*b) < int(n) {
+		*b = make([]byte, n)
+	}
+	*b = (*b)[:n]
+	if _, err := io.ReadFull(r.r, *b); err != nil {
+		putBuf(b)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// PutRaw returns a buffer obtained from ReadRaw.
+func PutRaw(b *[]byte) { putBuf(b) }
+
+// Buffers up to 64 KiB are pooled; larger ones are left to the GC so a
+// single huge frame does not pin memory.
+const maxPooled = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooled {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// ErrorFrame builds an Error frame answering requestID.
+func ErrorFrame(requestID uint32, code parleyv1.ErrorCode, msg string, fatal bool) *parleyv1.Frame {
+	return &parleyv1.Frame{RequestId: requestID, Body: &parleyv1.Frame_Error{Error: &parleyv1.Error{Code: code, Message: msg, Fatal: fatal}}}
+}
