@@ -34,9 +34,21 @@ const (
 	QueuePresence = "parley-presence"
 )
 
-// SessionKick is where the auth service tells gateways to end a user's
-// session (internalv1.SessionKick). Gateways subscribe per connected user.
-func SessionKick(userID string) string { return "parley.session.v1.kick." + userID }
+// Per-user subjects. A gateway holds one subscription to UserAll(uid) for
+// every user with at least one authenticated connection on it (refcounted),
+// so anything published to a user's subjects reaches exactly the gateways
+// that serve that user.
+
+// UserAll is the wildcard a gateway subscribes to for a connected user.
+func UserAll(userID string) string { return "parley.user.v1." + userID + ".>" }
+
+// UserPrefix is the prefix of every subject of one user; a gateway strips it
+// to learn which event arrived.
+func UserPrefix(userID string) string { return "parley.user.v1." + userID + "." }
+
+// SessionKick is where the auth service tells gateways to end one of a
+// user's sessions (internalv1.SessionKick).
+func SessionKick(userID string) string { return UserPrefix(userID) + "kick" }
 
 // JetStream key-value buckets.
 const (
