@@ -1,0 +1,69 @@
+# Parley. `make run` starts the one-binary embedded default; `make test` runs
+# the whole suite (installing what it needs); `make bench` runs the
+# benchmarks. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+MODULES  := libs gateway services/auth services/presence clients standalone tests bench
+BIN      := $(CURDIR)/bin
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+GO       ?= go
+# The race detector is on for the whole suite; TEST_FLAGS adds to it.
+TEST_FLAGS ?=
+
+.PHONY: help
+help:
+	@echo "make run        start Parley (one process, embedded NATS and presence store) on 127.0.0.1"
+	@echo "make test       run the whole test suite (installs redis-server/protoc when missing)"
+	@echo "make build      build every binary into bin/"
+	@echo "make bench      run the benchmarks (connections, logins)"
+	@echo "make generate   regenerate protobuf code"
+	@echo "make fuzz       run each fuzz target for FUZZTIME (default 30s)"
+
+.PHONY: build
+build:
+	@mkdir -p $(BIN)
+	cd standalone && $(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	cd gateway && $(GO) build -o $(BIN)/gateway ./cmd/gateway
+	cd services/auth && $(GO) build -o $(BIN)/auth ./cmd/auth
+	cd services/presence && $(GO) build -o $(BIN)/presence ./cmd/presence
+	cd clients && $(GO) build -o $(BIN)/parley ./cmd/parley
+
+.PHONY: run
+run:
+	@mkdir -p $(BIN)
+	cd standalone && $(GO) build -o $(BIN)/parleyd ./cmd/parleyd
+	cd clients && $(GO) build -o $(BIN)/parley ./cmd/parley
+	$(BIN)/parleyd
+
+.PHONY: deps
+deps:
+	scripts/deps.sh
+
+.PHONY: generate
+generate: deps
+	scripts/generate.sh
+
+.PHONY: check-generate
+check-generate: deps
+	scripts/generate.sh --check
+
+.PHONY: vet
+vet:
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+
+.PHONY: test
+test: deps check-generate vet
+	scripts/test.sh $(TEST_FLAGS)
+
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire
+	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./...
+
+.PHONY: bench
+bench: deps build
+	scripts/bench.sh

@@ -1,0 +1,137 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+func hello() *parleyv1.Frame {
+	return &parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}, Client: "test/1"}}}
+}
+
+func TestRoundTrip(t *testing.T) {
+	frames := []*parleyv1.Frame{
+		hello(),
+		{RequestId: 7, Body: &parleyv1.Frame_Login{Login: &parleyv1.LoginRequest{Username: "alice", Password: "密码 with emoji 🎉\nand lines"}}},
+		{Body: &parleyv1.Frame_PresenceChange{PresenceChange: &parleyv1.PresenceChange{User: &parleyv1.OnlineUser{UserId: "u1", Username: "bob"}, Online: true, Seq: 42}}},
+		ErrorFrame(3, parleyv1.ErrorCode_ERROR_CODE_BAD_CREDENTIALS, "bad", false),
+	}
+	var buf bytes.Buffer
+	for _, f := range frames {
+		if err := WriteFrame(&buf, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&buf, DefaultMaxFrameSize)
+	for i, want := range frames {
+		got, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !proto.Equal(got, want) {
+			t.Fatalf("frame %d: got %v want %v", i, got, want)
+		}
+	}
+	if _, err := r.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after last frame: %v, want EOF", err)
+	}
+}
+
+func prefixed(body []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	return append(b, body...)
+}
+
+func TestReaderErrors(t *testing.T) {
+	good, _ := AppendFrame(nil, hello())
+	// A Login whose username bytes are not UTF-8: field 11 (login) holding
+	// field 1 (username) = 0xff 0xfe.
+	login := []byte{0x5a, 0x04, 0x0a, 0x02, 0xff, 0xfe}
+	cases := []struct {
+		name     string
+		in       []byte
+		max      uint32
+		want     error
+		code     parleyv1.ErrorCode
+		thenGood bool // the stream stays usable: the next good frame decodes
+	}{
+		{"oversized prefix", binary.BigEndian.AppendUint32(nil, 0xFFFFFFF0), 1024, ErrFrameTooLarge, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, false},
+		{"just above limit", prefixed(make([]byte, 1025)), 1024, ErrFrameTooLarge, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, false},
+		{"zero length", []byte{0, 0, 0, 0}, 1024, ErrEmptyFrame, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
+		{"garbage body", prefixed([]byte{0xff, 0xff, 0xff, 0xff, 0xff}), 1024, ErrBadFrame, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
+		{"no body", prefixed([]byte{0x08, 0x05}), 1024, ErrNoBody, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
+		{"invalid utf-8", prefixed(login), 1024, ErrInvalidUTF8, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8, true},
+		{"truncated body", []byte{0, 0, 0, 10, 1, 2}, 1024, io.ErrUnexpectedEOF, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]byte(nil), tc.in...)
+			if tc.thenGood {
+				in = append(in, good...)
+			}
+			r := NewReader(bytes.NewReader(in), tc.max)
+			_, err := r.ReadFrame()
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if got := CodeOf(err); got != tc.code {
+				t.Fatalf("code = %v, want %v", got, tc.code)
+			}
+			if tc.thenGood {
+				f, err := r.ReadFrame()
+				if err != nil || f.GetHello() == nil {
+					t.Fatalf("next frame after recoverable error: %v %v", f, err)
+				}
+			}
+		})
+	}
+}
+
+// TestOversizedPrefixAllocatesNothing checks the limit is enforced before
+// any buffer for the body is allocated: refusing a 2 GiB prefix costs only
+// the error value.
+func TestOversizedPrefixAllocatesNothing(t *testing.T) {
+	in := binary.BigEndian.AppendUint32(nil, 1<<31)
+	res := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			r := Reader{r: bytes.NewReader(in), max: 1024}
+			if _, err := r.ReadRaw(); !errors.Is(err, ErrFrameTooLarge) {
+				b.Fatal(err)
+			}
+		}
+	})
+	if per := res.AllocedBytesPerOp(); per > 1024 {
+		t.Fatalf("%d bytes allocated to refuse a 2 GiB frame", per)
+	}
+}
+
+func BenchmarkRoundTrip(b *testing.B) {
+	f := &parleyv1.Frame{RequestId: 9, Body: &parleyv1.Frame_PresenceChange{PresenceChange: &parleyv1.PresenceChange{User: &parleyv1.OnlineUser{UserId: "uabcdefghijklmnopqrst", Username: "alice"}, Online: true, Seq: 1}}}
+	var buf []byte
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf, _ = AppendFrame(buf[:0], f)
+		if _, err := Decode(buf[HeaderSize:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func seedFrames() []*parleyv1.Frame {
+	return []*parleyv1.Frame{
+		hello(),
+		{RequestId: 2, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{2}}}},
+		{RequestId: 3, Body: &parleyv1.Frame_Register{Register: &parleyv1.RegisterRequest{Username: "alice", Password: "correct horse battery"}}},
+		{RequestId: 4, Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{Token: "v1.abc.def"}}},
+		{RequestId: 5, Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{Nonce: 99}}},
+		{Body: &parleyv1.Frame_PresenceSnapshot{PresenceSnapshot: &parleyv1.PresenceSnapshot{Users: []*parleyv1.OnlineUser{{UserId: "u1", Username: "张三"}}, Last: true, Seq: 7}}},
+	}
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the tests and `make generate` need when it is missing:
+# redis-server and protoc from Debian packages, protoc-gen-go from the Go
+# module proxy into .tools/bin. Safe to run again; does nothing when all is
+# present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROTOC_GEN_GO_VERSION=v1.36.12
+TOOLS="$PWD/.tools/bin"
+mkdir -p "$TOOLS"
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: installing ${need_apt[*]} with apt-get"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The Debian package starts a system redis on 6379; the tests start their
+  # own on free ports and never use it.
+fi
+
+if ! "$TOOLS/protoc-gen-go" --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VERSION}"; then
+  echo "deps: installing protoc-gen-go ${PROTOC_GEN_GO_VERSION}"
+  GOBIN="$TOOLS" go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}"
+fi
