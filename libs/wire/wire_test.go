@@ -135,3 +135,22 @@ func seedFrames() []*parleyv1.Frame {
 		{Body: &parleyv1.Frame_PresenceSnapshot{PresenceSnapshot: &parleyv1.PresenceSnapshot{Users: []*parleyv1.OnlineUser{{UserId: "u1", Username: "张三"}}, Last: true, Seq: 7}}},
 	}
 }
+
+// TestProtocolDocExample pins the byte layout printed in docs/protocol.md §14.
+func TestProtocolDocExample(t *testing.T) {
+	cases := []struct {
+		f    *parleyv1.Frame
+		want []byte
+	}{
+		{&parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}, Client: "x"}}},
+			[]byte{0, 0, 0, 0x0a, 0x08, 0x01, 0x12, 0x06, 0x0a, 0x01, 0x01, 0x12, 0x01, 0x78}},
+		{&parleyv1.Frame{RequestId: 9, Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{Nonce: 5}}},
+			[]byte{0, 0, 0, 6, 0x08, 0x09, 0x2a, 0x02, 0x08, 0x05}},
+	}
+	for _, tc := range cases {
+		got, err := AppendFrame(nil, tc.f)
+		if err != nil || !bytes.Equal(got, tc.want) {
+			t.Fatalf("AppendFrame(%v) = % x, %v; docs say % x", tc.f, got, err, tc.want)
+		}
+	}
+}
