@@ -1,0 +1,256 @@
+// Package e2e runs Parley's real binaries as separate processes (nats-server,
+// redis-server, auth, presence, gateway, parleyd, parley) and drives them
+// with the Go SDK exactly as a user's client would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/libs/testenv"
+)
+
+// bins holds the binaries built once for the whole package.
+var bins string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins = dir
+	if err := buildAll(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildAll compiles every binary the tests start. It runs inside the tests
+// module, whose go.mod requires the others through the workspace, so the
+// binaries are built from this checkout.
+func buildAll(dir string) error {
+	targets := map[string]string{
+		"nats-server": "github.com/nats-io/nats-server/v2",
+		"gateway":     "github.com/parleychat/parley/gateway/cmd/gateway",
+		"auth":        "github.com/parleychat/parley/services/auth/cmd/auth",
+		"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
+		"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
+		"parley":      "github.com/parleychat/parley/clients/cmd/parley",
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	sem := make(chan struct{}, 2)
+	for name, pkg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %v\n%s", name, err, out))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}
+
+// proc is one running binary.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs binary name with args and PARLEY_* env; it is killed at the end
+// of the test, and its output is printed if the test failed.
+func start(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(bins, name), args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("---- %s output ----\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits.
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop sends SIGTERM and waits up to within for a clean exit.
+func (p *proc) stop(t *testing.T, within time.Duration) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("%s exited with %d after SIGTERM\n%s", p.name, code, p.out.String())
+		}
+	case <-time.After(within):
+		t.Fatalf("%s did not stop within %s of SIGTERM", p.name, within)
+	}
+}
+
+// waitReady polls an admin port's /readyz until it answers 200.
+func waitReady(t *testing.T, p *proc, adminAddr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before ready:\n%s", p.name, p.out.String())
+		default:
+		}
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready at %s within 30s:\n%s", p.name, adminAddr, p.out.String())
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// cluster is a multi-process Parley: one nats-server, one redis-server, auth,
+// presence and any number of gateways.
+type cluster struct {
+	t        *testing.T
+	natsURL  string
+	redis    *testenv.Redis
+	auth     *proc
+	presence *proc
+	gateways []*gatewayProc
+	authEnv  []string
+}
+
+type gatewayProc struct {
+	*proc
+	tcp, http, admin string
+	id               string
+}
+
+type clusterOpts struct {
+	sessionPolicy string // auth -session-policy
+	gatewayTTL    string // presence -gateway-ttl
+}
+
+func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	natsPort := testenv.FreePort(t)
+	nats := start(t, "nats-server", nil, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", t.TempDir())
+	_ = nats
+	testenv.WaitTCP(t, addr(natsPort), 20*time.Second)
+	c.natsURL = "nats://" + addr(natsPort)
+	c.redis = testenv.StartRedis(t)
+
+	policy := o.sessionPolicy
+	if policy == "" {
+		policy = "multi"
+	}
+	authAdmin := addr(testenv.FreePort(t))
+	c.authEnv = []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + authAdmin,
+		"PARLEY_SESSION_POLICY=" + policy,
+		// Cheaper hashing keeps the suite fast; the defaults are
+		// measured by the benchmark.
+		"PARLEY_ARGON2_MEMORY_KIB=1024", "PARLEY_ARGON2_TIME=1"}
+	c.auth = start(t, "auth", c.authEnv)
+	waitReady(t, c.auth, authAdmin)
+
+	ttl := o.gatewayTTL
+	if ttl == "" {
+		ttl = "15s"
+	}
+	presAdmin := addr(testenv.FreePort(t))
+	c.presence = start(t, "presence", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + presAdmin,
+		"PARLEY_REDIS_ADDR=" + c.redis.Addr, "PARLEY_GATEWAY_TTL=" + ttl, "PARLEY_SWEEP_INTERVAL=500ms"})
+	waitReady(t, c.presence, presAdmin)
+
+	for i := 0; i < gateways; i++ {
+		c.addGateway(fmt.Sprintf("gw%d", i+1))
+	}
+	return c
+}
+
+func (c *cluster) addGateway(id string) *gatewayProc {
+	t := c.t
+	t.Helper()
+	g := &gatewayProc{id: id, tcp: addr(testenv.FreePort(t)), http: addr(testenv.FreePort(t)), admin: addr(testenv.FreePort(t))}
+	g.proc = start(t, "gateway", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id,
+		"PARLEY_PRESENCE_HEARTBEAT=1s"})
+	waitReady(t, g.proc, g.admin)
+	c.gateways = append(c.gateways, g)
+	return g
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
