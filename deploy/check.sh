@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Checks the deployment files without Docker or a cluster:
+#   1. every YAML file parses (compose, k8s); every k8s document has
+#      apiVersion and kind; every k8s/base/*.yaml is listed in the
+#      kustomization (secret.example.yaml excepted);
+#   2. kustomize renders k8s/base and each overlay (with `kubectl kustomize`
+#      or `kustomize`, when one is installed);
+#   3. every SERVICE of deploy/docker/Dockerfile has <module>/go.mod, is in
+#      go.work and has <module>/cmd/<SERVICE>; every SERVICE/image that compose
+#      and k8s ask for is one of them;
+#   4. every PARLEY_* variable set in docker-compose.yml, k8s/ (as written and
+#      as rendered), the Dockerfile and deploy/README.md is a flag of the binary
+#      it is given to (-nats-url <=> PARLEY_NATS_URL). Flags are read from the
+#      Go sources of the binary's module and of the local modules it replaces
+#      (libs: the common flags); with --build, also from the built binary's -h.
+#
+# usage: deploy/check.sh [--build]
+#   --build  also build every binary the way the Dockerfile does
+#            (CGO_ENABLED=0 -trimpath) and check against its -h output.
+# Needs: go, perl. Exit status 1 lists every problem found.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+build=0
+for arg in "$@"; do
+	case "$arg" in
+	--build) build=1 ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "unknown argument: $arg" >&2; exit 2 ;;
+	esac
+done
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+failures=0
+section() { printf '\n== %s\n' "$*"; }
+problem() { printf 'FAIL: %s\n' "$*"; failures=$((failures + 1)); }
+note() { printf '  %s\n' "$*"; }
+
+dockerfile=deploy/docker/Dockerfile
+compose=docker-compose.yml
+
+# --- tools -------------------------------------------------------------------
+# Both live in their own modules outside go.work (GOWORK=off): building them
+# never touches the services' dependencies.
+section "tools"
+(cd deploy/yamlcheck && GOWORK=off go build -o "$tmp/yamlcheck" .)
+if (cd deploy/yamlcheck && GOWORK=off go vet . && GOWORK=off go test -count=1 . >"$tmp/yamlcheck-test.out" 2>&1); then
+	note "built and tested deploy/yamlcheck"
+else
+	cat "$tmp/yamlcheck-test.out"
+	problem "deploy/yamlcheck's own tests fail"
+fi
+if (cd deploy/healthcheck && GOWORK=off go vet . && GOWORK=off CGO_ENABLED=0 go build -trimpath -o "$tmp/healthcheck" .); then
+	note "built deploy/healthcheck (the image's HEALTHCHECK prober)"
+else
+	problem "deploy/healthcheck does not build"
+fi
+yamlcheck="$tmp/yamlcheck"
+
+# --- 1. YAML -----------------------------------------------------------------
+section "YAML syntax"
+mapfile -t k8s_files < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t other_yaml < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+if ! "$yamlcheck" parse "$compose" "${other_yaml[@]}"; then
+	problem "YAML does not parse (above)"
+fi
+# kustomization.yaml is a Kubernetes-style document too (apiVersion, kind).
+if ! "$yamlcheck" parse -k8s "${k8s_files[@]}"; then
+	problem "k8s YAML does not parse or lacks apiVersion/kind (above)"
+fi
+
+section "kustomization resources"
+for f in k8s/base/*.yaml; do
+	name=$(basename "$f")
+	case "$name" in
+	kustomization.yaml | *.example.yaml) continue ;;
+	esac
+	if ! grep -qE "^[[:space:]]*-[[:space:]]*${name//./\\.}[[:space:]]*$" k8s/base/kustomization.yaml; then
+		problem "k8s/base/$name is not listed in k8s/base/kustomization.yaml resources"
+	fi
+done
+if grep -qE 'secret\.example\.yaml' <(grep -vE '^[[:space:]]*#' k8s/base/kustomization.yaml); then
+	problem "secret.example.yaml must not be a kustomize resource (placeholder secrets)"
+fi
+note "checked"
+
+# --- 2. kustomize ------------------------------------------------------------
+section "kustomize build"
+rendered=()
+declare -A rendered_from=() # rendered file -> the kustomization directory
+kustomize_cmd=()
+if command -v kustomize >/dev/null 2>&1; then
+	kustomize_cmd=(kustomize build)
+elif command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+	kustomize_cmd=(kubectl kustomize)
+fi
+if ((${#kustomize_cmd[@]} == 0)); then
+	note "SKIPPED: neither kustomize nor kubectl is installed"
+else
+	for dir in k8s/base k8s/overlays/*/; do
+		dir=${dir%/}
+		out="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
+		if "${kustomize_cmd[@]}" "$dir" >"$out" 2>"$tmp/kustomize.err"; then
+			if "$yamlcheck" parse -k8s "$out" >/dev/null; then
+				note "ok  $dir ($(grep -c '^kind:' "$out") objects)"
+				rendered+=("$out")
+				rendered_from[$out]=$dir
+			else
+				problem "$dir renders documents without apiVersion/kind"
+			fi
+		else
+			problem "${kustomize_cmd[*]} $dir failed: $(cat "$tmp/kustomize.err")"
+		fi
+	done
+fi
+
+# --- 3. Dockerfile services --------------------------------------------------
+section "Dockerfile services"
+# The Dockerfile's case table: one "name) mod=dir ;;" arm per line.
+declare -A module_of=()
+while read -r svc mod; do
+	module_of[$svc]=$mod
+done < <(sed -nE 's/^[[:space:]]+([a-z0-9_-]+)\)[[:space:]]+mod=([^[:space:];]+).*/\1 \2/p' "$dockerfile")
+if ((${#module_of[@]} == 0)); then
+	problem "$dockerfile: no 'name) mod=dir ;;' arms found in the SERVICE case table"
+fi
+mapfile -t services < <(printf '%s\n' "${!module_of[@]}" | sort)
+for svc in "${services[@]}"; do
+	mod=${module_of[$svc]}
+	if [[ ! -f $mod/go.mod ]]; then
+		problem "SERVICE=$svc: $mod/go.mod does not exist"
+		continue
+	fi
+	if ! grep -qE "^[[:space:]]*(use[[:space:]]+)?\./${mod//./\\.}[[:space:]]*$" go.work; then
+		problem "SERVICE=$svc: $mod is not in go.work (the image build uses the workspace)"
+	fi
+	if [[ -d $mod/cmd/$svc ]] && compgen -G "$mod/cmd/$svc/*.go" >/dev/null; then
+		note "ok  $svc: $mod/cmd/$svc"
+	else
+		problem "SERVICE=$svc: $mod/cmd/$svc has no Go files (the image cannot build)"
+	fi
+done
+# What compose builds and which parley/<service> images k8s runs.
+while read -r svc; do
+	if [[ -n $svc && -z ${module_of[$svc]:-} ]]; then
+		problem "$compose builds SERVICE=$svc, which $dockerfile does not know"
+	fi
+done < <(sed -nE 's/^[[:space:]]+SERVICE:[[:space:]]*"?([a-z0-9_-]+)"?.*/\1/p' "$compose")
+while read -r svc; do
+	if [[ -n $svc && -z ${module_of[$svc]:-} ]]; then
+		problem "k8s runs image parley/$svc, which $dockerfile does not build"
+	fi
+done < <(cat "${k8s_files[@]}" "$compose" | sed -nE 's#^[[:space:]]*(- name|image):[[:space:]]*"?parley/([a-z0-9_-]+).*#\2#p' | sort -u)
+
+# --- 4. PARLEY_* variables against flags -----------------------------------
+section "PARLEY_* variables against flags"
+
+# Flag names defined in the non-test Go files under the given directories:
+# fs.StringVar(&x, "name", ...), fs.Var(v, "name", ...), fs.String("name",
+# def, "usage"), fs.Func("name", "usage", fn), across line breaks.
+flags_in() {
+	local files
+	mapfile -t files < <(find "$@" -type f -name '*.go' ! -name '*_test.go' 2>/dev/null | sort)
+	if ((${#files[@]} == 0)); then
+		return 0
+	fi
+	perl -0777 -ne '
+		while (/\.(?:Bool|Int|Int64|Uint|Uint64|String|Float64|Duration|Text|)Var\(\s*[^,;]+?,\s*"([A-Za-z0-9][A-Za-z0-9._-]*)"/g) { print "$1\n" }
+		while (/(?<![\w.])(\w+)\.(?:Bool|Int|Int64|Uint|Uint64|String|Float64|Duration)\(\s*"([A-Za-z0-9][A-Za-z0-9._-]*)"\s*,[^,;]+?,\s*"/g) { print "$2\n" unless $1 eq "slog" }
+		while (/\.(?:Func|BoolFunc)\(\s*"([A-Za-z0-9][A-Za-z0-9._-]*)"\s*,\s*"/g) { print "$1\n" }
+	' "${files[@]}"
+}
+
+# The module directory and every local module it pulls in through
+# "replace ... => ../dir" (recursively): the code a binary can link.
+local_modules() {
+	local queue=("$1") seen=() dir rel
+	while ((${#queue[@]})); do
+		dir=${queue[0]}
+		queue=("${queue[@]:1}")
+		[[ " ${seen[*]} " == *" $dir "* ]] && continue
+		seen+=("$dir")
+		[[ -f $dir/go.mod ]] || continue
+		while read -r rel; do
+			queue+=("$(realpath -m --relative-to="$root" "$dir/$rel")")
+		done < <(sed -nE 's/.*=>[[:space:]]*(\.\.?\/[^[:space:]]*).*/\1/p' "$dir/go.mod")
+	done
+	printf '%s\n' "${seen[@]}"
+}
+
+# PARLEY_<FLAG>: upper case, dashes (and dots) as underscores, as ff does.
+to_env() { tr 'a-z.-' 'A-Z__' | sed 's/^/PARLEY_/'; }
+
+declare -A envs_of=() dirs_of=()
+all_envs="$tmp/all.env"
+: >"$all_envs"
+for svc in "${services[@]}"; do
+	mod=${module_of[$svc]}
+	mapfile -t dirs < <(local_modules "$mod")
+	dirs_of[$svc]="${dirs[*]}"
+	flags_in "${dirs[@]}" | to_env | sort -u >"$tmp/$svc.env"
+	if ((build)); then
+		# The binary's own -h is the ground truth (flags registered by any
+		# package it links). ff prints the standard flag usage.
+		if (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/bin/$svc" "./cmd/$svc") 2>"$tmp/build.err"; then
+			note "built $svc"
+			{ "$tmp/bin/$svc" -h 2>&1 || true; } | sed -nE 's/^[[:space:]]+-([A-Za-z0-9][A-Za-z0-9._-]*).*/\1/p' | to_env >>"$tmp/$svc.env"
+			sort -u -o "$tmp/$svc.env" "$tmp/$svc.env"
+		else
+			problem "building $svc (cd $mod && go build ./cmd/$svc) failed: $(head -20 "$tmp/build.err")"
+		fi
+	fi
+	envs_of[$svc]="$tmp/$svc.env"
+	cat "$tmp/$svc.env" >>"$all_envs"
+	note "$svc: $(wc -l <"$tmp/$svc.env") flags in ${dirs[*]}"
+done
+sort -u -o "$all_envs" "$all_envs"
+
+# Every use: "service<TAB>VAR<TAB>file"; "*" when the file does not say which
+# binary gets it (a patch, the Dockerfile, the README).
+uses="$tmp/uses.tsv"
+svc_list=$(IFS=,; echo "${services[*]}")
+"$yamlcheck" env -services "$svc_list" "$compose" "${k8s_files[@]}" >"$uses"
+for out in "${rendered[@]}"; do
+	"$yamlcheck" env -services "$svc_list" "$out" |
+		sed "s#\t$out\$#\tkustomize build ${rendered_from[$out]}#" >>"$uses"
+done
+{ grep -E '^ENV|^[[:space:]]+PARLEY_' "$dockerfile" || true; } | grep -oE 'PARLEY_[A-Z0-9_]+' | sed "s#^#*\t#; s#\$#\t$dockerfile#" >>"$uses" || true
+if [[ -f deploy/README.md ]]; then
+	{ grep -oE 'PARLEY_[A-Z0-9_]+' deploy/README.md || true; } | sort -u | sed "s#^#*\t#; s#\$#\tdeploy/README.md#" >>"$uses"
+fi
+
+declare -A reported=()
+unknown=0
+while IFS=$'\t' read -r svc var file; do
+	flag=$(echo "${var#PARLEY_}" | tr 'A-Z_' 'a-z-')
+	if [[ $svc == "*" ]]; then
+		grep -qxF "$var" "$all_envs" && continue
+		key="*/$var"
+		where="no binary defines -$flag"
+	elif [[ -z ${envs_of[$svc]:-} ]]; then
+		problem "$file: $var is given to '$svc', which the Dockerfile does not build"
+		continue
+	else
+		grep -qxF "$var" "${envs_of[$svc]}" && continue
+		key="$svc/$var"
+		where="$svc has no flag -$flag (searched ${dirs_of[$svc]})"
+	fi
+	if [[ -z ${reported[$key]:-} ]]; then
+		reported[$key]="$where; set in: $file"
+	else
+		reported[$key]+=", $file"
+	fi
+done < <(sort -u "$uses")
+mapfile -t keys < <(printf '%s\n' "${!reported[@]}" | sort)
+for key in "${keys[@]}"; do
+	[[ -n $key ]] || continue
+	problem "${key#*/}: ${reported[$key]}"
+	unknown=$((unknown + 1))
+done
+if ((unknown == 0)); then
+	note "all $(cut -f2 "$uses" | sort -u | wc -l) variables match a flag"
+fi
+
+# -----------------------------------------------------------------------------
+section "result"
+if ((failures > 0)); then
+	echo "$failures problem(s)"
+	exit 1
+fi
+echo "deploy check passed"

@@ -1,0 +1,3 @@
+module github.com/parleychat/parley/deploy/healthcheck
+
+go 1.26
