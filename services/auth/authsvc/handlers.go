@@ -1,0 +1,249 @@
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/auth/internal/policy"
+	"github.com/parleychat/parley/services/auth/internal/store"
+	"github.com/parleychat/parley/services/auth/internal/token"
+)
+
+// register creates an account and starts its first session.
+//
+// Registration necessarily tells the caller whether a username is taken
+// (USERNAME_TAKEN); that is the deliberate choice, since a user must be able
+// to pick a free name. Enumeration through it is slowed by the per-IP
+// registration limit, and login never reveals existence.
+func (s *Service) register(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
+	defer func() { s.metrics.registrations.WithLabelValues(result(err)).Inc() }()
+	var req parleyv1.RegisterRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	if req.Username == "" || req.Password == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "username and password are required")
+	}
+	if ok, wait := s.registerIP.Take(sourceKey(m)); !ok {
+		return nil, rateLimited("registration attempts", wait)
+	}
+	if err := s.v.policy.CheckUsername(req.Username); err != nil {
+		return nil, policyError(err)
+	}
+	if err := s.v.policy.CheckPassword(req.Username, req.Password); err != nil {
+		return nil, policyError(err)
+	}
+	canonical := policy.Canonical(req.Username)
+	// Cheap early answer for a taken name, before spending a hash. The
+	// Create below is still what decides a race.
+	if _, _, err := s.store.Account(ctx, canonical); err == nil {
+		return nil, errTaken
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	hash, err := s.hasher.Hash(ctx, req.Password)
+	if err != nil {
+		return nil, err
+	}
+	acct := store.Account{UserID: store.NewUserID(), Username: req.Username, PasswordHash: hash, Created: s.now()}
+	if err := s.store.CreateAccount(ctx, canonical, acct); errors.Is(err, store.ErrExists) {
+		return nil, errTaken
+	} else if err != nil {
+		return nil, err
+	}
+	s.log.Info("account registered", "user_id", acct.UserID, "username", acct.Username)
+	// A brand-new user has no other sessions, so neither takeover nor
+	// reject has anything to do.
+	sess, _, err := s.startSession(ctx, acct, req.GetOptions().GetDevice())
+	if err != nil {
+		return nil, err
+	}
+	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// login checks a password and starts a session.
+func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
+	defer func() { s.metrics.logins.WithLabelValues(result(err)).Inc() }()
+	var req parleyv1.LoginRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	if req.Username == "" || req.Password == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "username and password are required")
+	}
+	canonical := policy.Canonical(req.Username)
+
+	// Both limiters count failures: take a token before trying, give it
+	// back on success. Taking first (rather than counting after) also caps
+	// concurrent guesses. Unknown usernames are limited like real ones so
+	// the limiter does not reveal existence; absurdly long names are not
+	// keyed (they cannot exist) to bound limiter memory.
+	ip := sourceKey(m)
+	if ok, wait := s.loginIP.Take(ip); !ok {
+		return nil, rateLimited("failed logins from your address", wait)
+	}
+	acctKey := ""
+	if len(canonical) <= 64 {
+		acctKey = canonical
+		if ok, wait := s.loginAccount.Take(acctKey); !ok {
+			s.loginIP.Refund(ip)
+			return nil, rateLimited("failed logins for this account", wait)
+		}
+	}
+	refund := func() {
+		s.loginIP.Refund(ip)
+		if acctKey != "" {
+			s.loginAccount.Refund(acctKey)
+		}
+	}
+
+	acct, rev, err := s.store.Account(ctx, canonical)
+	if errors.Is(err, store.ErrNotFound) {
+		// Spend the same work as a real verification so response time does
+		// not reveal whether the account exists.
+		if _, err := s.hasher.Verify(ctx, s.dummyHash, req.Password); err != nil {
+			return nil, err
+		}
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		refund() // our failure, not theirs
+		return nil, err
+	}
+	ok, err := s.hasher.Verify(ctx, acct.PasswordHash, req.Password)
+	if err != nil {
+		refund()
+		return nil, err
+	}
+	if !ok {
+		s.log.Info("login failed", "user_id", acct.UserID, "source", ip)
+		return nil, errBadCredentials
+	}
+	refund()
+	s.upgradeHash(ctx, canonical, acct, rev, req.Password)
+	if s.cfg.SessionPolicy == PolicyReject {
+		if err := s.checkNotOnline(ctx, acct.UserID, ""); err != nil {
+			return nil, err
+		}
+	}
+	sess, rev, err := s.startSession(ctx, acct, req.GetOptions().GetDevice())
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.SessionPolicy == PolicyTakeover {
+		s.takeOver(ctx, acct.UserID, sess.SessionId, rev)
+	}
+	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// upgradeHash re-hashes the password with the configured parameters when
+// the stored hash was made with others (the parameters were changed). It is
+// best effort: a failure leaves the old, still valid hash.
+func (s *Service) upgradeHash(ctx context.Context, canonical string, acct store.Account, rev uint64, pw string) {
+	if !s.hasher.NeedsRehash(acct.PasswordHash) {
+		return
+	}
+	hash, err := s.hasher.Hash(ctx, pw)
+	if err == nil {
+		acct.PasswordHash = hash
+		err = s.store.UpdateAccount(ctx, canonical, acct, rev)
+	}
+	if err != nil {
+		s.log.Warn("password rehash failed", "user_id", acct.UserID, "err", err)
+		return
+	}
+	s.log.Info("password hash upgraded to current parameters", "user_id", acct.UserID)
+}
+
+// resume continues a session from its token with a fresh token.
+func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
+	defer func() { s.metrics.resumes.WithLabelValues(result(err)).Inc() }()
+	var req parleyv1.ResumeRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	if req.Token == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "token is required")
+	}
+	claims, err := s.signer.Verify(req.Token)
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return nil, errTokenExpired
+	case err != nil:
+		return nil, errTokenInvalid
+	}
+	sess, rev, err := s.refreshSession(ctx, claims)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.SessionPolicy == PolicyTakeover {
+		s.takeOver(ctx, sess.UserId, sess.SessionId, rev)
+	}
+	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// logout ends the session the gateway authenticated this connection with.
+// Deleting an already ended session succeeds, so retries are harmless.
+func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	uid, sid := m.Header.Get(subject.HeaderUserID), m.Header.Get(subject.HeaderSessionID)
+	if uid == "" || sid == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "logout needs the user and session headers")
+	}
+	sess, _, err := s.store.Session(ctx, sid)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case sess.UserID != uid:
+		return nil, errNotMine
+	}
+	if err := s.store.DeleteSession(ctx, uid, sid); err != nil {
+		return nil, err
+	}
+	s.log.Info("logged out", "user_id", uid, "session_id", sid)
+	return nil, nil
+}
+
+// policyError turns a policy violation into its wire error; the message
+// states the rule.
+func policyError(err error) error {
+	var v *policy.Violation
+	if !errors.As(err, &v) {
+		return err
+	}
+	code := parleyv1.ErrorCode_ERROR_CODE_WEAK_PASSWORD
+	if errors.Is(err, policy.ErrInvalidUsername) {
+		code = parleyv1.ErrorCode_ERROR_CODE_INVALID_USERNAME
+	}
+	return errcode.New(code, v.Msg)
+}
+
+// sourceKey is the rate-limit key for the client's address from the
+// gateway's Parley-Remote-Addr header (ip:port). IPv6 clients are keyed by
+// their /64, the usual allocation to one host or home, so hopping through
+// one's own addresses does not multiply the limit.
+func sourceKey(m *nats.Msg) string {
+	raw := m.Header.Get(subject.HeaderRemoteAddr)
+	addr, err := netip.ParseAddrPort(raw)
+	var ip netip.Addr
+	if err == nil {
+		ip = addr.Addr()
+	} else if ip, err = netip.ParseAddr(raw); err != nil {
+		return "unknown" // requests without the header share one bucket
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}

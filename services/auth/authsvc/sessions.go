@@ -1,0 +1,169 @@
+package authsvc
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/auth/internal/store"
+	"github.com/parleychat/parley/services/auth/internal/token"
+)
+
+// startSession creates a session for acct and returns it with a token and
+// its takeover order.
+func (s *Service) startSession(ctx context.Context, acct store.Account, device string) (*parleyv1.Session, uint64, error) {
+	now := s.now()
+	rec := store.Session{
+		SessionID: store.NewSessionID(),
+		UserID:    acct.UserID,
+		Username:  acct.Username,
+		Device:    truncate(device, 64),
+		Created:   now,
+		Active:    now,
+		Expires:   now.Add(s.cfg.TokenTTL),
+	}
+	rev, err := s.store.CreateSession(ctx, rec)
+	if err != nil {
+		return nil, 0, err
+	}
+	sess, err := s.issue(rec, false)
+	return sess, rev, err
+}
+
+// refreshSession checks that the token's session still exists, applies
+// the reject policy, and extends the session with a fresh expiry. It
+// returns the new token and the session's new takeover order.
+func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1.Session, uint64, error) {
+	// A conflict means another resume of the same session wrote first
+	// (the same token used twice at once); re-read and try again.
+	for range 3 {
+		rec, rev, err := s.store.Session(ctx, c.SessionID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, 0, errRevoked
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if rec.UserID != c.UserID {
+			return nil, 0, errTokenInvalid // cannot happen without the signing key
+		}
+		if s.cfg.SessionPolicy == PolicyReject {
+			// The same session coming back (reconnect) is allowed; other
+			// live sessions are not.
+			if err := s.checkNotOnline(ctx, rec.UserID, rec.SessionID); err != nil {
+				return nil, 0, err
+			}
+		}
+		now := s.now()
+		rec.Active, rec.Expires = now, now.Add(s.cfg.TokenTTL)
+		newRev, err := s.store.RefreshSession(ctx, rec, rev)
+		switch {
+		case err == nil:
+			sess, err := s.issue(rec, true)
+			return sess, newRev, err
+		case errors.Is(err, store.ErrNotFound):
+			return nil, 0, errRevoked // logged out or taken over meanwhile
+		case !errors.Is(err, store.ErrConflict):
+			return nil, 0, err
+		}
+	}
+	return nil, 0, errors.New("session refresh kept conflicting")
+}
+
+func (s *Service) issue(rec store.Session, resumed bool) (*parleyv1.Session, error) {
+	tok, err := s.signer.Sign(token.Claims{
+		SessionID: rec.SessionID, UserID: rec.UserID, Username: rec.Username,
+		IssuedAt: rec.Active, ExpiresAt: rec.Expires,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.Session{
+		UserId: rec.UserID, Username: rec.Username, SessionId: rec.SessionID,
+		Token: tok, ExpiresAtUnixMs: rec.Expires.UnixMilli(), Resumed: resumed,
+	}, nil
+}
+
+// takeOver ends the user's sessions that were started or resumed before
+// the session keepSID (whose index entry has revision keepOrder), and tells
+// gateways to close their connections.
+//
+// "Before" is the KV revision order of the index entries (see
+// store.SessionRef), not replica clocks: of two devices logging in at the
+// same moment, the later one is sure to see and end the earlier one, and
+// the earlier one never ends the later one, so they cannot both survive.
+// Failures are logged and do not fail the login that triggered them: the
+// new session is valid, and a leftover old session is only what policy
+// multi would allow anyway.
+func (s *Service) takeOver(ctx context.Context, userID, keepSID string, keepOrder uint64) {
+	refs, err := s.store.UserSessions(ctx, userID)
+	if err != nil {
+		s.log.Error("takeover: cannot list sessions", "user_id", userID, "err", err)
+		return
+	}
+	// A newer login may already have ended this session (a resume racing
+	// a login); then it has no business ending others.
+	if _, _, err := s.store.Session(ctx, keepSID); err != nil {
+		return
+	}
+	for _, ref := range refs {
+		if ref.SessionID == keepSID || ref.Order > keepOrder {
+			continue // ourselves, or a newer login that will end us
+		}
+		if err := s.store.DeleteSession(ctx, userID, ref.SessionID); err != nil {
+			s.log.Error("takeover: cannot delete session", "session_id", ref.SessionID, "err", err)
+			continue
+		}
+		// Kick even if the record was already gone: a gateway may still
+		// hold a connection authenticated with it.
+		data, err := proto.Marshal(&internalv1.SessionKick{
+			UserId: userID, SessionId: ref.SessionID,
+			Reason:  parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE,
+			Message: "logged in elsewhere",
+		})
+		if err == nil {
+			err = s.nc.Publish(subject.SessionKick(userID), data)
+		}
+		if err != nil {
+			s.log.Error("takeover: cannot publish kick", "session_id", ref.SessionID, "err", err)
+			continue
+		}
+		s.log.Info("session taken over", "user_id", userID, "old_session_id", ref.SessionID, "new_session_id", keepSID)
+	}
+}
+
+// checkNotOnline asks presence whether the user has live sessions other
+// than ownSID (empty for a login). It fails closed: if presence does not
+// answer, the login is refused with UNAVAILABLE rather than let a second
+// session in against the policy.
+func (s *Service) checkNotOnline(ctx context.Context, userID, ownSID string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.PresenceTimeout)
+	defer cancel()
+	var reply internalv1.UserPresenceReply
+	if err := rpc.Request(ctx, s.nc, subject.PresenceUser, nil, &internalv1.UserPresenceRequest{UserId: userID}, &reply); err != nil {
+		s.log.Error("session policy reject: presence did not answer; refusing login", "user_id", userID, "err", err)
+		return errPresenceDown
+	}
+	for _, sid := range reply.SessionIds {
+		if sid != ownSID {
+			return errAlreadyIn
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Back off to a rune boundary.
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

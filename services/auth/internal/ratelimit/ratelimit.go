@@ -1,0 +1,134 @@
+// Package ratelimit is a keyed token-bucket limiter (one bucket per account
+// or source address) whose memory stays bounded: a bucket that has been idle
+// long enough to refill completely is indistinguishable from a new one, so it
+// is dropped. Sweeping is lazy (at most once per refill period, on the
+// calling goroutine), so the limiter starts no goroutines.
+//
+// State is in process memory: with N auth replicas behind one queue group a
+// client can get up to N times the configured rate. That is the accepted
+// trade-off for not putting a shared store in the login path; the limits
+// exist to make online guessing slow, not to be exact.
+package ratelimit
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// Limiter holds one token bucket per key. A zero-rate Limiter (Every <= 0)
+// allows everything.
+type Limiter struct {
+	rate  float64 // tokens per second
+	burst float64
+	now   func() time.Time
+	full  time.Duration // time for an empty bucket to refill
+
+	mu        sync.Mutex // guards keys and lastSweep
+	keys      map[string]*bucket
+	lastSweep time.Time
+}
+
+// epsilon absorbs float error in refills (12s at 5/min is 0.99999999
+// tokens otherwise).
+const epsilon = 1e-6
+
+type bucket struct {
+	tokens float64
+	last   time.Time // when tokens was computed
+}
+
+// New returns a Limiter allowing `per` events per `window` per key with the
+// given burst (burst < 1 means per). per <= 0 disables limiting. now is the
+// clock (nil: time.Now).
+func New(per int, window time.Duration, burst int, now func() time.Time) *Limiter {
+	if now == nil {
+		now = time.Now
+	}
+	l := &Limiter{now: now, keys: make(map[string]*bucket)}
+	if per <= 0 || window <= 0 {
+		return l
+	}
+	if burst < 1 {
+		burst = per
+	}
+	l.rate = float64(per) / window.Seconds()
+	l.burst = float64(burst)
+	l.full = time.Duration(l.burst / l.rate * float64(time.Second))
+	return l
+}
+
+// Take consumes one token from key's bucket. When the bucket is empty it
+// consumes nothing and returns false with the time until a token is
+// available.
+func (l *Limiter) Take(key string) (ok bool, retryAfter time.Duration) {
+	if l.rate == 0 {
+		return true, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweep(now)
+	b := l.refill(key, now)
+	if b.tokens >= 1-epsilon {
+		b.tokens = math.Max(0, b.tokens-1)
+		return true, 0
+	}
+	// Whole milliseconds (the wire unit), rounded up so a client that waits
+	// exactly this long finds a token; the epsilon absorbs float error.
+	ms := math.Ceil((1-b.tokens)/l.rate*1000 - epsilon)
+	return false, time.Duration(ms) * time.Millisecond
+}
+
+// Refund returns one token to key's bucket (a login that turned out to
+// succeed should not count against the user).
+func (l *Limiter) Refund(key string) {
+	if l.rate == 0 {
+		return
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.keys[key]; ok {
+		l.refill(key, now)
+		b.tokens = math.Min(l.burst, b.tokens+1)
+	}
+}
+
+// Len is the number of keys held (for tests and metrics).
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}
+
+// refill returns key's bucket brought up to now. l.mu is held.
+func (l *Limiter) refill(key string, now time.Time) *bucket {
+	b, ok := l.keys[key]
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.keys[key] = b
+		return b
+	}
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = math.Min(l.burst, b.tokens+el.Seconds()*l.rate)
+		b.last = now
+	}
+	return b
+}
+
+// sweep drops buckets that have refilled completely, at most once per
+// refill period; the cost is amortised over the calls of that period, and
+// the map holds at most the keys seen within about two refill periods.
+// l.mu is held.
+func (l *Limiter) sweep(now time.Time) {
+	if now.Sub(l.lastSweep) < l.full {
+		return
+	}
+	l.lastSweep = now
+	for k, b := range l.keys {
+		if now.Sub(b.last) >= l.full {
+			delete(l.keys, k)
+		}
+	}
+}

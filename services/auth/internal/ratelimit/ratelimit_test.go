@@ -1,0 +1,82 @@
+package ratelimit
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestBurstThenRefill(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := New(5, time.Minute, 5, c.now) // one token per 12s
+	for i := 0; i < 5; i++ {
+		if ok, _ := l.Take("alice"); !ok {
+			t.Fatalf("attempt %d refused within burst", i+1)
+		}
+	}
+	ok, wait := l.Take("alice")
+	if ok || wait != 12*time.Second {
+		t.Fatalf("6th attempt: ok=%v wait=%v; want refused, 12s", ok, wait)
+	}
+	// Another key is independent.
+	if ok, _ := l.Take("bob"); !ok {
+		t.Fatal("bob limited by alice's failures")
+	}
+	c.t = c.t.Add(5 * time.Second)
+	if ok, wait := l.Take("alice"); ok || wait != 7*time.Second {
+		t.Fatalf("after 5s: ok=%v wait=%v; want refused, 7s", ok, wait)
+	}
+	c.t = c.t.Add(7 * time.Second)
+	if ok, _ := l.Take("alice"); !ok {
+		t.Fatal("refused after the retry-after passed")
+	}
+	if ok, _ := l.Take("alice"); ok {
+		t.Fatal("second token appeared from nowhere")
+	}
+}
+
+func TestRefund(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := New(2, time.Minute, 2, c.now)
+	for i := 0; i < 10; i++ { // successes are refunded and never exhaust the bucket
+		if ok, _ := l.Take("k"); !ok {
+			t.Fatalf("attempt %d refused although all were refunded", i)
+		}
+		l.Refund("k")
+	}
+	l.Refund("k") // never above burst
+	l.Take("k")
+	l.Take("k")
+	if ok, _ := l.Take("k"); ok {
+		t.Fatal("refund raised the bucket above its burst")
+	}
+}
+
+func TestIdleKeysEvicted(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := New(10, time.Minute, 10, c.now) // refills in 60s
+	for i := 0; i < 1000; i++ {
+		l.Take(fmt.Sprint("ip", i))
+	}
+	if l.Len() != 1000 {
+		t.Fatalf("Len = %d", l.Len())
+	}
+	c.t = c.t.Add(61 * time.Second)
+	l.Take("new")
+	if l.Len() != 1 {
+		t.Fatalf("after a refill period Len = %d, want 1 (idle keys dropped)", l.Len())
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	l := New(0, time.Minute, 0, nil)
+	for i := 0; i < 100; i++ {
+		if ok, _ := l.Take("x"); !ok {
+			t.Fatal("disabled limiter refused")
+		}
+	}
+}
