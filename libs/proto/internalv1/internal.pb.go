@@ -349,11 +349,17 @@ func (x *GatewayHeartbeatReply) GetResync() bool {
 // GatewayResync carries a gateway's full connection list, split in chunks.
 // Chunks of one resync share resync_id; the one with last=true completes it.
 type GatewayResync struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GatewayId     string                 `protobuf:"bytes,1,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
-	ResyncId      string                 `protobuf:"bytes,2,opt,name=resync_id,json=resyncId,proto3" json:"resync_id,omitempty"`
-	Conns         []*Conn                `protobuf:"bytes,3,rep,name=conns,proto3" json:"conns,omitempty"`
-	Last          bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GatewayId string                 `protobuf:"bytes,1,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
+	ResyncId  string                 `protobuf:"bytes,2,opt,name=resync_id,json=resyncId,proto3" json:"resync_id,omitempty"`
+	Conns     []*Conn                `protobuf:"bytes,3,rep,name=conns,proto3" json:"conns,omitempty"`
+	Last      bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// chunks is the number of chunks in this resync, set on the last one. A
+	// gateway that sends chunks without waiting for each reply must set it:
+	// chunks may then reach different presence replicas out of order, and
+	// presence applies the resync once it has staged this many. 0 means the
+	// sender waited for every earlier chunk's reply (all are staged already).
+	Chunks        uint32 `protobuf:"varint,5,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +420,13 @@ func (x *GatewayResync) GetLast() bool {
 		return x.Last
 	}
 	return false
+}
+
+func (x *GatewayResync) GetChunks() uint32 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
 }
 
 // PresenceListReply answers a list request with the whole online list.
@@ -653,13 +666,14 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12\x14\n" +
 	"\x05conns\x18\x02 \x01(\rR\x05conns\"/\n" +
 	"\x15GatewayHeartbeatReply\x12\x16\n" +
-	"\x06resync\x18\x01 \x01(\bR\x06resync\"\x8f\x01\n" +
+	"\x06resync\x18\x01 \x01(\bR\x06resync\"\xa7\x01\n" +
 	"\rGatewayResync\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12\x1b\n" +
 	"\tresync_id\x18\x02 \x01(\tR\bresyncId\x12.\n" +
 	"\x05conns\x18\x03 \x03(\v2\x18.parley.internal.v1.ConnR\x05conns\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last\"R\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12\x16\n" +
+	"\x06chunks\x18\x05 \x01(\rR\x06chunks\"R\n" +
 	"\x11PresenceListReply\x12+\n" +
 	"\x05users\x18\x01 \x03(\v2\x15.parley.v1.OnlineUserR\x05users\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +
