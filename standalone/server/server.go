@@ -1,0 +1,256 @@
+// Package server runs all of Parley in one process: an in-process
+// nats-server with JetStream on a local data directory, an in-process
+// Redis-protocol server (miniredis) for presence, the auth and presence
+// services and one gateway. It wires the very same packages the separate
+// binaries run; only the wiring differs. cmd/parleyd is its command, and
+// tests use it to get a whole Parley in a few lines.
+package server
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	gateway "github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/services/auth/authsvc"
+	"github.com/parleychat/parley/services/presence/presencesvc"
+)
+
+// Config is the whole embedded deployment's configuration.
+type Config struct {
+	DataDir    string // JetStream data (accounts, sessions) lives under DataDir/nats
+	NATSListen string // empty: NATS is in-process only; "127.0.0.1:4222": also open to other processes
+
+	Gateway  gateway.Config
+	Auth     authsvc.Config
+	Presence presencesvc.Config
+}
+
+// DefaultConfig returns the defaults RegisterFlags sets.
+func DefaultConfig() Config {
+	var c Config
+	c.RegisterFlags(flag.NewFlagSet("parleyd", flag.ContinueOnError))
+	return c
+}
+
+// RegisterFlags defines every flag of the gateway and the services, plus the
+// embedded deployment's own.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", "parley-data", "directory for durable data (accounts and sessions)")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so separate processes can join; empty: in-process only")
+	c.Gateway.RegisterFlags(fs)
+	c.Auth.RegisterFlags(fs)
+	c.Presence.RegisterFlags(fs)
+}
+
+// Server is a running embedded Parley.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	reg prometheus.Registerer
+
+	ns       *natsserver.Server
+	redis    *miniredis.Miniredis
+	rdb      *redis.Client
+	conns    []*nats.Conn
+	gw       *gateway.Server
+	auth     *authsvc.Service
+	presence *presencesvc.Service
+
+	startOnce sync.Once
+	startErr  error
+}
+
+// New checks the configuration; it starts nothing.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("parleyd: -data-dir must not be empty")
+	}
+	if log == nil {
+		return nil, errors.New("parleyd: nil logger")
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	return &Server{cfg: cfg, log: log, reg: reg}, nil
+}
+
+// Start brings up NATS, the presence store, the services and binds the
+// gateway's listeners, so TCPAddr and HTTPAddr are known before Run.
+func (s *Server) Start() error {
+	s.startOnce.Do(func() { s.startErr = s.start() })
+	return s.startErr
+}
+
+func (s *Server) start() error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("parleyd: data dir: %w", err)
+	}
+	ns, err := startNATS(s.cfg.DataDir, s.cfg.NATSListen, s.log)
+	if err != nil {
+		return err
+	}
+	s.ns = ns
+
+	// miniredis is a Redis-protocol server on a loopback port: presence
+	// talks to it with go-redis exactly as it talks to a real Redis.
+	s.redis = miniredis.NewMiniRedis()
+	if err := s.redis.StartAddr("127.0.0.1:0"); err != nil {
+		s.close()
+		return fmt.Errorf("parleyd: presence store: %w", err)
+	}
+	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr(), DialTimeout: 2 * time.Second,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+
+	nc := func(name string) (*nats.Conn, error) {
+		c, err := connectInProcess(ns, "parleyd-"+name, s.log)
+		if err == nil {
+			s.conns = append(s.conns, c)
+		}
+		return c, err
+	}
+	authNC, err := nc("auth")
+	if err != nil {
+		s.close()
+		return err
+	}
+	if s.auth, err = authsvc.New(s.cfg.Auth, authNC, s.log.With("service", "auth"), s.reg); err != nil {
+		s.close()
+		return err
+	}
+	presNC, err := nc("presence")
+	if err != nil {
+		s.close()
+		return err
+	}
+	if s.presence, err = presencesvc.New(s.cfg.Presence, presencesvc.Deps{NC: presNC, Redis: s.rdb,
+		Log: s.log.With("service", "presence"), Registry: s.reg}); err != nil {
+		s.close()
+		return err
+	}
+	gwNC, err := nc("gateway")
+	if err != nil {
+		s.close()
+		return err
+	}
+	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: gwNC, Log: s.log, Registry: s.reg}); err != nil {
+		s.close()
+		return err
+	}
+	if err := s.gw.Listen(); err != nil {
+		s.close()
+		return err
+	}
+	return nil
+}
+
+// TCPAddr is the gateway's TCP (or TLS) address, nil when disabled.
+func (s *Server) TCPAddr() net.Addr { return s.gw.TCPAddr() }
+
+// HTTPAddr is the gateway's HTTP/WebSocket address, nil when disabled.
+func (s *Server) HTTPAddr() net.Addr { return s.gw.HTTPAddr() }
+
+// NATSURL is the embedded NATS's client URL when -nats-listen is set.
+func (s *Server) NATSURL() string {
+	if s.cfg.NATSListen == "" {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// Ready reports whether every part is serving.
+func (s *Server) Ready() error {
+	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.gw.Ready} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run starts (if needed) and serves until ctx ends, then stops the gateway
+// first (clients are told SERVER_SHUTDOWN), then the services, then NATS and
+// the presence store.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	defer s.close()
+
+	svcCtx, stopSvcs := context.WithCancel(context.Background())
+	defer stopSvcs()
+	errc := make(chan error, 3)
+	var svcs sync.WaitGroup
+	for name, run := range map[string]func(context.Context) error{"auth": s.auth.Run, "presence": s.presence.Run} {
+		svcs.Add(1)
+		go func() {
+			defer svcs.Done()
+			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	gwCtx, stopGW := context.WithCancel(ctx)
+	defer stopGW()
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- s.gw.Run(gwCtx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		runErr = err
+	case err := <-gwDone:
+		runErr = err
+		gwDone <- nil
+	}
+	stopGW()
+	if err := <-gwDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	stopSvcs()
+	svcs.Wait()
+	return runErr
+}
+
+func (s *Server) close() {
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	return host, port, nil
+}
