@@ -197,6 +197,7 @@ type gatewayProc struct {
 type clusterOpts struct {
 	sessionPolicy string // auth -session-policy
 	gatewayTTL    string // presence -gateway-ttl
+	tokenTTL      string // auth -token-ttl
 }
 
 func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
@@ -213,12 +214,15 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 	if policy == "" {
 		policy = "multi"
 	}
+	if o.tokenTTL != "" {
+		c.authEnv = append(c.authEnv, "PARLEY_TOKEN_TTL="+o.tokenTTL)
+	}
 	authAdmin := addr(testenv.FreePort(t))
-	c.authEnv = []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + authAdmin,
-		"PARLEY_SESSION_POLICY=" + policy,
+	c.authEnv = append(c.authEnv, "PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + authAdmin,
+		"PARLEY_SESSION_POLICY=" + policy, "PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0",
 		// Cheaper hashing keeps the suite fast; the defaults are
 		// measured by the benchmark.
-		"PARLEY_ARGON2_MEMORY_KIB=1024", "PARLEY_ARGON2_TIME=1"}
+		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1")
 	c.auth = start(t, "auth", c.authEnv)
 	waitReady(t, c.auth, authAdmin)
 

@@ -130,8 +130,8 @@ func (c Config) validate() (validated, error) {
 		}
 		v.staticKey = key
 	}
-	if c.TokenTTL < time.Minute {
-		errs = append(errs, errors.New("-token-ttl must be at least 1m"))
+	if c.TokenTTL < time.Second {
+		errs = append(errs, errors.New("-token-ttl must be at least 1s"))
 	}
 	switch c.SessionPolicy {
 	case PolicyMulti, PolicyTakeover, PolicyReject:
