@@ -179,8 +179,12 @@ func (r *Reader) ReadRaw() (*[]byte, error) {
 	return b, nil
 }
 
-// PutRaw returns a buffer obtained from ReadRaw.
+// PutRaw returns a buffer obtained from ReadRaw or GetRaw.
 func PutRaw(b *[]byte) { putBuf(b) }
+
+// GetRaw returns an empty buffer from the pool ReadRaw uses, for a
+// message-based transport that fills it itself; release it with PutRaw.
+func GetRaw() *[]byte { return getBuf() }
 
 // Buffers up to 64 KiB are pooled; larger ones are left to the GC so a
 // single huge frame does not pin memory.

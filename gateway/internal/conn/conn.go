@@ -1,0 +1,286 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/gateway/internal/presence"
+	"github.com/parleychat/parley/gateway/internal/registry"
+	"github.com/parleychat/parley/gateway/internal/transport"
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// Conn is one client connection.
+type Conn struct {
+	h      *Handler
+	t      transport.Transport
+	id     string // unique on this gateway, never reused
+	remote string // client ip:port
+
+	out outbox
+
+	mu   sync.Mutex // guards sess
+	sess *session   // nil until a session starts, and again after Logout
+
+	// Owned by the reader goroutine (and the frame goroutine it waits for).
+	welcomed bool // Welcome sent
+	bad      int  // undecodable frames so far
+}
+
+// session is the identity of an authenticated connection. Immutable; a
+// logout replaces the pointer with nil.
+type session struct {
+	rec  *internalv1.Conn // presence record: user, session, this conn
+	feed bool             // receives the presence feed
+}
+
+var (
+	_ registry.Conn   = (*Conn)(nil)
+	_ presence.Member = (*Conn)(nil)
+)
+
+// readLoop reads frames until the connection must end.
+//
+// Deadlines: before Welcome a frame must arrive within HandshakeTimeout,
+// after it within IdleTimeout (any frame, Ping included, resets it). Other
+// goroutines end the connection by queueing a final frame; the flush then
+// sets the read deadline to now (wake), and the loop sees isClosing.
+func (c *Conn) readLoop() {
+	lim := &c.h.Limits
+	for {
+		d := lim.IdleTimeout
+		if !c.welcomed {
+			d = lim.HandshakeTimeout
+		}
+		_ = c.t.SetReadDeadline(time.Now().Add(d))
+		// Checked after setting the deadline: a wake that raced with it
+		// either set the closing flag before this check or moved the
+		// deadline to now after it.
+		if c.out.isClosing() {
+			return
+		}
+		raw, err := c.t.ReadFrame()
+		if err != nil {
+			if c.out.isClosing() || !c.readError(err) {
+				return
+			}
+			continue
+		}
+		if !c.process(raw) {
+			return
+		}
+	}
+}
+
+// readError handles a failed read and reports whether to keep reading.
+func (c *Conn) readError(err error) bool {
+	switch {
+	case transport.IsTimeout(err):
+		if !c.welcomed {
+			c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED,
+				fmt.Sprintf("no Hello within %s", c.h.Limits.HandshakeTimeout))
+		} else {
+			c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT,
+				fmt.Sprintf("nothing received for %s", c.h.Limits.IdleTimeout))
+		}
+		return false
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE,
+			fmt.Sprintf("frame above the %d-byte limit", c.h.Limits.MaxFrameSize))
+		return false
+	case errors.Is(err, wire.ErrBadFrame), errors.Is(err, wire.ErrEmptyFrame):
+		// The frame was consumed whole (zero length prefix, or a WebSocket
+		// text message): the stream is still in sync.
+		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
+		return c.badFrame(err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// A frame cut short: the peer is gone or sent garbage. Say so in
+		// case it still reads.
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, "connection ended inside a frame")
+		return false
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.log().Debug("client closed the connection")
+		return false
+	default:
+		c.debug("read failed", "err", err)
+		return false
+	}
+}
+
+// badFrame answers an undecodable frame with Error(wire.CodeOf(err)) and
+// reports whether to keep reading. Before the handshake, and beyond
+// maxBadFrames, it is fatal.
+func (c *Conn) badFrame(err error) bool {
+	code := wire.CodeOf(err)
+	c.bad++
+	c.debug("bad frame", "code", errcode.ShortName(code), "err", err, "count", c.bad)
+	msg := badFrameMessage(code)
+	switch {
+	case !c.welcomed:
+		c.fatal(0, code, msg+" (expected Hello)")
+		return false
+	case c.bad > maxBadFrames:
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, fmt.Sprintf("more than %d malformed frames", maxBadFrames))
+		return false
+	default:
+		c.sendError(0, code, msg)
+		return true
+	}
+}
+
+func badFrameMessage(code parleyv1.ErrorCode) string {
+	switch code {
+	case parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8:
+		return "a text field is not valid UTF-8"
+	default:
+		return "malformed frame"
+	}
+}
+
+// process handles one frame on a fresh goroutine and waits for it. Handling
+// (protobuf decoding, NATS requests) needs far more stack than a parked read;
+// doing it elsewhere keeps the reader's stack, which every idle connection
+// holds, at its minimum size. Frames are still handled strictly one at a
+// time, in order, so replies leave in request order.
+func (c *Conn) process(raw *[]byte) bool {
+	done := make(chan bool, 1)
+	go func() {
+		keep := false
+		defer func() {
+			if p := recover(); p != nil {
+				c.log().Error("frame handler panic", "panic", p)
+				c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
+			}
+			done <- keep
+		}()
+		keep = c.handle(raw)
+	}()
+	return <-done
+}
+
+// handle decodes and dispatches one frame; it reports whether to keep
+// reading.
+func (c *Conn) handle(raw *[]byte) bool {
+	f, err := wire.Decode(*raw)
+	wire.PutRaw(raw)
+	if err != nil {
+		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
+		return c.badFrame(err)
+	}
+	c.h.Metrics.FramesIn.WithLabelValues(bodyName(f)).Inc()
+	if !c.welcomed {
+		return c.hello(f)
+	}
+	c.dispatch(f)
+	return true
+}
+
+// hello handles the first frame: it must be a Hello listing version 1.
+func (c *Conn) hello(f *parleyv1.Frame) bool {
+	hello := f.GetHello()
+	if hello == nil {
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "the first frame must be Hello")
+		return false
+	}
+	if !slices.Contains(hello.GetVersions(), wire.Version) {
+		c.fatal(f.GetRequestId(), parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION,
+			fmt.Sprintf("no common protocol version: this server speaks [%d]", wire.Version))
+		return false
+	}
+	c.welcomed = true
+	lim := &c.h.Limits
+	c.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Welcome{Welcome: &parleyv1.Welcome{
+		Version:             wire.Version,
+		Server:              c.h.Server,
+		GatewayId:           c.h.GatewayID,
+		MaxFrameSize:        lim.MaxFrameSize,
+		HeartbeatIntervalMs: uint32(lim.HeartbeatInterval.Milliseconds()),
+		IdleTimeoutMs:       uint32(lim.IdleTimeout.Milliseconds()),
+	}}})
+	c.debug("handshake", "client", hello.GetClient())
+	return true
+}
+
+// send queues f (dropped silently if the connection is closing).
+func (c *Conn) send(f *parleyv1.Frame) { c.out.pushFrame(f) }
+
+// sendError queues a non-fatal Error answering requestID (0: none).
+func (c *Conn) sendError(requestID uint32, code parleyv1.ErrorCode, msg string) {
+	c.debug("error sent", "request_id", requestID, "code", errcode.ShortName(code), "message", msg)
+	c.countError(code)
+	c.send(wire.ErrorFrame(requestID, code, msg, false))
+}
+
+// sendErr queues err (from a service, via libs/rpc) as an Error answering
+// requestID, with its code, message and retry_after_ms.
+func (c *Conn) sendErr(requestID uint32, err error) {
+	e := errcode.From(err)
+	if e.Code == parleyv1.ErrorCode_ERROR_CODE_INTERNAL {
+		c.log().Warn("request failed", "request_id", requestID, "err", err)
+	} else {
+		c.debug("request failed", "request_id", requestID, "err", err)
+	}
+	c.countError(e.Code)
+	f := wire.ErrorFrame(requestID, e.Code, e.Message, false)
+	f.GetError().RetryAfterMs = e.RetryAfter
+	c.send(f)
+}
+
+// fatal queues a fatal Error as the last frame; the connection then closes.
+func (c *Conn) fatal(requestID uint32, code parleyv1.ErrorCode, msg string) {
+	c.log().Info("closing connection", "code", errcode.ShortName(code), "reason", msg)
+	if !c.welcomed {
+		c.h.Metrics.HandshakeFailures.WithLabelValues(errcode.ShortName(code)).Inc()
+	}
+	c.countError(code)
+	c.out.final(wire.ErrorFrame(requestID, code, msg, true))
+}
+
+func (c *Conn) countError(code parleyv1.ErrorCode) {
+	c.h.Metrics.ErrorsSent.WithLabelValues(errcode.ShortName(code)).Inc()
+}
+
+// wake interrupts the reader's blocked read so it notices the connection is
+// closing.
+func (c *Conn) wake() { _ = c.t.SetReadDeadline(time.Now()) }
+
+// Push queues an encoded feed frame (presence.Member).
+func (c *Conn) Push(frame []byte) { c.out.push(frame) }
+
+// SlowConsumer closes the connection with SLOW_CONSUMER (presence.Member).
+func (c *Conn) SlowConsumer() { c.out.slowConsumer() }
+
+// EndSession sends SessionEnded and closes the connection (registry.Conn).
+func (c *Conn) EndSession(reason parleyv1.ErrorCode, message string) {
+	c.log().Info("session ended by server", "reason", errcode.ShortName(reason))
+	c.out.final(&parleyv1.Frame{Body: &parleyv1.Frame_SessionEnded{SessionEnded: &parleyv1.SessionEnded{Reason: reason, Message: message}}})
+}
+
+// Shutdown closes the connection with a fatal SERVER_SHUTDOWN (registry.Conn).
+func (c *Conn) Shutdown() {
+	code := parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN
+	if c.out.final(wire.ErrorFrame(0, code, "the gateway is shutting down; reconnect", true)) {
+		c.countError(code)
+	}
+}
+
+func (c *Conn) session() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+func (c *Conn) setSession(s *session) {
+	c.mu.Lock()
+	c.sess = s
+	c.mu.Unlock()
+}

@@ -1,0 +1,133 @@
+package conn
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/gateway/internal/presence"
+	"github.com/parleychat/parley/gateway/internal/registry"
+	"github.com/parleychat/parley/gateway/internal/transport"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// Limits are the per-connection limits and timeouts.
+type Limits struct {
+	MaxFrameSize      uint32        // largest accepted frame, without prefix
+	HandshakeTimeout  time.Duration // Hello must arrive within this
+	HeartbeatInterval time.Duration // advertised in Welcome: ping when idle this long
+	IdleTimeout       time.Duration // close after receiving nothing this long
+	WriteTimeout      time.Duration // bound on one flush
+	RequestTimeout    time.Duration // bound on one NATS request
+	SendQueueFrames   int           // outbound queue bound, frames
+	SendQueueBytes    int           // outbound queue bound, bytes (with prefixes)
+}
+
+// maxBadFrames is how many undecodable frames one connection may send; the
+// next one closes it with a fatal BAD_FRAME.
+const maxBadFrames = 10
+
+// disconnectTimeout bounds the PresenceDisconnect sent when a connection
+// ends, so a shutdown with presence down still finishes quickly.
+const disconnectTimeout = 3 * time.Second
+
+// Options configure a Handler.
+type Options struct {
+	NC        *nats.Conn
+	Log       *slog.Logger
+	Metrics   *metrics.Metrics
+	Registry  *registry.Registry
+	Feed      *presence.Feed
+	GatewayID string
+	Server    string // "parley-gateway/<version>", sent in Welcome
+	Limits    Limits
+}
+
+// Handler serves connections; it is shared by all of them.
+type Handler struct {
+	Options
+	idPrefix string        // random per process, so conn ids never repeat across restarts
+	nextID   atomic.Uint64 // conn id counter
+}
+
+// NewHandler returns a Handler.
+func NewHandler(o Options) *Handler {
+	return &Handler{Options: o, idPrefix: randomToken(4) + "-"}
+}
+
+// Serve runs one connection until it ends, on the calling goroutine (the
+// connection's reader), then closes t. It never panics on client input.
+func (h *Handler) Serve(t transport.Transport) {
+	c := &Conn{
+		h:      h,
+		t:      t,
+		id:     h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36),
+		remote: t.RemoteAddr().String(),
+	}
+	c.out.c = c
+	g := h.Metrics.Connections.WithLabelValues(t.Kind())
+	g.Inc()
+	defer g.Dec()
+	c.debug("connection opened", "transport", t.Kind())
+	if h.Registry.Add(c) {
+		c.readLoop()
+	} else {
+		c.Shutdown()
+	}
+	c.finish()
+}
+
+// finish runs on the reader goroutine after the read loop: it stops all
+// deliveries, tells presence the connection is gone, lets the last queued
+// frames out and closes the transport.
+func (c *Conn) finish() {
+	h := c.h
+	h.Feed.Leave(c)
+	rec := h.Registry.Remove(c)
+	c.out.close()
+	if rec != nil {
+		c.presenceDisconnect(rec)
+	}
+	_ = c.t.Close()
+	c.debug("connection closed")
+}
+
+// presenceDisconnect tells presence a connection ended. A failure is logged
+// only: the heartbeat resync or presence's gateway TTL repairs it.
+func (c *Conn) presenceDisconnect(rec *internalv1.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(disconnectTimeout, c.h.Limits.RequestTimeout))
+	defer cancel()
+	msg := &internalv1.PresenceDisconnect{GatewayId: rec.GetGatewayId(), ConnId: rec.GetConnId()}
+	if err := rpc.Request(ctx, c.h.NC, subject.PresenceDisconnect, nil, msg, nil); err != nil {
+		c.log().Warn("presence disconnect", "user", rec.GetUserId(), "err", err)
+	}
+}
+
+func (c *Conn) log() *slog.Logger { return c.h.Log.With("conn", c.id, "remote", c.remote) }
+
+// debug logs at debug level with the connection's id and address, without
+// building a logger when debug logging is off.
+func (c *Conn) debug(msg string, args ...any) {
+	if c.h.Log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log().Debug(msg, args...)
+	}
+}
+
+// randomToken returns n random characters from [a-z0-9].
+func randomToken(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

@@ -1,0 +1,194 @@
+package conn
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// dispatch handles a frame after the handshake (docs/protocol.md §5-§6):
+//
+//   - Ping: Pong with the same nonce and request_id, at any time.
+//   - Pong: ignored (a client may answer a server Ping; it resets the idle
+//     timer like any frame).
+//   - Hello again: Error HANDSHAKE_REQUIRED (non-fatal).
+//   - Register, Login, Resume, Logout, Who: requests; request_id must be
+//     non-zero (else INVALID_ARGUMENT). Register/Login/Resume need no
+//     session (ALREADY_AUTHENTICATED if there is one); Logout and Who need
+//     one (UNAUTHENTICATED).
+//   - Any body only the server sends (Welcome, Error, Session, Ok,
+//     WhoReply, PresenceSnapshot, PresenceChange, SessionEnded):
+//     UNKNOWN_REQUEST.
+//
+// Requests on one connection are handled one at a time, in order.
+func (c *Conn) dispatch(f *parleyv1.Frame) {
+	rid := f.GetRequestId()
+	switch b := f.GetBody().(type) {
+	case *parleyv1.Frame_Ping:
+		c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: b.Ping.GetNonce()}}})
+		return
+	case *parleyv1.Frame_Pong:
+		return
+	case *parleyv1.Frame_Hello:
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "Hello was already received on this connection")
+		return
+	case *parleyv1.Frame_Register, *parleyv1.Frame_Login, *parleyv1.Frame_Resume,
+		*parleyv1.Frame_Logout, *parleyv1.Frame_Who:
+	default:
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
+		return
+	}
+	if rid == 0 {
+		c.sendError(0, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "request_id must be non-zero on a request")
+		return
+	}
+	name := bodyName(f)
+	start := time.Now()
+	defer func() { c.h.Metrics.RequestDuration.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()
+	switch b := f.GetBody().(type) {
+	case *parleyv1.Frame_Register:
+		c.authenticate(rid, subject.AuthRegister, b.Register, b.Register.GetOptions())
+	case *parleyv1.Frame_Login:
+		c.authenticate(rid, subject.AuthLogin, b.Login, b.Login.GetOptions())
+	case *parleyv1.Frame_Resume:
+		c.authenticate(rid, subject.AuthResume, b.Resume, b.Resume.GetOptions())
+	case *parleyv1.Frame_Logout:
+		c.logout(rid)
+	case *parleyv1.Frame_Who:
+		c.who(rid)
+	}
+}
+
+func (c *Conn) requestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), c.h.Limits.RequestTimeout)
+}
+
+// authenticate forwards a Register, Login or Resume request, unchanged, to
+// the auth service on subj with the client's address and this gateway's id
+// in headers. An error reply reaches the client with the same code, message
+// and retry_after_ms. On success the session starts (startSession).
+func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *parleyv1.ClientOptions) {
+	if c.session() != nil {
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED, "this connection already has a session; log out first")
+		return
+	}
+	hdr := nats.Header{}
+	hdr.Set(subject.HeaderRemoteAddr, c.remote)
+	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	reply := new(internalv1.AuthReply)
+	if err := rpc.Request(ctx, c.h.NC, subj, hdr, req, reply); err != nil {
+		c.sendErr(rid, err)
+		return
+	}
+	s := reply.GetSession()
+	if s.GetUserId() == "" || s.GetSessionId() == "" {
+		c.log().Error("auth reply without a session", "subject", subj)
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
+		return
+	}
+	c.startSession(rid, s, opts)
+}
+
+// startSession makes the connection authenticated, in this order:
+//
+//  1. PresenceConnect registers it with presence. If presence does not
+//     answer the login still succeeds: the next heartbeat sees the count
+//     differ and the resync repairs presence's view.
+//  2. The registry subscribes to the user's subjects (once per user on this
+//     gateway), so a SessionKick for this session can reach it.
+//  3. The Session reply is queued.
+//  4. Unless options.skip_presence_feed, the PresenceSnapshot frames, then
+//     PresenceChange events (see presence.Feed.Join for the ordering).
+func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.ClientOptions) {
+	rec := &internalv1.Conn{
+		GatewayId: c.h.GatewayID,
+		ConnId:    c.id,
+		UserId:    s.GetUserId(),
+		Username:  s.GetUsername(),
+		SessionId: s.GetSessionId(),
+	}
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	if err := rpc.Request(ctx, c.h.NC, subject.PresenceConnect, nil, &internalv1.PresenceConnect{Conn: rec}, nil); err != nil {
+		c.log().Warn("presence connect failed; the heartbeat resync will repair it", "user", rec.UserId, "err", err)
+	}
+	c.h.Registry.Authenticate(c, rec)
+	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
+	c.setSession(sess)
+	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
+		"device", opts.GetDevice(), "resumed", s.GetResumed())
+	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}})
+	if sess.feed {
+		c.h.Feed.Join(context.Background(), c)
+	}
+}
+
+// logout ends the session: the auth service revokes it (identity from this
+// connection's session in the Parley-User/Parley-Session headers, never from
+// the client), then presence forgets the connection and Ok is sent. The
+// connection stays open, unauthenticated. If auth fails, the error is sent
+// and the session continues.
+func (c *Conn) logout(rid uint32) {
+	s := c.session()
+	if s == nil {
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "no session on this connection")
+		return
+	}
+	hdr := nats.Header{}
+	hdr.Set(subject.HeaderUserID, s.rec.GetUserId())
+	hdr.Set(subject.HeaderSessionID, s.rec.GetSessionId())
+	hdr.Set(subject.HeaderRemoteAddr, c.remote)
+	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	// A fresh, empty body: nothing the client put in its frame travels on.
+	if err := rpc.Request(ctx, c.h.NC, subject.AuthLogout, hdr, &parleyv1.LogoutRequest{}, nil); err != nil {
+		c.sendErr(rid, err)
+		return
+	}
+	c.h.Feed.Leave(c)
+	c.setSession(nil)
+	if rec := c.h.Registry.Deauthenticate(c); rec != nil {
+		c.presenceDisconnect(rec)
+	}
+	c.log().Info("logged out", "user", s.rec.GetUserId(), "session", s.rec.GetSessionId())
+	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Ok{Ok: &parleyv1.Ok{}}})
+}
+
+// who answers a WhoRequest with presence's current online list.
+func (c *Conn) who(rid uint32) {
+	if c.session() == nil {
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in or resume first")
+		return
+	}
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	list, err := c.h.Feed.List(ctx)
+	if err != nil {
+		c.sendErr(rid, err)
+		return
+	}
+	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{Users: list.GetUsers()}}})
+}
+
+// bodyName is the frame body's field name in the schema ("login"), for
+// metrics and messages.
+func bodyName(f *parleyv1.Frame) string {
+	if f == nil || f.GetBody() == nil {
+		return "none"
+	}
+	fd := f.ProtoReflect().WhichOneof(f.ProtoReflect().Descriptor().Oneofs().ByName("body"))
+	if fd == nil {
+		return "none"
+	}
+	return string(fd.Name())
+}

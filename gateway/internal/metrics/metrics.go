@@ -1,0 +1,71 @@
+// Package metrics defines the gateway's Prometheus metrics (parley_gateway_*).
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gateway's instruments. All are safe for concurrent use.
+type Metrics struct {
+	// Connections open now, by transport (tcp, tls, ws).
+	Connections *prometheus.GaugeVec
+	// Authenticated connections open now (with a session).
+	Authenticated prometheus.Gauge
+	// FramesIn counts frames received, by body type ("login", "ping", ...,
+	// "invalid" for undecodable ones).
+	FramesIn *prometheus.CounterVec
+	// FramesOut counts frames queued for clients.
+	FramesOut prometheus.Counter
+	// ErrorsSent counts Error frames sent, by code ("BAD_FRAME", ...).
+	ErrorsSent *prometheus.CounterVec
+	// RequestDuration is the time to answer a request, by request type.
+	RequestDuration *prometheus.HistogramVec
+	// SlowConsumers counts connections closed because their send queue
+	// overflowed.
+	SlowConsumers prometheus.Counter
+	// HandshakeFailures counts connections that ended before a Welcome, by
+	// error code.
+	HandshakeFailures *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "parley_gateway_connections",
+			Help: "Client connections open now, by transport.",
+		}, []string{"transport"}),
+		Authenticated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_gateway_authenticated_connections",
+			Help: "Client connections with a session.",
+		}),
+		FramesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_frames_received_total",
+			Help: "Frames received from clients, by body type (invalid: undecodable).",
+		}, []string{"type"}),
+		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gateway_frames_sent_total",
+			Help: "Frames queued for clients.",
+		}),
+		ErrorsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_errors_sent_total",
+			Help: "Error frames sent to clients, by code.",
+		}, []string{"code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "parley_gateway_request_duration_seconds",
+			Help:    "Time to answer a client request, by request type.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"request"}),
+		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gateway_slow_consumer_disconnects_total",
+			Help: "Connections closed because the client did not read fast enough.",
+		}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_handshake_failures_total",
+			Help: "Connections that ended before completing the handshake, by error code.",
+		}, []string{"code"}),
+	}
+	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
+		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures)
+	return m
+}

@@ -1,0 +1,282 @@
+// Package registry tracks a gateway's client connections: every open one
+// (so shutdown can reach them all), the authenticated ones with their
+// presence records (for heartbeats and resyncs), and per user the one NATS
+// subscription to subject.UserAll that brings that user's events to this
+// gateway.
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// Conn is what the registry needs from a client connection.
+type Conn interface {
+	// EndSession tells the client its session ended (SessionEnded with
+	// reason and message) and closes the connection. It must not block.
+	EndSession(reason parleyv1.ErrorCode, message string)
+	// Shutdown closes the connection with a fatal SERVER_SHUTDOWN error. It
+	// must not block.
+	Shutdown()
+}
+
+// userQueue is the capacity of the channel all per-user subscriptions
+// deliver into. A per-user subscription with a callback would cost a
+// goroutine per online user; channel subscriptions share one dispatcher.
+// When the channel is full NATS drops the message and reports a slow
+// consumer (kicks are rare; the auth service has already revoked the
+// session, so a lost kick only delays the disconnect to the next request).
+const userQueue = 8192
+
+// Registry is safe for concurrent use.
+type Registry struct {
+	nc   *nats.Conn
+	log  *slog.Logger
+	m    *metrics.Metrics
+	msgs chan *nats.Msg
+
+	mu     sync.Mutex // guards every field below
+	closed bool       // Shutdown was called: Add refuses
+	all    map[Conn]struct{}
+	authed map[Conn]*internalv1.Conn
+	users  map[string]*user
+	bySub  map[*nats.Subscription]*user
+	wg     sync.WaitGroup // one count per added connection, until Remove
+}
+
+// user is one user with at least one authenticated connection here.
+type user struct {
+	id    string
+	sub   *nats.Subscription // to subject.UserAll(id); nil if subscribing failed
+	conns []member
+}
+
+type member struct {
+	c         Conn
+	sessionID string
+}
+
+// New returns an empty registry; call Run to dispatch per-user messages.
+func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics) *Registry {
+	return &Registry{
+		nc:     nc,
+		log:    log,
+		m:      m,
+		msgs:   make(chan *nats.Msg, userQueue),
+		all:    make(map[Conn]struct{}),
+		authed: make(map[Conn]*internalv1.Conn),
+		users:  make(map[string]*user),
+		bySub:  make(map[*nats.Subscription]*user),
+	}
+}
+
+// Add records a new connection. It returns false once Shutdown has been
+// called; the caller must then close the connection without serving it.
+// Every successful Add must be followed by one Remove.
+func (r *Registry) Add(c Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.all[c] = struct{}{}
+	r.wg.Add(1)
+	return true
+}
+
+// Remove forgets a connection. If it was authenticated, its presence record
+// is returned (and its user reference dropped), so the caller can tell
+// presence it is gone.
+func (r *Registry) Remove(c Conn) *internalv1.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.all[c]; !ok {
+		return nil
+	}
+	delete(r.all, c)
+	rec := r.deauthLocked(c)
+	r.wg.Done()
+	return rec
+}
+
+// Authenticate records that c now holds the session described by rec, and
+// subscribes to the user's subjects if c is the user's first connection on
+// this gateway. rec must not be modified afterwards.
+func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.all[c]; !ok {
+		return
+	}
+	if _, ok := r.authed[c]; ok {
+		r.deauthLocked(c)
+	}
+	r.authed[c] = rec
+	r.m.Authenticated.Inc()
+	u := r.users[rec.GetUserId()]
+	if u == nil {
+		u = &user{id: rec.GetUserId()}
+		sub, err := r.nc.ChanSubscribe(subject.UserAll(u.id), r.msgs)
+		if err != nil {
+			// Only a closed NATS connection or an invalid subject gets
+			// here; the session works, it just misses per-user events.
+			r.log.Warn("subscribe user subjects", "user", u.id, "err", err)
+		} else {
+			u.sub = sub
+			r.bySub[sub] = u
+		}
+		r.users[u.id] = u
+	}
+	u.conns = append(u.conns, member{c: c, sessionID: rec.GetSessionId()})
+}
+
+// Deauthenticate forgets c's session (logout) and returns its record, or nil
+// if c had none. The user's subscription ends with its last connection.
+func (r *Registry) Deauthenticate(c Conn) *internalv1.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.deauthLocked(c)
+}
+
+func (r *Registry) deauthLocked(c Conn) *internalv1.Conn {
+	rec, ok := r.authed[c]
+	if !ok {
+		return nil
+	}
+	delete(r.authed, c)
+	r.m.Authenticated.Dec()
+	u := r.users[rec.GetUserId()]
+	if u == nil {
+		return rec
+	}
+	for i, mb := range u.conns {
+		if mb.c == c {
+			u.conns[i] = u.conns[len(u.conns)-1]
+			u.conns[len(u.conns)-1] = member{}
+			u.conns = u.conns[:len(u.conns)-1]
+			break
+		}
+	}
+	if len(u.conns) == 0 {
+		delete(r.users, u.id)
+		if u.sub != nil {
+			delete(r.bySub, u.sub)
+			_ = u.sub.Unsubscribe()
+		}
+	}
+	return rec
+}
+
+// Count is the number of authenticated connections.
+func (r *Registry) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.authed)
+}
+
+// Conns returns the presence records of all authenticated connections.
+func (r *Registry) Conns() []*internalv1.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*internalv1.Conn, 0, len(r.authed))
+	for _, rec := range r.authed {
+		out = append(out, rec)
+	}
+	return out
+}
+
+// Shutdown refuses new connections and tells every open one to close with
+// SERVER_SHUTDOWN. Wait then waits until all of them are removed.
+func (r *Registry) Shutdown() {
+	r.mu.Lock()
+	r.closed = true
+	conns := make([]Conn, 0, len(r.all))
+	for c := range r.all {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.Shutdown()
+	}
+}
+
+// Wait blocks until every added connection has been removed. Call it only
+// after Shutdown.
+func (r *Registry) Wait() { r.wg.Wait() }
+
+// Run dispatches messages published on users' subjects until ctx ends.
+// Subjects are subject.UserPrefix(user) + suffix; the suffixes handled:
+//
+//	kick  internalv1.SessionKick: end that session's connections here.
+//
+// Unknown suffixes are ignored (later releases add per-user events).
+func (r *Registry) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg := <-r.msgs:
+			r.dispatch(msg)
+		}
+	}
+}
+
+func (r *Registry) dispatch(msg *nats.Msg) {
+	r.mu.Lock()
+	u := r.bySub[msg.Sub]
+	var uid string
+	if u != nil {
+		uid = u.id
+	}
+	r.mu.Unlock()
+	if u == nil {
+		return // the user's last connection went while this was queued
+	}
+	switch suffix := strings.TrimPrefix(msg.Subject, subject.UserPrefix(uid)); suffix {
+	case "kick":
+		kick := new(internalv1.SessionKick)
+		if err := proto.Unmarshal(msg.Data, kick); err != nil {
+			r.log.Warn("malformed session kick", "user", uid, "err", err)
+			return
+		}
+		r.kick(uid, kick)
+	default:
+		r.log.Debug("ignoring user event", "user", uid, "suffix", suffix)
+	}
+}
+
+// kick ends the connections of uid holding kick's session.
+func (r *Registry) kick(uid string, kick *internalv1.SessionKick) {
+	var targets []Conn
+	r.mu.Lock()
+	if u := r.users[uid]; u != nil {
+		for _, mb := range u.conns {
+			if mb.sessionID == kick.GetSessionId() {
+				targets = append(targets, mb.c)
+			}
+		}
+	}
+	r.mu.Unlock()
+	reason := kick.GetReason()
+	if reason == parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		reason = parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED
+	}
+	msg := kick.GetMessage()
+	if msg == "" {
+		msg = "session ended"
+	}
+	for _, c := range targets {
+		r.log.Info("session kicked", "user", uid, "session", kick.GetSessionId(), "reason", reason.String())
+		c.EndSession(reason, msg)
+	}
+}

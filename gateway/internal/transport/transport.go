@@ -1,0 +1,77 @@
+// Package transport adapts the byte streams a gateway accepts (TCP, TLS,
+// WebSocket) to one frame-oriented interface, so the connection logic in
+// internal/conn is written once for all of them.
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// Transport is one client connection as the gateway sees it. ReadFrame is
+// called only by the connection's reader goroutine and Write only by its
+// (single, on-demand) flush goroutine; the deadline setters and Close may be
+// called from any goroutine.
+type Transport interface {
+	// ReadFrame blocks for the next frame and returns its protobuf encoding
+	// (no length prefix) in a buffer from libs/wire's pool; the caller
+	// releases it with wire.PutRaw. Errors wrapping wire.ErrBadFrame or
+	// wire.ErrEmptyFrame leave the stream usable; any other error ends it.
+	ReadFrame() (*[]byte, error)
+	// Write sends buf, one or more frames each with its 4-byte big-endian
+	// length prefix (the stream form, docs/protocol.md §2). A message-based
+	// transport sends one message per frame, without the prefix.
+	Write(buf []byte) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	// Close ends the connection. It is called once, by the reader goroutine,
+	// after the last write; it lets the peer read what was written last (see
+	// lingerClose).
+	Close() error
+	RemoteAddr() net.Addr
+	// Kind names the transport for metrics and logs: "tcp", "tls" or "ws".
+	Kind() string
+}
+
+// ErrTextMessage is returned for a WebSocket text message: Parley frames
+// travel only in binary messages (docs/protocol.md §3). The message has been
+// consumed; the connection stays usable.
+var ErrTextMessage = fmt.Errorf("websocket text message: %w", wire.ErrBadFrame)
+
+// IsTimeout reports whether err is a deadline expiring.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// lingerTimeout bounds how long a closing connection waits for the peer to
+// read the last frame and close its side.
+const lingerTimeout = time.Second
+
+// lingerMax bounds how many unread bytes a closing connection discards.
+const lingerMax = 256 << 10
+
+// lingerClose closes c so that the peer can still read what was written
+// last: closing a TCP socket that has unread input makes the kernel send RST,
+// and the peer may then lose the final Error frame before reading it. So we
+// half-close, discard what the peer still sends (bounded in time and bytes),
+// then close.
+func lingerClose(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	var scratch [512]byte
+	for n := 0; n < lingerMax; {
+		k, err := c.Read(scratch[:])
+		n += k
+		if err != nil {
+			break
+		}
+	}
+	return c.Close()
+}

@@ -1,0 +1,113 @@
+package transport
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// WebSocket is a WebSocket connection: each binary message is one frame's
+// protobuf encoding without the length prefix (docs/protocol.md §3).
+type WebSocket struct {
+	c   *websocket.Conn
+	max uint32
+}
+
+// NewWebSocket wraps an upgraded connection with a frame size limit.
+func NewWebSocket(c *websocket.Conn, maxFrame uint32) *WebSocket {
+	if maxFrame == 0 {
+		maxFrame = wire.DefaultMaxFrameSize
+	}
+	return &WebSocket{c: c, max: maxFrame}
+}
+
+// ReadFrame reads the next message. A text message is discarded and reported
+// as ErrTextMessage; a message above the limit is ErrFrameTooLarge (the rest
+// of it is never read, the connection must end).
+func (w *WebSocket) ReadFrame() (*[]byte, error) {
+	typ, r, err := w.c.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.BinaryMessage {
+		// NextReader skips the unread rest of this message on the next call.
+		return nil, ErrTextMessage
+	}
+	b := wire.GetRaw()
+	buf := (*b)[:0]
+	for {
+		if len(buf) == cap(buf) {
+			if uint32(len(buf)) > w.max {
+				wire.PutRaw(b)
+				return nil, fmt.Errorf("websocket message above %d bytes: %w", w.max, wire.ErrFrameTooLarge)
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if uint32(len(buf)) > w.max {
+			*b = buf
+			wire.PutRaw(b)
+			return nil, fmt.Errorf("websocket message above %d bytes: %w", w.max, wire.ErrFrameTooLarge)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*b = buf
+			wire.PutRaw(b)
+			return nil, err
+		}
+	}
+	*b = buf
+	if len(buf) == 0 {
+		wire.PutRaw(b)
+		return nil, wire.ErrEmptyFrame
+	}
+	return b, nil
+}
+
+// Write sends each length-prefixed frame of buf as one binary message.
+func (w *WebSocket) Write(buf []byte) error {
+	for len(buf) >= wire.HeaderSize {
+		n := int(binary.BigEndian.Uint32(buf))
+		buf = buf[wire.HeaderSize:]
+		if n > len(buf) {
+			return io.ErrShortBuffer
+		}
+		if err := w.c.WriteMessage(websocket.BinaryMessage, buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
+
+func (w *WebSocket) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline on the socket too, so that it also
+// interrupts a write already blocked (the websocket library applies its own
+// deadline only to the next write).
+func (w *WebSocket) SetWriteDeadline(t time.Time) error {
+	_ = w.c.NetConn().SetWriteDeadline(t)
+	return w.c.SetWriteDeadline(t)
+}
+
+// Close sends a normal close message (best effort), then closes the socket
+// the same lingering way as a stream.
+func (w *WebSocket) Close() error {
+	_ = w.c.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(lingerTimeout))
+	return lingerClose(w.c.NetConn())
+}
+
+func (w *WebSocket) RemoteAddr() net.Addr { return w.c.RemoteAddr() }
+func (w *WebSocket) Kind() string         { return "ws" }
+
+var _ Transport = (*WebSocket)(nil)

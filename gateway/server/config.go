@@ -1,0 +1,183 @@
+package server
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// Config is the gateway's configuration. RegisterFlags defines its flags;
+// the zero value is not valid, start from the flag defaults (DefaultConfig).
+type Config struct {
+	TCPAddr   string // TCP (or TLS) listener; empty disables it
+	HTTPAddr  string // HTTP listener serving WebSocket at /v1/ws; empty disables it
+	TLSCert   string // PEM certificate file; with TLSKey, TCP speaks TLS and HTTP is HTTPS/WSS
+	TLSKey    string // PEM private key file
+	Insecure  bool   // allow plaintext on a non-loopback address
+	GatewayID string // this replica's id, a NATS subject token; empty: hostname-xxxxxx
+
+	MaxFrameSize      int           // largest frame accepted, bytes without prefix
+	HandshakeTimeout  time.Duration // Hello must arrive within this
+	HeartbeatInterval time.Duration // advertised in Welcome
+	IdleTimeout       time.Duration // close a connection silent this long (IDLE_TIMEOUT)
+	SendQueueFrames   int           // per-connection outbound queue bound, frames
+	SendQueueBytes    int           // per-connection outbound queue bound, bytes
+	WriteTimeout      time.Duration // bound on one write to a client
+	PresenceHeartbeat time.Duration // GatewayHeartbeat period
+	RequestTimeout    time.Duration // bound on one NATS request
+}
+
+// WebSocketPath is where the HTTP listener upgrades to WebSocket.
+const WebSocketPath = "/v1/ws"
+
+// DefaultConfig returns the configuration the flags default to.
+func DefaultConfig() Config {
+	return Config{
+		TCPAddr:           "127.0.0.1:7420",
+		HTTPAddr:          "127.0.0.1:7480",
+		MaxFrameSize:      wire.DefaultMaxFrameSize,
+		HandshakeTimeout:  10 * time.Second,
+		HeartbeatInterval: 30 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		SendQueueFrames:   1024,
+		SendQueueBytes:    4 << 20,
+		WriteTimeout:      10 * time.Second,
+		PresenceHeartbeat: 5 * time.Second,
+		RequestTimeout:    10 * time.Second,
+	}
+}
+
+// RegisterFlags defines the gateway's flags on fs, writing into c, with the
+// DefaultConfig values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	d := DefaultConfig()
+	fs.StringVar(&c.TCPAddr, "tcp-addr", d.TCPAddr, "TCP (TLS with -tls-cert/-tls-key) listen address for clients; empty disables it")
+	fs.StringVar(&c.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP(S) listen address; clients use WebSocket at "+WebSocketPath+"; empty disables it")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate file; with -tls-key, TCP speaks TLS and HTTP is HTTPS/WSS")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for -tls-cert")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext listeners on non-loopback addresses")
+	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
+	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send Hello")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", d.HeartbeatInterval, "ping interval advertised to clients in Welcome")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection after receiving nothing for this long")
+	fs.IntVar(&c.SendQueueFrames, "send-queue-frames", d.SendQueueFrames, "per-connection outbound queue limit in frames (overflow: SLOW_CONSUMER)")
+	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", d.SendQueueBytes, "per-connection outbound queue limit in bytes (overflow: SLOW_CONSUMER)")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", d.WriteTimeout, "longest time one write to a client may take")
+	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
+}
+
+// Configuration errors.
+var (
+	ErrNoListener   = errors.New("no listener: give -tcp-addr or -http-addr")
+	ErrTLSPair      = errors.New("-tls-cert and -tls-key must be given together")
+	ErrPlaintext    = errors.New("plaintext listener on a non-loopback address")
+	ErrGatewayID    = errors.New("invalid gateway id")
+	ErrInvalidLimit = errors.New("invalid limit")
+)
+
+// validate checks c and fills in the gateway id default.
+func (c *Config) validate() error {
+	if c.TCPAddr == "" && c.HTTPAddr == "" {
+		return ErrNoListener
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return ErrTLSPair
+	}
+	if c.TLSCert == "" && !c.Insecure {
+		for _, addr := range []string{c.TCPAddr, c.HTTPAddr} {
+			if addr != "" && !isLoopback(addr) {
+				return fmt.Errorf("refusing plaintext on %s: give -tls-cert/-tls-key or -insecure: %w", addr, ErrPlaintext)
+			}
+		}
+	}
+	if c.GatewayID == "" {
+		c.GatewayID = defaultGatewayID()
+	}
+	if !validToken(c.GatewayID) {
+		return fmt.Errorf("%q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID)
+	}
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"-max-frame-size", c.MaxFrameSize > 0 && c.MaxFrameSize <= 64<<20},
+		{"-handshake-timeout", c.HandshakeTimeout > 0},
+		{"-heartbeat-interval", c.HeartbeatInterval > 0},
+		{"-idle-timeout", c.IdleTimeout > 0},
+		{"-send-queue-frames", c.SendQueueFrames > 0},
+		{"-send-queue-bytes", c.SendQueueBytes > 0},
+		{"-write-timeout", c.WriteTimeout > 0},
+		{"-presence-heartbeat", c.PresenceHeartbeat > 0},
+		{"-request-timeout", c.RequestTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return fmt.Errorf("%s must be positive (frame size at most 64 MiB): %w", p.name, ErrInvalidLimit)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether addr ("host:port") binds only loopback. An
+// empty host (all interfaces) is not loopback; the only name trusted is
+// "localhost".
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validToken reports whether s can be one NATS subject token and a readable
+// id: ASCII letters, digits, '-' and '_', at most 64.
+func validToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// defaultGatewayID is the host name (other characters replaced by '-',
+// at most 40) plus "-" and 6 random characters, so replicas on one host and
+// restarts of one replica never share an id.
+func defaultGatewayID() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	if host == "" {
+		host = "gateway"
+	}
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return host + "-" + string(b)
+}

@@ -1,0 +1,251 @@
+package server_test
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+func TestHandshake(t *testing.T) {
+	e := startGateway(t, nil)
+	c := dialTCP(t, e)
+	c.nextID = 41
+	w := c.hello()
+	want := &parleyv1.Welcome{
+		Version:             1,
+		Server:              "parley-gateway/" + server.Version,
+		GatewayId:           "gw-test",
+		MaxFrameSize:        1 << 20,
+		HeartbeatIntervalMs: 30000,
+		IdleTimeoutMs:       90000,
+	}
+	if w.String() != want.String() {
+		t.Fatalf("Welcome = %v, want %v", w, want)
+	}
+	c.ping(7)
+}
+
+func TestHandshakeFailures(t *testing.T) {
+	e := startGateway(t, func(c *server.Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+	tests := []struct {
+		name      string
+		first     *parleyv1.Frame // nil: send nothing
+		code      parleyv1.ErrorCode
+		requestID uint32
+	}{
+		{
+			name:      "only version 2",
+			first:     &parleyv1.Frame{RequestId: 5, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{2}}}},
+			code:      parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION,
+			requestID: 5,
+		},
+		{
+			name:  "no versions",
+			first: &parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{}}},
+			code:  parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION, requestID: 1,
+		},
+		{
+			name:  "login before hello",
+			first: loginFrame("alice", "secret", nil),
+			code:  parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED,
+		},
+		{
+			name:  "ping before hello",
+			first: &parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{}}},
+			code:  parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED,
+		},
+		{
+			name: "silence",
+			code: parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialTCP(t, e)
+			if tt.first != nil {
+				c.send(tt.first)
+			}
+			f := c.expectError(tt.code, true)
+			if f.GetRequestId() != tt.requestID {
+				t.Errorf("request_id = %d, want %d", f.GetRequestId(), tt.requestID)
+			}
+			if tt.code == parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION && !strings.Contains(f.GetError().GetMessage(), "[1]") {
+				t.Errorf("message %q does not list the supported versions", f.GetError().GetMessage())
+			}
+			c.expectClosed()
+		})
+	}
+	if n := e.metric("parley_gateway_handshake_failures_total", nil); n != float64(len(tests)) {
+		t.Errorf("handshake failures metric = %v, want %d", n, len(tests))
+	}
+}
+
+// invalidUTF8Login is a Login frame (request_id 9) whose username is the
+// single byte 0xff: protobuf marshalling refuses to produce it, so it is
+// built field by field (Frame.login = 11, LoginRequest.username = 1).
+func invalidUTF8Login() []byte {
+	var login []byte
+	login = protowire.AppendTag(login, 1, protowire.BytesType)
+	login = protowire.AppendBytes(login, []byte{0xff})
+	login = protowire.AppendTag(login, 2, protowire.BytesType)
+	login = protowire.AppendString(login, "secret")
+	var f []byte
+	f = protowire.AppendTag(f, 1, protowire.VarintType)
+	f = protowire.AppendVarint(f, 9)
+	f = protowire.AppendTag(f, 11, protowire.BytesType)
+	return protowire.AppendBytes(f, login)
+}
+
+func TestInvalidUTF8IsNotFatal(t *testing.T) {
+	e := startGateway(t, nil)
+	c := dialTCP(t, e)
+	c.hello()
+	if err := c.write(invalidUTF8Login()); err != nil {
+		t.Fatal(err)
+	}
+	f := c.expectError(parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8, false)
+	if f.GetRequestId() != 0 {
+		t.Errorf("request_id = %d, want 0 (the frame could not be read)", f.GetRequestId())
+	}
+	c.ping(1)
+	c.login("alice", nil)
+}
+
+// TestBadInputIsolated: garbage on some connections closes them with the
+// right error while an authenticated client on the same gateway keeps
+// working and receiving events.
+func TestBadInputIsolated(t *testing.T) {
+	e := startGateway(t, nil)
+	bob := dialTCP(t, e)
+	bob.login("bob", nil)
+	bob.snapshot()
+
+	oversized := make([]byte, 4)
+	binary.BigEndian.PutUint32(oversized, 1<<20+1)
+	tests := []struct {
+		name  string
+		hello bool   // complete the handshake first
+		bytes []byte // then write these raw bytes
+		code  parleyv1.ErrorCode
+	}{
+		{"random bytes", false, []byte("\xde\xad\xbe\xef GET / HTTP/1.1\r\n\r\n"), parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE},
+		{"garbage body before hello", false, append([]byte{0, 0, 0, 6}, "\xff\xff\xff\xff\xff\xff"...), parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME},
+		{"oversized length prefix", true, oversized, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE},
+		{"truncated frame", true, []byte{0, 0, 0, 100, 1, 2, 3}, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialTCP(t, e)
+			if tt.hello {
+				c.hello()
+			}
+			if _, err := c.raw.Write(tt.bytes); err != nil {
+				t.Fatal(err)
+			}
+			if tt.name == "truncated frame" {
+				// The gateway learns the frame is cut short when the
+				// client stops sending.
+				_ = c.raw.(interface{ CloseWrite() error }).CloseWrite()
+			}
+			c.expectError(tt.code, true)
+			c.expectClosed()
+		})
+	}
+
+	t.Run("too many bad frames", func(t *testing.T) {
+		c := dialTCP(t, e)
+		c.hello()
+		bad := []byte{0, 0, 0, 2, 0xff, 0xff}
+		for range 10 {
+			if _, err := c.raw.Write(bad); err != nil {
+				t.Fatal(err)
+			}
+			c.expectError(parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, false)
+		}
+		c.ping(3) // still usable after 10
+		if _, err := c.raw.Write(bad); err != nil {
+			t.Fatal(err)
+		}
+		c.expectError(parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true)
+		c.expectClosed()
+	})
+
+	bob.ping(99)
+	carol := dialTCP(t, e)
+	carol.login("carol", nil)
+	bob.change("carol", true)
+}
+
+// TestRequestRules: what a handshaken client gets for each kind of frame,
+// before and after logging in.
+func TestRequestRules(t *testing.T) {
+	e := startGateway(t, nil)
+	c := dialTCP(t, e)
+	c.hello()
+	code := func(f *parleyv1.Frame) parleyv1.ErrorCode {
+		t.Helper()
+		r := c.request(f)
+		if r.GetError().GetFatal() {
+			t.Fatalf("fatal error %v", r)
+		}
+		return r.GetError().GetCode()
+	}
+	const (
+		unauth  = parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED
+		unknown = parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST
+	)
+	before := []struct {
+		name string
+		f    *parleyv1.Frame
+		want parleyv1.ErrorCode
+	}{
+		{"who", &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}}, unauth},
+		{"logout", &parleyv1.Frame{Body: &parleyv1.Frame_Logout{Logout: &parleyv1.LogoutRequest{}}}, unauth},
+		{"hello again", &parleyv1.Frame{Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}}}}, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED},
+		{"welcome", &parleyv1.Frame{Body: &parleyv1.Frame_Welcome{Welcome: &parleyv1.Welcome{}}}, unknown},
+		{"session", &parleyv1.Frame{Body: &parleyv1.Frame_Session{Session: &parleyv1.Session{UserId: "u-x"}}}, unknown},
+		{"error", &parleyv1.Frame{Body: &parleyv1.Frame_Error{Error: &parleyv1.Error{}}}, unknown},
+		{"presence change", &parleyv1.Frame{Body: &parleyv1.Frame_PresenceChange{PresenceChange: &parleyv1.PresenceChange{}}}, unknown},
+		{"session ended", &parleyv1.Frame{Body: &parleyv1.Frame_SessionEnded{SessionEnded: &parleyv1.SessionEnded{}}}, unknown},
+		{"wrong password", loginFrame("alice", "wrong", nil), parleyv1.ErrorCode_ERROR_CODE_BAD_CREDENTIALS},
+	}
+	for _, tt := range before {
+		if got := code(tt.f); got != tt.want {
+			t.Errorf("%s before login: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+
+	// A request needs a request_id.
+	c.send(&parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}})
+	if f := c.expectError(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, false); f.GetRequestId() != 0 {
+		t.Errorf("request_id = %d", f.GetRequestId())
+	}
+
+	// Service errors keep their retry hint.
+	r := c.request(loginFrame("alice", "slow-down", nil))
+	if r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED || r.GetError().GetRetryAfterMs() != 1500 {
+		t.Errorf("rate limited login: %v", r)
+	}
+
+	c.login("alice", &parleyv1.ClientOptions{SkipPresenceFeed: true})
+	if got := code(loginFrame("alice", "secret", nil)); got != parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED {
+		t.Errorf("second login: %v", got)
+	}
+	resume := &parleyv1.Frame{Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{Token: "tok-alice"}}}
+	if got := code(resume); got != parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED {
+		t.Errorf("resume with a session: %v", got)
+	}
+	who := c.request(&parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}})
+	if users := who.GetWhoReply().GetUsers(); len(users) != 1 || users[0].GetUsername() != "alice" {
+		t.Errorf("who: %v", who)
+	}
+	if n := e.metric("parley_gateway_errors_sent_total", map[string]string{"code": "UNKNOWN_REQUEST"}); n != 5 {
+		t.Errorf("UNKNOWN_REQUEST errors metric = %v, want 5", n)
+	}
+}

@@ -1,0 +1,345 @@
+// Package server is the Parley gateway: it terminates client connections
+// over TCP, TLS and WebSocket, speaks the wire protocol (docs/protocol.md)
+// with them and talks to the services over NATS only. cmd/gateway runs it
+// alone; standalone/ runs it next to the services in one process.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/gateway/internal/conn"
+	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/gateway/internal/presence"
+	"github.com/parleychat/parley/gateway/internal/registry"
+	"github.com/parleychat/parley/gateway/internal/transport"
+)
+
+// Version is the gateway's version, sent to clients in Welcome as
+// "parley-gateway/<Version>". Release builds set it with
+// -ldflags "-X github.com/parleychat/parley/gateway/server.Version=...".
+var Version = "dev"
+
+// Deps are the gateway's injected dependencies. NC is required; a nil Log
+// discards logs and a nil Registry keeps metrics unregistered.
+type Deps struct {
+	NC       *nats.Conn
+	Log      *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Server is one gateway replica.
+type Server struct {
+	cfg     Config
+	nc      *nats.Conn
+	log     *slog.Logger
+	tlsConf *tls.Config // nil: plaintext
+	reg     *registry.Registry
+	feed    *presence.Feed
+	handler *conn.Handler
+	hb      *presence.Heartbeat
+
+	mu      sync.Mutex // guards the fields below
+	tcpLn   net.Listener
+	httpLn  net.Listener
+	app     *fiber.App
+	serving bool // Run is accepting connections
+	stopped bool // Run began shutting down
+
+	wg sync.WaitGroup // accept loops and TCP connection goroutines
+}
+
+// keepAlive is the TCP keepalive of client sockets: it detects peers that
+// vanished without a FIN even when the idle timeout is long.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3}
+
+// New validates cfg and builds a gateway; it binds nothing (see Listen).
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.NC == nil {
+		return nil, errors.New("gateway: nil NATS connection")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("gateway", cfg.GatewayID)
+	promReg := deps.Registry
+	if promReg == nil {
+		promReg = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, nc: deps.NC, log: log}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("gateway tls: %w", err)
+		}
+		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	m := metrics.New(promReg)
+	s.reg = registry.New(deps.NC, log, m)
+	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
+	s.handler = conn.NewHandler(conn.Options{
+		NC:        deps.NC,
+		Log:       log,
+		Metrics:   m,
+		Registry:  s.reg,
+		Feed:      s.feed,
+		GatewayID: cfg.GatewayID,
+		Server:    "parley-gateway/" + Version,
+		Limits: conn.Limits{
+			MaxFrameSize:      uint32(cfg.MaxFrameSize),
+			HandshakeTimeout:  cfg.HandshakeTimeout,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			IdleTimeout:       cfg.IdleTimeout,
+			WriteTimeout:      cfg.WriteTimeout,
+			RequestTimeout:    cfg.RequestTimeout,
+			SendQueueFrames:   cfg.SendQueueFrames,
+			SendQueueBytes:    cfg.SendQueueBytes,
+		},
+	})
+	s.hb = &presence.Heartbeat{
+		NC:        deps.NC,
+		Log:       log,
+		GatewayID: cfg.GatewayID,
+		Interval:  cfg.PresenceHeartbeat,
+		Timeout:   cfg.RequestTimeout,
+		Source:    s.reg,
+	}
+	return s, nil
+}
+
+// GatewayID is this replica's id (generated when the config left it empty).
+func (s *Server) GatewayID() string { return s.cfg.GatewayID }
+
+// Listen binds the configured listeners, so callers can read TCPAddr and
+// HTTPAddr before Run. Run calls it if it was not called.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcpLn != nil || s.httpLn != nil {
+		return nil
+	}
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	if s.cfg.TCPAddr != "" {
+		ln, err := lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr)
+		if err != nil {
+			return fmt.Errorf("gateway tcp listen: %w", err)
+		}
+		s.tcpLn = ln
+	}
+	if s.cfg.HTTPAddr != "" {
+		ln, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTPAddr)
+		if err != nil {
+			if s.tcpLn != nil {
+				_ = s.tcpLn.Close()
+				s.tcpLn = nil
+			}
+			return fmt.Errorf("gateway http listen: %w", err)
+		}
+		s.httpLn = ln
+	}
+	return nil
+}
+
+// TCPAddr is the bound TCP (TLS) address, nil if disabled or not bound.
+func (s *Server) TCPAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcpLn == nil {
+		return nil
+	}
+	return s.tcpLn.Addr()
+}
+
+// HTTPAddr is the bound HTTP (HTTPS) address, nil if disabled or not bound.
+func (s *Server) HTTPAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.httpLn == nil {
+		return nil
+	}
+	return s.httpLn.Addr()
+}
+
+// Ready is the gateway's /readyz check: NATS is connected and the listeners
+// are accepting.
+func (s *Server) Ready() error {
+	if !s.nc.IsConnected() {
+		return errors.New("nats not connected")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.serving || s.stopped {
+		return errors.New("gateway listeners not accepting")
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down: it stops accepting, sends
+// every connection a fatal SERVER_SHUTDOWN, sends PresenceDisconnect for each
+// authenticated one (each bounded by a few seconds), closes them all and
+// waits for every goroutine it started.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	if err := s.feed.Start(); err != nil {
+		s.closeListeners()
+		return fmt.Errorf("gateway: subscribe presence events: %w", err)
+	}
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); _ = s.reg.Run(bgCtx) }()
+	go func() { defer bg.Done(); _ = s.hb.Run(bgCtx) }()
+
+	s.mu.Lock()
+	tcpLn, httpLn := s.tcpLn, s.httpLn
+	if tcpLn != nil {
+		kind := "tcp"
+		if s.tlsConf != nil {
+			tcpLn = tls.NewListener(tcpLn, s.tlsConf)
+			kind = "tls"
+		}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.acceptLoop(tcpLn, kind) }()
+	}
+	httpErr := make(chan error, 1)
+	if httpLn != nil {
+		s.app = s.newApp()
+		ln := httpLn
+		if s.tlsConf != nil {
+			ln = tls.NewListener(httpLn, s.tlsConf)
+		}
+		app := s.app
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); httpErr <- app.Listener(ln) }()
+	}
+	s.serving = true
+	s.mu.Unlock()
+	s.log.Info("gateway listening", "tcp", addrString(s.tcpLn), "http", addrString(s.httpLn), "tls", s.tlsConf != nil)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		if err != nil {
+			runErr = fmt.Errorf("gateway http: %w", err)
+		}
+	}
+
+	s.log.Info("gateway shutting down")
+	s.mu.Lock()
+	s.stopped = true
+	app := s.app
+	s.mu.Unlock()
+	stopBg() // no more heartbeats or resyncs while connections go
+	if s.tcpLn != nil {
+		_ = s.tcpLn.Close()
+	}
+	appDone := make(chan struct{})
+	go func() {
+		defer close(appDone)
+		if app != nil {
+			// WebSocket connections are hijacked from fasthttp and ended
+			// below through the registry; this only stops accepting and
+			// ends plain HTTP requests.
+			_ = app.ShutdownWithTimeout(s.cfg.WriteTimeout)
+		}
+	}()
+	s.reg.Shutdown()
+	s.reg.Wait()
+	<-appDone
+	s.wg.Wait()
+	s.feed.Stop()
+	bg.Wait()
+	s.log.Info("gateway stopped")
+	return runErr
+}
+
+// acceptLoop accepts connections on ln until it is closed.
+func (s *Server) acceptLoop(ln net.Listener, kind string) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: wait and retry rather
+			// than spin or give up.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handler.Serve(transport.NewStream(c, uint32(s.cfg.MaxFrameSize), kind))
+		}()
+	}
+}
+
+// newApp builds the HTTP app: WebSocket upgrades at WebSocketPath, 426 for
+// anything else there, 404 elsewhere.
+func (s *Server) newApp() *fiber.App {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		ReadTimeout:           s.cfg.HandshakeTimeout,
+		WriteTimeout:          s.cfg.WriteTimeout,
+		IdleTimeout:           s.cfg.IdleTimeout,
+	})
+	maxFrame := uint32(s.cfg.MaxFrameSize)
+	app.Get(WebSocketPath, func(c *fiber.Ctx) error {
+		if !websocket.IsWebSocketUpgrade(c) {
+			return fiber.ErrUpgradeRequired
+		}
+		return c.Next()
+	}, websocket.New(func(wc *websocket.Conn) {
+		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame))
+	}, websocket.Config{
+		HandshakeTimeout: s.cfg.HandshakeTimeout,
+		// The library's buffers live as long as the connection; keep
+		// them small (frames larger than these still work, in pieces).
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		// Write buffers are held only during a write, not while idle.
+		WriteBufferPool: &sync.Pool{},
+	}))
+	return app
+}
+
+// closeListeners closes the bound listeners when Run fails before serving.
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range []net.Listener{s.tcpLn, s.httpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+func addrString(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}

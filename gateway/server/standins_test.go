@@ -1,0 +1,298 @@
+package server_test
+
+// Stand-ins for the auth and presence services.
+//
+// The gateway module may not import services/auth or services/presence (the
+// gateway and the services meet only on NATS), so these tests answer the
+// auth and presence subjects with the small NATS responders below. They
+// implement just enough of each service's contract for the gateway's side to
+// be observed; they are not the services. The integration tests in tests/
+// run the gateway against the real ones.
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// standInAuth answers the auth subjects. Every username logs in with any
+// password except "wrong" (BAD_CREDENTIALS) and "slow-down"
+// (RATE_LIMITED, retry after 1500 ms); user ids are "u-<username>" and each
+// login gets a new session id. Resume accepts a token "tok-<username>".
+type standInAuth struct {
+	mu      sync.Mutex // guards the fields below
+	n       int
+	logins  []authCall
+	logouts []authCall
+}
+
+// authCall is one request as the stand-in received it.
+type authCall struct {
+	header nats.Header
+	data   []byte
+}
+
+func startStandInAuth(t testing.TB, nc *nats.Conn) *standInAuth {
+	t.Helper()
+	a := &standInAuth{}
+	sub := func(subj string, h nats.MsgHandler) {
+		s, err := nc.QueueSubscribe(subj, subject.QueueAuth, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Unsubscribe() })
+	}
+	sub(subject.AuthLogin, func(m *nats.Msg) {
+		req := new(parleyv1.LoginRequest)
+		if err := proto.Unmarshal(m.Data, req); err != nil {
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body"))
+			return
+		}
+		a.record(&a.logins, m)
+		switch req.GetPassword() {
+		case "wrong":
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_BAD_CREDENTIALS, "unknown user or wrong password"))
+			return
+		case "slow-down":
+			_ = rpc.RespondError(m, &errcode.Error{Code: parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED, Message: "too many attempts", RetryAfter: 1500})
+			return
+		}
+		_ = rpc.Respond(m, &internalv1.AuthReply{Session: a.session(req.GetUsername(), false)})
+	})
+	sub(subject.AuthRegister, func(m *nats.Msg) {
+		req := new(parleyv1.RegisterRequest)
+		_ = proto.Unmarshal(m.Data, req)
+		a.record(&a.logins, m)
+		_ = rpc.Respond(m, &internalv1.AuthReply{Session: a.session(req.GetUsername(), false)})
+	})
+	sub(subject.AuthResume, func(m *nats.Msg) {
+		req := new(parleyv1.ResumeRequest)
+		_ = proto.Unmarshal(m.Data, req)
+		a.record(&a.logins, m)
+		var name string
+		if _, err := fmt.Sscanf(req.GetToken(), "tok-%s", &name); err != nil {
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "bad token"))
+			return
+		}
+		_ = rpc.Respond(m, &internalv1.AuthReply{Session: a.session(name, true)})
+	})
+	sub(subject.AuthLogout, func(m *nats.Msg) {
+		a.record(&a.logouts, m)
+		_ = rpc.Respond(m, nil)
+	})
+	return a
+}
+
+func (a *standInAuth) session(username string, resumed bool) *parleyv1.Session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n++
+	return &parleyv1.Session{
+		UserId:    "u-" + username,
+		Username:  username,
+		SessionId: fmt.Sprintf("s-%d", a.n),
+		Token:     "tok-" + username,
+		Resumed:   resumed,
+	}
+}
+
+func (a *standInAuth) record(into *[]authCall, m *nats.Msg) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	*into = append(*into, authCall{header: m.Header, data: slices.Clone(m.Data)})
+}
+
+func (a *standInAuth) Logins() []authCall {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.logins)
+}
+
+func (a *standInAuth) Logouts() []authCall {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.logouts)
+}
+
+// standInPresence answers the presence subjects from an in-memory map of
+// connections and publishes PresenceChange events with increasing seq when
+// a user's first connection arrives or last one goes, like the real service.
+// Extra offline-irrelevant users can be preloaded into the online list.
+type standInPresence struct {
+	nc *nats.Conn
+
+	mu          sync.Mutex // guards the fields below
+	seq         uint64
+	conns       map[string]*internalv1.Conn // by conn id
+	extra       []*parleyv1.OnlineUser      // preloaded users listed as online
+	connects    []*internalv1.Conn
+	disconnects []*internalv1.PresenceDisconnect
+	heartbeats  []*internalv1.GatewayHeartbeat
+	resyncs     []*internalv1.GatewayResync
+	resync      bool // answer heartbeats with resync=true
+}
+
+func startStandInPresence(t testing.TB, nc *nats.Conn) *standInPresence {
+	t.Helper()
+	p := &standInPresence{nc: nc, conns: make(map[string]*internalv1.Conn)}
+	sub := func(subj string, h nats.MsgHandler) {
+		s, err := nc.QueueSubscribe(subj, subject.QueuePresence, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Unsubscribe() })
+	}
+	sub(subject.PresenceConnect, func(m *nats.Msg) {
+		req := new(internalv1.PresenceConnect)
+		_ = proto.Unmarshal(m.Data, req)
+		p.mu.Lock()
+		p.connects = append(p.connects, req.GetConn())
+		first := p.sessionsLocked(req.GetConn().GetUserId()) == 0
+		p.conns[req.GetConn().GetConnId()] = req.GetConn()
+		if first {
+			p.publishLocked(req.GetConn(), true)
+		}
+		p.mu.Unlock()
+		_ = rpc.Respond(m, nil)
+	})
+	sub(subject.PresenceDisconnect, func(m *nats.Msg) {
+		req := new(internalv1.PresenceDisconnect)
+		_ = proto.Unmarshal(m.Data, req)
+		p.mu.Lock()
+		p.disconnects = append(p.disconnects, req)
+		if c := p.conns[req.GetConnId()]; c != nil {
+			delete(p.conns, req.GetConnId())
+			if p.sessionsLocked(c.GetUserId()) == 0 {
+				p.publishLocked(c, false)
+			}
+		}
+		p.mu.Unlock()
+		_ = rpc.Respond(m, nil)
+	})
+	sub(subject.PresenceList, func(m *nats.Msg) {
+		_ = rpc.Respond(m, p.list())
+	})
+	sub(subject.PresenceHeartbeat, func(m *nats.Msg) {
+		req := new(internalv1.GatewayHeartbeat)
+		_ = proto.Unmarshal(m.Data, req)
+		p.mu.Lock()
+		p.heartbeats = append(p.heartbeats, req)
+		resync := p.resync
+		p.mu.Unlock()
+		_ = rpc.Respond(m, &internalv1.GatewayHeartbeatReply{Resync: resync})
+	})
+	sub(subject.PresenceResync, func(m *nats.Msg) {
+		req := new(internalv1.GatewayResync)
+		_ = proto.Unmarshal(m.Data, req)
+		p.mu.Lock()
+		p.resyncs = append(p.resyncs, req)
+		p.mu.Unlock()
+		_ = rpc.Respond(m, nil)
+	})
+	return p
+}
+
+func (p *standInPresence) sessionsLocked(userID string) int {
+	n := 0
+	for _, c := range p.conns {
+		if c.GetUserId() == userID {
+			n++
+		}
+	}
+	return n
+}
+
+// publishLocked publishes a change while holding mu, so seq order is
+// publish order.
+func (p *standInPresence) publishLocked(c *internalv1.Conn, online bool) {
+	p.seq++
+	ev := &parleyv1.PresenceChange{
+		User:   &parleyv1.OnlineUser{UserId: c.GetUserId(), Username: c.GetUsername(), Sessions: uint32(p.sessionsLocked(c.GetUserId()))},
+		Online: online,
+		Seq:    p.seq,
+	}
+	b, _ := proto.Marshal(ev)
+	_ = p.nc.Publish(subject.PresenceEvents, b)
+}
+
+func (p *standInPresence) list() *internalv1.PresenceListReply {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	reply := &internalv1.PresenceListReply{Seq: p.seq, Users: slices.Clone(p.extra)}
+	seen := map[string]*parleyv1.OnlineUser{}
+	for _, c := range p.conns {
+		u := seen[c.GetUserId()]
+		if u == nil {
+			u = &parleyv1.OnlineUser{UserId: c.GetUserId(), Username: c.GetUsername()}
+			seen[c.GetUserId()] = u
+			reply.Users = append(reply.Users, u)
+		}
+		u.Sessions++
+	}
+	return reply
+}
+
+func (p *standInPresence) preload(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range n {
+		p.extra = append(p.extra, &parleyv1.OnlineUser{UserId: fmt.Sprintf("u-extra%d", i), Username: fmt.Sprintf("extra%d", i), Sessions: 1})
+	}
+}
+
+func (p *standInPresence) setResync(v bool) {
+	p.mu.Lock()
+	p.resync = v
+	p.mu.Unlock()
+}
+
+func (p *standInPresence) Connects() []*internalv1.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.connects)
+}
+
+func (p *standInPresence) Disconnected(connID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.disconnects {
+		if d.GetConnId() == connID {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *standInPresence) Heartbeats() []*internalv1.GatewayHeartbeat {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.heartbeats)
+}
+
+func (p *standInPresence) Resyncs() []*internalv1.GatewayResync {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.resyncs)
+}
+
+// connOf returns the presence record the gateway registered for a session.
+func (p *standInPresence) connOf(sessionID string) *internalv1.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.connects {
+		if c.GetSessionId() == sessionID {
+			return c
+		}
+	}
+	return nil
+}

@@ -1,0 +1,320 @@
+package server_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/testenv"
+)
+
+func TestWebSocket(t *testing.T) {
+	e := startGateway(t, nil)
+	url := "ws://" + e.srv.HTTPAddr().String() + server.WebSocketPath
+	alice := dialWS(t, url, nil)
+	alice.login("alice", nil)
+	users, _ := alice.snapshot()
+	if got := usernames(users); len(got) != 1 || got[0] != "alice" {
+		t.Errorf("snapshot %v", got)
+	}
+	bob := dialTCP(t, e)
+	bob.login("bob", nil)
+	alice.change("bob", true)
+
+	// Frames travel only in binary messages.
+	if err := alice.writeText("hello"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expectError(parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, false)
+	alice.ping(4)
+
+	// Auth sees the WebSocket client's address too.
+	if got := e.auth.Logins()[0].header.Get(subject.HeaderRemoteAddr); !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Errorf("remote addr header %q", got)
+	}
+
+	// Plain HTTP on the WebSocket path is told to upgrade.
+	resp, err := http.Get("http://" + e.srv.HTTPAddr().String() + server.WebSocketPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired {
+		t.Errorf("GET without upgrade: %d", resp.StatusCode)
+	}
+
+	alice.close()
+	bob.change("alice", false)
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key to dir and
+// returns their paths and a pool trusting it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "parley gateway test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+
+	alice := dialTLS(t, e, conf)
+	alice.login("alice", nil)
+	alice.snapshot()
+
+	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: conf}}
+	bob := dialWS(t, "wss://"+e.srv.HTTPAddr().String()+server.WebSocketPath, httpClient)
+	bob.login("bob", nil)
+	alice.change("bob", true)
+	if n := e.metric("parley_gateway_connections", map[string]string{"transport": "tls"}); n != 1 {
+		t.Errorf("tls connections metric = %v", n)
+	}
+
+	// A plaintext client gets nothing it can read as a frame.
+	c, err := net.Dial("tcp", e.srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, _ := proto.Marshal(&parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}}}})
+	_, _ = c.Write(append([]byte{0, 0, 0, byte(len(b))}, b...))
+	_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+	buf := make([]byte, 1024)
+	n, _ := c.Read(buf)
+	if n > 0 && buf[0] != 0x15 { // a TLS alert record, if anything
+		t.Errorf("plaintext client read %x", buf[:n])
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	ns := testenv.NATS(t)
+	nc := testenv.Connect(t, ns)
+	certFile, keyFile, _ := selfSigned(t)
+	tests := []struct {
+		name   string
+		mutate func(*server.Config)
+		errHas string // empty: valid
+	}{
+		{"loopback defaults", func(c *server.Config) {}, ""},
+		{"plaintext tcp on all interfaces", func(c *server.Config) { c.TCPAddr = "0.0.0.0:7420" },
+			"refusing plaintext on 0.0.0.0:7420: give -tls-cert/-tls-key or -insecure"},
+		{"plaintext http on empty host", func(c *server.Config) { c.HTTPAddr = ":7480" }, "refusing plaintext on :7480"},
+		{"plaintext on a public name", func(c *server.Config) { c.TCPAddr = "example.com:7420" }, "refusing plaintext"},
+		{"insecure allows it", func(c *server.Config) { c.TCPAddr, c.HTTPAddr, c.Insecure = "0.0.0.0:0", "0.0.0.0:0", true }, ""},
+		{"tls allows it", func(c *server.Config) { c.TCPAddr, c.TLSCert, c.TLSKey = "0.0.0.0:0", certFile, keyFile }, ""},
+		{"ipv6 loopback", func(c *server.Config) { c.TCPAddr = "[::1]:0" }, ""},
+		{"localhost", func(c *server.Config) { c.TCPAddr = "localhost:0" }, ""},
+		{"cert without key", func(c *server.Config) { c.TLSCert = certFile }, "must be given together"},
+		{"missing cert file", func(c *server.Config) { c.TLSCert, c.TLSKey = "/nonexistent", keyFile }, "tls"},
+		{"no listener", func(c *server.Config) { c.TCPAddr, c.HTTPAddr = "", "" }, "no listener"},
+		{"gateway id with a dot", func(c *server.Config) { c.GatewayID = "gw.1" }, "invalid gateway id"},
+		{"gateway id with a wildcard", func(c *server.Config) { c.GatewayID = "gw>" }, "invalid gateway id"},
+		{"generated gateway id", func(c *server.Config) { c.GatewayID = "" }, ""},
+		{"zero idle timeout", func(c *server.Config) { c.IdleTimeout = 0 }, "-idle-timeout"},
+		{"zero send queue", func(c *server.Config) { c.SendQueueFrames = 0 }, "-send-queue-frames"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			tt.mutate(&cfg)
+			srv, err := server.New(cfg, server.Deps{NC: nc})
+			switch {
+			case tt.errHas == "" && err != nil:
+				t.Fatalf("New: %v", err)
+			case tt.errHas != "" && err == nil:
+				t.Fatalf("New accepted the config, want an error with %q", tt.errHas)
+			case tt.errHas != "" && !strings.Contains(err.Error(), tt.errHas):
+				t.Fatalf("error %q does not contain %q", err, tt.errHas)
+			}
+			if srv != nil && srv.TCPAddr() != nil {
+				t.Error("New bound a listener")
+			}
+			if srv != nil && tt.name == "generated gateway id" && !strings.Contains(srv.GatewayID(), "-") {
+				t.Errorf("generated gateway id %q", srv.GatewayID())
+			}
+		})
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	e := startGateway(t, func(c *server.Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := dialTCP(t, e)
+	w := c.hello()
+	if w.GetIdleTimeoutMs() != 300 {
+		t.Errorf("Welcome idle_timeout_ms = %d", w.GetIdleTimeoutMs())
+	}
+	s := c.login("alice", nil)
+	connID := e.presence.connOf(s.GetSessionId()).GetConnId()
+	c.expectError(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT, true)
+	c.expectClosed()
+	testenv.Eventually(t, 5*time.Second, "PresenceDisconnect after idle timeout", func() bool { return e.presence.Disconnected(connID) })
+}
+
+// TestSlowConsumer: a client that never reads is disconnected once its send
+// queue overflows, while a client that reads gets every event, in order.
+func TestSlowConsumer(t *testing.T) {
+	e := startGateway(t, func(c *server.Config) {
+		// The fast client's backlog always fits; the slow client's cannot.
+		c.SendQueueFrames = 256
+		c.SendQueueBytes = 1 << 20
+		c.WriteTimeout = time.Second
+	})
+	// The slow client asks for a tiny receive buffer so the kernel cannot
+	// absorb much for it.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	raw, err := d.Dial("tcp", e.srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := newStreamClient(t, raw)
+	ss := slow.login("slow", nil)
+	slow.snapshot()
+	slowConn := e.presence.connOf(ss.GetSessionId()).GetConnId()
+
+	fast := dialTCP(t, e)
+	fast.login("fast", nil)
+	fast.snapshot()
+
+	const seqBase = 1_000_000 // above the stand-in's own seqs
+
+	// The fast client reads every event in a goroutine and reports each seq.
+	seqs := make(chan uint64, 1<<16)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			b, err := fast.read(readTimeout)
+			if err != nil {
+				readErr <- err
+				close(seqs)
+				return
+			}
+			f := new(parleyv1.Frame)
+			// Only the flood counts, not the stand-in's own events (the
+			// slow client going offline).
+			if err := proto.Unmarshal(b, f); err == nil && f.GetPresenceChange().GetSeq() > seqBase {
+				seqs <- f.GetPresenceChange().GetSeq()
+			}
+		}
+	}()
+
+	// Publish as presence would, 1 KiB usernames, until the slow client is
+	// gone, in bursts of 25, keeping the fast client at most 100 events
+	// behind: its backlog anywhere (NATS, queue, socket) stays below its
+	// 256-frame queue limit however the goroutines are scheduled.
+	name := strings.Repeat("n", 1024)
+	var published, received uint64
+	deadline := time.Now().Add(60 * time.Second)
+	for !e.presence.Disconnected(slowConn) {
+		if time.Now().After(deadline) || published > 200_000 {
+			t.Fatalf("slow client still connected after %d events", published)
+		}
+		for range 25 {
+			published++
+			b, _ := proto.Marshal(&parleyv1.PresenceChange{User: &parleyv1.OnlineUser{UserId: "u-x", Username: name}, Online: true, Seq: seqBase + published})
+			if err := e.nc.Publish(subject.PresenceEvents, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for received+100 < published {
+			seq, ok := <-seqs
+			if !ok {
+				t.Fatalf("fast client: %v", <-readErr)
+			}
+			received++
+			if seq != seqBase+received {
+				t.Fatalf("fast client got seq %d, want %d", seq, seqBase+received)
+			}
+		}
+	}
+	for received < published {
+		seq, ok := <-seqs
+		if !ok {
+			t.Fatalf("fast client after %d of %d events: %v", received, published, <-readErr)
+		}
+		received++
+		if seq != seqBase+received {
+			t.Fatalf("fast client got seq %d, want %d", seq, seqBase+received)
+		}
+	}
+	if n := e.metric("parley_gateway_slow_consumer_disconnects_total", nil); n != 1 {
+		t.Errorf("slow consumer metric = %v, want 1", n)
+	}
+	// What the slow client finally reads ends with the SLOW_CONSUMER error
+	// (if the socket had room for it) and then the close.
+	var last *parleyv1.Frame
+	for {
+		b, err := slow.read(readTimeout)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("slow client's connection still open")
+			}
+			break
+		}
+		last = new(parleyv1.Frame)
+		_ = proto.Unmarshal(b, last)
+	}
+	if last != nil && last.GetError() != nil && last.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER {
+		t.Errorf("slow client's last frame: %v", last)
+	}
+	t.Logf("slow client disconnected after %d events", published)
+}
