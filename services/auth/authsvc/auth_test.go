@@ -327,7 +327,7 @@ func TestConfigValidation(t *testing.T) {
 		"weak min length": func(c *authsvc.Config) { c.PasswordMinLen = 6 },
 		"argon2 memory":   func(c *authsvc.Config) { c.Argon2Memory = 1 },
 		"kv replicas":     func(c *authsvc.Config) { c.KVReplicas = 0 },
-		"token ttl":       func(c *authsvc.Config) { c.TokenTTL = time.Second },
+		"token ttl":       func(c *authsvc.Config) { c.TokenTTL = 500 * time.Millisecond },
 	} {
 		c := fastConfig()
 		mutate(&c)
