@@ -7,6 +7,7 @@ require (
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/text v0.44.0
 	google.golang.org/protobuf v1.36.12
 )
 

@@ -339,3 +339,18 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("valid config: %v", err)
 	}
 }
+
+// TestPasswordUnicodeNormalization: a passphrase registered with composed
+// characters logs in when typed with decomposed ones (NFKC, SP 800-63B).
+func TestPasswordUnicodeNormalization(t *testing.T) {
+	ns := testenv.NATS(t)
+	startAuth(t, ns.ClientURL(), fastConfig())
+	nc := testenv.Connect(t, ns)
+	mustRegister(t, nc, "zoe", "crème brûlée 密码")
+	if _, err := login(nc, clientAddr, "zoe", "cre\u0300me bru\u0302le\u0301e 密码"); err != nil {
+		t.Fatalf("login with decomposed accents: %v", err)
+	}
+	if _, err := login(nc, clientAddr, "zoe", "creme brulee 密码"); err == nil {
+		t.Fatal("login without the accents succeeded")
+	}
+}

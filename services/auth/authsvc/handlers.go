@@ -32,6 +32,7 @@ func (s *Service) register(ctx context.Context, m *nats.Msg) (_ proto.Message, e
 	if req.Username == "" || req.Password == "" {
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "username and password are required")
 	}
+	req.Password = policy.NormalizePassword(req.Password)
 	if ok, wait := s.registerIP.Take(sourceKey(m)); !ok {
 		return nil, rateLimited("registration attempts", wait)
 	}
@@ -79,6 +80,7 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 	if req.Username == "" || req.Password == "" {
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "username and password are required")
 	}
+	req.Password = policy.NormalizePassword(req.Password)
 	canonical := policy.Canonical(req.Username)
 
 	// Both limiters count failures: take a token before trying, give it

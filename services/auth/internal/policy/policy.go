@@ -9,6 +9,8 @@
 package policy
 
 import (
+	"golang.org/x/text/unicode/norm"
+
 	"errors"
 	"fmt"
 	"strings"
@@ -118,3 +120,10 @@ var common = map[string]bool{
 }
 
 func isCommon(pw string) bool { return common[strings.ToLower(pw)] }
+
+// NormalizePassword applies Unicode NFKC normalization, as NIST SP 800-63B
+// §5.1.1.2 recommends, so the same passphrase typed on keyboards that
+// produce composed or decomposed characters (é as one code point or as e +
+// combining accent) verifies the same. Registration and login both hash the
+// normalized form.
+func NormalizePassword(pw string) string { return norm.NFKC.String(pw) }

@@ -119,3 +119,14 @@ func TestCanonical(t *testing.T) {
 		t.Fatal(Canonical("Alice.Smith"))
 	}
 }
+
+func TestNormalizePassword(t *testing.T) {
+	composed := "caf\u00e9 au lait"    // é as one code point
+	decomposed := "cafe\u0301 au lait" // e + combining acute accent
+	if NormalizePassword(composed) != NormalizePassword(decomposed) {
+		t.Fatal("composed and decomposed forms differ after normalization")
+	}
+	if got := NormalizePassword("ｐａｓｓ"); got != "pass" { // fullwidth letters
+		t.Fatalf("fullwidth normalized to %q", got)
+	}
+}
