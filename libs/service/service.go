@@ -204,3 +204,43 @@ func Group(ctx context.Context, runs ...func(context.Context) error) error {
 	wg.Wait()
 	return first
 }
+
+// NewAdmin returns the admin server for c with the given readiness checks,
+// already listening, or nil when c.AdminAddr is empty (admin disabled).
+func (c Common) NewAdmin(gather prometheus.Gatherer, log *slog.Logger, checks map[string]func() error) (*Admin, error) {
+	if c.AdminAddr == "" {
+		return nil, nil
+	}
+	a := &Admin{Addr: c.AdminAddr, Gather: gather, Log: log, Checks: checks}
+	if _, err := a.Listen(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Serve runs components (and admin, when not nil) until sigCtx ends — the
+// process got SIGINT or SIGTERM — or one of them fails. The components run
+// on their own context, so after the signal their shutdown can be bounded:
+// Serve returns an error if they take longer than timeout.
+func Serve(sigCtx context.Context, log *slog.Logger, timeout time.Duration, admin *Admin, runs ...func(context.Context) error) error {
+	if admin != nil {
+		runs = append(runs, admin.Run)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Group(runCtx, runs...) }()
+	select {
+	case err := <-done:
+		return err
+	case <-sigCtx.Done():
+	}
+	log.Info("shutting down", "timeout", timeout)
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("graceful shutdown took longer than %s", timeout)
+	}
+}

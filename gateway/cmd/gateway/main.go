@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/service"
@@ -52,34 +51,11 @@ func run() error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	runs := []func(context.Context) error{srv.Run}
-	if common.AdminAddr != "" {
-		admin := &service.Admin{
-			Addr:   common.AdminAddr,
-			Gather: reg,
-			Checks: map[string]func() error{"nats": service.NATSReady(nc), "gateway": srv.Ready},
-			Log:    log,
-		}
-		if _, err := admin.Listen(); err != nil {
-			return err
-		}
-		runs = append(runs, admin.Run)
+	admin, err := common.NewAdmin(reg, log, map[string]func() error{"nats": service.NATSReady(nc), "gateway": srv.Ready})
+	if err != nil {
+		return err
 	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- service.Group(ctx, runs...) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("signal received, shutting down", "timeout", common.ShutdownTimeout)
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(common.ShutdownTimeout):
-		return fmt.Errorf("shutdown took longer than %s", common.ShutdownTimeout)
-	}
+	return service.Serve(ctx, log, common.ShutdownTimeout, admin, srv.Run)
 }

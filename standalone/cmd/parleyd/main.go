@@ -7,12 +7,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/standalone/server"
@@ -32,6 +32,9 @@ func run(args []string) error {
 	var cfg server.Config
 	cfg.RegisterFlags(fs)
 	if err := service.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
@@ -48,17 +51,16 @@ func run(args []string) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	admin := &service.Admin{Addr: common.AdminAddr, Gather: reg, Log: log,
-		Checks: map[string]func() error{"parley": srv.Ready}}
+	admin, err := common.NewAdmin(reg, log, map[string]func() error{"parley": srv.Ready})
+	if err != nil {
+		return err
+	}
 	var adminAddr string
-	if common.AdminAddr != "" {
-		a, err := admin.Listen()
-		if err != nil {
-			return err
-		}
+	if admin != nil {
+		a, _ := admin.Listen()
 		adminAddr = "http://" + a.String()
 	}
-	ready := "parleyd ready "
+	ready := "parleyd ready"
 	if a := srv.TCPAddr(); a != nil {
 		ready += " tcp=" + a.String()
 	}
@@ -78,24 +80,7 @@ func run(args []string) error {
 	fmt.Println(ready)
 	fmt.Println("connect with: parley --server tcp://" + addrOr(srv, "127.0.0.1:7420") + "   (data in " + cfg.DataDir + ")")
 
-	runs := []func(context.Context) error{srv.Run}
-	if common.AdminAddr != "" {
-		runs = append(runs, admin.Run)
-	}
-	done := make(chan error, 1)
-	go func() { done <- service.Group(ctx, runs...) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down", "timeout", common.ShutdownTimeout)
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(common.ShutdownTimeout):
-		return fmt.Errorf("shutdown took longer than %s", common.ShutdownTimeout)
-	}
+	return service.Serve(ctx, log, common.ShutdownTimeout, admin, srv.Run)
 }
 
 func addrOr(srv *server.Server, def string) string {

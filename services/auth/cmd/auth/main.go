@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/auth/authsvc"
@@ -59,37 +58,12 @@ func run(sigCtx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	runs := []func(context.Context) error{svc.Run}
-	if common.AdminAddr != "" {
-		admin := &service.Admin{Addr: common.AdminAddr, Gather: reg, Log: log,
-			Checks: map[string]func() error{"nats": service.NATSReady(nc), "auth": svc.Ready}}
-		if _, err := admin.Listen(); err != nil {
-			return err
-		}
-		runs = append(runs, admin.Run)
-	}
-
-	// The components run on their own context so that, after a signal,
-	// shutdown can be bounded by -shutdown-timeout.
-	runCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- service.Group(runCtx, runs...) }()
-
-	select {
-	case err := <-done:
+	admin, err := common.NewAdmin(reg, log, map[string]func() error{"nats": service.NATSReady(nc), "auth": svc.Ready})
+	if err != nil {
 		return err
-	case <-sigCtx.Done():
 	}
-	log.Info("shutting down", "timeout", common.ShutdownTimeout)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			return err
-		}
-	case <-time.After(common.ShutdownTimeout):
-		return errors.New("graceful shutdown timed out")
+	if err := service.Serve(sigCtx, log, common.ShutdownTimeout, admin, svc.Run); err != nil {
+		return err
 	}
 	if err := nc.Drain(); err != nil {
 		log.Warn("nats drain", "err", err)

@@ -64,34 +64,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	runs := []func(context.Context) error{svc.Run}
-	if common.AdminAddr != "" {
-		admin := &service.Admin{Addr: common.AdminAddr, Gather: reg, Log: log,
-			Checks: map[string]func() error{"presence": svc.Ready}}
-		if _, err := admin.Listen(); err != nil {
-			return err
-		}
-		runs = append(runs, admin.Run)
+	admin, err := common.NewAdmin(reg, log, map[string]func() error{"presence": svc.Ready})
+	if err != nil {
+		return err
 	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- service.Group(ctx, runs...) }()
-
-	select {
-	case err := <-done: // a component failed before any signal
+	if err := service.Serve(ctx, log, common.ShutdownTimeout, admin, svc.Run); err != nil {
 		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down", "timeout", common.ShutdownTimeout)
-	select {
-	case err := <-done:
-		if err != nil {
-			return err
-		}
-	case <-time.After(common.ShutdownTimeout):
-		return errors.New("graceful shutdown timed out")
 	}
 	// Published events still buffered in the client go out before exit.
 	if nc.IsConnected() {
