@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/clients/parley"
+)
+
+// scriptedTerminal stands in for an interactive terminal (a test cannot
+// own a real TTY); it answers prompts from a list.
+type scriptedTerminal struct {
+	tty     bool
+	answers []string
+	prompts []string
+}
+
+func (s *scriptedTerminal) isTerminal() bool { return s.tty }
+
+func (s *scriptedTerminal) readSecret(prompt string) (string, error) { return s.readLine(prompt) }
+
+func (s *scriptedTerminal) readLine(prompt string) (string, error) {
+	s.prompts = append(s.prompts, prompt)
+	if len(s.answers) == 0 {
+		return "", errors.New("no more input")
+	}
+	a := s.answers[0]
+	s.answers = s.answers[1:]
+	return a, nil
+}
+
+func TestPasswordSources(t *testing.T) {
+	tests := []struct {
+		name      string
+		fromStdin bool
+		stdin     string
+		env       string
+		tty       bool
+		answers   []string
+		confirm   bool
+		want      string
+		wantErr   error
+		errText   string
+		prompts   int
+	}{
+		{name: "stdin line", fromStdin: true, stdin: "s3cret pass\nignored\n", want: "s3cret pass"},
+		{name: "stdin without newline", fromStdin: true, stdin: "s3cret", want: "s3cret"},
+		{name: "stdin crlf", fromStdin: true, stdin: "s3cret\r\n", want: "s3cret"},
+		{name: "stdin wins over env", fromStdin: true, stdin: "from-stdin\n", env: "from-env", want: "from-stdin"},
+		{name: "stdin empty", fromStdin: true, stdin: "", errText: "no password on stdin"},
+		{name: "stdin blank line", fromStdin: true, stdin: "\n", wantErr: errEmptyPassword},
+		{name: "env", env: "from-env", tty: true, want: "from-env"},
+		{name: "prompt", tty: true, answers: []string{"typed"}, want: "typed", prompts: 1},
+		{name: "prompt twice for register", tty: true, confirm: true, answers: []string{"typed", "typed"}, want: "typed", prompts: 2},
+		{name: "register mismatch", tty: true, confirm: true, answers: []string{"typed", "typo"}, wantErr: errPasswordMismatch, prompts: 2},
+		{name: "prompt empty", tty: true, answers: []string{""}, wantErr: errEmptyPassword, prompts: 1},
+		{name: "no source", wantErr: errNoPassword},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			term := &scriptedTerminal{tty: tt.tty, answers: tt.answers}
+			src := passwordSource{fromStdin: tt.fromStdin, stdin: bufio.NewReader(strings.NewReader(tt.stdin)), env: tt.env, term: term}
+			got, err := src.password(tt.confirm)
+			switch {
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+			case tt.errText != "":
+				if err == nil || !strings.Contains(err.Error(), tt.errText) {
+					t.Fatalf("err = %v, want one saying %q", err, tt.errText)
+				}
+			default:
+				if err != nil || got != tt.want {
+					t.Fatalf("password = %q, %v; want %q", got, err, tt.want)
+				}
+			}
+			if len(term.prompts) != tt.prompts {
+				t.Errorf("prompted %d times (%q), want %d", len(term.prompts), term.prompts, tt.prompts)
+			}
+		})
+	}
+}
+
+func TestStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "parley")
+	s := store{dir: dir}
+	const srv = "tcp://127.0.0.1:7420"
+	if got, err := s.load(srv, ""); err != nil || got != nil {
+		t.Fatalf("empty store: %v, %v", got, err)
+	}
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	must(t, s.save(srv, &parley.Session{UserID: "u1", Username: "alice", SessionID: "s1", Token: "tok-a", ExpiresAt: exp}))
+	must(t, s.save(srv, &parley.Session{UserID: "u2", Username: "bob", SessionID: "s2", Token: "tok-b"}))
+	must(t, s.save("tls://other:7420", &parley.Session{Username: "carol", Token: "tok-c"}))
+
+	fi, err := os.Stat(filepath.Join(dir, sessionFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if di, _ := os.Stat(dir); di.Mode().Perm() != 0o700 {
+		t.Errorf("config dir mode %v, want 0700", di.Mode().Perm())
+	}
+
+	if got, _ := s.load(srv, ""); got == nil || got.Token != "tok-b" {
+		t.Errorf("current user's session = %+v, want bob's (the last login)", got)
+	}
+	if got, _ := s.load(srv, "alice"); got == nil || got.Token != "tok-a" || !got.ExpiresAt.Equal(exp) {
+		t.Errorf("alice's session = %+v", got)
+	}
+	must(t, s.forget(srv, "bob"))
+	if got, _ := s.load(srv, ""); got != nil {
+		t.Errorf("after forgetting the current user: %+v, want none", got)
+	}
+	if got, _ := s.load(srv, "alice"); got == nil {
+		t.Error("forgetting bob lost alice")
+	}
+	if got, _ := s.load("tls://other:7420", "carol"); got == nil || got.Token != "tok-c" {
+		t.Errorf("other server's session = %+v", got)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runCLI runs the command in-process with env and stdin.
+func runCLI(t *testing.T, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &app{
+		stdin:  bufio.NewReader(strings.NewReader(stdin)),
+		stdout: &out,
+		stderr: &errb,
+		getenv: func(k string) string { return env[k] },
+		term:   &scriptedTerminal{},
+	}
+	code = a.run(context.Background(), args)
+	return code, out.String(), errb.String()
+}
+
+func TestCLIErrorsWithoutServer(t *testing.T) {
+	cfg := t.TempDir()
+	tests := []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{name: "unknown command", args: []string{"chat"}, code: exitUsage, stderr: `unknown command "chat"`},
+		{name: "who without a session", args: []string{"--config-dir", cfg, "who"}, code: exitError, stderr: "not logged in on tcp://127.0.0.1:7420"},
+		{name: "flags after the command", args: []string{"who", "--config-dir", cfg, "--server", "h:1", "--user", "bob"}, code: exitError, stderr: "not logged in as bob on tcp://h:1"},
+		{name: "server from env", env: map[string]string{"PARLEY_SERVER": "tls://h:9"}, args: []string{"--config-dir", cfg, "logout"}, code: exitError, stderr: "tls://h:9"},
+		{name: "bad server", args: []string{"--server", "http://x", "whoami"}, code: exitUsage, stderr: "unknown scheme"},
+		{name: "login without username", args: []string{"login", "--password-stdin"}, code: exitUsage, stderr: "no username"},
+		{name: "login without password", args: []string{"--user", "alice", "login"}, code: exitError, stderr: "no password"},
+		{name: "no password flag", args: []string{"login", "--password", "x"}, code: exitUsage, stderr: "flag provided but not defined: -password"},
+		{name: "stray argument", args: []string{"who", "extra"}, code: exitUsage, stderr: `unexpected argument "extra"`},
+		{name: "unreachable server", env: map[string]string{"PARLEY_PASSWORD": "pw"}, args: []string{"--server", "127.0.0.1:1", "login", "alice"}, code: exitError, stderr: "dial tcp://127.0.0.1:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, tt.env, "", tt.args...)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr)
+			}
+			if !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("stderr %q, want it to contain %q", stderr, tt.stderr)
+			}
+			if lines := strings.Count(strings.TrimSpace(stderr), "\n"); tt.code == exitError && lines > 0 {
+				t.Errorf("stderr has %d lines, want one: %q", lines+1, stderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,212 @@
+// Package parleytest runs a whole Parley (standalone: embedded NATS, auth,
+// presence, one gateway) in the test process for the client's integration
+// tests, and a TCP relay that can cut every connection through it to play a
+// network break. Only tests import it.
+package parleytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/standalone/server"
+)
+
+// Parley is a running in-process Parley. Its addresses and data survive
+// Restart, so clients can reconnect and resume their sessions.
+type Parley struct {
+	t   testing.TB
+	cfg server.Config
+
+	mu     sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a Parley for the test; edit adjusts the configuration (nil
+// keeps the test defaults). It is stopped when the test ends.
+func Start(t testing.TB, edit func(*server.Config)) *Parley {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Gateway.TCPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Gateway.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Gateway.GatewayID = "gw-test"
+	cfg.Gateway.PresenceHeartbeat = 500 * time.Millisecond
+	// Cheap password hashing and no per-IP limits: every test client
+	// comes from 127.0.0.1. Per-account limits stay as deployed.
+	cfg.Auth.Argon2Memory = 64
+	cfg.Auth.Argon2Time = 1
+	cfg.Auth.RegisterIPLimit = 0
+	cfg.Auth.LoginIPLimit = 0
+	if edit != nil {
+		edit(&cfg)
+	}
+	p := &Parley{t: t, cfg: cfg}
+	p.start()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func logger() *slog.Logger {
+	if os.Getenv("PARLEY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (p *Parley) start() {
+	p.t.Helper()
+	s, err := server.New(p.cfg, logger(), nil)
+	if err != nil {
+		p.t.Fatalf("parley: %v", err)
+	}
+	// A restart may find the old port still held for a moment.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err = s.Start()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("parley start: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if s, err = server.New(p.cfg, logger(), nil); err != nil {
+			p.t.Fatalf("parley: %v", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	testenv.Eventually(p.t, 15*time.Second, "parley ready", func() bool { return s.Ready() == nil })
+	p.mu.Lock()
+	p.cancel, p.done = cancel, done
+	p.mu.Unlock()
+}
+
+// Stop shuts Parley down (the gateway tells clients SERVER_SHUTDOWN) and
+// waits for it. Idempotent.
+func (p *Parley) Stop() {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.done
+	p.cancel, p.done = nil, nil
+	p.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			p.t.Errorf("parley run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		p.t.Error("parley did not stop within 30s")
+	}
+}
+
+// Restart stops Parley and starts it again on the same addresses and data
+// (accounts, sessions and the token key survive).
+func (p *Parley) Restart() {
+	p.t.Helper()
+	p.Stop()
+	p.start()
+}
+
+// TCPAddr is the gateway's address as a client address ("tcp://...").
+func (p *Parley) TCPAddr() string { return "tcp://" + p.cfg.Gateway.TCPAddr }
+
+// WSAddr is the gateway's WebSocket URL.
+func (p *Parley) WSAddr() string { return "ws://" + p.cfg.Gateway.HTTPAddr + "/v1/ws" }
+
+// HostPort is the gateway's TCP host:port.
+func (p *Parley) HostPort() string { return p.cfg.Gateway.TCPAddr }
+
+// Relay is a TCP relay in front of a server. Cut closes every connection
+// through it while it keeps accepting new ones: from both ends it looks
+// like the network broke.
+type Relay struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// NewRelay relays to target (host:port) until the test ends.
+func NewRelay(t testing.TB, target string) *Relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	r.wg.Add(1)
+	go r.accept()
+	t.Cleanup(r.close)
+	return r
+}
+
+// Addr is the relay's client address ("tcp://...").
+func (r *Relay) Addr() string { return "tcp://" + r.ln.Addr().String() }
+
+// Cut closes every relayed connection.
+func (r *Relay) Cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.Close()
+	}
+	clear(r.conns)
+}
+
+func (r *Relay) close() {
+	r.ln.Close()
+	r.Cut()
+	r.wg.Wait()
+}
+
+func (r *Relay) track(cs ...net.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range cs {
+		r.conns[c] = struct{}{}
+	}
+}
+
+// accept ends when the listener closes; each pair's copiers end when
+// either side closes.
+func (r *Relay) accept() {
+	defer r.wg.Done()
+	for {
+		in, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", r.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		r.track(in, out)
+		r.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer r.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(out, in)
+		go pipe(in, out)
+	}
+}

@@ -1,0 +1,293 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/parleychat/parley/clients/parley"
+)
+
+type screen int
+
+const (
+	screenLogin screen = iota
+	screenChat
+)
+
+// model is the TUI's state. Network work happens in commands (cmds.go);
+// their results come back as messages.
+type model struct {
+	ctx    context.Context
+	cfg    Config
+	client *parley.Client // nil until the first connection
+	screen screen
+	login  loginScreen
+	chat   chatScreen
+	width  int
+	height int
+}
+
+func newModel(ctx context.Context, cfg Config) *model {
+	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen()}
+	if cfg.Token != "" {
+		m.login.busy = true
+		m.login.status = "resuming the session of " + cfg.User + "…"
+	}
+	return m
+}
+
+func (m *model) Init() tea.Cmd {
+	if m.cfg.Token != "" {
+		return authCmd(m.ctx, m.cfg, nil, authResume, "", "", m.cfg.Token)
+	}
+	return nil
+}
+
+func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		m.chat.resize(msg.Width, msg.Height)
+		return m, nil
+	case tea.KeyMsg:
+		switch msg.String() {
+		case "ctrl+c":
+			return m, tea.Quit
+		case "esc":
+			if m.screen == screenLogin {
+				return m, tea.Quit
+			}
+		}
+	case authMsg:
+		return m, m.onAuth(msg)
+	case eventMsg:
+		if msg.client != m.client {
+			return m, nil // an earlier client's straggler
+		}
+		return m, tea.Batch(m.onEvent(msg.ev), waitEvent(msg.client))
+	case eventsDoneMsg:
+		if msg.client == m.client {
+			m.onClientEnded(msg.err)
+		}
+		return m, nil
+	case whoMsg:
+		if msg.err != nil {
+			m.chat.add(lineError, "", "who: "+describe(msg.err))
+			return m, nil
+		}
+		m.chat.setOnline(msg.users)
+		names := make([]string, len(msg.users))
+		for i, u := range msg.users {
+			names[i] = u.Username
+		}
+		m.chat.system("online now (%d): %s", len(names), strings.Join(names, ", "))
+		return m, nil
+	case logoutMsg:
+		if msg.err != nil && !errors.Is(msg.err, parley.ErrUnauthenticated) {
+			m.chat.add(lineError, "", "logout: "+describe(msg.err))
+			return m, nil
+		}
+		if m.cfg.ForgetSession != nil {
+			_ = m.cfg.ForgetSession(m.chat.me)
+		}
+		m.toLogin("logged out")
+		return m, nil
+	}
+
+	if m.screen == screenLogin {
+		sub, cmd := m.login.update(msg)
+		if sub == nil {
+			return m, cmd
+		}
+		m.login.busy = true
+		kind := authLogin
+		m.login.status = "logging in…"
+		if sub.register {
+			kind = authRegister
+			m.login.status = "creating the account…"
+		}
+		return m, authCmd(m.ctx, m.cfg, m.client, kind, sub.user, sub.password, "")
+	}
+	return m, m.updateChat(msg)
+}
+
+func (m *model) onAuth(msg authMsg) tea.Cmd {
+	var cmd tea.Cmd
+	if msg.client != nil && msg.client != m.client {
+		if m.client != nil {
+			m.client.Close()
+		}
+		m.client = msg.client
+		cmd = waitEvent(m.client)
+	}
+	if msg.err != nil {
+		if msg.kind == authResume {
+			if m.cfg.ForgetSession != nil && sessionGone(msg.err) {
+				_ = m.cfg.ForgetSession(m.cfg.User)
+			}
+			m.login.reset("stored session not resumed: " + describe(msg.err))
+		} else {
+			m.login.reset(describe(msg.err))
+		}
+		return cmd
+	}
+	s := msg.session
+	if m.cfg.SaveSession != nil {
+		if err := m.cfg.SaveSession(s); err != nil {
+			m.chat.add(lineError, "", "could not store the session token: "+err.Error())
+		}
+	}
+	m.screen = screenChat
+	m.login.busy, m.login.status, m.login.err = false, "", ""
+	m.chat.me = s.Username
+	m.chat.status = ""
+	m.chat.online = nil
+	if m.client != nil {
+		m.chat.gateway = m.client.Welcome().GetGatewayId()
+	}
+	switch msg.kind {
+	case authRegister:
+		m.chat.system("welcome, %s: your account is ready", s.Username)
+	case authResume:
+		m.chat.system("welcome back, %s", s.Username)
+	default:
+		m.chat.system("logged in as %s", s.Username)
+	}
+	m.chat.system("chat arrives with the messaging service; for now: /who, /logout, /quit")
+	return tea.Batch(cmd, m.chat.input.Focus())
+}
+
+func sessionGone(err error) bool {
+	return errors.Is(err, parley.ErrTokenExpired) || errors.Is(err, parley.ErrTokenInvalid) ||
+		errors.Is(err, parley.ErrSessionRevoked)
+}
+
+// onEvent turns an SDK event into what the user sees.
+func (m *model) onEvent(ev parley.Event) tea.Cmd {
+	switch ev := ev.(type) {
+	case parley.PresenceSnapshotEvent:
+		m.chat.setOnline(ev.Users)
+	case parley.UserOnlineEvent:
+		m.chat.userOnline(ev.User)
+		if ev.User.Username != m.chat.me {
+			m.chat.system("%s came online", ev.User.Username)
+		}
+	case parley.UserOfflineEvent:
+		m.chat.userOffline(ev.User)
+		if ev.User.Username != m.chat.me {
+			m.chat.system("%s went offline", ev.User.Username)
+		}
+	case parley.DisconnectedEvent:
+		if m.screen == screenChat {
+			m.chat.status = "reconnecting…"
+			m.chat.add(lineError, "", "connection lost ("+describe(ev.Err)+"); reconnecting…")
+		}
+	case parley.ReconnectedEvent:
+		m.chat.status = ""
+		if m.client != nil {
+			m.chat.gateway = m.client.Welcome().GetGatewayId()
+		}
+		if ev.Session != nil && m.cfg.SaveSession != nil {
+			_ = m.cfg.SaveSession(ev.Session)
+		}
+		m.chat.system("reconnected")
+	case parley.SessionEndedEvent:
+		if m.cfg.ForgetSession != nil {
+			_ = m.cfg.ForgetSession(m.chat.me)
+		}
+		m.toLogin("session ended: " + describe(ev.Err()))
+	}
+	return nil
+}
+
+// onClientEnded: the client will not reconnect (after logout, or the
+// session ended); a new login dials afresh.
+func (m *model) onClientEnded(err error) {
+	if m.screen == screenChat {
+		msg := "disconnected"
+		if err != nil {
+			msg += ": " + describe(err)
+		}
+		m.toLogin(msg)
+	}
+}
+
+func (m *model) toLogin(msg string) {
+	m.screen = screenLogin
+	m.chat = newChatScreen()
+	m.chat.resize(m.width, m.height)
+	m.login.reset(msg)
+}
+
+func (m *model) updateChat(msg tea.Msg) tea.Cmd {
+	if k, ok := msg.(tea.KeyMsg); ok {
+		switch k.String() {
+		case "enter":
+			text := strings.TrimSpace(m.chat.input.Value())
+			m.chat.input.Reset()
+			if text == "" {
+				return nil
+			}
+			return m.submit(text)
+		case "pgup", "pgdown":
+			var cmd tea.Cmd
+			m.chat.messages, cmd = m.chat.messages.Update(msg)
+			return cmd
+		}
+	}
+	var cmd tea.Cmd
+	m.chat.input, cmd = m.chat.input.Update(msg)
+	return cmd
+}
+
+// submit handles one entered text: a /command or a message.
+func (m *model) submit(text string) tea.Cmd {
+	if strings.HasPrefix(text, "/") {
+		cmd, _, _ := strings.Cut(text, " ")
+		switch cmd {
+		case "/who":
+			if m.client == nil {
+				return nil
+			}
+			return whoCmd(m.ctx, m.client)
+		case "/logout":
+			if m.client == nil {
+				return nil
+			}
+			m.chat.system("logging out…")
+			return logoutCmd(m.ctx, m.client)
+		case "/quit", "/exit":
+			return tea.Quit
+		case "/help":
+			m.chat.system("/who: refresh the online list · /logout: end the session · /quit: leave (the session stays for next time)")
+			return nil
+		default:
+			m.chat.add(lineError, "", fmt.Sprintf("unknown command %s (try /help)", cmd))
+			return nil
+		}
+	}
+	m.chat.add(lineOwn, m.chat.me, text)
+	m.chat.system("chat arrives with the messaging service")
+	return nil
+}
+
+func (m *model) View() string {
+	if m.screen == screenLogin {
+		return m.login.view(m.width, m.height, m.cfg.Server)
+	}
+	return m.chat.view(m.cfg.Server)
+}
+
+// describe renders an error for a human: the server's message when there
+// is one.
+func describe(err error) string {
+	var pe *parley.Error
+	if errors.As(err, &pe) && pe.Message != "" && !errors.Is(err, parley.ErrConnectionLost) {
+		return pe.Message
+	}
+	return strings.TrimPrefix(strings.ReplaceAll(err.Error(), "parley: ", ""), "parley: ")
+}

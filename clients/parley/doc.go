@@ -1,0 +1,20 @@
+// Package parley is the Go client SDK for Parley (docs/protocol.md): it
+// connects to a gateway over TCP, TLS or WebSocket, registers, logs in and
+// resumes sessions, asks who is online, and follows presence as it changes.
+//
+// A Client keeps itself connected: it answers and sends heartbeats, and after
+// a network break or a gateway restart it redials with jittered exponential
+// backoff, redoes the handshake and resumes its session with the token of the
+// last Session, so the application keeps the same user and session. Requests
+// made while it reconnects wait for it (bounded by their context); requests
+// that were in flight when the connection broke fail with an error matching
+// ErrConnectionLost, since the server may or may not have acted on them.
+//
+// Server errors come back as *Error with a stable code; compare them with
+// errors.Is against the sentinels (ErrBadCredentials, ErrUsernameTaken, ...).
+// Retryable tells the errors worth retrying.
+//
+// Presence arrives on Events as typed events, and Online always returns the
+// client's current view of the online list: the latest snapshot with the
+// changes that came after it.
+package parley

@@ -1,0 +1,153 @@
+package parley
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// Version is this SDK's version, sent in Hello as "parley-go/<Version>".
+const Version = "0.1.0"
+
+// Defaults for the options below.
+const (
+	DefaultBackoffMin  = 200 * time.Millisecond
+	DefaultBackoffMax  = 10 * time.Second
+	DefaultEventBuffer = 1024
+
+	// Used when the server's Welcome leaves the heartbeat fields at zero.
+	defaultHeartbeat = 15 * time.Second
+	// How long the handshake (dial, Hello, Welcome) may take when the
+	// caller's context has no deadline.
+	defaultHandshakeTimeout = 15 * time.Second
+	// A write that makes no progress for this long kills the connection.
+	writeTimeout = 15 * time.Second
+)
+
+// Option configures Dial.
+type Option func(*config)
+
+type config struct {
+	tlsConfig    *tls.Config
+	logger       *slog.Logger
+	reconnect    bool
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	device       string
+	presenceFeed bool
+	maxFrameSize uint32
+	heartbeat    time.Duration // 0: the server's
+	idleTimeout  time.Duration // 0: the server's
+	dialer       *net.Dialer
+	eventBuffer  int
+	clientName   string
+}
+
+func defaultConfig() config {
+	return config{
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		reconnect:    true,
+		backoffMin:   DefaultBackoffMin,
+		backoffMax:   DefaultBackoffMax,
+		presenceFeed: true,
+		maxFrameSize: wire.DefaultMaxFrameSize,
+		dialer:       &net.Dialer{KeepAlive: 30 * time.Second},
+		eventBuffer:  DefaultEventBuffer,
+		clientName:   "parley-go/" + Version,
+	}
+}
+
+// WithTLSConfig sets the TLS configuration for tls:// and wss:// addresses
+// (for example RootCAs with a private CA). ServerName defaults to the
+// address's host. The config is cloned.
+func WithTLSConfig(c *tls.Config) Option {
+	return func(o *config) {
+		if c != nil {
+			o.tlsConfig = c.Clone()
+		}
+	}
+}
+
+// WithLogger sets where the client logs connection events (reconnects,
+// dropped events). The default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *config) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithReconnect turns automatic reconnection on (the default) or off. With it
+// off, a broken connection ends the client: requests fail with ErrClosed.
+func WithReconnect(on bool) Option { return func(o *config) { o.reconnect = on } }
+
+// WithBackoff sets the bounds of the delay between reconnect attempts
+// (default 200ms to 10s, exponential with full jitter).
+func WithBackoff(min, max time.Duration) Option {
+	return func(o *config) { o.backoffMin, o.backoffMax = min, max }
+}
+
+// WithDevice sets the device label sent with every request that starts a
+// session (shown in server logs).
+func WithDevice(name string) Option { return func(o *config) { o.device = name } }
+
+// WithPresenceFeed chooses whether the server pushes the online list and its
+// changes to this connection (default true). Turn it off for clients that
+// never look at presence (scripts, load generators): Online stays empty and
+// no presence events arrive.
+func WithPresenceFeed(on bool) Option { return func(o *config) { o.presenceFeed = on } }
+
+// WithMaxFrameSize sets the largest frame the client accepts from the server
+// (default 1 MiB); a larger length prefix kills the connection before any
+// buffer is allocated.
+func WithMaxFrameSize(n uint32) Option {
+	return func(o *config) {
+		if n > 0 {
+			o.maxFrameSize = n
+		}
+	}
+}
+
+// WithHeartbeat overrides the server's heartbeat settings: the client sends a
+// Ping after interval without traffic, and gives the connection up as dead
+// after idle without receiving anything. Zero keeps the server's value.
+func WithHeartbeat(interval, idle time.Duration) Option {
+	return func(o *config) { o.heartbeat, o.idleTimeout = interval, idle }
+}
+
+// WithDialer sets the dialer for the underlying TCP connection, for example
+// one with LocalAddr set to spread many connections over source addresses.
+func WithDialer(d *net.Dialer) Option {
+	return func(o *config) {
+		if d != nil {
+			o.dialer = d
+		}
+	}
+}
+
+// WithEventBuffer sets how many presence events may wait unread on the
+// Events channel (default 1024). Beyond that, online/offline events are
+// dropped (Online stays accurate; see DroppedEvents); lifecycle events are
+// never dropped.
+func WithEventBuffer(n int) Option {
+	return func(o *config) {
+		if n > 0 {
+			o.eventBuffer = n
+		}
+	}
+}
+
+// WithClientName overrides the client name sent in Hello
+// (default "parley-go/<Version>").
+func WithClientName(name string) Option {
+	return func(o *config) {
+		if name != "" {
+			o.clientName = name
+		}
+	}
+}
