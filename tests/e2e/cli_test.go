@@ -16,7 +16,13 @@ type cliResult struct {
 // runParley runs the real `parley` binary with the password on stdin.
 func runParley(t *testing.T, server, cfgDir string, args ...string) cliResult {
 	t.Helper()
-	full := append([]string{"--server", "tcp://" + server, "--config-dir", cfgDir}, args...)
+	return runParleyArgs(t, "tcp://"+server, cfgDir, args...)
+}
+
+// runParleyArgs is runParley with a full server URL (tls://, ws://, ...).
+func runParleyArgs(t *testing.T, serverURL, cfgDir string, args ...string) cliResult {
+	t.Helper()
+	full := append([]string{"--server", serverURL, "--config-dir", cfgDir}, args...)
 	cmd := exec.Command(filepath.Join(bins, "parley"), full...)
 	cmd.Stdin = strings.NewReader(pw + "\n")
 	cmd.Env = append(cmd.Environ(), "PARLEY_PASSWORD=")

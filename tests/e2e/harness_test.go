@@ -218,8 +218,8 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		c.authEnv = append(c.authEnv, "PARLEY_TOKEN_TTL="+o.tokenTTL)
 	}
 	authAdmin := addr(testenv.FreePort(t))
-	c.authEnv = append(c.authEnv, "PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + authAdmin,
-		"PARLEY_SESSION_POLICY=" + policy, "PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0",
+	c.authEnv = append(c.authEnv, "PARLEY_NATS_URL="+c.natsURL, "PARLEY_ADMIN_ADDR="+authAdmin,
+		"PARLEY_SESSION_POLICY="+policy, "PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0",
 		// Cheaper hashing keeps the suite fast; the defaults are
 		// measured by the benchmark.
 		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1")
