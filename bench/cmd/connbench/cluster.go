@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// cluster is the multi-process Parley under test: one nats-server, one
+// redis-server, auth, presence and the gateways of the current scenario.
+type cluster struct {
+	ps   *procs
+	dir  string // work directory (NATS store, TLS files, token files)
+	opts options
+
+	nats      *proc
+	natsURL   string
+	nc        *nats.Conn // the orchestrator's own connection (presence checks)
+	redis     *proc
+	redisAddr string
+	auth      *proc
+	authAdmin string
+	presence  *proc
+	tlsCert   string
+	tlsKey    string
+}
+
+// gateway is one running gateway replica.
+type gateway struct {
+	*proc
+	id               string
+	tcp, http, admin string
+	tls              bool
+	pprof            string // gatewayprof's pprof address, with -profile
+}
+
+func (g *gateway) wsURL() string { return "ws://" + g.http + "/v1/ws" }
+
+// startInfra starts nats-server and redis-server, then connects to NATS.
+func (c *cluster) startInfra(ctx context.Context) error {
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	// The presence list of 100,000 users (PresenceListReply) is several
+	// MB; nats-server's default max_payload (1 MB) would not carry it.
+	conf := filepath.Join(c.dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("max_payload: %d\n", c.opts.natsMaxPayload)), 0o600); err != nil {
+		return err
+	}
+	c.nats, err = c.ps.start("nats-server", "nats-server", nil,
+		"-a", "127.0.0.1", "-p", portOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"), "-c", conf)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
+		return err
+	}
+	c.natsURL = "nats://" + natsAddr
+	c.nc, err = nats.Connect(c.natsURL, nats.Name("connbench"))
+	if err != nil {
+		return fmt.Errorf("connect to nats-server: %w", err)
+	}
+
+	c.redisAddr, err = freeAddr()
+	if err != nil {
+		return err
+	}
+	redisBin, err := exec.LookPath(c.opts.redisServer)
+	if err != nil {
+		return err
+	}
+	if redisBin, err = filepath.Abs(redisBin); err != nil {
+		return err
+	}
+	c.redis, err = c.ps.start("redis-server", redisBin, nil,
+		"--port", portOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err != nil {
+		return err
+	}
+	return waitTCP(ctx, c.redis, c.redisAddr, 20*time.Second)
+}
+
+// startAuth starts auth. cheap selects the cheap argon2id parameters used
+// to register many users quickly; otherwise auth runs with its defaults.
+func (c *cluster) startAuth(ctx context.Context, name string, cheap bool) error {
+	admin, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin,
+		"PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0"}
+	if cheap {
+		env = append(env, "PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1")
+	}
+	c.auth, err = c.ps.start(name, "auth", env)
+	if err != nil {
+		return err
+	}
+	c.authAdmin = admin
+	return waitReady(ctx, c.auth, admin, 30*time.Second)
+}
+
+func (c *cluster) startPresence(ctx context.Context) error {
+	admin, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	c.presence, err = c.ps.start("presence", "presence", []string{"PARLEY_NATS_URL=" + c.natsURL,
+		"PARLEY_ADMIN_ADDR=" + admin, "PARLEY_REDIS_ADDR=" + c.redisAddr})
+	if err != nil {
+		return err
+	}
+	return waitReady(ctx, c.presence, admin, 30*time.Second)
+}
+
+// startGateway starts one gateway replica with the given id.
+func (c *cluster) startGateway(ctx context.Context, id string, useTLS bool) (*gateway, error) {
+	g := &gateway{id: id, tls: useTLS}
+	for _, a := range []*string{&g.tcp, &g.http, &g.admin} {
+		var err error
+		if *a, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id}
+	if useTLS {
+		if err := c.ensureCert(); err != nil {
+			return nil, err
+		}
+		env = append(env, "PARLEY_TLS_CERT="+c.tlsCert, "PARLEY_TLS_KEY="+c.tlsKey)
+	}
+	if c.opts.profileDir != "" {
+		var err error
+		if g.pprof, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		env = append(env, "PARLEY_PPROF_ADDR="+g.pprof)
+	}
+	p, err := c.ps.start(id, c.opts.gatewayBin, env)
+	if err != nil {
+		return nil, err
+	}
+	g.proc = p
+	return g, waitReady(ctx, p, g.admin, 30*time.Second)
+}
+
+// ensureCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1
+// and localhost.
+func (c *cluster) ensureCert() error {
+	if c.tlsCert != "" {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "parley-bench"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	c.tlsCert, c.tlsKey = filepath.Join(c.dir, "cert.pem"), filepath.Join(c.dir, "key.pem")
+	if err := os.WriteFile(c.tlsCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(c.tlsKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+// redisUsedMemory asks redis-server for INFO memory's used_memory.
+func (c *cluster) redisUsedMemory() int64 {
+	conn, err := net.DialTimeout("tcp", c.redisAddr, 5*time.Second)
+	if err != nil {
+		return -1
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("*2\r\n$4\r\nINFO\r\n$6\r\nmemory\r\n")); err != nil {
+		return -1
+	}
+	// The reply is one bulk string: "$<len>\r\n" then "field:value\r\n" lines.
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "used_memory:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return -1
+}

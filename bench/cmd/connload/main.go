@@ -1,0 +1,233 @@
+// Command connload opens many authenticated, idle Parley connections to one
+// gateway and holds them until it is told to stop (SIGTERM or stdin closed).
+// It speaks the wire protocol directly (docs/protocol.md) so a load
+// generator process costs little per connection; one process must stay under
+// the machine's open-file limit, so the bench orchestrator (scripts/bench.sh,
+// bench/cmd/connbench) runs several.
+//
+// Every connection: TCP (or TLS, or WebSocket) from one of the given source
+// addresses, Hello, ResumeRequest with one of the given tokens and
+// skip_presence_feed, then it only answers pings. It prints one line
+// "connected N failed M" when all attempts are done, then "closed" at exit.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/wire"
+)
+
+func main() {
+	var (
+		target   = flag.String("addr", "127.0.0.1:7420", "gateway address (host:port, or ws://host:port/v1/ws)")
+		useTLS   = flag.Bool("tls", false, "dial TLS (certificate not verified: benchmark only)")
+		n        = flag.Int("n", 1000, "connections to open")
+		sources  = flag.String("sources", "127.0.0.1", "comma-separated local source IPs to spread connections over")
+		tokens   = flag.String("tokens", "", "file with one session token per line")
+		parallel = flag.Int("parallel", 64, "connections being set up at once")
+	)
+	flag.Parse()
+	toks, err := readLines(*tokens)
+	if err != nil || len(toks) == 0 {
+		fmt.Fprintln(os.Stderr, "connload: need -tokens file with at least one token:", err)
+		os.Exit(2)
+	}
+	srcs := strings.Split(*sources, ",")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() { // stdin closing (the orchestrator exiting) also stops us
+		_, _ = bufio.NewReader(os.Stdin).ReadString(0)
+		stop()
+	}()
+
+	var (
+		ok, failed atomic.Int64
+		conns      sync.Map
+		wg         sync.WaitGroup
+		sem        = make(chan struct{}, *parallel)
+		firstErr   atomic.Value
+	)
+	for i := 0; i < *n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := open(ctx, *target, *useTLS, srcs[i%len(srcs)], toks[i%len(toks)])
+			<-sem
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			ok.Add(1)
+			conns.Store(i, c)
+			go c.serve()
+		}(i)
+	}
+	wg.Wait()
+	fmt.Printf("connected %d failed %d\n", ok.Load(), failed.Load())
+	if e := firstErr.Load(); e != nil {
+		fmt.Fprintln(os.Stderr, "first error:", e)
+	}
+	<-ctx.Done()
+	conns.Range(func(_, v any) bool { v.(*client).close(); return true })
+	fmt.Println("closed")
+}
+
+type client struct {
+	stream net.Conn        // TCP or TLS
+	ws     *websocket.Conn // or WebSocket
+	mu     sync.Mutex      // guards writes
+}
+
+func open(ctx context.Context, target string, useTLS bool, source, token string) (*client, error) {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}, Timeout: 10 * time.Second}
+	c := &client{}
+	if strings.HasPrefix(target, "ws://") || strings.HasPrefix(target, "wss://") {
+		tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		ws, _, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+		if err != nil {
+			return nil, err
+		}
+		ws.SetReadLimit(wire.DefaultMaxFrameSize)
+		c.ws = ws
+	} else {
+		nc, err := d.DialContext(ctx, "tcp", target)
+		if err != nil {
+			return nil, err
+		}
+		if useTLS {
+			tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+			if err := tc.HandshakeContext(ctx); err != nil {
+				nc.Close()
+				return nil, err
+			}
+			nc = tc
+		}
+		c.stream = nc
+	}
+	if err := c.send(&parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{wire.Version}, Client: "connload"}}}); err != nil {
+		c.close()
+		return nil, err
+	}
+	if f, err := c.recv(); err != nil || f.GetWelcome() == nil {
+		c.close()
+		return nil, fmt.Errorf("handshake: %v %v", f, err)
+	}
+	if err := c.send(&parleyv1.Frame{RequestId: 2, Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{
+		Token: token, Options: &parleyv1.ClientOptions{Device: "connload", SkipPresenceFeed: true}}}}); err != nil {
+		c.close()
+		return nil, err
+	}
+	for {
+		f, err := c.recv()
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		if f.GetRequestId() != 2 {
+			continue
+		}
+		if e := f.GetError(); e != nil {
+			c.close()
+			return nil, fmt.Errorf("resume: %s", e.GetMessage())
+		}
+		return c, nil
+	}
+}
+
+func (c *client) send(f *parleyv1.Frame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ws != nil {
+		b, err := wire.Marshal(f)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return c.ws.Write(ctx, websocket.MessageBinary, b)
+	}
+	return wire.WriteFrame(c.stream, f)
+}
+
+func (c *client) recv() (*parleyv1.Frame, error) {
+	if c.ws != nil {
+		_, b, err := c.ws.Read(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		return wire.Decode(b)
+	}
+	return wire.NewReader(c.stream, wire.DefaultMaxFrameSize).ReadFrame()
+}
+
+// serve answers pings and keeps the connection alive with its own ping
+// every 25s (below the gateway's default 30s heartbeat interval).
+func (c *client) serve() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(25 * time.Second)
+		defer t.Stop()
+		var nonce uint64
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				nonce++
+				if c.send(&parleyv1.Frame{RequestId: uint32(nonce%1000 + 10), Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{Nonce: nonce}}}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer close(done)
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return
+		}
+		if p := f.GetPing(); p != nil {
+			_ = c.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: p.GetNonce()}}})
+		}
+	}
+}
+
+func (c *client) close() {
+	if c.ws != nil {
+		_ = c.ws.CloseNow()
+		return
+	}
+	_ = c.stream.Close()
+}
+
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
