@@ -12,6 +12,8 @@ package server_test
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -128,6 +130,12 @@ func (a *standInAuth) Logouts() []authCall {
 // connections and publishes PresenceChange events with increasing seq when
 // a user's first connection arrives or last one goes, like the real service.
 // Extra offline-irrelevant users can be preloaded into the online list.
+//
+// The list is paged like the real service's: users sorted by id, the cursor
+// is the offset of the next page, limit 0 means 500 and above 1000 means
+// 1000, each page carries the seq at the time it was read. With dupes set,
+// every page after the first starts with the previous page's last user
+// again, as a Redis HSCAN walk may return a user twice.
 type standInPresence struct {
 	nc *nats.Conn
 
@@ -135,6 +143,9 @@ type standInPresence struct {
 	seq         uint64
 	conns       map[string]*internalv1.Conn // by conn id
 	extra       []*parleyv1.OnlineUser      // preloaded users listed as online
+	dupes       bool                        // repeat a user across pages
+	lists       []*internalv1.PresenceListRequest
+	afterPage   func(page int) // called after each list page is read, before it is answered
 	connects    []*internalv1.Conn
 	disconnects []*internalv1.PresenceDisconnect
 	heartbeats  []*internalv1.GatewayHeartbeat
@@ -180,7 +191,20 @@ func startStandInPresence(t testing.TB, nc *nats.Conn) *standInPresence {
 		_ = rpc.Respond(m, nil)
 	})
 	sub(subject.PresenceList, func(m *nats.Msg) {
-		_ = rpc.Respond(m, p.list())
+		req := new(internalv1.PresenceListRequest)
+		if err := proto.Unmarshal(m.Data, req); err != nil {
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body"))
+			return
+		}
+		reply, n, hook, err := p.page(req)
+		if err != nil {
+			_ = rpc.RespondError(m, err)
+			return
+		}
+		if hook != nil {
+			hook(n)
+		}
+		_ = rpc.Respond(m, reply)
 	})
 	sub(subject.PresenceHeartbeat, func(m *nats.Msg) {
 		req := new(internalv1.GatewayHeartbeat)
@@ -225,21 +249,55 @@ func (p *standInPresence) publishLocked(c *internalv1.Conn, online bool) {
 	_ = p.nc.Publish(subject.PresenceEvents, b)
 }
 
-func (p *standInPresence) list() *internalv1.PresenceListReply {
+// page answers one list request; it also returns how many list requests
+// were answered so far and the afterPage hook.
+func (p *standInPresence) page(req *internalv1.PresenceListRequest) (*internalv1.PresenceListReply, int, func(int), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	reply := &internalv1.PresenceListReply{Seq: p.seq, Users: slices.Clone(p.extra)}
+	p.lists = append(p.lists, req)
+	all := slices.Clone(p.extra)
 	seen := map[string]*parleyv1.OnlineUser{}
 	for _, c := range p.conns {
 		u := seen[c.GetUserId()]
 		if u == nil {
 			u = &parleyv1.OnlineUser{UserId: c.GetUserId(), Username: c.GetUsername()}
 			seen[c.GetUserId()] = u
-			reply.Users = append(reply.Users, u)
+			all = append(all, u)
 		}
 		u.Sessions++
 	}
-	return reply
+	slices.SortFunc(all, func(a, b *parleyv1.OnlineUser) int { return strings.Compare(a.GetUserId(), b.GetUserId()) })
+	off := 0
+	if req.GetCursor() != "" {
+		var err error
+		off, err = strconv.Atoi(req.GetCursor())
+		if err != nil || off < 0 || off > len(all) {
+			return nil, 0, nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "malformed list cursor")
+		}
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit == 0:
+		limit = 500
+	case limit > 1000:
+		limit = 1000
+	}
+	start, end := off, min(off+limit, len(all))
+	if p.dupes && start > 0 {
+		start--
+	}
+	reply := &internalv1.PresenceListReply{Seq: p.seq, Users: all[start:end]}
+	if end < len(all) {
+		reply.NextCursor = strconv.Itoa(end)
+	}
+	return reply, len(p.lists), p.afterPage, nil
+}
+
+// Lists returns the list requests received so far.
+func (p *standInPresence) Lists() []*internalv1.PresenceListRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lists)
 }
 
 func (p *standInPresence) preload(n int) {

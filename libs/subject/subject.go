@@ -20,7 +20,7 @@ const (
 	PresenceDisconnect = "parley.presence.v1.disconnect" // internalv1.PresenceDisconnect
 	PresenceHeartbeat  = "parley.presence.v1.heartbeat"  // internalv1.GatewayHeartbeat
 	PresenceResync     = "parley.presence.v1.resync"     // internalv1.GatewayResync
-	PresenceList       = "parley.presence.v1.list"       // empty -> internalv1.PresenceListReply
+	PresenceList       = "parley.presence.v1.list"       // internalv1.PresenceListRequest -> PresenceListReply (paged)
 	PresenceUser       = "parley.presence.v1.user"       // internalv1.UserPresenceRequest -> UserPresenceReply
 
 	// PresenceEvents carries parleyv1.PresenceChange, published by presence

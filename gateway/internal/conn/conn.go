@@ -256,6 +256,10 @@ func (c *Conn) wake() { _ = c.t.SetReadDeadline(time.Now()) }
 // Push queues an encoded feed frame (presence.Member).
 func (c *Conn) Push(frame []byte) { c.out.push(frame) }
 
+// PushWait queues an encoded snapshot frame, waiting for room
+// (presence.Member).
+func (c *Conn) PushWait(frame []byte) bool { return c.out.pushWait(frame) }
+
 // SlowConsumer closes the connection with SLOW_CONSUMER (presence.Member).
 func (c *Conn) SlowConsumer() { c.out.slowConsumer() }
 

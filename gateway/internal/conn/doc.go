@@ -32,10 +32,13 @@
 //
 // A session starts with PresenceConnect, the per-user subscription, the
 // Session reply and then (unless options.skip_presence_feed) the presence
-// feed: PresenceSnapshot frames of at most 500 users (all with the list's
-// seq, the last with last=true), then PresenceChange events with a higher
-// seq, in order. If presence cannot list, a non-fatal Error
-// (request_id 0, UNAVAILABLE or TIMEOUT) replaces the snapshot. Logout
+// feed: PresenceSnapshot frames of at most 500 users, read from presence
+// page by page (each user once, all frames with the first page's seq, the
+// last with last=true), then PresenceChange events with a higher seq, in
+// order. If presence cannot list, a non-fatal Error (request_id 0,
+// UNAVAILABLE or TIMEOUT) replaces the snapshot (or ends it, without
+// last=true, when a later page fails). Who passes the client's cursor and
+// limit to presence and answers one page with its next_cursor. Logout
 // revokes the session and answers Ok; the connection stays open without a
 // session. A SessionKick from auth sends SessionEnded{reason, message}
 // (request_id 0) and closes.
@@ -63,7 +66,11 @@
 // Each connection queues at most -send-queue-frames frames and
 // -send-queue-bytes bytes not yet written to its socket. A client that
 // lets it overflow is closed with a fatal SLOW_CONSUMER (sent only if its
-// socket still has room); queueing never waits for a client.
+// socket still has room); queueing events and replies never waits for a
+// client. The exceptions are the connection's own snapshot (and the events
+// buffered while it was sent) and Who replies: its frame goroutine waits
+// for room for them, at most -write-timeout, after which the client is
+// closed as a slow consumer.
 //
 // # Cost of a connection
 //

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/gateway/internal/transport"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/wire"
 )
@@ -18,19 +19,28 @@ import (
 // flush goroutine, which exits once the buffer is drained. An idle
 // connection holds no buffer at all (buffers come from libs/wire's pool).
 //
-// Nothing that queues ever blocks: when a frame would push the queue past
+// Events and replies never wait: when a frame would push the queue past
 // SendQueueFrames or SendQueueBytes, everything pending is dropped, a final
 // Error SLOW_CONSUMER is queued (sent if the socket takes it) and the
 // connection closes.
+//
+// The connection's own answers that may be large, its presence snapshot
+// and Who replies, instead wait for room (pushWait): they are what the
+// client asked for, not a backlog it failed to read, so a healthy client
+// gets a snapshot of any size. They are pushed only by the connection's
+// own frame goroutine, so the wait slows only that client. A client that
+// reads nothing while such a frame waits is closed as a slow consumer once
+// -write-timeout has passed.
 type outbox struct {
 	c *Conn
 
-	mu       sync.Mutex // guards the fields below
-	buf      *[]byte    // pending frames; nil when empty
-	frames   int        // frames in buf
-	flushing bool       // a flush goroutine is running
-	closing  bool       // a final frame is queued: accept nothing more, close after the flush
-	closed   bool       // the reader finished: accept nothing more
+	mu       sync.Mutex    // guards the fields below
+	buf      *[]byte       // pending frames; nil when empty
+	frames   int           // frames in buf
+	flushing bool          // a flush goroutine is running
+	closing  bool          // a final frame is queued: accept nothing more, close after the flush
+	closed   bool          // the reader finished: accept nothing more
+	room     chan struct{} // non-nil while a pushWait waits; closed when it should look again
 	wg       sync.WaitGroup
 }
 
@@ -67,6 +77,59 @@ func (o *outbox) push(frame []byte) bool {
 	return true
 }
 
+// pushWait queues an encoded, length-prefixed frame (shared, not
+// modified), waiting while the queue has no room for it; an empty queue
+// takes a frame of any size. It reports false if the frame was dropped: the
+// connection is closing, or the client read nothing for WriteTimeout while
+// the frame waited (the connection is then closed as a slow consumer).
+//
+// Room appears when the flush goroutine takes the pending buffer to write
+// it. A queue without room is never empty, so a flush is running, and its
+// write is bounded by WriteTimeout: the wait ends when that write ends
+// (room, or a failed write closes the connection) or, at the latest, when
+// the wait's own WriteTimeout expires.
+func (o *outbox) pushWait(frame []byte) bool {
+	var timeout <-chan time.Time
+	for {
+		o.mu.Lock()
+		if o.closing || o.closed {
+			o.mu.Unlock()
+			return false
+		}
+		if o.buf == nil || o.fitsLocked(len(frame)) {
+			o.ensureBufLocked()
+			*o.buf = append(*o.buf, frame...)
+			o.queuedLocked()
+			o.mu.Unlock()
+			return true
+		}
+		if o.room == nil {
+			o.room = make(chan struct{})
+		}
+		room := o.room
+		o.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(o.c.h.Limits.WriteTimeout)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-room:
+		case <-timeout:
+			o.slowConsumer()
+			return false
+		}
+	}
+}
+
+// wakeWaiterLocked tells a waiting pushWait to look again.
+func (o *outbox) wakeWaiterLocked() {
+	if o.room != nil {
+		close(o.room)
+		o.room = nil
+	}
+}
+
 // final queues f as the connection's last frame, regardless of the limits:
 // after it is written (or the write fails) the reader is woken to close.
 func (o *outbox) final(f *parleyv1.Frame) bool {
@@ -76,6 +139,7 @@ func (o *outbox) final(f *parleyv1.Frame) bool {
 		return false
 	}
 	o.closing = true
+	o.wakeWaiterLocked()
 	return o.appendFrameLocked(f)
 }
 
@@ -102,6 +166,7 @@ func (o *outbox) isClosing() bool {
 func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
+	o.wakeWaiterLocked()
 	o.mu.Unlock()
 	o.wg.Wait()
 	o.mu.Lock()
@@ -131,6 +196,7 @@ func (o *outbox) overflowLocked() {
 	}
 	o.frames = 0
 	o.closing = true
+	o.wakeWaiterLocked()
 	code := parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER
 	c.countError(code)
 	o.appendFrameLocked(wire.ErrorFrame(0, code, "connection closed: the client did not read fast enough", true))
@@ -192,6 +258,7 @@ func (o *outbox) flush() {
 		}
 		o.buf = nil
 		o.frames = 0
+		o.wakeWaiterLocked()
 		o.mu.Unlock()
 
 		_ = c.t.SetWriteDeadline(time.Now().Add(c.h.Limits.WriteTimeout))
@@ -199,7 +266,13 @@ func (o *outbox) flush() {
 		wire.PutRaw(b)
 		if err != nil {
 			o.mu.Lock()
+			// A write that timed out while a snapshot or Who reply waited
+			// for room: the client read nothing for WriteTimeout, which
+			// is what a slow consumer is (the error frame cannot follow a
+			// failed write).
+			slow := o.room != nil && !o.closing && transport.IsTimeout(err)
 			o.closing = true
+			o.wakeWaiterLocked()
 			if o.buf != nil {
 				wire.PutRaw(o.buf)
 				o.buf = nil
@@ -207,7 +280,13 @@ func (o *outbox) flush() {
 			o.frames = 0
 			o.flushing = false
 			o.mu.Unlock()
-			c.debug("write failed, closing", "err", err)
+			if slow {
+				c.h.Metrics.SlowConsumers.Inc()
+				c.countError(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
+				c.log().Info("slow consumer: nothing read while a snapshot waited, closing")
+			} else {
+				c.debug("write failed, closing", "err", err)
+			}
 			c.wake()
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/wire"
 )
 
 // dispatch handles a frame after the handshake (docs/protocol.md §5-§6):
@@ -62,7 +63,7 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	case *parleyv1.Frame_Logout:
 		c.logout(rid)
 	case *parleyv1.Frame_Who:
-		c.who(rid)
+		c.who(rid, b.Who)
 	}
 }
 
@@ -164,20 +165,33 @@ func (c *Conn) logout(rid uint32) {
 	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Ok{Ok: &parleyv1.Ok{}}})
 }
 
-// who answers a WhoRequest with presence's current online list.
-func (c *Conn) who(rid uint32) {
+// who answers a WhoRequest with one page of presence's online list: the
+// client's cursor and limit go to presence as they are (presence applies
+// the default and the maximum), the reply carries presence's next cursor.
+// The reply may be large, so it waits for room in the send queue like the
+// snapshot does (outbox.pushWait).
+func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
 	if c.session() == nil {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in or resume first")
 		return
 	}
 	ctx, cancel := c.requestContext()
 	defer cancel()
-	list, err := c.h.Feed.List(ctx)
+	list, err := c.h.Feed.List(ctx, req.GetCursor(), req.GetLimit())
 	if err != nil {
 		c.sendErr(rid, err)
 		return
 	}
-	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{Users: list.GetUsers()}}})
+	reply := &parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{
+		Users:      list.GetUsers(),
+		NextCursor: list.GetNextCursor(),
+	}}}
+	frame, err := wire.AppendFrame(nil, reply)
+	if err != nil {
+		c.log().Error("encode frame", "err", err)
+		return
+	}
+	c.out.pushWait(frame)
 }
 
 // bodyName is the frame body's field name in the schema ("login"), for

@@ -20,15 +20,23 @@ import (
 	"github.com/parleychat/parley/libs/wire"
 )
 
-// SnapshotChunk is the most users one PresenceSnapshot frame carries.
+// SnapshotChunk is the most users one PresenceSnapshot frame carries, and
+// the page size the snapshot asks presence for.
 const SnapshotChunk = 500
 
 // Member is a connection receiving the feed.
 type Member interface {
 	// Push queues one encoded frame (with its length prefix; the bytes are
 	// shared and must not be modified). It never blocks: a member that
-	// cannot keep up closes itself (SLOW_CONSUMER).
+	// cannot keep up closes itself (SLOW_CONSUMER). Live events use it.
 	Push(frame []byte)
+	// PushWait queues one encoded frame like Push but waits for room in
+	// the member's send queue instead of overflowing; it is called only
+	// from Join, on the member's own goroutine, for its snapshot and the
+	// events buffered meanwhile. It reports false when the member is
+	// closing (it closes itself as a slow consumer when it reads nothing
+	// for too long).
+	PushWait(frame []byte) bool
 	// SlowConsumer closes the member with SLOW_CONSUMER; called when more
 	// events piled up during its snapshot than its send queue holds.
 	SlowConsumer()
@@ -37,17 +45,22 @@ type Member interface {
 // Feed holds the gateway's single subscription to subject.PresenceEvents and
 // fans each event out to every member.
 //
-// Ordering invariant: a member first receives its snapshot (seq S), then
-// exactly the events with seq > S, in arrival order. Join registers the
-// member as pending before asking presence for the list, so every event
-// published after the list was computed is either buffered or, once the
-// snapshot is queued, pushed live. Events with seq <= S are already
-// reflected in the snapshot and dropped, whether they were buffered or
-// arrive after the snapshot: the list reply and the event stream travel on
-// different subscriptions, so events older than the snapshot can still be
-// in flight when it is sent. Events arrive in publish order, so the filter
-// ends at the first event newer than S (and a presence whose seq restarted
-// later is not filtered forever).
+// Ordering invariant: a member first receives its snapshot (seq S, the seq
+// of the list's first page), then exactly the events with seq > S, in
+// arrival order. Join registers the member as pending before asking
+// presence for the first page, so every event published after that page
+// was read is either buffered or, once the snapshot is queued, pushed live.
+// Later pages are read later and may already reflect some of those events;
+// replaying them on top is harmless, since an event says what the user's
+// state became (online with this name, or offline), so applying it again
+// changes nothing, and the last event about a user decides its state
+// whatever the snapshot said. Events with seq <= S are already reflected
+// in every page and dropped, whether they were buffered or arrive after
+// the snapshot: the list replies and the event stream travel on different
+// subscriptions, so events older than the snapshot can still be in flight
+// when it is sent. Events arrive in publish order, so the filter ends at
+// the first event newer than S (and a presence whose seq restarted later
+// is not filtered forever).
 type Feed struct {
 	nc          *nats.Conn
 	log         *slog.Logger
@@ -141,48 +154,96 @@ func (f *Feed) onEvent(msg *nats.Msg) {
 	}
 }
 
-// Join adds m to the feed: it fetches the online list, pushes it to m as
-// PresenceSnapshot frames (at most SnapshotChunk users each, the last with
-// last=true, all with the list's seq), then the events that arrived
-// meanwhile with a higher seq, and from then on every event.
+// Join adds m to the feed: it walks the online list page by page and
+// pushes it to m as PresenceSnapshot frames (at most SnapshotChunk users
+// each, users already sent in this snapshot left out, all with the first
+// page's seq, the last frame with last=true), then the events that arrived
+// meanwhile with a higher seq, and from then on every event. Join runs on
+// m's own goroutine: the snapshot and the buffered events wait for room in
+// m's send queue (PushWait) rather than counting as overflow, so a large
+// snapshot reaches a client that reads; live events never wait.
 //
-// If presence does not answer, m gets a non-fatal Error (request_id 0) with
-// the failure's code (UNAVAILABLE or TIMEOUT) instead of a snapshot, then
-// the events as they come; the client can ask again with a WhoRequest.
+// If presence does not answer the first page, m gets a non-fatal Error
+// (request_id 0) with the failure's code (UNAVAILABLE or TIMEOUT) instead
+// of a snapshot, then the events as they come; the client can ask again
+// with a WhoRequest. If a later page fails, the snapshot stops without a
+// last=true frame and the same Error follows.
 func (f *Feed) Join(ctx context.Context, m Member) {
 	f.mu.Lock()
 	f.members[m] = &memberState{}
 	f.mu.Unlock()
 
-	list, err := f.List(ctx)
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st := f.members[m]
-	if st == nil {
-		return // left while the list was fetched
-	}
-	if st.overflow {
-		delete(f.members, m)
-		m.SlowConsumer()
+	after, filtering, ok := f.snapshot(ctx, m)
+	if !ok {
+		f.Leave(m)
 		return
 	}
-	if err != nil {
-		f.log.Warn("presence list for snapshot", "err", err)
-		e := rpcError(err)
-		frame, _ := wire.AppendFrame(nil, wire.ErrorFrame(0, e.Code, "online list unavailable: "+e.Message, false))
-		m.Push(frame)
-	} else {
-		st.after, st.filtering = list.GetSeq(), true
-		for _, frame := range snapshotFrames(list) {
-			m.Push(frame)
+	// Release what was buffered meanwhile until nothing is left, then go
+	// live under the lock, so no event slips between the two.
+	for {
+		f.mu.Lock()
+		st := f.members[m]
+		if st == nil {
+			f.mu.Unlock()
+			return // left while the snapshot was sent
+		}
+		if st.overflow {
+			delete(f.members, m)
+			f.mu.Unlock()
+			m.SlowConsumer()
+			return
+		}
+		pending := st.pending
+		st.pending = nil
+		if len(pending) == 0 {
+			st.after, st.filtering, st.live = after, filtering, true
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		for _, ev := range pending {
+			if filtering {
+				if ev.seq <= after {
+					continue
+				}
+				filtering = false
+			}
+			if !m.PushWait(ev.frame) {
+				f.Leave(m)
+				return
+			}
 		}
 	}
-	for _, ev := range st.pending {
-		st.deliver(m, ev)
+}
+
+// snapshot walks the online list and pushes it to m. It returns the
+// snapshot's seq and whether events must be filtered by it (false when not
+// even the first page came), and false in ok when m is closing.
+func (f *Feed) snapshot(ctx context.Context, m Member) (after uint64, filtering, ok bool) {
+	seen := make(map[string]struct{})
+	cursor := ""
+	for first := true; ; first = false {
+		page, err := f.List(ctx, cursor, SnapshotChunk)
+		if err != nil {
+			f.log.Warn("presence list for snapshot", "err", err, "first_page", first)
+			e := rpcError(err)
+			frame, _ := wire.AppendFrame(nil, wire.ErrorFrame(0, e.Code, "online list unavailable: "+e.Message, false))
+			return after, !first, m.PushWait(frame)
+		}
+		if first {
+			after = page.GetSeq()
+		}
+		last := page.GetNextCursor() == ""
+		for _, frame := range snapshotFrames(page.GetUsers(), seen, after, last) {
+			if !m.PushWait(frame) {
+				return after, true, false
+			}
+		}
+		if last {
+			return after, true, true
+		}
+		cursor = page.GetNextCursor()
 	}
-	st.pending = nil
-	st.live = true
 }
 
 // Leave removes m from the feed.
@@ -192,30 +253,47 @@ func (f *Feed) Leave(m Member) {
 	f.mu.Unlock()
 }
 
-// List asks presence for the whole online list.
-func (f *Feed) List(ctx context.Context) (*internalv1.PresenceListReply, error) {
+// List asks presence for one page of the online list (cursor "" for the
+// first; limit 0 for presence's default, values above its maximum are
+// lowered by presence).
+func (f *Feed) List(ctx context.Context, cursor string, limit uint32) (*internalv1.PresenceListReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	req := &internalv1.PresenceListRequest{Cursor: cursor, Limit: limit}
 	reply := new(internalv1.PresenceListReply)
-	if err := rpc.Request(ctx, f.nc, subject.PresenceList, nil, nil, reply); err != nil {
+	if err := rpc.Request(ctx, f.nc, subject.PresenceList, nil, req, reply); err != nil {
 		return nil, err
 	}
 	return reply, nil
 }
 
-// snapshotFrames splits list into encoded PresenceSnapshot frames.
-func snapshotFrames(list *internalv1.PresenceListReply) [][]byte {
-	users := list.GetUsers()
+// snapshotFrames encodes one page of the list as PresenceSnapshot frames of
+// at most SnapshotChunk users (a page may hold more: see
+// internalv1.PresenceListReply), leaving out users already in seen (a
+// walk may list a user twice) and adding the rest to it. The last page's
+// last frame has last=true and is sent even when empty; other empty
+// frames are not sent.
+func snapshotFrames(users []*parleyv1.OnlineUser, seen map[string]struct{}, seq uint64, last bool) [][]byte {
+	fresh := make([]*parleyv1.OnlineUser, 0, len(users))
+	for _, u := range users {
+		if _, dup := seen[u.GetUserId()]; !dup {
+			seen[u.GetUserId()] = struct{}{}
+			fresh = append(fresh, u)
+		}
+	}
 	var out [][]byte
 	for {
-		n := min(len(users), SnapshotChunk)
-		snap := &parleyv1.PresenceSnapshot{Users: users[:n], Seq: list.GetSeq(), Last: n == len(users)}
-		frame, err := wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_PresenceSnapshot{PresenceSnapshot: snap}})
-		if err == nil {
-			out = append(out, frame)
+		n := min(len(fresh), SnapshotChunk)
+		final := last && n == len(fresh)
+		if n > 0 || final {
+			snap := &parleyv1.PresenceSnapshot{Users: fresh[:n], Seq: seq, Last: final}
+			frame, err := wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_PresenceSnapshot{PresenceSnapshot: snap}})
+			if err == nil {
+				out = append(out, frame)
+			}
 		}
-		users = users[n:]
-		if len(users) == 0 {
+		fresh = fresh[n:]
+		if len(fresh) == 0 {
 			return out
 		}
 	}

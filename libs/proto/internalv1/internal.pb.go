@@ -429,18 +429,88 @@ func (x *GatewayResync) GetChunks() uint32 {
 	return 0
 }
 
-// PresenceListReply answers a list request with the whole online list.
+// PresenceListRequest asks for one page of the online list. The list is
+// paged so that no reply comes near NATS's max payload (1 MiB by default)
+// and no Redis call holds the server for the whole list. An empty body is
+// the first page with the default limit.
+type PresenceListRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cursor is the previous reply's next_cursor, opaque; empty starts at the
+	// beginning.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// limit is the page size: 0 means 500, more than 1000 means 1000. A page
+	// holds at most limit users, except that a page of a large list may hold
+	// a few more (Redis's HSCAN returns whole hash buckets); it may hold
+	// fewer, even none, while more pages follow.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceListRequest) Reset() {
+	*x = PresenceListRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceListRequest) ProtoMessage() {}
+
+func (x *PresenceListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceListRequest.ProtoReflect.Descriptor instead.
+func (*PresenceListRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PresenceListRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *PresenceListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// PresenceListReply answers a list request with one page of the online
+// list. Pages come from a Redis HSCAN: a user online during the whole walk
+// is on at least one page, but a user may appear on two pages (Redis
+// rehashing), so consumers de-duplicate by user_id; a user who came or went
+// during the walk may or may not be listed.
 type PresenceListReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*parleyv1.OnlineUser `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*parleyv1.OnlineUser `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// seq is the presence sequence number read atomically with this page: the
+	// page reflects exactly the changes up to seq.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// next_cursor is the cursor of the next page; empty: this is the last.
+	NextCursor    string `protobuf:"bytes,3,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PresenceListReply) Reset() {
 	*x = PresenceListReply{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[7]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +522,7 @@ func (x *PresenceListReply) String() string {
 func (*PresenceListReply) ProtoMessage() {}
 
 func (x *PresenceListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[7]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +535,7 @@ func (x *PresenceListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceListReply.ProtoReflect.Descriptor instead.
 func (*PresenceListReply) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PresenceListReply) GetUsers() []*parleyv1.OnlineUser {
@@ -482,6 +552,13 @@ func (x *PresenceListReply) GetSeq() uint64 {
 	return 0
 }
 
+func (x *PresenceListReply) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
 // UserPresenceRequest asks whether one user is online.
 type UserPresenceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -492,7 +569,7 @@ type UserPresenceRequest struct {
 
 func (x *UserPresenceRequest) Reset() {
 	*x = UserPresenceRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[8]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +581,7 @@ func (x *UserPresenceRequest) String() string {
 func (*UserPresenceRequest) ProtoMessage() {}
 
 func (x *UserPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[8]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +594,7 @@ func (x *UserPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPresenceRequest.ProtoReflect.Descriptor instead.
 func (*UserPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UserPresenceRequest) GetUserId() string {
@@ -536,7 +613,7 @@ type UserPresenceReply struct {
 
 func (x *UserPresenceReply) Reset() {
 	*x = UserPresenceReply{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[9]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +625,7 @@ func (x *UserPresenceReply) String() string {
 func (*UserPresenceReply) ProtoMessage() {}
 
 func (x *UserPresenceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[9]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +638,7 @@ func (x *UserPresenceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPresenceReply.ProtoReflect.Descriptor instead.
 func (*UserPresenceReply) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UserPresenceReply) GetSessionIds() []string {
@@ -584,7 +661,7 @@ type SessionKick struct {
 
 func (x *SessionKick) Reset() {
 	*x = SessionKick{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[10]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +673,7 @@ func (x *SessionKick) String() string {
 func (*SessionKick) ProtoMessage() {}
 
 func (x *SessionKick) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[10]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +686,7 @@ func (x *SessionKick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKick.ProtoReflect.Descriptor instead.
 func (*SessionKick) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionKick) GetUserId() string {
@@ -673,10 +750,15 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\tresync_id\x18\x02 \x01(\tR\bresyncId\x12.\n" +
 	"\x05conns\x18\x03 \x03(\v2\x18.parley.internal.v1.ConnR\x05conns\x12\x12\n" +
 	"\x04last\x18\x04 \x01(\bR\x04last\x12\x16\n" +
-	"\x06chunks\x18\x05 \x01(\rR\x06chunks\"R\n" +
+	"\x06chunks\x18\x05 \x01(\rR\x06chunks\"C\n" +
+	"\x13PresenceListRequest\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"s\n" +
 	"\x11PresenceListReply\x12+\n" +
 	"\x05users\x18\x01 \x03(\v2\x15.parley.v1.OnlineUserR\x05users\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
+	"\vnext_cursor\x18\x03 \x01(\tR\n" +
+	"nextCursor\".\n" +
 	"\x13UserPresenceRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"4\n" +
 	"\x11UserPresenceReply\x12\x1f\n" +
@@ -701,7 +783,7 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*AuthReply)(nil),             // 0: parley.internal.v1.AuthReply
 	(*Conn)(nil),                  // 1: parley.internal.v1.Conn
@@ -710,20 +792,21 @@ var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*GatewayHeartbeat)(nil),      // 4: parley.internal.v1.GatewayHeartbeat
 	(*GatewayHeartbeatReply)(nil), // 5: parley.internal.v1.GatewayHeartbeatReply
 	(*GatewayResync)(nil),         // 6: parley.internal.v1.GatewayResync
-	(*PresenceListReply)(nil),     // 7: parley.internal.v1.PresenceListReply
-	(*UserPresenceRequest)(nil),   // 8: parley.internal.v1.UserPresenceRequest
-	(*UserPresenceReply)(nil),     // 9: parley.internal.v1.UserPresenceReply
-	(*SessionKick)(nil),           // 10: parley.internal.v1.SessionKick
-	(*parleyv1.Session)(nil),      // 11: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),   // 12: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),       // 13: parley.v1.ErrorCode
+	(*PresenceListRequest)(nil),   // 7: parley.internal.v1.PresenceListRequest
+	(*PresenceListReply)(nil),     // 8: parley.internal.v1.PresenceListReply
+	(*UserPresenceRequest)(nil),   // 9: parley.internal.v1.UserPresenceRequest
+	(*UserPresenceReply)(nil),     // 10: parley.internal.v1.UserPresenceReply
+	(*SessionKick)(nil),           // 11: parley.internal.v1.SessionKick
+	(*parleyv1.Session)(nil),      // 12: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),   // 13: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),       // 14: parley.v1.ErrorCode
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	11, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	12, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	12, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	13, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	13, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	14, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
 	5,  // [5:5] is the sub-list for method output_type
 	5,  // [5:5] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
@@ -742,7 +825,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

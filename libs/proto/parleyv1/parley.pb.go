@@ -1172,9 +1172,15 @@ func (*Ok) Descriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
-// WhoRequest asks for the online list once (reply: WhoReply).
+// WhoRequest asks for one page of the online list (reply: WhoReply). To get
+// the whole list, start with an empty cursor and repeat with each reply's
+// next_cursor until it is empty; de-duplicate users by user_id (a user may
+// appear on two pages). A page may hold fewer users than the limit, even
+// none, while more follow, and on a large list a few more than the limit.
 type WhoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cursor        string                 `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"` // opaque, from the previous WhoReply; empty: first page
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`  // page size: 0 means 500; above 1000 means 1000
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1209,9 +1215,24 @@ func (*WhoRequest) Descriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
+func (x *WhoRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WhoRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type WhoReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Users         []*OnlineUser          `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	NextCursor    string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"` // empty: no more pages
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1251,6 +1272,13 @@ func (x *WhoReply) GetUsers() []*OnlineUser {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *WhoReply) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
 }
 
 type OnlineUser struct {
@@ -1562,11 +1590,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05token\x18\x04 \x01(\tR\x05token\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x05 \x01(\x03R\x0fexpiresAtUnixMs\x12\x18\n" +
 	"\aresumed\x18\x06 \x01(\bR\aresumed\"\x04\n" +
-	"\x02Ok\"\f\n" +
+	"\x02Ok\":\n" +
 	"\n" +
-	"WhoRequest\"7\n" +
+	"WhoRequest\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"X\n" +
 	"\bWhoReply\x12+\n" +
-	"\x05users\x18\x01 \x03(\v2\x15.parley.v1.OnlineUserR\x05users\"]\n" +
+	"\x05users\x18\x01 \x03(\v2\x15.parley.v1.OnlineUserR\x05users\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"]\n" +
 	"\n" +
 	"OnlineUser\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +

@@ -128,16 +128,41 @@ func (e *env) resync(t *testing.T, gw, id string, conns []*internalv1.Conn, size
 	}
 }
 
-// list returns user -> sessions and the list's seq.
+// list walks every page of the online list as the gateway does and returns
+// user -> sessions (de-duplicated by user id) and the first page's seq.
 func (e *env) list(t *testing.T) (map[string]uint32, uint64) {
 	t.Helper()
-	reply := new(internalv1.PresenceListReply)
-	e.request(t, subject.PresenceList, nil, reply)
 	out := map[string]uint32{}
-	for _, u := range reply.GetUsers() {
-		out[u.GetUserId()] = u.GetSessions()
+	seq, _ := e.listPages(t, 0, func(p *internalv1.PresenceListReply) {
+		for _, u := range p.GetUsers() {
+			out[u.GetUserId()] = u.GetSessions()
+		}
+	})
+	return out, seq
+}
+
+// listPages requests pages with limit (the first with an empty body, as an
+// older gateway sends) until next_cursor is empty, hands each to page and
+// returns the first page's seq and the number of pages.
+func (e *env) listPages(t *testing.T, limit uint32, page func(*internalv1.PresenceListReply)) (seq uint64, pages int) {
+	t.Helper()
+	var req *internalv1.PresenceListRequest
+	if limit != 0 {
+		req = &internalv1.PresenceListRequest{Limit: limit}
 	}
-	return out, reply.GetSeq()
+	for {
+		reply := new(internalv1.PresenceListReply)
+		e.request(t, subject.PresenceList, req, reply)
+		if pages == 0 {
+			seq = reply.GetSeq()
+		}
+		pages++
+		page(reply)
+		if reply.GetNextCursor() == "" {
+			return seq, pages
+		}
+		req = &internalv1.PresenceListRequest{Cursor: reply.GetNextCursor(), Limit: limit}
+	}
 }
 
 func (e *env) sessions(t *testing.T, user string) []string {

@@ -2,6 +2,7 @@ package presencesvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -136,16 +137,26 @@ func (s *Service) handleResync(ctx context.Context, m *nats.Msg) (proto.Message,
 	return nil, nil
 }
 
-func (s *Service) handleList(ctx context.Context, _ *nats.Msg) (proto.Message, error) {
-	users, seq, err := s.store.List(ctx)
+// handleList answers one page of the online list (internalv1.PresenceListRequest;
+// an empty body is the first page with the default limit). The callers walk
+// the pages themselves: the gateway for a snapshot, a client through Who.
+func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	req := new(internalv1.PresenceListRequest)
+	if err := decode(m, req); err != nil {
+		return nil, err
+	}
+	page, err := s.store.List(ctx, req.GetCursor(), int(min(req.GetLimit(), store.MaxListLimit)))
+	if errors.Is(err, store.ErrBadCursor) {
+		return nil, invalid("malformed list cursor")
+	}
 	if err != nil {
 		return nil, s.storeFailed("list", err)
 	}
-	reply := &internalv1.PresenceListReply{Seq: seq, Users: make([]*parleyv1.OnlineUser, 0, len(users))}
-	for _, u := range users {
+	reply := &internalv1.PresenceListReply{Seq: page.Seq, NextCursor: page.Next,
+		Users: make([]*parleyv1.OnlineUser, 0, len(page.Users))}
+	for _, u := range page.Users {
 		reply.Users = append(reply.Users, &parleyv1.OnlineUser{UserId: u.UserID, Username: u.Username, Sessions: u.Conns})
 	}
-	s.metrics.online.Set(float64(len(users)))
 	return reply, nil
 }
 

@@ -350,6 +350,8 @@ func TestInvalidRequests(t *testing.T) {
 		{"heartbeat without gateway", subject.PresenceHeartbeat, nil},
 		{"resync without resync id", subject.PresenceResync, mustMarshal(&internalv1.GatewayResync{GatewayId: "g", Last: true})},
 		{"user without id", subject.PresenceUser, nil},
+		{"list with a foreign cursor", subject.PresenceList, mustMarshal(&internalv1.PresenceListRequest{Cursor: "not-a-cursor"})},
+		{"list garbage", subject.PresenceList, []byte{0xff, 0xff, 0xff}},
 		{"garbage", subject.PresenceConnect, []byte{0xff, 0xff, 0xff}},
 	}
 	for _, tc := range cases {
@@ -406,5 +408,78 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(tc.cfg, tc.deps); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestListPages: the online list comes in pages of about the requested
+// limit (default 500, at most 1000) whose union is exactly the online
+// users, on real Redis and (with fewer users: the store tests page through
+// more of them) on miniredis.
+func TestListPages(t *testing.T) {
+	servers := []struct {
+		name  string
+		addr  func(t *testing.T) string
+		users int // a multiple of 5
+	}{
+		{"redis", func(t *testing.T) string { return testenv.StartRedis(t).Addr }, 2500},
+		{"miniredis", func(t *testing.T) string { return miniredis.RunT(t).Addr() }, 1100},
+	}
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			e := newEnv(t, srv.addr(t))
+			cfg := testConfig()
+			cfg.GatewayTTL = time.Hour // the stand-in gateways send no heartbeats
+			e.start(t, cfg)
+			// The users on five gateways (one resync applying thousands of
+			// connections is slow on miniredis under the race detector), u7
+			// with two connections.
+			n := srv.users
+			for g := range 5 {
+				gw := fmt.Sprint("g", g)
+				var conns []*internalv1.Conn
+				for i := g * n / 5; i < (g+1)*n/5; i++ {
+					conns = append(conns, conn(gw, fmt.Sprint("c", i), fmt.Sprint("u", i)))
+				}
+				if g == 4 {
+					conns = append(conns, conn(gw, "c-extra", "u7"))
+				}
+				e.resync(t, gw, "r1", conns, 250)
+			}
+			var last uint64
+			for range n {
+				last = e.next(t).GetSeq()
+			}
+
+			cases := []struct {
+				limit, most uint32
+			}{
+				{0, 500},
+				{500, 500},
+				{123, 123},
+				{5000, 1000},
+			}
+			for _, tc := range cases {
+				got := map[string]uint32{}
+				seq, pages := e.listPages(t, tc.limit, func(p *internalv1.PresenceListReply) {
+					// A step of a large hash may hold a few users more
+					// (Redis returns whole buckets).
+					if uint32(len(p.GetUsers())) > tc.most+tc.most/10+2 {
+						t.Fatalf("limit %d: a page holds %d users", tc.limit, len(p.GetUsers()))
+					}
+					for _, u := range p.GetUsers() {
+						got[u.GetUserId()] = u.GetSessions()
+					}
+				})
+				if len(got) != n || got["u7"] != 2 || got["u0"] != 1 || got[fmt.Sprint("u", n-1)] != 1 {
+					t.Fatalf("limit %d: %d users listed (u7: %d sessions), want %d", tc.limit, len(got), got["u7"], n)
+				}
+				if seq != last {
+					t.Fatalf("limit %d: seq %d, last change %d", tc.limit, seq, last)
+				}
+				if pages < (n+int(tc.most)-1)/int(tc.most) {
+					t.Fatalf("limit %d: %d pages", tc.limit, pages)
+				}
+			}
+		})
 	}
 }

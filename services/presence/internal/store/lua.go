@@ -197,21 +197,118 @@ changes[1] = #gws
 return changes
 `
 
-// listScript returns {seq, user_id, username, connections, ...}: the online
-// list and the seq of the last change it includes, read atomically, so a
-// gateway can apply exactly the events with a higher seq on top of it. seq
-// is returned as a string (it is a bulk reply from GET).
+// listScript returns one page of the online list: {seq, next_hscan_cursor,
+// resume_after, user_id, username, connections, ...}. ARGV[3] is the HSCAN
+// cursor (decimal), [4] the user id the page resumes after (” for none;
+// only with cursor '0', see below), [5] the limit.
+//
+// One HSCAN step per run keeps the time Redis is held bounded by the page,
+// not the list. seq is read in the same run, so the page reflects exactly
+// the changes up to seq (returned as a string: a bulk reply from GET).
+//
+// COUNT is a hint, and HSCAN answers in two ways:
+//
+//   - A step of a large hash (a hashtable) returns whole buckets until it
+//     has at least COUNT entries, and the next cursor. The batch is returned
+//     as it is, so the page may hold a few entries more than the limit:
+//     cutting it would need a later run to repeat the step, and a repeated
+//     step may cover other buckets once the hash changed (entries moved,
+//     the table resized), losing entries. Following the cursors keeps
+//     HSCAN's own guarantee: an entry present during the whole walk is
+//     returned at least once (maybe twice, when the table resized).
+//   - The whole hash in one step (next cursor 0 after cursor 0): a small
+//     hash is stored compactly (listpack) and returned whole whatever COUNT
+//     says, and miniredis always returns the whole hash. That batch is cut
+//     at the limit: the limit smallest ids (in the order of 'before') after
+//     resume_after are returned, with resume_after = the largest of them
+//     and the next cursor '0', and the next run repeats the step and
+//     returns the ids after it. An entry present during the whole walk is
+//     in every run's batch, so it is returned by the run whose id range
+//     holds it. If the hash has meanwhile grown out of the compact
+//     encoding, the run gets a partial batch instead; the walk then
+//     restarts from the beginning, unfiltered, as a walk of a large hash
+//     (entries already returned come again: consumers de-duplicate).
+//
+// The reply's resume_after is ” unless the batch was cut; with next
+// cursor '0' and no resume_after the walk is complete.
 const listScript = prelude + `
+-- before is a strict total order on strings. Lua's '<' on strings is
+-- strcoll in Redis (the server's LC_COLLATE locale, which may call distinct
+-- strings equal) and a byte comparison in miniredis; where '<' cannot tell
+-- two strings apart their bytes decide.
+local function before(a, b)
+  if a < b then return true end
+  if b < a or a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 if redis.call('EXISTS', K_SEQ) == 0 then
   redis.call('SET', K_SEQ, NOWUS)
 end
-local out = {redis.call('GET', K_SEQ)}
-local online = redis.call('HGETALL', K_ONLINE)
-for i = 1, #online, 2 do
+local cursor, after, limit = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local scan = redis.call('HSCAN', K_ONLINE, cursor, 'COUNT', ARGV[5])
+local nextc, flat = scan[1], scan[2]
+local out = {redis.call('GET', K_SEQ), nextc, ''}
+local function emit(u, name)
   local n = #out
-  out[n + 1] = online[i]
-  out[n + 2] = online[i + 1]
-  out[n + 3] = redis.call('HLEN', kuser(online[i]))
+  out[n + 1] = u
+  out[n + 2] = name
+  out[n + 3] = redis.call('HLEN', kuser(u))
 end
+
+if not (cursor == '0' and nextc == '0') then
+  -- A step of a large hash: the batch as it is.
+  for i = 1, #flat, 2 do emit(flat[i], flat[i + 1]) end
+  return out
+end
+
+-- The whole hash: the limit smallest ids after 'after', kept in a
+-- max-heap (ids[1] is the largest kept), so cutting a batch of n costs
+-- about n comparisons when it comes sorted (miniredis) and n*log(limit) at
+-- worst, not a sort.
+local ids, names, seen = {}, {}, 0
+local function swap(i, j) ids[i], ids[j] = ids[j], ids[i] end
+local function up(i)
+  while i > 1 do
+    local p = math.floor(i / 2)
+    if not before(ids[p], ids[i]) then return end
+    swap(p, i)
+    i = p
+  end
+end
+local function down(i)
+  local n = #ids
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and before(ids[m], ids[l]) then m = l end
+    if r <= n and before(ids[m], ids[r]) then m = r end
+    if m == i then return end
+    swap(m, i)
+    i = m
+  end
+end
+for i = 1, #flat, 2 do
+  local f = flat[i]
+  if after == '' or before(after, f) then
+    seen = seen + 1
+    if #ids < limit then
+      ids[#ids + 1] = f
+      names[f] = flat[i + 1]
+      up(#ids)
+    elseif before(f, ids[1]) then
+      names[ids[1]] = nil
+      ids[1] = f
+      names[f] = flat[i + 1]
+      down(1)
+    end
+  end
+end
+if seen > limit then out[3] = ids[1] end
+for _, u in ipairs(ids) do emit(u, names[u]) end
 return out
 `

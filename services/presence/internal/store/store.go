@@ -8,7 +8,8 @@
 //
 //	P+"gw:"+gateway      hash  conn_id -> member, member = JSON ["user_id","session_id","username"]
 //	P+"user:"+user       hash  len(gateway)+":"+gateway+conn_id -> session_id (one field per live connection)
-//	P+"online"           hash  user_id -> username, exactly the users whose user hash is non-empty
+//	P+"online"           hash  user_id -> username, exactly the users whose user hash is non-empty;
+//	                     listed page by page with HSCAN (List)
 //	P+"gateways"         zset  gateway -> liveness expiry (unix ms); a gateway past it is swept
 //	P+"seq"              string counter, incremented for every change; initialised to the clock in
 //	                     unix microseconds when missing, so it keeps increasing across a Redis
@@ -33,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,6 +45,8 @@ var (
 	// ErrBadReply means Redis answered a script with something the store
 	// did not expect (a script and its reader disagree: a bug).
 	ErrBadReply = errors.New("store: unexpected script reply")
+	// ErrBadCursor means a List cursor is not one List returned.
+	ErrBadCursor = errors.New("store: malformed list cursor")
 )
 
 // Conn is one authenticated client connection on a gateway.
@@ -240,32 +244,98 @@ func (s *Store) Sweep(ctx context.Context) (gateways int, changes []Change, err 
 	}
 }
 
-// List returns every online user with its connection count, and the seq of
-// the last change the list includes.
-func (s *Store) List(ctx context.Context) ([]OnlineUser, uint64, error) {
-	res, err := s.run(ctx, listLua, s.opts.Clock())
+// Limits of one List page.
+const (
+	DefaultListLimit = 500  // users per page when the caller gives no limit
+	MaxListLimit     = 1000 // larger limits are lowered to this
+)
+
+// maxCursorLen bounds a list cursor from a caller: an HSCAN cursor plus
+// one user id.
+const maxCursorLen = 1024
+
+// Page is one page of the online list.
+type Page struct {
+	Users []OnlineUser
+	Seq   uint64 // the seq of the last change the page reflects, read atomically with it
+	Next  string // cursor of the next page; "" when this is the last one
+}
+
+// List returns one page of the online list, starting at cursor ("" for the
+// first page, else a previous page's Next), with about limit users (0
+// means DefaultListLimit; above MaxListLimit means MaxListLimit). A page
+// holds at most limit users, except that a page of a large online hash may
+// hold a few more (Redis's HSCAN returns whole hash buckets; see
+// listScript), and it may hold fewer, even none, while more pages follow.
+//
+// Walking every page from "" until Next is "" lists every user who was
+// online during the whole walk at least once. A user may be listed on two
+// pages (Redis may rehash the online hash during the walk), so callers
+// de-duplicate by user id; a user who came or went during the walk may or
+// may not be listed.
+//
+// A cursor is the decimal Redis HSCAN cursor of the next step, or
+// "0:"+user id when the previous page cut a whole-hash batch after that id
+// (see listScript).
+func (s *Store) List(ctx context.Context, cursor string, limit int) (Page, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	limit = min(limit, MaxListLimit)
+	scan, after, err := parseCursor(cursor)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list: %w", err)
+		return Page{}, err
+	}
+	res, err := s.run(ctx, listLua, s.opts.Clock(), scan, after, strconv.Itoa(limit))
+	if err != nil {
+		return Page{}, fmt.Errorf("list: %w", err)
 	}
 	arr, ok := res.([]any)
-	if !ok || len(arr)%3 != 1 {
-		return nil, 0, fmt.Errorf("list: %w", ErrBadReply)
+	if !ok || len(arr) < 3 || len(arr)%3 != 0 {
+		return Page{}, fmt.Errorf("list: %w", ErrBadReply)
 	}
 	seq, err := strconv.ParseUint(fmt.Sprint(arr[0]), 10, 64)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list seq: %w", ErrBadReply)
+		return Page{}, fmt.Errorf("list seq: %w", ErrBadReply)
 	}
-	users := make([]OnlineUser, 0, len(arr)/3)
-	for i := 1; i < len(arr); i += 3 {
+	nextScan, ok1 := arr[1].(string)
+	resume, ok2 := arr[2].(string)
+	if !ok1 || !ok2 {
+		return Page{}, fmt.Errorf("list cursor: %w", ErrBadReply)
+	}
+	p := Page{Seq: seq, Users: make([]OnlineUser, 0, len(arr)/3-1)}
+	switch {
+	case resume != "":
+		p.Next = "0:" + resume
+	case nextScan != "0":
+		p.Next = nextScan
+	}
+	for i := 3; i < len(arr); i += 3 {
 		uid, ok1 := arr[i].(string)
 		name, ok2 := arr[i+1].(string)
 		n, ok3 := arr[i+2].(int64)
 		if !ok1 || !ok2 || !ok3 {
-			return nil, 0, fmt.Errorf("list: %w", ErrBadReply)
+			return Page{}, fmt.Errorf("list: %w", ErrBadReply)
 		}
-		users = append(users, OnlineUser{UserID: uid, Username: name, Conns: uint32(n)})
+		p.Users = append(p.Users, OnlineUser{UserID: uid, Username: name, Conns: uint32(n)})
 	}
-	return users, seq, nil
+	return p, nil
+}
+
+// parseCursor splits a List cursor into the HSCAN cursor and the user id to
+// resume after ("" for none).
+func parseCursor(cursor string) (scan, after string, err error) {
+	if cursor == "" {
+		return "0", "", nil
+	}
+	if len(cursor) > maxCursorLen {
+		return "", "", ErrBadCursor
+	}
+	scan, after, cut := strings.Cut(cursor, ":")
+	if _, err := strconv.ParseUint(scan, 10, 64); err != nil || (cut && scan != "0") {
+		return "", "", ErrBadCursor
+	}
+	return scan, after, nil
 }
 
 // UserSessions returns the user's sessions that have at least one live

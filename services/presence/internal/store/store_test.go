@@ -80,13 +80,52 @@ func ev(chs []Change) []string {
 	return out
 }
 
+// listAll walks every page of the online list with limit and returns the
+// users de-duplicated by id (as every consumer must), the first page's seq
+// and how many pages it took. It fails the test when a page holds clearly
+// more than limit users (or the default / maximum it stands for).
+func listAll(t *testing.T, s *Store, limit int) (users map[string]OnlineUser, seq uint64, pages int) {
+	t.Helper()
+	want := limit
+	switch {
+	case limit <= 0:
+		want = DefaultListLimit
+	case limit > MaxListLimit:
+		want = MaxListLimit
+	}
+	users = make(map[string]OnlineUser)
+	cursor := ""
+	for {
+		p, err := s.List(context.Background(), cursor, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pages == 0 {
+			seq = p.Seq
+		}
+		pages++
+		// A step of a large hash may exceed the limit by a few users:
+		// Redis returns whole buckets.
+		if len(p.Users) > want+want/10+2 {
+			t.Fatalf("page %d holds %d users, limit %d", pages, len(p.Users), want)
+		}
+		if pages > 100_000 {
+			t.Fatal("list walk does not end")
+		}
+		for _, u := range p.Users {
+			users[u.UserID] = u
+		}
+		if p.Next == "" {
+			return users, seq, pages
+		}
+		cursor = p.Next
+	}
+}
+
 // online renders the list as "user:conns", sorted.
 func online(t *testing.T, s *Store) []string {
 	t.Helper()
-	users, _, err := s.List(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	users, _, _ := listAll(t, s, 0)
 	var out []string
 	for _, u := range users {
 		out = append(out, fmt.Sprintf("%s:%d", u.UserID, u.Conns))
@@ -187,10 +226,14 @@ func TestListAndUserSessions(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		users, _, err := s.List(ctx)
+		page, err := s.List(ctx, "", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if page.Next != "" {
+			t.Errorf("two users take more than one page: next cursor %q", page.Next)
+		}
+		users := page.Users
 		sort.Slice(users, func(i, j int) bool { return users[i].UserID < users[j].UserID })
 		want := []OnlineUser{{"u1", "ann", 3}, {"u2", "bob \"quoted\" <ü>", 1}}
 		if !slices.Equal(users, want) {
@@ -405,9 +448,9 @@ func TestSeqIncreasesAcrossRedisRestart(t *testing.T) {
 				}
 				last = c.Seq
 			}
-			_, seq, err := s.List(ctx)
-			if err != nil || seq != last {
-				t.Fatalf("list seq %d (%v), last change %d", seq, err, last)
+			p, err := s.List(ctx, "", 0)
+			if err != nil || p.Seq != last {
+				t.Fatalf("list seq %d (%v), last change %d", p.Seq, err, last)
 			}
 		}
 		for i := range 3 {
