@@ -406,6 +406,12 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		if ev, ok := c.online.change(b.PresenceChange); ok {
 			c.pushChangeLocked(ev)
 		}
+	case *parleyv1.Frame_Error:
+		// A connection-level, non-fatal error: the only one the gateway
+		// sends today replaces an unfinished presence snapshot.
+		for _, ev := range c.online.abandonSnapshot() {
+			c.pushChangeLocked(ev)
+		}
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()

@@ -475,3 +475,25 @@ func TestFrameSizeLimit(t *testing.T) {
 		t.Errorf("register with a tiny frame limit: %v, want ErrConnectionLost from ErrFrameTooLarge", err)
 	}
 }
+
+// TestWhoFollowsPages: with a page size of 2, Who walks several pages of
+// the real presence list and returns every online user exactly once.
+func TestWhoFollowsPages(t *testing.T) {
+	defer parley.SetWhoPageLimit(2)()
+	p := parleytest.Start(t, nil)
+	var want []string
+	var last *parley.Client
+	for i := range 7 {
+		last = dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
+		name := fmt.Sprintf("pager%d", i)
+		register(t, last, name)
+		want = append(want, name)
+	}
+	users, err := last.Who(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(users); !reflect.DeepEqual(got, want) {
+		t.Fatalf("who = %v, want %v", got, want)
+	}
+}

@@ -118,6 +118,27 @@ func (v *onlineView) snapshot(s *parleyv1.PresenceSnapshot) (users []OnlineUser,
 	return users, changes, true
 }
 
+// abandonSnapshot handles a snapshot the server could not finish (it sent a
+// non-fatal UNAVAILABLE or TIMEOUT instead of the remaining frames,
+// docs/protocol.md §9): the partial list is dropped, the last complete view
+// stays, and the changes that waited are applied to it. It returns those
+// changes' events.
+func (v *onlineView) abandonSnapshot() []Event {
+	if v.ready {
+		return nil
+	}
+	v.partial = nil
+	v.ready = true
+	var changes []Event
+	for _, c := range v.pending {
+		if ev, ok := v.apply(c); ok {
+			changes = append(changes, ev)
+		}
+	}
+	v.pending = nil
+	return changes
+}
+
 // change applies one presence change and returns the event to report, or
 // ok=false when it is stale or waits for the snapshot.
 func (v *onlineView) change(c *parleyv1.PresenceChange) (Event, bool) {

@@ -40,6 +40,10 @@ func feed(v *onlineView, frames ...*parleyv1.Frame) (events []string, online []s
 			if ev, ok := v.change(b.PresenceChange); ok {
 				events = append(events, describe(ev))
 			}
+		case *parleyv1.Frame_Error:
+			for _, ev := range v.abandonSnapshot() {
+				events = append(events, describe(ev))
+			}
 		}
 	}
 	for _, u := range v.list() {
@@ -190,4 +194,23 @@ func TestEventQueueStopDiscards(t *testing.T) {
 	for range q.out { // closed, possibly after the one event
 	}
 	q.stop() // idempotent
+}
+
+// TestOnlineViewAbandonedSnapshot: the server could not finish a snapshot
+// after a reconnect (a non-fatal UNAVAILABLE instead of the last frames):
+// the half-received list is dropped, the previous list stays, and the
+// changes that waited are applied.
+func TestOnlineViewAbandonedSnapshot(t *testing.T) {
+	v := newOnlineView()
+	a, b, c := wu("u1", "alice"), wu("u2", "bob"), wu("u3", "carol")
+	feed(v, snap(true, 10, a, b))
+	v.reset() // a reconnect: a fresh snapshot is expected
+	unavailable := &parleyv1.Frame{Body: &parleyv1.Frame_Error{Error: &parleyv1.Error{Code: parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE}}}
+	events, online := feed(v, snap(false, 20, c), chg(false, 21, b), unavailable, chg(true, 22, c))
+	if want := []string{"offline bob", "online carol"}; !reflect.DeepEqual(events, want) {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	if want := []string{"alice", "carol"}; !reflect.DeepEqual(online, want) {
+		t.Fatalf("online %v, want %v", online, want)
+	}
 }

@@ -96,21 +96,37 @@ func (c *Client) Logout(ctx context.Context) error {
 // Who asks the server for the online list once, sorted by username. Unlike
 // Online, it needs no presence feed.
 func (c *Client) Who(ctx context.Context) ([]OnlineUser, error) {
-	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}})
-	if err != nil {
-		return nil, err
+	// The server pages the list (docs/protocol.md §9): follow next_cursor
+	// until it is empty. A user may appear on two pages; keep one entry.
+	seen := make(map[string]OnlineUser)
+	cursor := ""
+	for {
+		reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{Cursor: cursor, Limit: whoPageLimit}}})
+		if err != nil {
+			return nil, err
+		}
+		w := reply.GetWhoReply()
+		if w == nil {
+			return nil, fmt.Errorf("%w: expected WhoReply, got %T", ErrProtocol, reply.GetBody())
+		}
+		for _, u := range w.GetUsers() {
+			seen[u.GetUserId()] = userFromWire(u)
+		}
+		if cursor = w.GetNextCursor(); cursor == "" {
+			break
+		}
 	}
-	w := reply.GetWhoReply()
-	if w == nil {
-		return nil, fmt.Errorf("%w: expected WhoReply, got %T", ErrProtocol, reply.GetBody())
-	}
-	users := make([]OnlineUser, 0, len(w.GetUsers()))
-	for _, u := range w.GetUsers() {
-		users = append(users, userFromWire(u))
+	users := make([]OnlineUser, 0, len(seen))
+	for _, u := range seen {
+		users = append(users, u)
 	}
 	sortUsers(users)
 	return users, nil
 }
+
+// whoPageLimit is the page size Who asks for: the protocol's maximum
+// (tests lower it to walk several pages).
+var whoPageLimit uint32 = 1000
 
 // Ping measures the round trip to the gateway. It works before login.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
