@@ -290,11 +290,21 @@ func (s *Server) acceptLoop(ln net.Listener, kind string) {
 		}
 		backoff = 0
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.handler.Serve(transport.NewStream(c, uint32(s.cfg.MaxFrameSize), kind))
-		}()
+		go s.serveStream(c, kind)
 	}
+}
+
+// serveStream is the reader goroutine of one TCP or TLS connection. Its
+// frame stays on the stack of every idle connection: keep it minimal (see
+// conn.Handler.Serve), hence no defer and the transport built elsewhere.
+func (s *Server) serveStream(c net.Conn, kind string) {
+	s.handler.Serve(s.newStream(c, kind))
+	s.wg.Done()
+}
+
+//go:noinline
+func (s *Server) newStream(c net.Conn, kind string) transport.Transport {
+	return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), kind)
 }
 
 // newApp builds the HTTP app: WebSocket upgrades at WebSocketPath, 426 for

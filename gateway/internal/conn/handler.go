@@ -65,19 +65,18 @@ func NewHandler(o Options) *Handler {
 
 // Serve runs one connection until it ends, on the calling goroutine (the
 // connection's reader), then closes t. It never panics on client input.
+//
+// Stack budget: an idle connection is this goroutine parked in a read, so
+// the frames of Serve, readLoop and the read path stay on its stack for the
+// connection's whole life. Go starts goroutines with a 2 KiB stack, of which
+// 1,120 bytes may be used before it doubles; the parked read path takes
+// about 1 KiB of that. Serve therefore keeps only a pointer in its frame and
+// leaves the setup and teardown to non-inlined helpers, and callers start
+// it from a goroutine with a tiny frame (see server.serveStream). Growing to
+// 4 KiB would cost 2 KiB per idle connection (docs/benchmarks.md).
 func (h *Handler) Serve(t transport.Transport) {
-	c := &Conn{
-		h:      h,
-		t:      t,
-		id:     h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36),
-		remote: t.RemoteAddr().String(),
-	}
-	c.out.c = c
-	g := h.Metrics.Connections.WithLabelValues(t.Kind())
-	g.Inc()
-	defer g.Dec()
-	c.debug("connection opened", "transport", t.Kind())
-	if h.Registry.Add(c) {
+	c, ok := h.open(t)
+	if ok {
 		c.readLoop()
 	} else {
 		c.Shutdown()
@@ -85,9 +84,28 @@ func (h *Handler) Serve(t transport.Transport) {
 	c.finish()
 }
 
+// open builds the connection and registers it; ok is false when the
+// gateway is shutting down.
+//
+//go:noinline
+func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
+	c = &Conn{
+		h:      h,
+		t:      t,
+		id:     h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36),
+		remote: t.RemoteAddr().String(),
+	}
+	c.out.c = c
+	h.Metrics.Connections.WithLabelValues(t.Kind()).Inc()
+	c.debug("connection opened", "transport", t.Kind())
+	return c, h.Registry.Add(c)
+}
+
 // finish runs on the reader goroutine after the read loop: it stops all
 // deliveries, tells presence the connection is gone, lets the last queued
 // frames out and closes the transport.
+//
+//go:noinline
 func (c *Conn) finish() {
 	h := c.h
 	h.Feed.Leave(c)
@@ -97,6 +115,7 @@ func (c *Conn) finish() {
 		c.presenceDisconnect(rec)
 	}
 	_ = c.t.Close()
+	h.Metrics.Connections.WithLabelValues(c.t.Kind()).Dec()
 	c.debug("connection closed")
 }
 
