@@ -53,8 +53,12 @@ check-generate: deps
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
+.PHONY: check-deploy
+check-deploy:
+	bash deploy/check.sh
+
 .PHONY: test
-test: deps check-generate vet
+test: deps check-generate vet check-deploy
 	scripts/test.sh $(TEST_FLAGS)
 
 FUZZTIME ?= 30s

@@ -63,7 +63,7 @@ func main() {
 	flag.IntVar(&o.loginUsers, "login-users", 50, "users for the logins scenario")
 	flag.DurationVar(&o.loginDuration, "login-duration", 20*time.Second, "duration of each logins concurrency level")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, NATS store)")
-	flag.IntVar(&o.natsMaxPayload, "nats-max-payload", 8<<20, "nats-server max_payload (the presence list of 100k users exceeds the 1 MB default)")
+	flag.IntVar(&o.natsMaxPayload, "nats-max-payload", 1<<20, "nats-server max_payload (1 MB is nats-server's default)")
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary")
 	flag.StringVar(&o.gatewayBin, "gateway-bin", "gateway", "gateway binary in -bin (gatewayprof for -profile)")
 	flag.StringVar(&o.profileDir, "profile", "", "with -gateway-bin gatewayprof: save each gateway's heap and goroutine profiles here after settling")
