@@ -12,7 +12,44 @@ const (
 	AuthLogin    = "parley.auth.v1.login"
 	AuthResume   = "parley.auth.v1.resume"
 	AuthLogout   = "parley.auth.v1.logout"
+	// AuthLookup finds a user by name for other services
+	// (internalv1.UserLookupRequest -> UserLookupReply).
+	AuthLookup = "parley.auth.v1.lookup"
 )
+
+// Messaging service (request/reply, queue group QueueMessaging). Request
+// bodies are the client's protobuf request; the gateway sets HeaderUserID,
+// HeaderSessionID and HeaderUsername from the session, and messaging trusts
+// nothing else about the sender.
+const (
+	MsgSend          = "parley.msg.v1.send"          // parleyv1.SendRequest -> SendReply
+	MsgHistory       = "parley.msg.v1.history"       // parleyv1.HistoryRequest -> HistoryReply
+	MsgAck           = "parley.msg.v1.ack"           // parleyv1.AckRequest -> empty
+	MsgConversations = "parley.msg.v1.conversations" // parleyv1.ConversationsRequest -> ConversationsReply
+	MsgOpenDirect    = "parley.msg.v1.opendirect"    // parleyv1.OpenDirectRequest -> Conversation
+)
+
+// Message delivery. Messaging publishes parleyv1.MessageEvent to
+// UserMessages(uid) for each member of a direct or group conversation, and
+// to RoomMessages(room) for a room, which every gateway subscribes to and
+// fans out to all its authenticated connections.
+func UserMessages(userID string) string { return UserPrefix(userID) + "msg" }
+
+// RoomMessages is the delivery subject of a room ("public").
+func RoomMessages(room string) string { return "parley.room.v1." + room }
+
+// RoomMessagesAll is what gateways subscribe to for every room.
+const RoomMessagesAll = "parley.room.v1.>"
+
+// Message storage: one JetStream stream, one subject per conversation.
+const (
+	StreamMessages = "PARLEY_MESSAGES"
+	StoreAll       = "parley.store.v1.>"
+)
+
+// Store is the stream subject of a conversation id ("room.public",
+// "dm.<a>.<b>").
+func Store(conversation string) string { return "parley.store.v1." + conversation }
 
 // Presence service (request/reply, queue group QueuePresence).
 const (
@@ -30,8 +67,9 @@ const (
 
 // Queue groups: replicas of one service share the work of its subjects.
 const (
-	QueueAuth     = "parley-auth"
-	QueuePresence = "parley-presence"
+	QueueAuth      = "parley-auth"
+	QueuePresence  = "parley-presence"
+	QueueMessaging = "parley-messaging"
 )
 
 // Per-user subjects. A gateway holds one subscription to UserAll(uid) for
@@ -55,6 +93,9 @@ const (
 	BucketAccounts = "parley_accounts" // username -> account record
 	BucketSessions = "parley_sessions" // session id -> session record
 	BucketAuthKeys = "parley_authkeys" // token signing key, when not configured
+	BucketCursors  = "parley_cursors"  // "<uid>.<conversation>" -> acknowledged seq
+	BucketConvs    = "parley_convs"    // "<uid>.<conversation>" -> membership of direct/group conversations
+	BucketMsgIndex = "parley_msgidx"   // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
 )
 
 // NATS header keys on requests from the gateway and on error replies.
@@ -63,6 +104,7 @@ const (
 	HeaderGatewayID    = "Parley-Gateway"       // the gateway replica
 	HeaderUserID       = "Parley-User"          // authenticated user (set by the gateway, never by clients)
 	HeaderSessionID    = "Parley-Session"       // authenticated session
+	HeaderUsername     = "Parley-Username"      // authenticated user's display name
 	HeaderErrorCode    = "Parley-Error-Code"    // numeric parleyv1.ErrorCode on an error reply
 	HeaderErrorMessage = "Parley-Error-Message" // its human-readable message
 	HeaderRetryAfter   = "Parley-Retry-After"   // milliseconds, with RATE_LIMITED

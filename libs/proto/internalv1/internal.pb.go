@@ -717,6 +717,149 @@ func (x *SessionKick) GetMessage() string {
 	return ""
 }
 
+// UserLookupRequest asks auth for a user by name (subject.AuthLookup).
+type UserLookupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserLookupRequest) Reset() {
+	*x = UserLookupRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserLookupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserLookupRequest) ProtoMessage() {}
+
+func (x *UserLookupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserLookupRequest.ProtoReflect.Descriptor instead.
+func (*UserLookupRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UserLookupRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// UserLookupReply: the account, or an error NOT_FOUND in headers.
+type UserLookupReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"` // display form
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserLookupReply) Reset() {
+	*x = UserLookupReply{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserLookupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserLookupReply) ProtoMessage() {}
+
+func (x *UserLookupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserLookupReply.ProtoReflect.Descriptor instead.
+func (*UserLookupReply) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UserLookupReply) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserLookupReply) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// StoredMessage is a message as kept in the JetStream messages stream.
+type StoredMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *parleyv1.Message      `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredMessage) Reset() {
+	*x = StoredMessage{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredMessage) ProtoMessage() {}
+
+func (x *StoredMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
+func (*StoredMessage) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StoredMessage) GetMessage() *parleyv1.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_parley_internal_v1_internal_proto protoreflect.FileDescriptor
 
 const file_parley_internal_v1_internal_proto_rawDesc = "" +
@@ -769,7 +912,14 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12,\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessageB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
+	"\amessage\x18\x04 \x01(\tR\amessage\"/\n" +
+	"\x11UserLookupRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"F\n" +
+	"\x0fUserLookupReply\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\"=\n" +
+	"\rStoredMessage\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessageB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
 
 var (
 	file_parley_internal_v1_internal_proto_rawDescOnce sync.Once
@@ -783,7 +933,7 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*AuthReply)(nil),             // 0: parley.internal.v1.AuthReply
 	(*Conn)(nil),                  // 1: parley.internal.v1.Conn
@@ -797,21 +947,26 @@ var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*UserPresenceRequest)(nil),   // 9: parley.internal.v1.UserPresenceRequest
 	(*UserPresenceReply)(nil),     // 10: parley.internal.v1.UserPresenceReply
 	(*SessionKick)(nil),           // 11: parley.internal.v1.SessionKick
-	(*parleyv1.Session)(nil),      // 12: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),   // 13: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),       // 14: parley.v1.ErrorCode
+	(*UserLookupRequest)(nil),     // 12: parley.internal.v1.UserLookupRequest
+	(*UserLookupReply)(nil),       // 13: parley.internal.v1.UserLookupReply
+	(*StoredMessage)(nil),         // 14: parley.internal.v1.StoredMessage
+	(*parleyv1.Session)(nil),      // 15: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),   // 16: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),       // 17: parley.v1.ErrorCode
+	(*parleyv1.Message)(nil),      // 18: parley.v1.Message
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	12, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	15, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	13, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	14, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
-	5,  // [5:5] is the sub-list for method output_type
-	5,  // [5:5] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	16, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	17, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	18, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }
@@ -825,7 +980,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -60,6 +60,8 @@ const (
 	// Authorization (30-39).
 	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 30
 	ErrorCode_ERROR_CODE_NOT_FOUND         ErrorCode = 31
+	ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE ErrorCode = 32 // text above the message size limit
+	ErrorCode_ERROR_CODE_EMPTY_MESSAGE     ErrorCode = 33 // text empty or only white space
 	// Connection and server state (40-59).
 	ErrorCode_ERROR_CODE_IDLE_TIMEOUT    ErrorCode = 40 // nothing received for idle_timeout_ms
 	ErrorCode_ERROR_CODE_SLOW_CONSUMER   ErrorCode = 41 // the client did not read fast enough
@@ -95,6 +97,8 @@ var (
 		21: "ERROR_CODE_LOGGED_IN_ELSEWHERE",
 		30: "ERROR_CODE_PERMISSION_DENIED",
 		31: "ERROR_CODE_NOT_FOUND",
+		32: "ERROR_CODE_MESSAGE_TOO_LARGE",
+		33: "ERROR_CODE_EMPTY_MESSAGE",
 		40: "ERROR_CODE_IDLE_TIMEOUT",
 		41: "ERROR_CODE_SLOW_CONSUMER",
 		42: "ERROR_CODE_SERVER_SHUTDOWN",
@@ -126,6 +130,8 @@ var (
 		"ERROR_CODE_LOGGED_IN_ELSEWHERE":   21,
 		"ERROR_CODE_PERMISSION_DENIED":     30,
 		"ERROR_CODE_NOT_FOUND":             31,
+		"ERROR_CODE_MESSAGE_TOO_LARGE":     32,
+		"ERROR_CODE_EMPTY_MESSAGE":         33,
 		"ERROR_CODE_IDLE_TIMEOUT":          40,
 		"ERROR_CODE_SLOW_CONSUMER":         41,
 		"ERROR_CODE_SERVER_SHUTDOWN":       42,
@@ -162,6 +168,58 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{0}
 }
 
+type ConversationKind int32
+
+const (
+	ConversationKind_CONVERSATION_KIND_UNSPECIFIED ConversationKind = 0
+	ConversationKind_CONVERSATION_KIND_ROOM        ConversationKind = 1
+	ConversationKind_CONVERSATION_KIND_DIRECT      ConversationKind = 2
+	ConversationKind_CONVERSATION_KIND_GROUP       ConversationKind = 3
+)
+
+// Enum value maps for ConversationKind.
+var (
+	ConversationKind_name = map[int32]string{
+		0: "CONVERSATION_KIND_UNSPECIFIED",
+		1: "CONVERSATION_KIND_ROOM",
+		2: "CONVERSATION_KIND_DIRECT",
+		3: "CONVERSATION_KIND_GROUP",
+	}
+	ConversationKind_value = map[string]int32{
+		"CONVERSATION_KIND_UNSPECIFIED": 0,
+		"CONVERSATION_KIND_ROOM":        1,
+		"CONVERSATION_KIND_DIRECT":      2,
+		"CONVERSATION_KIND_GROUP":       3,
+	}
+)
+
+func (x ConversationKind) Enum() *ConversationKind {
+	p := new(ConversationKind)
+	*p = x
+	return p
+}
+
+func (x ConversationKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConversationKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[1].Descriptor()
+}
+
+func (ConversationKind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[1]
+}
+
+func (x ConversationKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConversationKind.Descriptor instead.
+func (ConversationKind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{1}
+}
+
 // Frame is the envelope of every message on the wire.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -181,12 +239,22 @@ type Frame struct {
 	//	*Frame_Resume
 	//	*Frame_Logout
 	//	*Frame_Who
+	//	*Frame_Send
+	//	*Frame_History
+	//	*Frame_Ack
+	//	*Frame_Conversations
+	//	*Frame_OpenDirect
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
+	//	*Frame_SendReply
+	//	*Frame_HistoryReply
+	//	*Frame_ConversationsReply
+	//	*Frame_Conversation
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
+	//	*Frame_Message
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +394,51 @@ func (x *Frame) GetWho() *WhoRequest {
 	return nil
 }
 
+func (x *Frame) GetSend() *SendRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Send); ok {
+			return x.Send
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetHistory() *HistoryRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_History); ok {
+			return x.History
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetAck() *AckRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetConversations() *ConversationsRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Conversations); ok {
+			return x.Conversations
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetOpenDirect() *OpenDirectRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_OpenDirect); ok {
+			return x.OpenDirect
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -353,6 +466,42 @@ func (x *Frame) GetWhoReply() *WhoReply {
 	return nil
 }
 
+func (x *Frame) GetSendReply() *SendReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_SendReply); ok {
+			return x.SendReply
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetHistoryReply() *HistoryReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_HistoryReply); ok {
+			return x.HistoryReply
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetConversationsReply() *ConversationsReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ConversationsReply); ok {
+			return x.ConversationsReply
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetConversation() *Conversation {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Conversation); ok {
+			return x.Conversation
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetPresenceSnapshot() *PresenceSnapshot {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_PresenceSnapshot); ok {
@@ -375,6 +524,15 @@ func (x *Frame) GetSessionEnded() *SessionEnded {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_SessionEnded); ok {
 			return x.SessionEnded
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetMessage() *MessageEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Message); ok {
+			return x.Message
 		}
 	}
 	return nil
@@ -426,6 +584,26 @@ type Frame_Who struct {
 	Who *WhoRequest `protobuf:"bytes,14,opt,name=who,proto3,oneof"`
 }
 
+type Frame_Send struct {
+	Send *SendRequest `protobuf:"bytes,15,opt,name=send,proto3,oneof"`
+}
+
+type Frame_History struct {
+	History *HistoryRequest `protobuf:"bytes,16,opt,name=history,proto3,oneof"`
+}
+
+type Frame_Ack struct {
+	Ack *AckRequest `protobuf:"bytes,17,opt,name=ack,proto3,oneof"`
+}
+
+type Frame_Conversations struct {
+	Conversations *ConversationsRequest `protobuf:"bytes,18,opt,name=conversations,proto3,oneof"`
+}
+
+type Frame_OpenDirect struct {
+	OpenDirect *OpenDirectRequest `protobuf:"bytes,19,opt,name=open_direct,json=openDirect,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -439,6 +617,22 @@ type Frame_WhoReply struct {
 	WhoReply *WhoReply `protobuf:"bytes,22,opt,name=who_reply,json=whoReply,proto3,oneof"`
 }
 
+type Frame_SendReply struct {
+	SendReply *SendReply `protobuf:"bytes,23,opt,name=send_reply,json=sendReply,proto3,oneof"`
+}
+
+type Frame_HistoryReply struct {
+	HistoryReply *HistoryReply `protobuf:"bytes,24,opt,name=history_reply,json=historyReply,proto3,oneof"`
+}
+
+type Frame_ConversationsReply struct {
+	ConversationsReply *ConversationsReply `protobuf:"bytes,25,opt,name=conversations_reply,json=conversationsReply,proto3,oneof"`
+}
+
+type Frame_Conversation struct {
+	Conversation *Conversation `protobuf:"bytes,26,opt,name=conversation,proto3,oneof"`
+}
+
 type Frame_PresenceSnapshot struct {
 	// Events (server to client, request_id zero).
 	PresenceSnapshot *PresenceSnapshot `protobuf:"bytes,30,opt,name=presence_snapshot,json=presenceSnapshot,proto3,oneof"`
@@ -450,6 +644,10 @@ type Frame_PresenceChange struct {
 
 type Frame_SessionEnded struct {
 	SessionEnded *SessionEnded `protobuf:"bytes,32,opt,name=session_ended,json=sessionEnded,proto3,oneof"`
+}
+
+type Frame_Message struct {
+	Message *MessageEvent `protobuf:"bytes,33,opt,name=message,proto3,oneof"`
 }
 
 func (*Frame_Hello) isFrame_Body() {}
@@ -472,17 +670,37 @@ func (*Frame_Logout) isFrame_Body() {}
 
 func (*Frame_Who) isFrame_Body() {}
 
+func (*Frame_Send) isFrame_Body() {}
+
+func (*Frame_History) isFrame_Body() {}
+
+func (*Frame_Ack) isFrame_Body() {}
+
+func (*Frame_Conversations) isFrame_Body() {}
+
+func (*Frame_OpenDirect) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
 
 func (*Frame_WhoReply) isFrame_Body() {}
 
+func (*Frame_SendReply) isFrame_Body() {}
+
+func (*Frame_HistoryReply) isFrame_Body() {}
+
+func (*Frame_ConversationsReply) isFrame_Body() {}
+
+func (*Frame_Conversation) isFrame_Body() {}
+
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
 func (*Frame_PresenceChange) isFrame_Body() {}
 
 func (*Frame_SessionEnded) isFrame_Body() {}
+
+func (*Frame_Message) isFrame_Body() {}
 
 // Hello is the first frame a client sends. The server answers with Welcome
 // (same request_id) or with Error UNSUPPORTED_VERSION and closes.
@@ -1521,11 +1739,683 @@ func (x *SessionEnded) GetMessage() string {
 	return ""
 }
 
+// Message is one stored chat message. The server assigns id, seq,
+// sender and time; nothing a client sends is trusted for them.
+type Message struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"` // 1, 2, 3, ... within the conversation, no gaps
+	Id            uint64                 `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`   // unique across all conversations
+	SenderId      string                 `protobuf:"bytes,4,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	SenderName    string                 `protobuf:"bytes,5,opt,name=sender_name,json=senderName,proto3" json:"sender_name,omitempty"`
+	SentAtUnixMs  int64                  `protobuf:"varint,6,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"` // when the server stored it
+	Text          string                 `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`                                          // UTF-8, may hold several lines
+	ClientKey     string                 `protobuf:"bytes,8,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`               // the sender's idempotency key
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message) Reset() {
+	*x = Message{}
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message) ProtoMessage() {}
+
+func (x *Message) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message.ProtoReflect.Descriptor instead.
+func (*Message) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Message) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *Message) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Message) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Message) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *Message) GetSenderName() string {
+	if x != nil {
+		return x.SenderName
+	}
+	return ""
+}
+
+func (x *Message) GetSentAtUnixMs() int64 {
+	if x != nil {
+		return x.SentAtUnixMs
+	}
+	return 0
+}
+
+func (x *Message) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Message) GetClientKey() string {
+	if x != nil {
+		return x.ClientKey
+	}
+	return ""
+}
+
+// SendRequest posts a message (reply: SendReply). Give conversation, or
+// to_username for a private message (the direct conversation is created on
+// first use).
+type SendRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername   string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	Text         string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Chosen by the client, 1-64 characters, unique per message it sends. A
+	// request re-sent with the same key (after a reconnect, say) is stored
+	// once; the reply then carries the message stored the first time.
+	ClientKey     string `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendRequest) Reset() {
+	*x = SendRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendRequest) ProtoMessage() {}
+
+func (x *SendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
+func (*SendRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SendRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *SendRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+func (x *SendRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *SendRequest) GetClientKey() string {
+	if x != nil {
+		return x.ClientKey
+	}
+	return ""
+}
+
+type SendReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"` // the client_key was seen before; nothing new stored
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReply) Reset() {
+	*x = SendReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReply) ProtoMessage() {}
+
+func (x *SendReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReply.ProtoReflect.Descriptor instead.
+func (*SendReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SendReply) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SendReply) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// HistoryRequest reads stored messages (reply: HistoryReply), oldest first.
+// With after_seq set: messages with seq > after_seq (catching up). Else:
+// the page before before_seq (0: the newest messages).
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	BeforeSeq     uint64                 `protobuf:"varint,2,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // 0 means 50; above 200 means 200
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HistoryRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetBeforeSeq() uint64 {
+	if x != nil {
+		return x.BeforeSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type HistoryReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`               // ascending seq
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`                      // more messages exist in the paging direction
+	LastSeq       uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // the conversation's newest seq now
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryReply) Reset() {
+	*x = HistoryReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryReply) ProtoMessage() {}
+
+func (x *HistoryReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
+func (*HistoryReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HistoryReply) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *HistoryReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *HistoryReply) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+// AckRequest records that the user has seen a conversation up to seq
+// (reply: Ok). Acks only move forward; they are shared by the user's devices.
+type AckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AckRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *AckRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ConversationsRequest lists the user's conversations (reply:
+// ConversationsReply): the public room and every direct conversation with
+// at least one message.
+type ConversationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsRequest) Reset() {
+	*x = ConversationsRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsRequest) ProtoMessage() {}
+
+func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
+func (*ConversationsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
+}
+
+type ConversationsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*Conversation        `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsReply) Reset() {
+	*x = ConversationsReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsReply) ProtoMessage() {}
+
+func (x *ConversationsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsReply.ProtoReflect.Descriptor instead.
+func (*ConversationsReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConversationsReply) GetConversations() []*Conversation {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+// OpenDirectRequest finds (or creates) the private conversation with a user
+// (reply: Conversation). Errors: NOT_FOUND for an unknown user.
+type OpenDirectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenDirectRequest) Reset() {
+	*x = OpenDirectRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenDirectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenDirectRequest) ProtoMessage() {}
+
+func (x *OpenDirectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenDirectRequest.ProtoReflect.Descriptor instead.
+func (*OpenDirectRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *OpenDirectRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+type Conversation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind          ConversationKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"`
+	Title         string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`                        // the room's name, or the other user's name
+	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`    // newest message's seq (0: none yet)
+	AckedSeq      uint64                 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"` // what the user acknowledged; unread = last_seq - acked_seq
+	PeerId        string                 `protobuf:"bytes,6,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`        // direct: the other user's id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conversation) Reset() {
+	*x = Conversation{}
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conversation) ProtoMessage() {}
+
+func (x *Conversation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
+func (*Conversation) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Conversation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Conversation) GetKind() ConversationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ConversationKind_CONVERSATION_KIND_UNSPECIFIED
+}
+
+func (x *Conversation) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Conversation) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+// MessageEvent delivers a new message to every connection of every member,
+// the sender's own connections included.
+type MessageEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageEvent) Reset() {
+	*x = MessageEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageEvent) ProtoMessage() {}
+
+func (x *MessageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
+func (*MessageEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *MessageEvent) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xd5\x06\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xac\v\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -1539,13 +2429,25 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05login\x18\v \x01(\v2\x17.parley.v1.LoginRequestH\x00R\x05login\x122\n" +
 	"\x06resume\x18\f \x01(\v2\x18.parley.v1.ResumeRequestH\x00R\x06resume\x122\n" +
 	"\x06logout\x18\r \x01(\v2\x18.parley.v1.LogoutRequestH\x00R\x06logout\x12)\n" +
-	"\x03who\x18\x0e \x01(\v2\x15.parley.v1.WhoRequestH\x00R\x03who\x12.\n" +
+	"\x03who\x18\x0e \x01(\v2\x15.parley.v1.WhoRequestH\x00R\x03who\x12,\n" +
+	"\x04send\x18\x0f \x01(\v2\x16.parley.v1.SendRequestH\x00R\x04send\x125\n" +
+	"\ahistory\x18\x10 \x01(\v2\x19.parley.v1.HistoryRequestH\x00R\ahistory\x12)\n" +
+	"\x03ack\x18\x11 \x01(\v2\x15.parley.v1.AckRequestH\x00R\x03ack\x12G\n" +
+	"\rconversations\x18\x12 \x01(\v2\x1f.parley.v1.ConversationsRequestH\x00R\rconversations\x12?\n" +
+	"\vopen_direct\x18\x13 \x01(\v2\x1c.parley.v1.OpenDirectRequestH\x00R\n" +
+	"openDirect\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
-	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x12J\n" +
+	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
+	"\n" +
+	"send_reply\x18\x17 \x01(\v2\x14.parley.v1.SendReplyH\x00R\tsendReply\x12>\n" +
+	"\rhistory_reply\x18\x18 \x01(\v2\x17.parley.v1.HistoryReplyH\x00R\fhistoryReply\x12P\n" +
+	"\x13conversations_reply\x18\x19 \x01(\v2\x1d.parley.v1.ConversationsReplyH\x00R\x12conversationsReply\x12=\n" +
+	"\fconversation\x18\x1a \x01(\v2\x17.parley.v1.ConversationH\x00R\fconversation\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
-	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEndedB\x06\n" +
+	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
+	"\amessage\x18! \x01(\v2\x17.parley.v1.MessageEventH\x00R\amessageB\x06\n" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
@@ -1614,7 +2516,56 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\"V\n" +
 	"\fSessionEnded\x12,\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*\x92\a\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe7\x01\n" +
+	"\aMessage\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\x04R\x02id\x12\x1b\n" +
+	"\tsender_id\x18\x04 \x01(\tR\bsenderId\x12\x1f\n" +
+	"\vsender_name\x18\x05 \x01(\tR\n" +
+	"senderName\x12%\n" +
+	"\x0fsent_at_unix_ms\x18\x06 \x01(\x03R\fsentAtUnixMs\x12\x12\n" +
+	"\x04text\x18\a \x01(\tR\x04text\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\b \x01(\tR\tclientKey\"\x85\x01\n" +
+	"\vSendRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
+	"\vto_username\x18\x02 \x01(\tR\n" +
+	"toUsername\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\x04 \x01(\tR\tclientKey\"W\n" +
+	"\tSendReply\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x86\x01\n" +
+	"\x0eHistoryRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\x02 \x01(\x04R\tbeforeSeq\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"m\n" +
+	"\fHistoryReply\x12.\n" +
+	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"B\n" +
+	"\n" +
+	"AckRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x16\n" +
+	"\x14ConversationsRequest\"S\n" +
+	"\x12ConversationsReply\x12=\n" +
+	"\rconversations\x18\x01 \x03(\v2\x17.parley.v1.ConversationR\rconversations\"/\n" +
+	"\x11OpenDirectRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\xb6\x01\n" +
+	"\fConversation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x14\n" +
+	"\x05title\x18\x03 \x01(\tR\x05title\x12\x19\n" +
+	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x1b\n" +
+	"\tacked_seq\x18\x05 \x01(\x04R\backedSeq\x12\x17\n" +
+	"\apeer_id\x18\x06 \x01(\tR\x06peerId\"<\n" +
+	"\fMessageEvent\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage*\xd2\a\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -1639,13 +2590,20 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	" ERROR_CODE_ALREADY_AUTHENTICATED\x10\x14\x12\"\n" +
 	"\x1eERROR_CODE_LOGGED_IN_ELSEWHERE\x10\x15\x12 \n" +
 	"\x1cERROR_CODE_PERMISSION_DENIED\x10\x1e\x12\x18\n" +
-	"\x14ERROR_CODE_NOT_FOUND\x10\x1f\x12\x1b\n" +
+	"\x14ERROR_CODE_NOT_FOUND\x10\x1f\x12 \n" +
+	"\x1cERROR_CODE_MESSAGE_TOO_LARGE\x10 \x12\x1c\n" +
+	"\x18ERROR_CODE_EMPTY_MESSAGE\x10!\x12\x1b\n" +
 	"\x17ERROR_CODE_IDLE_TIMEOUT\x10(\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10)\x12\x1e\n" +
 	"\x1aERROR_CODE_SERVER_SHUTDOWN\x10*\x12\x1a\n" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10+\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10,\x12\x16\n" +
-	"\x12ERROR_CODE_TIMEOUT\x10-B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
+	"\x12ERROR_CODE_TIMEOUT\x10-*\x8c\x01\n" +
+	"\x10ConversationKind\x12!\n" +
+	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16CONVERSATION_KIND_ROOM\x10\x01\x12\x1c\n" +
+	"\x18CONVERSATION_KIND_DIRECT\x10\x02\x12\x1b\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x03B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once
@@ -1659,60 +2617,87 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 	return file_parley_v1_parley_proto_rawDescData
 }
 
-var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_parley_v1_parley_proto_goTypes = []any{
-	(ErrorCode)(0),           // 0: parley.v1.ErrorCode
-	(*Frame)(nil),            // 1: parley.v1.Frame
-	(*Hello)(nil),            // 2: parley.v1.Hello
-	(*Welcome)(nil),          // 3: parley.v1.Welcome
-	(*Error)(nil),            // 4: parley.v1.Error
-	(*Ping)(nil),             // 5: parley.v1.Ping
-	(*Pong)(nil),             // 6: parley.v1.Pong
-	(*ClientOptions)(nil),    // 7: parley.v1.ClientOptions
-	(*RegisterRequest)(nil),  // 8: parley.v1.RegisterRequest
-	(*LoginRequest)(nil),     // 9: parley.v1.LoginRequest
-	(*ResumeRequest)(nil),    // 10: parley.v1.ResumeRequest
-	(*LogoutRequest)(nil),    // 11: parley.v1.LogoutRequest
-	(*Session)(nil),          // 12: parley.v1.Session
-	(*Ok)(nil),               // 13: parley.v1.Ok
-	(*WhoRequest)(nil),       // 14: parley.v1.WhoRequest
-	(*WhoReply)(nil),         // 15: parley.v1.WhoReply
-	(*OnlineUser)(nil),       // 16: parley.v1.OnlineUser
-	(*PresenceSnapshot)(nil), // 17: parley.v1.PresenceSnapshot
-	(*PresenceChange)(nil),   // 18: parley.v1.PresenceChange
-	(*SessionEnded)(nil),     // 19: parley.v1.SessionEnded
+	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
+	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
+	(*Frame)(nil),                // 2: parley.v1.Frame
+	(*Hello)(nil),                // 3: parley.v1.Hello
+	(*Welcome)(nil),              // 4: parley.v1.Welcome
+	(*Error)(nil),                // 5: parley.v1.Error
+	(*Ping)(nil),                 // 6: parley.v1.Ping
+	(*Pong)(nil),                 // 7: parley.v1.Pong
+	(*ClientOptions)(nil),        // 8: parley.v1.ClientOptions
+	(*RegisterRequest)(nil),      // 9: parley.v1.RegisterRequest
+	(*LoginRequest)(nil),         // 10: parley.v1.LoginRequest
+	(*ResumeRequest)(nil),        // 11: parley.v1.ResumeRequest
+	(*LogoutRequest)(nil),        // 12: parley.v1.LogoutRequest
+	(*Session)(nil),              // 13: parley.v1.Session
+	(*Ok)(nil),                   // 14: parley.v1.Ok
+	(*WhoRequest)(nil),           // 15: parley.v1.WhoRequest
+	(*WhoReply)(nil),             // 16: parley.v1.WhoReply
+	(*OnlineUser)(nil),           // 17: parley.v1.OnlineUser
+	(*PresenceSnapshot)(nil),     // 18: parley.v1.PresenceSnapshot
+	(*PresenceChange)(nil),       // 19: parley.v1.PresenceChange
+	(*SessionEnded)(nil),         // 20: parley.v1.SessionEnded
+	(*Message)(nil),              // 21: parley.v1.Message
+	(*SendRequest)(nil),          // 22: parley.v1.SendRequest
+	(*SendReply)(nil),            // 23: parley.v1.SendReply
+	(*HistoryRequest)(nil),       // 24: parley.v1.HistoryRequest
+	(*HistoryReply)(nil),         // 25: parley.v1.HistoryReply
+	(*AckRequest)(nil),           // 26: parley.v1.AckRequest
+	(*ConversationsRequest)(nil), // 27: parley.v1.ConversationsRequest
+	(*ConversationsReply)(nil),   // 28: parley.v1.ConversationsReply
+	(*OpenDirectRequest)(nil),    // 29: parley.v1.OpenDirectRequest
+	(*Conversation)(nil),         // 30: parley.v1.Conversation
+	(*MessageEvent)(nil),         // 31: parley.v1.MessageEvent
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
-	2,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
-	3,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
-	4,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
-	5,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
-	6,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
-	8,  // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
-	9,  // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
-	10, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
-	11, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
-	14, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
-	12, // 10: parley.v1.Frame.session:type_name -> parley.v1.Session
-	13, // 11: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	15, // 12: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	17, // 13: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	18, // 14: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	19, // 15: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	0,  // 16: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	7,  // 17: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	7,  // 18: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	7,  // 19: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	16, // 20: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	16, // 21: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	16, // 22: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 23: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	3,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
+	4,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
+	5,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
+	6,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
+	7,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
+	9,  // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
+	10, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
+	11, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
+	12, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
+	15, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
+	22, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
+	24, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
+	26, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
+	27, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
+	29, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
+	13, // 15: parley.v1.Frame.session:type_name -> parley.v1.Session
+	14, // 16: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	16, // 17: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	23, // 18: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	25, // 19: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	28, // 20: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	30, // 21: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	18, // 22: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	19, // 23: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	20, // 24: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	31, // 25: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	0,  // 26: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	8,  // 27: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	8,  // 28: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	8,  // 29: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	17, // 30: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	17, // 31: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	17, // 32: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,  // 33: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	21, // 34: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	21, // 35: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	30, // 36: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,  // 37: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	21, // 38: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -1731,20 +2716,30 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Resume)(nil),
 		(*Frame_Logout)(nil),
 		(*Frame_Who)(nil),
+		(*Frame_Send)(nil),
+		(*Frame_History)(nil),
+		(*Frame_Ack)(nil),
+		(*Frame_Conversations)(nil),
+		(*Frame_OpenDirect)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
+		(*Frame_SendReply)(nil),
+		(*Frame_HistoryReply)(nil),
+		(*Frame_ConversationsReply)(nil),
+		(*Frame_Conversation)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
+		(*Frame_Message)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      2,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
