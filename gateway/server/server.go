@@ -202,6 +202,11 @@ func (s *Server) Run(ctx context.Context) error {
 		s.closeListeners()
 		return fmt.Errorf("gateway: subscribe presence events: %w", err)
 	}
+	if err := s.reg.Start(); err != nil {
+		s.feed.Stop()
+		s.closeListeners()
+		return fmt.Errorf("gateway: subscribe room messages: %w", err)
+	}
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Add(2)
@@ -267,6 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-appDone
 	s.wg.Wait()
 	s.feed.Stop()
+	s.reg.Stop()
 	bg.Wait()
 	s.log.Info("gateway stopped")
 	return runErr

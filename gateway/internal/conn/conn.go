@@ -213,6 +213,18 @@ func (c *Conn) hello(f *parleyv1.Frame) bool {
 // send queues f (dropped silently if the connection is closing).
 func (c *Conn) send(f *parleyv1.Frame) { c.out.pushFrame(f) }
 
+// sendWait queues f, a reply the client asked for that may be large,
+// waiting for room in the send queue (outbox.pushWait). Only the
+// connection's own frame goroutine calls it.
+func (c *Conn) sendWait(f *parleyv1.Frame) {
+	frame, err := wire.AppendFrame(nil, f)
+	if err != nil {
+		c.log().Error("encode frame", "err", err)
+		return
+	}
+	c.out.pushWait(frame)
+}
+
 // sendError queues a non-fatal Error answering requestID (0: none).
 func (c *Conn) sendError(requestID uint32, code parleyv1.ErrorCode, msg string) {
 	c.debug("error sent", "request_id", requestID, "code", errcode.ShortName(code), "message", msg)
@@ -259,6 +271,16 @@ func (c *Conn) Push(frame []byte) { c.out.push(frame) }
 // PushWait queues an encoded snapshot frame, waiting for room
 // (presence.Member).
 func (c *Conn) PushWait(frame []byte) bool { return c.out.pushWait(frame) }
+
+// Deliver queues an encoded MessageEvent frame if the connection has a
+// session (registry.Conn). It never waits: an overflow closes the
+// connection with SLOW_CONSUMER. The session is set only after the Session
+// reply is queued (startSession), so events never precede it.
+func (c *Conn) Deliver(frame []byte) {
+	if c.session() != nil {
+		c.out.push(frame)
+	}
+}
 
 // SlowConsumer closes the connection with SLOW_CONSUMER (presence.Member).
 func (c *Conn) SlowConsumer() { c.out.slowConsumer() }

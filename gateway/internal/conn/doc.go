@@ -21,27 +21,55 @@
 // # After Welcome (dispatch)
 //
 // Frames are handled one at a time in arrival order, so replies come in
-// request order. Ping -> Pong (same request_id and nonce) at any time; Pong
-// is ignored; another Hello -> HANDSHAKE_REQUIRED (non-fatal); a body only
-// servers send (Welcome, Error, Session, Ok, WhoReply, PresenceSnapshot,
-// PresenceChange, SessionEnded) -> UNKNOWN_REQUEST. Requests (Register,
-// Login, Resume, Logout, Who) need a non-zero request_id, else
-// INVALID_ARGUMENT with request_id 0. Without a session, Logout and Who ->
-// UNAUTHENTICATED; with one, Register/Login/Resume -> ALREADY_AUTHENTICATED.
-// Errors from the services keep their code, message and retry_after_ms.
+// request order (a slow request, a long history read say, delays the next).
+// Ping -> Pong (same request_id and nonce) at any time; Pong is ignored;
+// another Hello -> HANDSHAKE_REQUIRED (non-fatal); a body only servers send
+// (Welcome, Error, Session, Ok, WhoReply, SendReply, HistoryReply,
+// ConversationsReply, Conversation, PresenceSnapshot, PresenceChange,
+// SessionEnded, MessageEvent) -> UNKNOWN_REQUEST. Requests need a non-zero
+// request_id, else INVALID_ARGUMENT with request_id 0. Without a session
+// every request but Register, Login and Resume -> UNAUTHENTICATED; with
+// one, Register/Login/Resume -> ALREADY_AUTHENTICATED. Errors from the
+// services keep their code, message and retry_after_ms; a service that
+// does not answer -> UNAVAILABLE (no responders) or TIMEOUT
+// (-request-timeout).
+//
+// The messaging requests go to the messaging service unchanged, with who
+// asks in NATS headers built from the session (Parley-User,
+// Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway);
+// nothing in a client's frame sets them. Replies: send -> SendReply,
+// history -> HistoryReply, ack -> Ok, conversations -> ConversationsReply,
+// open_direct -> Conversation (dispatch has the table).
 //
 // A session starts with PresenceConnect, the per-user subscription, the
 // Session reply and then (unless options.skip_presence_feed) the presence
 // feed: PresenceSnapshot frames of at most 500 users, read from presence
 // page by page (each user once, all frames with the first page's seq, the
 // last with last=true), then PresenceChange events with a higher seq, in
-// order. If presence cannot list, a non-fatal Error (request_id 0,
-// UNAVAILABLE or TIMEOUT) replaces the snapshot (or ends it, without
-// last=true, when a later page fails). Who passes the client's cursor and
-// limit to presence and answers one page with its next_cursor. Logout
-// revokes the session and answers Ok; the connection stays open without a
-// session. A SessionKick from auth sends SessionEnded{reason, message}
-// (request_id 0) and closes.
+// order. Message events start with the session too, never before the
+// Session reply (see below). If presence cannot list, a non-fatal Error
+// (request_id 0, UNAVAILABLE or TIMEOUT) replaces the snapshot (or ends
+// it, without last=true, when a later page fails). Who passes the client's
+// cursor and limit to presence and answers one page with its next_cursor.
+// Logout revokes the session and answers Ok; the connection stays open
+// without a session. A SessionKick from auth sends SessionEnded{reason,
+// message} (request_id 0) and closes.
+//
+// # Message events (registry.Registry, Deliver)
+//
+// Every authenticated connection receives MessageEvent frames (request_id
+// 0): those the messaging service publishes on its user's subject
+// (subject.UserMessages: direct messages, to each of that user's
+// connections on this gateway, through the per-user subscription) and
+// those of the rooms (subject.RoomMessagesAll: one subscription per
+// gateway, every authenticated connection). Each event is encoded once and
+// the same bytes queued on every connection; queueing never waits, so a
+// client that does not keep up is closed with SLOW_CONSUMER like for
+// presence events. Delivery is at most once: a client that sees a gap in a
+// conversation's seq reads the missing messages with history (and after
+// every login syncs from history: the per-user subscription is requested
+// before the Session reply but NATS may register it just after). None
+// reaches a connection after its Logout was answered.
 //
 // # Bad input (readError, badFrame)
 //
@@ -68,9 +96,10 @@
 // lets it overflow is closed with a fatal SLOW_CONSUMER (sent only if its
 // socket still has room); queueing events and replies never waits for a
 // client. The exceptions are the connection's own snapshot (and the events
-// buffered while it was sent) and Who replies: its frame goroutine waits
-// for room for them, at most -write-timeout, after which the client is
-// closed as a slow consumer.
+// buffered while it was sent) and the replies that may be large (WhoReply,
+// HistoryReply, ConversationsReply): its frame goroutine waits for room
+// for them, at most -write-timeout, after which the client is closed as a
+// slow consumer.
 //
 // # Cost of a connection
 //
@@ -78,5 +107,7 @@
 // frame's handling on a short-lived goroutine and waits for it, and a flush
 // goroutine that exists only while frames are queued. No buffer is held
 // while idle. An idle connection therefore costs one small parked
-// goroutine stack plus a few hundred bytes of state.
+// goroutine stack plus a few hundred bytes of state. Message delivery adds
+// nothing per connection: the room subscription is one per gateway, the
+// per-user one exists already for kicks.
 package conn

@@ -11,24 +11,44 @@ import (
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
-	"github.com/parleychat/parley/libs/wire"
 )
 
-// dispatch handles a frame after the handshake (docs/protocol.md §5-§6):
+// dispatch handles a frame after the handshake (docs/protocol.md §5-§6,
+// §15):
 //
 //   - Ping: Pong with the same nonce and request_id, at any time.
 //   - Pong: ignored (a client may answer a server Ping; it resets the idle
 //     timer like any frame).
 //   - Hello again: Error HANDSHAKE_REQUIRED (non-fatal).
-//   - Register, Login, Resume, Logout, Who: requests; request_id must be
-//     non-zero (else INVALID_ARGUMENT). Register/Login/Resume need no
-//     session (ALREADY_AUTHENTICATED if there is one); Logout and Who need
-//     one (UNAUTHENTICATED).
+//   - A request (table below): request_id must be non-zero (else
+//     INVALID_ARGUMENT). Register, Login and Resume need no session
+//     (ALREADY_AUTHENTICATED if there is one); the others need one
+//     (UNAUTHENTICATED).
 //   - Any body only the server sends (Welcome, Error, Session, Ok,
-//     WhoReply, PresenceSnapshot, PresenceChange, SessionEnded):
+//     WhoReply, SendReply, HistoryReply, ConversationsReply, Conversation,
+//     PresenceSnapshot, PresenceChange, SessionEnded, MessageEvent):
 //     UNKNOWN_REQUEST.
 //
-// Requests on one connection are handled one at a time, in order.
+// Requests, where they go and what the client gets back:
+//
+//	request        sent to                       reply
+//	register       subject.AuthRegister          session
+//	login          subject.AuthLogin             session
+//	resume         subject.AuthResume            session
+//	logout         subject.AuthLogout            ok
+//	who            subject.PresenceList (Feed)   who_reply
+//	send           subject.MsgSend               send_reply
+//	history        subject.MsgHistory            history_reply
+//	ack            subject.MsgAck                ok
+//	conversations  subject.MsgConversations      conversations_reply
+//	open_direct    subject.MsgOpenDirect         conversation
+//
+// A service's error reply reaches the client as an Error with the same
+// code, message and retry_after_ms (no responders: UNAVAILABLE; no answer
+// within -request-timeout: TIMEOUT).
+//
+// Requests on one connection are handled one at a time, in order (a slow
+// one, a long history read say, delays the next; replies never overtake).
 func (c *Conn) dispatch(f *parleyv1.Frame) {
 	rid := f.GetRequestId()
 	switch b := f.GetBody().(type) {
@@ -41,7 +61,9 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "Hello was already received on this connection")
 		return
 	case *parleyv1.Frame_Register, *parleyv1.Frame_Login, *parleyv1.Frame_Resume,
-		*parleyv1.Frame_Logout, *parleyv1.Frame_Who:
+		*parleyv1.Frame_Logout, *parleyv1.Frame_Who,
+		*parleyv1.Frame_Send, *parleyv1.Frame_History, *parleyv1.Frame_Ack,
+		*parleyv1.Frame_Conversations, *parleyv1.Frame_OpenDirect:
 	default:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
@@ -64,6 +86,16 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.logout(rid)
 	case *parleyv1.Frame_Who:
 		c.who(rid, b.Who)
+	case *parleyv1.Frame_Send:
+		c.sendMessage(rid, b.Send)
+	case *parleyv1.Frame_History:
+		c.history(rid, b.History)
+	case *parleyv1.Frame_Ack:
+		c.ack(rid, b.Ack)
+	case *parleyv1.Frame_Conversations:
+		c.conversations(rid, b.Conversations)
+	case *parleyv1.Frame_OpenDirect:
+		c.openDirect(rid, b.OpenDirect)
 	}
 }
 
@@ -106,7 +138,9 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 //     differ and the resync repairs presence's view.
 //  2. The registry subscribes to the user's subjects (once per user on this
 //     gateway), so a SessionKick for this session can reach it.
-//  3. The Session reply is queued.
+//  3. The Session reply is queued, and only then the session is set on the
+//     connection: message events (Deliver) and the messaging requests look
+//     at it, so no MessageEvent reaches the client before its Session.
 //  4. Unless options.skip_presence_feed, the PresenceSnapshot frames, then
 //     PresenceChange events (see presence.Feed.Join for the ordering).
 func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.ClientOptions) {
@@ -124,18 +158,18 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 	}
 	c.h.Registry.Authenticate(c, rec)
 	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
-	c.setSession(sess)
 	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
 		"device", opts.GetDevice(), "resumed", s.GetResumed())
 	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}})
+	c.setSession(sess)
 	if sess.feed {
 		c.h.Feed.Join(context.Background(), c)
 	}
 }
 
 // logout ends the session: the auth service revokes it (identity from this
-// connection's session in the Parley-User/Parley-Session headers, never from
-// the client), then presence forgets the connection and Ok is sent. The
+// connection's session in the headers, see identity; never from the
+// client), then presence forgets the connection and Ok is sent. The
 // connection stays open, unauthenticated. If auth fails, the error is sent
 // and the session continues.
 func (c *Conn) logout(rid uint32) {
@@ -144,15 +178,10 @@ func (c *Conn) logout(rid uint32) {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "no session on this connection")
 		return
 	}
-	hdr := nats.Header{}
-	hdr.Set(subject.HeaderUserID, s.rec.GetUserId())
-	hdr.Set(subject.HeaderSessionID, s.rec.GetSessionId())
-	hdr.Set(subject.HeaderRemoteAddr, c.remote)
-	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	// A fresh, empty body: nothing the client put in its frame travels on.
-	if err := rpc.Request(ctx, c.h.NC, subject.AuthLogout, hdr, &parleyv1.LogoutRequest{}, nil); err != nil {
+	if err := rpc.Request(ctx, c.h.NC, subject.AuthLogout, c.identity(s), &parleyv1.LogoutRequest{}, nil); err != nil {
 		c.sendErr(rid, err)
 		return
 	}
@@ -182,16 +211,25 @@ func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
 		c.sendErr(rid, err)
 		return
 	}
-	reply := &parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{
+	c.sendWait(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{
 		Users:      list.GetUsers(),
 		NextCursor: list.GetNextCursor(),
-	}}}
-	frame, err := wire.AppendFrame(nil, reply)
-	if err != nil {
-		c.log().Error("encode frame", "err", err)
-		return
-	}
-	c.out.pushWait(frame)
+	}}})
+}
+
+// identity is the headers that tell a service who asks: the session's user,
+// session and display name, the client's address and this gateway. They
+// are built here, fresh, from the session auth returned; nothing from the
+// client's frame becomes a header, so no request body can claim another
+// identity.
+func (c *Conn) identity(s *session) nats.Header {
+	hdr := nats.Header{}
+	hdr.Set(subject.HeaderUserID, s.rec.GetUserId())
+	hdr.Set(subject.HeaderSessionID, s.rec.GetSessionId())
+	hdr.Set(subject.HeaderUsername, s.rec.GetUsername())
+	hdr.Set(subject.HeaderRemoteAddr, c.remote)
+	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
+	return hdr
 }
 
 // bodyName is the frame body's field name in the schema ("login"), for

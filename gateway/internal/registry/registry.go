@@ -1,8 +1,10 @@
 // Package registry tracks a gateway's client connections: every open one
 // (so shutdown can reach them all), the authenticated ones with their
-// presence records (for heartbeats and resyncs), and per user the one NATS
-// subscription to subject.UserAll that brings that user's events to this
-// gateway.
+// presence records (for heartbeats and resyncs), per user the one NATS
+// subscription to subject.UserAll that brings that user's events (session
+// kicks, direct messages) to this gateway, and the gateway's single
+// subscription to the rooms' messages, fanned out to every authenticated
+// connection (delivery.go).
 package registry
 
 import (
@@ -22,6 +24,11 @@ import (
 
 // Conn is what the registry needs from a client connection.
 type Conn interface {
+	// Deliver queues one encoded event frame (length-prefixed; the bytes
+	// are shared with other connections and must not be modified) if the
+	// connection has a session. It must not block: a connection that
+	// cannot keep up closes itself with SLOW_CONSUMER.
+	Deliver(frame []byte)
 	// EndSession tells the client its session ended (SessionEnded with
 	// reason and message) and closes the connection. It must not block.
 	EndSession(reason parleyv1.ErrorCode, message string)
@@ -34,8 +41,11 @@ type Conn interface {
 // deliver into. A per-user subscription with a callback would cost a
 // goroutine per online user; channel subscriptions share one dispatcher.
 // When the channel is full NATS drops the message and reports a slow
-// consumer (kicks are rare; the auth service has already revoked the
-// session, so a lost kick only delays the disconnect to the next request).
+// consumer. Both kinds of per-user event tolerate that: the auth service
+// has already revoked a kicked session, so a lost kick only delays the
+// disconnect to the next request; a lost message event is at-most-once
+// delivery by design, and clients fetch what they missed from history
+// when the next message shows a gap in seq.
 const userQueue = 8192
 
 // Registry is safe for concurrent use.
@@ -45,13 +55,20 @@ type Registry struct {
 	m    *metrics.Metrics
 	msgs chan *nats.Msg
 
-	mu     sync.Mutex // guards every field below
-	closed bool       // Shutdown was called: Add refuses
-	all    map[Conn]struct{}
+	mu      sync.Mutex // guards closed, all and roomSub; taken before amu when both are held
+	closed  bool       // Shutdown was called: Add refuses
+	all     map[Conn]struct{}
+	roomSub *nats.Subscription // to subject.RoomMessagesAll while started
+	wg      sync.WaitGroup     // one count per added connection, until Remove
+
+	// amu guards the authenticated side. It is apart from mu because a
+	// room message is pushed to every authenticated connection with amu
+	// held (so none is delivered after a logout returned): connections
+	// opening and closing without a session never wait for that walk.
+	amu    sync.Mutex
 	authed map[Conn]*internalv1.Conn
 	users  map[string]*user
 	bySub  map[*nats.Subscription]*user
-	wg     sync.WaitGroup // one count per added connection, until Remove
 }
 
 // user is one user with at least one authenticated connection here.
@@ -99,12 +116,17 @@ func (r *Registry) Add(c Conn) bool {
 // presence it is gone.
 func (r *Registry) Remove(c Conn) *internalv1.Conn {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if _, ok := r.all[c]; !ok {
+		r.mu.Unlock()
 		return nil
 	}
 	delete(r.all, c)
+	r.mu.Unlock()
+	// Authenticate holds mu from its check of all to its update of the
+	// authenticated side, so it cannot slip in between these two steps.
+	r.amu.Lock()
 	rec := r.deauthLocked(c)
+	r.amu.Unlock()
 	r.wg.Done()
 	return rec
 }
@@ -118,6 +140,8 @@ func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) {
 	if _, ok := r.all[c]; !ok {
 		return
 	}
+	r.amu.Lock()
+	defer r.amu.Unlock()
 	if _, ok := r.authed[c]; ok {
 		r.deauthLocked(c)
 	}
@@ -143,8 +167,8 @@ func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) {
 // Deauthenticate forgets c's session (logout) and returns its record, or nil
 // if c had none. The user's subscription ends with its last connection.
 func (r *Registry) Deauthenticate(c Conn) *internalv1.Conn {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.amu.Lock()
+	defer r.amu.Unlock()
 	return r.deauthLocked(c)
 }
 
@@ -179,15 +203,15 @@ func (r *Registry) deauthLocked(c Conn) *internalv1.Conn {
 
 // Count is the number of authenticated connections.
 func (r *Registry) Count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.amu.Lock()
+	defer r.amu.Unlock()
 	return len(r.authed)
 }
 
 // Conns returns the presence records of all authenticated connections.
 func (r *Registry) Conns() []*internalv1.Conn {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.amu.Lock()
+	defer r.amu.Unlock()
 	out := make([]*internalv1.Conn, 0, len(r.authed))
 	for _, rec := range r.authed {
 		out = append(out, rec)
@@ -218,6 +242,8 @@ func (r *Registry) Wait() { r.wg.Wait() }
 // Subjects are subject.UserPrefix(user) + suffix; the suffixes handled:
 //
 //	kick  internalv1.SessionKick: end that session's connections here.
+//	msg   parleyv1.MessageEvent (subject.UserMessages): a Frame{message}
+//	      to each of the user's authenticated connections here.
 //
 // Unknown suffixes are ignored (later releases add per-user events).
 func (r *Registry) Run(ctx context.Context) error {
@@ -232,13 +258,13 @@ func (r *Registry) Run(ctx context.Context) error {
 }
 
 func (r *Registry) dispatch(msg *nats.Msg) {
-	r.mu.Lock()
+	r.amu.Lock()
 	u := r.bySub[msg.Sub]
 	var uid string
 	if u != nil {
 		uid = u.id
 	}
-	r.mu.Unlock()
+	r.amu.Unlock()
 	if u == nil {
 		return // the user's last connection went while this was queued
 	}
@@ -250,6 +276,8 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 			return
 		}
 		r.kick(uid, kick)
+	case "msg":
+		r.deliverUser(uid, msg.Data)
 	default:
 		r.log.Debug("ignoring user event", "user", uid, "suffix", suffix)
 	}
@@ -258,7 +286,7 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 // kick ends the connections of uid holding kick's session.
 func (r *Registry) kick(uid string, kick *internalv1.SessionKick) {
 	var targets []Conn
-	r.mu.Lock()
+	r.amu.Lock()
 	if u := r.users[uid]; u != nil {
 		for _, mb := range u.conns {
 			if mb.sessionID == kick.GetSessionId() {
@@ -266,7 +294,7 @@ func (r *Registry) kick(uid string, kick *internalv1.SessionKick) {
 			}
 		}
 	}
-	r.mu.Unlock()
+	r.amu.Unlock()
 	reason := kick.GetReason()
 	if reason == parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		reason = parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED

@@ -1,0 +1,112 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/wire"
+)
+
+// Message delivery. The messaging service publishes each stored message
+// once per recipient user (subject.UserMessages, direct conversations) or
+// once per room (subject.RoomMessages). Both are core NATS, at most once:
+// a client that misses an event sees a gap in the conversation's seq with
+// the next one and reads the missing messages from history, so what the
+// client shows is still exactly once and in order.
+//
+// Each event is decoded once, checked, and encoded once as a
+// Frame{message}; the same bytes are then queued on every target
+// connection (the outbox copies them into its own buffer). Delivery never
+// waits for a client: a connection whose send queue overflows is closed
+// with SLOW_CONSUMER, the rule for presence events too.
+//
+// Targets are pushed to with amu held, so once Deauthenticate (logout) or
+// Remove has returned, no further message reaches that connection; and a
+// connection gets events only once its Session reply is queued (Conn.Deliver
+// checks the session, which the connection sets after queueing the reply).
+
+// errMalformedEvent: a published event that is not a MessageEvent with a
+// message; it is logged and dropped.
+var errMalformedEvent = errors.New("malformed message event")
+
+// Start subscribes to subject.RoomMessagesAll: every message in any room is
+// delivered to every authenticated connection on this gateway (every user
+// is a member of the one room, "public"; rooms with members would filter
+// here). Call Stop after the connections are gone.
+func (r *Registry) Start() error {
+	sub, err := r.nc.Subscribe(subject.RoomMessagesAll, r.onRoomMessage)
+	if err != nil {
+		return err
+	}
+	// NATS's default pending limits (512k messages, 64 MiB) stay: if the
+	// gateway falls that far behind, dropping room events is the right
+	// failure, since clients catch up from history.
+	r.mu.Lock()
+	r.roomSub = sub
+	r.mu.Unlock()
+	return nil
+}
+
+// Stop ends the room subscription.
+func (r *Registry) Stop() {
+	r.mu.Lock()
+	sub := r.roomSub
+	r.roomSub = nil
+	r.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+}
+
+// onRoomMessage runs on the room subscription's goroutine, one message at a
+// time, so every connection gets a room's messages in publish order.
+func (r *Registry) onRoomMessage(msg *nats.Msg) {
+	frame, err := messageFrame(msg.Data)
+	if err != nil {
+		r.log.Warn("room message dropped", "subject", msg.Subject, "err", err)
+		return
+	}
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	for c := range r.authed {
+		c.Deliver(frame)
+	}
+}
+
+// deliverUser queues a MessageEvent published on uid's subject to each of
+// uid's authenticated connections here. It runs on Run's goroutine, so a
+// user's events are delivered in publish order.
+func (r *Registry) deliverUser(uid string, data []byte) {
+	frame, err := messageFrame(data)
+	if err != nil {
+		r.log.Warn("user message dropped", "user", uid, "err", err)
+		return
+	}
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	if u := r.users[uid]; u != nil {
+		for _, mb := range u.conns {
+			mb.c.Deliver(frame)
+		}
+	}
+}
+
+// messageFrame turns a published parleyv1.MessageEvent into a
+// length-prefixed Frame{message}. Decoding first checks what clients will
+// check (valid protobuf, UTF-8 text), so a bad publisher cannot make every
+// client see a malformed frame.
+func messageFrame(data []byte) ([]byte, error) {
+	ev := new(parleyv1.MessageEvent)
+	if err := proto.Unmarshal(data, ev); err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformedEvent, err)
+	}
+	if ev.GetMessage() == nil {
+		return nil, fmt.Errorf("%w: no message", errMalformedEvent)
+	}
+	return wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+}

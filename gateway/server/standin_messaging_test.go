@@ -1,0 +1,253 @@
+package server_test
+
+// Stand-in for the messaging service.
+//
+// Like the auth and presence stand-ins (standins_test.go), this is not the
+// messaging service (services/messaging; the gateway may not import it): a
+// few NATS responders on the messaging subjects, in the queue group the
+// real service uses, with just enough of its contract for the gateway's
+// side to be observed. It records every request as received (subject,
+// headers, body) and, like the real service, takes the sender only from
+// the headers. Its rules are simplified stand-ins for the real ones:
+//
+//   - send: text "" -> EMPTY_MESSAGE; text over standInMaxText bytes ->
+//     MESSAGE_TOO_LARGE; to_username "nobody" or open_direct "nobody" ->
+//     NOT_FOUND; a "dm.<a>.<b>" conversation not naming the header's user
+//     -> PERMISSION_DENIED; else the message is stored in memory with the
+//     conversation's next seq.
+//   - history: the stored messages with seq > after_seq (at most limit).
+//   - ack: seq above the conversation's last seq -> INVALID_ARGUMENT.
+//   - conversations: the room, then the user's direct conversations.
+//   - open_direct: the direct conversation with "u-<username>".
+//
+// The integration tests in tests/ run the gateway against the real service.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// standInMaxText is the stand-in's text limit in bytes.
+const standInMaxText = 100
+
+type standInMessaging struct {
+	subs []*nats.Subscription
+
+	mu    sync.Mutex // guards the fields below
+	calls []msgCall
+	convs map[string][]*parleyv1.Message // by conversation id
+	dms   map[string][]string            // user id -> direct conversation ids
+	ids   uint64                         // last message id
+}
+
+// msgCall is one request as the stand-in received it.
+type msgCall struct {
+	subject string
+	header  nats.Header
+	data    []byte
+}
+
+func startStandInMessaging(t testing.TB, nc *nats.Conn) *standInMessaging {
+	t.Helper()
+	m := &standInMessaging{convs: map[string][]*parleyv1.Message{}, dms: map[string][]string{}}
+	handle := func(subj string, h func(user, name string, data []byte) (proto.Message, error)) {
+		s, err := nc.QueueSubscribe(subj, subject.QueueMessaging, func(msg *nats.Msg) {
+			m.record(msg)
+			reply, err := h(msg.Header.Get(subject.HeaderUserID), msg.Header.Get(subject.HeaderUsername), msg.Data)
+			if err != nil {
+				_ = rpc.RespondError(msg, err)
+				return
+			}
+			_ = rpc.Respond(msg, reply)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.subs = append(m.subs, s)
+	}
+	handle(subject.MsgSend, m.send)
+	handle(subject.MsgHistory, m.history)
+	handle(subject.MsgAck, m.ack)
+	handle(subject.MsgConversations, m.conversations)
+	handle(subject.MsgOpenDirect, m.openDirect)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.stop)
+	return m
+}
+
+// stop unsubscribes: the messaging service is down.
+func (m *standInMessaging) stop() {
+	for _, s := range m.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (m *standInMessaging) record(msg *nats.Msg) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, msgCall{subject: msg.Subject, header: msg.Header, data: slices.Clone(msg.Data)})
+}
+
+// Calls returns the requests received so far.
+func (m *standInMessaging) Calls() []msgCall {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.calls)
+}
+
+var errBadBody = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body")
+
+// dmID is the direct conversation of two users, ids sorted.
+func dmID(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "dm." + a + "." + b
+}
+
+// member reports whether user may use conv.
+func member(user, conv string) bool {
+	if conv == "room.public" {
+		return true
+	}
+	parts := strings.Split(conv, ".")
+	return len(parts) == 3 && parts[0] == "dm" && (parts[1] == user || parts[2] == user)
+}
+
+func (m *standInMessaging) send(user, name string, data []byte) (proto.Message, error) {
+	req := new(parleyv1.SendRequest)
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, errBadBody
+	}
+	conv := req.GetConversation()
+	if to := req.GetToUsername(); to != "" {
+		if to == "nobody" {
+			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no user named nobody")
+		}
+		conv = dmID(user, "u-"+to)
+	}
+	switch {
+	case req.GetText() == "":
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE, "the message is empty")
+	case len(req.GetText()) > standInMaxText:
+		return nil, errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, "the message is above %d bytes", standInMaxText)
+	case !member(user, conv):
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ids++
+	msg := &parleyv1.Message{
+		Conversation: conv,
+		Seq:          uint64(len(m.convs[conv]) + 1),
+		Id:           m.ids,
+		SenderId:     user,
+		SenderName:   name,
+		SentAtUnixMs: 1_700_000_000_000,
+		Text:         req.GetText(),
+		ClientKey:    req.GetClientKey(),
+	}
+	m.convs[conv] = append(m.convs[conv], msg)
+	if strings.HasPrefix(conv, "dm.") && len(m.convs[conv]) == 1 {
+		parts := strings.Split(conv, ".")
+		m.dms[parts[1]] = append(m.dms[parts[1]], conv)
+		m.dms[parts[2]] = append(m.dms[parts[2]], conv)
+	}
+	return &parleyv1.SendReply{Message: msg}, nil
+}
+
+func (m *standInMessaging) history(user, _ string, data []byte) (proto.Message, error) {
+	req := new(parleyv1.HistoryRequest)
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, errBadBody
+	}
+	if !member(user, req.GetConversation()) {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 50
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	all := m.convs[req.GetConversation()]
+	reply := &parleyv1.HistoryReply{LastSeq: uint64(len(all))}
+	for _, msg := range all {
+		if msg.GetSeq() > req.GetAfterSeq() {
+			if len(reply.Messages) == limit {
+				reply.More = true
+				break
+			}
+			reply.Messages = append(reply.Messages, msg)
+		}
+	}
+	return reply, nil
+}
+
+func (m *standInMessaging) ack(user, _ string, data []byte) (proto.Message, error) {
+	req := new(parleyv1.AckRequest)
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, errBadBody
+	}
+	if !member(user, req.GetConversation()) {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if last := uint64(len(m.convs[req.GetConversation()])); req.GetSeq() > last {
+		return nil, errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "seq %d is above the last message %d", req.GetSeq(), last)
+	}
+	return nil, nil
+}
+
+func (m *standInMessaging) conversations(user, _ string, data []byte) (proto.Message, error) {
+	if err := proto.Unmarshal(data, new(parleyv1.ConversationsRequest)); err != nil {
+		return nil, errBadBody
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	reply := &parleyv1.ConversationsReply{Conversations: []*parleyv1.Conversation{{
+		Id: "room.public", Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: "public",
+		LastSeq: uint64(len(m.convs["room.public"])),
+	}}}
+	for _, conv := range m.dms[user] {
+		parts := strings.Split(conv, ".")
+		peer := parts[1]
+		if peer == user {
+			peer = parts[2]
+		}
+		reply.Conversations = append(reply.Conversations, &parleyv1.Conversation{
+			Id: conv, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, Title: strings.TrimPrefix(peer, "u-"),
+			LastSeq: uint64(len(m.convs[conv])), PeerId: peer,
+		})
+	}
+	return reply, nil
+}
+
+func (m *standInMessaging) openDirect(user, _ string, data []byte) (proto.Message, error) {
+	req := new(parleyv1.OpenDirectRequest)
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, errBadBody
+	}
+	if req.GetUsername() == "nobody" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, fmt.Sprintf("no user named %s", req.GetUsername()))
+	}
+	peer := "u-" + req.GetUsername()
+	if peer == user {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "you cannot message yourself")
+	}
+	return &parleyv1.Conversation{Id: dmID(user, peer), Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, Title: req.GetUsername(), PeerId: peer}, nil
+}
