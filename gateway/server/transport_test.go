@@ -211,7 +211,7 @@ func TestSlowConsumer(t *testing.T) {
 		// The fast client's backlog always fits; the slow client's cannot.
 		c.SendQueueFrames = 256
 		c.SendQueueBytes = 1 << 20
-		c.WriteTimeout = time.Second
+		c.WriteTimeout = 10 * time.Second // the queue must overflow before a write times out, even on a slow machine
 	})
 	// The slow client asks for a tiny receive buffer so the kernel cannot
 	// absorb much for it.
