@@ -156,7 +156,13 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 	if err := rpc.Request(ctx, c.h.NC, subject.PresenceConnect, nil, &internalv1.PresenceConnect{Conn: rec}, nil); err != nil {
 		c.log().Warn("presence connect failed; the heartbeat resync will repair it", "user", rec.UserId, "err", err)
 	}
-	c.h.Registry.Authenticate(c, rec)
+	if c.h.Registry.Authenticate(c, rec) {
+		// A takeover kick or a direct message published right after the
+		// client sees its Session must find the subscription in place.
+		if err := c.h.NC.FlushTimeout(c.h.Limits.RequestTimeout); err != nil {
+			c.log().Warn("nats flush after subscribing user subjects", "user", rec.UserId, "err", err)
+		}
+	}
 	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
 	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
 		"device", opts.GetDevice(), "resumed", s.GetResumed())

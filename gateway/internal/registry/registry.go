@@ -133,12 +133,15 @@ func (r *Registry) Remove(c Conn) *internalv1.Conn {
 
 // Authenticate records that c now holds the session described by rec, and
 // subscribes to the user's subjects if c is the user's first connection on
-// this gateway. rec must not be modified afterwards.
-func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) {
+// this gateway. rec must not be modified afterwards. It reports whether it
+// made a new subscription: the caller then flushes the NATS connection
+// (outside the registry's locks) so the server has registered it before
+// the client learns its session has started.
+func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) (subscribed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.all[c]; !ok {
-		return
+		return false
 	}
 	r.amu.Lock()
 	defer r.amu.Unlock()
@@ -158,10 +161,12 @@ func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) {
 		} else {
 			u.sub = sub
 			r.bySub[sub] = u
+			subscribed = true
 		}
 		r.users[u.id] = u
 	}
 	u.conns = append(u.conns, member{c: c, sessionID: rec.GetSessionId()})
+	return subscribed
 }
 
 // Deauthenticate forgets c's session (logout) and returns its record, or nil
