@@ -59,3 +59,4 @@ replace (
 )
 
 tool github.com/nats-io/nats-server/v2
+replace github.com/parleychat/parley/services/messaging => ../services/messaging

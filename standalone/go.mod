@@ -9,6 +9,7 @@ require (
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
+	github.com/parleychat/parley/services/messaging v0.0.0-00010101000000-000000000000
 	github.com/parleychat/parley/services/presence v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -47,6 +48,7 @@ require (
 	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
@@ -58,3 +60,5 @@ replace (
 	github.com/parleychat/parley/services/auth => ../services/auth
 	github.com/parleychat/parley/services/presence => ../services/presence
 )
+
+replace github.com/parleychat/parley/services/messaging => ../services/messaging

@@ -8,6 +8,7 @@ require (
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
+	github.com/parleychat/parley/services/messaging v0.0.0
 	github.com/parleychat/parley/services/presence v0.0.0
 	github.com/parleychat/parley/standalone v0.0.0
 )
@@ -50,6 +51,7 @@ require (
 	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
@@ -59,6 +61,7 @@ replace (
 	github.com/parleychat/parley/gateway => ../gateway
 	github.com/parleychat/parley/libs => ../libs
 	github.com/parleychat/parley/services/auth => ../services/auth
+	github.com/parleychat/parley/services/messaging => ../services/messaging
 	github.com/parleychat/parley/services/presence => ../services/presence
 	github.com/parleychat/parley/standalone => ../standalone
 )

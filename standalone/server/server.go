@@ -1,7 +1,7 @@
 // Package server runs all of Parley in one process: an in-process
 // nats-server with JetStream on a local data directory, an in-process
-// Redis-protocol server (miniredis) for presence, the auth and presence
-// services and one gateway. It wires the very same packages the separate
+// Redis-protocol server (miniredis) for presence, the auth, presence and
+// messaging services and one gateway. It wires the very same packages the separate
 // binaries run; only the wiring differs. cmd/parleyd is its command, and
 // tests use it to get a whole Parley in a few lines.
 package server
@@ -26,6 +26,7 @@ import (
 
 	gateway "github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/services/auth/authsvc"
+	"github.com/parleychat/parley/services/messaging/msgsvc"
 	"github.com/parleychat/parley/services/presence/presencesvc"
 )
 
@@ -34,9 +35,10 @@ type Config struct {
 	DataDir    string // JetStream data (accounts, sessions) lives under DataDir/nats
 	NATSListen string // empty: NATS is in-process only; "127.0.0.1:4222": also open to other processes
 
-	Gateway  gateway.Config
-	Auth     authsvc.Config
-	Presence presencesvc.Config
+	Gateway   gateway.Config
+	Auth      authsvc.Config
+	Presence  presencesvc.Config
+	Messaging msgsvc.Config
 }
 
 // DefaultConfig returns the defaults RegisterFlags sets.
@@ -54,6 +56,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Gateway.RegisterFlags(fs)
 	c.Auth.RegisterFlags(fs)
 	c.Presence.RegisterFlags(fs)
+	c.Messaging.RegisterFlags(fs)
 }
 
 // Server is a running embedded Parley.
@@ -69,6 +72,7 @@ type Server struct {
 	gw       *gateway.Server
 	auth     *authsvc.Service
 	presence *presencesvc.Service
+	msgs     *msgsvc.Service
 
 	startOnce sync.Once
 	startErr  error
@@ -141,6 +145,16 @@ func (s *Server) start() error {
 		s.close()
 		return err
 	}
+	msgNC, err := nc("messaging")
+	if err != nil {
+		s.close()
+		return err
+	}
+	if s.msgs, err = msgsvc.New(s.cfg.Messaging, msgsvc.Deps{NC: msgNC,
+		Log: s.log.With("service", "messaging"), Registry: s.reg}); err != nil {
+		s.close()
+		return err
+	}
 	gwNC, err := nc("gateway")
 	if err != nil {
 		s.close()
@@ -173,7 +187,7 @@ func (s *Server) NATSURL() string {
 
 // Ready reports whether every part is serving.
 func (s *Server) Ready() error {
-	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.gw.Ready} {
+	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.msgs.Ready, s.gw.Ready} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -192,9 +206,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 	svcCtx, stopSvcs := context.WithCancel(context.Background())
 	defer stopSvcs()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var svcs sync.WaitGroup
-	for name, run := range map[string]func(context.Context) error{"auth": s.auth.Run, "presence": s.presence.Run} {
+	for name, run := range map[string]func(context.Context) error{
+		"auth": s.auth.Run, "presence": s.presence.Run, "messaging": s.msgs.Run} {
 		svcs.Add(1)
 		go func() {
 			defer svcs.Done()

@@ -49,6 +49,7 @@ func buildAll(dir string) error {
 		"gateway":     "github.com/parleychat/parley/gateway/cmd/gateway",
 		"auth":        "github.com/parleychat/parley/services/auth/cmd/auth",
 		"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
+		"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
 		"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
 		"parley":      "github.com/parleychat/parley/clients/cmd/parley",
 	}
@@ -184,6 +185,7 @@ type cluster struct {
 	redis    *testenv.Redis
 	auth     *proc
 	presence *proc
+	msgs     []*proc // messaging replicas
 	gateways []*gatewayProc
 	authEnv  []string
 }
@@ -198,6 +200,7 @@ type clusterOpts struct {
 	sessionPolicy string // auth -session-policy
 	gatewayTTL    string // presence -gateway-ttl
 	tokenTTL      string // auth -token-ttl
+	messaging     int    // messaging replicas (default 1)
 }
 
 func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
@@ -235,10 +238,29 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		"PARLEY_REDIS_ADDR=" + c.redis.Addr, "PARLEY_GATEWAY_TTL=" + ttl, "PARLEY_SWEEP_INTERVAL=500ms"})
 	waitReady(t, c.presence, presAdmin)
 
+	replicas := o.messaging
+	if replicas == 0 {
+		replicas = 1
+	}
+	for range replicas {
+		c.addMessaging()
+	}
+
 	for i := 0; i < gateways; i++ {
 		c.addGateway(fmt.Sprintf("gw%d", i+1))
 	}
 	return c
+}
+
+// addMessaging starts one more messaging replica.
+func (c *cluster) addMessaging() *proc {
+	t := c.t
+	t.Helper()
+	admin := addr(testenv.FreePort(t))
+	p := start(t, "messaging", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin})
+	waitReady(t, p, admin)
+	c.msgs = append(c.msgs, p)
+	return p
 }
 
 func (c *cluster) addGateway(id string) *gatewayProc {

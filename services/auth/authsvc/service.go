@@ -119,6 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.AuthLogin:    s.login,
 		subject.AuthResume:   s.resume,
 		subject.AuthLogout:   s.logout,
+		subject.AuthLookup:   s.lookup,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()

@@ -1,0 +1,246 @@
+package msgsvc
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/services/messaging/internal/store"
+)
+
+// History page sizes (parleyv1.HistoryRequest.limit).
+const (
+	defaultHistoryLimit = 50
+	maxHistoryLimit     = 200
+	// maxPageBytes bounds a page's encoded messages: the reply must fit in
+	// one NATS message (max_payload, 1 MiB by default) and in one client
+	// frame (wire.DefaultMaxFrameSize, 1 MiB). 200 messages of 16 KiB would
+	// not, so a page of large messages holds fewer, and more says so.
+	maxPageBytes = 768 << 10
+)
+
+// handleHistory returns one page of a conversation, oldest first: the page
+// after after_seq (catching up), else the page before before_seq (0: the
+// newest messages).
+func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.HistoryRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	conv, err := resolve(req.Conversation, me.id)
+	if err != nil {
+		return nil, err
+	}
+	if req.AfterSeq > 0 && req.BeforeSeq > 0 {
+		return nil, errBothHistoryDirs
+	}
+	limit := uint64(req.Limit)
+	switch {
+	case limit == 0:
+		limit = defaultHistoryLimit
+	case limit > maxHistoryLimit:
+		limit = maxHistoryLimit
+	}
+	last, err := s.store.LastSeq(ctx, conv.id)
+	if err != nil {
+		return nil, err
+	}
+	// The page is the seq range (lo, hi].
+	var lo, hi uint64
+	reply := &parleyv1.HistoryReply{LastSeq: last}
+	if req.AfterSeq > 0 {
+		lo, hi = req.AfterSeq, min(req.AfterSeq+limit, last)
+		reply.More = hi < last
+	} else {
+		hi = last
+		if req.BeforeSeq > 0 && req.BeforeSeq-1 < last {
+			hi = req.BeforeSeq - 1
+		}
+		lo = hi - min(hi, limit)
+		reply.More = lo > 0
+	}
+	if hi > lo {
+		if reply.Messages, err = s.store.Range(ctx, conv.id, lo, hi, int(limit)); err != nil {
+			return nil, err
+		}
+	}
+	budget := min(maxPageBytes, int(s.nc.MaxPayload())-64<<10)
+	if req.AfterSeq > 0 {
+		// Forward: keep the oldest, the next page continues after them.
+		n := fitting(reply.Messages, budget, false)
+		reply.More = reply.More || n < len(reply.Messages)
+		reply.Messages = reply.Messages[:n]
+	} else {
+		// Backward: keep the newest, the next page continues before them.
+		n := fitting(reply.Messages, budget, true)
+		reply.More = reply.More || n < len(reply.Messages)
+		reply.Messages = reply.Messages[len(reply.Messages)-n:]
+	}
+	return reply, nil
+}
+
+// fitting is how many of ms, taken from the end (fromEnd) or the start,
+// fit in budget bytes encoded; at least one, so paging always progresses.
+func fitting(ms []*parleyv1.Message, budget int, fromEnd bool) int {
+	size := 0
+	for i := range ms {
+		m := ms[i]
+		if fromEnd {
+			m = ms[len(ms)-1-i]
+		}
+		size += proto.Size(m) + 4 // + field tag and length
+		if size > budget && i > 0 {
+			return i
+		}
+	}
+	return len(ms)
+}
+
+// handleAck moves the user's acknowledged seq in a conversation forward.
+func (s *Service) handleAck(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.AckRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	conv, err := resolve(req.Conversation, me.id)
+	if err != nil {
+		return nil, err
+	}
+	if req.Seq == 0 {
+		return nil, nil // nothing to acknowledge
+	}
+	ok, err := s.store.AtLeast(ctx, conv.id, req.Seq)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errAckBeyondLast
+	}
+	if _, err := s.store.AdvanceCursor(ctx, me.id, conv.id, req.Seq); errors.Is(err, store.ErrBusy) {
+		return nil, errBusy
+	} else if err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// handleConversations lists the public room and the user's direct
+// conversations with their newest seq and the user's acknowledged seq.
+func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.ConversationsRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	members, err := s.store.Memberships(ctx, me.id)
+	if err != nil {
+		return nil, err
+	}
+	cursors, err := s.store.Cursors(ctx, me.id)
+	if err != nil {
+		return nil, err
+	}
+	convs := []*parleyv1.Conversation{{Id: RoomPublic, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: roomName}}
+	for _, mb := range members {
+		if _, err := resolve(mb.Conversation, me.id); err != nil {
+			continue // not a conversation of this user (cannot happen unless the bucket was edited)
+		}
+		title := mb.PeerName
+		if title == "" {
+			title = mb.PeerID // the peer's name is learnt from their first message
+		}
+		convs = append(convs, &parleyv1.Conversation{Id: mb.Conversation, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT,
+			Title: title, PeerId: mb.PeerID})
+	}
+	if err := s.fillSeqs(ctx, convs, cursors); err != nil {
+		return nil, err
+	}
+	return &parleyv1.ConversationsReply{Conversations: convs}, nil
+}
+
+// fillSeqs sets last_seq (from the stream: this replica's cache may be
+// behind other replicas' appends) and acked_seq of each conversation,
+// reading the stream for several conversations at once.
+func (s *Service) fillSeqs(ctx context.Context, convs []*parleyv1.Conversation, cursors map[string]uint64) error {
+	const parallel = 16
+	sem := make(chan struct{}, parallel)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards first
+		first error
+	)
+	for _, c := range convs {
+		c.AckedSeq = cursors[c.Id]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			last, err := s.store.LastSeq(ctx, c.Id)
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				return
+			}
+			c.LastSeq = last
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// handleOpenDirect finds the user by name and returns the direct
+// conversation with them, adding it to the caller's list. The other user
+// sees it once it has a message: opening a conversation alone tells them
+// nothing.
+func (s *Service) handleOpenDirect(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.OpenDirectRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	if req.Username == "" {
+		return nil, errNoUsername
+	}
+	peer, err := s.lookup(ctx, req.Username)
+	if err != nil {
+		return nil, err
+	}
+	if peer.UserId == me.id {
+		return nil, errSelf
+	}
+	conv, err := resolve(DirectID(me.id, peer.UserId), me.id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.EnsureMember(ctx, me.id, store.Member{Conversation: conv.id, PeerID: peer.UserId, PeerName: peer.Username}); err != nil {
+		return nil, err
+	}
+	out := &parleyv1.Conversation{Id: conv.id, Kind: conv.kind, Title: peer.Username, PeerId: peer.UserId}
+	if out.LastSeq, err = s.store.LastSeq(ctx, conv.id); err != nil {
+		return nil, err
+	}
+	if out.AckedSeq, err = s.store.Cursor(ctx, me.id, conv.id); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,107 @@
+package msgsvc
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+func TestResolve(t *testing.T) {
+	for _, tc := range []struct {
+		id, uid string
+		err     error
+		peer    string
+	}{
+		{"room.public", "ua", nil, ""},
+		{"dm.ua.ub", "ua", nil, "ub"},
+		{"dm.ua.ub", "ub", nil, "ua"},
+		{"dm.ua.ub", "uc", errNotMember, ""},
+		{"dm.ub.ua", "ua", errNoConversation, ""}, // ids must be sorted
+		{"dm.ua.ua", "ua", errSelf, ""},
+		{"dm.ua", "ua", errNoConversation, ""},
+		{"dm.ua.ub.uc", "ua", errNoConversation, ""},
+		{"dm.ub.uc.ud", "ua", errNotMember, ""},
+		{"dm.>.ua", "ua", errNoConversation, ""},
+		{"dm.", "ua", errNotMember, ""},
+		{"room.other", "ua", errNoConversation, ""},
+		{"group.g1", "ua", errNoConversation, ""},
+		{"", "ua", errNoConversation, ""},
+		{"room.public.x", "ua", errNoConversation, ""},
+	} {
+		c, err := resolve(tc.id, tc.uid)
+		if !errors.Is(err, tc.err) || (err == nil && c.peer != tc.peer) {
+			t.Errorf("resolve(%q, %q) = %+v, %v; want peer %q, %v", tc.id, tc.uid, c, err, tc.peer, tc.err)
+		}
+	}
+	if got := DirectID("ub", "ua"); got != "dm.ua.ub" {
+		t.Errorf("DirectID = %q", got)
+	}
+}
+
+func TestCheckText(t *testing.T) {
+	code := func(err error) parleyv1.ErrorCode {
+		if err == nil {
+			return 0
+		}
+		return errcode.Code(err)
+	}
+	for _, tc := range []struct {
+		name string
+		text string
+		max  int
+		want parleyv1.ErrorCode
+	}{
+		{"plain", "hi", 10, 0},
+		{"multi-line", "a\nb\r\nc", 10, 0},
+		{"chinese", "你好世界", 4, 0},
+		{"emoji counts as one", "👍🏽", 2, 0}, // thumbs up + skin tone: two code points
+		{"empty", "", 10, parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{"spaces", "   ", 10, parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{"ideographic space and tabs", "\u3000\t\n", 10, parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{"over chars", "abcd", 3, parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
+		{"over bytes", strings.Repeat("€", MaxMessageBytes/3+1), MaxMessageBytes, parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
+		{"at bytes", strings.Repeat("a", MaxMessageBytes), MaxMessageBytes, 0},
+		{"invalid utf-8", "a\xffb", 10, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+	} {
+		if got := code(checkText(tc.text, tc.max)); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCheckClientKey(t *testing.T) {
+	for k, ok := range map[string]bool{
+		"a": true, strings.Repeat("k", 64): true, strings.Repeat("語", 64): true, "Zm9vYmFy-_=": true,
+		"": false, strings.Repeat("k", 65): false, "a\nb": false, "a\rb": false, "\x00": false, "a\x7f": false,
+	} {
+		if got := checkClientKey(k) == nil; got != ok {
+			t.Errorf("checkClientKey(%q) ok=%v, want %v", k, got, ok)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"replicas 0":         func(c *Config) { c.StreamReplicas = 0 },
+		"replicas 7":         func(c *Config) { c.StreamReplicas = 7 },
+		"negative retention": func(c *Config) { c.Retention = -1 },
+		"dedup 0":            func(c *Config) { c.DedupWindow = 0 },
+		"dedup > retention":  func(c *Config) { c.Retention = c.DedupWindow / 2 },
+		"chars 0":            func(c *Config) { c.MaxMessageChars = 0 },
+		"chars too many":     func(c *Config) { c.MaxMessageChars = MaxMessageBytes + 1 },
+		"workers 0":          func(c *Config) { c.Workers = 0 },
+		"lookup timeout 0":   func(c *Config) { c.LookupTimeout = 0 },
+	} {
+		c := DefaultConfig()
+		mut(&c)
+		if err := c.validate(); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%s: %v, want ErrBadConfig", name, err)
+		}
+	}
+}
