@@ -52,6 +52,7 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/parleychat/parley/gateway v0.0.0 // indirect
 	github.com/parleychat/parley/services/auth v0.0.0 // indirect
+	github.com/parleychat/parley/services/messaging v0.0.0 // indirect
 	github.com/parleychat/parley/services/presence v0.0.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -78,6 +79,7 @@ replace github.com/parleychat/parley/libs => ../libs
 replace (
 	github.com/parleychat/parley/gateway => ../gateway
 	github.com/parleychat/parley/services/auth => ../services/auth
+	github.com/parleychat/parley/services/messaging => ../services/messaging
 	github.com/parleychat/parley/services/presence => ../services/presence
 	github.com/parleychat/parley/standalone => ../standalone
 )
