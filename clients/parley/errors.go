@@ -83,6 +83,8 @@ var (
 	ErrLoggedInElsewhere    = sentinel(parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE)
 	ErrPermissionDenied     = sentinel(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
 	ErrNotFound             = sentinel(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	ErrMessageTooLarge      = sentinel(parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE)
+	ErrEmptyMessage         = sentinel(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE)
 	ErrIdleTimeout          = sentinel(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT)
 	ErrSlowConsumer         = sentinel(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
 	ErrServerShutdown       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN)
