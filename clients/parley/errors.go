@@ -85,6 +85,8 @@ var (
 	ErrNotFound             = sentinel(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 	ErrMessageTooLarge      = sentinel(parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE)
 	ErrEmptyMessage         = sentinel(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE)
+	ErrAlreadyMember        = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_MEMBER)
+	ErrInvalidName          = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_NAME)
 	ErrIdleTimeout          = sentinel(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT)
 	ErrSlowConsumer         = sentinel(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
 	ErrServerShutdown       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN)

@@ -17,7 +17,7 @@ func TestErrorSentinels(t *testing.T) {
 		ErrUsernameTaken, ErrInvalidUsername, ErrWeakPassword, ErrBadCredentials, ErrRateLimited,
 		ErrTokenExpired, ErrTokenInvalid, ErrSessionRevoked, ErrAlreadyLoggedIn,
 		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
-		ErrMessageTooLarge, ErrEmptyMessage,
+		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName,
 		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
 	}
 	seen := map[parleyv1.ErrorCode]bool{}

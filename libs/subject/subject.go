@@ -27,6 +27,15 @@ const (
 	MsgAck           = "parley.msg.v1.ack"           // parleyv1.AckRequest -> empty
 	MsgConversations = "parley.msg.v1.conversations" // parleyv1.ConversationsRequest -> ConversationsReply
 	MsgOpenDirect    = "parley.msg.v1.opendirect"    // parleyv1.OpenDirectRequest -> Conversation
+
+	// Groups.
+	MsgCreateGroup  = "parley.msg.v1.group.create"  // parleyv1.CreateGroupRequest -> Conversation
+	MsgInvite       = "parley.msg.v1.group.invite"  // parleyv1.InviteRequest -> MembersReply
+	MsgJoinGroup    = "parley.msg.v1.group.join"    // parleyv1.JoinGroupRequest -> Conversation
+	MsgLeaveGroup   = "parley.msg.v1.group.leave"   // parleyv1.LeaveGroupRequest -> empty
+	MsgRemoveMember = "parley.msg.v1.group.remove"  // parleyv1.RemoveMemberRequest -> empty
+	MsgRenameGroup  = "parley.msg.v1.group.rename"  // parleyv1.RenameGroupRequest -> Conversation
+	MsgMembers      = "parley.msg.v1.group.members" // parleyv1.MembersRequest -> MembersReply
 )
 
 // Message delivery. Messaging publishes parleyv1.MessageEvent to
@@ -96,6 +105,7 @@ const (
 	BucketCursors  = "parley_cursors"  // "<uid>.<conversation>" -> acknowledged seq
 	BucketConvs    = "parley_convs"    // "<uid>.<conversation>" -> membership of direct/group conversations
 	BucketMsgIndex = "parley_msgidx"   // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
+	BucketGroups   = "parley_groups"   // group id -> name, owner, members and invitations
 )
 
 // NATS header keys on requests from the gateway and on error replies.

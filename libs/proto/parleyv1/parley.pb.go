@@ -62,6 +62,8 @@ const (
 	ErrorCode_ERROR_CODE_NOT_FOUND         ErrorCode = 31
 	ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE ErrorCode = 32 // text above the message size limit
 	ErrorCode_ERROR_CODE_EMPTY_MESSAGE     ErrorCode = 33 // text empty or only white space
+	ErrorCode_ERROR_CODE_ALREADY_MEMBER    ErrorCode = 34 // invite or join of someone already in the group
+	ErrorCode_ERROR_CODE_INVALID_NAME      ErrorCode = 35 // group name empty, too long or not printable
 	// Connection and server state (40-59).
 	ErrorCode_ERROR_CODE_IDLE_TIMEOUT    ErrorCode = 40 // nothing received for idle_timeout_ms
 	ErrorCode_ERROR_CODE_SLOW_CONSUMER   ErrorCode = 41 // the client did not read fast enough
@@ -99,6 +101,8 @@ var (
 		31: "ERROR_CODE_NOT_FOUND",
 		32: "ERROR_CODE_MESSAGE_TOO_LARGE",
 		33: "ERROR_CODE_EMPTY_MESSAGE",
+		34: "ERROR_CODE_ALREADY_MEMBER",
+		35: "ERROR_CODE_INVALID_NAME",
 		40: "ERROR_CODE_IDLE_TIMEOUT",
 		41: "ERROR_CODE_SLOW_CONSUMER",
 		42: "ERROR_CODE_SERVER_SHUTDOWN",
@@ -132,6 +136,8 @@ var (
 		"ERROR_CODE_NOT_FOUND":             31,
 		"ERROR_CODE_MESSAGE_TOO_LARGE":     32,
 		"ERROR_CODE_EMPTY_MESSAGE":         33,
+		"ERROR_CODE_ALREADY_MEMBER":        34,
+		"ERROR_CODE_INVALID_NAME":          35,
 		"ERROR_CODE_IDLE_TIMEOUT":          40,
 		"ERROR_CODE_SLOW_CONSUMER":         41,
 		"ERROR_CODE_SERVER_SHUTDOWN":       42,
@@ -244,6 +250,13 @@ type Frame struct {
 	//	*Frame_Ack
 	//	*Frame_Conversations
 	//	*Frame_OpenDirect
+	//	*Frame_CreateGroup
+	//	*Frame_Invite
+	//	*Frame_JoinGroup
+	//	*Frame_LeaveGroup
+	//	*Frame_RemoveMember
+	//	*Frame_RenameGroup
+	//	*Frame_Members
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
@@ -251,6 +264,7 @@ type Frame struct {
 	//	*Frame_HistoryReply
 	//	*Frame_ConversationsReply
 	//	*Frame_Conversation
+	//	*Frame_MembersReply
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
@@ -439,6 +453,69 @@ func (x *Frame) GetOpenDirect() *OpenDirectRequest {
 	return nil
 }
 
+func (x *Frame) GetCreateGroup() *CreateGroupRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_CreateGroup); ok {
+			return x.CreateGroup
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetInvite() *InviteRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Invite); ok {
+			return x.Invite
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetJoinGroup() *JoinGroupRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_JoinGroup); ok {
+			return x.JoinGroup
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetLeaveGroup() *LeaveGroupRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_LeaveGroup); ok {
+			return x.LeaveGroup
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetRemoveMember() *RemoveMemberRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetRenameGroup() *RenameGroupRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_RenameGroup); ok {
+			return x.RenameGroup
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetMembers() *MembersRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Members); ok {
+			return x.Members
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -497,6 +574,15 @@ func (x *Frame) GetConversation() *Conversation {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Conversation); ok {
 			return x.Conversation
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetMembersReply() *MembersReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_MembersReply); ok {
+			return x.MembersReply
 		}
 	}
 	return nil
@@ -604,6 +690,34 @@ type Frame_OpenDirect struct {
 	OpenDirect *OpenDirectRequest `protobuf:"bytes,19,opt,name=open_direct,json=openDirect,proto3,oneof"`
 }
 
+type Frame_CreateGroup struct {
+	CreateGroup *CreateGroupRequest `protobuf:"bytes,40,opt,name=create_group,json=createGroup,proto3,oneof"`
+}
+
+type Frame_Invite struct {
+	Invite *InviteRequest `protobuf:"bytes,41,opt,name=invite,proto3,oneof"`
+}
+
+type Frame_JoinGroup struct {
+	JoinGroup *JoinGroupRequest `protobuf:"bytes,42,opt,name=join_group,json=joinGroup,proto3,oneof"`
+}
+
+type Frame_LeaveGroup struct {
+	LeaveGroup *LeaveGroupRequest `protobuf:"bytes,43,opt,name=leave_group,json=leaveGroup,proto3,oneof"`
+}
+
+type Frame_RemoveMember struct {
+	RemoveMember *RemoveMemberRequest `protobuf:"bytes,44,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
+type Frame_RenameGroup struct {
+	RenameGroup *RenameGroupRequest `protobuf:"bytes,45,opt,name=rename_group,json=renameGroup,proto3,oneof"`
+}
+
+type Frame_Members struct {
+	Members *MembersRequest `protobuf:"bytes,46,opt,name=members,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -631,6 +745,10 @@ type Frame_ConversationsReply struct {
 
 type Frame_Conversation struct {
 	Conversation *Conversation `protobuf:"bytes,26,opt,name=conversation,proto3,oneof"`
+}
+
+type Frame_MembersReply struct {
+	MembersReply *MembersReply `protobuf:"bytes,27,opt,name=members_reply,json=membersReply,proto3,oneof"`
 }
 
 type Frame_PresenceSnapshot struct {
@@ -680,6 +798,20 @@ func (*Frame_Conversations) isFrame_Body() {}
 
 func (*Frame_OpenDirect) isFrame_Body() {}
 
+func (*Frame_CreateGroup) isFrame_Body() {}
+
+func (*Frame_Invite) isFrame_Body() {}
+
+func (*Frame_JoinGroup) isFrame_Body() {}
+
+func (*Frame_LeaveGroup) isFrame_Body() {}
+
+func (*Frame_RemoveMember) isFrame_Body() {}
+
+func (*Frame_RenameGroup) isFrame_Body() {}
+
+func (*Frame_Members) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
@@ -693,6 +825,8 @@ func (*Frame_HistoryReply) isFrame_Body() {}
 func (*Frame_ConversationsReply) isFrame_Body() {}
 
 func (*Frame_Conversation) isFrame_Body() {}
+
+func (*Frame_MembersReply) isFrame_Body() {}
 
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
@@ -1751,6 +1885,7 @@ type Message struct {
 	SentAtUnixMs  int64                  `protobuf:"varint,6,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"` // when the server stored it
 	Text          string                 `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`                                          // UTF-8, may hold several lines
 	ClientKey     string                 `protobuf:"bytes,8,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`               // the sender's idempotency key
+	System        bool                   `protobuf:"varint,9,opt,name=system,proto3" json:"system,omitempty"`                                     // written by the server (a member joined, left, ...); sender is who caused it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1839,6 +1974,13 @@ func (x *Message) GetClientKey() string {
 		return x.ClientKey
 	}
 	return ""
+}
+
+func (x *Message) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
 }
 
 // SendRequest posts a message (reply: SendReply). Give conversation, or
@@ -2289,6 +2431,8 @@ type Conversation struct {
 	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`    // newest message's seq (0: none yet)
 	AckedSeq      uint64                 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"` // what the user acknowledged; unread = last_seq - acked_seq
 	PeerId        string                 `protobuf:"bytes,6,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`        // direct: the other user's id
+	Invited       bool                   `protobuf:"varint,7,opt,name=invited,proto3" json:"invited,omitempty"`                   // group: the user is invited but has not joined (no messages until JoinGroup)
+	OwnerId       string                 `protobuf:"bytes,8,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`     // group: the owner
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2365,6 +2509,20 @@ func (x *Conversation) GetPeerId() string {
 	return ""
 }
 
+func (x *Conversation) GetInvited() bool {
+	if x != nil {
+		return x.Invited
+	}
+	return false
+}
+
+func (x *Conversation) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
 // MessageEvent delivers a new message to every connection of every member,
 // the sender's own connections included.
 type MessageEvent struct {
@@ -2411,11 +2569,477 @@ func (x *MessageEvent) GetMessage() *Message {
 	return nil
 }
 
+// CreateGroupRequest creates a group owned by the caller, who is its first
+// member; usernames are invited (reply: Conversation).
+type CreateGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // 1-64 characters
+	Usernames     []string               `protobuf:"bytes,2,rep,name=usernames,proto3" json:"usernames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupRequest) Reset() {
+	*x = CreateGroupRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupRequest) ProtoMessage() {}
+
+func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateGroupRequest) GetUsernames() []string {
+	if x != nil {
+		return x.Usernames
+	}
+	return nil
+}
+
+// InviteRequest invites users to a group (reply: MembersReply). Only
+// members may invite. Errors: NOT_FOUND (unknown user), ALREADY_MEMBER.
+type InviteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Usernames     []string               `protobuf:"bytes,2,rep,name=usernames,proto3" json:"usernames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InviteRequest) Reset() {
+	*x = InviteRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InviteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InviteRequest) ProtoMessage() {}
+
+func (x *InviteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InviteRequest.ProtoReflect.Descriptor instead.
+func (*InviteRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *InviteRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *InviteRequest) GetUsernames() []string {
+	if x != nil {
+		return x.Usernames
+	}
+	return nil
+}
+
+// JoinGroupRequest accepts an invitation (reply: Conversation).
+// PERMISSION_DENIED without one.
+type JoinGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinGroupRequest) Reset() {
+	*x = JoinGroupRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGroupRequest) ProtoMessage() {}
+
+func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
+func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *JoinGroupRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+// LeaveGroupRequest leaves a group or declines an invitation (reply: Ok).
+// An owner who leaves hands the group to the longest-standing member; the
+// last member leaving ends it.
+type LeaveGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveGroupRequest) Reset() {
+	*x = LeaveGroupRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveGroupRequest) ProtoMessage() {}
+
+func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
+func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *LeaveGroupRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+// RemoveMemberRequest removes a member or withdraws an invitation; owner
+// only (reply: Ok).
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RemoveMemberRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *RemoveMemberRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// RenameGroupRequest renames a group; owner only (reply: Conversation).
+type RenameGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameGroupRequest) Reset() {
+	*x = RenameGroupRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameGroupRequest) ProtoMessage() {}
+
+func (x *RenameGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameGroupRequest.ProtoReflect.Descriptor instead.
+func (*RenameGroupRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RenameGroupRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *RenameGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// MembersRequest lists a group's members and invitations (reply:
+// MembersReply); members only.
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *MembersRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Owner         bool                   `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Invited       bool                   `protobuf:"varint,4,opt,name=invited,proto3" json:"invited,omitempty"` // invited, not joined yet
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_parley_v1_parley_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Member) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Member) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *Member) GetOwner() bool {
+	if x != nil {
+		return x.Owner
+	}
+	return false
+}
+
+func (x *Member) GetInvited() bool {
+	if x != nil {
+		return x.Invited
+	}
+	return false
+}
+
+type MembersReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersReply) Reset() {
+	*x = MembersReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersReply) ProtoMessage() {}
+
+func (x *MembersReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersReply.ProtoReflect.Descriptor instead.
+func (*MembersReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *MembersReply) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xac\v\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xa5\x0f\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -2435,7 +3059,16 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03ack\x18\x11 \x01(\v2\x15.parley.v1.AckRequestH\x00R\x03ack\x12G\n" +
 	"\rconversations\x18\x12 \x01(\v2\x1f.parley.v1.ConversationsRequestH\x00R\rconversations\x12?\n" +
 	"\vopen_direct\x18\x13 \x01(\v2\x1c.parley.v1.OpenDirectRequestH\x00R\n" +
-	"openDirect\x12.\n" +
+	"openDirect\x12B\n" +
+	"\fcreate_group\x18( \x01(\v2\x1d.parley.v1.CreateGroupRequestH\x00R\vcreateGroup\x122\n" +
+	"\x06invite\x18) \x01(\v2\x18.parley.v1.InviteRequestH\x00R\x06invite\x12<\n" +
+	"\n" +
+	"join_group\x18* \x01(\v2\x1b.parley.v1.JoinGroupRequestH\x00R\tjoinGroup\x12?\n" +
+	"\vleave_group\x18+ \x01(\v2\x1c.parley.v1.LeaveGroupRequestH\x00R\n" +
+	"leaveGroup\x12E\n" +
+	"\rremove_member\x18, \x01(\v2\x1e.parley.v1.RemoveMemberRequestH\x00R\fremoveMember\x12B\n" +
+	"\frename_group\x18- \x01(\v2\x1d.parley.v1.RenameGroupRequestH\x00R\vrenameGroup\x125\n" +
+	"\amembers\x18. \x01(\v2\x19.parley.v1.MembersRequestH\x00R\amembers\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
 	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
@@ -2443,7 +3076,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"send_reply\x18\x17 \x01(\v2\x14.parley.v1.SendReplyH\x00R\tsendReply\x12>\n" +
 	"\rhistory_reply\x18\x18 \x01(\v2\x17.parley.v1.HistoryReplyH\x00R\fhistoryReply\x12P\n" +
 	"\x13conversations_reply\x18\x19 \x01(\v2\x1d.parley.v1.ConversationsReplyH\x00R\x12conversationsReply\x12=\n" +
-	"\fconversation\x18\x1a \x01(\v2\x17.parley.v1.ConversationH\x00R\fconversation\x12J\n" +
+	"\fconversation\x18\x1a \x01(\v2\x17.parley.v1.ConversationH\x00R\fconversation\x12>\n" +
+	"\rmembers_reply\x18\x1b \x01(\v2\x17.parley.v1.MembersReplyH\x00R\fmembersReply\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
 	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
@@ -2516,7 +3150,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\"V\n" +
 	"\fSessionEnded\x12,\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe7\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xff\x01\n" +
 	"\aMessage\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x0e\n" +
@@ -2527,7 +3161,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0fsent_at_unix_ms\x18\x06 \x01(\x03R\fsentAtUnixMs\x12\x12\n" +
 	"\x04text\x18\a \x01(\tR\x04text\x12\x1d\n" +
 	"\n" +
-	"client_key\x18\b \x01(\tR\tclientKey\"\x85\x01\n" +
+	"client_key\x18\b \x01(\tR\tclientKey\x12\x16\n" +
+	"\x06system\x18\t \x01(\bR\x06system\"\x85\x01\n" +
 	"\vSendRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
 	"\vto_username\x18\x02 \x01(\tR\n" +
@@ -2556,16 +3191,43 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x12ConversationsReply\x12=\n" +
 	"\rconversations\x18\x01 \x03(\v2\x17.parley.v1.ConversationR\rconversations\"/\n" +
 	"\x11OpenDirectRequest\x12\x1a\n" +
-	"\busername\x18\x01 \x01(\tR\busername\"\xb6\x01\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\xeb\x01\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x19\n" +
 	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x1b\n" +
 	"\tacked_seq\x18\x05 \x01(\x04R\backedSeq\x12\x17\n" +
-	"\apeer_id\x18\x06 \x01(\tR\x06peerId\"<\n" +
+	"\apeer_id\x18\x06 \x01(\tR\x06peerId\x12\x18\n" +
+	"\ainvited\x18\a \x01(\bR\ainvited\x12\x19\n" +
+	"\bowner_id\x18\b \x01(\tR\aownerId\"<\n" +
 	"\fMessageEvent\x12,\n" +
-	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage*\xd2\a\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"F\n" +
+	"\x12CreateGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tusernames\x18\x02 \x03(\tR\tusernames\"Q\n" +
+	"\rInviteRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1c\n" +
+	"\tusernames\x18\x02 \x03(\tR\tusernames\"6\n" +
+	"\x10JoinGroupRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"7\n" +
+	"\x11LeaveGroupRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"U\n" +
+	"\x13RemoveMemberRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\"L\n" +
+	"\x12RenameGroupRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"4\n" +
+	"\x0eMembersRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"m\n" +
+	"\x06Member\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\bR\x05owner\x12\x18\n" +
+	"\ainvited\x18\x04 \x01(\bR\ainvited\";\n" +
+	"\fMembersReply\x12+\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.parley.v1.MemberR\amembers*\x8e\b\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -2592,7 +3254,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x1cERROR_CODE_PERMISSION_DENIED\x10\x1e\x12\x18\n" +
 	"\x14ERROR_CODE_NOT_FOUND\x10\x1f\x12 \n" +
 	"\x1cERROR_CODE_MESSAGE_TOO_LARGE\x10 \x12\x1c\n" +
-	"\x18ERROR_CODE_EMPTY_MESSAGE\x10!\x12\x1b\n" +
+	"\x18ERROR_CODE_EMPTY_MESSAGE\x10!\x12\x1d\n" +
+	"\x19ERROR_CODE_ALREADY_MEMBER\x10\"\x12\x1b\n" +
+	"\x17ERROR_CODE_INVALID_NAME\x10#\x12\x1b\n" +
 	"\x17ERROR_CODE_IDLE_TIMEOUT\x10(\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10)\x12\x1e\n" +
 	"\x1aERROR_CODE_SERVER_SHUTDOWN\x10*\x12\x1a\n" +
@@ -2618,7 +3282,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
 	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
@@ -2652,6 +3316,15 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*OpenDirectRequest)(nil),    // 29: parley.v1.OpenDirectRequest
 	(*Conversation)(nil),         // 30: parley.v1.Conversation
 	(*MessageEvent)(nil),         // 31: parley.v1.MessageEvent
+	(*CreateGroupRequest)(nil),   // 32: parley.v1.CreateGroupRequest
+	(*InviteRequest)(nil),        // 33: parley.v1.InviteRequest
+	(*JoinGroupRequest)(nil),     // 34: parley.v1.JoinGroupRequest
+	(*LeaveGroupRequest)(nil),    // 35: parley.v1.LeaveGroupRequest
+	(*RemoveMemberRequest)(nil),  // 36: parley.v1.RemoveMemberRequest
+	(*RenameGroupRequest)(nil),   // 37: parley.v1.RenameGroupRequest
+	(*MembersRequest)(nil),       // 38: parley.v1.MembersRequest
+	(*Member)(nil),               // 39: parley.v1.Member
+	(*MembersReply)(nil),         // 40: parley.v1.MembersReply
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	3,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
@@ -2669,35 +3342,44 @@ var file_parley_v1_parley_proto_depIdxs = []int32{
 	26, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
 	27, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
 	29, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
-	13, // 15: parley.v1.Frame.session:type_name -> parley.v1.Session
-	14, // 16: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	16, // 17: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	23, // 18: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
-	25, // 19: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
-	28, // 20: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
-	30, // 21: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
-	18, // 22: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	19, // 23: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	20, // 24: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	31, // 25: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
-	0,  // 26: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	8,  // 27: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	8,  // 28: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	8,  // 29: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	17, // 30: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	17, // 31: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	17, // 32: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 33: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	21, // 34: parley.v1.SendReply.message:type_name -> parley.v1.Message
-	21, // 35: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
-	30, // 36: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
-	1,  // 37: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	21, // 38: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	32, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
+	33, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
+	34, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
+	35, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
+	36, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
+	37, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
+	38, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
+	13, // 22: parley.v1.Frame.session:type_name -> parley.v1.Session
+	14, // 23: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	16, // 24: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	23, // 25: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	25, // 26: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	28, // 27: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	30, // 28: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	40, // 29: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
+	18, // 30: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	19, // 31: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	20, // 32: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	31, // 33: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	0,  // 34: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	8,  // 35: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	8,  // 36: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	8,  // 37: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	17, // 38: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	17, // 39: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	17, // 40: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,  // 41: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	21, // 42: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	21, // 43: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	30, // 44: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,  // 45: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	21, // 46: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	39, // 47: parley.v1.MembersReply.members:type_name -> parley.v1.Member
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2721,6 +3403,13 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Ack)(nil),
 		(*Frame_Conversations)(nil),
 		(*Frame_OpenDirect)(nil),
+		(*Frame_CreateGroup)(nil),
+		(*Frame_Invite)(nil),
+		(*Frame_JoinGroup)(nil),
+		(*Frame_LeaveGroup)(nil),
+		(*Frame_RemoveMember)(nil),
+		(*Frame_RenameGroup)(nil),
+		(*Frame_Members)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
@@ -2728,6 +3417,7 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_HistoryReply)(nil),
 		(*Frame_ConversationsReply)(nil),
 		(*Frame_Conversation)(nil),
+		(*Frame_MembersReply)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
@@ -2739,7 +3429,7 @@ func file_parley_v1_parley_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
