@@ -31,8 +31,18 @@ type Client struct {
 	loggingOut bool  // Logout sent or done: a break must not resume the session
 	ended      error // non-nil once the client is over; wraps ErrClosed
 	online     *onlineView
-	resuming   *conn             // a reconnect's connection before it goes live
-	held       []*parleyv1.Frame // events that arrived on resuming, replayed in order
+	resuming   *conn               // a reconnect's connection before it goes live
+	held       []*parleyv1.Frame   // events that arrived on resuming, replayed in order
+	track      *tracker            // message delivery per conversation (delivery.go)
+	trackUser  string              // the user track belongs to
+	syncAll    bool                // a full sync is wanted (sync.go)
+	catchUps   map[string]struct{} // conversations with a gap to read
+
+	syncWake chan struct{} // wakes syncLoop (cap 1)
+
+	ackMu   sync.Mutex        // guards acks
+	acks    map[string]uint64 // WithAutoAck: conversation -> seq to acknowledge
+	ackWake chan struct{}     // wakes ackLoop (cap 1)
 }
 
 // Dial connects to a gateway and performs the handshake. addr is one of
@@ -60,11 +70,16 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		o(&cfg)
 	}
 	c := &Client{
-		cfg:     cfg,
-		addr:    a,
-		log:     cfg.logger.With("server", a.String()),
-		changed: make(chan struct{}),
-		online:  newOnlineView(),
+		cfg:      cfg,
+		addr:     a,
+		log:      cfg.logger.With("server", a.String()),
+		changed:  make(chan struct{}),
+		online:   newOnlineView(),
+		track:    newTracker(),
+		catchUps: make(map[string]struct{}),
+		syncWake: make(chan struct{}, 1),
+		acks:     make(map[string]uint64),
+		ackWake:  make(chan struct{}, 1),
 	}
 	cn, w, err := c.connect(ctx)
 	if err != nil {
@@ -72,11 +87,20 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mu.Lock() // the connection's reader may already look at c.conn
-	c.events = newEventQueue(cfg.eventBuffer)
+	var delivered func(Event)
+	if cfg.autoAck {
+		delivered = c.autoAcked
+	}
+	c.events = newEventQueue(cfg.eventBuffer, delivered)
 	c.conn, c.welcome = cn, w
 	c.mu.Unlock()
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.supervise(cn)
+	go c.syncLoop()
+	if cfg.autoAck {
+		c.wg.Add(1)
+		go c.ackLoop()
+	}
 	return c, nil
 }
 
@@ -139,9 +163,10 @@ func (c *Client) Online() []OnlineUser {
 	return c.online.list()
 }
 
-// Events returns the channel of events (presence, disconnects, the end of
-// the session). Receive from it continually, or presence events beyond the
-// buffer are dropped (WithEventBuffer). It is closed after the client ends:
+// Events returns the channel of events (messages, presence, disconnects,
+// the end of the session). Receive from it continually, or presence events
+// beyond the buffer are dropped (WithEventBuffer); message events are never
+// dropped, and catching up on history waits while they pile up unread. It is closed after the client ends:
 // right away on Close, after the final event otherwise.
 func (c *Client) Events() <-chan Event { return c.events.out }
 
@@ -353,6 +378,9 @@ func (c *Client) reconnectOnce() (*conn, error) {
 		ev.Session = &s
 	}
 	c.events.push(ev)
+	if sess != nil {
+		c.requestSyncLocked() // read what was missed while away
+	}
 	held := c.held
 	c.held = nil
 	var fin *SessionEndedEvent
@@ -411,6 +439,10 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		// sends today replaces an unfinished presence snapshot.
 		for _, ev := range c.online.abandonSnapshot() {
 			c.pushChangeLocked(ev)
+		}
+	case *parleyv1.Frame_Message:
+		if m := b.Message.GetMessage(); m != nil {
+			c.offerLocked(messageFromWire(m))
 		}
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil

@@ -1,6 +1,7 @@
 package parley
 
 import (
+	"context"
 	"sync"
 
 	"github.com/parleychat/parley/libs/proto/parleyv1"
@@ -64,7 +65,29 @@ type ReconnectedEvent struct {
 	Session *Session
 }
 
+// MessageEvent: a new message in one of the user's conversations (the
+// user's own included). For every conversation the client has listed or
+// received a message in, MessageEvents come in seq order, each exactly
+// once, with no gaps, across reconnects: the client reads what it missed
+// from history before emitting later messages. After a login a fresh
+// Client first emits the private messages the user has not acknowledged
+// and the room's last 50 messages (older ones: History). Message events
+// are never dropped.
+type MessageEvent struct {
+	Message Message
+}
+
+// SyncedEvent: after a login, resume or reconnect, the client has caught
+// up: every message up to each conversation's LastSeq (as listed here) has
+// been emitted before this event. Unread counts are as the server knew
+// them when it listed the conversations.
+type SyncedEvent struct {
+	Conversations []Conversation
+}
+
 func (PresenceSnapshotEvent) isEvent() {}
+func (MessageEvent) isEvent()          {}
+func (SyncedEvent) isEvent()           {}
 func (UserOnlineEvent) isEvent()       {}
 func (UserOfflineEvent) isEvent()      {}
 func (SessionEndedEvent) isEvent()     {}
@@ -82,25 +105,33 @@ type eventQueue struct {
 	out   chan Event
 	limit int
 
-	mu       sync.Mutex // guards the fields below
-	q        []Event
-	nChanges int // presence changes in q
-	finished bool
-	dropped  uint64
-	wake     chan struct{} // signalled (non-blocking) on push and finish
+	// delivered, if set, is called by pump after the application has
+	// received ev (auto-ack).
+	delivered func(ev Event)
+
+	mu        sync.Mutex // guards the fields below
+	q         []Event
+	nChanges  int // presence changes in q
+	nMessages int // message events in q
+	finished  bool
+	dropped   uint64
+	wake      chan struct{} // signalled (non-blocking) on push and finish
+	room      chan struct{} // signalled (non-blocking) when pump takes a message event
 
 	abort chan struct{} // closed by stop: discard the rest
 	once  sync.Once
 	done  chan struct{} // closed when pump has returned
 }
 
-func newEventQueue(limit int) *eventQueue {
+func newEventQueue(limit int, delivered func(Event)) *eventQueue {
 	q := &eventQueue{
-		out:   make(chan Event),
-		limit: limit,
-		wake:  make(chan struct{}, 1),
-		abort: make(chan struct{}),
-		done:  make(chan struct{}),
+		out:       make(chan Event),
+		limit:     limit,
+		delivered: delivered,
+		wake:      make(chan struct{}, 1),
+		room:      make(chan struct{}, 1),
+		abort:     make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	go q.pump()
 	return q
@@ -130,6 +161,9 @@ func (q *eventQueue) push(ev Event) bool {
 		}
 		q.nChanges++
 	}
+	if _, ok := ev.(MessageEvent); ok {
+		q.nMessages++
+	}
 	q.q = append(q.q, ev)
 	q.mu.Unlock()
 	q.signal()
@@ -153,6 +187,30 @@ func (q *eventQueue) finish(last Event) {
 func (q *eventQueue) stop() {
 	q.once.Do(func() { close(q.abort) })
 	<-q.done
+}
+
+// waitRoom blocks until fewer than n message events wait unread, so a
+// long catch-up reads history no faster than the application takes it. It
+// fails when the queue ends or ctx does.
+func (q *eventQueue) waitRoom(ctx context.Context, n int) error {
+	for {
+		q.mu.Lock()
+		queued, fin := q.nMessages, q.finished
+		q.mu.Unlock()
+		if fin {
+			return ErrClosed
+		}
+		if queued < n {
+			return nil
+		}
+		select {
+		case <-q.room:
+		case <-q.abort:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (q *eventQueue) droppedCount() uint64 {
@@ -192,9 +250,22 @@ func (q *eventQueue) pump() {
 		if isChange(ev) {
 			q.nChanges--
 		}
+		_, isMsg := ev.(MessageEvent)
+		if isMsg {
+			q.nMessages--
+		}
 		q.mu.Unlock()
+		if isMsg {
+			select {
+			case q.room <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case q.out <- ev:
+			if q.delivered != nil {
+				q.delivered(ev)
+			}
 		case <-q.abort:
 			return
 		}

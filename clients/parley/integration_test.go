@@ -429,6 +429,7 @@ func TestHeartbeatKeepsIdleConnectionAlive(t *testing.T) {
 	c := dial(t, p.TCPAddr())
 	register(t, c, "alice")
 	next(t, c, snapshotWith("alice"))
+	next[parley.SyncedEvent](t, c, nil) // the login's message sync
 	select {
 	case ev := <-c.Events():
 		t.Fatalf("unexpected event on an idle connection: %#v", ev)

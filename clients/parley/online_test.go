@@ -158,7 +158,7 @@ func TestOnlineViewReconnect(t *testing.T) {
 }
 
 func TestEventQueue(t *testing.T) {
-	q := newEventQueue(2)
+	q := newEventQueue(2, nil)
 	q.push(PresenceSnapshotEvent{})
 	for _, n := range []string{"a", "b", "c"} {
 		q.push(UserOnlineEvent{User: OnlineUser{Username: n}})
@@ -188,7 +188,7 @@ func TestEventQueue(t *testing.T) {
 }
 
 func TestEventQueueStopDiscards(t *testing.T) {
-	q := newEventQueue(10)
+	q := newEventQueue(10, nil)
 	q.push(UserOnlineEvent{})
 	q.stop()
 	for range q.out { // closed, possibly after the one event

@@ -45,6 +45,7 @@ type config struct {
 	dialer       *net.Dialer
 	eventBuffer  int
 	clientName   string
+	autoAck      bool
 }
 
 func defaultConfig() config {
@@ -151,3 +152,9 @@ func WithClientName(name string) Option {
 		}
 	}
 }
+
+// WithAutoAck makes the client acknowledge each message once the
+// application has received its MessageEvent (default false: call Ack for
+// what the user has actually seen). Acks are sent in the background, one
+// per conversation for a run of messages.
+func WithAutoAck(on bool) Option { return func(o *config) { o.autoAck = on } }

@@ -50,6 +50,12 @@ func (c *Client) startSession(ctx context.Context, f *parleyv1.Frame) (*Session,
 	c.mu.Lock()
 	c.session = s
 	c.loggingOut = false
+	if c.trackUser != s.UserID {
+		c.track.reset() // what another user was delivered means nothing now
+		clear(c.catchUps)
+		c.trackUser = s.UserID
+	}
+	c.requestSyncLocked() // offline messages, and where each conversation is
 	c.mu.Unlock()
 	out := *s
 	return &out, nil
@@ -90,6 +96,9 @@ func (c *Client) Logout(ctx context.Context) error {
 	}
 	c.session = nil
 	c.online.clear()
+	c.track.reset()
+	clear(c.catchUps)
+	c.trackUser = ""
 	return err // nil, or UNAUTHENTICATED: there was no session to end
 }
 

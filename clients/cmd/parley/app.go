@@ -99,6 +99,10 @@ func commands() []command {
 		{"who", "list online users (--json for JSON)", cmdWho},
 		{"logout", "end the session and forget its token", cmdLogout},
 		{"watch", "print presence changes: online NAME / offline NAME", cmdWatch},
+		{"send", "send a message: send <conversation|@user> <text|->", cmdSend},
+		{"history", "show stored messages: history <conversation|@user> [--before N] [--limit N] [--json]", cmdHistory},
+		{"conversations", "list conversations: id, title, unread (--json for JSON)", cmdConversations},
+		{"listen", "print messages as they arrive: CONVERSATION SEQ SENDER: TEXT", cmdListen},
 		{"ping", "measure the round trip to the gateway", cmdPing},
 	}
 }
@@ -106,7 +110,7 @@ func commands() []command {
 func (a *app) usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: parley [global flags] [command] [flags]\n\ncommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nglobal flags (also accepted after the command):\n")
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)

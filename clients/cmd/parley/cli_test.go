@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,115 @@ func TestCLIErrorsWithoutServer(t *testing.T) {
 				t.Errorf("stderr has %d lines, want one: %q", lines+1, stderr)
 			}
 		})
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		min, max int
+		wantPos  []string
+		before   uint64
+		limit    int
+		asJSON   bool
+		errText  string
+	}{
+		{name: "flags first", args: []string{"--limit", "10", "--json", "room.public"}, min: 1, max: 1, wantPos: []string{"room.public"}, limit: 10, asJSON: true},
+		{name: "flags after", args: []string{"room.public", "--before", "51", "--limit=5"}, min: 1, max: 1, wantPos: []string{"room.public"}, before: 51, limit: 5},
+		{name: "flags between", args: []string{"@bob", "--json", "hello", "world"}, min: 2, max: -1, wantPos: []string{"@bob", "hello", "world"}, asJSON: true},
+		{name: "dash is text", args: []string{"room.public", "-"}, min: 2, max: -1, wantPos: []string{"room.public", "-"}},
+		{name: "after -- all text", args: []string{"room.public", "--", "--json", "-x"}, min: 2, max: -1, wantPos: []string{"room.public", "--json", "-x"}},
+		{name: "missing", args: []string{"--json"}, min: 1, max: 1, errText: "missing conversation"},
+		{name: "too many", args: []string{"a", "b"}, min: 1, max: 1, errText: `unexpected argument "b"`},
+		{name: "unknown flag", args: []string{"a", "--nope"}, min: 1, max: 1, errText: "flag provided but not defined: -nope"},
+		{name: "bad number", args: []string{"a", "--before", "x"}, min: 1, max: 1, errText: "invalid value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &app{stderr: new(bytes.Buffer)}
+			a.g = globals{}
+			fs := a.flags("history", "")
+			before := fs.Uint64("before", 0, "")
+			limit := fs.Int("limit", 0, "")
+			asJSON := fs.Bool("json", false, "")
+			pos, err := parseArgs(fs, tt.args, tt.min, tt.max, "conversation")
+			if tt.errText != "" {
+				var ue usageError
+				if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.errText) {
+					t.Fatalf("err = %v, want a usage error containing %q", err, tt.errText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(pos, tt.wantPos) || *before != tt.before || *limit != tt.limit || *asJSON != tt.asJSON {
+				t.Errorf("got %q before=%d limit=%d json=%v", pos, *before, *limit, *asJSON)
+			}
+		})
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	for in, want := range map[string]target{
+		"room.public":    {conversation: "room.public"},
+		"dm.u1.u2":       {conversation: "dm.u1.u2"},
+		"@bob":           {username: "bob"},
+		"@Bob_the_Great": {username: "Bob_the_Great"},
+	} {
+		if got, err := parseTarget(in); err != nil || got != want {
+			t.Errorf("parseTarget(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "@"} {
+		if _, err := parseTarget(bad); err == nil {
+			t.Errorf("parseTarget(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMessageText(t *testing.T) {
+	tests := []struct {
+		args  []string
+		stdin string
+		want  string
+	}{
+		{[]string{"hello", "world"}, "", "hello world"},
+		{[]string{"-"}, "line one\nline two\n", "line one\nline two"},
+		{[]string{"-"}, "你好 👋\r\n", "你好 👋"},
+		{[]string{"-", "x"}, "ignored", "- x"},
+	}
+	for _, tt := range tests {
+		a := &app{stdin: bufio.NewReader(strings.NewReader(tt.stdin))}
+		if got, err := a.messageText(tt.args); err != nil || got != tt.want {
+			t.Errorf("messageText(%q) = %q, %v; want %q", tt.args, got, err, tt.want)
+		}
+	}
+	if got := escapeText("a\\b\nc\r"); got != `a\\b\nc\r` {
+		t.Errorf("escapeText = %q", got)
+	}
+}
+
+func TestChatCommandUsage(t *testing.T) {
+	cfg := t.TempDir()
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"send", "room.public"}, exitUsage, "missing conversation and text"},
+		{[]string{"send", "@", "hi"}, exitUsage, "@ needs a username"},
+		{[]string{"history"}, exitUsage, "missing conversation"},
+		{[]string{"history", "room.public", "--limit", "500"}, exitUsage, "--limit must be between 1 and 200"},
+		{[]string{"conversations", "extra"}, exitUsage, `unexpected argument "extra"`},
+		{[]string{"--config-dir", cfg, "send", "room.public", "hi"}, exitError, "not logged in"},
+		{[]string{"--config-dir", cfg, "listen"}, exitError, "not logged in"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, nil, "", tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+			t.Errorf("parley %q: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
 	}
 }

@@ -112,11 +112,18 @@ func (a *app) resumeStored(ctx context.Context, c *parley.Client, key string, sa
 	return sess, nil
 }
 
-// sessionCommand parses fs, dials, resumes the stored session, then runs fn.
+// sessionCommand parses fs (no positional arguments), dials, resumes the
+// stored session, then runs fn.
 func sessionCommand(ctx context.Context, a *app, fs *flag.FlagSet, args []string, fn func(ctx context.Context, c *parley.Client, key string, s *parley.Session) error) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
+	return withSession(ctx, a, fn)
+}
+
+// withSession dials, resumes the stored session, then runs fn, all bounded
+// by --timeout.
+func withSession(ctx context.Context, a *app, fn func(ctx context.Context, c *parley.Client, key string, s *parley.Session) error) error {
 	key, err := a.serverKey()
 	if err != nil {
 		return err

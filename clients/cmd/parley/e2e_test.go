@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -235,4 +236,133 @@ func TestBinaryOverWebSocket(t *testing.T) {
 	if out := c.ok(nil, "", "who"); out != "carol\n" {
 		t.Errorf("who over websocket = %q", out)
 	}
+}
+
+// TestBinaryChat drives send, history, conversations and listen.
+func TestBinaryChat(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := cli{t: t, bin: buildBinary(t), server: p.TCPAddr(), config: t.TempDir()}
+	bob := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	withPW := []string{"PARLEY_PASSWORD=" + pw}
+	alice.ok(withPW, "", "register", "alice")
+	bob.ok(withPW, "", "register", "bob")
+
+	listen := bob.cmd(nil, "listen")
+	stdout, err := listen.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listenErr strings.Builder
+	listen.Stderr = &listenErr
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+
+	if out := alice.ok(nil, "", "send", "room.public", "hello", "world"); out != "sent room.public 1\n" {
+		t.Errorf("send printed %q", out)
+	}
+	out := alice.ok(nil, "line one\nline two\n", "send", "@bob", "-")
+	dm, ok := strings.CutPrefix(strings.TrimSpace(out), "sent ")
+	dm, _, _ = strings.Cut(dm, " ")
+	if !ok || !strings.HasPrefix(dm, "dm.") || !strings.HasSuffix(out, " 1\n") {
+		t.Fatalf("send @bob printed %q", out)
+	}
+
+	want := map[string]bool{
+		"room.public 1 alice: hello world":  true,
+		dm + ` 1 alice: line one\nline two`: true,
+	}
+	for len(want) > 0 {
+		select {
+		case l, open := <-lines:
+			if !open {
+				t.Fatalf("listen ended (stderr %q) still waiting for %v", listenErr.String(), want)
+			}
+			if !want[l] {
+				t.Fatalf("listen printed %q, want one of %v", l, want)
+			}
+			delete(want, l)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("listen did not print %v", want)
+		}
+	}
+
+	if out := bob.ok(nil, "", "conversations"); !regexpLines(out, `^room\.public\s+public\s+1$`, `^`+dm+`\s+alice\s+1$`) {
+		t.Errorf("conversations printed %q", out)
+	}
+	var convs []struct {
+		ID     string `json:"id"`
+		Kind   string `json:"kind"`
+		Title  string `json:"title"`
+		Unread int    `json:"unread"`
+	}
+	if err := json.Unmarshal([]byte(bob.ok(nil, "", "conversations", "--json")), &convs); err != nil {
+		t.Fatalf("conversations --json: %v", err)
+	}
+	if len(convs) != 2 || convs[0].ID != "room.public" || convs[0].Kind != "room" || convs[1].ID != dm ||
+		convs[1].Kind != "direct" || convs[1].Title != "alice" || convs[1].Unread != 1 {
+		t.Errorf("conversations --json = %+v", convs)
+	}
+
+	var hist struct {
+		Messages []struct {
+			Seq        uint64 `json:"seq"`
+			SenderName string `json:"sender_name"`
+			Text       string `json:"text"`
+		} `json:"messages"`
+		More bool `json:"more"`
+	}
+	if err := json.Unmarshal([]byte(bob.ok(nil, "", "history", "@alice", "--json")), &hist); err != nil {
+		t.Fatalf("history --json: %v", err)
+	}
+	if len(hist.Messages) != 1 || hist.Messages[0].Text != "line one\nline two" || hist.Messages[0].SenderName != "alice" || hist.More {
+		t.Errorf("history @alice --json = %+v", hist)
+	}
+	alice.ok(nil, "", "send", "room.public", "second")
+	out = bob.ok(nil, "", "history", "room.public", "--limit", "1")
+	if !regexpLines(out, `^2 \d{4}-\d\d-\d\d \d\d:\d\d alice: second$`) {
+		t.Errorf("history --limit 1 printed %q", out)
+	}
+	if out := bob.ok(nil, "", "history", "room.public", "--before", "2"); !regexpLines(out, `^1 .* alice: hello world$`) {
+		t.Errorf("history --before 2 printed %q", out)
+	}
+
+	alice.fails(nil, "", "EMPTY_MESSAGE", "send", "room.public", " ")
+	alice.fails(nil, "", "NOT_FOUND", "history", "room.nope")
+	alice.fails(nil, "", "NOT_FOUND", "send", "@nobody", "hi")
+
+	if err := listen.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for l := range lines {
+		if !strings.HasPrefix(l, "room.public 2 alice: second") {
+			t.Errorf("listen printed %q", l)
+		}
+	}
+	if err := listen.Wait(); err != nil {
+		t.Errorf("listen after SIGINT: %v (stderr %q), want exit 0", err, listenErr.String())
+	}
+}
+
+// regexpLines reports whether out has exactly one line per pattern, in
+// order, each matching.
+func regexpLines(out string, patterns ...string) bool {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != len(patterns) {
+		return false
+	}
+	for i, p := range patterns {
+		if !regexp.MustCompile(p).MatchString(lines[i]) {
+			return false
+		}
+	}
+	return true
 }

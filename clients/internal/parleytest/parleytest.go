@@ -138,9 +138,12 @@ type Relay struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex // guards conns
+	mu    sync.Mutex // guards conns and stalled
 	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	// stalled: bytes from the server are thrown away instead of relayed,
+	// until the next Cut (a reply lost in a network that is about to break).
+	stalled bool
+	wg      sync.WaitGroup
 }
 
 // NewRelay relays to target (host:port) until the test ends.
@@ -160,7 +163,7 @@ func NewRelay(t testing.TB, target string) *Relay {
 // Addr is the relay's client address ("tcp://...").
 func (r *Relay) Addr() string { return "tcp://" + r.ln.Addr().String() }
 
-// Cut closes every relayed connection.
+// Cut closes every relayed connection (and ends a stall).
 func (r *Relay) Cut() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -168,6 +171,35 @@ func (r *Relay) Cut() {
 		c.Close()
 	}
 	clear(r.conns)
+	r.stalled = false
+}
+
+// StallReplies throws away whatever the server sends from now on, while
+// the client's requests still reach it: the server acts, the client never
+// hears. A Cut follows to play the break.
+func (r *Relay) StallReplies() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stalled = true
+}
+
+func (r *Relay) isStalled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stalled
+}
+
+// stallWriter relays to w unless the relay is stalled.
+type stallWriter struct {
+	r *Relay
+	w io.Writer
+}
+
+func (s stallWriter) Write(b []byte) (int, error) {
+	if s.r.isStalled() {
+		return len(b), nil
+	}
+	return s.w.Write(b)
 }
 
 func (r *Relay) close() {
@@ -200,13 +232,14 @@ func (r *Relay) accept() {
 		}
 		r.track(in, out)
 		r.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
+		pipe := func(dst io.Writer, src net.Conn, both ...net.Conn) {
 			defer r.wg.Done()
 			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
+			for _, c := range both {
+				c.Close()
+			}
 		}
-		go pipe(out, in)
-		go pipe(in, out)
+		go pipe(out, in, in, out)
+		go pipe(stallWriter{r, in}, out, in, out)
 	}
 }

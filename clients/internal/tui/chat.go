@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,29 +21,34 @@ const (
 	lineSystem lineKind = iota // notices: presence, connection state
 	lineError
 	lineOwn   // what this user sent
-	lineOther // what others sent (arrives with the messaging service)
+	lineOther // what others sent
 )
 
 type line struct {
 	kind lineKind
-	at   time.Time
+	at   time.Time // a message's send time; a notice's arrival
 	from string
 	text string
+	seq  uint64 // a message's seq in its conversation; 0 for notices
 }
 
-// maxLines bounds the scrollback.
+// maxLines bounds the scrollback of each conversation.
 const maxLines = 2000
 
 // Layout constants.
 const (
-	onlinePaneWidth = 24
-	inputHeight     = 3
+	sidePaneWidth = 26
+	inputHeight   = 3
 )
 
-// chatScreen is the main screen: messages, online users, input.
+// chatScreen is the main screen: the selected conversation's messages, a
+// side pane with the conversations (public room first, then private
+// chats, with unread counts) and who is online, and the input.
 type chatScreen struct {
-	me       string
-	lines    []line
+	me       string // username
+	myID     string
+	convs    []*convView // rooms first, then private chats by title
+	sel      int         // index of the selected conversation in convs
 	online   []parley.OnlineUser
 	status   string // "" when connected; "reconnecting…" etc.
 	gateway  string
@@ -54,7 +60,7 @@ type chatScreen struct {
 
 func newChatScreen() chatScreen {
 	in := textarea.New()
-	in.Placeholder = "Type /who, /logout, /quit or a message… (alt+enter: new line)"
+	in.Placeholder = "Type a message, /msg USER, /who, /help… (alt+enter: new line)"
 	in.ShowLineNumbers = false
 	in.Prompt = "┃ "
 	in.CharLimit = 4000
@@ -65,16 +71,84 @@ func newChatScreen() chatScreen {
 	return chatScreen{messages: viewport.New(0, 0), input: in}
 }
 
-func (c *chatScreen) add(kind lineKind, from, text string) {
-	c.lines = append(c.lines, line{kind: kind, at: time.Now(), from: from, text: text})
-	if len(c.lines) > maxLines {
-		c.lines = c.lines[len(c.lines)-maxLines:]
+// add shows a notice in the selected conversation.
+func (c *chatScreen) add(kind lineKind, text string) {
+	if cv := c.selected(); cv != nil {
+		cv.addNotice(kind, text)
+		c.refresh()
 	}
-	c.refresh()
 }
 
 func (c *chatScreen) system(format string, args ...any) {
-	c.add(lineSystem, "", fmt.Sprintf(format, args...))
+	c.add(lineSystem, fmt.Sprintf(format, args...))
+}
+
+func (c *chatScreen) selected() *convView {
+	if c.sel < 0 || c.sel >= len(c.convs) {
+		return nil
+	}
+	return c.convs[c.sel]
+}
+
+func (c *chatScreen) conv(id string) *convView {
+	for _, cv := range c.convs {
+		if cv.id == id {
+			return cv
+		}
+	}
+	return nil
+}
+
+// ensureConv returns the conversation, adding it to the pane if new (the
+// selection stays on the same conversation).
+func (c *chatScreen) ensureConv(id string, kind parley.ConversationKind, title string) (cv *convView, added bool) {
+	if cv := c.conv(id); cv != nil {
+		if cv.title == "" {
+			cv.title = title
+		}
+		return cv, false
+	}
+	cur := c.selected()
+	cv = newConvView(id, kind, title)
+	c.convs = append(c.convs, cv)
+	slices.SortStableFunc(c.convs, func(a, b *convView) int {
+		ra, rb := a.kind != parley.ConversationRoom, b.kind != parley.ConversationRoom
+		if ra != rb {
+			if !ra {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.title, b.title)
+	})
+	if cur != nil {
+		c.sel = slices.Index(c.convs, cur)
+	}
+	return cv, true
+}
+
+// selectConv selects the conversation at index i (wrapping around).
+func (c *chatScreen) selectConv(i int) *convView {
+	if len(c.convs) == 0 {
+		return nil
+	}
+	c.sel = (i%len(c.convs) + len(c.convs)) % len(c.convs)
+	c.messages.GotoBottom()
+	c.refresh()
+	return c.selected()
+}
+
+// messageLine is how a message is shown.
+func (c *chatScreen) messageLine(m parley.Message) line {
+	kind := lineOther
+	if m.SenderID == c.myID || (m.SenderID == "" && m.SenderName == c.me) {
+		kind = lineOwn
+	}
+	at := m.SentAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return line{kind: kind, at: at, from: m.SenderName, text: m.Text, seq: m.Seq}
 }
 
 // setOnline replaces the list (from a snapshot or a /who reply).
@@ -113,7 +187,7 @@ func sortByName(us []parley.OnlineUser) {
 // resize lays the screen out for the terminal size.
 func (c *chatScreen) resize(w, h int) {
 	c.width, c.height = w, h
-	msgW := max(w-onlinePaneWidth-2, 10)
+	msgW := max(w-sidePaneWidth-2, 10)
 	bodyH := max(h-1-(inputHeight+2)-1-2, 3) // header, input box, help, pane borders
 	c.messages.Width = msgW
 	c.messages.Height = bodyH
@@ -126,8 +200,12 @@ func (c *chatScreen) resize(w, h int) {
 func (c *chatScreen) refresh() {
 	atBottom := c.messages.AtBottom() || c.messages.TotalLineCount() <= c.messages.Height
 	width := max(c.messages.Width, 10)
+	var lines []line
+	if cv := c.selected(); cv != nil {
+		lines = cv.lines
+	}
 	var b strings.Builder
-	for i, l := range c.lines {
+	for i, l := range lines {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
@@ -144,9 +222,9 @@ func renderLine(l line, width int) string {
 	wrap := lipgloss.NewStyle().Width(max(width-6, 4))
 	switch l.kind {
 	case lineOwn:
-		return ts + wrap.Render(ownNameStyle.Render(l.from)+" "+l.text)
+		return ts + wrap.Render(ownNameStyle.Render(l.from+":")+" "+l.text)
 	case lineOther:
-		return ts + wrap.Render(otherName.Render(l.from)+" "+l.text)
+		return ts + wrap.Render(otherName.Render(l.from+":")+" "+l.text)
 	case lineError:
 		return ts + wrap.Render(errorStyle.Render("! "+l.text))
 	default:
@@ -165,12 +243,38 @@ func (c *chatScreen) view(server string) string {
 		header += dimStyle.Render(" · " + c.gateway)
 	}
 
-	var ob strings.Builder
-	ob.WriteString(titleStyle.Render(fmt.Sprintf("Online (%d)", len(c.online))))
-	maxRows := max(c.messages.Height-1, 1)
+	side := c.sidePane()
+	sidePane := paneStyle.Width(sidePaneWidth - 2).Height(c.messages.Height).Render(side)
+	msgPane := paneStyle.Width(c.messages.Width).Height(c.messages.Height).Render(c.messages.View())
+	body := lipgloss.JoinHorizontal(lipgloss.Top, msgPane, sidePane)
+	input := paneStyle.Render(c.input.View())
+	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /help")
+	return lipgloss.JoinVertical(lipgloss.Left, header, body, input, help)
+}
+
+// sidePane lists the conversations (the selected one marked, unread counts
+// in brackets) and then who is online, within the pane's height.
+func (c *chatScreen) sidePane() string {
+	rows := max(c.messages.Height, 2)
+	var out []string
+	out = append(out, titleStyle.Render("Chats"))
+	for i, cv := range c.convs {
+		name := cv.name()
+		if cv.unread > 0 {
+			name += fmt.Sprintf(" (%d)", cv.unread)
+		}
+		if i == c.sel {
+			out = append(out, activeTab.Render("› "+name))
+		} else if cv.unread > 0 {
+			out = append(out, "  "+otherName.Render(name))
+		} else {
+			out = append(out, "  "+name)
+		}
+	}
+	out = append(out, "", titleStyle.Render(fmt.Sprintf("Online (%d)", len(c.online))))
 	for i, u := range c.online {
-		if i == maxRows-1 && len(c.online) > maxRows {
-			ob.WriteString("\n" + dimStyle.Render(fmt.Sprintf("… %d more", len(c.online)-i)))
+		if len(out) == rows-1 && i < len(c.online)-1 {
+			out = append(out, dimStyle.Render(fmt.Sprintf("… %d more", len(c.online)-i)))
 			break
 		}
 		name := u.Username
@@ -179,12 +283,10 @@ func (c *chatScreen) view(server string) string {
 		} else {
 			name = otherName.Render(name)
 		}
-		ob.WriteString("\n" + name)
+		out = append(out, name)
 	}
-	onlinePane := paneStyle.Width(onlinePaneWidth - 2).Height(c.messages.Height).Render(ob.String())
-	msgPane := paneStyle.Width(c.messages.Width).Height(c.messages.Height).Render(c.messages.View())
-	body := lipgloss.JoinHorizontal(lipgloss.Top, msgPane, onlinePane)
-	input := paneStyle.Render(c.input.View())
-	help := dimStyle.Render("enter: send · alt+enter: new line · pgup/pgdn: scroll · /who · /logout · /quit")
-	return lipgloss.JoinVertical(lipgloss.Left, header, body, input, help)
+	if len(out) > rows {
+		out = out[:rows]
+	}
+	return strings.Join(out, "\n")
 }

@@ -102,3 +102,81 @@ func logoutCmd(ctx context.Context, c *parley.Client) tea.Cmd {
 		return logoutMsg{err: c.Logout(ctx)}
 	}
 }
+
+// sentMsg reports a Send; the message itself arrives as a MessageEvent.
+type sentMsg struct {
+	conv string
+	err  error
+}
+
+// historyMsg carries an older page of conv (PgUp).
+type historyMsg struct {
+	conv string
+	msgs []parley.Message
+	more bool
+	err  error
+}
+
+// openedMsg reports /msg USER: the private conversation, and the text to
+// send in it, if any.
+type openedMsg struct {
+	conv *parley.Conversation
+	text string
+	err  error
+}
+
+// convsMsg carries a fresh conversation list (titles, unread counts).
+type convsMsg struct {
+	convs []parley.Conversation
+	err   error
+}
+
+func sendCmd(ctx context.Context, c *parley.Client, conv, text string) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		_, err := c.Send(ctx, conv, text)
+		return sentMsg{conv: conv, err: err}
+	}
+}
+
+// historyPage is how many older messages one PgUp at the top loads.
+const historyPage = 50
+
+func historyCmd(ctx context.Context, c *parley.Client, conv string, before uint64) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		msgs, more, err := c.History(ctx, conv, before, historyPage)
+		return historyMsg{conv: conv, msgs: msgs, more: more, err: err}
+	}
+}
+
+// ackCmd acknowledges what the user has seen; a failure only leaves the
+// unread count higher on other devices, so it is not reported.
+func ackCmd(ctx context.Context, c *parley.Client, conv string, seq uint64) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		_ = c.Ack(ctx, conv, seq)
+		return nil
+	}
+}
+
+func openDirectCmd(ctx context.Context, c *parley.Client, user, text string) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		cv, err := c.OpenDirect(ctx, user)
+		return openedMsg{conv: cv, text: text, err: err}
+	}
+}
+
+func convsCmd(ctx context.Context, c *parley.Client) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		convs, err := c.Conversations(ctx)
+		return convsMsg{convs: convs, err: err}
+	}
+}

@@ -74,9 +74,23 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.onClientEnded(msg.err)
 		}
 		return m, nil
+	case sentMsg:
+		if msg.err != nil {
+			m.noticeIn(msg.conv, lineError, "not sent: "+describe(msg.err))
+		}
+		return m, nil
+	case historyMsg:
+		return m, m.onHistory(msg)
+	case openedMsg:
+		return m, m.onOpened(msg)
+	case convsMsg:
+		if msg.err == nil {
+			m.applyConversations(msg.convs, false)
+		}
+		return m, nil
 	case whoMsg:
 		if msg.err != nil {
-			m.chat.add(lineError, "", "who: "+describe(msg.err))
+			m.chat.add(lineError, "who: "+describe(msg.err))
 			return m, nil
 		}
 		m.chat.setOnline(msg.users)
@@ -88,7 +102,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case logoutMsg:
 		if msg.err != nil && !errors.Is(msg.err, parley.ErrUnauthenticated) {
-			m.chat.add(lineError, "", "logout: "+describe(msg.err))
+			m.chat.add(lineError, "logout: "+describe(msg.err))
 			return m, nil
 		}
 		if m.cfg.ForgetSession != nil {
@@ -138,12 +152,14 @@ func (m *model) onAuth(msg authMsg) tea.Cmd {
 	s := msg.session
 	if m.cfg.SaveSession != nil {
 		if err := m.cfg.SaveSession(s); err != nil {
-			m.chat.add(lineError, "", "could not store the session token: "+err.Error())
+			m.chat.add(lineError, "could not store the session token: "+err.Error())
 		}
 	}
 	m.screen = screenChat
 	m.login.busy, m.login.status, m.login.err = false, "", ""
-	m.chat.me = s.Username
+	m.chat.me, m.chat.myID = s.Username, s.UserID
+	m.chat.ensureConv(parley.PublicRoom, parley.ConversationRoom, "public")
+	m.chat.selectConv(0)
 	m.chat.status = ""
 	m.chat.online = nil
 	if m.client != nil {
@@ -157,7 +173,7 @@ func (m *model) onAuth(msg authMsg) tea.Cmd {
 	default:
 		m.chat.system("logged in as %s", s.Username)
 	}
-	m.chat.system("chat arrives with the messaging service; for now: /who, /logout, /quit")
+	m.chat.system("enter sends to the selected chat · tab switches chats · /msg USER opens a private one · /help")
 	return tea.Batch(cmd, m.chat.input.Focus())
 }
 
@@ -181,10 +197,14 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 		if ev.User.Username != m.chat.me {
 			m.chat.system("%s went offline", ev.User.Username)
 		}
+	case parley.MessageEvent:
+		return m.onMessage(ev.Message)
+	case parley.SyncedEvent:
+		return m.applyConversations(ev.Conversations, true)
 	case parley.DisconnectedEvent:
 		if m.screen == screenChat {
 			m.chat.status = "reconnecting…"
-			m.chat.add(lineError, "", "connection lost ("+describe(ev.Err)+"); reconnecting…")
+			m.chat.add(lineError, "connection lost ("+describe(ev.Err)+"); reconnecting…")
 		}
 	case parley.ReconnectedEvent:
 		m.chat.status = ""
@@ -233,7 +253,19 @@ func (m *model) updateChat(msg tea.Msg) tea.Cmd {
 				return nil
 			}
 			return m.submit(text)
-		case "pgup", "pgdown":
+		case "tab", "ctrl+down":
+			return m.selectConv(m.chat.sel + 1)
+		case "shift+tab", "ctrl+up":
+			return m.selectConv(m.chat.sel - 1)
+		case "pgup":
+			var load tea.Cmd
+			if m.chat.messages.AtTop() {
+				load = m.loadOlder()
+			}
+			var cmd tea.Cmd
+			m.chat.messages, cmd = m.chat.messages.Update(msg)
+			return tea.Batch(load, cmd)
+		case "pgdown":
 			var cmd tea.Cmd
 			m.chat.messages, cmd = m.chat.messages.Update(msg)
 			return cmd
@@ -260,19 +292,33 @@ func (m *model) submit(text string) tea.Cmd {
 			}
 			m.chat.system("logging out…")
 			return logoutCmd(m.ctx, m.client)
+		case "/msg":
+			user, rest, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(text, "/msg")), " ")
+			user = strings.TrimPrefix(user, "@")
+			if user == "" {
+				m.chat.add(lineError, "usage: /msg USER [text]")
+				return nil
+			}
+			if m.client == nil {
+				return nil
+			}
+			return openDirectCmd(m.ctx, m.client, user, strings.TrimSpace(rest))
 		case "/quit", "/exit":
 			return tea.Quit
 		case "/help":
-			m.chat.system("/who: refresh the online list · /logout: end the session · /quit: leave (the session stays for next time)")
+			m.chat.system("enter: send to the selected chat · tab / shift+tab: switch chats · pgup at the top: older messages · " +
+				"/msg USER [text]: private chat · /who: refresh the online list · /logout: end the session · /quit: leave (the session stays for next time)")
 			return nil
 		default:
-			m.chat.add(lineError, "", fmt.Sprintf("unknown command %s (try /help)", cmd))
+			m.chat.add(lineError, fmt.Sprintf("unknown command %s (try /help)", cmd))
 			return nil
 		}
 	}
-	m.chat.add(lineOwn, m.chat.me, text)
-	m.chat.system("chat arrives with the messaging service")
-	return nil
+	cv := m.chat.selected()
+	if cv == nil {
+		return nil
+	}
+	return m.send(cv.id, text)
 }
 
 func (m *model) View() string {

@@ -108,17 +108,21 @@ func TestChatInput(t *testing.T) {
 	if got := m.chat.input.Value(); got != "hello\nworld" {
 		t.Fatalf("input = %q, want two lines", got)
 	}
-	press(m, tea.KeyEnter)
+	cmd := press(m, tea.KeyEnter)
 	if m.chat.input.Value() != "" {
 		t.Error("input not cleared after sending")
 	}
-	var own, notice bool
-	for _, l := range m.chat.lines {
-		own = own || (l.kind == lineOwn && l.text == "hello\nworld")
-		notice = notice || (l.kind == lineSystem && strings.Contains(l.text, "messaging service"))
+	// Sent to the selected conversation (here without a connection).
+	if cmd == nil {
+		t.Fatal("enter sent nothing")
 	}
-	if !own || !notice {
-		t.Errorf("lines = %+v: want the own message and the messaging notice", m.chat.lines)
+	sent, ok := cmd().(sentMsg)
+	if !ok || sent.conv != parley.PublicRoom {
+		t.Fatalf("enter produced %#v, want a send to the room", sent)
+	}
+	m.Update(sent)
+	if v := m.View(); !strings.Contains(v, "not sent: not connected") {
+		t.Errorf("a failed send is not reported:\n%s", v)
 	}
 
 	typeText(m, "/quit")

@@ -1,0 +1,137 @@
+package tui
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/clients/parley"
+)
+
+// convView is one conversation as the chat screen shows it: its lines
+// (messages in seq order, with the notices that happened while it was
+// selected), how far back it is loaded, and its unread count.
+type convView struct {
+	id      string
+	kind    parley.ConversationKind
+	title   string // "" until known (a private chat opened by our own message)
+	lines   []line
+	seen    map[uint64]bool // seqs of the messages in lines
+	lastSeq uint64          // newest seq known on the server
+	acked   uint64          // how far this user has acknowledged
+	unread  uint64
+	loading bool // an older page is being read (PgUp)
+	noOlder bool // the first message is loaded
+}
+
+func newConvView(id string, kind parley.ConversationKind, title string) *convView {
+	return &convView{id: id, kind: kind, title: title, seen: make(map[uint64]bool)}
+}
+
+// kindOf guesses a conversation's kind from its id, for one first seen in
+// a message (ids are opaque, but these two forms are the protocol's).
+func kindOf(id string) parley.ConversationKind {
+	switch {
+	case strings.HasPrefix(id, "room."):
+		return parley.ConversationRoom
+	case strings.HasPrefix(id, "dm."):
+		return parley.ConversationDirect
+	}
+	return parley.ConversationUnknown
+}
+
+// name is what the conversations pane shows.
+func (c *convView) name() string {
+	switch {
+	case c.title == "":
+		return "…"
+	case c.kind == parley.ConversationRoom:
+		return "#" + c.title
+	}
+	return "@" + c.title
+}
+
+// oldest is the smallest seq loaded (0: none).
+func (c *convView) oldest() uint64 {
+	for _, l := range c.lines {
+		if l.seq > 0 {
+			return l.seq
+		}
+	}
+	return 0
+}
+
+// newest is the highest seq loaded (0: none).
+func (c *convView) newest() uint64 {
+	for i := len(c.lines) - 1; i >= 0; i-- {
+		if c.lines[i].seq > 0 {
+			return c.lines[i].seq
+		}
+	}
+	return 0
+}
+
+// canLoadOlder: messages before the oldest loaded exist, or nothing is
+// loaded of a conversation that has messages.
+func (c *convView) canLoadOlder() bool {
+	if c.loading || c.noOlder {
+		return false
+	}
+	if o := c.oldest(); o > 0 {
+		return o > 1
+	}
+	return c.lastSeq > 0
+}
+
+// addMessage puts a message at its place by seq; it reports false for one
+// already shown (a history page overlapping live delivery).
+func (c *convView) addMessage(l line) bool {
+	if c.seen[l.seq] {
+		return false
+	}
+	c.seen[l.seq] = true
+	c.lastSeq = max(c.lastSeq, l.seq)
+	// After the last message with a smaller seq (and the notices after
+	// it), before the first with a larger one.
+	at := len(c.lines)
+	for i := len(c.lines) - 1; i >= 0; i-- {
+		if s := c.lines[i].seq; s > 0 {
+			if s < l.seq {
+				break
+			}
+			at = i
+		}
+	}
+	c.lines = slices.Insert(c.lines, at, l)
+	c.trim()
+	return true
+}
+
+func (c *convView) addNotice(kind lineKind, text string) {
+	c.lines = append(c.lines, line{kind: kind, at: time.Now(), text: text})
+	c.trim()
+}
+
+// trim bounds the scrollback; what is dropped can be paged in again.
+func (c *convView) trim() {
+	if len(c.lines) <= maxLines {
+		return
+	}
+	for _, l := range c.lines[:len(c.lines)-maxLines] {
+		delete(c.seen, l.seq)
+	}
+	c.lines = slices.Clone(c.lines[len(c.lines)-maxLines:])
+	c.noOlder = false
+}
+
+// markRead clears the unread count and returns the seq to acknowledge (0:
+// nothing new).
+func (c *convView) markRead() uint64 {
+	c.unread = 0
+	n := c.newest()
+	if n <= c.acked {
+		return 0
+	}
+	c.acked = n
+	return n
+}
