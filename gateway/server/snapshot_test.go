@@ -235,3 +235,21 @@ func TestWhoPaging(t *testing.T) {
 	}
 	c.ping(7)
 }
+
+// TestSnapshotWaitsForPresenceRestart: presence has no responder for a
+// moment (restarting, or still starting next to the gateway) when a client
+// logs in; the gateway asks again and the client still gets its snapshot.
+func TestSnapshotWaitsForPresenceRestart(t *testing.T) {
+	e := startGateway(t, nil)
+	e.presence.stopList()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		e.presence.startList(t)
+	}()
+	c := dialTCP(t, e)
+	c.login("alice", nil)
+	users, _ := c.snapshot()
+	if len(users) != 1 || users[0].GetUsername() != "alice" {
+		t.Fatalf("snapshot after presence came back = %v, want alice", users)
+	}
+}

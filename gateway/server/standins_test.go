@@ -151,6 +151,33 @@ type standInPresence struct {
 	heartbeats  []*internalv1.GatewayHeartbeat
 	resyncs     []*internalv1.GatewayResync
 	resync      bool // answer heartbeats with resync=true
+
+	listHandler nats.MsgHandler
+	listSub     *nats.Subscription // nil while the list is "down" (no responder)
+}
+
+// stopList takes the list responder away: requests get no responders, as
+// while presence restarts.
+func (p *standInPresence) stopList() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.listSub != nil {
+		_ = p.listSub.Unsubscribe()
+		p.listSub = nil
+	}
+}
+
+// startList (re)subscribes the list responder.
+func (p *standInPresence) startList(t testing.TB) {
+	s, err := p.nc.QueueSubscribe(subject.PresenceList, subject.QueuePresence, p.listHandler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.nc.Flush()
+	p.mu.Lock()
+	p.listSub = s
+	p.mu.Unlock()
+	t.Cleanup(func() { _ = s.Unsubscribe() })
 }
 
 func startStandInPresence(t testing.TB, nc *nats.Conn) *standInPresence {
@@ -190,7 +217,7 @@ func startStandInPresence(t testing.TB, nc *nats.Conn) *standInPresence {
 		p.mu.Unlock()
 		_ = rpc.Respond(m, nil)
 	})
-	sub(subject.PresenceList, func(m *nats.Msg) {
+	p.listHandler = func(m *nats.Msg) {
 		req := new(internalv1.PresenceListRequest)
 		if err := proto.Unmarshal(m.Data, req); err != nil {
 			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body"))
@@ -205,7 +232,8 @@ func startStandInPresence(t testing.TB, nc *nats.Conn) *standInPresence {
 			hook(n)
 		}
 		_ = rpc.Respond(m, reply)
-	})
+	}
+	p.startList(t)
 	sub(subject.PresenceHeartbeat, func(m *nats.Msg) {
 		req := new(internalv1.GatewayHeartbeat)
 		_ = proto.Unmarshal(m.Data, req)

@@ -218,6 +218,10 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Clients reconnecting to a restarted parleyd wait in the listen
+	// backlog until the services answer, rather than meeting "no
+	// responders" in their first requests.
+	s.waitServices(ctx, 15*time.Second)
 	gwCtx, stopGW := context.WithCancel(ctx)
 	defer stopGW()
 	gwDone := make(chan error, 1)
@@ -239,6 +243,19 @@ func (s *Server) Run(ctx context.Context) error {
 	stopSvcs()
 	svcs.Wait()
 	return runErr
+}
+
+// waitServices waits (at most within) until auth, presence and messaging
+// are serving; the gateway starts either way.
+func (s *Server) waitServices(ctx context.Context, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if s.auth.Ready() == nil && s.presence.Ready() == nil && s.msgs.Ready() == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.log.Warn("starting the gateway before every service is ready")
 }
 
 func (s *Server) close() {

@@ -216,6 +216,32 @@ func (f *Feed) Join(ctx context.Context, m Member) {
 	}
 }
 
+// listRetries are the pauses before asking presence again when it has no
+// responder for the first page: presence restarting (or still starting
+// next to this gateway) should not cost a client its snapshot.
+var listRetries = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// listPage fetches one page; the first page is retried while presence has
+// no responder.
+func (f *Feed) listPage(ctx context.Context, cursor string, first bool) (*internalv1.PresenceListReply, error) {
+	page, err := f.List(ctx, cursor, SnapshotChunk)
+	if !first {
+		return page, err
+	}
+	for _, pause := range listRetries {
+		if err == nil || rpcError(err).Code != parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+			break
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, err
+		}
+		page, err = f.List(ctx, cursor, SnapshotChunk)
+	}
+	return page, err
+}
+
 // snapshot walks the online list and pushes it to m. It returns the
 // snapshot's seq and whether events must be filtered by it (false when not
 // even the first page came), and false in ok when m is closing.
@@ -223,7 +249,7 @@ func (f *Feed) snapshot(ctx context.Context, m Member) (after uint64, filtering,
 	seen := make(map[string]struct{})
 	cursor := ""
 	for first := true; ; first = false {
-		page, err := f.List(ctx, cursor, SnapshotChunk)
+		page, err := f.listPage(ctx, cursor, first)
 		if err != nil {
 			f.log.Warn("presence list for snapshot", "err", err, "first_page", first)
 			e := rpcError(err)
