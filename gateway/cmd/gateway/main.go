@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,44 +17,31 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	service.Exit("gateway", err)
 }
 
-func run() error {
-	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	var common service.Common
-	service.RegisterCommon(fs, &common, "127.0.0.1:7490")
+// run serves until sigCtx ends (a signal), then shuts down gracefully
+// within -shutdown-timeout: clients are told SERVER_SHUTDOWN first.
+func run(sigCtx context.Context, args []string) error {
 	var cfg server.Config
-	cfg.RegisterFlags(fs)
-	if err := service.Parse(fs, os.Args[1:]); err != nil {
-		return err
-	}
-	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
+	p, err := service.Setup("gateway", "127.0.0.1:7490", args, func(fs *flag.FlagSet) { cfg.RegisterFlags(fs) })
 	if err != nil {
 		return err
 	}
-	nc, err := service.ConnectNATS(common.NATSURL, "parley-gateway", log)
-	if err != nil {
-		return fmt.Errorf("nats: %w", err)
-	}
-	defer nc.Close()
-
-	reg := service.NewRegistry()
-	srv, err := server.New(cfg, server.Deps{NC: nc, Log: log, Registry: reg})
+	defer p.Close()
+	srv, err := server.New(cfg, server.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry})
 	if err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	admin, err := common.NewAdmin(reg, log, map[string]func() error{"nats": service.NATSReady(nc), "gateway": srv.Ready})
+	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"nats": service.NATSReady(p.NC), "gateway": srv.Ready})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return service.Serve(ctx, log, common.ShutdownTimeout, admin, srv.Run)
+	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, srv.Run)
 }

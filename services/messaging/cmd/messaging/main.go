@@ -9,9 +9,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,50 +22,25 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "messaging:", err)
-		os.Exit(1)
-	}
+	service.Exit("messaging", err)
 }
 
 // run serves until sigCtx ends (a signal), then shuts down gracefully
 // within -shutdown-timeout.
 func run(sigCtx context.Context, args []string) error {
-	fs := flag.NewFlagSet("messaging", flag.ContinueOnError)
-	var common service.Common
-	service.RegisterCommon(fs, &common, "127.0.0.1:7493")
 	var cfg msgsvc.Config
-	cfg.RegisterFlags(fs)
-	if err := service.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
+	p, err := service.Setup("messaging", "127.0.0.1:7493", args, func(fs *flag.FlagSet) { cfg.RegisterFlags(fs) })
 	if err != nil {
 		return err
 	}
-	nc, err := service.ConnectNATS(common.NATSURL, "parley-messaging", log)
-	if err != nil {
-		return fmt.Errorf("nats: %w", err)
-	}
-	defer nc.Close()
-
-	reg := service.NewRegistry()
-	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: nc, Log: log, Registry: reg})
+	defer p.Close()
+	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry})
 	if err != nil {
 		return err
 	}
-	admin, err := common.NewAdmin(reg, log, map[string]func() error{"messaging": svc.Ready})
+	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"messaging": svc.Ready})
 	if err != nil {
 		return err
 	}
-	if err := service.Serve(sigCtx, log, common.ShutdownTimeout, admin, svc.Run); err != nil {
-		return err
-	}
-	if err := nc.Drain(); err != nil {
-		log.Warn("nats drain", "err", err)
-	}
-	return nil
+	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, svc.Run)
 }

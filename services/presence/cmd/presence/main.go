@@ -4,14 +4,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,67 +18,43 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "presence:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	service.Exit("presence", err)
 }
 
-func run(args []string) error {
-	fs := flag.NewFlagSet("presence", flag.ContinueOnError)
+// run serves until sigCtx ends (a signal), then shuts down gracefully
+// within -shutdown-timeout.
+func run(sigCtx context.Context, args []string) error {
 	var (
-		common service.Common
-		cfg    presencesvc.Config
-		rcfg   presencesvc.RedisConfig
+		cfg  presencesvc.Config
+		rcfg presencesvc.RedisConfig
 	)
-	service.RegisterCommon(fs, &common, "127.0.0.1:7492")
-	cfg.RegisterFlags(fs)
-	rcfg.RegisterFlags(fs)
-	if err := service.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
+	p, err := service.Setup("presence", "127.0.0.1:7492", args, func(fs *flag.FlagSet) {
+		cfg.RegisterFlags(fs)
+		rcfg.RegisterFlags(fs)
+	})
 	if err != nil {
 		return err
 	}
-
-	nc, err := service.ConnectNATS(common.NATSURL, "parley-presence", log)
-	if err != nil {
-		return fmt.Errorf("nats: %w", err)
-	}
-	defer nc.Close()
+	defer p.Close()
 	// go-redis logs pool dial failures itself; route them to our logger at
 	// debug level (the service already reports Redis trouble, once per
 	// outage, at warn).
-	redis.SetLogger(redisLog{log})
+	redis.SetLogger(redisLog{p.Log})
 	rdb := rcfg.NewClient()
 	defer rdb.Close()
 
-	reg := service.NewRegistry()
-	svc, err := presencesvc.New(cfg, presencesvc.Deps{NC: nc, Redis: rdb, Log: log, Registry: reg})
+	svc, err := presencesvc.New(cfg, presencesvc.Deps{NC: p.NC, Redis: rdb, Log: p.Log, Registry: p.Registry})
 	if err != nil {
 		return err
 	}
-	admin, err := common.NewAdmin(reg, log, map[string]func() error{"presence": svc.Ready})
+	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"presence": svc.Ready})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := service.Serve(ctx, log, common.ShutdownTimeout, admin, svc.Run); err != nil {
-		return err
-	}
-	// Published events still buffered in the client go out before exit.
-	if nc.IsConnected() {
-		if err := nc.FlushTimeout(time.Second); err != nil {
-			log.Warn("nats flush on shutdown", "err", err)
-		}
-	}
-	log.Info("stopped")
-	return nil
+	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, svc.Run)
 }
 
 // redisLog adapts slog to go-redis's process-wide internal logger.
