@@ -119,8 +119,17 @@ func (t *tracker) start(c Conversation) ([]Message, bool) {
 	if !ct.known {
 		ct.known = true
 		ct.delivered = startPoint(c)
+		if c.Invited && len(ct.pending) > 0 {
+			// An invitee may read nothing of the group but the
+			// invitation delivered live: start there (after joining,
+			// catch-ups continue from it).
+			ct.delivered = slices.Min(slices.Collect(maps.Keys(ct.pending))) - 1
+		}
 	}
 	out := ct.flush(nil)
+	if c.Invited {
+		return out, false // history is closed to invitees
+	}
 	return out, c.LastSeq > ct.delivered || len(ct.pending) > 0
 }
 

@@ -30,6 +30,9 @@ type Message struct {
 	Text string
 	// ClientKey is the sender's idempotency key.
 	ClientKey string
+	// System: written by the server about a change of a group (created,
+	// invited, joined, left, removed, renamed); SenderID is who caused it.
+	System bool
 }
 
 // ConversationKind tells the public room from private conversations.
@@ -65,6 +68,10 @@ type Conversation struct {
 	LastSeq  uint64
 	AckedSeq uint64
 	PeerID   string // direct: the other user's id
+	// Invited: a group the user is invited to but has not joined (no
+	// messages until JoinGroup). OwnerID: a group's owner.
+	Invited bool
+	OwnerID string
 }
 
 // Unread is how many messages the user has not acknowledged.
@@ -84,6 +91,7 @@ func messageFromWire(m *parleyv1.Message) Message {
 		SenderName:   m.GetSenderName(),
 		Text:         m.GetText(),
 		ClientKey:    m.GetClientKey(),
+		System:       m.GetSystem(),
 	}
 	if ms := m.GetSentAtUnixMs(); ms > 0 {
 		out.SentAt = time.UnixMilli(ms)
@@ -108,6 +116,8 @@ func conversationFromWire(c *parleyv1.Conversation) Conversation {
 		LastSeq:  c.GetLastSeq(),
 		AckedSeq: c.GetAckedSeq(),
 		PeerID:   c.GetPeerId(),
+		Invited:  c.GetInvited(),
+		OwnerID:  c.GetOwnerId(),
 	}
 }
 

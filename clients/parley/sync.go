@@ -170,6 +170,11 @@ func (c *Client) fullSync(epoch uint64) {
 	for _, conv := range lagging {
 		if err := c.catchUp(conv, epoch); err != nil {
 			c.syncFailed("sync of "+conv, err)
+			if errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrNotFound) {
+				// A group the user just left or was removed from: its
+				// history is closed now; the others still sync.
+				continue
+			}
 			return
 		}
 	}

@@ -41,6 +41,88 @@ func messagingRequests() []struct {
 		{"ack", subject.MsgAck, &parleyv1.Frame{Body: &parleyv1.Frame_Ack{Ack: &parleyv1.AckRequest{Conversation: "room.public"}}}},
 		{"conversations", subject.MsgConversations, &parleyv1.Frame{Body: &parleyv1.Frame_Conversations{Conversations: &parleyv1.ConversationsRequest{}}}},
 		{"open_direct", subject.MsgOpenDirect, &parleyv1.Frame{Body: &parleyv1.Frame_OpenDirect{OpenDirect: &parleyv1.OpenDirectRequest{Username: "bob"}}}},
+		{"create_group", subject.MsgCreateGroup, &parleyv1.Frame{Body: &parleyv1.Frame_CreateGroup{CreateGroup: &parleyv1.CreateGroupRequest{Name: "Team", Usernames: []string{"bob"}}}}},
+		{"invite", subject.MsgInvite, &parleyv1.Frame{Body: &parleyv1.Frame_Invite{Invite: &parleyv1.InviteRequest{Conversation: "group.g1", Usernames: []string{"carol"}}}}},
+		{"join_group", subject.MsgJoinGroup, &parleyv1.Frame{Body: &parleyv1.Frame_JoinGroup{JoinGroup: &parleyv1.JoinGroupRequest{Conversation: "group.g1"}}}},
+		{"leave_group", subject.MsgLeaveGroup, &parleyv1.Frame{Body: &parleyv1.Frame_LeaveGroup{LeaveGroup: &parleyv1.LeaveGroupRequest{Conversation: "group.g1"}}}},
+		{"remove_member", subject.MsgRemoveMember, &parleyv1.Frame{Body: &parleyv1.Frame_RemoveMember{RemoveMember: &parleyv1.RemoveMemberRequest{Conversation: "group.g1", Username: "bob"}}}},
+		{"rename_group", subject.MsgRenameGroup, &parleyv1.Frame{Body: &parleyv1.Frame_RenameGroup{RenameGroup: &parleyv1.RenameGroupRequest{Conversation: "group.g1", Name: "Crew"}}}},
+		{"members", subject.MsgMembers, &parleyv1.Frame{Body: &parleyv1.Frame_Members{Members: &parleyv1.MembersRequest{Conversation: "group.g1"}}}},
+	}
+}
+
+// TestGroupRequests: each group request reaches its subject unchanged with
+// the session's identity in headers, and its reply reaches the client as
+// the matching frame (conversation, members_reply or ok); errors keep
+// their code.
+func TestGroupRequests(t *testing.T) {
+	e := startGateway(t, nil)
+	msg := startStandInMessaging(t, e.nc)
+	alice := dialTCP(t, e)
+	s := alice.login("alice", noFeed)
+
+	var groupReqs []struct {
+		name    string
+		subject string
+		f       *parleyv1.Frame
+	}
+	for _, r := range messagingRequests() {
+		if strings.HasPrefix(r.subject, "parley.msg.v1.group.") {
+			groupReqs = append(groupReqs, r)
+		}
+	}
+	if len(groupReqs) != 7 {
+		t.Fatalf("%d group requests in the table, want 7", len(groupReqs))
+	}
+	for _, req := range groupReqs {
+		r := alice.request(req.f)
+		var ok bool
+		switch req.name {
+		case "create_group":
+			c := r.GetConversation()
+			ok = c.GetId() == "group.g1" && c.GetKind() == parleyv1.ConversationKind_CONVERSATION_KIND_GROUP && c.GetTitle() == "Team" && c.GetOwnerId() == "u-alice"
+		case "join_group":
+			ok = r.GetConversation().GetId() == "group.g1"
+		case "rename_group":
+			ok = r.GetConversation().GetTitle() == "Crew"
+		case "invite":
+			ms := r.GetMembersReply().GetMembers()
+			ok = len(ms) == 2 && ms[0].GetUserId() == "u-alice" && ms[0].GetOwner() && ms[1].GetUsername() == "carol" && ms[1].GetInvited()
+		case "members":
+			ms := r.GetMembersReply().GetMembers()
+			ok = len(ms) == 1 && ms[0].GetUsername() == "alice" && ms[0].GetOwner()
+		case "leave_group", "remove_member":
+			ok = r.GetOk() != nil
+		}
+		if !ok {
+			t.Errorf("%s: reply %v", req.name, r)
+		}
+	}
+	r := alice.request(&parleyv1.Frame{Body: &parleyv1.Frame_RemoveMember{RemoveMember: &parleyv1.RemoveMemberRequest{Conversation: "group.g1", Username: "nobody"}}})
+	if got := r.GetError(); got.GetCode() != parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND || got.GetMessage() != "no user named nobody" || got.GetFatal() {
+		t.Errorf("remove_member nobody: %v", r)
+	}
+
+	calls := msg.Calls()
+	if len(calls) != len(groupReqs)+1 {
+		t.Fatalf("messaging saw %d requests, want %d", len(calls), len(groupReqs)+1)
+	}
+	for i, req := range groupReqs {
+		if calls[i].subject != req.subject {
+			t.Errorf("%s went to %s, want %s", req.name, calls[i].subject, req.subject)
+		}
+		checkIdentity(t, calls[i], "u-alice", "alice", s.GetSessionId(), alice)
+		// The body is the client's request as sent.
+		want, err := proto.Marshal(req.f.ProtoReflect().Get(req.f.ProtoReflect().WhichOneof(req.f.ProtoReflect().Descriptor().Oneofs().ByName("body"))).Message().Interface())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(calls[i].data) != string(want) {
+			t.Errorf("%s: body %x, want %x", req.name, calls[i].data, want)
+		}
+		if n := e.metric("parley_gateway_frames_received_total", map[string]string{"type": req.name}); n < 1 {
+			t.Errorf("frames received metric for %s = %v", req.name, n)
+		}
 	}
 }
 
@@ -253,6 +335,7 @@ func TestMessagingUnauthenticated(t *testing.T) {
 		{Body: &parleyv1.Frame_HistoryReply{HistoryReply: &parleyv1.HistoryReply{}}},
 		{Body: &parleyv1.Frame_ConversationsReply{ConversationsReply: &parleyv1.ConversationsReply{}}},
 		{Body: &parleyv1.Frame_Conversation{Conversation: &parleyv1.Conversation{}}},
+		{Body: &parleyv1.Frame_MembersReply{MembersReply: &parleyv1.MembersReply{}}},
 		{Body: &parleyv1.Frame_Message{Message: &parleyv1.MessageEvent{}}},
 	}
 	c.login("alice", noFeed)

@@ -19,6 +19,11 @@ package server_test
 //   - ack: seq above the conversation's last seq -> INVALID_ARGUMENT.
 //   - conversations: the room, then the user's direct conversations.
 //   - open_direct: the direct conversation with "u-<username>".
+//   - groups: create_group, join_group and rename_group answer a
+//     Conversation "group.g1" titled by the request's name (or "g1"),
+//     owned by the caller; invite and members answer the caller as owner
+//     then "u-<username>" invitations; remove_member of "nobody" ->
+//     NOT_FOUND; leave_group and remove_member answer an empty body.
 //
 // The integration tests in tests/ run the gateway against the real service.
 
@@ -81,6 +86,55 @@ func startStandInMessaging(t testing.TB, nc *nats.Conn) *standInMessaging {
 	handle(subject.MsgAck, m.ack)
 	handle(subject.MsgConversations, m.conversations)
 	handle(subject.MsgOpenDirect, m.openDirect)
+	handle(subject.MsgCreateGroup, func(user, _ string, data []byte) (proto.Message, error) {
+		req := new(parleyv1.CreateGroupRequest)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, errBadBody
+		}
+		return standInGroup(user, req.GetName()), nil
+	})
+	handle(subject.MsgJoinGroup, func(user, _ string, data []byte) (proto.Message, error) {
+		if err := proto.Unmarshal(data, new(parleyv1.JoinGroupRequest)); err != nil {
+			return nil, errBadBody
+		}
+		return standInGroup(user, ""), nil
+	})
+	handle(subject.MsgRenameGroup, func(user, _ string, data []byte) (proto.Message, error) {
+		req := new(parleyv1.RenameGroupRequest)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, errBadBody
+		}
+		return standInGroup(user, req.GetName()), nil
+	})
+	handle(subject.MsgInvite, func(user, name string, data []byte) (proto.Message, error) {
+		req := new(parleyv1.InviteRequest)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, errBadBody
+		}
+		return standInMembers(user, name, req.GetUsernames()), nil
+	})
+	handle(subject.MsgMembers, func(user, name string, data []byte) (proto.Message, error) {
+		if err := proto.Unmarshal(data, new(parleyv1.MembersRequest)); err != nil {
+			return nil, errBadBody
+		}
+		return standInMembers(user, name, nil), nil
+	})
+	handle(subject.MsgLeaveGroup, func(_, _ string, data []byte) (proto.Message, error) {
+		if err := proto.Unmarshal(data, new(parleyv1.LeaveGroupRequest)); err != nil {
+			return nil, errBadBody
+		}
+		return nil, nil
+	})
+	handle(subject.MsgRemoveMember, func(_, _ string, data []byte) (proto.Message, error) {
+		req := new(parleyv1.RemoveMemberRequest)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, errBadBody
+		}
+		if req.GetUsername() == "nobody" {
+			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no user named nobody")
+		}
+		return nil, nil
+	})
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,4 +304,21 @@ func (m *standInMessaging) openDirect(user, _ string, data []byte) (proto.Messag
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "you cannot message yourself")
 	}
 	return &parleyv1.Conversation{Id: dmID(user, peer), Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, Title: req.GetUsername(), PeerId: peer}, nil
+}
+
+// standInGroup is the stand-in's one group, as the caller sees it.
+func standInGroup(user, name string) *parleyv1.Conversation {
+	if name == "" {
+		name = "g1"
+	}
+	return &parleyv1.Conversation{Id: "group.g1", Kind: parleyv1.ConversationKind_CONVERSATION_KIND_GROUP, Title: name, OwnerId: user}
+}
+
+// standInMembers lists the caller as owner, then invited "u-<name>"s.
+func standInMembers(user, name string, invited []string) *parleyv1.MembersReply {
+	r := &parleyv1.MembersReply{Members: []*parleyv1.Member{{UserId: user, Username: name, Owner: true}}}
+	for _, n := range invited {
+		r.Members = append(r.Members, &parleyv1.Member{UserId: "u-" + n, Username: n, Invited: true})
+	}
+	return r
 }

@@ -39,7 +39,9 @@
 // Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway);
 // nothing in a client's frame sets them. Replies: send -> SendReply,
 // history -> HistoryReply, ack -> Ok, conversations -> ConversationsReply,
-// open_direct -> Conversation (dispatch has the table).
+// open_direct -> Conversation; the group requests: create_group,
+// join_group, rename_group -> Conversation, invite, members ->
+// MembersReply, leave_group, remove_member -> Ok (dispatch has the table).
 //
 // A session starts with PresenceConnect, the per-user subscription, the
 // Session reply and then (unless options.skip_presence_feed) the presence

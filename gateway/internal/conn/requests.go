@@ -42,6 +42,13 @@ import (
 //	ack            subject.MsgAck                ok
 //	conversations  subject.MsgConversations      conversations_reply
 //	open_direct    subject.MsgOpenDirect         conversation
+//	create_group   subject.MsgCreateGroup        conversation
+//	invite         subject.MsgInvite             members_reply
+//	join_group     subject.MsgJoinGroup          conversation
+//	leave_group    subject.MsgLeaveGroup         ok
+//	remove_member  subject.MsgRemoveMember       ok
+//	rename_group   subject.MsgRenameGroup        conversation
+//	members        subject.MsgMembers            members_reply
 //
 // A service's error reply reaches the client as an Error with the same
 // code, message and retry_after_ms (no responders: UNAVAILABLE; no answer
@@ -63,7 +70,10 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	case *parleyv1.Frame_Register, *parleyv1.Frame_Login, *parleyv1.Frame_Resume,
 		*parleyv1.Frame_Logout, *parleyv1.Frame_Who,
 		*parleyv1.Frame_Send, *parleyv1.Frame_History, *parleyv1.Frame_Ack,
-		*parleyv1.Frame_Conversations, *parleyv1.Frame_OpenDirect:
+		*parleyv1.Frame_Conversations, *parleyv1.Frame_OpenDirect,
+		*parleyv1.Frame_CreateGroup, *parleyv1.Frame_Invite, *parleyv1.Frame_JoinGroup,
+		*parleyv1.Frame_LeaveGroup, *parleyv1.Frame_RemoveMember, *parleyv1.Frame_RenameGroup,
+		*parleyv1.Frame_Members:
 	default:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
@@ -96,6 +106,20 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.conversations(rid, b.Conversations)
 	case *parleyv1.Frame_OpenDirect:
 		c.openDirect(rid, b.OpenDirect)
+	case *parleyv1.Frame_CreateGroup:
+		c.toConversation(rid, subject.MsgCreateGroup, b.CreateGroup)
+	case *parleyv1.Frame_Invite:
+		c.toMembers(rid, subject.MsgInvite, b.Invite)
+	case *parleyv1.Frame_JoinGroup:
+		c.toConversation(rid, subject.MsgJoinGroup, b.JoinGroup)
+	case *parleyv1.Frame_LeaveGroup:
+		c.toOk(rid, subject.MsgLeaveGroup, b.LeaveGroup)
+	case *parleyv1.Frame_RemoveMember:
+		c.toOk(rid, subject.MsgRemoveMember, b.RemoveMember)
+	case *parleyv1.Frame_RenameGroup:
+		c.toConversation(rid, subject.MsgRenameGroup, b.RenameGroup)
+	case *parleyv1.Frame_Members:
+		c.toMembers(rid, subject.MsgMembers, b.Members)
 	}
 }
 

@@ -15,7 +15,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		stored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_messaging_messages_stored_total",
-			Help: "Messages stored by this replica, by conversation kind (room, direct).",
+			Help: "Messages stored by this replica, by conversation kind (room, direct, group; system messages included).",
 		}, []string{"kind"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_messaging_duplicate_sends_total",

@@ -35,7 +35,7 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 	if err := proto.Unmarshal(m.Data, &req); err != nil {
 		return nil, errMalformed
 	}
-	conv, err := resolve(req.Conversation, me.id)
+	conv, err := s.resolveConv(ctx, req.Conversation, me.id)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (s *Service) handleAck(ctx context.Context, m *nats.Msg) (proto.Message, er
 	if err := proto.Unmarshal(m.Data, &req); err != nil {
 		return nil, errMalformed
 	}
-	conv, err := resolve(req.Conversation, me.id)
+	conv, err := s.resolveConv(ctx, req.Conversation, me.id)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +136,8 @@ func (s *Service) handleAck(ctx context.Context, m *nats.Msg) (proto.Message, er
 	return nil, nil
 }
 
-// handleConversations lists the public room and the user's direct
-// conversations with their newest seq and the user's acknowledged seq.
+// handleConversations lists the public room, the user's direct
+// conversations and groups (joined or invited to) with their newest seq and the user's acknowledged seq.
 func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	me, err := identityOf(m)
 	if err != nil {
@@ -157,6 +157,12 @@ func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.M
 	}
 	convs := []*parleyv1.Conversation{{Id: RoomPublic, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: roomName}}
 	for _, mb := range members {
+		if mb.Group {
+			if c := s.listedGroup(ctx, me.id, mb); c != nil {
+				convs = append(convs, c)
+			}
+			continue
+		}
 		if _, err := resolve(mb.Conversation, me.id); err != nil {
 			continue // not a conversation of this user (cannot happen unless the bucket was edited)
 		}
@@ -169,6 +175,12 @@ func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.M
 	}
 	if err := s.fillSeqs(ctx, convs, cursors); err != nil {
 		return nil, err
+	}
+	for _, c := range convs {
+		if c.Invited {
+			// An invitee reads nothing until joining: no messages to count.
+			c.LastSeq, c.AckedSeq = 0, 0
+		}
 	}
 	return &parleyv1.ConversationsReply{Conversations: convs}, nil
 }

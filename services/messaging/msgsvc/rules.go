@@ -23,6 +23,11 @@ type conversation struct {
 	id   string
 	kind parleyv1.ConversationKind
 	peer string // direct: the other user's id
+	// group: the members' ids when checked, who live delivery goes to
+	members []string
+	// group: users who get a message's event besides the members (the
+	// invitee of an invitation, the user who left or was removed)
+	alsoTo []string
 }
 
 // DirectID is the id of the direct conversation between users a and b.

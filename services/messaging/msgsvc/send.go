@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -61,7 +62,7 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 		}
 		peerName = peer.Username
 	default:
-		if conv, err = resolve(req.Conversation, me.id); err != nil {
+		if conv, err = s.resolveConv(ctx, req.Conversation, me.id); err != nil {
 			return nil, err
 		}
 	}
@@ -126,6 +127,17 @@ func (s *Service) deliver(conv conversation, msg *parleyv1.Message) {
 		subjects = []string{subject.RoomMessages(roomName)}
 	case parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT:
 		subjects = []string{subject.UserMessages(msg.SenderId), subject.UserMessages(conv.peer)}
+	case parleyv1.ConversationKind_CONVERSATION_KIND_GROUP:
+		// Members only: an invitee reads nothing until joining, except the
+		// system message that concerns them (alsoTo).
+		for _, uid := range conv.members {
+			subjects = append(subjects, subject.UserMessages(uid))
+		}
+		for _, uid := range conv.alsoTo {
+			if !slices.Contains(conv.members, uid) {
+				subjects = append(subjects, subject.UserMessages(uid))
+			}
+		}
 	}
 	for _, subj := range subjects {
 		if err := s.nc.Publish(subj, data); err != nil {
@@ -142,6 +154,8 @@ func kindLabel(k parleyv1.ConversationKind) string {
 		return "room"
 	case parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT:
 		return "direct"
+	case parleyv1.ConversationKind_CONVERSATION_KIND_GROUP:
+		return "group"
 	default:
 		return fmt.Sprint(int32(k))
 	}

@@ -133,7 +133,7 @@ func TestSendRejections(t *testing.T) {
 		{"4001 characters", alice, ok(strings.Repeat("a", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"4001 emoji", alice, ok(strings.Repeat("😀", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"unknown conversation", alice, &parleyv1.SendRequest{Conversation: "room.secret", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
-		{"group not yet", alice, &parleyv1.SendRequest{Conversation: "group.g1", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		{"malformed group id", alice, &parleyv1.SendRequest{Conversation: "group.g1", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"unsorted dm id", alice, &parleyv1.SendRequest{Conversation: "dm.ubob.ualice", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"dm with a wildcard", alice, &parleyv1.SendRequest{Conversation: "dm.ualice.*", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"dm of others", alice, &parleyv1.SendRequest{Conversation: "dm.ubob.ucarol", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED},

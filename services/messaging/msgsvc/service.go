@@ -1,10 +1,10 @@
-// Package msgsvc is Parley's messaging service: the public room and direct
-// conversations, with durable history, idempotent sends, per-user
-// acknowledgements and the conversation list. It answers gateways on the
-// subject.Msg* subjects in queue group subject.QueueMessaging and delivers
-// every stored message as a parleyv1.MessageEvent on
-// subject.UserMessages(uid) (direct: both members) or
-// subject.RoomMessages("public").
+// Package msgsvc is Parley's messaging service: the public room, direct
+// conversations and groups, with durable history, idempotent sends,
+// per-user acknowledgements and the conversation list. It answers gateways
+// on the subject.Msg* subjects in queue group subject.QueueMessaging and
+// delivers every stored message as a parleyv1.MessageEvent on
+// subject.UserMessages(uid) (direct: both members; group: every member) or
+// subject.RoomMessages("public"). groups.go describes how groups are kept.
 //
 // Any number of replicas may run against one NATS (JetStream) system; they
 // share state only through JetStream (see internal/store for the storage
@@ -126,6 +126,13 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.MsgAck:           s.handleAck,
 		subject.MsgConversations: s.handleConversations,
 		subject.MsgOpenDirect:    s.handleOpenDirect,
+		subject.MsgCreateGroup:   s.handleCreateGroup,
+		subject.MsgInvite:        s.handleInvite,
+		subject.MsgJoinGroup:     s.handleJoinGroup,
+		subject.MsgLeaveGroup:    s.handleLeaveGroup,
+		subject.MsgRemoveMember:  s.handleRemoveMember,
+		subject.MsgRenameGroup:   s.handleRenameGroup,
+		subject.MsgMembers:       s.handleMembers,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()

@@ -17,11 +17,15 @@ const maxCASTries = 16
 // userKey is the cursors/memberships key of a user's conversation.
 func userKey(uid, conv string) string { return uid + "." + conv }
 
-// Member is a user's membership of a direct conversation.
+// Member is a user's membership of a direct or group conversation.
 type Member struct {
-	Conversation string `json:"-"` // from the key
-	PeerID       string `json:"peer_id"`
-	PeerName     string `json:"peer_name,omitempty"` // empty while unknown
+	Conversation string `json:"-"`                   // from the key
+	PeerID       string `json:"peer_id,omitempty"`   // direct: the other user
+	PeerName     string `json:"peer_name,omitempty"` // direct: their name, empty while unknown
+	// Group entries index the group record (BucketGroups), which is the
+	// truth about membership; Invited marks an invitation not yet accepted.
+	Group   bool `json:"group,omitempty"`
+	Invited bool `json:"invited,omitempty"`
 }
 
 // EnsureMember records that uid is in m.Conversation. An existing entry
@@ -70,7 +74,7 @@ func (s *Store) EnsureMember(ctx context.Context, uid string, m Member) error {
 	return nil
 }
 
-// Memberships lists uid's direct conversations.
+// Memberships lists uid's direct and group conversations.
 func (s *Store) Memberships(ctx context.Context, uid string) ([]Member, error) {
 	var out []Member
 	err := s.scan(ctx, s.members, uid, func(conv string, v []byte) {

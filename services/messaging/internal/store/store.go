@@ -24,7 +24,13 @@
 //     conversation's message with seq n*IndexEvery (IndexEvery = 32).
 //   - KV subject.BucketCursors: "<uid>.<conv>" -> the user's acknowledged seq.
 //   - KV subject.BucketConvs: "<uid>.<conv>" -> the user's membership of a
-//     direct conversation (peer id and name, JSON).
+//     direct conversation (peer id and name, JSON) or of a group (JSON,
+//     marked when only invited).
+//   - KV subject.BucketGroups: "<gid>" -> the group record (name, owner,
+//     members in join order, invitations; JSON), changed only with
+//     compare-and-set on its revision (UpdateGroup), so concurrent changes
+//     from several replicas are never lost. Group membership entries in
+//     BucketConvs are written after the record and only index it.
 //
 // # Gap-free per-conversation sequence across replicas
 //
@@ -127,6 +133,7 @@ type Store struct {
 	cursors jetstream.KeyValue
 	members jetstream.KeyValue
 	index   jetstream.KeyValue
+	groups  jetstream.KeyValue
 	log     *slog.Logger
 
 	mu    sync.Mutex            // guards convs and known
@@ -188,11 +195,14 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if s.cursors, err = open(subject.BucketCursors, "Parley acknowledged seq per user and conversation", 0); err != nil {
 		return nil, err
 	}
-	if s.members, err = open(subject.BucketConvs, "Parley direct conversation memberships", 0); err != nil {
+	if s.members, err = open(subject.BucketConvs, "Parley direct and group conversation memberships", 0); err != nil {
 		return nil, err
 	}
 	// Index entries point at messages; they need not outlive them.
 	if s.index, err = open(subject.BucketMsgIndex, "Parley history index: stream seq of every 32nd message", o.Retention); err != nil {
+		return nil, err
+	}
+	if s.groups, err = open(subject.BucketGroups, "Parley groups: name, owner, members, invitations", 0); err != nil {
 		return nil, err
 	}
 	return s, nil
