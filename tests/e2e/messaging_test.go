@@ -275,3 +275,56 @@ func TestMessagingBadInput(t *testing.T) {
 		t.Fatalf("room after refused sends: %d messages, %v", len(page), err)
 	}
 }
+
+// TestGroupAcrossGateways: a group's messages reach its members, on two
+// gateways, and nobody else; an outsider can neither read nor post.
+func TestGroupAcrossGateways(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{messaging: 2})
+	alice, _ := registered(t, "tcp://"+c.gateways[0].tcp, "alice")
+	bob, bs := registered(t, "tcp://"+c.gateways[1].tcp, "bob")
+	carol, _ := registered(t, "tcp://"+c.gateways[1].tcp, "carol")
+	ac, bc, cc := collect(t, alice), collect(t, bob), collect(t, carol)
+
+	g, err := alice.CreateGroup(ctxS(t), "team 团队", bs.Username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinGroup(ctxS(t), g.ID); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	if _, err := bob.Send(ctxS(t), g.ID, "hi team"); err != nil {
+		t.Fatal(err)
+	}
+	waitText := func(col *collector, text string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			for _, m := range col.get(g.ID) {
+				if m.Text == text && !m.System {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%q not received in %s: %+v", text, g.ID, col.get(g.ID))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitText(ac, "hi team")
+	waitText(bc, "hi team")
+
+	// carol: a room marker arrives; nothing of the group ever did.
+	if _, err := alice.Send(ctxS(t), room, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	cc.waitTexts(t, room, []string{"marker"}, 10*time.Second)
+	if got := cc.get(g.ID); len(got) != 0 {
+		t.Fatalf("outsider received %d group messages", len(got))
+	}
+	_, _, err = carol.History(ctxS(t), g.ID, 0, 50)
+	wantErr(t, err, parley.ErrPermissionDenied)
+	_, err = carol.Send(ctxS(t), g.ID, "let me in")
+	wantErr(t, err, parley.ErrPermissionDenied)
+	_, err = carol.Members(ctxS(t), g.ID)
+	wantErr(t, err, parley.ErrPermissionDenied)
+}
