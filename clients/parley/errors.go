@@ -87,6 +87,8 @@ var (
 	ErrEmptyMessage         = sentinel(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE)
 	ErrAlreadyMember        = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_MEMBER)
 	ErrInvalidName          = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_NAME)
+	ErrAlreadyFriends       = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_FRIENDS)
+	ErrBlocked              = sentinel(parleyv1.ErrorCode_ERROR_CODE_BLOCKED)
 	ErrIdleTimeout          = sentinel(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT)
 	ErrSlowConsumer         = sentinel(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
 	ErrServerShutdown       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN)

@@ -17,7 +17,7 @@ func TestErrorSentinels(t *testing.T) {
 		ErrUsernameTaken, ErrInvalidUsername, ErrWeakPassword, ErrBadCredentials, ErrRateLimited,
 		ErrTokenExpired, ErrTokenInvalid, ErrSessionRevoked, ErrAlreadyLoggedIn,
 		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
-		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName,
+		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName, ErrAlreadyFriends, ErrBlocked,
 		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
 	}
 	seen := map[parleyv1.ErrorCode]bool{}

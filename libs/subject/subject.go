@@ -36,7 +36,27 @@ const (
 	MsgRemoveMember = "parley.msg.v1.group.remove"  // parleyv1.RemoveMemberRequest -> empty
 	MsgRenameGroup  = "parley.msg.v1.group.rename"  // parleyv1.RenameGroupRequest -> Conversation
 	MsgMembers      = "parley.msg.v1.group.members" // parleyv1.MembersRequest -> MembersReply
+
+	// Friends and blocking.
+	MsgAddFriend    = "parley.msg.v1.friend.add"     // parleyv1.AddFriendRequest -> empty
+	MsgAnswerFriend = "parley.msg.v1.friend.answer"  // parleyv1.AnswerFriendRequest -> empty
+	MsgRemoveFriend = "parley.msg.v1.friend.remove"  // parleyv1.RemoveFriendRequest -> empty
+	MsgFriends      = "parley.msg.v1.friend.list"    // parleyv1.FriendsRequest -> FriendsReply
+	MsgBlock        = "parley.msg.v1.friend.block"   // parleyv1.BlockRequest -> empty
+	MsgUnblock      = "parley.msg.v1.friend.unblock" // parleyv1.UnblockRequest -> empty
 )
+
+// UserFriendEvents is where messaging tells a user's gateways about friend
+// changes (parleyv1.FriendEvent); UserTyping carries parleyv1.TypingEvent
+// (published by the gateway of the typist); UserReceipts carries
+// parleyv1.ReceiptEvent (published by messaging on ack).
+func UserFriendEvents(userID string) string { return UserPrefix(userID) + "friend" }
+
+// UserTyping is the typing-indicator subject of a user.
+func UserTyping(userID string) string { return UserPrefix(userID) + "typing" }
+
+// UserReceipts is the read-receipt subject of a user.
+func UserReceipts(userID string) string { return UserPrefix(userID) + "receipt" }
 
 // Message delivery. Messaging publishes parleyv1.MessageEvent to
 // UserMessages(uid) for each member of a direct or group conversation, and
@@ -106,6 +126,7 @@ const (
 	BucketConvs    = "parley_convs"    // "<uid>.<conversation>" -> membership of direct/group conversations
 	BucketMsgIndex = "parley_msgidx"   // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
 	BucketGroups   = "parley_groups"   // group id -> name, owner, members and invitations
+	BucketFriends  = "parley_friends"  // "<uid>.<peer uid>" -> friend state as seen by uid
 )
 
 // NATS header keys on requests from the gateway and on error replies.

@@ -64,6 +64,8 @@ const (
 	ErrorCode_ERROR_CODE_EMPTY_MESSAGE     ErrorCode = 33 // text empty or only white space
 	ErrorCode_ERROR_CODE_ALREADY_MEMBER    ErrorCode = 34 // invite or join of someone already in the group
 	ErrorCode_ERROR_CODE_INVALID_NAME      ErrorCode = 35 // group name empty, too long or not printable
+	ErrorCode_ERROR_CODE_ALREADY_FRIENDS   ErrorCode = 36 // add_friend of a friend
+	ErrorCode_ERROR_CODE_BLOCKED           ErrorCode = 37 // the other user blocked you: no messages, no friend requests
 	// Connection and server state (40-59).
 	ErrorCode_ERROR_CODE_IDLE_TIMEOUT    ErrorCode = 40 // nothing received for idle_timeout_ms
 	ErrorCode_ERROR_CODE_SLOW_CONSUMER   ErrorCode = 41 // the client did not read fast enough
@@ -103,6 +105,8 @@ var (
 		33: "ERROR_CODE_EMPTY_MESSAGE",
 		34: "ERROR_CODE_ALREADY_MEMBER",
 		35: "ERROR_CODE_INVALID_NAME",
+		36: "ERROR_CODE_ALREADY_FRIENDS",
+		37: "ERROR_CODE_BLOCKED",
 		40: "ERROR_CODE_IDLE_TIMEOUT",
 		41: "ERROR_CODE_SLOW_CONSUMER",
 		42: "ERROR_CODE_SERVER_SHUTDOWN",
@@ -138,6 +142,8 @@ var (
 		"ERROR_CODE_EMPTY_MESSAGE":         33,
 		"ERROR_CODE_ALREADY_MEMBER":        34,
 		"ERROR_CODE_INVALID_NAME":          35,
+		"ERROR_CODE_ALREADY_FRIENDS":       36,
+		"ERROR_CODE_BLOCKED":               37,
 		"ERROR_CODE_IDLE_TIMEOUT":          40,
 		"ERROR_CODE_SLOW_CONSUMER":         41,
 		"ERROR_CODE_SERVER_SHUTDOWN":       42,
@@ -226,6 +232,116 @@ func (ConversationKind) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{1}
 }
 
+type FriendState int32
+
+const (
+	FriendState_FRIEND_STATE_UNSPECIFIED FriendState = 0
+	FriendState_FRIEND_STATE_FRIEND      FriendState = 1
+	FriendState_FRIEND_STATE_OUTGOING    FriendState = 2 // you asked, no answer yet
+	FriendState_FRIEND_STATE_INCOMING    FriendState = 3 // they asked you: answer with AnswerFriendRequest
+	FriendState_FRIEND_STATE_BLOCKED     FriendState = 4 // you blocked them
+)
+
+// Enum value maps for FriendState.
+var (
+	FriendState_name = map[int32]string{
+		0: "FRIEND_STATE_UNSPECIFIED",
+		1: "FRIEND_STATE_FRIEND",
+		2: "FRIEND_STATE_OUTGOING",
+		3: "FRIEND_STATE_INCOMING",
+		4: "FRIEND_STATE_BLOCKED",
+	}
+	FriendState_value = map[string]int32{
+		"FRIEND_STATE_UNSPECIFIED": 0,
+		"FRIEND_STATE_FRIEND":      1,
+		"FRIEND_STATE_OUTGOING":    2,
+		"FRIEND_STATE_INCOMING":    3,
+		"FRIEND_STATE_BLOCKED":     4,
+	}
+)
+
+func (x FriendState) Enum() *FriendState {
+	p := new(FriendState)
+	*p = x
+	return p
+}
+
+func (x FriendState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FriendState) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[2].Descriptor()
+}
+
+func (FriendState) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[2]
+}
+
+func (x FriendState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FriendState.Descriptor instead.
+func (FriendState) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{2}
+}
+
+type FriendEvent_Kind int32
+
+const (
+	FriendEvent_KIND_UNSPECIFIED FriendEvent_Kind = 0
+	FriendEvent_KIND_REQUEST     FriendEvent_Kind = 1
+	FriendEvent_KIND_ACCEPTED    FriendEvent_Kind = 2
+	FriendEvent_KIND_DECLINED    FriendEvent_Kind = 3
+	FriendEvent_KIND_REMOVED     FriendEvent_Kind = 4
+)
+
+// Enum value maps for FriendEvent_Kind.
+var (
+	FriendEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_REQUEST",
+		2: "KIND_ACCEPTED",
+		3: "KIND_DECLINED",
+		4: "KIND_REMOVED",
+	}
+	FriendEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_REQUEST":     1,
+		"KIND_ACCEPTED":    2,
+		"KIND_DECLINED":    3,
+		"KIND_REMOVED":     4,
+	}
+)
+
+func (x FriendEvent_Kind) Enum() *FriendEvent_Kind {
+	p := new(FriendEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x FriendEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FriendEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[3].Descriptor()
+}
+
+func (FriendEvent_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[3]
+}
+
+func (x FriendEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FriendEvent_Kind.Descriptor instead.
+func (FriendEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{47, 0}
+}
+
 // Frame is the envelope of every message on the wire.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -257,6 +373,13 @@ type Frame struct {
 	//	*Frame_RemoveMember
 	//	*Frame_RenameGroup
 	//	*Frame_Members
+	//	*Frame_AddFriend
+	//	*Frame_AnswerFriend
+	//	*Frame_RemoveFriend
+	//	*Frame_Friends
+	//	*Frame_Block
+	//	*Frame_Unblock
+	//	*Frame_Typing
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
@@ -265,10 +388,14 @@ type Frame struct {
 	//	*Frame_ConversationsReply
 	//	*Frame_Conversation
 	//	*Frame_MembersReply
+	//	*Frame_FriendsReply
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
 	//	*Frame_Message
+	//	*Frame_FriendEvent
+	//	*Frame_TypingEvent
+	//	*Frame_Receipt
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -516,6 +643,69 @@ func (x *Frame) GetMembers() *MembersRequest {
 	return nil
 }
 
+func (x *Frame) GetAddFriend() *AddFriendRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_AddFriend); ok {
+			return x.AddFriend
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetAnswerFriend() *AnswerFriendRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_AnswerFriend); ok {
+			return x.AnswerFriend
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetRemoveFriend() *RemoveFriendRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_RemoveFriend); ok {
+			return x.RemoveFriend
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFriends() *FriendsRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Friends); ok {
+			return x.Friends
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetBlock() *BlockRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetUnblock() *UnblockRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Unblock); ok {
+			return x.Unblock
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetTyping() *TypingRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -588,6 +778,15 @@ func (x *Frame) GetMembersReply() *MembersReply {
 	return nil
 }
 
+func (x *Frame) GetFriendsReply() *FriendsReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FriendsReply); ok {
+			return x.FriendsReply
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetPresenceSnapshot() *PresenceSnapshot {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_PresenceSnapshot); ok {
@@ -619,6 +818,33 @@ func (x *Frame) GetMessage() *MessageEvent {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Message); ok {
 			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFriendEvent() *FriendEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FriendEvent); ok {
+			return x.FriendEvent
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetTypingEvent() *TypingEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_TypingEvent); ok {
+			return x.TypingEvent
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetReceipt() *ReceiptEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Receipt); ok {
+			return x.Receipt
 		}
 	}
 	return nil
@@ -718,6 +944,34 @@ type Frame_Members struct {
 	Members *MembersRequest `protobuf:"bytes,46,opt,name=members,proto3,oneof"`
 }
 
+type Frame_AddFriend struct {
+	AddFriend *AddFriendRequest `protobuf:"bytes,47,opt,name=add_friend,json=addFriend,proto3,oneof"`
+}
+
+type Frame_AnswerFriend struct {
+	AnswerFriend *AnswerFriendRequest `protobuf:"bytes,48,opt,name=answer_friend,json=answerFriend,proto3,oneof"`
+}
+
+type Frame_RemoveFriend struct {
+	RemoveFriend *RemoveFriendRequest `protobuf:"bytes,49,opt,name=remove_friend,json=removeFriend,proto3,oneof"`
+}
+
+type Frame_Friends struct {
+	Friends *FriendsRequest `protobuf:"bytes,50,opt,name=friends,proto3,oneof"`
+}
+
+type Frame_Block struct {
+	Block *BlockRequest `protobuf:"bytes,51,opt,name=block,proto3,oneof"`
+}
+
+type Frame_Unblock struct {
+	Unblock *UnblockRequest `protobuf:"bytes,52,opt,name=unblock,proto3,oneof"`
+}
+
+type Frame_Typing struct {
+	Typing *TypingRequest `protobuf:"bytes,53,opt,name=typing,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -751,6 +1005,10 @@ type Frame_MembersReply struct {
 	MembersReply *MembersReply `protobuf:"bytes,27,opt,name=members_reply,json=membersReply,proto3,oneof"`
 }
 
+type Frame_FriendsReply struct {
+	FriendsReply *FriendsReply `protobuf:"bytes,28,opt,name=friends_reply,json=friendsReply,proto3,oneof"`
+}
+
 type Frame_PresenceSnapshot struct {
 	// Events (server to client, request_id zero).
 	PresenceSnapshot *PresenceSnapshot `protobuf:"bytes,30,opt,name=presence_snapshot,json=presenceSnapshot,proto3,oneof"`
@@ -766,6 +1024,18 @@ type Frame_SessionEnded struct {
 
 type Frame_Message struct {
 	Message *MessageEvent `protobuf:"bytes,33,opt,name=message,proto3,oneof"`
+}
+
+type Frame_FriendEvent struct {
+	FriendEvent *FriendEvent `protobuf:"bytes,34,opt,name=friend_event,json=friendEvent,proto3,oneof"`
+}
+
+type Frame_TypingEvent struct {
+	TypingEvent *TypingEvent `protobuf:"bytes,35,opt,name=typing_event,json=typingEvent,proto3,oneof"`
+}
+
+type Frame_Receipt struct {
+	Receipt *ReceiptEvent `protobuf:"bytes,36,opt,name=receipt,proto3,oneof"`
 }
 
 func (*Frame_Hello) isFrame_Body() {}
@@ -812,6 +1082,20 @@ func (*Frame_RenameGroup) isFrame_Body() {}
 
 func (*Frame_Members) isFrame_Body() {}
 
+func (*Frame_AddFriend) isFrame_Body() {}
+
+func (*Frame_AnswerFriend) isFrame_Body() {}
+
+func (*Frame_RemoveFriend) isFrame_Body() {}
+
+func (*Frame_Friends) isFrame_Body() {}
+
+func (*Frame_Block) isFrame_Body() {}
+
+func (*Frame_Unblock) isFrame_Body() {}
+
+func (*Frame_Typing) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
@@ -828,6 +1112,8 @@ func (*Frame_Conversation) isFrame_Body() {}
 
 func (*Frame_MembersReply) isFrame_Body() {}
 
+func (*Frame_FriendsReply) isFrame_Body() {}
+
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
 func (*Frame_PresenceChange) isFrame_Body() {}
@@ -835,6 +1121,12 @@ func (*Frame_PresenceChange) isFrame_Body() {}
 func (*Frame_SessionEnded) isFrame_Body() {}
 
 func (*Frame_Message) isFrame_Body() {}
+
+func (*Frame_FriendEvent) isFrame_Body() {}
+
+func (*Frame_TypingEvent) isFrame_Body() {}
+
+func (*Frame_Receipt) isFrame_Body() {}
 
 // Hello is the first frame a client sends. The server answers with Welcome
 // (same request_id) or with Error UNSUPPORTED_VERSION and closes.
@@ -2427,12 +2719,13 @@ type Conversation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Kind          ConversationKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"`
-	Title         string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`                        // the room's name, or the other user's name
-	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`    // newest message's seq (0: none yet)
-	AckedSeq      uint64                 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"` // what the user acknowledged; unread = last_seq - acked_seq
-	PeerId        string                 `protobuf:"bytes,6,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`        // direct: the other user's id
-	Invited       bool                   `protobuf:"varint,7,opt,name=invited,proto3" json:"invited,omitempty"`                   // group: the user is invited but has not joined (no messages until JoinGroup)
-	OwnerId       string                 `protobuf:"bytes,8,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`     // group: the owner
+	Title         string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`                                      // the room's name, or the other user's name
+	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`                  // newest message's seq (0: none yet)
+	AckedSeq      uint64                 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`               // what the user acknowledged; unread = last_seq - acked_seq
+	PeerId        string                 `protobuf:"bytes,6,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`                      // direct: the other user's id
+	Invited       bool                   `protobuf:"varint,7,opt,name=invited,proto3" json:"invited,omitempty"`                                 // group: the user is invited but has not joined (no messages until JoinGroup)
+	OwnerId       string                 `protobuf:"bytes,8,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`                   // group: the owner
+	PeerAckedSeq  uint64                 `protobuf:"varint,9,opt,name=peer_acked_seq,json=peerAckedSeq,proto3" json:"peer_acked_seq,omitempty"` // direct: how far the other user has seen (read receipts)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2521,6 +2814,13 @@ func (x *Conversation) GetOwnerId() string {
 		return x.OwnerId
 	}
 	return ""
+}
+
+func (x *Conversation) GetPeerAckedSeq() uint64 {
+	if x != nil {
+		return x.PeerAckedSeq
+	}
+	return 0
 }
 
 // MessageEvent delivers a new message to every connection of every member,
@@ -3035,11 +3335,628 @@ func (x *MembersReply) GetMembers() []*Member {
 	return nil
 }
 
+// AddFriendRequest asks a user to be friends (reply: Ok); if that user had
+// already asked you, you become friends at once. Errors: NOT_FOUND,
+// ALREADY_FRIENDS, INVALID_ARGUMENT (yourself), BLOCKED.
+type AddFriendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddFriendRequest) Reset() {
+	*x = AddFriendRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddFriendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddFriendRequest) ProtoMessage() {}
+
+func (x *AddFriendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddFriendRequest.ProtoReflect.Descriptor instead.
+func (*AddFriendRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AddFriendRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// AnswerFriendRequest accepts or declines a pending request from username
+// (reply: Ok). NOT_FOUND if there is no such request.
+type AnswerFriendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerFriendRequest) Reset() {
+	*x = AnswerFriendRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerFriendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerFriendRequest) ProtoMessage() {}
+
+func (x *AnswerFriendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerFriendRequest.ProtoReflect.Descriptor instead.
+func (*AnswerFriendRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AnswerFriendRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *AnswerFriendRequest) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+// RemoveFriendRequest ends a friendship or withdraws your request (reply: Ok).
+type RemoveFriendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFriendRequest) Reset() {
+	*x = RemoveFriendRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFriendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFriendRequest) ProtoMessage() {}
+
+func (x *RemoveFriendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFriendRequest.ProtoReflect.Descriptor instead.
+func (*RemoveFriendRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RemoveFriendRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// FriendsRequest lists friends, pending requests and blocked users
+// (reply: FriendsReply).
+type FriendsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FriendsRequest) Reset() {
+	*x = FriendsRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FriendsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FriendsRequest) ProtoMessage() {}
+
+func (x *FriendsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FriendsRequest.ProtoReflect.Descriptor instead.
+func (*FriendsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{42}
+}
+
+type Friend struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	State         FriendState            `protobuf:"varint,3,opt,name=state,proto3,enum=parley.v1.FriendState" json:"state,omitempty"`
+	Online        bool                   `protobuf:"varint,4,opt,name=online,proto3" json:"online,omitempty"` // friends only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Friend) Reset() {
+	*x = Friend{}
+	mi := &file_parley_v1_parley_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Friend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Friend) ProtoMessage() {}
+
+func (x *Friend) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Friend.ProtoReflect.Descriptor instead.
+func (*Friend) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *Friend) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Friend) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *Friend) GetState() FriendState {
+	if x != nil {
+		return x.State
+	}
+	return FriendState_FRIEND_STATE_UNSPECIFIED
+}
+
+func (x *Friend) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+type FriendsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Friends       []*Friend              `protobuf:"bytes,1,rep,name=friends,proto3" json:"friends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FriendsReply) Reset() {
+	*x = FriendsReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FriendsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FriendsReply) ProtoMessage() {}
+
+func (x *FriendsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FriendsReply.ProtoReflect.Descriptor instead.
+func (*FriendsReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *FriendsReply) GetFriends() []*Friend {
+	if x != nil {
+		return x.Friends
+	}
+	return nil
+}
+
+// BlockRequest blocks a user (reply: Ok): their private messages and friend
+// requests are refused with BLOCKED, and a friendship ends.
+type BlockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockRequest) Reset() {
+	*x = BlockRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockRequest) ProtoMessage() {}
+
+func (x *BlockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockRequest.ProtoReflect.Descriptor instead.
+func (*BlockRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *BlockRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+type UnblockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnblockRequest) Reset() {
+	*x = UnblockRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnblockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnblockRequest) ProtoMessage() {}
+
+func (x *UnblockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnblockRequest.ProtoReflect.Descriptor instead.
+func (*UnblockRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *UnblockRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// FriendEvent tells a user about a change made by someone else: a request
+// arrived, was accepted or declined, or a friendship ended.
+type FriendEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          FriendEvent_Kind       `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.FriendEvent_Kind" json:"kind,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // who did it
+	Username      string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FriendEvent) Reset() {
+	*x = FriendEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FriendEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FriendEvent) ProtoMessage() {}
+
+func (x *FriendEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FriendEvent.ProtoReflect.Descriptor instead.
+func (*FriendEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *FriendEvent) GetKind() FriendEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return FriendEvent_KIND_UNSPECIFIED
+}
+
+func (x *FriendEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FriendEvent) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// TypingRequest says the user is typing in a private conversation (reply:
+// Ok). Ephemeral: nothing is stored; send it at most every 3 seconds while
+// typing. The other member gets a TypingEvent.
+type TypingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingRequest) Reset() {
+	*x = TypingRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingRequest) ProtoMessage() {}
+
+func (x *TypingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingRequest.ProtoReflect.Descriptor instead.
+func (*TypingRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *TypingRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+type TypingEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingEvent) Reset() {
+	*x = TypingEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingEvent) ProtoMessage() {}
+
+func (x *TypingEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
+func (*TypingEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *TypingEvent) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *TypingEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TypingEvent) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// ReceiptEvent tells the other member of a private conversation how far the
+// user has seen it ("seen up to seq"), sent when the user acknowledges.
+type ReceiptEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptEvent) Reset() {
+	*x = ReceiptEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptEvent) ProtoMessage() {}
+
+func (x *ReceiptEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptEvent.ProtoReflect.Descriptor instead.
+func (*ReceiptEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ReceiptEvent) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *ReceiptEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReceiptEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xa5\x0f\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xb3\x14\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -3068,7 +3985,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"leaveGroup\x12E\n" +
 	"\rremove_member\x18, \x01(\v2\x1e.parley.v1.RemoveMemberRequestH\x00R\fremoveMember\x12B\n" +
 	"\frename_group\x18- \x01(\v2\x1d.parley.v1.RenameGroupRequestH\x00R\vrenameGroup\x125\n" +
-	"\amembers\x18. \x01(\v2\x19.parley.v1.MembersRequestH\x00R\amembers\x12.\n" +
+	"\amembers\x18. \x01(\v2\x19.parley.v1.MembersRequestH\x00R\amembers\x12<\n" +
+	"\n" +
+	"add_friend\x18/ \x01(\v2\x1b.parley.v1.AddFriendRequestH\x00R\taddFriend\x12E\n" +
+	"\ranswer_friend\x180 \x01(\v2\x1e.parley.v1.AnswerFriendRequestH\x00R\fanswerFriend\x12E\n" +
+	"\rremove_friend\x181 \x01(\v2\x1e.parley.v1.RemoveFriendRequestH\x00R\fremoveFriend\x125\n" +
+	"\afriends\x182 \x01(\v2\x19.parley.v1.FriendsRequestH\x00R\afriends\x12/\n" +
+	"\x05block\x183 \x01(\v2\x17.parley.v1.BlockRequestH\x00R\x05block\x125\n" +
+	"\aunblock\x184 \x01(\v2\x19.parley.v1.UnblockRequestH\x00R\aunblock\x122\n" +
+	"\x06typing\x185 \x01(\v2\x18.parley.v1.TypingRequestH\x00R\x06typing\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
 	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
@@ -3077,11 +4002,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\rhistory_reply\x18\x18 \x01(\v2\x17.parley.v1.HistoryReplyH\x00R\fhistoryReply\x12P\n" +
 	"\x13conversations_reply\x18\x19 \x01(\v2\x1d.parley.v1.ConversationsReplyH\x00R\x12conversationsReply\x12=\n" +
 	"\fconversation\x18\x1a \x01(\v2\x17.parley.v1.ConversationH\x00R\fconversation\x12>\n" +
-	"\rmembers_reply\x18\x1b \x01(\v2\x17.parley.v1.MembersReplyH\x00R\fmembersReply\x12J\n" +
+	"\rmembers_reply\x18\x1b \x01(\v2\x17.parley.v1.MembersReplyH\x00R\fmembersReply\x12>\n" +
+	"\rfriends_reply\x18\x1c \x01(\v2\x17.parley.v1.FriendsReplyH\x00R\ffriendsReply\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
 	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
-	"\amessage\x18! \x01(\v2\x17.parley.v1.MessageEventH\x00R\amessageB\x06\n" +
+	"\amessage\x18! \x01(\v2\x17.parley.v1.MessageEventH\x00R\amessage\x12;\n" +
+	"\ffriend_event\x18\" \x01(\v2\x16.parley.v1.FriendEventH\x00R\vfriendEvent\x12;\n" +
+	"\ftyping_event\x18# \x01(\v2\x16.parley.v1.TypingEventH\x00R\vtypingEvent\x123\n" +
+	"\areceipt\x18$ \x01(\v2\x17.parley.v1.ReceiptEventH\x00R\areceiptB\x06\n" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
@@ -3191,7 +4120,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x12ConversationsReply\x12=\n" +
 	"\rconversations\x18\x01 \x03(\v2\x17.parley.v1.ConversationR\rconversations\"/\n" +
 	"\x11OpenDirectRequest\x12\x1a\n" +
-	"\busername\x18\x01 \x01(\tR\busername\"\xeb\x01\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\x91\x02\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -3200,7 +4129,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\tacked_seq\x18\x05 \x01(\x04R\backedSeq\x12\x17\n" +
 	"\apeer_id\x18\x06 \x01(\tR\x06peerId\x12\x18\n" +
 	"\ainvited\x18\a \x01(\bR\ainvited\x12\x19\n" +
-	"\bowner_id\x18\b \x01(\tR\aownerId\"<\n" +
+	"\bowner_id\x18\b \x01(\tR\aownerId\x12$\n" +
+	"\x0epeer_acked_seq\x18\t \x01(\x04R\fpeerAckedSeq\"<\n" +
 	"\fMessageEvent\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"F\n" +
 	"\x12CreateGroupRequest\x12\x12\n" +
@@ -3227,7 +4157,46 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\bR\x05owner\x12\x18\n" +
 	"\ainvited\x18\x04 \x01(\bR\ainvited\";\n" +
 	"\fMembersReply\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.parley.v1.MemberR\amembers*\x8e\b\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.parley.v1.MemberR\amembers\".\n" +
+	"\x10AddFriendRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"I\n" +
+	"\x13AnswerFriendRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"1\n" +
+	"\x13RemoveFriendRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\x10\n" +
+	"\x0eFriendsRequest\"\x83\x01\n" +
+	"\x06Friend\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12,\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x16.parley.v1.FriendStateR\x05state\x12\x16\n" +
+	"\x06online\x18\x04 \x01(\bR\x06online\";\n" +
+	"\fFriendsReply\x12+\n" +
+	"\afriends\x18\x01 \x03(\v2\x11.parley.v1.FriendR\afriends\"*\n" +
+	"\fBlockRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\",\n" +
+	"\x0eUnblockRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\xdb\x01\n" +
+	"\vFriendEvent\x12/\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1b.parley.v1.FriendEvent.KindR\x04kind\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\"f\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fKIND_REQUEST\x10\x01\x12\x11\n" +
+	"\rKIND_ACCEPTED\x10\x02\x12\x11\n" +
+	"\rKIND_DECLINED\x10\x03\x12\x10\n" +
+	"\fKIND_REMOVED\x10\x04\"3\n" +
+	"\rTypingRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"f\n" +
+	"\vTypingEvent\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\"]\n" +
+	"\fReceiptEvent\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq*\xc6\b\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -3256,7 +4225,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x1cERROR_CODE_MESSAGE_TOO_LARGE\x10 \x12\x1c\n" +
 	"\x18ERROR_CODE_EMPTY_MESSAGE\x10!\x12\x1d\n" +
 	"\x19ERROR_CODE_ALREADY_MEMBER\x10\"\x12\x1b\n" +
-	"\x17ERROR_CODE_INVALID_NAME\x10#\x12\x1b\n" +
+	"\x17ERROR_CODE_INVALID_NAME\x10#\x12\x1e\n" +
+	"\x1aERROR_CODE_ALREADY_FRIENDS\x10$\x12\x16\n" +
+	"\x12ERROR_CODE_BLOCKED\x10%\x12\x1b\n" +
 	"\x17ERROR_CODE_IDLE_TIMEOUT\x10(\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10)\x12\x1e\n" +
 	"\x1aERROR_CODE_SERVER_SHUTDOWN\x10*\x12\x1a\n" +
@@ -3267,7 +4238,13 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONVERSATION_KIND_ROOM\x10\x01\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x02\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x03B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
+	"\x17CONVERSATION_KIND_GROUP\x10\x03*\x94\x01\n" +
+	"\vFriendState\x12\x1c\n" +
+	"\x18FRIEND_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13FRIEND_STATE_FRIEND\x10\x01\x12\x19\n" +
+	"\x15FRIEND_STATE_OUTGOING\x10\x02\x12\x19\n" +
+	"\x15FRIEND_STATE_INCOMING\x10\x03\x12\x18\n" +
+	"\x14FRIEND_STATE_BLOCKED\x10\x04B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once
@@ -3281,105 +4258,133 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 	return file_parley_v1_parley_proto_rawDescData
 }
 
-var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
 	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
-	(*Frame)(nil),                // 2: parley.v1.Frame
-	(*Hello)(nil),                // 3: parley.v1.Hello
-	(*Welcome)(nil),              // 4: parley.v1.Welcome
-	(*Error)(nil),                // 5: parley.v1.Error
-	(*Ping)(nil),                 // 6: parley.v1.Ping
-	(*Pong)(nil),                 // 7: parley.v1.Pong
-	(*ClientOptions)(nil),        // 8: parley.v1.ClientOptions
-	(*RegisterRequest)(nil),      // 9: parley.v1.RegisterRequest
-	(*LoginRequest)(nil),         // 10: parley.v1.LoginRequest
-	(*ResumeRequest)(nil),        // 11: parley.v1.ResumeRequest
-	(*LogoutRequest)(nil),        // 12: parley.v1.LogoutRequest
-	(*Session)(nil),              // 13: parley.v1.Session
-	(*Ok)(nil),                   // 14: parley.v1.Ok
-	(*WhoRequest)(nil),           // 15: parley.v1.WhoRequest
-	(*WhoReply)(nil),             // 16: parley.v1.WhoReply
-	(*OnlineUser)(nil),           // 17: parley.v1.OnlineUser
-	(*PresenceSnapshot)(nil),     // 18: parley.v1.PresenceSnapshot
-	(*PresenceChange)(nil),       // 19: parley.v1.PresenceChange
-	(*SessionEnded)(nil),         // 20: parley.v1.SessionEnded
-	(*Message)(nil),              // 21: parley.v1.Message
-	(*SendRequest)(nil),          // 22: parley.v1.SendRequest
-	(*SendReply)(nil),            // 23: parley.v1.SendReply
-	(*HistoryRequest)(nil),       // 24: parley.v1.HistoryRequest
-	(*HistoryReply)(nil),         // 25: parley.v1.HistoryReply
-	(*AckRequest)(nil),           // 26: parley.v1.AckRequest
-	(*ConversationsRequest)(nil), // 27: parley.v1.ConversationsRequest
-	(*ConversationsReply)(nil),   // 28: parley.v1.ConversationsReply
-	(*OpenDirectRequest)(nil),    // 29: parley.v1.OpenDirectRequest
-	(*Conversation)(nil),         // 30: parley.v1.Conversation
-	(*MessageEvent)(nil),         // 31: parley.v1.MessageEvent
-	(*CreateGroupRequest)(nil),   // 32: parley.v1.CreateGroupRequest
-	(*InviteRequest)(nil),        // 33: parley.v1.InviteRequest
-	(*JoinGroupRequest)(nil),     // 34: parley.v1.JoinGroupRequest
-	(*LeaveGroupRequest)(nil),    // 35: parley.v1.LeaveGroupRequest
-	(*RemoveMemberRequest)(nil),  // 36: parley.v1.RemoveMemberRequest
-	(*RenameGroupRequest)(nil),   // 37: parley.v1.RenameGroupRequest
-	(*MembersRequest)(nil),       // 38: parley.v1.MembersRequest
-	(*Member)(nil),               // 39: parley.v1.Member
-	(*MembersReply)(nil),         // 40: parley.v1.MembersReply
+	(FriendState)(0),             // 2: parley.v1.FriendState
+	(FriendEvent_Kind)(0),        // 3: parley.v1.FriendEvent.Kind
+	(*Frame)(nil),                // 4: parley.v1.Frame
+	(*Hello)(nil),                // 5: parley.v1.Hello
+	(*Welcome)(nil),              // 6: parley.v1.Welcome
+	(*Error)(nil),                // 7: parley.v1.Error
+	(*Ping)(nil),                 // 8: parley.v1.Ping
+	(*Pong)(nil),                 // 9: parley.v1.Pong
+	(*ClientOptions)(nil),        // 10: parley.v1.ClientOptions
+	(*RegisterRequest)(nil),      // 11: parley.v1.RegisterRequest
+	(*LoginRequest)(nil),         // 12: parley.v1.LoginRequest
+	(*ResumeRequest)(nil),        // 13: parley.v1.ResumeRequest
+	(*LogoutRequest)(nil),        // 14: parley.v1.LogoutRequest
+	(*Session)(nil),              // 15: parley.v1.Session
+	(*Ok)(nil),                   // 16: parley.v1.Ok
+	(*WhoRequest)(nil),           // 17: parley.v1.WhoRequest
+	(*WhoReply)(nil),             // 18: parley.v1.WhoReply
+	(*OnlineUser)(nil),           // 19: parley.v1.OnlineUser
+	(*PresenceSnapshot)(nil),     // 20: parley.v1.PresenceSnapshot
+	(*PresenceChange)(nil),       // 21: parley.v1.PresenceChange
+	(*SessionEnded)(nil),         // 22: parley.v1.SessionEnded
+	(*Message)(nil),              // 23: parley.v1.Message
+	(*SendRequest)(nil),          // 24: parley.v1.SendRequest
+	(*SendReply)(nil),            // 25: parley.v1.SendReply
+	(*HistoryRequest)(nil),       // 26: parley.v1.HistoryRequest
+	(*HistoryReply)(nil),         // 27: parley.v1.HistoryReply
+	(*AckRequest)(nil),           // 28: parley.v1.AckRequest
+	(*ConversationsRequest)(nil), // 29: parley.v1.ConversationsRequest
+	(*ConversationsReply)(nil),   // 30: parley.v1.ConversationsReply
+	(*OpenDirectRequest)(nil),    // 31: parley.v1.OpenDirectRequest
+	(*Conversation)(nil),         // 32: parley.v1.Conversation
+	(*MessageEvent)(nil),         // 33: parley.v1.MessageEvent
+	(*CreateGroupRequest)(nil),   // 34: parley.v1.CreateGroupRequest
+	(*InviteRequest)(nil),        // 35: parley.v1.InviteRequest
+	(*JoinGroupRequest)(nil),     // 36: parley.v1.JoinGroupRequest
+	(*LeaveGroupRequest)(nil),    // 37: parley.v1.LeaveGroupRequest
+	(*RemoveMemberRequest)(nil),  // 38: parley.v1.RemoveMemberRequest
+	(*RenameGroupRequest)(nil),   // 39: parley.v1.RenameGroupRequest
+	(*MembersRequest)(nil),       // 40: parley.v1.MembersRequest
+	(*Member)(nil),               // 41: parley.v1.Member
+	(*MembersReply)(nil),         // 42: parley.v1.MembersReply
+	(*AddFriendRequest)(nil),     // 43: parley.v1.AddFriendRequest
+	(*AnswerFriendRequest)(nil),  // 44: parley.v1.AnswerFriendRequest
+	(*RemoveFriendRequest)(nil),  // 45: parley.v1.RemoveFriendRequest
+	(*FriendsRequest)(nil),       // 46: parley.v1.FriendsRequest
+	(*Friend)(nil),               // 47: parley.v1.Friend
+	(*FriendsReply)(nil),         // 48: parley.v1.FriendsReply
+	(*BlockRequest)(nil),         // 49: parley.v1.BlockRequest
+	(*UnblockRequest)(nil),       // 50: parley.v1.UnblockRequest
+	(*FriendEvent)(nil),          // 51: parley.v1.FriendEvent
+	(*TypingRequest)(nil),        // 52: parley.v1.TypingRequest
+	(*TypingEvent)(nil),          // 53: parley.v1.TypingEvent
+	(*ReceiptEvent)(nil),         // 54: parley.v1.ReceiptEvent
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
-	3,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
-	4,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
-	5,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
-	6,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
-	7,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
-	9,  // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
-	10, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
-	11, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
-	12, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
-	15, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
-	22, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
-	24, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
-	26, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
-	27, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
-	29, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
-	32, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
-	33, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
-	34, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
-	35, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
-	36, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
-	37, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
-	38, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
-	13, // 22: parley.v1.Frame.session:type_name -> parley.v1.Session
-	14, // 23: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	16, // 24: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	23, // 25: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
-	25, // 26: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
-	28, // 27: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
-	30, // 28: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
-	40, // 29: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
-	18, // 30: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	19, // 31: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	20, // 32: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	31, // 33: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
-	0,  // 34: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	8,  // 35: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	8,  // 36: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	8,  // 37: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	17, // 38: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	17, // 39: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	17, // 40: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 41: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	21, // 42: parley.v1.SendReply.message:type_name -> parley.v1.Message
-	21, // 43: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
-	30, // 44: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
-	1,  // 45: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	21, // 46: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
-	39, // 47: parley.v1.MembersReply.members:type_name -> parley.v1.Member
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	5,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
+	6,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
+	7,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
+	8,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
+	9,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
+	11, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
+	12, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
+	13, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
+	14, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
+	17, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
+	24, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
+	26, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
+	28, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
+	29, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
+	31, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
+	34, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
+	35, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
+	36, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
+	37, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
+	38, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
+	39, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
+	40, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
+	43, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
+	44, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
+	45, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
+	46, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
+	49, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
+	50, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
+	52, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
+	15, // 29: parley.v1.Frame.session:type_name -> parley.v1.Session
+	16, // 30: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	18, // 31: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	25, // 32: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	27, // 33: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	30, // 34: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	32, // 35: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	42, // 36: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
+	48, // 37: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
+	20, // 38: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	21, // 39: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	22, // 40: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	33, // 41: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	51, // 42: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
+	53, // 43: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
+	54, // 44: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
+	0,  // 45: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	10, // 46: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	10, // 47: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	10, // 48: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	19, // 49: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	19, // 50: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	19, // 51: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,  // 52: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	23, // 53: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	23, // 54: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	32, // 55: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,  // 56: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	23, // 57: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	41, // 58: parley.v1.MembersReply.members:type_name -> parley.v1.Member
+	2,  // 59: parley.v1.Friend.state:type_name -> parley.v1.FriendState
+	47, // 60: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
+	3,  // 61: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -3410,6 +4415,13 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_RemoveMember)(nil),
 		(*Frame_RenameGroup)(nil),
 		(*Frame_Members)(nil),
+		(*Frame_AddFriend)(nil),
+		(*Frame_AnswerFriend)(nil),
+		(*Frame_RemoveFriend)(nil),
+		(*Frame_Friends)(nil),
+		(*Frame_Block)(nil),
+		(*Frame_Unblock)(nil),
+		(*Frame_Typing)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
@@ -3418,18 +4430,22 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_ConversationsReply)(nil),
 		(*Frame_Conversation)(nil),
 		(*Frame_MembersReply)(nil),
+		(*Frame_FriendsReply)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
 		(*Frame_Message)(nil),
+		(*Frame_FriendEvent)(nil),
+		(*Frame_TypingEvent)(nil),
+		(*Frame_Receipt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   39,
+			NumEnums:      4,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
