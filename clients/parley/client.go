@@ -444,6 +444,10 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		if m := b.Message.GetMessage(); m != nil {
 			c.offerLocked(messageFromWire(m))
 		}
+	case *parleyv1.Frame_FriendEvent, *parleyv1.Frame_TypingEvent, *parleyv1.Frame_Receipt:
+		if !c.events.push(socialEvent(f)) {
+			c.log.Warn("parley: event buffer full; dropped a typing or receipt event")
+		}
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()

@@ -139,7 +139,9 @@ func newEventQueue(limit int, delivered func(Event)) *eventQueue {
 
 func isChange(ev Event) bool {
 	switch ev.(type) {
-	case UserOnlineEvent, UserOfflineEvent:
+	case UserOnlineEvent, UserOfflineEvent, TypingEvent, ReceiptEvent:
+		// Droppable: the online list, the next typing notice and
+		// Conversation.PeerAckedSeq carry the same state.
 		return true
 	}
 	return false

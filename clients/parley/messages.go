@@ -72,6 +72,9 @@ type Conversation struct {
 	// messages until JoinGroup). OwnerID: a group's owner.
 	Invited bool
 	OwnerID string
+	// PeerAckedSeq: direct, how far the other user has seen (read
+	// receipts; ReceiptEvent tells of later changes).
+	PeerAckedSeq uint64
 }
 
 // Unread is how many messages the user has not acknowledged.
@@ -118,6 +121,8 @@ func conversationFromWire(c *parleyv1.Conversation) Conversation {
 		PeerID:   c.GetPeerId(),
 		Invited:  c.GetInvited(),
 		OwnerID:  c.GetOwnerId(),
+
+		PeerAckedSeq: c.GetPeerAckedSeq(),
 	}
 }
 

@@ -31,8 +31,9 @@ type Conn struct {
 	sess *session   // nil until a session starts, and again after Logout
 
 	// Owned by the reader goroutine (and the frame goroutine it waits for).
-	welcomed bool // Welcome sent
-	bad      int  // undecodable frames so far
+	welcomed bool        // Welcome sent
+	bad      int         // undecodable frames so far
+	typing   typingState // nil unless typing lately (friends.go)
 }
 
 // session is the identity of an authenticated connection. Immutable; a

@@ -49,6 +49,13 @@ import (
 //	remove_member  subject.MsgRemoveMember       ok
 //	rename_group   subject.MsgRenameGroup        conversation
 //	members        subject.MsgMembers            members_reply
+//	add_friend     subject.MsgAddFriend          ok
+//	answer_friend  subject.MsgAnswerFriend       ok
+//	remove_friend  subject.MsgRemoveFriend       ok
+//	friends        subject.MsgFriends            friends_reply
+//	block          subject.MsgBlock              ok
+//	unblock        subject.MsgUnblock            ok
+//	typing         (the gateway itself: TypingEvent to subject.UserTyping(peer))  ok
 //
 // A service's error reply reaches the client as an Error with the same
 // code, message and retry_after_ms (no responders: UNAVAILABLE; no answer
@@ -58,6 +65,9 @@ import (
 // one, a long history read say, delays the next; replies never overtake).
 func (c *Conn) dispatch(f *parleyv1.Frame) {
 	rid := f.GetRequestId()
+	if c.typing != nil {
+		c.expireTyping(time.Now())
+	}
 	switch b := f.GetBody().(type) {
 	case *parleyv1.Frame_Ping:
 		c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: b.Ping.GetNonce()}}})
@@ -73,7 +83,9 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		*parleyv1.Frame_Conversations, *parleyv1.Frame_OpenDirect,
 		*parleyv1.Frame_CreateGroup, *parleyv1.Frame_Invite, *parleyv1.Frame_JoinGroup,
 		*parleyv1.Frame_LeaveGroup, *parleyv1.Frame_RemoveMember, *parleyv1.Frame_RenameGroup,
-		*parleyv1.Frame_Members:
+		*parleyv1.Frame_Members,
+		*parleyv1.Frame_AddFriend, *parleyv1.Frame_AnswerFriend, *parleyv1.Frame_RemoveFriend,
+		*parleyv1.Frame_Friends, *parleyv1.Frame_Block, *parleyv1.Frame_Unblock, *parleyv1.Frame_Typing:
 	default:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
@@ -120,6 +132,20 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.toConversation(rid, subject.MsgRenameGroup, b.RenameGroup)
 	case *parleyv1.Frame_Members:
 		c.toMembers(rid, subject.MsgMembers, b.Members)
+	case *parleyv1.Frame_AddFriend:
+		c.toOk(rid, subject.MsgAddFriend, b.AddFriend)
+	case *parleyv1.Frame_AnswerFriend:
+		c.toOk(rid, subject.MsgAnswerFriend, b.AnswerFriend)
+	case *parleyv1.Frame_RemoveFriend:
+		c.toOk(rid, subject.MsgRemoveFriend, b.RemoveFriend)
+	case *parleyv1.Frame_Friends:
+		c.toFriends(rid, b.Friends)
+	case *parleyv1.Frame_Block:
+		c.toOk(rid, subject.MsgBlock, b.Block)
+	case *parleyv1.Frame_Unblock:
+		c.toOk(rid, subject.MsgUnblock, b.Unblock)
+	case *parleyv1.Frame_Typing:
+		c.typingRequest(rid, b.Typing)
 	}
 }
 

@@ -30,8 +30,9 @@ import (
 // connection gets events only once its Session reply is queued (Conn.Deliver
 // checks the session, which the connection sets after queueing the reply).
 
-// errMalformedEvent: a published event that is not a MessageEvent with a
-// message; it is logged and dropped.
+// errMalformedEvent: a published event that does not decode as what its
+// subject carries (a MessageEvent with a message, ...); it is logged and
+// dropped.
 var errMalformedEvent = errors.New("malformed message event")
 
 // Start subscribes to subject.RoomMessagesAll: every message in any room is
@@ -78,15 +79,10 @@ func (r *Registry) onRoomMessage(msg *nats.Msg) {
 	}
 }
 
-// deliverUser queues a MessageEvent published on uid's subject to each of
-// uid's authenticated connections here. It runs on Run's goroutine, so a
-// user's events are delivered in publish order.
-func (r *Registry) deliverUser(uid string, data []byte) {
-	frame, err := messageFrame(data)
-	if err != nil {
-		r.log.Warn("user message dropped", "user", uid, "err", err)
-		return
-	}
+// deliverUser queues an event published on uid's subject (already encoded
+// as a frame) to each of uid's authenticated connections here. It runs on
+// Run's goroutine, so a user's events are delivered in publish order.
+func (r *Registry) deliverUser(uid string, frame []byte) {
 	r.amu.Lock()
 	defer r.amu.Unlock()
 	if u := r.users[uid]; u != nil {
@@ -109,4 +105,33 @@ func messageFrame(data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: no message", errMalformedEvent)
 	}
 	return wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+}
+
+// userEventFrame turns an event published on one of a user's subjects
+// into its frame, checked the same way: "friend" (parleyv1.FriendEvent ->
+// friend_event), "typing" (parleyv1.TypingEvent -> typing_event), "receipt"
+// (parleyv1.ReceiptEvent -> receipt). ok is false for other suffixes.
+func userEventFrame(suffix string, data []byte) (frame []byte, ok bool, err error) {
+	var f *parleyv1.Frame
+	switch suffix {
+	case "friend":
+		ev := new(parleyv1.FriendEvent)
+		err = proto.Unmarshal(data, ev)
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_FriendEvent{FriendEvent: ev}}
+	case "typing":
+		ev := new(parleyv1.TypingEvent)
+		err = proto.Unmarshal(data, ev)
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_TypingEvent{TypingEvent: ev}}
+	case "receipt":
+		ev := new(parleyv1.ReceiptEvent)
+		err = proto.Unmarshal(data, ev)
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_Receipt{Receipt: ev}}
+	default:
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("%w: %s: %w", errMalformedEvent, suffix, err)
+	}
+	frame, err = wire.AppendFrame(nil, f)
+	return frame, true, err
 }

@@ -247,8 +247,11 @@ func (r *Registry) Wait() { r.wg.Wait() }
 // Subjects are subject.UserPrefix(user) + suffix; the suffixes handled:
 //
 //	kick  internalv1.SessionKick: end that session's connections here.
-//	msg   parleyv1.MessageEvent (subject.UserMessages): a Frame{message}
-//	      to each of the user's authenticated connections here.
+//	msg      parleyv1.MessageEvent (subject.UserMessages): a Frame{message}
+//	         to each of the user's authenticated connections here.
+//	friend   parleyv1.FriendEvent (subject.UserFriendEvents): Frame{friend_event}, the same way.
+//	typing   parleyv1.TypingEvent (subject.UserTyping): Frame{typing_event}.
+//	receipt  parleyv1.ReceiptEvent (subject.UserReceipts): Frame{receipt}.
 //
 // Unknown suffixes are ignored (later releases add per-user events).
 func (r *Registry) Run(ctx context.Context) error {
@@ -282,9 +285,22 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 		}
 		r.kick(uid, kick)
 	case "msg":
-		r.deliverUser(uid, msg.Data)
+		frame, err := messageFrame(msg.Data)
+		if err != nil {
+			r.log.Warn("user message dropped", "user", uid, "err", err)
+			return
+		}
+		r.deliverUser(uid, frame)
 	default:
-		r.log.Debug("ignoring user event", "user", uid, "suffix", suffix)
+		frame, ok, err := userEventFrame(suffix, msg.Data)
+		switch {
+		case !ok:
+			r.log.Debug("ignoring user event", "user", uid, "suffix", suffix)
+		case err != nil:
+			r.log.Warn("user event dropped", "user", uid, "suffix", suffix, "err", err)
+		default:
+			r.deliverUser(uid, frame)
+		}
 	}
 }
 

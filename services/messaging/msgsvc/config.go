@@ -29,6 +29,9 @@ type Config struct {
 	Workers int
 	// LookupTimeout bounds a username lookup at the auth service.
 	LookupTimeout time.Duration
+	// PresenceTimeout bounds one online-state query at the presence
+	// service (friends list); a friend whose query times out is offline.
+	PresenceTimeout time.Duration
 }
 
 // RegisterFlags defines the messaging flags on fs, storing into c. The
@@ -41,6 +44,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxMessageChars, "max-message-chars", 4000, "longest message text in characters (Unicode code points); 16 KiB is the hard byte limit")
 	fs.IntVar(&c.Workers, "msg-workers", 64, "requests handled at once per subject by this replica")
 	fs.DurationVar(&c.LookupTimeout, "msg-lookup-timeout", 3*time.Second, "how long to wait for the auth service to resolve a username")
+	fs.DurationVar(&c.PresenceTimeout, "msg-presence-timeout", time.Second, "how long a friends list waits for the presence service per friend (no answer: shown offline)")
 }
 
 // DefaultConfig returns the configuration RegisterFlags defaults to.
@@ -78,6 +82,9 @@ func (c Config) validate() error {
 	}
 	if c.LookupTimeout <= 0 {
 		bad("-msg-lookup-timeout must be positive")
+	}
+	if c.PresenceTimeout <= 0 {
+		bad("-msg-presence-timeout must be positive")
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 
@@ -128,10 +129,15 @@ func (s *Service) handleAck(ctx context.Context, m *nats.Msg) (proto.Message, er
 	if !ok {
 		return nil, errAckBeyondLast
 	}
-	if _, err := s.store.AdvanceCursor(ctx, me.id, conv.id, req.Seq); errors.Is(err, store.ErrBusy) {
+	_, moved, err := s.store.AdvanceCursor(ctx, me.id, conv.id, req.Seq)
+	if errors.Is(err, store.ErrBusy) {
 		return nil, errBusy
 	} else if err != nil {
 		return nil, err
+	}
+	if moved && conv.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+		// Read receipt: the other member sees how far this user has seen.
+		s.publish(subject.UserReceipts(conv.peer), &parleyv1.ReceiptEvent{Conversation: conv.id, UserId: me.id, Seq: req.Seq})
 	}
 	return nil, nil
 }
@@ -202,6 +208,10 @@ func (s *Service) fillSeqs(ctx context.Context, convs []*parleyv1.Conversation, 
 		wg.Go(func() {
 			defer func() { <-sem }()
 			last, err := s.store.LastSeq(ctx, c.Id)
+			if err == nil && c.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.PeerId != "" {
+				// Read receipts: how far the other member has seen.
+				c.PeerAckedSeq, err = s.store.Cursor(ctx, c.PeerId, c.Id)
+			}
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -252,6 +262,9 @@ func (s *Service) handleOpenDirect(ctx context.Context, m *nats.Msg) (proto.Mess
 		return nil, err
 	}
 	if out.AckedSeq, err = s.store.Cursor(ctx, me.id, conv.id); err != nil {
+		return nil, err
+	}
+	if out.PeerAckedSeq, err = s.store.Cursor(ctx, peer.UserId, conv.id); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -67,6 +67,14 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 		}
 	}
 
+	if conv.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+		// Checked before storing: a blocked sender's message is not kept.
+		if blocked, err := s.blockedBy(ctx, conv.peer, me.id); err != nil {
+			return nil, err
+		} else if blocked {
+			return nil, errBlocked
+		}
+	}
 	msg := &parleyv1.Message{
 		Conversation: conv.id,
 		SenderId:     me.id,

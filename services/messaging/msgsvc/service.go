@@ -6,6 +6,14 @@
 // subject.UserMessages(uid) (direct: both members; group: every member) or
 // subject.RoomMessages("public"). groups.go describes how groups are kept.
 //
+// Friends and blocking (friends.go): private messages do not need
+// friendship; anyone may message anyone (the default), and only blocking
+// stops it: a direct message to a user who blocked the sender is refused
+// with BLOCKED and nothing is stored. When a user acknowledges a direct
+// conversation further than before, the other member gets a read receipt
+// (parleyv1.ReceiptEvent on subject.UserReceipts), and the conversation
+// list carries the other member's cursor as peer_acked_seq.
+//
 // Any number of replicas may run against one NATS (JetStream) system; they
 // share state only through JetStream (see internal/store for the storage
 // design and how replicas keep per-conversation seqs gap-free).
@@ -133,6 +141,12 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.MsgRemoveMember:  s.handleRemoveMember,
 		subject.MsgRenameGroup:   s.handleRenameGroup,
 		subject.MsgMembers:       s.handleMembers,
+		subject.MsgAddFriend:     s.handleAddFriend,
+		subject.MsgAnswerFriend:  s.handleAnswerFriend,
+		subject.MsgRemoveFriend:  s.handleRemoveFriend,
+		subject.MsgFriends:       s.handleFriends,
+		subject.MsgBlock:         s.handleBlock,
+		subject.MsgUnblock:       s.handleUnblock,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()

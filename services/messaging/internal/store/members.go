@@ -123,17 +123,18 @@ func (s *Store) cursor(ctx context.Context, uid, conv string) (seq, rev uint64, 
 
 // AdvanceCursor sets uid's acknowledged seq in conv to max(current, seq)
 // with compare-and-set, so concurrent acks from several devices never move
-// it backwards. It returns the resulting cursor.
-func (s *Store) AdvanceCursor(ctx context.Context, uid, conv string, seq uint64) (uint64, error) {
+// it backwards. It returns the resulting cursor and whether this call moved
+// it (read receipts are sent only then).
+func (s *Store) AdvanceCursor(ctx context.Context, uid, conv string, seq uint64) (uint64, bool, error) {
 	key := userKey(uid, conv)
 	val := []byte(strconv.FormatUint(seq, 10))
 	for range maxCASTries {
 		cur, rev, err := s.cursor(ctx, uid, conv)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if rev != 0 && cur >= seq {
-			return cur, nil
+			return cur, false, nil
 		}
 		if rev == 0 {
 			_, err = s.cursors.Create(ctx, key, val)
@@ -141,15 +142,15 @@ func (s *Store) AdvanceCursor(ctx context.Context, uid, conv string, seq uint64)
 			_, err = s.cursors.Update(ctx, key, val, rev)
 		}
 		if err == nil {
-			return seq, nil
+			return seq, true, nil
 		}
 		// Both a lost Create and a lost Update surface as ErrKeyExists
 		// (wrong last sequence): someone else wrote; read again.
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return 0, fmt.Errorf("cursor: %w", err)
+			return 0, false, fmt.Errorf("cursor: %w", err)
 		}
 	}
-	return 0, ErrBusy
+	return 0, false, ErrBusy
 }
 
 // scan calls fn for every current key "<uid>.<conv>" in kv with one

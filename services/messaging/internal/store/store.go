@@ -31,6 +31,10 @@
 //     compare-and-set on its revision (UpdateGroup), so concurrent changes
 //     from several replicas are never lost. Group membership entries in
 //     BucketConvs are written after the record and only index it.
+//   - KV subject.BucketFriends: "<uid>.<peer>" -> the relation as uid sees
+//     it (friend, outgoing request, incoming request, blocked; JSON with the
+//     peer's name). Both users' keys are written, each with compare-and-set
+//     (UpdateFriend); msgsvc/friends.go orders the two writes.
 //
 // # Gap-free per-conversation sequence across replicas
 //
@@ -134,6 +138,7 @@ type Store struct {
 	members jetstream.KeyValue
 	index   jetstream.KeyValue
 	groups  jetstream.KeyValue
+	friends jetstream.KeyValue
 	log     *slog.Logger
 
 	mu    sync.Mutex            // guards convs and known
@@ -203,6 +208,9 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, err
 	}
 	if s.groups, err = open(subject.BucketGroups, "Parley groups: name, owner, members, invitations", 0); err != nil {
+		return nil, err
+	}
+	if s.friends, err = open(subject.BucketFriends, "Parley friends, requests and blocks per user and peer", 0); err != nil {
 		return nil, err
 	}
 	return s, nil
