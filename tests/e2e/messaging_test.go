@@ -328,3 +328,29 @@ func TestGroupAcrossGateways(t *testing.T) {
 	_, err = carol.Members(ctxS(t), g.ID)
 	wantErr(t, err, parley.ErrPermissionDenied)
 }
+
+// TestBlockedUserRefused: after bob blocks alice, her private messages and
+// friend requests are refused with BLOCKED and nothing reaches bob.
+func TestBlockedUserRefused(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{})
+	alice, _ := registered(t, "tcp://"+c.gateways[0].tcp, "alice")
+	bob, bs := registered(t, "tcp://"+c.gateways[1].tcp, "bob")
+	as := alice.Session()
+	m, err := alice.SendTo(ctxS(t), bs.Username, "before the block")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Block(ctxS(t), as.Username); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.SendTo(ctxS(t), bs.Username, "after the block")
+	wantErr(t, err, parley.ErrBlocked)
+	_, err = alice.Send(ctxS(t), m.Conversation, "after the block")
+	wantErr(t, err, parley.ErrBlocked)
+	err = alice.AddFriend(ctxS(t), bs.Username)
+	wantErr(t, err, parley.ErrBlocked)
+	page, _, err := bob.History(ctxS(t), m.Conversation, 0, 50)
+	if err != nil || len(page) != 1 || page[0].Text != "before the block" {
+		t.Fatalf("bob's history after the block: %+v, %v", page, err)
+	}
+}
