@@ -102,6 +102,11 @@ func commands() []command {
 		{"send", "send a message: send <conversation|@user> <text|->", cmdSend},
 		{"history", "show stored messages: history <conversation|@user> [--before N] [--limit N] [--json]", cmdHistory},
 		{"conversations", "list conversations: id, title, unread (--json for JSON)", cmdConversations},
+		{"group", "manage groups: group create|invite|join|leave|remove|rename|members (parley group help)", cmdGroup},
+		{"friends", "list friends, requests and blocked users: USER STATE [online] (--json for JSON)", cmdFriends},
+		{"friend", "friend add|accept|decline|remove <user>", cmdFriend},
+		{"block", "block <user>: refuse their private messages and friend requests", cmdBlock},
+		{"unblock", "unblock <user>", cmdUnblock},
 		{"listen", "print messages as they arrive: CONVERSATION SEQ SENDER: TEXT", cmdListen},
 		{"ping", "measure the round trip to the gateway", cmdPing},
 	}

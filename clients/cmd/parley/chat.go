@@ -140,6 +140,19 @@ type jsonMessage struct {
 	SenderName   string    `json:"sender_name"`
 	SentAt       time.Time `json:"sent_at"`
 	Text         string    `json:"text"`
+	// System: a change of a group (created, invited, joined, ...) written
+	// by the server; the sender is who caused it.
+	System bool `json:"system,omitempty"`
+}
+
+// messageBody is a message after its seq (history) or conversation and
+// seq (listen): "SENDER: TEXT", or "* TEXT" for a group's system message,
+// whose text already names who did what ("alice invited bob").
+func messageBody(m parley.Message) string {
+	if m.System {
+		return "* " + escapeText(m.Text)
+	}
+	return m.SenderName + ": " + escapeText(m.Text)
 }
 
 // escapeText makes a message one line: backslashes and line breaks are
@@ -177,14 +190,14 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 				More     bool          `json:"more"`
 			}{Messages: []jsonMessage{}, More: more}
 			for _, m := range msgs {
-				out.Messages = append(out.Messages, jsonMessage{m.Conversation, m.Seq, m.ID, m.SenderID, m.SenderName, m.SentAt.UTC(), m.Text})
+				out.Messages = append(out.Messages, jsonMessage{m.Conversation, m.Seq, m.ID, m.SenderID, m.SenderName, m.SentAt.UTC(), m.Text, m.System})
 			}
 			enc := json.NewEncoder(a.stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(out)
 		}
 		for _, m := range msgs {
-			fmt.Fprintf(a.stdout, "%d %s %s: %s\n", m.Seq, m.SentAt.Format("2006-01-02 15:04"), m.SenderName, escapeText(m.Text))
+			fmt.Fprintf(a.stdout, "%d %s %s\n", m.Seq, m.SentAt.Format("2006-01-02 15:04"), messageBody(m))
 		}
 		if more && len(msgs) > 0 {
 			fmt.Fprintf(a.stderr, "older messages: parley history %s --before %d\n", pos[0], msgs[0].Seq)
@@ -195,7 +208,7 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 
 func cmdConversations(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("conversations", "")
-	asJSON := fs.Bool("json", false, "print a JSON array of {id, kind, title, unread, last_seq, acked_seq, peer_id}")
+	asJSON := fs.Bool("json", false, "print a JSON array of {id, kind, title, unread, last_seq, acked_seq, peer_id, invited, owner_id}")
 	if _, err := parseArgs(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
@@ -213,10 +226,12 @@ func cmdConversations(ctx context.Context, a *app, args []string) error {
 				LastSeq  uint64 `json:"last_seq"`
 				AckedSeq uint64 `json:"acked_seq"`
 				PeerID   string `json:"peer_id,omitempty"`
+				Invited  bool   `json:"invited,omitempty"`
+				OwnerID  string `json:"owner_id,omitempty"`
 			}
 			out := make([]jsonConv, 0, len(convs))
 			for _, cv := range convs {
-				out = append(out, jsonConv{cv.ID, cv.Kind.String(), cv.Title, cv.Unread(), cv.LastSeq, cv.AckedSeq, cv.PeerID})
+				out = append(out, jsonConv{cv.ID, cv.Kind.String(), cv.Title, cv.Unread(), cv.LastSeq, cv.AckedSeq, cv.PeerID, cv.Invited, cv.OwnerID})
 			}
 			enc := json.NewEncoder(a.stdout)
 			enc.SetIndent("", "  ")
@@ -224,14 +239,19 @@ func cmdConversations(ctx context.Context, a *app, args []string) error {
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 		for _, cv := range convs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\n", cv.ID, cv.Title, cv.Unread())
+			title := cv.Title
+			if cv.Invited {
+				title += " (invited)" // join with `parley group join ID`
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", cv.ID, title, cv.Unread())
 		}
 		return tw.Flush()
 	})
 }
 
 // cmdListen prints each message as it arrives, one line each:
-// "<conversation> <seq> <sender>: <text>" with line breaks escaped. A
+// "<conversation> <seq> <sender>: <text>" with line breaks escaped (a
+// group's system message: "<conversation> <seq> * <text>"). A
 // fresh client first prints what the user has not read (private
 // conversations) and the room's recent messages, then new ones; across
 // reconnects nothing is printed twice or skipped. It runs until
@@ -280,7 +300,7 @@ func cmdListen(ctx context.Context, a *app, args []string) error {
 			switch ev := ev.(type) {
 			case parley.MessageEvent:
 				m := ev.Message
-				fmt.Fprintf(a.stdout, "%s %d %s: %s\n", m.Conversation, m.Seq, m.SenderName, escapeText(m.Text))
+				fmt.Fprintf(a.stdout, "%s %d %s\n", m.Conversation, m.Seq, messageBody(m))
 			case parley.DisconnectedEvent:
 				fmt.Fprintf(a.stderr, "parley listen: disconnected (%s); reconnecting\n", describe(ev.Err))
 			case parley.ReconnectedEvent:

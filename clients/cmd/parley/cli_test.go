@@ -298,3 +298,97 @@ func TestChatCommandUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupCommandUsage(t *testing.T) {
+	cfg := t.TempDir()
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"group"}, exitUsage, "missing group command"},
+		{[]string{"group", "nope"}, exitUsage, `unknown group command "nope"`},
+		{[]string{"group", "create"}, exitUsage, "missing group name"},
+		{[]string{"group", "create", "Team", "@"}, exitUsage, `empty username "@"`},
+		{[]string{"group", "invite", "group.1"}, exitUsage, "missing group and users"},
+		{[]string{"group", "join"}, exitUsage, "missing group"},
+		{[]string{"group", "join", "group.1", "group.2"}, exitUsage, `unexpected argument "group.2"`},
+		{[]string{"group", "leave"}, exitUsage, "missing group"},
+		{[]string{"group", "remove", "group.1"}, exitUsage, "missing group and user"},
+		{[]string{"group", "remove", "group.1", "bob", "carol"}, exitUsage, `unexpected argument "carol"`},
+		{[]string{"group", "rename", "group.1"}, exitUsage, "missing group and name"},
+		{[]string{"group", "members"}, exitUsage, "missing group"},
+		{[]string{"group", "members", "group.1", "--yaml"}, exitUsage, "flag provided but not defined: -yaml"},
+		// Well-formed: the arguments (flags anywhere) pass, and the
+		// command fails only for want of a session.
+		{[]string{"group", "create", "Team", "@bob", "carol", "--config-dir", cfg}, exitError, "not logged in"},
+		{[]string{"--config-dir", cfg, "group", "invite", "group.1", "bob"}, exitError, "not logged in"},
+		{[]string{"group", "members", "--json", "group.1", "--config-dir", cfg}, exitError, "not logged in"},
+		{[]string{"group", "rename", "group.1", "New", "name", "--config-dir", cfg}, exitError, "not logged in"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, nil, "", tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+			t.Errorf("parley %q: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+		if lines := strings.Count(strings.TrimSpace(stderr), "\n"); tt.code == exitError && lines > 0 {
+			t.Errorf("parley %q: stderr has %d lines, want one: %q", tt.args, lines+1, stderr)
+		}
+	}
+	code, stdout, _ := runCLI(t, nil, "", "group", "help")
+	if code != exitOK || !strings.Contains(stdout, "members <group> [--json]") {
+		t.Errorf("group help: exit %d, stdout %q", code, stdout)
+	}
+}
+
+func TestUsernames(t *testing.T) {
+	got, err := usernames([]string{"@bob", "carol"})
+	if err != nil || !slices.Equal(got, []string{"bob", "carol"}) {
+		t.Errorf("usernames = %q, %v", got, err)
+	}
+	if got := memberRole(parley.Member{Owner: true}); got != "owner" {
+		t.Errorf("owner role %q", got)
+	}
+	if got := memberRole(parley.Member{Invited: true}); got != "invited" {
+		t.Errorf("invited role %q", got)
+	}
+	if got := memberRole(parley.Member{}); got != "member" {
+		t.Errorf("member role %q", got)
+	}
+}
+
+func TestMessageBody(t *testing.T) {
+	if got := messageBody(parley.Message{SenderName: "alice", Text: "hi\nthere"}); got != `alice: hi\nthere` {
+		t.Errorf("message body %q", got)
+	}
+	if got := messageBody(parley.Message{SenderName: "alice", Text: "alice invited bob", System: true}); got != "* alice invited bob" {
+		t.Errorf("system message body %q", got)
+	}
+}
+
+func TestFriendCommandUsage(t *testing.T) {
+	cfg := t.TempDir()
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"friend"}, exitUsage, "missing action and user"},
+		{[]string{"friend", "add"}, exitUsage, "missing action and user"},
+		{[]string{"friend", "hug", "bob"}, exitUsage, `unknown action "hug"`},
+		{[]string{"friend", "add", "bob", "carol"}, exitUsage, `unexpected argument "carol"`},
+		{[]string{"friend", "accept", "@"}, exitUsage, `empty username "@"`},
+		{[]string{"friends", "bob"}, exitUsage, `unexpected argument "bob"`},
+		{[]string{"block"}, exitUsage, "missing user"},
+		{[]string{"unblock", "bob", "carol"}, exitUsage, `unexpected argument "carol"`},
+		{[]string{"friend", "decline", "@bob", "--config-dir", cfg}, exitError, "not logged in"},
+		{[]string{"friends", "--json", "--config-dir", cfg}, exitError, "not logged in"},
+		{[]string{"--config-dir", cfg, "block", "bob"}, exitError, "not logged in"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, nil, "", tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+			t.Errorf("parley %q: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+	}
+}

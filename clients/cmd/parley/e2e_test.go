@@ -366,3 +366,204 @@ func regexpLines(out string, patterns ...string) bool {
 	}
 	return true
 }
+
+// TestBinaryGroups drives a group from the command line: create, invite,
+// join by the invitee, chat with send and history, members, and the
+// owner's rename and remove.
+func TestBinaryGroups(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := cli{t: t, bin: buildBinary(t), server: p.TCPAddr(), config: t.TempDir()}
+	bob := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	carol := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	withPW := []string{"PARLEY_PASSWORD=" + pw}
+	alice.ok(withPW, "", "register", "alice")
+	bob.ok(withPW, "", "register", "bob")
+	carol.ok(withPW, "", "register", "carol")
+
+	out := alice.ok(nil, "", "group", "create", "Team")
+	g := strings.TrimSuffix(out, "\n")
+	if !strings.HasPrefix(g, "group.") || strings.Contains(g, "\n") {
+		t.Fatalf("group create printed %q, want the group's id", out)
+	}
+	alice.fails(nil, "", "NOT_FOUND", "group", "create", "Other", "nobody")
+	alice.fails(nil, "", "INVALID_NAME", "group", "create", " ")
+	if out := alice.ok(nil, "", "group", "invite", g, "@bob"); out != "invited bob to "+g+"\n" {
+		t.Errorf("invite printed %q", out)
+	}
+
+	// Bob finds the invitation in his list; he reads nothing before joining.
+	if out := bob.ok(nil, "", "conversations"); !regexpLines(out, `^room\.public\s+public\s+0$`, `^`+regexp.QuoteMeta(g)+`\s+Team \(invited\)\s+\d+$`) {
+		t.Errorf("bob's conversations printed %q", out)
+	}
+	var convs []struct {
+		ID      string `json:"id"`
+		Kind    string `json:"kind"`
+		Invited bool   `json:"invited"`
+		OwnerID string `json:"owner_id"`
+	}
+	if err := json.Unmarshal([]byte(bob.ok(nil, "", "conversations", "--json")), &convs); err != nil {
+		t.Fatalf("conversations --json: %v", err)
+	}
+	if len(convs) != 2 || convs[1].ID != g || convs[1].Kind != "group" || !convs[1].Invited || convs[1].OwnerID == "" {
+		t.Errorf("bob's conversations --json = %+v", convs)
+	}
+	bob.fails(nil, "", "PERMISSION_DENIED", "history", g)
+	if out := bob.ok(nil, "", "group", "join", g); out != "joined "+g+" (Team)\n" {
+		t.Errorf("join printed %q", out)
+	}
+	bob.fails(nil, "", "ALREADY_MEMBER", "group", "join", g)
+
+	if out := alice.ok(nil, "", "send", g, "hello", "team"); out != "sent "+g+" 4\n" {
+		t.Errorf("send to the group printed %q", out)
+	}
+	bob.ok(nil, "", "send", g, "hi alice")
+	out = bob.ok(nil, "", "history", g)
+	if !regexpLines(out,
+		`^1 \S+ \S+ \* alice created the group "Team"$`,
+		`^2 \S+ \S+ \* alice invited bob$`,
+		`^3 \S+ \S+ \* bob joined$`,
+		`^4 \S+ \S+ alice: hello team$`,
+		`^5 \S+ \S+ bob: hi alice$`) {
+		t.Errorf("bob's history of the group printed %q", out)
+	}
+	var hist struct {
+		Messages []struct {
+			Seq    uint64 `json:"seq"`
+			Text   string `json:"text"`
+			System bool   `json:"system"`
+		} `json:"messages"`
+	}
+	if err := json.Unmarshal([]byte(alice.ok(nil, "", "history", g, "--json")), &hist); err != nil {
+		t.Fatalf("history --json: %v", err)
+	}
+	if len(hist.Messages) != 5 || !hist.Messages[2].System || hist.Messages[2].Text != "bob joined" || hist.Messages[3].System {
+		t.Errorf("history --json = %+v", hist.Messages)
+	}
+
+	if out := bob.ok(nil, "", "group", "members", g); !regexpLines(out, `^alice\s+owner$`, `^bob\s+member$`) {
+		t.Errorf("members printed %q", out)
+	}
+	bob.ok(nil, "", "group", "invite", g, "carol")
+	var members []struct {
+		UserID   string `json:"user_id"`
+		Username string `json:"username"`
+		Role     string `json:"role"`
+	}
+	if err := json.Unmarshal([]byte(alice.ok(nil, "", "group", "members", g, "--json")), &members); err != nil {
+		t.Fatalf("members --json: %v", err)
+	}
+	if len(members) != 3 || members[0].Username != "alice" || members[0].Role != "owner" || members[0].UserID == "" ||
+		members[1].Role != "member" || members[2].Username != "carol" || members[2].Role != "invited" {
+		t.Errorf("members --json = %+v", members)
+	}
+	// Carol, only invited, cannot post; she declines.
+	carol.fails(nil, "", "PERMISSION_DENIED", "send", g, "hi")
+	if out := carol.ok(nil, "", "group", "leave", g); out != "left "+g+"\n" {
+		t.Errorf("leave printed %q", out)
+	}
+
+	// Only the owner renames and removes.
+	bob.fails(nil, "", "PERMISSION_DENIED", "group", "rename", g, "Mine")
+	bob.fails(nil, "", "PERMISSION_DENIED", "group", "remove", g, "alice")
+	if out := alice.ok(nil, "", "group", "rename", g, "Team", "2"); out != "renamed "+g+" to Team 2\n" {
+		t.Errorf("rename printed %q", out)
+	}
+	if out := alice.ok(nil, "", "group", "remove", g, "bob"); out != "removed bob from "+g+"\n" {
+		t.Errorf("remove printed %q", out)
+	}
+	bob.fails(nil, "", "PERMISSION_DENIED", "send", g, "still here?")
+	out = alice.ok(nil, "", "history", g, "--limit", "3")
+	if !regexpLines(out, `^7 .* \* carol declined the invitation$`, `^8 .* \* alice renamed the group to "Team 2"$`, `^9 .* \* alice removed bob$`) {
+		t.Errorf("history after the changes printed %q", out)
+	}
+}
+
+// TestBinaryFriends drives friend requests both ways, the list with online
+// state, and blocking.
+func TestBinaryFriends(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := cli{t: t, bin: buildBinary(t), server: p.TCPAddr(), config: t.TempDir()}
+	bob := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	carol := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	withPW := []string{"PARLEY_PASSWORD=" + pw}
+	alice.ok(withPW, "", "register", "alice")
+	bob.ok(withPW, "", "register", "bob")
+	carol.ok(withPW, "", "register", "carol")
+
+	if out := alice.ok(nil, "", "friend", "add", "@bob"); out != "asked bob to be friends\n" {
+		t.Errorf("friend add printed %q", out)
+	}
+	alice.fails(nil, "", "NOT_FOUND", "friend", "add", "nobody")
+	if out := alice.ok(nil, "", "friends"); !regexpLines(out, `^bob\s+outgoing$`) {
+		t.Errorf("alice's friends printed %q", out)
+	}
+	if out := bob.ok(nil, "", "friends"); !regexpLines(out, `^alice\s+incoming$`) {
+		t.Errorf("bob's friends printed %q", out)
+	}
+	if out := bob.ok(nil, "", "friend", "accept", "alice"); out != "you and alice are friends now\n" {
+		t.Errorf("friend accept printed %q", out)
+	}
+	alice.fails(nil, "", "ALREADY_FRIENDS", "friend", "add", "bob")
+
+	// Carol asked alice first: alice's add makes them friends at once.
+	carol.ok(nil, "", "friend", "add", "alice")
+	if out := alice.ok(nil, "", "friend", "add", "carol"); out != "you and carol are friends now\n" {
+		t.Errorf("friend add of someone who asked printed %q", out)
+	}
+
+	// While bob listens he is online in alice's list.
+	listen := bob.cmd(nil, "listen")
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type jsonFriend struct {
+		UserID   string `json:"user_id"`
+		Username string `json:"username"`
+		State    string `json:"state"`
+		Online   bool   `json:"online"`
+	}
+	var friends []jsonFriend
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		friends = nil
+		if err := json.Unmarshal([]byte(alice.ok(nil, "", "friends", "--json")), &friends); err != nil {
+			t.Fatalf("friends --json: %v", err)
+		}
+		if len(friends) == 2 && friends[0].Online || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(friends) != 2 || friends[0].Username != "bob" || friends[0].State != "friend" || !friends[0].Online || friends[0].UserID == "" ||
+		friends[1].Username != "carol" || friends[1].State != "friend" || friends[1].Online {
+		t.Errorf("friends --json = %+v, want bob (online) and carol (offline)", friends)
+	}
+	if out := alice.ok(nil, "", "friends"); !regexpLines(out, `^bob\s+friend\s+online$`, `^carol\s+friend\s+offline$`) {
+		t.Errorf("friends printed %q", out)
+	}
+	_ = listen.Process.Signal(syscall.SIGINT)
+	_ = listen.Wait()
+
+	if out := alice.ok(nil, "", "friend", "remove", "carol"); out != "removed carol from your friends\n" {
+		t.Errorf("friend remove printed %q", out)
+	}
+	carol.ok(nil, "", "friend", "add", "alice")
+	if out := alice.ok(nil, "", "friend", "decline", "carol"); out != "declined the request of carol\n" {
+		t.Errorf("friend decline printed %q", out)
+	}
+	alice.fails(nil, "", "NOT_FOUND", "friend", "accept", "carol")
+
+	// Blocking ends the friendship and refuses private messages.
+	if out := bob.ok(nil, "", "block", "alice"); out != "blocked alice\n" {
+		t.Errorf("block printed %q", out)
+	}
+	if out := bob.ok(nil, "", "friends"); !regexpLines(out, `^alice\s+blocked$`) {
+		t.Errorf("bob's friends after block printed %q", out)
+	}
+	alice.fails(nil, "", "BLOCKED", "send", "@bob", "hello?")
+	alice.fails(nil, "", "BLOCKED", "friend", "add", "bob")
+	if out := bob.ok(nil, "", "unblock", "alice"); out != "unblocked alice\n" {
+		t.Errorf("unblock printed %q", out)
+	}
+	alice.ok(nil, "", "send", "@bob", "hello again")
+}

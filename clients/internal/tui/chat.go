@@ -108,23 +108,42 @@ func (c *chatScreen) ensureConv(id string, kind parley.ConversationKind, title s
 		}
 		return cv, false
 	}
-	cur := c.selected()
 	cv = newConvView(id, kind, title)
 	c.convs = append(c.convs, cv)
+	c.sortConvs()
+	return cv, true
+}
+
+// sortConvs orders the pane (rooms, groups, private chats; by title within
+// each), keeping the selection on the same conversation.
+func (c *chatScreen) sortConvs() {
+	cur := c.selected()
 	slices.SortStableFunc(c.convs, func(a, b *convView) int {
-		ra, rb := a.kind != parley.ConversationRoom, b.kind != parley.ConversationRoom
-		if ra != rb {
-			if !ra {
-				return -1
-			}
-			return 1
+		if ra, rb := kindRank(a.kind), kindRank(b.kind); ra != rb {
+			return ra - rb
 		}
 		return strings.Compare(a.title, b.title)
 	})
 	if cur != nil {
 		c.sel = slices.Index(c.convs, cur)
 	}
-	return cv, true
+}
+
+// removeConv drops a conversation from the pane (a group left); the
+// selection moves to the room when it was the selected one.
+func (c *chatScreen) removeConv(id string) {
+	i := slices.IndexFunc(c.convs, func(cv *convView) bool { return cv.id == id })
+	if i < 0 {
+		return
+	}
+	cur := c.selected()
+	c.convs = slices.Delete(c.convs, i, i+1)
+	if j := slices.Index(c.convs, cur); j >= 0 {
+		c.sel = j
+	} else {
+		c.selectConv(0)
+	}
+	c.refresh()
 }
 
 // selectConv selects the conversation at index i (wrapping around).
@@ -138,10 +157,14 @@ func (c *chatScreen) selectConv(i int) *convView {
 	return c.selected()
 }
 
-// messageLine is how a message is shown.
+// messageLine is how a message is shown. A group's system message ("alice
+// invited bob") is a system line, in its place by seq.
 func (c *chatScreen) messageLine(m parley.Message) line {
 	kind := lineOther
-	if m.SenderID == c.myID || (m.SenderID == "" && m.SenderName == c.me) {
+	switch {
+	case m.System:
+		kind = lineSystem
+	case c.isOwn(m):
 		kind = lineOwn
 	}
 	at := m.SentAt
@@ -149,6 +172,11 @@ func (c *chatScreen) messageLine(m parley.Message) line {
 		at = time.Now()
 	}
 	return line{kind: kind, at: at, from: m.SenderName, text: m.Text, seq: m.Seq}
+}
+
+// isOwn: the user sent m (or, for a system message, caused it).
+func (c *chatScreen) isOwn(m parley.Message) bool {
+	return m.SenderID == c.myID || (m.SenderID == "" && m.SenderName == c.me)
 }
 
 // setOnline replaces the list (from a snapshot or a /who reply).
@@ -201,13 +229,18 @@ func (c *chatScreen) refresh() {
 	atBottom := c.messages.AtBottom() || c.messages.TotalLineCount() <= c.messages.Height
 	width := max(c.messages.Width, 10)
 	var lines []line
+	seen := -1
 	if cv := c.selected(); cv != nil {
 		lines = cv.lines
+		seen = seenLine(cv)
 	}
 	var b strings.Builder
 	for i, l := range lines {
 		if i > 0 {
 			b.WriteByte('\n')
+		}
+		if i == seen {
+			l.text += "  " + dimStyle.Render("✓ seen")
 		}
 		b.WriteString(renderLine(l, width))
 	}
@@ -232,7 +265,9 @@ func renderLine(l line, width int) string {
 	}
 }
 
-func (c *chatScreen) view(server string) string {
+// view renders the screen; hint is shown in the header ("bob is
+// typing…").
+func (c *chatScreen) view(server, hint string) string {
 	status := dimStyle.Render("connected")
 	if c.status != "" {
 		status = warnStyle.Render(c.status)
@@ -241,6 +276,9 @@ func (c *chatScreen) view(server string) string {
 		dimStyle.Render(" @ "+server) + "  " + status
 	if c.gateway != "" && c.status == "" {
 		header += dimStyle.Render(" · " + c.gateway)
+	}
+	if hint != "" {
+		header += "  " + systemStyle.Render(hint)
 	}
 
 	side := c.sidePane()

@@ -22,6 +22,19 @@ type convView struct {
 	unread  uint64
 	loading bool // an older page is being read (PgUp)
 	noOlder bool // the first message is loaded
+
+	// Groups: invited until joined (nothing to read before); invitedBy is
+	// who sent the invitation, when it arrived live; ownerID from the
+	// server's listing.
+	invited   bool
+	invitedBy string
+	ownerID   string
+
+	// Private chats: when the peer last said they were typing, and how
+	// far they have seen (read receipts).
+	typingAt   time.Time
+	typingUser string
+	peerAcked  uint64
 }
 
 func newConvView(id string, kind parley.ConversationKind, title string) *convView {
@@ -36,19 +49,39 @@ func kindOf(id string) parley.ConversationKind {
 		return parley.ConversationRoom
 	case strings.HasPrefix(id, "dm."):
 		return parley.ConversationDirect
+	case strings.HasPrefix(id, "group."):
+		return parley.ConversationGroup
 	}
 	return parley.ConversationUnknown
 }
 
-// name is what the conversations pane shows.
+// name is what the conversations pane shows: #room, +group, @user.
 func (c *convView) name() string {
 	switch {
 	case c.title == "":
 		return "…"
 	case c.kind == parley.ConversationRoom:
 		return "#" + c.title
+	case c.kind == parley.ConversationGroup && c.invited:
+		return "+" + c.title + " (invited)"
+	case c.kind == parley.ConversationGroup:
+		return "+" + c.title
 	}
 	return "@" + c.title
+}
+
+// kindRank orders the pane: rooms, groups, private chats, then those not
+// known yet.
+func kindRank(k parley.ConversationKind) int {
+	switch k {
+	case parley.ConversationRoom:
+		return 0
+	case parley.ConversationGroup:
+		return 1
+	case parley.ConversationDirect:
+		return 2
+	}
+	return 3
 }
 
 // oldest is the smallest seq loaded (0: none).
@@ -74,7 +107,7 @@ func (c *convView) newest() uint64 {
 // canLoadOlder: messages before the oldest loaded exist, or nothing is
 // loaded of a conversation that has messages.
 func (c *convView) canLoadOlder() bool {
-	if c.loading || c.noOlder {
+	if c.loading || c.noOlder || c.invited { // an invitee may not read
 		return false
 	}
 	if o := c.oldest(); o > 0 {

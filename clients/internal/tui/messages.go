@@ -3,6 +3,7 @@ package tui
 import (
 	"errors"
 	"slices"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -43,20 +44,61 @@ func (m *model) onMessage(msg parley.Message) tea.Cmd {
 	if !cv.addMessage(l) {
 		return nil
 	}
+	if msg.SenderName == cv.typingUser {
+		cv.typingAt = time.Time{} // they sent what they typed
+	}
 	var cmds []tea.Cmd
 	if added {
 		if cv.kind == parley.ConversationDirect && title != "" {
 			c.system("private chat with %s opened (tab to switch)", title)
 		}
-		if cv.title == "" && m.client != nil {
-			cmds = append(cmds, convsCmd(m.ctx, m.client)) // learn its title
+		if cv.kind == parley.ConversationGroup && msg.System && !c.isOwn(msg) {
+			// The first message of a group one did not create is the
+			// invitation; the listing asked for below tells its name.
+			cv.invitedBy = msg.SenderName
 		}
+		if cv.title == "" {
+			cmds = append(cmds, m.refreshConvs()) // learn its title
+		}
+	} else if msg.System && cv.kind == parley.ConversationGroup {
+		// A rename, or a change of membership: the listing has the
+		// group's new state.
+		cmds = append(cmds, m.refreshConvs())
 	}
 	if cv == c.selected() {
 		c.refresh()
 		cmds = append(cmds, m.ack(cv))
-	} else if l.kind != lineOwn && msg.Seq > cv.acked {
+	} else if !c.isOwn(msg) && msg.Seq > cv.acked {
 		cv.unread++
+	}
+	return tea.Batch(cmds...)
+}
+
+// refreshConvs asks for the conversation list, one request at a time: one
+// asked for while another is out is sent when that one returns, so a
+// change made meanwhile is not missed.
+func (m *model) refreshConvs() tea.Cmd {
+	if m.client == nil {
+		return nil
+	}
+	if m.convsBusy {
+		m.convsAgain = true
+		return nil
+	}
+	m.convsBusy = true
+	return convsCmd(m.ctx, m.client)
+}
+
+// onConvs takes the reply of refreshConvs.
+func (m *model) onConvs(msg convsMsg) tea.Cmd {
+	m.convsBusy = false
+	var cmds []tea.Cmd
+	if msg.err == nil {
+		cmds = append(cmds, m.applyConversations(msg.convs, false))
+	}
+	if m.convsAgain {
+		m.convsAgain = false
+		cmds = append(cmds, m.refreshConvs())
 	}
 	return tea.Batch(cmds...)
 }
@@ -81,8 +123,13 @@ func (m *model) applyConversations(convs []parley.Conversation, synced bool) tea
 	for _, sc := range convs {
 		cv, _ := m.chat.ensureConv(sc.ID, sc.Kind, sc.Title)
 		cv.kind = sc.Kind
+		if sc.Title != "" {
+			cv.title = sc.Title // a group may have been renamed
+		}
+		m.updateGroup(cv, sc)
 		cv.lastSeq = max(cv.lastSeq, sc.LastSeq)
 		cv.acked = max(cv.acked, sc.AckedSeq)
+		cv.peerAcked = max(cv.peerAcked, sc.PeerAckedSeq)
 		if cv == m.chat.selected() {
 			cmds = append(cmds, m.ack(cv))
 			continue
@@ -97,6 +144,7 @@ func (m *model) applyConversations(convs []parley.Conversation, synced bool) tea
 	if cv := m.chat.selected(); cv != nil && len(cv.seen) == 0 {
 		cmds = append(cmds, m.loadOlder()) // show something of it
 	}
+	m.chat.sortConvs()
 	m.chat.refresh()
 	return tea.Batch(cmds...)
 }
@@ -166,6 +214,7 @@ func (m *model) onOpened(msg openedMsg) tea.Cmd {
 	cv, _ := m.chat.ensureConv(msg.conv.ID, msg.conv.Kind, msg.conv.Title)
 	cv.lastSeq = max(cv.lastSeq, msg.conv.LastSeq)
 	cv.acked = max(cv.acked, msg.conv.AckedSeq)
+	cv.peerAcked = max(cv.peerAcked, msg.conv.PeerAckedSeq)
 	cmd := m.selectConv(slices.Index(m.chat.convs, cv))
 	if msg.text != "" {
 		cmd = tea.Batch(cmd, m.send(cv.id, msg.text))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -29,10 +30,21 @@ type model struct {
 	chat   chatScreen
 	width  int
 	height int
+
+	// convsBusy: a conversation listing is being read; convsAgain: read
+	// another when it returns (refreshConvs).
+	convsBusy  bool
+	convsAgain bool
+
+	now func() time.Time // the clock (tests set it)
+	// typingConv, typingSent: the private chat last told that the user
+	// types, and when (typed).
+	typingConv string
+	typingSent time.Time
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
-	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen()}
+	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen(), now: time.Now}
 	if cfg.Token != "" {
 		m.login.busy = true
 		m.login.status = "resuming the session of " + cfg.User + "…"
@@ -84,10 +96,14 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case openedMsg:
 		return m, m.onOpened(msg)
 	case convsMsg:
-		if msg.err == nil {
-			m.applyConversations(msg.convs, false)
-		}
+		return m, m.onConvs(msg)
+	case groupMsg:
+		return m, m.onGroup(msg)
+	case friendMsg:
+		m.onFriend(msg)
 		return m, nil
+	case typingExpiredMsg:
+		return m, nil // re-rendered: View drops the hint
 	case whoMsg:
 		if msg.err != nil {
 			m.chat.add(lineError, "who: "+describe(msg.err))
@@ -201,6 +217,14 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 		return m.onMessage(ev.Message)
 	case parley.SyncedEvent:
 		return m.applyConversations(ev.Conversations, true)
+	case parley.FriendEvent:
+		if m.screen == screenChat {
+			m.onFriendEvent(ev)
+		}
+	case parley.TypingEvent:
+		return m.onTyping(ev)
+	case parley.ReceiptEvent:
+		m.onReceipt(ev)
 	case parley.DisconnectedEvent:
 		if m.screen == screenChat {
 			m.chat.status = "reconnecting…"
@@ -239,6 +263,7 @@ func (m *model) onClientEnded(err error) {
 func (m *model) toLogin(msg string) {
 	m.screen = screenLogin
 	m.chat = newChatScreen()
+	m.convsBusy, m.convsAgain = false, false
 	m.chat.resize(m.width, m.height)
 	m.login.reset(msg)
 }
@@ -271,15 +296,25 @@ func (m *model) updateChat(msg tea.Msg) tea.Cmd {
 			return cmd
 		}
 	}
+	before := m.chat.input.Value()
 	var cmd tea.Cmd
 	m.chat.input, cmd = m.chat.input.Update(msg)
+	if m.chat.input.Value() != before {
+		return tea.Batch(cmd, m.typed())
+	}
 	return cmd
 }
 
 // submit handles one entered text: a /command or a message.
 func (m *model) submit(text string) tea.Cmd {
 	if strings.HasPrefix(text, "/") {
-		cmd, _, _ := strings.Cut(text, " ")
+		cmd, args, _ := strings.Cut(text, " ")
+		if c, ok := m.groupCommand(groupOp(cmd), args); ok {
+			return c
+		}
+		if c, ok := m.friendCommand(cmd, args); ok {
+			return c
+		}
 		switch cmd {
 		case "/who":
 			if m.client == nil {
@@ -308,6 +343,9 @@ func (m *model) submit(text string) tea.Cmd {
 		case "/help":
 			m.chat.system("enter: send to the selected chat · tab / shift+tab: switch chats · pgup at the top: older messages · " +
 				"/msg USER [text]: private chat · /who: refresh the online list · /logout: end the session · /quit: leave (the session stays for next time)")
+			m.chat.system("groups: /group NAME [USER...]: create (a name with spaces in \"quotes\") · in the selected group: " +
+				"/invite USER... · /join (an invitation) · /leave · /members · /rename NAME · /kick USER (owner)")
+			m.chat.system("friends: /friends: the list · /friend add|accept|decline|remove USER · /block USER · /unblock USER")
 			return nil
 		default:
 			m.chat.add(lineError, fmt.Sprintf("unknown command %s (try /help)", cmd))
@@ -325,7 +363,7 @@ func (m *model) View() string {
 	if m.screen == screenLogin {
 		return m.login.view(m.width, m.height, m.cfg.Server)
 	}
-	return m.chat.view(m.cfg.Server)
+	return m.chat.view(m.cfg.Server, m.typingHint())
 }
 
 // describe renders an error for a human: the server's message when there
