@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// cluster is the multi-process Parley under test: nats-server (JetStream),
+// redis-server, auth, presence, the messaging replicas and the gateways.
+type cluster struct {
+	ps   *procs
+	dir  string // work directory (NATS store)
+	opts options
+
+	nats      *proc
+	natsURL   string
+	redis     *proc
+	redisAddr string
+	auth      *proc
+	presence  *proc
+	messaging []*proc
+	gateways  []*gateway
+}
+
+// gateway is one running gateway replica.
+type gateway struct {
+	*proc
+	id         string
+	tcp, admin string
+}
+
+// start brings up everything, each process waited for (TCP for the
+// servers, /readyz for Parley's binaries).
+func (c *cluster) start(ctx context.Context) error {
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	c.nats, err = c.ps.start("nats-server", "nats-server", nil,
+		"-a", "127.0.0.1", "-p", portOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"))
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
+		return err
+	}
+	c.natsURL = "nats://" + natsAddr
+
+	if c.redisAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	redisBin, err := exec.LookPath(c.opts.redisServer)
+	if err != nil {
+		return err
+	}
+	if redisBin, err = filepath.Abs(redisBin); err != nil {
+		return err
+	}
+	c.redis, err = c.ps.start("redis-server", redisBin, nil,
+		"--port", portOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, c.redis, c.redisAddr, 20*time.Second); err != nil {
+		return err
+	}
+
+	// Cheap hashing: registering the benchmark's users is setup, not what
+	// is measured. No per-IP limits: every client comes from 127.0.0.1.
+	if c.auth, err = c.startService(ctx, "auth", "auth", "PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1",
+		"PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0"); err != nil {
+		return err
+	}
+	if c.presence, err = c.startService(ctx, "presence", "presence", "PARLEY_REDIS_ADDR="+c.redisAddr); err != nil {
+		return err
+	}
+	for i := range c.opts.messaging {
+		p, err := c.startService(ctx, "messaging-"+strconv.Itoa(i+1), "messaging")
+		if err != nil {
+			return err
+		}
+		c.messaging = append(c.messaging, p)
+	}
+	for i := range c.opts.gateways {
+		g, err := c.startGateway(ctx, fmt.Sprintf("gw%d", i+1))
+		if err != nil {
+			return err
+		}
+		c.gateways = append(c.gateways, g)
+	}
+	return nil
+}
+
+// startService starts a Parley service binary with its own admin port and
+// waits for /readyz.
+func (c *cluster) startService(ctx context.Context, name, binary string, env ...string) (*proc, error) {
+	admin, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	env = append([]string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin}, env...)
+	p, err := c.ps.start(name, binary, env)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitReady(ctx, p, admin, 60*time.Second)
+}
+
+func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error) {
+	g := &gateway{id: id}
+	var httpAddr string
+	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
+		var err error
+		if *a, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr, "PARLEY_GATEWAY_ID=" + id}
+	p, err := c.ps.start(id, "gateway", env)
+	if err != nil {
+		return nil, err
+	}
+	g.proc = p
+	return g, waitReady(ctx, p, g.admin, 30*time.Second)
+}
+
+// servers lists the processes whose CPU is reported, in report order.
+func (c *cluster) servers() []*proc {
+	out := []*proc{c.nats, c.redis, c.auth, c.presence}
+	out = append(out, c.messaging...)
+	for _, g := range c.gateways {
+		out = append(out, g.proc)
+	}
+	return out
+}
+
+// cpuShare is CPU used per wall-clock second (1.0 = one core busy).
+type cpuShare struct {
+	name  string
+	cores float64
+}
+
+// cpuMeter measures, between begin and end, the CPU of each server
+// process, of this load generator and of the whole machine.
+type cpuMeter struct {
+	procs []*proc
+	t0    time.Time
+	start []float64 // per proc, then self, then machine
+}
+
+func (c *cluster) meter() *cpuMeter {
+	m := &cpuMeter{procs: c.servers(), t0: time.Now()}
+	for _, p := range m.procs {
+		m.start = append(m.start, cpuSeconds(strconv.Itoa(p.pid())))
+	}
+	m.start = append(m.start, cpuSeconds("self"), machineBusySeconds())
+	return m
+}
+
+// end returns each process's share, then "msgbench" (the load
+// generator), then "machine" (all processes), and the wall time measured.
+func (m *cpuMeter) end() ([]cpuShare, time.Duration) {
+	d := time.Since(m.t0)
+	wall := d.Seconds()
+	var out []cpuShare
+	for i, p := range m.procs {
+		out = append(out, cpuShare{p.name, (cpuSeconds(strconv.Itoa(p.pid())) - m.start[i]) / wall})
+	}
+	n := len(m.procs)
+	out = append(out, cpuShare{"msgbench", (cpuSeconds("self") - m.start[n]) / wall},
+		cpuShare{"machine", (machineBusySeconds() - m.start[n+1]) / wall})
+	return out, d
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/clients/parley"
+)
+
+// levelResult is one measured load step of either scenario.
+type levelResult struct {
+	name       string
+	targetRate float64       // open loop: messages/s asked for; 0: closed loop
+	elapsed    time.Duration // sending time
+	sent       int           // sends started
+	ok         int           // sends answered with the stored message
+	errs       int
+	firstErr   string
+	skipped    int // open loop: due sends not started (too many waiting)
+	// Direct: messages received (first receipt) and those with a reply
+	// but never received. Room: deliveries = (message, member) receipts.
+	received, lost int
+	dups, gaps     int
+	reordered      int // room: deliveries that came after a later seq
+	// storedAnyway: a send that failed (timeout) but whose message arrived.
+	storedAnyway int
+	members      int // room: members connected at the start of the level
+	e2e, ack     dist
+	cpu          []cpuShare
+	cpuWall      time.Duration // time over which cpu was measured (level + drain)
+	drained      bool          // every answered message arrived before the drain timeout
+}
+
+func (r levelResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
+
+// directResult is the msg-direct scenario.
+type directResult struct {
+	pairs       int
+	regElapsed  time.Duration
+	levels      []levelResult
+	disconnects int64
+	err         error
+}
+
+// runDirect measures persisted one-to-one messages: pairs of SDK clients,
+// the sender of pair i on gateway i mod G and its receiver on the next
+// gateway (so, with two gateways, every message crosses from one gateway
+// to the other), each pair in its own private conversation.
+func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...any)) *directResult {
+	r := &directResult{pairs: o.pairs}
+	g := len(c.gateways)
+	t0 := time.Now()
+	accts, err := register(ctx, func(i int) string { return c.gateways[(i/2+i%2)%g].tcp }, "d", 2*o.pairs, o.regParallel, true)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.regElapsed = time.Since(t0)
+	logf("msg-direct: %d users registered and connected in %s", len(accts), r.regElapsed.Round(time.Millisecond))
+
+	var (
+		ls      levels
+		wg      sync.WaitGroup
+		discons atomic.Int64
+	)
+	senders := make([]*sender, o.pairs)
+	for i := range o.pairs {
+		s, rc := accts[2*i], accts[2*i+1]
+		conv := directID(s.session.UserID, rc.session.UserID)
+		senders[i] = &sender{client: s.client, conv: conv}
+		wg.Add(2)
+		go func() { defer wg.Done(); drainEvents(s.client, &discons) }()
+		go func() { defer wg.Done(); receiveDirect(rc.client, conv, &ls, &discons) }()
+	}
+
+	// Warm-up (not reported): one message per pair, so that each receiver
+	// has listed its conversation and the messaging replicas have cached it.
+	warm := newLevel(0, "warm-up", o.pairs*2)
+	_ = ls.set(warm)
+	closedLoopN(ctx, senders, warm, o.textBytes)
+	if res := finishLevel(ctx, c, warm, nil, 30*time.Second, 0); res.lost > 0 || res.errs > 0 {
+		logf("msg-direct: warm-up: %d of %d not received, %d errors (%s)", res.lost, res.ok, res.errs, res.firstErr)
+	}
+
+	capacity := func(rate float64) int { return int(rate*o.directDuration.Seconds()*1.1) + 10*o.pairs }
+	num := 1
+	// Closed loop: as fast as the replies come, one in flight per sender.
+	l := newLevel(num, "closed loop", capacity(float64(o.maxClosedRate)))
+	_ = ls.set(l)
+	m := c.meter()
+	start := time.Now()
+	closedLoop(ctx, senders, l, start.Add(o.directDuration), o.textBytes)
+	res := finishLevel(ctx, c, l, m, o.drain, time.Since(start))
+	r.levels = append(r.levels, res)
+	logf("msg-direct: %s", res.summary())
+
+	for _, rate := range o.directRates {
+		if ctx.Err() != nil {
+			break
+		}
+		num++
+		l := newLevel(num, fmt.Sprintf("open %.0f/s", rate), capacity(rate))
+		_ = ls.set(l)
+		m := c.meter()
+		openLoop(ctx, senders, l, rate, o.directDuration, o.maxInflight, o.textBytes)
+		res := finishLevel(ctx, c, l, m, o.drain, o.directDuration)
+		res.targetRate = rate
+		r.levels = append(r.levels, res)
+		logf("msg-direct: %s", res.summary())
+		if res.saturated() {
+			logf("msg-direct: %s did not keep up; higher rates skipped", res.name)
+			break
+		}
+	}
+	r.disconnects = discons.Load() // before Close, which ends with a DisconnectedEvent
+	for _, a := range accts {
+		a.client.Close() // ends the receivers and drainers
+	}
+	wg.Wait()
+	return r
+}
+
+// closedLoopN sends exactly one message per sender.
+func closedLoopN(ctx context.Context, ss []*sender, l *level, textBytes int) {
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if id, ok := l.alloc(); ok {
+				s.sendOne(ctx, l, id, now(), textBytes)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// receiveDirect is a receiver: it checks that its conversation's messages
+// come with seq 1, 2, 3… (the SDK promises that) and records when each
+// benchmark message first arrived. It ends when the client is closed.
+func receiveDirect(c *parley.Client, conv string, ls *levels, discons *atomic.Int64) {
+	var last uint64
+	for ev := range c.Events() {
+		switch ev := ev.(type) {
+		case parley.MessageEvent:
+			m := ev.Message
+			if m.Conversation != conv {
+				continue
+			}
+			lvl, id, ok := parseText(m.Text)
+			l := ls.get(lvl)
+			if !ok || l == nil || id >= len(l.recv) {
+				continue
+			}
+			switch {
+			case m.Seq <= last:
+				l.dups.Add(1)
+				continue
+			case m.Seq > last+1:
+				l.gaps.Add(int64(m.Seq - last - 1))
+			}
+			last = m.Seq
+			t := now()
+			if l.recv[id].Add(1) == 1 {
+				l.first[id].Store(t - l.starts[id].Load())
+			}
+		case parley.DisconnectedEvent:
+			discons.Add(1)
+		}
+	}
+}
+
+// finishLevel waits (up to drain) until every answered message of a
+// direct level has arrived, ends the CPU measurement and computes the
+// figures.
+func finishLevel(ctx context.Context, c *cluster, l *level, m *cpuMeter, drain, elapsed time.Duration) levelResult {
+	deadline := time.Now().Add(drain)
+	res := directFigures(l)
+	for res.lost > 0 && time.Now().Before(deadline) && sleep(ctx, 100*time.Millisecond) == nil {
+		res = directFigures(l)
+	}
+	res.drained = res.lost == 0
+	res.elapsed = elapsed
+	if m != nil {
+		res.cpu, res.cpuWall = m.end()
+	}
+	return res
+}
+
+func directFigures(l *level) levelResult {
+	res := levelResult{name: l.name, sent: l.sent(), errs: int(l.errs.Load()), skipped: int(l.skipped.Load()),
+		dups: int(l.dups.Load()), gaps: int(l.gaps.Load())}
+	if e, ok := l.firstErr.Load().(string); ok {
+		res.firstErr = e
+	}
+	var e2e, ack []int64
+	for id := range res.sent {
+		st, rp, n := l.starts[id].Load(), l.replied[id].Load(), l.recv[id].Load()
+		if n > 1 {
+			res.dups += int(n - 1)
+		}
+		switch {
+		case rp == failedSend:
+			if n > 0 {
+				res.storedAnyway++
+			}
+		case rp > 0:
+			res.ok++
+			ack = append(ack, rp-st)
+			if n == 0 {
+				res.lost++
+			} else {
+				res.received++
+				e2e = append(e2e, l.first[id].Load())
+			}
+		}
+	}
+	res.e2e, res.ack = summarize(e2e), summarize(ack)
+	return res
+}
+
+// saturated: the open-loop level did not sustain its rate.
+func (r levelResult) saturated() bool {
+	return r.targetRate > 0 && (float64(r.skipped) > 0.01*float64(r.sent+r.skipped) || r.rate() < 0.9*r.targetRate)
+}
+
+func (r levelResult) summary() string {
+	s := fmt.Sprintf("%s: %d sent, %d ok (%.0f/s), %d errors, %d skipped, received %d, lost %d, dups %d, gaps %d; e2e p50 %s p99 %s max %s",
+		r.name, r.sent, r.ok, r.rate(), r.errs, r.skipped, r.received, r.lost, r.dups, r.gaps, ms(r.e2e.p50), ms(r.e2e.p99), ms(r.e2e.max))
+	if r.firstErr != "" {
+		s += "; first error: " + r.firstErr
+	}
+	for _, c := range r.cpu {
+		s += fmt.Sprintf("; %s %.2f", c.name, c.cores)
+	}
+	return s
+}

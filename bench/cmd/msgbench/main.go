@@ -1,0 +1,221 @@
+// Command msgbench is Parley's messaging benchmark (make bench,
+// scripts/bench.sh, after connbench). It starts the real binaries from bin/
+// as separate processes — nats-server with JetStream, redis-server, auth,
+// presence, messaging (1 replica, or more with -messaging) and gateways
+// (-gateways) — and measures:
+//
+//   - msg-direct: persisted one-to-one messages per second. -pairs pairs
+//     of Go SDK clients (presence feed off), each pair in its own private
+//     conversation, the sender on one gateway and the receiver on the
+//     next. First closed loop (each sender sends its next message when the
+//     previous one's SendReply arrived), then open loop at fixed total
+//     rates (-direct-rates), to find the highest rate with p99 under the
+//     target. Latency is end to end: from the start of the sender's Send
+//     (open loop: the time it was due) to the receiver's MessageEvent, on
+//     this process's monotonic clock. Receivers check seq continuity per
+//     conversation; every message id is counted on arrival, so lost and
+//     duplicated messages are exact.
+//   - msg-room: -members members of the public room connected over the
+//     wire protocol (spread over the gateways, presence feed off) receive
+//     what -room-senders SDK clients post at rising rates (-room-rates);
+//     deliveries per second = messages × members received, latency per
+//     delivery, losses.
+//
+// For every level: the CPU of each server process and of this load
+// generator (from /proc/<pid>/stat), and of the whole machine (/proc/stat).
+// Users are registered with cheap hashing (argon2id m=1024 KiB, t=1).
+// The report goes to stdout (and -out); progress to stderr.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin, out, only string
+	quick, keep    bool
+	redisServer    string
+	messaging      int
+	gateways       int
+	regParallel    int
+	textBytes      int
+	maxInflight    int
+	drain          time.Duration
+
+	pairs          int
+	directDuration time.Duration
+	directRates    []float64
+	maxClosedRate  int
+
+	members      int
+	roomSenders  int
+	roomDuration time.Duration
+	roomRates    []float64
+}
+
+func main() {
+	var (
+		o                      options
+		directRates, roomRates string
+	)
+	flag.StringVar(&o.bin, "bin", "bin", "directory with nats-server, auth, presence, messaging and gateway")
+	flag.StringVar(&o.out, "out", "", "also write the report to this file")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios: msg-direct, msg-room (default both)")
+	flag.BoolVar(&o.quick, "quick", false, "small sizes and short levels, a smoke test")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, NATS store)")
+	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary")
+	flag.IntVar(&o.messaging, "messaging", 1, "messaging service replicas")
+	flag.IntVar(&o.gateways, "gateways", 2, "gateway replicas (direct pairs and room members are spread over them)")
+	flag.IntVar(&o.regParallel, "register-parallel", 16, "registrations in flight at once")
+	flag.IntVar(&o.textBytes, "text-bytes", 64, "size of each message's text")
+	flag.IntVar(&o.maxInflight, "max-inflight", 20, "open loop: sends one sender may have waiting for their reply; beyond, due sends are skipped (and counted)")
+	flag.DurationVar(&o.drain, "drain", 15*time.Second, "after a level, how long to wait for the last messages to arrive")
+	flag.IntVar(&o.pairs, "pairs", 200, "msg-direct: sender/receiver pairs")
+	flag.DurationVar(&o.directDuration, "direct-duration", 20*time.Second, "msg-direct: duration of each level")
+	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,5000,10000,20000", "msg-direct: open-loop total rates (messages/s)")
+	flag.IntVar(&o.maxClosedRate, "max-closed-rate", 60000, "msg-direct: closed loop stops at this rate × duration messages (array sizes)")
+	flag.IntVar(&o.members, "members", 1000, "msg-room: members connected")
+	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
+	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
+	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
+	flag.Parse()
+	var err error
+	if o.quick {
+		o.pairs = min(o.pairs, 20)
+		o.members = min(o.members, 100)
+		o.roomSenders = min(o.roomSenders, 2)
+		o.directDuration = min(o.directDuration, 5*time.Second)
+		o.roomDuration = min(o.roomDuration, 5*time.Second)
+		o.drain = min(o.drain, 5*time.Second)
+		if !flagSet("direct-rates") {
+			directRates = "500,1000,2000"
+		}
+		if !flagSet("room-rates") {
+			roomRates = "20,50"
+		}
+	}
+	if o.directRates, err = parseRates(directRates); err == nil {
+		o.roomRates, err = parseRates(roomRates)
+	}
+	if err == nil && (o.messaging < 1 || o.gateways < 1 || o.pairs < 1 || o.members < 1 || o.roomSenders < 1) {
+		err = fmt.Errorf("-messaging, -gateways, -pairs, -members and -room-senders must be at least 1")
+	}
+	if err == nil {
+		err = run(o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "msgbench:", err)
+		os.Exit(1)
+	}
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("bad rate %q", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func run(o options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return err
+	}
+	for _, b := range []string{"gateway", "auth", "presence", "messaging", "nats-server"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return fmt.Errorf("missing %s in %s (run scripts/bench.sh, or make build first): %w", b, bin, err)
+		}
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(o.only, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if k != "msg-direct" && k != "msg-room" {
+				return fmt.Errorf("unknown scenario %q (msg-direct, msg-room)", k)
+			}
+			want[k] = true
+		}
+	}
+	dir, err := os.MkdirTemp("", "parley-msgbench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		logf("work directory (kept): %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	ps := &procs{bin: bin, logs: logs}
+	defer func() {
+		logf("stopping all processes")
+		ps.stopAll()
+	}()
+	c := &cluster{ps: ps, dir: dir, opts: o}
+	rep := &report{opts: o, env: machine(), started: time.Now()}
+	logf("starting nats-server, redis-server, auth, presence, %d messaging, %d gateway(s)", o.messaging, o.gateways)
+	if err := c.start(ctx); err != nil {
+		return err
+	}
+	if len(want) == 0 || want["msg-direct"] {
+		rep.direct = runDirect(ctx, c, o, logf)
+		if rep.direct.err != nil {
+			logf("msg-direct failed: %v", rep.direct.err)
+		}
+	}
+	if ctx.Err() == nil && (len(want) == 0 || want["msg-room"]) {
+		rep.room = runRoom(ctx, c, o, logf)
+		if rep.room.err != nil {
+			logf("msg-room failed: %v", rep.room.err)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	rep.finished = time.Now()
+	var w io.Writer = os.Stdout
+	if o.out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+			return err
+		}
+		f, err := os.Create(o.out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = io.MultiWriter(os.Stdout, f)
+	}
+	rep.write(w)
+	return nil
+}
