@@ -465,17 +465,19 @@ func (s *Service) announce(ctx context.Context, conv string, rec store.GroupResu
 		System:       true,
 	}
 	msgID := "sys:" + conv + ":" + strconv.FormatUint(rec.Revision, 10) + ":" + what
-	res, err := s.store.Append(ctx, msg, msgID)
+	target := conversation{id: conv, kind: parleyv1.ConversationKind_CONVERSATION_KIND_GROUP,
+		members: rec.Group.MemberIDs(), alsoTo: alsoTo}
+	res, err := s.store.Append(ctx, msg, msgID, func(m *parleyv1.Message) { s.deliver(target, m) })
 	s.metrics.conflicts.Add(float64(res.Conflicts))
 	if err != nil {
 		s.log.Warn("group system message not stored", "conversation", conv, "text", text, "err", err)
 		return
 	}
-	if !res.Duplicate {
+	if res.Duplicate {
+		s.deliver(target, res.Message)
+	} else {
 		s.metrics.stored.WithLabelValues(kindLabel(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP)).Inc()
 	}
-	s.deliver(conversation{id: conv, kind: parleyv1.ConversationKind_CONVERSATION_KIND_GROUP,
-		members: rec.Group.MemberIDs(), alsoTo: alsoTo}, res.Message)
 }
 
 // groupConversation is the Conversation of group conv as uid sees it.

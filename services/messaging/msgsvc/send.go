@@ -83,7 +83,9 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 		Text:         req.Text,
 		ClientKey:    req.ClientKey,
 	}
-	res, err := s.store.Append(ctx, msg, me.id+":"+req.ClientKey)
+	// A new message's live event is published from inside Append, in seq
+	// order; a duplicate's below.
+	res, err := s.store.Append(ctx, msg, me.id+":"+req.ClientKey, func(m *parleyv1.Message) { s.deliver(conv, m) })
 	s.metrics.conflicts.Add(float64(res.Conflicts))
 	switch {
 	case errors.Is(err, store.ErrBusy):
@@ -115,9 +117,12 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 			return nil, err
 		}
 	}
-	// Published for duplicates as well, for the same reason; clients drop
-	// a seq they already have.
-	s.deliver(conv, stored)
+	// Published again for a duplicate, for the same reason (the replica
+	// that stored it may have died before publishing); clients drop a seq
+	// they already have.
+	if res.Duplicate {
+		s.deliver(conv, stored)
+	}
 	return &parleyv1.SendReply{Message: stored, Duplicate: res.Duplicate}, nil
 }
 

@@ -382,3 +382,31 @@ func TestHistoryLargeMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveEventsInSeqOrder: concurrent senders into one conversation on one
+// replica: the live events go out in seq order, so receivers never see a
+// later message before an earlier one (and never have to fetch history to
+// repair it).
+func TestLiveEventsInSeqOrder(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, testConfig())
+	room := e.watch(t, subject.RoomMessagesAll)
+	const senders, each = 8, 25
+	done := make(chan struct{})
+	for i := range senders {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			u := []user{alice, bob, carol}[i%3]
+			for j := range each {
+				if _, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: e.key()}); err != nil {
+					t.Errorf("send %d/%d: %v", i, j, err)
+				}
+			}
+		}()
+	}
+	for range senders {
+		<-done
+	}
+	testenv.Eventually(t, 10*time.Second, "all room events", func() bool { return len(room.get()) == senders*each })
+	wantSeqs(t, "live room events", room.get(), 1, senders*each)
+}

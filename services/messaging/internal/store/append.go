@@ -31,7 +31,13 @@ type Appended struct {
 // Append stores m as the next message of m.Conversation: it sets m.Seq and
 // m.Id. msgID is the publish de-duplication id. It returns only after the
 // stream acknowledged the message (or recognised msgID as a duplicate).
-func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string) (Appended, error) {
+//
+// onStored, when not nil, is called with a newly stored message while the
+// conversation is still locked, so the live events a replica publishes from
+// it go out in seq order (publishing after unlocking let concurrent sends
+// overtake each other). It must be quick: it holds up the conversation's
+// next append. It is not called for a duplicate.
+func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string, onStored func(*parleyv1.Message)) (Appended, error) {
 	conv := m.Conversation
 	st := s.acquire(conv)
 	defer s.release(st)
@@ -90,6 +96,9 @@ func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string) (
 		st.seen.Store(m.Seq)
 		m.Id = ack.Sequence
 		res.Message = m
+		if onStored != nil {
+			onStored(m)
+		}
 		if m.Seq%IndexEvery == 0 {
 			// Best effort: a missing entry only makes reads scan longer.
 			key := indexKey(conv, m.Seq/IndexEvery)
