@@ -97,6 +97,12 @@ func TestChatAcrossGateways(t *testing.T) {
 	bob, bs := registered(t, "ws://"+c.gateways[1].http+"/v1/ws", "bob")
 	carol, _ := registered(t, "tcp://"+c.gateways[1].tcp, "carol")
 	ac, bc, cc := collect(t, alice), collect(t, bob), collect(t, carol)
+	// alice's second device, on the other gateway.
+	alice2 := dial(t, "tcp://"+c.gateways[1].tcp)
+	a2c := collect(t, alice2)
+	if _, err := alice2.Login(ctxS(t), as.Username, pw); err != nil {
+		t.Fatal(err)
+	}
 
 	text := "你好, world 🎉\nsecond line"
 	m, err := alice.Send(ctxS(t), room, text)
@@ -124,6 +130,10 @@ func TestChatAcrossGateways(t *testing.T) {
 		t.Fatalf("reply seq %d after %d", reply.Seq, dm.Seq)
 	}
 	ac.waitTexts(t, dm.Conversation, []string{"just for bob", "thanks alice"}, 10*time.Second)
+	// Multi-device: every session of a user gets the messages, the
+	// sender's other device included.
+	a2c.waitTexts(t, room, []string{text}, 10*time.Second)
+	a2c.waitTexts(t, dm.Conversation, []string{"just for bob", "thanks alice"}, 10*time.Second)
 
 	// carol: a later room message arrives, the private ones never did.
 	if _, err := bob.Send(ctxS(t), room, "marker"); err != nil {
