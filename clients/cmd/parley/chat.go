@@ -262,30 +262,13 @@ func cmdListen(ctx context.Context, a *app, args []string) error {
 	if _, err := parseArgs(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
-	key, err := a.serverKey()
-	if err != nil {
-		return err
-	}
-	saved, err := a.loadStored(key)
-	if err != nil {
-		return err
-	}
-	opts, err := a.clientOptions()
-	if err != nil {
-		return err
-	}
-	opts = append(opts, parley.WithPresenceFeed(false), parley.WithAutoAck(*ack))
 	dctx, cancel := a.withTimeout(ctx)
-	defer cancel()
-	c, err := parley.Dial(dctx, a.g.server, opts...)
+	c, key, _, err := a.openSession(dctx, parley.WithPresenceFeed(false), parley.WithAutoAck(*ack))
+	cancel()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := a.resumeStored(dctx, c, key, saved); err != nil {
-		return err
-	}
-	cancel()
 	for {
 		select {
 		case <-ctx.Done():

@@ -122,28 +122,44 @@ func sessionCommand(ctx context.Context, a *app, fs *flag.FlagSet, args []string
 }
 
 // withSession dials, resumes the stored session, then runs fn, all bounded
-// by --timeout.
+// by --timeout. The client does not reconnect: a one-shot command fails
+// instead of hanging.
 func withSession(ctx context.Context, a *app, fn func(ctx context.Context, c *parley.Client, key string, s *parley.Session) error) error {
-	key, err := a.serverKey()
-	if err != nil {
-		return err
-	}
-	saved, err := a.loadStored(key)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
-	c, err := a.dial(ctx, parley.WithPresenceFeed(false))
+	c, key, s, err := a.openSession(ctx, parley.WithReconnect(false), parley.WithPresenceFeed(false))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	return fn(ctx, c, key, s)
+}
+
+// openSession loads the stored session for --user, dials with the global
+// options plus extra and resumes it; the caller closes the client.
+func (a *app) openSession(ctx context.Context, extra ...parley.Option) (*parley.Client, string, *parley.Session, error) {
+	key, err := a.serverKey()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	saved, err := a.loadStored(key)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	opts, err := a.clientOptions()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	c, err := parley.Dial(ctx, a.g.server, append(opts, extra...)...)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	s, err := a.resumeStored(ctx, c, key, saved)
 	if err != nil {
-		return err
+		c.Close()
+		return nil, "", nil, err
 	}
-	return fn(ctx, c, key, s)
+	return c, key, s, nil
 }
 
 func cmdWhoami(ctx context.Context, a *app, args []string) error {
@@ -205,29 +221,13 @@ func cmdWatch(ctx context.Context, a *app, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	key, err := a.serverKey()
-	if err != nil {
-		return err
-	}
-	saved, err := a.loadStored(key)
-	if err != nil {
-		return err
-	}
-	opts, err := a.clientOptions()
-	if err != nil {
-		return err
-	}
 	dctx, cancel := a.withTimeout(ctx)
-	defer cancel()
-	c, err := parley.Dial(dctx, a.g.server, opts...)
+	c, key, _, err := a.openSession(dctx)
+	cancel()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := a.resumeStored(dctx, c, key, saved); err != nil {
-		return err
-	}
-	cancel()
 
 	shown := map[string]string{} // user id -> username, as printed
 	online := func(u parley.OnlineUser) {
