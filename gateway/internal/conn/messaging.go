@@ -30,14 +30,6 @@ func (c *Conn) history(rid uint32, req *parleyv1.HistoryRequest) {
 	}
 }
 
-// ack forwards an AckRequest; the service answers with an empty body, the
-// client gets Ok.
-func (c *Conn) ack(rid uint32, req *parleyv1.AckRequest) {
-	if c.forward(rid, subject.MsgAck, req, nil) {
-		c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Ok{Ok: &parleyv1.Ok{}}})
-	}
-}
-
 // conversations forwards a ConversationsRequest; reply ConversationsReply
 // (one entry per direct conversation, so it may be large: it waits for
 // room like history).
@@ -45,14 +37,6 @@ func (c *Conn) conversations(rid uint32, req *parleyv1.ConversationsRequest) {
 	reply := new(parleyv1.ConversationsReply)
 	if c.forward(rid, subject.MsgConversations, req, reply) {
 		c.sendWait(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_ConversationsReply{ConversationsReply: reply}})
-	}
-}
-
-// openDirect forwards an OpenDirectRequest; reply Conversation.
-func (c *Conn) openDirect(rid uint32, req *parleyv1.OpenDirectRequest) {
-	reply := new(parleyv1.Conversation)
-	if c.forward(rid, subject.MsgOpenDirect, req, reply) {
-		c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Conversation{Conversation: reply}})
 	}
 }
 

@@ -113,11 +113,11 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	case *parleyv1.Frame_History:
 		c.history(rid, b.History)
 	case *parleyv1.Frame_Ack:
-		c.ack(rid, b.Ack)
+		c.toOk(rid, subject.MsgAck, b.Ack)
 	case *parleyv1.Frame_Conversations:
 		c.conversations(rid, b.Conversations)
 	case *parleyv1.Frame_OpenDirect:
-		c.openDirect(rid, b.OpenDirect)
+		c.toConversation(rid, subject.MsgOpenDirect, b.OpenDirect)
 	case *parleyv1.Frame_CreateGroup:
 		c.toConversation(rid, subject.MsgCreateGroup, b.CreateGroup)
 	case *parleyv1.Frame_Invite:
