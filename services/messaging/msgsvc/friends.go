@@ -54,6 +54,22 @@ const maxPresenceQueries = 16
 
 // friendTarget resolves the username of a friend request; yourself is
 // INVALID_ARGUMENT.
+// friendParties decodes a friend request into req and returns who asks
+// (from the headers) and the user it names.
+func (s *Service) friendParties(ctx context.Context, m *nats.Msg, req interface {
+	proto.Message
+	GetUsername() string
+}) (me, peer identity, err error) {
+	if me, err = identityOf(m); err != nil {
+		return me, peer, err
+	}
+	if err := proto.Unmarshal(m.Data, req); err != nil {
+		return me, peer, errMalformed
+	}
+	peer, err = s.friendTarget(ctx, me, req.GetUsername())
+	return me, peer, err
+}
+
 func (s *Service) friendTarget(ctx context.Context, me identity, username string) (identity, error) {
 	if username == "" {
 		return identity{}, errNoUsername
@@ -78,15 +94,8 @@ func (s *Service) blockedBy(ctx context.Context, uid, peer string) (bool, error)
 }
 
 func (s *Service) handleAddFriend(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
 	var req parleyv1.AddFriendRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	peer, err := s.friendTarget(ctx, me, req.Username)
+	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -169,15 +178,8 @@ func (s *Service) undoOutgoing(ctx context.Context, uid, peer string) {
 }
 
 func (s *Service) handleAnswerFriend(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
 	var req parleyv1.AnswerFriendRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	peer, err := s.friendTarget(ctx, me, req.Username)
+	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -218,15 +220,8 @@ func (s *Service) handleAnswerFriend(ctx context.Context, m *nats.Msg) (proto.Me
 }
 
 func (s *Service) handleRemoveFriend(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
 	var req parleyv1.RemoveFriendRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	peer, err := s.friendTarget(ctx, me, req.Username)
+	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -260,15 +255,8 @@ func (s *Service) dropPeerSide(ctx context.Context, peer, uid string) error {
 }
 
 func (s *Service) handleBlock(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
 	var req parleyv1.BlockRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	peer, err := s.friendTarget(ctx, me, req.Username)
+	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -297,15 +285,8 @@ func (s *Service) handleBlock(ctx context.Context, m *nats.Msg) (proto.Message, 
 
 // handleUnblock lifts a block; unblocking someone not blocked is a no-op.
 func (s *Service) handleUnblock(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
 	var req parleyv1.UnblockRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	peer, err := s.friendTarget(ctx, me, req.Username)
+	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
 		return nil, err
 	}
