@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"bufio"
 	"context"
 	"crypto/ecdsa"
@@ -25,25 +27,25 @@ import (
 // cluster is the multi-process Parley under test: one nats-server, one
 // redis-server, auth, presence and the gateways of the current scenario.
 type cluster struct {
-	ps   *procs
+	ps   *child.Set
 	dir  string // work directory (NATS store, TLS files, token files)
 	opts options
 
-	nats      *proc
+	nats      *child.Proc
 	natsURL   string
 	nc        *nats.Conn // the orchestrator's own connection (presence checks)
-	redis     *proc
+	redis     *child.Proc
 	redisAddr string
-	auth      *proc
+	auth      *child.Proc
 	authAdmin string
-	presence  *proc
+	presence  *child.Proc
 	tlsCert   string
 	tlsKey    string
 }
 
 // gateway is one running gateway replica.
 type gateway struct {
-	*proc
+	*child.Proc
 	id               string
 	tcp, http, admin string
 	tls              bool
@@ -54,7 +56,7 @@ func (g *gateway) wsURL() string { return "ws://" + g.http + "/v1/ws" }
 
 // startInfra starts nats-server and redis-server, then connects to NATS.
 func (c *cluster) startInfra(ctx context.Context) error {
-	natsAddr, err := freeAddr()
+	natsAddr, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -64,12 +66,12 @@ func (c *cluster) startInfra(ctx context.Context) error {
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("max_payload: %d\n", c.opts.natsMaxPayload)), 0o600); err != nil {
 		return err
 	}
-	c.nats, err = c.ps.start("nats-server", "nats-server", nil,
-		"-a", "127.0.0.1", "-p", portOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"), "-c", conf)
+	c.nats, err = c.ps.Start("nats-server", "nats-server", nil,
+		"-a", "127.0.0.1", "-p", child.PortOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"), "-c", conf)
 	if err != nil {
 		return err
 	}
-	if err := waitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
+	if err := child.WaitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
 		return err
 	}
 	c.natsURL = "nats://" + natsAddr
@@ -78,7 +80,7 @@ func (c *cluster) startInfra(ctx context.Context) error {
 		return fmt.Errorf("connect to nats-server: %w", err)
 	}
 
-	c.redisAddr, err = freeAddr()
+	c.redisAddr, err = child.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -89,18 +91,18 @@ func (c *cluster) startInfra(ctx context.Context) error {
 	if redisBin, err = filepath.Abs(redisBin); err != nil {
 		return err
 	}
-	c.redis, err = c.ps.start("redis-server", redisBin, nil,
-		"--port", portOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	c.redis, err = c.ps.Start("redis-server", redisBin, nil,
+		"--port", child.PortOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
 	if err != nil {
 		return err
 	}
-	return waitTCP(ctx, c.redis, c.redisAddr, 20*time.Second)
+	return child.WaitTCP(ctx, c.redis, c.redisAddr, 20*time.Second)
 }
 
 // startAuth starts auth. cheap selects the cheap argon2id parameters used
 // to register many users quickly; otherwise auth runs with its defaults.
 func (c *cluster) startAuth(ctx context.Context, name string, cheap bool) error {
-	admin, err := freeAddr()
+	admin, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -109,25 +111,25 @@ func (c *cluster) startAuth(ctx context.Context, name string, cheap bool) error 
 	if cheap {
 		env = append(env, "PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1")
 	}
-	c.auth, err = c.ps.start(name, "auth", env)
+	c.auth, err = c.ps.Start(name, "auth", env)
 	if err != nil {
 		return err
 	}
 	c.authAdmin = admin
-	return waitReady(ctx, c.auth, admin, 30*time.Second)
+	return child.WaitReady(ctx, c.auth, admin, 30*time.Second)
 }
 
 func (c *cluster) startPresence(ctx context.Context) error {
-	admin, err := freeAddr()
+	admin, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
-	c.presence, err = c.ps.start("presence", "presence", []string{"PARLEY_NATS_URL=" + c.natsURL,
+	c.presence, err = c.ps.Start("presence", "presence", []string{"PARLEY_NATS_URL=" + c.natsURL,
 		"PARLEY_ADMIN_ADDR=" + admin, "PARLEY_REDIS_ADDR=" + c.redisAddr})
 	if err != nil {
 		return err
 	}
-	return waitReady(ctx, c.presence, admin, 30*time.Second)
+	return child.WaitReady(ctx, c.presence, admin, 30*time.Second)
 }
 
 // startGateway starts one gateway replica with the given id.
@@ -135,7 +137,7 @@ func (c *cluster) startGateway(ctx context.Context, id string, useTLS bool) (*ga
 	g := &gateway{id: id, tls: useTLS}
 	for _, a := range []*string{&g.tcp, &g.http, &g.admin} {
 		var err error
-		if *a, err = freeAddr(); err != nil {
+		if *a, err = child.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -149,17 +151,17 @@ func (c *cluster) startGateway(ctx context.Context, id string, useTLS bool) (*ga
 	}
 	if c.opts.profileDir != "" {
 		var err error
-		if g.pprof, err = freeAddr(); err != nil {
+		if g.pprof, err = child.FreeAddr(); err != nil {
 			return nil, err
 		}
 		env = append(env, "PARLEY_PPROF_ADDR="+g.pprof)
 	}
-	p, err := c.ps.start(id, c.opts.gatewayBin, env)
+	p, err := c.ps.Start(id, c.opts.gatewayBin, env)
 	if err != nil {
 		return nil, err
 	}
-	g.proc = p
-	return g, waitReady(ctx, p, g.admin, 30*time.Second)
+	g.Proc = p
+	return g, child.WaitReady(ctx, p, g.admin, 30*time.Second)
 }
 
 // ensureCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -76,7 +78,7 @@ func (r *connResult) perConn(f func(sample) float64) float64 {
 
 // loader is one running connload process.
 type loader struct {
-	*proc
+	*child.Proc
 	stdin  *os.File
 	report chan string // the "connected N failed M" line, or "" if it exited first
 }
@@ -89,8 +91,8 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	defer func() {
 		// Gateways still running after an error are stopped here.
 		for _, g := range gws {
-			if g != nil && !g.exited() {
-				g.stop(15 * time.Second)
+			if g != nil && !g.Exited() {
+				g.Stop(15 * time.Second)
 			}
 		}
 	}()
@@ -104,7 +106,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	}
 	// Let the fresh gateways finish starting (first presence heartbeat,
 	// lazily built pools) before the baseline.
-	if err := sleep(ctx, 3*time.Second); err != nil {
+	if err := child.Sleep(ctx, 3*time.Second); err != nil {
 		r.err = err
 		return r
 	}
@@ -117,7 +119,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 		}
 		r.gws[i] = gwResult{id: g.id, before: s}
 	}
-	r.natsBefore = rssBytes(c.nats.pid())
+	r.natsBefore = child.RSSBytes(c.nats.PID())
 	r.redisBefore = c.redisUsedMemory()
 
 	// Connection k of the scenario (over all gateways) uses token k modulo
@@ -164,7 +166,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	defer func() {
 		for _, l := range loaders {
 			l.stdin.Close()
-			l.stop(30 * time.Second)
+			l.Stop(30 * time.Second)
 		}
 	}()
 	logf("%s: %d connload processes opening %d connections to %d gateway(s)", sc.name, len(loaders), total, len(gws))
@@ -184,7 +186,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 		}
 		var ok, failed int
 		if _, err := fmt.Sscanf(line, "connected %d failed %d", &ok, &failed); err != nil {
-			r.err = fmt.Errorf("%s: unexpected report %q:\n%s", l.name, line, l.tail(10))
+			r.err = fmt.Errorf("%s: unexpected report %q:\n%s", l.Name, line, l.Tail(10))
 			return r
 		}
 		r.connected += ok
@@ -193,12 +195,12 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	}
 	r.setup = time.Since(start)
 	for _, l := range loaders {
-		if e := firstError(l.log); e != "" {
-			r.firstErrs = append(r.firstErrs, l.name+": "+e)
+		if e := firstError(l.Log); e != "" {
+			r.firstErrs = append(r.firstErrs, l.Name+": "+e)
 		}
 	}
 	logf("%s: %d connected, %d failed in %s; settling %s", sc.name, r.connected, r.failed, r.setup.Round(time.Millisecond), c.opts.settle)
-	if err := sleep(ctx, c.opts.settle); err != nil {
+	if err := child.Sleep(ctx, c.opts.settle); err != nil {
 		r.err = err
 		return r
 	}
@@ -210,7 +212,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 		}
 		r.gws[i].after = s
 	}
-	r.natsAfter = rssBytes(c.nats.pid())
+	r.natsAfter = child.RSSBytes(c.nats.PID())
 	r.redisAfter = c.redisUsedMemory()
 	if c.opts.profileDir != "" {
 		for _, g := range gws {
@@ -229,14 +231,14 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 			r.presenceLag > 30*time.Second || ctx.Err() != nil {
 			break
 		}
-		_ = sleep(ctx, time.Second)
+		_ = child.Sleep(ctx, time.Second)
 	}
 
 	// Tear down: clients first, so the gateways see ordinary disconnects
 	// and presence ends at zero; then the gateways.
 	for _, l := range loaders {
 		l.stdin.Close()
-		l.stop(30 * time.Second)
+		l.Stop(30 * time.Second)
 	}
 	if err := waitGatewaysEmpty(ctx, gws, 90*time.Second); err != nil {
 		logf("%s: %v", sc.name, err)
@@ -246,7 +248,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	}
 	r.cleanStop = true
 	for _, g := range gws {
-		if !g.stop(15 * time.Second) {
+		if !g.Stop(15 * time.Second) {
 			r.cleanStop = false
 		}
 	}
@@ -287,8 +289,8 @@ func writeTokens(path string, tokens []string, from, n int) error {
 
 // startLoader runs connload with its stdout on a pipe (for the report line)
 // and its stdin on another (closing it stops connload even if we die).
-func startLoader(ps *procs, name string, args []string) (*loader, error) {
-	p, err := ps.prepare(name, "connload", nil, args...)
+func startLoader(ps *child.Set, name string, args []string) (*loader, error) {
+	p, err := ps.Prepare(name, "connload", nil, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -300,13 +302,13 @@ func startLoader(ps *procs, name string, args []string) (*loader, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.cmd.Stdout, p.cmd.Stdin = outW, inR
-	if err := ps.launch(p); err != nil {
+	p.Cmd.Stdout, p.Cmd.Stdin = outW, inR
+	if err := ps.Launch(p); err != nil {
 		return nil, err
 	}
 	outW.Close()
 	inR.Close()
-	l := &loader{proc: p, stdin: inW, report: make(chan string, 1)}
+	l := &loader{Proc: p, stdin: inW, report: make(chan string, 1)}
 	go func() {
 		defer outR.Close()
 		sc := bufio.NewScanner(outR)
@@ -351,7 +353,7 @@ func waitGatewaysEmpty(ctx context.Context, gws []*gateway, within time.Duration
 		if open == 0 {
 			return nil
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := child.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/bench/internal/child"
 	"github.com/parleychat/parley/clients/parley"
 )
 
@@ -44,7 +46,7 @@ func runLogins(ctx context.Context, c *cluster, users int, levels []int, d time.
 		r.err = err
 		return r
 	}
-	defer g.stop(15 * time.Second)
+	defer g.Stop(15 * time.Second)
 
 	reg := registerUsers(ctx, g.tcp, "login", users, 2, nil)
 	if reg.ok == 0 {
@@ -90,7 +92,7 @@ func loginLevel(ctx context.Context, c *cluster, g *gateway, names []string, n i
 		lats []time.Duration
 		wg   sync.WaitGroup
 	)
-	authCPU0, gwCPU0 := cpuSeconds(c.auth.pid()), cpuSeconds(g.pid())
+	authCPU0, gwCPU0 := child.CPUSeconds(strconv.Itoa(c.auth.PID())), child.CPUSeconds(strconv.Itoa(g.PID()))
 	start := time.Now()
 	deadline := start.Add(d)
 	for w, cl := range clients {
@@ -123,8 +125,8 @@ func loginLevel(ctx context.Context, c *cluster, g *gateway, names []string, n i
 	}
 	wg.Wait()
 	run.elapsed = time.Since(start)
-	run.authCPU = (cpuSeconds(c.auth.pid()) - authCPU0) / run.elapsed.Seconds()
-	run.gatewayCPU = (cpuSeconds(g.pid()) - gwCPU0) / run.elapsed.Seconds()
+	run.authCPU = (child.CPUSeconds(strconv.Itoa(c.auth.PID())) - authCPU0) / run.elapsed.Seconds()
+	run.gatewayCPU = (child.CPUSeconds(strconv.Itoa(g.PID())) - gwCPU0) / run.elapsed.Seconds()
 	run.logins = len(lats)
 	slices.Sort(lats)
 	run.p50, run.p99 = percentile(lats, 0.50), percentile(lats, 0.99)

@@ -18,6 +18,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"flag"
 	"fmt"
@@ -156,10 +158,10 @@ func run(o options) error {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return err
 	}
-	ps := &procs{bin: bin, logs: logs}
+	ps := &child.Set{Bin: bin, Logs: logs}
 	defer func() {
 		logf("stopping all processes")
-		ps.stopAll()
+		ps.StopAll()
 	}()
 	c := &cluster{ps: ps, dir: dir, opts: o}
 	defer func() {
@@ -186,7 +188,7 @@ func run(o options) error {
 		}
 		logf("registering %d users through the SDK, %d at once (cheap argon2id)", o.users, o.regParallel)
 		reg := registerUsers(ctx, g.tcp, "u", o.users, o.regParallel, func(d int) { logf("registered %d", d) })
-		g.stop(15 * time.Second)
+		g.Stop(15 * time.Second)
 		rep.reg = &reg
 		logf("registered %d users (%d failed) in %s", reg.ok, reg.fail, reg.elapsed.Round(time.Millisecond))
 		if reg.firstErr != nil {
@@ -214,7 +216,7 @@ func run(o options) error {
 				return ctx.Err()
 			}
 		}
-		c.auth.stop(15 * time.Second)
+		c.auth.Stop(15 * time.Second)
 	}
 
 	if doLogins {

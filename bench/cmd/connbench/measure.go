@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -76,7 +78,7 @@ func sampleGateway(g *gateway) (sample, error) {
 		return sample{}, err
 	}
 	return sample{
-		rss:        rssBytes(g.pid()),
+		rss:        child.RSSBytes(g.PID()),
 		heapInuse:  m["go_memstats_heap_inuse_bytes"],
 		stackInuse: m["go_memstats_stack_inuse_bytes"],
 		sys:        m["go_memstats_sys_bytes"],
@@ -128,7 +130,7 @@ func (c *cluster) waitPresenceEmpty(ctx context.Context, within time.Duration) e
 			return nil
 		}
 		last = n
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := child.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -154,7 +156,7 @@ func profileGateway(ctx context.Context, g *gateway, dir string) error {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, "rss-after-gc.txt"), []byte(fmt.Sprintf("%d\n", rssBytes(g.pid()))), 0o644)
+	return os.WriteFile(filepath.Join(dir, "rss-after-gc.txt"), []byte(fmt.Sprintf("%d\n", child.RSSBytes(g.PID()))), 0o644)
 }
 
 func fetch(ctx context.Context, url, file string) error {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"errors"
 	"fmt"
@@ -83,7 +85,7 @@ func registerOne(ctx context.Context, addr, username string) (string, error) {
 		if errors.As(err, &perr) && !parley.Retryable(err) {
 			return "", fmt.Errorf("register %s: %w", username, err)
 		}
-		if sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond) != nil {
+		if child.Sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond) != nil {
 			break
 		}
 	}

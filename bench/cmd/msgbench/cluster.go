@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"fmt"
 	"os/exec"
@@ -12,23 +14,23 @@ import (
 // cluster is the multi-process Parley under test: nats-server (JetStream),
 // redis-server, auth, presence, the messaging replicas and the gateways.
 type cluster struct {
-	ps   *procs
+	ps   *child.Set
 	dir  string // work directory (NATS store)
 	opts options
 
-	nats      *proc
+	nats      *child.Proc
 	natsURL   string
-	redis     *proc
+	redis     *child.Proc
 	redisAddr string
-	auth      *proc
-	presence  *proc
-	messaging []*proc
+	auth      *child.Proc
+	presence  *child.Proc
+	messaging []*child.Proc
 	gateways  []*gateway
 }
 
 // gateway is one running gateway replica.
 type gateway struct {
-	*proc
+	*child.Proc
 	id         string
 	tcp, admin string
 }
@@ -36,21 +38,21 @@ type gateway struct {
 // start brings up everything, each process waited for (TCP for the
 // servers, /readyz for Parley's binaries).
 func (c *cluster) start(ctx context.Context) error {
-	natsAddr, err := freeAddr()
+	natsAddr, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
-	c.nats, err = c.ps.start("nats-server", "nats-server", nil,
-		"-a", "127.0.0.1", "-p", portOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"))
+	c.nats, err = c.ps.Start("nats-server", "nats-server", nil,
+		"-a", "127.0.0.1", "-p", child.PortOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"))
 	if err != nil {
 		return err
 	}
-	if err := waitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
+	if err := child.WaitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
 		return err
 	}
 	c.natsURL = "nats://" + natsAddr
 
-	if c.redisAddr, err = freeAddr(); err != nil {
+	if c.redisAddr, err = child.FreeAddr(); err != nil {
 		return err
 	}
 	redisBin, err := exec.LookPath(c.opts.redisServer)
@@ -60,12 +62,12 @@ func (c *cluster) start(ctx context.Context) error {
 	if redisBin, err = filepath.Abs(redisBin); err != nil {
 		return err
 	}
-	c.redis, err = c.ps.start("redis-server", redisBin, nil,
-		"--port", portOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	c.redis, err = c.ps.Start("redis-server", redisBin, nil,
+		"--port", child.PortOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
 	if err != nil {
 		return err
 	}
-	if err := waitTCP(ctx, c.redis, c.redisAddr, 20*time.Second); err != nil {
+	if err := child.WaitTCP(ctx, c.redis, c.redisAddr, 20*time.Second); err != nil {
 		return err
 	}
 
@@ -97,17 +99,17 @@ func (c *cluster) start(ctx context.Context) error {
 
 // startService starts a Parley service binary with its own admin port and
 // waits for /readyz.
-func (c *cluster) startService(ctx context.Context, name, binary string, env ...string) (*proc, error) {
-	admin, err := freeAddr()
+func (c *cluster) startService(ctx context.Context, name, binary string, env ...string) (*child.Proc, error) {
+	admin, err := child.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	env = append([]string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin}, env...)
-	p, err := c.ps.start(name, binary, env)
+	p, err := c.ps.Start(name, binary, env)
 	if err != nil {
 		return nil, err
 	}
-	return p, waitReady(ctx, p, admin, 60*time.Second)
+	return p, child.WaitReady(ctx, p, admin, 60*time.Second)
 }
 
 func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error) {
@@ -115,26 +117,26 @@ func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error)
 	var httpAddr string
 	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
 		var err error
-		if *a, err = freeAddr(); err != nil {
+		if *a, err = child.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
 		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr, "PARLEY_GATEWAY_ID=" + id}
-	p, err := c.ps.start(id, "gateway", env)
+	p, err := c.ps.Start(id, "gateway", env)
 	if err != nil {
 		return nil, err
 	}
-	g.proc = p
-	return g, waitReady(ctx, p, g.admin, 30*time.Second)
+	g.Proc = p
+	return g, child.WaitReady(ctx, p, g.admin, 30*time.Second)
 }
 
 // servers lists the processes whose CPU is reported, in report order.
-func (c *cluster) servers() []*proc {
-	out := []*proc{c.nats, c.redis, c.auth, c.presence}
+func (c *cluster) servers() []*child.Proc {
+	out := []*child.Proc{c.nats, c.redis, c.auth, c.presence}
 	out = append(out, c.messaging...)
 	for _, g := range c.gateways {
-		out = append(out, g.proc)
+		out = append(out, g.Proc)
 	}
 	return out
 }
@@ -148,7 +150,7 @@ type cpuShare struct {
 // cpuMeter measures, between begin and end, the CPU of each server
 // process, of this load generator and of the whole machine.
 type cpuMeter struct {
-	procs []*proc
+	procs []*child.Proc
 	t0    time.Time
 	start []float64 // per proc, then self, then machine
 }
@@ -156,9 +158,9 @@ type cpuMeter struct {
 func (c *cluster) meter() *cpuMeter {
 	m := &cpuMeter{procs: c.servers(), t0: time.Now()}
 	for _, p := range m.procs {
-		m.start = append(m.start, cpuSeconds(strconv.Itoa(p.pid())))
+		m.start = append(m.start, child.CPUSeconds(strconv.Itoa(p.PID())))
 	}
-	m.start = append(m.start, cpuSeconds("self"), machineBusySeconds())
+	m.start = append(m.start, child.CPUSeconds("self"), child.MachineBusySeconds())
 	return m
 }
 
@@ -169,10 +171,10 @@ func (m *cpuMeter) end() ([]cpuShare, time.Duration) {
 	wall := d.Seconds()
 	var out []cpuShare
 	for i, p := range m.procs {
-		out = append(out, cpuShare{p.name, (cpuSeconds(strconv.Itoa(p.pid())) - m.start[i]) / wall})
+		out = append(out, cpuShare{p.Name, (child.CPUSeconds(strconv.Itoa(p.PID())) - m.start[i]) / wall})
 	}
 	n := len(m.procs)
-	out = append(out, cpuShare{"msgbench", (cpuSeconds("self") - m.start[n]) / wall},
-		cpuShare{"machine", (machineBusySeconds() - m.start[n+1]) / wall})
+	out = append(out, cpuShare{"msgbench", (child.CPUSeconds("self") - m.start[n]) / wall},
+		cpuShare{"machine", (child.MachineBusySeconds() - m.start[n+1]) / wall})
 	return out, d
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"fmt"
 	"sync"
@@ -179,7 +181,7 @@ func receiveDirect(c *parley.Client, conv string, ls *levels, discons *atomic.In
 func finishLevel(ctx context.Context, c *cluster, l *level, m *cpuMeter, drain, elapsed time.Duration) levelResult {
 	deadline := time.Now().Add(drain)
 	res := directFigures(l)
-	for res.lost > 0 && time.Now().Before(deadline) && sleep(ctx, 100*time.Millisecond) == nil {
+	for res.lost > 0 && time.Now().Before(deadline) && child.Sleep(ctx, 100*time.Millisecond) == nil {
 		res = directFigures(l)
 	}
 	res.drained = res.lost == 0

@@ -28,6 +28,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"flag"
 	"fmt"
@@ -177,10 +179,10 @@ func run(o options) error {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return err
 	}
-	ps := &procs{bin: bin, logs: logs}
+	ps := &child.Set{Bin: bin, Logs: logs}
 	defer func() {
 		logf("stopping all processes")
-		ps.stopAll()
+		ps.StopAll()
 	}()
 	c := &cluster{ps: ps, dir: dir, opts: o}
 	rep := &report{opts: o, env: machine(), started: time.Now()}

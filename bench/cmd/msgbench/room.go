@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"fmt"
 	"sync"
@@ -159,7 +161,7 @@ func finishRoom(ctx context.Context, c *cluster, l *level, members []*member, m 
 	}
 	deadline := time.Now().Add(drain)
 	res := figures()
-	for res.lost > 0 && time.Now().Before(deadline) && sleep(ctx, 100*time.Millisecond) == nil {
+	for res.lost > 0 && time.Now().Before(deadline) && child.Sleep(ctx, 100*time.Millisecond) == nil {
 		res = figures()
 	}
 	res.drained = res.lost == 0

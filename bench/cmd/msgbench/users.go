@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/bench/internal/child"
+
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +87,7 @@ func registerOne(ctx context.Context, addr, name string, keep bool) (account, er
 		if errors.As(err, &perr) && !parley.Retryable(err) {
 			break
 		}
-		if sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond) != nil {
+		if child.Sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond) != nil {
 			break
 		}
 	}
