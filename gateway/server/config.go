@@ -32,6 +32,7 @@ type Config struct {
 	WriteTimeout      time.Duration // bound on one write to a client
 	PresenceHeartbeat time.Duration // GatewayHeartbeat period
 	RequestTimeout    time.Duration // bound on one NATS request
+	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -51,6 +52,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      10 * time.Second,
 		PresenceHeartbeat: 5 * time.Second,
 		RequestTimeout:    10 * time.Second,
+		RoomBatch:         20 * time.Millisecond,
 	}
 }
 
@@ -73,6 +75,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", d.WriteTimeout, "longest time one write to a client may take")
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
+	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 
 // Configuration errors.
@@ -118,10 +121,11 @@ func (c *Config) validate() error {
 		{"-write-timeout", c.WriteTimeout > 0},
 		{"-presence-heartbeat", c.PresenceHeartbeat > 0},
 		{"-request-timeout", c.RequestTimeout > 0},
+		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second},
 	}
 	for _, p := range positive {
 		if !p.ok {
-			return fmt.Errorf("%s must be positive (frame size at most 64 MiB): %w", p.name, ErrInvalidLimit)
+			return fmt.Errorf("%s must be positive (frame size at most 64 MiB, -room-batch 0 to 1s): %w", p.name, ErrInvalidLimit)
 		}
 	}
 	return nil

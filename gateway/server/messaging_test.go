@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -624,4 +625,68 @@ func TestRoomSlowConsumer(t *testing.T) {
 		t.Errorf("slow client's last frame: %v", last)
 	}
 	t.Logf("slow client disconnected after %d messages", published)
+}
+
+// TestRoomBatching: room messages that come faster than -room-batch reach
+// every client (TCP and WebSocket) whole and in order, in fewer writes; the
+// first message after a quiet period is written at once; -room-batch 0
+// writes each message alone.
+func TestRoomBatching(t *testing.T) {
+	room := func(seq uint64) *parleyv1.Message {
+		return &parleyv1.Message{Conversation: "room.public", Seq: seq, Id: 100 + seq, SenderId: "u-alice", SenderName: "alice", Text: "burst " + strings.Repeat("x", int(seq))}
+	}
+	burst := func(e *env, from, to uint64) {
+		for seq := from; seq <= to; seq++ {
+			b, _ := proto.Marshal(&parleyv1.MessageEvent{Message: room(seq)})
+			if err := e.nc.Publish(subject.RoomMessages("public"), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		window time.Duration
+		// batches the 1 + 19 + 1 messages below may take, at most and at
+		// least
+		most, least float64
+	}{
+		// 1: the first at once; 2: the burst of 19 (published within
+		// microseconds) in one batch at the window's end; 3: one more
+		// after the window, at once.
+		{window: time.Second, most: 3, least: 3},
+		{window: 0, most: 21, least: 21},
+	} {
+		t.Run(fmt.Sprintf("window=%v", tc.window), func(t *testing.T) {
+			e := startGateway(t, func(c *server.Config) { c.RoomBatch = tc.window })
+			tcp := dialTCP(t, e)
+			tcp.login("alice", noFeed)
+			ws := dialWS(t, "ws://"+e.srv.HTTPAddr().String()+server.WebSocketPath, nil)
+			ws.login("bob", noFeed)
+			clients := map[string]*client{"tcp": tcp, "ws": ws}
+
+			burst(e, 1, 1)
+			for name, c := range clients {
+				c.expectMessage(name, room(1))
+			}
+			burst(e, 2, 20)
+			for name, c := range clients {
+				for seq := uint64(2); seq <= 20; seq++ {
+					c.expectMessage(name, room(seq))
+				}
+			}
+			time.Sleep(tc.window + 50*time.Millisecond)
+			burst(e, 21, 21)
+			for name, c := range clients {
+				c.expectMessage(name, room(21))
+			}
+			if n := e.metric("parley_gateway_room_messages_total", nil); n != 21 {
+				t.Errorf("room messages = %v, want 21", n)
+			}
+			if n := e.metric("parley_gateway_room_batches_total", nil); n < tc.least || n > tc.most {
+				t.Errorf("room batches = %v, want %v to %v", n, tc.least, tc.most)
+			}
+		})
+	}
 }

@@ -91,7 +91,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	m := metrics.New(promReg)
-	s.reg = registry.New(deps.NC, log, m)
+	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch)
 	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
 	s.handler = conn.NewHandler(conn.Options{
 		NC:        deps.NC,

@@ -277,9 +277,9 @@ func (c *Conn) PushWait(frame []byte) bool { return c.out.pushWait(frame) }
 // session (registry.Conn). It never waits: an overflow closes the
 // connection with SLOW_CONSUMER. The session is set only after the Session
 // reply is queued (startSession), so events never precede it.
-func (c *Conn) Deliver(frame []byte) {
+func (c *Conn) Deliver(frames []byte, n int) {
 	if c.session() != nil {
-		c.out.push(frame)
+		c.out.pushN(frames, n)
 	}
 }
 

@@ -61,19 +61,49 @@ func (o *outbox) pushFrame(f *parleyv1.Frame) bool {
 }
 
 // push queues an encoded, length-prefixed frame (shared, not modified).
-func (o *outbox) push(frame []byte) bool {
+func (o *outbox) push(frame []byte) bool { return o.pushN(frame, 1) }
+
+// pushN queues n encoded, length-prefixed frames given back to back
+// (shared, not modified), all or none.
+func (o *outbox) pushN(frames []byte, n int) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closing || o.closed {
 		return false
 	}
-	if !o.fitsLocked(len(frame)) {
+	if !o.fitsNLocked(n, len(frames)) {
 		o.overflowLocked()
 		return false
 	}
+	if !o.flushing && o.buf == nil {
+		// Nothing queued and no write running: try the socket directly,
+		// from this (fan-out) goroutine; only what it does not take now is
+		// queued for a flush goroutine.
+		if tw, ok := o.c.t.(transport.TryWriter); ok {
+			w, err := tw.TryWrite(frames)
+			if err == nil {
+				o.c.h.Metrics.FramesOut.Add(float64(n))
+				if w == len(frames) {
+					return true
+				}
+				frames = frames[w:]
+				// The partly written frames are queued as one: the rest
+				// must go first.
+				o.ensureBufLocked()
+				*o.buf = append(*o.buf, frames...)
+				o.frames++
+				o.flushing = true
+				o.wg.Add(1)
+				go o.flush()
+				return true
+			}
+			// ErrNoTryWrite or a broken socket: queue as usual; the flush
+			// goroutine's write reports a broken socket and closes.
+		}
+	}
 	o.ensureBufLocked()
-	*o.buf = append(*o.buf, frame...)
-	o.queuedLocked()
+	*o.buf = append(*o.buf, frames...)
+	o.queuedNLocked(n)
 	return true
 }
 
@@ -177,13 +207,15 @@ func (o *outbox) close() {
 	o.mu.Unlock()
 }
 
-func (o *outbox) fitsLocked(size int) bool {
+func (o *outbox) fitsLocked(size int) bool { return o.fitsNLocked(1, size) }
+
+func (o *outbox) fitsNLocked(n, size int) bool {
 	pending := 0
 	if o.buf != nil {
 		pending = len(*o.buf)
 	}
 	lim := &o.c.h.Limits
-	return o.frames+1 <= lim.SendQueueFrames && pending+size <= lim.SendQueueBytes
+	return o.frames+n <= lim.SendQueueFrames && pending+size <= lim.SendQueueBytes
 }
 
 func (o *outbox) overflowLocked() {
@@ -225,11 +257,14 @@ func (o *outbox) ensureBufLocked() {
 	}
 }
 
-// queuedLocked accounts for one appended frame and starts a flush if none
+// queuedLocked accounts for one appended frame.
+func (o *outbox) queuedLocked() { o.queuedNLocked(1) }
+
+// queuedNLocked accounts for n appended frames and starts a flush if none
 // runs.
-func (o *outbox) queuedLocked() {
-	o.frames++
-	o.c.h.Metrics.FramesOut.Inc()
+func (o *outbox) queuedNLocked(n int) {
+	o.frames += n
+	o.c.h.Metrics.FramesOut.Add(float64(n))
 	if !o.flushing {
 		o.flushing = true
 		o.wg.Add(1)

@@ -26,6 +26,11 @@ type Metrics struct {
 	// HandshakeFailures counts connections that ended before a Welcome, by
 	// error code.
 	HandshakeFailures *prometheus.CounterVec
+	// RoomWrites counts room batches queued to every connection;
+	// RoomBatched counts the room messages in them (their ratio is the
+	// batching factor, see -room-batch).
+	RoomWrites  prometheus.Counter
+	RoomBatched prometheus.Counter
 }
 
 // New creates the metrics and registers them on reg.
@@ -64,8 +69,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_handshake_failures_total",
 			Help: "Connections that ended before completing the handshake, by error code.",
 		}, []string{"code"}),
+		RoomWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gateway_room_batches_total",
+			Help: "Room event batches queued to every connection (see -room-batch).",
+		}),
+		RoomBatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gateway_room_messages_total",
+			Help: "Room messages fanned out to the connections, in batches.",
+		}),
 	}
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
-		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures)
+		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures, m.RoomWrites, m.RoomBatched)
 	return m
 }

@@ -3,6 +3,8 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -53,7 +55,8 @@ func (r *Registry) Start() error {
 	return nil
 }
 
-// Stop ends the room subscription.
+// Stop ends the room subscription and drops room events still waiting for
+// their batched write (the connections are gone by then).
 func (r *Registry) Stop() {
 	r.mu.Lock()
 	sub := r.roomSub
@@ -62,6 +65,34 @@ func (r *Registry) Stop() {
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
+	r.room.mu.Lock()
+	r.room.stopped = true
+	if r.room.timer != nil {
+		r.room.timer.Stop()
+	}
+	r.room.buf, r.room.frames = nil, 0
+	r.room.mu.Unlock()
+}
+
+// roomBatch batches room events into fewer writes. A room message goes to
+// every connection, so at high rates the per-write cost (a syscall and a
+// goroutine wake-up in the gateway, the same again in each client) is most
+// of the fan-out's CPU. The first event after a quiet period is written at
+// once; events arriving within window of the last room write wait until the
+// window ends and then go out together, as one write per connection. So a
+// room at r messages/s costs min(r, 1/window) writes per connection per
+// second, and batching adds at most window of latency, only when events
+// come faster than one per window.
+type roomBatch struct {
+	window time.Duration
+
+	mu        sync.Mutex // guards the fields below; held while a batch is delivered, so batches stay in order
+	buf       []byte     // frames waiting, back to back
+	frames    int
+	last      time.Time   // when the last batch was delivered
+	timer     *time.Timer // fires flushRoom at the end of the window
+	scheduled bool        // timer is armed
+	stopped   bool
 }
 
 // onRoomMessage runs on the room subscription's goroutine, one message at a
@@ -72,11 +103,64 @@ func (r *Registry) onRoomMessage(msg *nats.Msg) {
 		r.log.Warn("room message dropped", "subject", msg.Subject, "err", err)
 		return
 	}
-	r.amu.Lock()
-	defer r.amu.Unlock()
-	for c := range r.authed {
-		c.Deliver(frame)
+	b := &r.room
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return
 	}
+	b.buf = append(b.buf, frame...)
+	b.frames++
+	if b.scheduled {
+		return
+	}
+	wait := b.window - time.Since(b.last)
+	if wait <= 0 {
+		r.deliverRoomLocked()
+		return
+	}
+	b.scheduled = true
+	if b.timer == nil {
+		b.timer = time.AfterFunc(wait, r.flushRoom)
+	} else {
+		b.timer.Reset(wait)
+	}
+}
+
+// flushRoom delivers the batch when its window ends.
+func (r *Registry) flushRoom() {
+	b := &r.room
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.scheduled = false
+	if !b.stopped {
+		r.deliverRoomLocked()
+	}
+}
+
+// deliverRoomLocked queues the waiting room frames on every authenticated
+// connection (r.room.mu held).
+func (r *Registry) deliverRoomLocked() {
+	b := &r.room
+	if b.frames == 0 {
+		return
+	}
+	b.last = time.Now()
+	r.amu.Lock()
+	for c := range r.authed {
+		c.Deliver(b.buf, b.frames)
+	}
+	r.amu.Unlock()
+	r.m.RoomWrites.Inc()
+	r.m.RoomBatched.Add(float64(b.frames))
+	// Connections copied the bytes: the buffer is reused, unless a burst
+	// grew it large.
+	if cap(b.buf) > 64<<10 {
+		b.buf = nil
+	} else {
+		b.buf = b.buf[:0]
+	}
+	b.frames = 0
 }
 
 // deliverUser queues an event published on uid's subject (already encoded
@@ -87,7 +171,7 @@ func (r *Registry) deliverUser(uid string, frame []byte) {
 	defer r.amu.Unlock()
 	if u := r.users[uid]; u != nil {
 		for _, mb := range u.conns {
-			mb.c.Deliver(frame)
+			mb.c.Deliver(frame, 1)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -24,11 +25,11 @@ import (
 
 // Conn is what the registry needs from a client connection.
 type Conn interface {
-	// Deliver queues one encoded event frame (length-prefixed; the bytes
-	// are shared with other connections and must not be modified) if the
-	// connection has a session. It must not block: a connection that
-	// cannot keep up closes itself with SLOW_CONSUMER.
-	Deliver(frame []byte)
+	// Deliver queues n encoded event frames (length-prefixed, back to
+	// back; the bytes are shared with other connections and must not be
+	// modified) if the connection has a session. It must not block: a
+	// connection that cannot keep up closes itself with SLOW_CONSUMER.
+	Deliver(frames []byte, n int)
 	// EndSession tells the client its session ended (SessionEnded with
 	// reason and message) and closes the connection. It must not block.
 	EndSession(reason parleyv1.ErrorCode, message string)
@@ -69,6 +70,8 @@ type Registry struct {
 	authed map[Conn]*internalv1.Conn
 	users  map[string]*user
 	bySub  map[*nats.Subscription]*user
+
+	room roomBatch // room events waiting for their batched write (delivery.go)
 }
 
 // user is one user with at least one authenticated connection here.
@@ -84,8 +87,15 @@ type member struct {
 }
 
 // New returns an empty registry; call Run to dispatch per-user messages.
-func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics) *Registry {
+//
+// batch is the room batching window: a room event arriving less than
+// batch after the previous room write waits for the window's end and
+// goes out with the others that arrived meanwhile, in one write per
+// connection. 0 writes every event at once.
+
+func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics, batch time.Duration) *Registry {
 	return &Registry{
+		room:   roomBatch{window: batch},
 		nc:     nc,
 		log:    log,
 		m:      m,

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/libs/wire"
@@ -13,13 +14,48 @@ import (
 // buffer, and writes go straight to the socket.
 type Stream struct {
 	c    net.Conn
+	raw  syscall.RawConn // plain TCP only: for TryWrite
 	r    wire.Reader
 	kind string
 }
 
 // NewStream wraps c ("tcp" or "tls" for kind) with a frame size limit.
 func NewStream(c net.Conn, maxFrame uint32, kind string) *Stream {
-	return &Stream{c: c, r: *wire.NewReader(c, maxFrame), kind: kind}
+	s := &Stream{c: c, r: *wire.NewReader(c, maxFrame), kind: kind}
+	if tc, ok := c.(*net.TCPConn); ok {
+		s.raw, _ = tc.SyscallConn()
+	}
+	return s
+}
+
+// TryWrite writes as much of buf as the socket takes now, without waiting
+// (TryWriter). Only plain TCP supports it: TLS records and WebSocket
+// messages cannot be cut where the socket's buffer happens to end.
+func (s *Stream) TryWrite(buf []byte) (int, error) {
+	if s.raw == nil {
+		return 0, ErrNoTryWrite
+	}
+	var n int
+	var werr error
+	err := s.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), buf)
+			if werr != syscall.EINTR {
+				break
+			}
+		}
+		return true // never wait for the socket: the caller queues the rest
+	})
+	if n < 0 {
+		n = 0
+	}
+	if werr == syscall.EAGAIN {
+		werr = nil
+	}
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 func (s *Stream) ReadFrame() (*[]byte, error) { return s.r.ReadRaw() }
@@ -36,4 +72,7 @@ func (s *Stream) Close() error                       { return lingerClose(s.c) }
 func (s *Stream) RemoteAddr() net.Addr               { return s.c.RemoteAddr() }
 func (s *Stream) Kind() string                       { return s.kind }
 
-var _ Transport = (*Stream)(nil)
+var (
+	_ Transport = (*Stream)(nil)
+	_ TryWriter = (*Stream)(nil)
+)

@@ -14,7 +14,8 @@ import (
 
 // Transport is one client connection as the gateway sees it. ReadFrame is
 // called only by the connection's reader goroutine and Write only by its
-// (single, on-demand) flush goroutine; the deadline setters and Close may be
+// (single, on-demand) flush goroutine (or TryWrite, see TryWriter, while no
+// flush runs); the deadline setters and Close may be
 // called from any goroutine.
 type Transport interface {
 	// ReadFrame blocks for the next frame and returns its protobuf encoding
@@ -36,6 +37,22 @@ type Transport interface {
 	// Kind names the transport for metrics and logs: "tcp", "tls" or "ws".
 	Kind() string
 }
+
+// TryWriter is implemented by transports that can write without waiting.
+// The gateway uses it to send an event straight from the goroutine that
+// fans it out when the connection has nothing queued, saving the flush
+// goroutine's start and wake-up per event (most of an event's cost beside
+// the kernel's).
+type TryWriter interface {
+	// TryWrite writes a prefix of buf, as much as the socket accepts at
+	// once (possibly nothing), and returns its length. It returns
+	// ErrNoTryWrite, having written nothing, if this connection cannot.
+	// It must not run concurrently with Write.
+	TryWrite(buf []byte) (int, error)
+}
+
+// ErrNoTryWrite: the connection does not support TryWrite.
+var ErrNoTryWrite = errors.New("transport cannot write without waiting")
 
 // ErrTextMessage is returned for a WebSocket text message: Parley frames
 // travel only in binary messages (docs/protocol.md §3). The message has been
