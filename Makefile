@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES  := libs gateway services/auth services/presence services/messaging clients standalone tests bench
+MODULES  := libs gateway services/auth services/presence services/messaging services/file clients standalone tests bench
 BIN      := $(CURDIR)/bin
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 GO       ?= go
@@ -29,6 +29,7 @@ build:
 	cd services/auth && $(GO) build -o $(BIN)/auth ./cmd/auth
 	cd services/presence && $(GO) build -o $(BIN)/presence ./cmd/presence
 	cd services/messaging && $(GO) build -o $(BIN)/messaging ./cmd/messaging
+	cd services/file && $(GO) build -o $(BIN)/file ./cmd/file
 	cd clients && $(GO) build -o $(BIN)/parley ./cmd/parley
 
 .PHONY: run

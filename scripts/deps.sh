@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make generate` need when it is missing:
-# redis-server and protoc from Debian packages, protoc-gen-go from the Go
-# module proxy into .tools/bin. Safe to run again; does nothing when all is
-# present.
+# redis-server and protoc from Debian packages, protoc-gen-go and the MinIO
+# server from the Go module proxy into .tools/bin. Safe to run again; does
+# nothing when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROTOC_GEN_GO_VERSION=v1.36.12
+# MinIO is AGPL: the tests run it as a separate server process only; no Go
+# package of it is ever imported.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
@@ -26,4 +29,9 @@ fi
 if ! "$TOOLS/protoc-gen-go" --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VERSION}"; then
   echo "deps: installing protoc-gen-go ${PROTOC_GEN_GO_VERSION}"
   GOBIN="$TOOLS" go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}"
+fi
+
+if [ ! -x "$TOOLS/minio" ]; then
+  echo "deps: building the MinIO server ${MINIO_VERSION} into .tools/bin (takes a few minutes, ~150 MB)"
+  GOBIN="$TOOLS" go install "github.com/minio/minio@${MINIO_VERSION}"
 fi

@@ -46,6 +46,7 @@ type config struct {
 	eventBuffer  int
 	clientName   string
 	autoAck      bool
+	httpBase     string // file transfers; "": derived from the address
 }
 
 func defaultConfig() config {

@@ -33,6 +33,7 @@ type Config struct {
 	PresenceHeartbeat time.Duration // GatewayHeartbeat period
 	RequestTimeout    time.Duration // bound on one NATS request
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
+	MaxUploadSize     int64         // announced to tus clients (Tus-Max-Size); the file service enforces its own limit
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -53,6 +54,7 @@ func DefaultConfig() Config {
 		PresenceHeartbeat: 5 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		RoomBatch:         20 * time.Millisecond,
+		MaxUploadSize:     10 << 30,
 	}
 }
 
@@ -75,6 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", d.WriteTimeout, "longest time one write to a client may take")
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
+	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/gateway/internal/conn"
+	"github.com/parleychat/parley/gateway/internal/files"
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
@@ -38,6 +39,9 @@ type Deps struct {
 	NC       *nats.Conn
 	Log      *slog.Logger
 	Registry prometheus.Registerer
+	// Files is the object store shared with the file service; nil leaves
+	// the file endpoints (/v1/files) out: they answer 404.
+	Files files.Storage
 }
 
 // Server is one gateway replica.
@@ -50,6 +54,7 @@ type Server struct {
 	feed    *presence.Feed
 	handler *conn.Handler
 	hb      *presence.Heartbeat
+	files   *files.Handler // nil: no file endpoints
 
 	mu      sync.Mutex // guards the fields below
 	tcpLn   net.Listener
@@ -112,6 +117,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			SendQueueBytes:    cfg.SendQueueBytes,
 		},
 	})
+	if deps.Files != nil {
+		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
+			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize})
+		if err != nil {
+			return nil, err
+		}
+		s.files = fh
+	}
 	s.hb = &presence.Heartbeat{
 		NC:        deps.NC,
 		Log:       log,
@@ -321,7 +334,14 @@ func (s *Server) newApp() *fiber.App {
 		ReadTimeout:           s.cfg.HandshakeTimeout,
 		WriteTimeout:          s.cfg.WriteTimeout,
 		IdleTimeout:           s.cfg.IdleTimeout,
+		// Upload bodies are streamed part by part (files.Handler), never
+		// held whole; other requests have no body worth the name.
+		StreamRequestBody: true,
+		BodyLimit:         64 << 10,
 	})
+	if s.files != nil {
+		s.files.Register(app)
+	}
 	maxFrame := uint32(s.cfg.MaxFrameSize)
 	app.Get(WebSocketPath, func(c *fiber.Ctx) error {
 		if !websocket.IsWebSocketUpgrade(c) {

@@ -15,6 +15,10 @@ const (
 	// AuthLookup finds a user by name for other services
 	// (internalv1.UserLookupRequest -> UserLookupReply).
 	AuthLookup = "parley.auth.v1.lookup"
+	// AuthVerify checks a session token without refreshing it, for HTTP
+	// requests carrying one (internalv1.TokenVerifyRequest -> AuthReply
+	// with the session, token empty).
+	AuthVerify = "parley.auth.v1.verify"
 )
 
 // Messaging service (request/reply, queue group QueueMessaging). Request
@@ -44,7 +48,29 @@ const (
 	MsgFriends      = "parley.msg.v1.friend.list"    // parleyv1.FriendsRequest -> FriendsReply
 	MsgBlock        = "parley.msg.v1.friend.block"   // parleyv1.BlockRequest -> empty
 	MsgUnblock      = "parley.msg.v1.friend.unblock" // parleyv1.UnblockRequest -> empty
+
+	// MsgPostFile posts a file offer as a message; only the file service
+	// calls it (internalv1.PostFileRequest -> PostFileReply).
+	MsgPostFile = "parley.msg.v1.postfile"
 )
+
+// File service: offers, answers and downloads from clients (through the
+// gateway), and the upload bookkeeping of the gateway's tus endpoint.
+const (
+	FileOffer    = "parley.file.v1.offer"    // parleyv1.OfferFileRequest -> FileOffer
+	FileAnswer   = "parley.file.v1.answer"   // parleyv1.AnswerFileRequest -> empty
+	FileDownload = "parley.file.v1.download" // parleyv1.FileDownloadRequest -> FileDownload
+	FileList     = "parley.file.v1.list"     // parleyv1.FilesRequest -> FilesReply
+
+	FileUploadBegin  = "parley.file.v1.upload.begin"  // internalv1.UploadBeginRequest -> UploadState
+	FileUploadCommit = "parley.file.v1.upload.commit" // internalv1.UploadCommitRequest -> UploadState
+	FileUploadStatus = "parley.file.v1.upload.status" // internalv1.UploadStatusRequest -> UploadState
+	FileTerminate    = "parley.file.v1.terminate"     // internalv1.FileTerminateRequest -> empty
+	FileOpen         = "parley.file.v1.open"          // internalv1.FileOpenRequest -> FileOpenReply
+)
+
+// UserFileEvents carries parleyv1.FileEvent for a user.
+func UserFileEvents(userID string) string { return UserPrefix(userID) + "file" }
 
 // UserFriendEvents is where messaging tells a user's gateways about friend
 // changes (parleyv1.FriendEvent); UserTyping carries parleyv1.TypingEvent
@@ -99,6 +125,7 @@ const (
 	QueueAuth      = "parley-auth"
 	QueuePresence  = "parley-presence"
 	QueueMessaging = "parley-messaging"
+	QueueFile      = "parley-file"
 )
 
 // Per-user subjects. A gateway holds one subscription to UserAll(uid) for
@@ -127,6 +154,8 @@ const (
 	BucketMsgIndex = "parley_msgidx"   // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
 	BucketGroups   = "parley_groups"   // group id -> name, owner, members and invitations
 	BucketFriends  = "parley_friends"  // "<uid>.<peer uid>" -> friend state as seen by uid
+	BucketFiles    = "parley_files"    // file id -> internalv1.FileRecord
+	BucketFileKeys = "parley_filekeys" // download token signing key, when not configured
 )
 
 // NATS header keys on requests from the gateway and on error replies.

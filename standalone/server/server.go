@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -25,20 +26,24 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	gateway "github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/services/auth/authsvc"
+	"github.com/parleychat/parley/services/file/filesvc"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
 	"github.com/parleychat/parley/services/presence/presencesvc"
 )
 
 // Config is the whole embedded deployment's configuration.
 type Config struct {
-	DataDir    string // JetStream data (accounts, sessions) lives under DataDir/nats
+	DataDir    string // JetStream data (accounts, sessions) lives under DataDir/nats, files under DataDir/files
 	NATSListen string // empty: NATS is in-process only; "127.0.0.1:4222": also open to other processes
 
 	Gateway   gateway.Config
 	Auth      authsvc.Config
 	Presence  presencesvc.Config
 	Messaging msgsvc.Config
+	File      filesvc.Config
+	Storage   objstore.Config // default: a directory under DataDir
 }
 
 // DefaultConfig returns the defaults RegisterFlags sets.
@@ -57,6 +62,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Auth.RegisterFlags(fs)
 	c.Presence.RegisterFlags(fs)
 	c.Messaging.RegisterFlags(fs)
+	c.File.RegisterFlags(fs)
+	c.Storage.RegisterFlags(fs)
 }
 
 // Server is a running embedded Parley.
@@ -73,6 +80,7 @@ type Server struct {
 	auth     *authsvc.Service
 	presence *presencesvc.Service
 	msgs     *msgsvc.Service
+	files    *filesvc.Service
 
 	startOnce sync.Once
 	startErr  error
@@ -155,12 +163,27 @@ func (s *Server) start() error {
 		s.close()
 		return err
 	}
+	storage, err := s.openStorage()
+	if err != nil {
+		s.close()
+		return err
+	}
+	fileNC, err := nc("file")
+	if err != nil {
+		s.close()
+		return err
+	}
+	if s.files, err = filesvc.New(s.cfg.File, filesvc.Deps{NC: fileNC, Storage: storage,
+		Log: s.log.With("service", "file"), Registry: s.reg}); err != nil {
+		s.close()
+		return err
+	}
 	gwNC, err := nc("gateway")
 	if err != nil {
 		s.close()
 		return err
 	}
-	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: gwNC, Log: s.log, Registry: s.reg}); err != nil {
+	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: gwNC, Log: s.log, Registry: s.reg, Files: storage}); err != nil {
 		s.close()
 		return err
 	}
@@ -169,6 +192,22 @@ func (s *Server) start() error {
 		return err
 	}
 	return nil
+}
+
+// openStorage opens the file store: -storage-dir or -minio-endpoint when
+// given, else the directory DataDir/files.
+func (s *Server) openStorage() (objstore.Store, error) {
+	sc := s.cfg.Storage
+	if sc.Dir == "" && sc.MinIO.Endpoint == "" {
+		sc.Dir = filepath.Join(s.cfg.DataDir, "files")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	st, err := sc.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("parleyd: file storage: %w", err)
+	}
+	return st, nil
 }
 
 // TCPAddr is the gateway's TCP (or TLS) address, nil when disabled.
@@ -187,7 +226,7 @@ func (s *Server) NATSURL() string {
 
 // Ready reports whether every part is serving.
 func (s *Server) Ready() error {
-	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.msgs.Ready, s.gw.Ready} {
+	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.msgs.Ready, s.files.Ready, s.gw.Ready} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -209,7 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 4)
 	var svcs sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{
-		"auth": s.auth.Run, "presence": s.presence.Run, "messaging": s.msgs.Run} {
+		"auth": s.auth.Run, "presence": s.presence.Run, "messaging": s.msgs.Run, "file": s.files.Run} {
 		svcs.Add(1)
 		go func() {
 			defer svcs.Done()
@@ -245,12 +284,12 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
-// waitServices waits (at most within) until auth, presence and messaging
+// waitServices waits (at most within) until auth, presence, messaging and file
 // are serving; the gateway starts either way.
 func (s *Server) waitServices(ctx context.Context, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if s.auth.Ready() == nil && s.presence.Ready() == nil && s.msgs.Ready() == nil {
+		if s.auth.Ready() == nil && s.presence.Ready() == nil && s.msgs.Ready() == nil && s.files.Ready() == nil {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

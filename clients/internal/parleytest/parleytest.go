@@ -243,3 +243,6 @@ func (r *Relay) accept() {
 		go pipe(stallWriter{r, in}, out, in, out)
 	}
 }
+
+// HTTPBase is the gateway's HTTP base URL (file transfers).
+func (p *Parley) HTTPBase() string { return "http://" + p.cfg.Gateway.HTTPAddr }

@@ -7,12 +7,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/service"
 )
 
@@ -27,12 +29,25 @@ func main() {
 // within -shutdown-timeout: clients are told SERVER_SHUTDOWN first.
 func run(sigCtx context.Context, args []string) error {
 	var cfg server.Config
-	p, err := service.Setup("gateway", "127.0.0.1:7490", args, func(fs *flag.FlagSet) { cfg.RegisterFlags(fs) })
+	var storage objstore.Config
+	p, err := service.Setup("gateway", "127.0.0.1:7490", args, func(fs *flag.FlagSet) {
+		cfg.RegisterFlags(fs)
+		storage.RegisterFlags(fs)
+	})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	srv, err := server.New(cfg, server.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry})
+	deps := server.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry}
+	// Without a store the gateway serves chat only; file endpoints 404.
+	if st, err := storage.Open(sigCtx); err == nil {
+		deps.Files = st
+	} else if !errors.Is(err, objstore.ErrNoStore) {
+		return err
+	} else {
+		p.Log.Warn("no file storage configured (-storage-dir or -minio-endpoint): file transfer is off")
+	}
+	srv, err := server.New(cfg, deps)
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,10 @@ import (
 //	block          subject.MsgBlock              ok
 //	unblock        subject.MsgUnblock            ok
 //	typing         (the gateway itself: TypingEvent to subject.UserTyping(peer))  ok
+//	offer_file     subject.FileOffer             file_offer
+//	answer_file    subject.FileAnswer            ok
+//	file_download  subject.FileDownload          file_download_reply
+//	files          subject.FileList              files_reply
 //
 // A service's error reply reaches the client as an Error with the same
 // code, message and retry_after_ms (no responders: UNAVAILABLE; no answer
@@ -85,7 +89,8 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		*parleyv1.Frame_LeaveGroup, *parleyv1.Frame_RemoveMember, *parleyv1.Frame_RenameGroup,
 		*parleyv1.Frame_Members,
 		*parleyv1.Frame_AddFriend, *parleyv1.Frame_AnswerFriend, *parleyv1.Frame_RemoveFriend,
-		*parleyv1.Frame_Friends, *parleyv1.Frame_Block, *parleyv1.Frame_Unblock, *parleyv1.Frame_Typing:
+		*parleyv1.Frame_Friends, *parleyv1.Frame_Block, *parleyv1.Frame_Unblock, *parleyv1.Frame_Typing,
+		*parleyv1.Frame_OfferFile, *parleyv1.Frame_AnswerFile, *parleyv1.Frame_FileDownload, *parleyv1.Frame_Files:
 	default:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
@@ -146,6 +151,14 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.toOk(rid, subject.MsgUnblock, b.Unblock)
 	case *parleyv1.Frame_Typing:
 		c.typingRequest(rid, b.Typing)
+	case *parleyv1.Frame_OfferFile:
+		c.offerFile(rid, b.OfferFile)
+	case *parleyv1.Frame_AnswerFile:
+		c.toOk(rid, subject.FileAnswer, b.AnswerFile)
+	case *parleyv1.Frame_FileDownload:
+		c.fileDownload(rid, b.FileDownload)
+	case *parleyv1.Frame_Files:
+		c.files(rid, b.Files)
 	}
 }
 

@@ -210,6 +210,10 @@ func userEventFrame(suffix string, data []byte) (frame []byte, ok bool, err erro
 		ev := new(parleyv1.ReceiptEvent)
 		err = proto.Unmarshal(data, ev)
 		f = &parleyv1.Frame{Body: &parleyv1.Frame_Receipt{Receipt: ev}}
+	case "file":
+		ev := new(parleyv1.FileEvent)
+		err = proto.Unmarshal(data, ev)
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_FileEvent{FileEvent: ev}}
 	default:
 		return nil, false, nil
 	}

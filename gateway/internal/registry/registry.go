@@ -262,6 +262,7 @@ func (r *Registry) Wait() { r.wg.Wait() }
 //	friend   parleyv1.FriendEvent (subject.UserFriendEvents): Frame{friend_event}, the same way.
 //	typing   parleyv1.TypingEvent (subject.UserTyping): Frame{typing_event}.
 //	receipt  parleyv1.ReceiptEvent (subject.UserReceipts): Frame{receipt}.
+//	file     parleyv1.FileEvent (subject.UserFileEvents): Frame{file_event}.
 //
 // Unknown suffixes are ignored (later releases add per-user events).
 func (r *Registry) Run(ctx context.Context) error {

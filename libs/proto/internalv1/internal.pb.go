@@ -860,6 +860,905 @@ func (x *StoredMessage) GetMessage() *parleyv1.Message {
 	return nil
 }
 
+// FileRecord is the file service's state for one file (KV parley_files,
+// key = file id). Only the file service writes it; every change is a
+// compare-and-set on the KV revision.
+type FileRecord struct {
+	state             protoimpl.MessageState         `protogen:"open.v1"`
+	Info              *parleyv1.FileInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Key               string                         `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                           // object key in storage
+	UploadId          string                         `protobuf:"bytes,3,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"` // multipart upload id while uploading
+	PartSize          uint64                         `protobuf:"varint,4,opt,name=part_size,json=partSize,proto3" json:"part_size,omitempty"`
+	Parts             []*FilePart                    `protobuf:"bytes,5,rep,name=parts,proto3" json:"parts,omitempty"`                        // committed parts, ascending
+	NextPart          uint32                         `protobuf:"varint,6,opt,name=next_part,json=nextPart,proto3" json:"next_part,omitempty"` // next part number to hand out (numbers are never reused)
+	TailKey           string                         `protobuf:"bytes,7,opt,name=tail_key,json=tailKey,proto3" json:"tail_key,omitempty"`     // bytes after the last part not yet a whole part, as a temporary object
+	TailSize          uint64                         `protobuf:"varint,8,opt,name=tail_size,json=tailSize,proto3" json:"tail_size,omitempty"`
+	HashState         []byte                         `protobuf:"bytes,9,opt,name=hash_state,json=hashState,proto3" json:"hash_state,omitempty"` // SHA-256 state over the first offset bytes (encoding.BinaryMarshaler)
+	Offset            uint64                         `protobuf:"varint,10,opt,name=offset,proto3" json:"offset,omitempty"`                      // bytes committed: parts + tail
+	Lease             string                         `protobuf:"bytes,11,opt,name=lease,proto3" json:"lease,omitempty"`                         // the writer (one PATCH) allowed to commit now
+	LeaseUntilUnixMs  int64                          `protobuf:"varint,12,opt,name=lease_until_unix_ms,json=leaseUntilUnixMs,proto3" json:"lease_until_unix_ms,omitempty"`
+	Members           []string                       `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`                                                                                                      // user ids allowed to download besides the sender
+	Answers           map[string]parleyv1.FileAnswer `protobuf:"bytes,14,rep,name=answers,proto3" json:"answers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value,enum=parley.v1.FileAnswer"` // private chats: recipient user id -> answer
+	CompletedAtUnixMs int64                          `protobuf:"varint,15,opt,name=completed_at_unix_ms,json=completedAtUnixMs,proto3" json:"completed_at_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FileRecord) Reset() {
+	*x = FileRecord{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRecord) ProtoMessage() {}
+
+func (x *FileRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
+func (*FileRecord) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FileRecord) GetInfo() *parleyv1.FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *FileRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *FileRecord) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *FileRecord) GetPartSize() uint64 {
+	if x != nil {
+		return x.PartSize
+	}
+	return 0
+}
+
+func (x *FileRecord) GetParts() []*FilePart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *FileRecord) GetNextPart() uint32 {
+	if x != nil {
+		return x.NextPart
+	}
+	return 0
+}
+
+func (x *FileRecord) GetTailKey() string {
+	if x != nil {
+		return x.TailKey
+	}
+	return ""
+}
+
+func (x *FileRecord) GetTailSize() uint64 {
+	if x != nil {
+		return x.TailSize
+	}
+	return 0
+}
+
+func (x *FileRecord) GetHashState() []byte {
+	if x != nil {
+		return x.HashState
+	}
+	return nil
+}
+
+func (x *FileRecord) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileRecord) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *FileRecord) GetLeaseUntilUnixMs() int64 {
+	if x != nil {
+		return x.LeaseUntilUnixMs
+	}
+	return 0
+}
+
+func (x *FileRecord) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *FileRecord) GetAnswers() map[string]parleyv1.FileAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+func (x *FileRecord) GetCompletedAtUnixMs() int64 {
+	if x != nil {
+		return x.CompletedAtUnixMs
+	}
+	return 0
+}
+
+type FilePart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        uint32                 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	Etag          string                 `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	Size          uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePart) Reset() {
+	*x = FilePart{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePart) ProtoMessage() {}
+
+func (x *FilePart) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePart.ProtoReflect.Descriptor instead.
+func (*FilePart) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FilePart) GetNumber() uint32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *FilePart) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *FilePart) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// UploadBeginRequest starts a writer for one PATCH (subject.FileUploadBegin;
+// identity headers). The reply is an UploadState with a fresh lease; an
+// earlier writer's lease is taken over (its next commit fails).
+type UploadBeginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadBeginRequest) Reset() {
+	*x = UploadBeginRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadBeginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadBeginRequest) ProtoMessage() {}
+
+func (x *UploadBeginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadBeginRequest.ProtoReflect.Descriptor instead.
+func (*UploadBeginRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UploadBeginRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+// UploadState tells a gateway where an upload stands.
+type UploadState struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FileId          string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Size            uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Offset          uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Key             string                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	UploadId        string                 `protobuf:"bytes,5,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	PartSize        uint64                 `protobuf:"varint,6,opt,name=part_size,json=partSize,proto3" json:"part_size,omitempty"`
+	NextPart        uint32                 `protobuf:"varint,7,opt,name=next_part,json=nextPart,proto3" json:"next_part,omitempty"`
+	TailKey         string                 `protobuf:"bytes,8,opt,name=tail_key,json=tailKey,proto3" json:"tail_key,omitempty"`
+	TailSize        uint64                 `protobuf:"varint,9,opt,name=tail_size,json=tailSize,proto3" json:"tail_size,omitempty"`
+	HashState       []byte                 `protobuf:"bytes,10,opt,name=hash_state,json=hashState,proto3" json:"hash_state,omitempty"`
+	Lease           string                 `protobuf:"bytes,11,opt,name=lease,proto3" json:"lease,omitempty"`
+	ExpiresAtUnixMs int64                  `protobuf:"varint,12,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
+	State           parleyv1.FileState     `protobuf:"varint,13,opt,name=state,proto3,enum=parley.v1.FileState" json:"state,omitempty"`
+	// The writer may store parts numbered next_part up to part_limit - 1;
+	// numbers are never reused, so a writer that lost its lease cannot
+	// overwrite a part of the one that took over. A commit (even with no
+	// parts) extends the range.
+	PartLimit     uint32 `protobuf:"varint,14,opt,name=part_limit,json=partLimit,proto3" json:"part_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadState) Reset() {
+	*x = UploadState{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadState) ProtoMessage() {}
+
+func (x *UploadState) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadState.ProtoReflect.Descriptor instead.
+func (*UploadState) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UploadState) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *UploadState) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadState) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadState) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UploadState) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadState) GetPartSize() uint64 {
+	if x != nil {
+		return x.PartSize
+	}
+	return 0
+}
+
+func (x *UploadState) GetNextPart() uint32 {
+	if x != nil {
+		return x.NextPart
+	}
+	return 0
+}
+
+func (x *UploadState) GetTailKey() string {
+	if x != nil {
+		return x.TailKey
+	}
+	return ""
+}
+
+func (x *UploadState) GetTailSize() uint64 {
+	if x != nil {
+		return x.TailSize
+	}
+	return 0
+}
+
+func (x *UploadState) GetHashState() []byte {
+	if x != nil {
+		return x.HashState
+	}
+	return nil
+}
+
+func (x *UploadState) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *UploadState) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+func (x *UploadState) GetState() parleyv1.FileState {
+	if x != nil {
+		return x.State
+	}
+	return parleyv1.FileState(0)
+}
+
+func (x *UploadState) GetPartLimit() uint32 {
+	if x != nil {
+		return x.PartLimit
+	}
+	return 0
+}
+
+// UploadCommitRequest records progress (subject.FileUploadCommit): the parts
+// stored since the last commit and the new tail, hash state and offset.
+// When offset reaches the size the file service completes the upload and
+// checks the SHA-256. The reply is the new UploadState.
+type UploadCommitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Lease         string                 `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	Parts         []*FilePart            `protobuf:"bytes,3,rep,name=parts,proto3" json:"parts,omitempty"` // stored since the last commit, ascending
+	TailKey       string                 `protobuf:"bytes,4,opt,name=tail_key,json=tailKey,proto3" json:"tail_key,omitempty"`
+	TailSize      uint64                 `protobuf:"varint,5,opt,name=tail_size,json=tailSize,proto3" json:"tail_size,omitempty"`
+	HashState     []byte                 `protobuf:"bytes,6,opt,name=hash_state,json=hashState,proto3" json:"hash_state,omitempty"`
+	Offset        uint64                 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	FromOffset    uint64                 `protobuf:"varint,8,opt,name=from_offset,json=fromOffset,proto3" json:"from_offset,omitempty"` // the offset this commit continues from (must match)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadCommitRequest) Reset() {
+	*x = UploadCommitRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadCommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadCommitRequest) ProtoMessage() {}
+
+func (x *UploadCommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadCommitRequest.ProtoReflect.Descriptor instead.
+func (*UploadCommitRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UploadCommitRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *UploadCommitRequest) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *UploadCommitRequest) GetParts() []*FilePart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *UploadCommitRequest) GetTailKey() string {
+	if x != nil {
+		return x.TailKey
+	}
+	return ""
+}
+
+func (x *UploadCommitRequest) GetTailSize() uint64 {
+	if x != nil {
+		return x.TailSize
+	}
+	return 0
+}
+
+func (x *UploadCommitRequest) GetHashState() []byte {
+	if x != nil {
+		return x.HashState
+	}
+	return nil
+}
+
+func (x *UploadCommitRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadCommitRequest) GetFromOffset() uint64 {
+	if x != nil {
+		return x.FromOffset
+	}
+	return 0
+}
+
+// UploadStatusRequest reads an upload's state without a lease (tus HEAD).
+type UploadStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStatusRequest) Reset() {
+	*x = UploadStatusRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStatusRequest) ProtoMessage() {}
+
+func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStatusRequest.ProtoReflect.Descriptor instead.
+func (*UploadStatusRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UploadStatusRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+// FileTerminateRequest cancels an upload or removes a file (tus DELETE;
+// the sender only).
+type FileTerminateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileTerminateRequest) Reset() {
+	*x = FileTerminateRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileTerminateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileTerminateRequest) ProtoMessage() {}
+
+func (x *FileTerminateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileTerminateRequest.ProtoReflect.Descriptor instead.
+func (*FileTerminateRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *FileTerminateRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+// FileOpenRequest asks whether the caller may download a file and where it
+// is (subject.FileOpen): identity headers, or a download token.
+type FileOpenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileOpenRequest) Reset() {
+	*x = FileOpenRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileOpenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileOpenRequest) ProtoMessage() {}
+
+func (x *FileOpenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileOpenRequest.ProtoReflect.Descriptor instead.
+func (*FileOpenRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FileOpenRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileOpenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type FileOpenReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *parleyv1.FileInfo     `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"` // object to read once AVAILABLE
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileOpenReply) Reset() {
+	*x = FileOpenReply{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileOpenReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileOpenReply) ProtoMessage() {}
+
+func (x *FileOpenReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileOpenReply.ProtoReflect.Descriptor instead.
+func (*FileOpenReply) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FileOpenReply) GetFile() *parleyv1.FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileOpenReply) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// TokenVerifyRequest asks auth whether a session token is valid now
+// (subject.AuthVerify), for HTTP requests that carry it.
+type TokenVerifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenVerifyRequest) Reset() {
+	*x = TokenVerifyRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenVerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenVerifyRequest) ProtoMessage() {}
+
+func (x *TokenVerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenVerifyRequest.ProtoReflect.Descriptor instead.
+func (*TokenVerifyRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TokenVerifyRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// PostFileRequest asks messaging to post a file offer as a message
+// (subject.MsgPostFile), from the file service, with the sender's identity
+// headers. Messaging resolves the conversation exactly as for a SendRequest
+// (membership, blocks) and stores Message{text: file.name, file: file}.
+type PostFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername    string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	File          *parleyv1.FileInfo     `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`                            // file_id, name, size, ... (conversation is filled in by messaging)
+	ClientKey     string                 `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"` // idempotency, as in SendRequest
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostFileRequest) Reset() {
+	*x = PostFileRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostFileRequest) ProtoMessage() {}
+
+func (x *PostFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostFileRequest.ProtoReflect.Descriptor instead.
+func (*PostFileRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PostFileRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *PostFileRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+func (x *PostFileRequest) GetFile() *parleyv1.FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *PostFileRequest) GetClientKey() string {
+	if x != nil {
+		return x.ClientKey
+	}
+	return ""
+}
+
+// PostFileReply: the stored message and who may see it.
+type PostFileReply struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Message       *parleyv1.Message         `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Kind          parleyv1.ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"`
+	MemberIds     []string                  `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"` // direct: both users; group: members now (sender included)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostFileReply) Reset() {
+	*x = PostFileReply{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostFileReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostFileReply) ProtoMessage() {}
+
+func (x *PostFileReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostFileReply.ProtoReflect.Descriptor instead.
+func (*PostFileReply) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PostFileReply) GetMessage() *parleyv1.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *PostFileReply) GetKind() parleyv1.ConversationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return parleyv1.ConversationKind(0)
+}
+
+func (x *PostFileReply) GetMemberIds() []string {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
 var File_parley_internal_v1_internal_proto protoreflect.FileDescriptor
 
 const file_parley_internal_v1_internal_proto_rawDesc = "" +
@@ -919,7 +1818,88 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\"=\n" +
 	"\rStoredMessage\x12,\n" +
-	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessageB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xeb\x04\n" +
+	"\n" +
+	"FileRecord\x12'\n" +
+	"\x04info\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04info\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1b\n" +
+	"\tupload_id\x18\x03 \x01(\tR\buploadId\x12\x1b\n" +
+	"\tpart_size\x18\x04 \x01(\x04R\bpartSize\x122\n" +
+	"\x05parts\x18\x05 \x03(\v2\x1c.parley.internal.v1.FilePartR\x05parts\x12\x1b\n" +
+	"\tnext_part\x18\x06 \x01(\rR\bnextPart\x12\x19\n" +
+	"\btail_key\x18\a \x01(\tR\atailKey\x12\x1b\n" +
+	"\ttail_size\x18\b \x01(\x04R\btailSize\x12\x1d\n" +
+	"\n" +
+	"hash_state\x18\t \x01(\fR\thashState\x12\x16\n" +
+	"\x06offset\x18\n" +
+	" \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05lease\x18\v \x01(\tR\x05lease\x12-\n" +
+	"\x13lease_until_unix_ms\x18\f \x01(\x03R\x10leaseUntilUnixMs\x12\x18\n" +
+	"\amembers\x18\r \x03(\tR\amembers\x12E\n" +
+	"\aanswers\x18\x0e \x03(\v2+.parley.internal.v1.FileRecord.AnswersEntryR\aanswers\x12/\n" +
+	"\x14completed_at_unix_ms\x18\x0f \x01(\x03R\x11completedAtUnixMs\x1aQ\n" +
+	"\fAnswersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
+	"\x05value\x18\x02 \x01(\x0e2\x15.parley.v1.FileAnswerR\x05value:\x028\x01\"J\n" +
+	"\bFilePart\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\rR\x06number\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\"-\n" +
+	"\x12UploadBeginRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xa0\x03\n" +
+	"\vUploadState\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x1b\n" +
+	"\tupload_id\x18\x05 \x01(\tR\buploadId\x12\x1b\n" +
+	"\tpart_size\x18\x06 \x01(\x04R\bpartSize\x12\x1b\n" +
+	"\tnext_part\x18\a \x01(\rR\bnextPart\x12\x19\n" +
+	"\btail_key\x18\b \x01(\tR\atailKey\x12\x1b\n" +
+	"\ttail_size\x18\t \x01(\x04R\btailSize\x12\x1d\n" +
+	"\n" +
+	"hash_state\x18\n" +
+	" \x01(\fR\thashState\x12\x14\n" +
+	"\x05lease\x18\v \x01(\tR\x05lease\x12+\n" +
+	"\x12expires_at_unix_ms\x18\f \x01(\x03R\x0fexpiresAtUnixMs\x12*\n" +
+	"\x05state\x18\r \x01(\x0e2\x14.parley.v1.FileStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"part_limit\x18\x0e \x01(\rR\tpartLimit\"\x88\x02\n" +
+	"\x13UploadCommitRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\tR\x05lease\x122\n" +
+	"\x05parts\x18\x03 \x03(\v2\x1c.parley.internal.v1.FilePartR\x05parts\x12\x19\n" +
+	"\btail_key\x18\x04 \x01(\tR\atailKey\x12\x1b\n" +
+	"\ttail_size\x18\x05 \x01(\x04R\btailSize\x12\x1d\n" +
+	"\n" +
+	"hash_state\x18\x06 \x01(\fR\thashState\x12\x16\n" +
+	"\x06offset\x18\a \x01(\x04R\x06offset\x12\x1f\n" +
+	"\vfrom_offset\x18\b \x01(\x04R\n" +
+	"fromOffset\".\n" +
+	"\x13UploadStatusRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"/\n" +
+	"\x14FileTerminateRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"@\n" +
+	"\x0fFileOpenRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"J\n" +
+	"\rFileOpenReply\x12'\n" +
+	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"*\n" +
+	"\x12TokenVerifyRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x9e\x01\n" +
+	"\x0fPostFileRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
+	"\vto_username\x18\x02 \x01(\tR\n" +
+	"toUsername\x12'\n" +
+	"\x04file\x18\x03 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\x04 \x01(\tR\tclientKey\"\x8d\x01\n" +
+	"\rPostFileReply\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\x12/\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x03 \x03(\tR\tmemberIdsB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
 
 var (
 	file_parley_internal_v1_internal_proto_rawDescOnce sync.Once
@@ -933,40 +1913,67 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
-	(*AuthReply)(nil),             // 0: parley.internal.v1.AuthReply
-	(*Conn)(nil),                  // 1: parley.internal.v1.Conn
-	(*PresenceConnect)(nil),       // 2: parley.internal.v1.PresenceConnect
-	(*PresenceDisconnect)(nil),    // 3: parley.internal.v1.PresenceDisconnect
-	(*GatewayHeartbeat)(nil),      // 4: parley.internal.v1.GatewayHeartbeat
-	(*GatewayHeartbeatReply)(nil), // 5: parley.internal.v1.GatewayHeartbeatReply
-	(*GatewayResync)(nil),         // 6: parley.internal.v1.GatewayResync
-	(*PresenceListRequest)(nil),   // 7: parley.internal.v1.PresenceListRequest
-	(*PresenceListReply)(nil),     // 8: parley.internal.v1.PresenceListReply
-	(*UserPresenceRequest)(nil),   // 9: parley.internal.v1.UserPresenceRequest
-	(*UserPresenceReply)(nil),     // 10: parley.internal.v1.UserPresenceReply
-	(*SessionKick)(nil),           // 11: parley.internal.v1.SessionKick
-	(*UserLookupRequest)(nil),     // 12: parley.internal.v1.UserLookupRequest
-	(*UserLookupReply)(nil),       // 13: parley.internal.v1.UserLookupReply
-	(*StoredMessage)(nil),         // 14: parley.internal.v1.StoredMessage
-	(*parleyv1.Session)(nil),      // 15: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),   // 16: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),       // 17: parley.v1.ErrorCode
-	(*parleyv1.Message)(nil),      // 18: parley.v1.Message
+	(*AuthReply)(nil),              // 0: parley.internal.v1.AuthReply
+	(*Conn)(nil),                   // 1: parley.internal.v1.Conn
+	(*PresenceConnect)(nil),        // 2: parley.internal.v1.PresenceConnect
+	(*PresenceDisconnect)(nil),     // 3: parley.internal.v1.PresenceDisconnect
+	(*GatewayHeartbeat)(nil),       // 4: parley.internal.v1.GatewayHeartbeat
+	(*GatewayHeartbeatReply)(nil),  // 5: parley.internal.v1.GatewayHeartbeatReply
+	(*GatewayResync)(nil),          // 6: parley.internal.v1.GatewayResync
+	(*PresenceListRequest)(nil),    // 7: parley.internal.v1.PresenceListRequest
+	(*PresenceListReply)(nil),      // 8: parley.internal.v1.PresenceListReply
+	(*UserPresenceRequest)(nil),    // 9: parley.internal.v1.UserPresenceRequest
+	(*UserPresenceReply)(nil),      // 10: parley.internal.v1.UserPresenceReply
+	(*SessionKick)(nil),            // 11: parley.internal.v1.SessionKick
+	(*UserLookupRequest)(nil),      // 12: parley.internal.v1.UserLookupRequest
+	(*UserLookupReply)(nil),        // 13: parley.internal.v1.UserLookupReply
+	(*StoredMessage)(nil),          // 14: parley.internal.v1.StoredMessage
+	(*FileRecord)(nil),             // 15: parley.internal.v1.FileRecord
+	(*FilePart)(nil),               // 16: parley.internal.v1.FilePart
+	(*UploadBeginRequest)(nil),     // 17: parley.internal.v1.UploadBeginRequest
+	(*UploadState)(nil),            // 18: parley.internal.v1.UploadState
+	(*UploadCommitRequest)(nil),    // 19: parley.internal.v1.UploadCommitRequest
+	(*UploadStatusRequest)(nil),    // 20: parley.internal.v1.UploadStatusRequest
+	(*FileTerminateRequest)(nil),   // 21: parley.internal.v1.FileTerminateRequest
+	(*FileOpenRequest)(nil),        // 22: parley.internal.v1.FileOpenRequest
+	(*FileOpenReply)(nil),          // 23: parley.internal.v1.FileOpenReply
+	(*TokenVerifyRequest)(nil),     // 24: parley.internal.v1.TokenVerifyRequest
+	(*PostFileRequest)(nil),        // 25: parley.internal.v1.PostFileRequest
+	(*PostFileReply)(nil),          // 26: parley.internal.v1.PostFileReply
+	nil,                            // 27: parley.internal.v1.FileRecord.AnswersEntry
+	(*parleyv1.Session)(nil),       // 28: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),    // 29: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),        // 30: parley.v1.ErrorCode
+	(*parleyv1.Message)(nil),       // 31: parley.v1.Message
+	(*parleyv1.FileInfo)(nil),      // 32: parley.v1.FileInfo
+	(parleyv1.FileState)(0),        // 33: parley.v1.FileState
+	(parleyv1.ConversationKind)(0), // 34: parley.v1.ConversationKind
+	(parleyv1.FileAnswer)(0),       // 35: parley.v1.FileAnswer
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	15, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	28, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	16, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	17, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
-	18, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	29, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	30, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	31, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
+	32, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
+	16, // 7: parley.internal.v1.FileRecord.parts:type_name -> parley.internal.v1.FilePart
+	27, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
+	33, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
+	16, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
+	32, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
+	32, // 12: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
+	31, // 13: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
+	34, // 14: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
+	35, // 15: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }
@@ -980,7 +1987,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -66,6 +66,8 @@ const (
 	ErrorCode_ERROR_CODE_INVALID_NAME      ErrorCode = 35 // group name empty, too long or not printable
 	ErrorCode_ERROR_CODE_ALREADY_FRIENDS   ErrorCode = 36 // add_friend of a friend
 	ErrorCode_ERROR_CODE_BLOCKED           ErrorCode = 37 // the other user blocked you: no messages, no friend requests
+	ErrorCode_ERROR_CODE_FILE_TOO_LARGE    ErrorCode = 38 // file size above the server's limit (or the upload went past its declared size)
+	ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH ErrorCode = 39 // the bytes received do not match the declared SHA-256 (or a chunk's checksum)
 	// Connection and server state (40-59).
 	ErrorCode_ERROR_CODE_IDLE_TIMEOUT    ErrorCode = 40 // nothing received for idle_timeout_ms
 	ErrorCode_ERROR_CODE_SLOW_CONSUMER   ErrorCode = 41 // the client did not read fast enough
@@ -73,6 +75,7 @@ const (
 	ErrorCode_ERROR_CODE_UNAVAILABLE     ErrorCode = 43 // a backing service did not answer; retry
 	ErrorCode_ERROR_CODE_INTERNAL        ErrorCode = 44 // a server bug; logged with the request id
 	ErrorCode_ERROR_CODE_TIMEOUT         ErrorCode = 45 // the owning service took too long
+	ErrorCode_ERROR_CODE_CONFLICT        ErrorCode = 46 // the state changed meanwhile (an upload's offset or writer): read it again and retry
 )
 
 // Enum value maps for ErrorCode.
@@ -107,12 +110,15 @@ var (
 		35: "ERROR_CODE_INVALID_NAME",
 		36: "ERROR_CODE_ALREADY_FRIENDS",
 		37: "ERROR_CODE_BLOCKED",
+		38: "ERROR_CODE_FILE_TOO_LARGE",
+		39: "ERROR_CODE_CHECKSUM_MISMATCH",
 		40: "ERROR_CODE_IDLE_TIMEOUT",
 		41: "ERROR_CODE_SLOW_CONSUMER",
 		42: "ERROR_CODE_SERVER_SHUTDOWN",
 		43: "ERROR_CODE_UNAVAILABLE",
 		44: "ERROR_CODE_INTERNAL",
 		45: "ERROR_CODE_TIMEOUT",
+		46: "ERROR_CODE_CONFLICT",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":           0,
@@ -144,12 +150,15 @@ var (
 		"ERROR_CODE_INVALID_NAME":          35,
 		"ERROR_CODE_ALREADY_FRIENDS":       36,
 		"ERROR_CODE_BLOCKED":               37,
+		"ERROR_CODE_FILE_TOO_LARGE":        38,
+		"ERROR_CODE_CHECKSUM_MISMATCH":     39,
 		"ERROR_CODE_IDLE_TIMEOUT":          40,
 		"ERROR_CODE_SLOW_CONSUMER":         41,
 		"ERROR_CODE_SERVER_SHUTDOWN":       42,
 		"ERROR_CODE_UNAVAILABLE":           43,
 		"ERROR_CODE_INTERNAL":              44,
 		"ERROR_CODE_TIMEOUT":               45,
+		"ERROR_CODE_CONFLICT":              46,
 	}
 )
 
@@ -287,6 +296,110 @@ func (FriendState) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{2}
 }
 
+type FileState int32
+
+const (
+	FileState_FILE_STATE_UNSPECIFIED FileState = 0
+	FileState_FILE_STATE_UPLOADING   FileState = 1 // offered; bytes still arriving
+	FileState_FILE_STATE_AVAILABLE   FileState = 2 // every byte stored and the SHA-256 verified
+	FileState_FILE_STATE_FAILED      FileState = 3 // the upload ended with a SHA-256 mismatch; nothing can be downloaded
+	FileState_FILE_STATE_EXPIRED     FileState = 4 // removed by retention (or the sender cancelled it)
+)
+
+// Enum value maps for FileState.
+var (
+	FileState_name = map[int32]string{
+		0: "FILE_STATE_UNSPECIFIED",
+		1: "FILE_STATE_UPLOADING",
+		2: "FILE_STATE_AVAILABLE",
+		3: "FILE_STATE_FAILED",
+		4: "FILE_STATE_EXPIRED",
+	}
+	FileState_value = map[string]int32{
+		"FILE_STATE_UNSPECIFIED": 0,
+		"FILE_STATE_UPLOADING":   1,
+		"FILE_STATE_AVAILABLE":   2,
+		"FILE_STATE_FAILED":      3,
+		"FILE_STATE_EXPIRED":     4,
+	}
+)
+
+func (x FileState) Enum() *FileState {
+	p := new(FileState)
+	*p = x
+	return p
+}
+
+func (x FileState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileState) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[3].Descriptor()
+}
+
+func (FileState) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[3]
+}
+
+func (x FileState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileState.Descriptor instead.
+func (FileState) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{3}
+}
+
+type FileAnswer int32
+
+const (
+	FileAnswer_FILE_ANSWER_UNSPECIFIED FileAnswer = 0 // not answered yet (private chats), or not asked (groups)
+	FileAnswer_FILE_ANSWER_ACCEPTED    FileAnswer = 1
+	FileAnswer_FILE_ANSWER_REJECTED    FileAnswer = 2
+)
+
+// Enum value maps for FileAnswer.
+var (
+	FileAnswer_name = map[int32]string{
+		0: "FILE_ANSWER_UNSPECIFIED",
+		1: "FILE_ANSWER_ACCEPTED",
+		2: "FILE_ANSWER_REJECTED",
+	}
+	FileAnswer_value = map[string]int32{
+		"FILE_ANSWER_UNSPECIFIED": 0,
+		"FILE_ANSWER_ACCEPTED":    1,
+		"FILE_ANSWER_REJECTED":    2,
+	}
+)
+
+func (x FileAnswer) Enum() *FileAnswer {
+	p := new(FileAnswer)
+	*p = x
+	return p
+}
+
+func (x FileAnswer) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileAnswer) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[4].Descriptor()
+}
+
+func (FileAnswer) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[4]
+}
+
+func (x FileAnswer) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileAnswer.Descriptor instead.
+func (FileAnswer) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
+}
+
 type FriendEvent_Kind int32
 
 const (
@@ -326,11 +439,11 @@ func (x FriendEvent_Kind) String() string {
 }
 
 func (FriendEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[3].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[5].Descriptor()
 }
 
 func (FriendEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[3]
+	return &file_parley_v1_parley_proto_enumTypes[5]
 }
 
 func (x FriendEvent_Kind) Number() protoreflect.EnumNumber {
@@ -340,6 +453,67 @@ func (x FriendEvent_Kind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FriendEvent_Kind.Descriptor instead.
 func (FriendEvent_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{47, 0}
+}
+
+type FileEvent_Kind int32
+
+const (
+	FileEvent_KIND_UNSPECIFIED FileEvent_Kind = 0
+	FileEvent_KIND_OFFERED     FileEvent_Kind = 1
+	FileEvent_KIND_ACCEPTED    FileEvent_Kind = 2
+	FileEvent_KIND_REJECTED    FileEvent_Kind = 3
+	FileEvent_KIND_AVAILABLE   FileEvent_Kind = 4
+	FileEvent_KIND_FAILED      FileEvent_Kind = 5
+	FileEvent_KIND_EXPIRED     FileEvent_Kind = 6
+)
+
+// Enum value maps for FileEvent_Kind.
+var (
+	FileEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_OFFERED",
+		2: "KIND_ACCEPTED",
+		3: "KIND_REJECTED",
+		4: "KIND_AVAILABLE",
+		5: "KIND_FAILED",
+		6: "KIND_EXPIRED",
+	}
+	FileEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_OFFERED":     1,
+		"KIND_ACCEPTED":    2,
+		"KIND_REJECTED":    3,
+		"KIND_AVAILABLE":   4,
+		"KIND_FAILED":      5,
+		"KIND_EXPIRED":     6,
+	}
+)
+
+func (x FileEvent_Kind) Enum() *FileEvent_Kind {
+	p := new(FileEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x FileEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[6].Descriptor()
+}
+
+func (FileEvent_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[6]
+}
+
+func (x FileEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileEvent_Kind.Descriptor instead.
+func (FileEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{59, 0}
 }
 
 // Frame is the envelope of every message on the wire.
@@ -380,6 +554,10 @@ type Frame struct {
 	//	*Frame_Block
 	//	*Frame_Unblock
 	//	*Frame_Typing
+	//	*Frame_OfferFile
+	//	*Frame_AnswerFile
+	//	*Frame_FileDownload
+	//	*Frame_Files
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
@@ -389,6 +567,9 @@ type Frame struct {
 	//	*Frame_Conversation
 	//	*Frame_MembersReply
 	//	*Frame_FriendsReply
+	//	*Frame_FileOffer
+	//	*Frame_FileDownloadReply
+	//	*Frame_FilesReply
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
@@ -396,6 +577,7 @@ type Frame struct {
 	//	*Frame_FriendEvent
 	//	*Frame_TypingEvent
 	//	*Frame_Receipt
+	//	*Frame_FileEvent
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -706,6 +888,42 @@ func (x *Frame) GetTyping() *TypingRequest {
 	return nil
 }
 
+func (x *Frame) GetOfferFile() *OfferFileRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_OfferFile); ok {
+			return x.OfferFile
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetAnswerFile() *AnswerFileRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_AnswerFile); ok {
+			return x.AnswerFile
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFileDownload() *FileDownloadRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FileDownload); ok {
+			return x.FileDownload
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFiles() *FilesRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Files); ok {
+			return x.Files
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -787,6 +1005,33 @@ func (x *Frame) GetFriendsReply() *FriendsReply {
 	return nil
 }
 
+func (x *Frame) GetFileOffer() *FileOffer {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FileOffer); ok {
+			return x.FileOffer
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFileDownloadReply() *FileDownload {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FileDownloadReply); ok {
+			return x.FileDownloadReply
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFilesReply() *FilesReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FilesReply); ok {
+			return x.FilesReply
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetPresenceSnapshot() *PresenceSnapshot {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_PresenceSnapshot); ok {
@@ -845,6 +1090,15 @@ func (x *Frame) GetReceipt() *ReceiptEvent {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Receipt); ok {
 			return x.Receipt
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetFileEvent() *FileEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_FileEvent); ok {
+			return x.FileEvent
 		}
 	}
 	return nil
@@ -972,6 +1226,22 @@ type Frame_Typing struct {
 	Typing *TypingRequest `protobuf:"bytes,53,opt,name=typing,proto3,oneof"`
 }
 
+type Frame_OfferFile struct {
+	OfferFile *OfferFileRequest `protobuf:"bytes,54,opt,name=offer_file,json=offerFile,proto3,oneof"`
+}
+
+type Frame_AnswerFile struct {
+	AnswerFile *AnswerFileRequest `protobuf:"bytes,55,opt,name=answer_file,json=answerFile,proto3,oneof"`
+}
+
+type Frame_FileDownload struct {
+	FileDownload *FileDownloadRequest `protobuf:"bytes,56,opt,name=file_download,json=fileDownload,proto3,oneof"`
+}
+
+type Frame_Files struct {
+	Files *FilesRequest `protobuf:"bytes,57,opt,name=files,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -1009,6 +1279,18 @@ type Frame_FriendsReply struct {
 	FriendsReply *FriendsReply `protobuf:"bytes,28,opt,name=friends_reply,json=friendsReply,proto3,oneof"`
 }
 
+type Frame_FileOffer struct {
+	FileOffer *FileOffer `protobuf:"bytes,29,opt,name=file_offer,json=fileOffer,proto3,oneof"`
+}
+
+type Frame_FileDownloadReply struct {
+	FileDownloadReply *FileDownload `protobuf:"bytes,60,opt,name=file_download_reply,json=fileDownloadReply,proto3,oneof"`
+}
+
+type Frame_FilesReply struct {
+	FilesReply *FilesReply `protobuf:"bytes,61,opt,name=files_reply,json=filesReply,proto3,oneof"`
+}
+
 type Frame_PresenceSnapshot struct {
 	// Events (server to client, request_id zero).
 	PresenceSnapshot *PresenceSnapshot `protobuf:"bytes,30,opt,name=presence_snapshot,json=presenceSnapshot,proto3,oneof"`
@@ -1036,6 +1318,10 @@ type Frame_TypingEvent struct {
 
 type Frame_Receipt struct {
 	Receipt *ReceiptEvent `protobuf:"bytes,36,opt,name=receipt,proto3,oneof"`
+}
+
+type Frame_FileEvent struct {
+	FileEvent *FileEvent `protobuf:"bytes,37,opt,name=file_event,json=fileEvent,proto3,oneof"`
 }
 
 func (*Frame_Hello) isFrame_Body() {}
@@ -1096,6 +1382,14 @@ func (*Frame_Unblock) isFrame_Body() {}
 
 func (*Frame_Typing) isFrame_Body() {}
 
+func (*Frame_OfferFile) isFrame_Body() {}
+
+func (*Frame_AnswerFile) isFrame_Body() {}
+
+func (*Frame_FileDownload) isFrame_Body() {}
+
+func (*Frame_Files) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
@@ -1114,6 +1408,12 @@ func (*Frame_MembersReply) isFrame_Body() {}
 
 func (*Frame_FriendsReply) isFrame_Body() {}
 
+func (*Frame_FileOffer) isFrame_Body() {}
+
+func (*Frame_FileDownloadReply) isFrame_Body() {}
+
+func (*Frame_FilesReply) isFrame_Body() {}
+
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
 func (*Frame_PresenceChange) isFrame_Body() {}
@@ -1127,6 +1427,8 @@ func (*Frame_FriendEvent) isFrame_Body() {}
 func (*Frame_TypingEvent) isFrame_Body() {}
 
 func (*Frame_Receipt) isFrame_Body() {}
+
+func (*Frame_FileEvent) isFrame_Body() {}
 
 // Hello is the first frame a client sends. The server answers with Welcome
 // (same request_id) or with Error UNSUPPORTED_VERSION and closes.
@@ -2178,6 +2480,7 @@ type Message struct {
 	Text          string                 `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`                                          // UTF-8, may hold several lines
 	ClientKey     string                 `protobuf:"bytes,8,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`               // the sender's idempotency key
 	System        bool                   `protobuf:"varint,9,opt,name=system,proto3" json:"system,omitempty"`                                     // written by the server (a member joined, left, ...); sender is who caused it
+	File          *FileInfo              `protobuf:"bytes,10,opt,name=file,proto3" json:"file,omitempty"`                                         // set when the message offers a file (text is then the file's name)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2273,6 +2576,13 @@ func (x *Message) GetSystem() bool {
 		return x.System
 	}
 	return false
+}
+
+func (x *Message) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
 }
 
 // SendRequest posts a message (reply: SendReply). Give conversation, or
@@ -3952,11 +4262,628 @@ func (x *ReceiptEvent) GetSeq() uint64 {
 	return 0
 }
 
+type FileInfo struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FileId          string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                                  // sanitised base name: no path, no control characters
+	Size            uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`                                 // bytes
+	ContentType     string                 `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"` // e.g. image/png; what the sender declared, checked against the bytes for images
+	Sha256          string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`                              // lower-case hex of the whole file
+	SenderId        string                 `protobuf:"bytes,6,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	SenderName      string                 `protobuf:"bytes,7,opt,name=sender_name,json=senderName,proto3" json:"sender_name,omitempty"`
+	Conversation    string                 `protobuf:"bytes,8,opt,name=conversation,proto3" json:"conversation,omitempty"` // where it was offered
+	CreatedAtUnixMs int64                  `protobuf:"varint,9,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	ExpiresAtUnixMs int64                  `protobuf:"varint,10,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"` // when retention removes it (upload deadline while UPLOADING)
+	State           FileState              `protobuf:"varint,11,opt,name=state,proto3,enum=parley.v1.FileState" json:"state,omitempty"`
+	Uploaded        uint64                 `protobuf:"varint,12,opt,name=uploaded,proto3" json:"uploaded,omitempty"`                       // bytes stored so far
+	Answer          FileAnswer             `protobuf:"varint,13,opt,name=answer,proto3,enum=parley.v1.FileAnswer" json:"answer,omitempty"` // private chats: the recipient's answer
+	Thumbnail       []byte                 `protobuf:"bytes,14,opt,name=thumbnail,proto3" json:"thumbnail,omitempty"`                      // images: a small JPEG, at most 160x160, once AVAILABLE
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_parley_v1_parley_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FileInfo) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSenderName() string {
+	if x != nil {
+		return x.SenderName
+	}
+	return ""
+}
+
+func (x *FileInfo) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *FileInfo) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *FileInfo) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+func (x *FileInfo) GetState() FileState {
+	if x != nil {
+		return x.State
+	}
+	return FileState_FILE_STATE_UNSPECIFIED
+}
+
+func (x *FileInfo) GetUploaded() uint64 {
+	if x != nil {
+		return x.Uploaded
+	}
+	return 0
+}
+
+func (x *FileInfo) GetAnswer() FileAnswer {
+	if x != nil {
+		return x.Answer
+	}
+	return FileAnswer_FILE_ANSWER_UNSPECIFIED
+}
+
+func (x *FileInfo) GetThumbnail() []byte {
+	if x != nil {
+		return x.Thumbnail
+	}
+	return nil
+}
+
+// OfferFileRequest offers a file (reply: FileOffer). Give conversation (a
+// private chat or a group you are in) or to_username. The sender then
+// uploads the bytes to upload_path with tus (PATCH from offset 0).
+type OfferFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername    string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	ContentType   string                 `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Sha256        string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"` // lower-case hex, 64 characters
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfferFileRequest) Reset() {
+	*x = OfferFileRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfferFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfferFileRequest) ProtoMessage() {}
+
+func (x *OfferFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfferFileRequest.ProtoReflect.Descriptor instead.
+func (*OfferFileRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *OfferFileRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *OfferFileRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+func (x *OfferFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OfferFileRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *OfferFileRequest) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *OfferFileRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type FileOffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileInfo              `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	UploadPath    string                 `protobuf:"bytes,2,opt,name=upload_path,json=uploadPath,proto3" json:"upload_path,omitempty"` // e.g. /v1/files/<file_id>, on the gateway's HTTP port
+	PartSize      uint64                 `protobuf:"varint,3,opt,name=part_size,json=partSize,proto3" json:"part_size,omitempty"`      // bytes per stored part: an interrupted upload resends at most this much
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileOffer) Reset() {
+	*x = FileOffer{}
+	mi := &file_parley_v1_parley_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileOffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileOffer) ProtoMessage() {}
+
+func (x *FileOffer) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileOffer.ProtoReflect.Descriptor instead.
+func (*FileOffer) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *FileOffer) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileOffer) GetUploadPath() string {
+	if x != nil {
+		return x.UploadPath
+	}
+	return ""
+}
+
+func (x *FileOffer) GetPartSize() uint64 {
+	if x != nil {
+		return x.PartSize
+	}
+	return 0
+}
+
+// AnswerFileRequest accepts or rejects a file offered to you in a private
+// chat (reply: Ok). The sender gets a FileEvent.
+type AnswerFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerFileRequest) Reset() {
+	*x = AnswerFileRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerFileRequest) ProtoMessage() {}
+
+func (x *AnswerFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerFileRequest.ProtoReflect.Descriptor instead.
+func (*AnswerFileRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *AnswerFileRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *AnswerFileRequest) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+// FileDownloadRequest asks for a download URL (reply: FileDownload). Allowed
+// for the sender and the conversation's members.
+type FileDownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileDownloadRequest) Reset() {
+	*x = FileDownloadRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileDownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileDownloadRequest) ProtoMessage() {}
+
+func (x *FileDownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileDownloadRequest.ProtoReflect.Descriptor instead.
+func (*FileDownloadRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *FileDownloadRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+type FileDownload struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	File            *FileInfo              `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Path            string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`                                                   // /v1/files/<file_id>/content?token=...; supports Range
+	ExpiresAtUnixMs int64                  `protobuf:"varint,3,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"` // the token in path stops working then
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FileDownload) Reset() {
+	*x = FileDownload{}
+	mi := &file_parley_v1_parley_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileDownload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileDownload) ProtoMessage() {}
+
+func (x *FileDownload) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileDownload.ProtoReflect.Descriptor instead.
+func (*FileDownload) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *FileDownload) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileDownload) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileDownload) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+// FilesRequest lists files offered in a conversation, newest first (reply:
+// FilesReply): a group's file shelf, or a private chat's files. Without a
+// conversation: files offered to you that you have not answered.
+type FilesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilesRequest) Reset() {
+	*x = FilesRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilesRequest) ProtoMessage() {}
+
+func (x *FilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilesRequest.ProtoReflect.Descriptor instead.
+func (*FilesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *FilesRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+type FilesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilesReply) Reset() {
+	*x = FilesReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilesReply) ProtoMessage() {}
+
+func (x *FilesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilesReply.ProtoReflect.Descriptor instead.
+func (*FilesReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *FilesReply) GetFiles() []*FileInfo {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// FileEvent tells a user about a file: offered to them (also at login for
+// offers not answered yet), accepted or rejected by the recipient (to the
+// sender), available (upload finished), failed, or expired.
+type FileEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          FileEvent_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.FileEvent_Kind" json:"kind,omitempty"`
+	File          *FileInfo              `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // who caused it
+	Username      string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileEvent) Reset() {
+	*x = FileEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileEvent) ProtoMessage() {}
+
+func (x *FileEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileEvent.ProtoReflect.Descriptor instead.
+func (*FileEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *FileEvent) GetKind() FileEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return FileEvent_KIND_UNSPECIFIED
+}
+
+func (x *FileEvent) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileEvent) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xb3\x14\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\x9d\x18\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -3993,7 +4920,13 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\afriends\x182 \x01(\v2\x19.parley.v1.FriendsRequestH\x00R\afriends\x12/\n" +
 	"\x05block\x183 \x01(\v2\x17.parley.v1.BlockRequestH\x00R\x05block\x125\n" +
 	"\aunblock\x184 \x01(\v2\x19.parley.v1.UnblockRequestH\x00R\aunblock\x122\n" +
-	"\x06typing\x185 \x01(\v2\x18.parley.v1.TypingRequestH\x00R\x06typing\x12.\n" +
+	"\x06typing\x185 \x01(\v2\x18.parley.v1.TypingRequestH\x00R\x06typing\x12<\n" +
+	"\n" +
+	"offer_file\x186 \x01(\v2\x1b.parley.v1.OfferFileRequestH\x00R\tofferFile\x12?\n" +
+	"\vanswer_file\x187 \x01(\v2\x1c.parley.v1.AnswerFileRequestH\x00R\n" +
+	"answerFile\x12E\n" +
+	"\rfile_download\x188 \x01(\v2\x1e.parley.v1.FileDownloadRequestH\x00R\ffileDownload\x12/\n" +
+	"\x05files\x189 \x01(\v2\x17.parley.v1.FilesRequestH\x00R\x05files\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
 	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
@@ -4003,14 +4936,21 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x13conversations_reply\x18\x19 \x01(\v2\x1d.parley.v1.ConversationsReplyH\x00R\x12conversationsReply\x12=\n" +
 	"\fconversation\x18\x1a \x01(\v2\x17.parley.v1.ConversationH\x00R\fconversation\x12>\n" +
 	"\rmembers_reply\x18\x1b \x01(\v2\x17.parley.v1.MembersReplyH\x00R\fmembersReply\x12>\n" +
-	"\rfriends_reply\x18\x1c \x01(\v2\x17.parley.v1.FriendsReplyH\x00R\ffriendsReply\x12J\n" +
+	"\rfriends_reply\x18\x1c \x01(\v2\x17.parley.v1.FriendsReplyH\x00R\ffriendsReply\x125\n" +
+	"\n" +
+	"file_offer\x18\x1d \x01(\v2\x14.parley.v1.FileOfferH\x00R\tfileOffer\x12I\n" +
+	"\x13file_download_reply\x18< \x01(\v2\x17.parley.v1.FileDownloadH\x00R\x11fileDownloadReply\x128\n" +
+	"\vfiles_reply\x18= \x01(\v2\x15.parley.v1.FilesReplyH\x00R\n" +
+	"filesReply\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
 	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
 	"\amessage\x18! \x01(\v2\x17.parley.v1.MessageEventH\x00R\amessage\x12;\n" +
 	"\ffriend_event\x18\" \x01(\v2\x16.parley.v1.FriendEventH\x00R\vfriendEvent\x12;\n" +
 	"\ftyping_event\x18# \x01(\v2\x16.parley.v1.TypingEventH\x00R\vtypingEvent\x123\n" +
-	"\areceipt\x18$ \x01(\v2\x17.parley.v1.ReceiptEventH\x00R\areceiptB\x06\n" +
+	"\areceipt\x18$ \x01(\v2\x17.parley.v1.ReceiptEventH\x00R\areceipt\x125\n" +
+	"\n" +
+	"file_event\x18% \x01(\v2\x14.parley.v1.FileEventH\x00R\tfileEventB\x06\n" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
@@ -4079,7 +5019,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\"V\n" +
 	"\fSessionEnded\x12,\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xff\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xa8\x02\n" +
 	"\aMessage\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x0e\n" +
@@ -4091,7 +5031,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04text\x18\a \x01(\tR\x04text\x12\x1d\n" +
 	"\n" +
 	"client_key\x18\b \x01(\tR\tclientKey\x12\x16\n" +
-	"\x06system\x18\t \x01(\bR\x06system\"\x85\x01\n" +
+	"\x06system\x18\t \x01(\bR\x06system\x12'\n" +
+	"\x04file\x18\n" +
+	" \x01(\v2\x13.parley.v1.FileInfoR\x04file\"\x85\x01\n" +
 	"\vSendRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
 	"\vto_username\x18\x02 \x01(\tR\n" +
@@ -4196,7 +5138,64 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\fReceiptEvent\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq*\xc6\b\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\xd7\x03\n" +
+	"\bFileInfo\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12!\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x1b\n" +
+	"\tsender_id\x18\x06 \x01(\tR\bsenderId\x12\x1f\n" +
+	"\vsender_name\x18\a \x01(\tR\n" +
+	"senderName\x12\"\n" +
+	"\fconversation\x18\b \x01(\tR\fconversation\x12+\n" +
+	"\x12created_at_unix_ms\x18\t \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
+	"\x12expires_at_unix_ms\x18\n" +
+	" \x01(\x03R\x0fexpiresAtUnixMs\x12*\n" +
+	"\x05state\x18\v \x01(\x0e2\x14.parley.v1.FileStateR\x05state\x12\x1a\n" +
+	"\buploaded\x18\f \x01(\x04R\buploaded\x12-\n" +
+	"\x06answer\x18\r \x01(\x0e2\x15.parley.v1.FileAnswerR\x06answer\x12\x1c\n" +
+	"\tthumbnail\x18\x0e \x01(\fR\tthumbnail\"\xba\x01\n" +
+	"\x10OfferFileRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
+	"\vto_username\x18\x02 \x01(\tR\n" +
+	"toUsername\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12!\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\tR\x06sha256\"r\n" +
+	"\tFileOffer\x12'\n" +
+	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x1f\n" +
+	"\vupload_path\x18\x02 \x01(\tR\n" +
+	"uploadPath\x12\x1b\n" +
+	"\tpart_size\x18\x03 \x01(\x04R\bpartSize\"D\n" +
+	"\x11AnswerFileRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\".\n" +
+	"\x13FileDownloadRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"x\n" +
+	"\fFileDownload\x12'\n" +
+	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12+\n" +
+	"\x12expires_at_unix_ms\x18\x03 \x01(\x03R\x0fexpiresAtUnixMs\"2\n" +
+	"\fFilesRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"7\n" +
+	"\n" +
+	"FilesReply\x12)\n" +
+	"\x05files\x18\x01 \x03(\v2\x13.parley.v1.FileInfoR\x05files\"\xa6\x02\n" +
+	"\tFileEvent\x12-\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x19.parley.v1.FileEvent.KindR\x04kind\x12'\n" +
+	"\x04file\x18\x02 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x04 \x01(\tR\busername\"\x8b\x01\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fKIND_OFFERED\x10\x01\x12\x11\n" +
+	"\rKIND_ACCEPTED\x10\x02\x12\x11\n" +
+	"\rKIND_REJECTED\x10\x03\x12\x12\n" +
+	"\x0eKIND_AVAILABLE\x10\x04\x12\x0f\n" +
+	"\vKIND_FAILED\x10\x05\x12\x10\n" +
+	"\fKIND_EXPIRED\x10\x06*\xa0\t\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -4227,13 +5226,16 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x19ERROR_CODE_ALREADY_MEMBER\x10\"\x12\x1b\n" +
 	"\x17ERROR_CODE_INVALID_NAME\x10#\x12\x1e\n" +
 	"\x1aERROR_CODE_ALREADY_FRIENDS\x10$\x12\x16\n" +
-	"\x12ERROR_CODE_BLOCKED\x10%\x12\x1b\n" +
+	"\x12ERROR_CODE_BLOCKED\x10%\x12\x1d\n" +
+	"\x19ERROR_CODE_FILE_TOO_LARGE\x10&\x12 \n" +
+	"\x1cERROR_CODE_CHECKSUM_MISMATCH\x10'\x12\x1b\n" +
 	"\x17ERROR_CODE_IDLE_TIMEOUT\x10(\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10)\x12\x1e\n" +
 	"\x1aERROR_CODE_SERVER_SHUTDOWN\x10*\x12\x1a\n" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10+\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10,\x12\x16\n" +
-	"\x12ERROR_CODE_TIMEOUT\x10-*\x8c\x01\n" +
+	"\x12ERROR_CODE_TIMEOUT\x10-\x12\x17\n" +
+	"\x13ERROR_CODE_CONFLICT\x10.*\x8c\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONVERSATION_KIND_ROOM\x10\x01\x12\x1c\n" +
@@ -4244,7 +5246,18 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x13FRIEND_STATE_FRIEND\x10\x01\x12\x19\n" +
 	"\x15FRIEND_STATE_OUTGOING\x10\x02\x12\x19\n" +
 	"\x15FRIEND_STATE_INCOMING\x10\x03\x12\x18\n" +
-	"\x14FRIEND_STATE_BLOCKED\x10\x04B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
+	"\x14FRIEND_STATE_BLOCKED\x10\x04*\x8a\x01\n" +
+	"\tFileState\x12\x1a\n" +
+	"\x16FILE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FILE_STATE_UPLOADING\x10\x01\x12\x18\n" +
+	"\x14FILE_STATE_AVAILABLE\x10\x02\x12\x15\n" +
+	"\x11FILE_STATE_FAILED\x10\x03\x12\x16\n" +
+	"\x12FILE_STATE_EXPIRED\x10\x04*]\n" +
+	"\n" +
+	"FileAnswer\x12\x1b\n" +
+	"\x17FILE_ANSWER_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FILE_ANSWER_ACCEPTED\x10\x01\x12\x18\n" +
+	"\x14FILE_ANSWER_REJECTED\x10\x02B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once
@@ -4258,133 +5271,161 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 	return file_parley_v1_parley_proto_rawDescData
 }
 
-var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
 	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
 	(FriendState)(0),             // 2: parley.v1.FriendState
-	(FriendEvent_Kind)(0),        // 3: parley.v1.FriendEvent.Kind
-	(*Frame)(nil),                // 4: parley.v1.Frame
-	(*Hello)(nil),                // 5: parley.v1.Hello
-	(*Welcome)(nil),              // 6: parley.v1.Welcome
-	(*Error)(nil),                // 7: parley.v1.Error
-	(*Ping)(nil),                 // 8: parley.v1.Ping
-	(*Pong)(nil),                 // 9: parley.v1.Pong
-	(*ClientOptions)(nil),        // 10: parley.v1.ClientOptions
-	(*RegisterRequest)(nil),      // 11: parley.v1.RegisterRequest
-	(*LoginRequest)(nil),         // 12: parley.v1.LoginRequest
-	(*ResumeRequest)(nil),        // 13: parley.v1.ResumeRequest
-	(*LogoutRequest)(nil),        // 14: parley.v1.LogoutRequest
-	(*Session)(nil),              // 15: parley.v1.Session
-	(*Ok)(nil),                   // 16: parley.v1.Ok
-	(*WhoRequest)(nil),           // 17: parley.v1.WhoRequest
-	(*WhoReply)(nil),             // 18: parley.v1.WhoReply
-	(*OnlineUser)(nil),           // 19: parley.v1.OnlineUser
-	(*PresenceSnapshot)(nil),     // 20: parley.v1.PresenceSnapshot
-	(*PresenceChange)(nil),       // 21: parley.v1.PresenceChange
-	(*SessionEnded)(nil),         // 22: parley.v1.SessionEnded
-	(*Message)(nil),              // 23: parley.v1.Message
-	(*SendRequest)(nil),          // 24: parley.v1.SendRequest
-	(*SendReply)(nil),            // 25: parley.v1.SendReply
-	(*HistoryRequest)(nil),       // 26: parley.v1.HistoryRequest
-	(*HistoryReply)(nil),         // 27: parley.v1.HistoryReply
-	(*AckRequest)(nil),           // 28: parley.v1.AckRequest
-	(*ConversationsRequest)(nil), // 29: parley.v1.ConversationsRequest
-	(*ConversationsReply)(nil),   // 30: parley.v1.ConversationsReply
-	(*OpenDirectRequest)(nil),    // 31: parley.v1.OpenDirectRequest
-	(*Conversation)(nil),         // 32: parley.v1.Conversation
-	(*MessageEvent)(nil),         // 33: parley.v1.MessageEvent
-	(*CreateGroupRequest)(nil),   // 34: parley.v1.CreateGroupRequest
-	(*InviteRequest)(nil),        // 35: parley.v1.InviteRequest
-	(*JoinGroupRequest)(nil),     // 36: parley.v1.JoinGroupRequest
-	(*LeaveGroupRequest)(nil),    // 37: parley.v1.LeaveGroupRequest
-	(*RemoveMemberRequest)(nil),  // 38: parley.v1.RemoveMemberRequest
-	(*RenameGroupRequest)(nil),   // 39: parley.v1.RenameGroupRequest
-	(*MembersRequest)(nil),       // 40: parley.v1.MembersRequest
-	(*Member)(nil),               // 41: parley.v1.Member
-	(*MembersReply)(nil),         // 42: parley.v1.MembersReply
-	(*AddFriendRequest)(nil),     // 43: parley.v1.AddFriendRequest
-	(*AnswerFriendRequest)(nil),  // 44: parley.v1.AnswerFriendRequest
-	(*RemoveFriendRequest)(nil),  // 45: parley.v1.RemoveFriendRequest
-	(*FriendsRequest)(nil),       // 46: parley.v1.FriendsRequest
-	(*Friend)(nil),               // 47: parley.v1.Friend
-	(*FriendsReply)(nil),         // 48: parley.v1.FriendsReply
-	(*BlockRequest)(nil),         // 49: parley.v1.BlockRequest
-	(*UnblockRequest)(nil),       // 50: parley.v1.UnblockRequest
-	(*FriendEvent)(nil),          // 51: parley.v1.FriendEvent
-	(*TypingRequest)(nil),        // 52: parley.v1.TypingRequest
-	(*TypingEvent)(nil),          // 53: parley.v1.TypingEvent
-	(*ReceiptEvent)(nil),         // 54: parley.v1.ReceiptEvent
+	(FileState)(0),               // 3: parley.v1.FileState
+	(FileAnswer)(0),              // 4: parley.v1.FileAnswer
+	(FriendEvent_Kind)(0),        // 5: parley.v1.FriendEvent.Kind
+	(FileEvent_Kind)(0),          // 6: parley.v1.FileEvent.Kind
+	(*Frame)(nil),                // 7: parley.v1.Frame
+	(*Hello)(nil),                // 8: parley.v1.Hello
+	(*Welcome)(nil),              // 9: parley.v1.Welcome
+	(*Error)(nil),                // 10: parley.v1.Error
+	(*Ping)(nil),                 // 11: parley.v1.Ping
+	(*Pong)(nil),                 // 12: parley.v1.Pong
+	(*ClientOptions)(nil),        // 13: parley.v1.ClientOptions
+	(*RegisterRequest)(nil),      // 14: parley.v1.RegisterRequest
+	(*LoginRequest)(nil),         // 15: parley.v1.LoginRequest
+	(*ResumeRequest)(nil),        // 16: parley.v1.ResumeRequest
+	(*LogoutRequest)(nil),        // 17: parley.v1.LogoutRequest
+	(*Session)(nil),              // 18: parley.v1.Session
+	(*Ok)(nil),                   // 19: parley.v1.Ok
+	(*WhoRequest)(nil),           // 20: parley.v1.WhoRequest
+	(*WhoReply)(nil),             // 21: parley.v1.WhoReply
+	(*OnlineUser)(nil),           // 22: parley.v1.OnlineUser
+	(*PresenceSnapshot)(nil),     // 23: parley.v1.PresenceSnapshot
+	(*PresenceChange)(nil),       // 24: parley.v1.PresenceChange
+	(*SessionEnded)(nil),         // 25: parley.v1.SessionEnded
+	(*Message)(nil),              // 26: parley.v1.Message
+	(*SendRequest)(nil),          // 27: parley.v1.SendRequest
+	(*SendReply)(nil),            // 28: parley.v1.SendReply
+	(*HistoryRequest)(nil),       // 29: parley.v1.HistoryRequest
+	(*HistoryReply)(nil),         // 30: parley.v1.HistoryReply
+	(*AckRequest)(nil),           // 31: parley.v1.AckRequest
+	(*ConversationsRequest)(nil), // 32: parley.v1.ConversationsRequest
+	(*ConversationsReply)(nil),   // 33: parley.v1.ConversationsReply
+	(*OpenDirectRequest)(nil),    // 34: parley.v1.OpenDirectRequest
+	(*Conversation)(nil),         // 35: parley.v1.Conversation
+	(*MessageEvent)(nil),         // 36: parley.v1.MessageEvent
+	(*CreateGroupRequest)(nil),   // 37: parley.v1.CreateGroupRequest
+	(*InviteRequest)(nil),        // 38: parley.v1.InviteRequest
+	(*JoinGroupRequest)(nil),     // 39: parley.v1.JoinGroupRequest
+	(*LeaveGroupRequest)(nil),    // 40: parley.v1.LeaveGroupRequest
+	(*RemoveMemberRequest)(nil),  // 41: parley.v1.RemoveMemberRequest
+	(*RenameGroupRequest)(nil),   // 42: parley.v1.RenameGroupRequest
+	(*MembersRequest)(nil),       // 43: parley.v1.MembersRequest
+	(*Member)(nil),               // 44: parley.v1.Member
+	(*MembersReply)(nil),         // 45: parley.v1.MembersReply
+	(*AddFriendRequest)(nil),     // 46: parley.v1.AddFriendRequest
+	(*AnswerFriendRequest)(nil),  // 47: parley.v1.AnswerFriendRequest
+	(*RemoveFriendRequest)(nil),  // 48: parley.v1.RemoveFriendRequest
+	(*FriendsRequest)(nil),       // 49: parley.v1.FriendsRequest
+	(*Friend)(nil),               // 50: parley.v1.Friend
+	(*FriendsReply)(nil),         // 51: parley.v1.FriendsReply
+	(*BlockRequest)(nil),         // 52: parley.v1.BlockRequest
+	(*UnblockRequest)(nil),       // 53: parley.v1.UnblockRequest
+	(*FriendEvent)(nil),          // 54: parley.v1.FriendEvent
+	(*TypingRequest)(nil),        // 55: parley.v1.TypingRequest
+	(*TypingEvent)(nil),          // 56: parley.v1.TypingEvent
+	(*ReceiptEvent)(nil),         // 57: parley.v1.ReceiptEvent
+	(*FileInfo)(nil),             // 58: parley.v1.FileInfo
+	(*OfferFileRequest)(nil),     // 59: parley.v1.OfferFileRequest
+	(*FileOffer)(nil),            // 60: parley.v1.FileOffer
+	(*AnswerFileRequest)(nil),    // 61: parley.v1.AnswerFileRequest
+	(*FileDownloadRequest)(nil),  // 62: parley.v1.FileDownloadRequest
+	(*FileDownload)(nil),         // 63: parley.v1.FileDownload
+	(*FilesRequest)(nil),         // 64: parley.v1.FilesRequest
+	(*FilesReply)(nil),           // 65: parley.v1.FilesReply
+	(*FileEvent)(nil),            // 66: parley.v1.FileEvent
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
-	5,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
-	6,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
-	7,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
-	8,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
-	9,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
-	11, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
-	12, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
-	13, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
-	14, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
-	17, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
-	24, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
-	26, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
-	28, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
-	29, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
-	31, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
-	34, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
-	35, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
-	36, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
-	37, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
-	38, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
-	39, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
-	40, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
-	43, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
-	44, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
-	45, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
-	46, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
-	49, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
-	50, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
-	52, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
-	15, // 29: parley.v1.Frame.session:type_name -> parley.v1.Session
-	16, // 30: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	18, // 31: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	25, // 32: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
-	27, // 33: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
-	30, // 34: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
-	32, // 35: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
-	42, // 36: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
-	48, // 37: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
-	20, // 38: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	21, // 39: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	22, // 40: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	33, // 41: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
-	51, // 42: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
-	53, // 43: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
-	54, // 44: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
-	0,  // 45: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	10, // 46: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	10, // 47: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	10, // 48: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	19, // 49: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	19, // 50: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	19, // 51: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 52: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	23, // 53: parley.v1.SendReply.message:type_name -> parley.v1.Message
-	23, // 54: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
-	32, // 55: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
-	1,  // 56: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	23, // 57: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
-	41, // 58: parley.v1.MembersReply.members:type_name -> parley.v1.Member
-	2,  // 59: parley.v1.Friend.state:type_name -> parley.v1.FriendState
-	47, // 60: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
-	3,  // 61: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	8,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
+	9,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
+	10, // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
+	11, // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
+	12, // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
+	14, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
+	15, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
+	16, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
+	17, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
+	20, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
+	27, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
+	29, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
+	31, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
+	32, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
+	34, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
+	37, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
+	38, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
+	39, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
+	40, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
+	41, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
+	42, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
+	43, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
+	46, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
+	47, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
+	48, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
+	49, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
+	52, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
+	53, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
+	55, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
+	59, // 29: parley.v1.Frame.offer_file:type_name -> parley.v1.OfferFileRequest
+	61, // 30: parley.v1.Frame.answer_file:type_name -> parley.v1.AnswerFileRequest
+	62, // 31: parley.v1.Frame.file_download:type_name -> parley.v1.FileDownloadRequest
+	64, // 32: parley.v1.Frame.files:type_name -> parley.v1.FilesRequest
+	18, // 33: parley.v1.Frame.session:type_name -> parley.v1.Session
+	19, // 34: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	21, // 35: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	28, // 36: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	30, // 37: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	33, // 38: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	35, // 39: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	45, // 40: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
+	51, // 41: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
+	60, // 42: parley.v1.Frame.file_offer:type_name -> parley.v1.FileOffer
+	63, // 43: parley.v1.Frame.file_download_reply:type_name -> parley.v1.FileDownload
+	65, // 44: parley.v1.Frame.files_reply:type_name -> parley.v1.FilesReply
+	23, // 45: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	24, // 46: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	25, // 47: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	36, // 48: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	54, // 49: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
+	56, // 50: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
+	57, // 51: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
+	66, // 52: parley.v1.Frame.file_event:type_name -> parley.v1.FileEvent
+	0,  // 53: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	13, // 54: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	13, // 55: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	13, // 56: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	22, // 57: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	22, // 58: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	22, // 59: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,  // 60: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	58, // 61: parley.v1.Message.file:type_name -> parley.v1.FileInfo
+	26, // 62: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	26, // 63: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	35, // 64: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,  // 65: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	26, // 66: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	44, // 67: parley.v1.MembersReply.members:type_name -> parley.v1.Member
+	2,  // 68: parley.v1.Friend.state:type_name -> parley.v1.FriendState
+	50, // 69: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
+	5,  // 70: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
+	3,  // 71: parley.v1.FileInfo.state:type_name -> parley.v1.FileState
+	4,  // 72: parley.v1.FileInfo.answer:type_name -> parley.v1.FileAnswer
+	58, // 73: parley.v1.FileOffer.file:type_name -> parley.v1.FileInfo
+	58, // 74: parley.v1.FileDownload.file:type_name -> parley.v1.FileInfo
+	58, // 75: parley.v1.FilesReply.files:type_name -> parley.v1.FileInfo
+	6,  // 76: parley.v1.FileEvent.kind:type_name -> parley.v1.FileEvent.Kind
+	58, // 77: parley.v1.FileEvent.file:type_name -> parley.v1.FileInfo
+	78, // [78:78] is the sub-list for method output_type
+	78, // [78:78] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -4422,6 +5463,10 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Block)(nil),
 		(*Frame_Unblock)(nil),
 		(*Frame_Typing)(nil),
+		(*Frame_OfferFile)(nil),
+		(*Frame_AnswerFile)(nil),
+		(*Frame_FileDownload)(nil),
+		(*Frame_Files)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
@@ -4431,6 +5476,9 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Conversation)(nil),
 		(*Frame_MembersReply)(nil),
 		(*Frame_FriendsReply)(nil),
+		(*Frame_FileOffer)(nil),
+		(*Frame_FileDownloadReply)(nil),
+		(*Frame_FilesReply)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
@@ -4438,14 +5486,15 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_FriendEvent)(nil),
 		(*Frame_TypingEvent)(nil),
 		(*Frame_Receipt)(nil),
+		(*Frame_FileEvent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   51,
+			NumEnums:      7,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

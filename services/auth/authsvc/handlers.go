@@ -172,15 +172,9 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 	if err := proto.Unmarshal(m.Data, &req); err != nil {
 		return nil, errMalformed
 	}
-	if req.Token == "" {
-		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "token is required")
-	}
-	claims, err := s.signer.Verify(req.Token)
-	switch {
-	case errors.Is(err, token.ErrExpired):
-		return nil, errTokenExpired
-	case err != nil:
-		return nil, errTokenInvalid
+	claims, err := s.claims(req.Token)
+	if err != nil {
+		return nil, err
 	}
 	sess, rev, err := s.refreshSession(ctx, claims)
 	if err != nil {
@@ -190,6 +184,23 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 		s.takeOver(ctx, sess.UserId, sess.SessionId, rev)
 	}
 	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// claims checks a session token's signature and expiry (no I/O) and
+// returns what it says: INVALID_ARGUMENT when empty, TOKEN_EXPIRED past its
+// expiry, TOKEN_INVALID for anything else (bad signature, malformed).
+func (s *Service) claims(tok string) (token.Claims, error) {
+	if tok == "" {
+		return token.Claims{}, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "token is required")
+	}
+	c, err := s.signer.Verify(tok)
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return token.Claims{}, errTokenExpired
+	case err != nil:
+		return token.Claims{}, errTokenInvalid
+	}
+	return c, nil
 }
 
 // logout ends the session the gateway authenticated this connection with.

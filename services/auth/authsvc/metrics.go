@@ -15,6 +15,7 @@ type metrics struct {
 	registrations *prometheus.CounterVec
 	logins        *prometheus.CounterVec
 	resumes       *prometheus.CounterVec
+	verifies      *prometheus.CounterVec
 	hashSeconds   *prometheus.HistogramVec
 }
 
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_auth_resumes_total",
 			Help: "Session resumes by result (ok, token_expired, session_revoked, ...).",
 		}, []string{"result"}),
+		verifies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_auth_verifies_total",
+			Help: "Token verifications (HTTP requests from gateways) by result (ok, token_expired, session_revoked, ...).",
+		}, []string{"result"}),
 		hashSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "parley_auth_password_hash_seconds",
 			Help: "Time to compute one argon2id hash (op=hash for new passwords, verify for logins), excluding the wait for a hashing slot.",
@@ -39,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 13),
 		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.registrations, m.logins, m.resumes, m.hashSeconds} {
+	for _, c := range []prometheus.Collector{m.registrations, m.logins, m.resumes, m.verifies, m.hashSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -118,6 +118,7 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.AuthRegister: s.register,
 		subject.AuthLogin:    s.login,
 		subject.AuthResume:   s.resume,
+		subject.AuthVerify:   s.verify,
 		subject.AuthLogout:   s.logout,
 		subject.AuthLookup:   s.lookup,
 	} {

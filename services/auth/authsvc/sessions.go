@@ -3,6 +3,7 @@ package authsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
@@ -42,15 +43,9 @@ func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1
 	// A conflict means another resume of the same session wrote first
 	// (the same token used twice at once); re-read and try again.
 	for range 3 {
-		rec, rev, err := s.store.Session(ctx, c.SessionID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, 0, errRevoked
-		}
+		rec, rev, err := s.liveSession(ctx, c)
 		if err != nil {
 			return nil, 0, err
-		}
-		if rec.UserID != c.UserID {
-			return nil, 0, errTokenInvalid // cannot happen without the signing key
 		}
 		if s.cfg.SessionPolicy == PolicyReject {
 			// The same session coming back (reconnect) is allowed; other
@@ -73,6 +68,23 @@ func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1
 		}
 	}
 	return nil, 0, errors.New("session refresh kept conflicting")
+}
+
+// liveSession reads the session a token names and checks that it still
+// belongs to the token's user: SESSION_REVOKED once it was deleted (logged
+// out, taken over, or aged out of the bucket). One KV read; it changes
+// nothing.
+func (s *Service) liveSession(ctx context.Context, c token.Claims) (store.Session, uint64, error) {
+	rec, rev, err := s.store.Session(ctx, c.SessionID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Session{}, 0, errRevoked
+	case err != nil:
+		return store.Session{}, 0, fmt.Errorf("read session %s: %w", c.SessionID, err)
+	case rec.UserID != c.UserID:
+		return store.Session{}, 0, errTokenInvalid // cannot happen without the signing key
+	}
+	return rec, rev, nil
 }
 
 func (s *Service) issue(rec store.Session, resumed bool) (*parleyv1.Session, error) {

@@ -15,7 +15,7 @@ var (
 	errEmpty           = errcode.New(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE, "the message is empty")
 	errTarget          = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "give either a conversation or a username")
 	errClientKey       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be 1 to 64 printable characters")
-	errKeyReused       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key was already used for a message in another conversation")
+	errKeyReused       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key was already used for a different message (in another conversation, or for another file)")
 	errAckBeyondLast   = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "cannot acknowledge a message that does not exist yet")
 	errBusy            = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the conversation is busy; try again")
 	errNotStored       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the message store did not confirm; send again with the same client_key")

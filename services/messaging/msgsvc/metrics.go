@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // subject come from libs/rpc (parley_rpc_*{service="messaging"}).
 type metrics struct {
 	stored     *prometheus.CounterVec
+	files      *prometheus.CounterVec
 	duplicates prometheus.Counter
 	conflicts  prometheus.Counter
 	delivered  prometheus.Counter
@@ -16,6 +17,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		stored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_messaging_messages_stored_total",
 			Help: "Messages stored by this replica, by conversation kind (room, direct, group; system messages included).",
+		}, []string{"kind"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_messaging_file_messages_stored_total",
+			Help: "File offers stored as messages by this replica, by conversation kind (direct, group); also counted in messages_stored_total.",
 		}, []string{"kind"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_messaging_duplicate_sends_total",
@@ -30,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "MessageEvents published for live delivery (one per user subject or room).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.stored, m.duplicates, m.conflicts, m.delivered} {
+	for _, c := range []prometheus.Collector{m.stored, m.files, m.duplicates, m.conflicts, m.delivered} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

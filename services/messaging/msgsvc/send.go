@@ -42,66 +42,97 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if err := checkText(req.Text, s.cfg.MaxMessageChars); err != nil {
 		return nil, err
 	}
-	var (
-		conv     conversation
-		peerName string // direct: the other user's name, when known
-	)
+	t, err := s.target(ctx, me, req.Conversation, req.ToUsername)
+	if err != nil {
+		return nil, err
+	}
+	stored, dup, err := s.post(ctx, me, t, &parleyv1.Message{Text: req.Text, ClientKey: req.ClientKey})
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.SendReply{Message: stored, Duplicate: dup}, nil
+}
+
+// target is where a message goes, checked against its sender.
+type target struct {
+	conversation
+	peerName string // direct: the other user's name, when known
+}
+
+// target resolves a message's destination from a request's conversation
+// id or to_username (exactly one of them): to_username is the direct
+// conversation with that user (yourself: INVALID_ARGUMENT; unknown:
+// NOT_FOUND); an id must be a conversation the sender may post in (see
+// resolveConv). Blocking is checked later, by post.
+func (s *Service) target(ctx context.Context, me identity, convID, toUsername string) (target, error) {
 	switch {
-	case (req.Conversation == "") == (req.ToUsername == ""):
-		return nil, errTarget
-	case req.ToUsername != "":
-		peer, err := s.lookup(ctx, req.ToUsername)
+	case (convID == "") == (toUsername == ""):
+		return target{}, errTarget
+	case toUsername != "":
+		peer, err := s.lookup(ctx, toUsername)
 		if err != nil {
-			return nil, err
+			return target{}, err
 		}
 		if peer.UserId == me.id {
-			return nil, errSelf
+			return target{}, errSelf
 		}
-		if conv, err = resolve(DirectID(me.id, peer.UserId), me.id); err != nil {
-			return nil, err
+		conv, err := resolve(DirectID(me.id, peer.UserId), me.id)
+		if err != nil {
+			return target{}, err
 		}
-		peerName = peer.Username
+		return target{conversation: conv, peerName: peer.Username}, nil
 	default:
-		if conv, err = s.resolveConv(ctx, req.Conversation, me.id); err != nil {
-			return nil, err
+		conv, err := s.resolveConv(ctx, convID, me.id)
+		if err != nil {
+			return target{}, err
 		}
+		return target{conversation: conv}, nil
 	}
+}
 
+// post stores msg from me in t and delivers it; the caller fills in only
+// the content (text, file) and client_key. It refuses a direct message to a
+// user who blocked me (BLOCKED, nothing stored), appends idempotently on
+// "<sender id>:<client_key>", publishes the live events (direct: both
+// members; group: every member; room: the room subject) and, for a direct
+// conversation, lists it for both members. It returns the stored message
+// and whether it was a re-post of an earlier one (then the original is
+// returned, delivered again, and nothing new is stored). A key already
+// used for a different message (another conversation, or another file) is
+// INVALID_ARGUMENT.
+func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
+	conv := t.conversation
 	if conv.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		// Checked before storing: a blocked sender's message is not kept.
 		if blocked, err := s.blockedBy(ctx, conv.peer, me.id); err != nil {
-			return nil, err
+			return nil, false, err
 		} else if blocked {
-			return nil, errBlocked
+			return nil, false, errBlocked
 		}
 	}
-	msg := &parleyv1.Message{
-		Conversation: conv.id,
-		SenderId:     me.id,
-		SenderName:   me.name,
-		SentAtUnixMs: s.now().UnixMilli(),
-		Text:         req.Text,
-		ClientKey:    req.ClientKey,
-	}
+	msg.Conversation = conv.id
+	msg.SenderId, msg.SenderName = me.id, me.name
+	msg.SentAtUnixMs = s.now().UnixMilli()
 	// A new message's live event is published from inside Append, in seq
 	// order; a duplicate's below.
-	res, err := s.store.Append(ctx, msg, me.id+":"+req.ClientKey, func(m *parleyv1.Message) { s.deliver(conv, m) })
+	res, err := s.store.Append(ctx, msg, me.id+":"+msg.ClientKey, func(m *parleyv1.Message) { s.deliver(conv, m) })
 	s.metrics.conflicts.Add(float64(res.Conflicts))
 	switch {
 	case errors.Is(err, store.ErrBusy):
-		return nil, errBusy
+		return nil, false, errBusy
 	case err != nil:
 		// JetStream did not confirm (timeout, connection lost, no leader):
 		// the message may or may not be stored, and a re-send with the same
 		// client_key settles it either way.
 		s.log.Warn("message not confirmed", "conversation", conv.id, "user_id", me.id, "err", err)
-		return nil, errNotStored
+		return nil, false, errNotStored
 	}
 	stored := res.Message
 	if res.Duplicate {
 		s.metrics.duplicates.Inc()
-		if stored.Conversation != conv.id || stored.SenderId != me.id {
-			return nil, errKeyReused
+		if stored.Conversation != conv.id || stored.SenderId != me.id ||
+			stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
+			return nil, false, errKeyReused
 		}
 	} else {
 		s.metrics.stored.WithLabelValues(kindLabel(conv.kind)).Inc()
@@ -111,10 +142,10 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 		// Done for duplicates too: a replica that died after storing may
 		// not have got this far, and the client's re-send completes it.
 		if err := s.store.EnsureMember(ctx, conv.peer, store.Member{Conversation: conv.id, PeerID: me.id, PeerName: me.name}); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if err := s.store.EnsureMember(ctx, me.id, store.Member{Conversation: conv.id, PeerID: conv.peer, PeerName: peerName}); err != nil {
-			return nil, err
+		if err := s.store.EnsureMember(ctx, me.id, store.Member{Conversation: conv.id, PeerID: conv.peer, PeerName: t.peerName}); err != nil {
+			return nil, false, err
 		}
 	}
 	// Published again for a duplicate, for the same reason (the replica
@@ -123,7 +154,7 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if res.Duplicate {
 		s.deliver(conv, stored)
 	}
-	return &parleyv1.SendReply{Message: stored, Duplicate: res.Duplicate}, nil
+	return stored, res.Duplicate, nil
 }
 
 // deliver publishes the stored message for live delivery (at most once;

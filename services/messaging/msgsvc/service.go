@@ -5,6 +5,8 @@
 // delivers every stored message as a parleyv1.MessageEvent on
 // subject.UserMessages(uid) (direct: both members; group: every member) or
 // subject.RoomMessages("public"). groups.go describes how groups are kept.
+// The file service posts file offers as messages (subject.MsgPostFile,
+// postfile.go) through the same path as a send.
 //
 // Friends and blocking (friends.go): private messages do not need
 // friendship; anyone may message anyone (the default), and only blocking
@@ -130,6 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 	srv := rpc.NewServer(s.nc, subject.QueueMessaging, s.log, s.rpcm, s.cfg.Workers)
 	for subj, h := range map[string]rpc.Handler{
 		subject.MsgSend:          s.handleSend,
+		subject.MsgPostFile:      s.handlePostFile,
 		subject.MsgHistory:       s.handleHistory,
 		subject.MsgAck:           s.handleAck,
 		subject.MsgConversations: s.handleConversations,

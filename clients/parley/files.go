@@ -1,0 +1,350 @@
+package parley
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+// Files (docs/protocol.md §18). Offers, answers and lists travel as frames;
+// bytes travel over HTTP on the gateway's HTTP port: uploads with tus 1.0
+// (resumable), downloads with Range (resumable).
+
+// FileInfo describes an offered file (the wire type).
+type FileInfo = parleyv1.FileInfo
+
+// FileOffer is what OfferFile returns: the file and where to upload it.
+type FileOffer = parleyv1.FileOffer
+
+// DefaultHTTPPort is the gateway's HTTP port used for files when the client
+// dialled a tcp:// or tls:// address (ws/wss addresses name it already).
+const DefaultHTTPPort = "7480"
+
+// WithHTTPBase sets the gateway's HTTP base URL for file transfers
+// ("http://host:7480"); by default it is derived from the dial address.
+func WithHTTPBase(base string) Option {
+	return func(o *config) { o.httpBase = strings.TrimRight(base, "/") }
+}
+
+// HTTPBase is the base URL file transfers use.
+func (c *Client) HTTPBase() string {
+	if c.cfg.httpBase != "" {
+		return c.cfg.httpBase
+	}
+	switch c.addr.kind {
+	case kindWS:
+		return "http://" + c.addr.host
+	case kindWSS:
+		return "https://" + c.addr.host
+	case kindTLS:
+		return "https://" + net.JoinHostPort(c.addr.hostname(), DefaultHTTPPort)
+	}
+	return "http://" + net.JoinHostPort(c.addr.hostname(), DefaultHTTPPort)
+}
+
+// OfferRequest describes a file to offer: to a user (To) or in a
+// conversation (a private chat or a group). SHA256 is the file's hex
+// digest; FileSHA256 computes it.
+type OfferRequest struct {
+	To, Conversation  string
+	Name, ContentType string
+	Size              uint64
+	SHA256            string
+}
+
+// OfferFile offers a file; then Upload sends its bytes.
+func (c *Client) OfferFile(ctx context.Context, r OfferRequest) (*FileOffer, error) {
+	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_OfferFile{OfferFile: &parleyv1.OfferFileRequest{
+		Conversation: r.Conversation, ToUsername: r.To, Name: r.Name, Size: r.Size, ContentType: r.ContentType, Sha256: r.SHA256,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if reply.GetFileOffer() == nil {
+		return nil, fmt.Errorf("%w: expected FileOffer, got %T", ErrProtocol, reply.GetBody())
+	}
+	return reply.GetFileOffer(), nil
+}
+
+// AnswerFile accepts or rejects a file offered to you in a private chat.
+func (c *Client) AnswerFile(ctx context.Context, fileID string, accept bool) error {
+	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_AnswerFile{AnswerFile: &parleyv1.AnswerFileRequest{FileId: fileID, Accept: accept}}})
+	if err != nil {
+		return err
+	}
+	if reply.GetOk() == nil {
+		return fmt.Errorf("%w: expected Ok, got %T", ErrProtocol, reply.GetBody())
+	}
+	return nil
+}
+
+// Files lists a conversation's files (a group's shelf), or with "" the
+// offers you have not answered.
+func (c *Client) Files(ctx context.Context, conversation string) ([]*FileInfo, error) {
+	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Files{Files: &parleyv1.FilesRequest{Conversation: conversation}}})
+	if err != nil {
+		return nil, err
+	}
+	if reply.GetFilesReply() == nil {
+		return nil, fmt.Errorf("%w: expected FilesReply, got %T", ErrProtocol, reply.GetBody())
+	}
+	return reply.GetFilesReply().GetFiles(), nil
+}
+
+// DownloadURL asks for a download URL (with a scoped, expiring token) for
+// a file; the FileDownload's file tells its size, state and SHA-256.
+func (c *Client) DownloadURL(ctx context.Context, fileID string) (*parleyv1.FileDownload, error) {
+	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_FileDownload{FileDownload: &parleyv1.FileDownloadRequest{FileId: fileID}}})
+	if err != nil {
+		return nil, err
+	}
+	if reply.GetFileDownloadReply() == nil {
+		return nil, fmt.Errorf("%w: expected FileDownload, got %T", ErrProtocol, reply.GetBody())
+	}
+	return reply.GetFileDownloadReply(), nil
+}
+
+// FileSHA256 returns the hex SHA-256 of what r reads.
+func FileSHA256(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// HTTPError is a file endpoint's error answer.
+type HTTPError struct {
+	Status  int
+	Message string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Message) }
+
+// ErrChecksum: the bytes do not match the file's SHA-256 (tus 460 on
+// upload; a downloaded file whose digest differs).
+var ErrChecksum = errors.New("parley: SHA-256 mismatch")
+
+func httpErr(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	msg := strings.TrimSpace(string(b))
+	if resp.StatusCode == 460 {
+		return fmt.Errorf("%w: %s", ErrChecksum, msg)
+	}
+	return &HTTPError{Status: resp.StatusCode, Message: msg}
+}
+
+// UploadOptions tune Upload.
+type UploadOptions struct {
+	// Progress, if set, is called with the bytes the server has
+	// confirmed so far and after each chunk written.
+	Progress func(sent, total uint64)
+	// ChunkSize bounds one PATCH request (0: the whole rest in one); a
+	// failed request is resumed from the server's offset.
+	ChunkSize int64
+	// Retries is how many failed requests in a row are resumed before
+	// giving up (0: 5).
+	Retries int
+	// HTTPClient (nil: a default client).
+	HTTPClient *http.Client
+}
+
+// Upload sends a file's bytes for an offer, resuming after any failure from
+// the offset the server reports (HEAD), so at most one part is sent twice.
+// src must read the whole file from its start at offset 0.
+func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, o UploadOptions) error {
+	target := c.HTTPBase() + offer.GetUploadPath()
+	size := offer.GetFile().GetSize()
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	retries := o.Retries
+	if retries == 0 {
+		retries = 5
+	}
+	failures := 0
+	for {
+		offset, err := c.uploadOffset(ctx, hc, target)
+		if err == nil {
+			if o.Progress != nil {
+				o.Progress(offset, size)
+			}
+			if offset >= size {
+				return nil
+			}
+			n := int64(size - offset)
+			if o.ChunkSize > 0 {
+				n = min(n, o.ChunkSize)
+			}
+			err = c.patch(ctx, hc, target, offset, io.NewSectionReader(src, int64(offset), n), n, size, o.Progress)
+			if err == nil {
+				failures = 0
+				continue
+			}
+		}
+		var he *HTTPError
+		switch {
+		case errors.Is(err, ErrChecksum), ctx.Err() != nil:
+			return err
+		case errors.As(err, &he) && he.Status != http.StatusConflict && he.Status < 500:
+			return err // not worth retrying: forbidden, gone, too large, ...
+		}
+		failures++
+		if failures > retries {
+			return fmt.Errorf("parley: upload failed %d times: %w", failures, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(failures) * 200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Client) bearer() string {
+	if s := c.Session(); s != nil {
+		return "Bearer " + s.Token
+	}
+	return ""
+}
+
+func (c *Client) uploadOffset(ctx context.Context, hc *http.Client, url string) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Authorization", c.bearer())
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, &HTTPError{Status: resp.StatusCode, Message: resp.Status}
+	}
+	return strconv.ParseUint(resp.Header.Get("Upload-Offset"), 10, 64)
+}
+
+func (c *Client) patch(ctx context.Context, hc *http.Client, url string, offset uint64, body io.Reader, n int64, size uint64, progress func(uint64, uint64)) error {
+	if progress != nil {
+		body = &progressReader{r: body, done: offset, total: size, fn: progress}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, url, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = n
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	req.Header.Set("Upload-Offset", strconv.FormatUint(offset, 10))
+	req.Header.Set("Authorization", c.bearer())
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return httpErr(resp)
+	}
+	return nil
+}
+
+type progressReader struct {
+	r           io.Reader
+	done, total uint64
+	fn          func(uint64, uint64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += uint64(n)
+	p.fn(p.done, p.total)
+	return n, err
+}
+
+// DownloadTo downloads a file into path, resuming from the bytes already
+// in it (Range), and checks the whole file's SHA-256 at the end: on a
+// mismatch the file is removed and ErrChecksum returned. progress may be
+// nil.
+func (c *Client) DownloadTo(ctx context.Context, fileID, path string, progress func(done, total uint64)) (*FileInfo, error) {
+	dl, err := c.DownloadURL(ctx, fileID)
+	if err != nil {
+		return nil, err
+	}
+	info := dl.GetFile()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(have) > info.GetSize() {
+		if err := f.Truncate(0); err != nil {
+			return nil, err
+		}
+		have, _ = f.Seek(0, io.SeekStart)
+	}
+	if uint64(have) < info.GetSize() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTPBase()+dl.GetPath(), nil)
+		if err != nil {
+			return nil, err
+		}
+		if have > 0 {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		switch {
+		case have > 0 && resp.StatusCode == http.StatusPartialContent:
+		case resp.StatusCode == http.StatusOK:
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return nil, err
+			}
+			if err := f.Truncate(0); err != nil {
+				return nil, err
+			}
+			have = 0
+		default:
+			return nil, httpErr(resp)
+		}
+		var body io.Reader = resp.Body
+		if progress != nil {
+			body = &progressReader{r: body, done: uint64(have), total: info.GetSize(), fn: progress}
+		}
+		if _, err := io.Copy(f, body); err != nil {
+			return nil, fmt.Errorf("download interrupted (resume by calling again): %w", err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	sum, err := FileSHA256(f)
+	if err != nil {
+		return nil, err
+	}
+	if sum != info.GetSha256() {
+		f.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, info.GetSha256())
+	}
+	return info, nil
+}

@@ -1,0 +1,344 @@
+package parley_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/clients/internal/parleytest"
+	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/standalone/server"
+)
+
+func randomData(t *testing.T, n int) ([]byte, string) {
+	t.Helper()
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	s := sha256.Sum256(b)
+	return b, hex.EncodeToString(s[:])
+}
+
+// cutReader yields n bytes of r, then fails: a client killed mid-upload.
+type cutReader struct {
+	r io.Reader
+	n int
+}
+
+var errCut = errors.New("client killed")
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errCut
+	}
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	k, err := c.r.Read(p)
+	c.n -= k
+	return k, err
+}
+
+func tusRequest(t *testing.T, method, url, token string, body io.Reader, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctxT(t), method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func headOffset(t *testing.T, url, token string) uint64 {
+	t.Helper()
+	resp := tusRequest(t, http.MethodHead, url, token, nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD %s: %s", url, resp.Status)
+	}
+	off, err := strconv.ParseUint(resp.Header.Get("Upload-Offset"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off
+}
+
+func wantCode(t *testing.T, err error, code parleyv1.ErrorCode) {
+	t.Helper()
+	var pe *parley.Error
+	if !errors.As(err, &pe) || pe.Code != code {
+		t.Fatalf("got %v, want %v", err, code)
+	}
+}
+
+// TestFileTransfer: a private file goes from alice to bob through the real
+// gateway, file service and store: an upload killed in the middle resumes
+// with less than one part sent again, bob accepts and downloads it intact
+// (whole, by Range, and resuming a partial download), and nobody else can
+// read it.
+func TestFileTransfer(t *testing.T) {
+	t.Run("dir", func(t *testing.T) { testFileTransfer(t, nil) })
+	t.Run("minio", func(t *testing.T) {
+		m := testenv.StartMinIO(t)
+		testFileTransfer(t, func(c *server.Config) {
+			c.Storage.MinIO = objstore.MinIOConfig{Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey, Bucket: "parley-test"}
+		})
+	})
+}
+
+func testFileTransfer(t *testing.T, edit func(*server.Config)) {
+	p := parleytest.Start(t, edit)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	carol := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	register(t, carol, "carol")
+	ctx := ctxT(t)
+
+	data, sum := randomData(t, 20<<20+12345) // three 8 MiB parts, the last one short
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "../../etc/报告 final.bin", Size: uint64(len(data)),
+		ContentType: "application/octet-stream", SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := offer.GetFile()
+	if f.GetName() != "报告 final.bin" || f.GetSenderName() != "alice" || f.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING {
+		t.Fatalf("offer: %v", f)
+	}
+	if offer.GetPartSize() != 8<<20 {
+		t.Fatalf("part size %d", offer.GetPartSize())
+	}
+	// bob finds the offer waiting for his answer, and in the chat.
+	pending, err := bob.Files(ctx, "")
+	if err != nil || len(pending) != 1 || pending[0].GetFileId() != f.GetFileId() {
+		t.Fatalf("bob's pending offers: %v %v", pending, err)
+	}
+
+	// The client dies after 13 MiB + 77 bytes: what arrived is kept.
+	url := p.HTTPBase() + offer.GetUploadPath()
+	sent := 13<<20 + 77
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, url, &cutReader{r: bytes.NewReader(data), n: sent})
+	req.ContentLength = int64(len(data))
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Authorization", "Bearer "+alice.Session().Token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("cut upload answered %s", resp.Status)
+	}
+	// The gateway records the whole parts as they are stored and what
+	// followed them once it notices the cut: wait until the offset is
+	// settled (the same three times in a row).
+	var off uint64
+	same := 0
+	testenv.Eventually(t, wait, "the server to settle the cut upload's offset", func() bool {
+		o := headOffset(t, url, alice.Session().Token)
+		if o > 0 && o == off {
+			same++
+		} else {
+			same = 0
+		}
+		off = o
+		time.Sleep(50 * time.Millisecond)
+		return same >= 2
+	})
+	if off > uint64(sent) || uint64(sent)-off > offer.GetPartSize() {
+		t.Fatalf("offset after the cut = %d, sent %d: more than one part (%d) lost", off, sent, offer.GetPartSize())
+	}
+	t.Logf("cut after %d bytes; the server kept %d; resending %d", sent, off, uint64(sent)-off)
+
+	// Someone else cannot see or write the upload.
+	if r := tusRequest(t, http.MethodHead, url, carol.Session().Token, nil, nil); r.StatusCode != http.StatusNotFound {
+		t.Errorf("carol HEAD: %s", r.Status)
+	}
+	// A chunk whose Upload-Checksum is wrong is refused whole (tus 460).
+	bad := sha1Of([]byte("something else"))
+	r := tusRequest(t, http.MethodPatch, url, alice.Session().Token, bytes.NewReader(data[off:off+1000]), map[string]string{
+		"Content-Type": "application/offset+octet-stream", "Upload-Offset": strconv.FormatUint(off, 10), "Upload-Checksum": "sha1 " + bad})
+	if r.StatusCode != 460 {
+		t.Fatalf("bad chunk checksum: %s", r.Status)
+	}
+	if got := headOffset(t, url, alice.Session().Token); got != off {
+		t.Fatalf("offset moved to %d after a refused chunk (was %d)", got, off)
+	}
+	// A wrong offset is a conflict.
+	r = tusRequest(t, http.MethodPatch, url, alice.Session().Token, bytes.NewReader(data[:10]), map[string]string{
+		"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+	if r.StatusCode != http.StatusConflict {
+		t.Fatalf("wrong offset: %s", r.Status)
+	}
+
+	// Resume with the SDK: it asks for the offset and sends the rest.
+	var progress uint64
+	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{Progress: func(s, _ uint64) { progress = s }}); err != nil {
+		t.Fatal(err)
+	}
+	if progress != uint64(len(data)) {
+		t.Errorf("progress ended at %d", progress)
+	}
+
+	// carol may not download; bob accepts and downloads it intact.
+	_, err = carol.DownloadURL(ctx, f.GetFileId())
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	if err := bob.AnswerFile(ctx, f.GetFileId(), true); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "got.bin")
+	info, err := bob.DownloadTo(ctx, f.GetFileId(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) || info.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE {
+		t.Fatalf("downloaded %d bytes (equal %v), state %v", len(got), bytes.Equal(got, data), info.GetState())
+	}
+	// A partial download resumes from what is on disk.
+	part := filepath.Join(dir, "part.bin")
+	if err := os.WriteFile(part, data[:9<<20+3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.DownloadTo(ctx, f.GetFileId(), part, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(part); !bytes.Equal(got, data) {
+		t.Fatal("resumed download differs")
+	}
+	// Range across a part boundary, by the URL's token alone.
+	dl, err := bob.DownloadURL(ctx, f.GetFileId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+dl.GetPath(), "", nil, map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", 8<<20-10, 8<<20+9)})
+	got, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusPartialContent || !bytes.Equal(got, data[8<<20-10:8<<20+10]) {
+		t.Fatalf("range: %s, %d bytes", r.Status, len(got))
+	}
+	// A forged token, and carol's session, get nothing.
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.GetUploadPath()+"/content?token=AAAA"+dl.GetPath()[len(dl.GetPath())-8:], "", nil, nil)
+	if r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("forged token: %s", r.Status)
+	}
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.GetUploadPath()+"/content", carol.Session().Token, nil, nil)
+	if r.StatusCode != http.StatusForbidden {
+		t.Errorf("carol download: %s", r.Status)
+	}
+}
+
+func sha1Of(b []byte) string {
+	h := sha1.New()
+	h.Write(b)
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// TestFileChecksumAndReject: bytes that do not match the declared SHA-256
+// fail the file (460, nothing downloadable); a rejected offer cannot be
+// uploaded or downloaded any more.
+func TestFileChecksumAndReject(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+
+	data, _ := randomData(t, 1<<20)
+	_, other := randomData(t, 10)
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x.bin", Size: uint64(len(data)), SHA256: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{})
+	if !errors.Is(err, parley.ErrChecksum) {
+		t.Fatalf("upload with the wrong SHA-256: %v", err)
+	}
+	_, err = bob.DownloadURL(ctx, offer.GetFile().GetFileId())
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH)
+
+	data2, sum2 := randomData(t, 3<<20)
+	offer2, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "y.bin", Size: uint64(len(data2)), SHA256: sum2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.AnswerFile(ctx, offer2.GetFile().GetFileId(), false); err != nil {
+		t.Fatal(err)
+	}
+	err = alice.Upload(ctx, offer2, bytes.NewReader(data2), parley.UploadOptions{})
+	var he *parley.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusNotFound {
+		t.Fatalf("upload after reject: %v", err)
+	}
+	_, err = bob.DownloadURL(ctx, offer2.GetFile().GetFileId())
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+}
+
+// TestGroupShelf: a file sent to a group is listed on the group's shelf and
+// any member can download it; a non-member cannot.
+func TestGroupShelf(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	carol := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	register(t, carol, "carol")
+	ctx := ctxT(t)
+	g, err := alice.CreateGroup(ctx, "team", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinGroup(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	data, sum := randomData(t, 100<<10)
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{Conversation: g.ID, Name: "plan.txt", ContentType: "text/plain", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{ChunkSize: 30 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	shelf, err := bob.Files(ctx, g.ID)
+	if err != nil || len(shelf) != 1 || shelf[0].GetName() != "plan.txt" || shelf[0].GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE ||
+		shelf[0].GetSenderName() != "alice" || shelf[0].GetSize() != uint64(len(data)) {
+		t.Fatalf("shelf: %v %v", shelf, err)
+	}
+	path := filepath.Join(t.TempDir(), "plan.txt")
+	if _, err := bob.DownloadTo(ctx, shelf[0].GetFileId(), path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+		t.Fatal("group download differs")
+	}
+	_, err = carol.Files(ctx, g.ID)
+	if err == nil {
+		t.Fatal("carol listed a group she is not in")
+	}
+	_, err = carol.DownloadURL(ctx, shelf[0].GetFileId())
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+}

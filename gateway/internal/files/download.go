@@ -1,0 +1,134 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// download serves a file's bytes, whole or one Range, to a user the file
+// service allows: by the URL's download token (FileDownload) or the session
+// token (Authorization: Bearer). The response streams from storage.
+func (h *Handler) download(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	id := c.Params("id")
+	req := &internalv1.FileOpenRequest{FileId: id, Token: c.Query("token")}
+	var hdr nats.Header
+	if req.Token == "" {
+		var err error
+		if hdr, err = h.identity(c); err != nil {
+			return h.failErr(c, err)
+		}
+	}
+	var open internalv1.FileOpenReply
+	if err := h.call(c.UserContext(), subject.FileOpen, hdr, req, &open); err != nil {
+		return h.failErr(c, err)
+	}
+	f := open.GetFile()
+	if f.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE {
+		c.Set(fiber.HeaderRetryAfter, "5")
+		return h.fail(c, http.StatusConflict, fmt.Sprintf("the file is still uploading (%d of %d bytes); try again when it is available", f.GetUploaded(), f.GetSize()))
+	}
+	size := int64(f.GetSize())
+	start, length, partial, err := parseRange(c.Get(fiber.HeaderRange), size)
+	if err != nil {
+		c.Set(fiber.HeaderContentRange, "bytes */"+strconv.FormatInt(size, 10))
+		return h.fail(c, http.StatusRequestedRangeNotSatisfiable, err.Error())
+	}
+	c.Set(fiber.HeaderAcceptRanges, "bytes")
+	c.Set(fiber.HeaderContentType, f.GetContentType())
+	c.Set(fiber.HeaderContentDisposition, contentDisposition(f.GetName()))
+	c.Set(fiber.HeaderETag, `"`+f.GetSha256()+`"`)
+	c.Set("X-Parley-Sha256", f.GetSha256())
+	c.Set(fiber.HeaderCacheControl, "private, no-store")
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+		c.Set(fiber.HeaderContentRange, fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+	}
+	if c.Method() == fiber.MethodHead {
+		c.Set(fiber.HeaderContentLength, strconv.FormatInt(length, 10))
+		return c.SendStatus(status)
+	}
+	r, err := h.o.Storage.Get(c.UserContext(), open.GetKey(), start, length)
+	if err != nil {
+		if errors.Is(err, objstore.ErrNotFound) {
+			return h.fail(c, http.StatusNotFound, "the file's bytes are gone (expired?)")
+		}
+		return h.fail(c, http.StatusServiceUnavailable, "file storage: "+err.Error())
+	}
+	c.Status(status)
+	// fasthttp closes the stream when the body is sent (or the client
+	// left). Its write deadline covers the whole response, so each read
+	// moves it on: a download may take as long as it keeps moving.
+	conn := c.Context().Conn()
+	c.Context().SetBodyStream(&deadlineReader{ReadCloser: r, refresh: func() {
+		_ = conn.SetWriteDeadline(time.Now().Add(h.o.IdleTimeout))
+	}}, int(length))
+	return nil
+}
+
+// deadlineReader calls refresh before each read.
+type deadlineReader struct {
+	io.ReadCloser
+	refresh func()
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	r.refresh()
+	return r.ReadCloser.Read(p)
+}
+
+// parseRange reads a single "bytes=a-b", "bytes=a-" or "bytes=-n" range;
+// no header means the whole file. Several ranges are answered whole (a
+// server may ignore Range).
+func parseRange(v string, size int64) (start, length int64, partial bool, err error) {
+	if v == "" {
+		return 0, size, false, nil
+	}
+	spec, ok := strings.CutPrefix(v, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, size, false, nil
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return 0, 0, false, errors.New("malformed Range")
+	}
+	switch {
+	case a == "":
+		n, perr := strconv.ParseInt(b, 10, 64)
+		if perr != nil || n <= 0 {
+			return 0, 0, false, errors.New("malformed Range")
+		}
+		n = min(n, size)
+		return size - n, n, true, nil
+	default:
+		s, perr := strconv.ParseInt(a, 10, 64)
+		if perr != nil || s < 0 {
+			return 0, 0, false, errors.New("malformed Range")
+		}
+		if s >= size {
+			return 0, 0, false, errors.New("Range starts past the end of the file")
+		}
+		e := size - 1
+		if b != "" {
+			if e, perr = strconv.ParseInt(b, 10, 64); perr != nil || e < s {
+				return 0, 0, false, errors.New("malformed Range")
+			}
+			e = min(e, size-1)
+		}
+		return s, e - s + 1, true, nil
+	}
+}

@@ -1,0 +1,355 @@
+// Package files serves the gateway's file endpoints over HTTP (Fiber):
+// resumable uploads speaking tus 1.0 (core, creation, termination,
+// checksum, expiration) and downloads with Range, so any tus client can
+// upload and any HTTP client can download and resume (docs/protocol.md
+// §18).
+//
+// The file service owns every upload's state; this package moves the
+// bytes. A PATCH asks the file service for the upload's state and a lease
+// (subject.FileUploadBegin), reads the body one part at a time into a
+// buffer (so a transfer holds at most one part in memory), continues the
+// file's running SHA-256, writes each whole part to storage as a multipart
+// part and commits it (subject.FileUploadCommit). Bytes after the last
+// whole part are kept as a small "tail" object when the request ends, also
+// when the client was cut off, so a resumed upload continues exactly where
+// the bytes stopped; only a gateway that dies loses its buffered part (at
+// most one part is sent again). The commit that reaches the file's size
+// makes the file service check the SHA-256 and complete the upload.
+package files
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// Storage is what the gateway needs from the object store: writing parts
+// and tails, reading files and tails back, deleting tails.
+type Storage interface {
+	PutPart(ctx context.Context, key, uploadID string, number int, r io.Reader, size int64) (objstore.Part, error)
+	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (objstore.Info, error)
+	Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// Options configure the handlers.
+type Options struct {
+	NC        *nats.Conn
+	Storage   Storage
+	Log       *slog.Logger
+	GatewayID string
+	// RequestTimeout bounds each NATS request; IdleTimeout each read of a
+	// request body or write of a response (a transfer may take as long as
+	// it keeps moving).
+	RequestTimeout time.Duration
+	IdleTimeout    time.Duration
+	// MaxSize is announced as Tus-Max-Size (the file service enforces it).
+	MaxSize int64
+}
+
+// Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
+// Prefix + "/<id>" is the upload (HEAD, PATCH, DELETE) and
+// Prefix + "/<id>/content" the download (GET, HEAD).
+const Prefix = "/v1/files"
+
+const tusVersion = "1.0.0"
+
+// Handler serves the endpoints.
+type Handler struct {
+	o Options
+}
+
+// New returns a Handler; Register adds its routes to an app.
+func New(o Options) (*Handler, error) {
+	if o.NC == nil || o.Storage == nil {
+		return nil, errors.New("files: NATS connection and storage required")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
+		return nil, errors.New("files: timeouts must be positive")
+	}
+	return &Handler{o: o}, nil
+}
+
+// Register adds the routes to app. The app must stream request bodies
+// (fiber.Config.StreamRequestBody).
+func (h *Handler) Register(app *fiber.App) {
+	app.Options(Prefix, h.options)
+	app.Options(Prefix+"/*", h.options)
+	app.Post(Prefix, h.create)
+	app.Post(Prefix+"/", h.create)
+	app.Head(Prefix+"/:id", h.head)
+	app.Patch(Prefix+"/:id", h.patch)
+	app.Delete(Prefix+"/:id", h.terminate)
+	app.Get(Prefix+"/:id/content", h.download)
+	app.Head(Prefix+"/:id/content", h.download)
+}
+
+func (h *Handler) tusHeaders(c *fiber.Ctx) {
+	c.Set("Tus-Resumable", tusVersion)
+	c.Set("Access-Control-Allow-Origin", "*")
+	c.Set("Access-Control-Expose-Headers", "Upload-Offset, Upload-Length, Upload-Expires, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, X-Parley-Sha256")
+}
+
+// options answers tus discovery (and CORS preflight).
+func (h *Handler) options(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	c.Set("Tus-Version", tusVersion)
+	c.Set("Tus-Extension", "creation,termination,checksum,expiration")
+	c.Set("Tus-Max-Size", strconv.FormatInt(h.o.MaxSize, 10))
+	c.Set("Tus-Checksum-Algorithm", "md5,sha1,sha256")
+	c.Set("Access-Control-Allow-Methods", "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
+	c.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Tus-Resumable, Range")
+	return c.SendStatus(http.StatusNoContent)
+}
+
+// fail answers an error: status and a one-line text body; server-side
+// failures are logged.
+func (h *Handler) fail(c *fiber.Ctx, status int, msg string) error {
+	h.tusHeaders(c)
+	if status >= 500 {
+		h.o.Log.Warn("file request failed", "method", c.Method(), "path", c.Path(), "status", status, "err", msg)
+	}
+	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
+	return c.Status(status).SendString(msg + "\n")
+}
+
+// failErr answers a service error with its HTTP status: tus's 460 for a
+// checksum mismatch, 409 for a conflict, 413 too large, 401/403/404 ...
+func (h *Handler) failErr(c *fiber.Ctx, err error) error {
+	e := errcode.From(err)
+	status := http.StatusInternalServerError
+	switch e.Code {
+	case parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED,
+		parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED:
+		status = http.StatusUnauthorized
+	case parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, parleyv1.ErrorCode_ERROR_CODE_BLOCKED:
+		status = http.StatusForbidden
+	case parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND:
+		status = http.StatusNotFound
+	case parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE:
+		status = http.StatusRequestEntityTooLarge
+	case parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH:
+		status = 460
+	case parleyv1.ErrorCode_ERROR_CODE_CONFLICT:
+		status = http.StatusConflict
+	case parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, parleyv1.ErrorCode_ERROR_CODE_INVALID_NAME:
+		status = http.StatusBadRequest
+	case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
+		status = http.StatusServiceUnavailable
+	}
+	return h.fail(c, status, errcode.ShortName(e.Code)+": "+e.Message)
+}
+
+// identity authenticates a request by its session token (Authorization:
+// Bearer), asking auth; the headers built from the answer name the user
+// to the file service.
+func (h *Handler) identity(c *fiber.Ctx) (nats.Header, error) {
+	auth := c.Get(fiber.HeaderAuthorization)
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || tok == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "send the session token as Authorization: Bearer <token>")
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.RequestTimeout)
+	defer cancel()
+	var reply internalv1.AuthReply
+	if err := rpc.Request(ctx, h.o.NC, subject.AuthVerify, nil, &internalv1.TokenVerifyRequest{Token: tok}, &reply); err != nil {
+		return nil, err
+	}
+	s := reply.GetSession()
+	if s.GetUserId() == "" {
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "auth answered without a session")
+	}
+	hdr := nats.Header{}
+	hdr.Set(subject.HeaderUserID, s.GetUserId())
+	hdr.Set(subject.HeaderSessionID, s.GetSessionId())
+	hdr.Set(subject.HeaderUsername, s.GetUsername())
+	hdr.Set(subject.HeaderRemoteAddr, c.Context().RemoteAddr().String())
+	hdr.Set(subject.HeaderGatewayID, h.o.GatewayID)
+	return hdr, nil
+}
+
+// call sends one request to the file service.
+func (h *Handler) call(ctx context.Context, subj string, hdr nats.Header, req, resp proto.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, h.o.RequestTimeout)
+	defer cancel()
+	return rpc.Request(ctx, h.o.NC, subj, hdr, req, resp)
+}
+
+// create is tus creation: Upload-Length and Upload-Metadata (filename,
+// filetype, sha256 as hex, and to = a username or conversation = a private
+// chat or group id) make a file offer; the reply's Location is the upload.
+func (h *Handler) create(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	if c.Get("Tus-Resumable") != tusVersion {
+		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
+	}
+	hdr, err := h.identity(c)
+	if err != nil {
+		return h.failErr(c, err)
+	}
+	if c.Get("Upload-Defer-Length") != "" {
+		return h.fail(c, http.StatusBadRequest, "Upload-Defer-Length is not supported: give Upload-Length")
+	}
+	size, err := strconv.ParseUint(c.Get("Upload-Length"), 10, 64)
+	if err != nil {
+		return h.fail(c, http.StatusBadRequest, "Upload-Length must be a non-negative integer")
+	}
+	if h.o.MaxSize > 0 && size > uint64(h.o.MaxSize) {
+		return h.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("the file is too large (at most %d bytes)", h.o.MaxSize))
+	}
+	meta, err := parseMetadata(c.Get("Upload-Metadata"))
+	if err != nil {
+		return h.fail(c, http.StatusBadRequest, err.Error())
+	}
+	req := &parleyv1.OfferFileRequest{
+		Conversation: meta["conversation"], ToUsername: meta["to"], Name: meta["filename"], Size: size,
+		ContentType: meta["filetype"], Sha256: strings.ToLower(meta["sha256"]),
+	}
+	var offer parleyv1.FileOffer
+	if err := h.call(c.UserContext(), subject.FileOffer, hdr, req, &offer); err != nil {
+		return h.failErr(c, err)
+	}
+	c.Set(fiber.HeaderLocation, offer.GetUploadPath())
+	c.Set("Upload-Expires", httpDate(offer.GetFile().GetExpiresAtUnixMs()))
+	c.Set("X-Parley-File-Id", offer.GetFile().GetFileId())
+	return c.SendStatus(http.StatusCreated)
+}
+
+// parseMetadata decodes Upload-Metadata: comma-separated "key base64value"
+// pairs (a key alone has an empty value).
+func parseMetadata(s string) (map[string]string, error) {
+	m := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return m, nil
+	}
+	for _, pair := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(pair), " ")
+		if k == "" {
+			return nil, errors.New("Upload-Metadata: empty key")
+		}
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("Upload-Metadata: value of %q is not base64", k)
+		}
+		m[k] = string(b)
+	}
+	return m, nil
+}
+
+func httpDate(unixMs int64) string {
+	return time.UnixMilli(unixMs).UTC().Format(http.TimeFormat)
+}
+
+// head is tus HEAD: the upload's offset and length.
+func (h *Handler) head(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	hdr, err := h.identity(c)
+	if err != nil {
+		return h.failErr(c, err)
+	}
+	var st internalv1.UploadState
+	if err := h.call(c.UserContext(), subject.FileUploadStatus, hdr, &internalv1.UploadStatusRequest{FileId: c.Params("id")}, &st); err != nil {
+		return h.failErr(c, err)
+	}
+	c.Set("Upload-Offset", strconv.FormatUint(st.GetOffset(), 10))
+	c.Set("Upload-Length", strconv.FormatUint(st.GetSize(), 10))
+	if st.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING {
+		c.Set("Upload-Expires", httpDate(st.GetExpiresAtUnixMs()))
+	}
+	return c.SendStatus(http.StatusOK)
+}
+
+// terminate is tus DELETE: the sender cancels the upload (or removes the
+// file).
+func (h *Handler) terminate(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	hdr, err := h.identity(c)
+	if err != nil {
+		return h.failErr(c, err)
+	}
+	if err := h.call(c.UserContext(), subject.FileTerminate, hdr, &internalv1.FileTerminateRequest{FileId: c.Params("id")}, nil); err != nil {
+		return h.failErr(c, err)
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+// newChecksum parses Upload-Checksum ("<algorithm> <base64 digest>").
+func newChecksum(v string) (hash.Hash, []byte, error) {
+	algo, enc, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok {
+		return nil, nil, errors.New("Upload-Checksum must be \"<algorithm> <base64 digest>\"")
+	}
+	want, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, nil, errors.New("Upload-Checksum digest is not base64")
+	}
+	var hh hash.Hash
+	switch algo {
+	case "sha1":
+		hh = sha1.New()
+	case "sha256":
+		hh = sha256.New()
+	case "md5":
+		hh = md5.New()
+	default:
+		return nil, nil, fmt.Errorf("Upload-Checksum algorithm %q is not supported (md5, sha1, sha256)", algo)
+	}
+	if len(want) != hh.Size() {
+		return nil, nil, errors.New("Upload-Checksum digest has the wrong length")
+	}
+	return hh, want, nil
+}
+
+// restoreHash continues a marshalled SHA-256 state.
+func restoreHash(state []byte) (hash.Hash, error) {
+	hh := sha256.New()
+	if err := hh.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+		return nil, err
+	}
+	return hh, nil
+}
+
+func marshalHash(hh hash.Hash) []byte {
+	b, _ := hh.(encoding.BinaryMarshaler).MarshalBinary()
+	return b
+}
+
+// contentDisposition names the download for the browser; the name is
+// already sanitised by the file service.
+func contentDisposition(name string) string {
+	ascii := strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, name)
+	return fmt.Sprintf(`attachment; filename="%s"; filename*=UTF-8''%s`, ascii, url.PathEscape(name))
+}

@@ -1,0 +1,277 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// errTooMuch: the body goes past the upload's length.
+var errTooMuch = errors.New("the body goes past Upload-Length")
+
+// upload is one PATCH in progress.
+type upload struct {
+	h    *Handler
+	ctx  context.Context
+	hdr  nats.Header
+	st   *internalv1.UploadState
+	sum  hash.Hash // running SHA-256 of the whole file
+	next uint32    // next part number this writer may use
+	// base is the file offset of buf[0]; buf holds the bytes after the
+	// last whole part (the old tail first).
+	base    uint64
+	buf     []byte
+	pending []*internalv1.FilePart // stored, not yet committed (checksum mode)
+}
+
+// patch is tus PATCH: append the body at Upload-Offset.
+func (h *Handler) patch(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	if c.Get("Tus-Resumable") != tusVersion {
+		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
+	}
+	if c.Get(fiber.HeaderContentType) != "application/offset+octet-stream" {
+		return h.fail(c, http.StatusUnsupportedMediaType, "Content-Type must be application/offset+octet-stream")
+	}
+	offset, err := strconv.ParseUint(c.Get("Upload-Offset"), 10, 64)
+	if err != nil {
+		return h.fail(c, http.StatusBadRequest, "Upload-Offset must be a non-negative integer")
+	}
+	var check hash.Hash
+	var want []byte
+	if v := c.Get("Upload-Checksum"); v != "" {
+		if check, want, err = newChecksum(v); err != nil {
+			return h.fail(c, http.StatusBadRequest, err.Error())
+		}
+	}
+	hdr, err := h.identity(c)
+	if err != nil {
+		return h.failErr(c, err)
+	}
+	ctx := c.UserContext()
+	st := new(internalv1.UploadState)
+	if err := h.call(ctx, subject.FileUploadBegin, hdr, &internalv1.UploadBeginRequest{FileId: c.Params("id")}, st); err != nil {
+		return h.failErr(c, err)
+	}
+	if offset != st.GetOffset() {
+		c.Set("Upload-Offset", strconv.FormatUint(st.GetOffset(), 10))
+		return h.fail(c, http.StatusConflict, fmt.Sprintf("Upload-Offset %d does not match the upload's offset %d", offset, st.GetOffset()))
+	}
+	if st.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING {
+		// Complete already: nothing more to take.
+		c.Set("Upload-Offset", strconv.FormatUint(st.GetOffset(), 10))
+		if n := c.Request().Header.ContentLength(); n > 0 {
+			return h.fail(c, http.StatusRequestEntityTooLarge, "the upload is complete")
+		}
+		return c.SendStatus(http.StatusNoContent)
+	}
+	if n := c.Request().Header.ContentLength(); n > 0 && offset+uint64(n) > st.GetSize() {
+		return h.fail(c, http.StatusRequestEntityTooLarge, "the body goes past Upload-Length")
+	}
+	sum, err := restoreHash(st.GetHashState())
+	if err != nil {
+		return h.fail(c, http.StatusInternalServerError, "corrupt upload state: "+err.Error())
+	}
+	u := &upload{h: h, ctx: ctx, hdr: hdr, st: st, sum: sum, next: st.GetNextPart(),
+		base: st.GetOffset() - st.GetTailSize(), buf: getBuf(int(st.GetPartSize()))}
+	defer func() { putBuf(u.buf) }()
+	if st.GetTailSize() > 0 {
+		if err := u.loadTail(); err != nil {
+			return h.fail(c, http.StatusServiceUnavailable, "reading the stored tail: "+err.Error())
+		}
+	}
+	body := &idleReader{r: c.Context().RequestBodyStream(), c: c, idle: h.o.IdleTimeout}
+	bodyErr := u.copy(body, check)
+	switch {
+	case errors.Is(bodyErr, errTooMuch):
+		return h.fail(c, http.StatusRequestEntityTooLarge, "the body goes past Upload-Length")
+	case bodyErr != nil && !isClientGone(bodyErr):
+		return h.failErr(c, bodyErr)
+	}
+	if check != nil {
+		if bodyErr != nil {
+			// A cut-off body cannot be checked: nothing of it is kept.
+			return nil
+		}
+		if subtle.ConstantTimeCompare(check.Sum(nil), want) != 1 {
+			return h.fail(c, 460, "CHECKSUM_MISMATCH: the body does not match Upload-Checksum; nothing was stored")
+		}
+	}
+	if err := u.finish(); err != nil {
+		return h.failErr(c, err)
+	}
+	if bodyErr != nil {
+		h.o.Log.Info("upload cut off; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset(), "err", bodyErr)
+		return nil
+	}
+	c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
+	return c.SendStatus(http.StatusNoContent)
+}
+
+// loadTail reads the stored tail into buf.
+func (u *upload) loadTail() error {
+	r, err := u.h.o.Storage.Get(u.ctx, u.st.GetTailKey(), 0, int64(u.st.GetTailSize()))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	n, err := io.ReadFull(r, u.buf[:u.st.GetTailSize()])
+	u.buf = u.buf[:n]
+	return err
+}
+
+// copy reads the body into whole parts, storing (and, without a checksum,
+// committing) each as it fills. It returns the body's read error (nil at
+// its end), errTooMuch, or a storage or service error.
+func (u *upload) copy(body io.Reader, check hash.Hash) error {
+	size, partSize := u.st.GetSize(), int(u.st.GetPartSize())
+	for {
+		n, err := io.ReadFull(body, u.buf[len(u.buf):partSize])
+		if n > 0 {
+			fresh := u.buf[len(u.buf) : len(u.buf)+n]
+			if u.base+uint64(len(u.buf)+n) > size {
+				return errTooMuch
+			}
+			u.sum.Write(fresh)
+			if check != nil {
+				check.Write(fresh)
+			}
+			u.buf = u.buf[:len(u.buf)+n]
+		}
+		if len(u.buf) == partSize {
+			if perr := u.storePart(check == nil); perr != nil {
+				return perr
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			// The body ended (ReadFull reports a short last read as
+			// ErrUnexpectedEOF); a cut connection shows as another error
+			// from the stream, or as a short body against Content-Length.
+			return nil
+		default:
+			return clientGone{err}
+		}
+	}
+}
+
+// storePart writes buf as the next part and, if commit, records it.
+func (u *upload) storePart(commit bool) error {
+	if u.next >= u.st.GetPartLimit() {
+		// Out of part numbers: a commit (even empty) extends the range.
+		if err := u.commit(nil, u.st.GetTailKey(), u.st.GetTailSize(), u.st.GetOffset(), u.st.GetHashState()); err != nil {
+			return err
+		}
+		if u.next >= u.st.GetPartLimit() {
+			return errcode.New(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "no part numbers left for this upload")
+		}
+	}
+	p, err := u.h.o.Storage.PutPart(u.ctx, u.st.GetKey(), u.st.GetUploadId(), int(u.next), bytes.NewReader(u.buf), int64(len(u.buf)))
+	if err != nil {
+		u.h.o.Log.Error("storage: put part", "key", u.st.GetKey(), "part", u.next, "err", err)
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
+	}
+	u.next++
+	part := &internalv1.FilePart{Number: uint32(p.Number), Etag: p.ETag, Size: uint64(p.Size)}
+	u.base += uint64(len(u.buf))
+	u.buf = u.buf[:0]
+	if !commit {
+		u.pending = append(u.pending, part)
+		return nil
+	}
+	return u.commit([]*internalv1.FilePart{part}, "", 0, u.base, marshalHash(u.sum))
+}
+
+// finish stores what is left in buf: the file's last part when the body
+// reached its size, else a tail object; then commits it with any parts
+// still pending.
+func (u *upload) finish() error {
+	end := u.base + uint64(len(u.buf))
+	switch {
+	case end == u.st.GetSize():
+		if len(u.buf) > 0 {
+			if err := u.storePart(false); err != nil {
+				return err
+			}
+		}
+		return u.commitPending(end, "", 0)
+	case end == u.st.GetOffset() && len(u.pending) == 0:
+		return nil // nothing new
+	case len(u.buf) == 0:
+		return u.commitPending(end, "", 0)
+	}
+	key := fmt.Sprintf("tails/%s/%d", u.st.GetFileId(), end)
+	if _, err := u.h.o.Storage.Put(context.WithoutCancel(u.ctx), key, bytes.NewReader(u.buf), int64(len(u.buf)), "application/octet-stream"); err != nil {
+		u.h.o.Log.Error("storage: put tail", "key", key, "err", err)
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
+	}
+	return u.commitPending(end, key, uint64(len(u.buf)))
+}
+
+func (u *upload) commitPending(offset uint64, tailKey string, tailSize uint64) error {
+	if err := u.commit(u.pending, tailKey, tailSize, offset, marshalHash(u.sum)); err != nil {
+		return err
+	}
+	u.pending = nil
+	return nil
+}
+
+// commit records parts, tail and the hash state (covering exactly offset
+// bytes) at the file service, and takes the new state (offset, lease, part
+// range).
+func (u *upload) commit(parts []*internalv1.FilePart, tailKey string, tailSize, offset uint64, hashState []byte) error {
+	st := new(internalv1.UploadState)
+	ctx := context.WithoutCancel(u.ctx) // record what is stored even if the client left
+	if err := u.h.call(ctx, subject.FileUploadCommit, u.hdr, &internalv1.UploadCommitRequest{
+		FileId: u.st.GetFileId(), Lease: u.st.GetLease(), Parts: parts, TailKey: tailKey, TailSize: tailSize,
+		HashState: hashState, Offset: offset, FromOffset: u.st.GetOffset(),
+	}, st); err != nil {
+		return err
+	}
+	st.NextPart = u.next
+	if st.Lease == "" {
+		st.Lease = u.st.GetLease()
+	}
+	u.st = st
+	return nil
+}
+
+// clientGone wraps a body read error: the client went away mid-request.
+type clientGone struct{ err error }
+
+func (e clientGone) Error() string { return "client went away: " + e.err.Error() }
+func (e clientGone) Unwrap() error { return e.err }
+
+func isClientGone(err error) bool {
+	var cg clientGone
+	return errors.As(err, &cg)
+}
+
+// idleReader refreshes the connection's read deadline before each read:
+// a transfer may take as long as it keeps moving.
+type idleReader struct {
+	r    io.Reader
+	c    *fiber.Ctx
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	_ = r.c.Context().Conn().SetReadDeadline(time.Now().Add(r.idle))
+	return r.r.Read(p)
+}

@@ -1,0 +1,34 @@
+package filesvc
+
+import (
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+// Wire errors the service answers with. Messages are shown to end users.
+var (
+	errMalformed    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "malformed request")
+	errNoIdentity   = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in first")
+	errTarget       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "give either a conversation or a username")
+	errEmptyFile    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "empty files cannot be sent")
+	errChecksumArg  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "sha256 must be the file's SHA-256 as 64 lower-case hex digits")
+	errNoFile       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such file")
+	errExpired      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "the file has expired or was removed")
+	errFailed       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH, "the upload failed: its bytes did not match the declared SHA-256")
+	errNotYours     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the sender can upload or cancel this file")
+	errNoAccess     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "this file was not sent to you")
+	errNotRecipient = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "only the recipient of a file in a private chat answers it")
+	errRejected     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you rejected this file")
+	errLease        = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "another upload of this file took over; ask for the offset and continue")
+	errOffset       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "the upload's offset changed; ask for the offset and continue")
+	errBadParts     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "commit does not add up: parts, tail and offset disagree")
+	errTooManyParts = errcode.New(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "the upload was interrupted too many times; send the file again")
+	errBusy         = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the file record is busy; try again")
+	errStorage      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage is unavailable; try again")
+	errBadToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "invalid download token")
+	errOldToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "the download link has expired; ask for a new one")
+)
+
+func errTooLarge(max int64) error {
+	return errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "the file is too large (at most %d bytes)", max)
+}

@@ -1,0 +1,382 @@
+package filesvc
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// UploadPath is where a file's bytes are uploaded on the gateway (tus).
+func UploadPath(fileID string) string { return "/v1/files/" + fileID }
+
+// PartSize is the part size for a file of size bytes: objstore.PartSize,
+// grown so the file needs at most half of S3's 10,000 parts. The other half
+// are spare numbers: a part number is never reused, and each resumed
+// upload (a new writer) may leave a few unused.
+func PartSize(size int64) int64 {
+	p := objstore.PartSize(size)
+	const mib = 1 << 20
+	if need := (size + objstore.MaxParts/2 - 1) / (objstore.MaxParts / 2); need > p {
+		p = (need + mib - 1) / mib * mib
+	}
+	return p
+}
+
+// handleOffer creates a file: the multipart upload, the record and the
+// offer message in the conversation. The sender then uploads to
+// UploadPath.
+func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.OfferFileRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	switch {
+	case (req.Conversation == "") == (req.ToUsername == ""):
+		return nil, errTarget
+	case req.Size == 0:
+		return nil, errEmptyFile
+	case req.Size > uint64(s.cfg.MaxFileSize):
+		return nil, errTooLarge(s.cfg.MaxFileSize)
+	case !validSHA256(req.Sha256):
+		return nil, errChecksumArg
+	}
+	now := s.now()
+	id := newID("f")
+	info := &parleyv1.FileInfo{
+		FileId: id, Name: SanitizeName(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
+		Sha256: req.Sha256, SenderId: me.id, SenderName: me.name, CreatedAtUnixMs: ms(now),
+		ExpiresAtUnixMs: ms(now.Add(s.cfg.UploadTTL)), State: parleyv1.FileState_FILE_STATE_UPLOADING,
+	}
+	key := "files/" + id
+	uploadID, err := s.st.NewUpload(ctx, key)
+	if err != nil {
+		s.log.Error("storage: new upload", "key", key, "err", err)
+		return nil, errStorage
+	}
+	abort := func() {
+		if err := s.st.Abort(context.WithoutCancel(ctx), key, uploadID); err != nil {
+			s.log.Warn("storage: abort after failed offer", "key", key, "err", err)
+		}
+	}
+	// The offer becomes a message in the conversation; messaging checks
+	// that the sender may post there (member, not blocked).
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	var posted internalv1.PostFileReply
+	if err := rpc.Request(rctx, s.nc, subject.MsgPostFile, me.header(), &internalv1.PostFileRequest{
+		Conversation: req.Conversation, ToUsername: req.ToUsername, File: info, ClientKey: "file-" + id,
+	}, &posted); err != nil {
+		abort()
+		return nil, err
+	}
+	info.Conversation = posted.GetMessage().GetConversation()
+	rec := &internalv1.FileRecord{
+		Info: info, Key: key, UploadId: uploadID, PartSize: uint64(PartSize(int64(req.Size))),
+		NextPart: 1, HashState: newHashState(),
+	}
+	for _, u := range posted.MemberIds {
+		if u != me.id {
+			rec.Members = append(rec.Members, u)
+		}
+	}
+	direct := posted.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT
+	if direct {
+		rec.Answers = map[string]parleyv1.FileAnswer{}
+		for _, u := range rec.Members {
+			rec.Answers[u] = parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED
+		}
+	}
+	if err := s.create(ctx, rec); err != nil {
+		// The offer message is posted but the file cannot be kept:
+		// downloads of it answer NOT_FOUND.
+		abort()
+		s.log.Error("file record not created", "file_id", id, "err", err)
+		return nil, errBusy
+	}
+	s.index(ctx, convIndexKey(info.Conversation, id))
+	if direct {
+		for _, u := range rec.Members {
+			s.index(ctx, userIndexKey(u, id))
+		}
+		s.publish(parleyv1.FileEvent_KIND_OFFERED, info, me, rec.Members...)
+	}
+	s.metrics.offered.Inc()
+	s.log.Info("file offered", "file_id", id, "user_id", me.id, "conversation", info.Conversation, "size", req.Size)
+	return &parleyv1.FileOffer{File: info, UploadPath: UploadPath(id), PartSize: rec.PartSize}, nil
+}
+
+// index writes an (empty) index key; a lost index entry only hides the
+// file from a list, never from its recipients' downloads.
+func (s *Service) index(ctx context.Context, key string) {
+	if _, err := s.kv.Put(ctx, key, nil); err != nil {
+		s.log.Warn("file index not written", "key", key, "err", err)
+	}
+}
+
+// handleAnswer records a direct recipient's accept or reject and tells the
+// sender. A rejected file is removed from storage at once: nobody else may
+// download it.
+func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.AnswerFileRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	answer := parleyv1.FileAnswer_FILE_ANSWER_REJECTED
+	if req.Accept {
+		answer = parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED
+	}
+	var removed *internalv1.FileRecord // storage to clean after a reject
+	rec, err := s.update(ctx, req.FileId, func(rec *internalv1.FileRecord) error {
+		removed = nil
+		if _, ok := rec.Answers[me.id]; !ok {
+			if rec.Info.SenderId == me.id || slices.Contains(rec.Members, me.id) {
+				return errNotRecipient
+			}
+			return errNoFile
+		}
+		if gone(rec) {
+			return errExpired
+		}
+		rec.Answers[me.id] = answer
+		if answer == parleyv1.FileAnswer_FILE_ANSWER_REJECTED {
+			removed = proto.Clone(rec).(*internalv1.FileRecord)
+			markRemoved(rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if removed != nil {
+		s.removeStorage(ctx, removed)
+	}
+	if err := s.kv.Delete(ctx, userIndexKey(me.id, rec.Info.FileId)); err != nil {
+		s.log.Warn("file index not removed", "err", err)
+	}
+	kind := parleyv1.FileEvent_KIND_REJECTED
+	if req.Accept {
+		kind = parleyv1.FileEvent_KIND_ACCEPTED
+	}
+	s.publish(kind, s.view(rec, rec.Info.SenderId), me, rec.Info.SenderId, me.id)
+	return nil, nil
+}
+
+// gone reports whether a file can no longer be uploaded or downloaded.
+func gone(rec *internalv1.FileRecord) bool {
+	st := rec.Info.State
+	return st == parleyv1.FileState_FILE_STATE_EXPIRED || st == parleyv1.FileState_FILE_STATE_FAILED
+}
+
+// markRemoved sets a record to EXPIRED; removeStorage (with the record as
+// it was) deletes what it held.
+func markRemoved(rec *internalv1.FileRecord) {
+	rec.Info.State = parleyv1.FileState_FILE_STATE_EXPIRED
+	rec.UploadId, rec.Lease, rec.TailKey, rec.TailSize, rec.Parts = "", "", "", 0, nil
+}
+
+// removeStorage deletes an upload's or a file's bytes (best effort: the
+// sweeper aborts orphaned uploads later).
+func (s *Service) removeStorage(ctx context.Context, old *internalv1.FileRecord) {
+	ctx = context.WithoutCancel(ctx)
+	if old.UploadId != "" {
+		if err := s.st.Abort(ctx, old.Key, old.UploadId); err != nil && !errors.Is(err, objstore.ErrUploadNotFound) {
+			s.log.Warn("storage: abort", "key", old.Key, "err", err)
+		}
+	}
+	if old.Info.GetState() == parleyv1.FileState_FILE_STATE_AVAILABLE {
+		if err := s.st.Delete(ctx, old.Key); err != nil {
+			s.log.Warn("storage: delete", "key", old.Key, "err", err)
+		}
+	}
+	if old.TailKey != "" {
+		if err := s.st.Delete(ctx, old.TailKey); err != nil {
+			s.log.Warn("storage: delete tail", "key", old.TailKey, "err", err)
+		}
+	}
+}
+
+// view is the FileInfo a user sees: with the current upload progress and,
+// in a private chat, the recipient's answer.
+func (s *Service) view(rec *internalv1.FileRecord, uid string) *parleyv1.FileInfo {
+	info := proto.Clone(rec.Info).(*parleyv1.FileInfo)
+	info.Uploaded = rec.Offset
+	if info.State == parleyv1.FileState_FILE_STATE_AVAILABLE {
+		info.Uploaded = info.Size
+	}
+	for u, a := range rec.Answers {
+		if u == uid || uid == rec.Info.SenderId {
+			info.Answer = a
+		}
+	}
+	return info
+}
+
+// mayDownload reports whether uid may read the file: its sender; in a
+// private chat the recipient unless they rejected it; in a group anyone
+// who is a member now (asked of messaging with the user's identity).
+func (s *Service) mayDownload(ctx context.Context, rec *internalv1.FileRecord, uid string) error {
+	if uid == rec.Info.SenderId {
+		return nil
+	}
+	if rec.Answers != nil {
+		a, ok := rec.Answers[uid]
+		switch {
+		case !ok:
+			return errNoAccess
+		case a == parleyv1.FileAnswer_FILE_ANSWER_REJECTED:
+			return errRejected
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	err := rpc.Request(ctx, s.nc, subject.MsgMembers, identity{id: uid}.header(),
+		&parleyv1.MembersRequest{Conversation: rec.Info.Conversation}, nil)
+	switch errcode.Code(err) {
+	case parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
+		return nil
+	case parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND:
+		return errNoAccess
+	default:
+		return err
+	}
+}
+
+// handleDownload issues a download URL with a token scoped to the file and
+// the user, valid for -file-token-ttl.
+func (s *Service) handleDownload(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.FileDownloadRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	rec, _, err := s.get(ctx, req.FileId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayDownload(ctx, rec, me.id); err != nil {
+		return nil, err
+	}
+	switch rec.Info.State {
+	case parleyv1.FileState_FILE_STATE_EXPIRED:
+		return nil, errExpired
+	case parleyv1.FileState_FILE_STATE_FAILED:
+		return nil, errFailed
+	}
+	exp := s.now().Add(s.cfg.TokenTTL)
+	tok := s.signer.issue(rec.Info.FileId, me.id, exp)
+	return &parleyv1.FileDownload{File: s.view(rec, me.id), Path: UploadPath(rec.Info.FileId) + "/content?token=" + tok,
+		ExpiresAtUnixMs: ms(exp)}, nil
+}
+
+// handleOpen answers a gateway about to serve a download: who may read
+// (identity headers, or the URL's token) and where the bytes are.
+func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	var req internalv1.FileOpenRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	uid := m.Header.Get(subject.HeaderUserID)
+	if req.Token != "" {
+		var err error
+		uid, err = s.signer.verify(req.Token, req.FileId, s.now())
+		switch {
+		case errors.Is(err, errTokenExpired):
+			return nil, errOldToken
+		case err != nil:
+			return nil, errBadToken
+		}
+	}
+	if uid == "" {
+		return nil, errNoIdentity
+	}
+	rec, _, err := s.get(ctx, req.FileId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayDownload(ctx, rec, uid); err != nil {
+		return nil, err
+	}
+	switch rec.Info.State {
+	case parleyv1.FileState_FILE_STATE_EXPIRED:
+		return nil, errExpired
+	case parleyv1.FileState_FILE_STATE_FAILED:
+		return nil, errFailed
+	}
+	return &internalv1.FileOpenReply{File: s.view(rec, uid), Key: rec.Key}, nil
+}
+
+// handleList lists a conversation's files (a group's shelf), newest first,
+// or without a conversation the offers the caller has not answered.
+// Expired and failed files are left out.
+func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, error) {
+	me, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var req parleyv1.FilesRequest
+	if err := proto.Unmarshal(m.Data, &req); err != nil {
+		return nil, errMalformed
+	}
+	var prefix string
+	if req.Conversation == "" {
+		prefix = "u." + me.id + "."
+	} else {
+		if err := s.mayList(ctx, req.Conversation, me); err != nil {
+			return nil, err
+		}
+		prefix = "c." + req.Conversation + "."
+	}
+	keys, err := s.kv.ListKeysFiltered(ctx, prefix+"*")
+	if err != nil {
+		return nil, err
+	}
+	var files []*parleyv1.FileInfo
+	for k := range keys.Keys() {
+		rec, _, err := s.get(ctx, strings.TrimPrefix(k, prefix))
+		if err != nil || gone(rec) {
+			continue
+		}
+		files = append(files, s.view(rec, me.id))
+	}
+	slices.SortFunc(files, func(a, b *parleyv1.FileInfo) int {
+		return int(b.CreatedAtUnixMs - a.CreatedAtUnixMs)
+	})
+	return &parleyv1.FilesReply{Files: files}, nil
+}
+
+// mayList checks that me is in the conversation: a private chat's id names
+// both users; group membership is asked of messaging.
+func (s *Service) mayList(ctx context.Context, conv string, me identity) error {
+	if rest, ok := strings.CutPrefix(conv, "dm."); ok {
+		if slices.Contains(strings.Split(rest, "."), me.id) {
+			return nil
+		}
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	return rpc.Request(ctx, s.nc, subject.MsgMembers, me.header(), &parleyv1.MembersRequest{Conversation: conv}, nil)
+}

@@ -1,0 +1,135 @@
+package filesvc
+
+import (
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+)
+
+func TestSanitizeName(t *testing.T) {
+	long := strings.Repeat("長", 200) + ".tar.gz"
+	for _, tc := range []struct{ in, want string }{
+		{"report.pdf", "report.pdf"},
+		{"../../etc/passwd", "passwd"},
+		{`..\..\Windows\system32\cmd.exe`, "cmd.exe"},
+		{"/abs/path/报告 final.bin", "报告 final.bin"},
+		{"..", "file"},
+		{".", "file"},
+		{"", "file"},
+		{"   ", "file"},
+		{"a\x00b\x1fc\u202ed.txt", "abcd.txt"}, // NUL, control, bidi override
+		{`what?<>:"|*.txt`, "what_______.txt"},
+		{" .hidden. ", "hidden"},
+		{"emoji 🎉.png", "emoji 🎉.png"},
+		{"bad\xffutf8.txt", "badutf8.txt"},
+	} {
+		if got := SanitizeName(tc.in); got != tc.want {
+			t.Errorf("SanitizeName(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	got := SanitizeName(long)
+	if len(got) > MaxNameBytes || !utf8.ValidString(got) || !strings.HasSuffix(got, ".gz") {
+		t.Errorf("long name: %d bytes, valid %v, %q", len(got), utf8.ValidString(got), got[len(got)-10:])
+	}
+}
+
+func FuzzSanitizeName(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", `c:\x`, "..", "\x00", "名前.txt"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := SanitizeName(in)
+		if got == "" || got == "." || got == ".." || strings.ContainsAny(got, "/\\\x00") || len(got) > MaxNameBytes || !utf8.ValidString(got) {
+			t.Fatalf("SanitizeName(%q) = %q", in, got)
+		}
+	})
+}
+
+func TestPartSize(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		want int64
+	}{
+		{1, 8 << 20},
+		{10 << 30, 8 << 20},       // the default limit: 1,280 parts
+		{40 << 30, 9 << 20},       // 40 GiB needs 9 MiB parts to stay within 5,000
+		{1 << 40, 210 << 20},      // 1 TiB
+		{5000 * 8 << 20, 8 << 20}, // exactly 5,000 parts
+		{5000*8<<20 + 1, 9 << 20}, // one byte more
+	} {
+		got := PartSize(tc.size)
+		if got != tc.want {
+			t.Errorf("PartSize(%d) = %d MiB, want %d MiB", tc.size, got>>20, tc.want>>20)
+		}
+		if parts := (tc.size + got - 1) / got; parts > objstore.MaxParts/2 || got < objstore.MinPartSize {
+			t.Errorf("PartSize(%d) = %d: %d parts", tc.size, got, parts)
+		}
+	}
+}
+
+func TestDownloadToken(t *testing.T) {
+	s := signer{key: []byte("0123456789abcdef0123456789abcdef")}
+	now := time.Unix(1_800_000_000, 0)
+	tok := s.issue("fabc", "u-bob", now.Add(time.Hour))
+	if uid, err := s.verify(tok, "fabc", now); err != nil || uid != "u-bob" {
+		t.Fatalf("verify: %q %v", uid, err)
+	}
+	for name, tc := range map[string]struct {
+		tok, file string
+		at        time.Time
+		want      error
+	}{
+		"expired":     {tok, "fabc", now.Add(time.Hour), errTokenExpired},
+		"other file":  {tok, "fother", now, errTokenScope},
+		"other key":   {signer{key: []byte("another key another key another key")}.issue("fabc", "u-bob", now.Add(time.Hour)), "fabc", now, errTokenForged},
+		"not base64":  {"!!!", "fabc", now, errTokenMalformed},
+		"truncated":   {tok[:len(tok)-5], "fabc", now, errTokenForged},
+		"edited user": {editToken(tok, "u-bob", "u-eve"), "fabc", now, errTokenForged},
+	} {
+		if _, err := s.verify(tc.tok, tc.file, tc.at); err != tc.want {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+}
+
+func editToken(tok, from, to string) string {
+	raw, _ := b64.DecodeString(tok)
+	return b64.EncodeToString([]byte(strings.Replace(string(raw), from, to, 1)))
+}
+
+func TestCheckCommit(t *testing.T) {
+	const ps = 8 << 20
+	rec := func() *internalv1.FileRecord {
+		return &internalv1.FileRecord{Info: &parleyv1.FileInfo{Size: 2*ps + 100}, PartSize: ps, NextPart: 33,
+			Parts: []*internalv1.FilePart{{Number: 1, Etag: "a", Size: ps}}, Offset: ps}
+	}
+	hash := []byte{1}
+	for _, tc := range []struct {
+		name string
+		req  *internalv1.UploadCommitRequest
+		ok   bool
+	}{
+		{"next part", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}}, Offset: 2 * ps, HashState: hash}, true},
+		{"tail only", &internalv1.UploadCommitRequest{TailKey: "t", TailSize: 10, Offset: ps + 10, HashState: hash}, true},
+		{"last part short", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}, {Number: 3, Etag: "c", Size: 100}}, Offset: 2*ps + 100, HashState: hash}, true},
+		{"short middle part", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: 100}}, Offset: ps + 100, HashState: hash}, false},
+		{"reused number", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 1, Etag: "b", Size: ps}}, Offset: 2 * ps, HashState: hash}, false},
+		{"number not handed out", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 33, Etag: "b", Size: ps}}, Offset: 2 * ps, HashState: hash}, false},
+		{"offset does not add up", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}}, Offset: 2*ps + 1, HashState: hash}, false},
+		{"past the size", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}}, TailKey: "t", TailSize: 200, Offset: 2*ps + 200, HashState: hash}, false},
+		{"tail at the end", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}}, TailKey: "t", TailSize: 100, Offset: 2*ps + 100, HashState: hash}, false},
+		{"tail key without size", &internalv1.UploadCommitRequest{TailKey: "t", Offset: ps, HashState: hash}, false},
+		{"no hash", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Etag: "b", Size: ps}}, Offset: 2 * ps}, false},
+		{"no etag", &internalv1.UploadCommitRequest{Parts: []*internalv1.FilePart{{Number: 2, Size: ps}}, Offset: 2 * ps, HashState: hash}, false},
+	} {
+		err := checkCommit(rec(), tc.req)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

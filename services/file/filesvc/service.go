@@ -1,0 +1,391 @@
+// Package filesvc is Parley's file service. It owns every file's state:
+// offers in private chats and groups, the recipient's answer, the upload's
+// progress (parts, offset, running SHA-256), downloads' authorization and
+// retention. It never touches file bytes itself: gateways stream them
+// between clients (tus uploads, ranged downloads over HTTP) and storage
+// under the upload the file service created and leased to them, and report
+// each stored part back here (docs/architecture.md, "Files").
+//
+// State lives in the JetStream KV bucket subject.BucketFiles, one record per
+// file (internalv1.FileRecord, key "f.<id>"), changed only by
+// compare-and-set, so any number of replicas may run; index keys
+// "c.<conversation>.<id>" (a conversation's files, a group's shelf) and
+// "u.<user>.<id>" (offers a user has not answered) make the lists cheap.
+//
+// A file offer is also a message: the service asks messaging
+// (subject.MsgPostFile) to post it in the conversation, so it shows in the
+// chat, in history and, for an offline recipient, at the next login.
+package filesvc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// MaxFileSizeLimit is the largest -file-max-size accepted (1 TiB): parts
+// stay below ~210 MiB, so a transfer's memory stays bounded.
+const MaxFileSizeLimit = 1 << 40
+
+// Storage is what the service needs from the object store (objstore.Dir
+// or objstore.MinIO): creating, completing and aborting multipart uploads
+// and deleting objects. Gateways write the parts.
+type Storage interface {
+	NewUpload(ctx context.Context, key string) (string, error)
+	Complete(ctx context.Context, key, uploadID string, parts []objstore.Part) (objstore.Info, error)
+	Abort(ctx context.Context, key, uploadID string) error
+	ListUploads(ctx context.Context, prefix string) ([]objstore.Upload, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// Deps are the service's collaborators.
+type Deps struct {
+	NC       *nats.Conn
+	Storage  Storage
+	Log      *slog.Logger          // nil: discard
+	Registry prometheus.Registerer // nil: a private registry
+	Clock    func() time.Time      // nil: time.Now
+}
+
+// Errors from New and Run.
+var (
+	ErrNoNATS     = errors.New("file: nats connection required")
+	ErrNoStorage  = errors.New("file: storage required")
+	ErrRunTwice   = errors.New("file: Run called twice")
+	ErrNotServing = errors.New("file: not serving (buckets not ready)")
+	ErrNATSDown   = errors.New("file: nats not connected")
+)
+
+// Service is one file service replica.
+type Service struct {
+	cfg     Config
+	nc      *nats.Conn
+	st      Storage
+	log     *slog.Logger
+	now     func() time.Time
+	rpcm    *rpc.Metrics
+	metrics *metrics
+
+	// Set by Run before the handlers are subscribed, never changed after.
+	kv     jetstream.KeyValue
+	signer signer
+
+	running atomic.Bool
+	ready   atomic.Bool
+}
+
+type metrics struct {
+	offered   prometheus.Counter
+	completed *prometheus.CounterVec // result: ok, checksum_mismatch, storage_error
+	swept     *prometheus.CounterVec // what: upload, file, orphan, record
+	bytes     prometheus.Counter
+}
+
+// New validates cfg and deps and registers metrics; it contacts nothing.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if deps.NC == nil {
+		return nil, ErrNoNATS
+	}
+	if deps.Storage == nil {
+		return nil, ErrNoStorage
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	m := &metrics{
+		offered: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_offers_total", Help: "Files offered."}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_file_uploads_finished_total",
+			Help: "Uploads that reached their size, by result (ok, checksum_mismatch, storage_error)."}, []string{"result"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_file_swept_total",
+			Help: "What retention removed: expired uploads, expired files, orphaned multipart uploads, old records."}, []string{"what"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_bytes_committed_total", Help: "Upload bytes committed."}),
+	}
+	for _, c := range []prometheus.Collector{m.offered, m.completed, m.swept, m.bytes} {
+		if err := deps.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("file: metrics: %w", err)
+		}
+	}
+	return &Service{cfg: cfg, nc: deps.NC, st: deps.Storage, log: deps.Log, now: deps.Clock,
+		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m}, nil
+}
+
+// Ready reports whether this replica serves (the /readyz check).
+func (s *Service) Ready() error {
+	if !s.ready.Load() {
+		return ErrNotServing
+	}
+	if !s.nc.IsConnected() {
+		return ErrNATSDown
+	}
+	return nil
+}
+
+// Run opens the buckets (retrying while JetStream is unavailable), serves
+// requests and sweeps expired files until ctx ends, then drains.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	if err := s.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	srv := rpc.NewServer(s.nc, subject.QueueFile, s.log, s.rpcm, s.cfg.Workers)
+	for subj, h := range map[string]rpc.Handler{
+		subject.FileOffer:        s.handleOffer,
+		subject.FileAnswer:       s.handleAnswer,
+		subject.FileDownload:     s.handleDownload,
+		subject.FileList:         s.handleList,
+		subject.FileUploadBegin:  s.handleBegin,
+		subject.FileUploadCommit: s.handleCommit,
+		subject.FileUploadStatus: s.handleStatus,
+		subject.FileTerminate:    s.handleTerminate,
+		subject.FileOpen:         s.handleOpen,
+	} {
+		if err := srv.Handle(subj, h); err != nil {
+			srv.Close()
+			return fmt.Errorf("file: subscribe %s: %w", subj, err)
+		}
+	}
+	if s.nc.IsConnected() {
+		if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
+			s.log.Warn("nats flush", "err", err)
+		}
+	}
+	s.ready.Store(true)
+	s.log.Info("file service serving", "max_file_size", s.cfg.MaxFileSize, "file_ttl", s.cfg.FileTTL, "upload_ttl", s.cfg.UploadTTL)
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); s.sweepLoop(ctx) }()
+	<-ctx.Done()
+	s.ready.Store(false)
+	srv.Close()
+	<-sweepDone
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushTimeout(time.Second)
+	}
+	s.log.Info("file service stopped")
+	return nil
+}
+
+func (s *Service) setup(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := s.open(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Warn("file buckets not ready; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Service) open(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return err
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: subject.BucketFiles, Description: "Parley files: records and indexes",
+		History: 1, Replicas: s.cfg.KVReplicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", subject.BucketFiles, err)
+	}
+	key := []byte(s.cfg.TokenKey)
+	if len(key) == 0 {
+		if key, err = s.sharedKey(ctx, js); err != nil {
+			return err
+		}
+	}
+	s.kv, s.signer = kv, signer{key: key}
+	return nil
+}
+
+// sharedKey returns the download-token key kept in KV, creating it once:
+// the first replica's Create wins and every replica reads that one.
+func (s *Service) sharedKey(ctx context.Context, js jetstream.JetStream) ([]byte, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: subject.BucketFileKeys, Description: "Parley file service: download token key",
+		History: 1, Replicas: s.cfg.KVReplicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", subject.BucketFileKeys, err)
+	}
+	fresh := make([]byte, 32)
+	_, _ = rand.Read(fresh)
+	if _, err := kv.Create(ctx, "token", fresh); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("create token key: %w", err)
+	}
+	e, err := kv.Get(ctx, "token")
+	if err != nil {
+		return nil, fmt.Errorf("read token key: %w", err)
+	}
+	return e.Value(), nil
+}
+
+// identity is the caller as the gateway authenticated it.
+type identity struct{ id, name string }
+
+func identityOf(m *nats.Msg) (identity, error) {
+	id := identity{id: m.Header.Get(subject.HeaderUserID), name: m.Header.Get(subject.HeaderUsername)}
+	if id.id == "" || len(id.id) > 64 {
+		return identity{}, errNoIdentity
+	}
+	return id, nil
+}
+
+func (id identity) header() nats.Header {
+	h := nats.Header{}
+	h.Set(subject.HeaderUserID, id.id)
+	if id.name != "" {
+		h.Set(subject.HeaderUsername, id.name)
+	}
+	return h
+}
+
+// Records.
+
+func recordKey(id string) string { return "f." + id }
+
+// convIndexKey indexes a file under its conversation; conversation ids are
+// dot-separated tokens (dm.<a>.<b>, grp.<id>), the file id is the last one.
+func convIndexKey(conv, id string) string { return "c." + conv + "." + id }
+func userIndexKey(uid, id string) string  { return "u." + uid + "." + id }
+
+var errRecordMissing = errors.New("file record missing")
+
+func (s *Service) get(ctx context.Context, id string) (*internalv1.FileRecord, uint64, error) {
+	if !validFileID(id) {
+		return nil, 0, errNoFile
+	}
+	e, err := s.kv.Get(ctx, recordKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, errNoFile
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read file record: %w", err)
+	}
+	rec := new(internalv1.FileRecord)
+	if err := proto.Unmarshal(e.Value(), rec); err != nil {
+		return nil, 0, fmt.Errorf("decode file record %s: %w", id, err)
+	}
+	return rec, e.Revision(), nil
+}
+
+// update applies change to the record of id and saves it by
+// compare-and-set, retrying from a fresh read when another replica wrote
+// meanwhile. change returns errors as they should reach the client; it may
+// be called more than once.
+func (s *Service) update(ctx context.Context, id string, change func(*internalv1.FileRecord) error) (*internalv1.FileRecord, error) {
+	for range 8 {
+		rec, rev, err := s.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(rec); err != nil {
+			return nil, err
+		}
+		data, err := proto.Marshal(rec)
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.kv.Update(ctx, recordKey(id), data, rev)
+		if err == nil {
+			return rec, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+			return nil, fmt.Errorf("save file record: %w", err)
+		}
+	}
+	return nil, errBusy
+}
+
+func (s *Service) create(ctx context.Context, rec *internalv1.FileRecord) error {
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Create(ctx, recordKey(rec.Info.FileId), data)
+	return err
+}
+
+// publish sends a FileEvent to each user (best effort: clients also list
+// files and see the state in FileInfo).
+func (s *Service) publish(kind parleyv1.FileEvent_Kind, info *parleyv1.FileInfo, by identity, users ...string) {
+	ev := &parleyv1.FileEvent{Kind: kind, File: info, UserId: by.id, Username: by.name}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, u := range users {
+		if u == "" || seen[u] {
+			continue
+		}
+		seen[u] = true
+		if err := s.nc.Publish(subject.UserFileEvents(u), data); err != nil {
+			s.log.Warn("file event not published", "user_id", u, "err", err)
+		}
+	}
+}
+
+// everyone returns the sender and members of a file.
+func everyone(rec *internalv1.FileRecord) []string {
+	return append([]string{rec.Info.SenderId}, rec.Members...)
+}
+
+// newHashState is the marshalled state of an empty SHA-256.
+func newHashState() []byte {
+	b, _ := sha256.New().(encoding.BinaryMarshaler).MarshalBinary()
+	return b
+}
+
+// sumHashState finishes a marshalled SHA-256 state.
+func sumHashState(state []byte) (string, error) {
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
