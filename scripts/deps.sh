@@ -16,6 +16,7 @@ mkdir -p "$TOOLS"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} with apt-get"
   SUDO=""
@@ -34,4 +35,12 @@ fi
 if [ ! -x "$TOOLS/minio" ]; then
   echo "deps: building the MinIO server ${MINIO_VERSION} into .tools/bin (takes a few minutes, ~150 MB)"
   GOBIN="$TOOLS" go install "github.com/minio/minio@${MINIO_VERSION}"
+fi
+
+# tus-js-client (npm), the third-party tus client the interoperability test
+# runs with Node.js; installed into .tools/node.
+TUS_JS_VERSION=4.3.1
+if command -v node >/dev/null 2>&1 && ! grep -q "\"version\": \"${TUS_JS_VERSION}\"" .tools/node/node_modules/tus-js-client/package.json 2>/dev/null; then
+  echo "deps: installing tus-js-client ${TUS_JS_VERSION} (npm) into .tools/node"
+  npm install --prefix .tools/node --no-audit --no-fund --silent "tus-js-client@${TUS_JS_VERSION}" >/dev/null
 fi

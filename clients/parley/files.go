@@ -133,8 +133,9 @@ type HTTPError struct {
 func (e *HTTPError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Message) }
 
 // ErrChecksum: the bytes do not match the file's SHA-256 (tus 460 on
-// upload; a downloaded file whose digest differs).
-var ErrChecksum = errors.New("parley: SHA-256 mismatch")
+// upload, the CHECKSUM_MISMATCH error, a downloaded file whose digest
+// differs). It is ErrChecksumMismatch.
+var ErrChecksum = ErrChecksumMismatch
 
 func httpErr(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))

@@ -12,8 +12,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -341,4 +343,65 @@ func TestGroupShelf(t *testing.T) {
 	}
 	_, err = carol.DownloadURL(ctx, shelf[0].GetFileId())
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+}
+
+// tusJSModules finds the tus-js-client installation scripts/deps.sh makes
+// (<repo>/.tools/node/node_modules).
+func tusJSModules(t *testing.T) string {
+	t.Helper()
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			m := filepath.Join(dir, ".tools", "node", "node_modules")
+			if _, err := os.Stat(filepath.Join(m, "tus-js-client")); err != nil {
+				t.Fatalf("tus-js-client is not installed in %s: run scripts/deps.sh (make test does)", m)
+			}
+			return m
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.work above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// TestTusJSClientInterop: the npm package tus-js-client, run with Node.js,
+// uploads a file to the gateway (creation + chunked PATCHes) and the
+// recipient downloads it intact.
+func TestTusJSClientInterop(t *testing.T) {
+	modules := tusJSModules(t)
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: run scripts/deps.sh (make test does)")
+	}
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	data, sum := randomData(t, 7<<20+999) // two tus-js chunks of 3 MiB and a short one; one 8 MiB part
+	src := filepath.Join(t.TempDir(), "src.bin")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctxT(t), node, "testdata/tus_upload.js", p.HTTPBase()+"/v1/files", alice.Session().Token, src, "bob", sum)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tus-js-client: %v\n%s", err, out)
+	}
+	uploadURL := strings.TrimSpace(string(out))
+	id := uploadURL[strings.LastIndexByte(uploadURL, '/')+1:]
+	pending, err := bob.Files(ctxT(t), "")
+	if err != nil || len(pending) != 1 || pending[0].GetFileId() != id || pending[0].GetName() != "from-tus-js.bin" {
+		t.Fatalf("bob's offers after the tus-js upload %s: %v %v", uploadURL, pending, err)
+	}
+	path := filepath.Join(t.TempDir(), "got.bin")
+	if _, err := bob.DownloadTo(ctxT(t), id, path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+		t.Fatal("download differs from what tus-js-client uploaded")
+	}
 }

@@ -41,6 +41,7 @@ type app struct {
 // globals are the flags every subcommand accepts, before or after its name.
 type globals struct {
 	server    string
+	http      string
 	tlsCA     string
 	insecure  bool
 	user      string
@@ -69,6 +70,9 @@ func (a *app) defaultGlobals() globals {
 	if s := a.getenv("PARLEY_SERVER"); s != "" {
 		g.server = s
 	}
+	if s := a.getenv("PARLEY_HTTP"); s != "" {
+		g.http = s
+	}
 	return g
 }
 
@@ -76,6 +80,7 @@ func (a *app) defaultGlobals() globals {
 // defaults.
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "gateway address: tcp://host:port, tls://host:port, ws://host:port/v1/ws or wss://... (env PARLEY_SERVER)")
+	fs.StringVar(&g.http, "http", g.http, "gateway HTTP base URL for files (env PARLEY_HTTP); default: the --server host, port 7480 (http, or https for tls://)")
 	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of a CA certificate to trust for tls:// and wss://")
 	fs.BoolVar(&g.insecure, "insecure-skip-verify", g.insecure, "do not verify the server's TLS certificate (testing only)")
 	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in")
@@ -106,6 +111,7 @@ func commands() []command {
 		{"friends", "list friends, requests and blocked users: USER STATE [online] (--json for JSON)", cmdFriends},
 		{"friend", "friend add|accept|decline|remove <user>", cmdFriend},
 		{"block", "block <user>: refuse their private messages and friend requests", cmdBlock},
+		{"file", "files: file send|accept|reject|get|ls (parley file help)", cmdFile},
 		{"unblock", "unblock <user>", cmdUnblock},
 		{"listen", "print messages as they arrive: CONVERSATION SEQ SENDER: TEXT", cmdListen},
 		{"ping", "measure the round trip to the gateway", cmdPing},
@@ -240,6 +246,9 @@ func (a *app) logger() *slog.Logger {
 // clientOptions are the SDK options the global flags imply.
 func (a *app) clientOptions() ([]parley.Option, error) {
 	opts := []parley.Option{parley.WithLogger(a.logger()), parley.WithDevice("parley-cli")}
+	if a.g.http != "" {
+		opts = append(opts, parley.WithHTTPBase(a.g.http))
+	}
 	if a.g.tlsCA != "" || a.g.insecure {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: a.g.insecure} //nolint:gosec // opt-in flag for testing
 		if a.g.tlsCA != "" {

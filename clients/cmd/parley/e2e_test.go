@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -566,4 +568,40 @@ func TestBinaryFriends(t *testing.T) {
 		t.Errorf("unblock printed %q", out)
 	}
 	alice.ok(nil, "", "send", "@bob", "hello again")
+}
+
+// TestBinaryFiles: `parley file send` offers and uploads a file to a user
+// (progress on stderr), the recipient lists it, accepts it and `file get`
+// downloads it intact into a folder, whatever the sender called it.
+func TestBinaryFiles(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	httpEnv := []string{"PARLEY_HTTP=" + p.HTTPBase()}
+	alice := cli{t: t, bin: buildBinary(t), server: p.TCPAddr(), config: t.TempDir()}
+	bob := cli{t: t, bin: alice.bin, server: p.TCPAddr(), config: t.TempDir()}
+	withPW := []string{"PARLEY_PASSWORD=" + pw}
+	alice.ok(withPW, "", "register", "alice")
+	bob.ok(withPW, "", "register", "bob")
+
+	data := []byte(strings.Repeat("Parley 文件 🎉\n", 300_000)) // ~5 MiB
+	src := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := alice.run(httpEnv, "", "file", "send", "--progress", "@bob", src)
+	if r.code != 0 || !strings.Contains(r.stderr, "MiB/s") {
+		t.Fatalf("file send: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	if out := bob.ok(httpEnv, "", "file", "ls"); !strings.HasPrefix(out, id+"\tnotes.txt\t"+strconv.Itoa(len(data))+"\talice\t") || !strings.Contains(out, "\tavailable\n") {
+		t.Fatalf("bob's offers: %q", out)
+	}
+	if out := bob.ok(httpEnv, "", "file", "accept", id); out != "accepted "+id+"\n" {
+		t.Errorf("accept printed %q", out)
+	}
+	dir := t.TempDir()
+	out := bob.ok(httpEnv, "", "file", "get", id, dir)
+	if got, err := os.ReadFile(strings.TrimSpace(out)); err != nil || !bytes.Equal(got, data) || filepath.Dir(strings.TrimSpace(out)) != dir {
+		t.Fatalf("file get wrote %q (%v), equal %v", out, err, bytes.Equal(got, data))
+	}
+	bob.fails(httpEnv, "", "NOT_FOUND", "file", "get", "f000000000000000000000000", dir)
 }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/clients/parley"
+)
+
+const fileUsage = `usage: parley file <command> [args]
+  send <conversation|@user> <path>   offer a file and upload it (resumes by itself); prints the file id
+  resume <file id> <path>            continue an interrupted upload of the same file
+  accept <file id> | reject <file id> answer a file offered to you in a private chat
+  get <file id> [dir]                download into dir (default .), resuming a partial download; checks the SHA-256
+  ls [conversation]                  a conversation's files (a group's shelf), or the offers waiting for you
+flags: --progress (send, resume, get): print progress with rate and ETA to stderr; --json (ls)`
+
+func cmdFile(ctx context.Context, a *app, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(a.stdout, fileUsage)
+		if len(args) == 0 {
+			return usageError{errors.New("missing file command")}
+		}
+		return nil
+	}
+	sub, rest := args[0], args[1:]
+	fs := a.flags("file "+sub, "")
+	progress := fs.Bool("progress", false, "print progress to stderr")
+	asJSON := fs.Bool("json", false, "JSON output (ls)")
+	switch sub {
+	case "send":
+		pos, err := parseArgs(fs, rest, 2, 2, "conversation and path")
+		if err != nil {
+			return err
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			return a.sendFile(ctx, c, pos[0], pos[1], *progress)
+		})
+	case "resume":
+		pos, err := parseArgs(fs, rest, 2, 2, "file id and path")
+		if err != nil {
+			return err
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			f, err := os.Open(pos[1])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			offer := &parley.FileOffer{File: &parley.FileInfo{FileId: pos[0], Size: uint64(st.Size())}, UploadPath: "/v1/files/" + pos[0]}
+			return c.Upload(ctx, offer, f, parley.UploadOptions{Progress: a.progress(*progress, "upload")})
+		})
+	case "accept", "reject":
+		pos, err := parseArgs(fs, rest, 1, 1, "file id")
+		if err != nil {
+			return err
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			if err := c.AnswerFile(ctx, pos[0], sub == "accept"); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%sed %s\n", strings.TrimSuffix(sub, "e"), pos[0])
+			return nil
+		})
+	case "get":
+		pos, err := parseArgs(fs, rest, 1, 2, "file id")
+		if err != nil {
+			return err
+		}
+		dir := "."
+		if len(pos) == 2 {
+			dir = pos[1]
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			dl, err := c.DownloadURL(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			// The name was sanitised by the server; it is checked again
+			// here so nothing can write outside dir.
+			name := filepath.Base(filepath.Clean("/" + dl.GetFile().GetName()))
+			if name == "/" || name == "." || name == ".." {
+				name = pos[0]
+			}
+			path := filepath.Join(dir, name)
+			if _, err := c.DownloadTo(ctx, pos[0], path, a.progress(*progress, "download")); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, path)
+			return nil
+		})
+	case "ls":
+		pos, err := parseArgs(fs, rest, 0, 1, "")
+		if err != nil {
+			return err
+		}
+		conv := ""
+		if len(pos) == 1 {
+			conv = pos[0]
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			files, err := c.Files(ctx, conv)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return json.NewEncoder(a.stdout).Encode(files)
+			}
+			for _, f := range files {
+				fmt.Fprintf(a.stdout, "%s\t%s\t%d\t%s\t%s\t%s\n", f.GetFileId(), f.GetName(), f.GetSize(), f.GetSenderName(),
+					time.UnixMilli(f.GetCreatedAtUnixMs()).Format(time.RFC3339), strings.ToLower(strings.TrimPrefix(f.GetState().String(), "FILE_STATE_")))
+			}
+			return nil
+		})
+	}
+	return usageError{fmt.Errorf("unknown file command %q (parley file help)", sub)}
+}
+
+// sendFile offers path to a conversation or @user and uploads it.
+func (a *app) sendFile(ctx context.Context, c *parley.Client, target, path string, progress bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return errors.New(path + " is not a regular file")
+	}
+	sum, err := parley.FileSHA256(f)
+	if err != nil {
+		return err
+	}
+	req := parley.OfferRequest{Name: filepath.Base(path), Size: uint64(st.Size()), SHA256: sum,
+		ContentType: mime.TypeByExtension(filepath.Ext(path))}
+	if u, ok := strings.CutPrefix(target, "@"); ok {
+		req.To = u
+	} else {
+		req.Conversation = target
+	}
+	offer, err := c.OfferFile(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := c.Upload(ctx, offer, f, parley.UploadOptions{Progress: a.progress(progress, "upload")}); err != nil {
+		return fmt.Errorf("upload of %s (resume with: parley file resume %s %s): %w", offer.GetFile().GetFileId(), offer.GetFile().GetFileId(), path, err)
+	}
+	fmt.Fprintln(a.stdout, offer.GetFile().GetFileId())
+	return nil
+}
+
+// progress returns a callback printing "what  done/total MiB  rate  ETA"
+// to stderr at most every 500 ms (and at the end), or nil.
+func (a *app) progress(on bool, what string) func(done, total uint64) {
+	if !on {
+		return nil
+	}
+	start, last := time.Now(), time.Time{}
+	var first uint64
+	started := false
+	return func(done, total uint64) {
+		if !started {
+			first, started = done, true
+		}
+		now := time.Now()
+		if now.Sub(last) < 500*time.Millisecond && done < total {
+			return
+		}
+		last = now
+		rate := float64(done-first) / max(now.Sub(start).Seconds(), 0.001)
+		eta := "-"
+		if rate > 0 && done < total {
+			eta = (time.Duration(float64(total-done)/rate) * time.Second / time.Second).Round(time.Second).String()
+		}
+		fmt.Fprintf(a.stderr, "%s %6.1f/%.1f MiB  %6.1f MiB/s  ETA %s\n", what, float64(done)/(1<<20), float64(total)/(1<<20), rate/(1<<20), eta)
+	}
+}
