@@ -2,6 +2,7 @@ package filesvc
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,24 +33,16 @@ func (s *Service) uploadState(rec *internalv1.FileRecord) *internalv1.UploadStat
 	}
 }
 
-// ownUpload loads the record for a request by the uploader.
+// checkUploader allows only the sender: the file's recipients are told it
+// is not theirs to upload, anyone else that it does not exist.
 func checkUploader(rec *internalv1.FileRecord, me identity) error {
-	if rec.Info.SenderId != me.id {
-		if rec.Answers != nil {
-			if _, ok := rec.Answers[me.id]; ok {
-				return errNotYours
-			}
-		}
-		if len(rec.Members) > 0 {
-			for _, u := range rec.Members {
-				if u == me.id {
-					return errNotYours
-				}
-			}
-		}
-		return errNoFile
+	switch {
+	case rec.Info.SenderId == me.id:
+		return nil
+	case slices.Contains(rec.Members, me.id):
+		return errNotYours
 	}
-	return nil
+	return errNoFile
 }
 
 // uploadable reports the error for a record that takes no more bytes.
