@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -62,8 +63,23 @@ func NewMinIO(ctx context.Context, cfg MinIOConfig) (*MinIO, error) {
 	return m, nil
 }
 
+// startupWait bounds how long NewMinIO waits for a MinIO server that is
+// still starting (not listening, or answering XMinioServerNotInitialized),
+// e.g. when Parley and MinIO start together on Kubernetes. After that the
+// error is returned and the process exits, for its supervisor to restart.
+const startupWait = 30 * time.Second
+
 func (m *MinIO) ensureBucket(ctx context.Context, region string) error {
 	ok, err := m.core.BucketExists(ctx, m.bucket)
+	for deadline, wait := time.Now().Add(startupWait), 50*time.Millisecond; startingUp(err) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("objstore: minio: bucket %q: %w", m.bucket, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+		ok, err = m.core.BucketExists(ctx, m.bucket)
+	}
 	if err != nil {
 		return fmt.Errorf("objstore: minio: bucket %q: %w", m.bucket, err)
 	}
@@ -82,6 +98,13 @@ func (m *MinIO) ensureBucket(ctx context.Context, region string) error {
 		}
 	}
 	return fmt.Errorf("objstore: minio: create bucket %q: %w", m.bucket, err)
+}
+
+// startingUp reports whether err is what a MinIO server answers in its
+// first seconds: nothing listening yet, or not initialized.
+func startingUp(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) ||
+		minio.ToErrorResponse(err).Code == "XMinioServerNotInitialized")
 }
 
 // Bucket returns the name of the bucket the store uses.

@@ -1,7 +1,9 @@
 package objstore_test
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"sync"
 	"testing"
 
@@ -72,5 +74,37 @@ func testWrongCredentials(t *testing.T, srv *testenv.MinIO) {
 	})
 	if err == nil {
 		t.Fatal("NewMinIO with a wrong secret key succeeded")
+	}
+}
+
+// TestNewMinIOWhileServerStarts: a service started together with MinIO (as
+// on Kubernetes) opens its store as soon as MinIO can serve, instead of
+// failing on the connection refused or "server not initialized" answers of
+// the first seconds.
+func TestNewMinIOWhileServerStarts(t *testing.T) {
+	srv := testenv.StartMinIO(t)
+	srv.Stop()
+	srv.Spawn(t) // not waiting: the store must do it
+	m, err := objstore.NewMinIO(t.Context(), objstore.MinIOConfig{
+		Endpoint:  srv.Endpoint,
+		AccessKey: srv.AccessKey,
+		SecretKey: srv.SecretKey,
+		Bucket:    "starting",
+	})
+	if err != nil {
+		t.Fatalf("NewMinIO while the server starts: %v", err)
+	}
+	body := []byte("first object after start")
+	if _, err := m.Put(t.Context(), "files/first", bytes.NewReader(body), int64(len(body)), "text/plain"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	rc, err := m.Get(t.Context(), "files/first", 0, -1)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("Get = %q, %v; want %q", got, err, body)
 	}
 }

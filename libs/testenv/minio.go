@@ -29,7 +29,7 @@ type MinIO struct {
 	exited      chan struct{} // closed when cmd has exited
 }
 
-// minioStartTimeout bounds the wait for a started server to report live.
+// minioStartTimeout bounds the wait for a started server to become ready.
 const minioStartTimeout = 60 * time.Second
 
 // MinIOBinary finds the minio server binary: $PARLEY_MINIO_BIN, then
@@ -95,8 +95,17 @@ func StartMinIO(t testing.TB) *MinIO {
 }
 
 // Start (re)starts the server on its port and data directory, so objects
-// and unfinished uploads survive a Stop, and waits until it is live.
+// and unfinished uploads survive a Stop, and waits until it serves requests.
 func (m *MinIO) Start(t testing.TB) {
+	t.Helper()
+	m.Spawn(t)
+	m.waitReady(t)
+}
+
+// Spawn starts the server process like Start but returns at once, before it
+// listens or serves: for tests of clients that must cope with a server that
+// is still starting.
+func (m *MinIO) Spawn(t testing.TB) {
 	t.Helper()
 	if m.cmd != nil {
 		t.Fatal("minio: Start while running")
@@ -122,8 +131,15 @@ func (m *MinIO) Start(t testing.TB) {
 	m.cmd = cmd
 	m.exited = make(chan struct{})
 	go func(exited chan struct{}) { _ = cmd.Wait(); close(exited) }(m.exited)
+}
 
-	url := "http://" + m.Endpoint + "/minio/health/live"
+// waitReady polls the cluster health endpoint: /minio/health/live and
+// /ready answer 200 before the object layer is initialized, and requests in
+// that window fail with XMinioServerNotInitialized.
+func (m *MinIO) waitReady(t testing.TB) {
+	t.Helper()
+	cmd := m.cmd
+	url := "http://" + m.Endpoint + "/minio/health/cluster"
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(minioStartTimeout)
 	for {
@@ -142,7 +158,7 @@ func (m *MinIO) Start(t testing.TB) {
 		}
 		if time.Now().After(deadline) {
 			m.Stop()
-			t.Fatalf("minio not live at %s after %s (last: %v):\n%s", url, minioStartTimeout, describe(resp, err), m.readLog())
+			t.Fatalf("minio not ready at %s after %s (last: %v):\n%s", url, minioStartTimeout, describe(resp, err), m.readLog())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
