@@ -89,17 +89,38 @@ func (c *Client) AnswerFile(ctx context.Context, fileID string, accept bool) err
 	return nil
 }
 
-// Files lists a conversation's files (a group's shelf), or with "" the
-// offers you have not answered.
+// Files lists all of a conversation's files (a group's shelf), or with ""
+// the offers you have not answered, newest first, fetching every page.
 func (c *Client) Files(ctx context.Context, conversation string) ([]*FileInfo, error) {
-	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Files{Files: &parleyv1.FilesRequest{Conversation: conversation}}})
+	var all []*FileInfo
+	after := ""
+	for {
+		files, more, err := c.FilesPage(ctx, conversation, after, 0)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, files...)
+		if !more || len(files) == 0 {
+			return all, nil
+		}
+		after = files[len(files)-1].GetFileId()
+	}
+}
+
+// FilesPage lists one page of Files: up to limit files (0: the server's
+// default, 50) after the file with id after ("" for the newest), and
+// whether more follow.
+func (c *Client) FilesPage(ctx context.Context, conversation, after string, limit int) ([]*FileInfo, bool, error) {
+	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Files{Files: &parleyv1.FilesRequest{
+		Conversation: conversation, AfterFileId: after, Limit: uint32(max(0, limit))}}})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if reply.GetFilesReply() == nil {
-		return nil, fmt.Errorf("%w: expected FilesReply, got %T", ErrProtocol, reply.GetBody())
+	r := reply.GetFilesReply()
+	if r == nil {
+		return nil, false, fmt.Errorf("%w: expected FilesReply, got %T", ErrProtocol, reply.GetBody())
 	}
-	return reply.GetFilesReply().GetFiles(), nil
+	return r.GetFiles(), r.GetMore(), nil
 }
 
 // DownloadURL asks for a download URL (with a scoped, expiring token) for

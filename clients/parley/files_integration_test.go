@@ -9,11 +9,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -404,4 +409,135 @@ func TestTusJSClientInterop(t *testing.T) {
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
 		t.Fatal("download differs from what tus-js-client uploaded")
 	}
+}
+
+// TestPictureThumbnail: a picture is recognised by its bytes (whatever the
+// sender declared) and its listing carries a small upright JPEG thumbnail;
+// a file that claims to be a picture but is not one is relabelled and gets
+// no thumbnail.
+func TestPictureThumbnail(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+
+	img := image.NewNRGBA(image.Rect(0, 0, 1200, 800))
+	for y := range 800 {
+		for x := range 1200 {
+			img.SetNRGBA(x, y, color.NRGBA{R: uint8(x), G: uint8(y), B: 90, A: 255})
+		}
+	}
+	var pic bytes.Buffer
+	if err := png.Encode(&pic, img); err != nil {
+		t.Fatal(err)
+	}
+	send := func(name, ctype string, data []byte) string {
+		t.Helper()
+		s := sha256.Sum256(data)
+		offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: name, ContentType: ctype,
+			Size: uint64(len(data)), SHA256: hex.EncodeToString(s[:])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return offer.GetFile().GetFileId()
+	}
+	picID := send("holiday.png", "application/octet-stream", pic.Bytes())
+	fakeID := send("notes.jpg", "image/jpeg", []byte("plain text pretending to be a photo"))
+
+	d, err := bob.DownloadURL(ctx, picID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := d.GetFile()
+	if f.GetContentType() != "image/png" {
+		t.Fatalf("picture's content type %q, want image/png (recognised by its bytes)", f.GetContentType())
+	}
+	th, err := jpeg.Decode(bytes.NewReader(f.GetThumbnail()))
+	if err != nil {
+		t.Fatalf("thumbnail (%d bytes) is not a JPEG: %v", len(f.GetThumbnail()), err)
+	}
+	if b := th.Bounds(); b.Dx() != 160 || b.Dy() != 106 {
+		t.Fatalf("thumbnail %dx%d, want 160x106 (1200x800 scaled)", b.Dx(), b.Dy())
+	}
+	// The same thumbnail is in the conversation's file list.
+	list, err := bob.Files(ctx, f.GetConversation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, x := range list {
+		switch x.GetFileId() {
+		case picID:
+			found = bytes.Equal(x.GetThumbnail(), f.GetThumbnail())
+		case fakeID:
+			if x.GetContentType() != "application/octet-stream" || len(x.GetThumbnail()) != 0 {
+				t.Fatalf("fake picture: type %q, thumbnail %d bytes; want relabelled, none", x.GetContentType(), len(x.GetThumbnail()))
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("picture or its thumbnail missing from the list: %v", list)
+	}
+}
+
+// TestFilesPaging: a shelf longer than a page is listed newest first in
+// pages that neither repeat nor skip a file, and Files fetches them all.
+func TestFilesPaging(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+	g, err := alice.CreateGroup(ctx, "shelf", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []string // oldest first
+	for i := range 7 {
+		data, sum := randomData(t, 1000+i)
+		offer, err := alice.OfferFile(ctx, parley.OfferRequest{Conversation: g.ID, Name: fmt.Sprintf("f%d.bin", i),
+			Size: uint64(len(data)), SHA256: sum})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, offer.GetFile().GetFileId())
+	}
+	var got []string
+	after := ""
+	for pages := 1; ; pages++ {
+		files, more, err := alice.FilesPage(ctx, g.ID, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(files) > 3 {
+			t.Fatalf("page of %d files, asked for 3", len(files))
+		}
+		for _, f := range files {
+			got = append(got, f.GetFileId())
+		}
+		if !more {
+			if pages != 3 {
+				t.Fatalf("%d pages for 7 files by 3", pages)
+			}
+			break
+		}
+		after = files[len(files)-1].GetFileId()
+	}
+	want := slices.Clone(sent)
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages gave %v, want newest first %v", got, want)
+	}
+	all, err := alice.Files(ctx, g.ID)
+	if err != nil || len(all) != 7 {
+		t.Fatalf("Files: %d files, %v", len(all), err)
+	}
+	_, _, err = alice.FilesPage(ctx, g.ID, "f-no-such-file", 3)
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
 }

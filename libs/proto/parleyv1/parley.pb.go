@@ -4719,10 +4719,13 @@ func (x *FileDownload) GetExpiresAtUnixMs() int64 {
 
 // FilesRequest lists files offered in a conversation, newest first (reply:
 // FilesReply): a group's file shelf, or a private chat's files. Without a
-// conversation: files offered to you that you have not answered.
+// conversation: files offered to you that you have not answered. Pages:
+// give the last file_id of a page as after_file_id for the next one.
 type FilesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	AfterFileId   string                 `protobuf:"bytes,2,opt,name=after_file_id,json=afterFileId,proto3" json:"after_file_id,omitempty"` // continue after this file (the last of the previous page)
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                                 // files per page: 0 means 50; at most 200
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4764,9 +4767,24 @@ func (x *FilesRequest) GetConversation() string {
 	return ""
 }
 
+func (x *FilesRequest) GetAfterFileId() string {
+	if x != nil {
+		return x.AfterFileId
+	}
+	return ""
+}
+
+func (x *FilesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type FilesReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"` // more files follow: ask again with after_file_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4806,6 +4824,13 @@ func (x *FilesReply) GetFiles() []*FileInfo {
 		return x.Files
 	}
 	return nil
+}
+
+func (x *FilesReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // FileEvent tells a user about a file: offered to them (also at login for
@@ -5177,12 +5202,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\fFileDownload\x12'\n" +
 	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12+\n" +
-	"\x12expires_at_unix_ms\x18\x03 \x01(\x03R\x0fexpiresAtUnixMs\"2\n" +
+	"\x12expires_at_unix_ms\x18\x03 \x01(\x03R\x0fexpiresAtUnixMs\"l\n" +
 	"\fFilesRequest\x12\"\n" +
-	"\fconversation\x18\x01 \x01(\tR\fconversation\"7\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\"\n" +
+	"\rafter_file_id\x18\x02 \x01(\tR\vafterFileId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"K\n" +
 	"\n" +
 	"FilesReply\x12)\n" +
-	"\x05files\x18\x01 \x03(\v2\x13.parley.v1.FileInfoR\x05files\"\xa6\x02\n" +
+	"\x05files\x18\x01 \x03(\v2\x13.parley.v1.FileInfoR\x05files\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xa6\x02\n" +
 	"\tFileEvent\x12-\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x19.parley.v1.FileEvent.KindR\x04kind\x12'\n" +
 	"\x04file\x18\x02 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x17\n" +

@@ -1,6 +1,7 @@
 package filesvc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -361,10 +362,60 @@ func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, e
 		}
 		files = append(files, s.view(rec, me.id))
 	}
-	slices.SortFunc(files, func(a, b *parleyv1.FileInfo) int {
-		return int(b.CreatedAtUnixMs - a.CreatedAtUnixMs)
-	})
-	return &parleyv1.FilesReply{Files: files}, nil
+	var after *parleyv1.FileInfo
+	if req.AfterFileId != "" {
+		// Expired and failed records stay readable for a while, so a
+		// page boundary that expired meanwhile still places the next page.
+		rec, _, err := s.get(ctx, req.AfterFileId)
+		if err != nil {
+			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "after_file_id: no such file; list from the start")
+		}
+		after = rec.Info
+	}
+	return page(files, after, req.Limit), nil
+}
+
+// Pages of file lists: newest first, ties by file id, and at most
+// listPageBytes of FileInfos (thumbnails make them up to ~16 KiB) so a
+// reply stays well inside NATS's and the client frame's 1 MiB.
+const (
+	listDefault   = 50
+	listMax       = 200
+	listPageBytes = 512 << 10
+)
+
+// newestFirst orders files by creation time, then id, descending.
+func newestFirst(a, b *parleyv1.FileInfo) int {
+	if c := cmp.Compare(b.CreatedAtUnixMs, a.CreatedAtUnixMs); c != 0 {
+		return c
+	}
+	return strings.Compare(b.FileId, a.FileId)
+}
+
+// page sorts files and cuts the page that follows after (from the start
+// when after is nil).
+func page(files []*parleyv1.FileInfo, after *parleyv1.FileInfo, limit uint32) *parleyv1.FilesReply {
+	slices.SortFunc(files, newestFirst)
+	if after != nil {
+		i, _ := slices.BinarySearchFunc(files, after, newestFirst)
+		for i < len(files) && files[i].FileId == after.FileId {
+			i++
+		}
+		files = files[i:]
+	}
+	n := int(limit)
+	if n == 0 {
+		n = listDefault
+	}
+	n = min(n, listMax, len(files))
+	size := 0
+	for i, f := range files[:n] {
+		if size += proto.Size(f); size > listPageBytes && i > 0 {
+			n = i
+			break
+		}
+	}
+	return &parleyv1.FilesReply{Files: files[:n], More: n < len(files)}
 }
 
 // mayList checks that me is in the conversation: a private chat's id names

@@ -24,6 +24,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,7 @@ type Storage interface {
 	Abort(ctx context.Context, key, uploadID string) error
 	ListUploads(ctx context.Context, prefix string) ([]objstore.Upload, error)
 	Delete(ctx context.Context, key string) error
+	Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 }
 
 // Deps are the service's collaborators.
@@ -86,6 +88,8 @@ type Service struct {
 	// Set by Run before the handlers are subscribed, never changed after.
 	kv     jetstream.KeyValue
 	signer signer
+
+	thumbs chan struct{} // bounds the pictures decoded at once
 
 	running atomic.Bool
 	ready   atomic.Bool
@@ -132,7 +136,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	return &Service{cfg: cfg, nc: deps.NC, st: deps.Storage, log: deps.Log, now: deps.Clock,
-		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m}, nil
+		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce)}, nil
 }
 
 // Ready reports whether this replica serves (the /readyz check).

@@ -255,8 +255,10 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 		s.log.Error("storage: complete upload", "file_id", id, "err", err)
 		return nil, errStorage
 	}
+	ctype, thumbnail := s.picture(ctx, rec)
 	now := s.now()
 	done, err := s.update(ctx, id, func(r *internalv1.FileRecord) error {
+		r.Info.ContentType, r.Info.Thumbnail = ctype, thumbnail
 		r.Info.State = parleyv1.FileState_FILE_STATE_AVAILABLE
 		r.Info.Uploaded = r.Info.Size
 		r.Info.ExpiresAtUnixMs = ms(now.Add(s.cfg.FileTTL))
