@@ -147,8 +147,9 @@ func FileSHA256(r io.Reader) (string, error) {
 
 // HTTPError is a file endpoint's error answer.
 type HTTPError struct {
-	Status  int
-	Message string
+	Status     int
+	Message    string
+	RetryAfter time.Duration // from Retry-After, when the server sent one
 }
 
 func (e *HTTPError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Message) }
@@ -164,7 +165,11 @@ func httpErr(resp *http.Response) error {
 	if resp.StatusCode == 460 {
 		return fmt.Errorf("%w: %s", ErrChecksum, msg)
 	}
-	return &HTTPError{Status: resp.StatusCode, Message: msg}
+	e := &HTTPError{Status: resp.StatusCode, Message: msg}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 // UploadOptions tune Upload.
@@ -300,8 +305,27 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // DownloadTo downloads a file into path, resuming from the bytes already
 // in it (Range), and checks the whole file's SHA-256 at the end: on a
 // mismatch the file is removed and ErrChecksum returned. progress may be
-// nil.
+// nil. A file still uploading is followed as it arrives when the server
+// offers that (a live transfer), else DownloadTo waits until the upload is
+// complete (or ctx ends).
 func (c *Client) DownloadTo(ctx context.Context, fileID, path string, progress func(done, total uint64)) (*FileInfo, error) {
+	for {
+		info, err := c.downloadTo(ctx, fileID, path, progress)
+		var he *HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusConflict {
+			return info, err
+		}
+		// Still uploading, and not live: wait as the server asks.
+		wait := min(max(he.RetryAfter, 200*time.Millisecond), 5*time.Second)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the upload to finish: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Client) downloadTo(ctx context.Context, fileID, path string, progress func(done, total uint64)) (*FileInfo, error) {
 	dl, err := c.DownloadURL(ctx, fileID)
 	if err != nil {
 		return nil, err

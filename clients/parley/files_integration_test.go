@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,4 +541,126 @@ func TestFilesPaging(t *testing.T) {
 	}
 	_, _, err = alice.FilesPage(ctx, g.ID, "f-no-such-file", 3)
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+}
+
+// gatedReaderAt serves data up to gate at once and the rest only after
+// open is closed: an uploader on a slow link.
+type gatedReaderAt struct {
+	data []byte
+	gate int64
+	open chan struct{}
+}
+
+func (g *gatedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > g.gate {
+		if off < g.gate {
+			return copy(p, g.data[off:g.gate]), nil
+		}
+		<-g.open
+	}
+	if off >= int64(len(g.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, g.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// TestLiveDownload: bob, online when alice offers him a file, accepts and
+// downloads it while alice is still uploading: he gets the parts stored so
+// far at once, the rest as it arrives, and the whole file is intact. Carol,
+// offline at the offer, waits for the upload to finish instead.
+func TestLiveDownload(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+
+	data, sum := randomData(t, 20<<20+999) // parts of 8 MiB
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "live.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &gatedReaderAt{data: data, gate: 10 << 20, open: make(chan struct{})}
+	uploaded := make(chan error, 1)
+	go func() { uploaded <- alice.Upload(ctx, offer, src, parley.UploadOptions{}) }()
+
+	id := offer.GetFile().GetFileId()
+	if err := bob.AnswerFile(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Uint64
+	downloaded := make(chan error, 1)
+	path := filepath.Join(t.TempDir(), "live.bin")
+	go func() {
+		_, err := bob.DownloadTo(ctx, id, path, func(done, _ uint64) { got.Store(done) })
+		downloaded <- err
+	}()
+	// alice is stuck at 10 MiB: bob has the first whole part (8 MiB) already.
+	testenv.Eventually(t, wait, "bob to receive the stored part while the upload runs", func() bool {
+		return got.Load() >= 8<<20
+	})
+	if n := got.Load(); n > 10<<20 {
+		t.Fatalf("bob has %d bytes, more than alice sent", n)
+	}
+	select {
+	case err := <-downloaded:
+		t.Fatalf("download ended before the upload: %v", err)
+	default:
+	}
+	close(src.open)
+	if err := <-uploaded; err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if err := <-downloaded; err != nil {
+		t.Fatalf("live download: %v", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, data) {
+		t.Fatal("live download differs from the file")
+	}
+
+	// Carol is offline when alice offers: not live; her download waits
+	// for the end of the upload and then arrives whole.
+	carol := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, carol, "carol")
+	carol.Close()
+	testenv.Eventually(t, wait, "carol to be offline", func() bool {
+		return !slices.ContainsFunc(alice.Online(), func(u parley.OnlineUser) bool { return u.Username == "carol" })
+	})
+	offer2, err := alice.OfferFile(ctx, parley.OfferRequest{To: "carol", Name: "later.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol = dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	login(t, carol, "carol")
+	src2 := &gatedReaderAt{data: data, gate: 10 << 20, open: make(chan struct{})}
+	go func() { uploaded <- alice.Upload(ctx, offer2, src2, parley.UploadOptions{}) }()
+	var got2 atomic.Uint64
+	path2 := filepath.Join(t.TempDir(), "later.bin")
+	go func() {
+		_, err := carol.DownloadTo(ctx, offer2.GetFile().GetFileId(), path2, func(done, _ uint64) { got2.Store(done) })
+		downloaded <- err
+	}()
+	testenv.Eventually(t, wait, "alice's upload to reach 8 MiB", func() bool {
+		fs, err := alice.Files(ctx, offer2.GetFile().GetConversation())
+		return err == nil && len(fs) > 0 && fs[0].GetUploaded() >= 8<<20
+	})
+	time.Sleep(300 * time.Millisecond) // a live download would have moved by now
+	if n := got2.Load(); n != 0 {
+		t.Fatalf("carol (offline at the offer) received %d bytes before the upload finished", n)
+	}
+	close(src2.open)
+	if err := <-uploaded; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-downloaded; err != nil {
+		t.Fatalf("carol's waiting download: %v", err)
+	}
+	if b, _ := os.ReadFile(path2); !bytes.Equal(b, data) {
+		t.Fatal("carol's download differs")
+	}
 }

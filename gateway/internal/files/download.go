@@ -37,8 +37,9 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		return h.failErr(c, err)
 	}
 	f := open.GetFile()
-	if f.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE {
-		c.Set(fiber.HeaderRetryAfter, "5")
+	live := f.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING && open.GetLivePrefix() != ""
+	if f.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE && !live {
+		c.Set(fiber.HeaderRetryAfter, "2")
 		return h.fail(c, http.StatusConflict, fmt.Sprintf("the file is still uploading (%d of %d bytes); try again when it is available", f.GetUploaded(), f.GetSize()))
 	}
 	size := int64(f.GetSize())
@@ -62,12 +63,20 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentLength, strconv.FormatInt(length, 10))
 		return c.SendStatus(status)
 	}
-	r, err := h.o.Storage.Get(c.UserContext(), open.GetKey(), start, length)
-	if err != nil {
-		if errors.Is(err, objstore.ErrNotFound) {
-			return h.fail(c, http.StatusNotFound, "the file's bytes are gone (expired?)")
+	var r io.ReadCloser
+	if live {
+		// The body follows the upload: served from the parts stored so
+		// far, waiting for more (docs/protocol.md §18.4).
+		r = h.newLiveReader(id, req, hdr, &open, start, length)
+		c.Set("X-Parley-Live", "1")
+	} else {
+		var err error
+		if r, err = h.o.Storage.Get(c.UserContext(), open.GetKey(), start, length); err != nil {
+			if errors.Is(err, objstore.ErrNotFound) {
+				return h.fail(c, http.StatusNotFound, "the file's bytes are gone (expired?)")
+			}
+			return h.fail(c, http.StatusServiceUnavailable, "file storage: "+err.Error())
 		}
-		return h.fail(c, http.StatusServiceUnavailable, "file storage: "+err.Error())
 	}
 	c.Status(status)
 	// fasthttp closes the stream when the body is sent (or the client
@@ -80,7 +89,8 @@ func (h *Handler) download(c *fiber.Ctx) error {
 	return nil
 }
 
-// deadlineReader calls refresh before each read.
+// deadlineReader calls refresh before and after each read (a live read
+// may wait for the uploader).
 type deadlineReader struct {
 	io.ReadCloser
 	refresh func()
@@ -88,7 +98,9 @@ type deadlineReader struct {
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	r.refresh()
-	return r.ReadCloser.Read(p)
+	n, err := r.ReadCloser.Read(p)
+	r.refresh()
+	return n, err
 }
 
 // parseRange reads a single "bytes=a-b", "bytes=a-" or "bytes=-n" range;

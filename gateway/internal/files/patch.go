@@ -187,6 +187,14 @@ func (u *upload) storePart(commit bool) error {
 		u.h.o.Log.Error("storage: put part", "key", u.st.GetKey(), "part", u.next, "err", err)
 		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
 	}
+	if prefix := u.st.GetLivePrefix(); prefix != "" {
+		// A readable copy for a download running alongside. Without it
+		// that download waits for the upload to finish; the upload goes on.
+		key := prefix + strconv.Itoa(int(u.next))
+		if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(u.buf), int64(len(u.buf)), "application/octet-stream"); err != nil {
+			u.h.o.Log.Warn("storage: put live part", "key", key, "err", err)
+		}
+	}
 	u.next++
 	part := &internalv1.FilePart{Number: uint32(p.Number), Etag: p.ETag, Size: uint64(p.Size)}
 	u.base += uint64(len(u.buf))

@@ -880,8 +880,12 @@ type FileRecord struct {
 	Members           []string                       `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`                                                                                                      // user ids allowed to download besides the sender
 	Answers           map[string]parleyv1.FileAnswer `protobuf:"bytes,14,rep,name=answers,proto3" json:"answers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value,enum=parley.v1.FileAnswer"` // private chats: recipient user id -> answer
 	CompletedAtUnixMs int64                          `protobuf:"varint,15,opt,name=completed_at_unix_ms,json=completedAtUnixMs,proto3" json:"completed_at_unix_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// live_prefix: a private chat's recipient was online at the offer, so
+	// each part is also stored as the object live_prefix + <part number> for
+	// downloads that start while the upload runs; removed when it ends.
+	LivePrefix    string `protobuf:"bytes,16,opt,name=live_prefix,json=livePrefix,proto3" json:"live_prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileRecord) Reset() {
@@ -1019,6 +1023,13 @@ func (x *FileRecord) GetCompletedAtUnixMs() int64 {
 	return 0
 }
 
+func (x *FileRecord) GetLivePrefix() string {
+	if x != nil {
+		return x.LivePrefix
+	}
+	return ""
+}
+
 type FilePart struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Number        uint32                 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
@@ -1147,6 +1158,7 @@ type UploadState struct {
 	// overwrite a part of the one that took over. A commit (even with no
 	// parts) extends the range.
 	PartLimit     uint32 `protobuf:"varint,14,opt,name=part_limit,json=partLimit,proto3" json:"part_limit,omitempty"`
+	LivePrefix    string `protobuf:"bytes,15,opt,name=live_prefix,json=livePrefix,proto3" json:"live_prefix,omitempty"` // non-empty: also store each part as the object live_prefix + <number>
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1277,6 +1289,13 @@ func (x *UploadState) GetPartLimit() uint32 {
 		return x.PartLimit
 	}
 	return 0
+}
+
+func (x *UploadState) GetLivePrefix() string {
+	if x != nil {
+		return x.LivePrefix
+	}
+	return ""
 }
 
 // UploadCommitRequest records progress (subject.FileUploadCommit): the parts
@@ -1529,9 +1548,16 @@ func (x *FileOpenRequest) GetToken() string {
 }
 
 type FileOpenReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          *parleyv1.FileInfo     `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"` // object to read once AVAILABLE
+	state protoimpl.MessageState `protogen:"open.v1"`
+	File  *parleyv1.FileInfo     `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"` // object to read once AVAILABLE
+	// While a live upload runs: its committed parts (readable as the
+	// objects live_prefix + <number>) then the tail object, covering
+	// file.uploaded bytes.
+	LivePrefix    string      `protobuf:"bytes,3,opt,name=live_prefix,json=livePrefix,proto3" json:"live_prefix,omitempty"`
+	Parts         []*FilePart `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`
+	TailKey       string      `protobuf:"bytes,5,opt,name=tail_key,json=tailKey,proto3" json:"tail_key,omitempty"`
+	TailSize      uint64      `protobuf:"varint,6,opt,name=tail_size,json=tailSize,proto3" json:"tail_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1578,6 +1604,34 @@ func (x *FileOpenReply) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *FileOpenReply) GetLivePrefix() string {
+	if x != nil {
+		return x.LivePrefix
+	}
+	return ""
+}
+
+func (x *FileOpenReply) GetParts() []*FilePart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *FileOpenReply) GetTailKey() string {
+	if x != nil {
+		return x.TailKey
+	}
+	return ""
+}
+
+func (x *FileOpenReply) GetTailSize() uint64 {
+	if x != nil {
+		return x.TailSize
+	}
+	return 0
 }
 
 // TokenVerifyRequest asks auth whether a session token is valid now
@@ -1818,7 +1872,7 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\"=\n" +
 	"\rStoredMessage\x12,\n" +
-	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xeb\x04\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\x8c\x05\n" +
 	"\n" +
 	"FileRecord\x12'\n" +
 	"\x04info\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04info\x12\x10\n" +
@@ -1837,7 +1891,9 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x13lease_until_unix_ms\x18\f \x01(\x03R\x10leaseUntilUnixMs\x12\x18\n" +
 	"\amembers\x18\r \x03(\tR\amembers\x12E\n" +
 	"\aanswers\x18\x0e \x03(\v2+.parley.internal.v1.FileRecord.AnswersEntryR\aanswers\x12/\n" +
-	"\x14completed_at_unix_ms\x18\x0f \x01(\x03R\x11completedAtUnixMs\x1aQ\n" +
+	"\x14completed_at_unix_ms\x18\x0f \x01(\x03R\x11completedAtUnixMs\x12\x1f\n" +
+	"\vlive_prefix\x18\x10 \x01(\tR\n" +
+	"livePrefix\x1aQ\n" +
 	"\fAnswersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\x0e2\x15.parley.v1.FileAnswerR\x05value:\x028\x01\"J\n" +
@@ -1846,7 +1902,7 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\"-\n" +
 	"\x12UploadBeginRequest\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xa0\x03\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xc1\x03\n" +
 	"\vUploadState\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
@@ -1864,7 +1920,9 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x12expires_at_unix_ms\x18\f \x01(\x03R\x0fexpiresAtUnixMs\x12*\n" +
 	"\x05state\x18\r \x01(\x0e2\x14.parley.v1.FileStateR\x05state\x12\x1d\n" +
 	"\n" +
-	"part_limit\x18\x0e \x01(\rR\tpartLimit\"\x88\x02\n" +
+	"part_limit\x18\x0e \x01(\rR\tpartLimit\x12\x1f\n" +
+	"\vlive_prefix\x18\x0f \x01(\tR\n" +
+	"livePrefix\"\x88\x02\n" +
 	"\x13UploadCommitRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\tR\x05lease\x122\n" +
@@ -1882,10 +1940,15 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\"@\n" +
 	"\x0fFileOpenRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"J\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xd7\x01\n" +
 	"\rFileOpenReply\x12'\n" +
 	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"*\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1f\n" +
+	"\vlive_prefix\x18\x03 \x01(\tR\n" +
+	"livePrefix\x122\n" +
+	"\x05parts\x18\x04 \x03(\v2\x1c.parley.internal.v1.FilePartR\x05parts\x12\x19\n" +
+	"\btail_key\x18\x05 \x01(\tR\atailKey\x12\x1b\n" +
+	"\ttail_size\x18\x06 \x01(\x04R\btailSize\"*\n" +
 	"\x12TokenVerifyRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x9e\x01\n" +
 	"\x0fPostFileRequest\x12\"\n" +
@@ -1965,15 +2028,16 @@ var file_parley_internal_v1_internal_proto_depIdxs = []int32{
 	33, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
 	16, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
 	32, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
-	32, // 12: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
-	31, // 13: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
-	34, // 14: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
-	35, // 15: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 12: parley.internal.v1.FileOpenReply.parts:type_name -> parley.internal.v1.FilePart
+	32, // 13: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
+	31, // 14: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
+	34, // 15: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
+	35, // 16: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }

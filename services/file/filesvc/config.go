@@ -33,6 +33,11 @@ type Config struct {
 	Workers int
 	// RequestTimeout bounds one request to messaging or auth.
 	RequestTimeout time.Duration
+	// Live stores each part of a private file twice while its recipient is
+	// online at the offer (once in the multipart upload, once as a
+	// readable object), so the recipient's download can start while the
+	// upload runs. Off: downloads wait for the upload to finish.
+	Live bool
 }
 
 // RegisterFlags defines the file service's flags on fs, storing into c.
@@ -49,6 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.KVReplicas, "file-kv-replicas", 1, "JetStream replicas of the file service's KV buckets")
 	fs.IntVar(&c.Workers, "file-workers", 64, "requests handled at once per subject by this replica")
 	fs.DurationVar(&c.RequestTimeout, "file-request-timeout", 5*time.Second, "timeout of requests to messaging and auth")
+	fs.BoolVar(&c.Live, "file-live", true, "let an online recipient download a private file while it uploads (stores its parts twice meanwhile)")
 }
 
 // DefaultConfig returns the configuration RegisterFlags defaults to.

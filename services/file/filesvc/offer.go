@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -101,6 +103,9 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		for _, u := range rec.Members {
 			rec.Answers[u] = parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED
 		}
+		if s.cfg.Live && s.anyOnline(ctx, rec.Members) {
+			rec.LivePrefix = "live/" + id + "/"
+		}
 	}
 	if err := s.create(ctx, rec); err != nil {
 		// The offer message is posted but the file cannot be kept:
@@ -191,13 +196,14 @@ func gone(rec *internalv1.FileRecord) bool {
 // it was) deletes what it held.
 func markRemoved(rec *internalv1.FileRecord) {
 	rec.Info.State = parleyv1.FileState_FILE_STATE_EXPIRED
-	rec.UploadId, rec.Lease, rec.TailKey, rec.TailSize, rec.Parts = "", "", "", 0, nil
+	rec.UploadId, rec.Lease, rec.TailKey, rec.TailSize, rec.Parts, rec.LivePrefix = "", "", "", 0, nil, ""
 }
 
 // removeStorage deletes an upload's or a file's bytes (best effort: the
 // sweeper aborts orphaned uploads later).
 func (s *Service) removeStorage(ctx context.Context, old *internalv1.FileRecord) {
 	ctx = context.WithoutCancel(ctx)
+	s.removeLive(ctx, old)
 	if old.UploadId != "" {
 		if err := s.st.Abort(ctx, old.Key, old.UploadId); err != nil && !errors.Is(err, objstore.ErrUploadNotFound) {
 			s.log.Warn("storage: abort", "key", old.Key, "err", err)
@@ -326,7 +332,49 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 	case parleyv1.FileState_FILE_STATE_FAILED:
 		return nil, errFailed
 	}
-	return &internalv1.FileOpenReply{File: s.view(rec, uid), Key: rec.Key}, nil
+	reply := &internalv1.FileOpenReply{File: s.view(rec, uid), Key: rec.Key}
+	if rec.Info.State == parleyv1.FileState_FILE_STATE_UPLOADING && rec.LivePrefix != "" {
+		reply.LivePrefix, reply.Parts, reply.TailKey, reply.TailSize = rec.LivePrefix, rec.Parts, rec.TailKey, rec.TailSize
+	}
+	return reply, nil
+}
+
+// anyOnline reports whether one of users has a live connection now (a
+// presence error counts as offline: the file then simply is not live).
+func (s *Service) anyOnline(ctx context.Context, users []string) bool {
+	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.RequestTimeout, time.Second))
+	defer cancel()
+	for _, u := range users {
+		var reply internalv1.UserPresenceReply
+		err := rpc.Request(ctx, s.nc, subject.PresenceUser, nil, &internalv1.UserPresenceRequest{UserId: u}, &reply)
+		if err != nil {
+			s.log.Warn("presence lookup for a live file failed; not live", "user_id", u, "err", err)
+			return false
+		}
+		if len(reply.SessionIds) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// removeLive deletes the readable copies of a live upload's parts, every
+// part number handed out (a writer that died may have stored one it never
+// committed), in the background: downloads that were reading them move to
+// the finished object or end.
+func (s *Service) removeLive(ctx context.Context, rec *internalv1.FileRecord) {
+	if rec.LivePrefix == "" {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		for n := uint32(1); n < rec.NextPart; n++ {
+			key := rec.LivePrefix + strconv.FormatUint(uint64(n), 10)
+			if err := s.st.Delete(ctx, key); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+				s.log.Warn("storage: delete live part", "key", key, "err", err)
+			}
+		}
+	}()
 }
 
 // handleList lists a conversation's files (a group's shelf), newest first,

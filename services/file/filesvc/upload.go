@@ -29,7 +29,7 @@ func (s *Service) uploadState(rec *internalv1.FileRecord) *internalv1.UploadStat
 	return &internalv1.UploadState{
 		FileId: rec.Info.FileId, Size: rec.Info.Size, Offset: rec.Offset, Key: rec.Key, UploadId: rec.UploadId,
 		PartSize: rec.PartSize, TailKey: rec.TailKey, TailSize: rec.TailSize, HashState: rec.HashState,
-		ExpiresAtUnixMs: rec.Info.ExpiresAtUnixMs, State: rec.Info.State,
+		ExpiresAtUnixMs: rec.Info.ExpiresAtUnixMs, State: rec.Info.State, LivePrefix: rec.LivePrefix,
 	}
 }
 
@@ -237,7 +237,7 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 		old := proto.Clone(rec).(*internalv1.FileRecord)
 		failed, uerr := s.update(ctx, id, func(r *internalv1.FileRecord) error {
 			r.Info.State = parleyv1.FileState_FILE_STATE_FAILED
-			r.UploadId, r.Lease, r.TailKey, r.TailSize, r.Parts = "", "", "", 0, nil
+			r.UploadId, r.Lease, r.TailKey, r.TailSize, r.Parts, r.LivePrefix = "", "", "", 0, nil, ""
 			return nil
 		})
 		if uerr == nil {
@@ -263,12 +263,13 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 		r.Info.Uploaded = r.Info.Size
 		r.Info.ExpiresAtUnixMs = ms(now.Add(s.cfg.FileTTL))
 		r.CompletedAtUnixMs = ms(now)
-		r.UploadId, r.Lease, r.HashState = "", "", nil
+		r.UploadId, r.Lease, r.HashState, r.LivePrefix = "", "", nil, ""
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.removeLive(ctx, rec)
 	s.metrics.completed.WithLabelValues("ok").Inc()
 	s.log.Info("file uploaded", "file_id", id, "size", done.Info.Size, "parts", len(parts))
 	for _, u := range everyone(done) {

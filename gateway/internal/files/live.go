@@ -1,0 +1,182 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/subject"
+)
+
+// livePoll is how often a live download asks the file service for
+// progress when it has served every byte stored so far.
+const livePoll = 200 * time.Millisecond
+
+// liveReader is the body of a download that started while its (live)
+// upload runs: it reads the readable copies of the committed parts, then
+// the tail object, then waits for the uploader, asking the file service
+// again (which also checks again that the reader may read). When the
+// upload is complete it continues from the finished object; when it fails
+// or is removed, or nothing arrives for the idle timeout, the body ends
+// with an error, so the client sees a short download it can resume.
+type liveReader struct {
+	h        *Handler
+	ctx      context.Context
+	cancel   context.CancelFunc
+	fileID   string
+	req      *internalv1.FileOpenRequest
+	hdr      nats.Header
+	open     *internalv1.FileOpenReply
+	pos, end int64 // next byte to serve; end of the range (exclusive)
+
+	cur    io.ReadCloser // the object being read, up to curEnd
+	curEnd int64
+	idle   time.Time // when the last byte arrived (or the read began)
+	misses int       // consecutive objects gone before they were read
+}
+
+var (
+	errLiveFailed = errors.New("the upload failed or was removed")
+	errLiveIdle   = errors.New("the upload stopped moving")
+)
+
+func (h *Handler) newLiveReader(id string, req *internalv1.FileOpenRequest, hdr nats.Header, open *internalv1.FileOpenReply, start, length int64) *liveReader {
+	// The body is read after the handler returned: fasthttp reuses the
+	// memory behind the request's strings (Fiber hands them out
+	// zero-copy), so keep copies.
+	req = &internalv1.FileOpenRequest{FileId: strings.Clone(req.GetFileId()), Token: strings.Clone(req.GetToken())}
+	h2 := nats.Header{}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			h2.Add(strings.Clone(k), strings.Clone(v))
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &liveReader{h: h, ctx: ctx, cancel: cancel, fileID: strings.Clone(id), req: req, hdr: h2, open: open,
+		pos: start, end: start + length, idle: time.Now()}
+}
+
+func (r *liveReader) Read(p []byte) (int, error) {
+	for {
+		if r.pos >= r.end {
+			return 0, io.EOF
+		}
+		if r.cur != nil {
+			n, err := r.cur.Read(p[:min(int64(len(p)), r.curEnd-r.pos)])
+			r.pos += int64(n)
+			if n > 0 {
+				r.idle = time.Now()
+				return n, nil
+			}
+			r.closeCur()
+			if err != nil && !errors.Is(err, io.EOF) {
+				// Deleted under us (a tail replaced, copies removed at
+				// the end): ask where the bytes are now.
+				if err := r.refresh(); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		}
+		if err := r.next(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// next opens the object holding r.pos, waiting for it if needed.
+func (r *liveReader) next() error {
+	for {
+		f := r.open.GetFile()
+		switch f.GetState() {
+		case parleyv1.FileState_FILE_STATE_AVAILABLE:
+			return r.openObject(r.open.GetKey(), r.pos, r.end-r.pos, r.end)
+		case parleyv1.FileState_FILE_STATE_UPLOADING:
+		default:
+			return errLiveFailed
+		}
+		if key, off, n, ok := r.locate(); ok {
+			err := r.openObject(key, off, n, r.pos+n)
+			if !errors.Is(err, objstore.ErrNotFound) {
+				return err
+			}
+			if r.misses++; r.misses > 50 {
+				return fmt.Errorf("live download: stored bytes keep vanishing: %w", err)
+			}
+		} else if time.Since(r.idle) > r.h.o.IdleTimeout {
+			return errLiveIdle
+		} else {
+			select {
+			case <-r.ctx.Done():
+				return r.ctx.Err()
+			case <-time.After(livePoll):
+			}
+		}
+		if err := r.refresh(); err != nil {
+			return err
+		}
+	}
+}
+
+// locate finds the stored object holding r.pos in the live upload: a
+// part's readable copy or the tail.
+func (r *liveReader) locate() (key string, off, n int64, ok bool) {
+	var at int64
+	for _, p := range r.open.GetParts() {
+		size := int64(p.GetSize())
+		if r.pos < at+size {
+			off = r.pos - at
+			return r.open.GetLivePrefix() + strconv.FormatUint(uint64(p.GetNumber()), 10), off, min(size-off, r.end-r.pos), true
+		}
+		at += size
+	}
+	if t := int64(r.open.GetTailSize()); t > 0 && r.pos < at+t {
+		off = r.pos - at
+		return r.open.GetTailKey(), off, min(t-off, r.end-r.pos), true
+	}
+	return "", 0, 0, false
+}
+
+func (r *liveReader) openObject(key string, off, n, end int64) error {
+	rc, err := r.h.o.Storage.Get(r.ctx, key, off, n)
+	if err != nil {
+		return err
+	}
+	r.misses = 0
+	r.cur, r.curEnd = rc, end
+	return nil
+}
+
+// refresh asks the file service again where the upload stands.
+func (r *liveReader) refresh() error {
+	open := new(internalv1.FileOpenReply)
+	if err := r.h.call(r.ctx, subject.FileOpen, r.hdr, r.req, open); err != nil {
+		return fmt.Errorf("live download: %w", err)
+	}
+	r.open = open
+	return nil
+}
+
+func (r *liveReader) closeCur() {
+	if r.cur != nil {
+		_ = r.cur.Close()
+		r.cur = nil
+	}
+}
+
+// Close ends the download (fasthttp calls it when the body is sent or the
+// client left).
+func (r *liveReader) Close() error {
+	r.cancel()
+	r.closeCur()
+	return nil
+}
