@@ -227,6 +227,15 @@ func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, 
 			return err
 		case errors.As(err, &he) && he.Status != http.StatusConflict && he.Status < 500:
 			return err // not worth retrying: forbidden, gone, too large, ...
+		case errors.As(err, &he) && he.Status == http.StatusServiceUnavailable && he.RetryAfter > 0:
+			// The gateway is busy (-max-uploads): wait as asked, for as
+			// long as ctx allows; that is not a failure of the upload.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(he.RetryAfter):
+			}
+			continue
 		}
 		failures++
 		if failures > retries {

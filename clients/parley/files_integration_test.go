@@ -664,3 +664,61 @@ func TestLiveDownload(t *testing.T) {
 		t.Fatal("carol's download differs")
 	}
 }
+
+// TestUploadSlots: a gateway writes at most -max-uploads uploads at once
+// (each holds a part buffer); one more waits a few seconds for a slot and
+// is then told to come back later (503, Retry-After) without losing
+// anything; a waiting one goes through as soon as a slot is free.
+func TestUploadSlots(t *testing.T) {
+	p := parleytest.Start(t, func(c *server.Config) { c.Gateway.MaxUploads = 1 })
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+	data, sum := randomData(t, 3<<20)
+	offer := func() *parley.FileOffer {
+		o, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x.bin", Size: uint64(len(data)), SHA256: sum})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	first, second := offer(), offer()
+	src := &gatedReaderAt{data: data, gate: 1 << 20, open: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- alice.Upload(ctx, first, src, parley.UploadOptions{}) }()
+
+	url := p.HTTPBase() + second.GetUploadPath()
+	patch := func(body []byte) *http.Response {
+		return tusRequest(t, http.MethodPatch, url, alice.Session().Token, bytes.NewReader(body), map[string]string{
+			"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+	}
+	// Empty PATCHes (which change nothing when they get the slot) until
+	// the first upload holds it.
+	var r *http.Response
+	testenv.Eventually(t, wait, "an upload beyond -max-uploads to be refused", func() bool {
+		r = patch(nil)
+		return r.StatusCode != http.StatusNoContent
+	})
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("upload beyond -max-uploads: %s, Retry-After %q; want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
+	}
+	if got := headOffset(t, url, alice.Session().Token); got != 0 {
+		t.Fatalf("refused upload moved to offset %d", got)
+	}
+	// One that arrives while the slot is taken waits for it.
+	queued := make(chan *http.Response, 1)
+	go func() { queued <- patch(data) }()
+	time.Sleep(200 * time.Millisecond)
+	close(src.open)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-queued; r.StatusCode != http.StatusNoContent {
+		t.Fatalf("upload waiting for the slot: %s", r.Status)
+	}
+	if got := headOffset(t, url, alice.Session().Token); got != uint64(len(data)) {
+		t.Fatalf("offset %d after the whole upload", got)
+	}
+}

@@ -34,6 +34,7 @@ type Config struct {
 	RequestTimeout    time.Duration // bound on one NATS request
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
 	MaxUploadSize     int64         // announced to tus clients (Tus-Max-Size); the file service enforces its own limit
+	MaxUploads        int           // uploads (tus PATCH) written at once; each holds up to one part in memory
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -55,6 +56,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    10 * time.Second,
 		RoomBatch:         20 * time.Millisecond,
 		MaxUploadSize:     10 << 30,
+		MaxUploads:        64,
 	}
 }
 
@@ -78,6 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
 	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
+	fs.IntVar(&c.MaxUploads, "max-uploads", d.MaxUploads, "uploads written at once by this gateway; each holds up to one part (8 MiB) in memory, more are answered 503 with Retry-After")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 
@@ -125,6 +128,7 @@ func (c *Config) validate() error {
 		{"-presence-heartbeat", c.PresenceHeartbeat > 0},
 		{"-request-timeout", c.RequestTimeout > 0},
 		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second},
+		{"-max-uploads", c.MaxUploads > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

@@ -119,7 +119,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	})
 	if deps.Files != nil {
 		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
-			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize})
+			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads})
 		if err != nil {
 			return nil, err
 		}

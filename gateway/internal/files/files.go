@@ -69,6 +69,10 @@ type Options struct {
 	IdleTimeout    time.Duration
 	// MaxSize is announced as Tus-Max-Size (the file service enforces it).
 	MaxSize int64
+	// MaxUploads bounds the PATCH requests written at once (each holds up
+	// to one part in memory); more are answered 503 with Retry-After.
+	// 0: no bound.
+	MaxUploads int
 }
 
 // Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
@@ -80,7 +84,8 @@ const tusVersion = "1.0.0"
 
 // Handler serves the endpoints.
 type Handler struct {
-	o Options
+	o       Options
+	writing chan struct{} // one slot per PATCH being written; nil: unbounded
 }
 
 // New returns a Handler; Register adds its routes to an app.
@@ -94,7 +99,11 @@ func New(o Options) (*Handler, error) {
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
 	}
-	return &Handler{o: o}, nil
+	h := &Handler{o: o}
+	if o.MaxUploads > 0 {
+		h.writing = make(chan struct{}, o.MaxUploads)
+	}
+	return h, nil
 }
 
 // Register adds the routes to app. The app must stream request bodies

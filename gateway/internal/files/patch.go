@@ -21,6 +21,10 @@ import (
 	"github.com/parleychat/parley/libs/subject"
 )
 
+// slotWait is how long a PATCH waits for a free upload slot
+// (-max-uploads) before it is answered 503.
+const slotWait = 3 * time.Second
+
 // errTooMuch: the body goes past the upload's length.
 var errTooMuch = errors.New("the body goes past Upload-Length")
 
@@ -62,6 +66,21 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
+	}
+	if h.writing != nil {
+		// Every part buffer taken: wait a little for one (the body waits
+		// in the socket meanwhile), then refuse. Memory stays bounded;
+		// tus clients retry a 503 after Retry-After.
+		t := time.NewTimer(slotWait)
+		select {
+		case h.writing <- struct{}{}:
+			t.Stop()
+			defer func() { <-h.writing }()
+		case <-t.C:
+			h.o.Log.Warn("upload refused: -max-uploads reached", "max_uploads", cap(h.writing))
+			c.Set(fiber.HeaderRetryAfter, "5")
+			return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is writing as many uploads as it may; retry after a few seconds")
+		}
 	}
 	ctx := c.UserContext()
 	st := new(internalv1.UploadState)
