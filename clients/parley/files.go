@@ -61,20 +61,44 @@ type OfferRequest struct {
 	Name, ContentType string
 	Size              uint64
 	SHA256            string
+	// ClientKey makes the offer idempotent (empty: OfferFile picks one).
+	// OfferFile re-sends with it after a lost connection or a timeout, and
+	// the server answers a repeat with the first offer.
+	ClientKey string
 }
 
-// OfferFile offers a file; then Upload sends its bytes.
+// OfferFile offers a file; then Upload sends its bytes. When the outcome
+// is unknown (connection lost, timeout) it asks again with the same client
+// key, so one call never makes two files.
 func (c *Client) OfferFile(ctx context.Context, r OfferRequest) (*FileOffer, error) {
-	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_OfferFile{OfferFile: &parleyv1.OfferFileRequest{
-		Conversation: r.Conversation, ToUsername: r.To, Name: r.Name, Size: r.Size, ContentType: r.ContentType, Sha256: r.SHA256,
-	}}})
-	if err != nil {
-		return nil, err
+	if r.ClientKey == "" {
+		r.ClientKey = newClientKey()
 	}
-	if reply.GetFileOffer() == nil {
-		return nil, fmt.Errorf("%w: expected FileOffer, got %T", ErrProtocol, reply.GetBody())
+	req := &parleyv1.OfferFileRequest{Conversation: r.Conversation, ToUsername: r.To, Name: r.Name, Size: r.Size,
+		ContentType: r.ContentType, Sha256: r.SHA256, ClientKey: r.ClientKey}
+	var err error
+	for attempt := 1; attempt <= maxSendAttempts; attempt++ {
+		var reply *parleyv1.Frame
+		reply, err = c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_OfferFile{OfferFile: req}})
+		if err == nil {
+			if reply.GetFileOffer() == nil {
+				return nil, fmt.Errorf("%w: expected FileOffer, got %T", ErrProtocol, reply.GetBody())
+			}
+			return reply.GetFileOffer(), nil
+		}
+		if ctx.Err() != nil || !sendRetryable(err) {
+			return nil, err
+		}
+		c.log.Warn("parley: offer outcome unknown; retrying with the same key", "attempt", attempt, "err", err)
+		if !errors.Is(err, ErrConnectionLost) {
+			select {
+			case <-time.After(sendRetryPause):
+			case <-ctx.Done():
+				return nil, err
+			}
+		}
 	}
-	return reply.GetFileOffer(), nil
+	return nil, err
 }
 
 // AnswerFile accepts or rejects a file offered to you in a private chat.
@@ -181,7 +205,8 @@ type UploadOptions struct {
 	// failed request is resumed from the server's offset.
 	ChunkSize int64
 	// Retries is how many failed requests in a row are resumed before
-	// giving up (0: 5).
+	// giving up (0: 8), with pauses doubling from 400 ms up to 10 s: about
+	// 45 s in all, enough for a gateway or MinIO restart.
 	Retries int
 	// HTTPClient (nil: a default client).
 	HTTPClient *http.Client
@@ -199,7 +224,7 @@ func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, 
 	}
 	retries := o.Retries
 	if retries == 0 {
-		retries = 5
+		retries = 8
 	}
 	failures := 0
 	for {
@@ -244,7 +269,7 @@ func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(failures) * 200 * time.Millisecond):
+		case <-time.After(min(200*time.Millisecond<<failures, 10*time.Second)):
 		}
 	}
 }

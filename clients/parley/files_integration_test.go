@@ -722,3 +722,56 @@ func TestUploadSlots(t *testing.T) {
 		t.Fatalf("offset %d after the whole upload", got)
 	}
 }
+
+// TestOfferIdempotent: an offer re-sent with the same client key (a client
+// that lost the answer) makes no second file and no second message; the
+// key cannot be reused for another file.
+func TestOfferIdempotent(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+	data, sum := randomData(t, 4096)
+	req := parley.OfferRequest{To: "bob", Name: "once.bin", Size: uint64(len(data)), SHA256: sum, ClientKey: "offer-1"}
+	first, err := alice.OfferFile(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.OfferFile(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetFile().GetFileId() != first.GetFile().GetFileId() || !again.GetDuplicate() || first.GetDuplicate() {
+		t.Fatalf("repeat offer: file %s (dup %v), first %s (dup %v)", again.GetFile().GetFileId(), again.GetDuplicate(),
+			first.GetFile().GetFileId(), first.GetDuplicate())
+	}
+	conv := first.GetFile().GetConversation()
+	files, err := bob.Files(ctx, conv)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("bob sees %d files (%v), want 1", len(files), err)
+	}
+	msgs, _, err := bob.History(ctx, conv, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("%d offer messages in the chat, want 1", len(msgs))
+	}
+	// The same key for another file is refused; a key too long too.
+	_, other := randomData(t, 10)
+	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "other.bin", Size: 10, SHA256: other, ClientKey: "offer-1"})
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_CONFLICT)
+	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("k", 65)})
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	// Without a key the SDK picks a fresh one: two calls, two files.
+	a, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "a", Size: 10, SHA256: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "a", Size: 10, SHA256: other})
+	if err != nil || a.GetFile().GetFileId() == b.GetFile().GetFileId() {
+		t.Fatalf("two offers without a key: %v, %v", b, err)
+	}
+}

@@ -146,16 +146,17 @@ func SessionKick(userID string) string { return UserPrefix(userID) + "kick" }
 
 // JetStream key-value buckets.
 const (
-	BucketAccounts = "parley_accounts" // username -> account record
-	BucketSessions = "parley_sessions" // session id -> session record
-	BucketAuthKeys = "parley_authkeys" // token signing key, when not configured
-	BucketCursors  = "parley_cursors"  // "<uid>.<conversation>" -> acknowledged seq
-	BucketConvs    = "parley_convs"    // "<uid>.<conversation>" -> membership of direct/group conversations
-	BucketMsgIndex = "parley_msgidx"   // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
-	BucketGroups   = "parley_groups"   // group id -> name, owner, members and invitations
-	BucketFriends  = "parley_friends"  // "<uid>.<peer uid>" -> friend state as seen by uid
-	BucketFiles    = "parley_files"    // file id -> internalv1.FileRecord
-	BucketFileKeys = "parley_filekeys" // download token signing key, when not configured
+	BucketAccounts   = "parley_accounts"   // username -> account record
+	BucketSessions   = "parley_sessions"   // session id -> session record
+	BucketAuthKeys   = "parley_authkeys"   // token signing key, when not configured
+	BucketCursors    = "parley_cursors"    // "<uid>.<conversation>" -> acknowledged seq
+	BucketConvs      = "parley_convs"      // "<uid>.<conversation>" -> membership of direct/group conversations
+	BucketMsgIndex   = "parley_msgidx"     // "<conversation>.<n>" -> stream seq of message n*IndexEvery (history paging)
+	BucketGroups     = "parley_groups"     // group id -> name, owner, members and invitations
+	BucketFriends    = "parley_friends"    // "<uid>.<peer uid>" -> friend state as seen by uid
+	BucketFiles      = "parley_files"      // file id -> internalv1.FileRecord
+	BucketFileKeys   = "parley_filekeys"   // download token signing key, when not configured
+	BucketFileOffers = "parley_fileoffers" // "<sender>.<hash of client_key>" -> file id, for 24 h (idempotent offers)
 )
 
 // NATS header keys on requests from the gateway and on error replies.

@@ -4414,13 +4414,17 @@ func (x *FileInfo) GetThumbnail() []byte {
 // private chat or a group you are in) or to_username. The sender then
 // uploads the bytes to upload_path with tus (PATCH from offset 0).
 type OfferFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	ToUsername    string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	ContentType   string                 `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	Sha256        string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"` // lower-case hex, 64 characters
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername   string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	Name         string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Size         uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	ContentType  string                 `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Sha256       string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"` // lower-case hex, 64 characters
+	// Optional, 1-64 characters chosen by the client, unique per offer: an
+	// offer re-sent with the same key within 24 hours (after a reconnect,
+	// say) makes no second file; the reply is the first offer's.
+	ClientKey     string `protobuf:"bytes,7,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4497,11 +4501,19 @@ func (x *OfferFileRequest) GetSha256() string {
 	return ""
 }
 
+func (x *OfferFileRequest) GetClientKey() string {
+	if x != nil {
+		return x.ClientKey
+	}
+	return ""
+}
+
 type FileOffer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileInfo              `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
 	UploadPath    string                 `protobuf:"bytes,2,opt,name=upload_path,json=uploadPath,proto3" json:"upload_path,omitempty"` // e.g. /v1/files/<file_id>, on the gateway's HTTP port
 	PartSize      uint64                 `protobuf:"varint,3,opt,name=part_size,json=partSize,proto3" json:"part_size,omitempty"`      // bytes per stored part: an interrupted upload resends at most this much
+	Duplicate     bool                   `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`                    // the client_key was seen before: this is the first offer
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4555,6 +4567,13 @@ func (x *FileOffer) GetPartSize() uint64 {
 		return x.PartSize
 	}
 	return 0
+}
+
+func (x *FileOffer) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 // AnswerFileRequest accepts or rejects a file offered to you in a private
@@ -5180,7 +5199,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05state\x18\v \x01(\x0e2\x14.parley.v1.FileStateR\x05state\x12\x1a\n" +
 	"\buploaded\x18\f \x01(\x04R\buploaded\x12-\n" +
 	"\x06answer\x18\r \x01(\x0e2\x15.parley.v1.FileAnswerR\x06answer\x12\x1c\n" +
-	"\tthumbnail\x18\x0e \x01(\fR\tthumbnail\"\xba\x01\n" +
+	"\tthumbnail\x18\x0e \x01(\fR\tthumbnail\"\xd9\x01\n" +
 	"\x10OfferFileRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
 	"\vto_username\x18\x02 \x01(\tR\n" +
@@ -5188,12 +5207,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12!\n" +
 	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06sha256\x18\x06 \x01(\tR\x06sha256\"r\n" +
+	"\x06sha256\x18\x06 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\a \x01(\tR\tclientKey\"\x90\x01\n" +
 	"\tFileOffer\x12'\n" +
 	"\x04file\x18\x01 \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12\x1f\n" +
 	"\vupload_path\x18\x02 \x01(\tR\n" +
 	"uploadPath\x12\x1b\n" +
-	"\tpart_size\x18\x03 \x01(\x04R\bpartSize\"D\n" +
+	"\tpart_size\x18\x03 \x01(\x04R\bpartSize\x12\x1c\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"D\n" +
 	"\x11AnswerFileRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\".\n" +

@@ -27,6 +27,8 @@ var (
 	errStorage      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage is unavailable; try again")
 	errBadToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "invalid download token")
 	errOldToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "the download link has expired; ask for a new one")
+	errClientKey    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be at most 64 characters")
+	errKeyReused    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
 )
 
 func errTooLarge(max int64) error {

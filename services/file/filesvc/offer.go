@@ -3,13 +3,17 @@ package filesvc
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/errcode"
@@ -60,6 +64,27 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 	}
 	now := s.now()
 	id := newID("f")
+	var reserved string // the client key's entry, released if the offer fails
+	if req.ClientKey != "" {
+		if len(req.ClientKey) > 64 {
+			return nil, errClientKey
+		}
+		k := offerKey(me.id, req.ClientKey)
+		if _, err := s.offers.Create(ctx, k, []byte(id)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return s.repeatOffer(ctx, k, me, &req)
+			}
+			return nil, fmt.Errorf("reserve client key: %w", err)
+		}
+		reserved = k
+	}
+	release := func() {
+		if reserved != "" {
+			if err := s.offers.Delete(context.WithoutCancel(ctx), reserved); err != nil {
+				s.log.Warn("client key not released after a failed offer", "err", err)
+			}
+		}
+	}
 	info := &parleyv1.FileInfo{
 		FileId: id, Name: SanitizeName(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
 		Sha256: req.Sha256, SenderId: me.id, SenderName: me.name, CreatedAtUnixMs: ms(now),
@@ -68,10 +93,12 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 	key := "files/" + id
 	uploadID, err := s.st.NewUpload(ctx, key)
 	if err != nil {
+		release()
 		s.log.Error("storage: new upload", "key", key, "err", err)
 		return nil, errStorage
 	}
 	abort := func() {
+		release()
 		if err := s.st.Abort(context.WithoutCancel(ctx), key, uploadID); err != nil {
 			s.log.Warn("storage: abort after failed offer", "key", key, "err", err)
 		}
@@ -124,6 +151,48 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 	s.metrics.offered.Inc()
 	s.log.Info("file offered", "file_id", id, "user_id", me.id, "conversation", info.Conversation, "size", req.Size)
 	return &parleyv1.FileOffer{File: info, UploadPath: UploadPath(id), PartSize: rec.PartSize}, nil
+}
+
+// offerKeyTTL is how long an offer's client key is remembered.
+const offerKeyTTL = 24 * time.Hour
+
+// offerKey names a sender's client key in BucketFileOffers (hashed: KV
+// keys allow few characters).
+func offerKey(uid, clientKey string) string {
+	h := sha256.Sum256([]byte(clientKey))
+	return uid + "." + hex.EncodeToString(h[:16])
+}
+
+// repeatOffer answers an offer whose client key was seen: the first
+// offer's file (waiting briefly while that offer is still being made), if
+// it is the same file.
+func (s *Service) repeatOffer(ctx context.Context, k string, me identity, req *parleyv1.OfferFileRequest) (proto.Message, error) {
+	e, err := s.offers.Get(ctx, k)
+	if err != nil {
+		return nil, errBusy // released meanwhile (the first offer failed): the client retries
+	}
+	id := string(e.Value())
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
+	for {
+		rec, _, err := s.get(ctx, id)
+		switch {
+		case err == nil:
+			if rec.Info.SenderId != me.id || rec.Info.Size != req.Size || rec.Info.Sha256 != req.Sha256 {
+				return nil, errKeyReused
+			}
+			s.log.Info("offer repeated; answered with the first", "file_id", id, "user_id", me.id)
+			return &parleyv1.FileOffer{File: s.view(rec, me.id), UploadPath: UploadPath(id), PartSize: rec.PartSize, Duplicate: true}, nil
+		case !errors.Is(err, errNoFile):
+			return nil, err
+		case time.Now().After(deadline):
+			return nil, errBusy
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // index writes an (empty) index key; a lost index entry only hides the

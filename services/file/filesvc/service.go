@@ -87,6 +87,7 @@ type Service struct {
 
 	// Set by Run before the handlers are subscribed, never changed after.
 	kv     jetstream.KeyValue
+	offers jetstream.KeyValue // client keys of recent offers
 	signer signer
 
 	thumbs chan struct{} // bounds the pictures decoded at once
@@ -233,13 +234,20 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", subject.BucketFiles, err)
 	}
+	offers, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: subject.BucketFileOffers, Description: "Parley files: recent offers by client key (idempotent offers)",
+		History: 1, Replicas: s.cfg.KVReplicas, Storage: jetstream.FileStorage, TTL: offerKeyTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", subject.BucketFileOffers, err)
+	}
 	key := []byte(s.cfg.TokenKey)
 	if len(key) == 0 {
 		if key, err = s.sharedKey(ctx, js); err != nil {
 			return err
 		}
 	}
-	s.kv, s.signer = kv, signer{key: key}
+	s.kv, s.offers, s.signer = kv, offers, signer{key: key}
 	return nil
 }
 
