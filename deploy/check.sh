@@ -11,8 +11,15 @@
 #   4. every PARLEY_* variable set in docker-compose.yml, k8s/ (as written and
 #      as rendered), the Dockerfile and deploy/README.md is a flag of the binary
 #      it is given to (-nats-url <=> PARLEY_NATS_URL). Flags are read from the
-#      Go sources of the binary's module and of the local modules it replaces
-#      (libs: the common flags); with --build, also from the built binary's -h.
+#      Go sources of the repository's packages the binary links (go list -deps
+#      ./cmd/<SERVICE>), so a library's flags count only where it is linked:
+#      -minio-* (libs/objstore) for gateway, file and parleyd, not for auth;
+#      with --build, also from the built binary's -h;
+#   5. in compose and in each kustomize build, the gateways and the file
+#      service name the same object store (every PARLEY_STORAGE_DIR and
+#      PARLEY_MINIO_* variable with the same value or Secret key) and the
+#      gateway's PARLEY_MAX_UPLOAD_SIZE equals the file service's
+#      PARLEY_FILE_MAX_SIZE.
 #
 # usage: deploy/check.sh [--build]
 #   --build  also build every binary the way the Dockerfile does
@@ -159,12 +166,12 @@ done < <(cat "${k8s_files[@]}" "$compose" | sed -nE 's#^[[:space:]]*(- name|imag
 # --- 4. PARLEY_* variables against flags -----------------------------------
 section "PARLEY_* variables against flags"
 
-# Flag names defined in the non-test Go files under the given directories:
+# Flag names defined in the non-test Go files of the given package directories:
 # fs.StringVar(&x, "name", ...), fs.Var(v, "name", ...), fs.String("name",
 # def, "usage"), fs.Func("name", "usage", fn), across line breaks.
 flags_in() {
 	local files
-	mapfile -t files < <(find "$@" -type f -name '*.go' ! -name '*_test.go' 2>/dev/null | sort)
+	mapfile -t files < <(find "$@" -maxdepth 1 -type f -name '*.go' ! -name '*_test.go' 2>/dev/null | sort)
 	if ((${#files[@]} == 0)); then
 		return 0
 	fi
@@ -175,21 +182,14 @@ flags_in() {
 	' "${files[@]}"
 }
 
-# The module directory and every local module it pulls in through
-# "replace ... => ../dir" (recursively): the code a binary can link.
-local_modules() {
-	local queue=("$1") seen=() dir rel
-	while ((${#queue[@]})); do
-		dir=${queue[0]}
-		queue=("${queue[@]:1}")
-		[[ " ${seen[*]} " == *" $dir "* ]] && continue
-		seen+=("$dir")
-		[[ -f $dir/go.mod ]] || continue
-		while read -r rel; do
-			queue+=("$(realpath -m --relative-to="$root" "$dir/$rel")")
-		done < <(sed -nE 's/.*=>[[:space:]]*(\.\.?\/[^[:space:]]*).*/\1/p' "$dir/go.mod")
-	done
-	printf '%s\n' "${seen[@]}"
+# The directories (relative to the root) of the repository's packages that
+# `go build ./cmd/<svc>` compiles into the binary, test files aside.
+linked_dirs() {
+	local mod=$1 svc=$2
+	(cd "$mod" && go list -deps -f '{{.Dir}}' "./cmd/$svc") |
+		while read -r dir; do
+			if [[ $dir == "$root"/* ]]; then echo "${dir#"$root"/}"; fi
+		done
 }
 
 # PARLEY_<FLAG>: upper case, dashes (and dots) as underscores, as ff does.
@@ -200,8 +200,14 @@ all_envs="$tmp/all.env"
 : >"$all_envs"
 for svc in "${services[@]}"; do
 	mod=${module_of[$svc]}
-	mapfile -t dirs < <(local_modules "$mod")
-	dirs_of[$svc]="${dirs[*]}"
+	if ! linked_dirs "$mod" "$svc" >"$tmp/$svc.dirs" 2>"$tmp/golist.err" || [[ ! -s $tmp/$svc.dirs ]]; then
+		problem "go list -deps ./cmd/$svc (in $mod) failed: $(head -5 "$tmp/golist.err")"
+		: >"$tmp/$svc.env"
+		envs_of[$svc]="$tmp/$svc.env"
+		continue
+	fi
+	mapfile -t dirs <"$tmp/$svc.dirs"
+	dirs_of[$svc]="$(wc -l <"$tmp/$svc.dirs") packages linked by $mod/cmd/$svc"
 	flags_in "${dirs[@]}" | to_env | sort -u >"$tmp/$svc.env"
 	if ((build)); then
 		# The binary's own -h is the ground truth (flags registered by any
@@ -216,7 +222,7 @@ for svc in "${services[@]}"; do
 	fi
 	envs_of[$svc]="$tmp/$svc.env"
 	cat "$tmp/$svc.env" >>"$all_envs"
-	note "$svc: $(wc -l <"$tmp/$svc.env") flags in ${dirs[*]}"
+	note "$svc: $(wc -l <"$tmp/$svc.env") flags in ${dirs_of[$svc]}"
 done
 sort -u -o "$all_envs" "$all_envs"
 
@@ -231,7 +237,8 @@ for out in "${rendered[@]}"; do
 done
 { grep -E '^ENV|^[[:space:]]+PARLEY_' "$dockerfile" || true; } | grep -oE 'PARLEY_[A-Z0-9_]+' | sed "s#^#*\t#; s#\$#\t$dockerfile#" >>"$uses" || true
 if [[ -f deploy/README.md ]]; then
-	{ grep -oE 'PARLEY_[A-Z0-9_]+' deploy/README.md || true; } | sort -u | sed "s#^#*\t#; s#\$#\tdeploy/README.md#" >>"$uses"
+	# A name ending in "_" is a family written as PARLEY_MINIO_*, not a variable.
+	{ grep -oE 'PARLEY_[A-Z0-9_]+' deploy/README.md || true; } | grep -v '_$' | sort -u | sed "s#^#*\t#; s#\$#\tdeploy/README.md#" >>"$uses" || true
 fi
 
 declare -A reported=()
@@ -264,6 +271,28 @@ for key in "${keys[@]}"; do
 done
 if ((unknown == 0)); then
 	note "all $(cut -f2 "$uses" | sort -u | wc -l) variables match a flag"
+fi
+
+# --- 5. gateway and file service share the object store ----------------------
+section "file storage: gateway and file service agree"
+# The gateways write the bytes and the file service completes, aborts and
+# deletes the same uploads: a different bucket or endpoint on one side loses
+# files. One deployment at a time: compose, and each kustomize build (or,
+# without kustomize, k8s/base's manifests as written).
+if ! "$yamlcheck" storage -services "$svc_list" -label "$compose" "$compose" | sed 's/^/  /'; then
+	problem "$compose: storage settings disagree (above)"
+fi
+if ((${#rendered[@]} > 0)); then
+	for out in "${rendered[@]}"; do
+		if ! "$yamlcheck" storage -services "$svc_list" -label "kustomize build ${rendered_from[$out]}" "$out" | sed 's/^/  /'; then
+			problem "kustomize build ${rendered_from[$out]}: storage settings disagree (above)"
+		fi
+	done
+else
+	mapfile -t base_files < <(find k8s/base -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml ! -name '*.example.yaml' | sort)
+	if ! "$yamlcheck" storage -services "$svc_list" -label k8s/base "${base_files[@]}" | sed 's/^/  /'; then
+		problem "k8s/base: storage settings disagree (above)"
+	fi
 fi
 
 # -----------------------------------------------------------------------------

@@ -11,6 +11,14 @@
 //	    SERVICE is the Parley binary it is given to, from the compose build
 //	    arg SERVICE, the image name (parley/<service>) or the container
 //	    name, or "*" when the file does not say (a kustomize patch).
+//	yamlcheck storage -services gateway,file,... [-label NAME] FILE...
+//	    Treat the FILEs as one deployment (a compose file, or one kustomize
+//	    build) and check that its gateway and file containers agree on the
+//	    object store: every PARLEY_STORAGE_DIR and PARLEY_MINIO_* variable
+//	    one of them sets, all of them set to the same value (the same
+//	    literal, or the same Secret key); a file service has a store at
+//	    all; and each gateway's PARLEY_MAX_UPLOAD_SIZE equals each file
+//	    service's PARLEY_FILE_MAX_SIZE (both unset: both defaults).
 //
 // It is its own module, outside go.work, so it never touches the services'
 // dependencies: run it with GOWORK=off. It uses go.yaml.in/yaml/v3, the
@@ -41,6 +49,8 @@ func main() {
 		err = runParse(os.Args[2:])
 	case "env":
 		err = runEnv(os.Args[2:], os.Stdout)
+	case "storage":
+		err = runStorage(os.Args[2:], os.Stdout)
 	default:
 		usage()
 	}
@@ -51,7 +61,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: yamlcheck parse [-k8s] FILE... | yamlcheck env -services a,b FILE...")
+	fmt.Fprintln(os.Stderr, "usage: yamlcheck parse [-k8s] FILE... | yamlcheck env -services a,b FILE... | yamlcheck storage -services a,b [-label NAME] FILE...")
 	os.Exit(2)
 }
 
@@ -127,12 +137,7 @@ func runEnv(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("env", flag.ExitOnError)
 	services := fs.String("services", "", "comma-separated Parley binaries (the Dockerfile's SERVICE values)")
 	_ = fs.Parse(args)
-	known := map[string]bool{}
-	for _, s := range strings.Split(*services, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			known[s] = true
-		}
-	}
+	known := knownServices(*services)
 	var uses []envUse
 	for _, file := range fs.Args() {
 		docs, err := decodeFile(file)
@@ -244,7 +249,12 @@ func (c *collector) walk(v any) {
 }
 
 // serviceOf names the Parley binary a compose service or container runs.
-func (c *collector) serviceOf(m map[string]any) string {
+func (c *collector) serviceOf(m map[string]any) string { return binaryOf(m, c.known) }
+
+// binaryOf names the Parley binary a compose service or container runs: the
+// compose build arg SERVICE, the image name (parley/<service>) or the
+// container name, if one of them is a known binary; "*" otherwise.
+func binaryOf(m map[string]any, known map[string]bool) string {
 	if b, ok := m["build"].(map[string]any); ok {
 		if args, ok := b["args"].(map[string]any); ok {
 			if s, ok := args["SERVICE"].(string); ok && s != "" {
@@ -257,14 +267,14 @@ func (c *collector) serviceOf(m map[string]any) string {
 		repo := strings.SplitN(img, "@", 2)[0]
 		base := path.Base(repo)
 		base = strings.SplitN(base, ":", 2)[0]
-		if c.known[base] {
+		if known[base] {
 			return base
 		}
-		if s := strings.TrimPrefix(base, "parley-"); c.known[s] {
+		if s := strings.TrimPrefix(base, "parley-"); known[s] {
 			return s
 		}
 	}
-	if n, ok := m["name"].(string); ok && c.known[n] {
+	if n, ok := m["name"].(string); ok && known[n] {
 		return n
 	}
 	return "*"
