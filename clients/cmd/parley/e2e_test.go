@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -604,4 +607,32 @@ func TestBinaryFiles(t *testing.T) {
 		t.Fatalf("file get wrote %q (%v), equal %v", out, err, bytes.Equal(got, data))
 	}
 	bob.fails(httpEnv, "", "NOT_FOUND", "file", "get", "f000000000000000000000000", dir)
+
+	// A picture: `file thumb` saves its thumbnail; a text file has none.
+	img := image.NewGray(image.Rect(0, 0, 640, 320))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i)
+	}
+	var png8 bytes.Buffer
+	if err := png.Encode(&png8, img); err != nil {
+		t.Fatal(err)
+	}
+	pic := filepath.Join(t.TempDir(), "chart.png")
+	if err := os.WriteFile(pic, png8.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	picID := strings.TrimSpace(alice.ok(httpEnv, "", "file", "send", "@bob", pic))
+	thumbPath := filepath.Join(t.TempDir(), "t.jpg")
+	if out := bob.ok(httpEnv, "", "file", "thumb", picID, thumbPath); strings.TrimSpace(out) != thumbPath {
+		t.Fatalf("file thumb printed %q", out)
+	}
+	b, err := os.ReadFile(thumbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th, err := jpeg.Decode(bytes.NewReader(b))
+	if err != nil || th.Bounds().Dx() != 160 || th.Bounds().Dy() != 80 {
+		t.Fatalf("thumbnail: %v, %v", th.Bounds(), err)
+	}
+	bob.fails(httpEnv, "", "not a picture", "file", "thumb", id, thumbPath)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
 )
 
 const fileUsage = `usage: parley file <command> [args]
@@ -20,6 +21,7 @@ const fileUsage = `usage: parley file <command> [args]
   accept <file id> | reject <file id> answer a file offered to you in a private chat
   get <file id> [dir]                download into dir (default .), resuming a partial download; checks the SHA-256
   ls [conversation]                  a conversation's files (a group's shelf), or the offers waiting for you
+  thumb <file id> [path]             save a picture's thumbnail (a JPEG, at most 160x160; default <name>.thumb.jpg)
 flags: --progress (send, resume, get): print progress with rate and ETA to stderr; --json (ls)`
 
 func cmdFile(ctx context.Context, a *app, args []string) error {
@@ -95,6 +97,33 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			}
 			path := filepath.Join(dir, name)
 			if _, err := c.DownloadTo(ctx, pos[0], path, a.progress(*progress, "download")); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, path)
+			return nil
+		})
+	case "thumb":
+		pos, err := parseArgs(fs, rest, 1, 2, "file id")
+		if err != nil {
+			return err
+		}
+		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			dl, err := c.DownloadURL(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			f := dl.GetFile()
+			if len(f.GetThumbnail()) == 0 {
+				if f.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING {
+					return errors.New("no thumbnail yet: the file is still uploading")
+				}
+				return fmt.Errorf("no thumbnail: %s is not a picture the server could read (%s)", f.GetName(), f.GetContentType())
+			}
+			path := filepath.Base(filepath.Clean("/"+f.GetName())) + ".thumb.jpg"
+			if len(pos) == 2 {
+				path = pos[1]
+			}
+			if err := os.WriteFile(path, f.GetThumbnail(), 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, path)
