@@ -775,3 +775,72 @@ func TestOfferIdempotent(t *testing.T) {
 		t.Fatalf("two offers without a key: %v, %v", b, err)
 	}
 }
+
+// TestRetention: with short time-to-lives, the sweeper removes a finished
+// file after -file-ttl and an unfinished upload after -file-upload-ttl
+// (aborting its multipart upload explicitly), and also what no record owns:
+// a finished object, a tail and a multipart upload left by a crash.
+func TestRetention(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	p := parleytest.Start(t, func(c *server.Config) {
+		c.Storage.Dir = root
+		c.File.FileTTL = 3 * time.Second
+		c.File.UploadTTL = 3 * time.Second
+		c.File.SweepInterval = 250 * time.Millisecond
+	})
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	ctx := ctxT(t)
+	st, err := objstore.NewDir(root) // the same directory, as a second process would
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	data, sum := randomData(t, 1<<20)
+	done, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "kept.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Upload(ctx, done, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	half, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "half.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	halfURL := p.HTTPBase() + half.GetUploadPath()
+	r := tusRequest(t, http.MethodPatch, halfURL, alice.Session().Token, bytes.NewReader(data[:300<<10]), map[string]string{
+		"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+	if r.StatusCode != http.StatusNoContent || headOffset(t, halfURL, alice.Session().Token) != 300<<10 {
+		t.Fatalf("half upload: %s", r.Status)
+	}
+	// What a crash leaves: objects and an upload no record owns.
+	for _, k := range []string{"files/f0123456789abcdef01234567", "tails/f0123456789abcdef01234567/100", "live/f0123456789abcdef01234567/1"} {
+		if _, err := st.Put(ctx, k, strings.NewReader("orphan"), 6, "application/octet-stream"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.NewUpload(ctx, "files/f76543210fedcba9876543210"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.DownloadURL(ctx, done.GetFile().GetFileId()); err != nil {
+		t.Fatalf("before its time-to-live: %v", err)
+	}
+
+	testenv.Eventually(t, 20*time.Second, "retention to remove the files, the upload and the orphans", func() bool {
+		objs, err1 := st.List(ctx, "")
+		ups, err2 := st.ListUploads(ctx, "")
+		return err1 == nil && err2 == nil && len(objs) == 0 && len(ups) == 0
+	})
+	_, err = bob.DownloadURL(ctx, done.GetFile().GetFileId())
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	if r := tusRequest(t, http.MethodHead, halfURL, alice.Session().Token, nil, nil); r.StatusCode != http.StatusNotFound {
+		t.Fatalf("HEAD of the expired upload: %s", r.Status)
+	}
+	files, err := bob.Files(ctx, done.GetFile().GetConversation())
+	if err != nil || len(files) != 0 {
+		t.Fatalf("expired files still listed: %v %v", files, err)
+	}
+}

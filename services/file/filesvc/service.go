@@ -55,6 +55,7 @@ type Storage interface {
 	ListUploads(ctx context.Context, prefix string) ([]objstore.Upload, error)
 	Delete(ctx context.Context, key string) error
 	Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	List(ctx context.Context, prefix string) ([]objstore.Info, error)
 }
 
 // Deps are the service's collaborators.

@@ -47,17 +47,28 @@ func (s *Service) Sweep(ctx context.Context) {
 		return
 	}
 	owned := map[string]bool{} // upload ids records still own
+	keep := map[string]bool{}  // objects records still own: files, tails, live prefixes
 	for k := range keys.Keys() {
 		id := strings.TrimPrefix(k, "f.")
 		rec, _, err := s.get(ctx, id)
 		if err != nil {
 			continue
 		}
+		s.sweepRecord(ctx, rec, now)
+		if rec, _, err = s.get(ctx, id); err != nil {
+			continue
+		}
 		if rec.UploadId != "" {
 			owned[rec.UploadId] = true
 		}
-		s.sweepRecord(ctx, rec, now)
+		switch rec.Info.State {
+		case parleyv1.FileState_FILE_STATE_UPLOADING, parleyv1.FileState_FILE_STATE_AVAILABLE:
+			keep[rec.Key] = true
+			keep[rec.TailKey] = true
+			keep[rec.LivePrefix] = true
+		}
 	}
+	s.sweepObjects(ctx, keep, now)
 	uploads, err := s.st.ListUploads(ctx, "files/")
 	if err != nil {
 		s.log.Warn("sweep: list uploads", "err", err)
@@ -73,6 +84,36 @@ func (s *Service) Sweep(ctx context.Context) {
 		}
 		s.metrics.swept.WithLabelValues("orphan").Inc()
 		s.log.Info("sweep: aborted orphaned upload", "key", u.Key, "initiated", u.Initiated)
+	}
+}
+
+// sweepObjects deletes objects no live record owns, once older than the
+// upload deadline (so none is taken from an upload being finished): a
+// finished file whose record is gone or expired (a delete that failed, a
+// crash between completing and recording it), tails and live copies left
+// behind by writers that died.
+func (s *Service) sweepObjects(ctx context.Context, keep map[string]bool, now time.Time) {
+	for _, prefix := range []string{"files/", "tails/", "live/"} {
+		objs, err := s.st.List(ctx, prefix)
+		if err != nil {
+			s.log.Warn("sweep: list objects", "prefix", prefix, "err", err)
+			continue
+		}
+		for _, o := range objs {
+			owner := o.Key // files/<id> and tails/<id>/<offset> are kept by key
+			if prefix == "live/" {
+				owner = o.Key[:strings.LastIndexByte(o.Key, '/')+1] // live/<id>/<n> by the record's prefix
+			}
+			if keep[owner] || now.Sub(o.ModTime) < s.cfg.UploadTTL {
+				continue
+			}
+			if err := s.st.Delete(ctx, o.Key); err != nil {
+				s.log.Warn("sweep: delete orphaned object", "key", o.Key, "err", err)
+				continue
+			}
+			s.metrics.swept.WithLabelValues("orphan").Inc()
+			s.log.Info("sweep: deleted orphaned object", "key", o.Key, "modified", o.ModTime)
+		}
 	}
 }
 
