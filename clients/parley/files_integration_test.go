@@ -103,6 +103,18 @@ func wantCode(t *testing.T, err error, code parleyv1.ErrorCode) {
 	}
 }
 
+// aliceAndBob starts a Parley (edit adjusts its configuration) with two
+// registered users whose clients also speak HTTP to it.
+func aliceAndBob(t *testing.T, edit func(*server.Config)) (*parleytest.Parley, *parley.Client, *parley.Client) {
+	t.Helper()
+	p := parleytest.Start(t, edit)
+	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	return p, alice, bob
+}
+
 // TestFileTransfer: a private file goes from alice to bob through the real
 // gateway, file service and store: an upload killed in the middle resumes
 // with less than one part sent again, bob accepts and downloads it intact
@@ -268,11 +280,7 @@ func sha1Of(b []byte) string {
 // fail the file (460, nothing downloadable); a rejected offer cannot be
 // uploaded or downloaded any more.
 func TestFileChecksumAndReject(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	_, alice, bob := aliceAndBob(t, nil)
 	ctx := ctxT(t)
 
 	data, _ := randomData(t, 1<<20)
@@ -381,11 +389,7 @@ func TestTusJSClientInterop(t *testing.T) {
 	if err != nil {
 		t.Fatal("node is not installed: run scripts/deps.sh (make test does)")
 	}
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	p, alice, bob := aliceAndBob(t, nil)
 	data, sum := randomData(t, 7<<20+999) // two tus-js chunks of 3 MiB and a short one; one 8 MiB part
 	src := filepath.Join(t.TempDir(), "src.bin")
 	if err := os.WriteFile(src, data, 0o644); err != nil {
@@ -417,11 +421,7 @@ func TestTusJSClientInterop(t *testing.T) {
 // a file that claims to be a picture but is not one is relabelled and gets
 // no thumbnail.
 func TestPictureThumbnail(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	_, alice, bob := aliceAndBob(t, nil)
 	ctx := ctxT(t)
 
 	img := image.NewNRGBA(image.Rect(0, 0, 1200, 800))
@@ -489,11 +489,7 @@ func TestPictureThumbnail(t *testing.T) {
 // TestFilesPaging: a shelf longer than a page is listed newest first in
 // pages that neither repeat nor skip a file, and Files fetches them all.
 func TestFilesPaging(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	_, alice, _ := aliceAndBob(t, nil)
 	ctx := ctxT(t)
 	g, err := alice.CreateGroup(ctx, "shelf", "bob")
 	if err != nil {
@@ -573,11 +569,7 @@ func (g *gatedReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // far at once, the rest as it arrives, and the whole file is intact. Carol,
 // offline at the offer, waits for the upload to finish instead.
 func TestLiveDownload(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	p, alice, bob := aliceAndBob(t, nil)
 	ctx := ctxT(t)
 
 	data, sum := randomData(t, 20<<20+999) // parts of 8 MiB
@@ -670,11 +662,7 @@ func TestLiveDownload(t *testing.T) {
 // is then told to come back later (503, Retry-After) without losing
 // anything; a waiting one goes through as soon as a slot is free.
 func TestUploadSlots(t *testing.T) {
-	p := parleytest.Start(t, func(c *server.Config) { c.Gateway.MaxUploads = 1 })
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	p, alice, _ := aliceAndBob(t, func(c *server.Config) { c.Gateway.MaxUploads = 1 })
 	ctx := ctxT(t)
 	data, sum := randomData(t, 3<<20)
 	offer := func() *parley.FileOffer {
@@ -727,11 +715,7 @@ func TestUploadSlots(t *testing.T) {
 // that lost the answer) makes no second file and no second message; the
 // key cannot be reused for another file.
 func TestOfferIdempotent(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
+	_, alice, bob := aliceAndBob(t, nil)
 	ctx := ctxT(t)
 	data, sum := randomData(t, 4096)
 	req := parley.OfferRequest{To: "bob", Name: "once.bin", Size: uint64(len(data)), SHA256: sum, ClientKey: "offer-1"}
@@ -782,16 +766,12 @@ func TestOfferIdempotent(t *testing.T) {
 // a finished object, a tail and a multipart upload left by a crash.
 func TestRetention(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
-	p := parleytest.Start(t, func(c *server.Config) {
+	p, alice, bob := aliceAndBob(t, func(c *server.Config) {
 		c.Storage.Dir = root
 		c.File.FileTTL = 3 * time.Second
 		c.File.UploadTTL = 3 * time.Second
 		c.File.SweepInterval = 250 * time.Millisecond
 	})
-	alice := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	bob := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
-	register(t, alice, "alice")
-	register(t, bob, "bob")
 	ctx := ctxT(t)
 	st, err := objstore.NewDir(root) // the same directory, as a second process would
 	if err != nil {
