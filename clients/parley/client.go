@@ -448,6 +448,10 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		if !c.events.push(socialEvent(f)) {
 			c.log.Warn("parley: event buffer full; dropped a typing or receipt event")
 		}
+	case *parleyv1.Frame_FileEvent:
+		if !c.events.push(fileEventFromWire(b.FileEvent)) {
+			c.log.Warn("parley: event buffer full; dropped a file event (Files has the state)")
+		}
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()

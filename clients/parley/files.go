@@ -27,6 +27,69 @@ type FileInfo = parleyv1.FileInfo
 // FileOffer is what OfferFile returns: the file and where to upload it.
 type FileOffer = parleyv1.FileOffer
 
+// FileEventKind says what happened to a file.
+type FileEventKind int
+
+// File event kinds.
+const (
+	FileEventUnknown   FileEventKind = iota
+	FileEventOffered                 // offered to you in a private chat (also at login for offers not answered yet)
+	FileEventAccepted                // the recipient accepted (to the sender and the recipient's devices)
+	FileEventRejected                // the recipient rejected; the file is deleted
+	FileEventAvailable               // the upload finished and its SHA-256 matched (a picture now has its thumbnail)
+	FileEventFailed                  // the upload's bytes did not match the SHA-256
+	FileEventExpired                 // removed by retention or by its sender
+)
+
+func (k FileEventKind) String() string {
+	switch k {
+	case FileEventOffered:
+		return "offered"
+	case FileEventAccepted:
+		return "accepted"
+	case FileEventRejected:
+		return "rejected"
+	case FileEventAvailable:
+		return "available"
+	case FileEventFailed:
+		return "failed"
+	case FileEventExpired:
+		return "expired"
+	}
+	return "unknown"
+}
+
+// FileEvent tells the user about a file. UserID/Username name who caused
+// it (empty for retention). Live events may be dropped when Events is not
+// read (like typing events); Files lists the current state at any time.
+type FileEvent struct {
+	Kind     FileEventKind
+	File     *FileInfo
+	UserID   string
+	Username string
+}
+
+func (FileEvent) isEvent() {}
+
+func fileEventFromWire(ev *parleyv1.FileEvent) FileEvent {
+	kind := FileEventUnknown
+	switch ev.GetKind() {
+	case parleyv1.FileEvent_KIND_OFFERED:
+		kind = FileEventOffered
+	case parleyv1.FileEvent_KIND_ACCEPTED:
+		kind = FileEventAccepted
+	case parleyv1.FileEvent_KIND_REJECTED:
+		kind = FileEventRejected
+	case parleyv1.FileEvent_KIND_AVAILABLE:
+		kind = FileEventAvailable
+	case parleyv1.FileEvent_KIND_FAILED:
+		kind = FileEventFailed
+	case parleyv1.FileEvent_KIND_EXPIRED:
+		kind = FileEventExpired
+	}
+	return FileEvent{Kind: kind, File: ev.GetFile(), UserID: ev.GetUserId(), Username: ev.GetUsername()}
+}
+
 // DefaultHTTPPort is the gateway's HTTP port used for files when the client
 // dialled a tcp:// or tls:// address (ws/wss addresses name it already).
 const DefaultHTTPPort = "7480"

@@ -824,3 +824,40 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("expired files still listed: %v %v", files, err)
 	}
 }
+
+// TestFileEvents: the SDK hands the application what happens to a file:
+// the offer as a message carrying the file and as an OFFERED event, the
+// recipient's answer to the sender, and AVAILABLE to both when the upload
+// is complete.
+func TestFileEvents(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	alice := newSocial(t, p.TCPAddr(), "alice", parley.WithHTTPBase(p.HTTPBase()))
+	bob := newSocial(t, p.TCPAddr(), "bob", parley.WithHTTPBase(p.HTTPBase()))
+	ctx := ctxT(t)
+	data, sum := randomData(t, 50_000)
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "events.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := offer.GetFile().GetFileId()
+	isFile := func(k parley.FileEventKind) func(parley.FileEvent) bool {
+		return func(e parley.FileEvent) bool { return e.Kind == k && e.File.GetFileId() == id }
+	}
+	waitEvent(bob, "the offer as a message", func(e parley.MessageEvent) bool {
+		return e.Message.File.GetFileId() == id && e.Message.Text == "events.bin" && e.Message.SenderName == "alice"
+	})
+	if ev := waitEvent(bob, "the offer event", isFile(parley.FileEventOffered)); ev.Username != "alice" || ev.File.GetSize() != uint64(len(data)) {
+		t.Fatalf("offer event %+v", ev)
+	}
+	if err := bob.AnswerFile(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if ev := waitEvent(alice, "bob's answer", isFile(parley.FileEventAccepted)); ev.Username != "bob" {
+		t.Fatalf("answer event from %q", ev.Username)
+	}
+	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(bob, "the file available to bob", isFile(parley.FileEventAvailable))
+	waitEvent(alice, "the file available to alice", isFile(parley.FileEventAvailable))
+}

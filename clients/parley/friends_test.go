@@ -23,9 +23,9 @@ type social struct {
 	cond chan struct{} // closed and replaced on every event
 }
 
-func newSocial(t *testing.T, addr, user string) *social {
+func newSocial(t *testing.T, addr, user string, opts ...parley.Option) *social {
 	t.Helper()
-	c := dial(t, addr, parley.WithPresenceFeed(false))
+	c := dial(t, addr, append([]parley.Option{parley.WithPresenceFeed(false)}, opts...)...)
 	s := &social{Client: c, t: t, cond: make(chan struct{})}
 	s.sess = register(t, c, user)
 	go func() {

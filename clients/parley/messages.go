@@ -33,6 +33,9 @@ type Message struct {
 	// System: written by the server about a change of a group (created,
 	// invited, joined, left, removed, renamed); SenderID is who caused it.
 	System bool
+	// File is set when the message offers a file (Text is then its name):
+	// the file as it was offered; Files or DownloadURL give its state now.
+	File *FileInfo
 }
 
 // ConversationKind tells the public room from private conversations.
@@ -95,6 +98,7 @@ func messageFromWire(m *parleyv1.Message) Message {
 		Text:         m.GetText(),
 		ClientKey:    m.GetClientKey(),
 		System:       m.GetSystem(),
+		File:         m.GetFile(),
 	}
 	if ms := m.GetSentAtUnixMs(); ms > 0 {
 		out.SentAt = time.UnixMilli(ms)

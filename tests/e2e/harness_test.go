@@ -50,6 +50,7 @@ func buildAll(dir string) error {
 		"auth":        "github.com/parleychat/parley/services/auth/cmd/auth",
 		"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
 		"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
+		"file":        "github.com/parleychat/parley/services/file/cmd/file",
 		"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
 		"parley":      "github.com/parleychat/parley/clients/cmd/parley",
 	}
@@ -178,7 +179,8 @@ func waitReady(t *testing.T, p *proc, adminAddr string) {
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 // cluster is a multi-process Parley: one nats-server, one redis-server, auth,
-// presence and any number of gateways.
+// presence, messaging, any number of gateways and, with clusterOpts.files,
+// a MinIO server and the file service.
 type cluster struct {
 	t        *testing.T
 	natsURL  string
@@ -188,6 +190,13 @@ type cluster struct {
 	msgs     []*proc // messaging replicas
 	gateways []*gatewayProc
 	authEnv  []string
+
+	// Files (clusterOpts.files): the object store every gateway and the
+	// file service share, and the file service.
+	minio      *testenv.MinIO
+	storageEnv []string // PARLEY_MINIO_* for the file service and gateways
+	file       *proc
+	fileAdmin  string
 }
 
 type gatewayProc struct {
@@ -196,11 +205,17 @@ type gatewayProc struct {
 	id               string
 }
 
+// httpBase is the gateway's HTTP base URL (WebSocket and file transfers).
+func (g *gatewayProc) httpBase() string { return "http://" + g.http }
+
 type clusterOpts struct {
 	sessionPolicy string // auth -session-policy
 	gatewayTTL    string // presence -gateway-ttl
 	tokenTTL      string // auth -token-ttl
 	messaging     int    // messaging replicas (default 1)
+	// files starts MinIO and the file service and gives every gateway the
+	// file endpoints (/v1/files on its HTTP port).
+	files bool
 }
 
 func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
@@ -246,6 +261,14 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		c.addMessaging()
 	}
 
+	if o.files {
+		c.minio = testenv.StartMinIO(t)
+		c.storageEnv = []string{"PARLEY_MINIO_ENDPOINT=" + c.minio.Endpoint, "PARLEY_MINIO_ACCESS_KEY=" + c.minio.AccessKey,
+			"PARLEY_MINIO_SECRET_KEY=" + c.minio.SecretKey, "PARLEY_MINIO_BUCKET=parley-e2e"}
+		c.fileAdmin = addr(testenv.FreePort(t))
+		c.startFile()
+	}
+
 	for i := 0; i < gateways; i++ {
 		c.addGateway(fmt.Sprintf("gw%d", i+1))
 	}
@@ -263,16 +286,52 @@ func (c *cluster) addMessaging() *proc {
 	return p
 }
 
+// startFile starts the file service on the cluster's file admin port
+// (again, after restartFile's kill); its state is in NATS KV and MinIO, so
+// a restarted one carries on.
+func (c *cluster) startFile() {
+	t := c.t
+	t.Helper()
+	env := append([]string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + c.fileAdmin}, c.storageEnv...)
+	c.file = start(t, "file", env)
+	waitReady(t, c.file, c.fileAdmin)
+}
+
+// restartFile kills the file service (SIGKILL: no clean shutdown) and
+// starts it again.
+func (c *cluster) restartFile() {
+	c.t.Helper()
+	c.file.kill()
+	c.startFile()
+}
+
 func (c *cluster) addGateway(id string) *gatewayProc {
 	t := c.t
 	t.Helper()
 	g := &gatewayProc{id: id, tcp: addr(testenv.FreePort(t)), http: addr(testenv.FreePort(t)), admin: addr(testenv.FreePort(t))}
-	g.proc = start(t, "gateway", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id,
-		"PARLEY_PRESENCE_HEARTBEAT=1s"})
-	waitReady(t, g.proc, g.admin)
+	c.startGateway(g)
 	c.gateways = append(c.gateways, g)
 	return g
+}
+
+// startGateway starts g's process on g's ports, with the file endpoints
+// when the cluster has file storage.
+func (c *cluster) startGateway(g *gatewayProc) {
+	t := c.t
+	t.Helper()
+	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + g.id,
+		"PARLEY_PRESENCE_HEARTBEAT=1s"}
+	g.proc = start(t, "gateway", append(env, c.storageEnv...))
+	waitReady(t, g.proc, g.admin)
+}
+
+// restartGateway kills g (SIGKILL: its clients and uploads are cut off
+// with no goodbye) and starts it again on the same ports.
+func (c *cluster) restartGateway(g *gatewayProc) {
+	c.t.Helper()
+	g.kill()
+	c.startGateway(g)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -42,7 +42,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+		return transferSession(ctx, a, func(ctx context.Context, c *parley.Client) error {
 			return a.sendFile(ctx, c, pos[0], pos[1], *progress)
 		})
 	case "resume":
@@ -50,7 +50,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
+		return transferSession(ctx, a, func(ctx context.Context, c *parley.Client) error {
 			f, err := os.Open(pos[1])
 			if err != nil {
 				return err
@@ -84,8 +84,10 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 		if len(pos) == 2 {
 			dir = pos[1]
 		}
-		return sessionArgs(ctx, a, func(ctx context.Context, c *parley.Client) error {
-			dl, err := c.DownloadURL(ctx, pos[0])
+		return transferSession(ctx, a, func(ctx context.Context, c *parley.Client) error {
+			rctx, cancel := a.withTimeout(ctx)
+			dl, err := c.DownloadURL(rctx, pos[0])
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -156,6 +158,16 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 	return usageError{fmt.Errorf("unknown file command %q (parley file help)", sub)}
 }
 
+// transferSession runs a file transfer command: dialling and resuming the
+// session are bounded by --timeout, as each request fn makes should be
+// (a.withTimeout), but the transfer itself only by the signals that end the
+// command: it takes as long as the file needs.
+func transferSession(ctx context.Context, a *app, fn func(ctx context.Context, c *parley.Client) error) error {
+	return withSession(ctx, a, func(_ context.Context, c *parley.Client, _ string, _ *parley.Session) error {
+		return fn(ctx, c)
+	})
+}
+
 // sendFile offers path to a conversation or @user and uploads it.
 func (a *app) sendFile(ctx context.Context, c *parley.Client, target, path string, progress bool) error {
 	f, err := os.Open(path)
@@ -181,7 +193,9 @@ func (a *app) sendFile(ctx context.Context, c *parley.Client, target, path strin
 	} else {
 		req.Conversation = target
 	}
-	offer, err := c.OfferFile(ctx, req)
+	rctx, cancel := a.withTimeout(ctx)
+	offer, err := c.OfferFile(rctx, req)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -213,7 +227,7 @@ func (a *app) progress(on bool, what string) func(done, total uint64) {
 		rate := float64(done-first) / max(now.Sub(start).Seconds(), 0.001)
 		eta := "-"
 		if rate > 0 && done < total {
-			eta = (time.Duration(float64(total-done)/rate) * time.Second / time.Second).Round(time.Second).String()
+			eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
 		}
 		fmt.Fprintf(a.stderr, "%s %6.1f/%.1f MiB  %6.1f MiB/s  ETA %s\n", what, float64(done)/(1<<20), float64(total)/(1<<20), rate/(1<<20), eta)
 	}
