@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/filename"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 )
 
@@ -93,11 +94,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			}
 			// The name was sanitised by the server; it is checked again
 			// here so nothing can write outside dir.
-			name := filepath.Base(filepath.Clean("/" + dl.GetFile().GetName()))
-			if name == "/" || name == "." || name == ".." {
-				name = pos[0]
-			}
-			path := filepath.Join(dir, name)
+			path := filepath.Join(dir, filename.Sanitize(dl.GetFile().GetName()))
 			if _, err := c.DownloadTo(ctx, pos[0], path, a.progress(*progress, "download")); err != nil {
 				return err
 			}
@@ -121,7 +118,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 				}
 				return fmt.Errorf("no thumbnail: %s is not a picture the server could read (%s)", f.GetName(), f.GetContentType())
 			}
-			path := filepath.Base(filepath.Clean("/"+f.GetName())) + ".thumb.jpg"
+			path := filename.Sanitize(f.GetName()) + ".thumb.jpg"
 			if len(pos) == 2 {
 				path = pos[1]
 			}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/filename"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
@@ -86,7 +87,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		}
 	}
 	info := &parleyv1.FileInfo{
-		FileId: id, Name: SanitizeName(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
+		FileId: id, Name: filename.Sanitize(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
 		Sha256: req.Sha256, SenderId: me.id, SenderName: me.name, CreatedAtUnixMs: ms(now),
 		ExpiresAtUnixMs: ms(now.Add(s.cfg.UploadTTL)), State: parleyv1.FileState_FILE_STATE_UPLOADING,
 	}

@@ -4,51 +4,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 )
-
-func TestSanitizeName(t *testing.T) {
-	long := strings.Repeat("長", 200) + ".tar.gz"
-	for _, tc := range []struct{ in, want string }{
-		{"report.pdf", "report.pdf"},
-		{"../../etc/passwd", "passwd"},
-		{`..\..\Windows\system32\cmd.exe`, "cmd.exe"},
-		{"/abs/path/报告 final.bin", "报告 final.bin"},
-		{"..", "file"},
-		{".", "file"},
-		{"", "file"},
-		{"   ", "file"},
-		{"a\x00b\x1fc\u202ed.txt", "abcd.txt"}, // NUL, control, bidi override
-		{`what?<>:"|*.txt`, "what_______.txt"},
-		{" .hidden. ", "hidden"},
-		{"emoji 🎉.png", "emoji 🎉.png"},
-		{"bad\xffutf8.txt", "badutf8.txt"},
-	} {
-		if got := SanitizeName(tc.in); got != tc.want {
-			t.Errorf("SanitizeName(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-	got := SanitizeName(long)
-	if len(got) > MaxNameBytes || !utf8.ValidString(got) || !strings.HasSuffix(got, ".gz") {
-		t.Errorf("long name: %d bytes, valid %v, %q", len(got), utf8.ValidString(got), got[len(got)-10:])
-	}
-}
-
-func FuzzSanitizeName(f *testing.F) {
-	for _, s := range []string{"a/b", "../x", `c:\x`, "..", "\x00", "名前.txt"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		got := SanitizeName(in)
-		if got == "" || got == "." || got == ".." || strings.ContainsAny(got, "/\\\x00") || len(got) > MaxNameBytes || !utf8.ValidString(got) {
-			t.Fatalf("SanitizeName(%q) = %q", in, got)
-		}
-	})
-}
 
 func TestPartSize(t *testing.T) {
 	for _, tc := range []struct {

@@ -1,0 +1,46 @@
+package filename
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestSanitize(t *testing.T) {
+	long := strings.Repeat("長", 200) + ".tar.gz"
+	for _, tc := range []struct{ in, want string }{
+		{"report.pdf", "report.pdf"},
+		{"../../etc/passwd", "passwd"},
+		{`..\..\Windows\system32\cmd.exe`, "cmd.exe"},
+		{"/abs/path/报告 final.bin", "报告 final.bin"},
+		{"..", "file"},
+		{".", "file"},
+		{"", "file"},
+		{"   ", "file"},
+		{"a\x00b\x1fc\u202ed.txt", "abcd.txt"}, // NUL, control, bidi override
+		{`what?<>:"|*.txt`, "what_______.txt"},
+		{" .hidden. ", "hidden"},
+		{"emoji 🎉.png", "emoji 🎉.png"},
+		{"bad\xffutf8.txt", "badutf8.txt"},
+	} {
+		if got := Sanitize(tc.in); got != tc.want {
+			t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	got := Sanitize(long)
+	if len(got) > MaxBytes || !utf8.ValidString(got) || !strings.HasSuffix(got, ".gz") {
+		t.Errorf("long name: %d bytes, valid %v, %q", len(got), utf8.ValidString(got), got[len(got)-10:])
+	}
+}
+
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", `c:\x`, "..", "\x00", "名前.txt"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := Sanitize(in)
+		if got == "" || got == "." || got == ".." || strings.ContainsAny(got, "/\\\x00") || len(got) > MaxBytes || !utf8.ValidString(got) {
+			t.Fatalf("Sanitize(%q) = %q", in, got)
+		}
+	})
+}
