@@ -30,6 +30,7 @@ type line struct {
 	from string
 	text string
 	seq  uint64 // a message's seq in its conversation; 0 for notices
+	file int    // a file offer: the file's number (its text is the file's state)
 }
 
 // maxLines bounds the scrollback of each conversation.
@@ -56,6 +57,15 @@ type chatScreen struct {
 	input    textarea.Model
 	width    int
 	height   int
+
+	// Files (files.go): every file known, by number - 1 (a number merged
+	// into another entry points to it); by id; the transfers in the pane
+	// (running or interrupted); conversations whose file list is being
+	// read.
+	files     []*fileEntry
+	fileIDs   map[string]*fileEntry
+	transfers []*transfer
+	filesBusy map[string]bool
 }
 
 func newChatScreen() chatScreen {
@@ -68,7 +78,8 @@ func newChatScreen() chatScreen {
 	// Enter sends; Alt+Enter inserts a newline.
 	in.KeyMap.InsertNewline = key.NewBinding(key.WithKeys("alt+enter"), key.WithHelp("alt+enter", "new line"))
 	in.Focus()
-	return chatScreen{messages: viewport.New(0, 0), input: in}
+	return chatScreen{messages: viewport.New(0, 0), input: in,
+		fileIDs: make(map[string]*fileEntry), filesBusy: make(map[string]bool)}
 }
 
 // add shows a notice in the selected conversation.
@@ -88,6 +99,14 @@ func (c *chatScreen) selected() *convView {
 		return nil
 	}
 	return c.convs[c.sel]
+}
+
+// selectedID is the selected conversation's id ("" if none).
+func (c *chatScreen) selectedID() string {
+	if cv := c.selected(); cv != nil {
+		return cv.id
+	}
+	return ""
 }
 
 func (c *chatScreen) conv(id string) *convView {
@@ -171,7 +190,11 @@ func (c *chatScreen) messageLine(m parley.Message) line {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	return line{kind: kind, at: at, from: m.SenderName, text: m.Text, seq: m.Seq}
+	l := line{kind: kind, at: at, from: m.SenderName, text: m.Text, seq: m.Seq}
+	if id, ok := offerID(m); ok {
+		l.file = c.trackOffer(m, id).num
+	}
+	return l
 }
 
 // isOwn: the user sent m (or, for a system message, caused it).
@@ -216,11 +239,38 @@ func sortByName(us []parley.OnlineUser) {
 func (c *chatScreen) resize(w, h int) {
 	c.width, c.height = w, h
 	msgW := max(w-sidePaneWidth-2, 10)
-	bodyH := max(h-1-(inputHeight+2)-1-2, 3) // header, input box, help, pane borders
+	bodyH := max(h-1-(inputHeight+2)-1-2-c.transferRows(), 3) // header, input box, help, pane borders, transfers
 	c.messages.Width = msgW
 	c.messages.Height = bodyH
 	c.input.SetWidth(max(w-2, 10))
 	c.refresh()
+}
+
+// relayout fits the message area around a changed transfers pane.
+func (c *chatScreen) relayout() { c.resize(c.width, c.height) }
+
+// transferRows is the transfers pane's height: a row per transfer, at
+// most maxTransferRows, and one "… N more".
+func (c *chatScreen) transferRows() int {
+	n := len(c.transfers)
+	if n > maxTransferRows {
+		return maxTransferRows + 1
+	}
+	return n
+}
+
+// transfersPane renders the transfers, one row each.
+func (c *chatScreen) transfersPane() string {
+	w := max(c.width-2, 20)
+	var rows []string
+	for i, tr := range c.transfers {
+		if i == maxTransferRows {
+			rows = append(rows, dimStyle.Render(fmt.Sprintf(" … %d more", len(c.transfers)-i)))
+			break
+		}
+		rows = append(rows, " "+tr.row(w))
+	}
+	return strings.Join(rows, "\n")
 }
 
 // refresh re-renders the message area and keeps it scrolled to the end
@@ -238,6 +288,11 @@ func (c *chatScreen) refresh() {
 	for i, l := range lines {
 		if i > 0 {
 			b.WriteByte('\n')
+		}
+		if l.file > 0 {
+			if e := c.fileByNum(l.file); e != nil {
+				l.text = c.fileText(e)
+			}
 		}
 		if i == seen {
 			l.text += "  " + dimStyle.Render("✓ seen")
@@ -286,8 +341,12 @@ func (c *chatScreen) view(server, hint string) string {
 	msgPane := paneStyle.Width(c.messages.Width).Height(c.messages.Height).Render(c.messages.View())
 	body := lipgloss.JoinHorizontal(lipgloss.Top, msgPane, sidePane)
 	input := paneStyle.Render(c.input.View())
-	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /help")
-	return lipgloss.JoinVertical(lipgloss.Left, header, body, input, help)
+	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /send PATH · /help")
+	parts := []string{header, body}
+	if len(c.transfers) > 0 {
+		parts = append(parts, c.transfersPane())
+	}
+	return lipgloss.JoinVertical(lipgloss.Left, append(parts, input, help)...)
 }
 
 // sidePane lists the conversations (the selected one marked, unread counts

@@ -71,6 +71,9 @@ func (m *model) onMessage(msg parley.Message) tea.Cmd {
 	} else if !c.isOwn(msg) && msg.Seq > cv.acked {
 		cv.unread++
 	}
+	if l.file > 0 {
+		cmds = append(cmds, m.fileDetails(cv.id))
+	}
 	return tea.Batch(cmds...)
 }
 
@@ -191,18 +194,25 @@ func (m *model) onHistory(msg historyMsg) tea.Cmd {
 	}
 	cv.noOlder = !msg.more
 	before := m.chat.messages.TotalLineCount()
+	offers := false
 	for _, pm := range msg.msgs {
-		cv.addMessage(m.chat.messageLine(pm))
+		l := m.chat.messageLine(pm)
+		offers = offers || l.file > 0
+		cv.addMessage(l)
+	}
+	var details tea.Cmd
+	if offers {
+		details = m.fileDetails(cv.id)
 	}
 	if cv != m.chat.selected() {
-		return nil
+		return details
 	}
 	atBottom := m.chat.messages.AtBottom()
 	m.chat.refresh()
 	if !atBottom {
 		m.chat.messages.SetYOffset(m.chat.messages.YOffset + m.chat.messages.TotalLineCount() - before)
 	}
-	return m.ack(cv)
+	return tea.Batch(details, m.ack(cv))
 }
 
 // onOpened selects the private chat /msg asked for and sends its text.

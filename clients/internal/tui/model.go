@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -36,6 +37,17 @@ type model struct {
 	convsBusy  bool
 	convsAgain bool
 
+	// downloadDir is where downloads go (/dir changes it); ticking: a
+	// transfers redraw is scheduled.
+	downloadDir string
+	ticking     bool
+	filesReq    uint64    // file lists asked for (numbers them)
+	linesShown  time.Time // when a tick last re-rendered the file lines
+	// uploadRetries: failed requests in a row an upload resumes by
+	// itself before it is shown as interrupted (0: the SDK's default,
+	// which rides out a gateway restart).
+	uploadRetries int
+
 	now func() time.Time // the clock (tests set it)
 	// typingConv, typingSent: the private chat last told that the user
 	// types, and when (typed).
@@ -44,7 +56,14 @@ type model struct {
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
-	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen(), now: time.Now}
+	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen(), now: time.Now,
+		downloadDir: cfg.DownloadDir}
+	if m.downloadDir == "" {
+		m.downloadDir = "." // as `parley file get`
+	}
+	if abs, err := filepath.Abs(m.downloadDir); err == nil {
+		m.downloadDir = abs
+	}
 	if cfg.Token != "" {
 		m.login.busy = true
 		m.login.status = "resuming the session of " + cfg.User + "…"
@@ -104,6 +123,18 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case typingExpiredMsg:
 		return m, nil // re-rendered: View drops the hint
+	case preparedMsg:
+		return m, m.onPrepared(msg)
+	case transferDoneMsg:
+		return m, m.onTransferDone(msg)
+	case transferTickMsg:
+		return m, m.onTransferTick()
+	case answeredMsg:
+		return m, m.onAnswered(msg)
+	case filesMsg:
+		return m, m.onFiles(msg)
+	case fileRetryMsg:
+		return m, m.fileDetails(msg.conv)
 	case whoMsg:
 		if msg.err != nil {
 			m.chat.add(lineError, "who: "+describe(msg.err))
@@ -216,7 +247,12 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 	case parley.MessageEvent:
 		return m.onMessage(ev.Message)
 	case parley.SyncedEvent:
-		return m.applyConversations(ev.Conversations, true)
+		if m.screen != screenChat {
+			return nil
+		}
+		return tea.Batch(m.applyConversations(ev.Conversations, true), m.pendingOffers(), m.rewatch())
+	case parley.FileEvent:
+		return m.onFileEvent(ev)
 	case parley.FriendEvent:
 		if m.screen == screenChat {
 			m.onFriendEvent(ev)
@@ -261,6 +297,9 @@ func (m *model) onClientEnded(err error) {
 }
 
 func (m *model) toLogin(msg string) {
+	for _, tr := range m.chat.transfers {
+		tr.stop()
+	}
 	m.screen = screenLogin
 	m.chat = newChatScreen()
 	m.convsBusy, m.convsAgain = false, false
@@ -315,6 +354,9 @@ func (m *model) submit(text string) tea.Cmd {
 		if c, ok := m.friendCommand(cmd, args); ok {
 			return c
 		}
+		if c, ok := m.fileCommand(cmd, args); ok {
+			return c
+		}
 		switch cmd {
 		case "/who":
 			if m.client == nil {
@@ -346,6 +388,8 @@ func (m *model) submit(text string) tea.Cmd {
 			m.chat.system("groups: /group NAME [USER...]: create (a name with spaces in \"quotes\") · in the selected group: " +
 				"/invite USER... · /join (an invitation) · /leave · /members · /rename NAME · /kick USER (owner)")
 			m.chat.system("friends: /friends: the list · /friend add|accept|decline|remove USER · /block USER · /unblock USER")
+			m.chat.system("files, in a private chat or group: /send PATH: offer and upload · /accept [N] · /reject [N]: answer offer #N (and download) · " +
+				"/get N: download · /shelf: the chat's files · /resume [N]: continue interrupted transfers · /cancel N · /dir [PATH]: download folder")
 			return nil
 		default:
 			m.chat.add(lineError, fmt.Sprintf("unknown command %s (try /help)", cmd))

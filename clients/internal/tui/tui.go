@@ -24,6 +24,9 @@ type Config struct {
 	// the server ended the session). Both may be nil.
 	SaveSession   func(*parley.Session) error
 	ForgetSession func(user string) error
+	// DownloadDir is where received files are saved ("": the current
+	// folder, as `parley file get`); /dir changes it while running.
+	DownloadDir string
 }
 
 // Run shows the TUI until the user quits or ctx ends. Quitting keeps the
