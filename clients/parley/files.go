@@ -33,7 +33,7 @@ type FileEventKind int
 // File event kinds.
 const (
 	FileEventUnknown   FileEventKind = iota
-	FileEventOffered                 // offered to you in a private chat (also at login for offers not answered yet)
+	FileEventOffered                 // offered to you in a private chat while you are connected (Files("") lists older ones)
 	FileEventAccepted                // the recipient accepted (to the sender and the recipient's devices)
 	FileEventRejected                // the recipient rejected; the file is deleted
 	FileEventAvailable               // the upload finished and its SHA-256 matched (a picture now has its thumbnail)

@@ -18,7 +18,8 @@ const MaxBytes = 255
 // only (both / and \ separate), no control or format characters, none of
 // <>:"|?* (refused by Windows), no leading or trailing dots or spaces, at
 // most MaxBytes bytes (cut at a character, keeping the extension when
-// it is short), never "", "." or "..". A name that ends up empty becomes
+// it is short), never "", "." or "..", never a Windows device name (CON,
+// NUL, COM1, ... get a leading "_"). A name that ends up empty becomes
 // "file".
 func Sanitize(name string) string {
 	name = strings.ToValidUTF8(name, "")
@@ -46,7 +47,23 @@ func Sanitize(name string) string {
 	if name == "" {
 		return "file"
 	}
+	if reservedOnWindows(name) {
+		name = "_" + name
+	}
 	return name
+}
+
+// reservedOnWindows: CON, PRN, AUX, NUL, COM1-9 and LPT1-9, with any
+// extension, name devices on Windows, not files.
+func reservedOnWindows(name string) bool {
+	base, _, _ := strings.Cut(name, ".")
+	switch u := strings.ToUpper(strings.TrimSpace(base)); {
+	case u == "CON", u == "PRN", u == "AUX", u == "NUL":
+		return true
+	case len(u) == 4 && (strings.HasPrefix(u, "COM") || strings.HasPrefix(u, "LPT")) && u[3] >= '1' && u[3] <= '9':
+		return true
+	}
+	return false
 }
 
 // truncate cuts s to at most n bytes at a character boundary.

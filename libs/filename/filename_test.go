@@ -22,6 +22,11 @@ func TestSanitize(t *testing.T) {
 		{" .hidden. ", "hidden"},
 		{"emoji 🎉.png", "emoji 🎉.png"},
 		{"bad\xffutf8.txt", "badutf8.txt"},
+		{"CON", "_CON"},
+		{"nul.txt", "_nul.txt"},
+		{"com1.tar.gz", "_com1.tar.gz"},
+		{"console.txt", "console.txt"},
+		{"LPT0", "LPT0"},
 	} {
 		if got := Sanitize(tc.in); got != tc.want {
 			t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)

@@ -602,9 +602,17 @@ func TestBinaryFiles(t *testing.T) {
 		t.Errorf("accept printed %q", out)
 	}
 	dir := t.TempDir()
+	// bob has a notes.txt of his own there: it is never touched.
+	mine := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(mine, []byte("bob's own notes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := bob.ok(httpEnv, "", "file", "get", id, dir)
-	if got, err := os.ReadFile(strings.TrimSpace(out)); err != nil || !bytes.Equal(got, data) || filepath.Dir(strings.TrimSpace(out)) != dir {
+	if got, err := os.ReadFile(strings.TrimSpace(out)); err != nil || !bytes.Equal(got, data) || strings.TrimSpace(out) != filepath.Join(dir, "notes (1).txt") {
 		t.Fatalf("file get wrote %q (%v), equal %v", out, err, bytes.Equal(got, data))
+	}
+	if b, _ := os.ReadFile(mine); string(b) != "bob's own notes" {
+		t.Fatalf("file get changed bob's own notes.txt: %q", b)
 	}
 	bob.fails(httpEnv, "", "NOT_FOUND", "file", "get", "f000000000000000000000000", dir)
 

@@ -20,7 +20,8 @@ const fileUsage = `usage: parley file <command> [args]
   send <conversation|@user> <path>   offer a file and upload it (resumes by itself); prints the file id
   resume <file id> <path>            continue an interrupted upload of the same file
   accept <file id> | reject <file id> answer a file offered to you in a private chat
-  get <file id> [dir]                download into dir (default .), resuming a partial download; checks the SHA-256
+  get <file id> [dir]                download into dir (default .), resuming a partial download; checks the SHA-256;
+                                     never overwrites: a taken name becomes "name (1).ext"
   ls [conversation]                  a conversation's files (a group's shelf), or the offers waiting for you
   thumb <file id> [path]             save a picture's thumbnail (a JPEG, at most 160x160; default <name>.thumb.jpg)
 flags: --progress (send, resume, get): print progress with rate and ETA to stderr; --json (ls)`
@@ -86,16 +87,10 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			dir = pos[1]
 		}
 		return transferSession(ctx, a, func(ctx context.Context, c *parley.Client) error {
-			rctx, cancel := a.withTimeout(ctx)
-			dl, err := c.DownloadURL(rctx, pos[0])
-			cancel()
+			// Into a part file, then a free name: a file already in dir
+			// with the same name is never touched.
+			path, _, err := c.DownloadToDir(ctx, pos[0], dir, a.progress(*progress, "download"))
 			if err != nil {
-				return err
-			}
-			// The name was sanitised by the server; it is checked again
-			// here so nothing can write outside dir.
-			path := filepath.Join(dir, filename.Sanitize(dl.GetFile().GetName()))
-			if _, err := c.DownloadTo(ctx, pos[0], path, a.progress(*progress, "download")); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, path)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/parleychat/parley/clients/internal/tui"
 	"github.com/parleychat/parley/clients/parley"
@@ -9,6 +10,7 @@ import (
 
 func cmdTUI(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("tui", "")
+	downloads := fs.String("download-dir", os.Getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (default: the current folder; env PARLEY_DOWNLOAD_DIR)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -21,9 +23,10 @@ func cmdTUI(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	cfg := tui.Config{
-		Server:  a.g.server,
-		User:    a.g.user,
-		Options: append(opts, parley.WithDevice("parley-tui")),
+		Server:      a.g.server,
+		User:        a.g.user,
+		Options:     append(opts, parley.WithDevice("parley-tui")),
+		DownloadDir: *downloads,
 		SaveSession: func(s *parley.Session) error {
 			return a.store().save(key, s)
 		},

@@ -176,7 +176,7 @@ func (c *chatScreen) eachFile(fn func(e *fileEntry)) {
 // offerID is the file a message offers ("", false: a plain message).
 func offerID(m parley.Message) (string, bool) {
 	id := m.File.GetFileId()
-	if m.System || id == "" || safeID(id) != id {
+	if m.System || id == "" || parley.SafeID(id) != id {
 		return "", false
 	}
 	return id, true
@@ -319,7 +319,7 @@ func (m *model) rewatch() tea.Cmd {
 func (m *model) onFileEvent(ev parley.FileEvent) tea.Cmd {
 	c := &m.chat
 	id := ev.File.GetFileId()
-	if m.screen != screenChat || id == "" || safeID(id) != id {
+	if m.screen != screenChat || id == "" || parley.SafeID(id) != id {
 		return nil
 	}
 	e := c.fileIDs[id]
@@ -382,7 +382,7 @@ func (m *model) onFiles(msg filesMsg) tea.Cmd {
 	var fresh []*fileEntry
 	for _, info := range msg.files {
 		id := info.GetFileId()
-		if id == "" || safeID(id) != id {
+		if id == "" || parley.SafeID(id) != id {
 			continue
 		}
 		listed[id] = true

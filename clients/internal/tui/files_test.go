@@ -534,7 +534,7 @@ func TestDownloadResumeAndChecksum(t *testing.T) {
 	e := bob.file(1)
 
 	// An earlier run got half of it.
-	part := partPath(bob.dir, "data.bin", e.id)
+	part := parley.PartFile(bob.dir, "data.bin", e.id)
 	if err := os.WriteFile(part, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -352,10 +352,9 @@ func uploadCmd(ctx context.Context, c *parley.Client, tr *transfer, offer *parle
 	}
 }
 
-// downloadCmd downloads file id into dir as name: it waits for an upload
-// still running, collects the bytes in a part file (resuming one left by
-// an earlier attempt), lets the SDK check the SHA-256, then moves it to a
-// free name.
+// downloadCmd downloads file id into dir (parley.DownloadToDir: a part
+// file resumed across attempts, the SHA-256 checked, then a free name),
+// following a live upload or waiting for one that is not.
 func downloadCmd(ctx context.Context, c *parley.Client, tr *transfer, id, name, dir string) tea.Cmd {
 	cnt, attempt := tr.cnt, tr.attempt
 	return func() tea.Msg {
@@ -367,31 +366,35 @@ func downloadCmd(ctx context.Context, c *parley.Client, tr *transfer, id, name, 
 		} else if !st.IsDir() {
 			return done("", fmt.Errorf("download folder %s is not a folder", dir))
 		}
-		for {
-			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-			dl, err := c.DownloadURL(rctx, id)
-			cancel()
-			if err != nil {
-				return done("", err)
+		// While nothing arrives, show how far the sender's upload is: a
+		// live upload streams at once, otherwise the SDK waits for its end.
+		watch, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go func() {
+			for {
+				rctx, cancel := context.WithTimeout(watch, requestTimeout)
+				dl, err := c.DownloadURL(rctx, id)
+				cancel()
+				info := dl.GetFile()
+				if err != nil || info.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING || cnt.done.Load() > 0 {
+					cnt.remote.Store(0)
+					return
+				}
+				cnt.total.Store(info.GetSize())
+				cnt.remote.Store(info.GetUploaded() + 1)
+				select {
+				case <-watch.Done():
+					cnt.remote.Store(0)
+					return
+				case <-time.After(waitUploadEvery):
+				}
 			}
-			info := dl.GetFile()
-			cnt.total.Store(info.GetSize())
-			if info.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING {
-				cnt.remote.Store(0)
-				break
-			}
-			cnt.remote.Store(info.GetUploaded() + 1)
-			select {
-			case <-ctx.Done():
-				return done("", ctx.Err())
-			case <-time.After(waitUploadEvery):
-			}
-		}
-		part := partPath(dir, name, id)
+		}()
 		progress := func(d, total uint64) { cnt.done.Store(d); cnt.total.Store(total) }
+		var path string
 		var err error
 		for try := 0; ; try++ {
-			_, err = c.DownloadTo(ctx, id, part, progress)
+			path, _, err = c.DownloadToDir(ctx, id, dir, progress)
 			if err == nil || try >= downloadRetries || ctx.Err() != nil || !resumable(download, err) || errors.Is(err, parley.ErrChecksum) {
 				break
 			}
@@ -400,10 +403,6 @@ func downloadCmd(ctx context.Context, c *parley.Client, tr *transfer, id, name, 
 			case <-time.After(time.Duration(try+1) * 300 * time.Millisecond):
 			}
 		}
-		if err != nil {
-			return done("", err)
-		}
-		path, err := place(part, dir, name)
 		return done(path, err)
 	}
 }

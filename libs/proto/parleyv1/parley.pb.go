@@ -4852,9 +4852,11 @@ func (x *FilesReply) GetMore() bool {
 	return false
 }
 
-// FileEvent tells a user about a file: offered to them (also at login for
-// offers not answered yet), accepted or rejected by the recipient (to the
-// sender), available (upload finished), failed, or expired.
+// FileEvent tells a connected user about a file: offered to them, accepted
+// or rejected by the recipient (to the sender), available (upload
+// finished), failed, or expired. Events are not replayed: after a login or
+// reconnect, list the offers not answered yet with FilesRequest{} (they
+// also arrive as messages in the chat catch-up).
 type FileEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          FileEvent_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.FileEvent_Kind" json:"kind,omitempty"`
