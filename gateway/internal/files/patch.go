@@ -41,6 +41,13 @@ type upload struct {
 	base    uint64
 	buf     []byte
 	pending []*internalv1.FilePart // stored, not yet committed (checksum mode)
+	// One whole part at a time goes to storage (and is committed) in the
+	// background while the next is read from the client: inflight reports
+	// its end; spare is its buffer once it is done. The storer touches st,
+	// pending and spare only while inflight is set, the reader only after
+	// wait.
+	inflight chan error
+	spare    []byte
 }
 
 // patch is tus PATCH: append the body at Upload-Offset.
@@ -108,7 +115,13 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	}
 	u := &upload{h: h, ctx: ctx, hdr: hdr, st: st, sum: sum, next: st.GetNextPart(),
 		base: st.GetOffset() - st.GetTailSize(), buf: getBuf(int(st.GetPartSize()))}
-	defer func() { putBuf(u.buf) }()
+	defer func() {
+		_ = u.wait() // the storer may still hold a buffer
+		putBuf(u.buf)
+		if u.spare != nil {
+			putBuf(u.spare)
+		}
+	}()
 	if st.GetTailSize() > 0 {
 		if err := u.loadTail(); err != nil {
 			return h.fail(c, http.StatusServiceUnavailable, "reading the stored tail: "+err.Error())
@@ -190,8 +203,15 @@ func (u *upload) copy(body io.Reader, check hash.Hash) error {
 	}
 }
 
-// storePart writes buf as the next part and, if commit, records it.
+// storePart hands buf, a whole part (or the file's last), to a background
+// storer and goes on with a fresh buffer, so the next part is read from
+// the client while this one is written to storage: at most one part is in
+// flight, and a PATCH holds at most two part buffers. If commit, the storer
+// records the part at the file service once it is stored.
 func (u *upload) storePart(commit bool) error {
+	if err := u.wait(); err != nil {
+		return err
+	}
 	if u.next >= u.st.GetPartLimit() {
 		// Out of part numbers: a commit (even empty) extends the range.
 		if err := u.commit(nil, u.st.GetTailKey(), u.st.GetTailSize(), u.st.GetOffset(), u.st.GetHashState()); err != nil {
@@ -201,39 +221,73 @@ func (u *upload) storePart(commit bool) error {
 			return errcode.New(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "no part numbers left for this upload")
 		}
 	}
-	p, err := u.h.o.Storage.PutPart(u.ctx, u.st.GetKey(), u.st.GetUploadId(), int(u.next), bytes.NewReader(u.buf), int64(len(u.buf)))
+	number, data := u.next, u.buf
+	u.next++
+	u.base += uint64(len(data))
+	offset, hashState := u.base, marshalHash(u.sum) // the sum covers exactly the bytes up to offset
+	if u.spare == nil {
+		u.spare = getBuf(cap(data))
+	}
+	u.buf, u.spare = u.spare[:0], nil
+	done := make(chan error, 1)
+	u.inflight = done
+	go func() {
+		err := u.put(number, data, commit, offset, hashState)
+		u.spare = data[:0]
+		done <- err
+	}()
+	return nil
+}
+
+// wait waits for the part in flight, if any, and returns its error.
+func (u *upload) wait() error {
+	if u.inflight == nil {
+		return nil
+	}
+	err := <-u.inflight
+	u.inflight = nil
+	return err
+}
+
+// put stores data as part number (plus its readable copy for a live
+// file) and commits it, or keeps it pending.
+func (u *upload) put(number uint32, data []byte, commit bool, offset uint64, hashState []byte) error {
+	p, err := u.h.o.Storage.PutPart(u.ctx, u.st.GetKey(), u.st.GetUploadId(), int(number), bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		u.h.o.Log.Error("storage: put part", "key", u.st.GetKey(), "part", u.next, "err", err)
+		u.h.o.Log.Error("storage: put part", "key", u.st.GetKey(), "part", number, "err", err)
 		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
 	}
 	if prefix := u.st.GetLivePrefix(); prefix != "" {
 		// A readable copy for a download running alongside. Without it
 		// that download waits for the upload to finish; the upload goes on.
-		key := prefix + strconv.Itoa(int(u.next))
-		if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(u.buf), int64(len(u.buf)), "application/octet-stream"); err != nil {
+		key := prefix + strconv.Itoa(int(number))
+		if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
 			u.h.o.Log.Warn("storage: put live part", "key", key, "err", err)
 		}
 	}
-	u.next++
 	part := &internalv1.FilePart{Number: uint32(p.Number), Etag: p.ETag, Size: uint64(p.Size)}
-	u.base += uint64(len(u.buf))
-	u.buf = u.buf[:0]
 	if !commit {
 		u.pending = append(u.pending, part)
 		return nil
 	}
-	return u.commit([]*internalv1.FilePart{part}, "", 0, u.base, marshalHash(u.sum))
+	return u.commit([]*internalv1.FilePart{part}, "", 0, offset, hashState)
 }
 
 // finish stores what is left in buf: the file's last part when the body
 // reached its size, else a tail object; then commits it with any parts
 // still pending.
 func (u *upload) finish() error {
+	if err := u.wait(); err != nil {
+		return err
+	}
 	end := u.base + uint64(len(u.buf))
 	switch {
 	case end == u.st.GetSize():
 		if len(u.buf) > 0 {
 			if err := u.storePart(false); err != nil {
+				return err
+			}
+			if err := u.wait(); err != nil {
 				return err
 			}
 		}
