@@ -34,7 +34,7 @@ type Config struct {
 	RequestTimeout    time.Duration // bound on one NATS request
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
 	MaxUploadSize     int64         // announced to tus clients (Tus-Max-Size); the file service enforces its own limit
-	MaxUploads        int           // uploads (tus PATCH) written at once; each holds up to two parts in memory
+	MaxUploads        int           // uploads (tus PATCH) written at once; each holds up to three parts in memory
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -56,7 +56,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    10 * time.Second,
 		RoomBatch:         20 * time.Millisecond,
 		MaxUploadSize:     10 << 30,
-		MaxUploads:        32,
+		MaxUploads:        24,
 	}
 }
 
@@ -80,7 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
 	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
-	fs.IntVar(&c.MaxUploads, "max-uploads", d.MaxUploads, "uploads written at once by this gateway; each holds up to two parts (2 x 8 MiB) in memory, more are answered 503 with Retry-After")
+	fs.IntVar(&c.MaxUploads, "max-uploads", d.MaxUploads, "uploads written at once by this gateway; each holds up to three parts (3 x 8 MiB) in memory, more are answered 503 with Retry-After")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 

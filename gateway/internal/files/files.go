@@ -70,7 +70,7 @@ type Options struct {
 	// MaxSize is announced as Tus-Max-Size (the file service enforces it).
 	MaxSize int64
 	// MaxUploads bounds the PATCH requests written at once (each holds up
-	// to two parts in memory); more are answered 503 with Retry-After.
+	// to three parts in memory); more are answered 503 with Retry-After.
 	// 0: no bound.
 	MaxUploads int
 }

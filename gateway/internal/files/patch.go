@@ -10,12 +10,14 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
@@ -41,13 +43,30 @@ type upload struct {
 	base    uint64
 	buf     []byte
 	pending []*internalv1.FilePart // stored, not yet committed (checksum mode)
-	// One whole part at a time goes to storage (and is committed) in the
-	// background while the next is read from the client: inflight reports
-	// its end; spare is its buffer once it is done. The storer touches st,
-	// pending and spare only while inflight is set, the reader only after
-	// wait.
-	inflight chan error
-	spare    []byte
+	// Whole parts go to storage in the background, up to storeDepth at
+	// once, while the next is read from the client; they are committed in
+	// order, each after its predecessor. jobs are those in flight, oldest
+	// first; free holds the buffers of finished ones. mu guards st, which
+	// commits replace; pending is touched by one storer at a time (in
+	// commit order) and by the reader only when nothing is in flight.
+	mu   sync.Mutex
+	jobs []*storeJob
+	free [][]byte
+	// Constant for the request, so storers need not read st.
+	key, uploadID, livePrefix string
+}
+
+// storeDepth is how many parts of one upload are stored at once: MinIO
+// takes one part PUT after another on a connection, and two in flight
+// keep it busy while the gateway reads the next part. A PATCH holds up
+// to storeDepth+1 part buffers.
+const storeDepth = 2
+
+// storeJob is one part being stored and committed.
+type storeJob struct {
+	done chan struct{} // closed when stored and committed (or failed)
+	err  error         // set before done is closed
+	data []byte
 }
 
 // patch is tus PATCH: append the body at Upload-Offset.
@@ -114,12 +133,13 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 		return h.fail(c, http.StatusInternalServerError, "corrupt upload state: "+err.Error())
 	}
 	u := &upload{h: h, ctx: ctx, hdr: hdr, st: st, sum: sum, next: st.GetNextPart(),
-		base: st.GetOffset() - st.GetTailSize(), buf: getBuf(int(st.GetPartSize()))}
+		base: st.GetOffset() - st.GetTailSize(), buf: getBuf(int(st.GetPartSize())),
+		key: st.GetKey(), uploadID: st.GetUploadId(), livePrefix: st.GetLivePrefix()}
 	defer func() {
-		_ = u.wait() // the storer may still hold a buffer
+		_ = u.wait() // storers still hold buffers
 		putBuf(u.buf)
-		if u.spare != nil {
-			putBuf(u.spare)
+		for _, b := range u.free {
+			putBuf(b)
 		}
 	}()
 	if st.GetTailSize() > 0 {
@@ -205,19 +225,25 @@ func (u *upload) copy(body io.Reader, check hash.Hash) error {
 
 // storePart hands buf, a whole part (or the file's last), to a background
 // storer and goes on with a fresh buffer, so the next part is read from
-// the client while this one is written to storage: at most one part is in
-// flight, and a PATCH holds at most two part buffers. If commit, the storer
-// records the part at the file service once it is stored.
+// the client while earlier ones are written to storage (at most
+// storeDepth at once). If commit, each storer records its part at the
+// file service once it is stored and its predecessor is recorded.
 func (u *upload) storePart(commit bool) error {
-	if err := u.wait(); err != nil {
-		return err
+	if len(u.jobs) >= storeDepth {
+		if err := u.waitOldest(); err != nil {
+			return err
+		}
 	}
-	if u.next >= u.st.GetPartLimit() {
-		// Out of part numbers: a commit (even empty) extends the range.
+	if u.next >= u.partLimit() {
+		// Out of part numbers: once the parts in flight are recorded, a
+		// commit (even empty) extends the range.
+		if err := u.wait(); err != nil {
+			return err
+		}
 		if err := u.commit(nil, u.st.GetTailKey(), u.st.GetTailSize(), u.st.GetOffset(), u.st.GetHashState()); err != nil {
 			return err
 		}
-		if u.next >= u.st.GetPartLimit() {
+		if u.next >= u.partLimit() {
 			return errcode.New(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "no part numbers left for this upload")
 		}
 	}
@@ -225,45 +251,83 @@ func (u *upload) storePart(commit bool) error {
 	u.next++
 	u.base += uint64(len(data))
 	offset, hashState := u.base, marshalHash(u.sum) // the sum covers exactly the bytes up to offset
-	if u.spare == nil {
-		u.spare = getBuf(cap(data))
+	if n := len(u.free); n > 0 {
+		u.buf, u.free = u.free[n-1][:0], u.free[:n-1]
+	} else {
+		u.buf = getBuf(cap(data))
 	}
-	u.buf, u.spare = u.spare[:0], nil
-	done := make(chan error, 1)
-	u.inflight = done
+	var prev *storeJob
+	if n := len(u.jobs); n > 0 {
+		prev = u.jobs[n-1]
+	}
+	j := &storeJob{done: make(chan struct{}), data: data}
+	u.jobs = append(u.jobs, j)
 	go func() {
-		err := u.put(number, data, commit, offset, hashState)
-		u.spare = data[:0]
-		done <- err
+		defer close(j.done)
+		j.err = u.put(number, data, commit, offset, hashState, prev)
 	}()
 	return nil
 }
 
-// wait waits for the part in flight, if any, and returns its error.
-func (u *upload) wait() error {
-	if u.inflight == nil {
-		return nil
-	}
-	err := <-u.inflight
-	u.inflight = nil
-	return err
+func (u *upload) partLimit() uint32 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st.GetPartLimit()
 }
 
-// put stores data as part number (plus its readable copy for a live
-// file) and commits it, or keeps it pending.
-func (u *upload) put(number uint32, data []byte, commit bool, offset uint64, hashState []byte) error {
-	p, err := u.h.o.Storage.PutPart(u.ctx, u.st.GetKey(), u.st.GetUploadId(), int(number), bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		u.h.o.Log.Error("storage: put part", "key", u.st.GetKey(), "part", number, "err", err)
-		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
+// waitOldest waits for the oldest part in flight and returns its error.
+func (u *upload) waitOldest() error {
+	j := u.jobs[0]
+	<-j.done
+	u.jobs = u.jobs[1:]
+	u.free = append(u.free, j.data[:0])
+	return j.err
+}
+
+// wait waits for every part in flight and returns the first error.
+func (u *upload) wait() error {
+	var first error
+	for len(u.jobs) > 0 {
+		if err := u.waitOldest(); err != nil && first == nil {
+			first = err
+		}
 	}
-	if prefix := u.st.GetLivePrefix(); prefix != "" {
+	return first
+}
+
+// put stores data as part number (with its readable copy, for a live
+// file, at the same time), then, after prev is done, commits it or keeps
+// it pending.
+func (u *upload) put(number uint32, data []byte, commit bool, offset uint64, hashState []byte, prev *storeJob) error {
+	var copyDone chan struct{}
+	if u.livePrefix != "" {
 		// A readable copy for a download running alongside. Without it
 		// that download waits for the upload to finish; the upload goes on.
-		key := prefix + strconv.Itoa(int(number))
-		if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
-			u.h.o.Log.Warn("storage: put live part", "key", key, "err", err)
+		copyDone = make(chan struct{})
+		go func() {
+			defer close(copyDone)
+			key := u.livePrefix + strconv.Itoa(int(number))
+			if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
+				u.h.o.Log.Warn("storage: put live part", "key", key, "err", err)
+			}
+		}()
+	}
+	p, err := u.h.o.Storage.PutPart(u.ctx, u.key, u.uploadID, int(number), bytes.NewReader(data), int64(len(data)))
+	if copyDone != nil {
+		<-copyDone
+	}
+	if prev != nil {
+		<-prev.done
+		if prev.err != nil {
+			return prev.err // nothing after a failed part may be recorded
 		}
+	}
+	if err != nil {
+		if errors.Is(err, objstore.ErrUploadNotFound) {
+			return errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "the upload was removed")
+		}
+		u.h.o.Log.Error("storage: put part", "key", u.key, "part", number, "err", err)
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")
 	}
 	part := &internalv1.FilePart{Number: uint32(p.Number), Etag: p.ETag, Size: uint64(p.Size)}
 	if !commit {
@@ -316,20 +380,26 @@ func (u *upload) commitPending(offset uint64, tailKey string, tailSize uint64) e
 // commit records parts, tail and the hash state (covering exactly offset
 // bytes) at the file service, and takes the new state (offset, lease, part
 // range).
+// Commits are never concurrent (storers commit in order, the reader only
+// when none is in flight); mu orders their st with the reader's reads.
 func (u *upload) commit(parts []*internalv1.FilePart, tailKey string, tailSize, offset uint64, hashState []byte) error {
+	u.mu.Lock()
+	cur := u.st
+	u.mu.Unlock()
 	st := new(internalv1.UploadState)
 	ctx := context.WithoutCancel(u.ctx) // record what is stored even if the client left
 	if err := u.h.call(ctx, subject.FileUploadCommit, u.hdr, &internalv1.UploadCommitRequest{
-		FileId: u.st.GetFileId(), Lease: u.st.GetLease(), Parts: parts, TailKey: tailKey, TailSize: tailSize,
-		HashState: hashState, Offset: offset, FromOffset: u.st.GetOffset(),
+		FileId: cur.GetFileId(), Lease: cur.GetLease(), Parts: parts, TailKey: tailKey, TailSize: tailSize,
+		HashState: hashState, Offset: offset, FromOffset: cur.GetOffset(),
 	}, st); err != nil {
 		return err
 	}
-	st.NextPart = u.next
 	if st.Lease == "" {
-		st.Lease = u.st.GetLease()
+		st.Lease = cur.GetLease()
 	}
+	u.mu.Lock()
 	u.st = st
+	u.mu.Unlock()
 	return nil
 }
 
