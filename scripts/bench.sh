@@ -2,21 +2,27 @@
 # Parley's benchmarks (make bench): idle connections per gateway (memory per
 # connection over TCP, TLS and WebSocket, up to 100,000 connections over six
 # gateways), password logins per second, then messaging (persisted direct
-# messages per second and public-room fan-out, with latencies). `make bench`
-# builds the Parley binaries into bin/ first; this script adds nats-server,
-# connload, connbench and msgbench, then runs bench/cmd/connbench and
-# bench/cmd/msgbench, which start everything as separate processes on
-# 127.0.0.1 and tear it all down at the end.
+# messages per second and public-room fan-out, with latencies), then file
+# transfer (upload and download throughput through the gateway against
+# MinIO directly, the gateway's and file service's memory during a 5 GiB
+# upload, chat latency during transfers). `make bench` builds the Parley
+# binaries into bin/ first; this script adds nats-server, connload,
+# connbench, msgbench and filebench, then runs bench/cmd/connbench,
+# bench/cmd/msgbench and bench/cmd/filebench, which start everything as
+# separate processes on 127.0.0.1 and tear it all down at the end.
 #
-#   BENCH_QUICK=1 scripts/bench.sh      small sizes (~2,000 connections), a smoke test
+#   BENCH_QUICK=1 scripts/bench.sh      small sizes (~2,000 connections, 256 MiB files), a smoke test
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
-#                                            logins, msg-direct, msg-room)
+#                                            logins, msg-direct, msg-room,
+#                                            file-up, file-down, file-mem, file-chat)
 #   BENCH_ARGS='-settle 20s' scripts/bench.sh       more connbench flags
 #   MSGBENCH_ARGS='-messaging 2' scripts/bench.sh   more msgbench flags
+#   FILEBENCH_ARGS='-size 2GiB' scripts/bench.sh    more filebench flags
 #
 # The reports are printed and written to bench/results/latest.txt
-# (connections, logins) and bench/results/messaging.txt. The full run takes
-# 15-25 minutes on 2 cores.
+# (connections, logins), bench/results/messaging.txt and
+# bench/results/files.txt. The full run takes 30-40 minutes on 2 cores;
+# filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,19 +31,20 @@ bin=$root/bin
 mkdir -p "$bin" bench/results
 GO=${GO:-go}
 
-for b in gateway auth presence messaging; do
+for b in gateway auth presence messaging file; do
 	if [[ ! -x $bin/$b ]]; then
 		echo "bench: $bin/$b missing: run 'make build' (or 'make bench')" >&2
 		exit 1
 	fi
 done
 
-echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench" >&2
+echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench, filebench" >&2
 (cd bench && $GO build -o "$bin/nats-server" github.com/nats-io/nats-server/v2)
 (cd bench && $GO build -o "$bin/connload" ./cmd/connload)
 (cd bench && $GO build -o "$bin/connbench" ./cmd/connbench)
 (cd bench && $GO build -o "$bin/gatewayprof" ./cmd/gatewayprof)
 (cd bench && $GO build -o "$bin/msgbench" ./cmd/msgbench)
+(cd bench && $GO build -o "$bin/filebench" ./cmd/filebench)
 
 command -v redis-server >/dev/null || {
 	echo "bench: redis-server not found (make deps installs it)" >&2
@@ -55,20 +62,22 @@ ulimit -n "$hard"
 echo "bench: open files: $(ulimit -n) (hard $hard)" >&2
 
 # BENCH_ONLY names scenarios of both tools: split it. Empty runs everything.
-conn_only=() msg_only=()
+conn_only=() msg_only=() file_only=()
 IFS=, read -ra kinds <<<"${BENCH_ONLY:-}"
 for k in "${kinds[@]}"; do
 	k=${k// /}
 	case $k in
 	"") ;;
 	msg-*) msg_only+=("$k") ;;
+	file-*) file_only+=("$k") ;;
 	*) conn_only+=("$k") ;;
 	esac
 done
-run_conn=1 run_msg=1
-if ((${#conn_only[@]} + ${#msg_only[@]} > 0)); then
+run_conn=1 run_msg=1 run_file=1
+if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} > 0)); then
 	((${#conn_only[@]} > 0)) || run_conn=0
 	((${#msg_only[@]} > 0)) || run_msg=0
+	((${#file_only[@]} > 0)) || run_file=0
 fi
 
 if ((run_conn)); then
@@ -95,4 +104,19 @@ if ((run_msg)); then
 	# shellcheck disable=SC2206 # MSGBENCH_ARGS is split on purpose
 	args+=(${MSGBENCH_ARGS:-})
 	"$bin/msgbench" "${args[@]}"
+fi
+
+if ((run_file)); then
+	# MinIO runs as a separate server (.tools/bin/minio, built by
+	# scripts/deps.sh; `make bench` runs deps first).
+	args=(-bin "$bin" -out bench/results/files.txt)
+	if [[ ${BENCH_QUICK:-} == 1 ]]; then
+		args+=(-quick)
+	fi
+	if ((${#file_only[@]} > 0)); then
+		args+=(-only "$(IFS=,; echo "${file_only[*]}")")
+	fi
+	# shellcheck disable=SC2206 # FILEBENCH_ARGS is split on purpose
+	args+=(${FILEBENCH_ARGS:-})
+	"$bin/filebench" "${args[@]}"
 fi

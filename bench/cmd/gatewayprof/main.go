@@ -5,7 +5,13 @@
 //	connbench -gateway-bin gatewayprof -profile DIR
 //
 // fetches a heap profile (after a forced GC) from every gateway once its
-// connections have settled. It is a benchmark tool, never deployed.
+// connections have settled, and
+//
+//	filebench -gateway-bin gatewayprof -profile DIR
+//
+// CPU profiles during file transfers (it takes the gateway's storage flags,
+// -storage-dir or -minio-*, as the gateway does). It is a benchmark tool,
+// never deployed.
 package main
 
 import (
@@ -23,6 +29,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/service"
 )
 
@@ -39,6 +46,8 @@ func run() error {
 	service.RegisterCommon(fs, &common, "127.0.0.1:7490")
 	var cfg server.Config
 	cfg.RegisterFlags(fs)
+	var storage objstore.Config
+	storage.RegisterFlags(fs)
 	pprofAddr := fs.String("pprof-addr", "127.0.0.1:6060", "net/http/pprof listen address")
 	// Go samples one allocation per 512 KiB by default: far too coarse to
 	// attribute a few KiB per connection.
@@ -57,8 +66,17 @@ func run() error {
 	}
 	defer nc.Close()
 
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	reg := service.NewRegistry()
-	srv, err := server.New(cfg, server.Deps{NC: nc, Log: log, Registry: reg})
+	deps := server.Deps{NC: nc, Log: log, Registry: reg}
+	// As gateway/cmd/gateway: without a store, file transfer is off.
+	if st, err := storage.Open(ctx); err == nil {
+		deps.Files = st
+	} else if !errors.Is(err, objstore.ErrNoStore) {
+		return err
+	}
+	srv, err := server.New(cfg, deps)
 	if err != nil {
 		return err
 	}
@@ -86,8 +104,6 @@ func run() error {
 	}()
 	defer ps.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- service.Group(ctx, srv.Run, admin.Run) }()
 	select {
