@@ -289,15 +289,21 @@ func (c *chatScreen) refresh() {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
+		var picture string
 		if l.file > 0 {
 			if e := c.fileByNum(l.file); e != nil {
 				l.text = c.fileText(e)
+				picture = e.picture()
 			}
 		}
 		if i == seen {
 			l.text += "  " + dimStyle.Render("✓ seen")
 		}
 		b.WriteString(renderLine(l, width))
+		if picture != "" {
+			// The thumbnail inline, under the offer, aligned with its text.
+			b.WriteString("\n      " + strings.ReplaceAll(picture, "\n", "\n      "))
+		}
 	}
 	c.messages.SetContent(b.String())
 	if atBottom {

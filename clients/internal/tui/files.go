@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -62,6 +63,22 @@ type fileEntry struct {
 	removed bool
 	saved   string
 	tr      *transfer // the latest transfer (nil: none)
+	// preview draws a picture's thumbnail under its line (once the
+	// server has made one); previewOf is the thumbnail it was drawn from.
+	preview   string
+	previewOf []byte
+}
+
+// picture returns the preview of e's thumbnail, drawing it once.
+func (e *fileEntry) picture() string {
+	t := e.info.GetThumbnail()
+	if len(t) == 0 {
+		return ""
+	}
+	if !bytes.Equal(t, e.previewOf) {
+		e.preview, e.previewOf = thumbPreview(t, previewCols), t
+	}
+	return e.preview
 }
 
 func (e *fileEntry) direct() bool { return kindOf(e.conv) == parley.ConversationDirect }

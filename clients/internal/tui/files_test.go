@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"net"
 	"os"
@@ -622,4 +624,39 @@ func TestResumeAcrossRuns(t *testing.T) {
 	bob.enter("/accept 1")
 	bob.sees("saved dump.sql (2.0 MiB, SHA-256 checked)")
 	sameFile(t, filepath.Join(bob.dir, "dump.sql"), data)
+}
+
+// TestPicturePreview: a picture sent in a chat is drawn inline under its
+// offer from the thumbnail the server made, once the upload is complete.
+func TestPicturePreview(t *testing.T) {
+	w := newWorld(t, nil)
+	alice, bob := w.join("alice"), w.join("bob")
+	directChat(alice, bob)
+	img := image.NewNRGBA(image.Rect(0, 0, 320, 160))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i * 7)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sunset.png")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	alice.enter("/send " + path)
+	alice.sees("sunset.png sent")
+	row := strings.Repeat("▀", previewCols)
+	bob.sees("[#1] sunset.png", "      "+row)
+	e := bob.file(1)
+	if got := strings.Count(e.picture(), row); got != 6 {
+		t.Fatalf("preview of a 2:1 picture has %d rows of %d cells, want 6:\n%s", got, previewCols, e.picture())
+	}
+	alice.sees("      " + row) // the sender sees it too
+}
+
+func TestThumbPreviewRefusesJunk(t *testing.T) {
+	if p := thumbPreview([]byte("not a jpeg"), previewCols); p != "" {
+		t.Fatalf("preview of junk: %q", p)
+	}
 }
