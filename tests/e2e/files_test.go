@@ -614,19 +614,21 @@ func TestFileTransferSlowerThanCommandTimeout(t *testing.T) {
 
 	getDir := t.TempDir()
 	get := bob.startBG(t, "file", "get", firstID, getDir)
+	// The bytes collect in the part file until the SHA-256 is checked.
+	part := parley.PartFile(getDir, "first.bin", firstID)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if st, err := os.Stat(filepath.Join(getDir, "first.bin")); err == nil && st.Size() > 0 {
+		if st, err := os.Stat(part); err == nil && st.Size() > 0 {
 			break
 		}
 		if !get.running() || time.Now().After(deadline) {
-			t.Fatalf("parley file get did not start writing first.bin:\n%s", get.out.String())
+			t.Fatalf("parley file get did not start writing %s:\n%s", part, get.out.String())
 		}
 		time.Sleep(time.Millisecond)
 	}
 	pause(t, get)
-	if st, _ := os.Stat(filepath.Join(getDir, "first.bin")); st.Size() >= getSize {
-		t.Fatalf("the download was complete before it could be paused: make first.bin larger")
+	if st, err := os.Stat(part); err != nil || st.Size() >= getSize {
+		t.Fatalf("the download was complete before it could be paused (%v): make first.bin larger", err)
 	}
 
 	time.Sleep(16 * time.Second)

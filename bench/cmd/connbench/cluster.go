@@ -15,7 +15,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,47 +55,23 @@ func (g *gateway) wsURL() string { return "ws://" + g.http + "/v1/ws" }
 
 // startInfra starts nats-server and redis-server, then connects to NATS.
 func (c *cluster) startInfra(ctx context.Context) error {
-	natsAddr, err := child.FreeAddr()
-	if err != nil {
-		return err
-	}
 	// nats-server's default max_payload is 1 MB; presence pages its list
 	// (at most ~36 KiB a page), so the default is what the bench runs with.
 	conf := filepath.Join(c.dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("max_payload: %d\n", c.opts.natsMaxPayload)), 0o600); err != nil {
 		return err
 	}
-	c.nats, err = c.ps.Start("nats-server", "nats-server", nil,
-		"-a", "127.0.0.1", "-p", child.PortOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"), "-c", conf)
-	if err != nil {
+	var err error
+	if c.nats, c.natsURL, err = c.ps.StartNATS(ctx, filepath.Join(c.dir, "nats"), "-c", conf); err != nil {
 		return err
 	}
-	if err := child.WaitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
-		return err
-	}
-	c.natsURL = "nats://" + natsAddr
 	c.nc, err = nats.Connect(c.natsURL, nats.Name("connbench"))
 	if err != nil {
 		return fmt.Errorf("connect to nats-server: %w", err)
 	}
 
-	c.redisAddr, err = child.FreeAddr()
-	if err != nil {
-		return err
-	}
-	redisBin, err := exec.LookPath(c.opts.redisServer)
-	if err != nil {
-		return err
-	}
-	if redisBin, err = filepath.Abs(redisBin); err != nil {
-		return err
-	}
-	c.redis, err = c.ps.Start("redis-server", redisBin, nil,
-		"--port", child.PortOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
-	if err != nil {
-		return err
-	}
-	return child.WaitTCP(ctx, c.redis, c.redisAddr, 20*time.Second)
+	c.redis, c.redisAddr, err = c.ps.StartRedis(ctx, c.opts.redisServer)
+	return err
 }
 
 // startAuth starts auth. cheap selects the cheap argon2id parameters used

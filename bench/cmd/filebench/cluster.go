@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,36 +47,11 @@ type cluster struct {
 // start brings up everything, each process waited for (TCP for NATS and
 // Redis, cluster health for MinIO, /readyz for Parley's binaries).
 func (c *cluster) start(ctx context.Context) error {
-	natsAddr, err := child.FreeAddr()
-	if err != nil {
+	var err error
+	if c.nats, c.natsURL, err = c.ps.StartNATS(ctx, filepath.Join(c.dir, "nats")); err != nil {
 		return err
 	}
-	c.nats, err = c.ps.Start("nats-server", "nats-server", nil,
-		"-a", "127.0.0.1", "-p", child.PortOf(natsAddr), "-js", "-sd", filepath.Join(c.dir, "nats"))
-	if err != nil {
-		return err
-	}
-	if err := child.WaitTCP(ctx, c.nats, natsAddr, 20*time.Second); err != nil {
-		return err
-	}
-	c.natsURL = "nats://" + natsAddr
-
-	if c.redisAddr, err = child.FreeAddr(); err != nil {
-		return err
-	}
-	redisBin, err := exec.LookPath(c.opts.redisServer)
-	if err != nil {
-		return err
-	}
-	if redisBin, err = filepath.Abs(redisBin); err != nil {
-		return err
-	}
-	c.redis, err = c.ps.Start("redis-server", redisBin, nil,
-		"--port", child.PortOf(c.redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
-	if err != nil {
-		return err
-	}
-	if err := child.WaitTCP(ctx, c.redis, c.redisAddr, 20*time.Second); err != nil {
+	if c.redis, c.redisAddr, err = c.ps.StartRedis(ctx, c.opts.redisServer); err != nil {
 		return err
 	}
 	if err := c.startMinIO(ctx); err != nil {

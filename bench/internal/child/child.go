@@ -267,3 +267,48 @@ func MachineBusySeconds() float64 {
 	}
 	return busy / 100
 }
+
+// StartNATS starts nats-server with JetStream (data under dir) on a free
+// port of 127.0.0.1, with extra arguments (e.g. "-c", conf), and waits
+// until it accepts connections. It returns the process and its URL.
+func (ps *Set) StartNATS(ctx context.Context, dir string, extra ...string) (*Proc, string, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	args := append([]string{"-a", "127.0.0.1", "-p", PortOf(addr), "-js", "-sd", dir}, extra...)
+	p, err := ps.Start("nats-server", "nats-server", nil, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := WaitTCP(ctx, p, addr, 20*time.Second); err != nil {
+		return nil, "", err
+	}
+	return p, "nats://" + addr, nil
+}
+
+// StartRedis starts redis-server (bin: a path, or a name looked up in
+// PATH) without persistence on a free port of 127.0.0.1 and waits until
+// it accepts connections. It returns the process and its address.
+func (ps *Set) StartRedis(ctx context.Context, bin string) (*Proc, string, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, "", err
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, "", err
+	}
+	p, err := ps.Start("redis-server", path, nil,
+		"--port", PortOf(addr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err != nil {
+		return nil, "", err
+	}
+	if err := WaitTCP(ctx, p, addr, 20*time.Second); err != nil {
+		return nil, "", err
+	}
+	return p, addr, nil
+}
