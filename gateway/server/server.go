@@ -270,6 +270,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tcpLn != nil {
 		_ = s.tcpLn.Close()
 	}
+	if s.files != nil {
+		// Uploads keep what they read and tell their clients to resume
+		// elsewhere, before the HTTP server waits for requests to end.
+		s.files.Drain()
+	}
 	appDone := make(chan struct{})
 	go func() {
 		defer close(appDone)

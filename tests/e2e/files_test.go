@@ -707,6 +707,7 @@ func TestFileResumeAfterServerRestart(t *testing.T) {
 	}{
 		{"file service", c.restartFile},
 		{"gateway", func() { c.restartGateway(gw) }},
+		{"gateway stopped with SIGTERM", func() { c.stopStartGateway(gw) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const size = 64<<20 + 999

@@ -334,6 +334,14 @@ func (c *cluster) restartGateway(g *gatewayProc) {
 	c.startGateway(g)
 }
 
+// stopStartGateway stops a gateway with SIGTERM (as a rollout does) and
+// starts it again on the same ports.
+func (c *cluster) stopStartGateway(g *gatewayProc) {
+	c.t.Helper()
+	g.stop(c.t, 30*time.Second)
+	c.startGateway(g)
+}
+
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

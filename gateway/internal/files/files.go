@@ -18,6 +18,7 @@
 package files
 
 import (
+	"sync"
 	"context"
 	"crypto/md5"
 	"crypto/sha1"
@@ -84,9 +85,21 @@ const tusVersion = "1.0.0"
 
 // Handler serves the endpoints.
 type Handler struct {
-	o       Options
-	writing chan struct{} // one slot per PATCH being written; nil: unbounded
+	o        Options
+	writing  chan struct{} // one slot per PATCH being written; nil: unbounded
+	draining chan struct{} // closed by Drain
+	drainOne sync.Once
 }
+
+// Drain makes uploads in progress stop reading their bodies, keep what
+// they read (stored and committed, the rest as a tail) and answer 503 with
+// Retry-After: the gateway is going away, and its clients resume through
+// another one having lost only what was still in flight in the network.
+// New uploads are refused the same way. Call it before shutting down.
+func (h *Handler) Drain() { h.drainOne.Do(func() { close(h.draining) }) }
+
+// errDraining ends an upload's body when the gateway drains.
+var errDraining = errors.New("the gateway is shutting down")
 
 // New returns a Handler; Register adds its routes to an app.
 func New(o Options) (*Handler, error) {
@@ -99,7 +112,7 @@ func New(o Options) (*Handler, error) {
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
 	}
-	h := &Handler{o: o}
+	h := &Handler{o: o, draining: make(chan struct{})}
 	if o.MaxUploads > 0 {
 		h.writing = make(chan struct{}, o.MaxUploads)
 	}

@@ -27,6 +27,10 @@ import (
 // (-max-uploads) before it is answered 503.
 const slotWait = 3 * time.Second
 
+// commitRetryFor bounds how long a commit is retried while no file service
+// answers.
+const commitRetryFor = 20 * time.Second
+
 // errTooMuch: the body goes past the upload's length.
 var errTooMuch = errors.New("the body goes past Upload-Length")
 
@@ -93,6 +97,13 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	if err != nil {
 		return h.failErr(c, err)
 	}
+	select {
+	case <-h.draining:
+		c.Set(fiber.HeaderRetryAfter, "1")
+		c.Set(fiber.HeaderConnection, "close")
+		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
+	default:
+	}
 	if h.writing != nil {
 		// Every part buffer taken: wait a little for one (the body waits
 		// in the socket meanwhile), then refuse. Memory stays bounded;
@@ -149,15 +160,31 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	}
 	body := &idleReader{r: c.Context().RequestBodyStream(), c: c, idle: h.o.IdleTimeout}
 	bodyErr := u.copy(body, check)
+	draining := errors.Is(bodyErr, errDraining)
+	if draining {
+		bodyErr = nil // keep what was read, as for a finished body
+	}
 	switch {
 	case errors.Is(bodyErr, errTooMuch):
 		return h.fail(c, http.StatusRequestEntityTooLarge, "the body goes past Upload-Length")
 	case bodyErr != nil && !isClientGone(bodyErr):
 		return h.failErr(c, bodyErr)
 	}
+	drained := func() error {
+		c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
+		c.Set(fiber.HeaderRetryAfter, "1")
+		c.Set(fiber.HeaderConnection, "close")
+		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
+	}
 	if check != nil {
-		if bodyErr != nil {
+		if bodyErr != nil || draining {
 			// A cut-off body cannot be checked: nothing of it is kept.
+			if draining {
+				if err := u.wait(); err != nil {
+					return h.failErr(c, err)
+				}
+				return drained()
+			}
 			return nil
 		}
 		if subtle.ConstantTimeCompare(check.Sum(nil), want) != 1 {
@@ -170,6 +197,10 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	if bodyErr != nil {
 		h.o.Log.Info("upload cut off; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset(), "err", bodyErr)
 		return nil
+	}
+	if draining {
+		h.o.Log.Info("upload paused: the gateway is shutting down; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset())
+		return drained()
 	}
 	c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
 	return c.SendStatus(http.StatusNoContent)
@@ -193,6 +224,11 @@ func (u *upload) loadTail() error {
 func (u *upload) copy(body io.Reader, check hash.Hash) error {
 	size, partSize := u.st.GetSize(), int(u.st.GetPartSize())
 	for {
+		select {
+		case <-u.h.draining:
+			return errDraining
+		default:
+		}
 		n, err := io.ReadFull(body, u.buf[len(u.buf):partSize])
 		if n > 0 {
 			fresh := u.buf[len(u.buf) : len(u.buf)+n]
@@ -388,10 +424,27 @@ func (u *upload) commit(parts []*internalv1.FilePart, tailKey string, tailSize, 
 	u.mu.Unlock()
 	st := new(internalv1.UploadState)
 	ctx := context.WithoutCancel(u.ctx) // record what is stored even if the client left
-	if err := u.h.call(ctx, subject.FileUploadCommit, u.hdr, &internalv1.UploadCommitRequest{
+	req := &internalv1.UploadCommitRequest{
 		FileId: cur.GetFileId(), Lease: cur.GetLease(), Parts: parts, TailKey: tailKey, TailSize: tailSize,
 		HashState: hashState, Offset: offset, FromOffset: cur.GetOffset(),
-	}, st); err != nil {
+	}
+	// While no file service answers (replicas restarting: a rollout, a
+	// crash) the commit is retried for a while rather than losing the
+	// parts read. A retry of a commit that did apply is refused as
+	// CONFLICT (the offset moved), and the client resumes from there.
+	for wait, deadline := 100*time.Millisecond, time.Now().Add(commitRetryFor); ; wait = min(2*wait, time.Second) {
+		err := u.h.call(ctx, subject.FileUploadCommit, u.hdr, req, st)
+		if err == nil {
+			break
+		}
+		switch errcode.Code(err) {
+		case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
+			if time.Now().Add(wait).Before(deadline) {
+				u.h.o.Log.Warn("upload commit failed; retrying", "file_id", req.FileId, "offset", offset, "err", err)
+				time.Sleep(wait)
+				continue
+			}
+		}
 		return err
 	}
 	if st.Lease == "" {
