@@ -35,6 +35,7 @@ type Config struct {
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
 	MaxUploadSize     int64         // announced to tus clients (Tus-Max-Size); the file service enforces its own limit
 	MaxUploads        int           // uploads (tus PATCH) written at once; each holds up to three parts in memory
+	HTTPReadBuffer    int           // receive buffer of each HTTP connection, bytes (0: the kernel's autotuning)
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -57,6 +58,7 @@ func DefaultConfig() Config {
 		RoomBatch:         20 * time.Millisecond,
 		MaxUploadSize:     10 << 30,
 		MaxUploads:        24,
+		HTTPReadBuffer:    2 << 20,
 	}
 }
 
@@ -80,6 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
 	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
+	fs.IntVar(&c.HTTPReadBuffer, "http-read-buffer", d.HTTPReadBuffer, "receive buffer of each HTTP connection in bytes: bounds what an upload has in flight, and re-sends, when the gateway stops; it also caps one upload at about this much per round trip (2 MiB: ~20 MB/s at 100 ms); 0: the kernel's autotuning")
 	fs.IntVar(&c.MaxUploads, "max-uploads", d.MaxUploads, "uploads written at once by this gateway; each holds up to three parts (3 x 8 MiB) in memory, more are answered 503 with Retry-After")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
@@ -129,6 +132,7 @@ func (c *Config) validate() error {
 		{"-request-timeout", c.RequestTimeout > 0},
 		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second},
 		{"-max-uploads", c.MaxUploads > 0},
+		{"-http-read-buffer", c.HTTPReadBuffer >= 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

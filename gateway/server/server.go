@@ -165,8 +165,28 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("gateway http listen: %w", err)
 		}
 		s.httpLn = ln
+		if s.cfg.HTTPReadBuffer > 0 {
+			s.httpLn = readBufferListener{Listener: ln, size: s.cfg.HTTPReadBuffer}
+		}
 	}
 	return nil
+}
+
+// readBufferListener sets each accepted connection's receive buffer: it
+// bounds the bytes in flight to the gateway, which an upload loses when
+// the gateway stops (Linux would otherwise grow it up to tcp_rmem's
+// maximum, tens of MiB).
+type readBufferListener struct {
+	net.Listener
+	size int
+}
+
+func (l readBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(l.size)
+	}
+	return c, err
 }
 
 // TCPAddr is the bound TCP (TLS) address, nil if disabled or not bound.
