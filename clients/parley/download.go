@@ -48,7 +48,7 @@ func (c *Client) DownloadToDir(ctx context.Context, fileID, dir string, progress
 // named after the file and its id, so calling again continues it and no
 // two files share one.
 func PartFile(dir, name, fileID string) string {
-	return filepath.Join(dir, cutBytes(filename.Sanitize(name), 150)+"."+SafeID(fileID)+".part")
+	return filepath.Join(dir, filename.Truncate(filename.Sanitize(name), 150)+"."+SafeID(fileID)+".part")
 }
 
 // SafeID keeps what a server calls a file id usable in a file name:
@@ -60,18 +60,7 @@ func SafeID(id string) string {
 		}
 		return -1
 	}, id)
-	return cutBytes(id, 64)
-}
-
-// cutBytes cuts s to at most n bytes at a character boundary.
-func cutBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return filename.Truncate(id, 64)
 }
 
 // place moves a finished download from part to dir under name, or

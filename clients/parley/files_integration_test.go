@@ -619,10 +619,13 @@ func TestLiveDownload(t *testing.T) {
 	// for the end of the upload and then arrives whole.
 	carol := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
 	register(t, carol, "carol")
+	carolOnline := func() bool {
+		return slices.ContainsFunc(alice.Online(), func(u parley.OnlineUser) bool { return u.Username == "carol" })
+	}
+	// Seen online first, so "not listed" below means she went offline.
+	testenv.Eventually(t, wait, "alice to see carol online", carolOnline)
 	carol.Close()
-	testenv.Eventually(t, wait, "carol to be offline", func() bool {
-		return !slices.ContainsFunc(alice.Online(), func(u parley.OnlineUser) bool { return u.Username == "carol" })
-	})
+	testenv.Eventually(t, wait, "carol to be offline", func() bool { return !carolOnline() })
 	offer2, err := alice.OfferFile(ctx, parley.OfferRequest{To: "carol", Name: "later.bin", Size: uint64(len(data)), SHA256: sum})
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func Sanitize(name string) string {
 		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
 			ext = name[i:]
 		}
-		name = truncate(name[:len(name)-len(ext)], MaxBytes-len(ext)) + ext
+		name = Truncate(name[:len(name)-len(ext)], MaxBytes-len(ext)) + ext
 		name = strings.Trim(name, " .")
 	}
 	if name == "" {
@@ -66,8 +66,8 @@ func reservedOnWindows(name string) bool {
 	return false
 }
 
-// truncate cuts s to at most n bytes at a character boundary.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes at a character boundary.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -361,11 +361,6 @@ func downloadCmd(ctx context.Context, c *parley.Client, tr *transfer, id, name, 
 		done := func(path string, err error) tea.Msg {
 			return transferDoneMsg{tr: tr, attempt: attempt, path: path, err: err}
 		}
-		if st, err := os.Stat(dir); err != nil {
-			return done("", fmt.Errorf("download folder: %w", err))
-		} else if !st.IsDir() {
-			return done("", fmt.Errorf("download folder %s is not a folder", dir))
-		}
 		// While nothing arrives, show how far the sender's upload is: a
 		// live upload streams at once, otherwise the SDK waits for its end.
 		watch, stopWatch := context.WithCancel(ctx)

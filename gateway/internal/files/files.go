@@ -18,7 +18,6 @@
 package files
 
 import (
-	"sync"
 	"context"
 	"crypto/md5"
 	"crypto/sha1"
@@ -34,6 +33,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"

@@ -32,7 +32,6 @@ type liveReader struct {
 	h        *Handler
 	ctx      context.Context
 	cancel   context.CancelFunc
-	fileID   string
 	req      *internalv1.FileOpenRequest
 	hdr      nats.Header
 	open     *internalv1.FileOpenReply
@@ -61,7 +60,7 @@ func (h *Handler) newLiveReader(id string, req *internalv1.FileOpenRequest, hdr 
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &liveReader{h: h, ctx: ctx, cancel: cancel, fileID: strings.Clone(id), req: req, hdr: h2, open: open,
+	return &liveReader{h: h, ctx: ctx, cancel: cancel, req: req, hdr: h2, open: open,
 		pos: start, end: start + length, idle: time.Now()}
 }
 
