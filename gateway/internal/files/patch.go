@@ -162,7 +162,7 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	bodyErr := u.copy(body, check)
 	draining := errors.Is(bodyErr, errDraining)
 	if draining {
-		bodyErr = nil // keep what was read, as for a finished body
+		bodyErr = nil // the body ends here: what was read is kept (unless it must match a checksum)
 	}
 	switch {
 	case errors.Is(bodyErr, errTooMuch):
@@ -170,22 +170,20 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	case bodyErr != nil && !isClientGone(bodyErr):
 		return h.failErr(c, bodyErr)
 	}
+	// drained answers an upload stopped by Drain with where it stands.
 	drained := func() error {
+		_ = u.wait() // u.st is settled once no part is in flight
 		c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
 		c.Set(fiber.HeaderRetryAfter, "1")
 		c.Set(fiber.HeaderConnection, "close")
 		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
 	}
 	if check != nil {
-		if bodyErr != nil || draining {
-			// A cut-off body cannot be checked: nothing of it is kept.
-			if draining {
-				if err := u.wait(); err != nil {
-					return h.failErr(c, err)
-				}
-				return drained()
-			}
-			return nil
+		if draining {
+			return drained() // a cut-off body cannot be checked: nothing of it is kept
+		}
+		if bodyErr != nil {
+			return nil // the same; the client has gone
 		}
 		if subtle.ConstantTimeCompare(check.Sum(nil), want) != 1 {
 			return h.fail(c, 460, "CHECKSUM_MISMATCH: the body does not match Upload-Checksum; nothing was stored")
