@@ -5,11 +5,13 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,15 +120,55 @@ func (r *Redis) Stop() {
 	}
 }
 
-// FreePort returns a TCP port that was free a moment ago on 127.0.0.1.
+// FreePort returns a TCP port that was free a moment ago on 127.0.0.1, for
+// a server the test starts next. It is chosen below the kernel's ephemeral
+// range (ip_local_port_range), where the outgoing connections of every
+// process on the machine take their ports: a port from ":0" could be taken
+// by one of them before the server binds it ("address already in use"),
+// which happened with MinIO, NATS and many clients running at once. A
+// port is never handed out twice by one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	low := ephemeralLow()
+	for range 1000 {
+		p := portsLow + rand.IntN(low-portsLow)
+		if portsGiven[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[p] = true
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in %d-%d", portsLow, low-1)
+	return 0
+}
+
+// portsLow is the lowest port FreePort hands out.
+const portsLow = 20000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read, or when the range leaves too little below it).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo < portsLow+1000 {
+		return 32768
+	}
+	return lo
 }
 
 // WaitTCP waits until addr accepts TCP connections.
