@@ -44,11 +44,13 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if err != nil || reply.Session.GetToken() == "" {
 		t.Fatalf("register through the binary: %v %v", &reply, err)
 	}
-	_, metrics := get("/metrics")
+	// The request is counted just after its reply is sent: look again
+	// until it shows.
 	for _, want := range []string{`parley_auth_registrations_total{result="ok"} 1`, "parley_auth_password_hash_seconds", "parley_rpc_requests_total"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
+		testenv.Eventually(t, 5*time.Second, "/metrics to show "+want, func() bool {
+			_, metrics := get("/metrics")
+			return strings.Contains(metrics, want)
+		})
 	}
 
 	cancel() // what SIGTERM does

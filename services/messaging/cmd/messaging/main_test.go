@@ -54,11 +54,13 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if !strings.Contains(errString(err), "MESSAGE_TOO_LARGE") {
 		t.Errorf("11 characters with -max-message-chars 10: %v", err)
 	}
-	_, metrics := get("/metrics")
+	// A request is counted just after its reply is sent: look again
+	// until it shows.
 	for _, want := range []string{`parley_messaging_messages_stored_total{kind="room"} 1`, "parley_rpc_requests_total"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
+		testenv.Eventually(t, 5*time.Second, "/metrics to show "+want, func() bool {
+			_, metrics := get("/metrics")
+			return strings.Contains(metrics, want)
+		})
 	}
 
 	cancel() // what SIGTERM does
