@@ -13,14 +13,17 @@
 #
 #   BENCH_QUICK=1 scripts/bench.sh      small sizes (~2,000 connections, 256 MiB files), a smoke test
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
-#                                            logins, msg-direct, msg-room,
+#                                            logins, msg-direct, msg-room, msg-parleyd,
+#                                            msg-floor,
 #                                            file-up, file-down, file-mem, file-chat)
 #   BENCH_ARGS='-settle 20s' scripts/bench.sh       more connbench flags
 #   MSGBENCH_ARGS='-messaging 2' scripts/bench.sh   more msgbench flags
 #   FILEBENCH_ARGS='-size 2GiB' scripts/bench.sh    more filebench flags
 #
 # The reports are printed and written to bench/results/latest.txt
-# (connections, logins), bench/results/messaging.txt and
+# (connections, logins), bench/results/messaging.txt (separate processes),
+# bench/results/messaging-parleyd.txt (one process), bench/results/floor.txt
+# (the machine's floor for the same traffic, no Parley) and
 # bench/results/files.txt. The full run takes 30-40 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
@@ -45,6 +48,7 @@ echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench, f
 (cd bench && $GO build -o "$bin/gatewayprof" ./cmd/gatewayprof)
 (cd bench && $GO build -o "$bin/msgbench" ./cmd/msgbench)
 (cd bench && $GO build -o "$bin/filebench" ./cmd/filebench)
+(cd bench && $GO build -o "$bin/relayfloor" ./cmd/relayfloor)
 
 command -v redis-server >/dev/null || {
 	echo "bench: redis-server not found (make deps installs it)" >&2
@@ -94,16 +98,48 @@ if ((run_conn)); then
 fi
 
 if ((run_msg)); then
-	args=(-bin "$bin" -out bench/results/messaging.txt)
+	# msg-direct and msg-room run against the separate processes (and again
+	# against parleyd, one process, unless BENCH_ONLY leaves msg-parleyd
+	# out); msg-floor measures what the machine does for the same traffic
+	# with no Parley at all (bench/cmd/relayfloor).
+	msgbench_only=() run_parleyd=1 run_floor=1
+	for k in "${msg_only[@]}"; do
+		case $k in
+		msg-direct | msg-room) msgbench_only+=("$k") ;;
+		esac
+	done
+	if ((${#msg_only[@]} > 0)); then
+		[[ " ${msg_only[*]} " == *" msg-parleyd "* ]] || run_parleyd=0
+		[[ " ${msg_only[*]} " == *" msg-floor "* ]] || run_floor=0
+	fi
+	args=(-bin "$bin")
 	if [[ ${BENCH_QUICK:-} == 1 ]]; then
 		args+=(-quick)
 	fi
-	if ((${#msg_only[@]} > 0)); then
-		args+=(-only "$(IFS=,; echo "${msg_only[*]}")")
+	if ((${#msgbench_only[@]} > 0)); then
+		args+=(-only "$(IFS=,; echo "${msgbench_only[*]}")")
 	fi
 	# shellcheck disable=SC2206 # MSGBENCH_ARGS is split on purpose
 	args+=(${MSGBENCH_ARGS:-})
-	"$bin/msgbench" "${args[@]}"
+	if ((${#msg_only[@]} == 0 || ${#msgbench_only[@]} > 0)); then
+		"$bin/msgbench" "${args[@]}" -out bench/results/messaging.txt
+	fi
+	if ((run_parleyd)); then
+		"$bin/msgbench" "${args[@]}" -parleyd -out bench/results/messaging-parleyd.txt
+	fi
+	if ((run_floor)); then
+		floor=(-duration 10s)
+		if [[ ${BENCH_QUICK:-} == 1 ]]; then
+			floor=(-duration 3s -pairs 20)
+		fi
+		{
+			"$bin/relayfloor" "${floor[@]}" -rates 5000,10000,20000,40000
+			echo
+			"$bin/relayfloor" "${floor[@]}" -jetstream -bin "$bin" -rates 5000,10000,15000,20000
+			echo
+			"$bin/relayfloor" -duration "${floor[1]}" -room 1000 -rates 20,50,100,200,400
+		} | tee bench/results/floor.txt
+	fi
 fi
 
 if ((run_file)); then

@@ -37,6 +37,9 @@ type gateway struct {
 // start brings up everything, each process waited for (TCP for the
 // servers, /readyz for Parley's binaries).
 func (c *cluster) start(ctx context.Context) error {
+	if c.opts.parleyd {
+		return c.startParleyd(ctx)
+	}
 	var err error
 	if c.nats, c.natsURL, err = c.ps.StartNATS(ctx, filepath.Join(c.dir, "nats")); err != nil {
 		return err
@@ -69,6 +72,31 @@ func (c *cluster) start(ctx context.Context) error {
 		c.gateways = append(c.gateways, g)
 	}
 	return nil
+}
+
+// startParleyd starts the single-process server instead (embedded NATS
+// and in-process Redis protocol server, every service in one process); it
+// counts as the one gateway.
+func (c *cluster) startParleyd(ctx context.Context) error {
+	g := &gateway{id: "parleyd"}
+	var httpAddr string
+	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
+		var err error
+		if *a, err = child.FreeAddr(); err != nil {
+			return err
+		}
+	}
+	env := []string{"PARLEY_DATA_DIR=" + filepath.Join(c.dir, "parleyd"), "PARLEY_ADMIN_ADDR=" + g.admin,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr,
+		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1",
+		"PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0"}
+	p, err := c.ps.Start("parleyd", "parleyd", env)
+	if err != nil {
+		return err
+	}
+	g.Proc = p
+	c.gateways = append(c.gateways, g)
+	return child.WaitReady(ctx, p, g.admin, 60*time.Second)
 }
 
 // startService starts a Parley service binary with its own admin port and
@@ -107,7 +135,10 @@ func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error)
 
 // servers lists the processes whose CPU is reported, in report order.
 func (c *cluster) servers() []*child.Proc {
-	out := []*child.Proc{c.nats, c.redis, c.auth, c.presence}
+	var out []*child.Proc
+	if !c.opts.parleyd {
+		out = []*child.Proc{c.nats, c.redis, c.auth, c.presence}
+	}
 	out = append(out, c.messaging...)
 	for _, g := range c.gateways {
 		out = append(out, g.Proc)

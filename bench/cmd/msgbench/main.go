@@ -46,6 +46,8 @@ import (
 type options struct {
 	bin, out, only string
 	quick, keep    bool
+	parleyd        bool
+	serverEnv      []string
 	redisServer    string
 	messaging      int
 	gateways       int
@@ -76,6 +78,14 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", false, "small sizes and short levels, a smoke test")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, NATS store)")
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary")
+	flag.BoolVar(&o.parleyd, "parleyd", false, "measure parleyd (everything in one process, embedded NATS) instead of separate processes")
+	flag.Func("server-env", "KEY=VALUE added to every server's environment (repeatable), e.g. GOGC=200 or GOMAXPROCS=1", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE")
+		}
+		o.serverEnv = append(o.serverEnv, v)
+		return nil
+	})
 	flag.IntVar(&o.messaging, "messaging", 1, "messaging service replicas")
 	flag.IntVar(&o.gateways, "gateways", 2, "gateway replicas (direct pairs and room members are spread over them)")
 	flag.IntVar(&o.regParallel, "register-parallel", 16, "registrations in flight at once")
@@ -179,7 +189,7 @@ func run(o options) error {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return err
 	}
-	ps := &child.Set{Bin: bin, Logs: logs}
+	ps := &child.Set{Bin: bin, Logs: logs, Env: o.serverEnv}
 	defer func() {
 		logf("stopping all processes")
 		ps.StopAll()

@@ -41,8 +41,15 @@ func (r *report) write(w io.Writer) {
 	for _, l := range r.env {
 		fmt.Fprintln(w, "  "+l)
 	}
-	fmt.Fprintf(w, "  processes: nats-server -js (file store), redis-server, auth, presence, %d messaging, %d gateway(s); load generator: this process\n",
-		r.opts.messaging, r.opts.gateways)
+	if r.opts.parleyd {
+		fmt.Fprintln(w, "  processes: parleyd (every service in one process, embedded NATS with JetStream file store, in-process Redis protocol server); load generator: this process")
+	} else {
+		fmt.Fprintf(w, "  processes: nats-server -js (file store), redis-server, auth, presence, %d messaging, %d gateway(s); load generator: this process\n",
+			r.opts.messaging, r.opts.gateways)
+	}
+	if len(r.opts.serverEnv) > 0 {
+		fmt.Fprintf(w, "  servers' environment: %s\n", strings.Join(r.opts.serverEnv, " "))
+	}
 	if r.opts.quick {
 		fmt.Fprintln(w, "  QUICK MODE: small sizes, for smoke-testing only")
 	}

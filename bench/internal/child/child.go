@@ -33,7 +33,8 @@ type Proc struct {
 // Set tracks every child so that teardown (normal or on a signal) stops
 // them all, newest first.
 type Set struct {
-	Bin, Logs string // where binaries are found, where logs go
+	Bin, Logs string   // where binaries are found, where logs go
+	Env       []string // added to every child's environment (before its own)
 
 	mu  sync.Mutex // guards all
 	all []*Proc
@@ -61,7 +62,7 @@ func (ps *Set) Prepare(name, binary string, env []string, args ...string) (*Proc
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), ps.Env...), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	return &Proc{Name: name, Cmd: cmd, Log: lf.Name(), done: make(chan struct{})}, nil
 }
