@@ -31,12 +31,13 @@ type Client struct {
 	loggingOut bool  // Logout sent or done: a break must not resume the session
 	ended      error // non-nil once the client is over; wraps ErrClosed
 	online     *onlineView
-	resuming   *conn               // a reconnect's connection before it goes live
-	held       []*parleyv1.Frame   // events that arrived on resuming, replayed in order
-	track      *tracker            // message delivery per conversation (delivery.go)
-	trackUser  string              // the user track belongs to
-	syncAll    bool                // a full sync is wanted (sync.go)
-	catchUps   map[string]struct{} // conversations with a gap to read
+	resuming   *conn                  // a reconnect's connection before it goes live
+	held       []*parleyv1.Frame      // events that arrived on resuming, replayed in order
+	track      *tracker               // message delivery per conversation (delivery.go)
+	trackUser  string                 // the user track belongs to
+	syncAll    bool                   // a full sync is wanted (sync.go)
+	catchUps   map[string]struct{}    // conversations with a gap to read
+	gapWaits   map[string]*time.Timer // conversations with a gap waiting catchUpGrace for live events
 
 	syncWake chan struct{} // wakes syncLoop (cap 1)
 
@@ -77,6 +78,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		online:   newOnlineView(),
 		track:    newTracker(),
 		catchUps: make(map[string]struct{}),
+		gapWaits: make(map[string]*time.Timer),
 		syncWake: make(chan struct{}, 1),
 		acks:     make(map[string]uint64),
 		ackWake:  make(chan struct{}, 1),

@@ -1,8 +1,13 @@
 package parley
 
+import "time"
+
 // SetWhoPageLimit lets tests make Who walk several small pages.
 func SetWhoPageLimit(n uint32) (restore func()) {
 	old := whoPageLimit
 	whoPageLimit = n
 	return func() { whoPageLimit = old }
 }
+
+// CatchUpGrace is how long a gap waits for late live events.
+func CatchUpGrace() time.Duration { return catchUpGrace }

@@ -494,3 +494,75 @@ func TestMessageErrors(t *testing.T) {
 		t.Errorf("history after the errors: %d messages, %v: want only the valid one", len(msgs), err)
 	}
 }
+
+// TestLostEventRepaired: a live event that never arrives (at most once)
+// leaves a gap the next message shows; the client reads it from history
+// and delivers both, in order, once.
+func TestLostEventRepaired(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	relay := parleytest.NewRelay(t, p.HostPort())
+	ctx := ctxT(t)
+	alice := chat(t, p.TCPAddr(), "alice", true)
+	bob := chat(t, relay.Addr(), "bob", true)
+	bob.waitSynced(1)
+	// The conversation is known to bob first (a new one is listed and
+	// read in full, which would hide what is tested).
+	dm := dmID(alice.sess.UserID, bob.sess.UserID)
+	if _, err := alice.SendTo(ctx, "bob", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	bob.inConv(dm, 1)
+	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
+	before := relay.HistoryRequests()
+
+	relay.DropMessageEvents(1)
+	for _, text := range []string{"lost on the way", "arrives"} {
+		if _, err := alice.SendTo(ctx, "bob", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := texts(bob.inConv(dm, 3)); !reflect.DeepEqual(got, []string{"hi", "lost on the way", "arrives"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	checkInOrder(t, only(bob.received(), dm), 1, 3)
+	if relay.HistoryRequests() == before {
+		t.Error("the gap was filled without reading history: the event was not lost")
+	}
+}
+
+// TestOvertakenEventReadsNoHistory: an event that is only late (overtaken
+// by the next one, as a Send reply overtakes a busy room's batched events)
+// fills its gap itself: the client waits for it rather than reading
+// history, and still delivers both in order.
+func TestOvertakenEventReadsNoHistory(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	relay := parleytest.NewRelay(t, p.HostPort())
+	ctx := ctxT(t)
+	alice := chat(t, p.TCPAddr(), "alice", true)
+	bob := chat(t, relay.Addr(), "bob", true)
+	bob.waitSynced(1)
+	// The conversation is known to bob first (a new one is listed and
+	// read in full, which would hide what is tested).
+	dm := dmID(alice.sess.UserID, bob.sess.UserID)
+	if _, err := alice.SendTo(ctx, "bob", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	bob.inConv(dm, 1)
+	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
+	before := relay.HistoryRequests()
+
+	relay.DelayMessageEvents(1, 80*time.Millisecond)
+	for _, text := range []string{"late", "early"} {
+		if _, err := alice.SendTo(ctx, "bob", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := texts(bob.inConv(dm, 3)); !reflect.DeepEqual(got, []string{"hi", "late", "early"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	time.Sleep(2 * parley.CatchUpGrace()) // a catch-up, had one been scheduled, is sent by now
+	if n := relay.HistoryRequests() - before; n != 0 {
+		t.Errorf("bob read history %d times for a gap the late event filled", n)
+	}
+	checkInOrder(t, only(bob.received(), dm), 1, 3)
+}

@@ -29,6 +29,16 @@ const (
 	maxStalledPages = 3
 )
 
+// catchUpGrace is how long a gap left by a live message waits for the live
+// events still on their way to fill it before history is read. Most gaps
+// fill themselves: a Send reply overtakes the events of messages stored
+// just before it (the gateway batches a busy room's events for up to 20
+// ms), and two messaging replicas' events can interleave. Reading history
+// at once made every member who sent into a busy room read history for
+// nearly every message they sent (in msgbench's room, more messaging CPU
+// than the sends themselves). A gap that is real is read this much later.
+var catchUpGrace = 250 * time.Millisecond
+
 // offerLocked feeds a live message to the tracker, emits what it releases
 // and schedules the work it needs. c.mu is held.
 func (c *Client) offerLocked(m Message) {
@@ -39,11 +49,28 @@ func (c *Client) offerLocked(m Message) {
 	c.emitLocked(emit)
 	switch n {
 	case needCatchUp:
-		c.catchUps[m.Conversation] = struct{}{}
-		c.wakeSync()
+		c.catchUpLaterLocked(m.Conversation)
 	case needListing:
 		c.requestSyncLocked()
 	}
+}
+
+// catchUpLaterLocked schedules a catch-up of conv after catchUpGrace, if
+// the gap is still there then (one wait per conversation at a time). c.mu
+// is held.
+func (c *Client) catchUpLaterLocked(conv string) {
+	if _, waiting := c.gapWaits[conv]; waiting {
+		return
+	}
+	c.gapWaits[conv] = time.AfterFunc(catchUpGrace, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.gapWaits, conv)
+		if c.session != nil && c.track.pendingCount(conv) > 0 {
+			c.catchUps[conv] = struct{}{}
+			c.wakeSync()
+		}
+	})
 }
 
 func (c *Client) emitLocked(ms []Message) {

@@ -1,11 +1,14 @@
 // Package parleytest runs a whole Parley (standalone: embedded NATS, auth,
 // presence, one gateway) in the test process for the client's integration
 // tests, and a TCP relay that can cut every connection through it to play a
-// network break. Only tests import it.
+// network break, lose or delay message events, and count requests. Only
+// tests import it.
 package parleytest
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/libs/wire"
 	"github.com/parleychat/parley/standalone/server"
 )
 
@@ -138,12 +142,41 @@ type Relay struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex // guards conns and stalled
+	mu    sync.Mutex // guards conns, stalled, drop, delay and history
 	conns map[net.Conn]struct{}
 	// stalled: bytes from the server are thrown away instead of relayed,
 	// until the next Cut (a reply lost in a network that is about to break).
 	stalled bool
-	wg      sync.WaitGroup
+	// drop: the next this many message events from the server are lost;
+	// delay: the next delayN are held back for delay while later frames
+	// pass (an event overtaken by what follows it).
+	drop, delayN int
+	delay        time.Duration
+	history      int // HistoryRequests the clients sent
+	wg           sync.WaitGroup
+}
+
+// DropMessageEvents makes the next n message events from the server vanish
+// (live delivery is at most once: a lost event).
+func (r *Relay) DropMessageEvents(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drop = n
+}
+
+// DelayMessageEvents holds the next n message events from the server back
+// for d, letting the frames after them through first.
+func (r *Relay) DelayMessageEvents(n int, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delayN, r.delay = n, d
+}
+
+// HistoryRequests counts the history reads clients sent through the relay.
+func (r *Relay) HistoryRequests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.history
 }
 
 // NewRelay relays to target (host:port) until the test ends.
@@ -232,16 +265,88 @@ func (r *Relay) accept() {
 		}
 		r.track(in, out)
 		r.wg.Add(2)
-		pipe := func(dst io.Writer, src net.Conn, both ...net.Conn) {
-			defer r.wg.Done()
-			_, _ = io.Copy(dst, src)
-			for _, c := range both {
-				c.Close()
+		go r.frames(out, in, func(f []byte) bool {
+			if isHistory(f) {
+				r.mu.Lock()
+				r.history++
+				r.mu.Unlock()
+			}
+			return true
+		}, in, out)
+		var wmu sync.Mutex // delayed frames are written from timers
+		toClient := stallWriter{r, in}
+		go r.frames(&lockedWriter{mu: &wmu, w: toClient}, out, func(f []byte) bool {
+			return r.passEvent(f, &wmu, toClient)
+		}, in, out)
+	}
+}
+
+// frames copies length-prefixed frames from src to dst, each whole frame
+// only if pass says so, until either side closes.
+func (r *Relay) frames(dst io.Writer, src net.Conn, pass func(frame []byte) bool, both ...net.Conn) {
+	defer r.wg.Done()
+	defer func() {
+		for _, c := range both {
+			c.Close()
+		}
+	}()
+	br := bufio.NewReader(src)
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		f := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+		copy(f, hdr[:])
+		if _, err := io.ReadFull(br, f[4:]); err != nil {
+			return
+		}
+		if pass(f) {
+			if _, err := dst.Write(f); err != nil {
+				return
 			}
 		}
-		go pipe(out, in, in, out)
-		go pipe(stallWriter{r, in}, out, in, out)
 	}
+}
+
+// passEvent decides a frame from the server: message events may be dropped
+// or delayed (then written later, under wmu, by a timer).
+func (r *Relay) passEvent(f []byte, wmu *sync.Mutex, w io.Writer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.drop == 0 && r.delayN == 0 {
+		return true
+	}
+	if fr, err := wire.Decode(f[4:]); err != nil || fr.GetMessage() == nil {
+		return true
+	}
+	if r.drop > 0 {
+		r.drop--
+		return false
+	}
+	r.delayN--
+	time.AfterFunc(r.delay, func() {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_, _ = w.Write(f)
+	})
+	return false
+}
+
+func isHistory(f []byte) bool {
+	fr, err := wire.Decode(f[4:])
+	return err == nil && fr.GetBody() != nil && fr.GetHistory() != nil
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 // HTTPBase is the gateway's HTTP base URL (file transfers).

@@ -156,22 +156,28 @@ func (s *Store) readBatch(ctx context.Context, conv string, from uint64, n int) 
 		return nil, 0, err
 	}
 	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	// The server answers with at most n messages and an end-of-batch
+	// status: a channel of n+1 holds the whole answer, so none is dropped.
+	// (SubscribeSync would allocate its default 64k-entry channel, 512 KiB,
+	// for every read: a busy room's catch-ups made that messaging's main
+	// garbage.)
+	ch := make(chan *nats.Msg, n+1)
+	sub, err := s.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	// Replies come fast and all at once; let the subscription hold a
-	// whole batch (the default pending limits would drop large pages).
 	_ = sub.SetPendingLimits(-1, -1)
 	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+subject.StreamMessages, inbox, body); err != nil {
 		return nil, 0, err
 	}
 	next = from
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return nil, 0, fmt.Errorf("history read: %w", err)
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("history read: %w", ctx.Err())
 		}
 		if status := m.Header.Get(statusHeader); status != "" {
 			switch status {
