@@ -86,11 +86,7 @@ func (s *Service) friendTarget(ctx context.Context, me identity, username string
 
 // blockedBy reports whether uid blocked peer.
 func (s *Service) blockedBy(ctx context.Context, uid, peer string) (bool, error) {
-	f, err := s.store.Friend(ctx, uid, peer)
-	if err != nil {
-		return false, err
-	}
-	return f.State == store.FriendBlocked, nil
+	return s.store.Blocked(ctx, uid, peer)
 }
 
 func (s *Service) handleAddFriend(ctx context.Context, m *nats.Msg) (proto.Message, error) {

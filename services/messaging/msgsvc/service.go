@@ -129,6 +129,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// Blocks are remembered while their changes are watched (store/blocks.go).
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); s.store.WatchFriends(wctx) }()
+	defer func() { stopWatch(); <-watched }()
 	srv := rpc.NewServer(s.nc, subject.QueueMessaging, s.log, s.rpcm, s.cfg.Workers)
 	for subj, h := range map[string]rpc.Handler{
 		subject.MsgSend:          s.handleSend,

@@ -91,6 +91,7 @@ func (s *Store) UpdateFriend(ctx context.Context, uid, peer string, edit func(*F
 			}
 		}
 		if err == nil {
+			s.blocks.forget(key)
 			return cur, next, nil
 		}
 		if !isCASConflict(err) {

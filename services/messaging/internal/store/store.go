@@ -144,6 +144,8 @@ type Store struct {
 	mu    sync.Mutex            // guards convs and known
 	convs map[string]*convState // per-conversation append state
 	known map[string]string     // membership keys known to be stored -> stored peer name
+
+	blocks blockCache // answers of Blocked (blocks.go)
 }
 
 // convState is this replica's knowledge of one conversation's tail.
