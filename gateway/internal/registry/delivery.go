@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -93,6 +94,37 @@ type roomBatch struct {
 	timer     *time.Timer // fires flushRoom at the end of the window
 	scheduled bool        // timer is armed
 	stopped   bool
+	conns     []Conn // reused: the connections a batch goes to
+}
+
+// fanOutChunk is how many connections one goroutine writes a batch to.
+const fanOutChunk = 256
+
+// fanOut writes the batch to every connection, split over up to GOMAXPROCS
+// goroutines: one write is a syscall of several microseconds, so one
+// goroutine takes ~10 ms per 1,000 connections and a busy gateway's other
+// cores would sit idle meanwhile. It returns when every connection has the
+// batch (queued or written), so batches stay in order. A connection closed
+// since the snapshot ignores it.
+func fanOut(conns []Conn, frames []byte, n int) {
+	workers := min(runtime.GOMAXPROCS(0), (len(conns)+fanOutChunk-1)/fanOutChunk)
+	if workers <= 1 {
+		for _, c := range conns {
+			c.Deliver(frames, n)
+		}
+		return
+	}
+	per := (len(conns) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for i := 0; i < len(conns); i += per {
+		part := conns[i:min(i+per, len(conns))]
+		wg.Go(func() {
+			for _, c := range part {
+				c.Deliver(frames, n)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // onRoomMessage runs on the room subscription's goroutine, one message at a
@@ -147,10 +179,14 @@ func (r *Registry) deliverRoomLocked() {
 	}
 	b.last = time.Now()
 	r.amu.Lock()
+	conns := b.conns[:0]
 	for c := range r.authed {
-		c.Deliver(b.buf, b.frames)
+		conns = append(conns, c)
 	}
 	r.amu.Unlock()
+	fanOut(conns, b.buf, b.frames)
+	clear(conns) // no references to closed connections until the next batch
+	b.conns = conns[:0]
 	r.m.RoomWrites.Inc()
 	r.m.RoomBatched.Add(float64(b.frames))
 	// Connections copied the bytes: the buffer is reused, unless a burst
