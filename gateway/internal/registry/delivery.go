@@ -98,7 +98,7 @@ type roomBatch struct {
 }
 
 // fanOutChunk is how many connections one goroutine writes a batch to.
-const fanOutChunk = 256
+const fanOutChunk = 512
 
 // fanOut writes the batch to every connection, split over up to GOMAXPROCS
 // goroutines: one write is a syscall of several microseconds, so one
