@@ -41,8 +41,12 @@ func NewMetrics(reg prometheus.Registerer, service string) *Metrics {
 }
 
 // Server subscribes request handlers in one queue group and serves them until
-// Close. Each subscription's messages are handled by a bounded pool of
-// goroutines so a slow request (a password hash) does not hold up the rest.
+// Close. Requests are handled by a bounded pool of goroutines so a slow
+// request (a password hash) does not hold up the rest. The goroutines are
+// kept between requests: starting one per request made each grow its stack
+// again (a handler needs more than a new goroutine's stack), and messaging
+// used ~10 % more CPU at 2,000 msg/s (msgbench, 0.38–0.39 against 0.34–0.35
+// cores).
 type Server struct {
 	nc      *nats.Conn
 	queue   string
@@ -50,12 +54,22 @@ type Server struct {
 	metrics *Metrics
 	workers int
 
-	mu   sync.Mutex // guards subs
-	subs []*nats.Subscription
-	wg   sync.WaitGroup // in-flight handlers
-	sem  chan struct{}
-	ctx  context.Context
-	stop context.CancelFunc
+	mu      sync.Mutex // guards subs and spawned
+	subs    []*nats.Subscription
+	spawned int            // pool goroutines started (at most workers)
+	wg      sync.WaitGroup // requests taken and not yet answered
+	jobs    chan job       // hands a request to an idle pool goroutine
+	quit    chan struct{}  // closed by Close: pool goroutines end
+	closed  sync.Once
+	ctx     context.Context
+	stop    context.CancelFunc
+}
+
+// job is one request for the pool.
+type job struct {
+	subj string
+	h    Handler
+	m    *nats.Msg
 }
 
 // NewServer returns a Server answering in queue group queue with at most
@@ -66,18 +80,13 @@ func NewServer(nc *nats.Conn, queue string, log *slog.Logger, m *Metrics, worker
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Server{nc: nc, queue: queue, log: log, metrics: m, workers: workers,
-		sem: make(chan struct{}, workers), ctx: ctx, stop: stop}
+		jobs: make(chan job), quit: make(chan struct{}), ctx: ctx, stop: stop}
 }
 
 // Handle subscribes h to subj.
 func (s *Server) Handle(subj string, h Handler) error {
 	sub, err := s.nc.QueueSubscribe(subj, s.queue, func(m *nats.Msg) {
-		s.sem <- struct{}{}
-		s.wg.Add(1)
-		go func() {
-			defer func() { <-s.sem; s.wg.Done() }()
-			s.serve(subj, h, m)
-		}()
+		s.dispatch(job{subj: subj, h: h, m: m})
 	})
 	if err != nil {
 		return err
@@ -89,6 +98,47 @@ func (s *Server) Handle(subj string, h Handler) error {
 	s.subs = append(s.subs, sub)
 	s.mu.Unlock()
 	return nil
+}
+
+// dispatch gives j to an idle pool goroutine, or starts one while there are
+// fewer than workers, or else waits for one to be free (the subscription's
+// pending messages queue meanwhile).
+func (s *Server) dispatch(j job) {
+	s.wg.Add(1)
+	select {
+	case s.jobs <- j:
+		return
+	default:
+	}
+	s.mu.Lock()
+	spawn := s.spawned < s.workers
+	if spawn {
+		s.spawned++
+	}
+	s.mu.Unlock()
+	if spawn {
+		go s.work(j)
+		return
+	}
+	select {
+	case s.jobs <- j:
+	case <-s.quit: // closed while waiting: unanswered, the caller times out
+		s.wg.Done()
+	}
+}
+
+// work is a pool goroutine: it serves j, then whatever it is handed, until
+// Close.
+func (s *Server) work(j job) {
+	for {
+		s.serve(j.subj, j.h, j.m)
+		s.wg.Done()
+		select {
+		case j = <-s.jobs:
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 func (s *Server) serve(subj string, h Handler, m *nats.Msg) {
@@ -137,6 +187,7 @@ func (s *Server) Close() {
 		}
 	}
 	s.wg.Wait()
+	s.closed.Do(func() { close(s.quit) })
 	s.stop()
 }
 
