@@ -244,3 +244,27 @@ func Serve(sigCtx context.Context, log *slog.Logger, timeout time.Duration, admi
 		return fmt.Errorf("graceful shutdown took longer than %s", timeout)
 	}
 }
+
+// Retry calls open until it succeeds or ctx ends: at startup NATS may still
+// be connecting, or JetStream electing a leader. It waits 250 ms after the
+// first failure, doubling up to 5 s, and logs each failure as "<what> not
+// ready; retrying". It returns ctx's error when ctx ends first.
+func Retry(ctx context.Context, log *slog.Logger, what string, open func(context.Context) error) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := open(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn(what+" not ready; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/auth/internal/password"
 	"github.com/parleychat/parley/services/auth/internal/ratelimit"
@@ -144,23 +145,7 @@ func (s *Service) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("authsvc: jetstream: %w", err)
 	}
-	backoff := 250 * time.Millisecond
-	for {
-		err := s.open(ctx, js)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		s.log.Warn("auth store not ready; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return service.Retry(ctx, s.log, "auth store", func(ctx context.Context) error { return s.open(ctx, js) })
 }
 
 func (s *Service) open(ctx context.Context, js jetstream.JetStream) error {

@@ -38,6 +38,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 )
 
@@ -202,23 +203,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) setup(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
-	for {
-		err := s.open(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		s.log.Warn("file buckets not ready; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return service.Retry(ctx, s.log, "file buckets", s.open)
 }
 
 func (s *Service) open(ctx context.Context) error {

@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
@@ -185,9 +186,9 @@ func (s *Service) Run(ctx context.Context) error {
 // setup retries until the store is open or ctx ends: at startup NATS may
 // still be connecting, or JetStream electing a leader.
 func (s *Service) setup(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
-	for {
+	return service.Retry(ctx, s.log, "message store", func(ctx context.Context) error {
 		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		st, err := store.Open(octx, s.nc, store.Options{
 			Replicas:    s.cfg.StreamReplicas,
 			DedupWindow: s.cfg.DedupWindow,
@@ -196,20 +197,9 @@ func (s *Service) setup(ctx context.Context) error {
 			MaxMsgBytes: MaxMessageBytes + 4<<10,
 			Log:         s.log,
 		})
-		cancel()
 		if err == nil {
 			s.store = st
-			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		s.log.Warn("message store not ready; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+		return err
+	})
 }
