@@ -29,6 +29,10 @@ func TestWebSocket(t *testing.T) {
 	}
 	bob := dialTCP(t, e)
 	bob.login("bob", nil)
+	// Bob's snapshot is read before alice leaves: taken later (a loaded
+	// machine), it would already show her gone, and rightly no change
+	// would follow.
+	bob.snapshot()
 	alice.change("bob", true)
 
 	// Frames travel only in binary messages.
