@@ -60,6 +60,24 @@ func (o *outbox) pushFrame(f *parleyv1.Frame) bool {
 	return o.appendFrameLocked(f)
 }
 
+// pushFrameAfter runs before (under the queue's lock), then queues f as
+// pushFrame does: no write can take f to the socket before before has run.
+// startSession sets the connection's session this way, so a client that has
+// read its Session reply gets every event published after it.
+func (o *outbox) pushFrameAfter(f *parleyv1.Frame, before func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	before()
+	if o.closing || o.closed {
+		return false
+	}
+	if !o.fitsLocked(wire.HeaderSize + proto.Size(f)) {
+		o.overflowLocked()
+		return false
+	}
+	return o.appendFrameLocked(f)
+}
+
 // push queues an encoded, length-prefixed frame (shared, not modified).
 func (o *outbox) push(frame []byte) bool { return o.pushN(frame, 1) }
 

@@ -201,9 +201,12 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 //     differ and the resync repairs presence's view.
 //  2. The registry subscribes to the user's subjects (once per user on this
 //     gateway), so a SessionKick for this session can reach it.
-//  3. The Session reply is queued, and only then the session is set on the
-//     connection: message events (Deliver) and the messaging requests look
-//     at it, so no MessageEvent reaches the client before its Session.
+//  3. The session is set on the connection and the Session reply queued in
+//     one step under the send queue's lock: message events (Deliver) and the
+//     messaging requests look at the session, so no MessageEvent is queued
+//     before the Session reply, and none published after the client read
+//     its Session is missed (the reply could reach the client before the
+//     session was set, when these were two steps).
 //  4. Unless options.skip_presence_feed, the PresenceSnapshot frames, then
 //     PresenceChange events (see presence.Feed.Join for the ordering).
 func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.ClientOptions) {
@@ -229,8 +232,8 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
 	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
 		"device", opts.GetDevice(), "resumed", s.GetResumed())
-	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}})
-	c.setSession(sess)
+	c.out.pushFrameAfter(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}},
+		func() { c.setSession(sess) })
 	if sess.feed {
 		c.h.Feed.Join(context.Background(), c)
 	}
