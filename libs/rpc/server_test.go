@@ -38,6 +38,7 @@ func TestServerPool(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	flush(t, srvConn)
 	var wg sync.WaitGroup
 	errs := make(chan error, requests)
 	for i := range requests {
@@ -76,6 +77,7 @@ func TestServerCloseWaits(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	flush(t, srvConn)
 	reply := make(chan error, 1)
 	go func() {
 		var pong parleyv1.Pong
@@ -85,7 +87,13 @@ func TestServerCloseWaits(t *testing.T) {
 		}
 		reply <- err
 	}()
-	<-started
+	select {
+	case <-started:
+	case err := <-reply:
+		t.Fatalf("request answered before its handler started: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
@@ -94,8 +102,21 @@ func TestServerCloseWaits(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
-	<-closed
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the handler finished")
+	}
 	if err := <-reply; err != nil {
 		t.Fatalf("the request in flight at Close: %v", err)
+	}
+}
+
+// flush makes the server register nc's subscriptions before another
+// connection publishes to them.
+func flush(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
 	}
 }
