@@ -34,14 +34,15 @@ import (
 type outbox struct {
 	c *Conn
 
-	mu       sync.Mutex    // guards the fields below
-	buf      *[]byte       // pending frames; nil when empty
-	frames   int           // frames in buf
-	flushing bool          // a flush goroutine is running
-	closing  bool          // a final frame is queued: accept nothing more, close after the flush
-	closed   bool          // the reader finished: accept nothing more
-	room     chan struct{} // non-nil while a pushWait waits; closed when it should look again
-	wg       sync.WaitGroup
+	mu         sync.Mutex    // guards the fields below
+	buf        *[]byte       // pending frames; nil when empty
+	frames     int           // frames in buf
+	flushing   bool          // a flush goroutine is running
+	closing    bool          // a final frame is queued: accept nothing more, close after the flush
+	overflowed bool          // closing because the queue overflowed: writes get at most a second
+	closed     bool          // the reader finished: accept nothing more
+	room       chan struct{} // non-nil while a pushWait waits; closed when it should look again
+	wg         sync.WaitGroup
 }
 
 // pushFrame encodes and queues f. It reports false if f was dropped (the
@@ -246,6 +247,7 @@ func (o *outbox) overflowLocked() {
 	}
 	o.frames = 0
 	o.closing = true
+	o.overflowed = true
 	o.wakeWaiterLocked()
 	code := parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER
 	c.countError(code)
@@ -312,9 +314,17 @@ func (o *outbox) flush() {
 		o.buf = nil
 		o.frames = 0
 		o.wakeWaiterLocked()
+		// The deadline is set under the lock: overflowLocked shortens it
+		// for a write in flight, and setting it after unlocking could undo
+		// that (the slow consumer then stayed connected for the whole
+		// WriteTimeout).
+		timeout := c.h.Limits.WriteTimeout
+		if o.overflowed {
+			timeout = min(time.Second, timeout)
+		}
+		_ = c.t.SetWriteDeadline(time.Now().Add(timeout))
 		o.mu.Unlock()
 
-		_ = c.t.SetWriteDeadline(time.Now().Add(c.h.Limits.WriteTimeout))
 		err := c.t.Write(*b)
 		wire.PutRaw(b)
 		if err != nil {
