@@ -495,32 +495,41 @@ func TestMessageErrors(t *testing.T) {
 	}
 }
 
+// gapSetup has alice on Parley and bob behind a relay, with their private
+// chat already known to bob (a new one is listed and read in full, which
+// would hide what the gap tests look at), and after alice's first message
+// "hi". It returns alice, bob, the relay, the chat's id, and how many
+// history reads bob had sent by then.
+func gapSetup(t *testing.T) (alice, bob *chatter, relay *parleytest.Relay, dm string, historyBefore int) {
+	t.Helper()
+	p := parleytest.Start(t, nil)
+	relay = parleytest.NewRelay(t, p.HostPort())
+	alice = chat(t, p.TCPAddr(), "alice", true)
+	bob = chat(t, relay.Addr(), "bob", true)
+	bob.waitSynced(1)
+	dm = dmID(alice.sess.UserID, bob.sess.UserID)
+	sendTo(t, alice, "bob", "hi")
+	bob.inConv(dm, 1)
+	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
+	return alice, bob, relay, dm, relay.HistoryRequests()
+}
+
+func sendTo(t *testing.T, from *chatter, to string, msgs ...string) {
+	t.Helper()
+	for _, text := range msgs {
+		if _, err := from.SendTo(ctxT(t), to, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestLostEventRepaired: a live event that never arrives (at most once)
 // leaves a gap the next message shows; the client reads it from history
 // and delivers both, in order, once.
 func TestLostEventRepaired(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	relay := parleytest.NewRelay(t, p.HostPort())
-	ctx := ctxT(t)
-	alice := chat(t, p.TCPAddr(), "alice", true)
-	bob := chat(t, relay.Addr(), "bob", true)
-	bob.waitSynced(1)
-	// The conversation is known to bob first (a new one is listed and
-	// read in full, which would hide what is tested).
-	dm := dmID(alice.sess.UserID, bob.sess.UserID)
-	if _, err := alice.SendTo(ctx, "bob", "hi"); err != nil {
-		t.Fatal(err)
-	}
-	bob.inConv(dm, 1)
-	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
-	before := relay.HistoryRequests()
-
+	alice, bob, relay, dm, before := gapSetup(t)
 	relay.DropMessageEvents(1)
-	for _, text := range []string{"lost on the way", "arrives"} {
-		if _, err := alice.SendTo(ctx, "bob", text); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendTo(t, alice, "bob", "lost on the way", "arrives")
 	if got := texts(bob.inConv(dm, 3)); !reflect.DeepEqual(got, []string{"hi", "lost on the way", "arrives"}) {
 		t.Fatalf("bob got %q", got)
 	}
@@ -535,28 +544,9 @@ func TestLostEventRepaired(t *testing.T) {
 // fills its gap itself: the client waits for it rather than reading
 // history, and still delivers both in order.
 func TestOvertakenEventReadsNoHistory(t *testing.T) {
-	p := parleytest.Start(t, nil)
-	relay := parleytest.NewRelay(t, p.HostPort())
-	ctx := ctxT(t)
-	alice := chat(t, p.TCPAddr(), "alice", true)
-	bob := chat(t, relay.Addr(), "bob", true)
-	bob.waitSynced(1)
-	// The conversation is known to bob first (a new one is listed and
-	// read in full, which would hide what is tested).
-	dm := dmID(alice.sess.UserID, bob.sess.UserID)
-	if _, err := alice.SendTo(ctx, "bob", "hi"); err != nil {
-		t.Fatal(err)
-	}
-	bob.inConv(dm, 1)
-	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
-	before := relay.HistoryRequests()
-
+	alice, bob, relay, dm, before := gapSetup(t)
 	relay.DelayMessageEvents(1, 80*time.Millisecond)
-	for _, text := range []string{"late", "early"} {
-		if _, err := alice.SendTo(ctx, "bob", text); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendTo(t, alice, "bob", "late", "early")
 	if got := texts(bob.inConv(dm, 3)); !reflect.DeepEqual(got, []string{"hi", "late", "early"}) {
 		t.Fatalf("bob got %q", got)
 	}
