@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 )
 
@@ -228,15 +230,11 @@ func (c *Client) History(ctx context.Context, conversation string, before uint64
 	return messagesFromWire(r.GetMessages()), r.GetMore(), nil
 }
 
-// historyAfter reads the messages after seq after, at most limit, and the
-// conversation's newest seq. after_seq 0 means "not set" on the wire, so
-// reading from the very start asks for the page before limit+1 instead:
-// seqs 1..limit.
+// historyAfter reads the messages after seq after (0: from the first), at
+// most limit, and the conversation's newest seq. after_seq has explicit
+// presence on the wire, so after = 0 is sent and means "from the start".
 func (c *Client) historyAfter(ctx context.Context, conversation string, after uint64, limit uint32) ([]Message, uint64, error) {
-	req := &parleyv1.HistoryRequest{Conversation: conversation, AfterSeq: after, Limit: limit}
-	if after == 0 {
-		req.BeforeSeq = uint64(limit) + 1
-	}
+	req := &parleyv1.HistoryRequest{Conversation: conversation, AfterSeq: proto.Uint64(after), Limit: limit}
 	r, err := c.history(ctx, req)
 	if err != nil {
 		return nil, 0, err

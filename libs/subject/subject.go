@@ -19,6 +19,9 @@ const (
 	// requests carrying one (internalv1.TokenVerifyRequest -> AuthReply
 	// with the session, token empty).
 	AuthVerify = "parley.auth.v1.verify"
+	// AuthSessionCheck tells whether a session still exists
+	// (internalv1.SessionCheckRequest -> empty, or SESSION_REVOKED).
+	AuthSessionCheck = "parley.auth.v1.session"
 )
 
 // Messaging service (request/reply, queue group QueueMessaging). Request
@@ -31,6 +34,10 @@ const (
 	MsgAck           = "parley.msg.v1.ack"           // parleyv1.AckRequest -> empty
 	MsgConversations = "parley.msg.v1.conversations" // parleyv1.ConversationsRequest -> ConversationsReply
 	MsgOpenDirect    = "parley.msg.v1.opendirect"    // parleyv1.OpenDirectRequest -> Conversation
+	// MsgTyping checks a typing indicator (membership, blocks, the
+	// typist's rate) and publishes it to the peer's UserTyping
+	// (parleyv1.TypingRequest -> empty).
+	MsgTyping = "parley.msg.v1.typing"
 
 	// Groups.
 	MsgCreateGroup  = "parley.msg.v1.group.create"  // parleyv1.CreateGroupRequest -> Conversation
@@ -69,12 +76,16 @@ const (
 	FileOpen         = "parley.file.v1.open"          // internalv1.FileOpenRequest -> FileOpenReply
 )
 
+// FileProgress is where the file service announces that an upload's record
+// changed (internalv1.FileProgress); live downloads of that file wait on it.
+func FileProgress(fileID string) string { return "parley.file.v1.progress." + fileID }
+
 // UserFileEvents carries parleyv1.FileEvent for a user.
 func UserFileEvents(userID string) string { return UserPrefix(userID) + "file" }
 
 // UserFriendEvents is where messaging tells a user's gateways about friend
 // changes (parleyv1.FriendEvent); UserTyping carries parleyv1.TypingEvent
-// (published by the gateway of the typist); UserReceipts carries
+// (published by messaging, subject.MsgTyping); UserReceipts carries
 // parleyv1.ReceiptEvent (published by messaging on ack).
 func UserFriendEvents(userID string) string { return UserPrefix(userID) + "friend" }
 
@@ -166,6 +177,7 @@ const (
 	HeaderUserID       = "Parley-User"          // authenticated user (set by the gateway, never by clients)
 	HeaderSessionID    = "Parley-Session"       // authenticated session
 	HeaderUsername     = "Parley-Username"      // authenticated user's display name
+	HeaderConnID       = "Parley-Conn"          // the client connection on HeaderGatewayID that made the request
 	HeaderErrorCode    = "Parley-Error-Code"    // numeric parleyv1.ErrorCode on an error reply
 	HeaderErrorMessage = "Parley-Error-Message" // its human-readable message
 	HeaderRetryAfter   = "Parley-Retry-After"   // milliseconds, with RATE_LIMITED

@@ -648,15 +648,20 @@ func (x *UserPresenceReply) GetSessionIds() []string {
 	return nil
 }
 
-// SessionKick tells gateways to end a session's connections.
+// SessionKick tells gateways to end a session's connections (takeover,
+// logout, a resume elsewhere): each sends SessionEnded{reason, message}
+// and closes them, except the one connection named by except_gateway_id
+// and except_conn_id (the connection that logged out or resumed).
 type SessionKick struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Reason        parleyv1.ErrorCode     `protobuf:"varint,3,opt,name=reason,proto3,enum=parley.v1.ErrorCode" json:"reason,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	UserId          string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId       string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Reason          parleyv1.ErrorCode     `protobuf:"varint,3,opt,name=reason,proto3,enum=parley.v1.ErrorCode" json:"reason,omitempty"`
+	Message         string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	ExceptGatewayId string                 `protobuf:"bytes,5,opt,name=except_gateway_id,json=exceptGatewayId,proto3" json:"except_gateway_id,omitempty"`
+	ExceptConnId    string                 `protobuf:"bytes,6,opt,name=except_conn_id,json=exceptConnId,proto3" json:"except_conn_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionKick) Reset() {
@@ -717,6 +722,76 @@ func (x *SessionKick) GetMessage() string {
 	return ""
 }
 
+func (x *SessionKick) GetExceptGatewayId() string {
+	if x != nil {
+		return x.ExceptGatewayId
+	}
+	return ""
+}
+
+func (x *SessionKick) GetExceptConnId() string {
+	if x != nil {
+		return x.ExceptConnId
+	}
+	return ""
+}
+
+// SessionCheckRequest asks auth whether a session still exists
+// (subject.AuthSessionCheck): empty reply if it does, SESSION_REVOKED if it
+// was logged out, taken over or aged out. The file service asks it before
+// serving a download token, which is bound to the session that asked.
+type SessionCheckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionCheckRequest) Reset() {
+	*x = SessionCheckRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionCheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionCheckRequest) ProtoMessage() {}
+
+func (x *SessionCheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionCheckRequest.ProtoReflect.Descriptor instead.
+func (*SessionCheckRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SessionCheckRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SessionCheckRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
 // UserLookupRequest asks auth for a user by name (subject.AuthLookup).
 type UserLookupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -727,7 +802,7 @@ type UserLookupRequest struct {
 
 func (x *UserLookupRequest) Reset() {
 	*x = UserLookupRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +814,7 @@ func (x *UserLookupRequest) String() string {
 func (*UserLookupRequest) ProtoMessage() {}
 
 func (x *UserLookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[12]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +827,7 @@ func (x *UserLookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserLookupRequest.ProtoReflect.Descriptor instead.
 func (*UserLookupRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UserLookupRequest) GetUsername() string {
@@ -773,7 +848,7 @@ type UserLookupReply struct {
 
 func (x *UserLookupReply) Reset() {
 	*x = UserLookupReply{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +860,7 @@ func (x *UserLookupReply) String() string {
 func (*UserLookupReply) ProtoMessage() {}
 
 func (x *UserLookupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[13]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +873,7 @@ func (x *UserLookupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserLookupReply.ProtoReflect.Descriptor instead.
 func (*UserLookupReply) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UserLookupReply) GetUserId() string {
@@ -825,7 +900,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +912,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[14]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +925,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoredMessage) GetMessage() *parleyv1.Message {
@@ -890,7 +965,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +977,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[15]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +990,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FileRecord) GetInfo() *parleyv1.FileInfo {
@@ -1041,7 +1116,7 @@ type FilePart struct {
 
 func (x *FilePart) Reset() {
 	*x = FilePart{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1128,7 @@ func (x *FilePart) String() string {
 func (*FilePart) ProtoMessage() {}
 
 func (x *FilePart) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[16]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1141,7 @@ func (x *FilePart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilePart.ProtoReflect.Descriptor instead.
 func (*FilePart) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FilePart) GetNumber() uint32 {
@@ -1102,7 +1177,7 @@ type UploadBeginRequest struct {
 
 func (x *UploadBeginRequest) Reset() {
 	*x = UploadBeginRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1189,7 @@ func (x *UploadBeginRequest) String() string {
 func (*UploadBeginRequest) ProtoMessage() {}
 
 func (x *UploadBeginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[17]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1202,7 @@ func (x *UploadBeginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginRequest.ProtoReflect.Descriptor instead.
 func (*UploadBeginRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UploadBeginRequest) GetFileId() string {
@@ -1165,7 +1240,7 @@ type UploadState struct {
 
 func (x *UploadState) Reset() {
 	*x = UploadState{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1252,7 @@ func (x *UploadState) String() string {
 func (*UploadState) ProtoMessage() {}
 
 func (x *UploadState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[18]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1265,7 @@ func (x *UploadState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadState.ProtoReflect.Descriptor instead.
 func (*UploadState) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadState) GetFileId() string {
@@ -1318,7 +1393,7 @@ type UploadCommitRequest struct {
 
 func (x *UploadCommitRequest) Reset() {
 	*x = UploadCommitRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1405,7 @@ func (x *UploadCommitRequest) String() string {
 func (*UploadCommitRequest) ProtoMessage() {}
 
 func (x *UploadCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[19]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1418,7 @@ func (x *UploadCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCommitRequest.ProtoReflect.Descriptor instead.
 func (*UploadCommitRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadCommitRequest) GetFileId() string {
@@ -1412,7 +1487,7 @@ type UploadStatusRequest struct {
 
 func (x *UploadStatusRequest) Reset() {
 	*x = UploadStatusRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1499,7 @@ func (x *UploadStatusRequest) String() string {
 func (*UploadStatusRequest) ProtoMessage() {}
 
 func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[20]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1512,7 @@ func (x *UploadStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatusRequest.ProtoReflect.Descriptor instead.
 func (*UploadStatusRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadStatusRequest) GetFileId() string {
@@ -1458,7 +1533,7 @@ type FileTerminateRequest struct {
 
 func (x *FileTerminateRequest) Reset() {
 	*x = FileTerminateRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1545,7 @@ func (x *FileTerminateRequest) String() string {
 func (*FileTerminateRequest) ProtoMessage() {}
 
 func (x *FileTerminateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[21]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1558,7 @@ func (x *FileTerminateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileTerminateRequest.ProtoReflect.Descriptor instead.
 func (*FileTerminateRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FileTerminateRequest) GetFileId() string {
@@ -1505,7 +1580,7 @@ type FileOpenRequest struct {
 
 func (x *FileOpenRequest) Reset() {
 	*x = FileOpenRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1592,7 @@ func (x *FileOpenRequest) String() string {
 func (*FileOpenRequest) ProtoMessage() {}
 
 func (x *FileOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[22]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1605,7 @@ func (x *FileOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOpenRequest.ProtoReflect.Descriptor instead.
 func (*FileOpenRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FileOpenRequest) GetFileId() string {
@@ -1564,7 +1639,7 @@ type FileOpenReply struct {
 
 func (x *FileOpenReply) Reset() {
 	*x = FileOpenReply{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1651,7 @@ func (x *FileOpenReply) String() string {
 func (*FileOpenReply) ProtoMessage() {}
 
 func (x *FileOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[23]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1664,7 @@ func (x *FileOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOpenReply.ProtoReflect.Descriptor instead.
 func (*FileOpenReply) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{23}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FileOpenReply) GetFile() *parleyv1.FileInfo {
@@ -1634,6 +1709,70 @@ func (x *FileOpenReply) GetTailSize() uint64 {
 	return 0
 }
 
+// FileProgress is published by the file service on subject.FileProgress
+// whenever an upload's record changes (a commit, completion, failure,
+// removal), so a live download waiting for more bytes can ask again at
+// once instead of polling.
+type FileProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Uploaded      uint64                 `protobuf:"varint,2,opt,name=uploaded,proto3" json:"uploaded,omitempty"`
+	State         parleyv1.FileState     `protobuf:"varint,3,opt,name=state,proto3,enum=parley.v1.FileState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileProgress) Reset() {
+	*x = FileProgress{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileProgress) ProtoMessage() {}
+
+func (x *FileProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileProgress.ProtoReflect.Descriptor instead.
+func (*FileProgress) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FileProgress) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileProgress) GetUploaded() uint64 {
+	if x != nil {
+		return x.Uploaded
+	}
+	return 0
+}
+
+func (x *FileProgress) GetState() parleyv1.FileState {
+	if x != nil {
+		return x.State
+	}
+	return parleyv1.FileState(0)
+}
+
 // TokenVerifyRequest asks auth whether a session token is valid now
 // (subject.AuthVerify), for HTTP requests that carry it.
 type TokenVerifyRequest struct {
@@ -1645,7 +1784,7 @@ type TokenVerifyRequest struct {
 
 func (x *TokenVerifyRequest) Reset() {
 	*x = TokenVerifyRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1796,7 @@ func (x *TokenVerifyRequest) String() string {
 func (*TokenVerifyRequest) ProtoMessage() {}
 
 func (x *TokenVerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[24]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1809,7 @@ func (x *TokenVerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenVerifyRequest.ProtoReflect.Descriptor instead.
 func (*TokenVerifyRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{24}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenVerifyRequest) GetToken() string {
@@ -1696,7 +1835,7 @@ type PostFileRequest struct {
 
 func (x *PostFileRequest) Reset() {
 	*x = PostFileRequest{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1847,7 @@ func (x *PostFileRequest) String() string {
 func (*PostFileRequest) ProtoMessage() {}
 
 func (x *PostFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[25]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1860,7 @@ func (x *PostFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostFileRequest.ProtoReflect.Descriptor instead.
 func (*PostFileRequest) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{25}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PostFileRequest) GetConversation() string {
@@ -1764,7 +1903,7 @@ type PostFileReply struct {
 
 func (x *PostFileReply) Reset() {
 	*x = PostFileReply{}
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1915,7 @@ func (x *PostFileReply) String() string {
 func (*PostFileReply) ProtoMessage() {}
 
 func (x *PostFileReply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_internal_v1_internal_proto_msgTypes[26]
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1928,7 @@ func (x *PostFileReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostFileReply.ProtoReflect.Descriptor instead.
 func (*PostFileReply) Descriptor() ([]byte, []int) {
-	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{26}
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PostFileReply) GetMessage() *parleyv1.Message {
@@ -1859,13 +1998,19 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"4\n" +
 	"\x11UserPresenceReply\x12\x1f\n" +
 	"\vsession_ids\x18\x01 \x03(\tR\n" +
-	"sessionIds\"\x8d\x01\n" +
+	"sessionIds\"\xdf\x01\n" +
 	"\vSessionKick\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12,\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"/\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12*\n" +
+	"\x11except_gateway_id\x18\x05 \x01(\tR\x0fexceptGatewayId\x12$\n" +
+	"\x0eexcept_conn_id\x18\x06 \x01(\tR\fexceptConnId\"M\n" +
+	"\x13SessionCheckRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"/\n" +
 	"\x11UserLookupRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"F\n" +
 	"\x0fUserLookupReply\x12\x17\n" +
@@ -1948,7 +2093,11 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"livePrefix\x122\n" +
 	"\x05parts\x18\x04 \x03(\v2\x1c.parley.internal.v1.FilePartR\x05parts\x12\x19\n" +
 	"\btail_key\x18\x05 \x01(\tR\atailKey\x12\x1b\n" +
-	"\ttail_size\x18\x06 \x01(\x04R\btailSize\"*\n" +
+	"\ttail_size\x18\x06 \x01(\x04R\btailSize\"o\n" +
+	"\fFileProgress\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1a\n" +
+	"\buploaded\x18\x02 \x01(\x04R\buploaded\x12*\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x14.parley.v1.FileStateR\x05state\"*\n" +
 	"\x12TokenVerifyRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x9e\x01\n" +
 	"\x0fPostFileRequest\x12\"\n" +
@@ -1976,7 +2125,7 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*AuthReply)(nil),              // 0: parley.internal.v1.AuthReply
 	(*Conn)(nil),                   // 1: parley.internal.v1.Conn
@@ -1990,54 +2139,57 @@ var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*UserPresenceRequest)(nil),    // 9: parley.internal.v1.UserPresenceRequest
 	(*UserPresenceReply)(nil),      // 10: parley.internal.v1.UserPresenceReply
 	(*SessionKick)(nil),            // 11: parley.internal.v1.SessionKick
-	(*UserLookupRequest)(nil),      // 12: parley.internal.v1.UserLookupRequest
-	(*UserLookupReply)(nil),        // 13: parley.internal.v1.UserLookupReply
-	(*StoredMessage)(nil),          // 14: parley.internal.v1.StoredMessage
-	(*FileRecord)(nil),             // 15: parley.internal.v1.FileRecord
-	(*FilePart)(nil),               // 16: parley.internal.v1.FilePart
-	(*UploadBeginRequest)(nil),     // 17: parley.internal.v1.UploadBeginRequest
-	(*UploadState)(nil),            // 18: parley.internal.v1.UploadState
-	(*UploadCommitRequest)(nil),    // 19: parley.internal.v1.UploadCommitRequest
-	(*UploadStatusRequest)(nil),    // 20: parley.internal.v1.UploadStatusRequest
-	(*FileTerminateRequest)(nil),   // 21: parley.internal.v1.FileTerminateRequest
-	(*FileOpenRequest)(nil),        // 22: parley.internal.v1.FileOpenRequest
-	(*FileOpenReply)(nil),          // 23: parley.internal.v1.FileOpenReply
-	(*TokenVerifyRequest)(nil),     // 24: parley.internal.v1.TokenVerifyRequest
-	(*PostFileRequest)(nil),        // 25: parley.internal.v1.PostFileRequest
-	(*PostFileReply)(nil),          // 26: parley.internal.v1.PostFileReply
-	nil,                            // 27: parley.internal.v1.FileRecord.AnswersEntry
-	(*parleyv1.Session)(nil),       // 28: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),    // 29: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),        // 30: parley.v1.ErrorCode
-	(*parleyv1.Message)(nil),       // 31: parley.v1.Message
-	(*parleyv1.FileInfo)(nil),      // 32: parley.v1.FileInfo
-	(parleyv1.FileState)(0),        // 33: parley.v1.FileState
-	(parleyv1.ConversationKind)(0), // 34: parley.v1.ConversationKind
-	(parleyv1.FileAnswer)(0),       // 35: parley.v1.FileAnswer
+	(*SessionCheckRequest)(nil),    // 12: parley.internal.v1.SessionCheckRequest
+	(*UserLookupRequest)(nil),      // 13: parley.internal.v1.UserLookupRequest
+	(*UserLookupReply)(nil),        // 14: parley.internal.v1.UserLookupReply
+	(*StoredMessage)(nil),          // 15: parley.internal.v1.StoredMessage
+	(*FileRecord)(nil),             // 16: parley.internal.v1.FileRecord
+	(*FilePart)(nil),               // 17: parley.internal.v1.FilePart
+	(*UploadBeginRequest)(nil),     // 18: parley.internal.v1.UploadBeginRequest
+	(*UploadState)(nil),            // 19: parley.internal.v1.UploadState
+	(*UploadCommitRequest)(nil),    // 20: parley.internal.v1.UploadCommitRequest
+	(*UploadStatusRequest)(nil),    // 21: parley.internal.v1.UploadStatusRequest
+	(*FileTerminateRequest)(nil),   // 22: parley.internal.v1.FileTerminateRequest
+	(*FileOpenRequest)(nil),        // 23: parley.internal.v1.FileOpenRequest
+	(*FileOpenReply)(nil),          // 24: parley.internal.v1.FileOpenReply
+	(*FileProgress)(nil),           // 25: parley.internal.v1.FileProgress
+	(*TokenVerifyRequest)(nil),     // 26: parley.internal.v1.TokenVerifyRequest
+	(*PostFileRequest)(nil),        // 27: parley.internal.v1.PostFileRequest
+	(*PostFileReply)(nil),          // 28: parley.internal.v1.PostFileReply
+	nil,                            // 29: parley.internal.v1.FileRecord.AnswersEntry
+	(*parleyv1.Session)(nil),       // 30: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),    // 31: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),        // 32: parley.v1.ErrorCode
+	(*parleyv1.Message)(nil),       // 33: parley.v1.Message
+	(*parleyv1.FileInfo)(nil),      // 34: parley.v1.FileInfo
+	(parleyv1.FileState)(0),        // 35: parley.v1.FileState
+	(parleyv1.ConversationKind)(0), // 36: parley.v1.ConversationKind
+	(parleyv1.FileAnswer)(0),       // 37: parley.v1.FileAnswer
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	28, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	30, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	29, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	30, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
-	31, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
-	32, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
-	16, // 7: parley.internal.v1.FileRecord.parts:type_name -> parley.internal.v1.FilePart
-	27, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
-	33, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
-	16, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
-	32, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
-	16, // 12: parley.internal.v1.FileOpenReply.parts:type_name -> parley.internal.v1.FilePart
-	32, // 13: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
-	31, // 14: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
-	34, // 15: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
-	35, // 16: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	31, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	32, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	33, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
+	34, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
+	17, // 7: parley.internal.v1.FileRecord.parts:type_name -> parley.internal.v1.FilePart
+	29, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
+	35, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
+	17, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
+	34, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
+	17, // 12: parley.internal.v1.FileOpenReply.parts:type_name -> parley.internal.v1.FilePart
+	35, // 13: parley.internal.v1.FileProgress.state:type_name -> parley.v1.FileState
+	34, // 14: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
+	33, // 15: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
+	36, // 16: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
+	37, // 17: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }
@@ -2051,7 +2203,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -48,7 +48,7 @@ const (
 	ErrorCode_ERROR_CODE_UNAUTHENTICATED       ErrorCode = 10 // log in or resume first
 	ErrorCode_ERROR_CODE_USERNAME_TAKEN        ErrorCode = 11
 	ErrorCode_ERROR_CODE_INVALID_USERNAME      ErrorCode = 12
-	ErrorCode_ERROR_CODE_WEAK_PASSWORD         ErrorCode = 13 // password breaks the policy (length)
+	ErrorCode_ERROR_CODE_WEAK_PASSWORD         ErrorCode = 13 // password breaks the policy (length, equal to the username, a common password)
 	ErrorCode_ERROR_CODE_BAD_CREDENTIALS       ErrorCode = 14 // unknown user or wrong password (deliberately one code)
 	ErrorCode_ERROR_CODE_RATE_LIMITED          ErrorCode = 15 // too many attempts; see retry_after_ms
 	ErrorCode_ERROR_CODE_TOKEN_EXPIRED         ErrorCode = 16
@@ -76,6 +76,7 @@ const (
 	ErrorCode_ERROR_CODE_INTERNAL        ErrorCode = 44 // a server bug; logged with the request id
 	ErrorCode_ERROR_CODE_TIMEOUT         ErrorCode = 45 // the owning service took too long
 	ErrorCode_ERROR_CODE_CONFLICT        ErrorCode = 46 // the state changed meanwhile (an upload's offset or writer): read it again and retry
+	ErrorCode_ERROR_CODE_QUOTA_EXCEEDED  ErrorCode = 47 // a per-user allowance is used up (file storage, groups, pending invitations): free some first
 )
 
 // Enum value maps for ErrorCode.
@@ -119,6 +120,7 @@ var (
 		44: "ERROR_CODE_INTERNAL",
 		45: "ERROR_CODE_TIMEOUT",
 		46: "ERROR_CODE_CONFLICT",
+		47: "ERROR_CODE_QUOTA_EXCEEDED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":           0,
@@ -159,6 +161,7 @@ var (
 		"ERROR_CODE_INTERNAL":              44,
 		"ERROR_CODE_TIMEOUT":               45,
 		"ERROR_CODE_CONFLICT":              46,
+		"ERROR_CODE_QUOTA_EXCEEDED":        47,
 	}
 )
 
@@ -1495,8 +1498,13 @@ type Welcome struct {
 	MaxFrameSize        uint32                 `protobuf:"varint,4,opt,name=max_frame_size,json=maxFrameSize,proto3" json:"max_frame_size,omitempty"`                      // largest frame (bytes, without prefix) the server accepts
 	HeartbeatIntervalMs uint32                 `protobuf:"varint,5,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"` // send a Ping when idle this long
 	IdleTimeoutMs       uint32                 `protobuf:"varint,6,opt,name=idle_timeout_ms,json=idleTimeoutMs,proto3" json:"idle_timeout_ms,omitempty"`                   // the server closes a connection silent this long
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Where files travel (docs/protocol.md §18): the base URL of this
+	// gateway's HTTP port, "https://chat.example.com:7480", with no trailing
+	// slash. upload_path and FileDownload.path are relative to it. Empty when
+	// the gateway serves no files.
+	HttpUrl       string `protobuf:"bytes,7,opt,name=http_url,json=httpUrl,proto3" json:"http_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -1569,6 +1577,13 @@ func (x *Welcome) GetIdleTimeoutMs() uint32 {
 		return x.IdleTimeoutMs
 	}
 	return 0
+}
+
+func (x *Welcome) GetHttpUrl() string {
+	if x != nil {
+		return x.HttpUrl
+	}
+	return ""
 }
 
 // Error is a reply to a failed request (request_id set) or a connection-level
@@ -2712,13 +2727,15 @@ func (x *SendReply) GetDuplicate() bool {
 }
 
 // HistoryRequest reads stored messages (reply: HistoryReply), oldest first.
-// With after_seq set: messages with seq > after_seq (catching up). Else:
-// the page before before_seq (0: the newest messages).
+// With after_seq present (explicit presence: 0 counts, and reads from the
+// first message): the messages with seq > after_seq (catching up). Without
+// it: the page before before_seq (0: the newest messages). after_seq
+// present together with a non-zero before_seq is INVALID_ARGUMENT.
 type HistoryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	BeforeSeq     uint64                 `protobuf:"varint,2,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
-	AfterSeq      uint64                 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	AfterSeq      *uint64                `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3,oneof" json:"after_seq,omitempty"`
 	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // 0 means 50; above 200 means 200
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2769,8 +2786,8 @@ func (x *HistoryRequest) GetBeforeSeq() uint64 {
 }
 
 func (x *HistoryRequest) GetAfterSeq() uint64 {
-	if x != nil {
-		return x.AfterSeq
+	if x != nil && x.AfterSeq != nil {
+		return *x.AfterSeq
 	}
 	return 0
 }
@@ -2896,11 +2913,16 @@ func (x *AckRequest) GetSeq() uint64 {
 	return 0
 }
 
-// ConversationsRequest lists the user's conversations (reply:
-// ConversationsReply): the public room and every direct conversation with
-// at least one message.
+// ConversationsRequest lists one page of the user's conversations (reply:
+// ConversationsReply), in ascending id order: the public room, the private
+// conversations the user opened or received a message in, and the groups
+// the user is a member of or invited to. To read them all, start with an
+// empty after_id and repeat with the last id of each page while more is
+// true.
 type ConversationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterId       string                 `protobuf:"bytes,1,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"` // continue after this conversation id; empty: from the start
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                   // page size: 0 means 200; above 500 means 500
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2935,9 +2957,24 @@ func (*ConversationsRequest) Descriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
+func (x *ConversationsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+func (x *ConversationsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type ConversationsReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversations []*Conversation        `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	Conversations []*Conversation        `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"` // ascending id
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`                  // more conversations follow: ask again with after_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2977,6 +3014,13 @@ func (x *ConversationsReply) GetConversations() []*Conversation {
 		return x.Conversations
 	}
 	return nil
+}
+
+func (x *ConversationsReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // OpenDirectRequest finds (or creates) the private conversation with a user
@@ -4631,7 +4675,8 @@ func (x *AnswerFileRequest) GetAccept() bool {
 }
 
 // FileDownloadRequest asks for a download URL (reply: FileDownload). Allowed
-// for the sender and the conversation's members.
+// for the sender, a private chat's recipient who did not reject the file,
+// and the group's current members.
 type FileDownloadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
@@ -5000,7 +5045,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
-	"\x06client\x18\x02 \x01(\tR\x06client\"\xdc\x01\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\"\xf7\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x1d\n" +
@@ -5008,7 +5053,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12$\n" +
 	"\x0emax_frame_size\x18\x04 \x01(\rR\fmaxFrameSize\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x05 \x01(\rR\x13heartbeatIntervalMs\x12&\n" +
-	"\x0fidle_timeout_ms\x18\x06 \x01(\rR\ridleTimeoutMs\"\x87\x01\n" +
+	"\x0fidle_timeout_ms\x18\x06 \x01(\rR\ridleTimeoutMs\x12\x19\n" +
+	"\bhttp_url\x18\a \x01(\tR\ahttpUrl\"\x87\x01\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
@@ -5089,13 +5135,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"client_key\x18\x04 \x01(\tR\tclientKey\"W\n" +
 	"\tSendReply\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x86\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x99\x01\n" +
 	"\x0eHistoryRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
-	"before_seq\x18\x02 \x01(\x04R\tbeforeSeq\x12\x1b\n" +
-	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"m\n" +
+	"before_seq\x18\x02 \x01(\x04R\tbeforeSeq\x12 \n" +
+	"\tafter_seq\x18\x03 \x01(\x04H\x00R\bafterSeq\x88\x01\x01\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limitB\f\n" +
+	"\n" +
+	"_after_seq\"m\n" +
 	"\fHistoryReply\x12.\n" +
 	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x19\n" +
@@ -5103,10 +5151,13 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"AckRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x16\n" +
-	"\x14ConversationsRequest\"S\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"G\n" +
+	"\x14ConversationsRequest\x12\x19\n" +
+	"\bafter_id\x18\x01 \x01(\tR\aafterId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"g\n" +
 	"\x12ConversationsReply\x12=\n" +
-	"\rconversations\x18\x01 \x03(\v2\x17.parley.v1.ConversationR\rconversations\"/\n" +
+	"\rconversations\x18\x01 \x03(\v2\x17.parley.v1.ConversationR\rconversations\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"/\n" +
 	"\x11OpenDirectRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"\x91\x02\n" +
 	"\fConversation\x12\x0e\n" +
@@ -5247,7 +5298,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\rKIND_REJECTED\x10\x03\x12\x12\n" +
 	"\x0eKIND_AVAILABLE\x10\x04\x12\x0f\n" +
 	"\vKIND_FAILED\x10\x05\x12\x10\n" +
-	"\fKIND_EXPIRED\x10\x06*\xa0\t\n" +
+	"\fKIND_EXPIRED\x10\x06*\xbf\t\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -5287,7 +5338,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10+\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10,\x12\x16\n" +
 	"\x12ERROR_CODE_TIMEOUT\x10-\x12\x17\n" +
-	"\x13ERROR_CODE_CONFLICT\x10.*\x8c\x01\n" +
+	"\x13ERROR_CODE_CONFLICT\x10.\x12\x1d\n" +
+	"\x19ERROR_CODE_QUOTA_EXCEEDED\x10/*\x8c\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONVERSATION_KIND_ROOM\x10\x01\x12\x1c\n" +
@@ -5540,6 +5592,7 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Receipt)(nil),
 		(*Frame_FileEvent)(nil),
 	}
+	file_parley_v1_parley_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
@@ -65,7 +66,7 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	if m := e.send(t, alice, ab, "fresh replica"); m.Seq != 42 {
 		t.Errorf("seq %d from a fresh replica, want 42", m.Seq)
 	}
-	h, err := e.history(alice, &parleyv1.HistoryRequest{Conversation: ab, AfterSeq: 30, Limit: 20})
+	h, err := e.history(alice, &parleyv1.HistoryRequest{Conversation: ab, AfterSeq: proto.Uint64(30), Limit: 20})
 	if err != nil {
 		t.Fatal(err)
 	}

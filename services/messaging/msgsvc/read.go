@@ -25,8 +25,11 @@ const (
 )
 
 // handleHistory returns one page of a conversation, oldest first: the page
-// after after_seq (catching up), else the page before before_seq (0: the
-// newest messages).
+// after after_seq when the field is present (catching up; 0 reads from the
+// first message), else the page before before_seq (0: the newest
+// messages). after_seq is a proto3 optional field precisely so that a
+// forward read from 0 differs from a backward read (docs/protocol.md
+// §15.4).
 func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	me, err := identityOf(m)
 	if err != nil {
@@ -40,7 +43,8 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 	if err != nil {
 		return nil, err
 	}
-	if req.AfterSeq > 0 && req.BeforeSeq > 0 {
+	forward, after := req.AfterSeq != nil, req.GetAfterSeq()
+	if forward && req.BeforeSeq > 0 {
 		return nil, errBothHistoryDirs
 	}
 	limit := uint64(req.Limit)
@@ -57,8 +61,8 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 	// The page is the seq range (lo, hi].
 	var lo, hi uint64
 	reply := &parleyv1.HistoryReply{LastSeq: last}
-	if req.AfterSeq > 0 {
-		lo, hi = req.AfterSeq, min(req.AfterSeq+limit, last)
+	if forward {
+		lo, hi = after, min(after+limit, last)
 		reply.More = hi < last
 	} else {
 		hi = last
@@ -74,7 +78,7 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 		}
 	}
 	budget := min(maxPageBytes, int(s.nc.MaxPayload())-64<<10)
-	if req.AfterSeq > 0 {
+	if forward {
 		// Forward: keep the oldest, the next page continues after them.
 		n := fitting(reply.Messages, budget, false)
 		reply.More = reply.More || n < len(reply.Messages)

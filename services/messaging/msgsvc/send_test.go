@@ -1,6 +1,7 @@
 package msgsvc_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -251,7 +252,7 @@ func TestHistoryPaging(t *testing.T) {
 	// Forwards from after_seq 10.
 	got, after, pages := nil, uint64(10), 0
 	for {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: after, Limit: 40})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), Limit: 40})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,8 +278,12 @@ func TestHistoryPaging(t *testing.T) {
 		{"limit capped at 200", &parleyv1.HistoryRequest{Limit: 1000}, 1, 150, false},
 		{"before the first", &parleyv1.HistoryRequest{BeforeSeq: 1}, 1, 0, false},
 		{"before beyond the last", &parleyv1.HistoryRequest{BeforeSeq: 999, Limit: 5}, 146, 150, true},
-		{"after the last", &parleyv1.HistoryRequest{AfterSeq: 150}, 1, 0, false},
-		{"across index entries", &parleyv1.HistoryRequest{AfterSeq: 30, Limit: 40}, 31, 70, true},
+		{"after the last", &parleyv1.HistoryRequest{AfterSeq: proto.Uint64(150)}, 1, 0, false},
+		{"across index entries", &parleyv1.HistoryRequest{AfterSeq: proto.Uint64(30), Limit: 40}, 31, 70, true},
+		// after_seq has explicit presence: 0 is a forward read from the
+		// first message, not the newest page (issue 9, item 2).
+		{"after zero reads from the first", &parleyv1.HistoryRequest{AfterSeq: proto.Uint64(0)}, 1, 50, true},
+		{"after zero with a limit", &parleyv1.HistoryRequest{AfterSeq: proto.Uint64(0), Limit: 7}, 1, 7, true},
 		{"one in the middle", &parleyv1.HistoryRequest{BeforeSeq: 65, Limit: 1}, 64, 64, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,15 +317,60 @@ func TestHistoryPaging(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: 100, Limit: 20})
+	r, err := e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(100), Limit: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantSeqs(t, "after a lost index entry", r.Messages, 101, 120)
 
-	// Both directions at once is a mistake.
-	_, err = e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: 1, BeforeSeq: 5})
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	// Both directions at once is a mistake, also with after_seq 0.
+	for _, after := range []uint64{0, 1} {
+		_, err = e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), BeforeSeq: 5})
+		wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	}
+}
+
+// A user who got more private messages than a page while offline, and
+// follows §15.3 from acked_seq 0, reads every one of them: after_seq 0
+// starts at the first message and each page continues after the last.
+func TestCatchUpFromZeroReadsEveryMessage(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, testConfig())
+	const n = 120
+	for i := 1; i <= n; i++ {
+		e.send(t, alice, "dm.ualice.ubob", fmt.Sprintf("offline %d", i))
+	}
+	var got []uint64
+	after := uint64(0)
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("paging does not end")
+		}
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: "dm.ualice.ubob", AfterSeq: proto.Uint64(after)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range r.Messages {
+			got = append(got, m.Seq)
+			if want := fmt.Sprintf("offline %d", m.Seq); m.Text != want {
+				t.Fatalf("seq %d text %q, want %q", m.Seq, m.Text, want)
+			}
+		}
+		if len(r.Messages) > 0 {
+			after = r.Messages[len(r.Messages)-1].Seq
+		}
+		if !r.More {
+			break
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("read %d messages, want %d: %v", len(got), n, got)
+	}
+	for i, seq := range got {
+		if seq != uint64(i+1) {
+			t.Fatalf("message %d has seq %d: %v", i, seq, got)
+		}
+	}
 }
 
 func TestHistoryPermissions(t *testing.T) {
@@ -365,7 +415,7 @@ func TestHistoryLargeMessages(t *testing.T) {
 	wantSeqs(t, "backward", back, 1, 130)
 	var fwd []*parleyv1.Message
 	for after := uint64(1); ; {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: after, Limit: 200})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), Limit: 200})
 		if err != nil {
 			t.Fatal(err)
 		}
