@@ -25,7 +25,7 @@ import (
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/auth/internal/password"
-	"github.com/parleychat/parley/services/auth/internal/ratelimit"
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/services/auth/internal/store"
 	"github.com/parleychat/parley/services/auth/internal/token"
 )

@@ -1,13 +1,13 @@
-// Package ratelimit is a keyed token-bucket limiter (one bucket per account
-// or source address) whose memory stays bounded: a bucket that has been idle
+// Package ratelimit is a keyed token-bucket limiter (one bucket per account,
+// source address or user) whose memory stays bounded: a bucket that has been idle
 // long enough to refill completely is indistinguishable from a new one, so it
 // is dropped. Sweeping is lazy (at most once per refill period, on the
 // calling goroutine), so the limiter starts no goroutines.
 //
-// State is in process memory: with N auth replicas behind one queue group a
-// client can get up to N times the configured rate. That is the accepted
-// trade-off for not putting a shared store in the login path; the limits
-// exist to make online guessing slow, not to be exact.
+// State is in process memory: with N replicas of a service behind one queue
+// group a client can get up to N times the configured rate. That is the
+// accepted trade-off for not putting a shared store in every request's
+// path; the limits exist to make abuse slow, not to be exact.
 package ratelimit
 
 import (
