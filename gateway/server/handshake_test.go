@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,35 +87,93 @@ func TestHandshakeFailures(t *testing.T) {
 	}
 }
 
-// invalidUTF8Login is a Login frame (request_id 9) whose username is the
-// single byte 0xff: protobuf marshalling refuses to produce it, so it is
-// built field by field (Frame.login = 11, LoginRequest.username = 1).
-func invalidUTF8Login() []byte {
-	var login []byte
-	login = protowire.AppendTag(login, 1, protowire.BytesType)
-	login = protowire.AppendBytes(login, []byte{0xff})
-	login = protowire.AppendTag(login, 2, protowire.BytesType)
-	login = protowire.AppendString(login, "secret")
+// Hand-built frames: protobuf marshalling refuses to produce strings that
+// are not UTF-8, so these are assembled field by field.
+
+// rawFrame is Frame{request_id: id, <body field>: body}.
+func rawFrame(id uint32, body protowire.Number, fields ...[]byte) []byte {
 	var f []byte
 	f = protowire.AppendTag(f, 1, protowire.VarintType)
-	f = protowire.AppendVarint(f, 9)
-	f = protowire.AppendTag(f, 11, protowire.BytesType)
-	return protowire.AppendBytes(f, login)
+	f = protowire.AppendVarint(f, uint64(id))
+	f = protowire.AppendTag(f, body, protowire.BytesType)
+	return protowire.AppendBytes(f, slices.Concat(fields...))
 }
 
-func TestInvalidUTF8IsNotFatal(t *testing.T) {
+// rawField is one length-delimited field: a string or a nested message.
+func rawField(num protowire.Number, v []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+}
+
+var notUTF8 = []byte("al\xffice")
+
+// TestInvalidUTF8: a request whose strings are not UTF-8, at any depth, is
+// answered INVALID_UTF8 (non-fatal) with its own request_id, on every
+// transport; an undecodable frame whose request_id can be read gets
+// BAD_FRAME with that id. Nothing in such a frame is acted upon.
+func TestInvalidUTF8(t *testing.T) {
 	e := startGateway(t, nil)
-	c := dialTCP(t, e)
-	c.hello()
-	if err := c.write(invalidUTF8Login()); err != nil {
-		t.Fatal(err)
+	const (
+		register = 10
+		login    = 11
+		resume   = 12
+		send     = 15
+		group    = 40
+	)
+	pw := rawField(2, []byte("secret"))
+	tests := []struct {
+		name    string
+		session bool // log in first
+		frame   []byte
+		id      uint32
+		code    parleyv1.ErrorCode
+	}{
+		{"login username", false, rawFrame(101, login, rawField(1, notUTF8), pw), 101, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"login password", false, rawFrame(102, login, rawField(1, []byte("alice")), rawField(2, notUTF8)), 102, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"login options.device", false, rawFrame(103, login, rawField(1, []byte("alice")), pw, rawField(3, rawField(1, notUTF8))), 103, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"register username", false, rawFrame(104, register, rawField(1, notUTF8), pw), 104, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"register options.device", false, rawFrame(105, register, rawField(1, []byte("alice")), pw, rawField(3, rawField(1, notUTF8))), 105, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"resume token", false, rawFrame(106, resume, rawField(1, notUTF8)), 106, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"send text", true, rawFrame(107, send, rawField(1, []byte("room.public")), rawField(3, notUTF8)), 107, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"send to_username", true, rawFrame(108, send, rawField(2, notUTF8), rawField(3, []byte("hi"))), 108, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"create_group usernames", true, rawFrame(109, group, rawField(1, []byte("team")), rawField(2, []byte("bob")), rawField(2, notUTF8)), 109, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{"truncated login", false, rawFrame(110, login, rawField(1, []byte("alice")))[:6], 110, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME},
+		{"garbage", false, []byte{0xff, 0xff, 0xff}, 0, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME},
 	}
-	f := c.expectError(parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8, false)
-	if f.GetRequestId() != 0 {
-		t.Errorf("request_id = %d, want 0 (the frame could not be read)", f.GetRequestId())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialTCP(t, e)
+			c.hello()
+			if tt.session {
+				c.login("alice", noFeed)
+			}
+			if err := c.write(tt.frame); err != nil {
+				t.Fatal(err)
+			}
+			f := c.expectError(tt.code, false)
+			if f.GetRequestId() != tt.id {
+				t.Errorf("request_id = %d, want %d", f.GetRequestId(), tt.id)
+			}
+			c.ping(1)
+			if !tt.session {
+				c.login("alice", noFeed)
+			}
+		})
 	}
-	c.ping(1)
-	c.login("alice", nil)
+	if n := len(e.auth.Logins()); n != len(tests) { // each case logs in once, before or after
+		t.Errorf("auth saw %d requests, want %d: a refused frame reached it", n, len(tests))
+	}
+
+	t.Run("websocket", func(t *testing.T) {
+		c := dialWS(t, "ws://"+e.srv.HTTPAddr().String()+server.WebSocketPath, nil)
+		c.hello()
+		if err := c.write(rawFrame(111, login, rawField(1, notUTF8), pw)); err != nil {
+			t.Fatal(err)
+		}
+		if f := c.expectError(parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8, false); f.GetRequestId() != 111 {
+			t.Errorf("request_id = %d, want 111", f.GetRequestId())
+		}
+		c.ping(2)
+	})
 }
 
 // TestBadInputIsolated: garbage on some connections closes them with the

@@ -2,24 +2,53 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 )
 
 // FuzzDecode feeds arbitrary bytes to the frame body decoder: it must return
 // a frame or one of the package's errors, never panic, and a frame it accepts
-// must survive a re-encode.
+// must survive a re-encode. The refusal must name the right fault: a frame
+// refused as INVALID_UTF8 decodes once its strings are made UTF-8, one
+// refused as BAD_FRAME does not. RequestID must read what the decoder reads.
 func FuzzDecode(f *testing.F) {
 	for _, fr := range seedFrames() {
 		b, _ := Marshal(fr)
 		f.Add(b)
 	}
+	for _, b := range [][]byte{
+		frameWith(9, 11, cat(field(1, notUTF8), field(2, []byte("pw")))),
+		frameWith(15, 11, cat(field(1, []byte("bob")), field(3, field(1, notUTF8)))),
+		frameWith(13, 15, cat(field(1, []byte("room.public")), field(3, notUTF8))),
+		frameWith(17, 40, cat(field(1, []byte("team")), field(2, notUTF8))),
+		cat(frameWith(26, 11, field(1, notUTF8)), []byte{0x12, 0x05, 'x'}),
+	} {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := Decode(b)
 		if err != nil {
-			if CodeOf(err) == 44 { // INTERNAL would mean an unclassified decode error
+			fixed := fixUTF8(b)
+			_, ferr := Decode(fixed)
+			switch {
+			case CodeOf(err) == 44: // INTERNAL would mean an unclassified decode error
 				t.Fatalf("unclassified error %v", err)
+			case errors.Is(err, ErrInvalidUTF8) && ferr != nil:
+				t.Fatalf("refused as invalid UTF-8, but with valid strings it is %v", ferr)
+			case errors.Is(err, ErrBadFrame) && ferr == nil:
+				t.Fatalf("refused as a bad frame, but only its UTF-8 was wrong: %v", err)
+			case errors.Is(err, ErrInvalidUTF8):
+				if fr, _ := Decode(fixed); RequestID(b) != fr.GetRequestId() {
+					t.Fatalf("RequestID %d, the frame says %d", RequestID(b), fr.GetRequestId())
+				}
 			}
 			return
+		}
+		if id := RequestID(b); id != fr.GetRequestId() {
+			t.Fatalf("RequestID %d, decoded %d", id, fr.GetRequestId())
+		}
+		if !bytes.Equal(fixUTF8(b), b) {
+			t.Fatal("accepted a frame with a string that is not UTF-8")
 		}
 		out, err := Marshal(fr)
 		if err != nil {

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -72,17 +71,20 @@ func CodeOf(err error) parleyv1.ErrorCode {
 	}
 }
 
-// Decode parses one frame's protobuf encoding (no length prefix).
+// Decode parses one frame's protobuf encoding (no length prefix). A frame
+// it refuses is ErrEmptyFrame, ErrNoBody, ErrInvalidUTF8 (well-formed but
+// for a string field, at any depth, that is not UTF-8) or ErrBadFrame;
+// RequestID still reads such a frame's request_id where it can.
 func Decode(b []byte) (*parleyv1.Frame, error) {
 	if len(b) == 0 {
 		return nil, ErrEmptyFrame
 	}
 	f := new(parleyv1.Frame)
 	if err := proto.Unmarshal(b, f); err != nil {
-		// proto3 string fields are validated as UTF-8 by the runtime; its
-		// error type is not exported, so the message is the only signal.
-		if strings.Contains(err.Error(), "UTF-8") {
-			return nil, fmt.Errorf("%w", ErrInvalidUTF8)
+		// The runtime validates proto3 strings as UTF-8 but does not export
+		// that error; the bytes themselves say whether it is the only fault.
+		if invalidUTF8(b) {
+			return nil, ErrInvalidUTF8
 		}
 		return nil, fmt.Errorf("%v: %w", err, ErrBadFrame)
 	}

@@ -100,9 +100,10 @@ func (c *Conn) readError(err error) bool {
 		return false
 	case errors.Is(err, wire.ErrBadFrame), errors.Is(err, wire.ErrEmptyFrame):
 		// The frame was consumed whole (zero length prefix, or a WebSocket
-		// text message): the stream is still in sync.
+		// text message): the stream is still in sync. It has no request_id
+		// to answer.
 		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
-		return c.badFrame(err)
+		return c.badFrame(0, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		// A frame cut short: the peer is gone or sent garbage. Say so in
 		// case it still reads.
@@ -118,22 +119,23 @@ func (c *Conn) readError(err error) bool {
 }
 
 // badFrame answers an undecodable frame with Error(wire.CodeOf(err)) and
-// reports whether to keep reading. Before the handshake, and beyond
-// maxBadFrames, it is fatal.
-func (c *Conn) badFrame(err error) bool {
+// reports whether to keep reading. rid is the frame's request_id as far as
+// it could be read (wire.RequestID; 0 if not), so the request still gets
+// its one reply. Before the handshake, and beyond maxBadFrames, it is fatal.
+func (c *Conn) badFrame(rid uint32, err error) bool {
 	code := wire.CodeOf(err)
 	c.bad++
-	c.debug("bad frame", "code", errcode.ShortName(code), "err", err, "count", c.bad)
+	c.debug("bad frame", "request_id", rid, "code", errcode.ShortName(code), "err", err, "count", c.bad)
 	msg := badFrameMessage(code)
 	switch {
 	case !c.welcomed:
-		c.fatal(0, code, msg+" (expected Hello)")
+		c.fatal(rid, code, msg+" (expected Hello)")
 		return false
 	case c.bad > maxBadFrames:
-		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, fmt.Sprintf("more than %d malformed frames", maxBadFrames))
+		c.fatal(rid, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, fmt.Sprintf("more than %d malformed frames", maxBadFrames))
 		return false
 	default:
-		c.sendError(0, code, msg)
+		c.sendError(rid, code, msg)
 		return true
 	}
 }
@@ -172,10 +174,14 @@ func (c *Conn) process(raw *[]byte) bool {
 // reading.
 func (c *Conn) handle(raw *[]byte) bool {
 	f, err := wire.Decode(*raw)
+	var rid uint32
+	if err != nil {
+		rid = wire.RequestID(*raw)
+	}
 	wire.PutRaw(raw)
 	if err != nil {
 		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
-		return c.badFrame(err)
+		return c.badFrame(rid, err)
 	}
 	c.h.Metrics.FramesIn.WithLabelValues(bodyName(f)).Inc()
 	if !c.welcomed {

@@ -75,8 +75,12 @@
 //
 // # Bad input (readError, badFrame)
 //
-// An undecodable frame gets an Error with request_id 0 and the decode code.
-// BAD_FRAME (also: zero length, no body, a WebSocket text message) and
+// An undecodable frame gets an Error with the decode code and the frame's
+// request_id as far as wire.RequestID can read it from the bytes (0 when it
+// cannot: garbage from the first byte, a zero length, a WebSocket text
+// message). INVALID_UTF8 means a string field at any depth is not UTF-8
+// (wire.Decode checks the bytes against the schema, not the runtime's
+// error text). BAD_FRAME (also: zero length, no body, a text message) and
 // INVALID_UTF8 are non-fatal; the 11th undecodable frame on a connection is
 // answered with a fatal BAD_FRAME. FRAME_TOO_LARGE (length prefix or
 // WebSocket message above max_frame_size) and a frame cut short by the end
