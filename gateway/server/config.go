@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/libs/wire"
@@ -23,7 +25,14 @@ type Config struct {
 	Insecure  bool   // allow plaintext on a non-loopback address
 	GatewayID string // this replica's id, a NATS subject token; empty: hostname-xxxxxx
 
-	MaxFrameSize      int           // largest frame accepted, bytes without prefix
+	MaxFrameSize      int // largest frame accepted, bytes without prefix
+	PreloginFrameSize int // largest frame accepted from a connection without a session
+
+	MaxConns              int            // client connections at once (TCP, TLS, WebSocket); 0: no limit
+	MaxConnsPerAddr       int            // client connections from one source address; 0: no limit
+	MaxUnauthConnsPerAddr int            // connections without a session from one source address; 0: no limit
+	ConnLimitExempt       []netip.Prefix // sources not limited per address (a local proxy)
+
 	HandshakeTimeout  time.Duration // Hello must arrive within this
 	HeartbeatInterval time.Duration // advertised in Welcome
 	IdleTimeout       time.Duration // close a connection silent this long (IDLE_TIMEOUT)
@@ -44,21 +53,26 @@ const WebSocketPath = "/v1/ws"
 // DefaultConfig returns the configuration the flags default to.
 func DefaultConfig() Config {
 	return Config{
-		TCPAddr:           "127.0.0.1:7420",
-		HTTPAddr:          "127.0.0.1:7480",
-		MaxFrameSize:      wire.DefaultMaxFrameSize,
-		HandshakeTimeout:  10 * time.Second,
-		HeartbeatInterval: 30 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		SendQueueFrames:   1024,
-		SendQueueBytes:    4 << 20,
-		WriteTimeout:      10 * time.Second,
-		PresenceHeartbeat: 5 * time.Second,
-		RequestTimeout:    10 * time.Second,
-		RoomBatch:         20 * time.Millisecond,
-		MaxUploadSize:     10 << 30,
-		MaxUploads:        24,
-		HTTPReadBuffer:    2 << 20,
+		TCPAddr:               "127.0.0.1:7420",
+		HTTPAddr:              "127.0.0.1:7480",
+		MaxFrameSize:          wire.DefaultMaxFrameSize,
+		PreloginFrameSize:     16 << 10,
+		MaxConns:              defaultMaxConns(),
+		MaxConnsPerAddr:       1024,
+		MaxUnauthConnsPerAddr: 256,
+		ConnLimitExempt:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		HandshakeTimeout:      10 * time.Second,
+		HeartbeatInterval:     30 * time.Second,
+		IdleTimeout:           90 * time.Second,
+		SendQueueFrames:       1024,
+		SendQueueBytes:        4 << 20,
+		WriteTimeout:          10 * time.Second,
+		PresenceHeartbeat:     5 * time.Second,
+		RequestTimeout:        10 * time.Second,
+		RoomBatch:             20 * time.Millisecond,
+		MaxUploadSize:         10 << 30,
+		MaxUploads:            24,
+		HTTPReadBuffer:        2 << 20,
 	}
 }
 
@@ -73,6 +87,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext listeners on non-loopback addresses")
 	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
+	fs.IntVar(&c.PreloginFrameSize, "max-prelogin-frame-size", d.PreloginFrameSize, "largest frame accepted from a connection without a session (Hello, Register, Login, Resume, Ping), in bytes; at most -max-frame-size")
+	fs.IntVar(&c.MaxConns, "max-conns", d.MaxConns, "client connections (TCP, TLS, WebSocket) at once; more are refused with UNAVAILABLE. Default: the open-file limit minus 256; 0: no limit")
+	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", d.MaxConnsPerAddr, "client connections from one source address (IPv4 address or IPv6 /64); more are refused with RATE_LIMITED; 0: no limit")
+	fs.IntVar(&c.MaxUnauthConnsPerAddr, "max-unauth-conns-per-addr", d.MaxUnauthConnsPerAddr, "connections without a session from one source address; more are refused with RATE_LIMITED; 0: no limit")
+	c.ConnLimitExempt = d.ConnLimitExempt
+	fs.Func("conn-limit-exempt", "comma-separated addresses or CIDR prefixes not limited per address, e.g. a proxy through which clients arrive (default \"127.0.0.0/8,::1/128\"; empty: none)", func(v string) error {
+		p, err := parsePrefixes(v)
+		c.ConnLimitExempt = p
+		return err
+	})
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send Hello")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", d.HeartbeatInterval, "ping interval advertised to clients in Welcome")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection after receiving nothing for this long")
@@ -122,6 +146,10 @@ func (c *Config) validate() error {
 		ok   bool
 	}{
 		{"-max-frame-size", c.MaxFrameSize > 0 && c.MaxFrameSize <= 64<<20},
+		{"-max-prelogin-frame-size", c.PreloginFrameSize > 0 && c.PreloginFrameSize <= c.MaxFrameSize},
+		{"-max-conns", c.MaxConns >= 0},
+		{"-max-conns-per-addr", c.MaxConnsPerAddr >= 0},
+		{"-max-unauth-conns-per-addr", c.MaxUnauthConnsPerAddr >= 0},
 		{"-handshake-timeout", c.HandshakeTimeout > 0},
 		{"-heartbeat-interval", c.HeartbeatInterval > 0},
 		{"-idle-timeout", c.IdleTimeout > 0},
@@ -136,10 +164,51 @@ func (c *Config) validate() error {
 	}
 	for _, p := range positive {
 		if !p.ok {
-			return fmt.Errorf("%s must be positive (frame size at most 64 MiB, -room-batch 0 to 1s): %w", p.name, ErrInvalidLimit)
+			return fmt.Errorf("%s must be positive (frame size at most 64 MiB, the prelogin one at most that, -room-batch 0 to 1s, connection caps 0 or more): %w", p.name, ErrInvalidLimit)
 		}
 	}
 	return nil
+}
+
+// fdReserve is what defaultMaxConns leaves of the open-file limit for the
+// rest of the process: NATS, listeners, HTTP file transfers, files, and
+// accepting a connection only to refuse it.
+const fdReserve = 256
+
+// defaultMaxConns is the process's open-file limit minus fdReserve, so that
+// a full gateway refuses clients with a frame instead of failing to accept
+// them; 0 (no limit) when the limit cannot be read.
+func defaultMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return 0
+	}
+	if rl.Cur > 1<<30 {
+		return 0 // effectively unlimited
+	}
+	return max(int(rl.Cur)-fdReserve, 64)
+}
+
+// parsePrefixes parses a comma-separated list of addresses and CIDR
+// prefixes (an address is its own /32 or /128).
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // isLoopback reports whether addr ("host:port") binds only loopback. An

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/gateway/internal/conn"
+	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/files"
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/gateway/internal/presence"
@@ -106,8 +107,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Feed:      s.feed,
 		GatewayID: cfg.GatewayID,
 		Server:    "parley-gateway/" + Version,
+		Admission: connlimit.New(connlimit.Config{
+			Total:         cfg.MaxConns,
+			PerAddr:       cfg.MaxConnsPerAddr,
+			UnauthPerAddr: cfg.MaxUnauthConnsPerAddr,
+			Exempt:        cfg.ConnLimitExempt,
+		}),
 		Limits: conn.Limits{
 			MaxFrameSize:      uint32(cfg.MaxFrameSize),
+			PreloginFrameSize: uint32(cfg.PreloginFrameSize),
 			HandshakeTimeout:  cfg.HandshakeTimeout,
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			IdleTimeout:       cfg.IdleTimeout,

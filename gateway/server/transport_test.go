@@ -3,6 +3,9 @@ package server_test
 import (
 	"crypto/tls"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -120,6 +123,10 @@ func TestConfigValidation(t *testing.T) {
 		{"generated gateway id", func(c *server.Config) { c.GatewayID = "" }, ""},
 		{"zero idle timeout", func(c *server.Config) { c.IdleTimeout = 0 }, "-idle-timeout"},
 		{"zero send queue", func(c *server.Config) { c.SendQueueFrames = 0 }, "-send-queue-frames"},
+		{"prelogin frames above the frame limit", func(c *server.Config) { c.PreloginFrameSize = c.MaxFrameSize + 1 }, "-max-prelogin-frame-size"},
+		{"zero prelogin frame size", func(c *server.Config) { c.PreloginFrameSize = 0 }, "-max-prelogin-frame-size"},
+		{"negative connection cap", func(c *server.Config) { c.MaxConnsPerAddr = -1 }, "-max-conns-per-addr"},
+		{"no connection caps", func(c *server.Config) { c.MaxConns, c.MaxConnsPerAddr, c.MaxUnauthConnsPerAddr = 0, 0, 0 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +148,41 @@ func TestConfigValidation(t *testing.T) {
 				t.Errorf("generated gateway id %q", srv.GatewayID())
 			}
 		})
+	}
+}
+
+// TestConnLimitFlags: the connection caps' flags and their defaults.
+func TestConnLimitFlags(t *testing.T) {
+	d := server.DefaultConfig()
+	if d.MaxConns <= 0 || d.MaxConnsPerAddr != 1024 || d.MaxUnauthConnsPerAddr != 256 || d.PreloginFrameSize != 16<<10 {
+		t.Errorf("defaults: max-conns %d, per addr %d, unauth per addr %d, prelogin frame %d",
+			d.MaxConns, d.MaxConnsPerAddr, d.MaxUnauthConnsPerAddr, d.PreloginFrameSize)
+	}
+	if got := fmt.Sprint(d.ConnLimitExempt); got != "[127.0.0.0/8 ::1/128]" {
+		t.Errorf("default exempt %s", got)
+	}
+	for _, tt := range []struct {
+		arg, want string // want "": a parse error
+	}{
+		{"10.0.0.5, 192.168.0.0/16,2001:db8::/48", "[10.0.0.5/32 192.168.0.0/16 2001:db8::/48]"},
+		{"10.1.2.3/8", "[10.0.0.0/8]"},
+		{"::ffff:10.0.0.1", "[10.0.0.1/32]"},
+		{"", "[]"},
+		{"proxy.local", ""},
+	} {
+		var c server.Config
+		fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.RegisterFlags(fs)
+		err := fs.Parse([]string{"-conn-limit-exempt=" + tt.arg})
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("%q accepted: %v", tt.arg, c.ConnLimitExempt)
+		case tt.want != "" && err != nil:
+			t.Errorf("%q: %v", tt.arg, err)
+		case tt.want != "" && fmt.Sprint(c.ConnLimitExempt) != tt.want:
+			t.Errorf("%q parsed as %v, want %s", tt.arg, c.ConnLimitExempt, tt.want)
+		}
 	}
 }
 

@@ -125,11 +125,22 @@ func WriteFrame(w io.Writer, f *parleyv1.Frame) error {
 }
 
 // Reader reads length-prefixed frames from a stream. It holds no buffer
-// between frames, so an idle connection costs only the Reader itself.
+// between frames, so an idle connection costs only the Reader itself, and
+// within a frame it holds no more than about twice what has arrived: the
+// length prefix is a claim, not a reason to allocate.
 type Reader struct {
 	r   io.Reader
 	max uint32
 	hdr [HeaderSize]byte
+}
+
+// SetMax changes the frame size limit for the frames read from now on. It
+// must not be called concurrently with ReadFrame or ReadRaw.
+func (r *Reader) SetMax(max uint32) {
+	if max == 0 {
+		max = DefaultMaxFrameSize
+	}
+	r.max = max
 }
 
 // NewReader returns a Reader that rejects frames larger than max bytes.
@@ -166,18 +177,39 @@ func (r *Reader) ReadRaw() (*[]byte, error) {
 	if n == 0 {
 		return nil, ErrEmptyFrame
 	}
+	return r.readBody(int(n))
+}
+
+// readBody reads a frame's n bytes. It is apart from ReadRaw so that an
+// idle connection, parked in ReadRaw's read of the prefix, does not carry
+// this function's frame on its stack (see gateway/internal/conn: a reader
+// stack that outgrows 2 KiB costs 2 KiB per idle connection).
+//
+//go:noinline
+func (r *Reader) readBody(n int) (*[]byte, error) {
 	b := getBuf()
-	if cap(*b) < int(n) {
-		*b = make([]byte, n)
-	}
-	*b = (*b)[:n]
-	if _, err := io.ReadFull(r.r, *b); err != nil {
-		putBuf(b)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	buf := (*b)[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			// Grow only once the bytes fill what is there: a peer that
+			// announces 1 MiB and sends one byte costs one pooled buffer,
+			// not 1 MiB for as long as it stays silent.
+			grown := make([]byte, len(buf), min(n, max(2*cap(buf), 4096)))
+			copy(grown, buf)
+			buf = grown
 		}
-		return nil, err
+		k, err := r.r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+k]
+		if err != nil && len(buf) < n {
+			*b = buf
+			putBuf(b)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
+	*b = buf
 	return b, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
 	"github.com/parleychat/parley/gateway/internal/transport"
@@ -31,9 +32,11 @@ type Conn struct {
 	sess *session   // nil until a session starts, and again after Logout
 
 	// Owned by the reader goroutine (and the frame goroutine it waits for).
-	welcomed bool        // Welcome sent
-	bad      int         // undecodable frames so far
-	typing   typingState // nil unless typing lately (friends.go)
+	welcomed   bool            // Welcome sent
+	bad        int             // undecodable frames so far
+	frameLimit uint32          // the transport's frame size limit now (limits.go)
+	slot       *connlimit.Slot // place under the connection caps; nil without caps
+	typing     typingState     // nil unless typing lately (friends.go)
 }
 
 // session is the identity of an authenticated connection. Immutable; a
@@ -95,8 +98,11 @@ func (c *Conn) readError(err error) bool {
 		return false
 	case errors.Is(err, wire.ErrFrameTooLarge):
 		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
-		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE,
-			fmt.Sprintf("frame above the %d-byte limit", c.h.Limits.MaxFrameSize))
+		msg := fmt.Sprintf("frame above the %d-byte limit", c.frameLimit)
+		if c.frameLimit < c.h.Limits.MaxFrameSize {
+			msg += " before login"
+		}
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, msg)
 		return false
 	case errors.Is(err, wire.ErrBadFrame), errors.Is(err, wire.ErrEmptyFrame):
 		// The frame was consumed whole (zero length prefix, or a WebSocket

@@ -5,6 +5,20 @@
 // transport.Transport. This comment is the summary docs/protocol.md is
 // written from; the functions named hold the details.
 //
+// # Admission (Handler.open, limits.go)
+//
+// Before anything is read, a connection is counted under the caps
+// (gateway/internal/connlimit): -max-conns in total, -max-conns-per-addr
+// and -max-unauth-conns-per-addr per source address (IPv4 address or IPv6
+// /64; -conn-limit-exempt sources are not limited per address). Over a
+// cap its first and only frame is a fatal Error with request_id 0:
+// UNAVAILABLE (total), RATE_LIMITED with retry_after_ms 5-10 s (per
+// address) or 1-2 s (without a session per address); then it closes. A
+// connection counts as without a session until startSession and again
+// after logout. Until a session starts, and after logout, frames above
+// -max-prelogin-frame-size (16 KiB) are a fatal FRAME_TOO_LARGE; with a
+// session the limit is -max-frame-size.
+//
 // # Handshake (hello, readLoop)
 //
 // The first frame must arrive within -handshake-timeout (default 10s) and be
@@ -112,7 +126,9 @@
 // One reader goroutine (the caller of Handler.Serve), which runs each
 // frame's handling on a short-lived goroutine and waits for it, and a flush
 // goroutine that exists only while frames are queued. No buffer is held
-// while idle. An idle connection therefore costs one small parked
+// while idle, and a frame that arrives slowly holds at most about twice
+// what arrived (wire.Reader grows its buffer with the bytes, whatever the
+// length prefix announced). An idle connection therefore costs one small parked
 // goroutine stack plus a few hundred bytes of state. Message delivery adds
 // nothing per connection: the room subscription is one per gateway, the
 // per-user one exists already for kicks.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
@@ -21,7 +22,8 @@ import (
 
 // Limits are the per-connection limits and timeouts.
 type Limits struct {
-	MaxFrameSize      uint32        // largest accepted frame, without prefix
+	MaxFrameSize      uint32        // largest accepted frame, without prefix, with a session
+	PreloginFrameSize uint32        // largest accepted frame while the connection has no session
 	HandshakeTimeout  time.Duration // Hello must arrive within this
 	HeartbeatInterval time.Duration // advertised in Welcome: ping when idle this long
 	IdleTimeout       time.Duration // close after receiving nothing this long
@@ -45,6 +47,7 @@ type Options struct {
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
 	Registry  *registry.Registry
+	Admission *connlimit.Limiter // connection caps; nil: none
 	Feed      *presence.Feed
 	GatewayID string
 	Server    string // "parley-gateway/<version>", sent in Welcome
@@ -56,6 +59,7 @@ type Handler struct {
 	Options
 	idPrefix string        // random per process, so conn ids never repeat across restarts
 	nextID   atomic.Uint64 // conn id counter
+	refusals refusalLog
 }
 
 // NewHandler returns a Handler.
@@ -78,14 +82,14 @@ func (h *Handler) Serve(t transport.Transport) {
 	c, ok := h.open(t)
 	if ok {
 		c.readLoop()
-	} else {
-		c.Shutdown()
 	}
 	c.finish()
 }
 
-// open builds the connection and registers it; ok is false when the
-// gateway is shutting down.
+// open builds the connection, admits it under the connection caps and
+// registers it. ok is false when it must not be served: it was refused
+// (a fatal RATE_LIMITED or UNAVAILABLE is queued as its first frame), or
+// the gateway is shutting down (SERVER_SHUTDOWN).
 //
 //go:noinline
 func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
@@ -98,7 +102,20 @@ func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
 	c.out.c = c
 	h.Metrics.Connections.WithLabelValues(t.Kind()).Inc()
 	c.debug("connection opened", "transport", t.Kind())
-	return c, h.Registry.Add(c)
+	if h.Admission != nil {
+		slot, verdict := h.Admission.Admit(t.RemoteAddr())
+		if verdict != connlimit.Admitted {
+			c.refuse(verdict)
+			return c, false
+		}
+		c.slot = slot
+	}
+	c.setFrameLimit(h.Limits.PreloginFrameSize)
+	if !h.Registry.Add(c) {
+		c.Shutdown()
+		return c, false
+	}
+	return c, true
 }
 
 // finish runs on the reader goroutine after the read loop: it stops all
@@ -115,6 +132,7 @@ func (c *Conn) finish() {
 		c.presenceDisconnect(rec)
 	}
 	_ = c.t.Close()
+	c.slot.Release()
 	h.Metrics.Connections.WithLabelValues(c.t.Kind()).Dec()
 	c.debug("connection closed")
 }

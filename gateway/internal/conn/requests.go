@@ -234,6 +234,7 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		"device", opts.GetDevice(), "resumed", s.GetResumed())
 	c.out.pushFrameAfter(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}},
 		func() { c.setSession(sess) })
+	c.sessionChanged(true)
 	if sess.feed {
 		c.h.Feed.Join(context.Background(), c)
 	}
@@ -259,6 +260,7 @@ func (c *Conn) logout(rid uint32) {
 	}
 	c.h.Feed.Leave(c)
 	c.setSession(nil)
+	c.sessionChanged(false)
 	if rec := c.h.Registry.Deauthenticate(c); rec != nil {
 		c.presenceDisconnect(rec)
 	}

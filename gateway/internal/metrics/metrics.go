@@ -26,6 +26,9 @@ type Metrics struct {
 	// HandshakeFailures counts connections that ended before a Welcome, by
 	// error code.
 	HandshakeFailures *prometheus.CounterVec
+	// Refused counts connections refused by a connection cap before their
+	// first frame, by cap ("total", "per_addr", "unauth_per_addr").
+	Refused *prometheus.CounterVec
 	// RoomWrites counts room batches queued to every connection;
 	// RoomBatched counts the room messages in them (their ratio is the
 	// batching factor, see -room-batch).
@@ -69,6 +72,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_handshake_failures_total",
 			Help: "Connections that ended before completing the handshake, by error code.",
 		}, []string{"code"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_connections_refused_total",
+			Help: "Connections refused by a cap (-max-conns, -max-conns-per-addr, -max-unauth-conns-per-addr), by cap.",
+		}, []string{"cap"}),
 		RoomWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_gateway_room_batches_total",
 			Help: "Room event batches queued to every connection (see -room-batch).",
@@ -79,6 +86,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
-		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures, m.RoomWrites, m.RoomBatched)
+		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
 	return m
 }

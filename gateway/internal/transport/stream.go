@@ -60,6 +60,8 @@ func (s *Stream) TryWrite(buf []byte) (int, error) {
 
 func (s *Stream) ReadFrame() (*[]byte, error) { return s.r.ReadRaw() }
 
+func (s *Stream) SetReadLimit(max uint32) { s.r.SetMax(max) }
+
 // Write sends buf in one write: the frames are already length-prefixed.
 func (s *Stream) Write(buf []byte) error {
 	_, err := s.c.Write(buf)

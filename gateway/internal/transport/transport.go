@@ -23,6 +23,10 @@ type Transport interface {
 	// releases it with wire.PutRaw. Errors wrapping wire.ErrBadFrame or
 	// wire.ErrEmptyFrame leave the stream usable; any other error ends it.
 	ReadFrame() (*[]byte, error)
+	// SetReadLimit sets the largest frame ReadFrame accepts from now on
+	// (a larger one is wire.ErrFrameTooLarge). Called only between reads,
+	// by the goroutine that reads.
+	SetReadLimit(max uint32)
 	// Write sends buf, one or more frames each with its 4-byte big-endian
 	// length prefix (the stream form, docs/protocol.md §2). A message-based
 	// transport sends one message per frame, without the prefix.

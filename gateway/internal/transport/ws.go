@@ -73,6 +73,14 @@ func (w *WebSocket) ReadFrame() (*[]byte, error) {
 	return b, nil
 }
 
+// SetReadLimit changes the message size limit for the next messages.
+func (w *WebSocket) SetReadLimit(max uint32) {
+	if max == 0 {
+		max = wire.DefaultMaxFrameSize
+	}
+	w.max = max
+}
+
 // Write sends each length-prefixed frame of buf as one binary message.
 func (w *WebSocket) Write(buf []byte) error {
 	for len(buf) >= wire.HeaderSize {
