@@ -249,3 +249,120 @@ func TestSessionKick(t *testing.T) {
 		t.Errorf("who after the other session was kicked: %v", r)
 	}
 }
+
+func resumeFrame(token string) *parleyv1.Frame {
+	return &parleyv1.Frame{Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{Token: token}}}
+}
+
+// twoConnsOneSession logs alice in on a and resumes her session on b; it
+// returns the session and a's and b's connection ids (as presence saw them).
+func twoConnsOneSession(t *testing.T, e *env) (a, b *client, s *parleyv1.Session, aID, bID string) {
+	t.Helper()
+	a = dialTCP(t, e)
+	s = a.login("alice", noFeed)
+	b = dialTCP(t, e)
+	b.hello()
+	r := b.request(resumeFrame(s.GetToken()))
+	if r.GetSession().GetSessionId() != s.GetSessionId() || !r.GetSession().GetResumed() {
+		t.Fatalf("resume on a second connection: %v", r)
+	}
+	conns := e.presence.Connects()
+	if len(conns) != 2 {
+		t.Fatalf("presence saw %d connects", len(conns))
+	}
+	return a, b, s, conns[0].GetConnId(), conns[1].GetConnId()
+}
+
+// TestLogoutEndsTheSessionEverywhere: a logout ends the session's other
+// connections too (SessionEnded{SESSION_REVOKED}, then the close); the
+// connection that logged out stays open without a session. The gateway
+// names the connection in every auth request (Parley-Conn), which is how
+// auth's kick spares it.
+func TestLogoutEndsTheSessionEverywhere(t *testing.T) {
+	e := startGateway(t, nil)
+	a, b, s, aID, bID := twoConnsOneSession(t, e)
+	for i, call := range e.auth.Logins() {
+		want := []string{aID, bID}[i]
+		if got := call.header.Get(subject.HeaderConnID); got != want {
+			t.Errorf("auth request %d: %s %q, want %q", i, subject.HeaderConnID, got, want)
+		}
+	}
+
+	if r := a.request(&parleyv1.Frame{Body: &parleyv1.Frame_Logout{Logout: &parleyv1.LogoutRequest{}}}); r.GetOk() == nil {
+		t.Fatalf("logout: %v", r)
+	}
+	if got := e.auth.Logouts()[0].header.Get(subject.HeaderConnID); got != aID {
+		t.Errorf("logout: %s %q, want %q", subject.HeaderConnID, got, aID)
+	}
+	f := b.waitFor("SessionEnded", func(f *parleyv1.Frame) bool { return f.GetSessionEnded() != nil })
+	if f.GetSessionEnded().GetReason() != parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED || f.GetRequestId() != 0 {
+		t.Errorf("SessionEnded %v", f)
+	}
+	b.expectClosed()
+	testenv.Eventually(t, 5*time.Second, "PresenceDisconnect for the other connection", func() bool { return e.presence.Disconnected(bID) })
+
+	// The connection that logged out is open, without a session.
+	a.ping(7)
+	if r := a.request(&parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}}); r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED {
+		t.Errorf("who after logout: %v", r)
+	}
+	if r := a.request(resumeFrame(s.GetToken())); r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED {
+		t.Errorf("resume of the logged-out session: %v", r)
+	}
+}
+
+// TestResumeTakeover: under a policy where a resume takes the session
+// over, auth kicks the session's other connections (LOGGED_IN_ELSEWHERE)
+// sparing the resuming one.
+func TestResumeTakeover(t *testing.T) {
+	e := startGateway(t, nil)
+	e.auth.setTakeover(true)
+	a := dialTCP(t, e)
+	s := a.login("alice", noFeed)
+	b := dialTCP(t, e)
+	b.hello()
+	if r := b.request(resumeFrame(s.GetToken())); r.GetSession().GetSessionId() != s.GetSessionId() {
+		t.Fatalf("resume: %v", r)
+	}
+	f := a.waitFor("SessionEnded", func(f *parleyv1.Frame) bool { return f.GetSessionEnded() != nil })
+	if f.GetSessionEnded().GetReason() != parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE {
+		t.Errorf("SessionEnded %v", f)
+	}
+	a.expectClosed()
+	b.ping(1)
+	if r := b.request(&parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}}); r.GetWhoReply() == nil {
+		t.Errorf("who on the resumed connection: %v", r)
+	}
+}
+
+// TestKickSparesTheNamedConnection: a SessionKick ends every connection of
+// its session on this gateway except the one named by except_gateway_id
+// and except_conn_id; the same conn id on another gateway is not it.
+func TestKickSparesTheNamedConnection(t *testing.T) {
+	e := startGateway(t, nil)
+	a, b, s, aID, _ := twoConnsOneSession(t, e)
+	kick := func(exceptGateway string) {
+		t.Helper()
+		e.publishUserEvent(subject.SessionKick("u-alice"), &internalv1.SessionKick{
+			UserId: "u-alice", SessionId: s.GetSessionId(), Reason: parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED,
+			Message: "logged out", ExceptGatewayId: exceptGateway, ExceptConnId: aID,
+		})
+	}
+	kick("gw-test")
+	b.waitFor("SessionEnded", func(f *parleyv1.Frame) bool { return f.GetSessionEnded() != nil })
+	b.expectClosed()
+	// a keeps its session: requests still work after the kick was handled
+	// (b's close came after it).
+	if r := a.request(&parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}}); r.GetWhoReply() == nil {
+		t.Fatalf("who on the spared connection: %v", r)
+	}
+	for _, f := range a.stash {
+		if f.GetSessionEnded() != nil {
+			t.Fatalf("the spared connection got %v", f)
+		}
+	}
+
+	kick("gw-other")
+	a.waitFor("SessionEnded", func(f *parleyv1.Frame) bool { return f.GetSessionEnded() != nil })
+	a.expectClosed()
+}

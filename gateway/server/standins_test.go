@@ -30,12 +30,25 @@ import (
 // standInAuth answers the auth subjects. Every username logs in with any
 // password except "wrong" (BAD_CREDENTIALS) and "slow-down"
 // (RATE_LIMITED, retry after 1500 ms); user ids are "u-<username>" and each
-// login gets a new session id. Resume accepts a token "tok-<username>".
+// login gets a new session id and the token "tok-<username>". Resume
+// accepts any token "tok-<username>": it continues the latest session
+// issued with that token (SESSION_REVOKED once logged out), or starts one.
+//
+// Like the real service, a logout publishes a SessionKick{SESSION_REVOKED}
+// for the session naming the connection that asked (from the
+// Parley-Gateway and Parley-Conn headers), so that the session's other
+// connections end; with takeover set, so does a resume
+// (LOGGED_IN_ELSEWHERE).
 type standInAuth struct {
-	mu      sync.Mutex // guards the fields below
-	n       int
-	logins  []authCall
-	logouts []authCall
+	nc *nats.Conn
+
+	mu       sync.Mutex // guards the fields below
+	n        int
+	logins   []authCall
+	logouts  []authCall
+	sessions map[string]*parleyv1.Session // by token: the latest session issued with it
+	revoked  map[string]bool              // session ids logged out
+	takeover bool                         // a resume kicks the session's other connections
 }
 
 // authCall is one request as the stand-in received it.
@@ -46,7 +59,7 @@ type authCall struct {
 
 func startStandInAuth(t testing.TB, nc *nats.Conn) *standInAuth {
 	t.Helper()
-	a := &standInAuth{}
+	a := &standInAuth{nc: nc, sessions: map[string]*parleyv1.Session{}, revoked: map[string]bool{}}
 	sub := func(subj string, h nats.MsgHandler) {
 		s, err := nc.QueueSubscribe(subj, subject.QueueAuth, h)
 		if err != nil {
@@ -86,26 +99,85 @@ func startStandInAuth(t testing.TB, nc *nats.Conn) *standInAuth {
 			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "bad token"))
 			return
 		}
-		_ = rpc.Respond(m, &internalv1.AuthReply{Session: a.session(name, true)})
+		s, err := a.resume(req.GetToken(), name)
+		if err != nil {
+			_ = rpc.RespondError(m, err)
+			return
+		}
+		a.mu.Lock()
+		takeover := a.takeover
+		a.mu.Unlock()
+		if takeover {
+			a.kick(t, m.Header, s.GetUserId(), s.GetSessionId(), parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, "your session was resumed elsewhere")
+		}
+		_ = rpc.Respond(m, &internalv1.AuthReply{Session: s})
 	})
 	sub(subject.AuthLogout, func(m *nats.Msg) {
 		a.record(&a.logouts, m)
+		user, session := m.Header.Get(subject.HeaderUserID), m.Header.Get(subject.HeaderSessionID)
+		a.mu.Lock()
+		a.revoked[session] = true
+		a.mu.Unlock()
+		a.kick(t, m.Header, user, session, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "you logged out on another device")
 		_ = rpc.Respond(m, nil)
 	})
 	return a
+}
+
+// kick publishes a SessionKick for session sparing the connection the
+// request came from, and flushes it before the request is answered.
+func (a *standInAuth) kick(t testing.TB, h nats.Header, user, session string, reason parleyv1.ErrorCode, msg string) {
+	b, err := proto.Marshal(&internalv1.SessionKick{
+		UserId: user, SessionId: session, Reason: reason, Message: msg,
+		ExceptGatewayId: h.Get(subject.HeaderGatewayID), ExceptConnId: h.Get(subject.HeaderConnID),
+	})
+	if err == nil {
+		err = a.nc.Publish(subject.SessionKick(user), b)
+	}
+	if err == nil {
+		err = a.nc.Flush()
+	}
+	if err != nil {
+		t.Errorf("stand-in auth: publish kick: %v", err)
+	}
+}
+
+// resume continues the latest session issued with token, or starts one.
+func (a *standInAuth) resume(token, username string) (*parleyv1.Session, error) {
+	a.mu.Lock()
+	prev := a.sessions[token]
+	revoked := prev != nil && a.revoked[prev.GetSessionId()]
+	a.mu.Unlock()
+	switch {
+	case revoked:
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "the session was logged out")
+	case prev == nil:
+		return a.session(username, true), nil
+	}
+	s := proto.Clone(prev).(*parleyv1.Session)
+	s.Resumed = true
+	return s, nil
+}
+
+func (a *standInAuth) setTakeover(v bool) {
+	a.mu.Lock()
+	a.takeover = v
+	a.mu.Unlock()
 }
 
 func (a *standInAuth) session(username string, resumed bool) *parleyv1.Session {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.n++
-	return &parleyv1.Session{
+	s := &parleyv1.Session{
 		UserId:    "u-" + username,
 		Username:  username,
 		SessionId: fmt.Sprintf("s-%d", a.n),
 		Token:     "tok-" + username,
 		Resumed:   resumed,
 	}
+	a.sessions[s.Token] = s
+	return s
 }
 
 func (a *standInAuth) record(into *[]authCall, m *nats.Msg) {

@@ -50,8 +50,8 @@
 //
 // The messaging requests go to the messaging service unchanged, with who
 // asks in NATS headers built from the session (Parley-User,
-// Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway);
-// nothing in a client's frame sets them. Replies: send -> SendReply,
+// Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway,
+// Parley-Conn); nothing in a client's frame sets them. Replies: send -> SendReply,
 // history -> HistoryReply, ack -> Ok, conversations -> ConversationsReply,
 // open_direct -> Conversation; the group requests: create_group,
 // join_group, rename_group -> Conversation, invite, members ->
@@ -69,7 +69,11 @@
 // cursor and limit to presence and answers one page with its next_cursor.
 // Logout revokes the session and answers Ok; the connection stays open
 // without a session. A SessionKick from auth sends SessionEnded{reason,
-// message} (request_id 0) and closes.
+// message} (request_id 0) to every connection here holding its session,
+// except the one it names (except_gateway_id, except_conn_id: the
+// connection whose logout or resume caused it), and closes them. Every
+// request to a service names this connection (Parley-Conn header) besides
+// the gateway, and with a session the user, session and username.
 //
 // # Message events (registry.Registry, Deliver)
 //

@@ -167,8 +167,9 @@ func (c *Conn) requestContext() (context.Context, context.CancelFunc) {
 }
 
 // authenticate forwards a Register, Login or Resume request, unchanged, to
-// the auth service on subj with the client's address and this gateway's id
-// in headers. An error reply reaches the client with the same code, message
+// the auth service on subj with the client's address, this gateway's id
+// and this connection's id in headers (a SessionKick that auth publishes
+// for a takeover names the connection that asked, so it is spared). An error reply reaches the client with the same code, message
 // and retry_after_ms. On success the session starts (startSession).
 func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *parleyv1.ClientOptions) {
 	if c.session() != nil {
@@ -178,6 +179,7 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 	hdr := nats.Header{}
 	hdr.Set(subject.HeaderRemoteAddr, c.remote)
 	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
+	hdr.Set(subject.HeaderConnID, c.id)
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	reply := new(internalv1.AuthReply)
@@ -243,8 +245,10 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 // logout ends the session: the auth service revokes it (identity from this
 // connection's session in the headers, see identity; never from the
 // client), then presence forgets the connection and Ok is sent. The
-// connection stays open, unauthenticated. If auth fails, the error is sent
-// and the session continues.
+// connection stays open, unauthenticated. Auth publishes a SessionKick
+// for the session naming this connection (HeaderConnID): every other
+// connection holding it, on any gateway, gets SessionEnded and closes. If
+// auth fails, the error is sent and the session continues.
 func (c *Conn) logout(rid uint32) {
 	s := c.session()
 	if s == nil {
@@ -292,7 +296,8 @@ func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
 }
 
 // identity is the headers that tell a service who asks: the session's user,
-// session and display name, the client's address and this gateway. They
+// session and display name, the client's address, this gateway and this
+// connection. They
 // are built here, fresh, from the session auth returned; nothing from the
 // client's frame becomes a header, so no request body can claim another
 // identity.
@@ -303,6 +308,7 @@ func (c *Conn) identity(s *session) nats.Header {
 	hdr.Set(subject.HeaderUsername, s.rec.GetUsername())
 	hdr.Set(subject.HeaderRemoteAddr, c.remote)
 	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
+	hdr.Set(subject.HeaderConnID, c.id)
 	return hdr
 }
 

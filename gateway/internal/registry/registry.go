@@ -82,8 +82,8 @@ type user struct {
 }
 
 type member struct {
-	c         Conn
-	sessionID string
+	c   Conn
+	rec *internalv1.Conn // its session and ids
 }
 
 // New returns an empty registry; call Run to dispatch per-user messages.
@@ -175,7 +175,7 @@ func (r *Registry) Authenticate(c Conn, rec *internalv1.Conn) (subscribed bool) 
 		}
 		r.users[u.id] = u
 	}
-	u.conns = append(u.conns, member{c: c, sessionID: rec.GetSessionId()})
+	u.conns = append(u.conns, member{c: c, rec: rec})
 	return subscribed
 }
 
@@ -256,7 +256,8 @@ func (r *Registry) Wait() { r.wg.Wait() }
 // Run dispatches messages published on users' subjects until ctx ends.
 // Subjects are subject.UserPrefix(user) + suffix; the suffixes handled:
 //
-//	kick  internalv1.SessionKick: end that session's connections here.
+//	kick  internalv1.SessionKick: end that session's connections here,
+//	      except the one it names (see kick).
 //	msg      parleyv1.MessageEvent (subject.UserMessages): a Frame{message}
 //	         to each of the user's authenticated connections here.
 //	friend   parleyv1.FriendEvent (subject.UserFriendEvents): Frame{friend_event}, the same way.
@@ -315,13 +316,17 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 	}
 }
 
-// kick ends the connections of uid holding kick's session.
+// kick ends the connections of uid holding kick's session (SessionEnded,
+// then the close), except the one kick names by except_gateway_id and
+// except_conn_id: the connection whose logout or resume made auth publish
+// the kick, which stays open (without a session after a logout, with the
+// session after a resume).
 func (r *Registry) kick(uid string, kick *internalv1.SessionKick) {
 	var targets []Conn
 	r.amu.Lock()
 	if u := r.users[uid]; u != nil {
 		for _, mb := range u.conns {
-			if mb.sessionID == kick.GetSessionId() {
+			if mb.rec.GetSessionId() == kick.GetSessionId() && !spared(kick, mb.rec) {
 				targets = append(targets, mb.c)
 			}
 		}
@@ -339,4 +344,10 @@ func (r *Registry) kick(uid string, kick *internalv1.SessionKick) {
 		r.log.Info("session kicked", "user", uid, "session", kick.GetSessionId(), "reason", reason.String())
 		c.EndSession(reason, msg)
 	}
+}
+
+// spared reports whether kick names rec's connection as the one to keep.
+func spared(kick *internalv1.SessionKick, rec *internalv1.Conn) bool {
+	return kick.GetExceptConnId() != "" && kick.GetExceptConnId() == rec.GetConnId() &&
+		kick.GetExceptGatewayId() == rec.GetGatewayId()
 }
