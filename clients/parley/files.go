@@ -91,19 +91,28 @@ func fileEventFromWire(ev *parleyv1.FileEvent) FileEvent {
 }
 
 // DefaultHTTPPort is the gateway's HTTP port used for files when the client
-// dialled a tcp:// or tls:// address (ws/wss addresses name it already).
+// dialled a tcp:// or tls:// address and the server did not say where its
+// files are (ws/wss addresses name the port already).
 const DefaultHTTPPort = "7480"
 
 // WithHTTPBase sets the gateway's HTTP base URL for file transfers
-// ("http://host:7480"); by default it is derived from the dial address.
+// ("http://host:7480"), overriding what the server announces.
 func WithHTTPBase(base string) Option {
 	return func(o *config) { o.httpBase = strings.TrimRight(base, "/") }
 }
 
-// HTTPBase is the base URL file transfers use.
+// HTTPBase is the base URL file transfers use: WithHTTPBase if given; else
+// the current connection's Welcome.http_url, where the gateway says its
+// files are (docs/protocol.md §18); else one derived from the dial
+// address (the address's host with DefaultHTTPPort, https for tls://; a
+// ws:// or wss:// address's own host and port), for a gateway too old to
+// say. It may change after a reconnect to another gateway.
 func (c *Client) HTTPBase() string {
 	if c.cfg.httpBase != "" {
 		return c.cfg.httpBase
+	}
+	if u := strings.TrimRight(c.Welcome().GetHttpUrl(), "/"); strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
+		return u
 	}
 	switch c.addr.kind {
 	case kindWS:

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parleychat/parley/libs/wire"
 )
@@ -24,6 +26,9 @@ type Config struct {
 	TLSKey    string // PEM private key file
 	Insecure  bool   // allow plaintext on a non-loopback address
 	GatewayID string // this replica's id, a NATS subject token; empty: hostname-xxxxxx
+	// PublicHTTPURL is the base URL clients use for files
+	// (Welcome.http_url); empty: derived per connection (welcome.go).
+	PublicHTTPURL string
 
 	MaxFrameSize      int // largest frame accepted, bytes without prefix
 	PreloginFrameSize int // largest frame accepted from a connection without a session
@@ -85,6 +90,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate file; with -tls-key, TCP speaks TLS and HTTP is HTTPS/WSS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for -tls-cert")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext listeners on non-loopback addresses")
+	fs.StringVar(&c.PublicHTTPURL, "public-http-url", "", "base URL clients use for file transfers, sent in Welcome.http_url (e.g. https://chat.example.com:7480); default: http(s):// + the name the client connected with (TLS server name, WebSocket Host), else -http-addr's host, else the local address it connected to, with -http-addr's port. Set it behind a load balancer or NAT that changes the port or address")
 	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
 	fs.IntVar(&c.PreloginFrameSize, "max-prelogin-frame-size", d.PreloginFrameSize, "largest frame accepted from a connection without a session (Hello, Register, Login, Resume, Ping), in bytes; at most -max-frame-size")
@@ -118,6 +124,7 @@ var (
 	ErrPlaintext    = errors.New("plaintext listener on a non-loopback address")
 	ErrGatewayID    = errors.New("invalid gateway id")
 	ErrInvalidLimit = errors.New("invalid limit")
+	ErrPublicURL    = errors.New("invalid public URL")
 )
 
 // validate checks c and fills in the gateway id default.
@@ -134,6 +141,14 @@ func (c *Config) validate() error {
 				return fmt.Errorf("refusing plaintext on %s: give -tls-cert/-tls-key or -insecure: %w", addr, ErrPlaintext)
 			}
 		}
+	}
+	if c.PublicHTTPURL != "" {
+		u, err := url.Parse(c.PublicHTTPURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.RawQuery != "" || u.Fragment != "" || !utf8.ValidString(c.PublicHTTPURL) {
+			return fmt.Errorf("-public-http-url %q: want http(s)://host[:port][/path]: %w", c.PublicHTTPURL, ErrPublicURL)
+		}
+		c.PublicHTTPURL = strings.TrimRight(c.PublicHTTPURL, "/")
 	}
 	if c.GatewayID == "" {
 		c.GatewayID = defaultGatewayID()

@@ -54,6 +54,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // changed by mutate.
 func startGateway(t testing.TB, mutate func(*server.Config)) *env {
 	t.Helper()
+	return startGatewayDeps(t, mutate, nil)
+}
+
+// startGatewayDeps is startGateway with the gateway's dependencies changed
+// by deps (after NC, Log and Registry are set).
+func startGatewayDeps(t testing.TB, mutate func(*server.Config), deps func(*server.Deps)) *env {
+	t.Helper()
 	ns := testenv.NATS(t)
 	e := &env{t: t, nc: testenv.Connect(t, ns), reg: prometheus.NewRegistry()}
 	e.auth = startStandInAuth(t, e.nc)
@@ -66,7 +73,11 @@ func startGateway(t testing.TB, mutate func(*server.Config)) *env {
 		mutate(&cfg)
 	}
 	gnc := testenv.Connect(t, ns)
-	srv, err := server.New(cfg, server.Deps{NC: gnc, Log: testLogger(t), Registry: e.reg})
+	d := server.Deps{NC: gnc, Log: testLogger(t), Registry: e.reg}
+	if deps != nil {
+		deps(&d)
+	}
+	srv, err := server.New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}

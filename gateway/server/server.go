@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -55,7 +56,8 @@ type Server struct {
 	feed    *presence.Feed
 	handler *conn.Handler
 	hb      *presence.Heartbeat
-	files   *files.Handler // nil: no file endpoints
+	files   *files.Handler             // nil: no file endpoints
+	origin  atomic.Pointer[httpOrigin] // the HTTP listener, for Welcome.http_url; nil until bound
 
 	mu      sync.Mutex // guards the fields below
 	tcpLn   net.Listener
@@ -107,6 +109,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Feed:      s.feed,
 		GatewayID: cfg.GatewayID,
 		Server:    "parley-gateway/" + Version,
+		HTTPURL:   s.httpURL,
 		Admission: connlimit.New(connlimit.Config{
 			Total:         cfg.MaxConns,
 			PerAddr:       cfg.MaxConnsPerAddr,
@@ -173,6 +176,7 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("gateway http listen: %w", err)
 		}
 		s.httpLn = ln
+		s.origin.Store(newHTTPOrigin(ln, s.cfg.HTTPAddr, s.tlsConf != nil))
 		if s.cfg.HTTPReadBuffer > 0 {
 			s.httpLn = readBufferListener{Listener: ln, size: s.cfg.HTTPReadBuffer}
 		}
@@ -382,7 +386,7 @@ func (s *Server) newApp() *fiber.App {
 		}
 		return c.Next()
 	}, websocket.New(func(wc *websocket.Conn) {
-		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame))
+		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame, wc.Headers(fiber.HeaderHost)))
 	}, websocket.Config{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		// The library's buffers live as long as the connection; keep

@@ -127,6 +127,10 @@ func TestConfigValidation(t *testing.T) {
 		{"zero prelogin frame size", func(c *server.Config) { c.PreloginFrameSize = 0 }, "-max-prelogin-frame-size"},
 		{"negative connection cap", func(c *server.Config) { c.MaxConnsPerAddr = -1 }, "-max-conns-per-addr"},
 		{"no connection caps", func(c *server.Config) { c.MaxConns, c.MaxConnsPerAddr, c.MaxUnauthConnsPerAddr = 0, 0, 0 }, ""},
+		{"public http url", func(c *server.Config) { c.PublicHTTPURL = "https://chat.example.com/files/" }, ""},
+		{"public http url without scheme", func(c *server.Config) { c.PublicHTTPURL = "chat.example.com:7480" }, "-public-http-url"},
+		{"public ws url", func(c *server.Config) { c.PublicHTTPURL = "wss://chat.example.com" }, "-public-http-url"},
+		{"public http url with a query", func(c *server.Config) { c.PublicHTTPURL = "https://chat.example.com/?x=1" }, "-public-http-url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

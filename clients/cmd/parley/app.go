@@ -80,7 +80,7 @@ func (a *app) defaultGlobals() globals {
 // defaults.
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "gateway address: tcp://host:port, tls://host:port, ws://host:port/v1/ws or wss://... (env PARLEY_SERVER)")
-	fs.StringVar(&g.http, "http", g.http, "gateway HTTP base URL for files (env PARLEY_HTTP); default: the --server host, port 7480 (http, or https for tls://)")
+	fs.StringVar(&g.http, "http", g.http, "gateway HTTP base URL for files (env PARLEY_HTTP); default: where the server says its files are, else the --server host, port 7480 (http, or https for tls://)")
 	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of a CA certificate to trust for tls:// and wss://")
 	fs.BoolVar(&g.insecure, "insecure-skip-verify", g.insecure, "do not verify the server's TLS certificate (testing only)")
 	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in")

@@ -211,14 +211,18 @@ func (c *Conn) hello(f *parleyv1.Frame) bool {
 	}
 	c.welcomed = true
 	lim := &c.h.Limits
-	c.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Welcome{Welcome: &parleyv1.Welcome{
+	w := &parleyv1.Welcome{
 		Version:             wire.Version,
 		Server:              c.h.Server,
 		GatewayId:           c.h.GatewayID,
 		MaxFrameSize:        lim.MaxFrameSize,
 		HeartbeatIntervalMs: uint32(lim.HeartbeatInterval.Milliseconds()),
 		IdleTimeoutMs:       uint32(lim.IdleTimeout.Milliseconds()),
-	}}})
+	}
+	if c.h.HTTPURL != nil {
+		w.HttpUrl = c.h.HTTPURL(c.t)
+	}
+	c.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Welcome{Welcome: w}})
 	c.debug("handshake", "client", hello.GetClient())
 	return true
 }

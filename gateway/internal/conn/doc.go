@@ -24,7 +24,9 @@
 // The first frame must arrive within -handshake-timeout (default 10s) and be
 // a Hello whose versions include 1. The gateway answers Welcome with the
 // Hello's request_id (version 1, server "parley-gateway/<version>",
-// gateway_id, max_frame_size, heartbeat_interval_ms, idle_timeout_ms).
+// gateway_id, max_frame_size, heartbeat_interval_ms, idle_timeout_ms, and
+// http_url from Options.HTTPURL: where this connection's client transfers
+// files, see gateway/server's httpURL).
 // Before Welcome every failure is fatal (an Error with fatal=true, then the
 // close): no frame in time or a first frame other than Hello ->
 // HANDSHAKE_REQUIRED (request_id 0); no common version ->

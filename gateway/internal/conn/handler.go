@@ -51,7 +51,10 @@ type Options struct {
 	Feed      *presence.Feed
 	GatewayID string
 	Server    string // "parley-gateway/<version>", sent in Welcome
-	Limits    Limits
+	// HTTPURL gives Welcome.http_url for a connection: where its client
+	// transfers files ("" or nil: this gateway serves none).
+	HTTPURL func(t transport.Transport) string
+	Limits  Limits
 }
 
 // Handler serves connections; it is shared by all of them.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 	"time"
@@ -72,7 +73,16 @@ func (s *Stream) SetReadDeadline(t time.Time) error  { return s.c.SetReadDeadlin
 func (s *Stream) SetWriteDeadline(t time.Time) error { return s.c.SetWriteDeadline(t) }
 func (s *Stream) Close() error                       { return lingerClose(s.c) }
 func (s *Stream) RemoteAddr() net.Addr               { return s.c.RemoteAddr() }
+func (s *Stream) LocalAddr() net.Addr                { return s.c.LocalAddr() }
 func (s *Stream) Kind() string                       { return s.kind }
+
+// Host is the TLS server name the client sent (SNI); "" on plain TCP.
+func (s *Stream) Host() string {
+	if tc, ok := s.c.(*tls.Conn); ok {
+		return tc.ConnectionState().ServerName
+	}
+	return ""
+}
 
 var (
 	_ Transport = (*Stream)(nil)

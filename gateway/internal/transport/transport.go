@@ -38,6 +38,14 @@ type Transport interface {
 	// lingerClose).
 	Close() error
 	RemoteAddr() net.Addr
+	// LocalAddr is the gateway's address the client connected to.
+	LocalAddr() net.Addr
+	// Host is the host the client named when it connected, if the
+	// transport carries one: the TLS server name (SNI, once the handshake
+	// is done: after the first frame was read) or the WebSocket upgrade's
+	// Host header (with its port, if any). "" otherwise. Unvalidated
+	// client input.
+	Host() string
 	// Kind names the transport for metrics and logs: "tcp", "tls" or "ws".
 	Kind() string
 }

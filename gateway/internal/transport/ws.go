@@ -15,16 +15,18 @@ import (
 // WebSocket is a WebSocket connection: each binary message is one frame's
 // protobuf encoding without the length prefix (docs/protocol.md §3).
 type WebSocket struct {
-	c   *websocket.Conn
-	max uint32
+	c    *websocket.Conn
+	max  uint32
+	host string // the upgrade request's Host header
 }
 
-// NewWebSocket wraps an upgraded connection with a frame size limit.
-func NewWebSocket(c *websocket.Conn, maxFrame uint32) *WebSocket {
+// NewWebSocket wraps an upgraded connection with a frame size limit; host
+// is the upgrade request's Host header.
+func NewWebSocket(c *websocket.Conn, maxFrame uint32, host string) *WebSocket {
 	if maxFrame == 0 {
 		maxFrame = wire.DefaultMaxFrameSize
 	}
-	return &WebSocket{c: c, max: maxFrame}
+	return &WebSocket{c: c, max: maxFrame, host: host}
 }
 
 // ReadFrame reads the next message. A text message is discarded and reported
@@ -116,6 +118,8 @@ func (w *WebSocket) Close() error {
 }
 
 func (w *WebSocket) RemoteAddr() net.Addr { return w.c.RemoteAddr() }
+func (w *WebSocket) LocalAddr() net.Addr  { return w.c.LocalAddr() }
+func (w *WebSocket) Host() string         { return w.host }
 func (w *WebSocket) Kind() string         { return "ws" }
 
 var _ Transport = (*WebSocket)(nil)
