@@ -48,7 +48,9 @@
 // one, Register/Login/Resume -> ALREADY_AUTHENTICATED. Errors from the
 // services keep their code, message and retry_after_ms; a service that
 // does not answer -> UNAVAILABLE (no responders) or TIMEOUT
-// (-request-timeout).
+// (-request-timeout); a request too large for one NATS message (the
+// server's max_payload) is not sent: MESSAGE_TOO_LARGE for a send,
+// INVALID_ARGUMENT for others (bus.go).
 //
 // The messaging requests go to the messaging service unchanged, with who
 // asks in NATS headers built from the session (Parley-User,

@@ -4,7 +4,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 )
 
@@ -43,8 +42,9 @@ func (c *Conn) conversations(rid uint32, req *parleyv1.ConversationsRequest) {
 // forward sends req to subj on behalf of this connection's session and
 // decodes the answer into reply (nil: the body is ignored). It reports
 // whether the caller should send the reply; otherwise the client already
-// got its Error: UNAUTHENTICATED without a session, or the service's error
-// with its code and message.
+// got its Error: UNAUTHENTICATED without a session, the service's error
+// with its code and message, or, for a request too large for the message
+// bus, MESSAGE_TOO_LARGE (send) or INVALID_ARGUMENT (bus.go).
 //
 // The body is the client's request as decoded, unknown fields included, so
 // a field a newer client and service know passes an older gateway. Who is
@@ -58,7 +58,7 @@ func (c *Conn) forward(rid uint32, subj string, req, reply proto.Message) bool {
 	}
 	ctx, cancel := c.requestContext()
 	defer cancel()
-	if err := rpc.Request(ctx, c.h.NC, subj, c.identity(s), req, reply); err != nil {
+	if err := c.busRequest(ctx, subj, c.identity(s), req, reply, tooLargeCode(subj)); err != nil {
 		c.sendErr(rid, err)
 		return false
 	}

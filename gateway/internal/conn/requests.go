@@ -183,7 +183,7 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	reply := new(internalv1.AuthReply)
-	if err := rpc.Request(ctx, c.h.NC, subj, hdr, req, reply); err != nil {
+	if err := c.busRequest(ctx, subj, hdr, req, reply, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil {
 		c.sendErr(rid, err)
 		return
 	}
@@ -280,6 +280,12 @@ func (c *Conn) logout(rid uint32) {
 func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
 	if c.session() == nil {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in or resume first")
+		return
+	}
+	// The cursor is the only field of any size: check it fits the bus.
+	if err := c.checkBusSize(subject.PresenceList, nil, &internalv1.PresenceListRequest{Cursor: req.GetCursor(), Limit: req.GetLimit()},
+		parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil {
+		c.sendErr(rid, err)
 		return
 	}
 	ctx, cancel := c.requestContext()
