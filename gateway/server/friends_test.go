@@ -174,14 +174,17 @@ func (c *client) typingEvents() []*parleyv1.TypingEvent {
 	return got
 }
 
-// TestTyping: a typing request in a private chat reaches the other
-// member's connections only, with the typist's identity from the session,
-// at most once per conversation every 2 seconds; rooms, groups and others'
-// chats are refused.
+// TestTyping: a typing request goes to messaging like the other messaging
+// requests (subject.MsgTyping, the body unchanged, who asks in headers
+// from the session) and is answered Ok; messaging's errors keep their
+// code. The gateway keeps no typing state: every request is forwarded,
+// and the TypingEvent messaging publishes reaches the other member's
+// connections.
 func TestTyping(t *testing.T) {
 	e := startGateway(t, nil)
+	m := startStandInMessaging(t, e.nc)
 	alice := dialTCP(t, e)
-	alice.login("alice", noFeed)
+	sa := alice.login("alice", noFeed)
 	bob1 := dialTCP(t, e)
 	bob1.login("bob", noFeed)
 	bob2 := dialTCP(t, e)
@@ -189,43 +192,47 @@ func TestTyping(t *testing.T) {
 	for _, c := range []*client{alice, bob1, bob2} {
 		c.settle()
 	}
-	// The body's fields other than the conversation cannot pose as anyone.
-	for range 3 { // repeats within 2 s are answered Ok and dropped
+	for range 3 {
 		if r := alice.request(typingFrame("dm.u-alice.u-bob")); r.GetOk() == nil {
 			t.Fatalf("typing: %v", r)
 		}
-	}
-	if r := alice.request(typingFrame("dm.u-alice.u-carol")); r.GetOk() == nil {
-		t.Fatalf("typing to carol: %v", r)
 	}
 	for _, tc := range []struct {
 		conv string
 		code parleyv1.ErrorCode
 	}{
 		{"room.public", parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"group.gabcdefghijklmnopqrst", parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"dm.u-bob.u-carol", parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED},
-		{"dm.u-alice", parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED},
-		{"dm.u-bob.u-alice", parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED}, // not sorted: not a conversation id
 	} {
 		r := alice.request(typingFrame(tc.conv))
 		if r.GetError().GetCode() != tc.code || r.GetError().GetFatal() {
 			t.Errorf("typing in %s: %v", tc.conv, r)
 		}
 	}
-	if r := alice.request(typingFrame("room.public")); r.GetError().GetMessage() != "typing indicators are for private chats" {
-		t.Errorf("typing in the room: %v", r)
+	calls := m.Calls()
+	if len(calls) != 5 {
+		t.Fatalf("messaging saw %d typing requests, want 5 (the gateway drops none)", len(calls))
+	}
+	want, _ := proto.Marshal(&parleyv1.TypingRequest{Conversation: "dm.u-alice.u-bob"})
+	for _, call := range calls {
+		if call.subject != subject.MsgTyping {
+			t.Errorf("typing went to %s", call.subject)
+		}
+		checkIdentity(t, call, "u-alice", "alice", sa.GetSessionId(), alice)
+	}
+	if string(calls[0].data) != string(want) {
+		t.Errorf("body %x, want %x", calls[0].data, want)
 	}
 
 	marker := &parleyv1.TypingEvent{Conversation: "dm.u-x.u-y", UserId: "u-x", Username: "marker"}
 	for _, uid := range []string{"u-alice", "u-bob"} {
 		e.publishUserEvent(subject.UserTyping(uid), marker)
 	}
-	want := &parleyv1.TypingEvent{Conversation: "dm.u-alice.u-bob", UserId: "u-alice", Username: "alice"}
+	ev := &parleyv1.TypingEvent{Conversation: "dm.u-alice.u-bob", UserId: "u-alice", Username: "alice"}
 	for name, c := range map[string]*client{"bob1": bob1, "bob2": bob2} {
 		got := c.typingEvents()
-		if len(got) != 1 || !proto.Equal(got[0], want) {
-			t.Errorf("%s got typing events %v, want one %v", name, got, want)
+		if len(got) != 3 || !proto.Equal(got[0], ev) {
+			t.Errorf("%s got typing events %v, want three %v", name, got, ev)
 		}
 	}
 	if got := alice.typingEvents(); len(got) != 0 {
@@ -236,6 +243,16 @@ func TestTyping(t *testing.T) {
 	anon.hello()
 	if r := anon.request(typingFrame("dm.u-alice.u-bob")); r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED {
 		t.Errorf("typing without a session: %v", r)
+	}
+	m.stop()
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if r := alice.request(typingFrame("dm.u-alice.u-bob")); r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		t.Errorf("typing with messaging down: %v", r)
+	}
+	if n := len(m.Calls()); n != 5 {
+		t.Errorf("messaging saw %d requests, want 5", n)
 	}
 }
 

@@ -24,6 +24,10 @@ package server_test
 //     owned by the caller; invite and members answer the caller as owner
 //     then "u-<username>" invitations; remove_member of "nobody" ->
 //     NOT_FOUND; leave_group and remove_member answer an empty body.
+//   - typing: rooms and groups -> INVALID_ARGUMENT; a direct conversation
+//     not naming the header's user -> PERMISSION_DENIED; else a
+//     TypingEvent from the header's user to the other member's
+//     subject.UserTyping, and an empty body (no blocks, no rate limit).
 //
 // The integration tests in tests/ run the gateway against the real service.
 
@@ -134,6 +138,26 @@ func startStandInMessaging(t testing.TB, nc *nats.Conn) *standInMessaging {
 			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no user named nobody")
 		}
 		return nil, nil
+	})
+	handle(subject.MsgTyping, func(user, name string, data []byte) (proto.Message, error) {
+		req := new(parleyv1.TypingRequest)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, errBadBody
+		}
+		conv := req.GetConversation()
+		if !strings.HasPrefix(conv, "dm.") {
+			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "typing indicators are for private chats")
+		}
+		parts := strings.Split(conv, ".")
+		if !member(user, conv) || parts[1] >= parts[2] {
+			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+		}
+		peer := parts[1]
+		if peer == user {
+			peer = parts[2]
+		}
+		b, _ := proto.Marshal(&parleyv1.TypingEvent{Conversation: conv, UserId: user, Username: name})
+		return nil, nc.Publish(subject.UserTyping(peer), b)
 	})
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)

@@ -36,7 +36,6 @@ type Conn struct {
 	bad        int             // undecodable frames so far
 	frameLimit uint32          // the transport's frame size limit now (limits.go)
 	slot       *connlimit.Slot // place under the connection caps; nil without caps
-	typing     typingState     // nil unless typing lately (friends.go)
 }
 
 // session is the identity of an authenticated connection. Immutable; a

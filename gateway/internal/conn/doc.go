@@ -59,7 +59,10 @@
 // history -> HistoryReply, ack -> Ok, conversations -> ConversationsReply,
 // open_direct -> Conversation; the group requests: create_group,
 // join_group, rename_group -> Conversation, invite, members ->
-// MembersReply, leave_group, remove_member -> Ok (dispatch has the table).
+// MembersReply, leave_group, remove_member -> Ok; the friend requests and
+// typing (-> Ok: messaging checks and rate-limits it and publishes the
+// TypingEvent; the gateway keeps no typing state); the file requests go to
+// the file service (dispatch has the table).
 //
 // A session starts with PresenceConnect, the per-user subscription, the
 // Session reply and then (unless options.skip_presence_feed) the presence

@@ -55,7 +55,7 @@ import (
 //	friends        subject.MsgFriends            friends_reply
 //	block          subject.MsgBlock              ok
 //	unblock        subject.MsgUnblock            ok
-//	typing         (the gateway itself: TypingEvent to subject.UserTyping(peer))  ok
+//	typing         subject.MsgTyping             ok
 //	offer_file     subject.FileOffer             file_offer
 //	answer_file    subject.FileAnswer            ok
 //	file_download  subject.FileDownload          file_download_reply
@@ -69,9 +69,6 @@ import (
 // one, a long history read say, delays the next; replies never overtake).
 func (c *Conn) dispatch(f *parleyv1.Frame) {
 	rid := f.GetRequestId()
-	if c.typing != nil {
-		c.expireTyping(time.Now())
-	}
 	switch b := f.GetBody().(type) {
 	case *parleyv1.Frame_Ping:
 		c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: b.Ping.GetNonce()}}})
@@ -150,7 +147,7 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	case *parleyv1.Frame_Unblock:
 		c.toOk(rid, subject.MsgUnblock, b.Unblock)
 	case *parleyv1.Frame_Typing:
-		c.typingRequest(rid, b.Typing)
+		c.toOk(rid, subject.MsgTyping, b.Typing)
 	case *parleyv1.Frame_OfferFile:
 		c.offerFile(rid, b.OfferFile)
 	case *parleyv1.Frame_AnswerFile:
