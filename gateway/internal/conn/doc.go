@@ -126,11 +126,13 @@
 // -send-queue-bytes bytes not yet written to its socket. A client that
 // lets it overflow is closed with a fatal SLOW_CONSUMER (sent only if its
 // socket still has room); queueing events and replies never waits for a
-// client. The exceptions are the connection's own snapshot (and the events
-// buffered while it was sent) and the replies that may be large (WhoReply,
-// HistoryReply, ConversationsReply): its frame goroutine waits for room
-// for them, at most -write-timeout, after which the client is closed as a
-// slow consumer.
+// client. The exceptions are the connection's own snapshot (and the
+// presence changes buffered while it was sent) and the replies that may be
+// large (sendWait: WhoReply, HistoryReply, ConversationsReply,
+// MembersReply, FriendsReply, FilesReply): its frame goroutine waits for
+// room for them, at most -write-timeout, after which the client is closed
+// as a slow consumer. Message events never wait, not even during a
+// snapshot.
 //
 // # Cost of a connection
 //

@@ -25,9 +25,10 @@ import (
 // connection closes.
 //
 // The connection's own answers that may be large, its presence snapshot
-// and Who replies, instead wait for room (pushWait): they are what the
-// client asked for, not a backlog it failed to read, so a healthy client
-// gets a snapshot of any size. They are pushed only by the connection's
+// and the replies sent with Conn.sendWait (WhoReply, HistoryReply,
+// ConversationsReply, MembersReply, FriendsReply, FilesReply), instead
+// wait for room (pushWait): they are what the client asked for, not a
+// backlog it failed to read, so a healthy client gets them at any size. They are pushed only by the connection's
 // own frame goroutine, so the wait slows only that client. A client that
 // reads nothing while such a frame waits is closed as a slow consumer once
 // -write-timeout has passed.
@@ -329,10 +330,10 @@ func (o *outbox) flush() {
 		wire.PutRaw(b)
 		if err != nil {
 			o.mu.Lock()
-			// A write that timed out while a snapshot or Who reply waited
-			// for room: the client read nothing for WriteTimeout, which
-			// is what a slow consumer is (the error frame cannot follow a
-			// failed write).
+			// A write that timed out while a snapshot or a large reply
+			// waited for room: the client read nothing for WriteTimeout,
+			// which is what a slow consumer is (the error frame cannot
+			// follow a failed write).
 			slow := o.room != nil && !o.closing && transport.IsTimeout(err)
 			o.closing = true
 			o.wakeWaiterLocked()
