@@ -26,6 +26,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		id := RequestID(b) // any bytes: never panics
 		fr, err := Decode(b)
 		if err != nil {
 			fixed := fixUTF8(b)
@@ -44,7 +45,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if id := RequestID(b); id != fr.GetRequestId() {
+		if id != fr.GetRequestId() {
 			t.Fatalf("RequestID %d, decoded %d", id, fr.GetRequestId())
 		}
 		if !bytes.Equal(fixUTF8(b), b) {

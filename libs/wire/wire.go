@@ -16,7 +16,8 @@
 // length N followed by N bytes: the protobuf encoding of parleyv1.Frame
 // (docs/protocol.md §2). On WebSocket each binary message is one frame's
 // protobuf encoding without the length prefix (§3). N is checked against the
-// receiver's limit before any buffer is allocated.
+// receiver's limit before any buffer is allocated, and the body's buffer
+// grows with the bytes that arrive, not with what N announces.
 package wire
 
 import (
@@ -126,8 +127,9 @@ func WriteFrame(w io.Writer, f *parleyv1.Frame) error {
 
 // Reader reads length-prefixed frames from a stream. It holds no buffer
 // between frames, so an idle connection costs only the Reader itself, and
-// within a frame it holds no more than about twice what has arrived: the
-// length prefix is a claim, not a reason to allocate.
+// within a frame it holds one pooled buffer (at most 64 KiB) or about
+// twice what has arrived, whichever is larger: the length prefix is a
+// claim, not a reason to allocate.
 type Reader struct {
 	r   io.Reader
 	max uint32
