@@ -168,51 +168,69 @@ func (r *Reader) ReadFrame() (*parleyv1.Frame, error) {
 
 // ReadRaw reads the next frame's bytes into a pooled buffer. The caller must
 // not keep the buffer; it is returned to the pool by PutRaw.
+//
+// The body's buffer grows with the bytes that arrive (grow), so a peer that
+// announces 1 MiB and sends one byte costs one pooled buffer, not 1 MiB for
+// as long as it stays silent.
+//
+// Stack budget: an idle connection parks in this function's read of the
+// prefix, and one stuck in a frame in its read of the body, so its frame is
+// on the stack of every connection (see gateway/internal/conn: a reader
+// stack that outgrows 2 KiB costs 2 KiB per connection). The error paths
+// and the growing are in helpers, to keep it small.
 func (r *Reader) ReadRaw() (*[]byte, error) {
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(r.hdr[:])
-	if n > r.max {
-		return nil, fmt.Errorf("length %d above limit %d: %w", n, r.max, ErrFrameTooLarge)
+	n := int(binary.BigEndian.Uint32(r.hdr[:]))
+	if uint32(n) > r.max {
+		return nil, tooLarge(n, r.max)
 	}
 	if n == 0 {
 		return nil, ErrEmptyFrame
 	}
-	return r.readBody(int(n))
-}
-
-// readBody reads a frame's n bytes. It is apart from ReadRaw so that an
-// idle connection, parked in ReadRaw's read of the prefix, does not carry
-// this function's frame on its stack (see gateway/internal/conn: a reader
-// stack that outgrows 2 KiB costs 2 KiB per idle connection).
-//
-//go:noinline
-func (r *Reader) readBody(n int) (*[]byte, error) {
 	b := getBuf()
 	buf := (*b)[:0]
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
-			// Grow only once the bytes fill what is there: a peer that
-			// announces 1 MiB and sends one byte costs one pooled buffer,
-			// not 1 MiB for as long as it stays silent.
-			grown := make([]byte, len(buf), min(n, max(2*cap(buf), 4096)))
-			copy(grown, buf)
-			buf = grown
+			buf = grow(buf, n)
 		}
 		k, err := r.r.Read(buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+k]
 		if err != nil && len(buf) < n {
-			*b = buf
-			putBuf(b)
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+			return nil, readFailed(b, buf, err)
 		}
 	}
 	*b = buf
 	return b, nil
+}
+
+// grow returns buf, full, in a buffer of twice its size (at least 4 KiB),
+// at most n: what a frame holds is at most about twice what arrived.
+//
+//go:noinline
+func grow(buf []byte, n int) []byte {
+	grown := make([]byte, len(buf), min(n, max(2*cap(buf), 4096)))
+	copy(grown, buf)
+	return grown
+}
+
+//go:noinline
+func tooLarge(n int, max uint32) error {
+	return fmt.Errorf("length %d above limit %d: %w", n, max, ErrFrameTooLarge)
+}
+
+// readFailed releases a frame's buffer after a failed read; a frame cut
+// short by the end of the stream is io.ErrUnexpectedEOF.
+//
+//go:noinline
+func readFailed(b *[]byte, buf []byte, err error) error {
+	*b = buf
+	putBuf(b)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // PutRaw returns a buffer obtained from ReadRaw or GetRaw.
