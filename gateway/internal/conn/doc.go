@@ -32,7 +32,8 @@
 // HANDSHAKE_REQUIRED (request_id 0); no common version ->
 // UNSUPPORTED_VERSION with the Hello's request_id and a message listing the
 // versions the server speaks; undecodable bytes -> their decode code
-// (FRAME_TOO_LARGE, BAD_FRAME, INVALID_UTF8).
+// (FRAME_TOO_LARGE, BAD_FRAME, INVALID_UTF8) with the frame's request_id
+// where it can be read (see Bad input).
 //
 // # After Welcome (dispatch)
 //
@@ -55,9 +56,9 @@
 // The messaging requests go to the messaging service unchanged, with who
 // asks in NATS headers built from the session (Parley-User,
 // Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway,
-// Parley-Conn); nothing in a client's frame sets them. Replies: send -> SendReply,
-// history -> HistoryReply, ack -> Ok, conversations -> ConversationsReply,
-// open_direct -> Conversation; the group requests: create_group,
+// Parley-Conn); nothing in a client's frame sets them. Replies: send ->
+// SendReply, history -> HistoryReply, ack -> Ok, conversations ->
+// ConversationsReply, open_direct -> Conversation; the group requests: create_group,
 // join_group, rename_group -> Conversation, invite, members ->
 // MembersReply, leave_group, remove_member -> Ok; the friend requests and
 // typing (-> Ok: messaging checks and rate-limits it and publishes the
