@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parleychat/parley/clients/internal/parleytest"
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/standalone/server"
@@ -478,9 +480,11 @@ func TestInFlightRequestsFailRetryably(t *testing.T) {
 
 func TestFrameSizeLimit(t *testing.T) {
 	p := parleytest.Start(t, nil)
-	// A Session reply (with its token) is larger than 64 bytes: the client
-	// refuses it from the length prefix and drops the connection.
-	c := dial(t, p.TCPAddr(), parley.WithMaxFrameSize(64), parley.WithReconnect(false))
+	// A Session reply (with its token) is larger than this gateway's
+	// Welcome: with a limit that just admits the Welcome, the client
+	// refuses the Session from its length prefix and drops the connection.
+	welcome := proto.Size(dial(t, p.TCPAddr()).Welcome())
+	c := dial(t, p.TCPAddr(), parley.WithMaxFrameSize(uint32(welcome+8)), parley.WithReconnect(false))
 	_, err := c.Register(ctxT(t), "alice", password)
 	if !errors.Is(err, parley.ErrConnectionLost) || !errors.Is(err, parley.ErrFrameTooLarge) {
 		t.Errorf("register with a tiny frame limit: %v, want ErrConnectionLost from ErrFrameTooLarge", err)
