@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"net"
 	"runtime"
@@ -112,6 +113,18 @@ func TestMaxConns(t *testing.T) {
 	}
 	a.ping(1)
 	b.login("bob", noFeed)
+}
+
+// TestMaxConnsTLS: over TLS the refusal comes right after the TLS
+// handshake, as the connection's first frame.
+func TestMaxConnsTLS(t *testing.T) {
+	certFile, keyFile, pool := testenv.SelfSigned(t)
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey, c.MaxConns = certFile, keyFile, 1 })
+	conf := &tls.Config{RootCAs: pool}
+	a := dialTLS(t, e, conf)
+	a.hello()
+	dialTLS(t, e, conf).expectRefused(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, 0, 0)
+	a.ping(1)
 }
 
 // TestConnLimitExempt: the per-address caps do not apply to exempt
