@@ -21,11 +21,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/auth/internal/password"
-	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/services/auth/internal/store"
 	"github.com/parleychat/parley/services/auth/internal/token"
 )
@@ -122,6 +122,8 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.AuthVerify:   s.verify,
 		subject.AuthLogout:   s.logout,
 		subject.AuthLookup:   s.lookup,
+
+		subject.AuthSessionCheck: s.sessionCheck,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()
