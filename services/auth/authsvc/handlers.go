@@ -3,6 +3,7 @@ package authsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/nats-io/nats.go"
@@ -166,6 +167,13 @@ func (s *Service) upgradeHash(ctx context.Context, canonical string, acct store.
 }
 
 // resume continues a session from its token with a fresh token.
+//
+// Under the takeover and reject policies a session lives on one connection:
+// the resume also ends the session's other connections (LOGGED_IN_ELSEWHERE,
+// sparing the resuming one), and under takeover the user's other sessions.
+// Under multi several connections may share a session (the CLI's one-shot
+// commands resume the session the TUI saved, alongside it) and nothing is
+// ended.
 func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
 	defer func() { s.metrics.resumes.WithLabelValues(result(err)).Inc() }()
 	var req parleyv1.ResumeRequest
@@ -180,10 +188,29 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.SessionPolicy != PolicyMulti {
+		s.endOtherConnections(sess, requesterOf(m))
+	}
 	if s.cfg.SessionPolicy == PolicyTakeover {
 		s.takeOver(ctx, sess.UserId, sess.SessionId, rev)
 	}
 	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// endOtherConnections kicks the connections of sess other than the one
+// resuming it. Without the connection's name (a gateway that predates
+// subject.HeaderConnID) it kicks nothing: the kick could end the resuming
+// connection itself, should it be registered by the time the kick arrives.
+// A failure is logged, not returned: the resume itself succeeded.
+func (s *Service) endOtherConnections(sess *parleyv1.Session, from requester) {
+	if !from.known() {
+		s.log.Warn("resume without the gateway's connection id: the session's other connections are not ended",
+			"user_id", sess.UserId, "session_id", sess.SessionId)
+		return
+	}
+	if err := s.kick(sess.UserId, sess.SessionId, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickResumed, from); err != nil {
+		s.log.Error("resume: cannot publish kick", "session_id", sess.SessionId, "err", err)
+	}
 }
 
 // claims checks a session token's signature and expiry (no I/O) and
@@ -203,8 +230,14 @@ func (s *Service) claims(tok string) (token.Claims, error) {
 	return c, nil
 }
 
-// logout ends the session the gateway authenticated this connection with.
-// Deleting an already ended session succeeds, so retries are harmless.
+// logout ends the session the gateway authenticated this connection with,
+// everywhere: the record is deleted (its tokens stop working on every
+// replica), then every other connection of the session, on any gateway, is
+// ended with SessionEnded{SESSION_REVOKED}. The connection that logged out
+// is spared (the gateway names it in subject.HeaderGatewayID and
+// subject.HeaderConnID): it stays open, unauthenticated (protocol §8.5).
+// Logging out an already ended session succeeds and still kicks, so
+// retries are harmless and no connection outlives a lost kick for long.
 func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	uid, sid := m.Header.Get(subject.HeaderUserID), m.Header.Get(subject.HeaderSessionID)
 	if uid == "" || sid == "" {
@@ -213,16 +246,22 @@ func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error
 	sess, _, err := s.store.Session(ctx, sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
+		// Already ended (or aged out); a connection may still hold it.
 	case err != nil:
 		return nil, err
 	case sess.UserID != uid:
 		return nil, errNotMine
+	default:
+		if err := s.store.DeleteSession(ctx, uid, sid); err != nil {
+			return nil, err
+		}
+		s.log.Info("logged out", "user_id", uid, "session_id", sid)
 	}
-	if err := s.store.DeleteSession(ctx, uid, sid); err != nil {
-		return nil, err
+	// The kick goes to uid's subject and names sid: it can only end that
+	// user's connections of that session.
+	if err := s.kick(uid, sid, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, kickLoggedOut, requesterOf(m)); err != nil {
+		return nil, fmt.Errorf("logout: publish kick: %w", err)
 	}
-	s.log.Info("logged out", "user_id", uid, "session_id", sid)
 	return nil, nil
 }
 

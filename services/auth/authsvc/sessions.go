@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
@@ -133,15 +131,7 @@ func (s *Service) takeOver(ctx context.Context, userID, keepSID string, keepOrde
 		}
 		// Kick even if the record was already gone: a gateway may still
 		// hold a connection authenticated with it.
-		data, err := proto.Marshal(&internalv1.SessionKick{
-			UserId: userID, SessionId: ref.SessionID,
-			Reason:  parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE,
-			Message: "logged in elsewhere",
-		})
-		if err == nil {
-			err = s.nc.Publish(subject.SessionKick(userID), data)
-		}
-		if err != nil {
+		if err := s.kick(userID, ref.SessionID, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickTakenOver, requester{}); err != nil {
 			s.log.Error("takeover: cannot publish kick", "session_id", ref.SessionID, "err", err)
 			continue
 		}
