@@ -63,6 +63,13 @@ type Session struct {
 	Created   time.Time `json:"created"`
 	Active    time.Time `json:"active"` // last login or resume
 	Expires   time.Time `json:"expires"`
+	// Gen is the generation of the session's newest token (token.Claims
+	// .Gen); PrevUntil is when the token of generation Gen-1 stops being
+	// accepted (the grace after a rotation). Records written before
+	// generations existed have neither, and accept their tokens (which
+	// have no generation either) until the next resume rotates them.
+	Gen       uint64    `json:"gen,omitempty"`
+	PrevUntil time.Time `json:"prev_until,omitzero"`
 }
 
 // Options configure the buckets.
