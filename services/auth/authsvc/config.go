@@ -52,7 +52,9 @@ type Config struct {
 	KVReplicas int
 
 	// Rate limits, per replica, per minute (burst = bucket size); 0 disables.
-	LoginAccountLimit, LoginAccountBurst int // failed logins per account
+	// The account limit applies to the account's unfamiliar networks
+	// together, and to each familiar network on its own (limits.go).
+	LoginAccountLimit, LoginAccountBurst int // failed logins per account and location
 	LoginIPLimit, LoginIPBurst           int // failed logins per source IP
 	RegisterIPLimit, RegisterIPBurst     int // registration attempts per source IP
 
@@ -83,8 +85,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SessionPolicy, "session-policy", PolicyMulti, "what a login does about the user's other sessions: multi, takeover or reject")
 	fs.DurationVar(&c.PresenceTimeout, "session-check-timeout", 2*time.Second, "with -session-policy reject: how long to wait for the presence service")
 	fs.IntVar(&c.KVReplicas, "kv-replicas", 1, "JetStream replicas of the auth KV buckets")
-	fs.IntVar(&c.LoginAccountLimit, "login-account-limit", 5, "failed logins per minute per account (per replica; 0 disables)")
-	fs.IntVar(&c.LoginAccountBurst, "login-account-burst", 5, "failed logins per account allowed in a burst")
+	fs.IntVar(&c.LoginAccountLimit, "login-account-limit", 5, "failed logins per minute per account from all unfamiliar networks together, and from each network the account logged in from in the last 30 days on its own (per replica; 0 disables)")
+	fs.IntVar(&c.LoginAccountBurst, "login-account-burst", 5, "failed logins per account (and network, as for -login-account-limit) allowed in a burst")
 	fs.IntVar(&c.LoginIPLimit, "login-ip-limit", 20, "failed logins per minute per source IP (per replica; 0 disables)")
 	fs.IntVar(&c.LoginIPBurst, "login-ip-burst", 20, "failed logins per source IP allowed in a burst")
 	fs.IntVar(&c.RegisterIPLimit, "register-ip-limit", 10, "registration attempts per minute per source IP (per replica; 0 disables)")

@@ -36,6 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/auth/internal/familiar"
 )
 
 // Errors returned by Store.
@@ -52,6 +53,9 @@ type Account struct {
 	Username     string    `json:"username"` // display form, as registered
 	PasswordHash string    `json:"password_hash"`
 	Created      time.Time `json:"created"`
+	// Familiar is where the account logged in from recently (login rate
+	// limiting exempts these networks from the stranger's allowance).
+	Familiar familiar.List `json:"familiar,omitempty"`
 }
 
 // Session is a session record, keyed by session id.
