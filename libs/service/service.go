@@ -6,6 +6,8 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -30,8 +33,13 @@ type Common struct {
 	LogFormat       string // text or json
 	LogLevel        string // debug, info, warn, error
 	AdminAddr       string // admin HTTP listen address; empty disables it
+	AdminToken      string // bearer token /metrics requires; empty: /metrics is open
 	ShutdownTimeout time.Duration
 }
+
+// MinTokenLen is the shortest credential Parley accepts for its admin port
+// or embedded NATS: a token is only as good as it is hard to guess.
+const MinTokenLen = 16
 
 // RegisterCommon defines the common flags on fs with the given admin address
 // default.
@@ -40,6 +48,7 @@ func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.AdminAddr, "admin-addr", adminDefault, "admin HTTP address for /healthz, /readyz and /metrics (empty disables)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", fmt.Sprintf("with it, /metrics answers only requests with 'Authorization: Bearer <token>' (at least %d characters); /healthz and /readyz stay open for probes", MinTokenLen))
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "longest graceful shutdown before exiting")
 }
 
@@ -109,9 +118,13 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // Admin serves /healthz (the process is up), /readyz (every check passes)
-// and /metrics.
+// and /metrics. With a Token, /metrics needs "Authorization: Bearer
+// <Token>" (401 otherwise): metrics tell an outsider a lot (traffic,
+// users online, versions), while probes must work without a secret and
+// say only "ok".
 type Admin struct {
 	Addr   string
+	Token  string
 	Gather prometheus.Gatherer
 	Checks map[string]func() error
 	Log    *slog.Logger
@@ -156,9 +169,55 @@ func (a *Admin) Handler() http.Handler {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	if a.Gather != nil {
-		mux.Handle("/metrics", promhttp.HandlerFor(a.Gather, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", requireBearer(a.Token, promhttp.HandlerFor(a.Gather, promhttp.HandlerOpts{})))
 	}
 	return mux
+}
+
+// requireBearer lets through only requests carrying "Authorization: Bearer
+// token" (RFC 6750 §2.1), compared in constant time; an empty token lets
+// everything through.
+func requireBearer(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Hashing both sides makes the comparison constant-time whatever
+		// the lengths.
+		gotSum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// CheckToken returns an error unless token is empty or at least
+// MinTokenLen characters; flag names the setting in the message.
+func CheckToken(flag, token string) error {
+	if token != "" && len(token) < MinTokenLen {
+		return fmt.Errorf("%s must be at least %d characters", flag, MinTokenLen)
+	}
+	return nil
+}
+
+// IsLoopback reports whether addr ("host:port") binds only loopback. An
+// empty host (all interfaces) is not loopback; the only name trusted is
+// "localhost".
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // Run serves until ctx ends.
@@ -211,7 +270,10 @@ func (c Common) NewAdmin(gather prometheus.Gatherer, log *slog.Logger, checks ma
 	if c.AdminAddr == "" {
 		return nil, nil
 	}
-	a := &Admin{Addr: c.AdminAddr, Gather: gather, Log: log, Checks: checks}
+	if err := CheckToken("-admin-token", c.AdminToken); err != nil {
+		return nil, err
+	}
+	a := &Admin{Addr: c.AdminAddr, Token: c.AdminToken, Gather: gather, Log: log, Checks: checks}
 	if _, err := a.Listen(); err != nil {
 		return nil, err
 	}

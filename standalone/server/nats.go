@@ -13,14 +13,16 @@ import (
 // startNATS runs nats-server in this process with JetStream stored under
 // dir. With listen empty it opens no port at all: the services connect
 // in-process. With listen set ("127.0.0.1:4222") separate processes can join
-// (a gateway on another port, extra service replicas).
-func startNATS(dir, listen string, log *slog.Logger) (*natsserver.Server, error) {
+// (a gateway on another port, extra service replicas). With token set,
+// every client must present it, in-process ones included.
+func startNATS(dir, listen, token string, log *slog.Logger) (*natsserver.Server, error) {
 	opts := &natsserver.Options{
-		ServerName: "parleyd",
-		JetStream:  true,
-		StoreDir:   filepath.Join(dir, "nats"),
-		NoSigs:     true,
-		NoLog:      true,
+		ServerName:    "parleyd",
+		JetStream:     true,
+		StoreDir:      filepath.Join(dir, "nats"),
+		NoSigs:        true,
+		NoLog:         true,
+		Authorization: token,
 	}
 	if listen == "" {
 		opts.DontListen = true
@@ -47,9 +49,9 @@ func startNATS(dir, listen string, log *slog.Logger) (*natsserver.Server, error)
 }
 
 // connectInProcess opens a client connection to the embedded server without
-// a socket.
-func connectInProcess(ns *natsserver.Server, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(ns), nats.Name(name), nats.MaxReconnects(-1),
+// a socket, presenting token when there is one.
+func connectInProcess(ns *natsserver.Server, name, token string, log *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(ns), nats.Name(name), nats.MaxReconnects(-1), nats.Token(token),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
 			if sub != nil {

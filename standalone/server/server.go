@@ -27,6 +27,7 @@ import (
 
 	gateway "github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/auth/authsvc"
 	"github.com/parleychat/parley/services/file/filesvc"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
@@ -37,6 +38,12 @@ import (
 type Config struct {
 	DataDir    string // JetStream data (accounts, sessions) lives under DataDir/nats, files under DataDir/files
 	NATSListen string // empty: NATS is in-process only; "127.0.0.1:4222": also open to other processes
+	// NATSToken is the token the embedded NATS requires from every
+	// client, the in-process services included; empty: none. A
+	// non-loopback NATSListen needs it (or Gateway.Insecure): whoever
+	// reaches that NATS reads the signing key and password hashes and
+	// can send as anyone.
+	NATSToken string
 
 	Gateway   gateway.Config
 	Auth      authsvc.Config
@@ -57,8 +64,11 @@ func DefaultConfig() Config {
 // embedded deployment's own.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "parley-data", "directory for durable data (accounts and sessions)")
-	fs.StringVar(&c.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so separate processes can join; empty: in-process only")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so separate processes can join; empty: in-process only. A non-loopback address is refused without -nats-token (or -insecure): that NATS holds the token signing key and password hashes")
+	fs.StringVar(&c.NATSToken, "nats-token", "", fmt.Sprintf("token the embedded NATS requires from every client, this process's included (at least %d characters); processes joining through -nats-listen use -nats-url nats://<token>@host:port", service.MinTokenLen))
 	c.Gateway.RegisterFlags(fs)
+	// One -insecure (the gateway's) covers every listener of parleyd.
+	fs.Lookup("insecure").Usage = "allow non-loopback addresses without protection: plaintext client listeners (no -tls-cert), the embedded NATS without -nats-token, the admin port without -admin-token"
 	c.Auth.RegisterFlags(fs)
 	c.Presence.RegisterFlags(fs)
 	c.Messaging.RegisterFlags(fs)
@@ -86,10 +96,17 @@ type Server struct {
 	startErr  error
 }
 
+// ErrExposed means a listener on a non-loopback address would serve
+// without credentials.
+var ErrExposed = errors.New("exposed without credentials")
+
 // New checks the configuration; it starts nothing.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("parleyd: -data-dir must not be empty")
+	}
+	if err := cfg.checkNATS(); err != nil {
+		return nil, fmt.Errorf("parleyd: %w", err)
 	}
 	if log == nil {
 		return nil, errors.New("parleyd: nil logger")
@@ -111,7 +128,7 @@ func (s *Server) start() error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("parleyd: data dir: %w", err)
 	}
-	ns, err := startNATS(s.cfg.DataDir, s.cfg.NATSListen, s.log)
+	ns, err := startNATS(s.cfg.DataDir, s.cfg.NATSListen, s.cfg.NATSToken, s.log)
 	if err != nil {
 		return err
 	}
@@ -128,7 +145,7 @@ func (s *Server) start() error {
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
 
 	nc := func(name string) (*nats.Conn, error) {
-		c, err := connectInProcess(ns, "parleyd-"+name, s.log)
+		c, err := connectInProcess(ns, "parleyd-"+name, s.cfg.NATSToken, s.log)
 		if err == nil {
 			s.conns = append(s.conns, c)
 		}
@@ -312,6 +329,34 @@ func (s *Server) close() {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 	}
+}
+
+// checkNATS refuses an embedded NATS on a non-loopback address without a
+// token, unless -insecure.
+func (c Config) checkNATS() error {
+	if err := service.CheckToken("-nats-token", c.NATSToken); err != nil {
+		return err
+	}
+	if c.NATSListen != "" && !service.IsLoopback(c.NATSListen) && c.NATSToken == "" && !c.Gateway.Insecure {
+		return fmt.Errorf("refusing -nats-listen %s without -nats-token: whoever reaches it can read the signing key and password hashes and send as anyone (give -nats-token, or -insecure on a network you trust): %w",
+			c.NATSListen, ErrExposed)
+	}
+	return nil
+}
+
+// CheckAdmin is parleyd's rule for its admin port (-admin-addr): a
+// non-loopback address needs -admin-token, unless insecure. (The service
+// binaries do not apply it: they run in pods whose admin port is the
+// cluster's business.)
+func CheckAdmin(addr, token string, insecure bool) error {
+	if err := service.CheckToken("-admin-token", token); err != nil {
+		return err
+	}
+	if addr != "" && !service.IsLoopback(addr) && token == "" && !insecure {
+		return fmt.Errorf("refusing -admin-addr %s without -admin-token: /metrics would be open to anyone who reaches it (give -admin-token, or -insecure on a network you trust): %w",
+			addr, ErrExposed)
+	}
+	return nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

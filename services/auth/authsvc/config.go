@@ -43,6 +43,7 @@ type Config struct {
 	// Tokens and sessions.
 	TokenKey      string        // base64, >= 32 bytes; empty = generated once and kept in KV
 	TokenTTL      time.Duration // token lifetime; resume issues a fresh one
+	TokenGrace    time.Duration // how long the token a resume replaced still resumes
 	SessionPolicy string        // multi, takeover or reject
 	// PresenceTimeout bounds the presence check of the reject policy.
 	PresenceTimeout time.Duration
@@ -51,7 +52,9 @@ type Config struct {
 	KVReplicas int
 
 	// Rate limits, per replica, per minute (burst = bucket size); 0 disables.
-	LoginAccountLimit, LoginAccountBurst int // failed logins per account
+	// The account limit applies to the account's unfamiliar networks
+	// together, and to each familiar network on its own (limits.go).
+	LoginAccountLimit, LoginAccountBurst int // failed logins per account and location
 	LoginIPLimit, LoginIPBurst           int // failed logins per source IP
 	RegisterIPLimit, RegisterIPBurst     int // registration attempts per source IP
 
@@ -78,11 +81,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", 0, "password hashes computed at once (bounds memory to this times -argon2-memory); 0 = GOMAXPROCS")
 	fs.StringVar(&c.TokenKey, "token-key", "", "token signing key, base64 of at least 32 bytes; empty: generate one and share it through NATS KV")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 7*24*time.Hour, "session token lifetime (a resume issues a fresh token)")
+	fs.DurationVar(&c.TokenGrace, "token-grace", time.Minute, "how long a session's previous token is still accepted after a resume replaced it (a client whose resume reply was lost retries with it); 0: at once")
 	fs.StringVar(&c.SessionPolicy, "session-policy", PolicyMulti, "what a login does about the user's other sessions: multi, takeover or reject")
 	fs.DurationVar(&c.PresenceTimeout, "session-check-timeout", 2*time.Second, "with -session-policy reject: how long to wait for the presence service")
 	fs.IntVar(&c.KVReplicas, "kv-replicas", 1, "JetStream replicas of the auth KV buckets")
-	fs.IntVar(&c.LoginAccountLimit, "login-account-limit", 5, "failed logins per minute per account (per replica; 0 disables)")
-	fs.IntVar(&c.LoginAccountBurst, "login-account-burst", 5, "failed logins per account allowed in a burst")
+	fs.IntVar(&c.LoginAccountLimit, "login-account-limit", 5, "failed logins per minute per account from all unfamiliar networks together, and from each network the account logged in from in the last 30 days on its own (per replica; 0 disables)")
+	fs.IntVar(&c.LoginAccountBurst, "login-account-burst", 5, "failed logins per account (and network, as for -login-account-limit) allowed in a burst")
 	fs.IntVar(&c.LoginIPLimit, "login-ip-limit", 20, "failed logins per minute per source IP (per replica; 0 disables)")
 	fs.IntVar(&c.LoginIPBurst, "login-ip-burst", 20, "failed logins per source IP allowed in a burst")
 	fs.IntVar(&c.RegisterIPLimit, "register-ip-limit", 10, "registration attempts per minute per source IP (per replica; 0 disables)")
@@ -132,6 +136,9 @@ func (c Config) validate() (validated, error) {
 	}
 	if c.TokenTTL < time.Second {
 		errs = append(errs, errors.New("-token-ttl must be at least 1s"))
+	}
+	if c.TokenGrace < 0 || c.TokenGrace > time.Hour {
+		errs = append(errs, errors.New("-token-grace must be between 0 and 1h"))
 	}
 	switch c.SessionPolicy {
 	case PolicyMulti, PolicyTakeover, PolicyReject:

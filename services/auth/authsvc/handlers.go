@@ -3,7 +3,7 @@ package authsvc
 import (
 	"context"
 	"errors"
-	"net/netip"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/auth/internal/familiar"
 	"github.com/parleychat/parley/services/auth/internal/policy"
 	"github.com/parleychat/parley/services/auth/internal/store"
 	"github.com/parleychat/parley/services/auth/internal/token"
@@ -33,7 +34,8 @@ func (s *Service) register(ctx context.Context, m *nats.Msg) (_ proto.Message, e
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "username and password are required")
 	}
 	req.Password = policy.NormalizePassword(req.Password)
-	if ok, wait := s.registerIP.Take(sourceKey(m)); !ok {
+	from := sourceAddr(m)
+	if ok, wait := s.registerIP.Take(addressKey(from)); !ok {
 		return nil, rateLimited("registration attempts", wait)
 	}
 	if err := s.v.policy.CheckUsername(req.Username); err != nil {
@@ -55,6 +57,8 @@ func (s *Service) register(ctx context.Context, m *nats.Msg) (_ proto.Message, e
 		return nil, err
 	}
 	acct := store.Account{UserID: store.NewUserID(), Username: req.Username, PasswordHash: hash, Created: s.now()}
+	// The owner is where the account was made: a familiar location.
+	acct.Familiar, _ = acct.Familiar.Record(familiar.Prefix(from), acct.Created)
 	if err := s.store.CreateAccount(ctx, canonical, acct); errors.Is(err, store.ErrExists) {
 		return nil, errTaken
 	} else if err != nil {
@@ -83,32 +87,43 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 	req.Password = policy.NormalizePassword(req.Password)
 	canonical := policy.Canonical(req.Username)
 
-	// Both limiters count failures: take a token before trying, give it
-	// back on success. Taking first (rather than counting after) also caps
-	// concurrent guesses. Unknown usernames are limited like real ones so
-	// the limiter does not reveal existence; absurdly long names are not
-	// keyed (they cannot exist) to bound limiter memory.
-	ip := sourceKey(m)
-	if ok, wait := s.loginIP.Take(ip); !ok {
+	// The limiters count failures (protocol §8.2): take a token before
+	// trying, give it back on success. Taking first (rather than counting
+	// after) also caps concurrent guesses. The per-address limit comes
+	// first and needs no read; the per-account one depends on whether the
+	// address is a familiar location of the account (see limits.go).
+	// Unknown usernames are limited exactly like real accounts from
+	// unfamiliar addresses, so the limiter does not reveal existence;
+	// absurdly long names are not keyed (they cannot exist) to bound
+	// limiter memory.
+	from := sourceAddr(m)
+	addrKey := addressKey(from)
+	if ok, wait := s.loginIP.Take(addrKey); !ok {
 		return nil, rateLimited("failed logins from your address", wait)
 	}
+	acct, rev, err := s.store.Account(ctx, canonical)
+	exists := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.loginIP.Refund(addrKey) // our failure, not theirs
+		return nil, err
+	}
+	loc := familiar.Prefix(from)
 	acctKey := ""
 	if len(canonical) <= 64 {
-		acctKey = canonical
+		acctKey = accountKey(canonical, acct.Familiar, loc, s.now())
 		if ok, wait := s.loginAccount.Take(acctKey); !ok {
-			s.loginIP.Refund(ip)
+			s.loginIP.Refund(addrKey)
 			return nil, rateLimited("failed logins for this account", wait)
 		}
 	}
 	refund := func() {
-		s.loginIP.Refund(ip)
+		s.loginIP.Refund(addrKey)
 		if acctKey != "" {
 			s.loginAccount.Refund(acctKey)
 		}
 	}
 
-	acct, rev, err := s.store.Account(ctx, canonical)
-	if errors.Is(err, store.ErrNotFound) {
+	if !exists {
 		// Spend the same work as a real verification so response time does
 		// not reveal whether the account exists.
 		if _, err := s.hasher.Verify(ctx, s.dummyHash, req.Password); err != nil {
@@ -116,21 +131,17 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 		}
 		return nil, errBadCredentials
 	}
-	if err != nil {
-		refund() // our failure, not theirs
-		return nil, err
-	}
 	ok, err := s.hasher.Verify(ctx, acct.PasswordHash, req.Password)
 	if err != nil {
 		refund()
 		return nil, err
 	}
 	if !ok {
-		s.log.Info("login failed", "user_id", acct.UserID, "source", ip)
+		s.log.Info("login failed", "user_id", acct.UserID, "source", addrKey, "familiar", acctKey != canonical)
 		return nil, errBadCredentials
 	}
 	refund()
-	s.upgradeHash(ctx, canonical, acct, rev, req.Password)
+	s.rememberLogin(ctx, canonical, acct, rev, req.Password, loc)
 	if s.cfg.SessionPolicy == PolicyReject {
 		if err := s.checkNotOnline(ctx, acct.UserID, ""); err != nil {
 			return nil, err
@@ -146,26 +157,62 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 	return &internalv1.AuthReply{Session: sess}, nil
 }
 
-// upgradeHash re-hashes the password with the configured parameters when
-// the stored hash was made with others (the parameters were changed). It is
-// best effort: a failure leaves the old, still valid hash.
-func (s *Service) upgradeHash(ctx context.Context, canonical string, acct store.Account, rev uint64, pw string) {
-	if !s.hasher.NeedsRehash(acct.PasswordHash) {
-		return
+// rememberLogin updates the account after a successful login: the
+// location joins (or refreshes) its familiar list, and the password is
+// re-hashed with the configured parameters when the stored hash was made
+// with others (the parameters were changed). Nothing is written when
+// neither applies, so most logins cost no account write. It is best
+// effort: a failure leaves the account as it was (a still valid hash, the
+// location unfamiliar until the next login) and is logged. A concurrent
+// update (another login) is re-read and applied on top, a few times.
+func (s *Service) rememberLogin(ctx context.Context, canonical string, acct store.Account, rev uint64, pw, loc string) {
+	uid, verified := acct.UserID, acct.PasswordHash
+	var rehash string
+	if s.hasher.NeedsRehash(verified) {
+		h, err := s.hasher.Hash(ctx, pw)
+		if err != nil {
+			s.log.Warn("password rehash failed", "user_id", uid, "err", err)
+		}
+		rehash = h
 	}
-	hash, err := s.hasher.Hash(ctx, pw)
-	if err == nil {
-		acct.PasswordHash = hash
-		err = s.store.UpdateAccount(ctx, canonical, acct, rev)
+	for range 3 {
+		list, changed := acct.Familiar.Record(loc, s.now())
+		acct.Familiar = list
+		// Only over the hash that was verified: never undo a newer one.
+		upgrade := rehash != "" && acct.PasswordHash == verified
+		if upgrade {
+			acct.PasswordHash = rehash
+		}
+		if !changed && !upgrade {
+			return
+		}
+		err := s.store.UpdateAccount(ctx, canonical, acct, rev)
+		if err == nil {
+			if upgrade {
+				s.log.Info("password hash upgraded to current parameters", "user_id", uid)
+			}
+			return
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			s.log.Warn("account update after login failed", "user_id", uid, "err", err)
+			return
+		}
+		if acct, rev, err = s.store.Account(ctx, canonical); err != nil {
+			s.log.Warn("account update after login failed", "user_id", uid, "err", err)
+			return
+		}
 	}
-	if err != nil {
-		s.log.Warn("password rehash failed", "user_id", acct.UserID, "err", err)
-		return
-	}
-	s.log.Info("password hash upgraded to current parameters", "user_id", acct.UserID)
+	s.log.Warn("account update after login kept conflicting", "user_id", uid)
 }
 
 // resume continues a session from its token with a fresh token.
+//
+// Under the takeover and reject policies a session lives on one connection:
+// the resume also ends the session's other connections (LOGGED_IN_ELSEWHERE,
+// sparing the resuming one), and under takeover the user's other sessions.
+// Under multi several connections may share a session (the CLI's one-shot
+// commands resume the session the TUI saved, alongside it) and nothing is
+// ended.
 func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
 	defer func() { s.metrics.resumes.WithLabelValues(result(err)).Inc() }()
 	var req parleyv1.ResumeRequest
@@ -180,10 +227,29 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.SessionPolicy != PolicyMulti {
+		s.endOtherConnections(sess, requesterOf(m))
+	}
 	if s.cfg.SessionPolicy == PolicyTakeover {
 		s.takeOver(ctx, sess.UserId, sess.SessionId, rev)
 	}
 	return &internalv1.AuthReply{Session: sess}, nil
+}
+
+// endOtherConnections kicks the connections of sess other than the one
+// resuming it. Without the connection's name (a gateway that predates
+// subject.HeaderConnID) it kicks nothing: the kick could end the resuming
+// connection itself, should it be registered by the time the kick arrives.
+// A failure is logged, not returned: the resume itself succeeded.
+func (s *Service) endOtherConnections(sess *parleyv1.Session, from requester) {
+	if !from.known() {
+		s.log.Warn("resume without the gateway's connection id: the session's other connections are not ended",
+			"user_id", sess.UserId, "session_id", sess.SessionId)
+		return
+	}
+	if err := s.kick(sess.UserId, sess.SessionId, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickResumed, from); err != nil {
+		s.log.Error("resume: cannot publish kick", "session_id", sess.SessionId, "err", err)
+	}
 }
 
 // claims checks a session token's signature and expiry (no I/O) and
@@ -203,8 +269,14 @@ func (s *Service) claims(tok string) (token.Claims, error) {
 	return c, nil
 }
 
-// logout ends the session the gateway authenticated this connection with.
-// Deleting an already ended session succeeds, so retries are harmless.
+// logout ends the session the gateway authenticated this connection with,
+// everywhere: the record is deleted (its tokens stop working on every
+// replica), then every other connection of the session, on any gateway, is
+// ended with SessionEnded{SESSION_REVOKED}. The connection that logged out
+// is spared (the gateway names it in subject.HeaderGatewayID and
+// subject.HeaderConnID): it stays open, unauthenticated (protocol §8.5).
+// Logging out an already ended session succeeds and still kicks, so
+// retries are harmless and no connection outlives a lost kick for long.
 func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	uid, sid := m.Header.Get(subject.HeaderUserID), m.Header.Get(subject.HeaderSessionID)
 	if uid == "" || sid == "" {
@@ -213,16 +285,22 @@ func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error
 	sess, _, err := s.store.Session(ctx, sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
+		// Already ended (or aged out); a connection may still hold it.
 	case err != nil:
 		return nil, err
 	case sess.UserID != uid:
 		return nil, errNotMine
+	default:
+		if err := s.store.DeleteSession(ctx, uid, sid); err != nil {
+			return nil, err
+		}
+		s.log.Info("logged out", "user_id", uid, "session_id", sid)
 	}
-	if err := s.store.DeleteSession(ctx, uid, sid); err != nil {
-		return nil, err
+	// The kick goes to uid's subject and names sid: it can only end that
+	// user's connections of that session.
+	if err := s.kick(uid, sid, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, kickLoggedOut, requesterOf(m)); err != nil {
+		return nil, fmt.Errorf("logout: publish kick: %w", err)
 	}
-	s.log.Info("logged out", "user_id", uid, "session_id", sid)
 	return nil, nil
 }
 
@@ -238,25 +316,4 @@ func policyError(err error) error {
 		code = parleyv1.ErrorCode_ERROR_CODE_INVALID_USERNAME
 	}
 	return errcode.New(code, v.Msg)
-}
-
-// sourceKey is the rate-limit key for the client's address from the
-// gateway's Parley-Remote-Addr header (ip:port). IPv6 clients are keyed by
-// their /64, the usual allocation to one host or home, so hopping through
-// one's own addresses does not multiply the limit.
-func sourceKey(m *nats.Msg) string {
-	raw := m.Header.Get(subject.HeaderRemoteAddr)
-	addr, err := netip.ParseAddrPort(raw)
-	var ip netip.Addr
-	if err == nil {
-		ip = addr.Addr()
-	} else if ip, err = netip.ParseAddr(raw); err != nil {
-		return "unknown" // requests without the header share one bucket
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
 }

@@ -79,15 +79,21 @@ func startAuth(t testing.TB, url string, cfg authsvc.Config) *instance {
 	return &instance{svc: svc, reg: reg, stop: stop}
 }
 
-// gatewayHeader is what the gateway sends with a client's auth request.
+// gatewayHeader is what the gateway sends with a client's auth request:
+// the client's address and the connection's name (testGateway, testConn).
 func gatewayHeader(remote string) nats.Header {
 	h := nats.Header{}
 	h.Set(subject.HeaderRemoteAddr, remote)
-	h.Set(subject.HeaderGatewayID, "gw-test")
+	h.Set(subject.HeaderGatewayID, testGateway)
+	h.Set(subject.HeaderConnID, testConn)
 	return h
 }
 
-const clientAddr = "192.0.2.10:50000"
+const (
+	clientAddr  = "192.0.2.10:50000"
+	testGateway = "gw-test"
+	testConn    = "c1"
+)
 
 // The calls below are exactly what the gateway does: rpc.Request with the
 // client's request message as body.
@@ -107,14 +113,22 @@ func login(nc *nats.Conn, from, user, pw string) (*parleyv1.Session, error) {
 }
 
 func resume(nc *nats.Conn, tok string) (*parleyv1.Session, error) {
+	return resumeWith(nc, gatewayHeader(clientAddr), tok)
+}
+
+// resumeWith resumes with the given gateway headers.
+func resumeWith(nc *nats.Conn, h nats.Header, tok string) (*parleyv1.Session, error) {
 	var reply internalv1.AuthReply
-	err := rpc.Request(context.Background(), nc, subject.AuthResume, gatewayHeader(clientAddr),
-		&parleyv1.ResumeRequest{Token: tok}, &reply)
+	err := rpc.Request(context.Background(), nc, subject.AuthResume, h, &parleyv1.ResumeRequest{Token: tok}, &reply)
 	return reply.Session, err
 }
 
 func logout(nc *nats.Conn, userID, sessionID string) error {
-	h := gatewayHeader(clientAddr)
+	return logoutWith(nc, gatewayHeader(clientAddr), userID, sessionID)
+}
+
+// logoutWith logs out with the given gateway headers plus the session's.
+func logoutWith(nc *nats.Conn, h nats.Header, userID, sessionID string) error {
 	h.Set(subject.HeaderUserID, userID)
 	h.Set(subject.HeaderSessionID, sessionID)
 	return rpc.Request(context.Background(), nc, subject.AuthLogout, h, &parleyv1.LogoutRequest{}, nil)

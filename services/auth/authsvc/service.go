@@ -2,7 +2,9 @@
 // session tokens and the session policy, answering the gateway on the
 // subject.Auth* subjects in queue group subject.QueueAuth. Any number of
 // replicas may run; they share state only through NATS JetStream KV (see
-// internal/store), except the rate limiters, which are per replica.
+// internal/store), except the rate limiters' counters, which are per
+// replica (an account's familiar locations, which the login limit
+// consults, are in its KV record: limits.go).
 //
 // Requests come only from gateways (clients cannot reach NATS), so the
 // identity headers on logout are trusted.
@@ -21,11 +23,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/auth/internal/password"
-	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/services/auth/internal/store"
 	"github.com/parleychat/parley/services/auth/internal/token"
 )
@@ -42,7 +44,8 @@ type Service struct {
 	rpcMetrics *rpc.Metrics
 
 	// Limiters count failures (logins) or attempts (registrations); see
-	// package ratelimit for why per-replica state is acceptable.
+	// package ratelimit for why per-replica state is acceptable, and
+	// limits.go for the keys of loginAccount.
 	loginAccount, loginIP, registerIP *ratelimit.Limiter
 
 	// Set by Run before the handlers are subscribed and never changed
@@ -122,6 +125,8 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.AuthVerify:   s.verify,
 		subject.AuthLogout:   s.logout,
 		subject.AuthLookup:   s.lookup,
+
+		subject.AuthSessionCheck: s.sessionCheck,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()

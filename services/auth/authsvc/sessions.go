@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"google.golang.org/protobuf/proto"
+	"time"
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
@@ -27,6 +26,7 @@ func (s *Service) startSession(ctx context.Context, acct store.Account, device s
 		Created:   now,
 		Active:    now,
 		Expires:   now.Add(s.cfg.TokenTTL),
+		Gen:       1,
 	}
 	rev, err := s.store.CreateSession(ctx, rec)
 	if err != nil {
@@ -36,9 +36,19 @@ func (s *Service) startSession(ctx context.Context, acct store.Account, device s
 	return sess, rev, err
 }
 
-// refreshSession checks that the token's session still exists, applies
-// the reject policy, and extends the session with a fresh expiry. It
-// returns the new token and the session's new takeover order.
+// refreshSession checks that the token's session still exists and that
+// the token is its current one (or the previous one, within the grace),
+// applies the reject policy, and extends the session with a fresh expiry.
+// It returns the new token and the session's new takeover order.
+//
+// Rotation: resuming with the current token (generation n) issues
+// generation n+1 and keeps accepting n for cfg.TokenGrace, so a client
+// whose reply was lost can resume again with the token it still holds.
+// Resuming with that previous token within the grace issues generation
+// n+1 again and does not extend the grace: whoever holds n gets the
+// current generation, and after the grace only tokens of n+1 or later
+// resume. A retired token is refused (errReplaced) and ends nothing; the
+// session's holder of the newest token carries on.
 func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1.Session, uint64, error) {
 	// A conflict means another resume of the same session wrote first
 	// (the same token used twice at once); re-read and try again.
@@ -56,6 +66,10 @@ func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1
 		}
 		now := s.now()
 		rec.Active, rec.Expires = now, now.Add(s.cfg.TokenTTL)
+		if c.Gen == rec.Gen { // the current token: rotate
+			rec.Gen++
+			rec.PrevUntil = now.Add(s.cfg.TokenGrace)
+		}
 		newRev, err := s.store.RefreshSession(ctx, rec, rev)
 		switch {
 		case err == nil:
@@ -71,9 +85,9 @@ func (s *Service) refreshSession(ctx context.Context, c token.Claims) (*parleyv1
 }
 
 // liveSession reads the session a token names and checks that it still
-// belongs to the token's user: SESSION_REVOKED once it was deleted (logged
-// out, taken over, or aged out of the bucket). One KV read; it changes
-// nothing.
+// belongs to the token's user, SESSION_REVOKED once it was deleted (logged
+// out, taken over, or aged out of the bucket), and that the token has not
+// been replaced (current reports which). One KV read; it changes nothing.
 func (s *Service) liveSession(ctx context.Context, c token.Claims) (store.Session, uint64, error) {
 	rec, rev, err := s.store.Session(ctx, c.SessionID)
 	switch {
@@ -84,12 +98,26 @@ func (s *Service) liveSession(ctx context.Context, c token.Claims) (store.Sessio
 	case rec.UserID != c.UserID:
 		return store.Session{}, 0, errTokenInvalid // cannot happen without the signing key
 	}
+	if !current(rec, c.Gen, s.now()) {
+		// A stale copy (another client of the session resumed since) or a
+		// stolen token: worth a line for the operator either way.
+		s.log.Info("replaced token refused", "user_id", rec.UserID, "session_id", rec.SessionID,
+			"token_gen", c.Gen, "session_gen", rec.Gen)
+		return store.Session{}, 0, errReplaced
+	}
 	return rec, rev, nil
+}
+
+// current reports whether a token of generation gen may still be presented
+// for rec at now: the newest generation, or the one before it until
+// rec.PrevUntil.
+func current(rec store.Session, gen uint64, now time.Time) bool {
+	return gen == rec.Gen || gen+1 == rec.Gen && now.Before(rec.PrevUntil)
 }
 
 func (s *Service) issue(rec store.Session, resumed bool) (*parleyv1.Session, error) {
 	tok, err := s.signer.Sign(token.Claims{
-		SessionID: rec.SessionID, UserID: rec.UserID, Username: rec.Username,
+		SessionID: rec.SessionID, UserID: rec.UserID, Username: rec.Username, Gen: rec.Gen,
 		IssuedAt: rec.Active, ExpiresAt: rec.Expires,
 	})
 	if err != nil {
@@ -133,15 +161,7 @@ func (s *Service) takeOver(ctx context.Context, userID, keepSID string, keepOrde
 		}
 		// Kick even if the record was already gone: a gateway may still
 		// hold a connection authenticated with it.
-		data, err := proto.Marshal(&internalv1.SessionKick{
-			UserId: userID, SessionId: ref.SessionID,
-			Reason:  parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE,
-			Message: "logged in elsewhere",
-		})
-		if err == nil {
-			err = s.nc.Publish(subject.SessionKick(userID), data)
-		}
-		if err != nil {
+		if err := s.kick(userID, ref.SessionID, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickTakenOver, requester{}); err != nil {
 			s.log.Error("takeover: cannot publish kick", "session_id", ref.SessionID, "err", err)
 			continue
 		}

@@ -22,9 +22,12 @@ import (
 // and expires_at_unix_ms of the token verified (not of the session, which
 // a resume may have extended since).
 //
-// Errors are those of resume: INVALID_ARGUMENT for an empty token or a
-// malformed body, TOKEN_EXPIRED, TOKEN_INVALID (bad signature or not a
-// token), SESSION_REVOKED (logged out or replaced).
+// It accepts exactly the tokens resume accepts: the session's newest
+// token, or the one before it within the grace after a rotation (see
+// refreshSession). Errors are those of resume: INVALID_ARGUMENT for an
+// empty token or a malformed body, TOKEN_EXPIRED, TOKEN_INVALID (bad
+// signature, not a token, or replaced by a newer token), SESSION_REVOKED
+// (logged out or taken over).
 func (s *Service) verify(ctx context.Context, m *nats.Msg) (_ proto.Message, err error) {
 	defer func() { s.metrics.verifies.WithLabelValues(result(err)).Inc() }()
 	var req internalv1.TokenVerifyRequest

@@ -3,6 +3,10 @@
 // -data-dir) and an in-process presence store. No external server and no
 // config file are needed: `parleyd` alone is a working chat server on
 // 127.0.0.1. Every flag can be set as PARLEY_<FLAG> too.
+//
+// Nothing is exposed beyond loopback without protection: client listeners
+// need TLS, -nats-listen needs -nats-token and -admin-addr needs
+// -admin-token on a non-loopback address, unless -insecure.
 package main
 
 import (
@@ -29,12 +33,16 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
 	var common service.Common
 	service.RegisterCommon(fs, &common, "127.0.0.1:7490")
+	fs.Lookup("admin-addr").Usage += "; parleyd refuses a non-loopback address without -admin-token (or -insecure)"
 	var cfg server.Config
 	cfg.RegisterFlags(fs)
 	if err := service.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
+		return err
+	}
+	if err := server.CheckAdmin(common.AdminAddr, common.AdminToken, cfg.Gateway.Insecure); err != nil {
 		return err
 	}
 	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)

@@ -36,6 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/auth/internal/familiar"
 )
 
 // Errors returned by Store.
@@ -52,6 +53,9 @@ type Account struct {
 	Username     string    `json:"username"` // display form, as registered
 	PasswordHash string    `json:"password_hash"`
 	Created      time.Time `json:"created"`
+	// Familiar is where the account logged in from recently (login rate
+	// limiting exempts these networks from the stranger's allowance).
+	Familiar familiar.List `json:"familiar,omitempty"`
 }
 
 // Session is a session record, keyed by session id.
@@ -63,6 +67,13 @@ type Session struct {
 	Created   time.Time `json:"created"`
 	Active    time.Time `json:"active"` // last login or resume
 	Expires   time.Time `json:"expires"`
+	// Gen is the generation of the session's newest token (token.Claims
+	// .Gen); PrevUntil is when the token of generation Gen-1 stops being
+	// accepted (the grace after a rotation). Records written before
+	// generations existed have neither, and accept their tokens (which
+	// have no generation either) until the next resume rotates them.
+	Gen       uint64    `json:"gen,omitempty"`
+	PrevUntil time.Time `json:"prev_until,omitzero"`
 }
 
 // Options configure the buckets.

@@ -41,9 +41,14 @@ const prefix = "v1."
 
 // Claims is what a token asserts.
 type Claims struct {
-	SessionID string    `json:"sid"`
-	UserID    string    `json:"uid"`
-	Username  string    `json:"usr"`
+	SessionID string `json:"sid"`
+	UserID    string `json:"uid"`
+	Username  string `json:"usr"`
+	// Gen is the session's token generation: each resume issues the next
+	// one and retires the ones before (the session record keeps the
+	// current generation). Tokens issued before generations existed have
+	// none (0).
+	Gen       uint64    `json:"gen,omitempty"`
 	IssuedAt  time.Time `json:"-"`
 	ExpiresAt time.Time `json:"-"`
 }

@@ -35,6 +35,17 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", got, err)
 	}
 
+	// The generation travels in the token.
+	c5 := c
+	c5.Gen = 5
+	tok5, err := s.Sign(c5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Verify(tok5); err != nil || got.Gen != 5 {
+		t.Fatalf("Verify(generation 5) = %+v, %v", got, err)
+	}
+
 	payload := tok[3:strings.LastIndexByte(tok, '.')]
 	mac := tok[strings.LastIndexByte(tok, '.')+1:]
 	forgedPayload, _ := s.Sign(Claims{SessionID: "sabc", UserID: "uevil", ExpiresAt: now.Add(time.Hour)})

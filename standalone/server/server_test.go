@@ -1,0 +1,218 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/standalone/server"
+)
+
+const token = "a-token-of-sixteen+chars"
+
+// testConfig is parleyd's default configuration on free loopback ports,
+// with cheap password hashing.
+func testConfig(t *testing.T) server.Config {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Gateway.TCPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Gateway.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Gateway.GatewayID = "gw-test"
+	cfg.Auth.Argon2Memory, cfg.Auth.Argon2Time = 64, 1
+	return cfg
+}
+
+// run starts a parleyd with cfg for the rest of the test and waits until
+// every part serves.
+func run(t *testing.T, cfg server.Config) *server.Server {
+	t.Helper()
+	srv, err := server.New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	testenv.Eventually(t, 20*time.Second, "parleyd ready", func() bool { return srv.Ready() == nil })
+	return srv
+}
+
+// Nothing is served beyond loopback without credentials unless -insecure:
+// the embedded NATS needs -nats-token, the admin port -admin-token.
+func TestExposureRules(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		listen   string
+		token    string
+		insecure bool
+		wantErr  bool
+	}{
+		{"in-process only", "", "", false, false},
+		{"loopback v4", "127.0.0.1:4222", "", false, false},
+		{"loopback v6", "[::1]:4222", "", false, false},
+		{"localhost", "localhost:4222", "", false, false},
+		{"all interfaces", ":4222", "", false, true},
+		{"0.0.0.0", "0.0.0.0:4222", "", false, true},
+		{"a LAN address", "192.0.2.7:4222", "", false, true},
+		{"a name", "parley.example:4222", "", false, true},
+		{"all interfaces with a token", "0.0.0.0:4222", token, false, false},
+		{"all interfaces, insecure", "0.0.0.0:4222", "", true, false},
+		{"a short token", "127.0.0.1:4222", "secret", false, true},
+	} {
+		t.Run("nats/"+tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.NATSListen, cfg.NATSToken, cfg.Gateway.Insecure = tc.listen, tc.token, tc.insecure
+			_, err := server.New(cfg, slog.New(slog.DiscardHandler), nil)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("New: %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr && tc.token == "" && !errors.Is(err, server.ErrExposed) {
+				t.Errorf("error %v is not ErrExposed", err)
+			}
+		})
+		t.Run("admin/"+tc.name, func(t *testing.T) {
+			addr := tc.listen
+			err := server.CheckAdmin(addr, tc.token, tc.insecure)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("CheckAdmin: %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// With -nats-token the embedded NATS refuses every client without it,
+// while the in-process services (which present it) serve.
+func TestNATSToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATSListen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.NATSToken = token
+	srv := run(t, cfg)
+
+	url := srv.NATSURL()
+	for name, opts := range map[string][]nats.Option{
+		"no token":    nil,
+		"wrong token": {nats.Token("a-token-of-sixteen+charz")},
+	} {
+		nc, err := nats.Connect(url, append(opts, nats.Timeout(5*time.Second))...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("%s: connected", name)
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s: %v, want an authorization violation", name, err)
+		}
+	}
+	nc, err := nats.Connect(url, nats.Token(token))
+	if err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	defer nc.Close()
+	// Joining as the README says works too.
+	host, port, _ := net.SplitHostPort(cfg.NATSListen)
+	nc2, err := nats.Connect(fmt.Sprintf("nats://%s@%s:%s", token, host, port))
+	if err != nil {
+		t.Fatalf("token in the URL: %v", err)
+	}
+	nc2.Close()
+}
+
+// A connection keeps its session after the token it authenticated with
+// expires (protocol §8.3): the expiry bounds when the token can be
+// presented, and a new connection cannot resume with it.
+func TestConnectionOutlivesItsToken(t *testing.T) {
+	now := atomic.Int64{}
+	now.Store(time.Now().UnixNano())
+	cfg := testConfig(t)
+	cfg.Auth.Clock = func() time.Time { return time.Unix(0, now.Load()) }
+	cfg.Auth.TokenTTL = time.Hour
+	run(t, cfg)
+
+	c := dialWire(t, cfg.Gateway.TCPAddr)
+	sess := c.request(t, &parleyv1.Frame{Body: &parleyv1.Frame_Register{Register: &parleyv1.RegisterRequest{
+		Username: "ada", Password: "ada's password", Options: &parleyv1.ClientOptions{SkipPresenceFeed: true}}}}).GetSession()
+	if sess.GetToken() == "" {
+		t.Fatal("register gave no session")
+	}
+	now.Add(int64(2 * time.Hour)) // the token is an hour past its expiry
+
+	if r := c.request(t, &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{}}}); r.GetWhoReply() == nil {
+		t.Fatalf("who after the token expired: %v", r)
+	}
+	r := c.request(t, &parleyv1.Frame{Body: &parleyv1.Frame_Send{Send: &parleyv1.SendRequest{
+		Conversation: "room.public", Text: "still here", ClientKey: "k1"}}})
+	if r.GetSendReply() == nil {
+		t.Fatalf("send after the token expired: %v", r)
+	}
+
+	other := dialWire(t, cfg.Gateway.TCPAddr)
+	r = other.request(t, &parleyv1.Frame{Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{Token: sess.GetToken()}}})
+	if r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED {
+		t.Fatalf("resume with the expired token: %v, want TOKEN_EXPIRED", r)
+	}
+}
+
+// wireConn is a bare protocol client: frames over TCP (protocol §2).
+type wireConn struct {
+	conn net.Conn
+	r    *wire.Reader
+	next uint32
+}
+
+func dialWire(t *testing.T, addr string) *wireConn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c := &wireConn{conn: conn, r: wire.NewReader(conn, 1<<20), next: 1}
+	if r := c.request(t, &parleyv1.Frame{Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}, Client: "server_test"}}}); r.GetWelcome() == nil {
+		t.Fatalf("handshake: %v", r)
+	}
+	return c
+}
+
+// request sends f with the next request id and returns the frame that
+// answers it, skipping events.
+func (c *wireConn) request(t *testing.T, f *parleyv1.Frame) *parleyv1.Frame {
+	t.Helper()
+	f.RequestId = c.next
+	c.next++
+	_ = c.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteFrame(c.conn, f); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := c.r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			t.Fatalf("connection closed while waiting for reply %d", f.RequestId)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetRequestId() == f.RequestId {
+			return r
+		}
+	}
+}
