@@ -74,6 +74,18 @@ type Options struct {
 	// to three parts in memory); more are answered 503 with Retry-After.
 	// 0: no bound.
 	MaxUploads int
+	// MaxUploadsPerUser bounds the PATCH requests one user writes at once
+	// through this gateway, so one user cannot take every slot; more are
+	// answered 503 with Retry-After. 0: no bound.
+	MaxUploadsPerUser int
+	// MinRate and RateWindow are the slowest a PATCH body may arrive: it
+	// must bring MinRate × RateWindow bytes within each RateWindow (from
+	// when it began, then from when the previous window's bytes were in),
+	// else it is ended as if cut off (what arrived is kept) and answered
+	// 503, Connection: close: a body trickling in cannot hold a slot.
+	// MinRate 0: no floor (IdleTimeout still bounds each read).
+	MinRate    int
+	RateWindow time.Duration
 }
 
 // Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
@@ -89,6 +101,10 @@ type Handler struct {
 	writing  chan struct{} // one slot per PATCH being written; nil: unbounded
 	draining chan struct{} // closed by Drain
 	drainOne sync.Once
+
+	mu      sync.Mutex     // guards writers
+	writers map[string]int // PATCHes being written, per user id
+	freed   chan struct{}  // closed and replaced whenever a user's slot frees; guarded by mu
 }
 
 // Drain makes uploads in progress stop reading their bodies, keep what
@@ -112,7 +128,10 @@ func New(o Options) (*Handler, error) {
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
 	}
-	h := &Handler{o: o, draining: make(chan struct{})}
+	if o.MinRate < 0 || o.MinRate > 0 && o.RateWindow <= 0 {
+		return nil, errors.New("files: a minimum upload rate needs a positive window")
+	}
+	h := &Handler{o: o, draining: make(chan struct{}), writers: map[string]int{}, freed: make(chan struct{})}
 	if o.MaxUploads > 0 {
 		h.writing = make(chan struct{}, o.MaxUploads)
 	}
@@ -120,7 +139,8 @@ func New(o Options) (*Handler, error) {
 }
 
 // Register adds the routes to app. The app must stream request bodies
-// (fiber.Config.StreamRequestBody).
+// (fiber.Config.StreamRequestBody) and run reqbody.Guard before every
+// route: handlers read bodies only through reqbody.Of.
 func (h *Handler) Register(app *fiber.App) {
 	app.Options(Prefix, h.options)
 	app.Options(Prefix+"/*", h.options)
