@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -39,6 +40,40 @@ type Config struct {
 	UploadMinRate     int           // slowest an upload body may arrive, bytes/s, judged over UploadRateWindow (0: no floor)
 	UploadRateWindow  time.Duration // each window of this length must bring UploadMinRate × the window's bytes
 	HTTPReadBuffer    int           // receive buffer of each HTTP connection, bytes (0: the kernel's autotuning)
+	CORSOrigins       Origins       // web origins allowed to call the file endpoints from a browser (none by default)
+}
+
+// Origins is a list of web origins ("https://chat.example.com"), a flag
+// given comma-separated.
+type Origins []string
+
+func (o *Origins) String() string { return strings.Join(*o, ",") }
+
+// Set parses a comma-separated list; each must be scheme://host[:port]
+// with scheme http or https ("*" and "null" are refused: an origin is
+// echoed only when it is named).
+func (o *Origins) Set(v string) error {
+	var list Origins
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("%q is not an origin (scheme://host[:port], http or https)", s)
+		}
+		// As browsers send it: lower case, no default port.
+		host := strings.ToLower(u.Host)
+		if u.Scheme == "https" {
+			host = strings.TrimSuffix(host, ":443")
+		} else {
+			host = strings.TrimSuffix(host, ":80")
+		}
+		list = append(list, u.Scheme+"://"+host)
+	}
+	*o = list
+	return nil
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -93,6 +128,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", d.MaxUploadsPerUser, "uploads one user writes at once through this gateway (of -max-uploads), more are answered 503 with Retry-After; 0: no bound")
 	fs.IntVar(&c.UploadMinRate, "upload-min-rate", d.UploadMinRate, "slowest an upload body may arrive, in bytes/s: each -upload-rate-window must bring this many bytes per second of it, else the request is ended (what arrived is kept; the client resumes) and its slot freed; 0: no floor")
 	fs.DurationVar(&c.UploadRateWindow, "upload-rate-window", d.UploadRateWindow, "window over which -upload-min-rate is judged: a body may pause for up to about this long")
+	fs.Var(&c.CORSOrigins, "cors-origins", "comma-separated web origins (https://chat.example.com) whose pages may use the file endpoints from a browser: their Origin is echoed in Access-Control-Allow-Origin; empty: none")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 
@@ -126,6 +162,11 @@ func (c *Config) validate() error {
 	if !validToken(c.GatewayID) {
 		return fmt.Errorf("%q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID)
 	}
+	var origins Origins
+	if err := origins.Set(strings.Join(c.CORSOrigins, ",")); err != nil {
+		return fmt.Errorf("-cors-origins: %w: %w", err, ErrInvalidLimit)
+	}
+	c.CORSOrigins = origins
 	positive := []struct {
 		name string
 		ok   bool

@@ -121,7 +121,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Files != nil {
 		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
 			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads,
-			MaxUploadsPerUser: cfg.MaxUploadsPerUser, MinRate: cfg.UploadMinRate, RateWindow: cfg.UploadRateWindow})
+			MaxUploadsPerUser: cfg.MaxUploadsPerUser, MinRate: cfg.UploadMinRate, RateWindow: cfg.UploadRateWindow,
+			CORSOrigins: cfg.CORSOrigins})
 		if err != nil {
 			return nil, err
 		}

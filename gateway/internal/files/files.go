@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,10 @@ type Options struct {
 	// MinRate 0: no floor (IdleTimeout still bounds each read).
 	MinRate    int
 	RateWindow time.Duration
+	// CORSOrigins are the web origins ("https://chat.example.com") whose
+	// pages may call these endpoints from a browser: their Origin is
+	// echoed in Access-Control-Allow-Origin. Empty: none.
+	CORSOrigins []string
 }
 
 // Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
@@ -153,21 +158,48 @@ func (h *Handler) Register(app *fiber.App) {
 	app.Head(Prefix+"/:id/content", h.download)
 }
 
-func (h *Handler) tusHeaders(c *fiber.Ctx) {
+// tusHeaders are on every answer: the tus version, nosniff (no body here
+// is to be sniffed into something a browser runs) and CORS for the
+// configured origins; cors reports whether the request's Origin is one.
+func (h *Handler) tusHeaders(c *fiber.Ctx) (cors bool) {
 	c.Set("Tus-Resumable", tusVersion)
-	c.Set("Access-Control-Allow-Origin", "*")
-	c.Set("Access-Control-Expose-Headers", "Upload-Offset, Upload-Length, Upload-Expires, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, X-Parley-Sha256")
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	cors = h.corsOrigin(c)
+	if cors {
+		c.Set(fiber.HeaderAccessControlExposeHeaders, "Upload-Offset, Upload-Length, Upload-Expires, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, X-Parley-Sha256, X-Parley-File-Id, X-Parley-Live, Retry-After")
+	}
+	return cors
 }
 
-// options answers tus discovery (and CORS preflight).
+// corsOrigin allows the request's Origin when it is one of CORSOrigins
+// (echoed, never "*"), and reports whether it did. With any origin
+// configured, answers vary by Origin.
+func (h *Handler) corsOrigin(c *fiber.Ctx) bool {
+	if len(h.o.CORSOrigins) == 0 {
+		return false
+	}
+	c.Set(fiber.HeaderVary, fiber.HeaderOrigin)
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" || !slices.Contains(h.o.CORSOrigins, origin) {
+		return false
+	}
+	c.Set(fiber.HeaderAccessControlAllowOrigin, origin)
+	return true
+}
+
+// options answers tus discovery (and CORS preflight for the configured
+// origins).
 func (h *Handler) options(c *fiber.Ctx) error {
-	h.tusHeaders(c)
+	cors := h.tusHeaders(c)
 	c.Set("Tus-Version", tusVersion)
 	c.Set("Tus-Extension", "creation,termination,checksum,expiration")
 	c.Set("Tus-Max-Size", strconv.FormatInt(h.o.MaxSize, 10))
 	c.Set("Tus-Checksum-Algorithm", "md5,sha1,sha256")
-	c.Set("Access-Control-Allow-Methods", "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
-	c.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Tus-Resumable, Range")
+	if cors {
+		c.Set(fiber.HeaderAccessControlAllowMethods, "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
+		c.Set(fiber.HeaderAccessControlAllowHeaders, "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, Tus-Resumable, Range, X-HTTP-Method-Override")
+		c.Set(fiber.HeaderAccessControlMaxAge, "600")
+	}
 	return c.SendStatus(http.StatusNoContent)
 }
 
