@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/gateway/internal/files"
 	"github.com/parleychat/parley/libs/wire"
 )
 
@@ -41,6 +42,7 @@ type Config struct {
 	UploadRateWindow  time.Duration // each window of this length must bring UploadMinRate × the window's bytes
 	HTTPReadBuffer    int           // receive buffer of each HTTP connection, bytes (0: the kernel's autotuning)
 	CORSOrigins       Origins       // web origins allowed to call the file endpoints from a browser (none by default)
+	LiveFallback      time.Duration // a held live download asks the file service again after this without a progress event
 }
 
 // Origins is a list of web origins ("https://chat.example.com"), a flag
@@ -100,6 +102,7 @@ func DefaultConfig() Config {
 		UploadMinRate:     1 << 10,
 		UploadRateWindow:  30 * time.Second,
 		HTTPReadBuffer:    2 << 20,
+		LiveFallback:      files.DefaultLiveFallback,
 	}
 }
 
@@ -128,6 +131,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", d.MaxUploadsPerUser, "uploads one user writes at once through this gateway (of -max-uploads), more are answered 503 with Retry-After; 0: no bound")
 	fs.IntVar(&c.UploadMinRate, "upload-min-rate", d.UploadMinRate, "slowest an upload body may arrive, in bytes/s: each -upload-rate-window must bring this many bytes per second of it, else the request is ended (what arrived is kept; the client resumes) and its slot freed; 0: no floor")
 	fs.DurationVar(&c.UploadRateWindow, "upload-rate-window", d.UploadRateWindow, "window over which -upload-min-rate is judged: a body may pause for up to about this long")
+	fs.DurationVar(&c.LiveFallback, "live-fallback-poll", d.LiveFallback, "a download following a running upload waits for the file service's progress events; without one for this long it asks again (events can be lost)")
 	fs.Var(&c.CORSOrigins, "cors-origins", "comma-separated web origins (https://chat.example.com) whose pages may use the file endpoints from a browser: their Origin is echoed in Access-Control-Allow-Origin; empty: none")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
@@ -186,6 +190,7 @@ func (c *Config) validate() error {
 		{"-upload-min-rate", c.UploadMinRate >= 0},
 		{"-upload-rate-window", c.UploadRateWindow > 0 || c.UploadMinRate == 0},
 		{"-http-read-buffer", c.HTTPReadBuffer >= 0},
+		{"-live-fallback-poll", c.LiveFallback > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

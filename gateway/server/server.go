@@ -122,7 +122,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
 			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads,
 			MaxUploadsPerUser: cfg.MaxUploadsPerUser, MinRate: cfg.UploadMinRate, RateWindow: cfg.UploadRateWindow,
-			CORSOrigins: cfg.CORSOrigins})
+			CORSOrigins: cfg.CORSOrigins, LiveFallback: cfg.LiveFallback})
 		if err != nil {
 			return nil, err
 		}

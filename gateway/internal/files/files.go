@@ -87,6 +87,9 @@ type Options struct {
 	// MinRate 0: no floor (IdleTimeout still bounds each read).
 	MinRate    int
 	RateWindow time.Duration
+	// LiveFallback is how often a held live download asks the file
+	// service again when no progress event came (0: DefaultLiveFallback).
+	LiveFallback time.Duration
 	// CORSOrigins are the web origins ("https://chat.example.com") whose
 	// pages may call these endpoints from a browser: their Origin is
 	// echoed in Access-Control-Allow-Origin. Empty: none.
@@ -132,6 +135,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
+	}
+	if o.LiveFallback <= 0 {
+		o.LiveFallback = DefaultLiveFallback
 	}
 	if o.MinRate < 0 || o.MinRate > 0 && o.RateWindow <= 0 {
 		return nil, errors.New("files: a minimum upload rate needs a positive window")

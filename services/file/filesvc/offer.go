@@ -243,6 +243,7 @@ func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message,
 		return nil, err
 	}
 	if removed != nil {
+		s.announce(rec)
 		s.removeStorage(ctx, removed)
 	}
 	if err := s.kv.Delete(ctx, userIndexKey(me.id, rec.Info.FileId)); err != nil {

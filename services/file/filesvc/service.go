@@ -366,6 +366,24 @@ func (s *Service) publish(kind parleyv1.FileEvent_Kind, info *parleyv1.FileInfo,
 	}
 }
 
+// announce publishes that an upload's record changed (a commit, its
+// completion or failure, its removal) on subject.FileProgress, best
+// effort: live downloads waiting for the uploader ask again at once
+// instead of polling (they still ask now and then, for a lost event).
+func (s *Service) announce(rec *internalv1.FileRecord) {
+	ev := &internalv1.FileProgress{FileId: rec.Info.FileId, Uploaded: rec.Offset, State: rec.Info.State}
+	if rec.Info.State == parleyv1.FileState_FILE_STATE_AVAILABLE {
+		ev.Uploaded = rec.Info.Size
+	}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return
+	}
+	if err := s.nc.Publish(subject.FileProgress(rec.Info.FileId), data); err != nil {
+		s.log.Warn("file progress not published", "file_id", rec.Info.FileId, "err", err)
+	}
+}
+
 // everyone returns the sender and members of a file.
 func everyone(rec *internalv1.FileRecord) []string {
 	return append([]string{rec.Info.SenderId}, rec.Members...)

@@ -143,6 +143,7 @@ func (s *Service) sweepRecord(ctx context.Context, rec *internalv1.FileRecord, n
 		if err != nil || old == nil {
 			return
 		}
+		s.announce(done)
 		s.removeStorage(ctx, old)
 		s.metrics.swept.WithLabelValues(what).Inc()
 		s.log.Info("sweep: expired", "file_id", id, "what", what)
