@@ -221,7 +221,8 @@ func (h *Handler) fail(c *fiber.Ctx, status int, msg string) error {
 }
 
 // failErr answers a service error with its HTTP status: tus's 460 for a
-// checksum mismatch, 409 for a conflict, 413 too large, 401/403/404 ...
+// checksum mismatch, 409 for a conflict, 413 too large or over the quota,
+// 429 rate limited (with Retry-After), 401/403/404 ...
 func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 	e := errcode.From(err)
 	status := http.StatusInternalServerError
@@ -233,8 +234,11 @@ func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 		status = http.StatusForbidden
 	case parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND:
 		status = http.StatusNotFound
-	case parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE:
+	case parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED:
 		status = http.StatusRequestEntityTooLarge
+	case parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED:
+		status = http.StatusTooManyRequests
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatUint(uint64(max(1, (e.RetryAfter+999)/1000)), 10))
 	case parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH:
 		status = 460
 	case parleyv1.ErrorCode_ERROR_CODE_CONFLICT:

@@ -37,6 +37,7 @@ import (
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
@@ -92,7 +93,11 @@ type Service struct {
 	offers jetstream.KeyValue // client keys of recent offers
 	signer signer
 
-	thumbs chan struct{} // bounds the pictures decoded at once
+	thumbs     chan struct{}      // bounds the pictures decoded at once
+	offerLimit *ratelimit.Limiter // offers per user (-file-offer-rate)
+	// noSessionCheck is when the missing session check was last logged
+	// (unix ns): once a minute at most.
+	noSessionCheck atomic.Int64
 
 	running atomic.Bool
 	ready   atomic.Bool
@@ -139,7 +144,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	return &Service{cfg: cfg, nc: deps.NC, st: deps.Storage, log: deps.Log, now: deps.Clock,
-		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce)}, nil
+		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce),
+		offerLimit: ratelimit.New(cfg.OfferRate, time.Minute, cfg.OfferRate, deps.Clock)}, nil
 }
 
 // Ready reports whether this replica serves (the /readyz check).

@@ -243,6 +243,7 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 		})
 		if uerr == nil {
 			s.announce(failed)
+			s.credit(ctx, failed.Info.SenderId, id, failed.Info.Size)
 			s.removeStorage(ctx, old)
 			s.publish(parleyv1.FileEvent_KIND_FAILED, s.view(failed, failed.Info.SenderId), me, everyone(failed)...)
 		}
@@ -308,6 +309,7 @@ func (s *Service) handleTerminate(ctx context.Context, m *nats.Msg) (proto.Messa
 		return nil, err
 	}
 	s.announce(rec)
+	s.credit(ctx, rec.Info.SenderId, rec.Info.FileId, rec.Info.Size)
 	s.removeStorage(ctx, old)
 	s.publish(parleyv1.FileEvent_KIND_EXPIRED, rec.Info, me, everyone(rec)...)
 	s.log.Info("file removed by its sender", "file_id", req.FileId)
