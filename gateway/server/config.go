@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/parleychat/parley/gateway/internal/files"
 	"github.com/parleychat/parley/libs/wire"
 )
 
@@ -49,7 +50,45 @@ type Config struct {
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
 	MaxUploadSize     int64         // announced to tus clients (Tus-Max-Size); the file service enforces its own limit
 	MaxUploads        int           // uploads (tus PATCH) written at once; each holds up to three parts in memory
+	MaxUploadsPerUser int           // uploads one user writes at once through this gateway (0: no bound)
+	UploadMinRate     int           // slowest an upload body may arrive, bytes/s, judged over UploadRateWindow (0: no floor)
+	UploadRateWindow  time.Duration // each window of this length must bring UploadMinRate × the window's bytes
 	HTTPReadBuffer    int           // receive buffer of each HTTP connection, bytes (0: the kernel's autotuning)
+	CORSOrigins       Origins       // web origins allowed to call the file endpoints from a browser (none by default)
+	LiveFallback      time.Duration // a held live download asks the file service again after this without a progress event
+}
+
+// Origins is a list of web origins ("https://chat.example.com"), a flag
+// given comma-separated.
+type Origins []string
+
+func (o *Origins) String() string { return strings.Join(*o, ",") }
+
+// Set parses a comma-separated list; each must be scheme://host[:port]
+// with scheme http or https ("*" and "null" are refused: an origin is
+// echoed only when it is named).
+func (o *Origins) Set(v string) error {
+	var list Origins
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("%q is not an origin (scheme://host[:port], http or https)", s)
+		}
+		// As browsers send it: lower case, no default port.
+		host := strings.ToLower(u.Host)
+		if u.Scheme == "https" {
+			host = strings.TrimSuffix(host, ":443")
+		} else {
+			host = strings.TrimSuffix(host, ":80")
+		}
+		list = append(list, u.Scheme+"://"+host)
+	}
+	*o = list
+	return nil
 }
 
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
@@ -77,7 +116,11 @@ func DefaultConfig() Config {
 		RoomBatch:             20 * time.Millisecond,
 		MaxUploadSize:         10 << 30,
 		MaxUploads:            24,
+		MaxUploadsPerUser:     4,
+		UploadMinRate:         1 << 10,
+		UploadRateWindow:      30 * time.Second,
 		HTTPReadBuffer:        2 << 20,
+		LiveFallback:          files.DefaultLiveFallback,
 	}
 }
 
@@ -114,6 +157,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
 	fs.IntVar(&c.HTTPReadBuffer, "http-read-buffer", d.HTTPReadBuffer, "receive buffer of each HTTP connection in bytes: bounds what an upload has in flight, and re-sends, when the gateway stops; it also caps one upload at about this much per round trip (2 MiB: ~20 MB/s at 100 ms); 0: the kernel's autotuning")
 	fs.IntVar(&c.MaxUploads, "max-uploads", d.MaxUploads, "uploads written at once by this gateway; each holds up to three parts (3 x 8 MiB) in memory, more are answered 503 with Retry-After")
+	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", d.MaxUploadsPerUser, "uploads one user writes at once through this gateway (of -max-uploads), more are answered 503 with Retry-After; 0: no bound")
+	fs.IntVar(&c.UploadMinRate, "upload-min-rate", d.UploadMinRate, "slowest an upload body may arrive, in bytes/s: each -upload-rate-window must bring this many bytes per second of it, else the request is ended (what arrived is kept; the client resumes) and its slot freed; 0: no floor")
+	fs.DurationVar(&c.UploadRateWindow, "upload-rate-window", d.UploadRateWindow, "window over which -upload-min-rate is judged: a body may pause for up to about this long")
+	fs.DurationVar(&c.LiveFallback, "live-fallback-poll", d.LiveFallback, "a download following a running upload waits for the file service's progress events; without one for this long it asks again (events can be lost)")
+	fs.Var(&c.CORSOrigins, "cors-origins", "comma-separated web origins (https://chat.example.com) whose pages may use the file endpoints from a browser: their Origin is echoed in Access-Control-Allow-Origin; empty: none")
 	fs.DurationVar(&c.RoomBatch, "room-batch", d.RoomBatch, "room messages arriving within this of the previous room write are batched into one write per connection (0: no batching)")
 }
 
@@ -156,6 +204,11 @@ func (c *Config) validate() error {
 	if !validToken(c.GatewayID) {
 		return fmt.Errorf("%q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID)
 	}
+	var origins Origins
+	if err := origins.Set(strings.Join(c.CORSOrigins, ",")); err != nil {
+		return fmt.Errorf("-cors-origins: %w: %w", err, ErrInvalidLimit)
+	}
+	c.CORSOrigins = origins
 	positive := []struct {
 		name string
 		ok   bool
@@ -175,7 +228,11 @@ func (c *Config) validate() error {
 		{"-request-timeout", c.RequestTimeout > 0},
 		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second},
 		{"-max-uploads", c.MaxUploads > 0},
+		{"-max-uploads-per-user", c.MaxUploadsPerUser >= 0},
+		{"-upload-min-rate", c.UploadMinRate >= 0},
+		{"-upload-rate-window", c.UploadRateWindow > 0 || c.UploadMinRate == 0},
 		{"-http-read-buffer", c.HTTPReadBuffer >= 0},
+		{"-live-fallback-poll", c.LiveFallback > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

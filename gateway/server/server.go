@@ -27,6 +27,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
+	"github.com/parleychat/parley/gateway/internal/reqbody"
 	"github.com/parleychat/parley/gateway/internal/transport"
 )
 
@@ -130,7 +131,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	})
 	if deps.Files != nil {
 		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
-			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads})
+			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads,
+			MaxUploadsPerUser: cfg.MaxUploadsPerUser, MinRate: cfg.UploadMinRate, RateWindow: cfg.UploadRateWindow,
+			CORSOrigins: cfg.CORSOrigins, LiveFallback: cfg.LiveFallback})
 		if err != nil {
 			return nil, err
 		}
@@ -272,9 +275,11 @@ func (s *Server) Run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	if httpLn != nil {
 		s.app = s.newApp()
-		ln := httpLn
+		// Under TLS, so a connection closed with a body unread closes
+		// gently (reqbody.Listener).
+		ln := reqbody.Listener(httpLn)
 		if s.tlsConf != nil {
-			ln = tls.NewListener(httpLn, s.tlsConf)
+			ln = tls.NewListener(ln, s.tlsConf)
 		}
 		app := s.app
 		s.wg.Add(1)
@@ -364,7 +369,9 @@ func (s *Server) newStream(c net.Conn, kind string) transport.Transport {
 }
 
 // newApp builds the HTTP app: WebSocket upgrades at WebSocketPath, 426 for
-// anything else there, 404 elsewhere.
+// anything else there, 404 elsewhere. No request body is ever left half
+// read on a connection that stays open (reqbody.Guard, around every
+// route).
 func (s *Server) newApp() *fiber.App {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
@@ -375,7 +382,12 @@ func (s *Server) newApp() *fiber.App {
 		// held whole; other requests have no body worth the name.
 		StreamRequestBody: true,
 		BodyLimit:         64 << 10,
+		// Nothing here takes forms: without this, fasthttp reads a
+		// multipart body whole (into temporary files) before any
+		// handler could refuse it.
+		DisablePreParseMultipartForm: true,
 	})
+	app.Use(reqbody.Guard)
 	if s.files != nil {
 		s.files.Register(app)
 	}

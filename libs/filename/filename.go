@@ -19,7 +19,7 @@ const MaxBytes = 255
 // <>:"|?* (refused by Windows), no leading or trailing dots or spaces, at
 // most MaxBytes bytes (cut at a character, keeping the extension when
 // it is short), never "", "." or "..", never a Windows device name (CON,
-// NUL, COM1, ... get a leading "_"). A name that ends up empty becomes
+// NUL, COM1, COM¹, CONIN$, ... get a leading "_"). A name that ends up empty becomes
 // "file".
 func Sanitize(name string) string {
 	name = strings.ToValidUTF8(name, "")
@@ -48,22 +48,56 @@ func Sanitize(name string) string {
 		return "file"
 	}
 	if reservedOnWindows(name) {
+		// Checked after cutting: a cut can leave a device name behind
+		// ("CON" followed by many spaces).
 		name = "_" + name
+		if len(name) > MaxBytes {
+			name = strings.TrimRight(Truncate(name, MaxBytes), " .")
+		}
 	}
 	return name
 }
 
-// reservedOnWindows: CON, PRN, AUX, NUL, COM1-9 and LPT1-9, with any
-// extension, name devices on Windows, not files.
+// reservedOnWindows reports whether name, with any extension, names a
+// device on Windows rather than a file: CON, PRN, AUX, NUL, COM1-COM9,
+// LPT1-LPT9, COM¹-COM³ and LPT¹-LPT³ (Windows counts the superscript
+// digits as digits), CONIN$ and CONOUT$ (console handles, which behave as
+// CON). Letters compare in ASCII only: "conın$" with a dotless ı is a file.
+// COM0 and LPT0 are files (RtlIsDosDeviceName_U, and Go's
+// filepath.IsLocal, agree).
 func reservedOnWindows(name string) bool {
 	base, _, _ := strings.Cut(name, ".")
-	switch u := strings.ToUpper(strings.TrimSpace(base)); {
-	case u == "CON", u == "PRN", u == "AUX", u == "NUL":
+	base = strings.TrimRight(base, " ")
+	switch {
+	case asciiFold(base, "CON"), asciiFold(base, "PRN"), asciiFold(base, "AUX"), asciiFold(base, "NUL"),
+		asciiFold(base, "CONIN$"), asciiFold(base, "CONOUT$"):
 		return true
-	case len(u) == 4 && (strings.HasPrefix(u, "COM") || strings.HasPrefix(u, "LPT")) && u[3] >= '1' && u[3] <= '9':
+	case len(base) < 4 || !asciiFold(base[:3], "COM") && !asciiFold(base[:3], "LPT"):
+		return false
+	}
+	switch n := base[3:]; n {
+	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "\u00b9", "\u00b2", "\u00b3":
 		return true
 	}
 	return false
+}
+
+// asciiFold reports whether s equals upper, an upper-case ASCII string,
+// ignoring the case of ASCII letters only.
+func asciiFold(s, upper string) bool {
+	if len(s) != len(upper) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != upper[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Truncate cuts s to at most n bytes at a character boundary.

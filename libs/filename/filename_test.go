@@ -27,9 +27,33 @@ func TestSanitize(t *testing.T) {
 		{"com1.tar.gz", "_com1.tar.gz"},
 		{"console.txt", "console.txt"},
 		{"LPT0", "LPT0"},
+		{"COM0.txt", "COM0.txt"},
+		{"CONIN$", "_CONIN$"},
+		{"conout$", "_conout$"},
+		{"CONOUT$.log", "_CONOUT$.log"},
+		{"conin$ .txt", "_conin$ .txt"},
+		{"CONIN", "CONIN"},
+		{"CONIN$$", "CONIN$$"},
+		{"conın$", "conın$"}, // dotless ı: not ASCII, a file
+		{"COM¹", "_COM¹"},
+		{"com².txt", "_com².txt"},
+		{"COM³.tar.gz", "_COM³.tar.gz"},
+		{"COM⁴", "COM⁴"},
+		{"LPT¹", "_LPT¹"},
+		{"lpt³.doc", "_lpt³.doc"},
+		{"LPT²x", "LPT²x"},
+		{"COM10", "COM10"},
+		{"CON .txt", "_CON .txt"},
+		{"AUX.", "_AUX"},
 	} {
 		if got := Sanitize(tc.in); got != tc.want {
 			t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// A device name with a long extension still fits once prefixed.
+	for _, in := range []string{"CON." + strings.Repeat("x", 300), "COM¹." + strings.Repeat("y", 300), "CON" + strings.Repeat(" ", 300) + "z"} {
+		if got := Sanitize(in); len(got) > MaxBytes || reservedOnWindows(got) || !utf8.ValidString(got) {
+			t.Errorf("Sanitize(%.12q...) = %d bytes %.12q..., reserved %v", in, len(got), got, reservedOnWindows(got))
 		}
 	}
 	got := Sanitize(long)
@@ -39,13 +63,16 @@ func TestSanitize(t *testing.T) {
 }
 
 func FuzzSanitize(f *testing.F) {
-	for _, s := range []string{"a/b", "../x", `c:\x`, "..", "\x00", "名前.txt"} {
+	for _, s := range []string{"a/b", "../x", `c:\x`, "..", "\x00", "名前.txt", "CONIN$", "COM¹.txt", "lpt³"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		got := Sanitize(in)
 		if got == "" || got == "." || got == ".." || strings.ContainsAny(got, "/\\\x00") || len(got) > MaxBytes || !utf8.ValidString(got) {
 			t.Fatalf("Sanitize(%q) = %q", in, got)
+		}
+		if reservedOnWindows(got) {
+			t.Fatalf("Sanitize(%q) = %q, a Windows device name", in, got)
 		}
 	})
 }

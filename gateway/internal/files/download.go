@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,7 +50,8 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		return h.fail(c, http.StatusRequestedRangeNotSatisfiable, err.Error())
 	}
 	c.Set(fiber.HeaderAcceptRanges, "bytes")
-	c.Set(fiber.HeaderContentType, f.GetContentType())
+	c.Set(fiber.HeaderContentType, servedType(f.GetContentType()))
+	c.Set(fiber.HeaderContentSecurityPolicy, downloadCSP)
 	c.Set(fiber.HeaderContentDisposition, contentDisposition(f.GetName()))
 	c.Set(fiber.HeaderETag, `"`+f.GetSha256()+`"`)
 	c.Set("X-Parley-Sha256", f.GetSha256())
@@ -87,6 +89,47 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		_ = conn.SetWriteDeadline(time.Now().Add(h.o.IdleTimeout))
 	}}, int(length))
 	return nil
+}
+
+// downloadCSP sandboxes a download a browser opens anyway (a link opened
+// in a tab despite Content-Disposition: attachment): no scripts, no
+// plugins, nothing loaded, a unique origin.
+const downloadCSP = "default-src 'none'; sandbox"
+
+// servedType is the Content-Type a download is served with: the file's
+// own when it is a passive one a browser shows as it is — a raster image
+// (PNG, JPEG, GIF, WebP, AVIF, BMP, HEIC/HEIF, TIFF), audio, video, plain
+// text or CSV — and application/octet-stream for everything else, above
+// all what a browser would run or render as active content: HTML, XHTML,
+// SVG, any XML (XSLT), JavaScript, CSS, PDF. Uploaders name the type; this
+// keeps a file from acting on the gateway's origin (docs/protocol.md
+// §18.4).
+func servedType(ct string) string {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return octetStream
+	}
+	switch main, sub, _ := strings.Cut(mt, "/"); {
+	case main == "audio" || main == "video":
+		if strings.HasSuffix(sub, "+xml") {
+			return octetStream
+		}
+		return mt
+	case passiveTypes[mt]:
+		if cs := params["charset"]; cs != "" && main == "text" {
+			return mime.FormatMediaType(mt, map[string]string{"charset": cs})
+		}
+		return mt
+	}
+	return octetStream
+}
+
+const octetStream = "application/octet-stream"
+
+var passiveTypes = map[string]bool{
+	"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true, "image/avif": true,
+	"image/bmp": true, "image/heic": true, "image/heif": true, "image/tiff": true,
+	"text/plain": true, "text/csv": true, octetStream: true,
 }
 
 // deadlineReader calls refresh before and after each read (a live read

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,25 @@ type Options struct {
 	// to three parts in memory); more are answered 503 with Retry-After.
 	// 0: no bound.
 	MaxUploads int
+	// MaxUploadsPerUser bounds the PATCH requests one user writes at once
+	// through this gateway, so one user cannot take every slot; more are
+	// answered 503 with Retry-After. 0: no bound.
+	MaxUploadsPerUser int
+	// MinRate and RateWindow are the slowest a PATCH body may arrive: it
+	// must bring MinRate × RateWindow bytes within each RateWindow (from
+	// when it began, then from when the previous window's bytes were in),
+	// else it is ended as if cut off (what arrived is kept) and answered
+	// 503, Connection: close: a body trickling in cannot hold a slot.
+	// MinRate 0: no floor (IdleTimeout still bounds each read).
+	MinRate    int
+	RateWindow time.Duration
+	// LiveFallback is how often a held live download asks the file
+	// service again when no progress event came (0: DefaultLiveFallback).
+	LiveFallback time.Duration
+	// CORSOrigins are the web origins ("https://chat.example.com") whose
+	// pages may call these endpoints from a browser: their Origin is
+	// echoed in Access-Control-Allow-Origin. Empty: none.
+	CORSOrigins []string
 }
 
 // Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
@@ -89,6 +109,10 @@ type Handler struct {
 	writing  chan struct{} // one slot per PATCH being written; nil: unbounded
 	draining chan struct{} // closed by Drain
 	drainOne sync.Once
+
+	mu      sync.Mutex     // guards writers
+	writers map[string]int // PATCHes being written, per user id
+	freed   chan struct{}  // closed and replaced whenever a user's slot frees; guarded by mu
 }
 
 // Drain makes uploads in progress stop reading their bodies, keep what
@@ -112,7 +136,13 @@ func New(o Options) (*Handler, error) {
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
 	}
-	h := &Handler{o: o, draining: make(chan struct{})}
+	if o.LiveFallback <= 0 {
+		o.LiveFallback = DefaultLiveFallback
+	}
+	if o.MinRate < 0 || o.MinRate > 0 && o.RateWindow <= 0 {
+		return nil, errors.New("files: a minimum upload rate needs a positive window")
+	}
+	h := &Handler{o: o, draining: make(chan struct{}), writers: map[string]int{}, freed: make(chan struct{})}
 	if o.MaxUploads > 0 {
 		h.writing = make(chan struct{}, o.MaxUploads)
 	}
@@ -120,7 +150,8 @@ func New(o Options) (*Handler, error) {
 }
 
 // Register adds the routes to app. The app must stream request bodies
-// (fiber.Config.StreamRequestBody).
+// (fiber.Config.StreamRequestBody) and run reqbody.Guard before every
+// route: handlers read bodies only through reqbody.Of.
 func (h *Handler) Register(app *fiber.App) {
 	app.Options(Prefix, h.options)
 	app.Options(Prefix+"/*", h.options)
@@ -133,21 +164,48 @@ func (h *Handler) Register(app *fiber.App) {
 	app.Head(Prefix+"/:id/content", h.download)
 }
 
-func (h *Handler) tusHeaders(c *fiber.Ctx) {
+// tusHeaders are on every answer: the tus version, nosniff (no body here
+// is to be sniffed into something a browser runs) and CORS for the
+// configured origins; cors reports whether the request's Origin is one.
+func (h *Handler) tusHeaders(c *fiber.Ctx) (cors bool) {
 	c.Set("Tus-Resumable", tusVersion)
-	c.Set("Access-Control-Allow-Origin", "*")
-	c.Set("Access-Control-Expose-Headers", "Upload-Offset, Upload-Length, Upload-Expires, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, X-Parley-Sha256")
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	cors = h.corsOrigin(c)
+	if cors {
+		c.Set(fiber.HeaderAccessControlExposeHeaders, "Upload-Offset, Upload-Length, Upload-Expires, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, X-Parley-Sha256, X-Parley-File-Id, X-Parley-Live, Retry-After")
+	}
+	return cors
 }
 
-// options answers tus discovery (and CORS preflight).
+// corsOrigin allows the request's Origin when it is one of CORSOrigins
+// (echoed, never "*"), and reports whether it did. With any origin
+// configured, answers vary by Origin.
+func (h *Handler) corsOrigin(c *fiber.Ctx) bool {
+	if len(h.o.CORSOrigins) == 0 {
+		return false
+	}
+	c.Set(fiber.HeaderVary, fiber.HeaderOrigin)
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" || !slices.Contains(h.o.CORSOrigins, origin) {
+		return false
+	}
+	c.Set(fiber.HeaderAccessControlAllowOrigin, origin)
+	return true
+}
+
+// options answers tus discovery (and CORS preflight for the configured
+// origins).
 func (h *Handler) options(c *fiber.Ctx) error {
-	h.tusHeaders(c)
+	cors := h.tusHeaders(c)
 	c.Set("Tus-Version", tusVersion)
 	c.Set("Tus-Extension", "creation,termination,checksum,expiration")
 	c.Set("Tus-Max-Size", strconv.FormatInt(h.o.MaxSize, 10))
 	c.Set("Tus-Checksum-Algorithm", "md5,sha1,sha256")
-	c.Set("Access-Control-Allow-Methods", "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
-	c.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Tus-Resumable, Range")
+	if cors {
+		c.Set(fiber.HeaderAccessControlAllowMethods, "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
+		c.Set(fiber.HeaderAccessControlAllowHeaders, "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, Tus-Resumable, Range, X-HTTP-Method-Override")
+		c.Set(fiber.HeaderAccessControlMaxAge, "600")
+	}
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -163,7 +221,8 @@ func (h *Handler) fail(c *fiber.Ctx, status int, msg string) error {
 }
 
 // failErr answers a service error with its HTTP status: tus's 460 for a
-// checksum mismatch, 409 for a conflict, 413 too large, 401/403/404 ...
+// checksum mismatch, 409 for a conflict, 413 too large or over the quota,
+// 429 rate limited (with Retry-After), 401/403/404 ...
 func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 	e := errcode.From(err)
 	status := http.StatusInternalServerError
@@ -175,8 +234,11 @@ func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 		status = http.StatusForbidden
 	case parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND:
 		status = http.StatusNotFound
-	case parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE:
+	case parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED:
 		status = http.StatusRequestEntityTooLarge
+	case parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED:
+		status = http.StatusTooManyRequests
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatUint(uint64(max(1, (e.RetryAfter+999)/1000)), 10))
 	case parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH:
 		status = 460
 	case parleyv1.ErrorCode_ERROR_CODE_CONFLICT:

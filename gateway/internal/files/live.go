@@ -17,13 +17,16 @@ import (
 	"github.com/parleychat/parley/libs/subject"
 )
 
-// livePoll is how often a live download asks the file service for
-// progress when it has served every byte stored so far.
-const livePoll = 200 * time.Millisecond
+// DefaultLiveFallback is how often a live download that has served every
+// byte stored so far asks the file service again when no progress event
+// came: events are best effort (core NATS), so one may be lost.
+const DefaultLiveFallback = 5 * time.Second
 
 // liveReader is the body of a download that started while its (live)
 // upload runs: it reads the readable copies of the committed parts, then
-// the tail object, then waits for the uploader, asking the file service
+// the tail object, then waits for the uploader: for the file service's
+// progress event (subject.FileProgress, published when the upload's record
+// changes) or, failing one, LiveFallback; then it asks the file service
 // again (which also checks again that the reader may read). When the
 // upload is complete it continues from the finished object; when it fails
 // or is removed, or nothing arrives for the idle timeout, the body ends
@@ -36,6 +39,12 @@ type liveReader struct {
 	hdr      nats.Header
 	open     *internalv1.FileOpenReply
 	pos, end int64 // next byte to serve; end of the range (exclusive)
+
+	// progress has a value when an event arrived since the last look
+	// (events coalesce); sub delivers them until Close (nil: none, the
+	// fallback alone).
+	progress chan struct{}
+	sub      *nats.Subscription
 
 	cur    io.ReadCloser // the object being read, up to curEnd
 	curEnd int64
@@ -60,8 +69,24 @@ func (h *Handler) newLiveReader(id string, req *internalv1.FileOpenRequest, hdr 
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &liveReader{h: h, ctx: ctx, cancel: cancel, req: req, hdr: h2, open: open,
-		pos: start, end: start + length, idle: time.Now()}
+	r := &liveReader{h: h, ctx: ctx, cancel: cancel, req: req, hdr: h2, open: open,
+		pos: start, end: start + length, idle: time.Now(), progress: make(chan struct{}, 1)}
+	sub, err := h.o.NC.Subscribe(subject.FileProgress(req.GetFileId()), func(*nats.Msg) { r.signal() })
+	if err != nil {
+		h.o.Log.Warn("live download: no progress events; asking every fallback period", "file_id", req.GetFileId(), "err", err)
+	}
+	r.sub = sub
+	// What changed between the handler's open and the subscription has
+	// no event: the first wait asks again at once.
+	r.signal()
+	return r
+}
+
+func (r *liveReader) signal() {
+	select {
+	case r.progress <- struct{}{}:
+	default:
+	}
 }
 
 func (r *liveReader) Read(p []byte) (int, error) {
@@ -111,14 +136,18 @@ func (r *liveReader) next() error {
 			if r.misses++; r.misses > 50 {
 				return fmt.Errorf("live download: stored bytes keep vanishing: %w", err)
 			}
-		} else if time.Since(r.idle) > r.h.o.IdleTimeout {
+		} else if idle := time.Since(r.idle); idle > r.h.o.IdleTimeout {
 			return errLiveIdle
 		} else {
+			t := time.NewTimer(min(r.h.o.LiveFallback, r.h.o.IdleTimeout-idle+time.Millisecond))
 			select {
 			case <-r.ctx.Done():
+				t.Stop()
 				return r.ctx.Err()
-			case <-time.After(livePoll):
+			case <-r.progress:
+			case <-t.C:
 			}
+			t.Stop()
 		}
 		if err := r.refresh(); err != nil {
 			return err
@@ -175,6 +204,9 @@ func (r *liveReader) closeCur() {
 // Close ends the download (fasthttp calls it when the body is sent or the
 // client left).
 func (r *liveReader) Close() error {
+	if r.sub != nil {
+		_ = r.sub.Unsubscribe()
+	}
 	r.cancel()
 	r.closeCur()
 	return nil

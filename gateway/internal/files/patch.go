@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/parleychat/parley/gateway/internal/reqbody"
 	"github.com/parleychat/parley/libs/errcode"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
@@ -104,6 +106,13 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
 	default:
 	}
+	uid := hdr.Get(subject.HeaderUserID)
+	if !h.takeUserSlot(uid) {
+		h.o.Log.Warn("upload refused: -max-uploads-per-user reached", "user_id", uid, "max_uploads_per_user", h.o.MaxUploadsPerUser)
+		c.Set(fiber.HeaderRetryAfter, "5")
+		return h.fail(c, http.StatusServiceUnavailable, fmt.Sprintf("UNAVAILABLE: you are already writing %d uploads through this gateway; retry after a few seconds", h.o.MaxUploadsPerUser))
+	}
+	defer h.freeUserSlot(uid)
 	if h.writing != nil {
 		// Every part buffer taken: wait a little for one (the body waits
 		// in the socket meanwhile), then refuse. Memory stays bounded;
@@ -158,11 +167,16 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 			return h.fail(c, http.StatusServiceUnavailable, "reading the stored tail: "+err.Error())
 		}
 	}
-	body := &idleReader{r: c.Context().RequestBodyStream(), c: c, idle: h.o.IdleTimeout}
-	bodyErr := u.copy(body, check)
-	draining := errors.Is(bodyErr, errDraining)
-	if draining {
-		bodyErr = nil // the body ends here: what was read is kept (unless it must match a checksum)
+	bodyErr := u.copy(h.newBodyReader(c), check)
+	// The gateway may end a body itself: when it drains, or when the body
+	// arrives too slowly. What was read is kept then (unless it must match
+	// a checksum), and the answer says where it stands.
+	var stopped string
+	switch {
+	case errors.Is(bodyErr, errDraining):
+		stopped, bodyErr = "UNAVAILABLE: this gateway is shutting down; resume through another", nil
+	case errors.Is(bodyErr, errTooSlow):
+		stopped, bodyErr = fmt.Sprintf("UNAVAILABLE: the body arrived slower than %d bytes/s; what arrived is kept: resume from Upload-Offset", h.o.MinRate), nil
 	}
 	switch {
 	case errors.Is(bodyErr, errTooMuch):
@@ -170,20 +184,27 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	case bodyErr != nil && !isClientGone(bodyErr):
 		return h.failErr(c, bodyErr)
 	}
-	// drained answers an upload stopped by Drain with where it stands.
-	drained := func() error {
+	// stop answers an upload the gateway stopped with where it stands.
+	stop := func() error {
 		_ = u.wait() // u.st is settled once no part is in flight
 		c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
 		c.Set(fiber.HeaderRetryAfter, "1")
 		c.Set(fiber.HeaderConnection, "close")
-		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
+		return h.fail(c, http.StatusServiceUnavailable, stopped)
+	}
+	// broken answers a body that broke off (a cut connection, which will
+	// not read it, or a malformed chunked body, which may).
+	broken := func() error {
+		_ = u.wait()
+		c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
+		return h.fail(c, http.StatusBadRequest, "the request body broke off; resume from Upload-Offset")
 	}
 	if check != nil {
-		if draining {
-			return drained() // a cut-off body cannot be checked: nothing of it is kept
+		if stopped != "" {
+			return stop() // a cut-off body cannot be checked: nothing of it is kept
 		}
 		if bodyErr != nil {
-			return nil // the same; the client has gone
+			return broken() // the same
 		}
 		if subtle.ConstantTimeCompare(check.Sum(nil), want) != 1 {
 			return h.fail(c, 460, "CHECKSUM_MISMATCH: the body does not match Upload-Checksum; nothing was stored")
@@ -194,11 +215,11 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	}
 	if bodyErr != nil {
 		h.o.Log.Info("upload cut off; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset(), "err", bodyErr)
-		return nil
+		return broken()
 	}
-	if draining {
-		h.o.Log.Info("upload paused: the gateway is shutting down; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset())
-		return drained()
+	if stopped != "" {
+		h.o.Log.Info("upload stopped by the gateway; kept what arrived", "file_id", st.GetFileId(), "offset", u.st.GetOffset(), "why", stopped)
+		return stop()
 	}
 	c.Set("Upload-Offset", strconv.FormatUint(u.st.GetOffset(), 10))
 	return c.SendStatus(http.StatusNoContent)
@@ -246,10 +267,12 @@ func (u *upload) copy(body io.Reader, check hash.Hash) error {
 		}
 		switch {
 		case err == nil:
+		case isClientGone(err), errors.Is(err, errTooSlow):
+			return err
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 			// The body ended (ReadFull reports a short last read as
-			// ErrUnexpectedEOF); a cut connection shows as another error
-			// from the stream, or as a short body against Content-Length.
+			// ErrUnexpectedEOF); a cut connection is a clientGone from
+			// the bodyReader.
 			return nil
 		default:
 			return clientGone{err}
@@ -465,15 +488,94 @@ func isClientGone(err error) bool {
 	return errors.As(err, &cg)
 }
 
-// idleReader refreshes the connection's read deadline before each read:
-// a transfer may take as long as it keeps moving.
-type idleReader struct {
-	r    io.Reader
-	c    *fiber.Ctx
-	idle time.Duration
+// errTooSlow ends a body that arrives below the minimum rate.
+var errTooSlow = errors.New("the body arrives too slowly")
+
+// bodyReader reads a PATCH body (through reqbody, which stops at its end).
+// Each read must bring something within the idle timeout: a transfer may
+// take as long as it keeps moving. With a minimum rate, each window must
+// also bring its quota (MinRate × RateWindow bytes) by its deadline, the
+// next window starting when the quota is in: a body trickling in is ended
+// (errTooSlow) and frees its slot, while one moving at any rate above the
+// floor, however slow, is never interrupted.
+type bodyReader struct {
+	body  *reqbody.Body
+	conn  net.Conn
+	idle  time.Duration
+	quota int // bytes due per window; 0: no floor
+	win   time.Duration
+	due   time.Time // when the current window's quota must be in
+	got   int       // bytes of the current window
 }
 
-func (r *idleReader) Read(p []byte) (int, error) {
-	_ = r.c.Context().Conn().SetReadDeadline(time.Now().Add(r.idle))
-	return r.r.Read(p)
+func (h *Handler) newBodyReader(c *fiber.Ctx) *bodyReader {
+	r := &bodyReader{body: reqbody.Of(c), conn: c.Context().Conn(), idle: h.o.IdleTimeout}
+	if h.o.MinRate > 0 {
+		r.win = h.o.RateWindow
+		r.quota = max(1, int(int64(h.o.MinRate)*int64(r.win)/int64(time.Second)))
+		r.due = time.Now().Add(r.win)
+	}
+	return r
+}
+
+// Read returns a clientGone for a body the connection broke off, and
+// errTooSlow for one below the floor.
+func (r *bodyReader) Read(p []byte) (int, error) {
+	deadline := time.Now().Add(r.idle)
+	if r.quota > 0 && r.due.Before(deadline) {
+		deadline = r.due
+	}
+	_ = r.conn.SetReadDeadline(deadline)
+	n, err := r.body.Read(p)
+	if r.quota > 0 {
+		if r.got += n; r.got >= r.quota {
+			r.got, r.due = 0, time.Now().Add(r.win)
+		}
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return n, err
+	}
+	var ne net.Error
+	if r.quota > 0 && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(r.due) {
+		return n, errTooSlow
+	}
+	return n, clientGone{err}
+}
+
+// takeUserSlot counts one more PATCH for uid, waiting up to slotWait while
+// uid already has MaxUploadsPerUser; false: none freed in time.
+func (h *Handler) takeUserSlot(uid string) bool {
+	if h.o.MaxUploadsPerUser <= 0 {
+		return true
+	}
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		if h.writers[uid] < h.o.MaxUploadsPerUser {
+			h.writers[uid]++
+			h.mu.Unlock()
+			return true
+		}
+		freed := h.freed
+		h.mu.Unlock()
+		select {
+		case <-freed:
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+func (h *Handler) freeUserSlot(uid string) {
+	if h.o.MaxUploadsPerUser <= 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writers[uid]--; h.writers[uid] <= 0 {
+		delete(h.writers, uid)
+	}
+	close(h.freed)
+	h.freed = make(chan struct{})
 }

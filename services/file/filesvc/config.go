@@ -33,6 +33,12 @@ type Config struct {
 	Workers int
 	// RequestTimeout bounds one request to messaging or auth.
 	RequestTimeout time.Duration
+	// UserQuota bounds the bytes of one user's files that are uploading
+	// or available (offers beyond it: QUOTA_EXCEEDED); 0: no bound.
+	UserQuota int64
+	// OfferRate is how many files one user may offer per minute (bursts
+	// of as many; beyond: RATE_LIMITED with retry_after_ms); 0: no limit.
+	OfferRate int
 	// Live stores each part of a private file twice while its recipient is
 	// online at the offer (once in the multipart upload, once as a
 	// readable object), so the recipient's download can start while the
@@ -54,6 +60,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.KVReplicas, "file-kv-replicas", 1, "JetStream replicas of the file service's KV buckets")
 	fs.IntVar(&c.Workers, "file-workers", 64, "requests handled at once per subject by this replica")
 	fs.DurationVar(&c.RequestTimeout, "file-request-timeout", 5*time.Second, "timeout of requests to messaging and auth")
+	fs.Int64Var(&c.UserQuota, "file-user-quota", 20<<30, "bytes of one user's files that may be uploading or available at once (what they sent and has not expired); 0: no quota")
+	fs.IntVar(&c.OfferRate, "file-offer-rate", 60, "files one user may offer per minute, in bursts of as many (per replica); 0: no limit")
 	fs.BoolVar(&c.Live, "file-live", true, "let an online recipient download a private file while it uploads (stores its parts twice meanwhile)")
 }
 
@@ -89,6 +97,12 @@ func (c Config) validate() error {
 	}
 	if c.KVReplicas < 1 || c.KVReplicas > 5 {
 		bad("-file-kv-replicas must be between 1 and 5")
+	}
+	if c.UserQuota < 0 {
+		bad("-file-user-quota must be 0 (none) or positive")
+	}
+	if c.OfferRate < 0 {
+		bad("-file-offer-rate must be 0 (none) or positive")
 	}
 	if c.Workers < 1 {
 		bad("-file-workers must be at least 1")

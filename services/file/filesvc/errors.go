@@ -1,6 +1,8 @@
 package filesvc
 
 import (
+	"time"
+
 	"github.com/parleychat/parley/libs/errcode"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 )
@@ -29,7 +31,19 @@ var (
 	errOldToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "the download link has expired; ask for a new one")
 	errClientKey    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be at most 64 characters")
 	errKeyReused    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
+	errBadConv      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation: not a conversation id")
+	errSessionGone  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "the session this download link was made for has ended; log in and ask for a new one")
 )
+
+func errQuota(used, quota int64) error {
+	return errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED,
+		"your files take %d of your %d bytes; this one does not fit: remove files or wait for them to expire", used, quota)
+}
+
+func errOfferRate(wait time.Duration) error {
+	return &errcode.Error{Code: parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED, Message: "too many files offered; wait a moment",
+		RetryAfter: uint32(wait.Milliseconds())}
+}
 
 func errTooLarge(max int64) error {
 	return errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "the file is too large (at most %d bytes)", max)

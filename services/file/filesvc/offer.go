@@ -79,13 +79,31 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		}
 		reserved = k
 	}
+	charged := false
 	release := func() {
 		if reserved != "" {
 			if err := s.offers.Delete(context.WithoutCancel(ctx), reserved); err != nil {
 				s.log.Warn("client key not released after a failed offer", "err", err)
 			}
 		}
+		if charged {
+			s.credit(ctx, me.id, id, req.Size)
+		}
 	}
+	// A repeat of an offer (above) is neither limited nor charged again.
+	if ok, wait := s.offerLimit.Take(me.id); !ok {
+		release()
+		s.log.Info("offer refused: -file-offer-rate reached", "user_id", me.id, "retry_after", wait)
+		return nil, errOfferRate(wait)
+	}
+	if err := s.charge(ctx, me.id, id, req.Size); err != nil {
+		release()
+		if errcode.Code(err) == parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED {
+			s.log.Info("offer refused: -file-user-quota reached", "user_id", me.id, "size", req.Size)
+		}
+		return nil, err
+	}
+	charged = true
 	info := &parleyv1.FileInfo{
 		FileId: id, Name: filename.Sanitize(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
 		Sha256: req.Sha256, SenderId: me.id, SenderName: me.name, CreatedAtUnixMs: ms(now),
@@ -243,6 +261,8 @@ func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message,
 		return nil, err
 	}
 	if removed != nil {
+		s.announce(rec)
+		s.credit(ctx, rec.Info.SenderId, rec.Info.FileId, rec.Info.Size)
 		s.removeStorage(ctx, removed)
 	}
 	if err := s.kv.Delete(ctx, userIndexKey(me.id, rec.Info.FileId)); err != nil {
@@ -362,8 +382,12 @@ func (s *Service) handleDownload(ctx context.Context, m *nats.Msg) (proto.Messag
 	case parleyv1.FileState_FILE_STATE_FAILED:
 		return nil, errFailed
 	}
+	sid := m.Header.Get(subject.HeaderSessionID)
+	if !validToken(sid) {
+		return nil, errNoIdentity // the URL is bound to the session asking for it
+	}
 	exp := s.now().Add(s.cfg.TokenTTL)
-	tok := s.signer.issue(rec.Info.FileId, me.id, exp)
+	tok := s.signer.issue(rec.Info.FileId, me.id, sid, exp)
 	return &parleyv1.FileDownload{File: s.view(rec, me.id), Path: UploadPath(rec.Info.FileId) + "/content?token=" + tok,
 		ExpiresAtUnixMs: ms(exp)}, nil
 }
@@ -377,13 +401,17 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 	}
 	uid := m.Header.Get(subject.HeaderUserID)
 	if req.Token != "" {
+		var sid string
 		var err error
-		uid, err = s.signer.verify(req.Token, req.FileId, s.now())
+		uid, sid, err = s.signer.verify(req.Token, req.FileId, s.now())
 		switch {
 		case errors.Is(err, errTokenExpired):
 			return nil, errOldToken
 		case err != nil:
 			return nil, errBadToken
+		}
+		if err := s.sessionAlive(ctx, uid, sid); err != nil {
+			return nil, err
 		}
 	}
 	if uid == "" {
@@ -407,6 +435,73 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 		reply.LivePrefix, reply.Parts, reply.TailKey, reply.TailSize = rec.LivePrefix, rec.Parts, rec.TailKey, rec.TailSize
 	}
 	return reply, nil
+}
+
+// sessionAlive asks auth whether the session a download token was issued
+// to still exists (subject.AuthSessionCheck): an ended one (logout,
+// takeover) is SESSION_REVOKED. If no auth replica serves the check at all
+// (an auth older than this service, during a rollout) the token is
+// honoured as before the check existed, and the operator told; any other
+// failure refuses the download (UNAVAILABLE, TIMEOUT: try again).
+func (s *Service) sessionAlive(ctx context.Context, uid, sid string) error {
+	data, err := proto.Marshal(&internalv1.SessionCheckRequest{UserId: uid, SessionId: sid})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	reply, err := s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject.AuthSessionCheck, Data: data})
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		if last := s.noSessionCheck.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.noSessionCheck.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.log.Warn("auth does not answer session checks (older than the file service?); download tokens honoured without one", "user_id", uid)
+		}
+		return nil
+	case err != nil:
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
+	}
+	if e := rpc.ErrorOf(reply); e != nil {
+		if e.Code == parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED {
+			return errSessionGone
+		}
+		return e
+	}
+	return nil
+}
+
+// validConversation reports whether id is shaped like a conversation id
+// (dm.<a>.<b>, group.<id>, room.<name>): two to four dot-separated tokens
+// of letters, digits, '-' and '_', at most 200 bytes. Anything else would
+// be an invalid or wildcard KV key.
+func validConversation(id string) bool {
+	if len(id) > 200 {
+		return false
+	}
+	parts := strings.Split(id, ".")
+	if len(parts) < 2 || len(parts) > 4 {
+		return false
+	}
+	for _, p := range parts {
+		if !validToken(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// validToken reports whether s is a plain id: 1-64 letters, digits, '-'
+// or '_' (a NATS subject token, a KV key part, no dots).
+func validToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // anyOnline reports whether one of users has a live connection now (a
@@ -463,6 +558,9 @@ func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if req.Conversation == "" {
 		prefix = "u." + me.id + "."
 	} else {
+		if !validConversation(req.Conversation) {
+			return nil, errBadConv
+		}
 		if err := s.mayList(ctx, req.Conversation, me); err != nil {
 			return nil, err
 		}

@@ -35,24 +35,52 @@ func TestPartSize(t *testing.T) {
 func TestDownloadToken(t *testing.T) {
 	s := signer{key: []byte("0123456789abcdef0123456789abcdef")}
 	now := time.Unix(1_800_000_000, 0)
-	tok := s.issue("fabc", "u-bob", now.Add(time.Hour))
-	if uid, err := s.verify(tok, "fabc", now); err != nil || uid != "u-bob" {
-		t.Fatalf("verify: %q %v", uid, err)
+	tok := s.issue("fabc", "u-bob", "s-1", now.Add(time.Hour))
+	if uid, sid, err := s.verify(tok, "fabc", now); err != nil || uid != "u-bob" || sid != "s-1" {
+		t.Fatalf("verify: %q %q %v", uid, sid, err)
 	}
+	// A token of the format before sessions were bound to it.
+	old := b64.EncodeToString([]byte("fabc.u-bob.1800003600." + s.mac("fabc.u-bob.1800003600")))
 	for name, tc := range map[string]struct {
 		tok, file string
 		at        time.Time
 		want      error
 	}{
-		"expired":     {tok, "fabc", now.Add(time.Hour), errTokenExpired},
-		"other file":  {tok, "fother", now, errTokenScope},
-		"other key":   {signer{key: []byte("another key another key another key")}.issue("fabc", "u-bob", now.Add(time.Hour)), "fabc", now, errTokenForged},
-		"not base64":  {"!!!", "fabc", now, errTokenMalformed},
-		"truncated":   {tok[:len(tok)-5], "fabc", now, errTokenForged},
-		"edited user": {editToken(tok, "u-bob", "u-eve"), "fabc", now, errTokenForged},
+		"expired":        {tok, "fabc", now.Add(time.Hour), errTokenExpired},
+		"other file":     {tok, "fother", now, errTokenScope},
+		"other key":      {signer{key: []byte("another key another key another key")}.issue("fabc", "u-bob", "s-1", now.Add(time.Hour)), "fabc", now, errTokenForged},
+		"not base64":     {"!!!", "fabc", now, errTokenMalformed},
+		"truncated":      {tok[:len(tok)-5], "fabc", now, errTokenForged},
+		"edited user":    {editToken(tok, "u-bob", "u-eve"), "fabc", now, errTokenForged},
+		"edited session": {editToken(tok, "s-1", "s-2"), "fabc", now, errTokenForged},
+		"no session":     {old, "fabc", now, errTokenMalformed},
 	} {
-		if _, err := s.verify(tc.tok, tc.file, tc.at); err != tc.want {
+		if _, _, err := s.verify(tc.tok, tc.file, tc.at); err != tc.want {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+}
+
+func TestValidConversation(t *testing.T) {
+	for id, ok := range map[string]bool{
+		"dm.u1.u2":                         true,
+		"group.gabc":                       true,
+		"room.public":                      true,
+		"":                                 false,
+		"x":                                false,
+		"dm.u1.u2 ":                        false,
+		"dm.u1.>":                          false,
+		"dm.u1.*":                          false,
+		"dm..u2":                           false,
+		"dm.u1.u2.":                        false,
+		".dm.u1":                           false,
+		"dm.u1.u2.x.y":                     false,
+		"group.g\x00":                      false,
+		"group.gé":                         false,
+		"group." + strings.Repeat("g", 65): false,
+	} {
+		if got := validConversation(id); got != ok {
+			t.Errorf("validConversation(%q) = %v, want %v", id, got, ok)
 		}
 	}
 }
@@ -91,5 +119,26 @@ func TestCheckCommit(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// TestWantUsage: the sweep's repair of a user's quota usage counts the
+// recorded files, keeps an offer charged but not recorded yet (the sweep
+// ran between the charge and the record), and drops pending entries once
+// recorded or too old (a replica that died mid-offer).
+func TestWantUsage(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	at := func(ago time.Duration) int64 { return now.Add(-ago).UnixMilli() }
+	was := usageRecord{Used: 999, Pending: map[string]pendingCharge{
+		"fnew":      {Size: 10, At: at(time.Second)},
+		"frecorded": {Size: 20, At: at(time.Second)},
+		"fstale":    {Size: 40, At: at(pendingGrace + time.Second)},
+	}}
+	got := wantUsage(was, 100, map[string]bool{"frecorded": true}, now)
+	if got.Used != 110 || len(got.Pending) != 1 || got.Pending["fnew"].Size != 10 {
+		t.Fatalf("wantUsage = %+v; want 110 used (100 recorded + 10 pending), only fnew pending", got)
+	}
+	if got := wantUsage(usageRecord{}, 0, nil, now); got.Used != 0 || len(got.Pending) != 0 {
+		t.Fatalf("empty: %+v", got)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
@@ -92,7 +93,11 @@ type Service struct {
 	offers jetstream.KeyValue // client keys of recent offers
 	signer signer
 
-	thumbs chan struct{} // bounds the pictures decoded at once
+	thumbs     chan struct{}      // bounds the pictures decoded at once
+	offerLimit *ratelimit.Limiter // offers per user (-file-offer-rate)
+	// noSessionCheck is when the missing session check was last logged
+	// (unix ns): once a minute at most.
+	noSessionCheck atomic.Int64
 
 	running atomic.Bool
 	ready   atomic.Bool
@@ -139,7 +144,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	return &Service{cfg: cfg, nc: deps.NC, st: deps.Storage, log: deps.Log, now: deps.Clock,
-		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce)}, nil
+		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce),
+		offerLimit: ratelimit.New(cfg.OfferRate, time.Minute, cfg.OfferRate, deps.Clock)}, nil
 }
 
 // Ready reports whether this replica serves (the /readyz check).
@@ -363,6 +369,24 @@ func (s *Service) publish(kind parleyv1.FileEvent_Kind, info *parleyv1.FileInfo,
 		if err := s.nc.Publish(subject.UserFileEvents(u), data); err != nil {
 			s.log.Warn("file event not published", "user_id", u, "err", err)
 		}
+	}
+}
+
+// announce publishes that an upload's record changed (a commit, its
+// completion or failure, its removal) on subject.FileProgress, best
+// effort: live downloads waiting for the uploader ask again at once
+// instead of polling (they still ask now and then, for a lost event).
+func (s *Service) announce(rec *internalv1.FileRecord) {
+	ev := &internalv1.FileProgress{FileId: rec.Info.FileId, Uploaded: rec.Offset, State: rec.Info.State}
+	if rec.Info.State == parleyv1.FileState_FILE_STATE_AVAILABLE {
+		ev.Uploaded = rec.Info.Size
+	}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return
+	}
+	if err := s.nc.Publish(subject.FileProgress(rec.Info.FileId), data); err != nil {
+		s.log.Warn("file progress not published", "file_id", rec.Info.FileId, "err", err)
 	}
 }
 

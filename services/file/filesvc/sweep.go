@@ -41,15 +41,25 @@ func (s *Service) sweepLoop(ctx context.Context) {
 // Sweep runs one retention pass now.
 func (s *Service) Sweep(ctx context.Context) {
 	now := s.now()
+	var snap map[string]usageEntry
+	if s.cfg.UserQuota > 0 {
+		var err error
+		if snap, err = s.usageSnapshot(ctx); err != nil {
+			s.log.Warn("sweep: read quota usage", "err", err)
+		}
+	}
 	keys, err := s.kv.ListKeysFiltered(ctx, "f.*")
 	if err != nil {
 		s.log.Warn("sweep: list records", "err", err)
 		return
 	}
-	owned := map[string]bool{} // upload ids records still own
-	keep := map[string]bool{}  // objects records still own: files, tails, live prefixes
+	owned := map[string]bool{}    // upload ids records still own
+	keep := map[string]bool{}     // objects records still own: files, tails, live prefixes
+	usage := map[string]int64{}   // bytes each sender's counted files take
+	recorded := map[string]bool{} // every file id with a record
 	for k := range keys.Keys() {
 		id := strings.TrimPrefix(k, "f.")
+		recorded[id] = true
 		rec, _, err := s.get(ctx, id)
 		if err != nil {
 			continue
@@ -61,12 +71,18 @@ func (s *Service) Sweep(ctx context.Context) {
 		if rec.UploadId != "" {
 			owned[rec.UploadId] = true
 		}
+		if counted(rec) {
+			usage[rec.Info.SenderId] += int64(rec.Info.Size)
+		}
 		switch rec.Info.State {
 		case parleyv1.FileState_FILE_STATE_UPLOADING, parleyv1.FileState_FILE_STATE_AVAILABLE:
 			keep[rec.Key] = true
 			keep[rec.TailKey] = true
 			keep[rec.LivePrefix] = true
 		}
+	}
+	if snap != nil {
+		s.repairUsage(ctx, snap, usage, recorded, now)
 	}
 	s.sweepObjects(ctx, keep, now)
 	uploads, err := s.st.ListUploads(ctx, "files/")
@@ -143,6 +159,8 @@ func (s *Service) sweepRecord(ctx context.Context, rec *internalv1.FileRecord, n
 		if err != nil || old == nil {
 			return
 		}
+		s.announce(done)
+		s.credit(ctx, done.Info.SenderId, id, done.Info.Size)
 		s.removeStorage(ctx, old)
 		s.metrics.swept.WithLabelValues(what).Inc()
 		s.log.Info("sweep: expired", "file_id", id, "what", what)

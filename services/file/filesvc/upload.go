@@ -182,6 +182,7 @@ func (s *Service) handleCommit(ctx context.Context, m *nats.Msg) (proto.Message,
 	if rec.Offset == rec.Info.Size {
 		return s.finish(ctx, rec, me)
 	}
+	s.announce(rec)
 	st := s.uploadState(rec)
 	st.Lease, st.PartLimit = rec.Lease, rec.NextPart
 	return st, nil
@@ -241,6 +242,8 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 			return nil
 		})
 		if uerr == nil {
+			s.announce(failed)
+			s.credit(ctx, failed.Info.SenderId, id, failed.Info.Size)
 			s.removeStorage(ctx, old)
 			s.publish(parleyv1.FileEvent_KIND_FAILED, s.view(failed, failed.Info.SenderId), me, everyone(failed)...)
 		}
@@ -269,6 +272,7 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 	if err != nil {
 		return nil, err
 	}
+	s.announce(done)
 	s.removeLive(ctx, rec)
 	s.metrics.completed.WithLabelValues("ok").Inc()
 	s.log.Info("file uploaded", "file_id", id, "size", done.Info.Size, "parts", len(parts))
@@ -304,6 +308,8 @@ func (s *Service) handleTerminate(ctx context.Context, m *nats.Msg) (proto.Messa
 	if err != nil {
 		return nil, err
 	}
+	s.announce(rec)
+	s.credit(ctx, rec.Info.SenderId, rec.Info.FileId, rec.Info.Size)
 	s.removeStorage(ctx, old)
 	s.publish(parleyv1.FileEvent_KIND_EXPIRED, rec.Info, me, everyone(rec)...)
 	s.log.Info("file removed by its sender", "file_id", req.FileId)

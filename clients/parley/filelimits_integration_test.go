@@ -1,0 +1,282 @@
+package parley_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/standalone/server"
+)
+
+// tusCreate is a tus creation (POST /v1/files) of a size-byte file for
+// username "to".
+func tusCreate(t *testing.T, base, token string, size int) *http.Response {
+	t.Helper()
+	meta := "to " + base64.StdEncoding.EncodeToString([]byte("bob")) + ",filename " + base64.StdEncoding.EncodeToString([]byte("x.bin")) +
+		",sha256 " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("ab", 32)))
+	return tusRequest(t, http.MethodPost, base+"/v1/files", token, nil, map[string]string{
+		"Upload-Length": strconv.Itoa(size), "Upload-Metadata": meta})
+}
+
+func bodyOf(r *http.Response) string {
+	b, _ := io.ReadAll(r.Body)
+	return string(b)
+}
+
+// TestFileQuota: the bytes of a user's files that are uploading or
+// available are bounded by -file-user-quota: an offer (or tus creation)
+// beyond it is QUOTA_EXCEEDED (413 over HTTP) and made nothing; cancelling
+// a file, or a file failing its SHA-256 check, frees its bytes; another
+// user's allowance is their own. The usage the file service keeps is
+// repaired by the sweep when it drifts from the files.
+func TestFileQuota(t *testing.T) {
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	p, alice, bob := aliceAndBob(t, func(c *server.Config) {
+		c.NATSListen = natsAddr
+		c.File.UserQuota = 1 << 20
+		c.File.SweepInterval = 100 * time.Millisecond
+	})
+	ctx := ctxT(t)
+	data, sum := randomData(t, 600<<10)
+	offer := func(c *parley.Client, to string) (*parley.FileOffer, error) {
+		return c.OfferFile(ctx, parley.OfferRequest{To: to, Name: "x.bin", Size: uint64(len(data)), SHA256: sum})
+	}
+	first, err := offer(alice, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = offer(alice, "bob")
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
+	if r := tusCreate(t, p.HTTPBase(), alice.Session().Token, len(data)); r.StatusCode != http.StatusRequestEntityTooLarge ||
+		!strings.HasPrefix(bodyOf(r), "QUOTA_EXCEEDED") {
+		t.Fatalf("tus creation beyond the quota: %s", r.Status)
+	}
+	if pending, err := bob.Files(ctx, ""); err != nil || len(pending) != 1 {
+		t.Fatalf("bob's pending offers after the refused ones: %d, %v; want only the first", len(pending), err)
+	}
+	if _, err := offer(bob, "alice"); err != nil {
+		t.Fatalf("bob's own allowance: %v", err)
+	}
+
+	// Cancelling the first file frees its bytes.
+	if r := tusRequest(t, http.MethodDelete, p.HTTPBase()+first.GetUploadPath(), alice.Session().Token, nil, nil); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("cancel: %s", r.Status)
+	}
+	second, err := offer(alice, "bob")
+	if err != nil {
+		t.Fatalf("offer after cancelling: %v", err)
+	}
+	// A file that fails its SHA-256 check frees them too.
+	wrong := bytes.Repeat([]byte{7}, len(data))
+	if err := alice.Upload(ctx, second, bytes.NewReader(wrong), parley.UploadOptions{}); err == nil {
+		t.Fatal("upload of the wrong bytes succeeded")
+	}
+	if _, err := offer(alice, "bob"); err != nil {
+		t.Fatalf("offer after a failed upload: %v", err)
+	}
+
+	// The usage kept in KV drifts (a replica that died between writes):
+	// the sweep puts it back to what alice's files take.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, subject.BucketFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "q." + alice.Session().UserID
+	if _, err := kv.Put(ctx, key, []byte(`{"used":0}`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, "the sweep to repair alice's usage", func() bool {
+		e, err := kv.Get(ctx, key)
+		var u struct{ Used int }
+		return err == nil && json.Unmarshal(e.Value(), &u) == nil && u.Used == len(data)
+	})
+	_, err = offer(alice, "bob")
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
+}
+
+// TestOfferRateLimit: a user offering files faster than -file-offer-rate
+// is told RATE_LIMITED with how long to wait (429 and Retry-After over
+// HTTP); a repeat of an earlier offer (same client key) is not counted;
+// other users are not affected.
+func TestOfferRateLimit(t *testing.T) {
+	p, alice, bob := aliceAndBob(t, func(c *server.Config) { c.File.OfferRate = 3 })
+	ctx := ctxT(t)
+	_, sum := randomData(t, 10)
+	req := func(key string) parley.OfferRequest {
+		return parley.OfferRequest{To: "bob", Name: "x.bin", Size: 10, SHA256: sum, ClientKey: key}
+	}
+	for i := range 3 {
+		if _, err := alice.OfferFile(ctx, req(fmt.Sprint("k", i))); err != nil {
+			t.Fatalf("offer %d: %v", i, err)
+		}
+	}
+	if o, err := alice.OfferFile(ctx, req("k0")); err != nil || !o.GetDuplicate() {
+		t.Fatalf("repeat of an offer: %v, %v; want the first offer back", o, err)
+	}
+	_, err := alice.OfferFile(ctx, req("k3"))
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
+	if pe := err.(*parley.Error); pe.RetryAfter <= 0 || pe.RetryAfter > time.Minute {
+		t.Fatalf("retry after %v", pe.RetryAfter)
+	}
+	r := tusCreate(t, p.HTTPBase(), alice.Session().Token, 10)
+	if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); r.StatusCode != http.StatusTooManyRequests || err != nil || secs < 1 {
+		t.Fatalf("tus creation beyond the rate: %s, Retry-After %q", r.Status, r.Header.Get("Retry-After"))
+	}
+	if _, err := bob.OfferFile(ctx, parley.OfferRequest{To: "alice", Name: "y.bin", Size: 10, SHA256: sum}); err != nil {
+		t.Fatalf("bob limited by alice's offers: %v", err)
+	}
+}
+
+// TestFilesBadConversation: a file list for something that is not a
+// conversation id is INVALID_ARGUMENT (it was INTERNAL: the id went into a
+// KV key filter).
+func TestFilesBadConversation(t *testing.T) {
+	_, alice, _ := aliceAndBob(t, nil)
+	me := alice.Session().UserID
+	for _, conv := range []string{"a b", "dm." + me + ".>", "dm." + me + ".*", "dm." + me + ". x", "dm." + me + "..x",
+		"dm." + me + ".x\x00", "x", "group.", strings.Repeat("group.g", 40)} {
+		_, _, err := alice.FilesPage(ctxT(t), conv, "", 0)
+		var pe *parley.Error
+		if !errors.As(err, &pe) || pe.Code != parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+			t.Errorf("files of %q: %v, want INVALID_ARGUMENT", conv, err)
+		}
+	}
+}
+
+// standInSessionCheck answers subject.AuthSessionCheck for the test, as
+// auth does (empty: the session exists; SESSION_REVOKED: it ended). It is
+// a stand-in: the auth service of this tree does not answer that subject
+// yet. The test says which sessions ended.
+type standInSessionCheck struct {
+	mu    sync.Mutex
+	ended map[string]bool
+	asked int
+}
+
+func startStandInSessionCheck(t *testing.T, nc *nats.Conn) *standInSessionCheck {
+	t.Helper()
+	s := &standInSessionCheck{ended: map[string]bool{}}
+	sub, err := nc.Subscribe(subject.AuthSessionCheck, func(m *nats.Msg) {
+		var req internalv1.SessionCheckRequest
+		if err := proto.Unmarshal(m.Data, &req); err != nil {
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body"))
+			return
+		}
+		s.mu.Lock()
+		s.asked++
+		ended := s.ended[req.GetSessionId()]
+		s.mu.Unlock()
+		if ended {
+			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "session ended"))
+			return
+		}
+		_ = rpc.Respond(m, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *standInSessionCheck) end(sessionID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended[sessionID] = true
+}
+
+// TestDownloadURLEndsWithSession: a download URL is bound to the session
+// that asked for it: once that session has ended (logout, takeover) the
+// URL answers 401, while the same user's other session gets a working URL
+// of its own.
+func TestDownloadURLEndsWithSession(t *testing.T) {
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	p, alice, bob := aliceAndBob(t, func(c *server.Config) { c.NATSListen = natsAddr })
+	ctx := ctxT(t)
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	auth := startStandInSessionCheck(t, nc)
+
+	data, sum := randomData(t, 1000)
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x.bin", Size: uint64(len(data)), SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id := offer.GetFile().GetFileId()
+	bob2 := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	login(t, bob2, "bob")
+	get := func(c *parley.Client) (string, func() *http.Response) {
+		d, err := c.DownloadURL(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.GetPath(), func() *http.Response {
+			r, err := http.Get(p.HTTPBase() + d.GetPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Body.Close() })
+			return r
+		}
+	}
+	_, first := get(bob)
+	_, second := get(bob2)
+	if r := first(); r.StatusCode != http.StatusOK {
+		t.Fatalf("download before the logout: %s", r.Status)
+	}
+	sid := bob.Session().SessionID
+	if err := bob.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	auth.end(sid)
+	if r := first(); r.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(bodyOf(r), "SESSION_REVOKED") {
+		t.Fatalf("download URL of an ended session: %s; want 401 SESSION_REVOKED", r.Status)
+	}
+	if r := second(); r.StatusCode != http.StatusOK {
+		t.Fatalf("download URL of bob's other session: %s", r.Status)
+	}
+	auth.mu.Lock()
+	asked := auth.asked
+	auth.mu.Unlock()
+	if asked < 3 {
+		t.Fatalf("the file service asked about sessions %d times for 3 token downloads", asked)
+	}
+}
