@@ -247,7 +247,7 @@ func (s *Service) handleOpenDirect(ctx context.Context, m *nats.Msg) (proto.Mess
 	if req.Username == "" {
 		return nil, errNoUsername
 	}
-	peer, err := s.lookup(ctx, req.Username)
+	peer, err := s.lookup(ctx, me, req.Username)
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,12 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
+	off := DefaultConfig()
+	off.SendLimit, off.FriendRequestLimit, off.GroupCreateLimit, off.InviteLimit, off.LookupLimit, off.LookupBurst = 0, 0, 0, 0, 0, 0
+	off.TypingLimit, off.MaxGroups, off.MaxPendingInvites = 0, 0, 0
+	if err := off.validate(); err != nil {
+		t.Errorf("every limit off: %v", err)
+	}
 	for name, mut := range map[string]func(*Config){
 		"replicas 0":         func(c *Config) { c.StreamReplicas = 0 },
 		"replicas 7":         func(c *Config) { c.StreamReplicas = 7 },
@@ -97,6 +103,10 @@ func TestConfigValidate(t *testing.T) {
 		"chars too many":     func(c *Config) { c.MaxMessageChars = MaxMessageBytes + 1 },
 		"workers 0":          func(c *Config) { c.Workers = 0 },
 		"lookup timeout 0":   func(c *Config) { c.LookupTimeout = 0 },
+		"negative send rate": func(c *Config) { c.SendLimit = -1 },
+		"negative cap":       func(c *Config) { c.MaxPendingInvites = -1 },
+		"invite limit 99":    func(c *Config) { c.InviteLimit = maxInvitesPerRequest - 1 },
+		"lookup burst 99":    func(c *Config) { c.LookupBurst = maxInvitesPerRequest - 1 },
 	} {
 		c := DefaultConfig()
 		mut(&c)

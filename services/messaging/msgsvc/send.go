@@ -42,6 +42,11 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if err := checkText(req.Text, s.cfg.MaxMessageChars); err != nil {
 		return nil, err
 	}
+	// Every send counts, a re-send with the same key too: it is answered
+	// from the stream and its event published again.
+	if err := s.take(limitSend, me.id, 1); err != nil {
+		return nil, err
+	}
 	t, err := s.target(ctx, me, req.Conversation, req.ToUsername)
 	if err != nil {
 		return nil, err
@@ -69,7 +74,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 	case (convID == "") == (toUsername == ""):
 		return target{}, errTarget
 	case toUsername != "":
-		peer, err := s.lookup(ctx, toUsername)
+		peer, err := s.lookup(ctx, me, toUsername)
 		if err != nil {
 			return target{}, err
 		}
