@@ -48,7 +48,13 @@ type env struct {
 // stand-in).
 func newEnv(t testing.TB, extra ...user) *env {
 	t.Helper()
-	e := &env{t: t, ns: testenv.NATS(t)}
+	return newEnvOn(t, testenv.NATS(t), extra...)
+}
+
+// newEnvOn is newEnv on a NATS server the test configured.
+func newEnvOn(t testing.TB, ns *server.Server, extra ...user) *env {
+	t.Helper()
+	e := &env{t: t, ns: ns}
 	e.nc = testenv.Connect(t, e.ns)
 	e.lookups = serveLookup(t, e.ns.ClientURL(), append([]user{alice, bob, carol}, extra...)...)
 	return e
@@ -190,18 +196,20 @@ func (e *env) ack(u user, conv string, seq uint64) error {
 	return rpc.Request(context.Background(), e.nc, subject.MsgAck, header(u), &parleyv1.AckRequest{Conversation: conv, Seq: seq}, nil)
 }
 
+// conversations reads u's whole conversation list (every page), which
+// must be in ascending id order, by id.
 func (e *env) conversations(t testing.TB, u user) map[string]*parleyv1.Conversation {
 	t.Helper()
-	var reply parleyv1.ConversationsReply
-	if err := rpc.Request(context.Background(), e.nc, subject.MsgConversations, header(u), &parleyv1.ConversationsRequest{}, &reply); err != nil {
-		t.Fatalf("conversations of %s: %v", u.name, err)
-	}
+	list := e.listAll(u)
 	out := map[string]*parleyv1.Conversation{}
-	for _, c := range reply.Conversations {
+	for i, c := range list {
 		out[c.Id] = c
+		if i > 0 && list[i-1].Id >= c.Id {
+			t.Errorf("conversations of %s: %q listed after %q", u.name, c.Id, list[i-1].Id)
+		}
 	}
-	if len(reply.Conversations) == 0 || reply.Conversations[0].Id != msgsvc.RoomPublic {
-		t.Errorf("conversations of %s: the public room is not first: %v", u.name, reply.Conversations)
+	if _, ok := out[msgsvc.RoomPublic]; !ok {
+		t.Errorf("conversations of %s: no public room in %v", u.name, list)
 	}
 	return out
 }
