@@ -103,7 +103,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 // conversation, lists it for both members. It returns the stored message
 // and whether it was a re-post of an earlier one (then the original is
 // returned, delivered again, and nothing new is stored). A key already
-// used for a different message (another conversation, or another file) is
+// used for a different message (another conversation, text or file) is
 // INVALID_ARGUMENT.
 func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
 	conv := t.conversation
@@ -135,8 +135,8 @@ func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1
 	stored := res.Message
 	if res.Duplicate {
 		s.metrics.duplicates.Inc()
-		if stored.Conversation != conv.id || stored.SenderId != me.id ||
-			stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
+		if stored.Conversation != conv.id || stored.SenderId != me.id || stored.ClientKey != msg.ClientKey ||
+			stored.Text != msg.Text || stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
 			return nil, false, errKeyReused
 		}
 	} else {
