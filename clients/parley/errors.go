@@ -98,6 +98,7 @@ var (
 	ErrUnavailable          = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE)
 	ErrInternal             = sentinel(parleyv1.ErrorCode_ERROR_CODE_INTERNAL)
 	ErrTimeout              = sentinel(parleyv1.ErrorCode_ERROR_CODE_TIMEOUT)
+	ErrQuotaExceeded        = sentinel(parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
 )
 
 // Errors raised by the SDK itself rather than the server.

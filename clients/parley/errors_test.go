@@ -19,7 +19,7 @@ func TestErrorSentinels(t *testing.T) {
 		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
 		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName, ErrAlreadyFriends, ErrBlocked,
 		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict,
-		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
+		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout, ErrQuotaExceeded,
 	}
 	seen := map[parleyv1.ErrorCode]bool{}
 	for _, s := range sentinels {

@@ -9,5 +9,13 @@ func SetWhoPageLimit(n uint32) (restore func()) {
 	return func() { whoPageLimit = old }
 }
 
+// SetConversationsPageLimit lets tests make Conversations walk several
+// small pages.
+func SetConversationsPageLimit(n uint32) (restore func()) {
+	old := convPageLimit
+	convPageLimit = n
+	return func() { convPageLimit = old }
+}
+
 // CatchUpGrace is how long a gap waits for late live events.
 func CatchUpGrace() time.Duration { return catchUpGrace }

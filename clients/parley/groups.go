@@ -39,23 +39,29 @@ func membersFromWire(ms []*parleyv1.Member) []Member {
 
 // CreateGroup creates a group named name (1-64 printable characters),
 // owned by the caller, who is its first member, and invites usernames.
-// ErrInvalidName: a bad name; ErrNotFound: an unknown user (nothing is
-// created).
+// ErrInvalidName: a bad name; ErrNotFound: an unknown user; ErrBlocked:
+// one of them blocked the caller; ErrQuotaExceeded: the caller is in as
+// many groups as allowed, or one of them holds as many invitations as
+// allowed; ErrRateLimited: too many groups or invitations lately (nothing
+// is created on any of these).
 func (c *Client) CreateGroup(ctx context.Context, name string, usernames ...string) (*Conversation, error) {
 	return c.groupConversation(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_CreateGroup{CreateGroup: &parleyv1.CreateGroupRequest{Name: name, Usernames: usernames}}})
 }
 
 // Invite invites users to a group and returns its members and invitations
 // after the change. Only members may invite (ErrPermissionDenied);
-// ErrNotFound: an unknown user; ErrAlreadyMember: one of them is a member
-// (then nobody is invited). Inviting someone already invited changes
-// nothing.
+// ErrNotFound: an unknown user; ErrAlreadyMember: one of them is a
+// member; ErrBlocked: one of them blocked the caller; ErrQuotaExceeded: one
+// of them holds as many invitations as allowed; ErrRateLimited: too many
+// invitations lately (on any of these nobody is invited). Inviting someone
+// already invited changes nothing.
 func (c *Client) Invite(ctx context.Context, conversation string, usernames ...string) ([]Member, error) {
 	return c.members(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Invite{Invite: &parleyv1.InviteRequest{Conversation: conversation, Usernames: usernames}}})
 }
 
 // JoinGroup accepts an invitation. ErrPermissionDenied: no invitation;
-// ErrAlreadyMember: already a member.
+// ErrAlreadyMember: already a member; ErrQuotaExceeded: in as many groups
+// as allowed (leave one first; the invitation stays).
 func (c *Client) JoinGroup(ctx context.Context, conversation string) (*Conversation, error) {
 	return c.groupConversation(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_JoinGroup{JoinGroup: &parleyv1.JoinGroupRequest{Conversation: conversation}}})
 }

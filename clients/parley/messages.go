@@ -287,22 +287,53 @@ func (c *Client) Ack(ctx context.Context, conversation string, seq uint64) error
 }
 
 // Conversations lists the user's conversations: the public room first,
-// then every private conversation, each with its unread count.
+// then the private conversations and groups (joined or invited to) in
+// ascending id order, each with its unread count. The server sends the
+// list in pages (docs/protocol.md §15.1); Conversations reads them all.
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
-	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Conversations{Conversations: &parleyv1.ConversationsRequest{}}})
-	if err != nil {
-		return nil, err
+	var out []Conversation
+	var room *Conversation
+	after := ""
+	for {
+		reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Conversations{
+			Conversations: &parleyv1.ConversationsRequest{AfterId: after, Limit: convPageLimit}}})
+		if err != nil {
+			return nil, err
+		}
+		r := reply.GetConversationsReply()
+		if r == nil {
+			return nil, fmt.Errorf("%w: expected ConversationsReply, got %T", ErrProtocol, reply.GetBody())
+		}
+		for _, cv := range r.GetConversations() {
+			// Each page continues after the last; anything else would
+			// make this loop go round forever.
+			if cv.GetId() <= after {
+				return nil, fmt.Errorf("%w: conversation %q listed after %q", ErrProtocol, cv.GetId(), after)
+			}
+			after = cv.GetId()
+			if cv.GetKind() == parleyv1.ConversationKind_CONVERSATION_KIND_ROOM && room == nil {
+				r := conversationFromWire(cv)
+				room = &r
+				continue
+			}
+			out = append(out, conversationFromWire(cv))
+		}
+		if !r.GetMore() {
+			break
+		}
+		if len(r.GetConversations()) == 0 {
+			return nil, fmt.Errorf("%w: an empty conversation page with more to come", ErrProtocol)
+		}
 	}
-	r := reply.GetConversationsReply()
-	if r == nil {
-		return nil, fmt.Errorf("%w: expected ConversationsReply, got %T", ErrProtocol, reply.GetBody())
-	}
-	out := make([]Conversation, 0, len(r.GetConversations()))
-	for _, cv := range r.GetConversations() {
-		out = append(out, conversationFromWire(cv))
+	if room != nil {
+		out = append([]Conversation{*room}, out...)
 	}
 	return out, nil
 }
+
+// convPageLimit is the page size Conversations asks for: the protocol's
+// maximum (tests lower it to walk several pages).
+var convPageLimit uint32 = 500
 
 // OpenDirect finds (or creates) the private conversation with a user.
 // ErrNotFound: no such user; ErrInvalidArgument: the user is oneself.

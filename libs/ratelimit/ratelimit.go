@@ -62,7 +62,16 @@ func New(per int, window time.Duration, burst int, now func() time.Time) *Limite
 // consumes nothing and returns false with the time until a token is
 // available.
 func (l *Limiter) Take(key string) (ok bool, retryAfter time.Duration) {
-	if l.rate == 0 {
+	return l.TakeN(key, 1)
+}
+
+// TakeN consumes n tokens from key's bucket at once (a request that costs
+// several units, such as one lookup per name). When fewer than n are there
+// it consumes nothing and returns false with the time until n are; n above
+// the burst can never be granted (false, with the time to refill the whole
+// bucket). n < 1 is always granted.
+func (l *Limiter) TakeN(key string, n int) (ok bool, retryAfter time.Duration) {
+	if l.rate == 0 || n < 1 {
 		return true, 0
 	}
 	now := l.now()
@@ -70,15 +79,23 @@ func (l *Limiter) Take(key string) (ok bool, retryAfter time.Duration) {
 	defer l.mu.Unlock()
 	l.sweep(now)
 	b := l.refill(key, now)
-	if b.tokens >= 1-epsilon {
-		b.tokens = math.Max(0, b.tokens-1)
+	need := float64(n)
+	if need > l.burst {
+		return false, l.full
+	}
+	if b.tokens >= need-epsilon {
+		b.tokens = math.Max(0, b.tokens-need)
 		return true, 0
 	}
 	// Whole milliseconds (the wire unit), rounded up so a client that waits
-	// exactly this long finds a token; the epsilon absorbs float error.
-	ms := math.Ceil((1-b.tokens)/l.rate*1000 - epsilon)
+	// exactly this long finds the tokens; the epsilon absorbs float error.
+	ms := math.Ceil((need-b.tokens)/l.rate*1000 - epsilon)
 	return false, time.Duration(ms) * time.Millisecond
 }
+
+// Burst is the bucket size: the most TakeN can ever grant at once (0 when
+// the limiter is disabled).
+func (l *Limiter) Burst() int { return int(l.burst) }
 
 // Refund returns one token to key's bucket (a login that turned out to
 // succeed should not count against the user).

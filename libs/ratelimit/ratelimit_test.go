@@ -80,3 +80,34 @@ func TestDisabled(t *testing.T) {
 		}
 	}
 }
+
+func TestTakeN(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := New(60, time.Minute, 10, c.now) // one token per second, 10 at most
+	for _, tc := range []struct {
+		name    string
+		advance time.Duration
+		n       int
+		ok      bool
+		wait    time.Duration
+	}{
+		{"seven of ten", 0, 7, true, 0},
+		{"four of three: nothing taken", 0, 4, false, time.Second},
+		{"three of three", 0, 3, true, 0},
+		{"one of none", 0, 1, false, time.Second},
+		{"five after 2s: wait 3s more", 2 * time.Second, 5, false, 3 * time.Second},
+		{"five after 3s more", 3 * time.Second, 5, true, 0},
+		{"above the burst: never", 20 * time.Second, 11, false, 10 * time.Second},
+		{"the burst itself", 0, 10, true, 0},
+		{"zero is free", 0, 0, true, 0},
+	} {
+		c.t = c.t.Add(tc.advance)
+		ok, wait := l.TakeN("k", tc.n)
+		if ok != tc.ok || wait != tc.wait {
+			t.Fatalf("%s: TakeN(%d) = %v, %v; want %v, %v", tc.name, tc.n, ok, wait, tc.ok, tc.wait)
+		}
+	}
+	if l.Burst() != 10 || New(0, time.Minute, 5, nil).Burst() != 0 {
+		t.Errorf("Burst = %d, disabled %d", l.Burst(), New(0, time.Minute, 5, nil).Burst())
+	}
+}

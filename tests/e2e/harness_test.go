@@ -280,7 +280,10 @@ func (c *cluster) addMessaging() *proc {
 	t := c.t
 	t.Helper()
 	admin := addr(testenv.FreePort(t))
-	p := start(t, "messaging", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin})
+	// A burst of 500 messages per user instead of 30: TestOfflineMessagesAndHistory
+	// sends 120 in a row as fast as it can; the rate itself stays as deployed.
+	p := start(t, "messaging", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin,
+		"PARLEY_MSG_SEND_BURST=500"})
 	waitReady(t, p, admin)
 	c.msgs = append(c.msgs, p)
 	return p

@@ -3,6 +3,8 @@ package msgsvc_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 
 // BenchmarkSendDirect measures persisted private messages per second
@@ -44,4 +47,65 @@ func BenchmarkSendDirect(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkConversationsInvitedEverywhere measures reading the whole
+// conversation list of the user of issue 9: invited into 17,500 groups by
+// throwaway accounts (one reply of that list exceeded NATS's 1 MiB
+// max_payload). The invitations are written straight into the store (as
+// 17,500 real creations would leave them; creating them through requests
+// would take minutes); each op reads every page with limit 500, as the SDK
+// does.
+//
+//	go test -run '^$' -bench InvitedEverywhere -benchtime 5x ./msgsvc
+func BenchmarkConversationsInvitedEverywhere(b *testing.B) {
+	const groups = 17_500
+	e := newEnv(b)
+	e.start(b, testConfig())
+	st, err := store.Open(context.Background(), e.nc, store.Options{Replicas: 1, DedupWindow: time.Minute, MaxMsgBytes: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= groups; i = next.Add(1) {
+				gid := "g" + strings.Map(func(r rune) rune { return 'a' + r - '0' }, fmt.Sprintf("%020d", i)) // group ids are base32
+				g := store.Group{Name: fmt.Sprintf("spam %d", i), Owner: fmt.Sprintf("uthrow%d", i),
+					Members: []store.GroupUser{{ID: fmt.Sprintf("uthrow%d", i), Name: "throwaway"}},
+					Invited: []store.GroupUser{{ID: alice.id, Name: alice.name}}}
+				if _, err := st.CreateGroup(context.Background(), gid, g); err != nil {
+					b.Error(err)
+					return
+				}
+				if err := st.PutGroupMembership(context.Background(), alice.id, "group."+gid, true); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ResetTimer()
+	pages := 0
+	for range b.N {
+		after, n := "", 0
+		for {
+			r, err := e.page(alice, after, 500)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pages++
+			n += len(r.Conversations)
+			if !r.More {
+				break
+			}
+			after = r.Conversations[len(r.Conversations)-1].Id
+		}
+		if n != groups+1 {
+			b.Fatalf("listed %d, want %d", n, groups+1)
+		}
+	}
+	b.ReportMetric(float64(pages)/float64(b.N), "pages/op")
 }

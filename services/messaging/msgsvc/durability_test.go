@@ -17,13 +17,13 @@ import (
 func TestSurvivesNATSRestart(t *testing.T) {
 	dir, port := t.TempDir(), testenv.FreePort(t)
 	ns := testenv.NATSAt(t, port, dir)
-	e := &env{ns: ns}
+	e := &env{t: t, ns: ns}
 	var err error
 	if e.nc, err = nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.nc.Close)
-	serveLookup(t, ns.ClientURL(), alice, bob, carol)
+	e.lookups = serveLookup(t, ns.ClientURL(), alice, bob, carol)
 	r := e.start(t, testConfig())
 
 	const ab = "dm.ualice.ubob"

@@ -37,16 +37,26 @@ var (
 
 // env is one NATS server with a client connection that plays the gateway.
 type env struct {
-	ns  *server.Server
-	nc  *nats.Conn
-	seq atomic.Int64 // for unique client keys
+	t       testing.TB
+	ns      *server.Server
+	nc      *nats.Conn
+	seq     atomic.Int64  // for unique client keys
+	lookups *atomic.Int64 // lookups the auth stand-in answered
 }
 
-func newEnv(t testing.TB) *env {
+// newEnv knows alice, bob, carol and the extra users (at the auth
+// stand-in).
+func newEnv(t testing.TB, extra ...user) *env {
 	t.Helper()
-	e := &env{ns: testenv.NATS(t)}
+	return newEnvOn(t, testenv.NATS(t), extra...)
+}
+
+// newEnvOn is newEnv on a NATS server the test configured.
+func newEnvOn(t testing.TB, ns *server.Server, extra ...user) *env {
+	t.Helper()
+	e := &env{t: t, ns: ns}
 	e.nc = testenv.Connect(t, e.ns)
-	serveLookup(t, e.ns.ClientURL(), alice, bob, carol)
+	e.lookups = serveLookup(t, e.ns.ClientURL(), append([]user{alice, bob, carol}, extra...)...)
 	return e
 }
 
@@ -56,8 +66,9 @@ func newEnv(t testing.TB) *env {
 // this test cannot start the real auth replica; it answers the lookup as
 // auth does (case-insensitive name, display form back, NOT_FOUND
 // otherwise). The real auth handler has its own test in services/auth, and
-// the end-to-end tests run messaging against the real auth.
-func serveLookup(t testing.TB, url string, users ...user) {
+// the end-to-end tests run messaging against the real auth. It counts the
+// lookups it answers.
+func serveLookup(t testing.TB, url string, users ...user) *atomic.Int64 {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -68,7 +79,9 @@ func serveLookup(t testing.TB, url string, users ...user) {
 	for _, u := range users {
 		byName[strings.ToLower(u.name)] = u
 	}
+	count := new(atomic.Int64)
 	_, err = nc.QueueSubscribe(subject.AuthLookup, subject.QueueAuth, func(m *nats.Msg) {
+		count.Add(1)
 		var req internalv1.UserLookupRequest
 		if proto.Unmarshal(m.Data, &req) != nil {
 			_ = rpc.RespondError(m, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "malformed"))
@@ -87,6 +100,7 @@ func serveLookup(t testing.TB, url string, users ...user) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return count
 }
 
 // replica is one running messaging service on its own connection.
@@ -97,9 +111,22 @@ type replica struct {
 	stop func() // cancels Run and waits for it; idempotent
 }
 
-func testConfig() msgsvc.Config { return msgsvc.DefaultConfig() }
+// testConfig is the deployed default, except that users may send without
+// a rate limit: several tests send hundreds of messages as fast as they
+// can (limits_test.go tests the limit itself).
+func testConfig() msgsvc.Config {
+	cfg := msgsvc.DefaultConfig()
+	cfg.SendLimit = 0
+	return cfg
+}
 
 func (e *env) start(t testing.TB, cfg msgsvc.Config) *replica {
+	t.Helper()
+	return e.startClock(t, cfg, nil)
+}
+
+// startClock starts a replica on clock now (nil: time.Now).
+func (e *env) startClock(t testing.TB, cfg msgsvc.Config, now func() time.Time) *replica {
 	t.Helper()
 	nc, err := nats.Connect(e.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -107,7 +134,7 @@ func (e *env) start(t testing.TB, cfg msgsvc.Config) *replica {
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: nc, Log: log, Registry: reg})
+	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: nc, Log: log, Registry: reg, Clock: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,20 +196,47 @@ func (e *env) ack(u user, conv string, seq uint64) error {
 	return rpc.Request(context.Background(), e.nc, subject.MsgAck, header(u), &parleyv1.AckRequest{Conversation: conv, Seq: seq}, nil)
 }
 
+// conversations reads u's whole conversation list (every page), which
+// must be in ascending id order, by id.
 func (e *env) conversations(t testing.TB, u user) map[string]*parleyv1.Conversation {
 	t.Helper()
-	var reply parleyv1.ConversationsReply
-	if err := rpc.Request(context.Background(), e.nc, subject.MsgConversations, header(u), &parleyv1.ConversationsRequest{}, &reply); err != nil {
-		t.Fatalf("conversations of %s: %v", u.name, err)
-	}
+	list := e.listAll(u)
 	out := map[string]*parleyv1.Conversation{}
-	for _, c := range reply.Conversations {
+	for i, c := range list {
 		out[c.Id] = c
+		if i > 0 && list[i-1].Id >= c.Id {
+			t.Errorf("conversations of %s: %q listed after %q", u.name, c.Id, list[i-1].Id)
+		}
 	}
-	if len(reply.Conversations) == 0 || reply.Conversations[0].Id != msgsvc.RoomPublic {
-		t.Errorf("conversations of %s: the public room is not first: %v", u.name, reply.Conversations)
+	if _, ok := out[msgsvc.RoomPublic]; !ok {
+		t.Errorf("conversations of %s: no public room in %v", u.name, list)
 	}
 	return out
+}
+
+// listAll reads every page of u's conversation list.
+func (e *env) listAll(u user) []*parleyv1.Conversation {
+	e.t.Helper()
+	var out []*parleyv1.Conversation
+	after := ""
+	for {
+		var reply parleyv1.ConversationsReply
+		if err := rpc.Request(context.Background(), e.nc, subject.MsgConversations, header(u), &parleyv1.ConversationsRequest{AfterId: after}, &reply); err != nil {
+			e.t.Fatalf("conversations of %s after %q: %v", u.name, after, err)
+		}
+		out = append(out, reply.Conversations...)
+		if !reply.More {
+			return out
+		}
+		if len(reply.Conversations) == 0 {
+			e.t.Fatalf("conversations of %s after %q: an empty page with more", u.name, after)
+		}
+		after = reply.Conversations[len(reply.Conversations)-1].Id
+	}
+}
+
+func (e *env) typing(u user, conv string) error {
+	return rpc.Request(context.Background(), e.nc, subject.MsgTyping, header(u), &parleyv1.TypingRequest{Conversation: conv}, nil)
 }
 
 func (e *env) openDirect(u user, name string) (*parleyv1.Conversation, error) {

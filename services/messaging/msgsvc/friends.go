@@ -52,8 +52,6 @@ var (
 // at once.
 const maxPresenceQueries = 16
 
-// friendTarget resolves the username of a friend request; yourself is
-// INVALID_ARGUMENT.
 // friendParties decodes a friend request into req and returns who asks
 // (from the headers) and the user it names.
 func (s *Service) friendParties(ctx context.Context, m *nats.Msg, req interface {
@@ -70,11 +68,13 @@ func (s *Service) friendParties(ctx context.Context, m *nats.Msg, req interface 
 	return me, peer, err
 }
 
+// friendTarget resolves the username of a friend request; yourself is
+// INVALID_ARGUMENT.
 func (s *Service) friendTarget(ctx context.Context, me identity, username string) (identity, error) {
 	if username == "" {
 		return identity{}, errNoUsername
 	}
-	peer, err := s.lookup(ctx, username)
+	peer, err := s.lookup(ctx, me, username)
 	if err != nil {
 		return identity{}, err
 	}
@@ -93,6 +93,9 @@ func (s *Service) handleAddFriend(ctx context.Context, m *nats.Msg) (proto.Messa
 	var req parleyv1.AddFriendRequest
 	me, peer, err := s.friendParties(ctx, m, &req)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.take(limitFriend, me.id, 1); err != nil {
 		return nil, err
 	}
 	if blocked, err := s.blockedBy(ctx, peer.id, me.id); err != nil {

@@ -38,6 +38,13 @@ var (
 	errTooManyInvites = errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at most %d users per request", maxInvitesPerRequest)
 )
 
+// errBlockedInvite: invitee blocked the inviter. Like a private message to
+// someone who blocked the sender, it is refused with BLOCKED and nothing
+// changes.
+func errBlockedInvite(name string) error {
+	return errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_BLOCKED, "%s does not accept your invitations", name)
+}
+
 // maxInvitesPerRequest bounds the lookups and system messages one request
 // causes.
 const maxInvitesPerRequest = 100

@@ -54,7 +54,7 @@ func (s *Service) handleCreateGroup(ctx context.Context, m *nats.Msg) (proto.Mes
 	if err != nil {
 		return nil, err
 	}
-	invitees, err := s.lookupAll(ctx, req.Usernames, false)
+	invitees, err := s.lookupAll(ctx, me, req.Usernames, false)
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +64,17 @@ func (s *Service) handleCreateGroup(ctx context.Context, m *nats.Msg) (proto.Mes
 			u.By = me.id
 			g.Invited = append(g.Invited, u)
 		}
+	}
+	if err := s.checkGroupQuota(ctx, me.id); err != nil {
+		return nil, err
+	}
+	// The creation is charged last, once nothing else refuses it.
+	if err := s.take(limitCreate, me.id, 1); err != nil {
+		return nil, err
+	}
+	if err := s.admitInvitees(ctx, me, g.Invited); err != nil {
+		s.limits.create.Refund(me.id)
+		return nil, err
 	}
 	var (
 		gid string
@@ -111,11 +122,26 @@ func (s *Service) handleInvite(ctx context.Context, m *nats.Msg) (proto.Message,
 		return nil, err
 	}
 	// Membership first, so that a non-member learns nothing about users.
-	if _, err := s.memberOf(ctx, gid, me.id); err != nil {
+	g, err := s.memberOf(ctx, gid, me.id)
+	if err != nil {
 		return nil, err
 	}
-	users, err := s.lookupAll(ctx, req.Usernames, true)
+	users, err := s.lookupAll(ctx, me, req.Usernames, true)
 	if err != nil {
+		return nil, err
+	}
+	// Who would be invited, as the record reads now (the edit below
+	// decides again on the record it writes).
+	var fresh []store.GroupUser
+	for _, u := range users {
+		switch {
+		case g.Member(u.ID):
+			return nil, errAlreadyMember
+		case !g.IsInvited(u.ID):
+			fresh = append(fresh, u)
+		}
+	}
+	if err := s.admitInvitees(ctx, me, fresh); err != nil {
 		return nil, err
 	}
 	var added []store.GroupUser
@@ -167,6 +193,13 @@ func (s *Service) handleJoinGroup(ctx context.Context, m *nats.Msg) (proto.Messa
 	conv, gid, err := groupTarget(req.Conversation)
 	if err != nil {
 		return nil, err
+	}
+	// The group cap applies to an invitee about to join; anyone else gets
+	// the edit's answer below.
+	if cur, err := s.store.Group(ctx, gid); err == nil && cur.Group.IsInvited(me.id) && !cur.Group.Member(me.id) {
+		if err := s.checkGroupQuota(ctx, me.id); err != nil {
+			return nil, err
+		}
 	}
 	_, after, err := s.store.UpdateGroup(ctx, gid, func(g *store.Group) error {
 		switch {
@@ -275,7 +308,7 @@ func (s *Service) handleRemoveMember(ctx context.Context, m *nats.Msg) (proto.Me
 	if _, err := s.ownerOf(ctx, gid, me.id); err != nil {
 		return nil, err
 	}
-	target, err := s.lookup(ctx, req.Username)
+	target, err := s.lookup(ctx, me, req.Username)
 	if err != nil {
 		return nil, err
 	}
@@ -426,21 +459,25 @@ func groupErr(err error) error {
 	return err
 }
 
-// lookupAll resolves usernames (each once, in order) at the auth service.
+// lookupAll resolves usernames (each once, in order) at the auth service
+// for user me, charging one lookup per name before asking (all or none).
 // With required, at least one must be given.
-func (s *Service) lookupAll(ctx context.Context, names []string, required bool) ([]store.GroupUser, error) {
+func (s *Service) lookupAll(ctx context.Context, me identity, names []string, required bool) ([]store.GroupUser, error) {
 	if required && len(names) == 0 {
 		return nil, errNoUsernames
 	}
 	if len(names) > maxInvitesPerRequest {
 		return nil, errTooManyInvites
 	}
+	if slices.Contains(names, "") {
+		return nil, errNoUsername
+	}
+	if err := s.take(limitLookup, me.id, len(names)); err != nil {
+		return nil, err
+	}
 	var out []store.GroupUser
 	for _, n := range names {
-		if n == "" {
-			return nil, errNoUsername
-		}
-		u, err := s.lookup(ctx, n)
+		u, err := s.resolveName(ctx, n)
 		if err != nil {
 			return nil, err
 		}
@@ -449,6 +486,27 @@ func (s *Service) lookupAll(ctx context.Context, names []string, required bool) 
 		}
 	}
 	return out, nil
+}
+
+// admitInvitees checks that me may invite users (none of them members or
+// invited yet): none blocked me (BLOCKED, as for a private message), none
+// holds Config.MaxPendingInvites invitations (QUOTA_EXCEEDED); then it
+// charges one invitation per user to me's invite budget (RATE_LIMITED).
+// Any refusal refuses the whole request: nobody is invited.
+func (s *Service) admitInvitees(ctx context.Context, me identity, users []store.GroupUser) error {
+	for _, u := range users {
+		if blocked, err := s.blockedBy(ctx, u.ID, me.id); err != nil {
+			return friendErr(err)
+		} else if blocked {
+			return errBlockedInvite(u.Name)
+		}
+	}
+	for _, u := range users {
+		if err := s.checkInviteeQuota(ctx, u); err != nil {
+			return err
+		}
+	}
+	return s.take(limitInvite, me.id, len(users))
 }
 
 // announce stores a system message about a change of the group and

@@ -8,10 +8,22 @@ import (
 	"github.com/parleychat/parley/libs/subject"
 )
 
-// lookup resolves a username at the auth service (subject.AuthLookup),
-// case-insensitively as at login. Its errors pass through: NOT_FOUND for an
-// unknown user, UNAVAILABLE or TIMEOUT when auth does not answer.
-func (s *Service) lookup(ctx context.Context, username string) (*internalv1.UserLookupReply, error) {
+// lookup resolves a username for user me at the auth service
+// (subject.AuthLookup), case-insensitively as at login. Every name resolved
+// costs one unit of me's lookup budget (Config.LookupLimit): an answer says
+// whether an account exists, so unlimited lookups would list the users.
+// Past the budget it is RATE_LIMITED and auth is not asked. Other errors
+// pass through: NOT_FOUND for an unknown user, UNAVAILABLE or TIMEOUT when
+// auth does not answer.
+func (s *Service) lookup(ctx context.Context, me identity, username string) (*internalv1.UserLookupReply, error) {
+	if err := s.take(limitLookup, me.id, 1); err != nil {
+		return nil, err
+	}
+	return s.resolveName(ctx, username)
+}
+
+// resolveName asks auth for username; the caller has charged the lookup.
+func (s *Service) resolveName(ctx context.Context, username string) (*internalv1.UserLookupReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
 	defer cancel()
 	var reply internalv1.UserLookupReply

@@ -10,6 +10,7 @@ type metrics struct {
 	duplicates prometheus.Counter
 	conflicts  prometheus.Counter
 	delivered  prometheus.Counter
+	limited    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,8 +35,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_messaging_events_published_total",
 			Help: "MessageEvents published for live delivery (one per user subject or room).",
 		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_messaging_limited_total",
+			Help: "Requests refused by a per-user limit, by limit (send, friend_request, group_create, invite, lookup, typing: RATE_LIMITED; groups, pending_invites: QUOTA_EXCEEDED).",
+		}, []string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.stored, m.files, m.duplicates, m.conflicts, m.delivered} {
+	for _, c := range []prometheus.Collector{m.stored, m.files, m.duplicates, m.conflicts, m.delivered, m.limited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

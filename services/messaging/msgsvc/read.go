@@ -3,7 +3,6 @@ package msgsvc
 import (
 	"context"
 	"errors"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -17,10 +16,11 @@ import (
 const (
 	defaultHistoryLimit = 50
 	maxHistoryLimit     = 200
-	// maxPageBytes bounds a page's encoded messages: the reply must fit in
-	// one NATS message (max_payload, 1 MiB by default) and in one client
-	// frame (wire.DefaultMaxFrameSize, 1 MiB). 200 messages of 16 KiB would
-	// not, so a page of large messages holds fewer, and more says so.
+	// maxPageBytes bounds a page's encoded entries (messages here,
+	// conversations in conversations.go): the reply must fit in one NATS
+	// message (max_payload, 1 MiB by default) and in one client frame
+	// (wire.DefaultMaxFrameSize, 1 MiB). 200 messages of 16 KiB would not,
+	// so a page of large messages holds fewer, and more says so.
 	maxPageBytes = 768 << 10
 )
 
@@ -77,7 +77,7 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 			return nil, err
 		}
 	}
-	budget := min(maxPageBytes, int(s.nc.MaxPayload())-64<<10)
+	budget := s.pageBudget()
 	if forward {
 		// Forward: keep the oldest, the next page continues after them.
 		n := fitting(reply.Messages, budget, false)
@@ -92,9 +92,16 @@ func (s *Service) handleHistory(ctx context.Context, m *nats.Msg) (proto.Message
 	return reply, nil
 }
 
+// pageBudget is the most bytes of entries one page reply may hold: at most
+// maxPageBytes, and an eighth of the server's max_payload left for the
+// rest of the reply and its headers.
+func (s *Service) pageBudget() int {
+	return min(maxPageBytes, int(s.nc.MaxPayload())*7/8)
+}
+
 // fitting is how many of ms, taken from the end (fromEnd) or the start,
 // fit in budget bytes encoded; at least one, so paging always progresses.
-func fitting(ms []*parleyv1.Message, budget int, fromEnd bool) int {
+func fitting[T proto.Message](ms []T, budget int, fromEnd bool) int {
 	size := 0
 	for i := range ms {
 		m := ms[i]
@@ -146,91 +153,6 @@ func (s *Service) handleAck(ctx context.Context, m *nats.Msg) (proto.Message, er
 	return nil, nil
 }
 
-// handleConversations lists the public room, the user's direct
-// conversations and groups (joined or invited to) with their newest seq and the user's acknowledged seq.
-func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	me, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
-	var req parleyv1.ConversationsRequest
-	if err := proto.Unmarshal(m.Data, &req); err != nil {
-		return nil, errMalformed
-	}
-	members, err := s.store.Memberships(ctx, me.id)
-	if err != nil {
-		return nil, err
-	}
-	cursors, err := s.store.Cursors(ctx, me.id)
-	if err != nil {
-		return nil, err
-	}
-	convs := []*parleyv1.Conversation{{Id: RoomPublic, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: roomName}}
-	for _, mb := range members {
-		if mb.Group {
-			if c := s.listedGroup(ctx, me.id, mb); c != nil {
-				convs = append(convs, c)
-			}
-			continue
-		}
-		if _, err := resolve(mb.Conversation, me.id); err != nil {
-			continue // not a conversation of this user (cannot happen unless the bucket was edited)
-		}
-		title := mb.PeerName
-		if title == "" {
-			title = mb.PeerID // the peer's name is learnt from their first message
-		}
-		convs = append(convs, &parleyv1.Conversation{Id: mb.Conversation, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT,
-			Title: title, PeerId: mb.PeerID})
-	}
-	if err := s.fillSeqs(ctx, convs, cursors); err != nil {
-		return nil, err
-	}
-	for _, c := range convs {
-		if c.Invited {
-			// An invitee reads nothing until joining: no messages to count.
-			c.LastSeq, c.AckedSeq = 0, 0
-		}
-	}
-	return &parleyv1.ConversationsReply{Conversations: convs}, nil
-}
-
-// fillSeqs sets last_seq (from the stream: this replica's cache may be
-// behind other replicas' appends) and acked_seq of each conversation,
-// reading the stream for several conversations at once.
-func (s *Service) fillSeqs(ctx context.Context, convs []*parleyv1.Conversation, cursors map[string]uint64) error {
-	const parallel = 16
-	sem := make(chan struct{}, parallel)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // guards first
-		first error
-	)
-	for _, c := range convs {
-		c.AckedSeq = cursors[c.Id]
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			last, err := s.store.LastSeq(ctx, c.Id)
-			if err == nil && c.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT && c.PeerId != "" {
-				// Read receipts: how far the other member has seen.
-				c.PeerAckedSeq, err = s.store.Cursor(ctx, c.PeerId, c.Id)
-			}
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-				return
-			}
-			c.LastSeq = last
-		})
-	}
-	wg.Wait()
-	return first
-}
-
 // handleOpenDirect finds the user by name and returns the direct
 // conversation with them, adding it to the caller's list. The other user
 // sees it once it has a message: opening a conversation alone tells them
@@ -247,7 +169,7 @@ func (s *Service) handleOpenDirect(ctx context.Context, m *nats.Msg) (proto.Mess
 	if req.Username == "" {
 		return nil, errNoUsername
 	}
-	peer, err := s.lookup(ctx, req.Username)
+	peer, err := s.lookup(ctx, me, req.Username)
 	if err != nil {
 		return nil, err
 	}

@@ -87,9 +87,10 @@ func validUserID(s string) bool {
 	return true
 }
 
-// checkText applies the message text rules: valid UTF-8 (the protobuf
-// decoder already refuses anything else), not empty or only white space,
-// at most maxChars code points and MaxMessageBytes bytes.
+// checkText applies the message text rules (docs/protocol.md §15.2): valid
+// UTF-8 (the protobuf decoder already refuses anything else), at most
+// maxChars code points and MaxMessageBytes bytes, and not blank: at least
+// one character that is neither white space nor invisible (see blank).
 func checkText(text string, maxChars int) error {
 	if len(text) > MaxMessageBytes || utf8.RuneCountInString(text) > maxChars {
 		return errTooLarge(maxChars)
@@ -97,20 +98,48 @@ func checkText(text string, maxChars int) error {
 	if !utf8.ValidString(text) {
 		return errMalformed
 	}
-	if strings.TrimFunc(text, unicode.IsSpace) == "" {
+	if strings.IndexFunc(text, func(r rune) bool { return !blank(r) }) < 0 {
 		return errEmpty
 	}
 	return nil
 }
 
-// checkClientKey: 1-64 characters, none of them control characters (the
-// key goes into the Nats-Msg-Id header, where CR or LF would break it).
+// blank reports whether r shows nothing on its own: Unicode White_Space
+// (unicode.IsSpace: tab, LF, VT, FF, CR, space, U+0085, U+00A0 and the
+// separators Zs, Zl, Zp: U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
+// U+205F, U+3000) or Default_Ignorable_Code_Point (Unicode's
+// DerivedCoreProperties: format characters Cf, variation selectors and
+// Other_Default_Ignorable_Code_Point, less white space, U+FFF9-U+FFFB,
+// U+13430-U+1343F and the prepended concatenation marks): zero-width
+// spaces and joiners (U+200B-U+200D, U+2060, U+FEFF), direction marks,
+// the soft hyphen U+00AD, the Hangul fillers U+115F, U+1160, U+3164,
+// U+FFA0, variation selectors, tag characters. A text of only these would
+// look empty.
+func blank(r rune) bool {
+	if unicode.IsSpace(r) {
+		return true
+	}
+	switch {
+	case r >= 0xFFF9 && r <= 0xFFFB, r >= 0x13430 && r <= 0x1343F, unicode.Is(unicode.Prepended_Concatenation_Mark, r):
+		return false
+	}
+	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+}
+
+// checkClientKey: 1-64 printable characters (unicode.IsPrint: letters,
+// marks, numbers, punctuation, symbols and the ASCII space U+0020), not
+// starting or ending with a space. The key goes into the Nats-Msg-Id
+// header ("<sender>:<key>"), where CR or LF would break the header and
+// the server trims trailing white space: "k" and "k " would name one
+// message, and a different text sent as "k " would be answered with "k"'s
+// message and lost.
 func checkClientKey(k string) error {
-	if k == "" || utf8.RuneCountInString(k) > 64 || !utf8.ValidString(k) {
+	if k == "" || utf8.RuneCountInString(k) > 64 || !utf8.ValidString(k) ||
+		strings.HasPrefix(k, " ") || strings.HasSuffix(k, " ") {
 		return errClientKey
 	}
 	for _, r := range k {
-		if unicode.IsControl(r) {
+		if !unicode.IsPrint(r) {
 			return errClientKey
 		}
 	}

@@ -42,6 +42,11 @@ func (s *Service) handleSend(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if err := checkText(req.Text, s.cfg.MaxMessageChars); err != nil {
 		return nil, err
 	}
+	// Every send counts, a re-send with the same key too: it is answered
+	// from the stream and its event published again.
+	if err := s.take(limitSend, me.id, 1); err != nil {
+		return nil, err
+	}
 	t, err := s.target(ctx, me, req.Conversation, req.ToUsername)
 	if err != nil {
 		return nil, err
@@ -69,7 +74,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 	case (convID == "") == (toUsername == ""):
 		return target{}, errTarget
 	case toUsername != "":
-		peer, err := s.lookup(ctx, toUsername)
+		peer, err := s.lookup(ctx, me, toUsername)
 		if err != nil {
 			return target{}, err
 		}
@@ -98,7 +103,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 // conversation, lists it for both members. It returns the stored message
 // and whether it was a re-post of an earlier one (then the original is
 // returned, delivered again, and nothing new is stored). A key already
-// used for a different message (another conversation, or another file) is
+// used for a different message (another conversation, text or file) is
 // INVALID_ARGUMENT.
 func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
 	conv := t.conversation
@@ -130,8 +135,8 @@ func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1
 	stored := res.Message
 	if res.Duplicate {
 		s.metrics.duplicates.Inc()
-		if stored.Conversation != conv.id || stored.SenderId != me.id ||
-			stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
+		if stored.Conversation != conv.id || stored.SenderId != me.id || stored.ClientKey != msg.ClientKey ||
+			stored.Text != msg.Text || stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
 			return nil, false, errKeyReused
 		}
 	} else {

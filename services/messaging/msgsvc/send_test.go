@@ -131,6 +131,9 @@ func TestSendRejections(t *testing.T) {
 	}{
 		{"empty", alice, ok(""), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
 		{"white space", alice, ok(" \t\n\u3000 \r\n"), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{"invisible characters only", alice, ok("\u200b \u200d\ufeff\u3164"), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{"client_key ending in a space", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: "a "}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"client_key with a zero-width space", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: "a\u200bb"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"4001 characters", alice, ok(strings.Repeat("a", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"4001 emoji", alice, ok(strings.Repeat("😀", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"unknown conversation", alice, &parleyv1.SendRequest{Conversation: "room.secret", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
@@ -459,4 +462,68 @@ func TestLiveEventsInSeqOrder(t *testing.T) {
 	}
 	testenv.Eventually(t, 10*time.Second, "all room events", func() bool { return len(room.get()) == senders*each })
 	wantSeqs(t, "live room events", room.get(), 1, senders*each)
+}
+
+// The client_key rules of docs/protocol.md §15.2, through the service.
+func TestClientKeyRules(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, testConfig())
+	room := e.watch(t, subject.RoomMessagesAll)
+	send := func(u user, conv, text, key string) (*parleyv1.SendReply, error) {
+		return e.sendReq(u, &parleyv1.SendRequest{Conversation: conv, Text: text, ClientKey: key})
+	}
+	first, err := send(alice, msgsvc.RoomPublic, "first", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "k " was stored under "k" (the header lost the space) and answered
+	// with the first message: the second text was lost without an error.
+	_, err = send(alice, msgsvc.RoomPublic, "second", "k ")
+	wantCode(t, err, invalidArg)
+	for _, tc := range []struct {
+		name, conv, text string
+	}{
+		{"same key, other text", msgsvc.RoomPublic, "first, edited"},
+		{"same key, other conversation", "dm.ualice.ubob", "first"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := send(alice, tc.conv, tc.text, "k")
+			wantCode(t, err, invalidArg)
+		})
+	}
+	// The same request again is answered with the stored message, and its
+	// event is published again (clients drop a seq they have).
+	again, err := send(alice, msgsvc.RoomPublic, "first", "k")
+	if err != nil || !again.Duplicate || !proto.Equal(again.Message, first.Message) {
+		t.Fatalf("re-send: %v %v", again, err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the event twice", func() bool { return len(room.get()) == 2 })
+	if ev := room.get(); !proto.Equal(ev[0], first.Message) || !proto.Equal(ev[1], first.Message) {
+		t.Errorf("events %v, want the first message twice", ev)
+	}
+	// Keys are per user.
+	if r, err := send(bob, msgsvc.RoomPublic, "bob's", "k"); err != nil || r.Duplicate {
+		t.Errorf("bob's key k: %v %v", r, err)
+	}
+	wantSeqs(t, "history", e.allHistory(t, carol, msgsvc.RoomPublic), 1, 2)
+}
+
+// Keys are remembered for -msg-dedup-window; after it, the same request
+// is a new message.
+func TestClientKeyForgottenAfterWindow(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.DedupWindow = 300 * time.Millisecond
+	e.start(t, cfg)
+	req := &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "again", ClientKey: "k"}
+	if _, err := e.sendReq(alice, req); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "a new message after the window", func() bool {
+		r, err := e.sendReq(alice, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !r.Duplicate && r.Message.Seq > 1
+	})
 }

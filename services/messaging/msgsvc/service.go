@@ -14,7 +14,14 @@
 // with BLOCKED and nothing is stored. When a user acknowledges a direct
 // conversation further than before, the other member gets a read receipt
 // (parleyv1.ReceiptEvent on subject.UserReceipts), and the conversation
-// list carries the other member's cursor as peer_acked_seq.
+// list carries the other member's cursor as peer_acked_seq. Typing
+// indicators (typing.go) are checked here and published to the other
+// member (subject.UserTyping), never stored.
+//
+// Per-user limits (limits.go): rates of sends, friend requests, group
+// creations, invitations, username lookups and typing indicators
+// (RATE_LIMITED), and caps on the groups a user is in and the invitations
+// a user holds (QUOTA_EXCEEDED).
 //
 // Any number of replicas may run against one NATS (JetStream) system; they
 // share state only through JetStream (see internal/store for the storage
@@ -51,7 +58,7 @@ type Deps struct {
 	NC       *nats.Conn
 	Log      *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: a private registry
-	Clock    func() time.Time      // nil: time.Now; stamps sent_at_unix_ms
+	Clock    func() time.Time      // nil: time.Now; stamps sent_at_unix_ms, drives the per-user rates
 }
 
 // Errors from New and Run.
@@ -70,6 +77,7 @@ type Service struct {
 	now     func() time.Time
 	metrics *metrics
 	rpcm    *rpc.Metrics
+	limits  *limiters // per-user rates (limits.go); safe for concurrent use
 
 	// store is set by Run before the handlers are subscribed and never
 	// changed afterwards; the subscription orders the write before reads.
@@ -102,7 +110,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("messaging: metrics: %w", err)
 	}
 	return &Service{cfg: cfg, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m,
-		rpcm: rpc.NewMetrics(deps.Registry, "messaging")}, nil
+		rpcm: rpc.NewMetrics(deps.Registry, "messaging"), limits: newLimiters(cfg, deps.Clock)}, nil
 }
 
 // Ready reports whether this replica serves: stream open, handlers
@@ -156,6 +164,7 @@ func (s *Service) Run(ctx context.Context) error {
 		subject.MsgFriends:       s.handleFriends,
 		subject.MsgBlock:         s.handleBlock,
 		subject.MsgUnblock:       s.handleUnblock,
+		subject.MsgTyping:        s.handleTyping,
 	} {
 		if err := srv.Handle(subj, h); err != nil {
 			srv.Close()

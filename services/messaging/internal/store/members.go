@@ -89,17 +89,6 @@ func (s *Store) Memberships(ctx context.Context, uid string) ([]Member, error) {
 	return out, err
 }
 
-// Cursors returns every acknowledged seq of uid, by conversation.
-func (s *Store) Cursors(ctx context.Context, uid string) (map[string]uint64, error) {
-	out := map[string]uint64{}
-	err := s.scan(ctx, s.cursors, uid, func(conv string, v []byte) {
-		if n, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-			out[conv] = n
-		}
-	})
-	return out, err
-}
-
 // Cursor returns uid's acknowledged seq in conv (0: none).
 func (s *Store) Cursor(ctx context.Context, uid, conv string) (uint64, error) {
 	n, _, err := s.cursor(ctx, uid, conv)
