@@ -246,6 +246,11 @@ func (a *app) logger() *slog.Logger {
 // clientOptions are the SDK options the global flags imply.
 func (a *app) clientOptions() ([]parley.Option, error) {
 	opts := []parley.Option{parley.WithLogger(a.logger()), parley.WithDevice("parley-cli")}
+	if key, err := parley.NormalizeAddr(a.g.server); err == nil {
+		// Processes sharing a session present its newest saved token.
+		st := a.store()
+		opts = append(opts, parley.WithTokenSource(func(id string) (string, time.Time) { return st.newest(key, id) }))
+	}
 	if a.g.http != "" {
 		opts = append(opts, parley.WithHTTPBase(a.g.http))
 	}
