@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/clients/internal/userdirs"
 	"github.com/parleychat/parley/clients/parley"
 )
 
@@ -235,6 +236,18 @@ func (a *app) serverKey() (string, error) {
 }
 
 func (a *app) store() store { return store{dir: a.g.configDir} }
+
+// downloadsDefault says where downloadDir looks, for help texts.
+const downloadsDefault = "$XDG_DOWNLOAD_DIR (also as set in ~/.config/user-dirs.dirs), ~/Downloads, else the current folder"
+
+// downloadDir is where received files go when the command line names no
+// folder: $PARLEY_DOWNLOAD_DIR, else the platform's download folder.
+func (a *app) downloadDir() string {
+	if d := a.getenv("PARLEY_DOWNLOAD_DIR"); d != "" {
+		return d
+	}
+	return userdirs.Downloads(a.getenv)
+}
 
 func (a *app) logger() *slog.Logger {
 	if !a.g.debug {

@@ -14,9 +14,12 @@ import (
 // session resumes it at once.
 func cmdTUI(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("tui", "")
-	downloads := fs.String("download-dir", a.getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (default: the current folder; env PARLEY_DOWNLOAD_DIR)")
+	downloads := fs.String("download-dir", a.getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (env PARLEY_DOWNLOAD_DIR; default: "+downloadsDefault+")")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *downloads == "" {
+		*downloads = a.downloadDir()
 	}
 	key, err := a.serverKey()
 	if err != nil {

@@ -177,7 +177,8 @@ func TestTwoTerminalsRegisterTwoUsers(t *testing.T) {
 	p := parleytest.Start(t, nil)
 	bin := buildBinary(t)
 	home := t.TempDir()
-	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/.config", "PARLEY_SERVER=" + p.TCPAddr()}
+	dl := t.TempDir()
+	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/.config", "PARLEY_SERVER=" + p.TCPAddr(), "XDG_DOWNLOAD_DIR=" + dl}
 
 	alice := startTUI(t, "alice", bin, env)
 	alice.waitFor("Register")
@@ -201,6 +202,10 @@ func TestTwoTerminalsRegisterTwoUsers(t *testing.T) {
 	if h := c.ok(nil, "", "--user", "alice", "history", "room.public"); strings.TrimSpace(h) != "" {
 		t.Errorf("the public room has messages: %q", h)
 	}
+
+	// Files received go to the platform's download folder.
+	alice.keys("/dir", keyEnter)
+	alice.waitFor("downloads go to " + dl)
 
 	bob.quit()
 	alice.waitFor("bob went offline")

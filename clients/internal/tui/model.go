@@ -66,7 +66,7 @@ func newModel(ctx context.Context, cfg Config) *model {
 	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User, saved), chat: newChatScreen(), now: time.Now,
 		downloadDir: cfg.DownloadDir}
 	if m.downloadDir == "" {
-		m.downloadDir = "." // as `parley file get`
+		m.downloadDir = "."
 	}
 	if abs, err := filepath.Abs(m.downloadDir); err == nil {
 		m.downloadDir = abs

@@ -37,7 +37,8 @@ type Config struct {
 	ForgetSession func(user, sessionID, token string) error
 
 	// DownloadDir is where received files are saved ("": the current
-	// folder); /dir changes it while running.
+	// folder; the command passes the platform's download folder); /dir
+	// changes it while running.
 	DownloadDir string
 }
 
