@@ -18,7 +18,7 @@ func TestErrorSentinels(t *testing.T) {
 		ErrTokenExpired, ErrTokenInvalid, ErrSessionRevoked, ErrAlreadyLoggedIn,
 		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
 		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName, ErrAlreadyFriends, ErrBlocked,
-		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict,
+		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict, ErrQuotaExceeded,
 		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
 	}
 	seen := map[parleyv1.ErrorCode]bool{}
