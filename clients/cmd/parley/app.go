@@ -84,7 +84,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.http, "http", g.http, "gateway HTTP base URL for files (env PARLEY_HTTP); default: the --server host, port 7480 (http, or https for tls://)")
 	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of a CA certificate to trust for tls:// and wss://")
 	fs.BoolVar(&g.insecure, "insecure-skip-verify", g.insecure, "do not verify the server's TLS certificate (testing only)")
-	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in")
+	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in; the TUI resumes this user's saved session at once")
 	fs.StringVar(&g.configDir, "config-dir", g.configDir, "where the session token is kept")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "how long a command may take (not watch or tui)")
 	fs.BoolVar(&g.debug, "debug", g.debug, "log connection events to stderr")

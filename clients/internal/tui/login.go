@@ -47,10 +47,10 @@ func newLoginScreen(user string, saved []string) loginScreen {
 	}
 	l.inputs[fieldUser].SetValue(user)
 	switch {
+	case user != "": // named on the command line: their password
+		l.focus = l.rows() + fieldPass
 	case len(saved) > 0:
 		l.focus = 0 // continue as the last user who logged in
-	case user != "":
-		l.focus = l.rows() + fieldPass
 	default:
 		l.focus = l.rows() + fieldUser
 	}
