@@ -18,7 +18,7 @@ help:
 	@echo "make test       run the whole test suite (installs redis-server/protoc when missing)"
 	@echo "make build      build every binary into bin/"
 	@echo "make bench      run the benchmarks (connections, logins)"
-	@echo "make generate   regenerate protobuf code"
+	@echo "make generate   regenerate protobuf code and the protocol's message reference"
 	@echo "make fuzz       run each fuzz target for FUZZTIME (default 30s)"
 
 .PHONY: build

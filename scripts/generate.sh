@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates the protobuf Go code from libs/proto/**/*.proto. With --check
-# it generates into a temporary tree and fails when the committed code
-# differs (stale or hand-edited), printing the diff.
+# Regenerates the protobuf Go code from libs/proto/**/*.proto, then the
+# message reference of docs/protocol.md (§13) from it (libs/cmd/protodoc).
+# With --check it generates into a temporary tree and fails when the
+# committed code or the reference differs (stale or hand-edited), printing
+# the diff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
@@ -13,8 +15,12 @@ if [ "${1:-}" = "--check" ]; then
 fi
 (cd libs/proto && protoc -I . --go_out="$( [ "$out" = libs ] && echo ../ || echo "$out")" \
   --go_opt=module=github.com/parleychat/parley/libs $protos)
+if [ "${1:-}" != "--check" ]; then
+  (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md)
+fi
 if [ "${1:-}" = "--check" ]; then
   status=0
+  (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md -check) || status=1
   while IFS= read -r f; do
     rel=${f#"$out"/}
     if ! diff -u "libs/$rel" "$f" >/dev/null; then

@@ -156,6 +156,37 @@ func (c *Client) Session() *Session {
 	return &s
 }
 
+// adoptNewestToken replaces the session's token with a newer one of the
+// same session from WithTokenSource, if there is one: another process that
+// shares the session may have resumed it since, which retires the token
+// this client holds.
+func (c *Client) adoptNewestToken() {
+	if c.cfg.newestToken == nil {
+		return
+	}
+	c.mu.Lock()
+	var id string
+	if c.session != nil {
+		id = c.session.SessionID
+	}
+	c.mu.Unlock()
+	if id == "" {
+		return
+	}
+	token, expires := c.cfg.newestToken(id)
+	if token == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.session
+	if s != nil && s.SessionID == id && s.Token != token && expires.After(s.ExpiresAt) {
+		n := *s
+		n.Token, n.ExpiresAt = token, expires
+		c.session = &n
+	}
+}
+
 // Online returns the client's current view of the online users, sorted by
 // username: the last presence snapshot with the changes since applied.
 // Empty before the first snapshot and with WithPresenceFeed(false).
@@ -329,6 +360,7 @@ func (c *Client) reconnectOnce() (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.adoptNewestToken()
 	c.mu.Lock()
 	var token string
 	if c.session != nil {

@@ -92,13 +92,13 @@ var (
 	ErrFileTooLarge         = sentinel(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE)
 	ErrChecksumMismatch     = sentinel(parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH)
 	ErrConflict             = sentinel(parleyv1.ErrorCode_ERROR_CODE_CONFLICT)
+	ErrQuotaExceeded        = sentinel(parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
 	ErrIdleTimeout          = sentinel(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT)
 	ErrSlowConsumer         = sentinel(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
 	ErrServerShutdown       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN)
 	ErrUnavailable          = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE)
 	ErrInternal             = sentinel(parleyv1.ErrorCode_ERROR_CODE_INTERNAL)
 	ErrTimeout              = sentinel(parleyv1.ErrorCode_ERROR_CODE_TIMEOUT)
-	ErrQuotaExceeded        = sentinel(parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
 )
 
 // Errors raised by the SDK itself rather than the server.

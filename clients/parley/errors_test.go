@@ -18,8 +18,8 @@ func TestErrorSentinels(t *testing.T) {
 		ErrTokenExpired, ErrTokenInvalid, ErrSessionRevoked, ErrAlreadyLoggedIn,
 		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
 		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName, ErrAlreadyFriends, ErrBlocked,
-		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict,
-		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout, ErrQuotaExceeded,
+		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict, ErrQuotaExceeded,
+		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
 	}
 	seen := map[parleyv1.ErrorCode]bool{}
 	for _, s := range sentinels {

@@ -19,3 +19,6 @@ func SetConversationsPageLimit(n uint32) (restore func()) {
 
 // CatchUpGrace is how long a gap waits for late live events.
 func CatchUpGrace() time.Duration { return catchUpGrace }
+
+// Bearer is the Authorization header the client's next HTTP request carries.
+func (c *Client) Bearer() string { return c.bearer() }

@@ -347,6 +347,7 @@ func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, 
 }
 
 func (c *Client) bearer() string {
+	c.adoptNewestToken()
 	if s := c.Session(); s != nil {
 		return "Bearer " + s.Token
 	}

@@ -47,6 +47,9 @@ type config struct {
 	clientName   string
 	autoAck      bool
 	httpBase     string // file transfers; "": derived from the address
+	// newestToken: WithTokenSource's function; nil: the client presents
+	// the token it last received.
+	newestToken func(sessionID string) (token string, expiresAt time.Time)
 }
 
 func defaultConfig() config {
@@ -159,3 +162,17 @@ func WithClientName(name string) Option {
 // what the user has actually seen). Acks are sent in the background, one
 // per conversation for a run of messages.
 func WithAutoAck(on bool) Option { return func(o *config) { o.autoAck = on } }
+
+// WithTokenSource lets clients in several processes share one session
+// (protocol §8.3: each resume returns a fresh token and retires the one it
+// replaced, after a minute). Whenever the client presents its session's
+// token, resuming after a reconnect or authorizing an HTTP file transfer,
+// it first calls newest with the session's id and uses the token returned
+// instead of its own when that one expires later (it was issued later).
+// The application saves every token it receives (the Session that Login,
+// Register and Resume return, ReconnectedEvent.Session) where newest reads
+// it; "" means none. newest is called without any lock held and should be
+// quick (reading a small file is fine).
+func WithTokenSource(newest func(sessionID string) (token string, expiresAt time.Time)) Option {
+	return func(o *config) { o.newestToken = newest }
+}

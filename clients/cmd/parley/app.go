@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/clients/internal/userdirs"
 	"github.com/parleychat/parley/clients/parley"
 )
 
@@ -83,7 +84,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.http, "http", g.http, "gateway HTTP base URL for files (env PARLEY_HTTP); default: where the server says its files are, else the --server host, port 7480 (http, or https for tls://)")
 	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of a CA certificate to trust for tls:// and wss://")
 	fs.BoolVar(&g.insecure, "insecure-skip-verify", g.insecure, "do not verify the server's TLS certificate (testing only)")
-	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in")
+	fs.StringVar(&g.user, "user", g.user, "username (env PARLEY_USER); default for session commands: the last user who logged in; the TUI resumes this user's saved session at once")
 	fs.StringVar(&g.configDir, "config-dir", g.configDir, "where the session token is kept")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "how long a command may take (not watch or tui)")
 	fs.BoolVar(&g.debug, "debug", g.debug, "log connection events to stderr")
@@ -236,6 +237,18 @@ func (a *app) serverKey() (string, error) {
 
 func (a *app) store() store { return store{dir: a.g.configDir} }
 
+// downloadsDefault says where downloadDir looks, for help texts.
+const downloadsDefault = "$XDG_DOWNLOAD_DIR (also as set in ~/.config/user-dirs.dirs), ~/Downloads, else the current folder"
+
+// downloadDir is where received files go when the command line names no
+// folder: $PARLEY_DOWNLOAD_DIR, else the platform's download folder.
+func (a *app) downloadDir() string {
+	if d := a.getenv("PARLEY_DOWNLOAD_DIR"); d != "" {
+		return d
+	}
+	return userdirs.Downloads(a.getenv)
+}
+
 func (a *app) logger() *slog.Logger {
 	if !a.g.debug {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -246,6 +259,11 @@ func (a *app) logger() *slog.Logger {
 // clientOptions are the SDK options the global flags imply.
 func (a *app) clientOptions() ([]parley.Option, error) {
 	opts := []parley.Option{parley.WithLogger(a.logger()), parley.WithDevice("parley-cli")}
+	if key, err := parley.NormalizeAddr(a.g.server); err == nil {
+		// Processes sharing a session present its newest saved token.
+		st := a.store()
+		opts = append(opts, parley.WithTokenSource(func(id string) (string, time.Time) { return st.newest(key, id) }))
+	}
 	if a.g.http != "" {
 		opts = append(opts, parley.WithHTTPBase(a.g.http))
 	}

@@ -288,7 +288,7 @@ func cmdListen(ctx context.Context, a *app, args []string) error {
 				fmt.Fprintf(a.stderr, "parley listen: disconnected (%s); reconnecting\n", describe(ev.Err))
 			case parley.ReconnectedEvent:
 				if ev.Session != nil {
-					_ = a.store().save(key, ev.Session)
+					_ = a.store().save(key, ev.Session, savedResumed)
 				}
 				fmt.Fprintln(a.stderr, "parley listen: reconnected")
 			case parley.SessionEndedEvent:

@@ -98,9 +98,9 @@ func TestStore(t *testing.T) {
 		t.Fatalf("empty store: %v, %v", got, err)
 	}
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	must(t, s.save(srv, &parley.Session{UserID: "u1", Username: "alice", SessionID: "s1", Token: "tok-a", ExpiresAt: exp}))
-	must(t, s.save(srv, &parley.Session{UserID: "u2", Username: "bob", SessionID: "s2", Token: "tok-b"}))
-	must(t, s.save("tls://other:7420", &parley.Session{Username: "carol", Token: "tok-c"}))
+	must(t, s.save(srv, &parley.Session{UserID: "u1", Username: "alice", SessionID: "s1", Token: "tok-a", ExpiresAt: exp}, savedLogin))
+	must(t, s.save(srv, &parley.Session{UserID: "u2", Username: "bob", SessionID: "s2", Token: "tok-b"}, savedLogin))
+	must(t, s.save("tls://other:7420", &parley.Session{Username: "carol", Token: "tok-c"}, savedLogin))
 
 	fi, err := os.Stat(filepath.Join(dir, sessionFile))
 	if err != nil {
@@ -119,7 +119,10 @@ func TestStore(t *testing.T) {
 	if got, _ := s.load(srv, "alice"); got == nil || got.Token != "tok-a" || !got.ExpiresAt.Equal(exp) {
 		t.Errorf("alice's session = %+v", got)
 	}
-	must(t, s.forget(srv, "bob"))
+	if got, _ := s.users(srv); !slices.Equal(got, []string{"bob", "alice"}) {
+		t.Errorf("saved users = %q, want the last login first", got)
+	}
+	must(t, s.forget(srv, "bob", "s2", ""))
 	if got, _ := s.load(srv, ""); got != nil {
 		t.Errorf("after forgetting the current user: %+v, want none", got)
 	}

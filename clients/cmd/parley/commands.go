@@ -57,7 +57,7 @@ func startSession(ctx context.Context, a *app, name string, args []string, regis
 	if err != nil {
 		return err
 	}
-	if err := a.store().save(key, sess); err != nil {
+	if err := a.store().save(key, sess, savedLogin); err != nil {
 		return fmt.Errorf("logged in, but storing the session failed: %w", err)
 	}
 	verb := "logged in as"
@@ -95,21 +95,37 @@ func (a *app) loadStored(key string) (*savedSession, error) {
 	return saved, nil
 }
 
-// resumeStored resumes saved on c and stores the refreshed token. A session
+// resumeStored resumes saved on c and stores the refreshed token. A token
+// the server refuses is read again from the store first: another process
+// sharing the session may have replaced it with a newer one (protocol
+// §8.3) just before, so the resume is tried once more with that. A session
 // the server no longer accepts is forgotten.
 func (a *app) resumeStored(ctx context.Context, c *parley.Client, key string, saved *savedSession) (*parley.Session, error) {
 	sess, err := c.Resume(ctx, saved.Token)
+	if sessionGone(err) {
+		if again, lerr := a.store().load(key, saved.Username); lerr == nil && again != nil &&
+			again.SessionID == saved.SessionID && again.Token != saved.Token {
+			saved = again
+			sess, err = c.Resume(ctx, saved.Token)
+		}
+	}
 	if err != nil {
-		if errors.Is(err, parley.ErrTokenExpired) || errors.Is(err, parley.ErrTokenInvalid) || errors.Is(err, parley.ErrSessionRevoked) {
-			_ = a.store().forget(key, saved.Username)
+		if sessionGone(err) {
+			_ = a.store().forget(key, saved.Username, saved.SessionID, saved.Token)
 			return nil, fmt.Errorf("the session of %s has ended (%s): run `parley login` again", saved.Username, describe(err))
 		}
 		return nil, err
 	}
-	if err := a.store().save(key, sess); err != nil {
+	if err := a.store().save(key, sess, savedResumed); err != nil {
 		return nil, fmt.Errorf("storing the refreshed session: %w", err)
 	}
 	return sess, nil
+}
+
+// sessionGone reports whether a resume failed because the token or its
+// session is no good any more (rather than the network or the server).
+func sessionGone(err error) bool {
+	return errors.Is(err, parley.ErrTokenExpired) || errors.Is(err, parley.ErrTokenInvalid) || errors.Is(err, parley.ErrSessionRevoked)
 }
 
 // sessionCommand parses fs (no positional arguments), dials, resumes the
@@ -203,7 +219,7 @@ func cmdLogout(ctx context.Context, a *app, args []string) error {
 		if err := c.Logout(ctx); err != nil {
 			return err
 		}
-		if err := a.store().forget(key, s.Username); err != nil {
+		if err := a.store().forget(key, s.Username, s.SessionID, ""); err != nil {
 			return fmt.Errorf("logged out, but removing the stored token failed: %w", err)
 		}
 		fmt.Fprintf(a.stdout, "logged out %s\n", s.Username)
@@ -275,7 +291,7 @@ func cmdWatch(ctx context.Context, a *app, args []string) error {
 				fmt.Fprintf(a.stderr, "parley watch: disconnected (%s); reconnecting\n", describe(ev.Err))
 			case parley.ReconnectedEvent:
 				if ev.Session != nil {
-					_ = a.store().save(key, ev.Session)
+					_ = a.store().save(key, ev.Session, savedResumed)
 				}
 				fmt.Fprintln(a.stderr, "parley watch: reconnected")
 			case parley.SessionEndedEvent:

@@ -76,6 +76,7 @@ type result struct {
 
 func (c cli) cmd(env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(c.bin, args...)
+	cmd.Dir = c.t.TempDir() // what lands in "the current folder" stays out of the source tree
 	cmd.Env = append([]string{
 		"HOME=" + c.t.TempDir(),
 		"PATH=" + os.Getenv("PATH"),
@@ -615,6 +616,19 @@ func TestBinaryFiles(t *testing.T) {
 		t.Fatalf("file get changed bob's own notes.txt: %q", b)
 	}
 	bob.fails(httpEnv, "", "NOT_FOUND", "file", "get", "f000000000000000000000000", dir)
+
+	// Without a folder: the platform's download folder.
+	xdg := filepath.Join(t.TempDir(), "Téléchargements")
+	out = bob.ok(append(httpEnv, "XDG_DOWNLOAD_DIR="+xdg), "", "file", "get", id)
+	if got, err := os.ReadFile(strings.TrimSpace(out)); err != nil || !bytes.Equal(got, data) || strings.TrimSpace(out) != filepath.Join(xdg, "notes.txt") {
+		t.Fatalf("file get without a folder wrote %q (%v), want it in $XDG_DOWNLOAD_DIR", out, err)
+	}
+	home := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(home, "Downloads"), 0o700))
+	out = bob.ok(append(httpEnv, "HOME="+home), "", "file", "get", id)
+	if strings.TrimSpace(out) != filepath.Join(home, "Downloads", "notes.txt") {
+		t.Fatalf("file get without a folder wrote %q, want it in ~/Downloads", out)
+	}
 
 	// A picture: `file thumb` saves its thumbnail; a text file has none.
 	img := image.NewGray(image.Rect(0, 0, 640, 320))

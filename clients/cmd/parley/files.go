@@ -20,7 +20,8 @@ const fileUsage = `usage: parley file <command> [args]
   send <conversation|@user> <path>   offer a file and upload it (resumes by itself); prints the file id
   resume <file id> <path>            continue an interrupted upload of the same file
   accept <file id> | reject <file id> answer a file offered to you in a private chat
-  get <file id> [dir]                download into dir (default .), resuming a partial download; checks the SHA-256;
+  get <file id> [dir]                download into dir (default: $PARLEY_DOWNLOAD_DIR, $XDG_DOWNLOAD_DIR,
+                                     ~/Downloads, else the current folder), resuming a partial download; checks the SHA-256;
                                      never overwrites: a taken name becomes "name (1).ext"
   ls [conversation]                  a conversation's files (a group's shelf), or the offers waiting for you
   thumb <file id> [path]             save a picture's thumbnail (a JPEG, at most 160x160; default <name>.thumb.jpg)
@@ -82,7 +83,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		dir := "."
+		dir := a.downloadDir()
 		if len(pos) == 2 {
 			dir = pos[1]
 		}

@@ -4,7 +4,9 @@
 // one-line message on stderr when something fails.
 //
 // Session tokens are kept in the config directory (sessions.json, mode 0600)
-// so that later commands resume the session without the password.
+// so that later commands resume the session without the password. Several
+// processes (TUIs in several terminals, commands) share that file and may
+// share a session: see store.go.
 package main
 
 import (

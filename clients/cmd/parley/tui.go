@@ -2,17 +2,24 @@ package main
 
 import (
 	"context"
-	"os"
 
 	"github.com/parleychat/parley/clients/internal/tui"
 	"github.com/parleychat/parley/clients/parley"
 )
 
+// cmdTUI runs the full-screen client. It starts on the login screen, which
+// offers to continue the sessions saved on this machine: several TUIs (one
+// per terminal) may run side by side as different users, or share one
+// user's session. Only an explicit --user (or PARLEY_USER) with a saved
+// session resumes it at once.
 func cmdTUI(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("tui", "")
-	downloads := fs.String("download-dir", os.Getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (default: the current folder; env PARLEY_DOWNLOAD_DIR)")
+	downloads := fs.String("download-dir", a.getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (env PARLEY_DOWNLOAD_DIR; default: "+downloadsDefault+")")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *downloads == "" {
+		*downloads = a.downloadDir()
 	}
 	key, err := a.serverKey()
 	if err != nil {
@@ -22,21 +29,34 @@ func cmdTUI(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	st := a.store()
 	cfg := tui.Config{
 		Server:      a.g.server,
 		User:        a.g.user,
 		Options:     append(opts, parley.WithDevice("parley-tui")),
 		DownloadDir: *downloads,
-		SaveSession: func(s *parley.Session) error {
-			return a.store().save(key, s)
+		SavedUsers: func() []string {
+			users, _ := st.users(key)
+			return users
 		},
-		ForgetSession: func(user string) error {
-			return a.store().forget(key, user)
+		LoadSession: func(user string) (*parley.Session, error) {
+			s, err := st.load(key, user)
+			if err != nil || s == nil {
+				return nil, err
+			}
+			return s.session(), nil
+		},
+		SaveSession: func(s *parley.Session, fresh bool) error {
+			return st.save(key, s, fresh)
+		},
+		ForgetSession: func(user, sessionID, token string) error {
+			return st.forget(key, user, sessionID, token)
 		},
 	}
-	if saved, err := a.store().load(key, a.g.user); err == nil && saved != nil {
-		cfg.Token = saved.Token
-		cfg.User = saved.Username
+	if a.g.user != "" {
+		if saved, err := st.load(key, a.g.user); err == nil && saved != nil {
+			cfg.Resume = true
+		}
 	}
 	return tui.Run(ctx, cfg)
 }

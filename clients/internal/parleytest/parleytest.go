@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -146,7 +147,7 @@ type Relay struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex // guards conns, stalled, drop, delay and history
+	mu    sync.Mutex // guards conns, stalled, drop, delay, history and resumes
 	conns map[net.Conn]struct{}
 	// stalled: bytes from the server are thrown away instead of relayed,
 	// until the next Cut (a reply lost in a network that is about to break).
@@ -156,7 +157,8 @@ type Relay struct {
 	// pass (an event overtaken by what follows it).
 	drop, delayN int
 	delay        time.Duration
-	history      int // HistoryRequests the clients sent
+	history      int      // HistoryRequests the clients sent
+	resumes      []string // the tokens of the ResumeRequests clients sent
 	wg           sync.WaitGroup
 }
 
@@ -181,6 +183,14 @@ func (r *Relay) HistoryRequests() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.history
+}
+
+// ResumeTokens returns the token of every resume clients sent through the
+// relay, in order.
+func (r *Relay) ResumeTokens() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.resumes)
 }
 
 // NewRelay relays to target (host:port) until the test ends.
@@ -270,11 +280,7 @@ func (r *Relay) accept() {
 		r.track(in, out)
 		r.wg.Add(2)
 		go r.frames(out, in, func(f []byte) bool {
-			if isHistory(f) {
-				r.mu.Lock()
-				r.history++
-				r.mu.Unlock()
-			}
+			r.count(f)
 			return true
 		}, in, out)
 		var wmu sync.Mutex // delayed frames are written from timers
@@ -337,9 +343,20 @@ func (r *Relay) passEvent(f []byte, wmu *sync.Mutex, w io.Writer) bool {
 	return false
 }
 
-func isHistory(f []byte) bool {
+// count notes a client's history reads and resumes.
+func (r *Relay) count(f []byte) {
 	fr, err := wire.Decode(f[4:])
-	return err == nil && fr.GetBody() != nil && fr.GetHistory() != nil
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case fr.GetHistory() != nil:
+		r.history++
+	case fr.GetResume() != nil:
+		r.resumes = append(r.resumes, fr.GetResume().GetToken())
+	}
 }
 
 type lockedWriter struct {

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -22,11 +23,12 @@ const (
 
 // authMsg reports a login, register or resume attempt. client is set
 // whenever a connection exists, even if authentication failed, so the next
-// attempt reuses it.
+// attempt reuses it. For a resume, tried is the saved session presented.
 type authMsg struct {
 	kind    authKind
 	client  *parley.Client
 	session *parley.Session
+	tried   *parley.Session
 	err     error
 }
 
@@ -49,15 +51,27 @@ type whoMsg struct {
 
 type logoutMsg struct{ err error }
 
-// authCmd connects (unless client is still usable) and authenticates.
-func authCmd(ctx context.Context, cfg Config, client *parley.Client, kind authKind, user, pass, token string) tea.Cmd {
+// authCmd connects (unless client is still usable) and authenticates. A
+// resume reads user's newest saved token first and, if the server refuses
+// it as replaced or expired, reads the store once more: another process
+// sharing the session may have saved a newer token meanwhile (protocol
+// §8.3).
+func authCmd(ctx context.Context, cfg Config, client *parley.Client, kind authKind, user, pass string) tea.Cmd {
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
+		var tried *parley.Session
+		if kind == authResume {
+			s, err := loadSaved(cfg, user)
+			if err != nil {
+				return authMsg{kind: kind, client: client, err: err}
+			}
+			tried = s
+		}
 		if client == nil || client.Err() != nil {
 			c, err := parley.Dial(ctx, cfg.Server, cfg.Options...)
 			if err != nil {
-				return authMsg{kind: kind, err: err}
+				return authMsg{kind: kind, tried: tried, err: err}
 			}
 			client = c
 		}
@@ -69,10 +83,34 @@ func authCmd(ctx context.Context, cfg Config, client *parley.Client, kind authKi
 		case authRegister:
 			s, err = client.Register(ctx, user, pass)
 		case authResume:
-			s, err = client.Resume(ctx, token)
+			s, err = client.Resume(ctx, tried.Token)
+			if sessionGone(err) {
+				if again, lerr := loadSaved(cfg, user); lerr == nil && again.SessionID == tried.SessionID && again.Token != tried.Token {
+					tried = again
+					s, err = client.Resume(ctx, tried.Token)
+				}
+			}
 		}
-		return authMsg{kind: kind, client: client, session: s, err: err}
+		return authMsg{kind: kind, client: client, session: s, tried: tried, err: err}
 	}
+}
+
+// errNoSavedSession: the session offered on the login screen is no longer
+// saved (another process logged it out).
+var errNoSavedSession = errors.New("no saved session: log in with the password")
+
+func loadSaved(cfg Config, user string) (*parley.Session, error) {
+	if cfg.LoadSession == nil {
+		return nil, errNoSavedSession
+	}
+	s, err := cfg.LoadSession(user)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil || s.Token == "" {
+		return nil, errNoSavedSession
+	}
+	return s, nil
 }
 
 // waitEvent delivers client's next event; the model asks again after each.

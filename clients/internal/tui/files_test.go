@@ -81,7 +81,7 @@ func (w *world) start(name string, kind authKind) *user {
 			u.m.client.Close()
 		}
 	})
-	u.feed(authCmd(context.Background(), u.m.cfg, nil, kind, name, "correct horse battery", "")())
+	u.feed(authCmd(context.Background(), u.m.cfg, nil, kind, name, "correct horse battery")())
 	if u.m.screen != screenChat {
 		w.t.Fatalf("%s is not logged in: %s", name, u.m.View())
 	}

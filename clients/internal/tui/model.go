@@ -26,11 +26,14 @@ type model struct {
 	ctx    context.Context
 	cfg    Config
 	client *parley.Client // nil until the first connection
-	screen screen
-	login  loginScreen
-	chat   chatScreen
-	width  int
-	height int
+	// sessionID: the session on the chat screen (kept for forgetting it
+	// after a logout, when the client no longer has it).
+	sessionID string
+	screen    screen
+	login     loginScreen
+	chat      chatScreen
+	width     int
+	height    int
 
 	// convsBusy: a conversation listing is being read; convsAgain: read
 	// another when it returns (refreshConvs).
@@ -56,24 +59,36 @@ type model struct {
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
-	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User), chat: newChatScreen(), now: time.Now,
+	var saved []string
+	if !cfg.Resume {
+		saved = savedUsers(cfg)
+	}
+	m := &model{ctx: ctx, cfg: cfg, login: newLoginScreen(cfg.User, saved), chat: newChatScreen(), now: time.Now,
 		downloadDir: cfg.DownloadDir}
 	if m.downloadDir == "" {
-		m.downloadDir = "." // as `parley file get`
+		m.downloadDir = "."
 	}
 	if abs, err := filepath.Abs(m.downloadDir); err == nil {
 		m.downloadDir = abs
 	}
-	if cfg.Token != "" {
+	if cfg.Resume {
 		m.login.busy = true
 		m.login.status = "resuming the session of " + cfg.User + "…"
 	}
 	return m
 }
 
+// savedUsers lists the sessions the login screen offers to continue.
+func savedUsers(cfg Config) []string {
+	if cfg.SavedUsers == nil {
+		return nil
+	}
+	return cfg.SavedUsers()
+}
+
 func (m *model) Init() tea.Cmd {
-	if m.cfg.Token != "" {
-		return authCmd(m.ctx, m.cfg, nil, authResume, "", "", m.cfg.Token)
+	if m.cfg.Resume {
+		return authCmd(m.ctx, m.cfg, nil, authResume, m.cfg.User, "")
 	}
 	return nil
 }
@@ -153,7 +168,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		if m.cfg.ForgetSession != nil {
-			_ = m.cfg.ForgetSession(m.chat.me)
+			_ = m.cfg.ForgetSession(m.chat.me, m.sessionID, "")
 		}
 		m.toLogin("logged out")
 		return m, nil
@@ -167,11 +182,15 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.login.busy = true
 		kind := authLogin
 		m.login.status = "logging in…"
-		if sub.register {
+		switch {
+		case sub.register:
 			kind = authRegister
 			m.login.status = "creating the account…"
+		case sub.resume:
+			kind = authResume
+			m.login.status = "resuming the session of " + sub.user + "…"
 		}
-		return m, authCmd(m.ctx, m.cfg, m.client, kind, sub.user, sub.password, "")
+		return m, authCmd(m.ctx, m.cfg, m.client, kind, sub.user, sub.password)
 	}
 	return m, m.updateChat(msg)
 }
@@ -186,22 +205,30 @@ func (m *model) onAuth(msg authMsg) tea.Cmd {
 		cmd = waitEvent(m.client)
 	}
 	if msg.err != nil {
-		if msg.kind == authResume {
-			if m.cfg.ForgetSession != nil && sessionGone(msg.err) {
-				_ = m.cfg.ForgetSession(m.cfg.User)
-			}
-			m.login.reset("stored session not resumed: " + describe(msg.err))
-		} else {
+		if msg.kind != authResume {
 			m.login.reset(describe(msg.err))
+			return cmd
 		}
+		if t := msg.tried; t != nil && sessionGone(msg.err) {
+			if m.cfg.ForgetSession != nil {
+				_ = m.cfg.ForgetSession(t.Username, t.SessionID, t.Token)
+			}
+			m.login.inputs[fieldUser].SetValue(t.Username)
+			m.login.setSaved(savedUsers(m.cfg))
+			m.login.setField(fieldPass)
+		} else if m.cfg.Resume {
+			m.login.setSaved(savedUsers(m.cfg)) // offer it again
+		}
+		m.login.reset("saved session not resumed: " + describe(msg.err))
 		return cmd
 	}
 	s := msg.session
 	if m.cfg.SaveSession != nil {
-		if err := m.cfg.SaveSession(s); err != nil {
+		if err := m.cfg.SaveSession(s, msg.kind != authResume); err != nil {
 			m.chat.add(lineError, "could not store the session token: "+err.Error())
 		}
 	}
+	m.sessionID = s.SessionID
 	m.screen = screenChat
 	m.login.busy, m.login.status, m.login.err = false, "", ""
 	m.chat.me, m.chat.myID = s.Username, s.UserID
@@ -272,16 +299,31 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 			m.chat.gateway = m.client.Welcome().GetGatewayId()
 		}
 		if ev.Session != nil && m.cfg.SaveSession != nil {
-			_ = m.cfg.SaveSession(ev.Session)
+			_ = m.cfg.SaveSession(ev.Session, false)
 		}
 		m.chat.system("reconnected")
 	case parley.SessionEndedEvent:
-		if m.cfg.ForgetSession != nil {
-			_ = m.cfg.ForgetSession(m.chat.me)
-		}
+		m.forgetEnded(ev)
 		m.toLogin("session ended: " + describe(ev.Err()))
 	}
 	return nil
+}
+
+// forgetEnded drops the saved session the server ended. A session resumed
+// on another connection under the takeover policy (LOGGED_IN_ELSEWHERE)
+// lives on there and stays saved; a refused token is forgotten only while
+// no newer one of the session was saved.
+func (m *model) forgetEnded(ev parley.SessionEndedEvent) {
+	if m.cfg.ForgetSession == nil {
+		return
+	}
+	err := ev.Err()
+	switch {
+	case errors.Is(err, parley.ErrSessionRevoked):
+		_ = m.cfg.ForgetSession(m.chat.me, m.sessionID, "")
+	case sessionGone(err) && m.client != nil && m.client.Session() != nil:
+		_ = m.cfg.ForgetSession(m.chat.me, m.sessionID, m.client.Session().Token)
+	}
 }
 
 // onClientEnded: the client will not reconnect (after logout, or the
@@ -304,6 +346,8 @@ func (m *model) toLogin(msg string) {
 	m.chat = newChatScreen()
 	m.convsBusy, m.convsAgain = false, false
 	m.chat.resize(m.width, m.height)
+	m.sessionID = ""
+	m.login.setSaved(savedUsers(m.cfg))
 	m.login.reset(msg)
 }
 

@@ -71,7 +71,7 @@ func TestLoginNeedsUsernameAndPassword(t *testing.T) {
 func loggedIn(t *testing.T) *model {
 	t.Helper()
 	m := newTestModel()
-	m.onAuth(authMsg{kind: authLogin, session: &parley.Session{Username: "alice", UserID: "u1"}})
+	m.onAuth(authMsg{kind: authLogin, session: &parley.Session{Username: "alice", UserID: "u1", SessionID: "s1"}})
 	if m.screen != screenChat {
 		t.Fatal("not on the chat screen after login")
 	}
@@ -134,14 +134,92 @@ func TestChatInput(t *testing.T) {
 }
 
 func TestSessionEndedReturnsToLogin(t *testing.T) {
-	m := loggedIn(t)
-	var forgot string
-	m.cfg.ForgetSession = func(u string) error { forgot = u; return nil }
-	m.onEvent(parley.SessionEndedEvent{Reason: parley.ErrLoggedInElsewhere.Code, Message: "logged in elsewhere"})
-	if m.screen != screenLogin || forgot != "alice" {
-		t.Fatalf("screen %v, forgot %q: want the login screen and the token forgotten", m.screen, forgot)
+	tests := []struct {
+		ev         parley.SessionEndedEvent
+		wantForget bool
+	}{
+		// Logged out elsewhere: the session is over for every process.
+		{parley.SessionEndedEvent{Reason: parley.ErrSessionRevoked.Code, Message: "logged out"}, true},
+		// Under takeover another process resumed the session: it lives on
+		// there, and stays saved.
+		{parley.SessionEndedEvent{Reason: parley.ErrLoggedInElsewhere.Code, Message: "logged in elsewhere"}, false},
 	}
-	if !strings.Contains(m.View(), "logged in elsewhere") {
-		t.Errorf("login screen does not say why:\n%s", m.View())
+	for _, tt := range tests {
+		t.Run(tt.ev.Message, func(t *testing.T) {
+			m := loggedIn(t)
+			var forgot []string
+			m.cfg.ForgetSession = func(u, sid, tok string) error { forgot = append(forgot, u+"/"+sid+"/"+tok); return nil }
+			m.onEvent(tt.ev)
+			if m.screen != screenLogin {
+				t.Fatal("not back on the login screen")
+			}
+			if want := []string{"alice/s1/"}; tt.wantForget != (len(forgot) == 1 && forgot[0] == want[0]) {
+				t.Errorf("forgot %q, want forgotten: %v", forgot, tt.wantForget)
+			}
+			if !strings.Contains(m.View(), tt.ev.Message) {
+				t.Errorf("login screen does not say why:\n%s", m.View())
+			}
+		})
+	}
+}
+
+// A client started next to one that saved alice's session starts on the
+// login screen and offers to continue as alice; registering bob from it is
+// what the keys typed do, never a message sent as alice.
+func TestSavedSessionIsOfferedNotTaken(t *testing.T) {
+	cfg := Config{Server: "tcp://127.0.0.1:1", SavedUsers: func() []string { return []string{"alice"} }}
+	m := newModel(context.Background(), cfg)
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	if m.Init() != nil || m.login.busy {
+		t.Fatal("the saved session was resumed without being chosen")
+	}
+	if v := m.View(); !strings.Contains(v, "Continue as alice") {
+		t.Fatalf("the saved session is not offered:\n%s", v)
+	}
+
+	// Register bob: ctrl+r, then the form.
+	press(m, tea.KeyCtrlR)
+	typeText(m, "bob")
+	press(m, tea.KeyTab)
+	typeText(m, "correct horse")
+	press(m, tea.KeyTab)
+	typeText(m, "correct horse")
+	if got := m.login.inputs[fieldUser].Value(); got != "bob" {
+		t.Fatalf("username field = %q, want bob", got)
+	}
+	if cmd := press(m, tea.KeyEnter); cmd == nil || m.login.status != "creating the account…" {
+		t.Errorf("enter did not register bob (status %q)", m.login.status)
+	}
+}
+
+func TestContinueAsSavedUser(t *testing.T) {
+	var loaded []string
+	cfg := Config{Server: "tcp://127.0.0.1:1",
+		SavedUsers: func() []string { return []string{"alice", "bob"} },
+		LoadSession: func(user string) (*parley.Session, error) {
+			loaded = append(loaded, user)
+			return &parley.Session{Username: user, SessionID: "s-" + user, Token: "tok-" + user}, nil
+		}}
+
+	// Typing on the "continue as" row types a username instead.
+	m := newModel(context.Background(), cfg)
+	typeText(m, "carol")
+	if got := m.login.inputs[fieldUser].Value(); got != "carol" || m.login.field() != fieldUser {
+		t.Errorf("typing on the continue row: username %q, field %d; want carol in the username", got, m.login.field())
+	}
+
+	// Down to bob, enter: bob's session is read when it is resumed.
+	m = newModel(context.Background(), cfg)
+	press(m, tea.KeyDown)
+	cmd := press(m, tea.KeyEnter)
+	if cmd == nil || m.login.status != "resuming the session of bob…" {
+		t.Fatalf("enter on bob's row: status %q", m.login.status)
+	}
+	if len(loaded) != 0 {
+		t.Errorf("the token was read before the resume started: %q", loaded)
+	}
+	msg, ok := cmd().(authMsg)
+	if !ok || msg.kind != authResume || msg.tried == nil || msg.tried.Token != "tok-bob" {
+		t.Fatalf("resume attempt = %+v, want bob's saved token", msg)
 	}
 }

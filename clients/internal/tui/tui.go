@@ -17,15 +17,28 @@ import (
 type Config struct {
 	Server  string          // gateway address, as for parley.Dial
 	User    string          // prefilled username
-	Token   string          // a stored session token: resumed at start when set
-	Options []parley.Option // TLS, logger, device
-	// SaveSession stores a session's token for later runs (called after
-	// every login and token refresh); ForgetSession drops it (logout, or
-	// the server ended the session). Both may be nil.
-	SaveSession   func(*parley.Session) error
-	ForgetSession func(user string) error
+	Options []parley.Option // TLS, logger, device, token source
+	// Resume: resume User's saved session at start instead of showing the
+	// login screen (the user named User explicitly).
+	Resume bool
+
+	// The sessions saved on this machine, shared with the user's other
+	// Parley processes (TUIs in other terminals, CLI commands). All may be
+	// nil. SavedUsers lists the users whose session can be continued
+	// without the password, offered on the login screen; LoadSession reads
+	// user's newest saved session (nil: none), just before it is resumed.
+	// SaveSession stores a session's token (called with every token
+	// received: fresh for a login or registration, not for a resume);
+	// ForgetSession drops user's saved session if it is still sessionID
+	// and, unless token is "", still that token.
+	SavedUsers    func() []string
+	LoadSession   func(user string) (*parley.Session, error)
+	SaveSession   func(s *parley.Session, fresh bool) error
+	ForgetSession func(user, sessionID, token string) error
+
 	// DownloadDir is where received files are saved ("": the current
-	// folder, as `parley file get`); /dir changes it while running.
+	// folder; the command passes the platform's download folder); /dir
+	// changes it while running.
 	DownloadDir string
 }
 
