@@ -439,34 +439,25 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 
 // sessionAlive asks auth whether the session a download token was issued
 // to still exists (subject.AuthSessionCheck): an ended one (logout,
-// takeover) is SESSION_REVOKED. If no auth replica serves the check at all
-// (an auth older than this service, during a rollout) the token is
-// honoured as before the check existed, and the operator told; any other
-// failure refuses the download (UNAVAILABLE, TIMEOUT: try again).
+// takeover) is SESSION_REVOKED. It fails closed: when auth cannot answer
+// (no replica, a timeout) the download is refused with UNAVAILABLE, which
+// the gateway answers 503 (try again), rather than honour a link whose
+// session may have ended.
 func (s *Service) sessionAlive(ctx context.Context, uid, sid string) error {
-	data, err := proto.Marshal(&internalv1.SessionCheckRequest{UserId: uid, SessionId: sid})
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	reply, err := s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject.AuthSessionCheck, Data: data})
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		if last := s.noSessionCheck.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.noSessionCheck.CompareAndSwap(last, time.Now().UnixNano()) {
-			s.log.Warn("auth does not answer session checks (older than the file service?); download tokens honoured without one", "user_id", uid)
-		}
+	err := rpc.Request(ctx, s.nc, subject.AuthSessionCheck, nil, &internalv1.SessionCheckRequest{UserId: uid, SessionId: sid}, nil)
+	if err == nil {
 		return nil
-	case err != nil:
+	}
+	switch errcode.Code(err) {
+	case parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED:
+		return errSessionGone
+	case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
+		s.log.Warn("session check failed; download refused", "user_id", uid, "err", err)
 		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
 	}
-	if e := rpc.ErrorOf(reply); e != nil {
-		if e.Code == parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED {
-			return errSessionGone
-		}
-		return e
-	}
-	return nil
+	return err
 }
 
 // validConversation reports whether id is shaped like a conversation id

@@ -95,9 +95,6 @@ type Service struct {
 
 	thumbs     chan struct{}      // bounds the pictures decoded at once
 	offerLimit *ratelimit.Limiter // offers per user (-file-offer-rate)
-	// noSessionCheck is when the missing session check was last logged
-	// (unix ns): once a minute at most.
-	noSessionCheck atomic.Int64
 
 	running atomic.Bool
 	ready   atomic.Bool
