@@ -864,3 +864,26 @@ func TestFileEvents(t *testing.T) {
 	waitEvent(bob, "the file available to bob", isFile(parley.FileEventAvailable))
 	waitEvent(alice, "the file available to alice", isFile(parley.FileEventAvailable))
 }
+
+// TestAnswerFileWhoMay: only a private file's recipient answers it. Its
+// sender is told PERMISSION_DENIED; anyone else gets NOT_FOUND, exactly as
+// for a file id that does not exist, so answering reveals nothing about
+// other people's files (docs/protocol.md §18.2).
+func TestAnswerFileWhoMay(t *testing.T) {
+	p, alice, bob := aliceAndBob(t, nil)
+	carol := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
+	register(t, carol, "carol")
+	ctx := ctxT(t)
+	_, sum := randomData(t, 10)
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x.bin", Size: 10, SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := offer.GetFile().GetFileId()
+	wantCode(t, alice.AnswerFile(ctx, id, true), parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	wantCode(t, carol.AnswerFile(ctx, id, false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	wantCode(t, carol.AnswerFile(ctx, "f-no-such-file", false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	if err := bob.AnswerFile(ctx, id, true); err != nil {
+		t.Fatalf("the recipient's answer: %v", err)
+	}
+}
