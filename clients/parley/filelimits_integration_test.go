@@ -165,6 +165,20 @@ func TestFilesBadConversation(t *testing.T) {
 			t.Errorf("files of %q: %v, want INVALID_ARGUMENT", conv, err)
 		}
 	}
+	// Well-formed but no conversation with files (§18.2): NOT_FOUND for
+	// the public room and an unknown group; PERMISSION_DENIED for another
+	// pair's private chat.
+	for conv, want := range map[string]parleyv1.ErrorCode{
+		"room.public":                       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		"group.gaaaaaaaaaaaaaaaaaaaa":       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		"dm.uaaaaaaaaaaaa.uzzzzzzzzzzzzzzz": parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+	} {
+		_, _, err := alice.FilesPage(ctxT(t), conv, "", 0)
+		var pe *parley.Error
+		if !errors.As(err, &pe) || pe.Code != want {
+			t.Errorf("files of %q: %v, want %v", conv, err, want)
+		}
+	}
 }
 
 // TestDownloadURLEndsWithSession: a download URL is bound to the session

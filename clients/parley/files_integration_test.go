@@ -223,9 +223,13 @@ func testFileTransfer(t *testing.T, edit func(*server.Config)) {
 		t.Errorf("progress ended at %d", progress)
 	}
 
-	// carol may not download; bob accepts and downloads it intact.
+	// carol may not download; only bob answers (§18.2: the sender is told
+	// PERMISSION_DENIED, anyone else NOT_FOUND, as for an unknown file);
+	// bob accepts and downloads it intact.
 	_, err = carol.DownloadURL(ctx, f.GetFileId())
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	wantCode(t, alice.AnswerFile(ctx, f.GetFileId(), true), parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	wantCode(t, carol.AnswerFile(ctx, f.GetFileId(), false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 	if err := bob.AnswerFile(ctx, f.GetFileId(), true); err != nil {
 		t.Fatal(err)
 	}
