@@ -41,7 +41,7 @@ const (
 	ErrorCode_ERROR_CODE_INVALID_UTF8         ErrorCode = 3 // a text field is not valid UTF-8
 	ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION  ErrorCode = 4 // no common protocol version
 	ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED   ErrorCode = 5 // first frame was not Hello, or Hello repeated
-	ErrorCode_ERROR_CODE_UNKNOWN_REQUEST      ErrorCode = 6 // a frame body the server does not accept from clients
+	ErrorCode_ERROR_CODE_UNKNOWN_REQUEST      ErrorCode = 6 // a frame body the server does not accept from clients, or does not know
 	ErrorCode_ERROR_CODE_INVALID_ARGUMENT     ErrorCode = 7 // a field is missing or out of range
 	ErrorCode_ERROR_CODE_DUPLICATE_REQUEST_ID ErrorCode = 8 // request_id already in flight
 	// Accounts and sessions (10-29).
