@@ -260,6 +260,14 @@ func (c *conn) readLoop() {
 	defer c.wg.Done()
 	for {
 		f, err := c.t.readFrame()
+		if errors.Is(err, wire.ErrUnknownBody) {
+			// A later server's event (docs/protocol.md §4: clients may
+			// ignore a body member they do not know). The frame was read
+			// whole, so the stream is still in step.
+			c.lastRecv.Store(time.Now().UnixNano())
+			c.log.Debug("parley: ignored a frame of a later protocol version")
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, wire.ErrFrameTooLarge) {
 				err = &Error{Code: parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, Message: err.Error()}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"image"
 	"image/png"
+	"io"
 	"net/http"
 	"testing"
 
@@ -163,4 +164,71 @@ func TestCORS(t *testing.T) {
 			t.Errorf("preflight from another origin allowed methods %q", resp.Header.Get("Access-Control-Allow-Methods"))
 		}
 	})
+}
+
+// TestDownloadRanges: the download answers of §18.4 as a client written
+// from the text sees them: one range is 206 with Content-Range, none or
+// several are the whole file (200), a range past the end or malformed is
+// 416 with the size in Content-Range; every success carries the file's
+// SHA-256 (ETag, X-Parley-Sha256), Accept-Ranges and no caching.
+func TestDownloadRanges(t *testing.T) {
+	p, alice, bob := aliceAndBob(t, nil)
+	ctx := ctxT(t)
+	data := []byte("0123456789")
+	sum := sha256.Sum256(data)
+	hexSum := hex.EncodeToString(sum[:])
+	offer, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "digits.txt", ContentType: "text/plain",
+		Size: uint64(len(data)), SHA256: hexSum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bob.DownloadURL(ctx, offer.GetFile().GetFileId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		rng          string
+		status       int
+		contentRange string
+		body         string
+	}{
+		{"", http.StatusOK, "", "0123456789"},
+		{"bytes=2-5", http.StatusPartialContent, "bytes 2-5/10", "2345"},
+		{"bytes=7-", http.StatusPartialContent, "bytes 7-9/10", "789"},
+		{"bytes=-3", http.StatusPartialContent, "bytes 7-9/10", "789"},
+		{"bytes=8-100", http.StatusPartialContent, "bytes 8-9/10", "89"},
+		{"bytes=0-1,4-5", http.StatusOK, "", "0123456789"},
+		{"bytes=10-", http.StatusRequestedRangeNotSatisfiable, "bytes */10", ""},
+		{"bytes=x-y", http.StatusRequestedRangeNotSatisfiable, "bytes */10", ""},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.HTTPBase()+d.GetPath(), nil)
+		if tc.rng != "" {
+			req.Header.Set("Range", tc.rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		h := resp.Header
+		if resp.StatusCode != tc.status || h.Get("Content-Range") != tc.contentRange {
+			t.Errorf("Range %q: %s, Content-Range %q; want %d, %q", tc.rng, resp.Status, h.Get("Content-Range"), tc.status, tc.contentRange)
+			continue
+		}
+		if resp.StatusCode >= 300 {
+			continue
+		}
+		switch {
+		case string(body) != tc.body:
+			t.Errorf("Range %q: body %q, want %q", tc.rng, body, tc.body)
+		case h.Get("ETag") != `"`+hexSum+`"`, h.Get("X-Parley-Sha256") != hexSum:
+			t.Errorf("Range %q: ETag %q, X-Parley-Sha256 %q", tc.rng, h.Get("ETag"), h.Get("X-Parley-Sha256"))
+		case h.Get("Accept-Ranges") != "bytes", h.Get("Cache-Control") != "private, no-store":
+			t.Errorf("Range %q: Accept-Ranges %q, Cache-Control %q", tc.rng, h.Get("Accept-Ranges"), h.Get("Cache-Control"))
+		}
+	}
 }

@@ -38,6 +38,34 @@ func bodyOf(r *http.Response) string {
 	return string(b)
 }
 
+// TestTusCreationAnswer: a tus creation answers as §18.3 says: 201 with
+// Location (the upload's path), X-Parley-File-Id (the file it names),
+// Upload-Expires, Tus-Resumable and nosniff; a missing Tus-Resumable is
+// 412.
+func TestTusCreationAnswer(t *testing.T) {
+	p, alice, _ := aliceAndBob(t, nil)
+	r := tusCreate(t, p.HTTPBase(), alice.Session().Token, 10)
+	h := r.Header
+	id := h.Get("X-Parley-File-Id")
+	switch {
+	case r.StatusCode != http.StatusCreated:
+		t.Fatalf("creation: %s %s", r.Status, bodyOf(r))
+	case id == "" || h.Get("Location") != "/v1/files/"+id:
+		t.Errorf("Location %q, X-Parley-File-Id %q", h.Get("Location"), id)
+	case h.Get("Upload-Expires") == "", h.Get("Tus-Resumable") != "1.0.0", h.Get("X-Content-Type-Options") != "nosniff":
+		t.Errorf("Upload-Expires %q, Tus-Resumable %q, X-Content-Type-Options %q",
+			h.Get("Upload-Expires"), h.Get("Tus-Resumable"), h.Get("X-Content-Type-Options"))
+	}
+	if _, err := http.ParseTime(h.Get("Upload-Expires")); err != nil {
+		t.Errorf("Upload-Expires %q: %v", h.Get("Upload-Expires"), err)
+	}
+	r = tusRequest(t, http.MethodPost, p.HTTPBase()+"/v1/files", alice.Session().Token, nil,
+		map[string]string{"Tus-Resumable": "", "Upload-Length": "10"})
+	if r.StatusCode != http.StatusPreconditionFailed {
+		t.Errorf("creation without Tus-Resumable: %s, want 412", r.Status)
+	}
+}
+
 // TestFileQuota: the bytes of a user's files that are uploading or
 // available are bounded by -file-user-quota: an offer (or tus creation)
 // beyond it is QUOTA_EXCEEDED (413 over HTTP) and made nothing; cancelling
@@ -163,6 +191,20 @@ func TestFilesBadConversation(t *testing.T) {
 		var pe *parley.Error
 		if !errors.As(err, &pe) || pe.Code != parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 			t.Errorf("files of %q: %v, want INVALID_ARGUMENT", conv, err)
+		}
+	}
+	// Well-formed but no conversation with files (§18.2): NOT_FOUND for
+	// the public room and an unknown group; PERMISSION_DENIED for another
+	// pair's private chat.
+	for conv, want := range map[string]parleyv1.ErrorCode{
+		"room.public":                       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		"group.gaaaaaaaaaaaaaaaaaaaa":       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		"dm.uaaaaaaaaaaaa.uzzzzzzzzzzzzzzz": parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+	} {
+		_, _, err := alice.FilesPage(ctxT(t), conv, "", 0)
+		var pe *parley.Error
+		if !errors.As(err, &pe) || pe.Code != want {
+			t.Errorf("files of %q: %v, want %v", conv, err, want)
 		}
 	}
 }

@@ -223,9 +223,13 @@ func testFileTransfer(t *testing.T, edit func(*server.Config)) {
 		t.Errorf("progress ended at %d", progress)
 	}
 
-	// carol may not download; bob accepts and downloads it intact.
+	// carol may not download; only bob answers (§18.2: the sender is told
+	// PERMISSION_DENIED, anyone else NOT_FOUND, as for an unknown file);
+	// bob accepts and downloads it intact.
 	_, err = carol.DownloadURL(ctx, f.GetFileId())
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	wantCode(t, alice.AnswerFile(ctx, f.GetFileId(), true), parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	wantCode(t, carol.AnswerFile(ctx, f.GetFileId(), false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
 	if err := bob.AnswerFile(ctx, f.GetFileId(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -746,12 +750,18 @@ func TestOfferIdempotent(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("%d offer messages in the chat, want 1", len(msgs))
 	}
-	// The same key for another file is refused; a key too long too.
+	// The same key for another file is refused; a key too long too. The
+	// limit is 64 characters, not bytes.
 	_, other := randomData(t, 10)
 	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "other.bin", Size: 10, SHA256: other, ClientKey: "offer-1"})
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_CONFLICT)
 	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("k", 65)})
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("é", 65)})
+	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	if _, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("é", 64)}); err != nil {
+		t.Fatalf("a key of 64 two-byte characters: %v", err)
+	}
 	// Without a key the SDK picks a fresh one: two calls, two files.
 	a, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "a", Size: 10, SHA256: other})
 	if err != nil {

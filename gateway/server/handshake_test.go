@@ -308,3 +308,31 @@ func TestRequestRules(t *testing.T) {
 		t.Errorf("UNKNOWN_REQUEST errors metric = %v, want 5", n)
 	}
 }
+
+// TestUnknownBodyMember: a frame whose body is a member this gateway's
+// schema does not know (field 99: a later version's request) is answered
+// UNKNOWN_REQUEST with its request_id, like a body only servers send, and
+// is not a bad frame: a newer client may try any number of them. As a
+// first frame it is not a Hello.
+func TestUnknownBodyMember(t *testing.T) {
+	e := startGateway(t, nil)
+	unknown := func(id uint32) []byte { return rawFrame(id, 99, rawField(1, []byte("x"))) }
+	c := dialTCP(t, e)
+	c.hello()
+	for i := range uint32(12) { // more than the 10 bad frames a connection may send
+		if err := c.write(unknown(200 + i)); err != nil {
+			t.Fatal(err)
+		}
+		if f := c.expectError(parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, false); f.GetRequestId() != 200+i {
+			t.Fatalf("request_id = %d, want %d", f.GetRequestId(), 200+i)
+		}
+	}
+	c.login("alice", noFeed)
+
+	c = dialTCP(t, e)
+	if err := c.write(unknown(7)); err != nil {
+		t.Fatal(err)
+	}
+	c.expectError(parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, true)
+	c.expectClosed()
+}

@@ -369,9 +369,9 @@ func (s *Server) newStream(c net.Conn, kind string) transport.Transport {
 }
 
 // newApp builds the HTTP app: WebSocket upgrades at WebSocketPath, 426 for
-// anything else there, 404 elsewhere. No request body is ever left half
-// read on a connection that stays open (reqbody.Guard, around every
-// route).
+// anything else there, 404 elsewhere, every answer with nosniff. No request
+// body is ever left half read on a connection that stays open
+// (reqbody.Guard, around every route).
 func (s *Server) newApp() *fiber.App {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
@@ -386,6 +386,12 @@ func (s *Server) newApp() *fiber.App {
 		// multipart body whole (into temporary files) before any
 		// handler could refuse it.
 		DisablePreParseMultipartForm: true,
+	})
+	// No answer here is for a browser to sniff: the file endpoints set it
+	// too (files.tusHeaders), this covers the rest (a 404 echoes the path).
+	app.Use(func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+		return c.Next()
 	})
 	app.Use(reqbody.Guard)
 	if s.files != nil {

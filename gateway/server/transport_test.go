@@ -50,14 +50,18 @@ func TestWebSocket(t *testing.T) {
 		t.Errorf("remote addr header %q", got)
 	}
 
-	// Plain HTTP on the WebSocket path is told to upgrade.
-	resp, err := http.Get("http://" + e.srv.HTTPAddr().String() + server.WebSocketPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUpgradeRequired {
-		t.Errorf("GET without upgrade: %d", resp.StatusCode)
+	// Plain HTTP on the WebSocket path is told to upgrade; any other path
+	// is not found. No answer on the HTTP port may be sniffed into
+	// something a browser runs (the 404 echoes the path).
+	for path, status := range map[string]int{server.WebSocketPath: http.StatusUpgradeRequired, "/<script>x</script>": http.StatusNotFound} {
+		resp, err := http.Get("http://" + e.srv.HTTPAddr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != status || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: %d, X-Content-Type-Options %q; want %d, nosniff", path, resp.StatusCode, resp.Header.Get("X-Content-Type-Options"), status)
+		}
 	}
 
 	alice.close()

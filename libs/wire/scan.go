@@ -139,3 +139,25 @@ func packedWellFormed(v []byte, kind protoreflect.Kind) bool {
 	}
 	return true
 }
+
+// unknownMessage reports whether b, a Frame's unknown fields as the
+// runtime kept them, holds a length-delimited field other than request_id:
+// what a body member (always a message) of a later schema looks like.
+func unknownMessage(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if num != 1 && typ == protowire.BytesType {
+			return true
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return false
+}

@@ -56,6 +56,10 @@ var (
 	ErrInvalidUTF8 = errors.New("wire: invalid utf-8 in text field")
 	// ErrNoBody: the frame decoded but carries no body.
 	ErrNoBody = errors.New("wire: frame without body")
+	// ErrUnknownBody: the frame's only body is a member this schema does
+	// not know (a later protocol version's request): not malformed, but
+	// nothing this side can act on.
+	ErrUnknownBody = errors.New("wire: frame body unknown to this schema")
 )
 
 // CodeOf maps a decoder error to its wire error code.
@@ -67,14 +71,18 @@ func CodeOf(err error) parleyv1.ErrorCode {
 		return parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8
 	case errors.Is(err, ErrEmptyFrame), errors.Is(err, ErrBadFrame), errors.Is(err, ErrNoBody):
 		return parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME
+	case errors.Is(err, ErrUnknownBody):
+		return parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST
 	default:
 		return parleyv1.ErrorCode_ERROR_CODE_INTERNAL
 	}
 }
 
 // Decode parses one frame's protobuf encoding (no length prefix). A frame
-// it refuses is ErrEmptyFrame, ErrNoBody, ErrInvalidUTF8 (well-formed but
-// for a string field, at any depth, that is not UTF-8) or ErrBadFrame;
+// it refuses is ErrEmptyFrame, ErrNoBody, ErrUnknownBody (no body member
+// this schema knows, but a message field it does not: a later version's
+// body member, docs/protocol.md §4), ErrInvalidUTF8 (well-formed but for a
+// string field, at any depth, that is not UTF-8) or ErrBadFrame;
 // RequestID still reads such a frame's request_id where it can.
 func Decode(b []byte) (*parleyv1.Frame, error) {
 	if len(b) == 0 {
@@ -90,6 +98,9 @@ func Decode(b []byte) (*parleyv1.Frame, error) {
 		return nil, fmt.Errorf("%v: %w", err, ErrBadFrame)
 	}
 	if f.Body == nil {
+		if unknownMessage(f.ProtoReflect().GetUnknown()) {
+			return nil, ErrUnknownBody
+		}
 		return nil, ErrNoBody
 	}
 	return f, nil

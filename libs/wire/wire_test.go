@@ -67,6 +67,9 @@ func TestReaderErrors(t *testing.T) {
 		{"zero length", []byte{0, 0, 0, 0}, 1024, ErrEmptyFrame, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
 		{"garbage body", prefixed([]byte{0xff, 0xff, 0xff, 0xff, 0xff}), 1024, ErrBadFrame, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
 		{"no body", prefixed([]byte{0x08, 0x05}), 1024, ErrNoBody, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
+		{"no body, an unknown scalar", prefixed([]byte{0x08, 0x05, 0xb8, 0x06, 0x01}), 1024, ErrNoBody, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME, true},
+		// Field 99 (a body member of a later schema) holding a message.
+		{"unknown body", prefixed([]byte{0x08, 0x05, 0x9a, 0x06, 0x02, 0x08, 0x01}), 1024, ErrUnknownBody, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, true},
 		{"invalid utf-8", prefixed(login), 1024, ErrInvalidUTF8, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8, true},
 		{"truncated body", []byte{0, 0, 0, 10, 1, 2}, 1024, io.ErrUnexpectedEOF, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, false},
 	}

@@ -184,6 +184,9 @@ func (c *Conn) handle(raw *[]byte) bool {
 		rid = wire.RequestID(*raw)
 	}
 	wire.PutRaw(raw)
+	if errors.Is(err, wire.ErrUnknownBody) {
+		return c.unknownBody(rid)
+	}
 	if err != nil {
 		c.h.Metrics.FramesIn.WithLabelValues("invalid").Inc()
 		return c.badFrame(rid, err)
@@ -193,6 +196,20 @@ func (c *Conn) handle(raw *[]byte) bool {
 		return c.hello(f)
 	}
 	c.dispatch(f)
+	return true
+}
+
+// unknownBody answers a well-formed frame whose body member this schema
+// does not know (a later protocol version's request) with UNKNOWN_REQUEST,
+// like a body only servers send: it is not a bad frame and does not count
+// towards maxBadFrames. As a first frame it is not a Hello.
+func (c *Conn) unknownBody(rid uint32) bool {
+	c.h.Metrics.FramesIn.WithLabelValues("unknown").Inc()
+	if !c.welcomed {
+		c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "the first frame must be Hello")
+		return false
+	}
+	c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, "this server does not know that request (a later protocol version's?)")
 	return true
 }
 

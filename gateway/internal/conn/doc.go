@@ -43,7 +43,9 @@
 // another Hello -> HANDSHAKE_REQUIRED (non-fatal); a body only servers send
 // (Welcome, Error, Session, Ok, WhoReply, SendReply, HistoryReply,
 // ConversationsReply, Conversation, PresenceSnapshot, PresenceChange,
-// SessionEnded, MessageEvent) -> UNKNOWN_REQUEST. Requests need a non-zero
+// SessionEnded, MessageEvent, ...), or a body member the schema does not
+// know (a later version's request: wire.ErrUnknownBody; not a bad frame)
+// -> UNKNOWN_REQUEST. Requests need a non-zero
 // request_id, else INVALID_ARGUMENT with request_id 0. Without a session
 // every request but Register, Login and Resume -> UNAUTHENTICATED; with
 // one, Register/Login/Resume -> ALREADY_AUTHENTICATED. Errors from the

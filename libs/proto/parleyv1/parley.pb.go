@@ -37,11 +37,11 @@ const (
 	ErrorCode_ERROR_CODE_UNSPECIFIED ErrorCode = 0
 	// Framing and handshake (1-9).
 	ErrorCode_ERROR_CODE_BAD_FRAME            ErrorCode = 1 // not a valid Frame encoding
-	ErrorCode_ERROR_CODE_FRAME_TOO_LARGE      ErrorCode = 2 // length prefix above max_frame_size
+	ErrorCode_ERROR_CODE_FRAME_TOO_LARGE      ErrorCode = 2 // length prefix above max_frame_size (16 KiB before a session)
 	ErrorCode_ERROR_CODE_INVALID_UTF8         ErrorCode = 3 // a text field is not valid UTF-8
 	ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION  ErrorCode = 4 // no common protocol version
 	ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED   ErrorCode = 5 // first frame was not Hello, or Hello repeated
-	ErrorCode_ERROR_CODE_UNKNOWN_REQUEST      ErrorCode = 6 // a frame body the server does not accept from clients
+	ErrorCode_ERROR_CODE_UNKNOWN_REQUEST      ErrorCode = 6 // a frame body the server does not accept from clients, or does not know
 	ErrorCode_ERROR_CODE_INVALID_ARGUMENT     ErrorCode = 7 // a field is missing or out of range
 	ErrorCode_ERROR_CODE_DUPLICATE_REQUEST_ID ErrorCode = 8 // request_id already in flight
 	// Accounts and sessions (10-29).
@@ -52,20 +52,20 @@ const (
 	ErrorCode_ERROR_CODE_BAD_CREDENTIALS       ErrorCode = 14 // unknown user or wrong password (deliberately one code)
 	ErrorCode_ERROR_CODE_RATE_LIMITED          ErrorCode = 15 // too many attempts; see retry_after_ms
 	ErrorCode_ERROR_CODE_TOKEN_EXPIRED         ErrorCode = 16
-	ErrorCode_ERROR_CODE_TOKEN_INVALID         ErrorCode = 17 // malformed or forged token
+	ErrorCode_ERROR_CODE_TOKEN_INVALID         ErrorCode = 17 // malformed or forged token, or one a resume replaced
 	ErrorCode_ERROR_CODE_SESSION_REVOKED       ErrorCode = 18 // token was logged out or taken over
-	ErrorCode_ERROR_CODE_ALREADY_LOGGED_IN     ErrorCode = 19 // session policy "reject": the account is online elsewhere
+	ErrorCode_ERROR_CODE_ALREADY_LOGGED_IN     ErrorCode = 19 // session policy "reject": the account is online elsewhere (login, or resume of another session)
 	ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED ErrorCode = 20 // this connection already has a session
-	ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE   ErrorCode = 21 // session policy "takeover": a newer login replaced this one
+	ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE   ErrorCode = 21 // SessionEnded: a newer login replaced this one ("takeover"), or the session was resumed elsewhere ("takeover", "reject")
 	// Authorization (30-39).
 	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 30
 	ErrorCode_ERROR_CODE_NOT_FOUND         ErrorCode = 31
 	ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE ErrorCode = 32 // text above the message size limit
-	ErrorCode_ERROR_CODE_EMPTY_MESSAGE     ErrorCode = 33 // text empty or only white space
+	ErrorCode_ERROR_CODE_EMPTY_MESSAGE     ErrorCode = 33 // text empty or only white space and invisible characters
 	ErrorCode_ERROR_CODE_ALREADY_MEMBER    ErrorCode = 34 // invite or join of someone already in the group
 	ErrorCode_ERROR_CODE_INVALID_NAME      ErrorCode = 35 // group name empty, too long or not printable
 	ErrorCode_ERROR_CODE_ALREADY_FRIENDS   ErrorCode = 36 // add_friend of a friend
-	ErrorCode_ERROR_CODE_BLOCKED           ErrorCode = 37 // the other user blocked you: no messages, no friend requests
+	ErrorCode_ERROR_CODE_BLOCKED           ErrorCode = 37 // the other user blocked you: no private messages or files, friend requests, invitations
 	ErrorCode_ERROR_CODE_FILE_TOO_LARGE    ErrorCode = 38 // file size above the server's limit (or the upload went past its declared size)
 	ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH ErrorCode = 39 // the bytes received do not match the declared SHA-256 (or a chunk's checksum)
 	// Connection and server state (40-59).
@@ -75,7 +75,7 @@ const (
 	ErrorCode_ERROR_CODE_UNAVAILABLE     ErrorCode = 43 // a backing service did not answer; retry
 	ErrorCode_ERROR_CODE_INTERNAL        ErrorCode = 44 // a server bug; logged with the request id
 	ErrorCode_ERROR_CODE_TIMEOUT         ErrorCode = 45 // the owning service took too long
-	ErrorCode_ERROR_CODE_CONFLICT        ErrorCode = 46 // the state changed meanwhile (an upload's offset or writer): read it again and retry
+	ErrorCode_ERROR_CODE_CONFLICT        ErrorCode = 46 // the state changed meanwhile (an upload's offset or writer): read it again and retry; or an offer's client_key reused for another file
 	ErrorCode_ERROR_CODE_QUOTA_EXCEEDED  ErrorCode = 47 // a per-user allowance is used up (file storage, groups, pending invitations): free some first
 )
 
@@ -306,7 +306,7 @@ const (
 	FileState_FILE_STATE_UPLOADING   FileState = 1 // offered; bytes still arriving
 	FileState_FILE_STATE_AVAILABLE   FileState = 2 // every byte stored and the SHA-256 verified
 	FileState_FILE_STATE_FAILED      FileState = 3 // the upload ended with a SHA-256 mismatch; nothing can be downloaded
-	FileState_FILE_STATE_EXPIRED     FileState = 4 // removed by retention (or the sender cancelled it)
+	FileState_FILE_STATE_EXPIRED     FileState = 4 // removed: by retention, cancelled by the sender or rejected by the recipient
 )
 
 // Enum value maps for FileState.
@@ -1593,7 +1593,7 @@ type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=parley.v1.ErrorCode" json:"code,omitempty"`
 	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                                  // human-readable, English, safe to show
-	RetryAfterMs  uint32                 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // set with RATE_LIMITED
+	RetryAfterMs  uint32                 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // set with RATE_LIMITED: wait this long before the same request
 	Fatal         bool                   `protobuf:"varint,4,opt,name=fatal,proto3" json:"fatal,omitempty"`                                     // the server closes the connection after this frame
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1975,8 +1975,9 @@ func (x *ResumeRequest) GetOptions() *ClientOptions {
 	return nil
 }
 
-// LogoutRequest ends the session and revokes its token (reply: Ok). The
-// connection stays open and unauthenticated.
+// LogoutRequest ends the session everywhere (reply: Ok): its tokens are
+// refused and its other connections closed. This connection stays open and
+// unauthenticated.
 type LogoutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2608,9 +2609,10 @@ type SendRequest struct {
 	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	ToUsername   string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
 	Text         string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	// Chosen by the client, 1-64 characters, unique per message it sends. A
-	// request re-sent with the same key (after a reconnect, say) is stored
-	// once; the reply then carries the message stored the first time.
+	// Required, chosen by the client: 1-64 printable characters, no leading
+	// or trailing space, unique per message it sends. A request re-sent with
+	// the same key (after a reconnect, say) is stored once; the reply then
+	// carries the message stored the first time.
 	ClientKey     string `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3024,7 +3026,8 @@ func (x *ConversationsReply) GetMore() bool {
 }
 
 // OpenDirectRequest finds (or creates) the private conversation with a user
-// (reply: Conversation). Errors: NOT_FOUND for an unknown user.
+// (reply: Conversation). Errors: NOT_FOUND for an unknown user,
+// INVALID_ARGUMENT for yourself.
 type OpenDirectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
@@ -3073,7 +3076,7 @@ type Conversation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Kind          ConversationKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"`
-	Title         string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`                                      // the room's name, or the other user's name
+	Title         string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`                                      // the room's or the group's name, or the other user's name
 	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`                  // newest message's seq (0: none yet)
 	AckedSeq      uint64                 `protobuf:"varint,5,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`               // what the user acknowledged; unread = last_seq - acked_seq
 	PeerId        string                 `protobuf:"bytes,6,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`                      // direct: the other user's id
@@ -3227,7 +3230,7 @@ func (x *MessageEvent) GetMessage() *Message {
 // member; usernames are invited (reply: Conversation).
 type CreateGroupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // 1-64 characters
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // 1-64 printable characters (surrounding white space is trimmed)
 	Usernames     []string               `protobuf:"bytes,2,rep,name=usernames,proto3" json:"usernames,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3278,7 +3281,8 @@ func (x *CreateGroupRequest) GetUsernames() []string {
 }
 
 // InviteRequest invites users to a group (reply: MembersReply). Only
-// members may invite. Errors: NOT_FOUND (unknown user), ALREADY_MEMBER.
+// members may invite. Errors: NOT_FOUND (unknown user), ALREADY_MEMBER,
+// BLOCKED, QUOTA_EXCEEDED; then nobody is invited.
 type InviteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
@@ -3691,7 +3695,8 @@ func (x *MembersReply) GetMembers() []*Member {
 
 // AddFriendRequest asks a user to be friends (reply: Ok); if that user had
 // already asked you, you become friends at once. Errors: NOT_FOUND,
-// ALREADY_FRIENDS, INVALID_ARGUMENT (yourself), BLOCKED.
+// ALREADY_FRIENDS, INVALID_ARGUMENT (yourself, or a user you blocked),
+// BLOCKED.
 type AddFriendRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
@@ -3985,8 +3990,9 @@ func (x *FriendsReply) GetFriends() []*Friend {
 	return nil
 }
 
-// BlockRequest blocks a user (reply: Ok): their private messages and friend
-// requests are refused with BLOCKED, and a friendship ends.
+// BlockRequest blocks a user (reply: Ok): their private messages, friend
+// requests and group invitations are refused with BLOCKED, their typing
+// indicators dropped, and a friendship or pending request ends.
 type BlockRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
@@ -4309,7 +4315,7 @@ func (x *ReceiptEvent) GetSeq() uint64 {
 type FileInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	FileId          string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                                  // sanitised base name: no path, no control characters
+	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                                  // sanitised base name: no path, no control or format characters
 	Size            uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`                                 // bytes
 	ContentType     string                 `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"` // e.g. image/png; what the sender declared, checked against the bytes for images
 	Sha256          string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`                              // lower-case hex of the whole file
@@ -4621,7 +4627,7 @@ func (x *FileOffer) GetDuplicate() bool {
 }
 
 // AnswerFileRequest accepts or rejects a file offered to you in a private
-// chat (reply: Ok). The sender gets a FileEvent.
+// chat (reply: Ok). The sender gets a FileEvent. A rejected file is deleted.
 type AnswerFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,7 +68,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 	id := newID("f")
 	var reserved string // the client key's entry, released if the offer fails
 	if req.ClientKey != "" {
-		if len(req.ClientKey) > 64 {
+		if utf8.RuneCountInString(req.ClientKey) > maxClientKeyChars {
 			return nil, errClientKey
 		}
 		k := offerKey(me.id, req.ClientKey)
@@ -174,6 +175,11 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 
 // offerKeyTTL is how long an offer's client key is remembered.
 const offerKeyTTL = 24 * time.Hour
+
+// maxClientKeyChars bounds an offer's client key, in characters (code
+// points) as for a message's (docs/protocol.md §18.1); it is hashed, so
+// any characters will do.
+const maxClientKeyChars = 64
 
 // offerKey names a sender's client key in BucketFileOffers (hashed: KV
 // keys allow few characters).

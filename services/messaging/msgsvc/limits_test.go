@@ -263,6 +263,36 @@ func TestLookupBudgetChargesEveryName(t *testing.T) {
 	}
 }
 
+// A request refused after it was charged keeps its charges
+// (docs/protocol.md §15.6): a send to an unknown to_username costs one
+// message and one lookup, although nothing was sent.
+func TestRefusedRequestKeepsItsCharges(t *testing.T) {
+	e := newEnv(t)
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.SendLimit, cfg.SendBurst = 60, 2
+	cfg.LookupLimit, cfg.LookupBurst = 100, 100
+	e.startClock(t, cfg, clock.now)
+	_, err := e.sendReq(alice, &parleyv1.SendRequest{ToUsername: "nobody", Text: "x", ClientKey: e.key()})
+	if !isCode(err, notFound) {
+		t.Fatalf("send to an unknown user: %v, want NOT_FOUND", err)
+	}
+	// One message of the burst of 2 is left ...
+	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: e.key()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "y", ClientKey: e.key()})
+	wantRateLimited(t, err, time.Second)
+	// ... and 99 lookups of 100.
+	for i := range 99 {
+		if _, err := e.openDirect(alice, fmt.Sprint("nobody", i)); !isCode(err, notFound) {
+			t.Fatalf("lookup %d: %v, want NOT_FOUND", i+1, err)
+		}
+	}
+	_, err = e.openDirect(alice, "bob")
+	wantRateLimited(t, err, 36*time.Second)
+}
+
 // The caps are counts, not rates: QUOTA_EXCEEDED until the user frees a
 // place, however long they wait.
 func TestPerUserCaps(t *testing.T) {
