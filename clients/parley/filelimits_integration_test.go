@@ -41,7 +41,8 @@ func bodyOf(r *http.Response) string {
 // TestTusCreationAnswer: a tus creation answers as §18.3 says: 201 with
 // Location (the upload's path), X-Parley-File-Id (the file it names),
 // Upload-Expires, Tus-Resumable and nosniff; a missing Tus-Resumable is
-// 412.
+// 412 on every tus request (creation, HEAD, PATCH, DELETE), and the
+// upload is left as it was.
 func TestTusCreationAnswer(t *testing.T) {
 	p, alice, _ := aliceAndBob(t, nil)
 	r := tusCreate(t, p.HTTPBase(), alice.Session().Token, 10)
@@ -63,6 +64,17 @@ func TestTusCreationAnswer(t *testing.T) {
 		map[string]string{"Tus-Resumable": "", "Upload-Length": "10"})
 	if r.StatusCode != http.StatusPreconditionFailed {
 		t.Errorf("creation without Tus-Resumable: %s, want 412", r.Status)
+	}
+	upload := p.HTTPBase() + h.Get("Location")
+	for _, method := range []string{http.MethodHead, http.MethodPatch, http.MethodDelete} {
+		r := tusRequest(t, method, upload, alice.Session().Token, strings.NewReader("0123456789"),
+			map[string]string{"Tus-Resumable": "", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+		if r.StatusCode != http.StatusPreconditionFailed {
+			t.Errorf("%s without Tus-Resumable: %s, want 412", method, r.Status)
+		}
+	}
+	if off := headOffset(t, upload, alice.Session().Token); off != 0 {
+		t.Errorf("after the refused requests the upload is at %d, want 0", off)
 	}
 }
 
@@ -205,6 +217,9 @@ func TestFilesBadConversation(t *testing.T) {
 		var pe *parley.Error
 		if !errors.As(err, &pe) || pe.Code != want {
 			t.Errorf("files of %q: %v, want %v", conv, err, want)
+		}
+		if conv == "room.public" && pe != nil && strings.Contains(pe.Message, "no such group") {
+			t.Errorf("files of the room: message %q speaks of a missing group", pe.Message)
 		}
 	}
 }

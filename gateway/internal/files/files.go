@@ -355,6 +355,9 @@ func httpDate(unixMs int64) string {
 func (h *Handler) head(c *fiber.Ctx) error {
 	h.tusHeaders(c)
 	c.Set(fiber.HeaderCacheControl, "no-store")
+	if c.Get("Tus-Resumable") != tusVersion {
+		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
+	}
 	hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
@@ -375,6 +378,9 @@ func (h *Handler) head(c *fiber.Ctx) error {
 // file).
 func (h *Handler) terminate(c *fiber.Ctx) error {
 	h.tusHeaders(c)
+	if c.Get("Tus-Resumable") != tusVersion {
+		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
+	}
 	hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)

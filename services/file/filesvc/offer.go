@@ -632,8 +632,11 @@ func page(files []*parleyv1.FileInfo, after *parleyv1.FileInfo, limit uint32) *p
 }
 
 // mayList checks that me is in the conversation: a private chat's id names
-// both users; group membership is asked of messaging.
+// both users; group membership is asked of messaging; rooms have no files.
 func (s *Service) mayList(ctx context.Context, conv string, me identity) error {
+	if strings.HasPrefix(conv, "room.") {
+		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "rooms have no files: files go to a private chat or a group")
+	}
 	if rest, ok := strings.CutPrefix(conv, "dm."); ok {
 		if slices.Contains(strings.Split(rest, "."), me.id) {
 			return nil
