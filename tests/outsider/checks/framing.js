@@ -194,6 +194,34 @@ check('6', 'request_id 0 on a request is INVALID_ARGUMENT with request_id 0 (log
   eq(h.messages.length, 0, 'messages stored by the refused send');
 });
 
+check('6', 'request_id 0 is INVALID_ARGUMENT with request_id 0 for every request body of §4, and nothing is done', async (t) => {
+  const a = await t.user('zeroall');
+  const b = await t.user('zeroallb');
+  const conv = (await a.conn.call('open_direct', { username: b.name }, 'conversation')).id;
+  const sha = '0'.repeat(64);
+  const requests = [
+    ['register', { username: t.name('z'), password: 'correct horse battery staple' }], ['login', { username: a.name, password: 'x' }],
+    ['resume', { token: a.token }], ['who', {}], ['send', { conversation: conv, text: 'zero', client_key: 'kz' }],
+    ['history', { conversation: conv }], ['ack', { conversation: conv, seq: 0 }], ['conversations', {}],
+    ['open_direct', { username: b.name }], ['create_group', { name: 'zero' }], ['invite', { conversation: conv, usernames: [b.name] }],
+    ['join_group', { conversation: conv }], ['leave_group', { conversation: conv }], ['remove_member', { conversation: conv, username: b.name }],
+    ['rename_group', { conversation: conv, name: 'z' }], ['members', { conversation: conv }], ['add_friend', { username: b.name }],
+    ['answer_friend', { username: b.name, accept: true }], ['remove_friend', { username: b.name }], ['friends', {}],
+    ['block', { username: b.name }], ['unblock', { username: b.name }], ['typing', { conversation: conv }],
+    ['offer_file', { to_username: b.name, name: 'z', size: 1, sha256: sha, client_key: 'kz' }], ['answer_file', { file_id: 'f1', accept: true }],
+    ['file_download', { file_id: 'f1' }], ['files', {}], ['logout', {}],
+  ];
+  for (const [member, body] of requests) {
+    const { frame } = await a.conn.request(member, body, { id: 0 });
+    expectError(frame, 'INVALID_ARGUMENT', 0, `${member} with request_id 0`);
+  }
+  // Nothing was done: no message, no group, no friend request, still logged in.
+  const h = await a.conn.call('history', { conversation: conv, after_seq: 0 }, 'history_reply');
+  eq(h.messages.length, 0, 'messages after the refused requests');
+  const f = await b.conn.call('friends', {}, 'friends_reply');
+  eq(f.friends.length, 0, 'b\'s friends list after the refused requests');
+});
+
 check('10', 'the gateway ignores an unsolicited Pong, and Ping is answered with the same nonce and request_id', async (t) => {
   const c = await t.connect();
   c.send({ request_id: 0, pong: { nonce: 77 } });
@@ -202,6 +230,18 @@ check('10', 'the gateway ignores an unsolicited Pong, and Ping is answered with 
   eq(frame.body, 'pong', 'reply after an unsolicited Pong');
   eq(frame.pong.nonce, nonce, 'Pong.nonce');
   eq(c.take((f) => f.body === 'error').length, 0, 'Errors for the unsolicited Pong');
+});
+
+check('10', 'a connection that sends nothing for idle_timeout_ms gets IDLE_TIMEOUT, fatal, and closes; one that pings every heartbeat_interval_ms stays', async (t) => {
+  const quiet = await t.tcp('quiet');
+  const w = await quiet.hello('quiet', { heartbeats: false });
+  const alive = await t.connect('alive');
+  const e = await quiet.next(errorFrame(), 'IDLE_TIMEOUT', w.idle_timeout_ms + 5000);
+  expectError(e, 'IDLE_TIMEOUT', 0, 'a silent connection');
+  eq(e.error.fatal, true, 'Error.fatal');
+  await quiet.waitClosed('IDLE_TIMEOUT');
+  await sleep(1000);
+  eq((await alive.call('ping', { nonce: 6 }, 'pong')).nonce, 6, 'Pong on the connection that sent heartbeats');
 });
 
 check('3', 'WebSocket: binary messages carry frames without the prefix; a text message is BAD_FRAME (request_id 0, not fatal)', async (t) => {

@@ -95,3 +95,23 @@ check('17', 'typing: Ok and TypingEvent to the peer in a private chat; INVALID_A
   await b.conn.call('ping', { nonce: 1 }, 'pong');
   eq(b.conn.take((f) => f.body === 'typing_event').length, 0, 'TypingEvents from a blocked user');
 });
+
+check('17', 'typing: one TypingEvent per 2 s per conversation (extras answered Ok); 20 forwarded at once per user over all connections, then RATE_LIMITED', async (t) => {
+  const a = await t.user('typer');
+  const a2 = await t.login(a, { label: 'typer second connection' });
+  const first = await t.user('peer');
+  const convs = [(await a.conn.call('open_direct', { username: first.name }, 'conversation')).id];
+  for (let i = 2; i <= 21; i++) {
+    const p = await t.user(`peer${i}`);
+    p.conn.close();
+    convs.push((await a.conn.call('open_direct', { username: p.name }, 'conversation')).id);
+  }
+  await a.conn.call('typing', { conversation: convs[0] }, 'ok');
+  await a2.call('typing', { conversation: convs[0] }, 'ok'); // within 2 s: not forwarded
+  for (let i = 1; i < 20; i++) await (i % 2 ? a2 : a.conn).call('typing', { conversation: convs[i] }, 'ok');
+  const e = await a2.refused('typing', { conversation: convs[20] }, 'RATE_LIMITED');
+  ok(e.retry_after_ms > 0, 'RATE_LIMITED without retry_after_ms');
+  await first.conn.event('typing_event', () => true, 'the TypingEvent');
+  await first.conn.call('ping', { nonce: 1 }, 'pong');
+  eq(first.conn.take((f) => f.body === 'typing_event').length, 0, 'TypingEvents beyond the first within 2 s');
+});

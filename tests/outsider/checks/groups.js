@@ -98,3 +98,12 @@ check('16', 'create_group naming an unknown user is NOT_FOUND and creates no gro
   await a.conn.refused('create_group', { name: 'nobody', usernames: [t.name('ghost')] }, 'NOT_FOUND');
   eq((await conversations(a.conn)).length, before, 'conversations after the refused create_group');
 });
+
+check('15.6', 'groups created: 10 at once, the 11th in the hour is RATE_LIMITED with retry_after_ms', async (t) => {
+  const a = await t.user('many');
+  for (let i = 1; i <= 10; i++) await a.conn.call('create_group', { name: `g${i}` }, 'conversation');
+  const e = await a.conn.refused('create_group', { name: 'g11' }, 'RATE_LIMITED');
+  ok(e.retry_after_ms > 0, 'RATE_LIMITED without retry_after_ms');
+  const n = (await conversations(a.conn)).filter((c) => c.kind === 'CONVERSATION_KIND_GROUP').length;
+  eq(n, 10, 'groups after the refused create_group');
+});

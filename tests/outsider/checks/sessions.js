@@ -3,6 +3,7 @@
 
 const { check, eq, ok } = require('../lib/check');
 const { PASSWORD, sleep } = require('../lib/context');
+const { request } = require('../lib/http');
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -140,8 +141,12 @@ check('8.3', 'a replaced token still resumes within the grace (same session, a c
   const d = await t.connect('after grace');
   const e = await d.refused('resume', { token: u.token }, 'TOKEN_INVALID');
   ok(/replaced/i.test(e.message), `TOKEN_INVALID message "${e.message}" does not say it was replaced`);
-  // The session goes on for whoever holds the newest token.
+  // HTTP refuses it too (401), and takes the newest (404: no such upload).
   const newest = c2.session.token;
+  const head = (token) => request(t.httpURL, 'HEAD', '/v1/files/nosuchupload', { headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${token}` } });
+  eq((await head(u.token)).status, 401, 'HTTP status for the replaced token after the grace');
+  eq((await head(newest)).status, 404, 'HTTP status for the newest token (an unknown upload)');
+  // The session goes on for whoever holds the newest token.
   const c3 = await t.resume(newest, { label: 'resume with the newest token' });
   eq(c3.session.session_id, u.session.session_id, 'session_id with the newest token');
   ok(fresh !== '', 'no token');
@@ -166,6 +171,44 @@ check('8.5', 'logout: Ok; the session\'s other connections get SessionEnded{SESS
   // The same connection may log in again.
   const s = await u.conn.call('login', { username: u.name, password: PASSWORD }, 'session');
   eq(s.user_id, u.id, 'Session.user_id of a login after logout');
+});
+
+check('8.2', 'failed logins from a stranger\'s network are limited (RATE_LIMITED, retry_after_ms ≤ 12 s, even for the right password) without locking the owner out at home', async (t) => {
+  const u = await t.user('lock'); // registered from 127.0.0.1: 127.0.0.0/24 is familiar
+  const stranger = await t.tcp('stranger', { localAddress: '127.0.1.1' });
+  await stranger.hello();
+  for (let i = 1; i <= 5; i++) {
+    await stranger.refused('login', { username: u.name, password: `wrong guess ${i}` }, 'BAD_CREDENTIALS');
+  }
+  let e = await stranger.refused('login', { username: u.name, password: 'wrong guess 6' }, 'RATE_LIMITED');
+  ok(e.retry_after_ms > 0 && e.retry_after_ms <= 12000, `retry_after_ms ${e.retry_after_ms}, want 1-12000`);
+  e = await stranger.refused('login', { username: u.name, password: PASSWORD }, 'RATE_LIMITED');
+  // Every unfamiliar address shares the strangers' allowance.
+  const other = await t.tcp('another stranger', { localAddress: '127.0.2.1' });
+  await other.hello();
+  await other.refused('login', { username: u.name, password: 'wrong guess 7' }, 'RATE_LIMITED');
+  // The owner at a familiar network is not locked out.
+  const home = await t.connect('owner at home');
+  const s = await home.call('login', { username: u.name, password: PASSWORD }, 'session');
+  eq(s.user_id, u.id, 'Session.user_id of the owner');
+  // Sessions already held keep working: resume is not rate-limited.
+  const r = await t.resume(u.token, { label: 'resume while limited' });
+  eq(r.session.user_id, u.id, 'Session.user_id of a resume');
+});
+
+check('3', 'a whole session over WebSocket: register, snapshot, messages, resume on a second WebSocket, logout ends it there', async (t) => {
+  const a = await t.user('wsa', { transport: 'ws' });
+  await a.conn.event('presence_snapshot', (p) => p.last, 'PresenceSnapshot{last: true}');
+  const b = await t.user('wsb');
+  const sent = await b.conn.call('send', { to_username: a.name, text: 'over the web', client_key: 'k-ws-1' }, 'send_reply');
+  const ev = await a.conn.event('message', (e) => e.message.id === sent.message.id, 'MessageEvent over WebSocket');
+  eq(ev.message.text, 'over the web', 'Message.text');
+  const r = await t.resume(a.token, { transport: 'ws', label: 'second WebSocket' });
+  eq([r.session.resumed, r.session.session_id], [true, a.session.session_id], 'resumed and session_id over WebSocket');
+  await a.conn.call('logout', {}, 'ok');
+  const ended = await r.event('session_ended', () => true, 'SessionEnded on the second WebSocket');
+  eq(ended.reason, 'ERROR_CODE_SESSION_REVOKED', 'SessionEnded.reason');
+  await r.waitClosed('SessionEnded');
 });
 
 module.exports = { register };

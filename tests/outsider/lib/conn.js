@@ -10,6 +10,8 @@ const { encodeFrame, decodeFrame, prefix, code } = require('./schema');
 const { CheckFailure } = require('./check');
 
 const REPLY_TIMEOUT_MS = 10000;
+// Request ids of the client's own heartbeat Pings; checks use small ids.
+const HEARTBEAT_IDS = 0xfffe0000;
 
 class Conn {
   constructor(kind, label) {
@@ -25,11 +27,13 @@ class Conn {
     this.whenClosed = new Promise((resolve) => { this._resolveClosed = resolve; });
   }
 
-  static tcp(addr, label = 'tcp') {
+  // tcp connects to addr; localAddress picks the source address (another
+  // loopback address looks like another network to the server).
+  static tcp(addr, label = 'tcp', { localAddress } = {}) {
     const [host, port] = splitHostPort(addr);
     const c = new Conn('tcp', label);
     return new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port });
+      const sock = net.connect({ host, port, localAddress });
       c.sock = sock;
       let buf = Buffer.alloc(0);
       sock.once('connect', () => { sock.setNoDelay(true); resolve(c); });
@@ -81,6 +85,8 @@ class Conn {
     if (frame.body === 'ping' && !this.closed) {
       this.send({ request_id: frame.request_id, pong: { nonce: frame.ping.nonce } });
     }
+    // The replies to this client's own heartbeats.
+    if (frame.body === 'pong' && frame.request_id >= HEARTBEAT_IDS && frame.request_id < HEARTBEAT_IDS + 65536) return;
     for (let i = 0; i < this.waiters.length; i++) {
       const w = this.waiters[i];
       if (w.pred(frame)) {
@@ -96,6 +102,7 @@ class Conn {
   _closed() {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.heartbeat);
     this._resolveClosed();
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
@@ -148,6 +155,7 @@ class Conn {
   // sendBody sends one Frame encoding (hand-made or not) with the
   // transport's framing.
   sendBody(body) {
+    this.lastSent = Date.now();
     if (this.kind === 'tcp') this.sock.write(prefix(body));
     else this.wsock.send(body, { binary: true });
   }
@@ -155,6 +163,7 @@ class Conn {
   // sendRaw writes bytes to the TCP stream as they are (no prefix added).
   sendRaw(bytes) {
     if (this.kind !== 'tcp') throw new Error('sendRaw is for TCP');
+    this.lastSent = Date.now();
     return new Promise((resolve) => this.sock.write(bytes, resolve));
   }
 
@@ -190,8 +199,21 @@ class Conn {
     return frame.error;
   }
 
-  async hello(client = 'parley-outsider/1') {
+  // hello does the handshake (§5) and then keeps the connection alive as
+  // §10 asks: a Ping whenever nothing was sent for heartbeat_interval_ms
+  // (unless heartbeats is false).
+  async hello(client = 'parley-outsider/1', { heartbeats = true } = {}) {
     this.welcome = await this.call('hello', { versions: [1], client }, 'welcome');
+    if (heartbeats && this.welcome.heartbeat_interval_ms > 0) {
+      const every = this.welcome.heartbeat_interval_ms;
+      let n = 0;
+      this.heartbeat = setInterval(() => {
+        if (!this.closed && Date.now() - this.lastSent >= every) {
+          this.send({ request_id: HEARTBEAT_IDS + (n++ % 65536), ping: { nonce: n } });
+        }
+      }, Math.min(250, every / 4));
+      this.heartbeat.unref();
+    }
     return this.welcome;
   }
 
@@ -214,6 +236,7 @@ class Conn {
 
   close() {
     if (this.closed) return;
+    clearInterval(this.heartbeat);
     if (this.kind === 'tcp') this.sock.destroy();
     else this.wsock.terminate();
   }

@@ -15,8 +15,8 @@ class Context {
     this.conns = [];
   }
 
-  async tcp(label = 'tcp') {
-    const c = await Conn.tcp(this.env.tcp, label);
+  async tcp(label = 'tcp', options) {
+    const c = await Conn.tcp(this.env.tcp, label, options);
     this.conns.push(c);
     return c;
   }
