@@ -107,3 +107,33 @@ check('15.6', 'groups created: 10 at once, the 11th in the hour is RATE_LIMITED 
   const n = (await conversations(a.conn)).filter((c) => c.kind === 'CONVERSATION_KIND_GROUP').length;
   eq(n, 10, 'groups after the refused create_group');
 });
+
+check('16', 'a user holding 100 unanswered invitations: the next invite is QUOTA_EXCEEDED and creates no group; declining one makes room', async (t) => {
+  const v = await t.user('popular');
+  const invites = [];
+  let refused = null;
+  for (let i = 1; i <= 11 && !refused; i++) {
+    const inviter = await t.user(`inv${i}`);
+    for (let j = 1; j <= 10 && invites.length <= 100; j++) {
+      const { frame } = await inviter.conn.request('create_group', { name: `invite ${i}.${j}`, usernames: [v.name] });
+      if (invites.length < 100) {
+        eq(frame.body, 'conversation', `create_group inviting the user for the ${invites.length + 1}th time`);
+        invites.push({ inviter, g: frame.conversation });
+        continue;
+      }
+      ok(frame.body === 'error' && frame.error.code === 'ERROR_CODE_QUOTA_EXCEEDED',
+        `create_group inviting a user who holds 100 invitations answered ${frame.body === 'error' ? frame.error.code : frame.body}, want QUOTA_EXCEEDED`);
+      refused = inviter;
+      break;
+    }
+  }
+  ok(refused, 'no create_group was refused');
+  const groups = (await conversations(refused.conn)).filter((c) => c.kind === 'CONVERSATION_KIND_GROUP');
+  const mine = invites.filter((x) => x.inviter === refused).length;
+  eq(groups.length, mine, 'groups of the refused inviter (none created by the refused request)');
+  const list = (await conversations(v.conn, 7)).filter((c) => c.invited);
+  eq(list.length, 100, 'invitations in the invitee\'s conversation list');
+  await v.conn.call('leave_group', { conversation: invites[0].g.id }, 'ok');
+  const again = await refused.conn.call('create_group', { name: 'room at last', usernames: [v.name] }, 'conversation');
+  ok(again.id.startsWith('group.'), 'create_group after a decline');
+});

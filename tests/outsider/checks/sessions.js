@@ -125,6 +125,9 @@ check('8.4', 'resume on a new connection continues the session: resumed true, sa
   ok(s.expires_at_unix_ms >= u.session.expires_at_unix_ms, 'the fresh token expires before the old one');
   // §12 step 4: a fresh presence snapshot follows.
   await c.event('presence_snapshot', (p) => p.last, 'PresenceSnapshot{last: true} after resume');
+  // Under multi the first connection goes on (§8.4).
+  await u.conn.call('who', {}, 'who_reply');
+  eq(u.conn.take((f) => f.body === 'session_ended').length, 0, 'SessionEnded on the first connection');
   const d = await t.connect('forged');
   await d.refused('resume', { token: u.token.slice(0, -4) + (u.token.endsWith('AAAA') ? 'BBBB' : 'AAAA') }, 'TOKEN_INVALID');
   await d.refused('resume', { token: 'v1.not-a-token' }, 'TOKEN_INVALID');
