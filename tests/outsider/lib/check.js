@@ -29,8 +29,9 @@ function same(a, b) {
 }
 
 function show(v) {
-  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v);
-  return s === undefined ? String(v) : (s.length > 300 ? s.slice(0, 300) + '…' : s);
+  const s = JSON.stringify(v);
+  if (s === undefined) return String(v);
+  return s.length > 300 ? s.slice(0, 300) + '…' : s;
 }
 
 module.exports = { CheckFailure, check, registry, fail, ok, eq, show };
