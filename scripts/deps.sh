@@ -44,3 +44,14 @@ if command -v node >/dev/null 2>&1 && ! grep -q "\"version\": \"${TUS_JS_VERSION
   echo "deps: installing tus-js-client ${TUS_JS_VERSION} (npm) into .tools/node"
   npm install --prefix .tools/node --no-audit --no-fund --silent "tus-js-client@${TUS_JS_VERSION}" >/dev/null
 fi
+
+# The outsider client (tests/outsider: a Parley client in JavaScript written
+# from docs/protocol.md alone, run by tests/e2e): its npm packages, pinned by
+# its package-lock.json, into tests/outsider/node_modules. A copy of the lock
+# file marks what is installed, so this runs npm only when the lock changed.
+OUTSIDER=tests/outsider
+if command -v npm >/dev/null 2>&1 && ! cmp -s "$OUTSIDER/package-lock.json" "$OUTSIDER/node_modules/.parley-lock.json"; then
+  echo "deps: installing tests/outsider's npm packages (npm ci)"
+  (cd "$OUTSIDER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$OUTSIDER/package-lock.json" "$OUTSIDER/node_modules/.parley-lock.json"
+fi
