@@ -85,6 +85,10 @@ func TestDownloadHeaders(t *testing.T) {
 					t.Errorf("%s: Content-Security-Policy %q", method, h.Get("Content-Security-Policy"))
 				case h.Get("Access-Control-Allow-Origin") != "":
 					t.Errorf("%s: Access-Control-Allow-Origin %q with no origin allowed", method, h.Get("Access-Control-Allow-Origin"))
+				case resp.ContentLength != int64(len(tc.data)):
+					// HEAD gives the GET's headers: the file's size, not
+					// the length of a status text.
+					t.Errorf("%s: Content-Length %d, want the file's %d", method, resp.ContentLength, len(tc.data))
 				}
 			}
 		})

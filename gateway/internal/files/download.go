@@ -62,8 +62,12 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentRange, fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
 	}
 	if c.Method() == fiber.MethodHead {
-		c.Set(fiber.HeaderContentLength, strconv.FormatInt(length, 10))
-		return c.SendStatus(status)
+		// The GET's headers, Content-Length included, and no body
+		// (SendStatus would set the status text as the body and its
+		// length, 2, as Content-Length).
+		c.Status(status)
+		c.Context().Response.Header.SetContentLength(int(length))
+		return nil
 	}
 	var r io.ReadCloser
 	if live {

@@ -137,12 +137,13 @@ check('18.2', 'answering: accept by the recipient tells the sender (FileEvent AC
   await c.conn.refused('files', { conversation: '!!not an id' }, 'INVALID_ARGUMENT');
 });
 
-check('18.2', 'answer_file by anyone but the recipient (an unrelated user, the sender) is PERMISSION_DENIED', async (t) => {
+check('18.2', 'answer_file by the sender is PERMISSION_DENIED, by an unrelated user NOT_FOUND (as for an unknown file_id)', async (t) => {
   const a = await t.user('ans2a');
   const b = await t.user('ans2b');
   const c = await t.user('ans2c');
   const o = await offer(t, a, crypto.randomBytes(10), { to_username: b.name, name: 'x.bin' });
-  await c.conn.refused('answer_file', { file_id: o.file.file_id, accept: true }, 'PERMISSION_DENIED');
+  await c.conn.refused('answer_file', { file_id: o.file.file_id, accept: true }, 'NOT_FOUND');
+  await c.conn.refused('answer_file', { file_id: 'fnosuchfile', accept: true }, 'NOT_FOUND');
   await a.conn.refused('answer_file', { file_id: o.file.file_id, accept: true }, 'PERMISSION_DENIED');
 });
 
