@@ -6,7 +6,6 @@ require (
 	github.com/coder/websocket v1.8.15
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/nats-io/nats.go v1.55.0
-	github.com/parleychat/parley/clients v0.0.0
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	google.golang.org/protobuf v1.36.12
@@ -38,6 +37,8 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/parleychat/parley/clients/parley v0.1.0
+	github.com/parleychat/parley/protocol v0.1.0
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
 	github.com/philhofer/fwd v1.2.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
@@ -53,7 +54,6 @@ require (
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.59.0 // indirect
-	golang.org/x/image v0.48.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
@@ -76,3 +76,7 @@ tool github.com/nats-io/nats-server/v2
 replace github.com/parleychat/parley/services/messaging => ../services/messaging
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/protocol => ../protocol
+
+replace github.com/parleychat/parley/clients/parley => ../clients/parley

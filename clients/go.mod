@@ -6,7 +6,6 @@ require (
 	github.com/charmbracelet/bubbles v1.0.0
 	github.com/charmbracelet/bubbletea v1.3.10
 	github.com/charmbracelet/lipgloss v1.1.0
-	github.com/coder/websocket v1.8.15
 	github.com/creack/pty v1.1.24
 	github.com/nats-io/nats.go v1.55.0
 	github.com/parleychat/parley/libs v0.0.0
@@ -15,6 +14,8 @@ require (
 	golang.org/x/term v0.48.0
 	google.golang.org/protobuf v1.36.12
 )
+
+require github.com/coder/websocket v1.8.15 // indirect
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0 // indirect
@@ -58,7 +59,9 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/parleychat/parley/clients/parley v0.1.0
 	github.com/parleychat/parley/gateway v0.0.0 // indirect
+	github.com/parleychat/parley/protocol v0.1.0
 	github.com/parleychat/parley/services/auth v0.0.0 // indirect
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000 // indirect
 	github.com/parleychat/parley/services/messaging v0.0.0 // indirect
@@ -101,3 +104,7 @@ replace (
 )
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/protocol => ../protocol
+
+replace github.com/parleychat/parley/clients/parley => ./parley

@@ -1,40 +1,61 @@
 #!/usr/bin/env bash
-# Regenerates the protobuf Go code from libs/proto/**/*.proto, then the
-# message reference of docs/protocol.md (§13) from it (libs/cmd/protodoc).
-# With --check it generates into a temporary tree and fails when the
-# committed code or the reference differs (stale or hand-edited), printing
-# the diff.
+# Regenerates the protobuf Go code, then the message reference of
+# docs/protocol.md (§13) from it (libs/cmd/protodoc). Two schemas, two
+# modules: the client protocol protocol/proto/parley/v1/parley.proto becomes
+# protocol/parleyv1 (module github.com/parleychat/parley/protocol, which the
+# SDK and third parties depend on); the services' internal schema
+# libs/proto/parley/internal/v1/internal.proto, which imports the client
+# one, becomes libs/proto/internalv1. With --check it generates into a
+# temporary tree and fails when the committed code or the reference differs
+# (stale or hand-edited), printing the diff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
-protos=$(cd libs/proto && find . -name '*.proto' | sed 's|^\./||' | sort)
-out=libs
-if [ "${1:-}" = "--check" ]; then
-  out=$(mktemp -d)
-  trap 'rm -rf "$out"' EXIT
-fi
-(cd libs/proto && protoc -I . --go_out="$( [ "$out" = libs ] && echo ../ || echo "$out")" \
-  --go_opt=module=github.com/parleychat/parley/libs $protos)
-if [ "${1:-}" != "--check" ]; then
-  (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md)
-fi
-if [ "${1:-}" = "--check" ]; then
-  status=0
-  (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md -check) || status=1
+check=false
+[ "${1:-}" = "--check" ] && check=true
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# gen MODULE_DIR PROTO_ROOT: generates every .proto under PROTO_ROOT into
+# $tmp/MODULE_DIR, with both schema roots on the include path.
+gen() {
+  local dir=$1 root=$2 protos
+  protos=$(cd "$root" && find . -name '*.proto' | sed 's|^\./||' | sort)
+  mkdir -p "$tmp/$dir"
+  protoc -I protocol/proto -I libs/proto --go_out="$tmp/$dir" \
+    --go_opt=module="github.com/parleychat/parley/$dir" $protos
+}
+gen protocol protocol/proto
+gen libs libs/proto
+
+status=0
+for dir in protocol libs; do
+  committed=$(cd "$dir" && find . -name '*.pb.go' | sort)
+  fresh=$(cd "$tmp/$dir" && find . -name '*.pb.go' | sort)
+  if ! $check; then
+    while IFS= read -r f; do
+      [ -n "$f" ] && rm -f "$dir/$f"
+    done <<<"$committed"
+    (cd "$tmp/$dir" && find . -name '*.pb.go' -exec cp --parents {} "$OLDPWD/$dir/" \;)
+    continue
+  fi
   while IFS= read -r f; do
-    rel=${f#"$out"/}
-    if ! diff -u "libs/$rel" "$f" >/dev/null; then
-      echo "stale generated code: libs/$rel (run: make generate)"
-      diff -u "libs/$rel" "$f" | head -40 || true
+    [ -z "$f" ] && continue
+    if ! diff -u "$dir/$f" "$tmp/$dir/$f" >/dev/null 2>&1; then
+      echo "stale generated code: $dir/${f#./} (run: make generate)"
+      diff -u "$dir/$f" "$tmp/$dir/$f" | head -40 || true
       status=1
     fi
-  done < <(find "$out" -name '*.pb.go')
-  committed=$(cd libs && find . -name '*.pb.go' -path './proto/*' | sort)
-  fresh=$(cd "$out" && find . -name '*.pb.go' | sort)
+  done <<<"$fresh"
   if [ "$committed" != "$fresh" ]; then
-    echo "generated file set differs:"; diff <(echo "$committed") <(echo "$fresh") || true
+    echo "generated file set differs in $dir:"; diff <(echo "$committed") <(echo "$fresh") || true
     status=1
   fi
+done
+
+if $check; then
+  (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md -check) || status=1
   [ $status -eq 0 ] && echo "generated code is up to date"
   exit $status
 fi
+(cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md)

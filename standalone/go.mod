@@ -28,6 +28,7 @@ require (
 	github.com/tinylib/msgp v1.6.4 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/image v0.48.0 // indirect
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
 
@@ -50,6 +51,7 @@ require (
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/parleychat/parley/protocol v0.1.0
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -80,3 +82,5 @@ replace (
 replace github.com/parleychat/parley/services/messaging => ../services/messaging
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/protocol => ../protocol

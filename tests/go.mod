@@ -4,13 +4,18 @@ go 1.26.0
 
 require (
 	github.com/nats-io/nats-server/v2 v2.15.2
-	github.com/parleychat/parley/clients v0.0.0
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
 	github.com/parleychat/parley/services/messaging v0.0.0
 	github.com/parleychat/parley/services/presence v0.0.0
 	github.com/parleychat/parley/standalone v0.0.0
+	golang.org/x/mod v0.42.0
+)
+
+require (
+	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
+	golang.org/x/image v0.48.0 // indirect
 )
 
 require (
@@ -42,7 +47,9 @@ require (
 	github.com/nats-io/nats.go v1.55.0 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000 // indirect
+	github.com/parleychat/parley/clients/parley v0.1.0
+	github.com/parleychat/parley/protocol v0.1.0
+	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000
 	github.com/philhofer/fwd v1.2.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -64,7 +71,7 @@ require (
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
 
@@ -79,3 +86,7 @@ replace (
 )
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/protocol => ../protocol
+
+replace github.com/parleychat/parley/clients/parley => ../clients/parley

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Client is a connection to a Parley gateway that survives network breaks:

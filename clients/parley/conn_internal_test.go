@@ -9,8 +9,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // TestUnknownEventIgnored: a frame whose body member this SDK's schema does

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func msg(conv string, seq uint64) Message {

@@ -11,7 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/parleychat/parley/libs/filename"
+	"github.com/parleychat/parley/protocol/filename"
 )
 
 // ErrNoFreeName: every candidate name in the download folder is taken.

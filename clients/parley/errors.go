@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Error is an error reported by the server: a stable wire code

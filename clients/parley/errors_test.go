@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func TestErrorSentinels(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Event is something that happened on the client's connection, received

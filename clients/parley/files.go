@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Files (docs/protocol.md §18). Offers, answers and lists travel as frames;

@@ -3,7 +3,7 @@ package parley
 import (
 	"testing"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // TestHTTPBase: where file transfers go: the option, else what the

@@ -10,7 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // PublicRoom is the id of the public room every user is in.
@@ -296,7 +296,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	after := ""
 	for {
 		reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Conversations{
-			Conversations: &parleyv1.ConversationsRequest{AfterId: after, Limit: convPageLimit}}})
+			Conversations: &parleyv1.ConversationsRequest{AfterId: after, Limit: c.cfg.pageLimit(maxConvPage)}}})
 		if err != nil {
 			return nil, err
 		}
@@ -331,9 +331,8 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	return out, nil
 }
 
-// convPageLimit is the page size Conversations asks for: the protocol's
-// maximum (tests lower it to walk several pages).
-var convPageLimit uint32 = 500
+// maxConvPage is the most conversations a page may hold (protocol §15.2).
+const maxConvPage = 500
 
 // OpenDirect finds (or creates) the private conversation with a user.
 // ErrNotFound: no such user; ErrInvalidArgument: the user is oneself.

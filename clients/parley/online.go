@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // OnlineUser is a user with at least one open connection.

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func wu(id, name string) *parleyv1.OnlineUser {

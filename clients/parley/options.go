@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Version is this SDK's version, sent in Hello as "parley-go/<Version>".
@@ -47,6 +47,7 @@ type config struct {
 	clientName   string
 	autoAck      bool
 	httpBase     string // file transfers; "": derived from the address
+	pageSize     uint32 // 0: each list's protocol maximum
 	// newestToken: WithTokenSource's function; nil: the client presents
 	// the token it last received.
 	newestToken func(sessionID string) (token string, expiresAt time.Time)
@@ -162,6 +163,21 @@ func WithClientName(name string) Option {
 // what the user has actually seen). Acks are sent in the background, one
 // per conversation for a run of messages.
 func WithAutoAck(on bool) Option { return func(o *config) { o.autoAck = on } }
+
+// WithPageSize caps how many entries each page of a paged list (Who,
+// Conversations) asks the server for. The methods still return the whole
+// list, in more round trips of smaller replies; 0, the default, asks for
+// the protocol's maximum (1,000 users, 500 conversations).
+func WithPageSize(n uint32) Option { return func(o *config) { o.pageSize = n } }
+
+// pageLimit is the page size to ask for of a list whose protocol maximum
+// is max.
+func (o *config) pageLimit(max uint32) uint32 {
+	if o.pageSize > 0 && o.pageSize < max {
+		return o.pageSize
+	}
+	return max
+}
 
 // WithTokenSource lets clients in several processes share one session
 // (protocol §8.3: each resume returns a fresh token and retires the one it

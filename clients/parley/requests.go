@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Register creates an account and logs it in on this connection. Errors
@@ -110,7 +110,7 @@ func (c *Client) Who(ctx context.Context) ([]OnlineUser, error) {
 	seen := make(map[string]OnlineUser)
 	cursor := ""
 	for {
-		reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{Cursor: cursor, Limit: whoPageLimit}}})
+		reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Who{Who: &parleyv1.WhoRequest{Cursor: cursor, Limit: c.cfg.pageLimit(maxWhoPage)}}})
 		if err != nil {
 			return nil, err
 		}
@@ -133,9 +133,9 @@ func (c *Client) Who(ctx context.Context) ([]OnlineUser, error) {
 	return users, nil
 }
 
-// whoPageLimit is the page size Who asks for: the protocol's maximum
-// (tests lower it to walk several pages).
-var whoPageLimit uint32 = 1000
+// maxWhoPage is the most users a page of the online list may hold
+// (protocol §9).
+const maxWhoPage = 1000
 
 // Ping measures the round trip to the gateway. It works before login.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/parleychat/parley/gateway/server"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // TestRequestTooLargeForTheBus: a request within the frame limit but

@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleychat/parley/gateway/internal/files"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Config is the gateway's configuration. RegisterFlags defines its flags;

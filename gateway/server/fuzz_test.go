@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // FuzzHandshake feeds arbitrary bytes to a real gateway as a client's first

@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/gateway/server"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // env is one running gateway with its NATS server and service stand-ins.

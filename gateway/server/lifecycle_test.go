@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/gateway/server"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func TestHeartbeatResync(t *testing.T) {

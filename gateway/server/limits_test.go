@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/gateway/server"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // expectRefused checks that c's first frame is the fatal Error code with a

@@ -10,8 +10,8 @@ import (
 
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // snapshotFrames reads the frames that follow the Session reply up to the

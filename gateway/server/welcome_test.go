@@ -10,9 +10,9 @@ import (
 
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/objstore"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // withFiles gives the gateway a file store, so it serves files.

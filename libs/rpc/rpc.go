@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // DefaultTimeout bounds a request when the context has no deadline.

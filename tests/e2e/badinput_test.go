@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // rawConn is a hand-driven protocol connection for sending bad input.

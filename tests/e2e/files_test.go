@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // File transfers through the real binaries: the parley CLI and the Go SDK

@@ -11,8 +11,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // member is a room member that speaks the wire protocol directly (like
@@ -140,7 +140,7 @@ func (m *member) read(r *wire.Reader, room string, ls *levels) {
 	}
 }
 
-// Field numbers of the few fields a member reads (libs/proto/parley/v1/parley.proto).
+// Field numbers of the few fields a member reads (protocol/proto/parley/v1/parley.proto).
 const (
 	frameMessage        = 33 // Frame.message (MessageEvent)
 	messageEventMessage = 1  // MessageEvent.message

@@ -3,8 +3,8 @@ package main
 import (
 	"testing"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // The members' shortcut decoder must read what the full decoder reads, for

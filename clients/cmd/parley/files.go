@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/libs/filename"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/filename"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 const fileUsage = `usage: parley file <command> [args]

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 	"github.com/parleychat/parley/standalone/server"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/parleychat/parley/libs/filename"
+	"github.com/parleychat/parley/protocol/filename"
 )
 
 // Names from other users are untrusted (docs/protocol.md §18.1: the server

@@ -22,7 +22,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Transfers: each upload or download runs in a command of its own. The

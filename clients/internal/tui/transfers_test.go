@@ -11,8 +11,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/libs/filename"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/filename"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // paneRow is the transfers pane's row of file #n as shown.

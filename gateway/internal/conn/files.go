@@ -3,8 +3,8 @@ package conn
 import (
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // File requests (docs/protocol.md §18) go to the file service; the bytes

@@ -3,7 +3,7 @@ package conn
 import (
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // The group requests (docs/protocol.md §16) go to the messaging service

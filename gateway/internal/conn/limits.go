@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/gateway/internal/connlimit"
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Connection caps and the frame limit before login (docs/protocol.md §2,

@@ -3,8 +3,8 @@ package conn
 import (
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // The messaging requests (docs/protocol.md §15) go to the messaging service

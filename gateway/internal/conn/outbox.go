@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/gateway/internal/transport"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // outbox is a connection's bounded outbound queue (docs/protocol.md §8).

@@ -15,8 +15,8 @@ import (
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // download serves a file's bytes, whole or one Range, to a user the file

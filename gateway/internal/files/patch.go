@@ -18,11 +18,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parleychat/parley/gateway/internal/reqbody"
-	"github.com/parleychat/parley/libs/errcode"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // slotWait is how long a PATCH waits for a free upload slot

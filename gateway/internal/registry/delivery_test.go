@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // recorder is a Conn that keeps what it is given.

@@ -19,8 +19,8 @@ import (
 
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Conn is what the registry needs from a client connection.

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Stream is a TCP or TLS connection carrying length-prefixed frames

@@ -9,7 +9,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Transport is one client connection as the gateway sees it. ReadFrame is

@@ -9,7 +9,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
-	"github.com/parleychat/parley/libs/wire"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // WebSocket is a WebSocket connection: each binary message is one frame's

@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/proto/protodoc"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func main() {

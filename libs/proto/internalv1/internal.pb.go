@@ -11,7 +11,7 @@
 package internalv1
 
 import (
-	parleyv1 "github.com/parleychat/parley/libs/proto/parleyv1"
+	parleyv1 "github.com/parleychat/parley/protocol/parleyv1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"

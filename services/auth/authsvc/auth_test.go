@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/auth/authsvc"
 )
 

@@ -5,8 +5,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Messages of the SessionEnded a kicked connection receives; shown to users.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parleychat/parley/libs/errcode"
+	"github.com/parleychat/parley/protocol/errcode"
 )
 
 // metrics are the auth-specific series; request counts and latencies per

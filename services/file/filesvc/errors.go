@@ -3,8 +3,8 @@ package filesvc
 import (
 	"time"
 
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Wire errors the service answers with. Messages are shown to end users.

@@ -36,11 +36,11 @@ import (
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // MaxFileSizeLimit is the largest -file-max-size accepted (1 TiB): parts

@@ -7,11 +7,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // TestSessionAliveFailsClosed: a download token is honoured only when auth

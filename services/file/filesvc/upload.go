@@ -10,7 +10,7 @@ import (
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Uploads. One PATCH at a time writes a file: handleBegin gives the writer

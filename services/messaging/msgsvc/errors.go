@@ -1,8 +1,8 @@
 package msgsvc
 
 import (
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Wire errors the service answers with. Messages are shown to end users.

@@ -9,8 +9,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/parleychat/parley/libs/errcode"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func TestResolve(t *testing.T) {

@@ -13,12 +13,12 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/parleychat/parley/libs/errcode"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 func TestConnectDisconnectEvents(t *testing.T) {

@@ -1,12 +1,12 @@
 'use strict';
-// The schema, loaded at run time from libs/proto/parley/v1/parley.proto with
+// The schema, loaded at run time from protocol/proto/parley/v1/parley.proto with
 // protobufjs, field names kept as the schema spells them (snake_case, as in
 // docs/protocol.md), and the frame codec of §2-§4.
 
 const path = require('node:path');
 const protobuf = require('protobufjs');
 
-const PROTO = path.join(__dirname, '..', '..', '..', 'libs', 'proto', 'parley', 'v1', 'parley.proto');
+const PROTO = path.join(__dirname, '..', '..', '..', 'protocol', 'proto', 'parley', 'v1', 'parley.proto');
 
 const root = new protobuf.Root();
 root.loadSync(PROTO, { keepCase: true });

@@ -1,4 +1,4 @@
-package parley_test
+package sdktest
 
 import (
 	"errors"
@@ -510,7 +510,7 @@ func gapSetup(t *testing.T) (alice, bob *chatter, relay *parleytest.Relay, dm st
 	dm = dmID(alice.sess.UserID, bob.sess.UserID)
 	sendTo(t, alice, "bob", "hi")
 	bob.inConv(dm, 1)
-	time.Sleep(2 * parley.CatchUpGrace()) // the listing's reads are done
+	time.Sleep(2 * catchUpGrace) // the listing's reads are done
 	return alice, bob, relay, dm, relay.HistoryRequests()
 }
 
@@ -550,9 +550,13 @@ func TestOvertakenEventReadsNoHistory(t *testing.T) {
 	if got := texts(bob.inConv(dm, 3)); !reflect.DeepEqual(got, []string{"hi", "late", "early"}) {
 		t.Fatalf("bob got %q", got)
 	}
-	time.Sleep(2 * parley.CatchUpGrace()) // a catch-up, had one been scheduled, is sent by now
+	time.Sleep(2 * catchUpGrace) // a catch-up, had one been scheduled, is sent by now
 	if n := relay.HistoryRequests() - before; n != 0 {
 		t.Errorf("bob read history %d times for a gap the late event filled", n)
 	}
 	checkInOrder(t, only(bob.received(), dm), 1, 3)
 }
+
+// catchUpGrace is how long the SDK lets a gap wait for late live events
+// before it reads the history (catchUpGrace in clients/parley/sync.go).
+const catchUpGrace = 250 * time.Millisecond

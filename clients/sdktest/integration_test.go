@@ -1,4 +1,4 @@
-package parley_test
+package sdktest
 
 import (
 	"context"
@@ -494,12 +494,11 @@ func TestFrameSizeLimit(t *testing.T) {
 // TestWhoFollowsPages: with a page size of 2, Who walks several pages of
 // the real presence list and returns every online user exactly once.
 func TestWhoFollowsPages(t *testing.T) {
-	defer parley.SetWhoPageLimit(2)()
 	p := parleytest.Start(t, nil)
 	var want []string
 	var last *parley.Client
 	for i := range 7 {
-		last = dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
+		last = dial(t, p.TCPAddr(), parley.WithPresenceFeed(false), parley.WithPageSize(2))
 		name := fmt.Sprintf("pager%d", i)
 		register(t, last, name)
 		want = append(want, name)

@@ -29,7 +29,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Version is the protocol version this package implements.

@@ -1,4 +1,4 @@
-package parley_test
+package sdktest
 
 import (
 	"bytes"
@@ -28,8 +28,8 @@ import (
 	"github.com/parleychat/parley/clients/internal/parleytest"
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/libs/objstore"
-	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/standalone/server"
 )
 

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/parleychat/parley/libs/proto/parleyv1"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Error is an error with a wire code. Message is safe to show to clients.

@@ -5367,7 +5367,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"FileAnswer\x12\x1b\n" +
 	"\x17FILE_ANSWER_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILE_ANSWER_ACCEPTED\x10\x01\x12\x18\n" +
-	"\x14FILE_ANSWER_REJECTED\x10\x02B;Z9github.com/parleychat/parley/libs/proto/parleyv1;parleyv1b\x06proto3"
+	"\x14FILE_ANSWER_REJECTED\x10\x02B9Z7github.com/parleychat/parley/protocol/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once

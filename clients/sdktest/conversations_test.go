@@ -1,4 +1,4 @@
-package parley_test
+package sdktest
 
 import (
 	"fmt"
@@ -15,12 +15,11 @@ import (
 // break, the sync reads the list the same way and catches up the messages
 // missed in conversations of every page, each once, in order.
 func TestConversationsPagesAndSync(t *testing.T) {
-	defer parley.SetConversationsPageLimit(3)()
 	p := parleytest.Start(t, nil)
 	relay := parleytest.NewRelay(t, p.HostPort())
 	ctx := ctxT(t)
-	alice := chat(t, relay.Addr(), "alice", true)
-	bob := chat(t, p.TCPAddr(), "bob", true)
+	alice := chat(t, relay.Addr(), "alice", true, parley.WithPageSize(3))
+	bob := chat(t, p.TCPAddr(), "bob", true, parley.WithPageSize(3))
 	alice.waitSynced(1)
 
 	dm := dmID(alice.sess.UserID, bob.sess.UserID)

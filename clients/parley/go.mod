@@ -1,0 +1,9 @@
+module github.com/parleychat/parley/clients/parley
+
+go 1.26.0
+
+require (
+	github.com/coder/websocket v1.8.15
+	github.com/parleychat/parley/protocol v0.1.0
+	google.golang.org/protobuf v1.36.12
+)
