@@ -26,7 +26,7 @@ type Client struct {
 	mu         sync.Mutex    // guards the fields below
 	conn       *conn         // the live connection; nil while reconnecting
 	changed    chan struct{} // closed and replaced whenever conn or ended changes
-	welcome    *parleyv1.Welcome
+	welcome    Welcome
 	session    *Session
 	loggingOut bool  // Logout sent or done: a break must not resume the session
 	ended      error // non-nil once the client is over; wraps ErrClosed
@@ -109,7 +109,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 // connect dials and shakes hands. The connection's reader runs from the
 // start; its events are routed by handleEvent according to the client's
 // state.
-func (c *Client) connect(ctx context.Context) (*conn, *parleyv1.Welcome, error) {
+func (c *Client) connect(ctx context.Context) (*conn, Welcome, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultHandshakeTimeout)
@@ -117,7 +117,7 @@ func (c *Client) connect(ctx context.Context) (*conn, *parleyv1.Welcome, error) 
 	}
 	t, err := dialTransport(ctx, c.addr, &c.cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parley: dial %s: %w", c.addr, err)
+		return nil, Welcome{}, fmt.Errorf("parley: dial %s: %w", c.addr, err)
 	}
 	cn := newConn(t, c.log, c.handleEvent)
 	cn.start()
@@ -127,19 +127,51 @@ func (c *Client) connect(ctx context.Context) (*conn, *parleyv1.Welcome, error) 
 		cn.wait()
 		var perr *Error
 		if errors.As(err, &perr) {
-			return nil, nil, perr
+			return nil, Welcome{}, perr
 		}
-		return nil, nil, fmt.Errorf("parley: handshake with %s: %w", c.addr, err)
+		return nil, Welcome{}, fmt.Errorf("parley: handshake with %s: %w", c.addr, err)
 	}
-	return cn, w, nil
+	return cn, welcomeFromWire(w), nil
 }
 
 // Addr is the server address in canonical form ("tcp://127.0.0.1:7420").
 func (c *Client) Addr() string { return c.addr.String() }
 
+// Welcome is what the gateway told about itself and this connection in the
+// handshake (docs/protocol.md §4).
+type Welcome struct {
+	Version   uint32 // the protocol version chosen for this connection
+	Server    string // the server's name and version
+	GatewayID string // which gateway replica serves this connection
+	// MaxFrameSize is the largest frame (bytes, without the length
+	// prefix) the server accepts.
+	MaxFrameSize uint32
+	// HeartbeatInterval and IdleTimeout are the server's heartbeat
+	// settings: a side sends a Ping when idle for HeartbeatInterval, and
+	// the server closes a connection silent for IdleTimeout.
+	HeartbeatInterval time.Duration
+	IdleTimeout       time.Duration
+	// HTTPURL is the base URL of the gateway's HTTP port, where files
+	// travel (docs/protocol.md §18); empty when the gateway serves no
+	// files. HTTPBase says which base the client uses.
+	HTTPURL string
+}
+
+func welcomeFromWire(w *parleyv1.Welcome) Welcome {
+	return Welcome{
+		Version:           w.GetVersion(),
+		Server:            w.GetServer(),
+		GatewayID:         w.GetGatewayId(),
+		MaxFrameSize:      w.GetMaxFrameSize(),
+		HeartbeatInterval: time.Duration(w.GetHeartbeatIntervalMs()) * time.Millisecond,
+		IdleTimeout:       time.Duration(w.GetIdleTimeoutMs()) * time.Millisecond,
+		HTTPURL:           w.GetHttpUrl(),
+	}
+}
+
 // Welcome returns the current connection's Welcome (server name, gateway
-// id, limits). It changes after a reconnect. Do not modify it.
-func (c *Client) Welcome() *parleyv1.Welcome {
+// id, limits). It changes after a reconnect.
+func (c *Client) Welcome() Welcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.welcome
@@ -489,7 +521,7 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()
-		return &SessionEndedEvent{Reason: b.SessionEnded.GetReason(), Message: b.SessionEnded.GetMessage()}
+		return &SessionEndedEvent{Reason: Code(b.SessionEnded.GetReason()), Message: b.SessionEnded.GetMessage()}
 	default:
 		c.log.Debug("parley: ignoring server frame", "type", fmt.Sprintf("%T", f.Body))
 	}

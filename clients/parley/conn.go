@@ -77,7 +77,7 @@ func (c *conn) handshake(ctx context.Context, cfg *config) (*parleyv1.Welcome, e
 		return nil, fmt.Errorf("%w: handshake answered with %T", ErrProtocol, reply.GetBody())
 	}
 	if w.GetVersion() != wire.Version {
-		return nil, &Error{Code: parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION,
+		return nil, &Error{Code: CodeUnsupportedVersion,
 			Message: fmt.Sprintf("server chose version %d, this client speaks %d", w.GetVersion(), wire.Version)}
 	}
 	c.mu.Lock()
@@ -181,7 +181,7 @@ func (c *conn) roundTrip(ctx context.Context, f *parleyv1.Frame) (*parleyv1.Fram
 	}
 	if c.maxSend > 0 && proto.Size(f) > int(c.maxSend) {
 		c.mu.Unlock()
-		return nil, &Error{Code: parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE,
+		return nil, &Error{Code: CodeFrameTooLarge,
 			Message: fmt.Sprintf("request larger than the server's limit of %d bytes", c.maxSend)}
 	}
 	id := c.allocIDLocked()
@@ -270,7 +270,7 @@ func (c *conn) readLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, wire.ErrFrameTooLarge) {
-				err = &Error{Code: parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, Message: err.Error()}
+				err = &Error{Code: CodeFrameTooLarge, Message: err.Error()}
 			}
 			c.fail(err)
 			return
@@ -303,7 +303,7 @@ func (c *conn) dispatch(f *parleyv1.Frame) {
 				c.fatal = e
 				c.mu.Unlock()
 			}
-			c.log.Warn("parley: connection error from server", "code", CodeName(e.Code), "message", e.Message)
+			c.log.Warn("parley: connection error from server", "code", e.Code.String(), "message", e.Message)
 		}
 	}
 	if id != 0 {
@@ -361,7 +361,7 @@ func (c *conn) heartbeatLoop(interval, idle time.Duration) {
 			sinceRecv := now.Sub(time.Unix(0, c.lastRecv.Load()))
 			sinceSend := now.Sub(time.Unix(0, c.lastSend.Load()))
 			if sinceRecv > idle {
-				c.fail(&Error{Code: parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT,
+				c.fail(&Error{Code: CodeIdleTimeout,
 					Message: fmt.Sprintf("nothing received from the server for %v", sinceRecv.Round(time.Millisecond))})
 				return
 			}

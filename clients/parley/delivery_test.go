@@ -212,7 +212,7 @@ func TestSendRetryKeepsKey(t *testing.T) {
 	var keys []string
 	fails := []error{
 		fmt.Errorf("%w: %w", ErrConnectionLost, errors.New("EOF")),
-		&Error{Code: parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE},
+		&Error{Code: CodeUnavailable},
 		fmt.Errorf("%w: %w", ErrConnectionLost, errors.New("reset")),
 	}
 	do := func(_ context.Context, f *parleyv1.Frame) (*parleyv1.Frame, error) {

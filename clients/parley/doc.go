@@ -12,9 +12,14 @@
 // that were in flight when the connection broke fail with an error matching
 // ErrConnectionLost, since the server may or may not have acted on them.
 //
-// Server errors come back as *Error with a stable code; compare them with
+// Server errors come back as *Error with a stable Code; compare them with
 // errors.Is against the sentinels (ErrBadCredentials, ErrUsernameTaken, ...).
 // Retryable tells the errors worth retrying.
+//
+// The API speaks in the SDK's own types (Message, Conversation, FileInfo,
+// Code, Welcome, ...), converted from the protocol's frames as they are
+// read and written: an application needs no protobuf import, and the
+// schema can grow without breaking it.
 //
 // Presence arrives on Events as typed events, and Online always returns the
 // client's current view of the online list: the latest snapshot with the

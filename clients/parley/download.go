@@ -34,7 +34,7 @@ func (c *Client) DownloadToDir(ctx context.Context, fileID, dir string, progress
 	if err != nil {
 		return "", nil, err
 	}
-	name := filename.Sanitize(dl.GetFile().GetName())
+	name := filename.Sanitize(dl.File.Name)
 	part := PartFile(dir, name, fileID)
 	info, err := c.DownloadTo(ctx, fileID, part, progress)
 	if err != nil {

@@ -9,6 +9,73 @@ import (
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
+// Code is a server error code: a stable number of the protocol
+// (docs/protocol.md §7, ErrorCode in the schema). Numbers never change
+// meaning; a newer server may send codes this SDK does not know, which the
+// protocol asks clients to treat like CodeInternal.
+type Code int32
+
+// Error codes, as the protocol numbers them. Each has a sentinel below
+// (CodeNotFound: ErrNotFound).
+const (
+	// Framing and handshake.
+	CodeBadFrame           Code = 1
+	CodeFrameTooLarge      Code = 2
+	CodeInvalidUTF8        Code = 3
+	CodeUnsupportedVersion Code = 4
+	CodeHandshakeRequired  Code = 5
+	CodeUnknownRequest     Code = 6
+	CodeInvalidArgument    Code = 7
+	CodeDuplicateRequestID Code = 8
+
+	// Accounts and sessions.
+	CodeUnauthenticated      Code = 10
+	CodeUsernameTaken        Code = 11
+	CodeInvalidUsername      Code = 12
+	CodeWeakPassword         Code = 13
+	CodeBadCredentials       Code = 14
+	CodeRateLimited          Code = 15
+	CodeTokenExpired         Code = 16
+	CodeTokenInvalid         Code = 17
+	CodeSessionRevoked       Code = 18
+	CodeAlreadyLoggedIn      Code = 19
+	CodeAlreadyAuthenticated Code = 20
+	CodeLoggedInElsewhere    Code = 21
+
+	// Authorization and limits.
+	CodePermissionDenied Code = 30
+	CodeNotFound         Code = 31
+	CodeMessageTooLarge  Code = 32
+	CodeEmptyMessage     Code = 33
+	CodeAlreadyMember    Code = 34
+	CodeInvalidName      Code = 35
+	CodeAlreadyFriends   Code = 36
+	CodeBlocked          Code = 37
+	CodeFileTooLarge     Code = 38
+	CodeChecksumMismatch Code = 39
+
+	// Connection and server state.
+	CodeIdleTimeout    Code = 40
+	CodeSlowConsumer   Code = 41
+	CodeServerShutdown Code = 42
+	CodeUnavailable    Code = 43
+	CodeInternal       Code = 44
+	CodeTimeout        Code = 45
+	CodeConflict       Code = 46
+	CodeQuotaExceeded  Code = 47
+)
+
+// String is the code's protocol name without the ERROR_CODE_ prefix
+// ("USERNAME_TAKEN"), or its number when this SDK does not know it.
+func (c Code) String() string {
+	return strings.TrimPrefix(parleyv1.ErrorCode(c).String(), "ERROR_CODE_")
+}
+
+func (c Code) known() bool {
+	_, ok := parleyv1.ErrorCode_name[int32(c)]
+	return ok && c != 0
+}
+
 // Error is an error reported by the server: a stable wire code
 // (docs/protocol.md §7) and a message that is safe to show to a user.
 //
@@ -19,7 +86,7 @@ import (
 // Codes this SDK does not know (added by a newer server) match ErrInternal,
 // as the protocol asks clients to treat them.
 type Error struct {
-	Code    parleyv1.ErrorCode
+	Code    Code
 	Message string
 	// RetryAfter is how long to wait before retrying; set with RATE_LIMITED.
 	RetryAfter time.Duration
@@ -27,9 +94,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Message == "" {
-		return "parley: " + CodeName(e.Code)
+		return "parley: " + e.Code.String()
 	}
-	return fmt.Sprintf("parley: %s: %s", CodeName(e.Code), e.Message)
+	return fmt.Sprintf("parley: %s: %s", e.Code, e.Message)
 }
 
 // Is reports whether target is an *Error with the same code. An unknown code
@@ -42,63 +109,56 @@ func (e *Error) Is(target error) bool {
 	if t.Code == e.Code {
 		return true
 	}
-	return t.Code == parleyv1.ErrorCode_ERROR_CODE_INTERNAL && !knownCode(e.Code)
+	return t.Code == CodeInternal && !e.Code.known()
 }
 
-// CodeName is a code's name without the ERROR_CODE_ prefix ("USERNAME_TAKEN").
-func CodeName(c parleyv1.ErrorCode) string {
-	return strings.TrimPrefix(c.String(), "ERROR_CODE_")
-}
-
-func knownCode(c parleyv1.ErrorCode) bool {
-	_, ok := parleyv1.ErrorCode_name[int32(c)]
-	return ok && c != parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED
-}
-
-func sentinel(c parleyv1.ErrorCode) *Error { return &Error{Code: c} }
+func sentinel(c Code) *Error { return &Error{Code: c} }
 
 // Sentinels, one per wire error code, for use with errors.Is. Only the code
 // is compared; the message and RetryAfter of the error returned by a call
 // carry the details.
 var (
-	ErrBadFrame             = sentinel(parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME)
-	ErrFrameTooLarge        = sentinel(parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE)
-	ErrInvalidUTF8          = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8)
-	ErrUnsupportedVersion   = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION)
-	ErrHandshakeRequired    = sentinel(parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED)
-	ErrUnknownRequest       = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST)
-	ErrInvalidArgument      = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
-	ErrDuplicateRequestID   = sentinel(parleyv1.ErrorCode_ERROR_CODE_DUPLICATE_REQUEST_ID)
-	ErrUnauthenticated      = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED)
-	ErrUsernameTaken        = sentinel(parleyv1.ErrorCode_ERROR_CODE_USERNAME_TAKEN)
-	ErrInvalidUsername      = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_USERNAME)
-	ErrWeakPassword         = sentinel(parleyv1.ErrorCode_ERROR_CODE_WEAK_PASSWORD)
-	ErrBadCredentials       = sentinel(parleyv1.ErrorCode_ERROR_CODE_BAD_CREDENTIALS)
-	ErrRateLimited          = sentinel(parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
-	ErrTokenExpired         = sentinel(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED)
-	ErrTokenInvalid         = sentinel(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID)
-	ErrSessionRevoked       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED)
-	ErrAlreadyLoggedIn      = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_LOGGED_IN)
-	ErrAlreadyAuthenticated = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED)
-	ErrLoggedInElsewhere    = sentinel(parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE)
-	ErrPermissionDenied     = sentinel(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
-	ErrNotFound             = sentinel(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
-	ErrMessageTooLarge      = sentinel(parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE)
-	ErrEmptyMessage         = sentinel(parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE)
-	ErrAlreadyMember        = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_MEMBER)
-	ErrInvalidName          = sentinel(parleyv1.ErrorCode_ERROR_CODE_INVALID_NAME)
-	ErrAlreadyFriends       = sentinel(parleyv1.ErrorCode_ERROR_CODE_ALREADY_FRIENDS)
-	ErrBlocked              = sentinel(parleyv1.ErrorCode_ERROR_CODE_BLOCKED)
-	ErrFileTooLarge         = sentinel(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE)
-	ErrChecksumMismatch     = sentinel(parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH)
-	ErrConflict             = sentinel(parleyv1.ErrorCode_ERROR_CODE_CONFLICT)
-	ErrQuotaExceeded        = sentinel(parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
-	ErrIdleTimeout          = sentinel(parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT)
-	ErrSlowConsumer         = sentinel(parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER)
-	ErrServerShutdown       = sentinel(parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN)
-	ErrUnavailable          = sentinel(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE)
-	ErrInternal             = sentinel(parleyv1.ErrorCode_ERROR_CODE_INTERNAL)
-	ErrTimeout              = sentinel(parleyv1.ErrorCode_ERROR_CODE_TIMEOUT)
+	ErrBadFrame           = sentinel(CodeBadFrame)
+	ErrFrameTooLarge      = sentinel(CodeFrameTooLarge)
+	ErrInvalidUTF8        = sentinel(CodeInvalidUTF8)
+	ErrUnsupportedVersion = sentinel(CodeUnsupportedVersion)
+	ErrHandshakeRequired  = sentinel(CodeHandshakeRequired)
+	ErrUnknownRequest     = sentinel(CodeUnknownRequest)
+	ErrInvalidArgument    = sentinel(CodeInvalidArgument)
+	ErrDuplicateRequestID = sentinel(CodeDuplicateRequestID)
+
+	ErrUnauthenticated      = sentinel(CodeUnauthenticated)
+	ErrUsernameTaken        = sentinel(CodeUsernameTaken)
+	ErrInvalidUsername      = sentinel(CodeInvalidUsername)
+	ErrWeakPassword         = sentinel(CodeWeakPassword)
+	ErrBadCredentials       = sentinel(CodeBadCredentials)
+	ErrRateLimited          = sentinel(CodeRateLimited)
+	ErrTokenExpired         = sentinel(CodeTokenExpired)
+	ErrTokenInvalid         = sentinel(CodeTokenInvalid)
+	ErrSessionRevoked       = sentinel(CodeSessionRevoked)
+	ErrAlreadyLoggedIn      = sentinel(CodeAlreadyLoggedIn)
+	ErrAlreadyAuthenticated = sentinel(CodeAlreadyAuthenticated)
+	ErrLoggedInElsewhere    = sentinel(CodeLoggedInElsewhere)
+
+	ErrPermissionDenied = sentinel(CodePermissionDenied)
+	ErrNotFound         = sentinel(CodeNotFound)
+	ErrMessageTooLarge  = sentinel(CodeMessageTooLarge)
+	ErrEmptyMessage     = sentinel(CodeEmptyMessage)
+	ErrAlreadyMember    = sentinel(CodeAlreadyMember)
+	ErrInvalidName      = sentinel(CodeInvalidName)
+	ErrAlreadyFriends   = sentinel(CodeAlreadyFriends)
+	ErrBlocked          = sentinel(CodeBlocked)
+	ErrFileTooLarge     = sentinel(CodeFileTooLarge)
+	ErrChecksumMismatch = sentinel(CodeChecksumMismatch)
+
+	ErrIdleTimeout    = sentinel(CodeIdleTimeout)
+	ErrSlowConsumer   = sentinel(CodeSlowConsumer)
+	ErrServerShutdown = sentinel(CodeServerShutdown)
+	ErrUnavailable    = sentinel(CodeUnavailable)
+	ErrInternal       = sentinel(CodeInternal)
+	ErrTimeout        = sentinel(CodeTimeout)
+	ErrConflict       = sentinel(CodeConflict)
+	ErrQuotaExceeded  = sentinel(CodeQuotaExceeded)
 )
 
 // Errors raised by the SDK itself rather than the server.
@@ -135,10 +195,10 @@ func Retryable(err error) bool {
 // errorFromWire converts an Error frame body.
 func errorFromWire(e *parleyv1.Error) *Error {
 	if e == nil {
-		return &Error{Code: parleyv1.ErrorCode_ERROR_CODE_INTERNAL, Message: "empty error"}
+		return &Error{Code: CodeInternal, Message: "empty error"}
 	}
 	return &Error{
-		Code:       e.GetCode(),
+		Code:       Code(e.GetCode()),
 		Message:    e.GetMessage(),
 		RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond,
 	}

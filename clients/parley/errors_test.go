@@ -3,35 +3,75 @@ package parley
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
+// TestErrorSentinels pins the SDK's codes to the protocol's: every code
+// the schema defines has exactly one Code constant and sentinel, with the
+// schema's number and name.
 func TestErrorSentinels(t *testing.T) {
-	// Every code the protocol defines has exactly one sentinel.
-	sentinels := []*Error{
-		ErrBadFrame, ErrFrameTooLarge, ErrInvalidUTF8, ErrUnsupportedVersion, ErrHandshakeRequired,
-		ErrUnknownRequest, ErrInvalidArgument, ErrDuplicateRequestID, ErrUnauthenticated,
-		ErrUsernameTaken, ErrInvalidUsername, ErrWeakPassword, ErrBadCredentials, ErrRateLimited,
-		ErrTokenExpired, ErrTokenInvalid, ErrSessionRevoked, ErrAlreadyLoggedIn,
-		ErrAlreadyAuthenticated, ErrLoggedInElsewhere, ErrPermissionDenied, ErrNotFound,
-		ErrMessageTooLarge, ErrEmptyMessage, ErrAlreadyMember, ErrInvalidName, ErrAlreadyFriends, ErrBlocked,
-		ErrFileTooLarge, ErrChecksumMismatch, ErrConflict, ErrQuotaExceeded,
-		ErrIdleTimeout, ErrSlowConsumer, ErrServerShutdown, ErrUnavailable, ErrInternal, ErrTimeout,
+	tests := []struct {
+		sentinel *Error
+		code     Code
+		wire     parleyv1.ErrorCode
+	}{
+		{ErrBadFrame, CodeBadFrame, parleyv1.ErrorCode_ERROR_CODE_BAD_FRAME},
+		{ErrFrameTooLarge, CodeFrameTooLarge, parleyv1.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE},
+		{ErrInvalidUTF8, CodeInvalidUTF8, parleyv1.ErrorCode_ERROR_CODE_INVALID_UTF8},
+		{ErrUnsupportedVersion, CodeUnsupportedVersion, parleyv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION},
+		{ErrHandshakeRequired, CodeHandshakeRequired, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED},
+		{ErrUnknownRequest, CodeUnknownRequest, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST},
+		{ErrInvalidArgument, CodeInvalidArgument, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{ErrDuplicateRequestID, CodeDuplicateRequestID, parleyv1.ErrorCode_ERROR_CODE_DUPLICATE_REQUEST_ID},
+		{ErrUnauthenticated, CodeUnauthenticated, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED},
+		{ErrUsernameTaken, CodeUsernameTaken, parleyv1.ErrorCode_ERROR_CODE_USERNAME_TAKEN},
+		{ErrInvalidUsername, CodeInvalidUsername, parleyv1.ErrorCode_ERROR_CODE_INVALID_USERNAME},
+		{ErrWeakPassword, CodeWeakPassword, parleyv1.ErrorCode_ERROR_CODE_WEAK_PASSWORD},
+		{ErrBadCredentials, CodeBadCredentials, parleyv1.ErrorCode_ERROR_CODE_BAD_CREDENTIALS},
+		{ErrRateLimited, CodeRateLimited, parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED},
+		{ErrTokenExpired, CodeTokenExpired, parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED},
+		{ErrTokenInvalid, CodeTokenInvalid, parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID},
+		{ErrSessionRevoked, CodeSessionRevoked, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED},
+		{ErrAlreadyLoggedIn, CodeAlreadyLoggedIn, parleyv1.ErrorCode_ERROR_CODE_ALREADY_LOGGED_IN},
+		{ErrAlreadyAuthenticated, CodeAlreadyAuthenticated, parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED},
+		{ErrLoggedInElsewhere, CodeLoggedInElsewhere, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE},
+		{ErrPermissionDenied, CodePermissionDenied, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED},
+		{ErrNotFound, CodeNotFound, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		{ErrMessageTooLarge, CodeMessageTooLarge, parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
+		{ErrEmptyMessage, CodeEmptyMessage, parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
+		{ErrAlreadyMember, CodeAlreadyMember, parleyv1.ErrorCode_ERROR_CODE_ALREADY_MEMBER},
+		{ErrInvalidName, CodeInvalidName, parleyv1.ErrorCode_ERROR_CODE_INVALID_NAME},
+		{ErrAlreadyFriends, CodeAlreadyFriends, parleyv1.ErrorCode_ERROR_CODE_ALREADY_FRIENDS},
+		{ErrBlocked, CodeBlocked, parleyv1.ErrorCode_ERROR_CODE_BLOCKED},
+		{ErrFileTooLarge, CodeFileTooLarge, parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE},
+		{ErrChecksumMismatch, CodeChecksumMismatch, parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH},
+		{ErrIdleTimeout, CodeIdleTimeout, parleyv1.ErrorCode_ERROR_CODE_IDLE_TIMEOUT},
+		{ErrSlowConsumer, CodeSlowConsumer, parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER},
+		{ErrServerShutdown, CodeServerShutdown, parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN},
+		{ErrUnavailable, CodeUnavailable, parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE},
+		{ErrInternal, CodeInternal, parleyv1.ErrorCode_ERROR_CODE_INTERNAL},
+		{ErrTimeout, CodeTimeout, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT},
+		{ErrConflict, CodeConflict, parleyv1.ErrorCode_ERROR_CODE_CONFLICT},
+		{ErrQuotaExceeded, CodeQuotaExceeded, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED},
 	}
 	seen := map[parleyv1.ErrorCode]bool{}
-	for _, s := range sentinels {
-		if seen[s.Code] {
-			t.Errorf("two sentinels for %s", CodeName(s.Code))
+	for _, tt := range tests {
+		name := strings.TrimPrefix(tt.wire.String(), "ERROR_CODE_")
+		if tt.sentinel.Code != tt.code || int32(tt.code) != int32(tt.wire) || tt.code.String() != name {
+			t.Errorf("%s: sentinel code %d, constant %d (%s), want %d (%s)", name, tt.sentinel.Code, tt.code, tt.code, tt.wire, name)
 		}
-		seen[s.Code] = true
+		if seen[tt.wire] {
+			t.Errorf("two sentinels for %s", name)
+		}
+		seen[tt.wire] = true
 	}
-	for n := range parleyv1.ErrorCode_name {
-		c := parleyv1.ErrorCode(n)
-		if c != parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED && !seen[c] {
-			t.Errorf("no sentinel for %s", CodeName(c))
+	for n, name := range parleyv1.ErrorCode_name {
+		if c := parleyv1.ErrorCode(n); c != parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED && !seen[c] {
+			t.Errorf("no Code constant and sentinel for %s", name)
 		}
 	}
 }
@@ -110,7 +150,7 @@ func TestErrorFromWire(t *testing.T) {
 }
 
 func TestConnectionLostIsRetryable(t *testing.T) {
-	shutdown := &Error{Code: parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN, Message: "bye"}
+	shutdown := &Error{Code: CodeServerShutdown, Message: "bye"}
 	err := fmt.Errorf("%w: %w", ErrConnectionLost, shutdown)
 	if !Retryable(err) || !errors.Is(err, ErrConnectionLost) || !errors.Is(err, ErrServerShutdown) {
 		t.Errorf("lost connection error %v: want retryable, ErrConnectionLost and ErrServerShutdown", err)

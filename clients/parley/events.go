@@ -3,8 +3,6 @@ package parley
 import (
 	"context"
 	"sync"
-
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Event is something that happened on the client's connection, received
@@ -43,7 +41,7 @@ type UserOfflineEvent struct {
 // the server ended the session, or TOKEN_EXPIRED / TOKEN_INVALID /
 // SESSION_REVOKED when resuming after a reconnect was refused.
 type SessionEndedEvent struct {
-	Reason  parleyv1.ErrorCode
+	Reason  Code
 	Message string
 }
 

@@ -107,7 +107,7 @@ func ExampleDial_tls() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Println("connected to", c.Welcome().GetServer())
+	fmt.Println("connected to", c.Welcome().Server)
 
 	ws, err := parley.Dial(ctx, "wss://chat.example.org/v1/ws", parley.WithTLSConfig(&tls.Config{RootCAs: pool}))
 	if err != nil {

@@ -21,11 +21,170 @@ import (
 // bytes travel over HTTP on the gateway's HTTP port: uploads with tus 1.0
 // (resumable), downloads with Range (resumable).
 
-// FileInfo describes an offered file (the wire type).
-type FileInfo = parleyv1.FileInfo
+// FileInfo describes an offered file as the server knows it
+// (docs/protocol.md §18).
+type FileInfo struct {
+	ID string
+	// Name is the sanitised base name: no path, no control or format
+	// characters.
+	Name string
+	Size uint64 // bytes
+	// ContentType is what the sender declared ("image/png"), checked
+	// against the bytes for images.
+	ContentType string
+	SHA256      string // lower-case hex of the whole file
+	SenderID    string
+	SenderName  string
+	// Conversation is where the file was offered.
+	Conversation string
+	CreatedAt    time.Time
+	// ExpiresAt is when retention removes the file; while it is
+	// uploading, the upload's deadline.
+	ExpiresAt time.Time
+	State     FileState
+	Uploaded  uint64 // bytes stored so far
+	// Answer: private chats, the recipient's answer.
+	Answer FileAnswer
+	// Thumbnail: images, a small JPEG (at most 160x160) once available.
+	Thumbnail []byte
+}
+
+// FileState is where a file is in its life. The values are the
+// protocol's numbers (FileState in docs/protocol.md §18).
+type FileState int
+
+// File states.
+const (
+	FileStateUnknown   FileState = iota
+	FileStateUploading           // offered; bytes still arriving
+	FileStateAvailable           // every byte stored and the SHA-256 verified
+	FileStateFailed              // the upload's bytes did not match the SHA-256; nothing can be downloaded
+	FileStateExpired             // removed: by retention, cancelled by its sender or rejected by the recipient
+)
+
+func (s FileState) String() string {
+	switch s {
+	case FileStateUploading:
+		return "uploading"
+	case FileStateAvailable:
+		return "available"
+	case FileStateFailed:
+		return "failed"
+	case FileStateExpired:
+		return "expired"
+	}
+	return "unknown"
+}
+
+// FileAnswer is the recipient's answer to a file offered in a private
+// chat. The values are the protocol's numbers (FileAnswer).
+type FileAnswer int
+
+// File answers.
+const (
+	FileAnswerNone     FileAnswer = iota // not answered yet (private chats), or not asked (groups)
+	FileAnswerAccepted                   // AnswerFile(..., true)
+	FileAnswerRejected                   // AnswerFile(..., false); the file is deleted
+)
+
+func (a FileAnswer) String() string {
+	switch a {
+	case FileAnswerAccepted:
+		return "accepted"
+	case FileAnswerRejected:
+		return "rejected"
+	}
+	return "none"
+}
 
 // FileOffer is what OfferFile returns: the file and where to upload it.
-type FileOffer = parleyv1.FileOffer
+type FileOffer struct {
+	File *FileInfo // never nil in an offer OfferFile returns
+	// UploadPath is where Upload sends the bytes, relative to HTTPBase
+	// ("/v1/files/<id>").
+	UploadPath string
+	// PartSize is how many bytes the server stores per part: an
+	// interrupted upload sends at most this much again.
+	PartSize uint64
+	// Duplicate: the offer's ClientKey was seen before, and this is the
+	// first offer made with it.
+	Duplicate bool
+}
+
+// FileDownload is what DownloadURL returns: the file as it is now and
+// where to download it.
+type FileDownload struct {
+	File *FileInfo // never nil
+	// Path is the download URL relative to HTTPBase
+	// ("/v1/files/<id>/content?token=..."); it supports Range.
+	Path string
+	// ExpiresAt is when the token in Path stops working.
+	ExpiresAt time.Time
+}
+
+// fileFromWire converts a FileInfo; nil stays nil.
+func fileFromWire(f *parleyv1.FileInfo) *FileInfo {
+	if f == nil {
+		return nil
+	}
+	out := &FileInfo{
+		ID:           f.GetFileId(),
+		Name:         f.GetName(),
+		Size:         f.GetSize(),
+		ContentType:  f.GetContentType(),
+		SHA256:       f.GetSha256(),
+		SenderID:     f.GetSenderId(),
+		SenderName:   f.GetSenderName(),
+		Conversation: f.GetConversation(),
+		CreatedAt:    unixMilli(f.GetCreatedAtUnixMs()),
+		ExpiresAt:    unixMilli(f.GetExpiresAtUnixMs()),
+		Uploaded:     f.GetUploaded(),
+		Thumbnail:    f.GetThumbnail(),
+	}
+	switch f.GetState() {
+	case parleyv1.FileState_FILE_STATE_UPLOADING:
+		out.State = FileStateUploading
+	case parleyv1.FileState_FILE_STATE_AVAILABLE:
+		out.State = FileStateAvailable
+	case parleyv1.FileState_FILE_STATE_FAILED:
+		out.State = FileStateFailed
+	case parleyv1.FileState_FILE_STATE_EXPIRED:
+		out.State = FileStateExpired
+	}
+	switch f.GetAnswer() {
+	case parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED:
+		out.Answer = FileAnswerAccepted
+	case parleyv1.FileAnswer_FILE_ANSWER_REJECTED:
+		out.Answer = FileAnswerRejected
+	}
+	return out
+}
+
+// fileOrEmpty converts the file of an offer, a download or an event, which
+// the server always sets; a missing one becomes an empty FileInfo so that
+// callers need no nil check.
+func fileOrEmpty(f *parleyv1.FileInfo) *FileInfo {
+	if out := fileFromWire(f); out != nil {
+		return out
+	}
+	return &FileInfo{}
+}
+
+func fileOfferFromWire(o *parleyv1.FileOffer) *FileOffer {
+	return &FileOffer{File: fileOrEmpty(o.GetFile()), UploadPath: o.GetUploadPath(), PartSize: o.GetPartSize(), Duplicate: o.GetDuplicate()}
+}
+
+func fileDownloadFromWire(d *parleyv1.FileDownload) *FileDownload {
+	return &FileDownload{File: fileOrEmpty(d.GetFile()), Path: d.GetPath(), ExpiresAt: unixMilli(d.GetExpiresAtUnixMs())}
+}
+
+// unixMilli is the time of a wire timestamp; 0 (not set) is the zero Time.
+func unixMilli(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
 
 // FileEventKind says what happened to a file.
 type FileEventKind int
@@ -59,9 +218,10 @@ func (k FileEventKind) String() string {
 	return "unknown"
 }
 
-// FileEvent tells the user about a file. UserID/Username name who caused
-// it (empty for retention). Live events may be dropped when Events is not
-// read (like typing events); Files lists the current state at any time.
+// FileEvent tells the user about a file (File is never nil).
+// UserID/Username name who caused it (empty for retention). Live events may
+// be dropped when Events is not read (like typing events); Files lists the
+// current state at any time.
 type FileEvent struct {
 	Kind     FileEventKind
 	File     *FileInfo
@@ -87,7 +247,7 @@ func fileEventFromWire(ev *parleyv1.FileEvent) FileEvent {
 	case parleyv1.FileEvent_KIND_EXPIRED:
 		kind = FileEventExpired
 	}
-	return FileEvent{Kind: kind, File: ev.GetFile(), UserID: ev.GetUserId(), Username: ev.GetUsername()}
+	return FileEvent{Kind: kind, File: fileOrEmpty(ev.GetFile()), UserID: ev.GetUserId(), Username: ev.GetUsername()}
 }
 
 // DefaultHTTPPort is the gateway's HTTP port used for files when the client
@@ -111,7 +271,7 @@ func (c *Client) HTTPBase() string {
 	if c.cfg.httpBase != "" {
 		return c.cfg.httpBase
 	}
-	if u := strings.TrimRight(c.Welcome().GetHttpUrl(), "/"); strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
+	if u := strings.TrimRight(c.Welcome().HTTPURL, "/"); strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
 		return u
 	}
 	switch c.addr.kind {
@@ -156,7 +316,7 @@ func (c *Client) OfferFile(ctx context.Context, r OfferRequest) (*FileOffer, err
 			if reply.GetFileOffer() == nil {
 				return nil, fmt.Errorf("%w: expected FileOffer, got %T", ErrProtocol, reply.GetBody())
 			}
-			return reply.GetFileOffer(), nil
+			return fileOfferFromWire(reply.GetFileOffer()), nil
 		}
 		if ctx.Err() != nil || !sendRetryable(err) {
 			return nil, err
@@ -199,7 +359,7 @@ func (c *Client) Files(ctx context.Context, conversation string) ([]*FileInfo, e
 		if !more || len(files) == 0 {
 			return all, nil
 		}
-		after = files[len(files)-1].GetFileId()
+		after = files[len(files)-1].ID
 	}
 }
 
@@ -216,12 +376,16 @@ func (c *Client) FilesPage(ctx context.Context, conversation, after string, limi
 	if r == nil {
 		return nil, false, fmt.Errorf("%w: expected FilesReply, got %T", ErrProtocol, reply.GetBody())
 	}
-	return r.GetFiles(), r.GetMore(), nil
+	files := make([]*FileInfo, 0, len(r.GetFiles()))
+	for _, f := range r.GetFiles() {
+		files = append(files, fileOrEmpty(f))
+	}
+	return files, r.GetMore(), nil
 }
 
 // DownloadURL asks for a download URL (with a scoped, expiring token) for
 // a file; the FileDownload's file tells its size, state and SHA-256.
-func (c *Client) DownloadURL(ctx context.Context, fileID string) (*parleyv1.FileDownload, error) {
+func (c *Client) DownloadURL(ctx context.Context, fileID string) (*FileDownload, error) {
 	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_FileDownload{FileDownload: &parleyv1.FileDownloadRequest{FileId: fileID}}})
 	if err != nil {
 		return nil, err
@@ -229,7 +393,7 @@ func (c *Client) DownloadURL(ctx context.Context, fileID string) (*parleyv1.File
 	if reply.GetFileDownloadReply() == nil {
 		return nil, fmt.Errorf("%w: expected FileDownload, got %T", ErrProtocol, reply.GetBody())
 	}
-	return reply.GetFileDownloadReply(), nil
+	return fileDownloadFromWire(reply.GetFileDownloadReply()), nil
 }
 
 // FileSHA256 returns the hex SHA-256 of what r reads.
@@ -288,8 +452,11 @@ type UploadOptions struct {
 // the offset the server reports (HEAD), so at most one part is sent twice.
 // src must read the whole file from its start at offset 0.
 func (c *Client) Upload(ctx context.Context, offer *FileOffer, src io.ReaderAt, o UploadOptions) error {
-	target := c.HTTPBase() + offer.GetUploadPath()
-	size := offer.GetFile().GetSize()
+	target := c.HTTPBase() + offer.UploadPath
+	var size uint64
+	if offer.File != nil {
+		size = offer.File.Size
+	}
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
@@ -437,7 +604,7 @@ func (c *Client) downloadTo(ctx context.Context, fileID, path string, progress f
 	if err != nil {
 		return nil, err
 	}
-	info := dl.GetFile()
+	info := dl.File
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -447,14 +614,14 @@ func (c *Client) downloadTo(ctx context.Context, fileID, path string, progress f
 	if err != nil {
 		return nil, err
 	}
-	if uint64(have) > info.GetSize() {
+	if uint64(have) > info.Size {
 		if err := f.Truncate(0); err != nil {
 			return nil, err
 		}
 		have, _ = f.Seek(0, io.SeekStart)
 	}
-	if uint64(have) < info.GetSize() {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTPBase()+dl.GetPath(), nil)
+	if uint64(have) < info.Size {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTPBase()+dl.Path, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -481,7 +648,7 @@ func (c *Client) downloadTo(ctx context.Context, fileID, path string, progress f
 		}
 		var body io.Reader = resp.Body
 		if progress != nil {
-			body = &progressReader{r: body, done: uint64(have), total: info.GetSize(), fn: progress}
+			body = &progressReader{r: body, done: uint64(have), total: info.Size, fn: progress}
 		}
 		if _, err := io.Copy(f, body); err != nil {
 			return nil, fmt.Errorf("download interrupted (resume by calling again): %w", err)
@@ -494,10 +661,10 @@ func (c *Client) downloadTo(ctx context.Context, fileID, path string, progress f
 	if err != nil {
 		return nil, err
 	}
-	if sum != info.GetSha256() {
+	if sum != info.SHA256 {
 		f.Close()
 		_ = os.Remove(path)
-		return nil, fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, info.GetSha256())
+		return nil, fmt.Errorf("%w: got %s, want %s", ErrChecksum, sum, info.SHA256)
 	}
 	return info, nil
 }

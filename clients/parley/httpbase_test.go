@@ -1,10 +1,6 @@
 package parley
 
-import (
-	"testing"
-
-	"github.com/parleychat/parley/protocol/parleyv1"
-)
+import "testing"
 
 // TestHTTPBase: where file transfers go: the option, else what the
 // gateway announced in Welcome.http_url, else a guess from the dial
@@ -32,7 +28,7 @@ func TestHTTPBase(t *testing.T) {
 			WithHTTPBase(tt.option)(&c.cfg)
 		}
 		if tt.announced != "" {
-			c.welcome = &parleyv1.Welcome{HttpUrl: tt.announced}
+			c.welcome = Welcome{HTTPURL: tt.announced}
 		}
 		if got := c.HTTPBase(); got != tt.want {
 			t.Errorf("%s, option %q, announced %q: HTTPBase %q, want %q", tt.addr, tt.option, tt.announced, got, tt.want)

@@ -91,21 +91,18 @@ func (c Conversation) Unread() uint64 {
 }
 
 func messageFromWire(m *parleyv1.Message) Message {
-	out := Message{
+	return Message{
 		Conversation: m.GetConversation(),
 		Seq:          m.GetSeq(),
 		ID:           m.GetId(),
 		SenderID:     m.GetSenderId(),
 		SenderName:   m.GetSenderName(),
+		SentAt:       unixMilli(m.GetSentAtUnixMs()),
 		Text:         m.GetText(),
 		ClientKey:    m.GetClientKey(),
 		System:       m.GetSystem(),
-		File:         m.GetFile(),
+		File:         fileFromWire(m.GetFile()),
 	}
-	if ms := m.GetSentAtUnixMs(); ms > 0 {
-		out.SentAt = time.UnixMilli(ms)
-	}
-	return out
 }
 
 func conversationFromWire(c *parleyv1.Conversation) Conversation {

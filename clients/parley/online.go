@@ -31,17 +31,14 @@ type Session struct {
 }
 
 func sessionFromWire(s *parleyv1.Session) *Session {
-	out := &Session{
+	return &Session{
 		UserID:    s.GetUserId(),
 		Username:  s.GetUsername(),
 		SessionID: s.GetSessionId(),
 		Token:     s.GetToken(),
+		ExpiresAt: unixMilli(s.GetExpiresAtUnixMs()),
 		Resumed:   s.GetResumed(),
 	}
-	if ms := s.GetExpiresAtUnixMs(); ms > 0 {
-		out.ExpiresAt = time.UnixMilli(ms)
-	}
-	return out
 }
 
 func userFromWire(u *parleyv1.OnlineUser) OnlineUser {

@@ -164,7 +164,7 @@ func TestEventQueue(t *testing.T) {
 		q.push(UserOnlineEvent{User: OnlineUser{Username: n}})
 	}
 	q.push(ReconnectedEvent{}) // lifecycle events are never dropped
-	q.finish(SessionEndedEvent{Reason: parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE})
+	q.finish(SessionEndedEvent{Reason: CodeLoggedInElsewhere})
 	q.push(UserOnlineEvent{}) // after the end: ignored
 
 	var got []string

@@ -61,12 +61,12 @@ func TestDownloadHeaders(t *testing.T) {
 			if err := alice.Upload(ctx, offer, bytes.NewReader(tc.data), parley.UploadOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			d, err := bob.DownloadURL(ctx, offer.GetFile().GetFileId())
+			d, err := bob.DownloadURL(ctx, offer.File.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, method := range []string{http.MethodGet, http.MethodHead} {
-				req, _ := http.NewRequestWithContext(ctx, method, p.HTTPBase()+d.GetPath(), nil)
+				req, _ := http.NewRequestWithContext(ctx, method, p.HTTPBase()+d.Path, nil)
 				req.Header.Set("Origin", "https://evil.example")
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -189,7 +189,7 @@ func TestDownloadRanges(t *testing.T) {
 	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := bob.DownloadURL(ctx, offer.GetFile().GetFileId())
+	d, err := bob.DownloadURL(ctx, offer.File.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestDownloadRanges(t *testing.T) {
 		{"bytes=10-", http.StatusRequestedRangeNotSatisfiable, "bytes */10", ""},
 		{"bytes=x-y", http.StatusRequestedRangeNotSatisfiable, "bytes */10", ""},
 	} {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.HTTPBase()+d.GetPath(), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.HTTPBase()+d.Path, nil)
 		if tc.rng != "" {
 			req.Header.Set("Range", tc.rng)
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/standalone/server"
 )
 
@@ -101,7 +100,7 @@ func TestFileQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = offer(alice, "bob")
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
+	wantCode(t, err, parley.CodeQuotaExceeded)
 	if r := tusCreate(t, p.HTTPBase(), alice.Session().Token, len(data)); r.StatusCode != http.StatusRequestEntityTooLarge ||
 		!strings.HasPrefix(bodyOf(r), "QUOTA_EXCEEDED") {
 		t.Fatalf("tus creation beyond the quota: %s", r.Status)
@@ -114,7 +113,7 @@ func TestFileQuota(t *testing.T) {
 	}
 
 	// Cancelling the first file frees its bytes.
-	if r := tusRequest(t, http.MethodDelete, p.HTTPBase()+first.GetUploadPath(), alice.Session().Token, nil, nil); r.StatusCode != http.StatusNoContent {
+	if r := tusRequest(t, http.MethodDelete, p.HTTPBase()+first.UploadPath, alice.Session().Token, nil, nil); r.StatusCode != http.StatusNoContent {
 		t.Fatalf("cancel: %s", r.Status)
 	}
 	second, err := offer(alice, "bob")
@@ -155,7 +154,7 @@ func TestFileQuota(t *testing.T) {
 		return err == nil && json.Unmarshal(e.Value(), &u) == nil && u.Used == len(data)
 	})
 	_, err = offer(alice, "bob")
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED)
+	wantCode(t, err, parley.CodeQuotaExceeded)
 }
 
 // TestOfferRateLimit: a user offering files faster than -file-offer-rate
@@ -174,11 +173,11 @@ func TestOfferRateLimit(t *testing.T) {
 			t.Fatalf("offer %d: %v", i, err)
 		}
 	}
-	if o, err := alice.OfferFile(ctx, req("k0")); err != nil || !o.GetDuplicate() {
+	if o, err := alice.OfferFile(ctx, req("k0")); err != nil || !o.Duplicate {
 		t.Fatalf("repeat of an offer: %v, %v; want the first offer back", o, err)
 	}
 	_, err := alice.OfferFile(ctx, req("k3"))
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
+	wantCode(t, err, parley.CodeRateLimited)
 	if pe := err.(*parley.Error); pe.RetryAfter <= 0 || pe.RetryAfter > time.Minute {
 		t.Fatalf("retry after %v", pe.RetryAfter)
 	}
@@ -201,17 +200,17 @@ func TestFilesBadConversation(t *testing.T) {
 		"dm." + me + ".x\x00", "x", "group.", strings.Repeat("group.g", 40)} {
 		_, _, err := alice.FilesPage(ctxT(t), conv, "", 0)
 		var pe *parley.Error
-		if !errors.As(err, &pe) || pe.Code != parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		if !errors.As(err, &pe) || pe.Code != parley.CodeInvalidArgument {
 			t.Errorf("files of %q: %v, want INVALID_ARGUMENT", conv, err)
 		}
 	}
 	// Well-formed but no conversation with files (§18.2): NOT_FOUND for
 	// the public room and an unknown group; PERMISSION_DENIED for another
 	// pair's private chat.
-	for conv, want := range map[string]parleyv1.ErrorCode{
-		"room.public":                       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
-		"group.gaaaaaaaaaaaaaaaaaaaa":       parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND,
-		"dm.uaaaaaaaaaaaa.uzzzzzzzzzzzzzzz": parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+	for conv, want := range map[string]parley.Code{
+		"room.public":                       parley.CodeNotFound,
+		"group.gaaaaaaaaaaaaaaaaaaaa":       parley.CodeNotFound,
+		"dm.uaaaaaaaaaaaa.uzzzzzzzzzzzzzzz": parley.CodePermissionDenied,
 	} {
 		_, _, err := alice.FilesPage(ctxT(t), conv, "", 0)
 		var pe *parley.Error
@@ -241,7 +240,7 @@ func TestDownloadURLEndsWithSession(t *testing.T) {
 	if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	id := offer.GetFile().GetFileId()
+	id := offer.File.ID
 	bob2 := dial(t, p.TCPAddr(), parley.WithHTTPBase(p.HTTPBase()))
 	login(t, bob2, "bob")
 	get := func(c *parley.Client) (string, func() *http.Response) {
@@ -249,8 +248,8 @@ func TestDownloadURLEndsWithSession(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return d.GetPath(), func() *http.Response {
-			r, err := http.Get(p.HTTPBase() + d.GetPath())
+		return d.Path, func() *http.Response {
+			r, err := http.Get(p.HTTPBase() + d.Path)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,7 +29,6 @@ import (
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/standalone/server"
 )
 
@@ -95,7 +94,7 @@ func headOffset(t *testing.T, url, token string) uint64 {
 	return off
 }
 
-func wantCode(t *testing.T, err error, code parleyv1.ErrorCode) {
+func wantCode(t *testing.T, err error, code parley.Code) {
 	t.Helper()
 	var pe *parley.Error
 	if !errors.As(err, &pe) || pe.Code != code {
@@ -146,21 +145,21 @@ func testFileTransfer(t *testing.T, edit func(*server.Config)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := offer.GetFile()
-	if f.GetName() != "报告 final.bin" || f.GetSenderName() != "alice" || f.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING {
+	f := offer.File
+	if f.Name != "报告 final.bin" || f.SenderName != "alice" || f.State != parley.FileStateUploading {
 		t.Fatalf("offer: %v", f)
 	}
-	if offer.GetPartSize() != 8<<20 {
-		t.Fatalf("part size %d", offer.GetPartSize())
+	if offer.PartSize != 8<<20 {
+		t.Fatalf("part size %d", offer.PartSize)
 	}
 	// bob finds the offer waiting for his answer, and in the chat.
 	pending, err := bob.Files(ctx, "")
-	if err != nil || len(pending) != 1 || pending[0].GetFileId() != f.GetFileId() {
+	if err != nil || len(pending) != 1 || pending[0].ID != f.ID {
 		t.Fatalf("bob's pending offers: %v %v", pending, err)
 	}
 
 	// The client dies after 13 MiB + 77 bytes: what arrived is kept.
-	url := p.HTTPBase() + offer.GetUploadPath()
+	url := p.HTTPBase() + offer.UploadPath
 	sent := 13<<20 + 77
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, url, &cutReader{r: bytes.NewReader(data), n: sent})
 	req.ContentLength = int64(len(data))
@@ -188,8 +187,8 @@ func testFileTransfer(t *testing.T, edit func(*server.Config)) {
 		time.Sleep(50 * time.Millisecond)
 		return same >= 2
 	})
-	if off > uint64(sent) || uint64(sent)-off > offer.GetPartSize() {
-		t.Fatalf("offset after the cut = %d, sent %d: more than one part (%d) lost", off, sent, offer.GetPartSize())
+	if off > uint64(sent) || uint64(sent)-off > offer.PartSize {
+		t.Fatalf("offset after the cut = %d, sent %d: more than one part (%d) lost", off, sent, offer.PartSize)
 	}
 	t.Logf("cut after %d bytes; the server kept %d; resending %d", sent, off, uint64(sent)-off)
 
@@ -226,49 +225,49 @@ func testFileTransfer(t *testing.T, edit func(*server.Config)) {
 	// carol may not download; only bob answers (§18.2: the sender is told
 	// PERMISSION_DENIED, anyone else NOT_FOUND, as for an unknown file);
 	// bob accepts and downloads it intact.
-	_, err = carol.DownloadURL(ctx, f.GetFileId())
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
-	wantCode(t, alice.AnswerFile(ctx, f.GetFileId(), true), parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
-	wantCode(t, carol.AnswerFile(ctx, f.GetFileId(), false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
-	if err := bob.AnswerFile(ctx, f.GetFileId(), true); err != nil {
+	_, err = carol.DownloadURL(ctx, f.ID)
+	wantCode(t, err, parley.CodePermissionDenied)
+	wantCode(t, alice.AnswerFile(ctx, f.ID, true), parley.CodePermissionDenied)
+	wantCode(t, carol.AnswerFile(ctx, f.ID, false), parley.CodeNotFound)
+	if err := bob.AnswerFile(ctx, f.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "got.bin")
-	info, err := bob.DownloadTo(ctx, f.GetFileId(), path, nil)
+	info, err := bob.DownloadTo(ctx, f.ID, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) || info.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE {
-		t.Fatalf("downloaded %d bytes (equal %v), state %v", len(got), bytes.Equal(got, data), info.GetState())
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) || info.State != parley.FileStateAvailable {
+		t.Fatalf("downloaded %d bytes (equal %v), state %v", len(got), bytes.Equal(got, data), info.State)
 	}
 	// A partial download resumes from what is on disk.
 	part := filepath.Join(dir, "part.bin")
 	if err := os.WriteFile(part, data[:9<<20+3], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.DownloadTo(ctx, f.GetFileId(), part, nil); err != nil {
+	if _, err := bob.DownloadTo(ctx, f.ID, part, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(part); !bytes.Equal(got, data) {
 		t.Fatal("resumed download differs")
 	}
 	// Range across a part boundary, by the URL's token alone.
-	dl, err := bob.DownloadURL(ctx, f.GetFileId())
+	dl, err := bob.DownloadURL(ctx, f.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = tusRequest(t, http.MethodGet, p.HTTPBase()+dl.GetPath(), "", nil, map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", 8<<20-10, 8<<20+9)})
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+dl.Path, "", nil, map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", 8<<20-10, 8<<20+9)})
 	got, _ := io.ReadAll(r.Body)
 	if r.StatusCode != http.StatusPartialContent || !bytes.Equal(got, data[8<<20-10:8<<20+10]) {
 		t.Fatalf("range: %s, %d bytes", r.Status, len(got))
 	}
 	// A forged token, and carol's session, get nothing.
-	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.GetUploadPath()+"/content?token=AAAA"+dl.GetPath()[len(dl.GetPath())-8:], "", nil, nil)
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.UploadPath+"/content?token=AAAA"+dl.Path[len(dl.Path)-8:], "", nil, nil)
 	if r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("forged token: %s", r.Status)
 	}
-	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.GetUploadPath()+"/content", carol.Session().Token, nil, nil)
+	r = tusRequest(t, http.MethodGet, p.HTTPBase()+offer.UploadPath+"/content", carol.Session().Token, nil, nil)
 	if r.StatusCode != http.StatusForbidden {
 		t.Errorf("carol download: %s", r.Status)
 	}
@@ -297,15 +296,15 @@ func TestFileChecksumAndReject(t *testing.T) {
 	if !errors.Is(err, parley.ErrChecksum) {
 		t.Fatalf("upload with the wrong SHA-256: %v", err)
 	}
-	_, err = bob.DownloadURL(ctx, offer.GetFile().GetFileId())
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_CHECKSUM_MISMATCH)
+	_, err = bob.DownloadURL(ctx, offer.File.ID)
+	wantCode(t, err, parley.CodeChecksumMismatch)
 
 	data2, sum2 := randomData(t, 3<<20)
 	offer2, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "y.bin", Size: uint64(len(data2)), SHA256: sum2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bob.AnswerFile(ctx, offer2.GetFile().GetFileId(), false); err != nil {
+	if err := bob.AnswerFile(ctx, offer2.File.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	err = alice.Upload(ctx, offer2, bytes.NewReader(data2), parley.UploadOptions{})
@@ -313,8 +312,8 @@ func TestFileChecksumAndReject(t *testing.T) {
 	if !errors.As(err, &he) || he.Status != http.StatusNotFound {
 		t.Fatalf("upload after reject: %v", err)
 	}
-	_, err = bob.DownloadURL(ctx, offer2.GetFile().GetFileId())
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	_, err = bob.DownloadURL(ctx, offer2.File.ID)
+	wantCode(t, err, parley.CodePermissionDenied)
 }
 
 // TestGroupShelf: a file sent to a group is listed on the group's shelf and
@@ -344,12 +343,12 @@ func TestGroupShelf(t *testing.T) {
 		t.Fatal(err)
 	}
 	shelf, err := bob.Files(ctx, g.ID)
-	if err != nil || len(shelf) != 1 || shelf[0].GetName() != "plan.txt" || shelf[0].GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE ||
-		shelf[0].GetSenderName() != "alice" || shelf[0].GetSize() != uint64(len(data)) {
+	if err != nil || len(shelf) != 1 || shelf[0].Name != "plan.txt" || shelf[0].State != parley.FileStateAvailable ||
+		shelf[0].SenderName != "alice" || shelf[0].Size != uint64(len(data)) {
 		t.Fatalf("shelf: %v %v", shelf, err)
 	}
 	path := filepath.Join(t.TempDir(), "plan.txt")
-	if _, err := bob.DownloadTo(ctx, shelf[0].GetFileId(), path, nil); err != nil {
+	if _, err := bob.DownloadTo(ctx, shelf[0].ID, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
@@ -359,8 +358,8 @@ func TestGroupShelf(t *testing.T) {
 	if err == nil {
 		t.Fatal("carol listed a group she is not in")
 	}
-	_, err = carol.DownloadURL(ctx, shelf[0].GetFileId())
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
+	_, err = carol.DownloadURL(ctx, shelf[0].ID)
+	wantCode(t, err, parley.CodePermissionDenied)
 }
 
 // tusJSModules finds the tus-js-client installation scripts/deps.sh makes
@@ -408,7 +407,7 @@ func TestTusJSClientInterop(t *testing.T) {
 	uploadURL := strings.TrimSpace(string(out))
 	id := uploadURL[strings.LastIndexByte(uploadURL, '/')+1:]
 	pending, err := bob.Files(ctxT(t), "")
-	if err != nil || len(pending) != 1 || pending[0].GetFileId() != id || pending[0].GetName() != "from-tus-js.bin" {
+	if err != nil || len(pending) != 1 || pending[0].ID != id || pending[0].Name != "from-tus-js.bin" {
 		t.Fatalf("bob's offers after the tus-js upload %s: %v %v", uploadURL, pending, err)
 	}
 	path := filepath.Join(t.TempDir(), "got.bin")
@@ -449,7 +448,7 @@ func TestPictureThumbnail(t *testing.T) {
 		if err := alice.Upload(ctx, offer, bytes.NewReader(data), parley.UploadOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		return offer.GetFile().GetFileId()
+		return offer.File.ID
 	}
 	picID := send("holiday.png", "application/octet-stream", pic.Bytes())
 	fakeID := send("notes.jpg", "image/jpeg", []byte("plain text pretending to be a photo"))
@@ -458,30 +457,30 @@ func TestPictureThumbnail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := d.GetFile()
-	if f.GetContentType() != "image/png" {
-		t.Fatalf("picture's content type %q, want image/png (recognised by its bytes)", f.GetContentType())
+	f := d.File
+	if f.ContentType != "image/png" {
+		t.Fatalf("picture's content type %q, want image/png (recognised by its bytes)", f.ContentType)
 	}
-	th, err := jpeg.Decode(bytes.NewReader(f.GetThumbnail()))
+	th, err := jpeg.Decode(bytes.NewReader(f.Thumbnail))
 	if err != nil {
-		t.Fatalf("thumbnail (%d bytes) is not a JPEG: %v", len(f.GetThumbnail()), err)
+		t.Fatalf("thumbnail (%d bytes) is not a JPEG: %v", len(f.Thumbnail), err)
 	}
 	if b := th.Bounds(); b.Dx() != 160 || b.Dy() != 106 {
 		t.Fatalf("thumbnail %dx%d, want 160x106 (1200x800 scaled)", b.Dx(), b.Dy())
 	}
 	// The same thumbnail is in the conversation's file list.
-	list, err := bob.Files(ctx, f.GetConversation())
+	list, err := bob.Files(ctx, f.Conversation)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var found bool
 	for _, x := range list {
-		switch x.GetFileId() {
+		switch x.ID {
 		case picID:
-			found = bytes.Equal(x.GetThumbnail(), f.GetThumbnail())
+			found = bytes.Equal(x.Thumbnail, f.Thumbnail)
 		case fakeID:
-			if x.GetContentType() != "application/octet-stream" || len(x.GetThumbnail()) != 0 {
-				t.Fatalf("fake picture: type %q, thumbnail %d bytes; want relabelled, none", x.GetContentType(), len(x.GetThumbnail()))
+			if x.ContentType != "application/octet-stream" || len(x.Thumbnail) != 0 {
+				t.Fatalf("fake picture: type %q, thumbnail %d bytes; want relabelled, none", x.ContentType, len(x.Thumbnail))
 			}
 		}
 	}
@@ -507,7 +506,7 @@ func TestFilesPaging(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sent = append(sent, offer.GetFile().GetFileId())
+		sent = append(sent, offer.File.ID)
 	}
 	var got []string
 	after := ""
@@ -520,7 +519,7 @@ func TestFilesPaging(t *testing.T) {
 			t.Fatalf("page of %d files, asked for 3", len(files))
 		}
 		for _, f := range files {
-			got = append(got, f.GetFileId())
+			got = append(got, f.ID)
 		}
 		if !more {
 			if pages != 3 {
@@ -528,7 +527,7 @@ func TestFilesPaging(t *testing.T) {
 			}
 			break
 		}
-		after = files[len(files)-1].GetFileId()
+		after = files[len(files)-1].ID
 	}
 	want := slices.Clone(sent)
 	slices.Reverse(want)
@@ -540,7 +539,7 @@ func TestFilesPaging(t *testing.T) {
 		t.Fatalf("Files: %d files, %v", len(all), err)
 	}
 	_, _, err = alice.FilesPage(ctx, g.ID, "f-no-such-file", 3)
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	wantCode(t, err, parley.CodeInvalidArgument)
 }
 
 // gatedReaderAt serves data up to gate at once and the rest only after
@@ -585,7 +584,7 @@ func TestLiveDownload(t *testing.T) {
 	uploaded := make(chan error, 1)
 	go func() { uploaded <- alice.Upload(ctx, offer, src, parley.UploadOptions{}) }()
 
-	id := offer.GetFile().GetFileId()
+	id := offer.File.ID
 	if err := bob.AnswerFile(ctx, id, true); err != nil {
 		t.Fatal(err)
 	}
@@ -641,12 +640,12 @@ func TestLiveDownload(t *testing.T) {
 	var got2 atomic.Uint64
 	path2 := filepath.Join(t.TempDir(), "later.bin")
 	go func() {
-		_, err := carol.DownloadTo(ctx, offer2.GetFile().GetFileId(), path2, func(done, _ uint64) { got2.Store(done) })
+		_, err := carol.DownloadTo(ctx, offer2.File.ID, path2, func(done, _ uint64) { got2.Store(done) })
 		downloaded <- err
 	}()
 	testenv.Eventually(t, wait, "alice's upload to reach 8 MiB", func() bool {
-		fs, err := alice.Files(ctx, offer2.GetFile().GetConversation())
-		return err == nil && len(fs) > 0 && fs[0].GetUploaded() >= 8<<20
+		fs, err := alice.Files(ctx, offer2.File.Conversation)
+		return err == nil && len(fs) > 0 && fs[0].Uploaded >= 8<<20
 	})
 	time.Sleep(300 * time.Millisecond) // a live download would have moved by now
 	if n := got2.Load(); n != 0 {
@@ -684,7 +683,7 @@ func TestUploadSlots(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- alice.Upload(ctx, first, src, parley.UploadOptions{}) }()
 
-	url := p.HTTPBase() + second.GetUploadPath()
+	url := p.HTTPBase() + second.UploadPath
 	patch := func(body []byte) *http.Response {
 		return tusRequest(t, http.MethodPatch, url, alice.Session().Token, bytes.NewReader(body), map[string]string{
 			"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
@@ -734,11 +733,11 @@ func TestOfferIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.GetFile().GetFileId() != first.GetFile().GetFileId() || !again.GetDuplicate() || first.GetDuplicate() {
-		t.Fatalf("repeat offer: file %s (dup %v), first %s (dup %v)", again.GetFile().GetFileId(), again.GetDuplicate(),
-			first.GetFile().GetFileId(), first.GetDuplicate())
+	if again.File.ID != first.File.ID || !again.Duplicate || first.Duplicate {
+		t.Fatalf("repeat offer: file %s (dup %v), first %s (dup %v)", again.File.ID, again.Duplicate,
+			first.File.ID, first.Duplicate)
 	}
-	conv := first.GetFile().GetConversation()
+	conv := first.File.Conversation
 	files, err := bob.Files(ctx, conv)
 	if err != nil || len(files) != 1 {
 		t.Fatalf("bob sees %d files (%v), want 1", len(files), err)
@@ -754,11 +753,11 @@ func TestOfferIdempotent(t *testing.T) {
 	// limit is 64 characters, not bytes.
 	_, other := randomData(t, 10)
 	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "other.bin", Size: 10, SHA256: other, ClientKey: "offer-1"})
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_CONFLICT)
+	wantCode(t, err, parley.CodeConflict)
 	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("k", 65)})
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	wantCode(t, err, parley.CodeInvalidArgument)
 	_, err = alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("é", 65)})
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	wantCode(t, err, parley.CodeInvalidArgument)
 	if _, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "x", Size: 10, SHA256: other, ClientKey: strings.Repeat("é", 64)}); err != nil {
 		t.Fatalf("a key of 64 two-byte characters: %v", err)
 	}
@@ -768,7 +767,7 @@ func TestOfferIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := alice.OfferFile(ctx, parley.OfferRequest{To: "bob", Name: "a", Size: 10, SHA256: other})
-	if err != nil || a.GetFile().GetFileId() == b.GetFile().GetFileId() {
+	if err != nil || a.File.ID == b.File.ID {
 		t.Fatalf("two offers without a key: %v, %v", b, err)
 	}
 }
@@ -803,7 +802,7 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	halfURL := p.HTTPBase() + half.GetUploadPath()
+	halfURL := p.HTTPBase() + half.UploadPath
 	r := tusRequest(t, http.MethodPatch, halfURL, alice.Session().Token, bytes.NewReader(data[:300<<10]), map[string]string{
 		"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
 	if r.StatusCode != http.StatusNoContent || headOffset(t, halfURL, alice.Session().Token) != 300<<10 {
@@ -818,7 +817,7 @@ func TestRetention(t *testing.T) {
 	if _, err := st.NewUpload(ctx, "files/f76543210fedcba9876543210"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.DownloadURL(ctx, done.GetFile().GetFileId()); err != nil {
+	if _, err := bob.DownloadURL(ctx, done.File.ID); err != nil {
 		t.Fatalf("before its time-to-live: %v", err)
 	}
 
@@ -827,12 +826,12 @@ func TestRetention(t *testing.T) {
 		ups, err2 := st.ListUploads(ctx, "")
 		return err1 == nil && err2 == nil && len(objs) == 0 && len(ups) == 0
 	})
-	_, err = bob.DownloadURL(ctx, done.GetFile().GetFileId())
-	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	_, err = bob.DownloadURL(ctx, done.File.ID)
+	wantCode(t, err, parley.CodeNotFound)
 	if r := tusRequest(t, http.MethodHead, halfURL, alice.Session().Token, nil, nil); r.StatusCode != http.StatusNotFound {
 		t.Fatalf("HEAD of the expired upload: %s", r.Status)
 	}
-	files, err := bob.Files(ctx, done.GetFile().GetConversation())
+	files, err := bob.Files(ctx, done.File.Conversation)
 	if err != nil || len(files) != 0 {
 		t.Fatalf("expired files still listed: %v %v", files, err)
 	}
@@ -852,14 +851,14 @@ func TestFileEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := offer.GetFile().GetFileId()
+	id := offer.File.ID
 	isFile := func(k parley.FileEventKind) func(parley.FileEvent) bool {
-		return func(e parley.FileEvent) bool { return e.Kind == k && e.File.GetFileId() == id }
+		return func(e parley.FileEvent) bool { return e.Kind == k && e.File.ID == id }
 	}
 	waitEvent(bob, "the offer as a message", func(e parley.MessageEvent) bool {
-		return e.Message.File.GetFileId() == id && e.Message.Text == "events.bin" && e.Message.SenderName == "alice"
+		return e.Message.File.ID == id && e.Message.Text == "events.bin" && e.Message.SenderName == "alice"
 	})
-	if ev := waitEvent(bob, "the offer event", isFile(parley.FileEventOffered)); ev.Username != "alice" || ev.File.GetSize() != uint64(len(data)) {
+	if ev := waitEvent(bob, "the offer event", isFile(parley.FileEventOffered)); ev.Username != "alice" || ev.File.Size != uint64(len(data)) {
 		t.Fatalf("offer event %+v", ev)
 	}
 	if err := bob.AnswerFile(ctx, id, true); err != nil {
@@ -889,10 +888,10 @@ func TestAnswerFileWhoMay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := offer.GetFile().GetFileId()
-	wantCode(t, alice.AnswerFile(ctx, id, true), parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED)
-	wantCode(t, carol.AnswerFile(ctx, id, false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
-	wantCode(t, carol.AnswerFile(ctx, "f-no-such-file", false), parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND)
+	id := offer.File.ID
+	wantCode(t, alice.AnswerFile(ctx, id, true), parley.CodePermissionDenied)
+	wantCode(t, carol.AnswerFile(ctx, id, false), parley.CodeNotFound)
+	wantCode(t, carol.AnswerFile(ctx, "f-no-such-file", false), parley.CodeNotFound)
 	if err := bob.AnswerFile(ctx, id, true); err != nil {
 		t.Fatalf("the recipient's answer: %v", err)
 	}

@@ -21,7 +21,7 @@ func TestFilesFollowWelcome(t *testing.T) {
 	bob := dial(t, p.TCPAddr())
 	register(t, alice, "alice")
 	register(t, bob, "bob")
-	if got := alice.Welcome().GetHttpUrl(); got != p.HTTPBase() {
+	if got := alice.Welcome().HTTPURL; got != p.HTTPBase() {
 		t.Fatalf("Welcome.http_url %q, want %q", got, p.HTTPBase())
 	}
 	if alice.HTTPBase() != p.HTTPBase() || strings.HasSuffix(p.HTTPBase(), ":7480") {
@@ -37,7 +37,7 @@ func TestFilesFollowWelcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "got.bin")
-	if _, err := bob.DownloadTo(ctx, offer.GetFile().GetFileId(), path, nil); err != nil {
+	if _, err := bob.DownloadTo(ctx, offer.File.ID, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {

@@ -111,7 +111,7 @@ func TestEarlyAnswersDoNotSmuggle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return o.GetUploadPath()
+		return o.UploadPath
 	}
 	up, small := offer(), ""
 	{
@@ -119,7 +119,7 @@ func TestEarlyAnswersDoNotSmuggle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		small = o.GetUploadPath()
+		small = o.UploadPath
 	}
 	at, bt := alice.Session().Token, bob.Session().Token
 
@@ -262,7 +262,7 @@ func TestStaleOffsetKeepsPooledConnectionClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, tok := p.HTTPBase()+o.GetUploadPath(), alice.Session().Token
+	url, tok := p.HTTPBase()+o.UploadPath, alice.Session().Token
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	defer hc.CloseIdleConnections()
 	body := bytes.Repeat([]byte("HEAD /v1/files HTTP/1.1\r\nHost: x\r\n\r\n"), (1<<20)/36)
@@ -330,7 +330,7 @@ func FuzzHTTPEdge(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	upload, token, addr := offer.GetUploadPath(), alice.Session().Token, hostPort(p.HTTPBase())
+	upload, token, addr := offer.UploadPath, alice.Session().Token, hostPort(p.HTTPBase())
 
 	tus := "Tus-Resumable: 1.0.0\nAuthorization: Bearer $TOKEN\n"
 	f.Add(uint8(0), "/v1/files/nope", "Tus-Resumable: 1.0.0\nContent-Type: application/offset+octet-stream\nUpload-Offset: 0",

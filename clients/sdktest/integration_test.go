@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/clients/internal/parleytest"
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/standalone/server"
 )
 
@@ -104,7 +105,7 @@ func TestRegisterLoginWho(t *testing.T) {
 	ctx := ctxT(t)
 
 	c1 := dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
-	if w := c1.Welcome(); w.GetVersion() != 1 || w.GetGatewayId() != "gw-test" {
+	if w := c1.Welcome(); w.Version != 1 || w.GatewayID != "gw-test" {
 		t.Errorf("welcome = %v", w)
 	}
 	if _, err := c1.Ping(ctx); err != nil {
@@ -483,7 +484,10 @@ func TestFrameSizeLimit(t *testing.T) {
 	// A Session reply (with its token) is larger than this gateway's
 	// Welcome: with a limit that just admits the Welcome, the client
 	// refuses the Session from its length prefix and drops the connection.
-	welcome := proto.Size(dial(t, p.TCPAddr()).Welcome())
+	w := dial(t, p.TCPAddr()).Welcome()
+	welcome := proto.Size(&parleyv1.Welcome{Version: w.Version, Server: w.Server, GatewayId: w.GatewayID,
+		MaxFrameSize: w.MaxFrameSize, HeartbeatIntervalMs: uint32(w.HeartbeatInterval.Milliseconds()),
+		IdleTimeoutMs: uint32(w.IdleTimeout.Milliseconds()), HttpUrl: w.HTTPURL}) // its size on the wire
 	c := dial(t, p.TCPAddr(), parley.WithMaxFrameSize(uint32(welcome+8)), parley.WithReconnect(false))
 	_, err := c.Register(ctxT(t), "alice", password)
 	if !errors.Is(err, parley.ErrConnectionLost) || !errors.Is(err, parley.ErrFrameTooLarge) {

@@ -43,7 +43,7 @@ func TestLiveDownloadFollowsEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := offer.GetFile().GetFileId()
+	id := offer.File.ID
 	// Every open of this file, and every progress event, in order.
 	var (
 		mu  sync.Mutex

@@ -60,7 +60,7 @@ func TestSlowUploadsCannotStarveOthers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := stalledPatch(t, p.HTTPBase(), alice.Session().Token, o.GetUploadPath(), len(data), 16<<10)
+		a := stalledPatch(t, p.HTTPBase(), alice.Session().Token, o.UploadPath, len(data), 16<<10)
 		go func() { answers <- <-a }()
 	}
 	// Two of the four hold alice's slots; the other two are refused.
@@ -81,7 +81,7 @@ func TestSlowUploadsCannotStarveOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := tusRequest(t, http.MethodPatch, p.HTTPBase()+o.GetUploadPath(), bob.Session().Token, bytes.NewReader(bobData),
+	r := tusRequest(t, http.MethodPatch, p.HTTPBase()+o.UploadPath, bob.Session().Token, bytes.NewReader(bobData),
 		map[string]string{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
 	if r.StatusCode != http.StatusNoContent || r.Header.Get("Upload-Offset") != strconv.Itoa(len(bobData)) {
 		t.Fatalf("bob's upload while alice's stall: %s, Upload-Offset %q; want 204 with the whole file", r.Status, r.Header.Get("Upload-Offset"))
@@ -123,7 +123,7 @@ func TestUploadMinRate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return o.GetUploadPath()
+		return o.UploadPath
 	}
 	stalled, slow := offer(), offer()
 	var r *http.Response

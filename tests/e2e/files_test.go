@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // File transfers through the real binaries: the parley CLI and the Go SDK
@@ -370,7 +369,7 @@ func pendingOffer(t *testing.T, c *parley.Client, name string) *parley.FileInfo 
 			t.Fatalf("listing pending offers: %v", err)
 		}
 		for _, f := range files {
-			if f.GetName() == name {
+			if f.Name == name {
 				return f
 			}
 		}
@@ -400,19 +399,19 @@ func TestFileLargeTransfer(t *testing.T) {
 	began := time.Now()
 	send := alice.startBG(t, "file", "send", "--progress", "@"+bob.name, src)
 	offer := pendingOffer(t, bobSDK, "big.bin")
-	if offer.GetSize() != size || offer.GetSha256() != sum || offer.GetSenderName() != alice.name {
+	if offer.Size != size || offer.SHA256 != sum || offer.SenderName != alice.name {
 		t.Fatalf("bob sees the offer %v; want %d bytes, sha256 %s, from %s", offer, size, sum, alice.name)
 	}
 	// Chat from the moment the upload's first bytes are stored until it
 	// ends.
-	waitOffset(t, gw, offer.GetFileId(), aliceSDK.Session().Token, 60*time.Second, "the first stored part", func(o uint64) bool { return o > 0 })
+	waitOffset(t, gw, offer.ID, aliceSDK.Session().Token, 60*time.Second, "the first stored part", func(o uint64) bool { return o > 0 })
 	lat := chatWhile(t, aliceSDK, bobSDK, aliceMsgs, bobMsgs, send.running)
 	if err := send.exitErr(t, 5*time.Minute); err != nil {
 		t.Fatalf("parley file send: %v\n%s", err, send.out.String())
 	}
 	upload := time.Since(began)
-	if !strings.Contains(send.out.String(), offer.GetFileId()+"\n") {
-		t.Fatalf("parley file send did not print the file id %s:\n%s", offer.GetFileId(), send.out.String())
+	if !strings.Contains(send.out.String(), offer.ID+"\n") {
+		t.Fatalf("parley file send did not print the file id %s:\n%s", offer.ID, send.out.String())
 	}
 	if n := len(lat); n < 20 {
 		t.Fatalf("only %d chat messages went both ways while 1 GiB uploaded: the upload starves chat", n)
@@ -421,12 +420,12 @@ func TestFileLargeTransfer(t *testing.T) {
 	t.Logf("chat during the 1 GiB upload: %d messages, send to arrival p50 %s, p99 %s, max %s",
 		len(lat), p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), slices.Max(lat).Round(10*time.Microsecond))
 
-	if out := bob.ok(t, 30*time.Second, "file", "accept", offer.GetFileId()); out != "accepted "+offer.GetFileId()+"\n" {
+	if out := bob.ok(t, 30*time.Second, "file", "accept", offer.ID); out != "accepted "+offer.ID+"\n" {
 		t.Fatalf("parley file accept printed %q", out)
 	}
 	dir := t.TempDir()
 	began = time.Now()
-	got := strings.TrimSpace(bob.ok(t, 5*time.Minute, "file", "get", offer.GetFileId(), dir))
+	got := strings.TrimSpace(bob.ok(t, 5*time.Minute, "file", "get", offer.ID, dir))
 	download := time.Since(began)
 	if got != filepath.Join(dir, "big.bin") {
 		t.Fatalf("parley file get wrote %q, want %s", got, filepath.Join(dir, "big.bin"))
@@ -563,14 +562,14 @@ func TestFileResumeAfterClientKill(t *testing.T) {
 	send.kill()
 	before := proxy.sent(t)
 
-	kept := settledOffset(t, gw, offer.GetFileId(), tok)
+	kept := settledOffset(t, gw, offer.ID, tok)
 	if kept == 0 || kept >= size {
 		t.Fatalf("after the kill the server has %d of %d bytes", kept, size)
 	}
 	t.Logf("client killed after sending %d bytes (%.2f MiB, with its HTTP headers); the server kept %d (%.2f MiB, %d whole parts and %d bytes); lost: %d bytes",
 		before, mib(before), kept, mib(int64(kept)), kept/partSize, kept%partSize, before-int64(kept))
 
-	r := alice.run(t, 2*time.Minute, "file", "resume", offer.GetFileId(), src)
+	r := alice.run(t, 2*time.Minute, "file", "resume", offer.ID, src)
 	if r.err != nil {
 		t.Fatalf("parley file resume: %v\n%s%s", r.err, r.stdout, r.stderr)
 	}
@@ -581,7 +580,7 @@ func TestFileResumeAfterClientKill(t *testing.T) {
 	if resent > partSize {
 		t.Errorf("resuming after the kill sent %d bytes again, more than one part (%d)", resent, partSize)
 	}
-	checkDownload(t, bobSDK, offer.GetFileId(), size, sum)
+	checkDownload(t, bobSDK, offer.ID, size, sum)
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -609,7 +608,7 @@ func TestFileTransferSlowerThanCommandTimeout(t *testing.T) {
 	src, sum := writeRandomFile(t, dir, "slow.bin", size, 7)
 	send := alice.startBG(t, "file", "send", "@"+bob.name, src)
 	offer := pendingOffer(t, bobSDK, "slow.bin")
-	waitOffset(t, gw, offer.GetFileId(), aliceSDK.Session().Token, 60*time.Second, "the first part", func(o uint64) bool { return o > 0 })
+	waitOffset(t, gw, offer.ID, aliceSDK.Session().Token, 60*time.Second, "the first part", func(o uint64) bool { return o > 0 })
 	pause(t, send)
 
 	getDir := t.TempDir()
@@ -637,7 +636,7 @@ func TestFileTransferSlowerThanCommandTimeout(t *testing.T) {
 	if err := send.exitErr(t, 2*time.Minute); err != nil {
 		t.Errorf("parley file send of an upload that took over 15 s: %v\n%s", err, send.out.String())
 	} else {
-		checkDownload(t, bobSDK, offer.GetFileId(), size, sum)
+		checkDownload(t, bobSDK, offer.ID, size, sum)
 	}
 	if err := get.exitErr(t, 2*time.Minute); err != nil {
 		t.Errorf("parley file get of a download that took over 15 s: %v\n%s", err, get.out.String())
@@ -674,7 +673,7 @@ func checkDownload(t *testing.T, c *parley.Client, fileID string, size int64, su
 	if err != nil {
 		t.Fatalf("download %s: %v", fileID, err)
 	}
-	if info.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE || info.GetSize() != uint64(size) {
+	if info.State != parley.FileStateAvailable || info.Size != uint64(size) {
 		t.Fatalf("downloaded file's info: %v", info)
 	}
 	if st, err := os.Stat(path); err != nil || st.Size() != size {
@@ -728,19 +727,19 @@ func TestFileResumeAfterServerRestart(t *testing.T) {
 			offer := pendingOffer(t, bobSDK, name)
 			// Kill when three parts are stored: the gateway is filling
 			// the fourth, and the client is ahead of it.
-			before := waitOffset(t, gw, offer.GetFileId(), tok, 60*time.Second, "24 MiB stored", func(o uint64) bool { return o >= 24<<20 })
+			before := waitOffset(t, gw, offer.ID, tok, 60*time.Second, "24 MiB stored", func(o uint64) bool { return o >= 24<<20 })
 			wrote := send.written(t)
 			tc.restart()
-			after := waitOffset(t, gw, offer.GetFileId(), tok, 30*time.Second, "an answer after the restart", func(uint64) bool { return true })
+			after := waitOffset(t, gw, offer.ID, tok, 30*time.Second, "an answer after the restart", func(uint64) bool { return true })
 			if after < before {
 				t.Fatalf("the upload went back from %d to %d bytes across the %s restart", before, after, tc.name)
 			}
 			if err := send.exitErr(t, 2*time.Minute); err != nil {
 				t.Logf("parley file send gave up (%v); resuming with parley file resume; its output:\n%s", err, send.out.String())
-				if !strings.Contains(send.out.String(), "parley file resume "+offer.GetFileId()) {
+				if !strings.Contains(send.out.String(), "parley file resume "+offer.ID) {
 					t.Errorf("parley file send failed without telling how to resume:\n%s", send.out.String())
 				}
-				r := alice.run(t, 2*time.Minute, "file", "resume", offer.GetFileId(), src)
+				r := alice.run(t, 2*time.Minute, "file", "resume", offer.ID, src)
 				if r.err != nil {
 					t.Fatalf("parley file resume after the %s restart: %v\nstdout: %s\nstderr: %s", tc.name, r.err, r.stdout, r.stderr)
 				}
@@ -753,7 +752,7 @@ func TestFileResumeAfterServerRestart(t *testing.T) {
 			if tc.maxResent > 0 && resent > tc.maxResent {
 				t.Errorf("after the %s restart the client sent %.2f MiB again; at most one part (%.0f MiB) may be", tc.name, mib(resent), mib(tc.maxResent))
 			}
-			checkDownload(t, bobSDK, offer.GetFileId(), size, sum)
+			checkDownload(t, bobSDK, offer.ID, size, sum)
 		})
 	}
 }
@@ -824,7 +823,7 @@ func TestFileOfflineAndReject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id3 := offer.GetFile().GetFileId()
+	id3 := offer.File.ID
 	bob.ok(t, 30*time.Second, "file", "reject", id3)
 	r := alice.run(t, 30*time.Second, "file", "resume", id3, src3)
 	if r.err == nil || !strings.Contains(r.stderr, "404") {

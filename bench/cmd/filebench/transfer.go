@@ -55,7 +55,7 @@ func uploadViaGateway(ctx context.Context, from *user, to string, src *source, p
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	f := &gatewayFile{id: offer.GetFile().GetFileId(), partSize: int64(offer.GetPartSize())}
+	f := &gatewayFile{id: offer.File.ID, partSize: int64(offer.PartSize)}
 	f.key = "files/" + f.id
 	if offered != nil {
 		offered(f)
@@ -75,7 +75,7 @@ func downloadViaGateway(ctx context.Context, u *user, fileID string, src *source
 	if err != nil {
 		return fmt.Errorf("download URL: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.client.HTTPBase()+dl.GetPath(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.client.HTTPBase()+dl.Path, nil)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func downloadViaGateway(ctx context.Context, u *user, fileID string, src *source
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-		return fmt.Errorf("GET %s: %s: %s", dl.GetPath(), resp.Status, b)
+		return fmt.Errorf("GET %s: %s: %s", dl.Path, resp.Status, b)
 	}
 	if got := resp.Header.Get("X-Parley-Sha256"); got != src.SHA256() {
 		return fmt.Errorf("X-Parley-Sha256 %q, uploaded %q", got, src.SHA256())

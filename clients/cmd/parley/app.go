@@ -215,12 +215,12 @@ func describe(err error) string {
 	if errors.As(err, &pe) && !errors.Is(err, parley.ErrConnectionLost) {
 		msg := pe.Message
 		if msg == "" {
-			msg = strings.ToLower(strings.ReplaceAll(parley.CodeName(pe.Code), "_", " "))
+			msg = strings.ToLower(strings.ReplaceAll(pe.Code.String(), "_", " "))
 		}
 		if pe.RetryAfter > 0 {
 			msg += fmt.Sprintf("; retry in %v", pe.RetryAfter.Round(100*time.Millisecond))
 		}
-		return fmt.Sprintf("%s (%s)", msg, parley.CodeName(pe.Code))
+		return fmt.Sprintf("%s (%s)", msg, pe.Code)
 	}
 	s := strings.ReplaceAll(err.Error(), "parley: ", "")
 	return strings.ReplaceAll(s, "\n", " ")

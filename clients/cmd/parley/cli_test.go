@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // scriptedTerminal stands in for an interactive terminal (a test cannot
@@ -392,6 +394,43 @@ func TestFriendCommandUsage(t *testing.T) {
 		code, _, stderr := runCLI(t, nil, "", tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
 			t.Errorf("parley %q: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+	}
+}
+
+// TestFileJSON: parley file ls --json prints a file as it always has (the
+// protocol's FileInfo in JSON, as when the SDK handed out that type), so
+// scripts reading it keep working.
+func TestFileJSON(t *testing.T) {
+	created, expires := time.UnixMilli(1_700_000_000_123), time.UnixMilli(1_700_086_400_456)
+	for _, tt := range []struct {
+		sdk  *parley.FileInfo
+		wire *parleyv1.FileInfo
+	}{
+		{
+			sdk: &parley.FileInfo{ID: "f1", Name: "plan.png", Size: 2048, ContentType: "image/png", SHA256: "ab12",
+				SenderID: "u1", SenderName: "alice", Conversation: "dm.u1.u2", CreatedAt: created, ExpiresAt: expires,
+				State: parley.FileStateAvailable, Uploaded: 2048, Answer: parley.FileAnswerRejected, Thumbnail: []byte{0xff, 0xd8}},
+			wire: &parleyv1.FileInfo{FileId: "f1", Name: "plan.png", Size: 2048, ContentType: "image/png", Sha256: "ab12",
+				SenderId: "u1", SenderName: "alice", Conversation: "dm.u1.u2", CreatedAtUnixMs: created.UnixMilli(),
+				ExpiresAtUnixMs: expires.UnixMilli(), State: parleyv1.FileState_FILE_STATE_AVAILABLE, Uploaded: 2048,
+				Answer: parleyv1.FileAnswer_FILE_ANSWER_REJECTED, Thumbnail: []byte{0xff, 0xd8}},
+		},
+		{
+			sdk:  &parley.FileInfo{ID: "f2", Name: "a.txt", State: parley.FileStateUploading},
+			wire: &parleyv1.FileInfo{FileId: "f2", Name: "a.txt", State: parleyv1.FileState_FILE_STATE_UPLOADING},
+		},
+	} {
+		got, err := json.Marshal(jsonFileOf(tt.sdk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(tt.wire)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("file ls --json prints\n%s\nwant\n%s", got, want)
 		}
 	}
 }

@@ -324,7 +324,7 @@ func cmdPing(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "pong from %s (%s, gateway %s) seq=%d time=%v\n",
-			c.Addr(), w.GetServer(), w.GetGatewayId(), i+1, rtt.Round(time.Microsecond))
+			c.Addr(), w.Server, w.GatewayID, i+1, rtt.Round(time.Microsecond))
 		if i+1 < *count {
 			select {
 			case <-time.After(time.Second):

@@ -13,7 +13,6 @@ import (
 
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/protocol/filename"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 const fileUsage = `usage: parley file <command> [args]
@@ -26,6 +25,40 @@ const fileUsage = `usage: parley file <command> [args]
   ls [conversation]                  a conversation's files (a group's shelf), or the offers waiting for you
   thumb <file id> [path]             save a picture's thumbnail (a JPEG, at most 160x160; default <name>.thumb.jpg)
 flags: --progress (send, resume, get): print progress with rate and ETA to stderr; --json (ls)`
+
+// jsonFile is a file in file ls --json output: the protocol's FileInfo
+// fields under their schema names, times in Unix milliseconds, state and
+// answer as the protocol numbers them (parley.FileState and
+// parley.FileAnswer keep those numbers).
+type jsonFile struct {
+	FileID          string `json:"file_id,omitempty"`
+	Name            string `json:"name,omitempty"`
+	Size            uint64 `json:"size,omitempty"`
+	ContentType     string `json:"content_type,omitempty"`
+	SHA256          string `json:"sha256,omitempty"`
+	SenderID        string `json:"sender_id,omitempty"`
+	SenderName      string `json:"sender_name,omitempty"`
+	Conversation    string `json:"conversation,omitempty"`
+	CreatedAtUnixMs int64  `json:"created_at_unix_ms,omitempty"`
+	ExpiresAtUnixMs int64  `json:"expires_at_unix_ms,omitempty"`
+	State           int    `json:"state,omitempty"`
+	Uploaded        uint64 `json:"uploaded,omitempty"`
+	Answer          int    `json:"answer,omitempty"`
+	Thumbnail       []byte `json:"thumbnail,omitempty"`
+}
+
+func jsonFileOf(f *parley.FileInfo) jsonFile {
+	unixMs := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return t.UnixMilli()
+	}
+	return jsonFile{FileID: f.ID, Name: f.Name, Size: f.Size, ContentType: f.ContentType, SHA256: f.SHA256,
+		SenderID: f.SenderID, SenderName: f.SenderName, Conversation: f.Conversation,
+		CreatedAtUnixMs: unixMs(f.CreatedAt), ExpiresAtUnixMs: unixMs(f.ExpiresAt), State: int(f.State),
+		Uploaded: f.Uploaded, Answer: int(f.Answer), Thumbnail: f.Thumbnail}
+}
 
 func cmdFile(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
@@ -63,7 +96,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			if err != nil {
 				return err
 			}
-			offer := &parley.FileOffer{File: &parley.FileInfo{FileId: pos[0], Size: uint64(st.Size())}, UploadPath: "/v1/files/" + pos[0]}
+			offer := &parley.FileOffer{File: &parley.FileInfo{ID: pos[0], Size: uint64(st.Size())}, UploadPath: "/v1/files/" + pos[0]}
 			return c.Upload(ctx, offer, f, parley.UploadOptions{Progress: a.progress(*progress, "upload")})
 		})
 	case "accept", "reject":
@@ -107,18 +140,18 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			if err != nil {
 				return err
 			}
-			f := dl.GetFile()
-			if len(f.GetThumbnail()) == 0 {
-				if f.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING {
+			f := dl.File
+			if len(f.Thumbnail) == 0 {
+				if f.State == parley.FileStateUploading {
 					return errors.New("no thumbnail yet: the file is still uploading")
 				}
-				return fmt.Errorf("no thumbnail: %s is not a picture the server could read (%s)", f.GetName(), f.GetContentType())
+				return fmt.Errorf("no thumbnail: %s is not a picture the server could read (%s)", f.Name, f.ContentType)
 			}
-			path := filename.Sanitize(f.GetName()) + ".thumb.jpg"
+			path := filename.Sanitize(f.Name) + ".thumb.jpg"
 			if len(pos) == 2 {
 				path = pos[1]
 			}
-			if err := os.WriteFile(path, f.GetThumbnail(), 0o644); err != nil {
+			if err := os.WriteFile(path, f.Thumbnail, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, path)
@@ -139,11 +172,15 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 				return err
 			}
 			if *asJSON {
-				return json.NewEncoder(a.stdout).Encode(files)
+				var out []jsonFile
+				for _, f := range files {
+					out = append(out, jsonFileOf(f))
+				}
+				return json.NewEncoder(a.stdout).Encode(out)
 			}
 			for _, f := range files {
-				fmt.Fprintf(a.stdout, "%s\t%s\t%d\t%s\t%s\t%s\n", f.GetFileId(), f.GetName(), f.GetSize(), f.GetSenderName(),
-					time.UnixMilli(f.GetCreatedAtUnixMs()).Format(time.RFC3339), strings.ToLower(strings.TrimPrefix(f.GetState().String(), "FILE_STATE_")))
+				fmt.Fprintf(a.stdout, "%s\t%s\t%d\t%s\t%s\t%s\n", f.ID, f.Name, f.Size, f.SenderName,
+					f.CreatedAt.Format(time.RFC3339), f.State)
 			}
 			return nil
 		})
@@ -193,9 +230,9 @@ func (a *app) sendFile(ctx context.Context, c *parley.Client, target, path strin
 		return err
 	}
 	if err := c.Upload(ctx, offer, f, parley.UploadOptions{Progress: a.progress(progress, "upload")}); err != nil {
-		return fmt.Errorf("upload of %s (resume with: parley file resume %s %s): %w", offer.GetFile().GetFileId(), offer.GetFile().GetFileId(), path, err)
+		return fmt.Errorf("upload of %s (resume with: parley file resume %s %s): %w", offer.File.ID, offer.File.ID, path, err)
 	}
-	fmt.Fprintln(a.stdout, offer.GetFile().GetFileId())
+	fmt.Fprintln(a.stdout, offer.File.ID)
 	return nil
 }
 

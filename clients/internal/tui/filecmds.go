@@ -14,7 +14,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // The file commands (listed in files.go) and the life of a transfer:
@@ -168,12 +167,12 @@ func (m *model) onPrepared(msg preparedMsg) tea.Cmd {
 		tr.stop()
 		return m.transferFailed(tr, msg.err)
 	}
-	f := msg.offer.GetFile()
+	f := msg.offer.File
 	tr.offer = msg.offer
-	e.id, e.info, e.listed, e.listedAt = f.GetFileId(), f, true, m.filesReq
-	e.name, e.ctype, e.size = safeName(f.GetName()), displayType(f.GetContentType()), f.GetSize()
-	if f.GetConversation() != "" {
-		e.conv = f.GetConversation()
+	e.id, e.info, e.listed, e.listedAt = f.ID, f, true, m.filesReq
+	e.name, e.ctype, e.size = safeName(f.Name), displayType(f.ContentType), f.Size
+	if f.Conversation != "" {
+		e.conv = f.Conversation
 	}
 	if other := c.fileIDs[e.id]; other != nil && other != e {
 		// The offer's message came first: one entry, both numbers.
@@ -183,7 +182,7 @@ func (m *model) onPrepared(msg preparedMsg) tea.Cmd {
 		c.files[other.num-1] = e
 	}
 	c.fileIDs[e.id] = e
-	tr.phase, tr.total = phaseRunning, f.GetSize()
+	tr.phase, tr.total = phaseRunning, f.Size
 	tr.cnt.total.Store(tr.total)
 	c.refresh()
 	return uploadCmd(tr.ctx, m.client, tr, tr.offer, tr.path, m.uploadRetries)
@@ -217,7 +216,7 @@ func (m *model) onTransferDone(msg transferDoneMsg) tea.Cmd {
 		return nil
 	}
 	switch {
-	case e.direct() && e.answer == parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED:
+	case e.direct() && e.answer == parley.FileAnswerAccepted:
 		m.fileNotice(e, lineSystem, fmt.Sprintf("%s sent (%s): %s accepted it", e.name, humanSize(e.size), c.peer(e.conv)))
 		return nil
 	case e.direct():
@@ -238,7 +237,7 @@ func (m *model) transferFailed(tr *transfer, err error) tea.Cmd {
 	var he *parley.HTTPError
 	if tr.kind == upload && errors.As(err, &he) && he.Status == 404 {
 		e.removed = true
-		if e.direct() && e.answer == parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED {
+		if e.direct() && e.answer == parley.FileAnswerNone {
 			m.fileNotice(e, lineError, fmt.Sprintf("%s: %s rejected it or it was removed; the upload stopped", e.name, m.chat.peer(e.conv)))
 			m.dropTransfer(tr)
 			return nil
@@ -341,10 +340,10 @@ func (m *model) answerFile(args string, accept bool) tea.Cmd {
 		}
 		m.chat.add(lineError, op+": files in a group are not answered; just leave it on the shelf")
 		return nil
-	case e.removed || e.answer == parleyv1.FileAnswer_FILE_ANSWER_REJECTED:
+	case e.removed || e.answer == parley.FileAnswerRejected:
 		m.chat.add(lineError, fmt.Sprintf("%s: %s was rejected or removed", op, e.name))
 		return nil
-	case e.answer == parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED:
+	case e.answer == parley.FileAnswerAccepted:
 		if accept {
 			return m.startDownload(e)
 		}
@@ -371,7 +370,7 @@ func (m *model) onAnswered(msg answeredMsg) tea.Cmd {
 		return nil
 	}
 	if !msg.accept {
-		e.answer, e.removed = parleyv1.FileAnswer_FILE_ANSWER_REJECTED, true
+		e.answer, e.removed = parley.FileAnswerRejected, true
 		if e.tr != nil {
 			e.tr.stop()
 			m.dropTransfer(e.tr)
@@ -380,7 +379,7 @@ func (m *model) onAnswered(msg answeredMsg) tea.Cmd {
 		m.fileNotice(e, lineSystem, fmt.Sprintf("you rejected %s from %s", e.name, e.sender))
 		return nil
 	}
-	e.answer = parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED
+	e.answer = parley.FileAnswerAccepted
 	m.fileNotice(e, lineSystem, fmt.Sprintf("you accepted %s: downloading to %s", e.name, printable(m.downloadDir)))
 	return m.startDownload(e)
 }
@@ -454,7 +453,7 @@ func (m *model) resume(args string) tea.Cmd {
 		m.chat.add(lineError, fmt.Sprintf("/resume: #%d is running", e.num))
 		return nil
 	}
-	if e.outgoing && e.id != "" && e.info != nil && e.info.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING {
+	if e.outgoing && e.id != "" && e.info != nil && e.info.State == parley.FileStateUploading {
 		if path = expandPath(path); path == "" {
 			m.chat.add(lineError, fmt.Sprintf("usage: /resume %d PATH (the file on this computer)", e.num))
 			return nil

@@ -10,7 +10,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Files in the chat screen (docs/protocol.md §18). Every file the screen
@@ -59,7 +58,7 @@ type fileEntry struct {
 	// answer: a private chat's answer (ours to an offer to us, the
 	// recipient's to ours); removed: rejected, expired or removed;
 	// saved: where a download was put.
-	answer  parleyv1.FileAnswer
+	answer  parley.FileAnswer
 	removed bool
 	saved   string
 	tr      *transfer // the latest transfer (nil: none)
@@ -71,7 +70,10 @@ type fileEntry struct {
 
 // picture returns the preview of e's thumbnail, drawing it once.
 func (e *fileEntry) picture() string {
-	t := e.info.GetThumbnail()
+	if e.info == nil {
+		return ""
+	}
+	t := e.info.Thumbnail
 	if len(t) == 0 {
 		return ""
 	}
@@ -85,13 +87,13 @@ func (e *fileEntry) direct() bool { return kindOf(e.conv) == parley.Conversation
 
 // awaiting: an offer of ours in a private chat without an answer yet.
 func (e *fileEntry) awaiting() bool {
-	return e.outgoing && e.direct() && e.id != "" && e.answer == parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED && !e.removed
+	return e.outgoing && e.direct() && e.id != "" && e.answer == parley.FileAnswerNone && !e.removed
 }
 
 // uploadingElsewhere: the file is being uploaded, not by this screen (an
 // offer to us, or ours from another device or run).
 func (e *fileEntry) uploadingElsewhere() bool {
-	return e.id != "" && !e.removed && e.info != nil && e.info.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING &&
+	return e.id != "" && !e.removed && e.info != nil && e.info.State == parley.FileStateUploading &&
 		(e.tr == nil || e.tr.kind != upload)
 }
 
@@ -101,7 +103,7 @@ func (e *fileEntry) watched() bool { return e.awaiting() || e.uploadingElsewhere
 
 // pending: an offer to us in a private chat we have not answered.
 func (e *fileEntry) pending() bool {
-	return !e.outgoing && e.direct() && e.answer == parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED && !e.removed
+	return !e.outgoing && e.direct() && e.answer == parley.FileAnswerNone && !e.removed
 }
 
 type filesPurpose int
@@ -192,7 +194,10 @@ func (c *chatScreen) eachFile(fn func(e *fileEntry)) {
 
 // offerID is the file a message offers ("", false: a plain message).
 func offerID(m parley.Message) (string, bool) {
-	id := m.File.GetFileId()
+	if m.File == nil {
+		return "", false
+	}
+	id := m.File.ID
 	if m.System || id == "" || parley.SafeID(id) != id {
 		return "", false
 	}
@@ -205,8 +210,8 @@ func (c *chatScreen) trackOffer(m parley.Message, id string) *fileEntry {
 	if e == nil {
 		// The file as offered; its state now comes from the file list.
 		f := m.File
-		e = c.addFile(&fileEntry{id: id, conv: m.Conversation, name: safeName(f.GetName()), size: f.GetSize(),
-			ctype: displayType(f.GetContentType()), sender: m.SenderName, outgoing: c.isOwn(m)})
+		e = c.addFile(&fileEntry{id: id, conv: m.Conversation, name: safeName(f.Name), size: f.Size,
+			ctype: displayType(f.ContentType), sender: m.SenderName, outgoing: c.isOwn(m)})
 	}
 	if e.seq == 0 {
 		e.seq = m.Seq
@@ -243,16 +248,16 @@ func (c *chatScreen) fileStatus(e *fileEntry) string {
 	if e.tr != nil && (e.tr.active() || e.tr.phase == phaseFailed || e.tr.phase == phaseCancelled) {
 		return e.tr.status()
 	}
-	uploading := e.info != nil && e.info.GetState() == parleyv1.FileState_FILE_STATE_UPLOADING
+	uploading := e.info != nil && e.info.State == parley.FileStateUploading
 	if e.outgoing {
 		switch {
-		case e.answer == parleyv1.FileAnswer_FILE_ANSWER_REJECTED:
+		case e.answer == parley.FileAnswerRejected:
 			return c.peer(e.conv) + " rejected it"
 		case e.removed:
 			return "expired or removed"
 		case uploading && e.tr == nil:
-			return fmt.Sprintf("upload unfinished (%s stored): /resume %d PATH continues it", pctOf(e.info.GetUploaded(), e.size), e.num)
-		case e.answer == parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED:
+			return fmt.Sprintf("upload unfinished (%s stored): /resume %d PATH continues it", pctOf(e.info.Uploaded, e.size), e.num)
+		case e.answer == parley.FileAnswerAccepted:
 			return c.peer(e.conv) + " accepted it"
 		case e.direct() && e.id != "":
 			return "sent · waiting for " + c.peer(e.conv) + "'s answer"
@@ -264,7 +269,7 @@ func (c *chatScreen) fileStatus(e *fileEntry) string {
 	switch {
 	case e.saved != "":
 		return "saved to " + e.saved
-	case e.answer == parleyv1.FileAnswer_FILE_ANSWER_REJECTED:
+	case e.answer == parley.FileAnswerRejected:
 		return "rejected"
 	case e.removed:
 		return "expired or removed"
@@ -276,7 +281,7 @@ func (c *chatScreen) fileStatus(e *fileEntry) string {
 		st = fmt.Sprintf("/get %d", e.num)
 	}
 	if uploading {
-		st += fmt.Sprintf(" (being uploaded: %s)", pctOf(e.info.GetUploaded(), e.size))
+		st += fmt.Sprintf(" (being uploaded: %s)", pctOf(e.info.Uploaded, e.size))
 	}
 	return st
 }
@@ -335,7 +340,7 @@ func (m *model) rewatch() tea.Cmd {
 // onFileEvent takes what happened to a file this screen shows.
 func (m *model) onFileEvent(ev parley.FileEvent) tea.Cmd {
 	c := &m.chat
-	id := ev.File.GetFileId()
+	id := ev.File.ID
 	if m.screen != screenChat || id == "" || parley.SafeID(id) != id {
 		return nil
 	}
@@ -398,7 +403,7 @@ func (m *model) onFiles(msg filesMsg) tea.Cmd {
 	listed := map[string]bool{}
 	var fresh []*fileEntry
 	for _, info := range msg.files {
-		id := info.GetFileId()
+		id := info.ID
 		if id == "" || parley.SafeID(id) != id {
 			continue
 		}
@@ -428,10 +433,10 @@ func (m *model) onFiles(msg filesMsg) tea.Cmd {
 				return
 			}
 			e.removed = true
-			expired := e.info != nil && e.info.GetExpiresAtUnixMs() > 0 && now.UnixMilli() >= e.info.GetExpiresAtUnixMs()
+			expired := e.info != nil && !e.info.ExpiresAt.IsZero() && !now.Before(e.info.ExpiresAt)
 			switch {
-			case e.outgoing && e.direct() && e.answer == parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED && !expired:
-				e.answer = parleyv1.FileAnswer_FILE_ANSWER_REJECTED
+			case e.outgoing && e.direct() && e.answer == parley.FileAnswerNone && !expired:
+				e.answer = parley.FileAnswerRejected
 				m.fileNotice(e, lineError, fmt.Sprintf("%s rejected %s", c.peer(e.conv), e.name))
 			case e.saved == "":
 				m.fileNotice(e, lineSystem, e.name+" expired or was removed")
@@ -469,25 +474,25 @@ func (m *model) onFiles(msg filesMsg) tea.Cmd {
 func (m *model) updateFile(e *fileEntry, info *parley.FileInfo, listedAt uint64) {
 	c := &m.chat
 	e.info, e.listed, e.listedAt = info, true, max(e.listedAt, listedAt)
-	e.name, e.size, e.ctype = safeName(info.GetName()), info.GetSize(), displayType(info.GetContentType())
-	e.sender = info.GetSenderName()
-	if info.GetConversation() != "" {
-		e.conv = info.GetConversation()
+	e.name, e.size, e.ctype = safeName(info.Name), info.Size, displayType(info.ContentType)
+	e.sender = info.SenderName
+	if info.Conversation != "" {
+		e.conv = info.Conversation
 	}
-	e.outgoing = info.GetSenderId() == c.myID
-	a := info.GetAnswer()
-	if a == parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED || a == e.answer || !e.direct() {
+	e.outgoing = info.SenderID == c.myID
+	a := info.Answer
+	if a == parley.FileAnswerNone || a == e.answer || !e.direct() {
 		return
 	}
 	e.answer = a
-	if a == parleyv1.FileAnswer_FILE_ANSWER_REJECTED {
+	if a == parley.FileAnswerRejected {
 		e.removed = true
 		m.stopUpload(e)
 	}
 	if !e.outgoing {
 		return // answered here, or on another device
 	}
-	if a == parleyv1.FileAnswer_FILE_ANSWER_ACCEPTED {
+	if a == parley.FileAnswerAccepted {
 		m.fileNotice(e, lineSystem, fmt.Sprintf("%s accepted %s", c.peer(e.conv), e.name))
 	} else {
 		m.fileNotice(e, lineError, fmt.Sprintf("%s rejected %s", c.peer(e.conv), e.name))
@@ -506,11 +511,11 @@ func (m *model) showShelf(conv string, files []*parley.FileInfo) {
 	}
 	m.noticeIn(conv, lineSystem, fmt.Sprintf("files in %s (%d):", name, len(files)))
 	for _, info := range files {
-		e := m.chat.fileIDs[info.GetFileId()]
+		e := m.chat.fileIDs[info.ID]
 		if e == nil {
 			continue
 		}
-		at := time.UnixMilli(info.GetCreatedAtUnixMs()).Format("Jan 2 15:04")
+		at := info.CreatedAt.Format("Jan 2 15:04")
 		m.noticeIn(conv, lineSystem, fmt.Sprintf("  %s · from %s · %s", m.chat.fileText(e), e.sender, at))
 	}
 }

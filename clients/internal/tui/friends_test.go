@@ -76,7 +76,7 @@ func TestFriendCommands(t *testing.T) {
 	m.Update(friendMsg{op: "/friend add", user: "bob", state: parley.FriendOutgoing})
 	m.Update(friendMsg{op: "/friend add", user: "carol", state: parley.FriendFriend})
 	m.Update(friendMsg{op: "/block", user: "mallory"})
-	m.Update(friendMsg{op: "/friend accept", user: "dave", err: &parley.Error{Code: parley.ErrNotFound.Code, Message: "no friend request from dave"}})
+	m.Update(friendMsg{op: "/friend accept", user: "dave", err: &parley.Error{Code: parley.CodeNotFound, Message: "no friend request from dave"}})
 	m.Update(friendMsg{op: "/friends", friends: []parley.Friend{
 		{UserID: "u2", Username: "bob", State: parley.FriendOutgoing},
 		{UserID: "u3", Username: "carol", State: parley.FriendFriend, Online: true},

@@ -145,7 +145,7 @@ func TestGroupCommands(t *testing.T) {
 	}
 
 	// A refused command is an error line in the group.
-	m.Update(groupMsg{op: opKick, conv: grp, err: &parley.Error{Code: parley.ErrPermissionDenied.Code, Message: "only the owner may remove members"}})
+	m.Update(groupMsg{op: opKick, conv: grp, err: &parley.Error{Code: parley.CodePermissionDenied, Message: "only the owner may remove members"}})
 	if !strings.Contains(m.View(), "! /kick: only the owner may remove members") {
 		t.Errorf("refusal not shown:\n%s", m.View())
 	}

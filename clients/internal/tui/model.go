@@ -237,7 +237,7 @@ func (m *model) onAuth(msg authMsg) tea.Cmd {
 	m.chat.status = ""
 	m.chat.online = nil
 	if m.client != nil {
-		m.chat.gateway = m.client.Welcome().GetGatewayId()
+		m.chat.gateway = m.client.Welcome().GatewayID
 	}
 	switch msg.kind {
 	case authRegister:
@@ -296,7 +296,7 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 	case parley.ReconnectedEvent:
 		m.chat.status = ""
 		if m.client != nil {
-			m.chat.gateway = m.client.Welcome().GetGatewayId()
+			m.chat.gateway = m.client.Welcome().GatewayID
 		}
 		if ev.Session != nil && m.cfg.SaveSession != nil {
 			_ = m.cfg.SaveSession(ev.Session, false)

@@ -139,10 +139,10 @@ func TestSessionEndedReturnsToLogin(t *testing.T) {
 		wantForget bool
 	}{
 		// Logged out elsewhere: the session is over for every process.
-		{parley.SessionEndedEvent{Reason: parley.ErrSessionRevoked.Code, Message: "logged out"}, true},
+		{parley.SessionEndedEvent{Reason: parley.CodeSessionRevoked, Message: "logged out"}, true},
 		// Under takeover another process resumed the session: it lives on
 		// there, and stays saved.
-		{parley.SessionEndedEvent{Reason: parley.ErrLoggedInElsewhere.Code, Message: "logged in elsewhere"}, false},
+		{parley.SessionEndedEvent{Reason: parley.CodeLoggedInElsewhere, Message: "logged in elsewhere"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ev.Message, func(t *testing.T) {

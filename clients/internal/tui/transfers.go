@@ -22,7 +22,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/parleychat/parley/clients/parley"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // Transfers: each upload or download runs in a command of its own. The
@@ -340,7 +339,7 @@ func uploadCmd(ctx context.Context, c *parley.Client, tr *transfer, offer *parle
 			if err != nil {
 				return err
 			}
-			if uint64(st.Size()) != offer.GetFile().GetSize() {
+			if uint64(st.Size()) != offer.File.Size {
 				return errFileChanged
 			}
 			return c.Upload(ctx, offer, f, parley.UploadOptions{Retries: retries, Progress: func(sent, total uint64) {
@@ -370,13 +369,12 @@ func downloadCmd(ctx context.Context, c *parley.Client, tr *transfer, id, name, 
 				rctx, cancel := context.WithTimeout(watch, requestTimeout)
 				dl, err := c.DownloadURL(rctx, id)
 				cancel()
-				info := dl.GetFile()
-				if err != nil || info.GetState() != parleyv1.FileState_FILE_STATE_UPLOADING || cnt.done.Load() > 0 {
+				if err != nil || dl.File.State != parley.FileStateUploading || cnt.done.Load() > 0 {
 					cnt.remote.Store(0)
 					return
 				}
-				cnt.total.Store(info.GetSize())
-				cnt.remote.Store(info.GetUploaded() + 1)
+				cnt.total.Store(dl.File.Size)
+				cnt.remote.Store(dl.File.Uploaded + 1)
 				select {
 				case <-watch.Done():
 					cnt.remote.Store(0)

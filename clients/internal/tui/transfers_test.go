@@ -12,7 +12,6 @@ import (
 
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/protocol/filename"
-	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // paneRow is the transfers pane's row of file #n as shown.
@@ -49,14 +48,14 @@ func TestTransferProgress(t *testing.T) {
 	// The offers' messages, as the file service posts them.
 	offer := func(seq uint64, fromID, from, id, name string, size uint64) *fileEntry {
 		ev := message(dmAB, seq, fromID, from, name)
-		ev.Message.File = &parley.FileInfo{FileId: id, Name: name}
+		ev.Message.File = &parley.FileInfo{ID: id, Name: name}
 		m.onEvent(ev)
 		e := m.chat.fileIDs[id]
 		e.size = size
 		return e
 	}
 	up := running(m, upload, offer(1, "u1", "alice", "f1", "big.iso", 10<<20))
-	up.offer = &parley.FileOffer{File: &parley.FileInfo{FileId: "f1", Size: 10 << 20}}
+	up.offer = &parley.FileOffer{File: &parley.FileInfo{ID: "f1", Size: 10 << 20}}
 	down := running(m, download, offer(2, "u2", "bob", "f2", "photo.jpg", 4<<20))
 
 	if cmd := m.ensureTick(); cmd == nil {
@@ -157,11 +156,11 @@ func TestTransferErrors(t *testing.T) {
 		want      string
 		resumable bool
 	}{
-		{upload, &parley.Error{Code: parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, Message: "the file is too large (at most 10 bytes)"}, "the file is too large (at most 10 bytes)", false},
+		{upload, &parley.Error{Code: parley.CodeFileTooLarge, Message: "the file is too large (at most 10 bytes)"}, "the file is too large (at most 10 bytes)", false},
 		{upload, errors.Join(parley.ErrChecksum), "checksum mismatch: the server received bytes that do not match", false},
 		{download, parley.ErrChecksum, "checksum mismatch: the downloaded bytes were discarded", true},
 		{upload, &parley.HTTPError{Status: 404, Message: "no such upload"}, "the file is gone (rejected, cancelled or expired)", false},
-		{download, &parley.Error{Code: parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, Message: "you rejected this file"}, "you rejected this file", false},
+		{download, &parley.Error{Code: parley.CodePermissionDenied, Message: "you rejected this file"}, "you rejected this file", false},
 		{upload, &parley.HTTPError{Status: 409, Message: "conflict"}, "still uploading, or another upload took over", true},
 		{download, parley.ErrConnectionLost, "offline: connection lost", true},
 		{download, context.Canceled, "cancelled", true},
@@ -233,7 +232,7 @@ func TestFilesOffline(t *testing.T) {
 	const group = "group.g1"
 	offer := func(conv string, seq uint64, id, name string) {
 		ev := message(conv, seq, "u2", "bob", name)
-		ev.Message.File = &parley.FileInfo{FileId: id, Name: name}
+		ev.Message.File = &parley.FileInfo{ID: id, Name: name}
 		m.onEvent(ev)
 	}
 	offer(dmAB, 1, "f1", "a.txt")
@@ -273,8 +272,8 @@ func TestFileStateFromEventsAndLists(t *testing.T) {
 	m.Update(tea.WindowSizeMsg{Width: 160, Height: 30})
 	openChat(m, dmAB, "bob")
 	info := func(id, name, senderID, sender string) *parley.FileInfo {
-		return &parley.FileInfo{FileId: id, Name: name, Size: 2048, ContentType: "text/plain", SenderId: senderID,
-			SenderName: sender, Conversation: dmAB, State: parleyv1.FileState_FILE_STATE_UPLOADING, Uploaded: 1024}
+		return &parley.FileInfo{ID: id, Name: name, Size: 2048, ContentType: "text/plain", SenderID: senderID,
+			SenderName: sender, Conversation: dmAB, State: parley.FileStateUploading, Uploaded: 1024}
 	}
 	// bob's offer: its message, a list already asked for (1), then the
 	// offer's event.
@@ -290,7 +289,7 @@ func TestFileStateFromEventsAndLists(t *testing.T) {
 		t.Fatal("a list read before the offer existed removed it")
 	}
 	done := info("f1", "a.txt", "u2", "bob")
-	done.State, done.Uploaded = parleyv1.FileState_FILE_STATE_AVAILABLE, 2048
+	done.State, done.Uploaded = parley.FileStateAvailable, 2048
 	m.onEvent(parley.FileEvent{Kind: parley.FileEventAvailable, File: done})
 	screenHas(t, m, "[#1] a.txt · 2.0 KiB · text/plain — /accept 1 · /reject 1")
 	if strings.Contains(m.View(), "being uploaded") {
@@ -307,7 +306,7 @@ func TestFileStateFromEventsAndLists(t *testing.T) {
 	up := running(m, upload, e)
 	up.offer = &parley.FileOffer{File: e.info}
 	rejected := info("f2", "b.bin", "u1", "alice")
-	rejected.State, rejected.Answer = parleyv1.FileState_FILE_STATE_EXPIRED, parleyv1.FileAnswer_FILE_ANSWER_REJECTED
+	rejected.State, rejected.Answer = parley.FileStateExpired, parley.FileAnswerRejected
 	m.onEvent(parley.FileEvent{Kind: parley.FileEventRejected, File: rejected, Username: "bob"})
 	screenHas(t, m, "bob rejected b.bin", "[#2] b.bin · 2.0 KiB · text/plain — bob rejected it")
 	if len(m.chat.transfers) != 0 || up.ctx.Err() == nil {
