@@ -460,8 +460,9 @@ func (s *Service) sessionAlive(ctx context.Context, uid, sid string) error {
 	case parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED:
 		return errSessionGone
 	case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
-		s.log.Warn("session check failed; download refused", "user_id", uid, "err", err)
-		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
+		// The client sees errSessionUnknown; the log (the Runner's, at
+		// warn) sees auth's failure.
+		return fmt.Errorf("session check: %w: %w", errSessionUnknown, err)
 	}
 	return err
 }
