@@ -165,11 +165,12 @@ type Runner struct {
 	work                  sync.WaitGroup
 }
 
-// NewRunner returns a Runner for spec; it contacts nothing. deps must have
-// been through WithDefaults.
+// NewRunner returns a Runner for spec; it contacts nothing. It registers
+// the parley_rpc_* metrics of spec.Name on deps.Registry.
 func NewRunner(spec Spec, deps Deps) (*Runner, error) {
-	if deps.NC == nil {
-		return nil, fmt.Errorf("%s: %w", spec.Name, ErrNoNATS)
+	deps, err := deps.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.Name, err)
 	}
 	if deps.Runner.HandlerTimeout < 0 || deps.Runner.DrainTimeout < 0 {
 		return nil, fmt.Errorf("%s: negative handler or drain timeout", spec.Name)
@@ -178,7 +179,7 @@ func NewRunner(spec Spec, deps Deps) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec.Name, err)
 	}
-	r := &Runner{spec: spec, nc: deps.NC, log: deps.Log, cfg: deps.Runner.withDefaults(), metrics: m}
+	r := &Runner{spec: spec, nc: deps.NC, log: deps.Log, cfg: deps.Runner, metrics: m}
 	r.loopCtx, r.stopLoops = context.WithCancel(context.Background())
 	r.jobCtx, r.cancelJobs = context.WithCancel(context.Background())
 	return r, nil

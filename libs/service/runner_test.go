@@ -32,7 +32,7 @@ type running struct {
 func start(t *testing.T, ns *server.Server, spec service.Spec, deps service.Deps) *running {
 	t.Helper()
 	deps.NC = testenv.Connect(t, ns)
-	r, err := service.NewRunner(spec, mustDefaults(t, deps))
+	r, err := service.NewRunner(spec, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,15 +60,6 @@ func (run *running) wait(t *testing.T) error {
 		t.Fatal("Run did not return")
 		return nil
 	}
-}
-
-func mustDefaults(t *testing.T, d service.Deps) service.Deps {
-	t.Helper()
-	d, err := d.WithDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
 }
 
 func ping(ctx context.Context, nc *nats.Conn, subj string) error {
