@@ -2,7 +2,6 @@ package rpc_test
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +23,7 @@ func TestServerPool(t *testing.T) {
 	const workers, requests = 3, 40
 	var running, most atomic.Int32
 	release := make(chan struct{})
-	s := rpc.NewServer(srvConn, "q", slog.New(slog.DiscardHandler), nil, workers)
+	s := rpc.NewServer(srvConn, rpc.ServerConfig{Queue: "q", Workers: workers})
 	if err := s.Handle("test.pool", func(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 		n := running.Add(1)
 		for {
@@ -61,14 +60,16 @@ func TestServerPool(t *testing.T) {
 	if got := most.Load(); got != workers {
 		t.Errorf("at most %d handlers ran at once, want %d", got, workers)
 	}
-	s.Close()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// Close waits for the handlers in flight, whose replies still go out.
-func TestServerCloseWaits(t *testing.T) {
+// Shutdown waits for the handlers in flight, whose replies still go out.
+func TestServerShutdownWaits(t *testing.T) {
 	ns := testenv.NATS(t)
 	srvConn, cliConn := testenv.Connect(t, ns), testenv.Connect(t, ns)
-	s := rpc.NewServer(srvConn, "q", slog.New(slog.DiscardHandler), nil, 0)
+	s := rpc.NewServer(srvConn, rpc.ServerConfig{Queue: "q"})
 	started, release := make(chan struct{}), make(chan struct{})
 	if err := s.Handle("test.close", func(context.Context, *nats.Msg) (proto.Message, error) {
 		close(started)
@@ -95,20 +96,20 @@ func TestServerCloseWaits(t *testing.T) {
 		t.Fatal("the handler did not start")
 	}
 	closed := make(chan struct{})
-	go func() { s.Close(); close(closed) }()
+	go func() { _ = s.Shutdown(context.Background()); close(closed) }()
 	select {
 	case <-closed:
-		t.Fatal("Close returned with a handler in flight")
+		t.Fatal("Shutdown returned with a handler in flight")
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return after the handler finished")
+		t.Fatal("Shutdown did not return after the handler finished")
 	}
 	if err := <-reply; err != nil {
-		t.Fatalf("the request in flight at Close: %v", err)
+		t.Fatalf("the request in flight at Shutdown: %v", err)
 	}
 }
 

@@ -45,6 +45,12 @@ type Config struct {
 	// can send as anyone.
 	NATSToken string
 
+	// Runner is how every service runs its requests (-handler-timeout,
+	// -drain-timeout).
+	Runner service.RunnerConfig
+	// Clock is every service's time source; nil: time.Now. Tests set it.
+	Clock func() time.Time
+
 	Gateway   gateway.Config
 	Auth      authsvc.Config
 	Presence  presencesvc.Config
@@ -66,6 +72,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "parley-data", "directory for durable data (accounts and sessions)")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so separate processes can join; empty: in-process only. A non-loopback address is refused without -nats-token (or -insecure): that NATS holds the token signing key and password hashes")
 	fs.StringVar(&c.NATSToken, "nats-token", "", fmt.Sprintf("token the embedded NATS requires from every client, this process's included (at least %d characters); processes joining through -nats-listen use -nats-url nats://<token>@host:port", service.MinTokenLen))
+	c.Runner.RegisterFlags(fs)
 	c.Gateway.RegisterFlags(fs)
 	// One -insecure (the gateway's) covers every listener of parleyd.
 	fs.Lookup("insecure").Usage = "allow non-loopback addresses without protection: plaintext client listeners (no -tls-cert), the embedded NATS without -nats-token, the admin port without -admin-token"
@@ -87,10 +94,7 @@ type Server struct {
 	rdb      *redis.Client
 	conns    []*nats.Conn
 	gw       *gateway.Server
-	auth     *authsvc.Service
-	presence *presencesvc.Service
-	msgs     *msgsvc.Service
-	files    *filesvc.Service
+	services []service.Component // auth, presence, messaging, file
 
 	startOnce sync.Once
 	startErr  error
@@ -124,91 +128,67 @@ func (s *Server) Start() error {
 	return s.startErr
 }
 
-func (s *Server) start() error {
+func (s *Server) start() (err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("parleyd: data dir: %w", err)
 	}
-	ns, err := startNATS(s.cfg.DataDir, s.cfg.NATSListen, s.cfg.NATSToken, s.log)
-	if err != nil {
+	if s.ns, err = startNATS(s.cfg.DataDir, s.cfg.NATSListen, s.cfg.NATSToken, s.log); err != nil {
 		return err
 	}
-	s.ns = ns
-
 	// miniredis is a Redis-protocol server on a loopback port: presence
 	// talks to it with go-redis exactly as it talks to a real Redis.
 	s.redis = miniredis.NewMiniRedis()
 	if err := s.redis.StartAddr("127.0.0.1:0"); err != nil {
-		s.close()
 		return fmt.Errorf("parleyd: presence store: %w", err)
 	}
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr(), DialTimeout: 2 * time.Second,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
-
-	nc := func(name string) (*nats.Conn, error) {
-		c, err := connectInProcess(ns, "parleyd-"+name, s.cfg.NATSToken, s.log)
-		if err == nil {
-			s.conns = append(s.conns, c)
-		}
-		return c, err
-	}
-	authNC, err := nc("auth")
-	if err != nil {
-		s.close()
-		return err
-	}
-	if s.auth, err = authsvc.New(s.cfg.Auth, authNC, s.log.With("service", "auth"), s.reg); err != nil {
-		s.close()
-		return err
-	}
-	presNC, err := nc("presence")
-	if err != nil {
-		s.close()
-		return err
-	}
-	if s.presence, err = presencesvc.New(s.cfg.Presence, presencesvc.Deps{NC: presNC, Redis: s.rdb,
-		Log: s.log.With("service", "presence"), Registry: s.reg}); err != nil {
-		s.close()
-		return err
-	}
-	msgNC, err := nc("messaging")
-	if err != nil {
-		s.close()
-		return err
-	}
-	if s.msgs, err = msgsvc.New(s.cfg.Messaging, msgsvc.Deps{NC: msgNC,
-		Log: s.log.With("service", "messaging"), Registry: s.reg}); err != nil {
-		s.close()
-		return err
-	}
 	storage, err := s.openStorage()
 	if err != nil {
-		s.close()
 		return err
 	}
-	fileNC, err := nc("file")
+	// Every part has its own in-process NATS connection, as separate
+	// binaries would.
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := connectInProcess(s.ns, "parleyd-"+name, s.cfg.NATSToken, s.log)
+		if err == nil {
+			s.conns = append(s.conns, nc)
+		}
+		return nc, err
+	}
+	for _, svc := range []struct {
+		name  string
+		build func(service.Deps) (service.Component, error)
+	}{
+		{"auth", func(d service.Deps) (service.Component, error) { return authsvc.New(s.cfg.Auth, d) }},
+		{"presence", func(d service.Deps) (service.Component, error) { return presencesvc.New(s.cfg.Presence, d, s.rdb) }},
+		{"messaging", func(d service.Deps) (service.Component, error) { return msgsvc.New(s.cfg.Messaging, d) }},
+		{"file", func(d service.Deps) (service.Component, error) { return filesvc.New(s.cfg.File, d, storage) }},
+	} {
+		nc, err := connect(svc.name)
+		if err != nil {
+			return err
+		}
+		c, err := svc.build(service.Deps{NC: nc, Log: s.log.With("service", svc.name), Registry: s.reg,
+			Clock: s.cfg.Clock, Runner: s.cfg.Runner})
+		if err != nil {
+			return err
+		}
+		s.services = append(s.services, c)
+	}
+	nc, err := connect("gateway")
 	if err != nil {
-		s.close()
 		return err
 	}
-	if s.files, err = filesvc.New(s.cfg.File, filesvc.Deps{NC: fileNC, Storage: storage,
-		Log: s.log.With("service", "file"), Registry: s.reg}); err != nil {
-		s.close()
+	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: nc, Log: s.log, Registry: s.reg, Files: storage}); err != nil {
 		return err
 	}
-	gwNC, err := nc("gateway")
-	if err != nil {
-		s.close()
-		return err
-	}
-	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: gwNC, Log: s.log, Registry: s.reg, Files: storage}); err != nil {
-		s.close()
-		return err
-	}
-	if err := s.gw.Listen(); err != nil {
-		s.close()
-		return err
-	}
-	return nil
+	return s.gw.Listen()
 }
 
 // openStorage opens the file store: -storage-dir or -minio-endpoint when
@@ -243,17 +223,17 @@ func (s *Server) NATSURL() string {
 
 // Ready reports whether every part is serving.
 func (s *Server) Ready() error {
-	for _, check := range []func() error{s.auth.Ready, s.presence.Ready, s.msgs.Ready, s.files.Ready, s.gw.Ready} {
-		if err := check(); err != nil {
+	for _, c := range s.services {
+		if err := c.Ready(); err != nil {
 			return err
 		}
 	}
-	return nil
+	return s.gw.Ready()
 }
 
-// Run starts (if needed) and serves until ctx ends, then stops the gateway
-// first (clients are told SERVER_SHUTDOWN), then the services, then NATS and
-// the presence store.
+// Run starts (if needed) and serves until ctx ends or a part fails, then
+// stops the gateway first (clients are told SERVER_SHUTDOWN), then the
+// services, then NATS and the presence store.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
@@ -262,54 +242,52 @@ func (s *Server) Run(ctx context.Context) error {
 
 	svcCtx, stopSvcs := context.WithCancel(context.Background())
 	defer stopSvcs()
-	errc := make(chan error, 4)
-	var svcs sync.WaitGroup
-	for name, run := range map[string]func(context.Context) error{
-		"auth": s.auth.Run, "presence": s.presence.Run, "messaging": s.msgs.Run, "file": s.files.Run} {
-		svcs.Add(1)
-		go func() {
-			defer svcs.Done()
-			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
+	var svcErr error
+	svcDone := make(chan struct{})
+	runs := make([]func(context.Context) error, len(s.services))
+	for i, c := range s.services {
+		runs[i] = c.Run
 	}
+	go func() { defer close(svcDone); svcErr = service.Group(svcCtx, runs...) }()
 	// Clients reconnecting to a restarted parleyd wait in the listen
 	// backlog until the services answer, rather than meeting "no
 	// responders" in their first requests.
-	s.waitServices(ctx, 15*time.Second)
-	gwCtx, stopGW := context.WithCancel(ctx)
-	defer stopGW()
-	gwDone := make(chan error, 1)
-	go func() { gwDone <- s.gw.Run(gwCtx) }()
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		runErr = err
-	case err := <-gwDone:
-		runErr = err
-		gwDone <- nil
-	}
-	stopGW()
-	if err := <-gwDone; err != nil && runErr == nil {
-		runErr = err
-	}
+	s.waitServices(ctx, svcDone, 15*time.Second)
+	gwErr := service.Group(ctx, s.gw.Run, func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-svcDone: // a service failed: the rest are stopping
+			return svcErr
+		}
+	})
 	stopSvcs()
-	svcs.Wait()
-	return runErr
+	<-svcDone
+	if gwErr != nil {
+		return gwErr
+	}
+	return svcErr
 }
 
-// waitServices waits (at most within) until auth, presence, messaging and file
-// are serving; the gateway starts either way.
-func (s *Server) waitServices(ctx context.Context, within time.Duration) {
+// waitServices waits (at most within) until every service is serving; the
+// gateway starts either way.
+func (s *Server) waitServices(ctx context.Context, failed <-chan struct{}, within time.Duration) {
 	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if s.auth.Ready() == nil && s.presence.Ready() == nil && s.msgs.Ready() == nil && s.files.Ready() == nil {
+	for time.Now().Before(deadline) {
+		ready := true
+		for _, c := range s.services {
+			ready = ready && c.Ready() == nil
+		}
+		if ready {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return
+		case <-failed:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	s.log.Warn("starting the gateway before every service is ready")
 }

@@ -144,7 +144,7 @@ func TestConnectionOutlivesItsToken(t *testing.T) {
 	now := atomic.Int64{}
 	now.Store(time.Now().UnixNano())
 	cfg := testConfig(t)
-	cfg.Auth.Clock = func() time.Time { return time.Unix(0, now.Load()) }
+	cfg.Clock = func() time.Time { return time.Unix(0, now.Load()) }
 	cfg.Auth.TokenTTL = time.Hour
 	run(t, cfg)
 

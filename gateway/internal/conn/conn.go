@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/registry"
 	"github.com/parleychat/parley/gateway/internal/transport"
 	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/protocol/wire"
@@ -269,7 +270,10 @@ func (c *Conn) sendError(requestID uint32, code parleyv1.ErrorCode, msg string) 
 // requestID, with its code, message and retry_after_ms.
 func (c *Conn) sendErr(requestID uint32, err error) {
 	e := errcode.From(err)
-	if e.Code == parleyv1.ErrorCode_ERROR_CODE_INTERNAL {
+	if down := rpc.Failed(err); down != nil {
+		// A service failing is the operator's business, not the client's.
+		c.log().Warn("service failed", "request_id", requestID, "subject", down.Subject, "code", errcode.ShortName(down.Wire.Code), "err", err)
+	} else if e.Code == parleyv1.ErrorCode_ERROR_CODE_INTERNAL {
 		c.log().Warn("request failed", "request_id", requestID, "err", err)
 	} else {
 		c.debug("request failed", "request_id", requestID, "err", err)

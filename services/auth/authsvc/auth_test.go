@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/auth/authsvc"
@@ -16,8 +17,7 @@ func TestRegisterLoginResume(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 
 	reg := mustRegister(t, nc, "Alice", "correct horse battery")
@@ -189,8 +189,7 @@ func TestLoginRateLimits(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	mustRegister(t, nc, "dave", "dave's password")
 
@@ -248,9 +247,8 @@ func TestTokens(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
 	cfg.TokenTTL = 24 * time.Hour
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	s := mustRegister(t, nc, "erin", "erin's password")
 
@@ -334,11 +332,11 @@ func TestConfigValidation(t *testing.T) {
 	} {
 		c := fastConfig()
 		mutate(&c)
-		if _, err := authsvc.New(c, nc, nil, nil); err == nil {
+		if _, err := authsvc.New(c, service.Deps{NC: nc}); err == nil {
 			t.Errorf("%s: New accepted the config", name)
 		}
 	}
-	if _, err := authsvc.New(fastConfig(), nc, nil, nil); err != nil {
+	if _, err := authsvc.New(fastConfig(), service.Deps{NC: nc}); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
 }

@@ -28,7 +28,7 @@ const (
 )
 
 // Config is the auth service's configuration. RegisterFlags defines every
-// field except Clock with its default; DefaultConfig returns those defaults.
+// field with its default; DefaultConfig returns those defaults.
 type Config struct {
 	// Account policy.
 	UsernameMinLen, UsernameMaxLen int // ASCII characters
@@ -61,9 +61,6 @@ type Config struct {
 	// Workers bounds concurrently handled requests (hashing is further
 	// bounded by HashConcurrency).
 	Workers int
-
-	// Clock is the time source (tests inject one); nil means time.Now.
-	Clock func() time.Time
 }
 
 // RegisterFlags defines the auth service's flags on fs, storing into c.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/errcode"
@@ -50,13 +51,19 @@ type instance struct {
 // url until the test ends (or stop is called), and waits until it serves.
 func startAuth(t testing.TB, url string, cfg authsvc.Config) *instance {
 	t.Helper()
+	return startAuthClock(t, url, cfg, nil)
+}
+
+// startAuthClock is startAuth with the time source now (nil: time.Now).
+func startAuthClock(t testing.TB, url string, cfg authsvc.Config, now func() time.Time) *instance {
+	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := authsvc.New(cfg, nc, log, reg)
+	svc, err := authsvc.New(cfg, service.Deps{NC: nc, Log: log, Registry: reg, Clock: now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,8 +38,7 @@ func TestStrangersCannotLockTheOwnerOut(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	if _, err := register(nc, "192.0.2.10:1000", "ruth", "ruth's password"); err != nil { // home, IPv4
 		t.Fatal(err)
@@ -76,8 +75,7 @@ func TestGuessingIsSlowed(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	mustRegister(t, nc, "sam", "sam's password") // from clientAddr, 192.0.2.10
 	if _, err := login(nc, "[2001:db8:bb::1]:1", "sam", "sam's password"); err != nil {
@@ -138,8 +136,7 @@ func TestOwnerOnNewNetworkDuringAttack(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	phone := mustRegister(t, nc, "tess", "tess's password")
 
@@ -170,15 +167,14 @@ func TestFamiliarLocationsPersist(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	first := startAuth(t, ns.ClientURL(), cfg)
+	first := startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	mustRegister(t, nc, "uri", "uri's password")
 	if _, err := login(nc, "198.51.100.7:1", "uri", "uri's password"); err != nil {
 		t.Fatal(err)
 	}
 	first.stop()
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 
 	attack(t, nc, "uri", 20)
 	if _, err := login(nc, "198.51.100.9:1", "uri", "uri's password"); err != nil {

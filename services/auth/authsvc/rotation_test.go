@@ -32,8 +32,7 @@ func TestTokenRotation(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	if cfg.TokenGrace != time.Minute {
 		t.Fatalf("default -token-grace = %v, want 1m (docs/protocol.md §8.3)", cfg.TokenGrace)
@@ -111,10 +110,9 @@ func TestTokensFromBeforeRotation(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
 	key := []byte("0123456789abcdef0123456789abcdef")
 	cfg.TokenKey = base64.StdEncoding.EncodeToString(key)
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	acct := mustRegister(t, nc, "walter", "walter's password")
 

@@ -26,10 +26,9 @@ func TestSessionCheck(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
 	cfg.TokenTTL = time.Hour
 	cfg.SessionPolicy = authsvc.PolicyTakeover
-	startAuth(t, ns.ClientURL(), cfg)
+	startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	uma := mustRegister(t, nc, "uma", "uma's password")
 	victor := mustRegister(t, nc, "victor", "victor's password")

@@ -178,8 +178,9 @@ func (s *Service) checkNotOnline(ctx context.Context, userID, ownSID string) err
 	defer cancel()
 	var reply internalv1.UserPresenceReply
 	if err := rpc.Request(ctx, s.nc, subject.PresenceUser, nil, &internalv1.UserPresenceRequest{UserId: userID}, &reply); err != nil {
-		s.log.Error("session policy reject: presence did not answer; refusing login", "user_id", userID, "err", err)
-		return errPresenceDown
+		// The client sees errPresenceDown; the log (the Runner's, at
+		// warn) sees presence's failure.
+		return fmt.Errorf("session policy reject: %w: %w", errPresenceDown, err)
 	}
 	for _, sid := range reply.SessionIds {
 		if sid != ownSID {

@@ -50,8 +50,7 @@ func TestVerifyValidToken(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
-	in := startAuth(t, ns.ClientURL(), cfg)
+	in := startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 	mustRegister(t, nc, "Ivan", "ivan's password")
 	li, err := login(nc, clientAddr, "ivan", "ivan's password")
@@ -100,9 +99,8 @@ func TestVerifyRejections(t *testing.T) {
 	ns := testenv.NATS(t)
 	clk := newClock()
 	cfg := fastConfig()
-	cfg.Clock = clk.Now
 	cfg.TokenTTL = 24 * time.Hour
-	in := startAuth(t, ns.ClientURL(), cfg)
+	in := startAuthClock(t, ns.ClientURL(), cfg, clk.Now)
 	nc := testenv.Connect(t, ns)
 
 	judy := mustRegister(t, nc, "judy", "judy's password")

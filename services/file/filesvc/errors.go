@@ -33,6 +33,8 @@ var (
 	errKeyReused    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
 	errBadConv      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation: not a conversation id")
 	errSessionGone  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "the session this download link was made for has ended; log in and ask for a new one")
+	// errSessionUnknown: auth could not say whether the session lives.
+	errSessionUnknown = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
 )
 
 func errQuota(used, quota int64) error {

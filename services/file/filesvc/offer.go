@@ -299,7 +299,7 @@ func markRemoved(rec *internalv1.FileRecord) {
 // sweeper aborts orphaned uploads later).
 func (s *Service) removeStorage(ctx context.Context, old *internalv1.FileRecord) {
 	ctx = context.WithoutCancel(ctx)
-	s.removeLive(ctx, old)
+	s.removeLive(old)
 	if old.UploadId != "" {
 		if err := s.st.Abort(ctx, old.Key, old.UploadId); err != nil && !errors.Is(err, objstore.ErrUploadNotFound) {
 			s.log.Warn("storage: abort", "key", old.Key, "err", err)
@@ -460,8 +460,9 @@ func (s *Service) sessionAlive(ctx context.Context, uid, sid string) error {
 	case parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED:
 		return errSessionGone
 	case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
-		s.log.Warn("session check failed; download refused", "user_id", uid, "err", err)
-		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
+		// The client sees errSessionUnknown; the log (the Runner's, at
+		// warn) sees auth's failure.
+		return fmt.Errorf("session check: %w: %w", errSessionUnknown, err)
 	}
 	return err
 }
@@ -523,20 +524,20 @@ func (s *Service) anyOnline(ctx context.Context, users []string) bool {
 // removeLive deletes the readable copies of a live upload's parts, every
 // part number handed out (a writer that died may have stored one it never
 // committed), in the background: downloads that were reading them move to
-// the finished object or end.
-func (s *Service) removeLive(ctx context.Context, rec *internalv1.FileRecord) {
+// the finished object or end. A removal cut short by shutdown leaves parts
+// no record owns, which the sweep deletes.
+func (s *Service) removeLive(rec *internalv1.FileRecord) {
 	if rec.LivePrefix == "" {
 		return
 	}
-	ctx = context.WithoutCancel(ctx)
-	go func() {
+	s.run.Go(func(ctx context.Context) {
 		for n := uint32(1); n < rec.NextPart; n++ {
 			key := rec.LivePrefix + strconv.FormatUint(uint64(n), 10)
 			if err := s.st.Delete(ctx, key); err != nil && !errors.Is(err, objstore.ErrNotFound) {
 				s.log.Warn("storage: delete live part", "key", key, "err", err)
 			}
 		}
-	}()
+	})
 }
 
 // handleList lists a conversation's files (a group's shelf), newest first,

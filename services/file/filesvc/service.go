@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,7 +36,6 @@ import (
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/ratelimit"
-	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -60,23 +58,8 @@ type Storage interface {
 	List(ctx context.Context, prefix string) ([]objstore.Info, error)
 }
 
-// Deps are the service's collaborators.
-type Deps struct {
-	NC       *nats.Conn
-	Storage  Storage
-	Log      *slog.Logger          // nil: discard
-	Registry prometheus.Registerer // nil: a private registry
-	Clock    func() time.Time      // nil: time.Now
-}
-
-// Errors from New and Run.
-var (
-	ErrNoNATS     = errors.New("file: nats connection required")
-	ErrNoStorage  = errors.New("file: storage required")
-	ErrRunTwice   = errors.New("file: Run called twice")
-	ErrNotServing = errors.New("file: not serving (buckets not ready)")
-	ErrNATSDown   = errors.New("file: nats not connected")
-)
+// ErrNoStorage is New's error without an object store.
+var ErrNoStorage = errors.New("file: storage required")
 
 // Service is one file service replica.
 type Service struct {
@@ -85,19 +68,16 @@ type Service struct {
 	st      Storage
 	log     *slog.Logger
 	now     func() time.Time
-	rpcm    *rpc.Metrics
 	metrics *metrics
+	run     *service.Runner
 
-	// Set by Run before the handlers are subscribed, never changed after.
+	// Set by open before the handlers are subscribed, never changed after.
 	kv     jetstream.KeyValue
 	offers jetstream.KeyValue // client keys of recent offers
 	signer signer
 
 	thumbs     chan struct{}      // bounds the pictures decoded at once
 	offerLimit *ratelimit.Limiter // offers per user (-file-offer-rate)
-
-	running atomic.Bool
-	ready   atomic.Bool
 }
 
 type metrics struct {
@@ -108,24 +88,16 @@ type metrics struct {
 }
 
 // New validates cfg and deps and registers metrics; it contacts nothing.
-func New(cfg Config, deps Deps) (*Service, error) {
+func New(cfg Config, deps service.Deps, st Storage) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if deps.NC == nil {
-		return nil, ErrNoNATS
+	deps, err := deps.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("file: %w", err)
 	}
-	if deps.Storage == nil {
+	if st == nil {
 		return nil, ErrNoStorage
-	}
-	if deps.Log == nil {
-		deps.Log = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registry == nil {
-		deps.Registry = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = time.Now
 	}
 	m := &metrics{
 		offered: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_offers_total", Help: "Files offered."}),
@@ -140,75 +112,41 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("file: metrics: %w", err)
 		}
 	}
-	return &Service{cfg: cfg, nc: deps.NC, st: deps.Storage, log: deps.Log, now: deps.Clock,
-		rpcm: rpc.NewMetrics(deps.Registry, "file"), metrics: m, thumbs: make(chan struct{}, thumbsAtOnce),
-		offerLimit: ratelimit.New(cfg.OfferRate, time.Minute, cfg.OfferRate, deps.Clock)}, nil
+	s := &Service{cfg: cfg, nc: deps.NC, st: st, log: deps.Log, now: deps.Clock, metrics: m,
+		thumbs:     make(chan struct{}, thumbsAtOnce),
+		offerLimit: ratelimit.New(cfg.OfferRate, time.Minute, cfg.OfferRate, deps.Clock)}
+	s.run, err = service.NewRunner(service.Spec{
+		Name: "file", Queue: subject.QueueFile, Workers: cfg.Workers, Open: s.open,
+		Endpoints: []service.Endpoint{
+			{Subject: subject.FileOffer, Handler: s.handleOffer},
+			{Subject: subject.FileAnswer, Handler: s.handleAnswer},
+			{Subject: subject.FileDownload, Handler: s.handleDownload},
+			{Subject: subject.FileList, Handler: s.handleList},
+			{Subject: subject.FileUploadBegin, Handler: s.handleBegin},
+			{Subject: subject.FileUploadCommit, Handler: s.handleCommit},
+			{Subject: subject.FileUploadStatus, Handler: s.handleStatus},
+			{Subject: subject.FileTerminate, Handler: s.handleTerminate},
+			{Subject: subject.FileOpen, Handler: s.handleOpen},
+		},
+		Loops: []func(context.Context){s.sweepLoop},
+		Attrs: []any{"max_file_size", cfg.MaxFileSize, "file_ttl", cfg.FileTTL, "upload_ttl", cfg.UploadTTL},
+	}, deps)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Ready reports whether this replica serves (the /readyz check).
-func (s *Service) Ready() error {
-	if !s.ready.Load() {
-		return ErrNotServing
-	}
-	if !s.nc.IsConnected() {
-		return ErrNATSDown
-	}
-	return nil
-}
+func (s *Service) Ready() error { return s.run.Ready() }
 
 // Run opens the buckets (retrying while JetStream is unavailable), serves
-// requests and sweeps expired files until ctx ends, then drains.
-func (s *Service) Run(ctx context.Context) error {
-	if !s.running.CompareAndSwap(false, true) {
-		return ErrRunTwice
-	}
-	if err := s.setup(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	srv := rpc.NewServer(s.nc, subject.QueueFile, s.log, s.rpcm, s.cfg.Workers)
-	for subj, h := range map[string]rpc.Handler{
-		subject.FileOffer:        s.handleOffer,
-		subject.FileAnswer:       s.handleAnswer,
-		subject.FileDownload:     s.handleDownload,
-		subject.FileList:         s.handleList,
-		subject.FileUploadBegin:  s.handleBegin,
-		subject.FileUploadCommit: s.handleCommit,
-		subject.FileUploadStatus: s.handleStatus,
-		subject.FileTerminate:    s.handleTerminate,
-		subject.FileOpen:         s.handleOpen,
-	} {
-		if err := srv.Handle(subj, h); err != nil {
-			srv.Close()
-			return fmt.Errorf("file: subscribe %s: %w", subj, err)
-		}
-	}
-	if s.nc.IsConnected() {
-		if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
-			s.log.Warn("nats flush", "err", err)
-		}
-	}
-	s.ready.Store(true)
-	s.log.Info("file service serving", "max_file_size", s.cfg.MaxFileSize, "file_ttl", s.cfg.FileTTL, "upload_ttl", s.cfg.UploadTTL)
-	sweepDone := make(chan struct{})
-	go func() { defer close(sweepDone); s.sweepLoop(ctx) }()
-	<-ctx.Done()
-	s.ready.Store(false)
-	srv.Close()
-	<-sweepDone
-	if s.nc.IsConnected() {
-		_ = s.nc.FlushTimeout(time.Second)
-	}
-	s.log.Info("file service stopped")
-	return nil
-}
+// requests and sweeps expired files until ctx ends, then drains (libs/service
+// Runner).
+func (s *Service) Run(ctx context.Context) error { return s.run.Run(ctx) }
 
-func (s *Service) setup(ctx context.Context) error {
-	return service.Retry(ctx, s.log, "file buckets", s.open)
-}
-
+// open opens the buckets and the download-token key; the Runner retries it
+// until it succeeds.
 func (s *Service) open(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

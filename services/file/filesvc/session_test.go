@@ -1,6 +1,7 @@
 package filesvc
 
 import (
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -30,6 +31,10 @@ func TestSessionAliveFailsClosed(t *testing.T) {
 	}
 	if got := check(); got != parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
 		t.Fatalf("no auth replica: %v, want UNAVAILABLE", got)
+	}
+	// The log sees why: auth had no responders.
+	if err := s.sessionAlive(t.Context(), "u1", "s1"); !errors.Is(err, nats.ErrNoResponders) || rpc.Failed(err) == nil {
+		t.Fatalf("no auth replica: %v lost its cause", err)
 	}
 	for _, tc := range []struct {
 		name  string

@@ -273,7 +273,7 @@ func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me ide
 		return nil, err
 	}
 	s.announce(done)
-	s.removeLive(ctx, rec)
+	s.removeLive(rec)
 	s.metrics.completed.WithLabelValues("ok").Inc()
 	s.log.Info("file uploaded", "file_id", id, "size", done.Info.Size, "parts", len(parts))
 	for _, u := range everyone(done) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/errcode"
@@ -134,7 +135,7 @@ func (e *env) startClock(t testing.TB, cfg msgsvc.Config, now func() time.Time) 
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: nc, Log: log, Registry: reg, Clock: now})
+	svc, err := msgsvc.New(cfg, service.Deps{NC: nc, Log: log, Registry: reg, Clock: now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,35 +38,15 @@ package msgsvc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/messaging/internal/store"
-)
-
-// Deps are the service's collaborators.
-type Deps struct {
-	NC       *nats.Conn
-	Log      *slog.Logger          // nil: discard
-	Registry prometheus.Registerer // nil: a private registry
-	Clock    func() time.Time      // nil: time.Now; stamps sent_at_unix_ms, drives the per-user rates
-}
-
-// Errors from New and Run.
-var (
-	ErrNoNATS     = errors.New("messaging: nats connection required")
-	ErrRunTwice   = errors.New("messaging: Run called twice")
-	ErrNotServing = errors.New("messaging: not serving (stream not ready)")
-	ErrNATSDown   = errors.New("messaging: nats not connected")
 )
 
 // Service is one messaging replica.
@@ -74,141 +54,90 @@ type Service struct {
 	cfg     Config
 	nc      *nats.Conn
 	log     *slog.Logger
-	now     func() time.Time
+	now     func() time.Time // stamps sent_at_unix_ms, drives the per-user rates
 	metrics *metrics
-	rpcm    *rpc.Metrics
 	limits  *limiters // per-user rates (limits.go); safe for concurrent use
+	run     *service.Runner
 
-	// store is set by Run before the handlers are subscribed and never
+	// store is set by open before the handlers are subscribed and never
 	// changed afterwards; the subscription orders the write before reads.
 	store *store.Store
-
-	running atomic.Bool
-	ready   atomic.Bool // stream open and handlers subscribed
 }
 
-// New validates cfg and deps and registers metrics; it contacts nothing.
-// Each Service needs its own Registry (registering twice fails).
-func New(cfg Config, deps Deps) (*Service, error) {
+// New validates cfg and registers metrics on deps.Registry; it contacts
+// nothing. Each Service needs its own Registry (registering twice fails).
+func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if deps.NC == nil {
-		return nil, ErrNoNATS
-	}
-	if deps.Log == nil {
-		deps.Log = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registry == nil {
-		deps.Registry = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = time.Now
+	deps, err := deps.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("messaging: %w", err)
 	}
 	m, err := newMetrics(deps.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("messaging: metrics: %w", err)
 	}
-	return &Service{cfg: cfg, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m,
-		rpcm: rpc.NewMetrics(deps.Registry, "messaging"), limits: newLimiters(cfg, deps.Clock)}, nil
+	s := &Service{cfg: cfg, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m, limits: newLimiters(cfg, deps.Clock)}
+	s.run, err = service.NewRunner(service.Spec{
+		Name: "messaging", Queue: subject.QueueMessaging, Workers: cfg.Workers, Open: s.open,
+		Endpoints: []service.Endpoint{
+			{Subject: subject.MsgSend, Handler: s.handleSend},
+			{Subject: subject.MsgPostFile, Handler: s.handlePostFile},
+			{Subject: subject.MsgHistory, Handler: s.handleHistory},
+			{Subject: subject.MsgAck, Handler: s.handleAck},
+			{Subject: subject.MsgConversations, Handler: s.handleConversations},
+			{Subject: subject.MsgOpenDirect, Handler: s.handleOpenDirect},
+			{Subject: subject.MsgCreateGroup, Handler: s.handleCreateGroup},
+			{Subject: subject.MsgInvite, Handler: s.handleInvite},
+			{Subject: subject.MsgJoinGroup, Handler: s.handleJoinGroup},
+			{Subject: subject.MsgLeaveGroup, Handler: s.handleLeaveGroup},
+			{Subject: subject.MsgRemoveMember, Handler: s.handleRemoveMember},
+			{Subject: subject.MsgRenameGroup, Handler: s.handleRenameGroup},
+			{Subject: subject.MsgMembers, Handler: s.handleMembers},
+			{Subject: subject.MsgAddFriend, Handler: s.handleAddFriend},
+			{Subject: subject.MsgAnswerFriend, Handler: s.handleAnswerFriend},
+			{Subject: subject.MsgRemoveFriend, Handler: s.handleRemoveFriend},
+			{Subject: subject.MsgFriends, Handler: s.handleFriends},
+			{Subject: subject.MsgBlock, Handler: s.handleBlock},
+			{Subject: subject.MsgUnblock, Handler: s.handleUnblock},
+			{Subject: subject.MsgTyping, Handler: s.handleTyping},
+		},
+		// Blocks are remembered while their changes are watched
+		// (store/blocks.go); until then they are read from the bucket.
+		Loops: []func(context.Context){func(ctx context.Context) { s.store.WatchFriends(ctx) }},
+		Attrs: []any{"stream_replicas", cfg.StreamReplicas, "retention", cfg.Retention,
+			"dedup_window", cfg.DedupWindow, "max_message_chars", cfg.MaxMessageChars},
+	}, deps)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Ready reports whether this replica serves: stream open, handlers
 // subscribed, NATS connected. It is the /readyz check.
-func (s *Service) Ready() error {
-	if !s.ready.Load() {
-		return ErrNotServing
-	}
-	if !s.nc.IsConnected() {
-		return ErrNATSDown
-	}
-	return nil
-}
+func (s *Service) Ready() error { return s.run.Ready() }
 
 // Run opens the stream and buckets (retrying while NATS or JetStream is
-// unavailable), serves requests until ctx ends, then drains: queued
-// requests are still answered before Run returns.
-func (s *Service) Run(ctx context.Context) error {
-	if !s.running.CompareAndSwap(false, true) {
-		return ErrRunTwice
-	}
-	if err := s.setup(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped before it could serve
-		}
-		return err
-	}
-	// Blocks are remembered while their changes are watched (store/blocks.go).
-	wctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); s.store.WatchFriends(wctx) }()
-	defer func() { stopWatch(); <-watched }()
-	srv := rpc.NewServer(s.nc, subject.QueueMessaging, s.log, s.rpcm, s.cfg.Workers)
-	for subj, h := range map[string]rpc.Handler{
-		subject.MsgSend:          s.handleSend,
-		subject.MsgPostFile:      s.handlePostFile,
-		subject.MsgHistory:       s.handleHistory,
-		subject.MsgAck:           s.handleAck,
-		subject.MsgConversations: s.handleConversations,
-		subject.MsgOpenDirect:    s.handleOpenDirect,
-		subject.MsgCreateGroup:   s.handleCreateGroup,
-		subject.MsgInvite:        s.handleInvite,
-		subject.MsgJoinGroup:     s.handleJoinGroup,
-		subject.MsgLeaveGroup:    s.handleLeaveGroup,
-		subject.MsgRemoveMember:  s.handleRemoveMember,
-		subject.MsgRenameGroup:   s.handleRenameGroup,
-		subject.MsgMembers:       s.handleMembers,
-		subject.MsgAddFriend:     s.handleAddFriend,
-		subject.MsgAnswerFriend:  s.handleAnswerFriend,
-		subject.MsgRemoveFriend:  s.handleRemoveFriend,
-		subject.MsgFriends:       s.handleFriends,
-		subject.MsgBlock:         s.handleBlock,
-		subject.MsgUnblock:       s.handleUnblock,
-		subject.MsgTyping:        s.handleTyping,
-	} {
-		if err := srv.Handle(subj, h); err != nil {
-			srv.Close()
-			return fmt.Errorf("messaging: subscribe %s: %w", subj, err)
-		}
-	}
-	// Make the server register the subscriptions before reporting ready.
-	if s.nc.IsConnected() {
-		if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
-			s.log.Warn("nats flush", "err", err)
-		}
-	}
-	s.ready.Store(true)
-	s.log.Info("messaging serving", "stream_replicas", s.cfg.StreamReplicas,
-		"retention", s.cfg.Retention, "dedup_window", s.cfg.DedupWindow, "max_message_chars", s.cfg.MaxMessageChars)
-	<-ctx.Done()
-	s.ready.Store(false)
-	srv.Close()
-	// Delivery events published by the last handlers leave the client
-	// buffer before Run returns.
-	if s.nc.IsConnected() {
-		_ = s.nc.FlushTimeout(time.Second)
-	}
-	s.log.Info("messaging stopped")
-	return nil
-}
+// unavailable), serves requests until ctx ends, then drains (libs/service
+// Runner): queued requests are still answered before Run returns.
+func (s *Service) Run(ctx context.Context) error { return s.run.Run(ctx) }
 
-// setup retries until the store is open or ctx ends: at startup NATS may
-// still be connecting, or JetStream electing a leader.
-func (s *Service) setup(ctx context.Context) error {
-	return service.Retry(ctx, s.log, "message store", func(ctx context.Context) error {
-		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		st, err := store.Open(octx, s.nc, store.Options{
-			Replicas:    s.cfg.StreamReplicas,
-			DedupWindow: s.cfg.DedupWindow,
-			Retention:   s.cfg.Retention,
-			// The text limit plus room for the rest of the message.
-			MaxMsgBytes: MaxMessageBytes + 4<<10,
-			Log:         s.log,
-		})
-		if err == nil {
-			s.store = st
-		}
-		return err
+// open opens the message store; the Runner retries it until it succeeds.
+func (s *Service) open(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, s.nc, store.Options{
+		Replicas:    s.cfg.StreamReplicas,
+		DedupWindow: s.cfg.DedupWindow,
+		Retention:   s.cfg.Retention,
+		// The text limit plus room for the rest of the message.
+		MaxMsgBytes: MaxMessageBytes + 4<<10,
+		Log:         s.log,
 	})
+	if err == nil {
+		s.store = st
+	}
+	return err
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -62,7 +63,7 @@ func (e *env) start(t *testing.T, cfg Config) *replica {
 	rdb := RedisConfig{Addr: e.redisAddr}.NewClient()
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
-	svc, err := New(cfg, Deps{NC: nc, Redis: rdb, Registry: reg})
+	svc, err := New(cfg, service.Deps{NC: nc, Registry: reg}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package presencesvc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -11,14 +10,12 @@ import (
 // frequent probes do not each cost a round trip.
 const readyCacheFor = time.Second
 
-// ErrNATSDown is Ready's error while the NATS connection is down.
-var ErrNATSDown = errors.New("nats not connected")
-
-// Ready reports whether this replica can serve: NATS connected and Redis
-// answering PING (checked at most once a second). It is the /readyz check.
+// Ready reports whether this replica can serve: handlers subscribed, NATS
+// connected and Redis answering PING (checked at most once a second). It
+// is the /readyz check.
 func (s *Service) Ready() error {
-	if !s.nc.IsConnected() {
-		return ErrNATSDown
+	if err := s.run.Ready(); err != nil {
+		return err
 	}
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()

@@ -18,34 +18,21 @@ package presencesvc
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/services/presence/internal/store"
 )
 
-// Deps are the service's collaborators.
-type Deps struct {
-	NC       *nats.Conn
-	Redis    redis.UniversalClient
-	Log      *slog.Logger          // nil: discard
-	Registry prometheus.Registerer // nil: a private registry
-	Clock    func() time.Time      // nil: time.Now
-}
-
-// Errors from New.
-var (
-	ErrNoNATS  = errors.New("presence: nats connection required")
-	ErrNoRedis = errors.New("presence: redis client required")
-)
+// ErrNoRedis is New's error without a Redis client.
+var ErrNoRedis = errors.New("presence: redis client required")
 
 // Service is one presence replica.
 type Service struct {
@@ -55,44 +42,36 @@ type Service struct {
 	log     *slog.Logger
 	clock   func() time.Time
 	metrics *metrics
-	rpcm    *rpc.Metrics
+	run     *service.Runner
 
 	readyMu   sync.Mutex // guards readyAt, readyErr: the cached Redis check
 	readyAt   time.Time
 	readyErr  error
-	sweepFail bool // last sweep failed; only the sweeper goroutine uses it
+	sweepFail bool // last sweep failed; only the sweeper loop uses it
 }
 
 // New validates cfg and deps and registers metrics; it contacts nothing.
 // Each Service needs its own Registry (or shares one with services of other
 // names): registering presence's metrics twice fails.
-func New(cfg Config, deps Deps) (*Service, error) {
+func New(cfg Config, deps service.Deps, rdb redis.UniversalClient) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if deps.NC == nil {
-		return nil, ErrNoNATS
+	deps, err := deps.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
 	}
-	if deps.Redis == nil {
+	if rdb == nil {
 		return nil, ErrNoRedis
-	}
-	if deps.Log == nil {
-		deps.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if deps.Registry == nil {
-		deps.Registry = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = time.Now
 	}
 	m, err := newMetrics(deps.Registry)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		cfg: cfg,
 		nc:  deps.NC,
-		store: store.New(deps.Redis, store.Options{
+		store: store.New(rdb, store.Options{
 			Prefix:     cfg.KeyPrefix,
 			GatewayTTL: cfg.GatewayTTL,
 			ResyncTTL:  cfg.ResyncTTL,
@@ -101,40 +80,27 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:     deps.Log,
 		clock:   deps.Clock,
 		metrics: m,
-		rpcm:    rpc.NewMetrics(deps.Registry, "presence"),
-	}, nil
+	}
+	s.run, err = service.NewRunner(service.Spec{
+		Name: "presence", Queue: subject.QueuePresence, Workers: cfg.Workers,
+		Endpoints: []service.Endpoint{
+			{Subject: subject.PresenceConnect, Handler: s.handleConnect},
+			{Subject: subject.PresenceDisconnect, Handler: s.handleDisconnect},
+			{Subject: subject.PresenceHeartbeat, Handler: s.handleHeartbeat},
+			{Subject: subject.PresenceResync, Handler: s.handleResync},
+			{Subject: subject.PresenceList, Handler: s.handleList},
+			{Subject: subject.PresenceUser, Handler: s.handleUser},
+		},
+		Loops: []func(context.Context){s.sweepLoop},
+		Attrs: []any{"gateway_ttl", cfg.GatewayTTL, "sweep_interval", cfg.SweepInterval},
+	}, deps)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Run answers presence requests and sweeps dead gateways until ctx ends,
-// then drains its subscriptions and waits for in-flight requests and the
-// sweeper.
-func (s *Service) Run(ctx context.Context) error {
-	srv := rpc.NewServer(s.nc, subject.QueuePresence, s.log, s.rpcm, s.cfg.Workers)
-	defer srv.Close()
-	for subj, h := range map[string]rpc.Handler{
-		subject.PresenceConnect:    s.handleConnect,
-		subject.PresenceDisconnect: s.handleDisconnect,
-		subject.PresenceHeartbeat:  s.handleHeartbeat,
-		subject.PresenceResync:     s.handleResync,
-		subject.PresenceList:       s.handleList,
-		subject.PresenceUser:       s.handleUser,
-	} {
-		if err := srv.Handle(subj, h); err != nil {
-			return err
-		}
-	}
-	// Make the server register the subscriptions now. While NATS is down
-	// they are sent on reconnect instead, so this must not wait long.
-	if s.nc.IsConnected() {
-		if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
-			s.log.Warn("nats flush", "err", err)
-		}
-	}
-	s.log.Info("presence serving", "gateway_ttl", s.cfg.GatewayTTL, "sweep_interval", s.cfg.SweepInterval)
-
-	var wg sync.WaitGroup
-	wg.Go(func() { s.sweepLoop(ctx) })
-	<-ctx.Done()
-	wg.Wait()
-	return nil
-}
+// then drains (libs/service Runner): in-flight requests are answered and
+// the sweeper has stopped before Run returns.
+func (s *Service) Run(ctx context.Context) error { return s.run.Run(ctx) }

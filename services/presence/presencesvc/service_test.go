@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/errcode"
@@ -394,18 +397,19 @@ func TestNewValidates(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  Config
-		deps Deps
+		nc   *nats.Conn
+		rdb  redis.UniversalClient
 		want error
 	}{
-		{"ok", testConfig(), Deps{NC: e.nc, Redis: rdb}, nil},
-		{"no nats", testConfig(), Deps{Redis: rdb}, ErrNoNATS},
-		{"no redis", testConfig(), Deps{NC: e.nc}, ErrNoRedis},
-		{"zero ttl", bad(func(c *Config) { c.GatewayTTL = 0 }), Deps{NC: e.nc, Redis: rdb}, ErrBadConfig},
-		{"zero sweep", bad(func(c *Config) { c.SweepInterval = 0 }), Deps{NC: e.nc, Redis: rdb}, ErrBadConfig},
-		{"zero resync ttl", bad(func(c *Config) { c.ResyncTTL = 0 }), Deps{NC: e.nc, Redis: rdb}, ErrBadConfig},
+		{"ok", testConfig(), e.nc, rdb, nil},
+		{"no nats", testConfig(), nil, rdb, service.ErrNoNATS},
+		{"no redis", testConfig(), e.nc, nil, ErrNoRedis},
+		{"zero ttl", bad(func(c *Config) { c.GatewayTTL = 0 }), e.nc, rdb, ErrBadConfig},
+		{"zero sweep", bad(func(c *Config) { c.SweepInterval = 0 }), e.nc, rdb, ErrBadConfig},
+		{"zero resync ttl", bad(func(c *Config) { c.ResyncTTL = 0 }), e.nc, rdb, ErrBadConfig},
 	}
 	for _, tc := range cases {
-		if _, err := New(tc.cfg, tc.deps); !errors.Is(err, tc.want) {
+		if _, err := New(tc.cfg, service.Deps{NC: tc.nc}, tc.rdb); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}

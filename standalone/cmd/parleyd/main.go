@@ -45,6 +45,9 @@ func run(args []string) error {
 	if err := server.CheckAdmin(common.AdminAddr, common.AdminToken, cfg.Gateway.Insecure); err != nil {
 		return err
 	}
+	if err := cfg.Runner.Check(common.ShutdownTimeout); err != nil {
+		return err
+	}
 	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
 	if err != nil {
 		return err

@@ -8,38 +8,18 @@ package main
 
 import (
 	"context"
-	"flag"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/auth/authsvc"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	service.Exit("auth", err)
-}
+func main() { service.Main("auth", run) }
 
-// run serves until sigCtx ends (a signal), then shuts down gracefully
-// within -shutdown-timeout.
-func run(sigCtx context.Context, args []string) error {
+// run serves until ctx ends (a signal), then shuts down gracefully within
+// -shutdown-timeout.
+func run(ctx context.Context, args []string) error {
 	var cfg authsvc.Config
-	p, err := service.Setup("auth", "127.0.0.1:7491", args, func(fs *flag.FlagSet) { cfg.RegisterFlags(fs) })
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	svc, err := authsvc.New(cfg, p.NC, p.Log, p.Registry)
-	if err != nil {
-		return err
-	}
-	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"nats": service.NATSReady(p.NC), "auth": svc.Ready})
-	if err != nil {
-		return err
-	}
-	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, svc.Run)
+	return service.Run(ctx, "auth", "127.0.0.1:7491", args, cfg.RegisterFlags, func(_ context.Context, p *service.Process) (service.Component, error) {
+		return authsvc.New(cfg, p.Deps())
+	})
 }

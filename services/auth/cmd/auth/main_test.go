@@ -68,6 +68,10 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"-session-policy", "sometimes", "-admin-addr", ""}); err == nil {
 		t.Fatal("bad -session-policy accepted")
 	}
+	// Draining must end before the process gives up on its shutdown.
+	if err := run(context.Background(), []string{"-drain-timeout", "20s", "-shutdown-timeout", "10s", "-admin-addr", ""}); err == nil {
+		t.Fatal("-drain-timeout above -shutdown-timeout accepted")
+	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

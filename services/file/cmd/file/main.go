@@ -11,44 +11,30 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/file/filesvc"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	service.Exit("file", err)
-}
+func main() { service.Main("file", run) }
 
-func run(sigCtx context.Context, args []string) error {
-	var cfg filesvc.Config
-	var sc objstore.Config
-	p, err := service.Setup("file", "127.0.0.1:7494", args, func(fs *flag.FlagSet) {
+// run serves until ctx ends (a signal), then shuts down gracefully within
+// -shutdown-timeout.
+func run(ctx context.Context, args []string) error {
+	var (
+		cfg filesvc.Config
+		sc  objstore.Config
+	)
+	register := func(fs *flag.FlagSet) {
 		cfg.RegisterFlags(fs)
 		sc.RegisterFlags(fs)
+	}
+	return service.Run(ctx, "file", "127.0.0.1:7494", args, register, func(ctx context.Context, p *service.Process) (service.Component, error) {
+		st, err := sc.Open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return filesvc.New(cfg, p.Deps(), st)
 	})
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	st, err := sc.Open(sigCtx)
-	if err != nil {
-		return err
-	}
-	svc, err := filesvc.New(cfg, filesvc.Deps{NC: p.NC, Storage: st, Log: p.Log, Registry: p.Registry})
-	if err != nil {
-		return err
-	}
-	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"file": svc.Ready})
-	if err != nil {
-		return err
-	}
-	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, svc.Run)
 }

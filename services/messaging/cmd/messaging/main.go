@@ -9,38 +9,18 @@ package main
 
 import (
 	"context"
-	"flag"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	service.Exit("messaging", err)
-}
+func main() { service.Main("messaging", run) }
 
-// run serves until sigCtx ends (a signal), then shuts down gracefully
-// within -shutdown-timeout.
-func run(sigCtx context.Context, args []string) error {
+// run serves until ctx ends (a signal), then shuts down gracefully within
+// -shutdown-timeout.
+func run(ctx context.Context, args []string) error {
 	var cfg msgsvc.Config
-	p, err := service.Setup("messaging", "127.0.0.1:7493", args, func(fs *flag.FlagSet) { cfg.RegisterFlags(fs) })
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	svc, err := msgsvc.New(cfg, msgsvc.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry})
-	if err != nil {
-		return err
-	}
-	admin, err := p.Common.NewAdmin(p.Registry, p.Log, map[string]func() error{"messaging": svc.Ready})
-	if err != nil {
-		return err
-	}
-	return service.Serve(sigCtx, p.Log, p.Common.ShutdownTimeout, admin, svc.Run)
+	return service.Run(ctx, "messaging", "127.0.0.1:7493", args, cfg.RegisterFlags, func(_ context.Context, p *service.Process) (service.Component, error) {
+		return msgsvc.New(cfg, p.Deps())
+	})
 }
