@@ -67,6 +67,10 @@ type Origin struct {
 	ConnID     string
 }
 
+// NamesConn reports whether o names one client connection (a gateway and a
+// connection on it); a gateway that predates HeaderConnID names none.
+func (o Origin) NamesConn() bool { return o.GatewayID != "" && o.ConnID != "" }
+
 // Set writes o onto h, leaving out empty fields.
 func (o Origin) Set(h nats.Header) {
 	set(h, subject.HeaderRemoteAddr, o.RemoteAddr)

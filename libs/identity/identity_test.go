@@ -37,7 +37,7 @@ func TestRoundTrip(t *testing.T) {
 	if c, err := identity.ReadSession(got.Header); err != nil || c != who {
 		t.Errorf("ReadSession = %+v, %v", c, err)
 	}
-	if o := identity.ReadOrigin(got.Header); o != from {
+	if o := identity.ReadOrigin(got.Header); o != from || !o.NamesConn() {
 		t.Errorf("ReadOrigin = %+v, want %+v", o, from)
 	}
 }
@@ -94,5 +94,8 @@ func TestSetLeavesOutEmpty(t *testing.T) {
 	}
 	if hdr.Get(subject.HeaderUserID) != "u1" || hdr.Get(subject.HeaderGatewayID) != "gw" {
 		t.Errorf("header %v", hdr)
+	}
+	if identity.ReadOrigin(hdr).NamesConn() {
+		t.Errorf("an origin without a connection id names a connection")
 	}
 }
