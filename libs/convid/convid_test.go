@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{"group.gabcdefghijklmnopqrst", convid.KindGroup, nil},
 		// Ids as auth and messaging issue them, and as tests write them.
 		{"dm.u-alice.u-bob", convid.KindDirect, nil},
-		{"dm.U_1.u_1", convid.KindDirect, nil}, // byte order: 'U' < 'u'
+		{"dm.U_1.u_1", convid.KindDirect, nil},                   // byte order: 'U' < 'u'
 		{"dm." + long[1:] + "a." + long, convid.KindDirect, nil}, // the longest user ids
 		// A room other than the public one is a room id; whether it
 		// exists is messaging's answer.
@@ -54,7 +54,7 @@ func TestParse(t *testing.T) {
 		{"group.g\x00", convid.KindUnknown, convid.ErrMalformed},
 		{"group.gé", convid.KindUnknown, convid.ErrMalformed},
 		{"group.g/1", convid.KindUnknown, convid.ErrMalformed},
-		{"group." + long + "g", convid.KindUnknown, convid.ErrMalformed}, // a token over MaxTokenLen
+		{"group." + long + "g", convid.KindUnknown, convid.ErrMalformed},                       // a token over MaxTokenLen
 		{long + "." + long + "." + long + "." + long, convid.KindUnknown, convid.ErrMalformed}, // over MaxLen
 	} {
 		id, err := convid.Parse(tc.id)
@@ -142,7 +142,7 @@ func TestKindOf(t *testing.T) {
 		"room.public": convid.KindRoom, "room.x.y": convid.KindRoom,
 		"dm.ua.ub": convid.KindDirect, "dm.": convid.KindDirect, "dm.>": convid.KindDirect,
 		"group.g1": convid.KindGroup,
-		"dm": convid.KindUnknown, "": convid.KindUnknown, "grp.g1": convid.KindUnknown, "dmx.a.b": convid.KindUnknown,
+		"dm":       convid.KindUnknown, "": convid.KindUnknown, "grp.g1": convid.KindUnknown, "dmx.a.b": convid.KindUnknown,
 	} {
 		if got := convid.KindOf(s); got != want {
 			t.Errorf("KindOf(%q) = %v, want %v", s, got, want)
