@@ -13,8 +13,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/fileurl"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"

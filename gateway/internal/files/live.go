@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/objkey"
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/subject"
