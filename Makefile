@@ -70,6 +70,7 @@ fuzz:
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./...
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./filename
+	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./convid
 	cd clients && $(GO) test -run '^$$' -fuzz '^FuzzHTTPEdge$$' -fuzztime $(FUZZTIME) ./sdktest
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzMake$$' -fuzztime $(FUZZTIME) ./internal/thumb
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzOrientation$$' -fuzztime $(FUZZTIME) ./internal/thumb

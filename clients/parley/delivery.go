@@ -3,7 +3,8 @@ package parley
 import (
 	"maps"
 	"slices"
-	"strings"
+
+	"github.com/parleychat/parley/protocol/convid"
 )
 
 // tracker keeps, per conversation, how far the application has been given
@@ -169,7 +170,7 @@ func (t *tracker) fallback(conv string) []Message {
 		return nil
 	}
 	ct.known = true
-	if !strings.HasPrefix(conv, "dm.") && len(ct.pending) > 0 {
+	if convid.KindOf(conv) != convid.KindDirect && len(ct.pending) > 0 {
 		ct.delivered = slices.Min(slices.Collect(maps.Keys(ct.pending))) - 1
 	}
 	return ct.flush(nil)

@@ -10,11 +10,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
 // PublicRoom is the id of the public room every user is in.
-const PublicRoom = "room.public"
+const PublicRoom = convid.PublicRoom
 
 // Message is one stored chat message (docs/protocol.md §15). The server
 // assigns Seq, ID, the sender and SentAt; nothing a client sends is

@@ -43,6 +43,7 @@ import (
 
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -145,17 +146,14 @@ func startStandInMessaging(t testing.TB, nc *nats.Conn) *standInMessaging {
 			return nil, errBadBody
 		}
 		conv := req.GetConversation()
-		if !strings.HasPrefix(conv, "dm.") {
+		if convid.KindOf(conv) != convid.KindDirect {
 			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "typing indicators are for private chats")
 		}
-		parts := strings.Split(conv, ".")
-		if !member(user, conv) || parts[1] >= parts[2] {
+		id, err := convid.ParseFor(conv, user)
+		if err != nil {
 			return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
 		}
-		peer := parts[1]
-		if peer == user {
-			peer = parts[2]
-		}
+		peer := id.Peer(user)
 		b, _ := proto.Marshal(&parleyv1.TypingEvent{Conversation: conv, UserId: user, Username: name})
 		return nil, nc.Publish(subject.UserTyping(peer), b)
 	})
@@ -188,21 +186,17 @@ func (m *standInMessaging) Calls() []msgCall {
 
 var errBadBody = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "bad body")
 
-// dmID is the direct conversation of two users, ids sorted.
+// dmID is the direct conversation of two users.
 func dmID(a, b string) string {
-	if b < a {
-		a, b = b, a
-	}
-	return "dm." + a + "." + b
+	id, _ := convid.DM(a, b)
+	return id.String()
 }
 
-// member reports whether user may use conv.
+// member reports whether user may use conv: the public room or a private
+// chat of theirs.
 func member(user, conv string) bool {
-	if conv == "room.public" {
-		return true
-	}
-	parts := strings.Split(conv, ".")
-	return len(parts) == 3 && parts[0] == "dm" && (parts[1] == user || parts[2] == user)
+	id, err := convid.ParseFor(conv, user)
+	return err == nil && (conv == convid.PublicRoom || id.Kind() == convid.KindDirect)
 }
 
 func (m *standInMessaging) send(user, name string, data []byte) (proto.Message, error) {
@@ -239,10 +233,10 @@ func (m *standInMessaging) send(user, name string, data []byte) (proto.Message, 
 		ClientKey:    req.GetClientKey(),
 	}
 	m.convs[conv] = append(m.convs[conv], msg)
-	if strings.HasPrefix(conv, "dm.") && len(m.convs[conv]) == 1 {
-		parts := strings.Split(conv, ".")
-		m.dms[parts[1]] = append(m.dms[parts[1]], conv)
-		m.dms[parts[2]] = append(m.dms[parts[2]], conv)
+	if id, _ := convid.Parse(conv); id.Kind() == convid.KindDirect && len(m.convs[conv]) == 1 {
+		a, b := id.Users()
+		m.dms[a] = append(m.dms[a], conv)
+		m.dms[b] = append(m.dms[b], conv)
 	}
 	return &parleyv1.SendReply{Message: msg}, nil
 }
@@ -302,11 +296,8 @@ func (m *standInMessaging) conversations(user, _ string, data []byte) (proto.Mes
 		LastSeq: uint64(len(m.convs["room.public"])),
 	}}}
 	for _, conv := range m.dms[user] {
-		parts := strings.Split(conv, ".")
-		peer := parts[1]
-		if peer == user {
-			peer = parts[2]
-		}
+		id, _ := convid.Parse(conv)
+		peer := id.Peer(user)
 		reply.Conversations = append(reply.Conversations, &parleyv1.Conversation{
 			Id: conv, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, Title: strings.TrimPrefix(peer, "u-"),
 			LastSeq: uint64(len(m.convs[conv])), PeerId: peer,

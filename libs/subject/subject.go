@@ -170,7 +170,9 @@ const (
 	BucketFileOffers = "parley_fileoffers" // "<sender>.<hash of client_key>" -> file id, for 24 h (idempotent offers)
 )
 
-// NATS header keys on requests from the gateway and on error replies.
+// NATS header keys on requests from the gateway and on error replies. The
+// identity headers (user, session, username; remote address, gateway,
+// connection) are written and read through libs/identity.
 const (
 	HeaderRemoteAddr   = "Parley-Remote-Addr"   // client's IP:port as the gateway sees it
 	HeaderGatewayID    = "Parley-Gateway"       // the gateway replica

@@ -15,6 +15,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/parleychat/parley/bench/internal/child"
+	"github.com/parleychat/parley/libs/objkey"
 	"github.com/parleychat/parley/libs/subject"
 )
 
@@ -95,7 +96,7 @@ func runTransfers(ctx context.Context, c *cluster, o options, a, offline, online
 				defer liveWG.Done()
 				select {
 				case <-liveCheck:
-					liveSeen = c.countObjects(ctx, fileBucket, "live/"+fi.id+"/")
+					liveSeen = c.countObjects(ctx, fileBucket, objkey.LivePrefix(fi.id))
 				case <-ctx.Done():
 				}
 			}()

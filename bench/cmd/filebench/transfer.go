@@ -12,6 +12,8 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/objkey"
+	"github.com/parleychat/parley/protocol/fileurl"
 )
 
 // transfer is one timed transfer of a whole file.
@@ -56,7 +58,7 @@ func uploadViaGateway(ctx context.Context, from *user, to string, src *source, p
 		return nil, fmt.Errorf("offer: %w", err)
 	}
 	f := &gatewayFile{id: offer.File.ID, partSize: int64(offer.PartSize)}
-	f.key = "files/" + f.id
+	f.key = objkey.File(f.id)
 	if offered != nil {
 		offered(f)
 	}
@@ -113,7 +115,7 @@ func copyChecked(r io.Reader, src *source, moved *countingWriter) error {
 // deleteViaGateway removes a file as its sender: tus termination
 // (DELETE /v1/files/<id>), which deletes the stored bytes at once.
 func deleteViaGateway(ctx context.Context, u *user, fileID string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.client.HTTPBase()+"/v1/files/"+fileID, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.client.HTTPBase()+fileurl.Upload(fileID), nil)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/protocol/convid"
 )
 
 // benchPassword is every benchmark user's password.
@@ -115,10 +116,9 @@ func tryRegister(ctx context.Context, addr, name string, keep bool) (account, er
 	return a, nil
 }
 
-// directID is the id of the private conversation of two users.
+// directID is the id of the private conversation of two users (distinct
+// users auth issued: always a valid id).
 func directID(a, b string) string {
-	if a > b {
-		a, b = b, a
-	}
-	return "dm." + a + "." + b
+	id, _ := convid.DM(a, b)
+	return id.String()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/protocol/filename"
+	"github.com/parleychat/parley/protocol/fileurl"
 )
 
 const fileUsage = `usage: parley file <command> [args]
@@ -96,7 +97,7 @@ func cmdFile(ctx context.Context, a *app, args []string) error {
 			if err != nil {
 				return err
 			}
-			offer := &parley.FileOffer{File: &parley.FileInfo{ID: pos[0], Size: uint64(st.Size())}, UploadPath: "/v1/files/" + pos[0]}
+			offer := &parley.FileOffer{File: &parley.FileInfo{ID: pos[0], Size: uint64(st.Size())}, UploadPath: fileurl.Upload(pos[0])}
 			return c.Upload(ctx, offer, f, parley.UploadOptions{Progress: a.progress(*progress, "upload")})
 		})
 	case "accept", "reject":

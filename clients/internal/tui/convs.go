@@ -2,10 +2,10 @@ package tui
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/protocol/convid"
 )
 
 // convView is one conversation as the chat screen shows it: its lines
@@ -42,14 +42,14 @@ func newConvView(id string, kind parley.ConversationKind, title string) *convVie
 }
 
 // kindOf guesses a conversation's kind from its id, for one first seen in
-// a message (ids are opaque, but these two forms are the protocol's).
+// a message (ids are opaque, but their forms are the protocol's: convid).
 func kindOf(id string) parley.ConversationKind {
-	switch {
-	case strings.HasPrefix(id, "room."):
+	switch convid.KindOf(id) {
+	case convid.KindRoom:
 		return parley.ConversationRoom
-	case strings.HasPrefix(id, "dm."):
+	case convid.KindDirect:
 		return parley.ConversationDirect
-	case strings.HasPrefix(id, "group."):
+	case convid.KindGroup:
 		return parley.ConversationGroup
 	}
 	return parley.ConversationUnknown

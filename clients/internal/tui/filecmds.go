@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/protocol/fileurl"
 )
 
 // The file commands (listed in files.go) and the life of a transfer:
@@ -462,7 +463,7 @@ func (m *model) resume(args string) tea.Cmd {
 			path = abs
 		}
 		tr := newTransfer(upload, e, path)
-		tr.offer = &parley.FileOffer{File: e.info, UploadPath: "/v1/files/" + e.id}
+		tr.offer = &parley.FileOffer{File: e.info, UploadPath: fileurl.Upload(e.id)}
 		return m.startTransfer(tr)
 	}
 	m.chat.add(lineError, fmt.Sprintf("/resume: nothing to resume for #%d", e.num))

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
@@ -174,9 +175,7 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 		return
 	}
 	hdr := nats.Header{}
-	hdr.Set(subject.HeaderRemoteAddr, c.remote)
-	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
-	hdr.Set(subject.HeaderConnID, c.id)
+	c.origin().Set(hdr)
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	reply := new(internalv1.AuthReply)
@@ -298,21 +297,20 @@ func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
 	}}})
 }
 
-// identity is the headers that tell a service who asks: the session's user,
-// session and display name, the client's address, this gateway and this
-// connection. They
-// are built here, fresh, from the session auth returned; nothing from the
-// client's frame becomes a header, so no request body can claim another
-// identity.
+// identity is the headers that tell a service who asks (libs/identity):
+// the session's user, session and display name, the client's address, this
+// gateway and this connection. They are built here, fresh, from the
+// session auth returned; nothing from the client's frame becomes a header,
+// so no request body can claim another identity.
 func (c *Conn) identity(s *session) nats.Header {
-	hdr := nats.Header{}
-	hdr.Set(subject.HeaderUserID, s.rec.GetUserId())
-	hdr.Set(subject.HeaderSessionID, s.rec.GetSessionId())
-	hdr.Set(subject.HeaderUsername, s.rec.GetUsername())
-	hdr.Set(subject.HeaderRemoteAddr, c.remote)
-	hdr.Set(subject.HeaderGatewayID, c.h.GatewayID)
-	hdr.Set(subject.HeaderConnID, c.id)
-	return hdr
+	return identity.Header(identity.Caller{UserID: s.rec.GetUserId(), SessionID: s.rec.GetSessionId(), Username: s.rec.GetUsername()},
+		c.origin())
+}
+
+// origin is where this connection's requests come from: the client's
+// address, this gateway and this connection.
+func (c *Conn) origin() identity.Origin {
+	return identity.Origin{RemoteAddr: c.remote, GatewayID: c.h.GatewayID, ConnID: c.id}
 }
 
 // bodyName is the frame body's field name in the schema ("login"), for

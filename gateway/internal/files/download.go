@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/fileurl"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
@@ -25,11 +26,11 @@ import (
 func (h *Handler) download(c *fiber.Ctx) error {
 	h.tusHeaders(c)
 	id := c.Params("id")
-	req := &internalv1.FileOpenRequest{FileId: id, Token: c.Query("token")}
+	req := &internalv1.FileOpenRequest{FileId: id, Token: c.Query(fileurl.TokenParam)}
 	var hdr nats.Header
 	if req.Token == "" {
 		var err error
-		if hdr, err = h.identity(c); err != nil {
+		if _, hdr, err = h.identity(c); err != nil {
 			return h.failErr(c, err)
 		}
 	}

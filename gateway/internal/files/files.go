@@ -41,11 +41,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/fileurl"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
@@ -96,11 +98,6 @@ type Options struct {
 	CORSOrigins []string
 }
 
-// Prefix is where the endpoints live: POST Prefix + "/" creates an upload,
-// Prefix + "/<id>" is the upload (HEAD, PATCH, DELETE) and
-// Prefix + "/<id>/content" the download (GET, HEAD).
-const Prefix = "/v1/files"
-
 const tusVersion = "1.0.0"
 
 // Handler serves the endpoints.
@@ -149,19 +146,21 @@ func New(o Options) (*Handler, error) {
 	return h, nil
 }
 
-// Register adds the routes to app. The app must stream request bodies
+// Register adds the routes (protocol/fileurl: the upload at fileurl.Upload,
+// created by a POST to fileurl.Prefix, the bytes at fileurl.Content) to
+// app. The app must stream request bodies
 // (fiber.Config.StreamRequestBody) and run reqbody.Guard before every
 // route: handlers read bodies only through reqbody.Of.
 func (h *Handler) Register(app *fiber.App) {
-	app.Options(Prefix, h.options)
-	app.Options(Prefix+"/*", h.options)
-	app.Post(Prefix, h.create)
-	app.Post(Prefix+"/", h.create)
-	app.Head(Prefix+"/:id", h.head)
-	app.Patch(Prefix+"/:id", h.patch)
-	app.Delete(Prefix+"/:id", h.terminate)
-	app.Get(Prefix+"/:id/content", h.download)
-	app.Head(Prefix+"/:id/content", h.download)
+	app.Options(fileurl.Prefix, h.options)
+	app.Options(fileurl.Prefix+"/*", h.options)
+	app.Post(fileurl.Prefix, h.create)
+	app.Post(fileurl.Prefix+"/", h.create)
+	app.Head(fileurl.Upload(":id"), h.head)
+	app.Patch(fileurl.Upload(":id"), h.patch)
+	app.Delete(fileurl.Upload(":id"), h.terminate)
+	app.Get(fileurl.Content(":id"), h.download)
+	app.Head(fileurl.Content(":id"), h.download)
 }
 
 // tusHeaders are on every answer: the tus version, nosniff (no body here
@@ -252,31 +251,26 @@ func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 }
 
 // identity authenticates a request by its session token (Authorization:
-// Bearer), asking auth; the headers built from the answer name the user
-// to the file service.
-func (h *Handler) identity(c *fiber.Ctx) (nats.Header, error) {
+// Bearer), asking auth: the caller, and the headers that name them and
+// this request's origin to the file service (identity.Header).
+func (h *Handler) identity(c *fiber.Ctx) (identity.Caller, nats.Header, error) {
 	auth := c.Get(fiber.HeaderAuthorization)
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
-		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "send the session token as Authorization: Bearer <token>")
+		return identity.Caller{}, nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "send the session token as Authorization: Bearer <token>")
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.RequestTimeout)
 	defer cancel()
 	var reply internalv1.AuthReply
 	if err := rpc.Request(ctx, h.o.NC, subject.AuthVerify, nil, &internalv1.TokenVerifyRequest{Token: tok}, &reply); err != nil {
-		return nil, err
+		return identity.Caller{}, nil, err
 	}
 	s := reply.GetSession()
 	if s.GetUserId() == "" {
-		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "auth answered without a session")
+		return identity.Caller{}, nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "auth answered without a session")
 	}
-	hdr := nats.Header{}
-	hdr.Set(subject.HeaderUserID, s.GetUserId())
-	hdr.Set(subject.HeaderSessionID, s.GetSessionId())
-	hdr.Set(subject.HeaderUsername, s.GetUsername())
-	hdr.Set(subject.HeaderRemoteAddr, c.Context().RemoteAddr().String())
-	hdr.Set(subject.HeaderGatewayID, h.o.GatewayID)
-	return hdr, nil
+	who := identity.Caller{UserID: s.GetUserId(), SessionID: s.GetSessionId(), Username: s.GetUsername()}
+	return who, identity.Header(who, identity.Origin{RemoteAddr: c.Context().RemoteAddr().String(), GatewayID: h.o.GatewayID}), nil
 }
 
 // call sends one request to the file service.
@@ -294,7 +288,7 @@ func (h *Handler) create(c *fiber.Ctx) error {
 	if c.Get("Tus-Resumable") != tusVersion {
 		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
 	}
-	hdr, err := h.identity(c)
+	_, hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
 	}
@@ -358,7 +352,7 @@ func (h *Handler) head(c *fiber.Ctx) error {
 	if c.Get("Tus-Resumable") != tusVersion {
 		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
 	}
-	hdr, err := h.identity(c)
+	_, hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
 	}
@@ -381,7 +375,7 @@ func (h *Handler) terminate(c *fiber.Ctx) error {
 	if c.Get("Tus-Resumable") != tusVersion {
 		return h.fail(c, http.StatusPreconditionFailed, "Tus-Resumable: 1.0.0 required")
 	}
-	hdr, err := h.identity(c)
+	_, hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/parleychat/parley/libs/objkey"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/subject"
@@ -163,7 +163,7 @@ func (r *liveReader) locate() (key string, off, n int64, ok bool) {
 		size := int64(p.GetSize())
 		if r.pos < at+size {
 			off = r.pos - at
-			return r.open.GetLivePrefix() + strconv.FormatUint(uint64(p.GetNumber()), 10), off, min(size-off, r.end-r.pos), true
+			return objkey.LivePart(r.open.GetLivePrefix(), p.GetNumber()), off, min(size-off, r.end-r.pos), true
 		}
 		at += size
 	}

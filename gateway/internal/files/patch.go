@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parleychat/parley/gateway/internal/reqbody"
+	"github.com/parleychat/parley/libs/objkey"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/subject"
@@ -95,7 +96,7 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 			return h.fail(c, http.StatusBadRequest, err.Error())
 		}
 	}
-	hdr, err := h.identity(c)
+	who, hdr, err := h.identity(c)
 	if err != nil {
 		return h.failErr(c, err)
 	}
@@ -106,7 +107,7 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 		return h.fail(c, http.StatusServiceUnavailable, "UNAVAILABLE: this gateway is shutting down; resume through another")
 	default:
 	}
-	uid := hdr.Get(subject.HeaderUserID)
+	uid := who.UserID
 	if !h.takeUserSlot(uid) {
 		h.o.Log.Warn("upload refused: -max-uploads-per-user reached", "user_id", uid, "max_uploads_per_user", h.o.MaxUploadsPerUser)
 		c.Set(fiber.HeaderRetryAfter, "5")
@@ -363,7 +364,7 @@ func (u *upload) put(number uint32, data []byte, commit bool, offset uint64, has
 		copyDone = make(chan struct{})
 		go func() {
 			defer close(copyDone)
-			key := u.livePrefix + strconv.Itoa(int(number))
+			key := objkey.LivePart(u.livePrefix, number)
 			if _, err := u.h.o.Storage.Put(u.ctx, key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
 				u.h.o.Log.Warn("storage: put live part", "key", key, "err", err)
 			}
@@ -418,7 +419,7 @@ func (u *upload) finish() error {
 	case len(u.buf) == 0:
 		return u.commitPending(end, "", 0)
 	}
-	key := fmt.Sprintf("tails/%s/%d", u.st.GetFileId(), end)
+	key := objkey.Tail(u.st.GetFileId(), end)
 	if _, err := u.h.o.Storage.Put(context.WithoutCancel(u.ctx), key, bytes.NewReader(u.buf), int64(len(u.buf)), "application/octet-stream"); err != nil {
 		u.h.o.Log.Error("storage: put tail", "key", key, "err", err)
 		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage failed; resume the upload")

@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/auth/internal/familiar"
@@ -228,7 +228,7 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 		return nil, err
 	}
 	if s.cfg.SessionPolicy != PolicyMulti {
-		s.endOtherConnections(sess, requesterOf(m))
+		s.endOtherConnections(sess, identity.ReadOrigin(m.Header))
 	}
 	if s.cfg.SessionPolicy == PolicyTakeover {
 		s.takeOver(ctx, sess.UserId, sess.SessionId, rev)
@@ -241,8 +241,8 @@ func (s *Service) resume(ctx context.Context, m *nats.Msg) (_ proto.Message, err
 // subject.HeaderConnID) it kicks nothing: the kick could end the resuming
 // connection itself, should it be registered by the time the kick arrives.
 // A failure is logged, not returned: the resume itself succeeded.
-func (s *Service) endOtherConnections(sess *parleyv1.Session, from requester) {
-	if !from.known() {
+func (s *Service) endOtherConnections(sess *parleyv1.Session, from identity.Origin) {
+	if !from.NamesConn() {
 		s.log.Warn("resume without the gateway's connection id: the session's other connections are not ended",
 			"user_id", sess.UserId, "session_id", sess.SessionId)
 		return
@@ -278,10 +278,11 @@ func (s *Service) claims(tok string) (token.Claims, error) {
 // Logging out an already ended session succeeds and still kicks, so
 // retries are harmless and no connection outlives a lost kick for long.
 func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error) {
-	uid, sid := m.Header.Get(subject.HeaderUserID), m.Header.Get(subject.HeaderSessionID)
-	if uid == "" || sid == "" {
+	who, err := identity.ReadSession(m.Header)
+	if err != nil {
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "logout needs the user and session headers")
 	}
+	uid, sid := who.UserID, who.SessionID
 	sess, _, err := s.store.Session(ctx, sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -298,7 +299,7 @@ func (s *Service) logout(ctx context.Context, m *nats.Msg) (proto.Message, error
 	}
 	// The kick goes to uid's subject and names sid: it can only end that
 	// user's connections of that session.
-	if err := s.kick(uid, sid, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, kickLoggedOut, requesterOf(m)); err != nil {
+	if err := s.kick(uid, sid, parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, kickLoggedOut, identity.ReadOrigin(m.Header)); err != nil {
 		return nil, fmt.Errorf("logout: publish kick: %w", err)
 	}
 	return nil, nil

@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/services/auth/internal/familiar"
 )
 
@@ -35,7 +35,7 @@ import (
 // sourceAddr is the client's address from the gateway's Parley-Remote-Addr
 // header (ip:port, or a bare ip); invalid when missing or unparseable.
 func sourceAddr(m *nats.Msg) netip.Addr {
-	raw := m.Header.Get(subject.HeaderRemoteAddr)
+	raw := identity.ReadOrigin(m.Header).RemoteAddr
 	if ap, err := netip.ParseAddrPort(raw); err == nil {
 		return ap.Addr().Unmap()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
@@ -161,7 +162,7 @@ func (s *Service) takeOver(ctx context.Context, userID, keepSID string, keepOrde
 		}
 		// Kick even if the record was already gone: a gateway may still
 		// hold a connection authenticated with it.
-		if err := s.kick(userID, ref.SessionID, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickTakenOver, requester{}); err != nil {
+		if err := s.kick(userID, ref.SessionID, parleyv1.ErrorCode_ERROR_CODE_LOGGED_IN_ELSEWHERE, kickTakenOver, identity.Origin{}); err != nil {
 			s.log.Error("takeover: cannot publish kick", "session_id", ref.SessionID, "err", err)
 			continue
 		}

@@ -32,7 +32,12 @@ var (
 	errClientKey    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be at most 64 characters")
 	errKeyReused    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
 	errBadConv      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation: not a conversation id")
-	errSessionGone  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "the session this download link was made for has ended; log in and ask for a new one")
+	errRoomNoFiles  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "rooms have no files: files go to a private chat or a group")
+	// As messaging answers for a conversation id (docs/protocol.md §15.1).
+	errNoConversation = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
+	errNotMember      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	errSelf           = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "you cannot start a private conversation with yourself")
+	errSessionGone    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_SESSION_REVOKED, "the session this download link was made for has ended; log in and ask for a new one")
 	// errSessionUnknown: auth could not say whether the session lives.
 	errSessionUnknown = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check the download link's session now; try again")
 )

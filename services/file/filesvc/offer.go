@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,17 +16,28 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
+	"github.com/parleychat/parley/libs/objkey"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/filename"
+	"github.com/parleychat/parley/protocol/fileurl"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
-// UploadPath is where a file's bytes are uploaded on the gateway (tus).
-func UploadPath(fileID string) string { return "/v1/files/" + fileID }
+// identityOf is the user a request is for, from the gateway's identity
+// headers (identity.Read); a request without them is UNAUTHENTICATED.
+func identityOf(m *nats.Msg) (identity.Caller, error) {
+	c, err := identity.Read(m.Header)
+	if err != nil {
+		return identity.Caller{}, errNoIdentity
+	}
+	return c, nil
+}
 
 // PartSize is the part size for a file of size bytes: objstore.PartSize,
 // grown so the file needs at most half of S3's 10,000 parts. The other half
@@ -44,7 +54,7 @@ func PartSize(size int64) int64 {
 
 // handleOffer creates a file: the multipart upload, the record and the
 // offer message in the conversation. The sender then uploads to
-// UploadPath.
+// the offer's upload path (fileurl.Upload).
 func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	me, err := identityOf(m)
 	if err != nil {
@@ -71,7 +81,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		if utf8.RuneCountInString(req.ClientKey) > maxClientKeyChars {
 			return nil, errClientKey
 		}
-		k := offerKey(me.id, req.ClientKey)
+		k := offerKey(me.UserID, req.ClientKey)
 		if _, err := s.offers.Create(ctx, k, []byte(id)); err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				return s.repeatOffer(ctx, k, me, &req)
@@ -88,29 +98,29 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 			}
 		}
 		if charged {
-			s.credit(ctx, me.id, id, req.Size)
+			s.credit(ctx, me.UserID, id, req.Size)
 		}
 	}
 	// A repeat of an offer (above) is neither limited nor charged again.
-	if ok, wait := s.offerLimit.Take(me.id); !ok {
+	if ok, wait := s.offerLimit.Take(me.UserID); !ok {
 		release()
-		s.log.Info("offer refused: -file-offer-rate reached", "user_id", me.id, "retry_after", wait)
+		s.log.Info("offer refused: -file-offer-rate reached", "user_id", me.UserID, "retry_after", wait)
 		return nil, errOfferRate(wait)
 	}
-	if err := s.charge(ctx, me.id, id, req.Size); err != nil {
+	if err := s.charge(ctx, me.UserID, id, req.Size); err != nil {
 		release()
 		if errcode.Code(err) == parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED {
-			s.log.Info("offer refused: -file-user-quota reached", "user_id", me.id, "size", req.Size)
+			s.log.Info("offer refused: -file-user-quota reached", "user_id", me.UserID, "size", req.Size)
 		}
 		return nil, err
 	}
 	charged = true
 	info := &parleyv1.FileInfo{
 		FileId: id, Name: filename.Sanitize(req.Name), Size: req.Size, ContentType: normalizeContentType(req.ContentType),
-		Sha256: req.Sha256, SenderId: me.id, SenderName: me.name, CreatedAtUnixMs: ms(now),
+		Sha256: req.Sha256, SenderId: me.UserID, SenderName: me.Username, CreatedAtUnixMs: ms(now),
 		ExpiresAtUnixMs: ms(now.Add(s.cfg.UploadTTL)), State: parleyv1.FileState_FILE_STATE_UPLOADING,
 	}
-	key := "files/" + id
+	key := objkey.File(id)
 	uploadID, err := s.st.NewUpload(ctx, key)
 	if err != nil {
 		release()
@@ -128,7 +138,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	var posted internalv1.PostFileReply
-	if err := rpc.Request(rctx, s.nc, subject.MsgPostFile, me.header(), &internalv1.PostFileRequest{
+	if err := rpc.Request(rctx, s.nc, subject.MsgPostFile, me.Header(), &internalv1.PostFileRequest{
 		Conversation: req.Conversation, ToUsername: req.ToUsername, File: info, ClientKey: "file-" + id,
 	}, &posted); err != nil {
 		abort()
@@ -140,7 +150,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		NextPart: 1, HashState: newHashState(),
 	}
 	for _, u := range posted.MemberIds {
-		if u != me.id {
+		if u != me.UserID {
 			rec.Members = append(rec.Members, u)
 		}
 	}
@@ -151,7 +161,7 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 			rec.Answers[u] = parleyv1.FileAnswer_FILE_ANSWER_UNSPECIFIED
 		}
 		if s.cfg.Live && s.anyOnline(ctx, rec.Members) {
-			rec.LivePrefix = "live/" + id + "/"
+			rec.LivePrefix = objkey.LivePrefix(id)
 		}
 	}
 	if err := s.create(ctx, rec); err != nil {
@@ -169,8 +179,8 @@ func (s *Service) handleOffer(ctx context.Context, m *nats.Msg) (proto.Message, 
 		s.publish(parleyv1.FileEvent_KIND_OFFERED, info, me, rec.Members...)
 	}
 	s.metrics.offered.Inc()
-	s.log.Info("file offered", "file_id", id, "user_id", me.id, "conversation", info.Conversation, "size", req.Size)
-	return &parleyv1.FileOffer{File: info, UploadPath: UploadPath(id), PartSize: rec.PartSize}, nil
+	s.log.Info("file offered", "file_id", id, "user_id", me.UserID, "conversation", info.Conversation, "size", req.Size)
+	return &parleyv1.FileOffer{File: info, UploadPath: fileurl.Upload(id), PartSize: rec.PartSize}, nil
 }
 
 // offerKeyTTL is how long an offer's client key is remembered.
@@ -191,7 +201,7 @@ func offerKey(uid, clientKey string) string {
 // repeatOffer answers an offer whose client key was seen: the first
 // offer's file (waiting briefly while that offer is still being made), if
 // it is the same file.
-func (s *Service) repeatOffer(ctx context.Context, k string, me identity, req *parleyv1.OfferFileRequest) (proto.Message, error) {
+func (s *Service) repeatOffer(ctx context.Context, k string, me identity.Caller, req *parleyv1.OfferFileRequest) (proto.Message, error) {
 	e, err := s.offers.Get(ctx, k)
 	if err != nil {
 		return nil, errBusy // released meanwhile (the first offer failed): the client retries
@@ -202,11 +212,11 @@ func (s *Service) repeatOffer(ctx context.Context, k string, me identity, req *p
 		rec, _, err := s.get(ctx, id)
 		switch {
 		case err == nil:
-			if rec.Info.SenderId != me.id || rec.Info.Size != req.Size || rec.Info.Sha256 != req.Sha256 {
+			if rec.Info.SenderId != me.UserID || rec.Info.Size != req.Size || rec.Info.Sha256 != req.Sha256 {
 				return nil, errKeyReused
 			}
-			s.log.Info("offer repeated; answered with the first", "file_id", id, "user_id", me.id)
-			return &parleyv1.FileOffer{File: s.view(rec, me.id), UploadPath: UploadPath(id), PartSize: rec.PartSize, Duplicate: true}, nil
+			s.log.Info("offer repeated; answered with the first", "file_id", id, "user_id", me.UserID)
+			return &parleyv1.FileOffer{File: s.view(rec, me.UserID), UploadPath: fileurl.Upload(id), PartSize: rec.PartSize, Duplicate: true}, nil
 		case !errors.Is(err, errNoFile):
 			return nil, err
 		case time.Now().After(deadline):
@@ -247,8 +257,8 @@ func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message,
 	var removed *internalv1.FileRecord // storage to clean after a reject
 	rec, err := s.update(ctx, req.FileId, func(rec *internalv1.FileRecord) error {
 		removed = nil
-		if _, ok := rec.Answers[me.id]; !ok {
-			if rec.Info.SenderId == me.id || slices.Contains(rec.Members, me.id) {
+		if _, ok := rec.Answers[me.UserID]; !ok {
+			if rec.Info.SenderId == me.UserID || slices.Contains(rec.Members, me.UserID) {
 				return errNotRecipient
 			}
 			return errNoFile
@@ -256,7 +266,7 @@ func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message,
 		if gone(rec) {
 			return errExpired
 		}
-		rec.Answers[me.id] = answer
+		rec.Answers[me.UserID] = answer
 		if answer == parleyv1.FileAnswer_FILE_ANSWER_REJECTED {
 			removed = proto.Clone(rec).(*internalv1.FileRecord)
 			markRemoved(rec)
@@ -271,14 +281,14 @@ func (s *Service) handleAnswer(ctx context.Context, m *nats.Msg) (proto.Message,
 		s.credit(ctx, rec.Info.SenderId, rec.Info.FileId, rec.Info.Size)
 		s.removeStorage(ctx, removed)
 	}
-	if err := s.kv.Delete(ctx, userIndexKey(me.id, rec.Info.FileId)); err != nil {
+	if err := s.kv.Delete(ctx, userIndexKey(me.UserID, rec.Info.FileId)); err != nil {
 		s.log.Warn("file index not removed", "err", err)
 	}
 	kind := parleyv1.FileEvent_KIND_REJECTED
 	if req.Accept {
 		kind = parleyv1.FileEvent_KIND_ACCEPTED
 	}
-	s.publish(kind, s.view(rec, rec.Info.SenderId), me, rec.Info.SenderId, me.id)
+	s.publish(kind, s.view(rec, rec.Info.SenderId), me, rec.Info.SenderId, me.UserID)
 	return nil, nil
 }
 
@@ -352,7 +362,7 @@ func (s *Service) mayDownload(ctx context.Context, rec *internalv1.FileRecord, u
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	err := rpc.Request(ctx, s.nc, subject.MsgMembers, identity{id: uid}.header(),
+	err := rpc.Request(ctx, s.nc, subject.MsgMembers, identity.Caller{UserID: uid}.Header(),
 		&parleyv1.MembersRequest{Conversation: rec.Info.Conversation}, nil)
 	switch errcode.Code(err) {
 	case parleyv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
@@ -379,7 +389,7 @@ func (s *Service) handleDownload(ctx context.Context, m *nats.Msg) (proto.Messag
 	if err != nil {
 		return nil, err
 	}
-	if err := s.mayDownload(ctx, rec, me.id); err != nil {
+	if err := s.mayDownload(ctx, rec, me.UserID); err != nil {
 		return nil, err
 	}
 	switch rec.Info.State {
@@ -388,13 +398,12 @@ func (s *Service) handleDownload(ctx context.Context, m *nats.Msg) (proto.Messag
 	case parleyv1.FileState_FILE_STATE_FAILED:
 		return nil, errFailed
 	}
-	sid := m.Header.Get(subject.HeaderSessionID)
-	if !validToken(sid) {
+	if me.SessionID == "" {
 		return nil, errNoIdentity // the URL is bound to the session asking for it
 	}
 	exp := s.now().Add(s.cfg.TokenTTL)
-	tok := s.signer.issue(rec.Info.FileId, me.id, sid, exp)
-	return &parleyv1.FileDownload{File: s.view(rec, me.id), Path: UploadPath(rec.Info.FileId) + "/content?token=" + tok,
+	tok := s.signer.issue(rec.Info.FileId, me.UserID, me.SessionID, exp)
+	return &parleyv1.FileDownload{File: s.view(rec, me.UserID), Path: fileurl.Download(rec.Info.FileId, tok),
 		ExpiresAtUnixMs: ms(exp)}, nil
 }
 
@@ -405,7 +414,7 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 	if err := proto.Unmarshal(m.Data, &req); err != nil {
 		return nil, errMalformed
 	}
-	uid := m.Header.Get(subject.HeaderUserID)
+	var uid string
 	if req.Token != "" {
 		var sid string
 		var err error
@@ -419,9 +428,12 @@ func (s *Service) handleOpen(ctx context.Context, m *nats.Msg) (proto.Message, e
 		if err := s.sessionAlive(ctx, uid, sid); err != nil {
 			return nil, err
 		}
-	}
-	if uid == "" {
-		return nil, errNoIdentity
+	} else {
+		me, err := identityOf(m)
+		if err != nil {
+			return nil, err
+		}
+		uid = me.UserID
 	}
 	rec, _, err := s.get(ctx, req.FileId)
 	if err != nil {
@@ -467,41 +479,6 @@ func (s *Service) sessionAlive(ctx context.Context, uid, sid string) error {
 	return err
 }
 
-// validConversation reports whether id is shaped like a conversation id
-// (dm.<a>.<b>, group.<id>, room.<name>): two to four dot-separated tokens
-// of letters, digits, '-' and '_', at most 200 bytes. Anything else would
-// be an invalid or wildcard KV key.
-func validConversation(id string) bool {
-	if len(id) > 200 {
-		return false
-	}
-	parts := strings.Split(id, ".")
-	if len(parts) < 2 || len(parts) > 4 {
-		return false
-	}
-	for _, p := range parts {
-		if !validToken(p) {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is a plain id: 1-64 letters, digits, '-'
-// or '_' (a NATS subject token, a KV key part, no dots).
-func validToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // anyOnline reports whether one of users has a live connection now (a
 // presence error counts as offline: the file then simply is not live).
 func (s *Service) anyOnline(ctx context.Context, users []string) bool {
@@ -532,7 +509,7 @@ func (s *Service) removeLive(rec *internalv1.FileRecord) {
 	}
 	s.run.Go(func(ctx context.Context) {
 		for n := uint32(1); n < rec.NextPart; n++ {
-			key := rec.LivePrefix + strconv.FormatUint(uint64(n), 10)
+			key := objkey.LivePart(rec.LivePrefix, n)
 			if err := s.st.Delete(ctx, key); err != nil && !errors.Is(err, objstore.ErrNotFound) {
 				s.log.Warn("storage: delete live part", "key", key, "err", err)
 			}
@@ -554,11 +531,8 @@ func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, e
 	}
 	var prefix string
 	if req.Conversation == "" {
-		prefix = "u." + me.id + "."
+		prefix = "u." + me.UserID + "."
 	} else {
-		if !validConversation(req.Conversation) {
-			return nil, errBadConv
-		}
 		if err := s.mayList(ctx, req.Conversation, me); err != nil {
 			return nil, err
 		}
@@ -574,7 +548,7 @@ func (s *Service) handleList(ctx context.Context, m *nats.Msg) (proto.Message, e
 		if err != nil || gone(rec) {
 			continue
 		}
-		files = append(files, s.view(rec, me.id))
+		files = append(files, s.view(rec, me.UserID))
 	}
 	var after *parleyv1.FileInfo
 	if req.AfterFileId != "" {
@@ -632,19 +606,31 @@ func page(files []*parleyv1.FileInfo, after *parleyv1.FileInfo, limit uint32) *p
 	return &parleyv1.FilesReply{Files: files[:n], More: n < len(files)}
 }
 
-// mayList checks that me is in the conversation: a private chat's id names
-// both users; group membership is asked of messaging; rooms have no files.
-func (s *Service) mayList(ctx context.Context, conv string, me identity) error {
-	if strings.HasPrefix(conv, "room.") {
-		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "rooms have no files: files go to a private chat or a group")
+// mayList checks that me may list conversation conv's files (§18.2). An
+// id not shaped like a conversation id is INVALID_ARGUMENT (it would be an
+// invalid or wildcard KV key); the rest is decided as messaging decides it
+// for every request (convid.ParseFor): a private chat must name me
+// (PERMISSION_DENIED) and be canonical (NOT_FOUND; INVALID_ARGUMENT when it
+// names me twice), unknown kinds are NOT_FOUND, rooms have no files
+// (NOT_FOUND), and group membership is asked of messaging.
+func (s *Service) mayList(ctx context.Context, conv string, me identity.Caller) error {
+	if _, err := convid.Parse(conv); errors.Is(err, convid.ErrMalformed) {
+		return errBadConv
 	}
-	if rest, ok := strings.CutPrefix(conv, "dm."); ok {
-		if slices.Contains(strings.Split(rest, "."), me.id) {
-			return nil
-		}
-		return errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")
+	id, err := convid.ParseFor(conv, me.UserID)
+	switch {
+	case errors.Is(err, convid.ErrNotMember):
+		return errNotMember
+	case errors.Is(err, convid.ErrSelf):
+		return errSelf
+	case err != nil:
+		return errNoConversation
+	case id.Kind() == convid.KindRoom:
+		return errRoomNoFiles
+	case id.Kind() == convid.KindDirect:
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	return rpc.Request(ctx, s.nc, subject.MsgMembers, me.header(), &parleyv1.MembersRequest{Conversation: conv}, nil)
+	return rpc.Request(ctx, s.nc, subject.MsgMembers, me.Header(), &parleyv1.MembersRequest{Conversation: conv}, nil)
 }

@@ -61,30 +61,6 @@ func TestDownloadToken(t *testing.T) {
 	}
 }
 
-func TestValidConversation(t *testing.T) {
-	for id, ok := range map[string]bool{
-		"dm.u1.u2":                         true,
-		"group.gabc":                       true,
-		"room.public":                      true,
-		"":                                 false,
-		"x":                                false,
-		"dm.u1.u2 ":                        false,
-		"dm.u1.>":                          false,
-		"dm.u1.*":                          false,
-		"dm..u2":                           false,
-		"dm.u1.u2.":                        false,
-		".dm.u1":                           false,
-		"dm.u1.u2.x.y":                     false,
-		"group.g\x00":                      false,
-		"group.gé":                         false,
-		"group." + strings.Repeat("g", 65): false,
-	} {
-		if got := validConversation(id); got != ok {
-			t.Errorf("validConversation(%q) = %v, want %v", id, got, ok)
-		}
-	}
-}
-
 func editToken(tok, from, to string) string {
 	raw, _ := b64.DecodeString(tok)
 	return b64.EncodeToString([]byte(strings.Replace(string(raw), from, to, 1)))

@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/ratelimit"
@@ -200,32 +201,13 @@ func (s *Service) sharedKey(ctx context.Context, js jetstream.JetStream) ([]byte
 	return e.Value(), nil
 }
 
-// identity is the caller as the gateway authenticated it.
-type identity struct{ id, name string }
-
-func identityOf(m *nats.Msg) (identity, error) {
-	id := identity{id: m.Header.Get(subject.HeaderUserID), name: m.Header.Get(subject.HeaderUsername)}
-	if id.id == "" || len(id.id) > 64 {
-		return identity{}, errNoIdentity
-	}
-	return id, nil
-}
-
-func (id identity) header() nats.Header {
-	h := nats.Header{}
-	h.Set(subject.HeaderUserID, id.id)
-	if id.name != "" {
-		h.Set(subject.HeaderUsername, id.name)
-	}
-	return h
-}
-
 // Records.
 
 func recordKey(id string) string { return "f." + id }
 
 // convIndexKey indexes a file under its conversation; conversation ids are
-// dot-separated tokens (dm.<a>.<b>, grp.<id>), the file id is the last one.
+// dot-separated tokens (dm.<a>.<b>, group.<id>: protocol/convid), the file id
+// is the last one.
 func convIndexKey(conv, id string) string { return "c." + conv + "." + id }
 func userIndexKey(uid, id string) string  { return "u." + uid + "." + id }
 
@@ -289,8 +271,8 @@ func (s *Service) create(ctx context.Context, rec *internalv1.FileRecord) error 
 
 // publish sends a FileEvent to each user (best effort: clients also list
 // files and see the state in FileInfo).
-func (s *Service) publish(kind parleyv1.FileEvent_Kind, info *parleyv1.FileInfo, by identity, users ...string) {
-	ev := &parleyv1.FileEvent{Kind: kind, File: info, UserId: by.id, Username: by.name}
+func (s *Service) publish(kind parleyv1.FileEvent_Kind, info *parleyv1.FileInfo, by identity.Caller, users ...string) {
+	ev := &parleyv1.FileEvent{Kind: kind, File: info, UserId: by.UserID, Username: by.Username}
 	data, err := proto.Marshal(ev)
 	if err != nil {
 		return

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
+	"github.com/parleychat/parley/libs/objkey"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -85,7 +87,7 @@ func (s *Service) Sweep(ctx context.Context) {
 		s.repairUsage(ctx, snap, usage, recorded, now)
 	}
 	s.sweepObjects(ctx, keep, now)
-	uploads, err := s.st.ListUploads(ctx, "files/")
+	uploads, err := s.st.ListUploads(ctx, objkey.FilesPrefix)
 	if err != nil {
 		s.log.Warn("sweep: list uploads", "err", err)
 		return
@@ -109,18 +111,14 @@ func (s *Service) Sweep(ctx context.Context) {
 // crash between completing and recording it), tails and live copies left
 // behind by writers that died.
 func (s *Service) sweepObjects(ctx context.Context, keep map[string]bool, now time.Time) {
-	for _, prefix := range []string{"files/", "tails/", "live/"} {
+	for _, prefix := range objkey.Prefixes() {
 		objs, err := s.st.List(ctx, prefix)
 		if err != nil {
 			s.log.Warn("sweep: list objects", "prefix", prefix, "err", err)
 			continue
 		}
 		for _, o := range objs {
-			owner := o.Key // files/<id> and tails/<id>/<offset> are kept by key
-			if prefix == "live/" {
-				owner = o.Key[:strings.LastIndexByte(o.Key, '/')+1] // live/<id>/<n> by the record's prefix
-			}
-			if keep[owner] || now.Sub(o.ModTime) < s.cfg.UploadTTL {
+			if keep[objkey.Owner(o.Key)] || now.Sub(o.ModTime) < s.cfg.UploadTTL {
 				continue
 			}
 			if err := s.st.Delete(ctx, o.Key); err != nil {
@@ -164,7 +162,7 @@ func (s *Service) sweepRecord(ctx context.Context, rec *internalv1.FileRecord, n
 		s.removeStorage(ctx, old)
 		s.metrics.swept.WithLabelValues(what).Inc()
 		s.log.Info("sweep: expired", "file_id", id, "what", what)
-		s.publish(parleyv1.FileEvent_KIND_EXPIRED, done.Info, identity{}, everyone(done)...)
+		s.publish(parleyv1.FileEvent_KIND_EXPIRED, done.Info, identity.Caller{}, everyone(done)...)
 	default: // EXPIRED, FAILED: purge the record after the grace period
 		since := rec.Info.ExpiresAtUnixMs
 		if rec.Info.State == parleyv1.FileState_FILE_STATE_FAILED {

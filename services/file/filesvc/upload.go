@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -35,11 +36,11 @@ func (s *Service) uploadState(rec *internalv1.FileRecord) *internalv1.UploadStat
 
 // checkUploader allows only the sender: the file's recipients are told it
 // is not theirs to upload, anyone else that it does not exist.
-func checkUploader(rec *internalv1.FileRecord, me identity) error {
+func checkUploader(rec *internalv1.FileRecord, me identity.Caller) error {
 	switch {
-	case rec.Info.SenderId == me.id:
+	case rec.Info.SenderId == me.UserID:
 		return nil
-	case slices.Contains(rec.Members, me.id):
+	case slices.Contains(rec.Members, me.UserID):
 		return errNotYours
 	}
 	return errNoFile
@@ -229,7 +230,7 @@ func checkCommit(rec *internalv1.FileRecord, req *internalv1.UploadCommitRequest
 }
 
 // finish completes an upload whose every byte is committed.
-func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me identity) (proto.Message, error) {
+func (s *Service) finish(ctx context.Context, rec *internalv1.FileRecord, me identity.Caller) (proto.Message, error) {
 	id := rec.Info.FileId
 	sum, err := sumHashState(rec.HashState)
 	if err != nil || sum != rec.Info.Sha256 {

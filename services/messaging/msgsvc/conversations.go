@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
@@ -54,7 +55,7 @@ func (s *Service) handleConversations(ctx context.Context, m *nats.Msg) (proto.M
 	if err != nil {
 		return nil, err
 	}
-	room := store.Member{Conversation: RoomPublic}
+	room := store.Member{Conversation: convid.PublicRoom}
 	candidates := []store.Member{}
 	for _, mb := range append(members, room) {
 		if mb.Conversation > req.AfterId {
@@ -87,8 +88,8 @@ func (s *Service) listed(ctx context.Context, uid string, ms []store.Member) []*
 	var wg sync.WaitGroup
 	for i, mb := range ms {
 		switch {
-		case mb.Conversation == RoomPublic:
-			out[i] = &parleyv1.Conversation{Id: RoomPublic, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: roomName}
+		case mb.Conversation == convid.PublicRoom:
+			out[i] = &parleyv1.Conversation{Id: convid.PublicRoom, Kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM, Title: roomName}
 		case mb.Group:
 			sem <- struct{}{}
 			wg.Go(func() {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 func TestConversationsUnreadAndAcks(t *testing.T) {
@@ -27,13 +27,13 @@ func TestConversationsUnreadAndAcks(t *testing.T) {
 	}
 	e.send(t, alice, ab, "two")
 	e.send(t, alice, ab, "three")
-	e.send(t, carol, msgsvc.RoomPublic, "hi all")
+	e.send(t, carol, convid.PublicRoom, "hi all")
 
 	bc := e.conversations(t, bob)
 	if len(bc) != 2 {
 		t.Fatalf("bob's conversations: %v", bc)
 	}
-	if r := bc[msgsvc.RoomPublic]; r.Kind != parleyv1.ConversationKind_CONVERSATION_KIND_ROOM || r.Title != "public" || r.LastSeq != 1 || r.AckedSeq != 0 {
+	if r := bc[convid.PublicRoom]; r.Kind != parleyv1.ConversationKind_CONVERSATION_KIND_ROOM || r.Title != "public" || r.LastSeq != 1 || r.AckedSeq != 0 {
 		t.Errorf("room = %v", r)
 	}
 	if d := bc[ab]; d.Kind != parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT || d.Title != "Alice" || d.PeerId != alice.id || d.LastSeq != 3 || d.AckedSeq != 0 {
@@ -60,10 +60,10 @@ func TestConversationsUnreadAndAcks(t *testing.T) {
 	if got := e.conversations(t, alice)[ab].AckedSeq; got != 0 {
 		t.Errorf("alice's acked_seq %d: bob's ack moved it", got)
 	}
-	if err := e.ack(bob, msgsvc.RoomPublic, 1); err != nil {
+	if err := e.ack(bob, convid.PublicRoom, 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.conversations(t, bob)[msgsvc.RoomPublic].AckedSeq; got != 1 {
+	if got := e.conversations(t, bob)[convid.PublicRoom].AckedSeq; got != 1 {
 		t.Errorf("room acked_seq %d, want 1", got)
 	}
 	wantCode(t, e.ack(bob, ab, 4), parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
@@ -188,7 +188,7 @@ func TestConversationsPaging(t *testing.T) {
 	cfg := testConfig()
 	cfg.LookupLimit, cfg.GroupCreateLimit = 0, 0
 	e.start(t, cfg)
-	want := []string{msgsvc.RoomPublic}
+	want := []string{convid.PublicRoom}
 	for _, p := range peers {
 		c, err := e.openDirect(alice, p.name)
 		if err != nil {
@@ -205,7 +205,7 @@ func TestConversationsPaging(t *testing.T) {
 	// An entry of a group that no longer exists is not listed.
 	putStaleGroupEntry(t, e, alice.id, false)
 	slices.Sort(want)
-	dm := msgsvc.DirectID(alice.id, peers[229].id)
+	dm := directID(alice.id, peers[229].id)
 	e.send(t, peers[229], dm, "hi")
 	for _, tc := range []struct {
 		name  string
@@ -235,7 +235,7 @@ func TestConversationsPaging(t *testing.T) {
 	if c := r.Conversations[0]; c.LastSeq != 1 || c.AckedSeq != 0 || c.Title != peers[229].name {
 		t.Errorf("last entry %v, want one unread message from %s", c, peers[229].name)
 	}
-	if r, err := e.page(alice, msgsvc.RoomPublic, 0); err != nil || len(r.Conversations) != 0 || r.More {
+	if r, err := e.page(alice, convid.PublicRoom, 0); err != nil || len(r.Conversations) != 0 || r.More {
 		t.Errorf("after the last id: %v %v, want an empty last page", r, err)
 	}
 }
@@ -260,7 +260,7 @@ func TestConversationsFitMaxPayload(t *testing.T) {
 	cfg := testConfig()
 	cfg.LookupLimit = 0
 	e.start(t, cfg)
-	want := []string{msgsvc.RoomPublic}
+	want := []string{convid.PublicRoom}
 	whole := 0
 	for _, p := range peers {
 		c, err := e.openDirect(alice, p.name)

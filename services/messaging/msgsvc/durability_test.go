@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 // Messages, acks and memberships survive a nats-server restart on the same
@@ -30,7 +30,7 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	for range 40 {
 		e.send(t, alice, ab, "before")
 	}
-	e.send(t, carol, msgsvc.RoomPublic, "room")
+	e.send(t, carol, convid.PublicRoom, "room")
 	if err := e.ack(bob, ab, 33); err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +53,8 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	if d := bc[ab]; d.GetLastSeq() != 40 || d.GetAckedSeq() != 33 || d.GetTitle() != "Alice" {
 		t.Errorf("bob's dm after restart: %v", d)
 	}
-	if bc[msgsvc.RoomPublic].GetLastSeq() != 1 {
-		t.Errorf("room after restart: %v", bc[msgsvc.RoomPublic])
+	if bc[convid.PublicRoom].GetLastSeq() != 1 {
+		t.Errorf("room after restart: %v", bc[convid.PublicRoom])
 	}
 	// Numbering continues.
 	if m := e.send(t, bob, ab, "after"); m.Seq != 41 {

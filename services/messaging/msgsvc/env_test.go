@@ -17,11 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
@@ -159,12 +161,17 @@ func (e *env) startClock(t testing.TB, cfg msgsvc.Config, now func() time.Time) 
 
 // header is what the gateway sets from u's session.
 func header(u user) nats.Header {
-	h := nats.Header{}
-	h.Set(subject.HeaderUserID, u.id)
-	h.Set(subject.HeaderSessionID, "s-"+u.id)
-	h.Set(subject.HeaderUsername, u.name)
-	h.Set(subject.HeaderGatewayID, "gw-test")
-	return h
+	return identity.Header(identity.Caller{UserID: u.id, SessionID: "s-" + u.id, Username: u.name},
+		identity.Origin{GatewayID: "gw-test"})
+}
+
+// directID is the private chat's id of users a and b.
+func directID(a, b string) string {
+	id, err := convid.DM(a, b)
+	if err != nil {
+		panic(err) // test users have distinct, plain ids
+	}
+	return id.String()
 }
 
 func (e *env) key() string { return fmt.Sprintf("k%d", e.seq.Add(1)) }
@@ -209,7 +216,7 @@ func (e *env) conversations(t testing.TB, u user) map[string]*parleyv1.Conversat
 			t.Errorf("conversations of %s: %q listed after %q", u.name, c.Id, list[i-1].Id)
 		}
 	}
-	if _, ok := out[msgsvc.RoomPublic]; !ok {
+	if _, ok := out[convid.PublicRoom]; !ok {
 		t.Errorf("conversations of %s: no public room in %v", u.name, list)
 	}
 	return out

@@ -57,7 +57,7 @@ const maxPresenceQueries = 16
 func (s *Service) friendParties(ctx context.Context, m *nats.Msg, req interface {
 	proto.Message
 	GetUsername() string
-}) (me, peer identity, err error) {
+}) (me, peer user, err error) {
 	if me, err = identityOf(m); err != nil {
 		return me, peer, err
 	}
@@ -70,18 +70,18 @@ func (s *Service) friendParties(ctx context.Context, m *nats.Msg, req interface 
 
 // friendTarget resolves the username of a friend request; yourself is
 // INVALID_ARGUMENT.
-func (s *Service) friendTarget(ctx context.Context, me identity, username string) (identity, error) {
+func (s *Service) friendTarget(ctx context.Context, me user, username string) (user, error) {
 	if username == "" {
-		return identity{}, errNoUsername
+		return user{}, errNoUsername
 	}
 	peer, err := s.lookup(ctx, me, username)
 	if err != nil {
-		return identity{}, err
+		return user{}, err
 	}
 	if peer.UserId == me.id {
-		return identity{}, errSelfFriend
+		return user{}, errSelfFriend
 	}
-	return identity{id: peer.UserId, name: peer.Username}, nil
+	return user{id: peer.UserId, name: peer.Username}, nil
 }
 
 // blockedBy reports whether uid blocked peer.
@@ -374,7 +374,7 @@ func friendErr(err error) error {
 
 // friendEvent tells uid's gateways that by changed their relation (at
 // most once; the friends list is the truth).
-func (s *Service) friendEvent(uid string, kind parleyv1.FriendEvent_Kind, by identity) {
+func (s *Service) friendEvent(uid string, kind parleyv1.FriendEvent_Kind, by user) {
 	s.publish(subject.UserFriendEvents(uid), &parleyv1.FriendEvent{Kind: kind, UserId: by.id, Username: by.name})
 }
 

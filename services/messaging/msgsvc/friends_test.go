@@ -17,9 +17,9 @@ import (
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 const (
@@ -323,7 +323,7 @@ func TestBlockingStopsPrivateMessagesAndEndsFriendship(t *testing.T) {
 	e.start(t, testConfig())
 	servePresence(t, e)
 	aliceEv := friendEvents(t, e, alice)
-	dm := msgsvc.DirectID(alice.id, bob.id)
+	dm := directID(alice.id, bob.id)
 
 	// Strangers may message each other: friendship is not needed.
 	e.send(t, alice, dm, "hello stranger")
@@ -356,7 +356,7 @@ func TestBlockingStopsPrivateMessagesAndEndsFriendship(t *testing.T) {
 	}
 	// The blocker may still write; the room is not affected.
 	e.send(t, bob, dm, "I can still talk")
-	e.send(t, alice, msgsvc.RoomPublic, "in the room")
+	e.send(t, alice, convid.PublicRoom, "in the room")
 
 	if err := e.unblock(bob, "alice"); err != nil {
 		t.Fatal(err)
@@ -405,7 +405,7 @@ func TestFriendsWithoutPresenceAreOffline(t *testing.T) {
 func TestReadReceipts(t *testing.T) {
 	e := newEnv(t)
 	e.start(t, testConfig())
-	dm := msgsvc.DirectID(alice.id, bob.id)
+	dm := directID(alice.id, bob.id)
 	aliceRc := record(t, e, subject.UserReceipts(alice.id), func() *parleyv1.ReceiptEvent { return new(parleyv1.ReceiptEvent) })
 	bobRc := record(t, e, subject.UserReceipts(bob.id), func() *parleyv1.ReceiptEvent { return new(parleyv1.ReceiptEvent) })
 	receipts := func(r *recorder[*parleyv1.ReceiptEvent]) func() []string {
@@ -419,7 +419,7 @@ func TestReadReceipts(t *testing.T) {
 	}
 	e.send(t, alice, dm, "one")
 	e.send(t, alice, dm, "two")
-	e.send(t, alice, msgsvc.RoomPublic, "room")
+	e.send(t, alice, convid.PublicRoom, "room")
 
 	if err := e.ack(bob, dm, 2); err != nil {
 		t.Fatal(err)
@@ -427,7 +427,7 @@ func TestReadReceipts(t *testing.T) {
 	if err := e.ack(bob, dm, 1); err != nil { // not forward: no receipt
 		t.Fatal(err)
 	}
-	if err := e.ack(bob, msgsvc.RoomPublic, 1); err != nil { // rooms have no receipts
+	if err := e.ack(bob, convid.PublicRoom, 1); err != nil { // rooms have no receipts
 		t.Fatal(err)
 	}
 	waitFor(t, "alice gets bob's receipt", receipts(aliceRc), dm+" "+bob.id+" 2")

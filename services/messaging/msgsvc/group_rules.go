@@ -9,16 +9,17 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 
-// Group conversations (docs/protocol.md §16) are "group.<gid>", gid = "g"
-// + 20 lowercase base32 characters (100 random bits): a subject token and
-// KV key part, unguessable, so probing ids learns nothing.
+// Group conversations (docs/protocol.md §16) are "group.<gid>"
+// (convid.Group), gid = "g" + 20 lowercase base32 characters (100 random
+// bits): a subject token and KV key part, unguessable, so probing ids
+// learns nothing.
 const (
-	groupPrefix   = "group."
 	groupIDChars  = 20
 	maxGroupName  = 64
 	groupIDLetter = 'g'
@@ -58,13 +59,13 @@ func newGroupID() string {
 	return string(groupIDLetter) + groupIDEncoding.EncodeToString(b[:])[:groupIDChars]
 }
 
-// GroupID returns the group id of a group conversation id, or false.
+// groupIDOf returns the group id of a group conversation id, or false.
 func groupIDOf(conv string) (string, bool) {
-	gid, ok := strings.CutPrefix(conv, groupPrefix)
-	if !ok || !validGroupID(gid) {
+	id, err := convid.Parse(conv)
+	if err != nil || id.Kind() != convid.KindGroup || !validGroupID(id.GroupID()) {
 		return "", false
 	}
-	return gid, true
+	return id.GroupID(), true
 }
 
 func validGroupID(gid string) bool {
@@ -101,7 +102,7 @@ func checkGroupName(name string) (string, error) {
 // PERMISSION_DENIED). The check reads the group record, so a removed member
 // is refused from the next request on.
 func (s *Service) resolveConv(ctx context.Context, id, uid string) (conversation, error) {
-	if !strings.HasPrefix(id, groupPrefix) {
+	if convid.KindOf(id) != convid.KindGroup {
 		return resolve(id, uid)
 	}
 	gid, ok := groupIDOf(id)

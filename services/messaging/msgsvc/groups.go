@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
@@ -89,7 +90,11 @@ func (s *Service) handleCreateGroup(ctx context.Context, m *nats.Msg) (proto.Mes
 	if err != nil {
 		return nil, err
 	}
-	conv := groupPrefix + gid
+	gconv, err := convid.Group(gid)
+	if err != nil {
+		return nil, err // cannot happen: newGroupID makes a plain token
+	}
+	conv := gconv.String()
 	if err := s.store.PutGroupMembership(ctx, me.id, conv, false); err != nil {
 		return nil, err
 	}
@@ -462,7 +467,7 @@ func groupErr(err error) error {
 // lookupAll resolves usernames (each once, in order) at the auth service
 // for user me, charging one lookup per name before asking (all or none).
 // With required, at least one must be given.
-func (s *Service) lookupAll(ctx context.Context, me identity, names []string, required bool) ([]store.GroupUser, error) {
+func (s *Service) lookupAll(ctx context.Context, me user, names []string, required bool) ([]store.GroupUser, error) {
 	if required && len(names) == 0 {
 		return nil, errNoUsernames
 	}
@@ -493,7 +498,7 @@ func (s *Service) lookupAll(ctx context.Context, me identity, names []string, re
 // holds Config.MaxPendingInvites invitations (QUOTA_EXCEEDED); then it
 // charges one invitation per user to me's invite budget (RATE_LIMITED).
 // Any refusal refuses the whole request: nobody is invited.
-func (s *Service) admitInvitees(ctx context.Context, me identity, users []store.GroupUser) error {
+func (s *Service) admitInvitees(ctx context.Context, me user, users []store.GroupUser) error {
 	for _, u := range users {
 		if blocked, err := s.blockedBy(ctx, u.ID, me.id); err != nil {
 			return friendErr(err)
@@ -513,7 +518,7 @@ func (s *Service) admitInvitees(ctx context.Context, me identity, users []store.
 // delivers it to the members after the change and to alsoTo. what names
 // the change within one record revision (the de-duplication id is
 // "sys:<conv>:<revision>:<what>", so a change is announced once).
-func (s *Service) announce(ctx context.Context, conv string, rec store.GroupResult, what string, by identity, text string, alsoTo []string) {
+func (s *Service) announce(ctx context.Context, conv string, rec store.GroupResult, what string, by user, text string, alsoTo []string) {
 	msg := &parleyv1.Message{
 		Conversation: conv,
 		SenderId:     by.id,

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
@@ -98,7 +99,7 @@ func TestPerUserRates(t *testing.T) {
 			name: "messages", edit: func(c *msgsvc.Config) { c.SendLimit, c.SendBurst = 60, 5 },
 			allowed: 5, wait: time.Second,
 			act: func(t *testing.T, e *env, u user, i int) error {
-				_, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: fmt.Sprint("m", i), ClientKey: e.key()})
+				_, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: fmt.Sprint("m", i), ClientKey: e.key()})
 				return err
 			},
 		},
@@ -106,7 +107,7 @@ func TestPerUserRates(t *testing.T) {
 			name: "message re-sends count too", edit: func(c *msgsvc.Config) { c.SendLimit, c.SendBurst = 60, 2 },
 			allowed: 2, wait: time.Second,
 			act: func(t *testing.T, e *env, u user, i int) error {
-				_, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "same", ClientKey: "same-key-" + u.id})
+				_, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "same", ClientKey: "same-key-" + u.id})
 				return err
 			},
 		},
@@ -176,7 +177,7 @@ func TestPerUserRates(t *testing.T) {
 			name: "typing indicators", edit: func(c *msgsvc.Config) { c.TypingLimit, c.TypingBurst = 30, 3 },
 			allowed: 3, wait: 2 * time.Second,
 			act: func(t *testing.T, e *env, u user, i int) error {
-				return e.typing(u, msgsvc.DirectID(u.id, others[i].id))
+				return e.typing(u, directID(u.id, others[i].id))
 			},
 		},
 	} {
@@ -278,10 +279,10 @@ func TestRefusedRequestKeepsItsCharges(t *testing.T) {
 		t.Fatalf("send to an unknown user: %v, want NOT_FOUND", err)
 	}
 	// One message of the burst of 2 is left ...
-	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: e.key()}); err != nil {
+	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: e.key()}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "y", ClientKey: e.key()})
+	_, err = e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "y", ClientKey: e.key()})
 	wantRateLimited(t, err, time.Second)
 	// ... and 99 lookups of 100.
 	for i := range 99 {

@@ -6,6 +6,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 )
 
 // lookup resolves a username for user me at the auth service
@@ -15,7 +16,7 @@ import (
 // Past the budget it is RATE_LIMITED and auth is not asked. Other errors
 // pass through: NOT_FOUND for an unknown user, UNAVAILABLE or TIMEOUT when
 // auth does not answer.
-func (s *Service) lookup(ctx context.Context, me identity, username string) (*internalv1.UserLookupReply, error) {
+func (s *Service) lookup(ctx context.Context, me user, username string) (*internalv1.UserLookupReply, error) {
 	if err := s.take(limitLookup, me.id, 1); err != nil {
 		return nil, err
 	}
@@ -30,7 +31,7 @@ func (s *Service) resolveName(ctx context.Context, username string) (*internalv1
 	if err := rpc.Request(ctx, s.nc, subject.AuthLookup, nil, &internalv1.UserLookupRequest{Username: username}, &reply); err != nil {
 		return nil, err
 	}
-	if !validUserID(reply.UserId) {
+	if !convid.ValidToken(reply.UserId) { // it becomes part of a private chat's id
 		return nil, errNoConversation
 	}
 	return &reply, nil

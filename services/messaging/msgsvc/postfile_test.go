@@ -12,8 +12,8 @@ import (
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 // postFile is exactly what the file service does: the sender's identity
@@ -260,7 +260,7 @@ func TestPostFileRejections(t *testing.T) {
 		req  *internalv1.PostFileRequest
 		code parleyv1.ErrorCode
 	}{
-		{"public room", post(msgsvc.RoomPublic, "", fileInfo("f", "a.txt")), denied},
+		{"public room", post(convid.PublicRoom, "", fileInfo("f", "a.txt")), denied},
 		{"blocked by name", post("", "carol", fileInfo("f", "a.txt")), blockedCode},
 		{"blocked by id", post("dm.ualice.ucarol", "", fileInfo("f", "a.txt")), blockedCode},
 		{"yourself", post("", "alice", fileInfo("f", "a.txt")), invalidArg},

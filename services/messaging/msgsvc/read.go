@@ -176,7 +176,7 @@ func (s *Service) handleOpenDirect(ctx context.Context, m *nats.Msg) (proto.Mess
 	if peer.UserId == me.id {
 		return nil, errSelf
 	}
-	conv, err := resolve(DirectID(me.id, peer.UserId), me.id)
+	conv, err := direct(me.id, peer.UserId)
 	if err != nil {
 		return nil, err
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 // Two replicas appending to one conversation at once still number its
@@ -24,7 +24,7 @@ func TestSeqGapFreeAcrossReplicas(t *testing.T) {
 	for g := range senders {
 		wg.Go(func() {
 			for i := range each {
-				r, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic,
+				r, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom,
 					Text: fmt.Sprintf("%d/%d", g, i), ClientKey: fmt.Sprintf("g%d-%d", g, i)})
 				if err != nil {
 					t.Errorf("sender %d message %d: %v", g, i, err)
@@ -46,7 +46,7 @@ func TestSeqGapFreeAcrossReplicas(t *testing.T) {
 			}
 		}
 	}
-	h := e.allHistory(t, bob, msgsvc.RoomPublic)
+	h := e.allHistory(t, bob, convid.PublicRoom)
 	wantSeqs(t, "history", h, 1, senders*each)
 	seen := map[string]bool{}
 	for _, m := range h {

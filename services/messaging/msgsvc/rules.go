@@ -1,22 +1,23 @@
 package msgsvc
 
 import (
+	"errors"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
-// Conversation ids (docs/protocol.md §15): the public room, and a direct
-// conversation "dm.<a>.<b>" between users a < b (byte order). The ids are
-// NATS subject tokens (subject.Store(id)) and KV key parts, so user ids must
-// be plain tokens.
-const (
-	RoomPublic = "room.public"
-	roomName   = "public" // subject.RoomMessages(roomName); the room's title
-	dmPrefix   = "dm."
-)
+// Conversation ids are protocol/convid's (docs/protocol.md §15.1): the public
+// room convid.PublicRoom, private chats "dm.<a>.<b>" between users a < b
+// (byte order) and groups "group.<gid>" (group_rules.go). The ids are NATS
+// subject tokens (subject.Store(id)) and KV key parts.
+
+// roomName is the public room's name: subject.RoomMessages(roomName), and
+// its title.
+const roomName = "public"
 
 // conversation is a conversation id checked against one user.
 type conversation struct {
@@ -30,61 +31,39 @@ type conversation struct {
 	alsoTo []string
 }
 
-// DirectID is the id of the direct conversation between users a and b.
-func DirectID(a, b string) string {
-	if b < a {
-		a, b = b, a
-	}
-	return dmPrefix + a + "." + b
-}
-
-// resolve checks that user uid may read and post in conversation id.
-// Unknown ids are NOT_FOUND; a direct conversation not naming uid is
-// PERMISSION_DENIED (also when malformed: it says nothing about others'
-// conversations); one naming uid twice is INVALID_ARGUMENT.
+// resolve checks that user uid may read and post in conversation id (the
+// room or a private chat; groups: resolveConv). Unknown and non-canonical
+// ids are NOT_FOUND; a private chat not naming uid is PERMISSION_DENIED
+// (also when malformed: it says nothing about others' conversations); one
+// naming uid twice is INVALID_ARGUMENT (convid.ParseFor).
 func resolve(id, uid string) (conversation, error) {
-	if id == RoomPublic {
-		return conversation{id: id, kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM}, nil
-	}
-	rest, ok := strings.CutPrefix(id, dmPrefix)
-	if !ok {
-		return conversation{}, errNoConversation
-	}
-	parts := strings.Split(rest, ".")
-	member := false
-	for _, p := range parts {
-		member = member || p == uid
-	}
+	c, err := convid.ParseFor(id, uid)
 	switch {
-	case !member:
+	case errors.Is(err, convid.ErrNotMember):
 		return conversation{}, errNotMember
-	case len(parts) != 2:
-		return conversation{}, errNoConversation
-	case parts[0] == parts[1]:
+	case errors.Is(err, convid.ErrSelf):
 		return conversation{}, errSelf
-	case parts[0] > parts[1], !validUserID(parts[0]), !validUserID(parts[1]):
+	case err != nil:
 		return conversation{}, errNoConversation
+	case id == convid.PublicRoom:
+		return conversation{id: id, kind: parleyv1.ConversationKind_CONVERSATION_KIND_ROOM}, nil
+	case c.Kind() == convid.KindDirect:
+		return conversation{id: id, kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, peer: c.Peer(uid)}, nil
 	}
-	peer := parts[0]
-	if peer == uid {
-		peer = parts[1]
-	}
-	return conversation{id: id, kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, peer: peer}, nil
+	return conversation{}, errNoConversation
 }
 
-// validUserID accepts user ids that are safe as subject tokens and KV key
-// parts (auth issues "u" + 20 base32 characters).
-func validUserID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
+// direct is the private chat of users uid and peer (INVALID_ARGUMENT when
+// they are one user).
+func direct(uid, peer string) (conversation, error) {
+	c, err := convid.DM(uid, peer)
+	switch {
+	case errors.Is(err, convid.ErrSelf):
+		return conversation{}, errSelf
+	case err != nil:
+		return conversation{}, errNoConversation
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return conversation{id: c.String(), kind: parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT, peer: peer}, nil
 }
 
 // checkText applies the message text rules (docs/protocol.md §15.2): valid

@@ -36,8 +36,11 @@ func TestResolve(t *testing.T) {
 			t.Errorf("resolve(%q, %q) = %+v, %v; want peer %q, %v", tc.id, tc.uid, c, err, tc.peer, tc.err)
 		}
 	}
-	if got := DirectID("ub", "ua"); got != "dm.ua.ub" {
-		t.Errorf("DirectID = %q", got)
+	if c, err := direct("ub", "ua"); err != nil || c.id != "dm.ua.ub" || c.peer != "ua" {
+		t.Errorf("direct = %+v, %v", c, err)
+	}
+	if _, err := direct("ua", "ua"); !errors.Is(err, errSelf) {
+		t.Errorf("direct with oneself: %v", err)
 	}
 }
 

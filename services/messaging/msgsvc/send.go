@@ -9,20 +9,24 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 
-// identity is the authenticated sender, from the gateway's headers.
-type identity struct{ id, name string }
+// user is a user as messaging handles one: the sender of a request, a
+// peer, whoever caused a change.
+type user struct{ id, name string }
 
-func identityOf(m *nats.Msg) (identity, error) {
-	id := identity{id: m.Header.Get(subject.HeaderUserID), name: m.Header.Get(subject.HeaderUsername)}
-	if !validUserID(id.id) {
-		return identity{}, errNoIdentity
+// identityOf is the user a request is for, from the gateway's identity
+// headers (identity.Read); a request without them is UNAUTHENTICATED.
+func identityOf(m *nats.Msg) (user, error) {
+	c, err := identity.Read(m.Header)
+	if err != nil {
+		return user{}, errNoIdentity
 	}
-	return id, nil
+	return user{id: c.UserID, name: c.Username}, nil
 }
 
 // handleSend stores a message and delivers it. The reply is sent only once
@@ -69,7 +73,7 @@ type target struct {
 // conversation with that user (yourself: INVALID_ARGUMENT; unknown:
 // NOT_FOUND); an id must be a conversation the sender may post in (see
 // resolveConv). Blocking is checked later, by post.
-func (s *Service) target(ctx context.Context, me identity, convID, toUsername string) (target, error) {
+func (s *Service) target(ctx context.Context, me user, convID, toUsername string) (target, error) {
 	switch {
 	case (convID == "") == (toUsername == ""):
 		return target{}, errTarget
@@ -81,7 +85,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 		if peer.UserId == me.id {
 			return target{}, errSelf
 		}
-		conv, err := resolve(DirectID(me.id, peer.UserId), me.id)
+		conv, err := direct(me.id, peer.UserId)
 		if err != nil {
 			return target{}, err
 		}
@@ -105,7 +109,7 @@ func (s *Service) target(ctx context.Context, me identity, convID, toUsername st
 // returned, delivered again, and nothing new is stored). A key already
 // used for a different message (another conversation, text or file) is
 // INVALID_ARGUMENT.
-func (s *Service) post(ctx context.Context, me identity, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
+func (s *Service) post(ctx context.Context, me user, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
 	conv := t.conversation
 	if conv.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		// Checked before storing: a blocked sender's message is not kept.

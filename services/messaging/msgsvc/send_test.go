@@ -14,8 +14,8 @@ import (
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 // A room message reaches the room subject only; a private message reaches
@@ -28,9 +28,9 @@ func TestSendStoresAndDelivers(t *testing.T) {
 
 	text := "hello 世界 👋\nsecond line"
 	before := time.Now().UnixMilli()
-	rm := e.send(t, alice, msgsvc.RoomPublic, text)
+	rm := e.send(t, alice, convid.PublicRoom, text)
 	if rm.Seq != 1 || rm.Id == 0 || rm.SenderId != alice.id || rm.SenderName != "Alice" || rm.Text != text ||
-		rm.Conversation != msgsvc.RoomPublic || rm.SentAtUnixMs < before || rm.ClientKey == "" {
+		rm.Conversation != convid.PublicRoom || rm.SentAtUnixMs < before || rm.ClientKey == "" {
 		t.Fatalf("room message = %v", rm)
 	}
 	r, err := e.sendReq(alice, &parleyv1.SendRequest{ToUsername: "BOB", Text: "psst", ClientKey: e.key()})
@@ -79,7 +79,7 @@ func TestSendStoresAndDelivers(t *testing.T) {
 func TestSenderComesFromHeadersOnly(t *testing.T) {
 	e := newEnv(t)
 	e.start(t, testConfig())
-	body, err := proto.Marshal(&parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "it is me", ClientKey: "k1"})
+	body, err := proto.Marshal(&parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "it is me", ClientKey: "k1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestSenderComesFromHeadersOnly(t *testing.T) {
 	if err := proto.Unmarshal(m.Data, &r); err != nil {
 		t.Fatal(err)
 	}
-	h, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic})
+	h, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom})
 	if err != nil || len(h.Messages) != 1 {
 		t.Fatalf("history %v %v", h, err)
 	}
@@ -110,7 +110,7 @@ func TestSenderComesFromHeadersOnly(t *testing.T) {
 
 	// No identity: refused, nothing stored.
 	err = rpc.Request(t.Context(), e.nc, subject.MsgSend, nil,
-		&parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "anonymous", ClientKey: "k2"}, nil)
+		&parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "anonymous", ClientKey: "k2"}, nil)
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED)
 	if n := e.storedCount(t); n != 1 {
 		t.Errorf("stream holds %d messages, want 1", n)
@@ -121,7 +121,7 @@ func TestSendRejections(t *testing.T) {
 	e := newEnv(t)
 	e.start(t, testConfig())
 	ok := func(text string) *parleyv1.SendRequest {
-		return &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: text, ClientKey: e.key()}
+		return &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: text, ClientKey: e.key()}
 	}
 	for _, tc := range []struct {
 		name string
@@ -132,8 +132,8 @@ func TestSendRejections(t *testing.T) {
 		{"empty", alice, ok(""), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
 		{"white space", alice, ok(" \t\n\u3000 \r\n"), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
 		{"invisible characters only", alice, ok("\u200b \u200d\ufeff\u3164"), parleyv1.ErrorCode_ERROR_CODE_EMPTY_MESSAGE},
-		{"client_key ending in a space", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: "a "}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"client_key with a zero-width space", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: "a\u200bb"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"client_key ending in a space", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: "a "}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"client_key with a zero-width space", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: "a\u200bb"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"4001 characters", alice, ok(strings.Repeat("a", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"4001 emoji", alice, ok(strings.Repeat("😀", 4001)), parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
 		{"unknown conversation", alice, &parleyv1.SendRequest{Conversation: "room.secret", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
@@ -146,10 +146,10 @@ func TestSendRejections(t *testing.T) {
 		{"dm with self by name", alice, &parleyv1.SendRequest{ToUsername: "alice", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"unknown user", alice, &parleyv1.SendRequest{ToUsername: "nobody", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND},
 		{"no target", alice, &parleyv1.SendRequest{Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"two targets", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, ToUsername: "bob", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"missing client_key", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"client_key too long", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: strings.Repeat("k", 65)}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"client_key with a newline", alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: "a\r\nNats-Msg-Id: x"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"two targets", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, ToUsername: "bob", Text: "x", ClientKey: "a"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"missing client_key", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"client_key too long", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: strings.Repeat("k", 65)}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"client_key with a newline", alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: "a\r\nNats-Msg-Id: x"}, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.sendReq(tc.from, tc.req)
@@ -163,11 +163,11 @@ func TestSendRejections(t *testing.T) {
 	// The limits themselves are allowed: 4000 characters, also as 4000
 	// emoji (16,000 bytes); a 64-character key.
 	for _, text := range []string{strings.Repeat("a", 4000), strings.Repeat("😀", 4000)} {
-		if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: text, ClientKey: e.key()}); err != nil {
+		if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: text, ClientKey: e.key()}); err != nil {
 			t.Errorf("send %d bytes: %v", len(text), err)
 		}
 	}
-	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: strings.Repeat("語", 64)}); err != nil {
+	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: strings.Repeat("語", 64)}); err != nil {
 		t.Errorf("64-character key: %v", err)
 	}
 }
@@ -178,10 +178,10 @@ func TestMessageByteLimit(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxMessageChars = 10000
 	e.start(t, cfg)
-	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: strings.Repeat("é", 8000), ClientKey: e.key()}); err != nil {
+	if _, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: strings.Repeat("é", 8000), ClientKey: e.key()}); err != nil {
 		t.Fatalf("16,000 bytes: %v", err)
 	}
-	_, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: strings.Repeat("😀", 4200), ClientKey: e.key()})
+	_, err := e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: strings.Repeat("😀", 4200), ClientKey: e.key()})
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE)
 	if n := e.storedCount(t); n != 1 {
 		t.Fatalf("stream holds %d messages, want 1", n)
@@ -219,7 +219,7 @@ func TestIdempotentResend(t *testing.T) {
 		t.Fatalf("bob's send with alice's key: %v %v", r, err)
 	}
 	// One key names one message: reusing it elsewhere is an error.
-	_, err = e.sendReq(alice, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "once", ClientKey: "same-key"})
+	_, err = e.sendReq(alice, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "once", ClientKey: "same-key"})
 	wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
 }
 
@@ -227,13 +227,13 @@ func TestHistoryPaging(t *testing.T) {
 	e := newEnv(t)
 	e.start(t, testConfig())
 	for i := range 150 {
-		e.send(t, alice, msgsvc.RoomPublic, "m"+string(rune('a'+i%26)))
+		e.send(t, alice, convid.PublicRoom, "m"+string(rune('a'+i%26)))
 	}
 	// Backwards from the newest, limit 40: pages concatenate to 1..150.
 	var got []*parleyv1.Message
 	before, pages := uint64(0), 0
 	for {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, BeforeSeq: before, Limit: 40})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, BeforeSeq: before, Limit: 40})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +255,7 @@ func TestHistoryPaging(t *testing.T) {
 	// Forwards from after_seq 10.
 	got, after, pages := nil, uint64(10), 0
 	for {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), Limit: 40})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, AfterSeq: proto.Uint64(after), Limit: 40})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +290,7 @@ func TestHistoryPaging(t *testing.T) {
 		{"one in the middle", &parleyv1.HistoryRequest{BeforeSeq: 65, Limit: 1}, 64, 64, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.req.Conversation = msgsvc.RoomPublic
+			tc.req.Conversation = convid.PublicRoom
 			r, err := e.history(carol, tc.req)
 			if err != nil {
 				t.Fatal(err)
@@ -320,7 +320,7 @@ func TestHistoryPaging(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(100), Limit: 20})
+	r, err := e.history(carol, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, AfterSeq: proto.Uint64(100), Limit: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestHistoryPaging(t *testing.T) {
 
 	// Both directions at once is a mistake, also with after_seq 0.
 	for _, after := range []uint64{0, 1} {
-		_, err = e.history(carol, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), BeforeSeq: 5})
+		_, err = e.history(carol, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, AfterSeq: proto.Uint64(after), BeforeSeq: 5})
 		wantCode(t, err, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
 	}
 }
@@ -397,12 +397,12 @@ func TestHistoryLargeMessages(t *testing.T) {
 	e.start(t, testConfig())
 	big := strings.Repeat("😀", 4000) // 16,000 bytes
 	for range 130 {
-		e.send(t, alice, msgsvc.RoomPublic, big)
+		e.send(t, alice, convid.PublicRoom, big)
 	}
 	var back []*parleyv1.Message
 	before := uint64(0)
 	for {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, BeforeSeq: before, Limit: 200})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, BeforeSeq: before, Limit: 200})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,7 +418,7 @@ func TestHistoryLargeMessages(t *testing.T) {
 	wantSeqs(t, "backward", back, 1, 130)
 	var fwd []*parleyv1.Message
 	for after := uint64(1); ; {
-		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: msgsvc.RoomPublic, AfterSeq: proto.Uint64(after), Limit: 200})
+		r, err := e.history(bob, &parleyv1.HistoryRequest{Conversation: convid.PublicRoom, AfterSeq: proto.Uint64(after), Limit: 200})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +451,7 @@ func TestLiveEventsInSeqOrder(t *testing.T) {
 			defer func() { done <- struct{}{} }()
 			u := []user{alice, bob, carol}[i%3]
 			for j := range each {
-				if _, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "x", ClientKey: e.key()}); err != nil {
+				if _, err := e.sendReq(u, &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "x", ClientKey: e.key()}); err != nil {
 					t.Errorf("send %d/%d: %v", i, j, err)
 				}
 			}
@@ -472,18 +472,18 @@ func TestClientKeyRules(t *testing.T) {
 	send := func(u user, conv, text, key string) (*parleyv1.SendReply, error) {
 		return e.sendReq(u, &parleyv1.SendRequest{Conversation: conv, Text: text, ClientKey: key})
 	}
-	first, err := send(alice, msgsvc.RoomPublic, "first", "k")
+	first, err := send(alice, convid.PublicRoom, "first", "k")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// "k " was stored under "k" (the header lost the space) and answered
 	// with the first message: the second text was lost without an error.
-	_, err = send(alice, msgsvc.RoomPublic, "second", "k ")
+	_, err = send(alice, convid.PublicRoom, "second", "k ")
 	wantCode(t, err, invalidArg)
 	for _, tc := range []struct {
 		name, conv, text string
 	}{
-		{"same key, other text", msgsvc.RoomPublic, "first, edited"},
+		{"same key, other text", convid.PublicRoom, "first, edited"},
 		{"same key, other conversation", "dm.ualice.ubob", "first"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -493,7 +493,7 @@ func TestClientKeyRules(t *testing.T) {
 	}
 	// The same request again is answered with the stored message, and its
 	// event is published again (clients drop a seq they have).
-	again, err := send(alice, msgsvc.RoomPublic, "first", "k")
+	again, err := send(alice, convid.PublicRoom, "first", "k")
 	if err != nil || !again.Duplicate || !proto.Equal(again.Message, first.Message) {
 		t.Fatalf("re-send: %v %v", again, err)
 	}
@@ -502,10 +502,10 @@ func TestClientKeyRules(t *testing.T) {
 		t.Errorf("events %v, want the first message twice", ev)
 	}
 	// Keys are per user.
-	if r, err := send(bob, msgsvc.RoomPublic, "bob's", "k"); err != nil || r.Duplicate {
+	if r, err := send(bob, convid.PublicRoom, "bob's", "k"); err != nil || r.Duplicate {
 		t.Errorf("bob's key k: %v %v", r, err)
 	}
-	wantSeqs(t, "history", e.allHistory(t, carol, msgsvc.RoomPublic), 1, 2)
+	wantSeqs(t, "history", e.allHistory(t, carol, convid.PublicRoom), 1, 2)
 }
 
 // Keys are remembered for -msg-dedup-window; after it, the same request
@@ -515,7 +515,7 @@ func TestClientKeyForgottenAfterWindow(t *testing.T) {
 	cfg := testConfig()
 	cfg.DedupWindow = 300 * time.Millisecond
 	e.start(t, cfg)
-	req := &parleyv1.SendRequest{Conversation: msgsvc.RoomPublic, Text: "again", ClientKey: "k"}
+	req := &parleyv1.SendRequest{Conversation: convid.PublicRoom, Text: "again", ClientKey: "k"}
 	if _, err := e.sendReq(alice, req); err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,12 @@ package msgsvc
 
 import (
 	"context"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -40,7 +40,7 @@ func (s *Service) handleTyping(ctx context.Context, m *nats.Msg) (proto.Message,
 	if err := proto.Unmarshal(m.Data, &req); err != nil {
 		return nil, errMalformed
 	}
-	if !strings.HasPrefix(req.Conversation, dmPrefix) {
+	if convid.KindOf(req.Conversation) != convid.KindDirect {
 		return nil, errTypingNotPrivate // the room, groups and anything else
 	}
 	conv, err := resolve(req.Conversation, me.id)

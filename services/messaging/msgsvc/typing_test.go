@@ -8,8 +8,8 @@ import (
 
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
-	"github.com/parleychat/parley/services/messaging/msgsvc"
 )
 
 // typingEvents watches u's typing subject, rendered "conversation:Name".
@@ -34,7 +34,7 @@ func TestTypingRules(t *testing.T) {
 		name, conv string
 		code       parleyv1.ErrorCode
 	}{
-		{"the room", msgsvc.RoomPublic, invalidArg},
+		{"the room", convid.PublicRoom, invalidArg},
 		{"a group", "group.g" + strings.Repeat("a", 20), invalidArg},
 		{"no conversation", "", invalidArg},
 		{"yourself", "dm.ualice.ualice", invalidArg},
