@@ -10,7 +10,6 @@ import (
 	"github.com/parleychat/parley/libs/errcode"
 	"github.com/parleychat/parley/libs/proto/parleyv1"
 	"github.com/parleychat/parley/libs/rpc"
-	"github.com/parleychat/parley/libs/subject"
 )
 
 // Every request a client makes travels to its service as one NATS message,
@@ -47,14 +46,6 @@ func (c *Conn) checkBusSize(subj string, hdr nats.Header, req proto.Message, too
 		return errcode.New(tooLarge, "the message is too large")
 	}
 	return errcode.Newf(tooLarge, "the request is too large (%d bytes; at most %d)", size, limit)
-}
-
-// tooLargeCode is the code for a request too large for the bus on subj.
-func tooLargeCode(subj string) parleyv1.ErrorCode {
-	if subj == subject.MsgSend {
-		return parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE
-	}
-	return parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 }
 
 // headerSize is the size of hdr as nats.go encodes it ("NATS/1.0\r\n",
