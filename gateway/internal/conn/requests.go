@@ -47,8 +47,11 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		return
 	}
 	m := f.ProtoReflect()
-	fd := m.WhichOneof(bodyOneof)
-	r := routeOf[fd.Name()]
+	fd := m.WhichOneof(bodyOneof) // never nil: wire.Decode refuses a frame without a body
+	var r *route
+	if fd != nil {
+		r = routeOf[fd.Name()]
+	}
 	if r == nil {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
@@ -136,6 +139,9 @@ func (c *Conn) authenticate(r *route, rid uint32, req proto.Message, _ *session)
 		c.log().Error("auth reply without a session", "subject", r.subject)
 		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
 	}
+	if c.ctx.Err() != nil {
+		return nil, nil // the client has gone: no session to start
+	}
 	opts := req.(sessionRequest).GetOptions()
 	c.startSession(rid, s, opts)
 	return nil, nil
@@ -173,7 +179,7 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		SessionId: s.GetSessionId(),
 	}
 	if err := c.request(subject.PresenceConnect, nil, &internalv1.PresenceConnect{Conn: rec}, nil,
-		parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil {
+		parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil && c.ctx.Err() == nil {
 		c.log().Warn("presence connect failed; the heartbeat resync will repair it", "user", rec.UserId, "err", err)
 	}
 	if c.h.Registry.Authenticate(c, rec) {
