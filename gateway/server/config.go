@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -175,18 +176,35 @@ var (
 	ErrPublicURL    = errors.New("invalid public URL")
 )
 
-// validate checks c and fills in the gateway id default.
+// Validate reports every problem with c at once (joined with
+// errors.Join), each naming its flag; it changes nothing and starts
+// nothing. New applies the same checks. A TLS certificate and key are
+// loaded to check them.
+func (c Config) Validate() error {
+	err := c.validate()
+	if c.TLSCert != "" && c.TLSKey != "" {
+		if _, tlsErr := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); tlsErr != nil {
+			err = errors.Join(err, fmt.Errorf("-tls-cert/-tls-key: %w", tlsErr))
+		}
+	}
+	return err
+}
+
+// validate checks c, reporting every problem at once, and fills in the
+// gateway id default and the normalised -public-http-url and
+// -cors-origins.
 func (c *Config) validate() error {
+	var errs []error
 	if c.TCPAddr == "" && c.HTTPAddr == "" {
-		return ErrNoListener
+		errs = append(errs, ErrNoListener)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return ErrTLSPair
+		errs = append(errs, ErrTLSPair)
 	}
 	if c.TLSCert == "" && !c.Insecure {
 		for _, addr := range []string{c.TCPAddr, c.HTTPAddr} {
 			if addr != "" && !isLoopback(addr) {
-				return fmt.Errorf("refusing plaintext on %s: give -tls-cert/-tls-key or -insecure: %w", addr, ErrPlaintext)
+				errs = append(errs, fmt.Errorf("refusing plaintext on %s: give -tls-cert/-tls-key or -insecure: %w", addr, ErrPlaintext))
 			}
 		}
 	}
@@ -194,7 +212,7 @@ func (c *Config) validate() error {
 		u, err := url.Parse(c.PublicHTTPURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 			u.RawQuery != "" || u.Fragment != "" || !utf8.ValidString(c.PublicHTTPURL) {
-			return fmt.Errorf("-public-http-url %q: want http(s)://host[:port][/path]: %w", c.PublicHTTPURL, ErrPublicURL)
+			errs = append(errs, fmt.Errorf("-public-http-url %q: want http(s)://host[:port][/path]: %w", c.PublicHTTPURL, ErrPublicURL))
 		}
 		c.PublicHTTPURL = strings.TrimRight(c.PublicHTTPURL, "/")
 	}
@@ -202,44 +220,45 @@ func (c *Config) validate() error {
 		c.GatewayID = defaultGatewayID()
 	}
 	if !validToken(c.GatewayID) {
-		return fmt.Errorf("%q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID)
+		errs = append(errs, fmt.Errorf("-gateway-id %q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID))
 	}
 	var origins Origins
 	if err := origins.Set(strings.Join(c.CORSOrigins, ",")); err != nil {
-		return fmt.Errorf("-cors-origins: %w: %w", err, ErrInvalidLimit)
+		errs = append(errs, fmt.Errorf("-cors-origins: %w: %w", err, ErrInvalidLimit))
 	}
 	c.CORSOrigins = origins
-	positive := []struct {
+	limits := []struct {
 		name string
 		ok   bool
+		want string
 	}{
-		{"-max-frame-size", c.MaxFrameSize > 0 && c.MaxFrameSize <= 64<<20},
-		{"-max-prelogin-frame-size", c.PreloginFrameSize > 0 && c.PreloginFrameSize <= c.MaxFrameSize},
-		{"-max-conns", c.MaxConns >= 0},
-		{"-max-conns-per-addr", c.MaxConnsPerAddr >= 0},
-		{"-max-unauth-conns-per-addr", c.MaxUnauthConnsPerAddr >= 0},
-		{"-handshake-timeout", c.HandshakeTimeout > 0},
-		{"-heartbeat-interval", c.HeartbeatInterval > 0},
-		{"-idle-timeout", c.IdleTimeout > 0},
-		{"-send-queue-frames", c.SendQueueFrames > 0},
-		{"-send-queue-bytes", c.SendQueueBytes > 0},
-		{"-write-timeout", c.WriteTimeout > 0},
-		{"-presence-heartbeat", c.PresenceHeartbeat > 0},
-		{"-request-timeout", c.RequestTimeout > 0},
-		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second},
-		{"-max-uploads", c.MaxUploads > 0},
-		{"-max-uploads-per-user", c.MaxUploadsPerUser >= 0},
-		{"-upload-min-rate", c.UploadMinRate >= 0},
-		{"-upload-rate-window", c.UploadRateWindow > 0 || c.UploadMinRate == 0},
-		{"-http-read-buffer", c.HTTPReadBuffer >= 0},
-		{"-live-fallback-poll", c.LiveFallback > 0},
+		{"-max-frame-size", c.MaxFrameSize > 0 && c.MaxFrameSize <= 64<<20, "1 to 64 MiB"},
+		{"-max-prelogin-frame-size", c.PreloginFrameSize > 0 && c.PreloginFrameSize <= c.MaxFrameSize, "positive, at most -max-frame-size"},
+		{"-max-conns", c.MaxConns >= 0, "0 or more"},
+		{"-max-conns-per-addr", c.MaxConnsPerAddr >= 0, "0 or more"},
+		{"-max-unauth-conns-per-addr", c.MaxUnauthConnsPerAddr >= 0, "0 or more"},
+		{"-handshake-timeout", c.HandshakeTimeout > 0, "positive"},
+		{"-heartbeat-interval", c.HeartbeatInterval > 0, "positive"},
+		{"-idle-timeout", c.IdleTimeout > 0, "positive"},
+		{"-send-queue-frames", c.SendQueueFrames > 0, "positive"},
+		{"-send-queue-bytes", c.SendQueueBytes > 0, "positive"},
+		{"-write-timeout", c.WriteTimeout > 0, "positive"},
+		{"-presence-heartbeat", c.PresenceHeartbeat > 0, "positive"},
+		{"-request-timeout", c.RequestTimeout > 0, "positive"},
+		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second, "0 to 1s"},
+		{"-max-uploads", c.MaxUploads > 0, "positive"},
+		{"-max-uploads-per-user", c.MaxUploadsPerUser >= 0, "0 or more"},
+		{"-upload-min-rate", c.UploadMinRate >= 0, "0 or more"},
+		{"-upload-rate-window", c.UploadRateWindow > 0 || c.UploadMinRate == 0, "positive with -upload-min-rate"},
+		{"-http-read-buffer", c.HTTPReadBuffer >= 0, "0 or more"},
+		{"-live-fallback-poll", c.LiveFallback > 0, "positive"},
 	}
-	for _, p := range positive {
-		if !p.ok {
-			return fmt.Errorf("%s must be positive (frame size at most 64 MiB, the prelogin one at most that, -room-batch 0 to 1s, connection caps 0 or more): %w", p.name, ErrInvalidLimit)
+	for _, l := range limits {
+		if !l.ok {
+			errs = append(errs, fmt.Errorf("%s must be %s: %w", l.name, l.want, ErrInvalidLimit))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // fdReserve is what defaultMaxConns leaves of the open-file limit for the

@@ -3,7 +3,9 @@ package server_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/testenv"
@@ -44,5 +46,27 @@ func TestOrigins(t *testing.T) {
 	cfg.CORSOrigins = server.Origins{"*"}
 	if _, err := server.New(cfg, server.Deps{NC: testenv.Connect(t, testenv.NATS(t))}); !errors.Is(err, server.ErrInvalidLimit) {
 		t.Errorf("New with -cors-origins *: %v, want ErrInvalidLimit", err)
+	}
+}
+
+// TestConfigValidateReportsAll: Validate names every bad flag at once, so
+// an operator fixes a configuration in one round, and checks the TLS files.
+func TestConfigValidateReportsAll(t *testing.T) {
+	cfg := testConfig()
+	cfg.IdleTimeout = 0
+	cfg.GatewayID = "gw.1"
+	cfg.RoomBatch = 2 * time.Second
+	cfg.TLSCert, cfg.TLSKey = "/nonexistent/cert.pem", "/nonexistent/key.pem"
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted the config")
+	}
+	for _, flag := range []string{"-idle-timeout", "-gateway-id", "-room-batch", "-tls-cert"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("%q does not name %s", err, flag)
+		}
+	}
+	if err := testConfig().Validate(); err != nil {
+		t.Errorf("Validate of the test config: %v", err)
 	}
 }

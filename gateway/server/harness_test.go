@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,6 +27,7 @@ import (
 type env struct {
 	t        testing.TB
 	srv      *server.Server
+	ns       *natsserver.Server
 	nc       *nats.Conn // a test-side NATS connection (acting as a service)
 	auth     *standInAuth
 	presence *standInPresence
@@ -62,7 +64,7 @@ func startGateway(t testing.TB, mutate func(*server.Config)) *env {
 func startGatewayDeps(t testing.TB, mutate func(*server.Config), deps func(*server.Deps)) *env {
 	t.Helper()
 	ns := testenv.NATS(t)
-	e := &env{t: t, nc: testenv.Connect(t, ns), reg: prometheus.NewRegistry()}
+	e := &env{t: t, ns: ns, nc: testenv.Connect(t, ns), reg: prometheus.NewRegistry()}
 	e.auth = startStandInAuth(t, e.nc)
 	e.presence = startStandInPresence(t, e.nc)
 	if err := e.nc.Flush(); err != nil {

@@ -244,3 +244,66 @@ func BenchmarkStalledFrame(b *testing.B) {
 	b.ReportMetric(stackPerConn, "stack-B/conn")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkIdleStack reports the goroutine stack per connection that
+// completed the handshake, answered a Ping and went quiet: the state most
+// of a gateway's connections are in. Its reader waits for the next frame;
+// it must stay within Go's initial 2 KiB stack (docs/benchmarks.md).
+func BenchmarkIdleStack(b *testing.B) {
+	const n = 1000
+	e := startGateway(b, func(c *server.Config) { c.MaxConns = 0; c.MaxUnauthConnsPerAddr = 0; c.MaxConnsPerAddr = 0 })
+	addr := e.srv.TCPAddr().String()
+	hello := []byte{0, 0, 0, 0x0a, 0x08, 0x01, 0x12, 0x06, 0x0a, 0x01, 0x01, 0x12, 0x01, 0x78} // docs/protocol.md §14
+	ping := []byte{0, 0, 0, 0x06, 0x08, 0x02, 0x2a, 0x02, 0x08, 0x07}                          // request_id 2, ping{nonce 7}
+	var stackPerConn float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		conns := make([]net.Conn, 0, n)
+		for range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+			if _, err := c.Write(append(append([]byte(nil), hello...), ping...)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, c := range conns {
+			// Welcome and Pong: both frames answered.
+			buf := make([]byte, 4096)
+			got := 0
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for frames := 0; frames < 2; {
+				k, err := c.Read(buf[got:])
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += k
+				for got >= 4 {
+					size := int(binary.BigEndian.Uint32(buf)) + 4
+					if got < size {
+						break
+					}
+					copy(buf, buf[size:got])
+					got -= size
+					frames++
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // let the gateway's readers park; not an assertion
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		stackPerConn = float64(int64(after.StackInuse)-int64(before.StackInuse)) / n
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		testenv.Eventually(b, 10*time.Second, "idle connections gone", func() bool {
+			return e.metric("parley_gateway_connections", nil) == 0
+		})
+	}
+	b.ReportMetric(stackPerConn, "stack-B/conn")
+	b.ReportMetric(0, "ns/op")
+}

@@ -29,15 +29,28 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // ErrNoStore: neither -storage-dir nor -minio-endpoint was given.
 var ErrNoStore = fmt.Errorf("objstore: %w: give -storage-dir or -minio-endpoint", ErrInvalidArgument)
 
-// Open returns the configured store.
-func (c Config) Open(ctx context.Context) (Store, error) {
+// Validate reports every problem with c at once (joined with
+// errors.Join, each naming its flag); it creates and contacts nothing.
+// Open applies the same checks.
+func (c Config) Validate() error {
 	switch {
 	case c.Dir != "" && c.MinIO.Endpoint != "":
-		return nil, fmt.Errorf("objstore: %w: give -storage-dir or -minio-endpoint, not both", ErrInvalidArgument)
+		return fmt.Errorf("objstore: %w: give -storage-dir or -minio-endpoint, not both", ErrInvalidArgument)
 	case c.Dir != "":
-		return NewDir(c.Dir)
+		return nil
 	case c.MinIO.Endpoint != "":
-		return NewMinIO(ctx, c.MinIO)
+		return c.MinIO.Validate()
 	}
-	return nil, ErrNoStore
+	return ErrNoStore
+}
+
+// Open returns the configured store.
+func (c Config) Open(ctx context.Context) (Store, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.Dir != "" {
+		return NewDir(c.Dir)
+	}
+	return NewMinIO(ctx, c.MinIO)
 }

@@ -25,6 +25,29 @@ type MinIOConfig struct {
 	Secure    bool   // HTTPS
 }
 
+// Validate reports every problem with cfg at once (joined with
+// errors.Join, each wrapping ErrInvalidArgument and naming its flag); it
+// contacts nothing.
+func (cfg MinIOConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("objstore: minio: %w: "+format, append([]any{ErrInvalidArgument}, args...)...))
+	}
+	switch {
+	case cfg.Endpoint == "":
+		bad("empty endpoint (-minio-endpoint)")
+	case strings.Contains(cfg.Endpoint, "://") || strings.Contains(cfg.Endpoint, "/"):
+		bad("-minio-endpoint %q must be host:port without scheme or path", cfg.Endpoint)
+	}
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		bad("-minio-access-key and -minio-secret-key are required")
+	}
+	if err := s3utils.CheckValidBucketNameStrict(cfg.Bucket); err != nil {
+		bad("-minio-bucket %q: %v", cfg.Bucket, err)
+	}
+	return errors.Join(errs...)
+}
+
 // MinIO is a Store in a bucket of an S3-compatible server (MinIO). Parts
 // and objects stream to the server; minio-go does not buffer them when
 // given their size.
@@ -37,16 +60,8 @@ type MinIO struct {
 // exist. Creating is idempotent and safe when several processes race to do
 // it.
 func NewMinIO(ctx context.Context, cfg MinIOConfig) (*MinIO, error) {
-	switch {
-	case cfg.Endpoint == "":
-		return nil, fmt.Errorf("objstore: minio: %w: empty endpoint", ErrInvalidArgument)
-	case strings.Contains(cfg.Endpoint, "://") || strings.Contains(cfg.Endpoint, "/"):
-		return nil, fmt.Errorf("objstore: minio: %w: endpoint %q must be host:port without scheme or path", ErrInvalidArgument, cfg.Endpoint)
-	case cfg.AccessKey == "" || cfg.SecretKey == "":
-		return nil, fmt.Errorf("objstore: minio: %w: access key and secret key are required", ErrInvalidArgument)
-	}
-	if err := s3utils.CheckValidBucketNameStrict(cfg.Bucket); err != nil {
-		return nil, fmt.Errorf("objstore: minio: %w: bucket %q: %v", ErrInvalidArgument, cfg.Bucket, err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),

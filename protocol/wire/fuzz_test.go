@@ -3,6 +3,8 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -62,7 +64,9 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzReader feeds arbitrary byte streams to the length-prefixed reader with
-// a small limit: every frame read is either decoded or refused with an error.
+// a small limit: every frame read is either decoded or refused with an error,
+// and calling Wait before each read (as the gateway's reader does while a
+// frame is handled) changes nothing that is read.
 func FuzzReader(f *testing.F) {
 	for _, fr := range seedFrames() {
 		b, _ := AppendFrame(nil, fr)
@@ -84,5 +88,33 @@ func FuzzReader(f *testing.F) {
 				t.Fatal("frame without body accepted")
 			}
 		}
+		plain, waited := readOutcomes(b, false), readOutcomes(b, true)
+		if !slices.Equal(plain, waited) {
+			t.Fatalf("with Wait the stream reads %q, without %q", waited, plain)
+		}
 	})
+}
+
+// readOutcomes reads up to 64 frames of b, one byte per Read (so Wait takes
+// exactly one), with Wait before each read if wait is set, and describes
+// what each read gave.
+func readOutcomes(b []byte, wait bool) []string {
+	r := NewReader(oneByteReader{bytes.NewReader(b)}, 4096)
+	var out []string
+	for range 64 {
+		if wait {
+			_ = r.Wait() // its error recurs in the read
+		}
+		raw, err := r.ReadRaw()
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+			if CodeOf(err) == 44 {
+				return out
+			}
+			continue
+		}
+		out = append(out, fmt.Sprintf("frame %x", *raw))
+		PutRaw(raw)
+	}
+	return out
 }

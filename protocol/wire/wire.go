@@ -142,9 +142,10 @@ func WriteFrame(w io.Writer, f *parleyv1.Frame) error {
 // twice what has arrived, whichever is larger: the length prefix is a
 // claim, not a reason to allocate.
 type Reader struct {
-	r   io.Reader
-	max uint32
-	hdr [HeaderSize]byte
+	r      io.Reader
+	max    uint32
+	hdr    [HeaderSize]byte
+	waited uint8 // bytes of hdr that Wait read ahead (0 or 1)
 }
 
 // SetMax changes the frame size limit for the frames read from now on. It
@@ -190,9 +191,10 @@ func (r *Reader) ReadFrame() (*parleyv1.Frame, error) {
 // stack that outgrows 2 KiB costs 2 KiB per connection). The error paths
 // and the growing are in helpers, to keep it small.
 func (r *Reader) ReadRaw() (*[]byte, error) {
-	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
-		return nil, err
+	if _, err := io.ReadFull(r.r, r.hdr[r.waited:]); err != nil {
+		return nil, r.prefixFailed(err)
 	}
+	r.waited = 0
 	n := int(binary.BigEndian.Uint32(r.hdr[:]))
 	if uint32(n) > r.max {
 		return nil, tooLarge(n, r.max)
@@ -214,6 +216,37 @@ func (r *Reader) ReadRaw() (*[]byte, error) {
 	}
 	*b = buf
 	return b, nil
+}
+
+// Wait blocks until the next frame's first byte has arrived, without
+// consuming the frame: the next ReadRaw (or ReadFrame) reads it whole. It
+// returns nil at once if a byte is already waiting, and the read's error
+// otherwise (io.EOF when the stream ended between frames; a deadline's
+// error leaves the Reader usable if the stream is). A reader uses it to
+// learn that its peer has gone while it is busy with the previous frame.
+// It must not be called concurrently with ReadFrame or ReadRaw.
+func (r *Reader) Wait() error {
+	if r.waited > 0 {
+		return nil
+	}
+	n, err := r.r.Read(r.hdr[:1])
+	if n > 0 {
+		r.waited = 1
+		return nil
+	}
+	return err
+}
+
+// prefixFailed is the error for a length prefix that could not be read
+// whole: io.EOF only when the stream ended before the frame's first byte.
+//
+//go:noinline
+func (r *Reader) prefixFailed(err error) error {
+	if r.waited > 0 && err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	r.waited = 0
+	return err
 }
 
 // grow returns buf, full, in a buffer of twice its size (at least 4 KiB),

@@ -260,3 +260,46 @@ func TestProtocolDocExample(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderWait: Wait returns once the next frame has begun to arrive and
+// consumes nothing ReadFrame then misses; at the end of the stream it
+// returns io.EOF; a stream that ends after the byte Wait read is a frame
+// cut short, as it would be without Wait.
+func TestReaderWait(t *testing.T) {
+	good, _ := AppendFrame(nil, hello())
+	tests := []struct {
+		name    string
+		in      []byte
+		waitErr error // from the first Wait
+		readErr error // from the ReadRaw after it; nil: the frame is hello()
+	}{
+		{"a whole frame", good, nil, nil},
+		{"end between frames", nil, io.EOF, io.EOF},
+		{"end after one byte", good[:1], nil, io.ErrUnexpectedEOF},
+		{"end inside the prefix", good[:3], nil, io.ErrUnexpectedEOF},
+		{"end inside the body", good[:len(good)-1], nil, io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A reader that hands out one byte per Read, so Wait takes one.
+			r := NewReader(oneByteReader{bytes.NewReader(tt.in)}, DefaultMaxFrameSize)
+			if err := r.Wait(); !errors.Is(err, tt.waitErr) {
+				t.Fatalf("Wait: %v, want %v", err, tt.waitErr)
+			}
+			if err := r.Wait(); !errors.Is(err, tt.waitErr) {
+				t.Fatalf("second Wait: %v, want %v", err, tt.waitErr)
+			}
+			f, err := r.ReadFrame()
+			if !errors.Is(err, tt.readErr) {
+				t.Fatalf("ReadFrame: %v, want %v", err, tt.readErr)
+			}
+			if tt.readErr == nil && !proto.Equal(f, hello()) {
+				t.Fatalf("ReadFrame after Wait: %v", f)
+			}
+		})
+	}
+}
+
+type oneByteReader struct{ r io.Reader }
+
+func (o oneByteReader) Read(p []byte) (int, error) { return o.r.Read(p[:min(len(p), 1)]) }

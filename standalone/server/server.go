@@ -104,12 +104,9 @@ type Server struct {
 // without credentials.
 var ErrExposed = errors.New("exposed without credentials")
 
-// New checks the configuration; it starts nothing.
+// New checks the configuration (Validate); it starts nothing.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("parleyd: -data-dir must not be empty")
-	}
-	if err := cfg.checkNATS(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("parleyd: %w", err)
 	}
 	if log == nil {
@@ -119,6 +116,39 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 		reg = prometheus.NewRegistry()
 	}
 	return &Server{cfg: cfg, log: log, reg: reg}, nil
+}
+
+// Validate checks every component's configuration (the gateway, auth,
+// presence, messaging, file, the embedded NATS and the file store) and
+// reports every problem at once, each naming its flag. It starts nothing:
+// no port is opened, no directory created, nothing contacted (a TLS
+// certificate is read). New calls it, so a bad value anywhere stops
+// parleyd before any part of it has started.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir must not be empty"))
+	}
+	errs = append(errs,
+		c.checkNATS(),
+		c.Gateway.Validate(),
+		c.Auth.Validate(),
+		c.Presence.Validate(),
+		c.Messaging.Validate(),
+		c.File.Validate(),
+		c.storage().Validate(),
+	)
+	return errors.Join(errs...)
+}
+
+// storage is the file store's configuration: -storage-dir or
+// -minio-endpoint when given, else the directory DataDir/files.
+func (c Config) storage() objstore.Config {
+	sc := c.Storage
+	if sc.Dir == "" && sc.MinIO.Endpoint == "" {
+		sc.Dir = filepath.Join(c.DataDir, "files")
+	}
+	return sc
 }
 
 // Start brings up NATS, the presence store, the services and binds the
@@ -191,16 +221,11 @@ func (s *Server) start() (err error) {
 	return s.gw.Listen()
 }
 
-// openStorage opens the file store: -storage-dir or -minio-endpoint when
-// given, else the directory DataDir/files.
+// openStorage opens the file store (Config.storage).
 func (s *Server) openStorage() (objstore.Store, error) {
-	sc := s.cfg.Storage
-	if sc.Dir == "" && sc.MinIO.Endpoint == "" {
-		sc.Dir = filepath.Join(s.cfg.DataDir, "files")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	st, err := sc.Open(ctx)
+	st, err := s.cfg.storage().Open(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("parleyd: file storage: %w", err)
 	}
@@ -309,17 +334,20 @@ func (s *Server) close() {
 	}
 }
 
-// checkNATS refuses an embedded NATS on a non-loopback address without a
-// token, unless -insecure.
+// checkNATS checks the embedded NATS's flags: a -nats-listen address, and
+// no non-loopback one without a token unless -insecure.
 func (c Config) checkNATS() error {
-	if err := service.CheckToken("-nats-token", c.NATSToken); err != nil {
-		return err
+	errs := []error{service.CheckToken("-nats-token", c.NATSToken)}
+	if c.NATSListen != "" {
+		if _, _, err := splitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("-nats-listen %q: want host:port: %w", c.NATSListen, err))
+		}
 	}
 	if c.NATSListen != "" && !service.IsLoopback(c.NATSListen) && c.NATSToken == "" && !c.Gateway.Insecure {
-		return fmt.Errorf("refusing -nats-listen %s without -nats-token: whoever reaches it can read the signing key and password hashes and send as anyone (give -nats-token, or -insecure on a network you trust): %w",
-			c.NATSListen, ErrExposed)
+		errs = append(errs, fmt.Errorf("refusing -nats-listen %s without -nats-token: whoever reaches it can read the signing key and password hashes and send as anyone (give -nats-token, or -insecure on a network you trust): %w",
+			c.NATSListen, ErrExposed))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckAdmin is parleyd's rule for its admin port (-admin-addr): a

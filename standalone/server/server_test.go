@@ -7,12 +7,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/protocol/wire"
@@ -214,5 +218,75 @@ func (c *wireConn) request(t *testing.T, f *parleyv1.Frame) *parleyv1.Frame {
 		if r.GetRequestId() == f.RequestId {
 			return r
 		}
+	}
+}
+
+// TestConfigValidation: a bad value in any component's configuration
+// stops parleyd in New, before anything has started, with every problem
+// reported at once and named by its flag.
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*server.Config)
+		want   []string // each must appear in the error
+	}{
+		{"no data dir", func(c *server.Config) { c.DataDir = "" }, []string{"-data-dir"}},
+		{"gateway: zero idle timeout", func(c *server.Config) { c.Gateway.IdleTimeout = 0 }, []string{"-idle-timeout"}},
+		{"gateway: missing certificate", func(c *server.Config) { c.Gateway.TLSCert, c.Gateway.TLSKey = "/nonexistent.pem", "/nonexistent.key" }, []string{"-tls-cert"}},
+		{"gateway: plaintext beyond loopback", func(c *server.Config) { c.Gateway.TCPAddr = "0.0.0.0:0" }, []string{"-insecure"}},
+		{"auth: unknown session policy", func(c *server.Config) { c.Auth.SessionPolicy = "some" }, []string{"-session-policy"}},
+		{"auth: no argon2 threads", func(c *server.Config) { c.Auth.Argon2Threads = 0 }, []string{"-argon2-threads"}},
+		{"auth: short passwords", func(c *server.Config) { c.Auth.PasswordMinLen = 4 }, []string{"-password-min-len"}},
+		{"presence: zero gateway TTL", func(c *server.Config) { c.Presence.GatewayTTL = 0 }, []string{"-gateway-ttl"}},
+		{"messaging: nine replicas", func(c *server.Config) { c.Messaging.StreamReplicas = 9 }, []string{"-msg-stream-replicas"}},
+		{"file: zero KV replicas", func(c *server.Config) { c.File.KVReplicas = 0 }, []string{"-file-kv-replicas"}},
+		{"nats: no port", func(c *server.Config) { c.NATSListen = "127.0.0.1" }, []string{"-nats-listen"}},
+		{"nats: short token", func(c *server.Config) { c.NATSToken = "short" }, []string{"-nats-token"}},
+		{"storage: minio endpoint with a scheme", func(c *server.Config) {
+			c.Storage.MinIO = objstore.MinIOConfig{Endpoint: "http://minio:9000", AccessKey: "k", SecretKey: "s", Bucket: "parley-files"}
+		}, []string{"-minio-endpoint"}},
+		{"storage: a directory and minio", func(c *server.Config) {
+			c.Storage.Dir = "files"
+			c.Storage.MinIO = objstore.MinIOConfig{Endpoint: "minio:9000", AccessKey: "k", SecretKey: "s", Bucket: "parley-files"}
+		}, []string{"-storage-dir or -minio-endpoint, not both"}},
+		{"one bad value in every component", func(c *server.Config) {
+			c.Gateway.IdleTimeout = 0
+			c.Auth.SessionPolicy = "some"
+			c.Presence.GatewayTTL = 0
+			c.Messaging.StreamReplicas = 9
+			c.File.KVReplicas = 0
+			c.NATSListen = "127.0.0.1"
+			c.Storage.MinIO.Endpoint = "http://minio:9000"
+		}, []string{"-idle-timeout", "-session-policy", "-gateway-ttl", "-msg-stream-replicas", "-file-kv-replicas", "-nats-listen", "-minio-endpoint"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.DataDir = filepath.Join(cfg.DataDir, "parley-data")
+			tt.mutate(&cfg)
+			if err := cfg.Validate(); err == nil {
+				t.Fatal("Validate accepted the configuration")
+			}
+			srv, err := server.New(cfg, slog.New(slog.DiscardHandler), nil)
+			if err == nil {
+				t.Fatal("New accepted the configuration")
+			}
+			if srv != nil {
+				t.Error("New returned a server with its error")
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%q does not mention %s", err, want)
+				}
+			}
+			if cfg.DataDir != "" {
+				if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+					t.Errorf("the data directory exists (stat: %v)", err)
+				}
+			}
+		})
+	}
+	if err := testConfig(t).Validate(); err != nil {
+		t.Errorf("the test configuration: %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/rpc"
-	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -47,14 +46,6 @@ func (c *Conn) checkBusSize(subj string, hdr nats.Header, req proto.Message, too
 		return errcode.New(tooLarge, "the message is too large")
 	}
 	return errcode.Newf(tooLarge, "the request is too large (%d bytes; at most %d)", size, limit)
-}
-
-// tooLargeCode is the code for a request too large for the bus on subj.
-func tooLargeCode(subj string) parleyv1.ErrorCode {
-	if subj == subject.MsgSend {
-		return parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE
-	}
-	return parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 }
 
 // headerSize is the size of hdr as nats.go encodes it ("NATS/1.0\r\n",

@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,15 @@ type Conn struct {
 	t      transport.Transport
 	id     string // unique on this gateway, never reused
 	remote string // client ip:port
+
+	// ctx ends when the connection does: when it starts closing (a final
+	// frame is queued, or its writes fail), when its client is seen gone
+	// while a frame is handled (process), and at the latest when it has
+	// closed (finish). Every request made for the client and its presence
+	// feed derive from it, so nothing runs on behalf of a client that has
+	// gone.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	out outbox
 
@@ -54,20 +64,13 @@ var (
 // readLoop reads frames until the connection must end.
 //
 // Deadlines: before Welcome a frame must arrive within HandshakeTimeout,
-// after it within IdleTimeout (any frame, Ping included, resets it). Other
-// goroutines end the connection by queueing a final frame; the flush then
-// sets the read deadline to now (wake), and the loop sees isClosing.
+// after it within IdleTimeout of the previous frame's handling (any frame,
+// Ping included, resets it; see process). Other goroutines end the
+// connection by queueing a final frame; the flush then sets the read
+// deadline to now (wake), and the loop sees isClosing.
 func (c *Conn) readLoop() {
-	lim := &c.h.Limits
+	c.armDeadline()
 	for {
-		d := lim.IdleTimeout
-		if !c.welcomed {
-			d = lim.HandshakeTimeout
-		}
-		_ = c.t.SetReadDeadline(time.Now().Add(d))
-		// Checked after setting the deadline: a wake that raced with it
-		// either set the closing flag before this check or moved the
-		// deadline to now after it.
 		if c.out.isClosing() {
 			return
 		}
@@ -76,11 +79,27 @@ func (c *Conn) readLoop() {
 			if c.out.isClosing() || !c.readError(err) {
 				return
 			}
+			c.armDeadline()
 			continue
 		}
 		if !c.process(raw) {
 			return
 		}
+	}
+}
+
+// armDeadline gives the client HandshakeTimeout (before Welcome) or
+// IdleTimeout from now to send its next frame. A wake that raced with it
+// (the connection began closing) is repeated: the reader must not sleep
+// through it.
+func (c *Conn) armDeadline() {
+	d := c.h.Limits.IdleTimeout
+	if !c.welcomed {
+		d = c.h.Limits.HandshakeTimeout
+	}
+	_ = c.t.SetReadDeadline(time.Now().Add(d))
+	if c.out.isClosing() {
+		c.wake()
 	}
 }
 
@@ -160,7 +179,15 @@ func badFrameMessage(code parleyv1.ErrorCode) string {
 // doing it elsewhere keeps the reader's stack, which every idle connection
 // holds, at its minimum size. Frames are still handled strictly one at a
 // time, in order, so replies leave in request order.
+//
+// Meanwhile the reader waits for the next frame to begin (Transport.Wait,
+// which consumes nothing): if the client closes the connection instead,
+// the connection's context ends at once and the frame's requests are
+// abandoned rather than run for nobody. The handling is not timed as
+// idleness: the read deadline is cleared while it runs and armed when it
+// ends, so the client has IdleTimeout from its reply, as before.
 func (c *Conn) process(raw *[]byte) bool {
+	_ = c.t.SetReadDeadline(time.Time{})
 	done := make(chan bool, 1)
 	go func() {
 		keep := false
@@ -169,10 +196,18 @@ func (c *Conn) process(raw *[]byte) bool {
 				c.log().Error("frame handler panic", "panic", p)
 				c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
 			}
+			c.armDeadline()
 			done <- keep
 		}()
 		keep = c.handle(raw)
 	}()
+	// Checked after clearing the deadline, like in armDeadline.
+	if !c.out.isClosing() {
+		if err := c.t.Wait(); err != nil && !transport.IsTimeout(err) {
+			c.debug("client gone while a frame was handled", "err", err)
+			c.cancel()
+		}
+	}
 	return <-done
 }
 

@@ -55,17 +55,17 @@
 // server's max_payload) is not sent: MESSAGE_TOO_LARGE for a send,
 // INVALID_ARGUMENT for others (bus.go).
 //
-// The messaging requests go to the messaging service unchanged, with who
-// asks in NATS headers built from the session (Parley-User,
-// Parley-Session, Parley-Username, Parley-Remote-Addr, Parley-Gateway,
-// Parley-Conn); nothing in a client's frame sets them. Replies: send ->
-// SendReply, history -> HistoryReply, ack -> Ok, conversations ->
-// ConversationsReply, open_direct -> Conversation; the group requests: create_group,
-// join_group, rename_group -> Conversation, invite, members ->
-// MembersReply, leave_group, remove_member -> Ok; the friend requests and
-// typing (-> Ok: messaging checks and rate-limits it and publishes the
-// TypingEvent; the gateway keeps no typing state); the file requests go to
-// the file service (dispatch has the table).
+// Which requests exist, which need a session, where each goes and what
+// it is answered with is one table, routes (routes.go); docs/protocol.md
+// §4 lists the same (TestRoutesMatchProtocol). The requests go to their
+// service unchanged, with who asks in NATS headers built from the session
+// (Parley-User, Parley-Session, Parley-Username, Parley-Remote-Addr,
+// Parley-Gateway, Parley-Conn); nothing in a client's frame sets them.
+// Register, Login and Resume go to auth with the address, gateway and
+// connection headers only; Logout sends a fresh empty body; Who goes to
+// presence as a PresenceListRequest (the Feed). Typing -> Ok: messaging
+// checks and rate-limits it and publishes the TypingEvent; the gateway
+// keeps no typing state.
 //
 // A session starts with PresenceConnect, the per-user subscription, the
 // Session reply and then (unless options.skip_presence_feed) the presence
@@ -116,6 +116,18 @@
 //
 // # Timeouts and closing
 //
+// A connection has a context (Conn.ctx) that ends when the connection
+// does: when a final frame is queued or a write fails (it is closing),
+// when the client is seen gone, and when it has closed. Every request sent
+// to a service for it, and its presence snapshot, derive from it, so none
+// outlives its client: a request still waiting for its service is
+// abandoned and nothing is sent for it. The reader learns that the client
+// has gone while a frame is handled by waiting for the next frame to begin
+// (Transport.Wait, which consumes nothing); a client that closes (or
+// half-closes: the two look the same) gets no reply to what it had
+// pending. The per-user subscription and the feed membership are removed
+// when the connection ends (finish).
+//
 // After Welcome a connection that sends nothing for -idle-timeout gets a
 // fatal IDLE_TIMEOUT; any frame resets the timer, so clients Ping every
 // heartbeat_interval_ms. After a fatal Error or SessionEnded the gateway
@@ -140,7 +152,8 @@
 // # Cost of a connection
 //
 // One reader goroutine (the caller of Handler.Serve), which runs each
-// frame's handling on a short-lived goroutine and waits for it, and a flush
+// frame's handling on a short-lived goroutine and waits for it (and for
+// the next frame to begin), and a flush
 // goroutine that exists only while frames are queued. No buffer is held
 // while idle, and a frame that arrives slowly holds at most about twice
 // what arrived (wire.Reader grows its buffer with the bytes, whatever the

@@ -73,9 +73,10 @@ func NewHandler(o Options) *Handler {
 // Serve runs one connection until it ends, on the calling goroutine (the
 // connection's reader), then closes t. It never panics on client input.
 //
-// Stack budget: an idle connection is this goroutine parked in a read, so
-// the frames of Serve, readLoop and the read path stay on its stack for the
-// connection's whole life. Go starts goroutines with a 2 KiB stack, of which
+// Stack budget: an idle connection is this goroutine parked in a read
+// (ReadFrame before its first frame, Transport.Wait in process after), so
+// the frames of Serve, readLoop, process and the read path stay on its
+// stack for the connection's whole life. Go starts goroutines with a 2 KiB stack, of which
 // 1,120 bytes may be used before it doubles; the parked read path takes
 // about 1 KiB of that. Serve therefore keeps only a pointer in its frame and
 // leaves the setup and teardown to non-inlined helpers, and callers start
@@ -102,6 +103,7 @@ func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
 		id:     h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36),
 		remote: t.RemoteAddr().String(),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.out.c = c
 	h.Metrics.Connections.WithLabelValues(t.Kind()).Inc()
 	c.debug("connection opened", "transport", t.Kind())
@@ -128,6 +130,7 @@ func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
 //go:noinline
 func (c *Conn) finish() {
 	h := c.h
+	c.cancel()
 	h.Feed.Leave(c)
 	rec := h.Registry.Remove(c)
 	c.out.close()

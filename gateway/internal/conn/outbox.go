@@ -188,9 +188,17 @@ func (o *outbox) final(f *parleyv1.Frame) bool {
 	if o.closing || o.closed {
 		return false
 	}
+	o.startClosingLocked()
+	return o.appendFrameLocked(f)
+}
+
+// startClosingLocked marks the connection closing: nothing more is
+// queued, a waiting pushWait gives up, and the connection's context ends,
+// abandoning the requests still running for it.
+func (o *outbox) startClosingLocked() {
 	o.closing = true
 	o.wakeWaiterLocked()
-	return o.appendFrameLocked(f)
+	o.c.cancel()
 }
 
 // slowConsumer closes the connection as if its queue had overflowed.
@@ -247,9 +255,8 @@ func (o *outbox) overflowLocked() {
 		o.buf = nil
 	}
 	o.frames = 0
-	o.closing = true
 	o.overflowed = true
-	o.wakeWaiterLocked()
+	o.startClosingLocked()
 	code := parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER
 	c.countError(code)
 	o.appendFrameLocked(wire.ErrorFrame(0, code, "connection closed: the client did not read fast enough", true))
@@ -335,8 +342,7 @@ func (o *outbox) flush() {
 			// which is what a slow consumer is (the error frame cannot
 			// follow a failed write).
 			slow := o.room != nil && !o.closing && transport.IsTimeout(err)
-			o.closing = true
-			o.wakeWaiterLocked()
+			o.startClosingLocked()
 			if o.buf != nil {
 				wire.PutRaw(o.buf)
 				o.buf = nil

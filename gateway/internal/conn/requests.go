@@ -9,65 +9,32 @@ import (
 
 	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
-	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
-// dispatch handles a frame after the handshake (docs/protocol.md §5-§6,
-// §15):
+// dispatch handles a frame after the handshake (docs/protocol.md §5-§6):
 //
 //   - Ping: Pong with the same nonce and request_id, at any time.
 //   - Pong: ignored (a client may answer a server Ping; it resets the idle
 //     timer like any frame).
 //   - Hello again: Error HANDSHAKE_REQUIRED (non-fatal).
-//   - A request (table below): request_id must be non-zero (else
+//   - A request (routes, routes.go): request_id must be non-zero (else
 //     INVALID_ARGUMENT). Register, Login and Resume need no session
 //     (ALREADY_AUTHENTICATED if there is one); the others need one
-//     (UNAUTHENTICATED).
-//   - Any body only the server sends (Welcome, Error, Session, Ok,
-//     WhoReply, SendReply, HistoryReply, ConversationsReply, Conversation,
-//     PresenceSnapshot, PresenceChange, SessionEnded, MessageEvent):
-//     UNKNOWN_REQUEST.
-//
-// Requests, where they go and what the client gets back:
-//
-//	request        sent to                       reply
-//	register       subject.AuthRegister          session
-//	login          subject.AuthLogin             session
-//	resume         subject.AuthResume            session
-//	logout         subject.AuthLogout            ok
-//	who            subject.PresenceList (Feed)   who_reply
-//	send           subject.MsgSend               send_reply
-//	history        subject.MsgHistory            history_reply
-//	ack            subject.MsgAck                ok
-//	conversations  subject.MsgConversations      conversations_reply
-//	open_direct    subject.MsgOpenDirect         conversation
-//	create_group   subject.MsgCreateGroup        conversation
-//	invite         subject.MsgInvite             members_reply
-//	join_group     subject.MsgJoinGroup          conversation
-//	leave_group    subject.MsgLeaveGroup         ok
-//	remove_member  subject.MsgRemoveMember       ok
-//	rename_group   subject.MsgRenameGroup        conversation
-//	members        subject.MsgMembers            members_reply
-//	add_friend     subject.MsgAddFriend          ok
-//	answer_friend  subject.MsgAnswerFriend       ok
-//	remove_friend  subject.MsgRemoveFriend       ok
-//	friends        subject.MsgFriends            friends_reply
-//	block          subject.MsgBlock              ok
-//	unblock        subject.MsgUnblock            ok
-//	typing         subject.MsgTyping             ok
-//	offer_file     subject.FileOffer             file_offer
-//	answer_file    subject.FileAnswer            ok
-//	file_download  subject.FileDownload          file_download_reply
-//	files          subject.FileList              files_reply
-//
-// A service's error reply reaches the client as an Error with the same
-// code, message and retry_after_ms (no responders: UNAVAILABLE; no answer
-// within -request-timeout: TIMEOUT).
+//     (UNAUTHENTICATED). It goes to its subject; the client gets its reply
+//     body, or an Error with the service's code, message and
+//     retry_after_ms (no responders: UNAVAILABLE; no answer within
+//     -request-timeout: TIMEOUT).
+//   - Any other body (one only the server sends: Welcome, Error, Session,
+//     Ok, WhoReply, ..., MessageEvent): UNKNOWN_REQUEST.
 //
 // Requests on one connection are handled one at a time, in order (a slow
 // one, a long history read say, delays the next; replies never overtake).
+// A request still running when the connection ends (the client went, or
+// the gateway closes it) is abandoned: its context is the connection's
+// (ctx), and nothing is sent for it.
 func (c *Conn) dispatch(f *parleyv1.Frame) {
 	rid := f.GetRequestId()
 	switch b := f.GetBody().(type) {
@@ -79,17 +46,14 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	case *parleyv1.Frame_Hello:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "Hello was already received on this connection")
 		return
-	case *parleyv1.Frame_Register, *parleyv1.Frame_Login, *parleyv1.Frame_Resume,
-		*parleyv1.Frame_Logout, *parleyv1.Frame_Who,
-		*parleyv1.Frame_Send, *parleyv1.Frame_History, *parleyv1.Frame_Ack,
-		*parleyv1.Frame_Conversations, *parleyv1.Frame_OpenDirect,
-		*parleyv1.Frame_CreateGroup, *parleyv1.Frame_Invite, *parleyv1.Frame_JoinGroup,
-		*parleyv1.Frame_LeaveGroup, *parleyv1.Frame_RemoveMember, *parleyv1.Frame_RenameGroup,
-		*parleyv1.Frame_Members,
-		*parleyv1.Frame_AddFriend, *parleyv1.Frame_AnswerFriend, *parleyv1.Frame_RemoveFriend,
-		*parleyv1.Frame_Friends, *parleyv1.Frame_Block, *parleyv1.Frame_Unblock, *parleyv1.Frame_Typing,
-		*parleyv1.Frame_OfferFile, *parleyv1.Frame_AnswerFile, *parleyv1.Frame_FileDownload, *parleyv1.Frame_Files:
-	default:
+	}
+	m := f.ProtoReflect()
+	fd := m.WhichOneof(bodyOneof) // never nil: wire.Decode refuses a frame without a body
+	var r *route
+	if fd != nil {
+		r = routeOf[fd.Name()]
+	}
+	if r == nil {
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNKNOWN_REQUEST, bodyName(f)+" is not a request")
 		return
 	}
@@ -97,99 +61,95 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		c.sendError(0, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "request_id must be non-zero on a request")
 		return
 	}
-	name := bodyName(f)
+	s := c.session()
+	switch {
+	case r.access == opensSession && s != nil:
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED, "this connection already has a session; log out first")
+		return
+	case r.access == needsSession && s == nil:
+		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in or resume first")
+		return
+	}
 	start := time.Now()
-	defer func() { c.h.Metrics.RequestDuration.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()
-	switch b := f.GetBody().(type) {
-	case *parleyv1.Frame_Register:
-		c.authenticate(rid, subject.AuthRegister, b.Register, b.Register.GetOptions())
-	case *parleyv1.Frame_Login:
-		c.authenticate(rid, subject.AuthLogin, b.Login, b.Login.GetOptions())
-	case *parleyv1.Frame_Resume:
-		c.authenticate(rid, subject.AuthResume, b.Resume, b.Resume.GetOptions())
-	case *parleyv1.Frame_Logout:
-		c.logout(rid)
-	case *parleyv1.Frame_Who:
-		c.who(rid, b.Who)
-	case *parleyv1.Frame_Send:
-		c.sendMessage(rid, b.Send)
-	case *parleyv1.Frame_History:
-		c.history(rid, b.History)
-	case *parleyv1.Frame_Ack:
-		c.toOk(rid, subject.MsgAck, b.Ack)
-	case *parleyv1.Frame_Conversations:
-		c.conversations(rid, b.Conversations)
-	case *parleyv1.Frame_OpenDirect:
-		c.toConversation(rid, subject.MsgOpenDirect, b.OpenDirect)
-	case *parleyv1.Frame_CreateGroup:
-		c.toConversation(rid, subject.MsgCreateGroup, b.CreateGroup)
-	case *parleyv1.Frame_Invite:
-		c.toMembers(rid, subject.MsgInvite, b.Invite)
-	case *parleyv1.Frame_JoinGroup:
-		c.toConversation(rid, subject.MsgJoinGroup, b.JoinGroup)
-	case *parleyv1.Frame_LeaveGroup:
-		c.toOk(rid, subject.MsgLeaveGroup, b.LeaveGroup)
-	case *parleyv1.Frame_RemoveMember:
-		c.toOk(rid, subject.MsgRemoveMember, b.RemoveMember)
-	case *parleyv1.Frame_RenameGroup:
-		c.toConversation(rid, subject.MsgRenameGroup, b.RenameGroup)
-	case *parleyv1.Frame_Members:
-		c.toMembers(rid, subject.MsgMembers, b.Members)
-	case *parleyv1.Frame_AddFriend:
-		c.toOk(rid, subject.MsgAddFriend, b.AddFriend)
-	case *parleyv1.Frame_AnswerFriend:
-		c.toOk(rid, subject.MsgAnswerFriend, b.AnswerFriend)
-	case *parleyv1.Frame_RemoveFriend:
-		c.toOk(rid, subject.MsgRemoveFriend, b.RemoveFriend)
-	case *parleyv1.Frame_Friends:
-		c.toFriends(rid, b.Friends)
-	case *parleyv1.Frame_Block:
-		c.toOk(rid, subject.MsgBlock, b.Block)
-	case *parleyv1.Frame_Unblock:
-		c.toOk(rid, subject.MsgUnblock, b.Unblock)
-	case *parleyv1.Frame_Typing:
-		c.toOk(rid, subject.MsgTyping, b.Typing)
-	case *parleyv1.Frame_OfferFile:
-		c.offerFile(rid, b.OfferFile)
-	case *parleyv1.Frame_AnswerFile:
-		c.toOk(rid, subject.FileAnswer, b.AnswerFile)
-	case *parleyv1.Frame_FileDownload:
-		c.fileDownload(rid, b.FileDownload)
-	case *parleyv1.Frame_Files:
-		c.files(rid, b.Files)
+	c.h.Metrics.RequestsInFlight.Inc()
+	defer func() {
+		c.h.Metrics.RequestsInFlight.Dec()
+		c.h.Metrics.RequestDuration.WithLabelValues(string(r.request)).Observe(time.Since(start).Seconds())
+	}()
+	handle := r.handle
+	if handle == nil {
+		handle = (*Conn).forward
+	}
+	reply, err := handle(c, r, rid, m.Get(fd).Message().Interface(), s)
+	switch {
+	case c.ctx.Err() != nil:
+		c.debug("request abandoned: the connection ended", "request", r.request, "request_id", rid)
+	case err != nil:
+		c.sendErr(rid, err)
+	case reply == nil:
+		// answered by handle
+	case r.large:
+		c.sendWait(r.frame(rid, reply))
+	default:
+		c.send(r.frame(rid, reply))
 	}
 }
 
-func (c *Conn) requestContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), c.h.Limits.RequestTimeout)
+// bodyOneof is the Frame's body oneof.
+var bodyOneof = new(parleyv1.Frame).ProtoReflect().Descriptor().Oneofs().ByName("body")
+
+// forward sends req to r's subject on behalf of the session s and returns
+// the service's reply (routes says what travels). An Ok reply carries
+// nothing: whatever body the service sent is not passed on.
+func (c *Conn) forward(r *route, _ uint32, req proto.Message, s *session) (proto.Message, error) {
+	reply := r.newReply()
+	into := reply
+	if r.reply == "ok" {
+		into = nil
+	}
+	if err := c.request(r.subject, c.identity(s), req, into, r.tooLargeCode()); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// request is one request to a service on behalf of this connection: it
+// ends with the connection (ctx) and after -request-timeout.
+func (c *Conn) request(subj string, hdr nats.Header, req, reply proto.Message, tooLarge parleyv1.ErrorCode) error {
+	ctx, cancel := context.WithTimeout(c.ctx, c.h.Limits.RequestTimeout)
+	defer cancel()
+	return c.busRequest(ctx, subj, hdr, req, reply, tooLarge)
 }
 
 // authenticate forwards a Register, Login or Resume request, unchanged, to
-// the auth service on subj with the client's address, this gateway's id
-// and this connection's id in headers (a SessionKick that auth publishes
-// for a takeover names the connection that asked, so it is spared). An error reply reaches the client with the same code, message
-// and retry_after_ms. On success the session starts (startSession).
-func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *parleyv1.ClientOptions) {
-	if c.session() != nil {
-		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_ALREADY_AUTHENTICATED, "this connection already has a session; log out first")
-		return
-	}
+// the auth service with the client's address, this gateway's id and this
+// connection's id in headers (a SessionKick that auth publishes for a
+// takeover names the connection that asked, so it is spared). On success
+// the session starts (startSession), which sends the Session reply.
+func (c *Conn) authenticate(r *route, rid uint32, req proto.Message, _ *session) (proto.Message, error) {
 	hdr := nats.Header{}
 	c.origin().Set(hdr)
-	ctx, cancel := c.requestContext()
-	defer cancel()
 	reply := new(internalv1.AuthReply)
-	if err := c.busRequest(ctx, subj, hdr, req, reply, parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil {
-		c.sendErr(rid, err)
-		return
+	if err := c.request(r.subject, hdr, req, reply, r.tooLargeCode()); err != nil {
+		return nil, err
 	}
 	s := reply.GetSession()
 	if s.GetUserId() == "" || s.GetSessionId() == "" {
-		c.log().Error("auth reply without a session", "subject", subj)
-		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
-		return
+		c.log().Error("auth reply without a session", "subject", r.subject)
+		return nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "internal server error")
 	}
+	if c.ctx.Err() != nil {
+		return nil, nil // the client has gone: no session to start
+	}
+	opts := req.(sessionRequest).GetOptions()
 	c.startSession(rid, s, opts)
+	return nil, nil
+}
+
+// sessionRequest is a request that opens a session (RegisterRequest,
+// LoginRequest, ResumeRequest): it carries the client's options.
+type sessionRequest interface {
+	GetOptions() *parleyv1.ClientOptions
 }
 
 // startSession makes the connection authenticated, in this order:
@@ -206,7 +166,9 @@ func (c *Conn) authenticate(rid uint32, subj string, req proto.Message, opts *pa
 //     its Session is missed (the reply could reach the client before the
 //     session was set, when these were two steps).
 //  4. Unless options.skip_presence_feed, the PresenceSnapshot frames, then
-//     PresenceChange events (see presence.Feed.Join for the ordering).
+//     PresenceChange events (see presence.Feed.Join for the ordering). The
+//     snapshot is read for this connection: it stops when the connection
+//     ends (ctx).
 func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.ClientOptions) {
 	rec := &internalv1.Conn{
 		GatewayId: c.h.GatewayID,
@@ -215,9 +177,8 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		Username:  s.GetUsername(),
 		SessionId: s.GetSessionId(),
 	}
-	ctx, cancel := c.requestContext()
-	defer cancel()
-	if err := rpc.Request(ctx, c.h.NC, subject.PresenceConnect, nil, &internalv1.PresenceConnect{Conn: rec}, nil); err != nil {
+	if err := c.request(subject.PresenceConnect, nil, &internalv1.PresenceConnect{Conn: rec}, nil,
+		parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil && c.ctx.Err() == nil {
 		c.log().Warn("presence connect failed; the heartbeat resync will repair it", "user", rec.UserId, "err", err)
 	}
 	if c.h.Registry.Authenticate(c, rec) {
@@ -234,7 +195,7 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		func() { c.setSession(sess) })
 	c.sessionChanged(true)
 	if sess.feed {
-		c.h.Feed.Join(context.Background(), c)
+		c.h.Feed.Join(c.ctx, c)
 	}
 }
 
@@ -245,18 +206,10 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 // for the session naming this connection (HeaderConnID): every other
 // connection holding it, on any gateway, gets SessionEnded and closes. If
 // auth fails, the error is sent and the session continues.
-func (c *Conn) logout(rid uint32) {
-	s := c.session()
-	if s == nil {
-		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "no session on this connection")
-		return
-	}
-	ctx, cancel := c.requestContext()
-	defer cancel()
+func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Message, error) {
 	// A fresh, empty body: nothing the client put in its frame travels on.
-	if err := rpc.Request(ctx, c.h.NC, subject.AuthLogout, c.identity(s), &parleyv1.LogoutRequest{}, nil); err != nil {
-		c.sendErr(rid, err)
-		return
+	if err := c.request(r.subject, c.identity(s), &parleyv1.LogoutRequest{}, nil, r.tooLargeCode()); err != nil {
+		return nil, err
 	}
 	c.h.Feed.Leave(c)
 	c.setSession(nil)
@@ -265,36 +218,24 @@ func (c *Conn) logout(rid uint32) {
 		c.presenceDisconnect(rec)
 	}
 	c.log().Info("logged out", "user", s.rec.GetUserId(), "session", s.rec.GetSessionId())
-	c.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Ok{Ok: &parleyv1.Ok{}}})
+	return &parleyv1.Ok{}, nil
 }
 
 // who answers a WhoRequest with one page of presence's online list: the
 // client's cursor and limit go to presence as they are (presence applies
 // the default and the maximum), the reply carries presence's next cursor.
-// The reply may be large, so it waits for room in the send queue like the
-// snapshot does (outbox.pushWait).
-func (c *Conn) who(rid uint32, req *parleyv1.WhoRequest) {
-	if c.session() == nil {
-		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, "log in or resume first")
-		return
-	}
+func (c *Conn) who(r *route, _ uint32, req proto.Message, _ *session) (proto.Message, error) {
+	w := req.(*parleyv1.WhoRequest)
 	// The cursor is the only field of any size: check it fits the bus.
-	if err := c.checkBusSize(subject.PresenceList, nil, &internalv1.PresenceListRequest{Cursor: req.GetCursor(), Limit: req.GetLimit()},
-		parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); err != nil {
-		c.sendErr(rid, err)
-		return
+	if err := c.checkBusSize(r.subject, nil, &internalv1.PresenceListRequest{Cursor: w.GetCursor(), Limit: w.GetLimit()},
+		r.tooLargeCode()); err != nil {
+		return nil, err
 	}
-	ctx, cancel := c.requestContext()
-	defer cancel()
-	list, err := c.h.Feed.List(ctx, req.GetCursor(), req.GetLimit())
+	list, err := c.h.Feed.List(c.ctx, w.GetCursor(), w.GetLimit())
 	if err != nil {
-		c.sendErr(rid, err)
-		return
+		return nil, err
 	}
-	c.sendWait(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_WhoReply{WhoReply: &parleyv1.WhoReply{
-		Users:      list.GetUsers(),
-		NextCursor: list.GetNextCursor(),
-	}}})
+	return &parleyv1.WhoReply{Users: list.GetUsers(), NextCursor: list.GetNextCursor()}, nil
 }
 
 // identity is the headers that tell a service who asks (libs/identity):
@@ -319,7 +260,7 @@ func bodyName(f *parleyv1.Frame) string {
 	if f == nil || f.GetBody() == nil {
 		return "none"
 	}
-	fd := f.ProtoReflect().WhichOneof(f.ProtoReflect().Descriptor().Oneofs().ByName("body"))
+	fd := f.ProtoReflect().WhichOneof(bodyOneof)
 	if fd == nil {
 		return "none"
 	}

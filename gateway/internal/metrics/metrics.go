@@ -20,6 +20,8 @@ type Metrics struct {
 	ErrorsSent *prometheus.CounterVec
 	// RequestDuration is the time to answer a request, by request type.
 	RequestDuration *prometheus.HistogramVec
+	// RequestsInFlight is the client requests being handled now.
+	RequestsInFlight prometheus.Gauge
 	// SlowConsumers counts connections closed because their send queue
 	// overflowed.
 	SlowConsumers prometheus.Counter
@@ -64,6 +66,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to answer a client request, by request type.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"request"}),
+		RequestsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_gateway_requests_in_flight",
+			Help: "Client requests being handled now (waiting for their service, or for room to queue the reply).",
+		}),
 		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_gateway_slow_consumer_disconnects_total",
 			Help: "Connections closed because the client did not read fast enough.",
@@ -86,6 +92,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
-		m.RequestDuration, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
+		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
 	return m
 }

@@ -163,6 +163,9 @@ func (f *Feed) onEvent(msg *nats.Msg) {
 // m's send queue (PushWait) rather than counting as overflow, so a large
 // snapshot reaches a client that reads; live events never wait.
 //
+// ctx is m's: when it ends (m's connection closed) the walk stops and m
+// leaves the feed.
+//
 // If presence does not answer the first page, m gets a non-fatal Error
 // (request_id 0) with the failure's code (UNAVAILABLE or TIMEOUT) instead
 // of a snapshot, then the events as they come; the client can ask again
@@ -244,12 +247,16 @@ func (f *Feed) listPage(ctx context.Context, cursor string, first bool) (*intern
 
 // snapshot walks the online list and pushes it to m. It returns the
 // snapshot's seq and whether events must be filtered by it (false when not
-// even the first page came), and false in ok when m is closing.
+// even the first page came), and false in ok when m is closing or ctx
+// ended.
 func (f *Feed) snapshot(ctx context.Context, m Member) (after uint64, filtering, ok bool) {
 	seen := make(map[string]struct{})
 	cursor := ""
 	for first := true; ; first = false {
 		page, err := f.listPage(ctx, cursor, first)
+		if err != nil && ctx.Err() != nil {
+			return after, false, false // m has gone: nobody to tell
+		}
 		if err != nil {
 			f.log.Warn("presence list for snapshot", "err", err, "first_page", first)
 			e := rpcError(err)

@@ -61,6 +61,9 @@ func (s *Stream) TryWrite(buf []byte) (int, error) {
 
 func (s *Stream) ReadFrame() (*[]byte, error) { return s.r.ReadRaw() }
 
+// Wait reads the next frame's first byte ahead (wire.Reader.Wait).
+func (s *Stream) Wait() error { return s.r.Wait() }
+
 func (s *Stream) SetReadLimit(max uint32) { s.r.SetMax(max) }
 
 // Write sends buf in one write: the frames are already length-prefixed.

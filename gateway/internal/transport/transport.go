@@ -23,9 +23,19 @@ type Transport interface {
 	// releases it with wire.PutRaw. Errors wrapping wire.ErrBadFrame or
 	// wire.ErrEmptyFrame leave the stream usable; any other error ends it.
 	ReadFrame() (*[]byte, error)
+	// Wait blocks until the next frame begins to arrive, without consuming
+	// anything the next ReadFrame returns; it returns the read's error if
+	// the stream ends (io.EOF, a reset, a WebSocket close) or the read
+	// deadline passes first. The reader goroutine calls it while a frame is
+	// handled, to learn that the client has gone. Like ReadFrame it leaves
+	// the stream usable only after a timeout, and only on a stream (a
+	// WebSocket read that times out is permanently broken).
+	Wait() error
 	// SetReadLimit sets the largest frame ReadFrame accepts from now on
-	// (a larger one is wire.ErrFrameTooLarge). Called only between reads,
-	// by the goroutine that reads.
+	// (a larger one is wire.ErrFrameTooLarge). Called only while ReadFrame
+	// is not running: by the reader goroutine between reads, or by the
+	// goroutine handling a frame (the reader is then in Wait or waiting
+	// for it).
 	SetReadLimit(max uint32)
 	// Write sends buf, one or more frames each with its 4-byte big-endian
 	// length prefix (the stream form, docs/protocol.md §2). A message-based

@@ -18,6 +18,11 @@ type WebSocket struct {
 	c    *websocket.Conn
 	max  uint32
 	host string // the upgrade request's Host header
+
+	// The next message, when Wait has begun it: its type and reader
+	// (nil: none waiting). Used by the reader goroutine only.
+	nextType int
+	next     io.Reader
 }
 
 // NewWebSocket wraps an upgraded connection with a frame size limit; host
@@ -33,7 +38,7 @@ func NewWebSocket(c *websocket.Conn, maxFrame uint32, host string) *WebSocket {
 // as ErrTextMessage; a message above the limit is ErrFrameTooLarge (the rest
 // of it is never read, the connection must end).
 func (w *WebSocket) ReadFrame() (*[]byte, error) {
-	typ, r, err := w.c.NextReader()
+	typ, r, err := w.nextMessage()
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +78,30 @@ func (w *WebSocket) ReadFrame() (*[]byte, error) {
 		return nil, wire.ErrEmptyFrame
 	}
 	return b, nil
+}
+
+// Wait begins the next message (its header) and keeps it for ReadFrame.
+// Errors from the websocket library are permanent: after one (a close from
+// the client, a timeout) every later read fails the same way.
+func (w *WebSocket) Wait() error {
+	if w.next != nil {
+		return nil
+	}
+	typ, r, err := w.c.NextReader()
+	if err != nil {
+		return err
+	}
+	w.nextType, w.next = typ, r
+	return nil
+}
+
+// nextMessage returns the message Wait began, or begins the next one.
+func (w *WebSocket) nextMessage() (int, io.Reader, error) {
+	if r := w.next; r != nil {
+		w.next = nil
+		return w.nextType, r, nil
+	}
+	return w.c.NextReader()
 }
 
 // SetReadLimit changes the message size limit for the next messages.

@@ -98,6 +98,14 @@ func DefaultConfig() Config {
 	return c
 }
 
+// Validate reports every problem with c at once (joined with
+// errors.Join), each naming its flag; it starts nothing. New applies the
+// same checks.
+func (c Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
 // validated is a Config turned into the internal packages' settings.
 type validated struct {
 	policy    policy.Policy
@@ -111,15 +119,15 @@ func (c Config) validate() (validated, error) {
 	v.policy = policy.Policy{UsernameMin: c.UsernameMinLen, UsernameMax: c.UsernameMaxLen,
 		PasswordMin: c.PasswordMinLen, PasswordMax: c.PasswordMaxLen}
 	if err := v.policy.Validate(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("-username-min-len, -username-max-len, -password-min-len, -password-max-len: %w", err))
 	}
 	def := password.DefaultParams()
 	v.params = password.Params{Memory: uint32(c.Argon2Memory), Time: uint32(c.Argon2Time),
 		Threads: uint8(c.Argon2Threads), SaltLen: def.SaltLen, KeyLen: def.KeyLen}
 	if c.Argon2Threads > 255 || c.Argon2Memory > 1<<32-1 || c.Argon2Time > 1<<32-1 {
-		errs = append(errs, fmt.Errorf("argon2 parameters out of range: %w", password.ErrInvalidParams))
+		errs = append(errs, fmt.Errorf("-argon2-memory, -argon2-time, -argon2-threads: out of range: %w", password.ErrInvalidParams))
 	} else if err := v.params.Validate(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("-argon2-memory, -argon2-time, -argon2-threads: %w", err))
 	}
 	if c.TokenKey != "" {
 		key, err := decodeKey(c.TokenKey)

@@ -83,6 +83,11 @@ func DefaultConfig() Config {
 // ErrBadConfig is wrapped by every configuration error.
 var ErrBadConfig = errors.New("messaging: bad config")
 
+// Validate reports every problem with c at once (joined with
+// errors.Join), each naming its flag and wrapping ErrBadConfig; it starts
+// nothing. New applies the same checks.
+func (c Config) Validate() error { return c.validate() }
+
 func (c Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) {

@@ -40,18 +40,27 @@ func DefaultConfig() Config {
 // ErrBadConfig is wrapped by every configuration error.
 var ErrBadConfig = errors.New("presence: bad config")
 
+// Validate reports every problem with c at once (joined with
+// errors.Join), each naming its flag and wrapping ErrBadConfig; it starts
+// nothing. New applies the same checks.
+func (c Config) Validate() error { return c.validate() }
+
 func (c Config) validate() error {
-	switch {
-	case c.GatewayTTL <= 0:
-		return fmt.Errorf("gateway-ttl must be positive: %w", ErrBadConfig)
-	case c.SweepInterval <= 0:
-		return fmt.Errorf("sweep-interval must be positive: %w", ErrBadConfig)
-	case c.ResyncTTL <= 0:
-		return fmt.Errorf("resync-ttl must be positive: %w", ErrBadConfig)
-	case c.Workers < 0:
-		return fmt.Errorf("workers must not be negative: %w", ErrBadConfig)
+	var errs []error
+	bad := func(msg string) { errs = append(errs, fmt.Errorf("%s: %w", msg, ErrBadConfig)) }
+	if c.GatewayTTL <= 0 {
+		bad("-gateway-ttl must be positive")
 	}
-	return nil
+	if c.SweepInterval <= 0 {
+		bad("-sweep-interval must be positive")
+	}
+	if c.ResyncTTL <= 0 {
+		bad("-resync-ttl must be positive")
+	}
+	if c.Workers < 0 {
+		bad("-workers must not be negative")
+	}
+	return errors.Join(errs...)
 }
 
 // RedisConfig is how the presence binary reaches its Redis.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -42,19 +43,17 @@ func run(args []string) error {
 		}
 		return err
 	}
-	if err := server.CheckAdmin(common.AdminAddr, common.AdminToken, cfg.Gateway.Insecure); err != nil {
-		return err
-	}
-	if err := cfg.Runner.Check(common.ShutdownTimeout); err != nil {
-		return err
-	}
-	log, err := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
-	if err != nil {
-		return err
+	// Every flag is checked before anything starts, and every problem
+	// reported at once.
+	adminErr := server.CheckAdmin(common.AdminAddr, common.AdminToken, cfg.Gateway.Insecure)
+	runnerErr := cfg.Runner.Check(common.ShutdownTimeout)
+	log, logErr := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
+	if logErr != nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	reg := service.NewRegistry()
 	srv, err := server.New(cfg, log, reg)
-	if err != nil {
+	if err := errors.Join(adminErr, runnerErr, logErr, err); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
