@@ -68,7 +68,10 @@ FUZZTIME ?= 30s
 fuzz:
 	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire
 	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
-	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./...
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./server
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./internal/files
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadMetadata$$' -fuzztime $(FUZZTIME) ./internal/files
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadChecksum$$' -fuzztime $(FUZZTIME) ./internal/files
 	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./filename
 	cd clients && $(GO) test -run '^$$' -fuzz '^FuzzHTTPEdge$$' -fuzztime $(FUZZTIME) ./parley
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzMake$$' -fuzztime $(FUZZTIME) ./internal/thumb
