@@ -75,6 +75,11 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		// far, waiting for more (docs/protocol.md §18.4).
 		r = h.newLiveReader(id, req, hdr, &open, start, length)
 		c.Set("X-Parley-Live", "1")
+		// The headers go at once, not with the first 4 KiB of body
+		// (fasthttp's write buffer): the client learns the download
+		// started, and the bytes stored so far follow them as they are
+		// read, however few (reqbody's connection writes what it reads).
+		c.Context().Response.ImmediateHeaderFlush = true
 	} else {
 		var err error
 		if r, err = h.o.Storage.Get(c.UserContext(), open.GetKey(), start, length); err != nil {
