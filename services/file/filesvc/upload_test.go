@@ -35,6 +35,7 @@ func TestUploads(t *testing.T) {
 	t.Run("PartNumbersRunOut", func(t *testing.T) { testPartNumbersRunOut(t, m) })
 	t.Run("Pictures", func(t *testing.T) { testPictures(t, m) })
 	t.Run("Live", func(t *testing.T) { testLive(t, m) })
+	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrentWriters(t, m) })
 }
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -381,5 +382,57 @@ func testLive(t *testing.T, m *testenv.MinIO) {
 	e.world.set(func(w *world) { w.online[bob.id] = false })
 	if st, err := e.begin(alice, e.offer(alice, "bob", data).GetFile().GetFileId()); err != nil || st.GetLivePrefix() != "" {
 		t.Errorf("a file for an offline recipient: %v %v", st, err)
+	}
+}
+
+// testConcurrentWriters: writers beginning at once at two replicas (every
+// record change is a compare-and-set) each get part numbers of their own,
+// and only the last lease handed out may commit.
+func testConcurrentWriters(t *testing.T, m *testenv.MinIO) {
+	e := newEnv(t, m, nil)
+	e.start(e.cfg) // a second replica on the same bucket and KV
+	data := []byte("contended")
+	id := e.offer(alice, "bob", data).GetFile().GetFileId()
+	const n = 8
+	states := make([]*internalv1.UploadState, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { states[i], errs[i] = e.begin(alice, id) })
+	}
+	wg.Wait()
+	type span struct{ from, to uint32 }
+	var spans []span
+	for i, st := range states {
+		switch {
+		case errs[i] == nil:
+			spans = append(spans, span{st.GetNextPart(), st.GetPartLimit()})
+		case code(errs[i]) != parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE: // busy: the gateway retries
+			t.Fatalf("begin %d: %v", i, errs[i])
+		}
+	}
+	if len(spans) == 0 {
+		t.Fatal("no writer began")
+	}
+	slices.SortFunc(spans, func(a, b span) int { return int(a.from) - int(b.from) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].from < spans[i-1].to {
+			t.Fatalf("writers share part numbers: %v", spans)
+		}
+	}
+	// The writer with the highest range began last: its lease is the one.
+	var last *writer
+	for i, st := range states {
+		if errs[i] == nil && st.GetNextPart() == spans[len(spans)-1].from {
+			last = &writer{e: e, u: alice, st: st, next: st.GetNextPart()}
+		} else if errs[i] == nil {
+			w := &writer{e: e, u: alice, st: st, next: st.GetNextPart()}
+			if _, err := w.commit(&internalv1.UploadCommitRequest{Offset: 0, HashState: hashAfter(data, 0)}); code(err) != parleyv1.ErrorCode_ERROR_CODE_CONFLICT {
+				t.Errorf("a superseded writer commits: %v", err)
+			}
+		}
+	}
+	if _, err := last.parts(data, 0, len(data)); err != nil {
+		t.Fatalf("the last writer: %v", err)
 	}
 }
