@@ -68,9 +68,12 @@ FUZZTIME ?= 30s
 fuzz:
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
-	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./...
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./filename
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./convid
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./server
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./internal/files
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadMetadata$$' -fuzztime $(FUZZTIME) ./internal/files
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadChecksum$$' -fuzztime $(FUZZTIME) ./internal/files
 	cd clients && $(GO) test -run '^$$' -fuzz '^FuzzHTTPEdge$$' -fuzztime $(FUZZTIME) ./sdktest
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzMake$$' -fuzztime $(FUZZTIME) ./internal/thumb
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzOrientation$$' -fuzztime $(FUZZTIME) ./internal/thumb

@@ -76,6 +76,11 @@ func (h *Handler) download(c *fiber.Ctx) error {
 		// far, waiting for more (docs/protocol.md §18.4).
 		r = h.newLiveReader(id, req, hdr, &open, start, length)
 		c.Set("X-Parley-Live", "1")
+		// The headers go at once, not with the first 4 KiB of body
+		// (fasthttp's write buffer): the client learns the download
+		// started, and the bytes stored so far follow them as they are
+		// read, however few (reqbody's connection writes what it reads).
+		c.Context().Response.ImmediateHeaderFlush = true
 	} else {
 		var err error
 		if r, err = h.o.Storage.Get(c.UserContext(), open.GetKey(), start, length); err != nil {
@@ -149,46 +154,4 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
 	r.refresh()
 	return n, err
-}
-
-// parseRange reads a single "bytes=a-b", "bytes=a-" or "bytes=-n" range;
-// no header means the whole file. Several ranges are answered whole (a
-// server may ignore Range).
-func parseRange(v string, size int64) (start, length int64, partial bool, err error) {
-	if v == "" {
-		return 0, size, false, nil
-	}
-	spec, ok := strings.CutPrefix(v, "bytes=")
-	if !ok || strings.Contains(spec, ",") {
-		return 0, size, false, nil
-	}
-	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok {
-		return 0, 0, false, errors.New("malformed Range")
-	}
-	switch {
-	case a == "":
-		n, perr := strconv.ParseInt(b, 10, 64)
-		if perr != nil || n <= 0 {
-			return 0, 0, false, errors.New("malformed Range")
-		}
-		n = min(n, size)
-		return size - n, n, true, nil
-	default:
-		s, perr := strconv.ParseInt(a, 10, 64)
-		if perr != nil || s < 0 {
-			return 0, 0, false, errors.New("malformed Range")
-		}
-		if s >= size {
-			return 0, 0, false, errors.New("Range starts past the end of the file")
-		}
-		e := size - 1
-		if b != "" {
-			if e, perr = strconv.ParseInt(b, 10, 64); perr != nil || e < s {
-				return 0, 0, false, errors.New("malformed Range")
-			}
-			e = min(e, size-1)
-		}
-		return s, e - s + 1, true, nil
-	}
 }

@@ -19,11 +19,8 @@ package files
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
@@ -199,7 +196,7 @@ func (h *Handler) options(c *fiber.Ctx) error {
 	c.Set("Tus-Version", tusVersion)
 	c.Set("Tus-Extension", "creation,termination,checksum,expiration")
 	c.Set("Tus-Max-Size", strconv.FormatInt(h.o.MaxSize, 10))
-	c.Set("Tus-Checksum-Algorithm", "md5,sha1,sha256")
+	c.Set("Tus-Checksum-Algorithm", checksumAlgorithms)
 	if cors {
 		c.Set(fiber.HeaderAccessControlAllowMethods, "POST, GET, HEAD, PATCH, DELETE, OPTIONS")
 		c.Set(fiber.HeaderAccessControlAllowHeaders, "Authorization, Content-Type, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, Tus-Resumable, Range, X-HTTP-Method-Override")
@@ -320,27 +317,6 @@ func (h *Handler) create(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusCreated)
 }
 
-// parseMetadata decodes Upload-Metadata: comma-separated "key base64value"
-// pairs (a key alone has an empty value).
-func parseMetadata(s string) (map[string]string, error) {
-	m := map[string]string{}
-	if strings.TrimSpace(s) == "" {
-		return m, nil
-	}
-	for _, pair := range strings.Split(s, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(pair), " ")
-		if k == "" {
-			return nil, errors.New("Upload-Metadata: empty key")
-		}
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
-		if err != nil {
-			return nil, fmt.Errorf("Upload-Metadata: value of %q is not base64", k)
-		}
-		m[k] = string(b)
-	}
-	return m, nil
-}
-
 func httpDate(unixMs int64) string {
 	return time.UnixMilli(unixMs).UTC().Format(http.TimeFormat)
 }
@@ -383,33 +359,6 @@ func (h *Handler) terminate(c *fiber.Ctx) error {
 		return h.failErr(c, err)
 	}
 	return c.SendStatus(http.StatusNoContent)
-}
-
-// newChecksum parses Upload-Checksum ("<algorithm> <base64 digest>").
-func newChecksum(v string) (hash.Hash, []byte, error) {
-	algo, enc, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok {
-		return nil, nil, errors.New("Upload-Checksum must be \"<algorithm> <base64 digest>\"")
-	}
-	want, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil {
-		return nil, nil, errors.New("Upload-Checksum digest is not base64")
-	}
-	var hh hash.Hash
-	switch algo {
-	case "sha1":
-		hh = sha1.New()
-	case "sha256":
-		hh = sha256.New()
-	case "md5":
-		hh = md5.New()
-	default:
-		return nil, nil, fmt.Errorf("Upload-Checksum algorithm %q is not supported (md5, sha1, sha256)", algo)
-	}
-	if len(want) != hh.Size() {
-		return nil, nil, errors.New("Upload-Checksum digest has the wrong length")
-	}
-	return hh, want, nil
 }
 
 // restoreHash continues a marshalled SHA-256 state.

@@ -404,6 +404,11 @@ func (u *upload) finish() error {
 	}
 	end := u.base + uint64(len(u.buf))
 	switch {
+	case end == u.st.GetOffset() && len(u.pending) == 0:
+		// Nothing new; also when the last whole part, committed as it
+		// was stored, completed the file (a size of whole parts): the
+		// file service takes no more commits then.
+		return nil
 	case end == u.st.GetSize():
 		if len(u.buf) > 0 {
 			if err := u.storePart(false); err != nil {
@@ -414,8 +419,6 @@ func (u *upload) finish() error {
 			}
 		}
 		return u.commitPending(end, "", 0)
-	case end == u.st.GetOffset() && len(u.pending) == 0:
-		return nil // nothing new
 	case len(u.buf) == 0:
 		return u.commitPending(end, "", 0)
 	}
