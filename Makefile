@@ -70,6 +70,9 @@ fuzz:
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./filename
 	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./convid
+	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./media
+	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./media
+	cd protocol && $(GO) test -run '^$$' -fuzz '^FuzzReplayWindow$$' -fuzztime $(FUZZTIME) ./media
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME) ./server
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./internal/files
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadMetadata$$' -fuzztime $(FUZZTIME) ./internal/files
