@@ -353,8 +353,11 @@ func (c *Client) reconnect() *conn {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
+	var serverWait time.Duration // what the last refusal asked for (retry_after_ms)
 	for attempt := 1; ; attempt++ {
-		timer.Reset(bo.next())
+		// The server's retry_after_ms is a floor: redialling sooner is
+		// refused again (docs/protocol.md §5, §11).
+		timer.Reset(max(bo.next(), serverWait))
 		select {
 		case <-timer.C:
 		case <-c.ctx.Done():
@@ -368,7 +371,8 @@ func (c *Client) reconnect() *conn {
 		if c.ctx.Err() != nil {
 			return nil
 		}
-		c.log.Warn("parley: reconnect failed", "attempt", attempt, "err", err)
+		serverWait = retryAfter(err)
+		c.log.Warn("parley: reconnect failed", "attempt", attempt, "err", err, "retry_after", serverWait)
 		switch {
 		case sessionFatal(err):
 			var e *Error
@@ -380,6 +384,16 @@ func (c *Client) reconnect() *conn {
 			return nil
 		}
 	}
+}
+
+// retryAfter is the wait a refusal asked for (RATE_LIMITED's
+// retry_after_ms), zero for any other error.
+func retryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // reconnectOnce makes one attempt: dial, handshake, resume. Events arriving

@@ -6,8 +6,8 @@
 //
 // A Client keeps itself connected: it answers and sends heartbeats, and after
 // a network break or a gateway restart it redials with jittered exponential
-// backoff, redoes the handshake and resumes its session with the token of the
-// last Session, so the application keeps the same user and session. Requests
+// backoff (never sooner than a refusal's retry_after_ms asks), redoes the
+// handshake and resumes its session with the token of the last Session, so the application keeps the same user and session. Requests
 // made while it reconnects wait for it (bounded by their context); requests
 // that were in flight when the connection broke fail with an error matching
 // ErrConnectionLost, since the server may or may not have acted on them.
