@@ -2,7 +2,6 @@ package files_test
 
 import (
 	"context"
-	"github.com/parleychat/parley/protocol/fileurl"
 	"io"
 	"net/http"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/gateway/internal/files"
+	"github.com/parleychat/parley/protocol/fileurl"
 )
 
 // uploadNamed offers data with a declared name and type (tus creation) and

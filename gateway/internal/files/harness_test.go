@@ -1,12 +1,12 @@
 package files_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"github.com/parleychat/parley/protocol/fileurl"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/reqbody"
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/fileurl"
 )
 
 // gw is the file handler served over a real socket the way the gateway
@@ -143,10 +144,27 @@ func (g *gw) offer(data []byte) string {
 }
 
 // patch appends body at offset as alice.
+//
+// The body is written beside reading the answer, over a connection of its
+// own, as a tus client that honours an early answer does: a gateway that
+// refuses a PATCH before reading its body (storage gone, no upload slot)
+// answers and closes, and an http.Client still writing the body would
+// report the broken pipe rather than the answer.
 func (g *gw) patch(path string, offset int, body []byte, more ...string) answer {
 	g.t.Helper()
-	h := tus("alice", append([]string{"Content-Type", "application/offset+octet-stream", "Upload-Offset", strconv.Itoa(offset)}, more...)...)
-	return g.do(req{"PATCH", path, h, bytes.NewReader(body)})
+	c := g.rawPatch("alice", path, offset, len(body), nil, more...)
+	go func() { _, _ = c.Write(body) }()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		g.t.Fatalf("PATCH %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("PATCH %s: reading the answer: %v", path, err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 
 // offset is the upload's Upload-Offset (tus HEAD).

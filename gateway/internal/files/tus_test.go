@@ -2,7 +2,6 @@ package files_test
 
 import (
 	"errors"
-	"github.com/parleychat/parley/protocol/fileurl"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/errcode"
+	"github.com/parleychat/parley/protocol/fileurl"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 

@@ -2,12 +2,12 @@ package filesvc_test
 
 import (
 	"errors"
-	"github.com/parleychat/parley/libs/service"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/libs/objstore"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/services/file/filesvc"
 )
