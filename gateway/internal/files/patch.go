@@ -455,8 +455,9 @@ func (u *upload) commit(parts []*internalv1.FilePart, tailKey string, tailSize, 
 	}
 	// While no file service answers (replicas restarting: a rollout, a
 	// crash) the commit is retried for a while rather than losing the
-	// parts read. A retry of a commit that did apply is refused as
-	// CONFLICT (the offset moved), and the client resumes from there.
+	// parts read. A retry of a commit that did apply (its answer was
+	// lost with the replica that saved it) is answered as the first
+	// time, so the parts read since are kept too.
 	for wait, deadline := 100*time.Millisecond, time.Now().Add(commitRetryFor); ; wait = min(2*wait, time.Second) {
 		err := u.h.call(ctx, subject.FileUploadCommit, u.hdr, req, st)
 		if err == nil {

@@ -239,6 +239,7 @@ type writer struct {
 	u    user
 	st   *internalv1.UploadState
 	next uint32
+	last *internalv1.UploadCommitRequest // the last commit sent
 }
 
 // writeFrom begins a writer for u (its lease takes over any earlier one).
@@ -291,6 +292,7 @@ func (w *writer) tail(data []byte, from, to int) (*internalv1.UploadState, error
 // new state.
 func (w *writer) commit(req *internalv1.UploadCommitRequest) (*internalv1.UploadState, error) {
 	req.FileId, req.Lease, req.FromOffset = w.st.GetFileId(), w.st.GetLease(), w.st.GetOffset()
+	w.last = proto.Clone(req).(*internalv1.UploadCommitRequest)
 	st, err := w.e.commit(w.u, req)
 	if err == nil {
 		lease := w.st.GetLease()

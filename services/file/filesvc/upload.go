@@ -2,6 +2,7 @@ package filesvc
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -141,10 +142,15 @@ func (s *Service) handleCommit(ctx context.Context, m *nats.Msg) (proto.Message,
 	now := s.now()
 	var oldTail string
 	var added uint64
+	var replayed *internalv1.FileRecord
 	rec, err := s.update(ctx, req.FileId, func(rec *internalv1.FileRecord) error {
 		oldTail, added = "", 0
 		if err := checkUploader(rec, me); err != nil {
 			return err
+		}
+		if applied(rec, &req) {
+			replayed = rec
+			return errApplied
 		}
 		if err := uploadable(rec, now); err != nil {
 			return err
@@ -171,6 +177,17 @@ func (s *Service) handleCommit(ctx context.Context, m *nats.Msg) (proto.Message,
 		}
 		return nil
 	})
+	if errors.Is(err, errApplied) {
+		// A retry of a commit whose answer was lost (this replica died
+		// after saving it, or the answer timed out): it is answered as
+		// the first time, so the gateway keeps the parts it read since.
+		s.log.Info("upload commit repeated; already recorded", "file_id", req.FileId, "offset", req.Offset)
+		st := s.uploadState(replayed)
+		if replayed.Info.State == parleyv1.FileState_FILE_STATE_UPLOADING {
+			st.Lease, st.PartLimit = replayed.Lease, replayed.NextPart
+		}
+		return st, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +204,42 @@ func (s *Service) handleCommit(ctx context.Context, m *nats.Msg) (proto.Message,
 	st := s.uploadState(rec)
 	st.Lease, st.PartLimit = rec.Lease, rec.NextPart
 	return st, nil
+}
+
+// errApplied stops an update: the commit is already recorded.
+var errApplied = errors.New("commit already applied")
+
+// applied tells whether req is a commit rec already records: the same
+// lease (or, once the upload finished with it, the file complete), the
+// offset it asked for, its tail, and its parts as the last recorded ones.
+// A commit moves the offset, so any other commit from req's FromOffset
+// would be refused as out of date.
+func applied(rec *internalv1.FileRecord, req *internalv1.UploadCommitRequest) bool {
+	if req.FromOffset == rec.Offset || req.Offset != rec.Offset || req.Offset <= req.FromOffset {
+		return false
+	}
+	switch rec.Info.State {
+	case parleyv1.FileState_FILE_STATE_UPLOADING:
+		if rec.Lease == "" || rec.Lease != req.Lease || rec.TailKey != req.TailKey {
+			return false
+		}
+	case parleyv1.FileState_FILE_STATE_AVAILABLE:
+		if rec.Offset != rec.Info.Size || req.TailKey != "" {
+			return false
+		}
+	default:
+		return false
+	}
+	if len(req.Parts) > len(rec.Parts) {
+		return false
+	}
+	last := rec.Parts[len(rec.Parts)-len(req.Parts):]
+	for i, p := range req.Parts {
+		if last[i].Number != p.Number || last[i].Etag != p.Etag || last[i].Size != p.Size {
+			return false
+		}
+	}
+	return true
 }
 
 func lastPart(req *internalv1.UploadCommitRequest) uint32 {

@@ -36,6 +36,7 @@ func TestUploads(t *testing.T) {
 	t.Run("Pictures", func(t *testing.T) { testPictures(t, m) })
 	t.Run("Live", func(t *testing.T) { testLive(t, m) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrentWriters(t, m) })
+	t.Run("RepeatedCommit", func(t *testing.T) { testRepeatedCommit(t, m) })
 }
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -434,5 +435,64 @@ func testConcurrentWriters(t *testing.T, m *testenv.MinIO) {
 	}
 	if _, err := last.parts(data, 0, len(data)); err != nil {
 		t.Fatalf("the last writer: %v", err)
+	}
+}
+
+// testRepeatedCommit: a commit whose answer was lost (the replica died
+// after saving it; the gateway timed out) is sent again by the gateway;
+// it is answered as the first time, not refused as out of date, so the
+// gateway keeps the parts it read meanwhile. Only the very commit
+// recorded last is: another one from the old offset, or the same one
+// under a lease taken over since, is refused.
+func testRepeatedCommit(t *testing.T, m *testenv.MinIO) {
+	e := newEnv(t, m, nil)
+	const ps = 8 << 20
+	data := randomBytes(t, 2*ps+500)
+	id := e.offer(alice, "bob", data).GetFile().GetFileId()
+	progress := e.progress(id)
+	w := e.writeFrom(alice, id)
+	first, err := w.parts(data, 0, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstReq := w.last
+	again, err := e.commit(alice, firstReq)
+	if err != nil || again.GetOffset() != ps || again.GetLease() != first.GetLease() || again.GetPartLimit() != first.GetPartLimit() {
+		t.Fatalf("the first part's commit again: %v %v; the first answer: %v", again, err, first)
+	}
+	if _, err := w.tail(data, ps, ps+100); err != nil {
+		t.Fatal(err)
+	}
+	tail := w.last
+	if st, err := e.commit(alice, tail); err != nil || st.GetOffset() != ps+100 || st.GetTailSize() != 100 {
+		t.Fatalf("the tail's commit again: %v %v", st, err)
+	}
+	if s, err := e.status(alice, id); err != nil || s.GetOffset() != ps+100 {
+		t.Fatalf("status after repeated commits: %v %v", s, err)
+	}
+	// The first part's commit is no longer the last one recorded.
+	if _, err := e.commit(alice, firstReq); code(err) != parleyv1.ErrorCode_ERROR_CODE_CONFLICT {
+		t.Errorf("an older commit sent again: %v", err)
+	}
+	// Another writer takes over: the first one's commit is out of date.
+	w2 := e.writeFrom(alice, id)
+	if _, err := e.commit(alice, tail); code(err) != parleyv1.ErrorCode_ERROR_CODE_CONFLICT {
+		t.Errorf("a commit again under a lease taken over: %v", err)
+	}
+	end, err := w2.parts(data, ps, len(data))
+	if err != nil || end.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE {
+		t.Fatalf("the rest: %v %v", end, err)
+	}
+	if st, err := e.commit(alice, w2.last); err != nil || st.GetState() != parleyv1.FileState_FILE_STATE_AVAILABLE || st.GetOffset() != uint64(len(data)) {
+		t.Errorf("the last commit again, after the file is complete: %v %v", st, err)
+	}
+	if got, err := e.read("files/" + id); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the stored file: %d bytes, %v", len(got), err)
+	}
+	// Each commit was counted once: 8 MiB, the tail, the end.
+	testenv.Eventually(t, 5*time.Second, "three progress events", func() bool { return len(progress()) == 3 })
+	time.Sleep(200 * time.Millisecond)
+	if p := progress(); len(p) != 3 {
+		t.Errorf("%d progress events, want 3 (one per commit recorded): %v", len(p), p)
 	}
 }
