@@ -15,7 +15,8 @@
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
 #                                            logins, msg-direct, msg-room, msg-parleyd,
 #                                            msg-floor,
-#                                            file-up, file-down, file-mem, file-chat)
+#                                            file-up, file-down, file-mem, file-chat,
+#                                            voice-micro)
 #   BENCH_ARGS='-settle 20s' scripts/bench.sh       more connbench flags
 #   MSGBENCH_ARGS='-messaging 2' scripts/bench.sh   more msgbench flags
 #   FILEBENCH_ARGS='-size 2GiB' scripts/bench.sh    more filebench flags
@@ -24,7 +25,8 @@
 # (connections, logins), bench/results/messaging.txt (separate processes),
 # bench/results/messaging-parleyd.txt (one process), bench/results/floor.txt
 # (the machine's floor for the same traffic, no Parley) and
-# bench/results/files.txt. The full run takes 30-40 minutes on 2 cores;
+# bench/results/files.txt; the voice packet's and the jitter buffer's
+# micro-benchmarks (go test -bench) go to bench/results/voice.txt. The full run takes 30-40 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
 
@@ -66,7 +68,7 @@ ulimit -n "$hard"
 echo "bench: open files: $(ulimit -n) (hard $hard)" >&2
 
 # BENCH_ONLY names scenarios of both tools: split it. Empty runs everything.
-conn_only=() msg_only=() file_only=()
+conn_only=() msg_only=() file_only=() voice_only=()
 IFS=, read -ra kinds <<<"${BENCH_ONLY:-}"
 for k in "${kinds[@]}"; do
 	k=${k// /}
@@ -74,14 +76,16 @@ for k in "${kinds[@]}"; do
 	"") ;;
 	msg-*) msg_only+=("$k") ;;
 	file-*) file_only+=("$k") ;;
+	voice-*) voice_only+=("$k") ;;
 	*) conn_only+=("$k") ;;
 	esac
 done
-run_conn=1 run_msg=1 run_file=1
-if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} > 0)); then
+run_conn=1 run_msg=1 run_file=1 run_voice=1
+if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} + ${#voice_only[@]} > 0)); then
 	((${#conn_only[@]} > 0)) || run_conn=0
 	((${#msg_only[@]} > 0)) || run_msg=0
 	((${#file_only[@]} > 0)) || run_file=0
+	((${#voice_only[@]} > 0)) || run_voice=0
 fi
 
 if ((run_conn)); then
@@ -155,4 +159,13 @@ if ((run_file)); then
 	# shellcheck disable=SC2206 # FILEBENCH_ARGS is split on purpose
 	args+=(${FILEBENCH_ARGS:-})
 	"$bin/filebench" "${args[@]}"
+fi
+
+if ((run_voice)); then
+	# Voice, per packet: sealing, opening and the replay check
+	# (protocol/media), and the SDK's jitter buffer (a push and a pop).
+	{
+		(cd protocol && go test -run '^$' -bench . -benchmem -count 3 ./media)
+		(cd clients/parley && go test -run '^$' -bench . -benchmem -count 3 ./internal/jitter)
+	} | tee bench/results/voice.txt
 fi
