@@ -25,7 +25,7 @@
 # (connections, logins), bench/results/messaging.txt (separate processes),
 # bench/results/messaging-parleyd.txt (one process), bench/results/floor.txt
 # (the machine's floor for the same traffic, no Parley) and
-# bench/results/files.txt; the voice packet's and the jitter buffer's
+# bench/results/files.txt; the voice packet's, the jitter buffer's and the Opus codec's
 # micro-benchmarks (go test -bench) go to bench/results/voice.txt. The full run takes 30-40 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
@@ -163,9 +163,10 @@ fi
 
 if ((run_voice)); then
 	# Voice, per packet: sealing, opening and the replay check
-	# (protocol/media), and the SDK's jitter buffer (a push and a pop).
+	# (protocol/media), the SDK's jitter buffer (a push and a pop) and its Opus
+	# encoder and decoder (a 20 ms frame).
 	{
 		(cd protocol && go test -run '^$' -bench . -benchmem -count 3 ./media)
-		(cd clients/parley && go test -run '^$' -bench . -benchmem -count 3 ./internal/jitter)
+		(cd clients/parley && go test -run '^$' -bench . -benchmem -count 3 ./internal/jitter ./voice)
 	} | tee bench/results/voice.txt
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make generate` need when it is missing:
-# redis-server and protoc from Debian packages, protoc-gen-go and the MinIO
+# redis-server, protoc, node and opusdec (opus-tools: the voice tests check
+# our Ogg Opus recordings with a decoder nobody here wrote) from Debian packages, protoc-gen-go and the MinIO
 # server from the Go module proxy into .tools/bin. Safe to run again; does
 # nothing when all is present.
 set -euo pipefail
@@ -17,6 +18,7 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} with apt-get"
   SUDO=""
