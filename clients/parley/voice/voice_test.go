@@ -181,6 +181,26 @@ func TestDTX(t *testing.T) {
 	}
 }
 
+// TestConstantBitrate: with ConstantBitrate every speech packet has the
+// same size (24 kbit/s: 60 bytes), so sizes tell nothing of what is said;
+// without it they vary.
+func TestConstantBitrate(t *testing.T) {
+	in := speech(100)
+	sizes := func(o Options) map[int]int {
+		m := map[int]int{}
+		for _, p := range encodeAll(t, in, o) {
+			m[len(p)]++
+		}
+		return m
+	}
+	if cbr := sizes(Options{ConstantBitrate: true, NoDTX: true}); len(cbr) != 1 || cbr[60] != 100 {
+		t.Errorf("constant bitrate at 24 kbit/s: packet sizes %v, want 100 of 60 bytes", cbr)
+	}
+	if vbr := sizes(Options{NoDTX: true}); len(vbr) < 10 {
+		t.Errorf("variable bitrate: only %d packet sizes", len(vbr))
+	}
+}
+
 // TestBadInput: a packet that is not Opus, and PCM that is not a frame,
 // are errors; the decoder keeps the output's pace and goes on decoding.
 func TestBadInput(t *testing.T) {
