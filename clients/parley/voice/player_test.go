@@ -2,6 +2,7 @@ package voice
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -47,11 +48,7 @@ func TestPlayerThroughBadNetwork(t *testing.T) {
 				arr = append(arr, arrival{t0.Add(time.Duration(i)*20*time.Millisecond + d), seq, uint32(i * FrameSamples), p})
 			}
 			// Arrival order.
-			for i := 1; i < len(arr); i++ {
-				for j := i; j > 0 && arr[j].at.Before(arr[j-1].at); j-- {
-					arr[j], arr[j-1] = arr[j-1], arr[j]
-				}
-			}
+			slices.SortStableFunc(arr, func(a, b arrival) int { return a.at.Compare(b.at) })
 			dec, err := NewOpusDecoder()
 			if err != nil {
 				t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -59,7 +60,7 @@ func bestLag(in, out []int16) (int, float64) {
 	return best, bc
 }
 
-func encodeAll(t *testing.T, pcm []int16, o Options) [][]byte {
+func encodeAll(t testing.TB, pcm []int16, o Options) [][]byte {
 	t.Helper()
 	enc, err := NewOpusEncoder(o)
 	if err != nil {
@@ -259,7 +260,7 @@ func TestWAV(t *testing.T) {
 	f.Close()
 	b, _ := os.ReadFile(path)
 	got, err := ReadWAV(bytes.NewReader(b))
-	if err != nil || !slicesEqual(got, pcm) {
+	if err != nil || !slices.Equal(got, pcm) {
 		t.Fatalf("read back %d samples (%v), wrote %d", len(got), err, len(pcm))
 	}
 	stereo := bytes.Clone(b)
@@ -275,18 +276,6 @@ func TestWAV(t *testing.T) {
 			t.Logf("%s: %v", name, err)
 		}
 	}
-}
-
-func slicesEqual(a, b []int16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestRecordingPlaysInOpusdec: a recording (with gaps where packets were
@@ -364,8 +353,7 @@ func BenchmarkEncode(b *testing.B) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	t := &testing.T{}
-	pkts := encodeAll(t, speech(50), Options{NoDTX: true})
+	pkts := encodeAll(b, speech(50), Options{NoDTX: true})
 	dec, err := NewOpusDecoder()
 	if err != nil {
 		b.Fatal(err)

@@ -160,6 +160,7 @@ type Buffer struct {
 	rawNext int
 	sorted  []int64 // scratch
 	target  int64   // ns
+	floor   int64   // the smallest transit of the window: the fastest the network delivered lately
 	delay   int64
 	over    int // consecutive pops with the delay above the target
 
@@ -271,24 +272,15 @@ func (b *Buffer) observe(transit int64) {
 		b.rawNext = (b.rawNext + 1) % b.cfg.Window
 	}
 	if len(b.raw) < 10 {
+		b.floor = slices.Min(b.raw)
 		return // too few to say; keep Initial
 	}
 	b.sorted = append(b.sorted[:0], b.raw...)
 	slices.Sort(b.sorted)
-	base := b.sorted[0]
-	p95 := b.sorted[(len(b.sorted)*95)/100] - base
+	b.floor = b.sorted[0]
+	p95 := b.sorted[(len(b.sorted)*95)/100] - b.floor
 	t := p95 + b.frame
 	b.target = min(max(t, int64(b.cfg.Min)), int64(b.cfg.Max))
-}
-
-// base is the smallest transit of the window: the fastest the network
-// delivered lately.
-func (b *Buffer) base() int64 {
-	m := b.raw[0]
-	for _, v := range b.raw[1:] {
-		m = min(m, v)
-	}
-	return m
 }
 
 // Pop returns what to play for the frame period starting now. The player
@@ -297,7 +289,7 @@ func (b *Buffer) Pop(now time.Time) Frame {
 	if !b.started || len(b.raw) == 0 {
 		return Frame{Kind: Silence}
 	}
-	base := b.base()
+	base := b.floor
 	if !b.playing {
 		if len(b.pkts) == 0 {
 			return Frame{Kind: Silence}
