@@ -59,7 +59,45 @@ const (
 	// MsgPostFile posts a file offer as a message; only the file service
 	// calls it (internalv1.PostFileRequest -> PostFileReply).
 	MsgPostFile = "parley.msg.v1.postfile"
+
+	// MsgCallResolve checks that the caller may call in a conversation and
+	// names its members; only the media-relay calls it
+	// (internalv1.CallResolveRequest -> CallResolveReply).
+	MsgCallResolve = "parley.msg.v1.call.resolve"
+	// MsgPostCall posts a call's system message; only the media-relay
+	// calls it (internalv1.PostCallRequest -> parleyv1.Message).
+	MsgPostCall = "parley.msg.v1.call.post"
 )
+
+// Media-relay: call signalling from clients (through the gateway, with the
+// identity headers; queue group QueueMedia, any replica answers by a
+// compare-and-set on the call's record) and the media plane between the
+// gateways and the replica that owns a call (libs/mediabus encodes it).
+const (
+	CallPlace  = "parley.call.v1.place"  // parleyv1.PlaceCallRequest -> CallJoined
+	CallJoin   = "parley.call.v1.join"   // parleyv1.JoinCallRequest -> CallJoined
+	CallReject = "parley.call.v1.reject" // parleyv1.RejectCallRequest -> empty
+	CallLeave  = "parley.call.v1.leave"  // parleyv1.LeaveCallRequest -> empty
+	CallMute   = "parley.call.v1.mute"   // parleyv1.MuteCallRequest -> empty
+
+	// MediaRelayAlive carries every relay replica's heartbeat (its id),
+	// from which the replicas agree who is alive and take over the calls
+	// of one that is not.
+	MediaRelayAlive = "parley.media.v1.relay.alive"
+)
+
+// MediaUp is where gateways publish a call's opened audio packets and
+// their participants' liveness (mediabus); only the call's owner replica
+// subscribes.
+func MediaUp(callID string) string { return "parley.media.v1.up." + callID }
+
+// MediaDown is where the owner publishes the audio to forward and the
+// call's roster (mediabus); every gateway with a participant of the call
+// subscribes.
+func MediaDown(callID string) string { return "parley.media.v1.down." + callID }
+
+// UserCallEvents carries parleyv1.CallEvent for a user.
+func UserCallEvents(userID string) string { return UserPrefix(userID) + "call" }
 
 // File service: offers, answers and downloads from clients (through the
 // gateway), and the upload bookkeeping of the gateway's tus endpoint.
@@ -137,6 +175,7 @@ const (
 	QueuePresence  = "parley-presence"
 	QueueMessaging = "parley-messaging"
 	QueueFile      = "parley-file"
+	QueueMedia     = "parley-media"
 )
 
 // Per-user subjects. A gateway holds one subscription to UserAll(uid) for
@@ -168,6 +207,10 @@ const (
 	BucketFiles      = "parley_files"      // file id -> internalv1.FileRecord
 	BucketFileKeys   = "parley_filekeys"   // download token signing key, when not configured
 	BucketFileOffers = "parley_fileoffers" // "<sender>.<hash of client_key>" -> file id, for 24 h (idempotent offers)
+	// BucketCalls holds the media-relay's calls: "call.<call_id>" ->
+	// internalv1.CallRecord, "user.<uid>" -> the call id the user is in,
+	// "conv.<conversation>" -> the call id running in a conversation.
+	BucketCalls = "parley_calls"
 )
 
 // NATS header keys on requests from the gateway and on error replies. The

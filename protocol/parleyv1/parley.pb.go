@@ -77,6 +77,7 @@ const (
 	ErrorCode_ERROR_CODE_TIMEOUT         ErrorCode = 45 // the owning service took too long
 	ErrorCode_ERROR_CODE_CONFLICT        ErrorCode = 46 // the state changed meanwhile (an upload's offset or writer): read it again and retry; or an offer's client_key reused for another file
 	ErrorCode_ERROR_CODE_QUOTA_EXCEEDED  ErrorCode = 47 // a per-user allowance is used up (file storage, groups, pending invitations): free some first
+	ErrorCode_ERROR_CODE_BUSY            ErrorCode = 48 // place_call: the callee is in another call (they see a missed call)
 )
 
 // Enum value maps for ErrorCode.
@@ -121,6 +122,7 @@ var (
 		45: "ERROR_CODE_TIMEOUT",
 		46: "ERROR_CODE_CONFLICT",
 		47: "ERROR_CODE_QUOTA_EXCEEDED",
+		48: "ERROR_CODE_BUSY",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":           0,
@@ -162,6 +164,7 @@ var (
 		"ERROR_CODE_TIMEOUT":               45,
 		"ERROR_CODE_CONFLICT":              46,
 		"ERROR_CODE_QUOTA_EXCEEDED":        47,
+		"ERROR_CODE_BUSY":                  48,
 	}
 )
 
@@ -403,6 +406,119 @@ func (FileAnswer) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
 }
 
+type CallState int32
+
+const (
+	CallState_CALL_STATE_UNSPECIFIED CallState = 0
+	CallState_CALL_STATE_RINGING     CallState = 1 // placed; nobody has answered yet (direct) or only the caller is in it
+	CallState_CALL_STATE_ACTIVE      CallState = 2 // at least two participants have been in it
+	CallState_CALL_STATE_ENDED       CallState = 3
+)
+
+// Enum value maps for CallState.
+var (
+	CallState_name = map[int32]string{
+		0: "CALL_STATE_UNSPECIFIED",
+		1: "CALL_STATE_RINGING",
+		2: "CALL_STATE_ACTIVE",
+		3: "CALL_STATE_ENDED",
+	}
+	CallState_value = map[string]int32{
+		"CALL_STATE_UNSPECIFIED": 0,
+		"CALL_STATE_RINGING":     1,
+		"CALL_STATE_ACTIVE":      2,
+		"CALL_STATE_ENDED":       3,
+	}
+)
+
+func (x CallState) Enum() *CallState {
+	p := new(CallState)
+	*p = x
+	return p
+}
+
+func (x CallState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallState) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[5].Descriptor()
+}
+
+func (CallState) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[5]
+}
+
+func (x CallState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallState.Descriptor instead.
+func (CallState) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
+}
+
+type CallEndReason int32
+
+const (
+	CallEndReason_CALL_END_REASON_UNSPECIFIED CallEndReason = 0
+	CallEndReason_CALL_END_REASON_COMPLETED   CallEndReason = 1 // answered, then hung up (or the last participant left)
+	CallEndReason_CALL_END_REASON_CANCELLED   CallEndReason = 2 // the caller hung up before an answer
+	CallEndReason_CALL_END_REASON_REJECTED    CallEndReason = 3 // the callee rejected (direct)
+	CallEndReason_CALL_END_REASON_MISSED      CallEndReason = 4 // no answer within the ring time (45 s)
+	CallEndReason_CALL_END_REASON_BUSY        CallEndReason = 5 // the callee was in another call
+	CallEndReason_CALL_END_REASON_LOST        CallEndReason = 6 // a participant's connection was lost and did not come back
+)
+
+// Enum value maps for CallEndReason.
+var (
+	CallEndReason_name = map[int32]string{
+		0: "CALL_END_REASON_UNSPECIFIED",
+		1: "CALL_END_REASON_COMPLETED",
+		2: "CALL_END_REASON_CANCELLED",
+		3: "CALL_END_REASON_REJECTED",
+		4: "CALL_END_REASON_MISSED",
+		5: "CALL_END_REASON_BUSY",
+		6: "CALL_END_REASON_LOST",
+	}
+	CallEndReason_value = map[string]int32{
+		"CALL_END_REASON_UNSPECIFIED": 0,
+		"CALL_END_REASON_COMPLETED":   1,
+		"CALL_END_REASON_CANCELLED":   2,
+		"CALL_END_REASON_REJECTED":    3,
+		"CALL_END_REASON_MISSED":      4,
+		"CALL_END_REASON_BUSY":        5,
+		"CALL_END_REASON_LOST":        6,
+	}
+)
+
+func (x CallEndReason) Enum() *CallEndReason {
+	p := new(CallEndReason)
+	*p = x
+	return p
+}
+
+func (x CallEndReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallEndReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[6].Descriptor()
+}
+
+func (CallEndReason) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[6]
+}
+
+func (x CallEndReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallEndReason.Descriptor instead.
+func (CallEndReason) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
+}
+
 type FriendEvent_Kind int32
 
 const (
@@ -442,11 +558,11 @@ func (x FriendEvent_Kind) String() string {
 }
 
 func (FriendEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[5].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[7].Descriptor()
 }
 
 func (FriendEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[5]
+	return &file_parley_v1_parley_proto_enumTypes[7]
 }
 
 func (x FriendEvent_Kind) Number() protoreflect.EnumNumber {
@@ -503,11 +619,11 @@ func (x FileEvent_Kind) String() string {
 }
 
 func (FileEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[6].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[8].Descriptor()
 }
 
 func (FileEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[6]
+	return &file_parley_v1_parley_proto_enumTypes[8]
 }
 
 func (x FileEvent_Kind) Number() protoreflect.EnumNumber {
@@ -517,6 +633,58 @@ func (x FileEvent_Kind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FileEvent_Kind.Descriptor instead.
 func (FileEvent_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{59, 0}
+}
+
+type CallEvent_Kind int32
+
+const (
+	CallEvent_KIND_UNSPECIFIED CallEvent_Kind = 0
+	CallEvent_KIND_RINGING     CallEvent_Kind = 1
+	CallEvent_KIND_UPDATED     CallEvent_Kind = 2
+	CallEvent_KIND_ENDED       CallEvent_Kind = 3
+)
+
+// Enum value maps for CallEvent_Kind.
+var (
+	CallEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_RINGING",
+		2: "KIND_UPDATED",
+		3: "KIND_ENDED",
+	}
+	CallEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_RINGING":     1,
+		"KIND_UPDATED":     2,
+		"KIND_ENDED":       3,
+	}
+)
+
+func (x CallEvent_Kind) Enum() *CallEvent_Kind {
+	p := new(CallEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x CallEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[9].Descriptor()
+}
+
+func (CallEvent_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[9]
+}
+
+func (x CallEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallEvent_Kind.Descriptor instead.
+func (CallEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{69, 0}
 }
 
 // Frame is the envelope of every message on the wire.
@@ -561,6 +729,11 @@ type Frame struct {
 	//	*Frame_AnswerFile
 	//	*Frame_FileDownload
 	//	*Frame_Files
+	//	*Frame_PlaceCall
+	//	*Frame_JoinCall
+	//	*Frame_RejectCall
+	//	*Frame_LeaveCall
+	//	*Frame_MuteCall
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
@@ -573,6 +746,7 @@ type Frame struct {
 	//	*Frame_FileOffer
 	//	*Frame_FileDownloadReply
 	//	*Frame_FilesReply
+	//	*Frame_CallJoined
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
@@ -581,6 +755,8 @@ type Frame struct {
 	//	*Frame_TypingEvent
 	//	*Frame_Receipt
 	//	*Frame_FileEvent
+	//	*Frame_CallEvent
+	//	*Frame_Media
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -927,6 +1103,51 @@ func (x *Frame) GetFiles() *FilesRequest {
 	return nil
 }
 
+func (x *Frame) GetPlaceCall() *PlaceCallRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PlaceCall); ok {
+			return x.PlaceCall
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetJoinCall() *JoinCallRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_JoinCall); ok {
+			return x.JoinCall
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetRejectCall() *RejectCallRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_RejectCall); ok {
+			return x.RejectCall
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetLeaveCall() *LeaveCallRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_LeaveCall); ok {
+			return x.LeaveCall
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetMuteCall() *MuteCallRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_MuteCall); ok {
+			return x.MuteCall
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -1035,6 +1256,15 @@ func (x *Frame) GetFilesReply() *FilesReply {
 	return nil
 }
 
+func (x *Frame) GetCallJoined() *CallJoined {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_CallJoined); ok {
+			return x.CallJoined
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetPresenceSnapshot() *PresenceSnapshot {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_PresenceSnapshot); ok {
@@ -1102,6 +1332,24 @@ func (x *Frame) GetFileEvent() *FileEvent {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_FileEvent); ok {
 			return x.FileEvent
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetCallEvent() *CallEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_CallEvent); ok {
+			return x.CallEvent
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetMedia() *MediaPacket {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Media); ok {
+			return x.Media
 		}
 	}
 	return nil
@@ -1245,6 +1493,26 @@ type Frame_Files struct {
 	Files *FilesRequest `protobuf:"bytes,57,opt,name=files,proto3,oneof"`
 }
 
+type Frame_PlaceCall struct {
+	PlaceCall *PlaceCallRequest `protobuf:"bytes,62,opt,name=place_call,json=placeCall,proto3,oneof"`
+}
+
+type Frame_JoinCall struct {
+	JoinCall *JoinCallRequest `protobuf:"bytes,63,opt,name=join_call,json=joinCall,proto3,oneof"`
+}
+
+type Frame_RejectCall struct {
+	RejectCall *RejectCallRequest `protobuf:"bytes,64,opt,name=reject_call,json=rejectCall,proto3,oneof"`
+}
+
+type Frame_LeaveCall struct {
+	LeaveCall *LeaveCallRequest `protobuf:"bytes,65,opt,name=leave_call,json=leaveCall,proto3,oneof"`
+}
+
+type Frame_MuteCall struct {
+	MuteCall *MuteCallRequest `protobuf:"bytes,66,opt,name=mute_call,json=muteCall,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -1294,6 +1562,10 @@ type Frame_FilesReply struct {
 	FilesReply *FilesReply `protobuf:"bytes,61,opt,name=files_reply,json=filesReply,proto3,oneof"`
 }
 
+type Frame_CallJoined struct {
+	CallJoined *CallJoined `protobuf:"bytes,67,opt,name=call_joined,json=callJoined,proto3,oneof"`
+}
+
 type Frame_PresenceSnapshot struct {
 	// Events (server to client, request_id zero).
 	PresenceSnapshot *PresenceSnapshot `protobuf:"bytes,30,opt,name=presence_snapshot,json=presenceSnapshot,proto3,oneof"`
@@ -1325,6 +1597,17 @@ type Frame_Receipt struct {
 
 type Frame_FileEvent struct {
 	FileEvent *FileEvent `protobuf:"bytes,37,opt,name=file_event,json=fileEvent,proto3,oneof"`
+}
+
+type Frame_CallEvent struct {
+	CallEvent *CallEvent `protobuf:"bytes,68,opt,name=call_event,json=callEvent,proto3,oneof"`
+}
+
+type Frame_Media struct {
+	// Media (docs/protocol.md §19.4): both directions, request_id zero. A
+	// sealed media packet carried on the connection where UDP does not
+	// work.
+	Media *MediaPacket `protobuf:"bytes,69,opt,name=media,proto3,oneof"`
 }
 
 func (*Frame_Hello) isFrame_Body() {}
@@ -1393,6 +1676,16 @@ func (*Frame_FileDownload) isFrame_Body() {}
 
 func (*Frame_Files) isFrame_Body() {}
 
+func (*Frame_PlaceCall) isFrame_Body() {}
+
+func (*Frame_JoinCall) isFrame_Body() {}
+
+func (*Frame_RejectCall) isFrame_Body() {}
+
+func (*Frame_LeaveCall) isFrame_Body() {}
+
+func (*Frame_MuteCall) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
@@ -1417,6 +1710,8 @@ func (*Frame_FileDownloadReply) isFrame_Body() {}
 
 func (*Frame_FilesReply) isFrame_Body() {}
 
+func (*Frame_CallJoined) isFrame_Body() {}
+
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
 func (*Frame_PresenceChange) isFrame_Body() {}
@@ -1432,6 +1727,10 @@ func (*Frame_TypingEvent) isFrame_Body() {}
 func (*Frame_Receipt) isFrame_Body() {}
 
 func (*Frame_FileEvent) isFrame_Body() {}
+
+func (*Frame_CallEvent) isFrame_Body() {}
+
+func (*Frame_Media) isFrame_Body() {}
 
 // Hello is the first frame a client sends. The server answers with Welcome
 // (same request_id) or with Error UNSUPPORTED_VERSION and closes.
@@ -2497,6 +2796,7 @@ type Message struct {
 	ClientKey     string                 `protobuf:"bytes,8,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`               // the sender's idempotency key
 	System        bool                   `protobuf:"varint,9,opt,name=system,proto3" json:"system,omitempty"`                                     // written by the server (a member joined, left, ...); sender is who caused it
 	File          *FileInfo              `protobuf:"bytes,10,opt,name=file,proto3" json:"file,omitempty"`                                         // set when the message offers a file (text is then the file's name)
+	Call          *CallSummary           `protobuf:"bytes,11,opt,name=call,proto3" json:"call,omitempty"`                                         // set on a call's system message (missed, declined, ended)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2597,6 +2897,13 @@ func (x *Message) GetSystem() bool {
 func (x *Message) GetFile() *FileInfo {
 	if x != nil {
 		return x.File
+	}
+	return nil
+}
+
+func (x *Message) GetCall() *CallSummary {
+	if x != nil {
+		return x.Call
 	}
 	return nil
 }
@@ -4976,11 +5283,714 @@ func (x *FileEvent) GetUsername() string {
 	return ""
 }
 
+type CallParticipant struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username       string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	StreamId       uint32                 `protobuf:"varint,3,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"` // the stream id of its media packets (never its user id)
+	Muted          bool                   `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	JoinedAtUnixMs int64                  `protobuf:"varint,5,opt,name=joined_at_unix_ms,json=joinedAtUnixMs,proto3" json:"joined_at_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallParticipant) Reset() {
+	*x = CallParticipant{}
+	mi := &file_parley_v1_parley_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallParticipant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallParticipant) ProtoMessage() {}
+
+func (x *CallParticipant) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallParticipant.ProtoReflect.Descriptor instead.
+func (*CallParticipant) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *CallParticipant) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CallParticipant) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *CallParticipant) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *CallParticipant) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallParticipant) GetJoinedAtUnixMs() int64 {
+	if x != nil {
+		return x.JoinedAtUnixMs
+	}
+	return 0
+}
+
+type Call struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	CallId             string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Conversation       string                 `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Kind               ConversationKind       `protobuf:"varint,3,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"` // DIRECT or GROUP
+	State              CallState              `protobuf:"varint,4,opt,name=state,proto3,enum=parley.v1.CallState" json:"state,omitempty"`
+	CallerId           string                 `protobuf:"bytes,5,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	CallerName         string                 `protobuf:"bytes,6,opt,name=caller_name,json=callerName,proto3" json:"caller_name,omitempty"`
+	Participants       []*CallParticipant     `protobuf:"bytes,7,rep,name=participants,proto3" json:"participants,omitempty"`                                       // in the call now
+	RingingIds         []string               `protobuf:"bytes,8,rep,name=ringing_ids,json=ringingIds,proto3" json:"ringing_ids,omitempty"`                         // users being rung (not answered, rejected or in the call)
+	StartedAtUnixMs    int64                  `protobuf:"varint,9,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`     // placed
+	AnsweredAtUnixMs   int64                  `protobuf:"varint,10,opt,name=answered_at_unix_ms,json=answeredAtUnixMs,proto3" json:"answered_at_unix_ms,omitempty"` // when it became ACTIVE; 0 before
+	EndedAtUnixMs      int64                  `protobuf:"varint,11,opt,name=ended_at_unix_ms,json=endedAtUnixMs,proto3" json:"ended_at_unix_ms,omitempty"`
+	EndReason          CallEndReason          `protobuf:"varint,12,opt,name=end_reason,json=endReason,proto3,enum=parley.v1.CallEndReason" json:"end_reason,omitempty"` // ENDED only
+	RingDeadlineUnixMs int64                  `protobuf:"varint,13,opt,name=ring_deadline_unix_ms,json=ringDeadlineUnixMs,proto3" json:"ring_deadline_unix_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_parley_v1_parley_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *Call) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *Call) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *Call) GetKind() ConversationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ConversationKind_CONVERSATION_KIND_UNSPECIFIED
+}
+
+func (x *Call) GetState() CallState {
+	if x != nil {
+		return x.State
+	}
+	return CallState_CALL_STATE_UNSPECIFIED
+}
+
+func (x *Call) GetCallerId() string {
+	if x != nil {
+		return x.CallerId
+	}
+	return ""
+}
+
+func (x *Call) GetCallerName() string {
+	if x != nil {
+		return x.CallerName
+	}
+	return ""
+}
+
+func (x *Call) GetParticipants() []*CallParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *Call) GetRingingIds() []string {
+	if x != nil {
+		return x.RingingIds
+	}
+	return nil
+}
+
+func (x *Call) GetStartedAtUnixMs() int64 {
+	if x != nil {
+		return x.StartedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Call) GetAnsweredAtUnixMs() int64 {
+	if x != nil {
+		return x.AnsweredAtUnixMs
+	}
+	return 0
+}
+
+func (x *Call) GetEndedAtUnixMs() int64 {
+	if x != nil {
+		return x.EndedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Call) GetEndReason() CallEndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return CallEndReason_CALL_END_REASON_UNSPECIFIED
+}
+
+func (x *Call) GetRingDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.RingDeadlineUnixMs
+	}
+	return 0
+}
+
+// CallSummary rides on a call's system message.
+type CallSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Outcome       CallEndReason          `protobuf:"varint,2,opt,name=outcome,proto3,enum=parley.v1.CallEndReason" json:"outcome,omitempty"` // COMPLETED (with duration), MISSED, CANCELLED, REJECTED, BUSY, LOST; UNSPECIFIED: a group call started
+	DurationMs    uint64                 `protobuf:"varint,3,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`      // from the answer to the end; 0 if never answered
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSummary) Reset() {
+	*x = CallSummary{}
+	mi := &file_parley_v1_parley_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSummary) ProtoMessage() {}
+
+func (x *CallSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSummary.ProtoReflect.Descriptor instead.
+func (*CallSummary) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *CallSummary) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallSummary) GetOutcome() CallEndReason {
+	if x != nil {
+		return x.Outcome
+	}
+	return CallEndReason_CALL_END_REASON_UNSPECIFIED
+}
+
+func (x *CallSummary) GetDurationMs() uint64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+// PlaceCallRequest starts a call in a private chat or a group (reply:
+// CallJoined); the caller is its first participant. Give conversation or
+// to_username. In a conversation with a running call, it joins that call
+// instead. Errors: NOT_FOUND, PERMISSION_DENIED (not a member), BLOCKED,
+// BUSY (the callee is in another call), CONFLICT (you are in another call:
+// leave it first), INVALID_ARGUMENT (the public room, yourself).
+type PlaceCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername    string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceCallRequest) Reset() {
+	*x = PlaceCallRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceCallRequest) ProtoMessage() {}
+
+func (x *PlaceCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceCallRequest.ProtoReflect.Descriptor instead.
+func (*PlaceCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PlaceCallRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *PlaceCallRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+// JoinCallRequest answers a ringing call or joins a running group call
+// (reply: CallJoined). Joining a call you are already in (after a
+// reconnect, or from another device) replaces your participant: a new
+// stream id and key, the old stream is dropped. Errors: NOT_FOUND (no such
+// call, or it ended), PERMISSION_DENIED, CONFLICT (you are in another
+// call).
+type JoinCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinCallRequest) Reset() {
+	*x = JoinCallRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinCallRequest) ProtoMessage() {}
+
+func (x *JoinCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinCallRequest.ProtoReflect.Descriptor instead.
+func (*JoinCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *JoinCallRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+// RejectCallRequest declines a ringing call (reply: Ok). In a private chat
+// it ends the call (REJECTED); in a group it only stops the ringing.
+type RejectCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectCallRequest) Reset() {
+	*x = RejectCallRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectCallRequest) ProtoMessage() {}
+
+func (x *RejectCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectCallRequest.ProtoReflect.Descriptor instead.
+func (*RejectCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *RejectCallRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+// LeaveCallRequest hangs up (reply: Ok): before an answer the caller
+// cancels; a private call ends when either side leaves; a group call when
+// its last participant does.
+type LeaveCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveCallRequest) Reset() {
+	*x = LeaveCallRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveCallRequest) ProtoMessage() {}
+
+func (x *LeaveCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveCallRequest.ProtoReflect.Descriptor instead.
+func (*LeaveCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *LeaveCallRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+// MuteCallRequest tells the other participants you muted or unmuted
+// (reply: Ok). While muted the server forwards none of your audio.
+type MuteCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Muted         bool                   `protobuf:"varint,2,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteCallRequest) Reset() {
+	*x = MuteCallRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteCallRequest) ProtoMessage() {}
+
+func (x *MuteCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteCallRequest.ProtoReflect.Descriptor instead.
+func (*MuteCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *MuteCallRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *MuteCallRequest) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+// CallJoined answers PlaceCallRequest and JoinCallRequest: you are a
+// participant. Seal your media with media_key on stream_id.
+type CallJoined struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Call          *Call                  `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	StreamId      uint32                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	MediaKey      []byte                 `protobuf:"bytes,3,opt,name=media_key,json=mediaKey,proto3" json:"media_key,omitempty"` // 32 bytes, AES-256-GCM (protocol/media); new for every join
+	UdpAddr       string                 `protobuf:"bytes,4,opt,name=udp_addr,json=udpAddr,proto3" json:"udp_addr,omitempty"`    // host:port of this gateway's media port; empty: it has none (use MediaPacket frames)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallJoined) Reset() {
+	*x = CallJoined{}
+	mi := &file_parley_v1_parley_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallJoined) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallJoined) ProtoMessage() {}
+
+func (x *CallJoined) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallJoined.ProtoReflect.Descriptor instead.
+func (*CallJoined) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *CallJoined) GetCall() *Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *CallJoined) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *CallJoined) GetMediaKey() []byte {
+	if x != nil {
+		return x.MediaKey
+	}
+	return nil
+}
+
+func (x *CallJoined) GetUdpAddr() string {
+	if x != nil {
+		return x.UdpAddr
+	}
+	return ""
+}
+
+// CallEvent tells a user about a call in one of their conversations:
+// RINGING (you are rung: show it, on every device), UPDATED (someone
+// joined, left, muted, rejected; or it was answered) and ENDED.
+type CallEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          CallEvent_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.CallEvent_Kind" json:"kind,omitempty"`
+	Call          *Call                  `protobuf:"bytes,2,opt,name=call,proto3" json:"call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallEvent) Reset() {
+	*x = CallEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallEvent) ProtoMessage() {}
+
+func (x *CallEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallEvent.ProtoReflect.Descriptor instead.
+func (*CallEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *CallEvent) GetKind() CallEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return CallEvent_KIND_UNSPECIFIED
+}
+
+func (x *CallEvent) GetCall() *Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+// MediaPacket carries one sealed media packet (protocol/media: header,
+// ciphertext, tag; at most 1232 bytes) on the connection.
+type MediaPacket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MediaPacket) Reset() {
+	*x = MediaPacket{}
+	mi := &file_parley_v1_parley_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaPacket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaPacket) ProtoMessage() {}
+
+func (x *MediaPacket) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaPacket.ProtoReflect.Descriptor instead.
+func (*MediaPacket) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *MediaPacket) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\x9d\x18\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xf1\x1b\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -5023,7 +6033,15 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\vanswer_file\x187 \x01(\v2\x1c.parley.v1.AnswerFileRequestH\x00R\n" +
 	"answerFile\x12E\n" +
 	"\rfile_download\x188 \x01(\v2\x1e.parley.v1.FileDownloadRequestH\x00R\ffileDownload\x12/\n" +
-	"\x05files\x189 \x01(\v2\x17.parley.v1.FilesRequestH\x00R\x05files\x12.\n" +
+	"\x05files\x189 \x01(\v2\x17.parley.v1.FilesRequestH\x00R\x05files\x12<\n" +
+	"\n" +
+	"place_call\x18> \x01(\v2\x1b.parley.v1.PlaceCallRequestH\x00R\tplaceCall\x129\n" +
+	"\tjoin_call\x18? \x01(\v2\x1a.parley.v1.JoinCallRequestH\x00R\bjoinCall\x12?\n" +
+	"\vreject_call\x18@ \x01(\v2\x1c.parley.v1.RejectCallRequestH\x00R\n" +
+	"rejectCall\x12<\n" +
+	"\n" +
+	"leave_call\x18A \x01(\v2\x1b.parley.v1.LeaveCallRequestH\x00R\tleaveCall\x129\n" +
+	"\tmute_call\x18B \x01(\v2\x1a.parley.v1.MuteCallRequestH\x00R\bmuteCall\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
 	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
@@ -5038,7 +6056,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"file_offer\x18\x1d \x01(\v2\x14.parley.v1.FileOfferH\x00R\tfileOffer\x12I\n" +
 	"\x13file_download_reply\x18< \x01(\v2\x17.parley.v1.FileDownloadH\x00R\x11fileDownloadReply\x128\n" +
 	"\vfiles_reply\x18= \x01(\v2\x15.parley.v1.FilesReplyH\x00R\n" +
-	"filesReply\x12J\n" +
+	"filesReply\x128\n" +
+	"\vcall_joined\x18C \x01(\v2\x15.parley.v1.CallJoinedH\x00R\n" +
+	"callJoined\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
 	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
@@ -5047,7 +6067,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\ftyping_event\x18# \x01(\v2\x16.parley.v1.TypingEventH\x00R\vtypingEvent\x123\n" +
 	"\areceipt\x18$ \x01(\v2\x17.parley.v1.ReceiptEventH\x00R\areceipt\x125\n" +
 	"\n" +
-	"file_event\x18% \x01(\v2\x14.parley.v1.FileEventH\x00R\tfileEventB\x06\n" +
+	"file_event\x18% \x01(\v2\x14.parley.v1.FileEventH\x00R\tfileEvent\x125\n" +
+	"\n" +
+	"call_event\x18D \x01(\v2\x14.parley.v1.CallEventH\x00R\tcallEvent\x12.\n" +
+	"\x05media\x18E \x01(\v2\x16.parley.v1.MediaPacketH\x00R\x05mediaB\x06\n" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
@@ -5117,7 +6140,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\"V\n" +
 	"\fSessionEnded\x12,\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xa8\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd4\x02\n" +
 	"\aMessage\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x0e\n" +
@@ -5131,7 +6154,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"client_key\x18\b \x01(\tR\tclientKey\x12\x16\n" +
 	"\x06system\x18\t \x01(\bR\x06system\x12'\n" +
 	"\x04file\x18\n" +
-	" \x01(\v2\x13.parley.v1.FileInfoR\x04file\"\x85\x01\n" +
+	" \x01(\v2\x13.parley.v1.FileInfoR\x04file\x12*\n" +
+	"\x04call\x18\v \x01(\v2\x16.parley.v1.CallSummaryR\x04call\"\x85\x01\n" +
 	"\vSendRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
 	"\vto_username\x18\x02 \x01(\tR\n" +
@@ -5304,7 +6328,66 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\rKIND_REJECTED\x10\x03\x12\x12\n" +
 	"\x0eKIND_AVAILABLE\x10\x04\x12\x0f\n" +
 	"\vKIND_FAILED\x10\x05\x12\x10\n" +
-	"\fKIND_EXPIRED\x10\x06*\xbf\t\n" +
+	"\fKIND_EXPIRED\x10\x06\"\xa4\x01\n" +
+	"\x0fCallParticipant\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1b\n" +
+	"\tstream_id\x18\x03 \x01(\rR\bstreamId\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\x12)\n" +
+	"\x11joined_at_unix_ms\x18\x05 \x01(\x03R\x0ejoinedAtUnixMs\"\xb0\x04\n" +
+	"\x04Call\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12/\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12*\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x14.parley.v1.CallStateR\x05state\x12\x1b\n" +
+	"\tcaller_id\x18\x05 \x01(\tR\bcallerId\x12\x1f\n" +
+	"\vcaller_name\x18\x06 \x01(\tR\n" +
+	"callerName\x12>\n" +
+	"\fparticipants\x18\a \x03(\v2\x1a.parley.v1.CallParticipantR\fparticipants\x12\x1f\n" +
+	"\vringing_ids\x18\b \x03(\tR\n" +
+	"ringingIds\x12+\n" +
+	"\x12started_at_unix_ms\x18\t \x01(\x03R\x0fstartedAtUnixMs\x12-\n" +
+	"\x13answered_at_unix_ms\x18\n" +
+	" \x01(\x03R\x10answeredAtUnixMs\x12'\n" +
+	"\x10ended_at_unix_ms\x18\v \x01(\x03R\rendedAtUnixMs\x127\n" +
+	"\n" +
+	"end_reason\x18\f \x01(\x0e2\x18.parley.v1.CallEndReasonR\tendReason\x121\n" +
+	"\x15ring_deadline_unix_ms\x18\r \x01(\x03R\x12ringDeadlineUnixMs\"{\n" +
+	"\vCallSummary\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x122\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x18.parley.v1.CallEndReasonR\aoutcome\x12\x1f\n" +
+	"\vduration_ms\x18\x03 \x01(\x04R\n" +
+	"durationMs\"W\n" +
+	"\x10PlaceCallRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
+	"\vto_username\x18\x02 \x01(\tR\n" +
+	"toUsername\"*\n" +
+	"\x0fJoinCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\",\n" +
+	"\x11RejectCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\"+\n" +
+	"\x10LeaveCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\"@\n" +
+	"\x0fMuteCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05muted\x18\x02 \x01(\bR\x05muted\"\x86\x01\n" +
+	"\n" +
+	"CallJoined\x12#\n" +
+	"\x04call\x18\x01 \x01(\v2\x0f.parley.v1.CallR\x04call\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\rR\bstreamId\x12\x1b\n" +
+	"\tmedia_key\x18\x03 \x01(\fR\bmediaKey\x12\x19\n" +
+	"\budp_addr\x18\x04 \x01(\tR\audpAddr\"\xb1\x01\n" +
+	"\tCallEvent\x12-\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x19.parley.v1.CallEvent.KindR\x04kind\x12#\n" +
+	"\x04call\x18\x02 \x01(\v2\x0f.parley.v1.CallR\x04call\"P\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fKIND_RINGING\x10\x01\x12\x10\n" +
+	"\fKIND_UPDATED\x10\x02\x12\x0e\n" +
+	"\n" +
+	"KIND_ENDED\x10\x03\"%\n" +
+	"\vMediaPacket\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet*\xd4\t\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -5345,7 +6428,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x13ERROR_CODE_INTERNAL\x10,\x12\x16\n" +
 	"\x12ERROR_CODE_TIMEOUT\x10-\x12\x17\n" +
 	"\x13ERROR_CODE_CONFLICT\x10.\x12\x1d\n" +
-	"\x19ERROR_CODE_QUOTA_EXCEEDED\x10/*\x8c\x01\n" +
+	"\x19ERROR_CODE_QUOTA_EXCEEDED\x10/\x12\x13\n" +
+	"\x0fERROR_CODE_BUSY\x100*\x8c\x01\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONVERSATION_KIND_ROOM\x10\x01\x12\x1c\n" +
@@ -5367,7 +6451,20 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"FileAnswer\x12\x1b\n" +
 	"\x17FILE_ANSWER_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILE_ANSWER_ACCEPTED\x10\x01\x12\x18\n" +
-	"\x14FILE_ANSWER_REJECTED\x10\x02B9Z7github.com/parleychat/parley/protocol/parleyv1;parleyv1b\x06proto3"
+	"\x14FILE_ANSWER_REJECTED\x10\x02*l\n" +
+	"\tCallState\x12\x1a\n" +
+	"\x16CALL_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CALL_STATE_RINGING\x10\x01\x12\x15\n" +
+	"\x11CALL_STATE_ACTIVE\x10\x02\x12\x14\n" +
+	"\x10CALL_STATE_ENDED\x10\x03*\xdc\x01\n" +
+	"\rCallEndReason\x12\x1f\n" +
+	"\x1bCALL_END_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19CALL_END_REASON_COMPLETED\x10\x01\x12\x1d\n" +
+	"\x19CALL_END_REASON_CANCELLED\x10\x02\x12\x1c\n" +
+	"\x18CALL_END_REASON_REJECTED\x10\x03\x12\x1a\n" +
+	"\x16CALL_END_REASON_MISSED\x10\x04\x12\x18\n" +
+	"\x14CALL_END_REASON_BUSY\x10\x05\x12\x18\n" +
+	"\x14CALL_END_REASON_LOST\x10\x06B9Z7github.com/parleychat/parley/protocol/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once
@@ -5381,161 +6478,192 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 	return file_parley_v1_parley_proto_rawDescData
 }
 
-var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
 	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
 	(FriendState)(0),             // 2: parley.v1.FriendState
 	(FileState)(0),               // 3: parley.v1.FileState
 	(FileAnswer)(0),              // 4: parley.v1.FileAnswer
-	(FriendEvent_Kind)(0),        // 5: parley.v1.FriendEvent.Kind
-	(FileEvent_Kind)(0),          // 6: parley.v1.FileEvent.Kind
-	(*Frame)(nil),                // 7: parley.v1.Frame
-	(*Hello)(nil),                // 8: parley.v1.Hello
-	(*Welcome)(nil),              // 9: parley.v1.Welcome
-	(*Error)(nil),                // 10: parley.v1.Error
-	(*Ping)(nil),                 // 11: parley.v1.Ping
-	(*Pong)(nil),                 // 12: parley.v1.Pong
-	(*ClientOptions)(nil),        // 13: parley.v1.ClientOptions
-	(*RegisterRequest)(nil),      // 14: parley.v1.RegisterRequest
-	(*LoginRequest)(nil),         // 15: parley.v1.LoginRequest
-	(*ResumeRequest)(nil),        // 16: parley.v1.ResumeRequest
-	(*LogoutRequest)(nil),        // 17: parley.v1.LogoutRequest
-	(*Session)(nil),              // 18: parley.v1.Session
-	(*Ok)(nil),                   // 19: parley.v1.Ok
-	(*WhoRequest)(nil),           // 20: parley.v1.WhoRequest
-	(*WhoReply)(nil),             // 21: parley.v1.WhoReply
-	(*OnlineUser)(nil),           // 22: parley.v1.OnlineUser
-	(*PresenceSnapshot)(nil),     // 23: parley.v1.PresenceSnapshot
-	(*PresenceChange)(nil),       // 24: parley.v1.PresenceChange
-	(*SessionEnded)(nil),         // 25: parley.v1.SessionEnded
-	(*Message)(nil),              // 26: parley.v1.Message
-	(*SendRequest)(nil),          // 27: parley.v1.SendRequest
-	(*SendReply)(nil),            // 28: parley.v1.SendReply
-	(*HistoryRequest)(nil),       // 29: parley.v1.HistoryRequest
-	(*HistoryReply)(nil),         // 30: parley.v1.HistoryReply
-	(*AckRequest)(nil),           // 31: parley.v1.AckRequest
-	(*ConversationsRequest)(nil), // 32: parley.v1.ConversationsRequest
-	(*ConversationsReply)(nil),   // 33: parley.v1.ConversationsReply
-	(*OpenDirectRequest)(nil),    // 34: parley.v1.OpenDirectRequest
-	(*Conversation)(nil),         // 35: parley.v1.Conversation
-	(*MessageEvent)(nil),         // 36: parley.v1.MessageEvent
-	(*CreateGroupRequest)(nil),   // 37: parley.v1.CreateGroupRequest
-	(*InviteRequest)(nil),        // 38: parley.v1.InviteRequest
-	(*JoinGroupRequest)(nil),     // 39: parley.v1.JoinGroupRequest
-	(*LeaveGroupRequest)(nil),    // 40: parley.v1.LeaveGroupRequest
-	(*RemoveMemberRequest)(nil),  // 41: parley.v1.RemoveMemberRequest
-	(*RenameGroupRequest)(nil),   // 42: parley.v1.RenameGroupRequest
-	(*MembersRequest)(nil),       // 43: parley.v1.MembersRequest
-	(*Member)(nil),               // 44: parley.v1.Member
-	(*MembersReply)(nil),         // 45: parley.v1.MembersReply
-	(*AddFriendRequest)(nil),     // 46: parley.v1.AddFriendRequest
-	(*AnswerFriendRequest)(nil),  // 47: parley.v1.AnswerFriendRequest
-	(*RemoveFriendRequest)(nil),  // 48: parley.v1.RemoveFriendRequest
-	(*FriendsRequest)(nil),       // 49: parley.v1.FriendsRequest
-	(*Friend)(nil),               // 50: parley.v1.Friend
-	(*FriendsReply)(nil),         // 51: parley.v1.FriendsReply
-	(*BlockRequest)(nil),         // 52: parley.v1.BlockRequest
-	(*UnblockRequest)(nil),       // 53: parley.v1.UnblockRequest
-	(*FriendEvent)(nil),          // 54: parley.v1.FriendEvent
-	(*TypingRequest)(nil),        // 55: parley.v1.TypingRequest
-	(*TypingEvent)(nil),          // 56: parley.v1.TypingEvent
-	(*ReceiptEvent)(nil),         // 57: parley.v1.ReceiptEvent
-	(*FileInfo)(nil),             // 58: parley.v1.FileInfo
-	(*OfferFileRequest)(nil),     // 59: parley.v1.OfferFileRequest
-	(*FileOffer)(nil),            // 60: parley.v1.FileOffer
-	(*AnswerFileRequest)(nil),    // 61: parley.v1.AnswerFileRequest
-	(*FileDownloadRequest)(nil),  // 62: parley.v1.FileDownloadRequest
-	(*FileDownload)(nil),         // 63: parley.v1.FileDownload
-	(*FilesRequest)(nil),         // 64: parley.v1.FilesRequest
-	(*FilesReply)(nil),           // 65: parley.v1.FilesReply
-	(*FileEvent)(nil),            // 66: parley.v1.FileEvent
+	(CallState)(0),               // 5: parley.v1.CallState
+	(CallEndReason)(0),           // 6: parley.v1.CallEndReason
+	(FriendEvent_Kind)(0),        // 7: parley.v1.FriendEvent.Kind
+	(FileEvent_Kind)(0),          // 8: parley.v1.FileEvent.Kind
+	(CallEvent_Kind)(0),          // 9: parley.v1.CallEvent.Kind
+	(*Frame)(nil),                // 10: parley.v1.Frame
+	(*Hello)(nil),                // 11: parley.v1.Hello
+	(*Welcome)(nil),              // 12: parley.v1.Welcome
+	(*Error)(nil),                // 13: parley.v1.Error
+	(*Ping)(nil),                 // 14: parley.v1.Ping
+	(*Pong)(nil),                 // 15: parley.v1.Pong
+	(*ClientOptions)(nil),        // 16: parley.v1.ClientOptions
+	(*RegisterRequest)(nil),      // 17: parley.v1.RegisterRequest
+	(*LoginRequest)(nil),         // 18: parley.v1.LoginRequest
+	(*ResumeRequest)(nil),        // 19: parley.v1.ResumeRequest
+	(*LogoutRequest)(nil),        // 20: parley.v1.LogoutRequest
+	(*Session)(nil),              // 21: parley.v1.Session
+	(*Ok)(nil),                   // 22: parley.v1.Ok
+	(*WhoRequest)(nil),           // 23: parley.v1.WhoRequest
+	(*WhoReply)(nil),             // 24: parley.v1.WhoReply
+	(*OnlineUser)(nil),           // 25: parley.v1.OnlineUser
+	(*PresenceSnapshot)(nil),     // 26: parley.v1.PresenceSnapshot
+	(*PresenceChange)(nil),       // 27: parley.v1.PresenceChange
+	(*SessionEnded)(nil),         // 28: parley.v1.SessionEnded
+	(*Message)(nil),              // 29: parley.v1.Message
+	(*SendRequest)(nil),          // 30: parley.v1.SendRequest
+	(*SendReply)(nil),            // 31: parley.v1.SendReply
+	(*HistoryRequest)(nil),       // 32: parley.v1.HistoryRequest
+	(*HistoryReply)(nil),         // 33: parley.v1.HistoryReply
+	(*AckRequest)(nil),           // 34: parley.v1.AckRequest
+	(*ConversationsRequest)(nil), // 35: parley.v1.ConversationsRequest
+	(*ConversationsReply)(nil),   // 36: parley.v1.ConversationsReply
+	(*OpenDirectRequest)(nil),    // 37: parley.v1.OpenDirectRequest
+	(*Conversation)(nil),         // 38: parley.v1.Conversation
+	(*MessageEvent)(nil),         // 39: parley.v1.MessageEvent
+	(*CreateGroupRequest)(nil),   // 40: parley.v1.CreateGroupRequest
+	(*InviteRequest)(nil),        // 41: parley.v1.InviteRequest
+	(*JoinGroupRequest)(nil),     // 42: parley.v1.JoinGroupRequest
+	(*LeaveGroupRequest)(nil),    // 43: parley.v1.LeaveGroupRequest
+	(*RemoveMemberRequest)(nil),  // 44: parley.v1.RemoveMemberRequest
+	(*RenameGroupRequest)(nil),   // 45: parley.v1.RenameGroupRequest
+	(*MembersRequest)(nil),       // 46: parley.v1.MembersRequest
+	(*Member)(nil),               // 47: parley.v1.Member
+	(*MembersReply)(nil),         // 48: parley.v1.MembersReply
+	(*AddFriendRequest)(nil),     // 49: parley.v1.AddFriendRequest
+	(*AnswerFriendRequest)(nil),  // 50: parley.v1.AnswerFriendRequest
+	(*RemoveFriendRequest)(nil),  // 51: parley.v1.RemoveFriendRequest
+	(*FriendsRequest)(nil),       // 52: parley.v1.FriendsRequest
+	(*Friend)(nil),               // 53: parley.v1.Friend
+	(*FriendsReply)(nil),         // 54: parley.v1.FriendsReply
+	(*BlockRequest)(nil),         // 55: parley.v1.BlockRequest
+	(*UnblockRequest)(nil),       // 56: parley.v1.UnblockRequest
+	(*FriendEvent)(nil),          // 57: parley.v1.FriendEvent
+	(*TypingRequest)(nil),        // 58: parley.v1.TypingRequest
+	(*TypingEvent)(nil),          // 59: parley.v1.TypingEvent
+	(*ReceiptEvent)(nil),         // 60: parley.v1.ReceiptEvent
+	(*FileInfo)(nil),             // 61: parley.v1.FileInfo
+	(*OfferFileRequest)(nil),     // 62: parley.v1.OfferFileRequest
+	(*FileOffer)(nil),            // 63: parley.v1.FileOffer
+	(*AnswerFileRequest)(nil),    // 64: parley.v1.AnswerFileRequest
+	(*FileDownloadRequest)(nil),  // 65: parley.v1.FileDownloadRequest
+	(*FileDownload)(nil),         // 66: parley.v1.FileDownload
+	(*FilesRequest)(nil),         // 67: parley.v1.FilesRequest
+	(*FilesReply)(nil),           // 68: parley.v1.FilesReply
+	(*FileEvent)(nil),            // 69: parley.v1.FileEvent
+	(*CallParticipant)(nil),      // 70: parley.v1.CallParticipant
+	(*Call)(nil),                 // 71: parley.v1.Call
+	(*CallSummary)(nil),          // 72: parley.v1.CallSummary
+	(*PlaceCallRequest)(nil),     // 73: parley.v1.PlaceCallRequest
+	(*JoinCallRequest)(nil),      // 74: parley.v1.JoinCallRequest
+	(*RejectCallRequest)(nil),    // 75: parley.v1.RejectCallRequest
+	(*LeaveCallRequest)(nil),     // 76: parley.v1.LeaveCallRequest
+	(*MuteCallRequest)(nil),      // 77: parley.v1.MuteCallRequest
+	(*CallJoined)(nil),           // 78: parley.v1.CallJoined
+	(*CallEvent)(nil),            // 79: parley.v1.CallEvent
+	(*MediaPacket)(nil),          // 80: parley.v1.MediaPacket
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
-	8,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
-	9,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
-	10, // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
-	11, // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
-	12, // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
-	14, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
-	15, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
-	16, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
-	17, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
-	20, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
-	27, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
-	29, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
-	31, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
-	32, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
-	34, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
-	37, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
-	38, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
-	39, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
-	40, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
-	41, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
-	42, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
-	43, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
-	46, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
-	47, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
-	48, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
-	49, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
-	52, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
-	53, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
-	55, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
-	59, // 29: parley.v1.Frame.offer_file:type_name -> parley.v1.OfferFileRequest
-	61, // 30: parley.v1.Frame.answer_file:type_name -> parley.v1.AnswerFileRequest
-	62, // 31: parley.v1.Frame.file_download:type_name -> parley.v1.FileDownloadRequest
-	64, // 32: parley.v1.Frame.files:type_name -> parley.v1.FilesRequest
-	18, // 33: parley.v1.Frame.session:type_name -> parley.v1.Session
-	19, // 34: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	21, // 35: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	28, // 36: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
-	30, // 37: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
-	33, // 38: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
-	35, // 39: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
-	45, // 40: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
-	51, // 41: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
-	60, // 42: parley.v1.Frame.file_offer:type_name -> parley.v1.FileOffer
-	63, // 43: parley.v1.Frame.file_download_reply:type_name -> parley.v1.FileDownload
-	65, // 44: parley.v1.Frame.files_reply:type_name -> parley.v1.FilesReply
-	23, // 45: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	24, // 46: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	25, // 47: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	36, // 48: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
-	54, // 49: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
-	56, // 50: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
-	57, // 51: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
-	66, // 52: parley.v1.Frame.file_event:type_name -> parley.v1.FileEvent
-	0,  // 53: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	13, // 54: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	13, // 55: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	13, // 56: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	22, // 57: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	22, // 58: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	22, // 59: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 60: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	58, // 61: parley.v1.Message.file:type_name -> parley.v1.FileInfo
-	26, // 62: parley.v1.SendReply.message:type_name -> parley.v1.Message
-	26, // 63: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
-	35, // 64: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
-	1,  // 65: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	26, // 66: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
-	44, // 67: parley.v1.MembersReply.members:type_name -> parley.v1.Member
-	2,  // 68: parley.v1.Friend.state:type_name -> parley.v1.FriendState
-	50, // 69: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
-	5,  // 70: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
-	3,  // 71: parley.v1.FileInfo.state:type_name -> parley.v1.FileState
-	4,  // 72: parley.v1.FileInfo.answer:type_name -> parley.v1.FileAnswer
-	58, // 73: parley.v1.FileOffer.file:type_name -> parley.v1.FileInfo
-	58, // 74: parley.v1.FileDownload.file:type_name -> parley.v1.FileInfo
-	58, // 75: parley.v1.FilesReply.files:type_name -> parley.v1.FileInfo
-	6,  // 76: parley.v1.FileEvent.kind:type_name -> parley.v1.FileEvent.Kind
-	58, // 77: parley.v1.FileEvent.file:type_name -> parley.v1.FileInfo
-	78, // [78:78] is the sub-list for method output_type
-	78, // [78:78] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	11, // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
+	12, // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
+	13, // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
+	14, // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
+	15, // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
+	17, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
+	18, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
+	19, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
+	20, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
+	23, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
+	30, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
+	32, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
+	34, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
+	35, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
+	37, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
+	40, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
+	41, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
+	42, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
+	43, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
+	44, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
+	45, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
+	46, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
+	49, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
+	50, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
+	51, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
+	52, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
+	55, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
+	56, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
+	58, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
+	62, // 29: parley.v1.Frame.offer_file:type_name -> parley.v1.OfferFileRequest
+	64, // 30: parley.v1.Frame.answer_file:type_name -> parley.v1.AnswerFileRequest
+	65, // 31: parley.v1.Frame.file_download:type_name -> parley.v1.FileDownloadRequest
+	67, // 32: parley.v1.Frame.files:type_name -> parley.v1.FilesRequest
+	73, // 33: parley.v1.Frame.place_call:type_name -> parley.v1.PlaceCallRequest
+	74, // 34: parley.v1.Frame.join_call:type_name -> parley.v1.JoinCallRequest
+	75, // 35: parley.v1.Frame.reject_call:type_name -> parley.v1.RejectCallRequest
+	76, // 36: parley.v1.Frame.leave_call:type_name -> parley.v1.LeaveCallRequest
+	77, // 37: parley.v1.Frame.mute_call:type_name -> parley.v1.MuteCallRequest
+	21, // 38: parley.v1.Frame.session:type_name -> parley.v1.Session
+	22, // 39: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	24, // 40: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	31, // 41: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	33, // 42: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	36, // 43: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	38, // 44: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	48, // 45: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
+	54, // 46: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
+	63, // 47: parley.v1.Frame.file_offer:type_name -> parley.v1.FileOffer
+	66, // 48: parley.v1.Frame.file_download_reply:type_name -> parley.v1.FileDownload
+	68, // 49: parley.v1.Frame.files_reply:type_name -> parley.v1.FilesReply
+	78, // 50: parley.v1.Frame.call_joined:type_name -> parley.v1.CallJoined
+	26, // 51: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	27, // 52: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	28, // 53: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	39, // 54: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	57, // 55: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
+	59, // 56: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
+	60, // 57: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
+	69, // 58: parley.v1.Frame.file_event:type_name -> parley.v1.FileEvent
+	79, // 59: parley.v1.Frame.call_event:type_name -> parley.v1.CallEvent
+	80, // 60: parley.v1.Frame.media:type_name -> parley.v1.MediaPacket
+	0,  // 61: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	16, // 62: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	16, // 63: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	16, // 64: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	25, // 65: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	25, // 66: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	25, // 67: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,  // 68: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	61, // 69: parley.v1.Message.file:type_name -> parley.v1.FileInfo
+	72, // 70: parley.v1.Message.call:type_name -> parley.v1.CallSummary
+	29, // 71: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	29, // 72: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	38, // 73: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,  // 74: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	29, // 75: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	47, // 76: parley.v1.MembersReply.members:type_name -> parley.v1.Member
+	2,  // 77: parley.v1.Friend.state:type_name -> parley.v1.FriendState
+	53, // 78: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
+	7,  // 79: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
+	3,  // 80: parley.v1.FileInfo.state:type_name -> parley.v1.FileState
+	4,  // 81: parley.v1.FileInfo.answer:type_name -> parley.v1.FileAnswer
+	61, // 82: parley.v1.FileOffer.file:type_name -> parley.v1.FileInfo
+	61, // 83: parley.v1.FileDownload.file:type_name -> parley.v1.FileInfo
+	61, // 84: parley.v1.FilesReply.files:type_name -> parley.v1.FileInfo
+	8,  // 85: parley.v1.FileEvent.kind:type_name -> parley.v1.FileEvent.Kind
+	61, // 86: parley.v1.FileEvent.file:type_name -> parley.v1.FileInfo
+	1,  // 87: parley.v1.Call.kind:type_name -> parley.v1.ConversationKind
+	5,  // 88: parley.v1.Call.state:type_name -> parley.v1.CallState
+	70, // 89: parley.v1.Call.participants:type_name -> parley.v1.CallParticipant
+	6,  // 90: parley.v1.Call.end_reason:type_name -> parley.v1.CallEndReason
+	6,  // 91: parley.v1.CallSummary.outcome:type_name -> parley.v1.CallEndReason
+	71, // 92: parley.v1.CallJoined.call:type_name -> parley.v1.Call
+	9,  // 93: parley.v1.CallEvent.kind:type_name -> parley.v1.CallEvent.Kind
+	71, // 94: parley.v1.CallEvent.call:type_name -> parley.v1.Call
+	95, // [95:95] is the sub-list for method output_type
+	95, // [95:95] is the sub-list for method input_type
+	95, // [95:95] is the sub-list for extension type_name
+	95, // [95:95] is the sub-list for extension extendee
+	0,  // [0:95] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -5577,6 +6705,11 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_AnswerFile)(nil),
 		(*Frame_FileDownload)(nil),
 		(*Frame_Files)(nil),
+		(*Frame_PlaceCall)(nil),
+		(*Frame_JoinCall)(nil),
+		(*Frame_RejectCall)(nil),
+		(*Frame_LeaveCall)(nil),
+		(*Frame_MuteCall)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
@@ -5589,6 +6722,7 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_FileOffer)(nil),
 		(*Frame_FileDownloadReply)(nil),
 		(*Frame_FilesReply)(nil),
+		(*Frame_CallJoined)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
@@ -5597,6 +6731,8 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_TypingEvent)(nil),
 		(*Frame_Receipt)(nil),
 		(*Frame_FileEvent)(nil),
+		(*Frame_CallEvent)(nil),
+		(*Frame_Media)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
@@ -5604,8 +6740,8 @@ func file_parley_v1_parley_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   60,
+			NumEnums:      10,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1952,6 +1952,361 @@ func (x *PostFileReply) GetMemberIds() []string {
 	return nil
 }
 
+// CallResolveRequest asks messaging whether the caller (identity headers)
+// may call in a conversation (subject.MsgCallResolve): conversation or
+// to_username, resolved exactly as for a SendRequest (membership; for a
+// private chat, blocks either way: BLOCKED). The public room:
+// INVALID_ARGUMENT.
+type CallResolveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ToUsername    string                 `protobuf:"bytes,2,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResolveRequest) Reset() {
+	*x = CallResolveRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResolveRequest) ProtoMessage() {}
+
+func (x *CallResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResolveRequest.ProtoReflect.Descriptor instead.
+func (*CallResolveRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CallResolveRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *CallResolveRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+type CallResolveReply struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Conversation  string                    `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Kind          parleyv1.ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"` // DIRECT or GROUP
+	MemberIds     []string                  `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`       // direct: both users; group: its members now (the caller included)
+	PeerName      string                    `protobuf:"bytes,4,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`          // direct: the other user's name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResolveReply) Reset() {
+	*x = CallResolveReply{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResolveReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResolveReply) ProtoMessage() {}
+
+func (x *CallResolveReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResolveReply.ProtoReflect.Descriptor instead.
+func (*CallResolveReply) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CallResolveReply) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *CallResolveReply) GetKind() parleyv1.ConversationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return parleyv1.ConversationKind(0)
+}
+
+func (x *CallResolveReply) GetMemberIds() []string {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
+func (x *CallResolveReply) GetPeerName() string {
+	if x != nil {
+		return x.PeerName
+	}
+	return ""
+}
+
+// PostCallRequest posts a call's system message in its conversation
+// (subject.MsgPostCall), with the identity headers of the user it is about
+// (who placed or ended the call). Messaging stores Message{system: true,
+// text, call} and delivers it like any message; a request re-sent with the
+// same client_key stores nothing new. Reply: the stored parley.v1.Message.
+type PostCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"` // "Missed call", "Call ended (2:03)", ...
+	Call          *parleyv1.CallSummary  `protobuf:"bytes,3,opt,name=call,proto3" json:"call,omitempty"`
+	ClientKey     string                 `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"` // "call.<call_id>.<outcome>"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostCallRequest) Reset() {
+	*x = PostCallRequest{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostCallRequest) ProtoMessage() {}
+
+func (x *PostCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostCallRequest.ProtoReflect.Descriptor instead.
+func (*PostCallRequest) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PostCallRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *PostCallRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *PostCallRequest) GetCall() *parleyv1.CallSummary {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *PostCallRequest) GetClientKey() string {
+	if x != nil {
+		return x.ClientKey
+	}
+	return ""
+}
+
+// CallRecord is the media-relay's state of one call (KV parley_calls, key
+// "call.<call_id>"). Every change is a compare-and-set on the key's
+// revision, made by whichever replica took the request; the owner replica
+// (which forwards the call's media) learns of changes through a watch.
+type CallRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Call           *parleyv1.Call         `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	Seats          []*CallSeat            `protobuf:"bytes,2,rep,name=seats,proto3" json:"seats,omitempty"`                                                 // one per participant, same order as call.participants
+	Owner          string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`                                                 // relay replica forwarding the media; empty: none yet
+	RetiredStreams []uint32               `protobuf:"varint,4,rep,packed,name=retired_streams,json=retiredStreams,proto3" json:"retired_streams,omitempty"` // stream ids used earlier in this call: never assigned again
+	MemberIds      []string               `protobuf:"bytes,5,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`                        // who was a member when the call was placed (direct: both users)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallRecord) Reset() {
+	*x = CallRecord{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRecord) ProtoMessage() {}
+
+func (x *CallRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
+func (*CallRecord) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CallRecord) GetCall() *parleyv1.Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *CallRecord) GetSeats() []*CallSeat {
+	if x != nil {
+		return x.Seats
+	}
+	return nil
+}
+
+func (x *CallRecord) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *CallRecord) GetRetiredStreams() []uint32 {
+	if x != nil {
+		return x.RetiredStreams
+	}
+	return nil
+}
+
+func (x *CallRecord) GetMemberIds() []string {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
+// CallSeat is where one participant is connected.
+type CallSeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	GatewayId     string                 `protobuf:"bytes,3,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
+	ConnId        string                 `protobuf:"bytes,4,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	SeenUnixMs    int64                  `protobuf:"varint,5,opt,name=seen_unix_ms,json=seenUnixMs,proto3" json:"seen_unix_ms,omitempty"` // last time the gateway reported it alive (written on join)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSeat) Reset() {
+	*x = CallSeat{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSeat) ProtoMessage() {}
+
+func (x *CallSeat) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSeat.ProtoReflect.Descriptor instead.
+func (*CallSeat) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CallSeat) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CallSeat) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallSeat) GetGatewayId() string {
+	if x != nil {
+		return x.GatewayId
+	}
+	return ""
+}
+
+func (x *CallSeat) GetConnId() string {
+	if x != nil {
+		return x.ConnId
+	}
+	return ""
+}
+
+func (x *CallSeat) GetSeenUnixMs() int64 {
+	if x != nil {
+		return x.SeenUnixMs
+	}
+	return 0
+}
+
 var File_parley_internal_v1_internal_proto protoreflect.FileDescriptor
 
 const file_parley_internal_v1_internal_proto_rawDesc = "" +
@@ -2111,7 +2466,40 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x1d\n" +
 	"\n" +
-	"member_ids\x18\x03 \x03(\tR\tmemberIdsB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
+	"member_ids\x18\x03 \x03(\tR\tmemberIds\"Y\n" +
+	"\x12CallResolveRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
+	"\vto_username\x18\x02 \x01(\tR\n" +
+	"toUsername\"\xa3\x01\n" +
+	"\x10CallResolveReply\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12/\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x1b\n" +
+	"\tpeer_name\x18\x04 \x01(\tR\bpeerName\"\x94\x01\n" +
+	"\x0fPostCallRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12*\n" +
+	"\x04call\x18\x03 \x01(\v2\x16.parley.v1.CallSummaryR\x04call\x12\x1d\n" +
+	"\n" +
+	"client_key\x18\x04 \x01(\tR\tclientKey\"\xc3\x01\n" +
+	"\n" +
+	"CallRecord\x12#\n" +
+	"\x04call\x18\x01 \x01(\v2\x0f.parley.v1.CallR\x04call\x122\n" +
+	"\x05seats\x18\x02 \x03(\v2\x1c.parley.internal.v1.CallSeatR\x05seats\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12'\n" +
+	"\x0fretired_streams\x18\x04 \x03(\rR\x0eretiredStreams\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x05 \x03(\tR\tmemberIds\"\x9c\x01\n" +
+	"\bCallSeat\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x1d\n" +
+	"\n" +
+	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12\x17\n" +
+	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12 \n" +
+	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
+	"seenUnixMsB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
 
 var (
 	file_parley_internal_v1_internal_proto_rawDescOnce sync.Once
@@ -2125,7 +2513,7 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*AuthReply)(nil),              // 0: parley.internal.v1.AuthReply
 	(*Conn)(nil),                   // 1: parley.internal.v1.Conn
@@ -2156,40 +2544,51 @@ var file_parley_internal_v1_internal_proto_goTypes = []any{
 	(*TokenVerifyRequest)(nil),     // 26: parley.internal.v1.TokenVerifyRequest
 	(*PostFileRequest)(nil),        // 27: parley.internal.v1.PostFileRequest
 	(*PostFileReply)(nil),          // 28: parley.internal.v1.PostFileReply
-	nil,                            // 29: parley.internal.v1.FileRecord.AnswersEntry
-	(*parleyv1.Session)(nil),       // 30: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),    // 31: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),        // 32: parley.v1.ErrorCode
-	(*parleyv1.Message)(nil),       // 33: parley.v1.Message
-	(*parleyv1.FileInfo)(nil),      // 34: parley.v1.FileInfo
-	(parleyv1.FileState)(0),        // 35: parley.v1.FileState
-	(parleyv1.ConversationKind)(0), // 36: parley.v1.ConversationKind
-	(parleyv1.FileAnswer)(0),       // 37: parley.v1.FileAnswer
+	(*CallResolveRequest)(nil),     // 29: parley.internal.v1.CallResolveRequest
+	(*CallResolveReply)(nil),       // 30: parley.internal.v1.CallResolveReply
+	(*PostCallRequest)(nil),        // 31: parley.internal.v1.PostCallRequest
+	(*CallRecord)(nil),             // 32: parley.internal.v1.CallRecord
+	(*CallSeat)(nil),               // 33: parley.internal.v1.CallSeat
+	nil,                            // 34: parley.internal.v1.FileRecord.AnswersEntry
+	(*parleyv1.Session)(nil),       // 35: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),    // 36: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),        // 37: parley.v1.ErrorCode
+	(*parleyv1.Message)(nil),       // 38: parley.v1.Message
+	(*parleyv1.FileInfo)(nil),      // 39: parley.v1.FileInfo
+	(parleyv1.FileState)(0),        // 40: parley.v1.FileState
+	(parleyv1.ConversationKind)(0), // 41: parley.v1.ConversationKind
+	(*parleyv1.CallSummary)(nil),   // 42: parley.v1.CallSummary
+	(*parleyv1.Call)(nil),          // 43: parley.v1.Call
+	(parleyv1.FileAnswer)(0),       // 44: parley.v1.FileAnswer
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	30, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	35, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	31, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	32, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
-	33, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
-	34, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
+	36, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	37, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	38, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
+	39, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
 	17, // 7: parley.internal.v1.FileRecord.parts:type_name -> parley.internal.v1.FilePart
-	29, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
-	35, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
+	34, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
+	40, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
 	17, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
-	34, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
+	39, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
 	17, // 12: parley.internal.v1.FileOpenReply.parts:type_name -> parley.internal.v1.FilePart
-	35, // 13: parley.internal.v1.FileProgress.state:type_name -> parley.v1.FileState
-	34, // 14: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
-	33, // 15: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
-	36, // 16: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
-	37, // 17: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	40, // 13: parley.internal.v1.FileProgress.state:type_name -> parley.v1.FileState
+	39, // 14: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
+	38, // 15: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
+	41, // 16: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
+	41, // 17: parley.internal.v1.CallResolveReply.kind:type_name -> parley.v1.ConversationKind
+	42, // 18: parley.internal.v1.PostCallRequest.call:type_name -> parley.v1.CallSummary
+	43, // 19: parley.internal.v1.CallRecord.call:type_name -> parley.v1.Call
+	33, // 20: parley.internal.v1.CallRecord.seats:type_name -> parley.internal.v1.CallSeat
+	44, // 21: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }
@@ -2203,7 +2602,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
