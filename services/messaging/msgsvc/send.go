@@ -121,8 +121,9 @@ func (s *Service) post(ctx context.Context, me user, t target, msg *parleyv1.Mes
 	return s.appendMessage(ctx, me, t, msg, me.id+":"+msg.ClientKey)
 }
 
-// appendMessage is post after its checks: it appends msg with de-duplication id
-// msgID, delivers it and lists a direct conversation for both members.
+// appendMessage is post after its checks: it appends msg with
+// de-duplication id msgID, delivers it and lists a direct conversation for
+// both members.
 // A duplicate must match the original's conversation, sender, client_key,
 // text, file and call (else INVALID_ARGUMENT); for a call's message the
 // call id (with the outcome, which its client_key names) stands for the
