@@ -108,23 +108,35 @@ func (s *Service) target(ctx context.Context, me user, convID, toUsername string
 // and whether it was a re-post of an earlier one (then the original is
 // returned, delivered again, and nothing new is stored). A key already
 // used for a different message (another conversation, text or file) is
-// INVALID_ARGUMENT.
+// INVALID_ARGUMENT. The storing itself is appendMessage's.
 func (s *Service) post(ctx context.Context, me user, t target, msg *parleyv1.Message) (*parleyv1.Message, bool, error) {
-	conv := t.conversation
-	if conv.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+	if t.kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 		// Checked before storing: a blocked sender's message is not kept.
-		if blocked, err := s.blockedBy(ctx, conv.peer, me.id); err != nil {
+		if blocked, err := s.blockedBy(ctx, t.peer, me.id); err != nil {
 			return nil, false, err
 		} else if blocked {
 			return nil, false, errBlocked
 		}
 	}
+	return s.appendMessage(ctx, me, t, msg, me.id+":"+msg.ClientKey)
+}
+
+// appendMessage is post after its checks: it appends msg with
+// de-duplication id msgID, delivers it and lists a direct conversation for
+// both members.
+// A duplicate must match the original's conversation, sender, client_key,
+// text, file and call (else INVALID_ARGUMENT); for a call's message the
+// call id (with the outcome, which its client_key names) stands for the
+// text, so a re-post whose text was worded differently still answers with
+// the first message.
+func (s *Service) appendMessage(ctx context.Context, me user, t target, msg *parleyv1.Message, msgID string) (*parleyv1.Message, bool, error) {
+	conv := t.conversation
 	msg.Conversation = conv.id
 	msg.SenderId, msg.SenderName = me.id, me.name
 	msg.SentAtUnixMs = s.now().UnixMilli()
 	// A new message's live event is published from inside Append, in seq
 	// order; a duplicate's below.
-	res, err := s.store.Append(ctx, msg, me.id+":"+msg.ClientKey, func(m *parleyv1.Message) { s.deliver(conv, m) })
+	res, err := s.store.Append(ctx, msg, msgID, func(m *parleyv1.Message) { s.deliver(conv, m) })
 	s.metrics.conflicts.Add(float64(res.Conflicts))
 	switch {
 	case errors.Is(err, store.ErrBusy):
@@ -139,8 +151,7 @@ func (s *Service) post(ctx context.Context, me user, t target, msg *parleyv1.Mes
 	stored := res.Message
 	if res.Duplicate {
 		s.metrics.duplicates.Inc()
-		if stored.Conversation != conv.id || stored.SenderId != me.id || stored.ClientKey != msg.ClientKey ||
-			stored.Text != msg.Text || stored.GetFile().GetFileId() != msg.GetFile().GetFileId() {
+		if !sameMessage(stored, msg) {
 			return nil, false, errKeyReused
 		}
 	} else {
@@ -164,6 +175,17 @@ func (s *Service) post(ctx context.Context, me user, t target, msg *parleyv1.Mes
 		s.deliver(conv, stored)
 	}
 	return stored, res.Duplicate, nil
+}
+
+// sameMessage reports whether stored, found under msg's de-duplication
+// id, is the message msg asks to store (see appendMessage).
+func sameMessage(stored, msg *parleyv1.Message) bool {
+	if stored.Conversation != msg.Conversation || stored.SenderId != msg.SenderId || stored.ClientKey != msg.ClientKey ||
+		stored.System != msg.System || stored.GetFile().GetFileId() != msg.GetFile().GetFileId() ||
+		(stored.Call == nil) != (msg.Call == nil) || stored.GetCall().GetCallId() != msg.GetCall().GetCallId() {
+		return false
+	}
+	return msg.Call != nil || stored.Text == msg.Text
 }
 
 // deliver publishes the stored message for live delivery (at most once;

@@ -6,7 +6,9 @@
 // subject.UserMessages(uid) (direct: both members; group: every member) or
 // subject.RoomMessages("public"). groups.go describes how groups are kept.
 // The file service posts file offers as messages (subject.MsgPostFile,
-// postfile.go) through the same path as a send.
+// postfile.go) through the same path as a send; the media-relay asks who
+// may call where (subject.MsgCallResolve) and posts calls' system messages
+// (subject.MsgPostCall, calls.go).
 //
 // Friends and blocking (friends.go): private messages do not need
 // friendship; anyone may message anyone (the default), and only blocking
@@ -84,6 +86,8 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		Endpoints: []service.Endpoint{
 			{Subject: subject.MsgSend, Handler: s.handleSend},
 			{Subject: subject.MsgPostFile, Handler: s.handlePostFile},
+			{Subject: subject.MsgCallResolve, Handler: s.handleCallResolve},
+			{Subject: subject.MsgPostCall, Handler: s.handlePostCall},
 			{Subject: subject.MsgHistory, Handler: s.handleHistory},
 			{Subject: subject.MsgAck, Handler: s.handleAck},
 			{Subject: subject.MsgConversations, Handler: s.handleConversations},

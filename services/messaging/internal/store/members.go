@@ -166,3 +166,20 @@ func (s *Store) scan(ctx context.Context, kv jetstream.KeyValue, uid string, fn 
 		}
 	}
 }
+
+// Member reads uid's entry for conv; false when there is none.
+func (s *Store) Member(ctx context.Context, uid, conv string) (Member, bool, error) {
+	e, err := s.members.Get(ctx, userKey(uid, conv))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Member{}, false, nil
+	}
+	if err != nil {
+		return Member{}, false, fmt.Errorf("membership: %w", err)
+	}
+	var m Member
+	if json.Unmarshal(e.Value(), &m) != nil {
+		return Member{}, false, nil // unreadable: as absent (EnsureMember rewrites it)
+	}
+	m.Conversation = conv
+	return m, true, nil
+}
