@@ -151,8 +151,8 @@ func (o *owner) stopForwarding(t *tracked, ended bool) {
 // after a failure); then this replica stops forwarding.
 func (o *owner) watchLoop(ctx context.Context) {
 	defer o.stopAll()
-	for ctx.Err() == nil {
-		if err := o.watch(ctx); err != nil && ctx.Err() == nil {
+	for ctx.Err() == nil && !o.s.nc.IsClosed() {
+		if err := o.watch(ctx); err != nil && ctx.Err() == nil && !o.s.nc.IsClosed() {
 			o.s.log.Warn("watch calls", "err", err)
 			select {
 			case <-ctx.Done():
