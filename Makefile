@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES  := protocol clients/parley libs gateway services/auth services/presence services/messaging services/file clients standalone tests bench
+MODULES  := protocol clients/parley libs gateway services/auth services/presence services/messaging services/file services/mediarelay clients standalone tests bench
 BIN      := $(CURDIR)/bin
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 GO       ?= go
