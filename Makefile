@@ -30,6 +30,7 @@ build:
 	cd services/presence && $(GO) build -o $(BIN)/presence ./cmd/presence
 	cd services/messaging && $(GO) build -o $(BIN)/messaging ./cmd/messaging
 	cd services/file && $(GO) build -o $(BIN)/file ./cmd/file
+	cd services/mediarelay && $(GO) build -o $(BIN)/media-relay ./cmd/media-relay
 	cd clients && $(GO) build -o $(BIN)/parley ./cmd/parley
 
 .PHONY: run

@@ -64,6 +64,7 @@ require (
 	github.com/parleychat/parley/protocol v0.1.0
 	github.com/parleychat/parley/services/auth v0.0.0 // indirect
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000 // indirect
+	github.com/parleychat/parley/services/mediarelay v0.0.0-00010101000000-000000000000 // indirect
 	github.com/parleychat/parley/services/messaging v0.0.0 // indirect
 	github.com/parleychat/parley/services/presence v0.0.0 // indirect
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
@@ -104,6 +105,8 @@ replace (
 )
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/services/mediarelay => ../services/mediarelay
 
 replace github.com/parleychat/parley/protocol => ../protocol
 

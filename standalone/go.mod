@@ -10,6 +10,7 @@ require (
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
 	github.com/parleychat/parley/services/messaging v0.0.0-00010101000000-000000000000
+	github.com/parleychat/parley/services/mediarelay v0.0.0-00010101000000-000000000000
 	github.com/parleychat/parley/services/presence v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -82,5 +83,7 @@ replace (
 replace github.com/parleychat/parley/services/messaging => ../services/messaging
 
 replace github.com/parleychat/parley/services/file => ../services/file
+
+replace github.com/parleychat/parley/services/mediarelay => ../services/mediarelay
 
 replace github.com/parleychat/parley/protocol => ../protocol

@@ -7,6 +7,7 @@ require (
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
+	github.com/parleychat/parley/services/mediarelay v0.0.0
 	github.com/parleychat/parley/services/messaging v0.0.0
 	github.com/parleychat/parley/services/presence v0.0.0
 	github.com/parleychat/parley/standalone v0.0.0
@@ -80,6 +81,7 @@ replace (
 	github.com/parleychat/parley/gateway => ../gateway
 	github.com/parleychat/parley/libs => ../libs
 	github.com/parleychat/parley/services/auth => ../services/auth
+	github.com/parleychat/parley/services/mediarelay => ../services/mediarelay
 	github.com/parleychat/parley/services/messaging => ../services/messaging
 	github.com/parleychat/parley/services/presence => ../services/presence
 	github.com/parleychat/parley/standalone => ../standalone

@@ -30,6 +30,7 @@ import (
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/services/auth/authsvc"
 	"github.com/parleychat/parley/services/file/filesvc"
+	"github.com/parleychat/parley/services/mediarelay/relaysvc"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
 	"github.com/parleychat/parley/services/presence/presencesvc"
 )
@@ -56,6 +57,7 @@ type Config struct {
 	Presence  presencesvc.Config
 	Messaging msgsvc.Config
 	File      filesvc.Config
+	Relay     relaysvc.Config
 	Storage   objstore.Config // default: a directory under DataDir
 }
 
@@ -80,6 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Presence.RegisterFlags(fs)
 	c.Messaging.RegisterFlags(fs)
 	c.File.RegisterFlags(fs)
+	c.Relay.RegisterFlags(fs)
 	c.Storage.RegisterFlags(fs)
 }
 
@@ -94,7 +97,7 @@ type Server struct {
 	rdb      *redis.Client
 	conns    []*nats.Conn
 	gw       *gateway.Server
-	services []service.Component // auth, presence, messaging, file
+	services []service.Component // auth, presence, messaging, file, media-relay
 
 	startOnce sync.Once
 	startErr  error
@@ -136,6 +139,7 @@ func (c Config) Validate() error {
 		c.Presence.Validate(),
 		c.Messaging.Validate(),
 		c.File.Validate(),
+		c.Relay.Validate(),
 		c.storage().Validate(),
 	)
 	return errors.Join(errs...)
@@ -199,6 +203,7 @@ func (s *Server) start() (err error) {
 		{"presence", func(d service.Deps) (service.Component, error) { return presencesvc.New(s.cfg.Presence, d, s.rdb) }},
 		{"messaging", func(d service.Deps) (service.Component, error) { return msgsvc.New(s.cfg.Messaging, d) }},
 		{"file", func(d service.Deps) (service.Component, error) { return filesvc.New(s.cfg.File, d, storage) }},
+		{"media-relay", func(d service.Deps) (service.Component, error) { return relaysvc.New(s.cfg.Relay, d) }},
 	} {
 		nc, err := connect(svc.name)
 		if err != nil {

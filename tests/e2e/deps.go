@@ -8,6 +8,7 @@ import (
 	_ "github.com/parleychat/parley/gateway/server"
 	_ "github.com/parleychat/parley/services/auth/authsvc"
 	_ "github.com/parleychat/parley/services/file/filesvc"
+	_ "github.com/parleychat/parley/services/mediarelay/relaysvc"
 	_ "github.com/parleychat/parley/services/messaging/msgsvc"
 	_ "github.com/parleychat/parley/services/presence/presencesvc"
 	_ "github.com/parleychat/parley/standalone/server"

@@ -51,6 +51,7 @@ func buildAll(dir string) error {
 		"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
 		"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
 		"file":        "github.com/parleychat/parley/services/file/cmd/file",
+		"media-relay": "github.com/parleychat/parley/services/mediarelay/cmd/media-relay",
 		"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
 		"parley":      "github.com/parleychat/parley/clients/cmd/parley",
 	}
