@@ -256,4 +256,3 @@ func (p *Plane) readLoop() {
 		p.receiveUDP(buf[:n], src, b)
 	}
 }
-

@@ -230,6 +230,14 @@ func (p *Plane) Listen() error {
 	return nil
 }
 
+// Close closes the media port of a Plane whose Run never started (its
+// owner failed before serving).
+func (p *Plane) Close() {
+	if p.pc != nil {
+		_ = p.pc.Close()
+	}
+}
+
 // UDPAddr is the bound media port, nil without one (or before Listen).
 func (p *Plane) UDPAddr() *net.UDPAddr {
 	if p.pc == nil {
