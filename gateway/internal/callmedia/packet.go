@@ -229,6 +229,10 @@ func (p *Plane) pushFrame(conn Conn, frame []byte) {
 
 // sendUDP sends pkt to addr from the media port.
 func (p *Plane) sendUDP(pkt []byte, addr netip.AddrPort) {
+	if p.pc == nil {
+		p.drop(dropNoPath)
+		return
+	}
 	if _, err := p.pc.WriteToUDPAddrPort(pkt, addr); err != nil {
 		p.drop(dropSend)
 		return
