@@ -369,7 +369,7 @@ func TestCallDrops(t *testing.T) {
 
 	bad := bytes.Clone(good)
 	bad[len(bad)-1] ^= 1
-	a.sendVia(a.udp, bad) // bad tag
+	a.sendVia(a.udp, bad)  // bad tag
 	a.sendVia(a.udp, good) // replay
 	_, other := a.packet(media.TypeAudio, []byte("unknown"))
 	other[7] ^= 0x55 // another stream id: unknown (the header is in clear)

@@ -40,7 +40,7 @@ type standInRelay struct {
 	audio chan mediabus.Audio // every Audio the owner received (payload copied)
 	alive chan aliveMsg
 
-	mu           sync.Mutex // guards the fields below
+	mu           sync.Mutex        // guards the fields below
 	calls        map[string]string // conversation -> call id
 	byID         map[string]bool   // call ids
 	forceStreams []uint32          // the next joins' stream ids
