@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,16 @@ type Config struct {
 	// PublicHTTPURL is the base URL clients use for files
 	// (Welcome.http_url); empty: derived per connection (welcome.go).
 	PublicHTTPURL string
+	// UDPAddr is the calls' media port (UDP); empty: none, media travels
+	// as frames on the connections. Packets are sealed (AES-256-GCM with
+	// keys handed out over the connection), so -insecure does not apply.
+	UDPAddr string
+	// PublicUDPAddr is the host:port clients send media to
+	// (CallJoined.udp_addr); empty: derived per connection (welcome.go).
+	PublicUDPAddr string
+	// MediaAlive is the period of the mediabus Alive messages that keep
+	// this gateway's call participants with the relay.
+	MediaAlive time.Duration
 
 	MaxFrameSize      int // largest frame accepted, bytes without prefix
 	PreloginFrameSize int // largest frame accepted from a connection without a session
@@ -100,6 +111,8 @@ func DefaultConfig() Config {
 	return Config{
 		TCPAddr:               "127.0.0.1:7420",
 		HTTPAddr:              "127.0.0.1:7480",
+		UDPAddr:               "127.0.0.1:7470",
+		MediaAlive:            2 * time.Second,
 		MaxFrameSize:          wire.DefaultMaxFrameSize,
 		PreloginFrameSize:     16 << 10,
 		MaxConns:              defaultMaxConns(),
@@ -135,6 +148,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for -tls-cert")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext listeners on non-loopback addresses")
 	fs.StringVar(&c.PublicHTTPURL, "public-http-url", "", "base URL clients use for file transfers, sent in Welcome.http_url (e.g. https://chat.example.com:7480); default: http(s):// + the name the client connected with (TLS server name, WebSocket Host), else -http-addr's host, else the local address it connected to, with -http-addr's port. Set it behind a load balancer or NAT that changes the port or address")
+	fs.StringVar(&c.UDPAddr, "udp-addr", d.UDPAddr, "UDP listen address of the calls' media port; empty: none (call media then travels on the client connections, slower)")
+	fs.StringVar(&c.PublicUDPAddr, "public-udp-addr", "", "host:port clients send call media to, sent in CallJoined.udp_addr; default: the name the client connected with (TLS server name, WebSocket Host), else -udp-addr's host, else the local address it connected to, with -udp-addr's port. Set it behind a load balancer or NAT")
+	fs.DurationVar(&c.MediaAlive, "media-alive-interval", d.MediaAlive, "period of the liveness messages about this gateway's call participants to the media-relay (keep well under its 8 s timeout)")
 	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
 	fs.IntVar(&c.PreloginFrameSize, "max-prelogin-frame-size", d.PreloginFrameSize, "largest frame accepted from a connection without a session (Hello, Register, Login, Resume, Ping), in bytes; at most -max-frame-size")
@@ -174,6 +190,7 @@ var (
 	ErrGatewayID    = errors.New("invalid gateway id")
 	ErrInvalidLimit = errors.New("invalid limit")
 	ErrPublicURL    = errors.New("invalid public URL")
+	ErrUDPAddr      = errors.New("invalid UDP address")
 )
 
 // Validate reports every problem with c at once (joined with
@@ -216,6 +233,12 @@ func (c *Config) validate() error {
 		}
 		c.PublicHTTPURL = strings.TrimRight(c.PublicHTTPURL, "/")
 	}
+	if c.UDPAddr != "" && !validListenAddr(c.UDPAddr) {
+		errs = append(errs, fmt.Errorf("-udp-addr %q: want [host]:port: %w", c.UDPAddr, ErrUDPAddr))
+	}
+	if c.PublicUDPAddr != "" && !validPublicAddr(c.PublicUDPAddr) {
+		errs = append(errs, fmt.Errorf("-public-udp-addr %q: want host:port, port 1-65535: %w", c.PublicUDPAddr, ErrUDPAddr))
+	}
 	if c.GatewayID == "" {
 		c.GatewayID = defaultGatewayID()
 	}
@@ -252,6 +275,7 @@ func (c *Config) validate() error {
 		{"-upload-rate-window", c.UploadRateWindow > 0 || c.UploadMinRate == 0, "positive with -upload-min-rate"},
 		{"-http-read-buffer", c.HTTPReadBuffer >= 0, "0 or more"},
 		{"-live-fallback-poll", c.LiveFallback > 0, "positive"},
+		{"-media-alive-interval", c.MediaAlive > 0 && c.MediaAlive <= 4*time.Second, "positive, at most 4s (the relay drops a participant unheard for 8s)"},
 	}
 	for _, l := range limits {
 		if !l.ok {
@@ -355,4 +379,26 @@ func defaultGatewayID() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return host + "-" + string(b)
+}
+
+// validListenAddr reports whether addr is [host]:port with a port
+// number 0-65535.
+func validListenAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n <= 65535
+}
+
+// validPublicAddr reports whether addr is host:port for clients: a host
+// (validHost) and a port 1-65535.
+func validPublicAddr(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || !validHost(host) {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }

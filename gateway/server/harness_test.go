@@ -39,6 +39,7 @@ func testConfig() server.Config {
 	cfg := server.DefaultConfig()
 	cfg.TCPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.UDPAddr = "127.0.0.1:0"
 	cfg.GatewayID = "gw-test"
 	cfg.PresenceHeartbeat = time.Hour // tests that need heartbeats shorten it
 	cfg.RequestTimeout = 3 * time.Second

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleychat/parley/gateway/internal/callmedia"
 	"github.com/parleychat/parley/gateway/internal/conn"
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/files"
@@ -57,6 +58,7 @@ type Server struct {
 	feed    *presence.Feed
 	handler *conn.Handler
 	hb      *presence.Heartbeat
+	media   *callmedia.Plane
 	files   *files.Handler             // nil: no file endpoints
 	origin  atomic.Pointer[httpOrigin] // the HTTP listener, for Welcome.http_url; nil until bound
 
@@ -100,6 +102,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	m := metrics.New(promReg)
+	mp, err := callmedia.New(callmedia.Config{NC: deps.NC, Log: log, Metrics: m, GatewayID: cfg.GatewayID,
+		UDPAddr: cfg.UDPAddr, AliveInterval: cfg.MediaAlive})
+	if err != nil {
+		return nil, fmt.Errorf("gateway media: %w", err)
+	}
+	s.media = mp
 	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch)
 	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
 	s.handler = conn.NewHandler(conn.Options{
@@ -111,6 +119,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		GatewayID: cfg.GatewayID,
 		Server:    "parley-gateway/" + Version,
 		HTTPURL:   s.httpURL,
+		Media:     s.media,
+		UDPAddr:   s.udpAddr,
 		Admission: connlimit.New(connlimit.Config{
 			Total:         cfg.MaxConns,
 			PerAddr:       cfg.MaxConnsPerAddr,
@@ -161,10 +171,14 @@ func (s *Server) Listen() error {
 	if s.tcpLn != nil || s.httpLn != nil {
 		return nil
 	}
+	if err := s.media.Listen(); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
 	if s.cfg.TCPAddr != "" {
 		ln, err := lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr)
 		if err != nil {
+			s.media.Close()
 			return fmt.Errorf("gateway tcp listen: %w", err)
 		}
 		s.tcpLn = ln
@@ -176,6 +190,7 @@ func (s *Server) Listen() error {
 				_ = s.tcpLn.Close()
 				s.tcpLn = nil
 			}
+			s.media.Close()
 			return fmt.Errorf("gateway http listen: %w", err)
 		}
 		s.httpLn = ln
@@ -212,6 +227,14 @@ func (s *Server) TCPAddr() net.Addr {
 		return nil
 	}
 	return s.tcpLn.Addr()
+}
+
+// UDPAddr is the bound media port (UDP), nil if disabled or not bound.
+func (s *Server) UDPAddr() net.Addr {
+	if a := s.media.UDPAddr(); a != nil {
+		return a
+	}
+	return nil
 }
 
 // HTTPAddr is the bound HTTP (HTTPS) address, nil if disabled or not bound.
@@ -256,6 +279,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: subscribe room messages: %w", err)
 	}
 	bgCtx, stopBg := context.WithCancel(context.Background())
+	// The media plane outlives the connections (they drop their streams
+	// as they close); it stops after them.
+	mediaCtx, stopMedia := context.WithCancel(context.Background())
+	mediaDone := make(chan struct{})
+	go func() { defer close(mediaDone); _ = s.media.Run(mediaCtx) }()
 	var bg sync.WaitGroup
 	bg.Add(2)
 	go func() { defer bg.Done(); _ = s.reg.Run(bgCtx) }()
@@ -287,7 +315,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.serving = true
 	s.mu.Unlock()
-	s.log.Info("gateway listening", "tcp", addrString(s.tcpLn), "http", addrString(s.httpLn), "tls", s.tlsConf != nil)
+	s.log.Info("gateway listening", "tcp", addrString(s.tcpLn), "http", addrString(s.httpLn), "udp", s.UDPAddr(), "tls", s.tlsConf != nil)
 
 	var runErr error
 	select {
@@ -326,6 +354,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reg.Wait()
 	<-appDone
 	s.wg.Wait()
+	stopMedia()
+	<-mediaDone
 	s.feed.Stop()
 	s.reg.Stop()
 	bg.Wait()
@@ -421,6 +451,7 @@ func (s *Server) newApp() *fiber.App {
 func (s *Server) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.media.Close()
 	for _, ln := range []net.Listener{s.tcpLn, s.httpLn} {
 		if ln != nil {
 			_ = ln.Close()

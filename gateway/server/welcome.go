@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/parleychat/parley/gateway/internal/transport"
@@ -103,4 +104,42 @@ func validHost(h string) bool {
 		return net.ParseIP(host) != nil // a bare IPv6 address
 	}
 	return host != "" && !strings.HasPrefix(host, ".") && !strings.HasPrefix(host, "-")
+}
+
+// udpAddr is CallJoined.udp_addr for a connection (docs/protocol.md §19):
+// where its client sends media packets, "" without a media port.
+// -public-udp-addr if set; otherwise, with the media port's bound port,
+// the name the client connected with (TLS server name, WebSocket Host,
+// without its port), else -udp-addr's host when it names one address,
+// else the local address the client connected to. Behind a load balancer
+// or NAT, only -public-udp-addr can be right.
+func (s *Server) udpAddr(t transport.Transport) string {
+	a := s.media.UDPAddr()
+	if a == nil {
+		return ""
+	}
+	if s.cfg.PublicUDPAddr != "" {
+		return s.cfg.PublicUDPAddr
+	}
+	port := strconv.Itoa(a.Port)
+	if name := t.Host(); validHost(name) {
+		if h, _, err := net.SplitHostPort(name); err == nil {
+			name = h
+		}
+		return net.JoinHostPort(strings.Trim(name, "[]"), port)
+	}
+	if host, _, err := net.SplitHostPort(s.cfg.UDPAddr); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			return net.JoinHostPort(host, port)
+		}
+	}
+	la, ok := t.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	ip := la.IP
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return net.JoinHostPort(ip.String(), port)
 }

@@ -101,6 +101,22 @@
 // before the Session reply but NATS may register it just after). None
 // reaches a connection after its Logout was answered.
 //
+// # Calls (calls.go, gateway/internal/callmedia)
+//
+// place_call, join_call, reject_call, leave_call and mute_call go to the
+// media-relay with the identity headers. On its CallJoined for a place or
+// join, the participant's stream (stream id, key, call, this connection)
+// is installed in the media plane, replacing one the connection had, and
+// the reply gets udp_addr (-public-udp-addr, or derived like http_url,
+// with the media port's port; "" without a media port). A successful
+// leave_call, a logout and the connection's end drop its stream. A media
+// frame (a sealed packet) is no request: it goes to the media plane with
+// the connection as its return path and is never answered, whatever
+// happens to it (drops are counted in parley_gateway_media_drops_total).
+// Media frames to the client are queued only while the send queue is at
+// most half full, and dropped otherwise: never SLOW_CONSUMER for media.
+// CallEvents published on the user's subject arrive as call_event.
+//
 // # Bad input (readError, badFrame)
 //
 // An undecodable frame gets an Error with the decode code and the frame's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/parleychat/parley/gateway/internal/callmedia"
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/gateway/internal/presence"
@@ -54,6 +55,13 @@ type Options struct {
 	// HTTPURL gives Welcome.http_url for a connection: where its client
 	// transfers files ("" or nil: this gateway serves none).
 	HTTPURL func(t transport.Transport) string
+	// Media is the calls' media plane; nil: call media is not served
+	// (CallJoined passes through without udp_addr, media frames are
+	// dropped).
+	Media *callmedia.Plane
+	// UDPAddr gives CallJoined.udp_addr for a connection: where its
+	// client sends media packets ("" or nil: no media port).
+	UDPAddr func(t transport.Transport) string
 	Limits  Limits
 }
 
@@ -131,6 +139,9 @@ func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
 func (c *Conn) finish() {
 	h := c.h
 	c.cancel()
+	if h.Media != nil {
+		h.Media.Drop(c) // the relay times the participant out unless it rejoins
+	}
 	h.Feed.Leave(c)
 	rec := h.Registry.Remove(c)
 	c.out.close()

@@ -95,6 +95,36 @@ func (o *outbox) pushN(frames []byte, n int) bool {
 		o.overflowLocked()
 		return false
 	}
+	return o.appendNLocked(frames, n)
+}
+
+// pushMedia queues an encoded, length-prefixed media frame (shared, not
+// modified) only if the queue stays at most half full with it, by frames
+// and by bytes; else it drops the frame and reports false. Media never
+// waits and never closes a connection: a late voice packet is worth
+// nothing, and the half left free keeps room for the events and replies
+// whose overflow does mean SLOW_CONSUMER.
+func (o *outbox) pushMedia(frame []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.closed {
+		return false
+	}
+	pending := 0
+	if o.buf != nil {
+		pending = len(*o.buf)
+	}
+	lim := &o.c.h.Limits
+	if 2*(o.frames+1) > lim.SendQueueFrames || 2*(pending+len(frame)) > lim.SendQueueBytes {
+		return false
+	}
+	return o.appendNLocked(frame, 1)
+}
+
+// appendNLocked queues n frames that fit (o.mu held): written at once
+// from this goroutine when nothing is queued and the transport can, else
+// appended for the flush goroutine.
+func (o *outbox) appendNLocked(frames []byte, n int) bool {
 	if !o.flushing && o.buf == nil {
 		// Nothing queued and no write running: try the socket directly,
 		// from this (fan-out) goroutine; only what it does not take now is

@@ -19,6 +19,8 @@ import (
 //   - Ping: Pong with the same nonce and request_id, at any time.
 //   - Pong: ignored (a client may answer a server Ping; it resets the idle
 //     timer like any frame).
+//   - Media (a sealed voice packet, §19.4): to the media plane (calls.go),
+//     never answered, whatever its request_id or fate.
 //   - Hello again: Error HANDSHAKE_REQUIRED (non-fatal).
 //   - A request (routes, routes.go): request_id must be non-zero (else
 //     INVALID_ARGUMENT). Register, Login and Resume need no session
@@ -45,6 +47,9 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		return
 	case *parleyv1.Frame_Hello:
 		c.sendError(rid, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "Hello was already received on this connection")
+		return
+	case *parleyv1.Frame_Media:
+		c.media(b.Media)
 		return
 	}
 	m := f.ProtoReflect()
@@ -214,6 +219,9 @@ func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Me
 	c.h.Feed.Leave(c)
 	c.setSession(nil)
 	c.sessionChanged(false)
+	if c.h.Media != nil {
+		c.h.Media.Drop(c)
+	}
 	if rec := c.h.Registry.Deauthenticate(c); rec != nil {
 		c.presenceDisconnect(rec)
 	}

@@ -24,7 +24,10 @@ import (
 // blocking, typing: messaging publishes the TypingEvent, the gateway keeps
 // no typing state) go to the messaging service, those of §18 (files) to the
 // file service; the file bytes themselves travel over HTTP
-// (gateway/internal/files).
+// (gateway/internal/files). Those of §19 (calls) go to the media-relay;
+// place_call and join_call also install the participant's media stream
+// here (calls.go). A media frame is no request: dispatch hands it to the
+// media plane.
 var routes = []route{
 	{request: "register", reply: "session", access: opensSession, subject: subject.AuthRegister, handle: (*Conn).authenticate},
 	{request: "login", reply: "session", access: opensSession, subject: subject.AuthLogin, handle: (*Conn).authenticate},
@@ -58,6 +61,12 @@ var routes = []route{
 	{request: "answer_file", reply: "ok", subject: subject.FileAnswer},
 	{request: "file_download", reply: "file_download_reply", subject: subject.FileDownload},
 	{request: "files", reply: "files_reply", subject: subject.FileList, large: true},
+
+	{request: "place_call", reply: "call_joined", subject: subject.CallPlace, handle: (*Conn).joinCall},
+	{request: "join_call", reply: "call_joined", subject: subject.CallJoin, handle: (*Conn).joinCall},
+	{request: "reject_call", reply: "ok", subject: subject.CallReject},
+	{request: "leave_call", reply: "ok", subject: subject.CallLeave, handle: (*Conn).leaveCall},
+	{request: "mute_call", reply: "ok", subject: subject.CallMute},
 }
 
 // route is how the gateway serves one request.

@@ -36,6 +36,18 @@ type Metrics struct {
 	// batching factor, see -room-batch).
 	RoomWrites  prometheus.Counter
 	RoomBatched prometheus.Counter
+
+	// MediaIn counts media packets received from clients, by transport
+	// ("udp", "frame"), whatever became of them.
+	MediaIn *prometheus.CounterVec
+	// MediaOut counts media packets sent to clients, by transport.
+	MediaOut *prometheus.CounterVec
+	// MediaDrops counts media packets and bus messages dropped, by reason
+	// (callmedia's drop reasons: "malformed", "unknown_stream", "auth",
+	// "replay", ...).
+	MediaDrops *prometheus.CounterVec
+	// MediaStreams is the call participants' streams served here now.
+	MediaStreams prometheus.Gauge
 }
 
 // New creates the metrics and registers them on reg.
@@ -90,7 +102,24 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_room_messages_total",
 			Help: "Room messages fanned out to the connections, in batches.",
 		}),
+		MediaIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_media_packets_received_total",
+			Help: "Media packets received from clients, by transport (udp, frame).",
+		}, []string{"transport"}),
+		MediaOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_media_packets_sent_total",
+			Help: "Media packets sent to clients, by transport (udp, frame).",
+		}, []string{"transport"}),
+		MediaDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_media_drops_total",
+			Help: "Media packets (and media bus messages) dropped, by reason.",
+		}, []string{"reason"}),
+		MediaStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_gateway_media_streams",
+			Help: "Call participants' media streams served by this gateway now.",
+		}),
 	}
+	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams)
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
 		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
 	return m

@@ -230,7 +230,9 @@ func messageFrame(data []byte) ([]byte, error) {
 // userEventFrame turns an event published on one of a user's subjects
 // into its frame, checked the same way: "friend" (parleyv1.FriendEvent ->
 // friend_event), "typing" (parleyv1.TypingEvent -> typing_event), "receipt"
-// (parleyv1.ReceiptEvent -> receipt). ok is false for other suffixes.
+// (parleyv1.ReceiptEvent -> receipt), "file" (parleyv1.FileEvent ->
+// file_event), "call" (parleyv1.CallEvent -> call_event, from the
+// media-relay). ok is false for other suffixes.
 func userEventFrame(suffix string, data []byte) (frame []byte, ok bool, err error) {
 	var f *parleyv1.Frame
 	switch suffix {
@@ -250,6 +252,10 @@ func userEventFrame(suffix string, data []byte) (frame []byte, ok bool, err erro
 		ev := new(parleyv1.FileEvent)
 		err = proto.Unmarshal(data, ev)
 		f = &parleyv1.Frame{Body: &parleyv1.Frame_FileEvent{FileEvent: ev}}
+	case "call":
+		ev := new(parleyv1.CallEvent)
+		err = proto.Unmarshal(data, ev)
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_CallEvent{CallEvent: ev}}
 	default:
 		return nil, false, nil
 	}

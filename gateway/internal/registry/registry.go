@@ -264,6 +264,7 @@ func (r *Registry) Wait() { r.wg.Wait() }
 //	typing   parleyv1.TypingEvent (subject.UserTyping): Frame{typing_event}.
 //	receipt  parleyv1.ReceiptEvent (subject.UserReceipts): Frame{receipt}.
 //	file     parleyv1.FileEvent (subject.UserFileEvents): Frame{file_event}.
+//	call     parleyv1.CallEvent (subject.UserCallEvents): Frame{call_event}.
 //
 // Unknown suffixes are ignored (later releases add per-user events).
 func (r *Registry) Run(ctx context.Context) error {

@@ -1,0 +1,262 @@
+package callmedia
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/parleychat/parley/libs/mediabus"
+	"github.com/parleychat/parley/protocol/media"
+)
+
+// mediaFramePrefix bounds appendMediaFrameHeader's bytes: the 4-byte
+// length prefix (protocol/wire), Frame's field 69 key (2 bytes) and
+// length (2), MediaPacket's field 1 key (1) and length (2).
+const mediaFramePrefix = 11
+
+// appendMediaFrameHeader appends the start of a length-prefixed
+// Frame{media: MediaPacket{packet}} (request_id 0) whose packet is n bytes:
+// the caller appends the packet itself. It is protobuf's encoding
+// (field 69, wire type 2, then field 1, wire type 2), written by hand so the
+// down path allocates nothing per listener; TestMediaFrame checks it
+// decodes as the schema says.
+func appendMediaFrameHeader(dst []byte, n int) []byte {
+	inner := 1 + varintLen(n) + n
+	frame := 2 + varintLen(inner) + inner
+	dst = binary.BigEndian.AppendUint32(dst, uint32(frame))
+	dst = append(dst, (69<<3|2)&0x7f|0x80, (69<<3|2)>>7) // key of Frame.media, a 2-byte varint
+	dst = binary.AppendUvarint(dst, uint64(inner))
+	dst = append(dst, 1<<3|2) // key of MediaPacket.packet
+	return binary.AppendUvarint(dst, uint64(n))
+}
+
+func varintLen(n int) int {
+	if n < 1<<7 {
+		return 1
+	}
+	return 2 // n <= media.MaxPacket+3 < 1<<14
+}
+
+// receiveUDP handles one datagram from src (the read loop's).
+func (p *Plane) receiveUDP(pkt []byte, src netip.AddrPort, b *buffers) {
+	p.inUDP.Inc()
+	p.receive(pkt, src, nil, b)
+}
+
+// Packet handles a sealed packet that came from conn as a media frame
+// (Frame.media): as a UDP packet, with conn as the return path. Nothing is
+// ever sent back for a bad one. pkt is not kept.
+func (p *Plane) Packet(conn Conn, pkt []byte) {
+	p.inFrame.Inc()
+	b := p.frameBufs.Get().(*buffers)
+	p.receive(pkt, netip.AddrPort{}, conn, b)
+	p.frameBufs.Put(b)
+}
+
+// receive is the up path (see the package comment). via is the
+// connection the packet came on, nil for UDP (from src).
+func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
+	h, err := media.ParseHeader(pkt)
+	if err != nil {
+		p.drop(dropMalformed)
+		return
+	}
+	var s *stream
+	var payload []byte
+	p.mu.RLock()
+	cands := p.byID[h.StreamID]
+	for _, c := range cands {
+		if _, pl, err := c.key.Open(b.open[:0], media.Up, pkt); err == nil {
+			s, payload = c, pl
+			break
+		}
+	}
+	p.mu.RUnlock()
+	switch {
+	case len(cands) == 0:
+		p.drop(dropUnknown)
+		return
+	case s == nil:
+		p.drop(dropAuth)
+		return
+	case via != nil && via != s.conn:
+		p.drop(dropWrongConn)
+		return
+	}
+
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		p.drop(dropUnknown)
+		return
+	}
+	if !s.replay.Accept(h.Seq) {
+		s.mu.Unlock()
+		p.drop(dropReplay)
+		return
+	}
+	if via != nil {
+		s.framed = true
+	} else {
+		if s.addr != src {
+			if s.addr.IsValid() {
+				p.debug("media stream moved", "call", s.call.id, "stream", s.id, "from", s.addr, "to", src)
+			}
+			s.addr = src
+		}
+		s.framed = false
+	}
+	s.mu.Unlock()
+
+	switch h.Type {
+	case media.TypeAudio:
+		msg := mediabus.AppendAudio(b.out[:0], h, payload)
+		if err := p.nc.Publish(s.call.up, msg); err != nil {
+			p.drop(dropPublish)
+		}
+	case media.TypeProbe:
+		reply := media.Header{Type: media.TypeProbeReply, StreamID: h.StreamID, Seq: h.Seq, Timestamp: h.Timestamp}
+		if via != nil {
+			out := appendMediaFrameHeader(b.out[:0], media.Overhead)
+			out, _ = s.key.Seal(out, media.Down, reply, nil)
+			p.pushFrame(via, out)
+		} else {
+			out, _ := s.key.Seal(b.out[:0], media.Down, reply, nil)
+			p.sendUDP(out, src)
+		}
+	case media.TypeKeepalive:
+		// The return path is refreshed; nothing more.
+	default: // a probe reply: only the server sends those
+		p.drop(dropType)
+	}
+}
+
+// down handles one message on subject.MediaDown(c.id), on the
+// subscription's goroutine.
+func (p *Plane) down(c *call, data []byte) {
+	switch mediabus.KindOf(data) {
+	case mediabus.KindAudio:
+		a, err := mediabus.ParseAudio(data)
+		if err != nil || a.Header.Type != media.TypeAudio {
+			p.drop(dropBus)
+			return
+		}
+		p.forward(c, a)
+	case mediabus.KindRoster:
+		ids, err := mediabus.ParseRoster(data, c.ids[:0])
+		c.ids = ids[:0]
+		if err != nil {
+			p.drop(dropBus)
+			return
+		}
+		p.roster(c, ids)
+	default: // Alive travels up only
+		p.drop(dropBus)
+	}
+}
+
+// forward re-seals a speaker's audio for each local listener of c.
+func (p *Plane) forward(c *call, a mediabus.Audio) {
+	p.mu.RLock()
+	targets := c.targets[:0]
+	for _, s := range c.streams {
+		if s.id != a.Header.StreamID {
+			targets = append(targets, s)
+		}
+	}
+	p.mu.RUnlock()
+	for _, s := range targets {
+		s.mu.Lock()
+		addr, framed, gone := s.addr, s.framed, s.gone
+		s.mu.Unlock()
+		switch {
+		case gone:
+		case framed:
+			out := appendMediaFrameHeader(c.buf[:0], len(a.Payload)+media.Overhead)
+			out, err := s.key.Seal(out, media.Down, a.Header, a.Payload)
+			if err != nil {
+				p.drop(dropBus)
+				continue
+			}
+			p.pushFrame(s.conn, out)
+		case addr.IsValid():
+			out, err := s.key.Seal(c.buf[:0], media.Down, a.Header, a.Payload)
+			if err != nil {
+				p.drop(dropBus)
+				continue
+			}
+			p.sendUDP(out, addr)
+		default:
+			p.drop(dropNoPath)
+		}
+	}
+	clear(targets)
+	c.targets = targets[:0]
+}
+
+// roster drops c's local streams that ids does not list; an empty ids
+// ends the call here.
+func (p *Plane) roster(c *call, ids []uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i < len(c.streams); {
+		s := c.streams[i]
+		listed := false
+		for _, id := range ids {
+			if id == s.id {
+				listed = true
+				break
+			}
+		}
+		if listed {
+			i++
+			continue
+		}
+		p.debug("media stream dropped by the roster", "call", c.id, "stream", s.id)
+		p.dropLocked(s) // swaps the last stream into i
+	}
+}
+
+// pushFrame queues a media frame on conn, dropping it if there is no room.
+func (p *Plane) pushFrame(conn Conn, frame []byte) {
+	if conn.PushMedia(frame) {
+		p.outFrame.Inc()
+	} else {
+		p.drop(dropQueueFull)
+	}
+}
+
+// sendUDP sends pkt to addr from the media port.
+func (p *Plane) sendUDP(pkt []byte, addr netip.AddrPort) {
+	if p.pc == nil {
+		p.drop(dropNoPath)
+		return
+	}
+	if _, err := p.pc.WriteToUDPAddrPort(pkt, addr); err != nil {
+		p.drop(dropSend)
+		return
+	}
+	p.outUDP.Inc()
+}
+
+// readLoop reads the media port until it is closed (Run).
+func (p *Plane) readLoop() {
+	b := newBuffers()
+	// One byte more than the largest packet, so an oversized datagram is
+	// seen as such rather than cut to a valid-looking length.
+	buf := make([]byte, media.MaxPacket+1)
+	for {
+		n, src, err := p.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// ICMP errors surface as read errors on some systems: the
+			// socket itself still works.
+			p.debug("media udp read", "err", err)
+			continue
+		}
+		p.receiveUDP(buf[:n], src, b)
+	}
+}

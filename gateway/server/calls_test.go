@@ -1,0 +1,640 @@
+package server_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/gateway/server"
+	"github.com/parleychat/parley/libs/mediabus"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/media"
+	"github.com/parleychat/parley/protocol/parleyv1"
+)
+
+// callEnv is a gateway with a stand-in media-relay.
+type callEnv struct {
+	*env
+	relay *standInRelay
+}
+
+func startCallGateway(t *testing.T, mutate func(*server.Config)) *callEnv {
+	t.Helper()
+	e := startGateway(t, func(c *server.Config) {
+		c.MediaAlive = 4 * time.Second // TestCallAlive shortens it
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	return &callEnv{env: e, relay: startStandInRelay(t, e.nc)}
+}
+
+// peer is a call participant: its connection, what the relay handed it,
+// and its UDP socket.
+type peer struct {
+	t      *testing.T
+	name   string
+	cl     *client
+	joined *parleyv1.CallJoined
+	key    *media.Key
+	udp    *net.UDPConn
+	to     *net.UDPAddr // the gateway's media port (udp_addr)
+	seq    uint32
+}
+
+// join logs username in and places a call in conv (call == "") or joins
+// call.
+func (e *callEnv) join(t *testing.T, username, conv, call string) *peer {
+	t.Helper()
+	cl := dialTCP(t, e.env)
+	cl.login(username, &parleyv1.ClientOptions{SkipPresenceFeed: true})
+	f := &parleyv1.Frame{Body: &parleyv1.Frame_PlaceCall{PlaceCall: &parleyv1.PlaceCallRequest{Conversation: conv}}}
+	if call != "" {
+		f = &parleyv1.Frame{Body: &parleyv1.Frame_JoinCall{JoinCall: &parleyv1.JoinCallRequest{CallId: call}}}
+	}
+	r := cl.request(f)
+	j := r.GetCallJoined()
+	if j == nil {
+		t.Fatalf("%s: call request answered with %v", username, r)
+	}
+	key, err := media.NewKey(j.GetMediaKey())
+	if err != nil {
+		t.Fatalf("%s: media key: %v", username, err)
+	}
+	p := &peer{t: t, name: username, cl: cl, joined: j, key: key, seq: 1000}
+	if j.GetUdpAddr() != "" {
+		// udp_addr is checked by the tests; packets go to the bound port
+		// (-public-udp-addr may name a host that is not this one).
+		p.to = e.srv.UDPAddr().(*net.UDPAddr)
+		p.udp = p.socket()
+	}
+	return p
+}
+
+func (p *peer) callID() string { return p.joined.GetCall().GetCallId() }
+func (p *peer) stream() uint32 { return p.joined.GetStreamId() }
+
+// socket opens another local UDP socket.
+func (p *peer) socket() *net.UDPConn {
+	p.t.Helper()
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { _ = u.Close() })
+	return u
+}
+
+// packet seals the next packet of p's stream.
+func (p *peer) packet(typ media.Type, payload []byte) (media.Header, []byte) {
+	p.t.Helper()
+	p.seq++
+	h := media.Header{Type: typ, StreamID: p.stream(), Seq: p.seq, Timestamp: p.seq * media.FrameTicks}
+	if typ == media.TypeAudio {
+		h.Flags, h.Level = media.FlagVoice, 30
+	}
+	pkt, err := p.key.Seal(nil, media.Up, h, payload)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return h, pkt
+}
+
+// sendVia writes pkt from socket u to the gateway's media port.
+func (p *peer) sendVia(u *net.UDPConn, pkt []byte) {
+	p.t.Helper()
+	if _, err := u.WriteToUDP(pkt, p.to); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// sendFrame sends pkt as a media frame on p's connection.
+func (p *peer) sendFrame(pkt []byte) {
+	p.t.Helper()
+	p.cl.send(&parleyv1.Frame{Body: &parleyv1.Frame_Media{Media: &parleyv1.MediaPacket{Packet: pkt}}})
+}
+
+// recvUDP reads the next packet on u, opened with p's key, direction Down.
+func (p *peer) recvUDP(u *net.UDPConn) (media.Header, []byte) {
+	p.t.Helper()
+	buf := make([]byte, 2048)
+	_ = u.SetReadDeadline(time.Now().Add(readTimeout))
+	n, err := u.Read(buf)
+	if err != nil {
+		p.t.Fatalf("%s: no UDP packet: %v", p.name, err)
+	}
+	h, payload, err := p.key.Open(nil, media.Down, buf[:n])
+	if err != nil {
+		p.t.Fatalf("%s: a UDP packet that does not open with its key, direction down: %v", p.name, err)
+	}
+	return h, payload
+}
+
+// recvFrame waits for the next media frame on p's connection and opens it.
+func (p *peer) recvFrame() (media.Header, []byte) {
+	p.t.Helper()
+	f := p.cl.waitFor("media frame", func(f *parleyv1.Frame) bool { return f.GetMedia() != nil })
+	if f.GetRequestId() != 0 {
+		p.t.Fatalf("media frame with request_id %d", f.GetRequestId())
+	}
+	h, payload, err := p.key.Open(nil, media.Down, f.GetMedia().GetPacket())
+	if err != nil {
+		p.t.Fatalf("%s: a media frame that does not open with its key, direction down: %v", p.name, err)
+	}
+	return h, payload
+}
+
+// probe sends a probe over UDP from u and checks the probe reply.
+func (p *peer) probe(u *net.UDPConn) {
+	p.t.Helper()
+	h, pkt := p.packet(media.TypeProbe, nil)
+	p.sendVia(u, pkt)
+	got, _ := p.recvUDP(u)
+	want := media.Header{Type: media.TypeProbeReply, StreamID: h.StreamID, Seq: h.Seq, Timestamp: h.Timestamp}
+	if got != want {
+		p.t.Fatalf("%s: probe answered with %+v, want %+v", p.name, got, want)
+	}
+}
+
+// expectOwnerAudio waits for the owner to receive Audio and checks it.
+func (e *callEnv) expectOwnerAudio(t *testing.T, h media.Header, payload []byte) {
+	t.Helper()
+	select {
+	case a := <-e.relay.audio:
+		if a.Header != h || !bytes.Equal(a.Payload, payload) {
+			t.Fatalf("owner got audio %+v %q, want %+v %q", a.Header, a.Payload, h, payload)
+		}
+	case <-time.After(readTimeout):
+		t.Fatalf("owner got no audio within %s", readTimeout)
+	}
+}
+
+func (e *callEnv) drops(reason string) float64 {
+	return e.metric("parley_gateway_media_drops_total", map[string]string{"reason": reason})
+}
+
+// waitDrops waits until at least n packets were dropped for reason.
+func (e *callEnv) waitDrops(t *testing.T, reason string, n float64) {
+	t.Helper()
+	testenv.Eventually(t, readTimeout, fmt.Sprintf("%v drops for %s (have %v)", n, reason, e.drops(reason)),
+		func() bool { return e.drops(reason) >= n })
+}
+
+// TestCallJoin: place_call and join_call reach the relay with the
+// caller's identity; the CallJoined reply carries the relay's stream id
+// and key and the gateway's media port, which answers probes sealed with
+// that key.
+func TestCallJoin(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	if a.stream() == 0 || len(a.joined.GetMediaKey()) != 32 {
+		t.Fatalf("CallJoined %v", a.joined)
+	}
+	if got, want := a.joined.GetUdpAddr(), e.srv.UDPAddr().String(); got != want {
+		t.Fatalf("udp_addr %q, want %q", got, want)
+	}
+	if got := a.joined.GetCall().GetParticipants()[0].GetUserId(); got != "u-alice" {
+		t.Fatalf("the relay saw the request from %q, want u-alice", got)
+	}
+	a.probe(a.udp)
+	b := e.join(t, "bob", "", a.callID())
+	if b.callID() != a.callID() || b.stream() == a.stream() {
+		t.Fatalf("bob joined %v", b.joined)
+	}
+	b.probe(b.udp)
+	if got := e.metric("parley_gateway_media_streams", nil); got != 2 {
+		t.Fatalf("%v streams, want 2", got)
+	}
+
+	// A join of a call that does not exist is the relay's NOT_FOUND.
+	r := b.cl.request(&parleyv1.Frame{Body: &parleyv1.Frame_JoinCall{JoinCall: &parleyv1.JoinCallRequest{CallId: "c000000000000000000000000"}}})
+	if r.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("join of an unknown call: %v", r)
+	}
+	// The other signalling requests are forwarded with the identity and
+	// answered Ok.
+	for _, f := range []*parleyv1.Frame{
+		{Body: &parleyv1.Frame_MuteCall{MuteCall: &parleyv1.MuteCallRequest{CallId: a.callID(), Muted: true}}},
+		{Body: &parleyv1.Frame_RejectCall{RejectCall: &parleyv1.RejectCallRequest{CallId: a.callID()}}},
+	} {
+		if r := a.cl.request(f); r.GetOk() == nil {
+			t.Fatalf("%v answered %v", f, r)
+		}
+	}
+	sig := e.relay.Signals()
+	if len(sig) != 2 || sig[0].subject != subject.CallMute || sig[1].subject != subject.CallReject ||
+		sig[0].header.Get(subject.HeaderUserID) != "u-alice" {
+		t.Fatalf("relay got %v", sig)
+	}
+}
+
+// TestCallAudio: a speaker's UDP audio reaches the call's owner as
+// mediabus Audio with its header and payload; what the owner forwards
+// reaches the other participant over UDP, sealed with that participant's
+// key, and never the speaker.
+func TestCallAudio(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+
+	for i := range 5 {
+		payload := fmt.Appendf(nil, "opus frame %d", i)
+		h, pkt := a.packet(media.TypeAudio, payload)
+		a.sendVia(a.udp, pkt)
+		e.expectOwnerAudio(t, h, payload)
+		got, p := b.recvUDP(b.udp)
+		if got != h || !bytes.Equal(p, payload) {
+			t.Fatalf("bob got %+v %q, want %+v %q", got, p, h, payload)
+		}
+	}
+	// The speaker got none of it: the next audio alice receives is a
+	// marker the owner sends after all of hers.
+	marker := media.Header{Type: media.TypeAudio, StreamID: 77, Seq: 1, Timestamp: 1}
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("marker")))
+	if got, p := a.recvUDP(a.udp); got != marker || string(p) != "marker" {
+		t.Fatalf("alice got %+v %q first, want the marker", got, p)
+	}
+	if got, p := b.recvUDP(b.udp); got != marker || string(p) != "marker" {
+		t.Fatalf("bob got %+v %q, want the marker", got, p)
+	}
+}
+
+// TestCallFrames: a client without UDP sends media frames and gets media
+// frames: probe replies, and audio from the others. Media frames get no
+// replies, not even for garbage.
+func TestCallFrames(t *testing.T) {
+	e := startCallGateway(t, func(c *server.Config) { c.UDPAddr = "" })
+	a := e.join(t, "alice", "group.g1", "")
+	if a.joined.GetUdpAddr() != "" {
+		t.Fatalf("udp_addr %q without a media port", a.joined.GetUdpAddr())
+	}
+	b := e.join(t, "bob", "", a.callID())
+
+	h, pkt := a.packet(media.TypeProbe, nil)
+	a.sendFrame(pkt)
+	if got, _ := a.recvFrame(); got.Type != media.TypeProbeReply || got.Seq != h.Seq || got.StreamID != h.StreamID {
+		t.Fatalf("probe frame answered with %+v", got)
+	}
+
+	h, pkt = a.packet(media.TypeAudio, []byte("hello over tcp"))
+	a.sendFrame(pkt)
+	e.expectOwnerAudio(t, h, []byte("hello over tcp"))
+	if got, p := b.recvFrame(); got != h || string(p) != "hello over tcp" {
+		t.Fatalf("bob got %+v %q", got, p)
+	}
+
+	// Garbage, a replay and a frame with request_id: dropped silently.
+	a.sendFrame([]byte("garbage"))
+	a.sendFrame(pkt)
+	a.cl.send(&parleyv1.Frame{RequestId: 99, Body: &parleyv1.Frame_Media{Media: &parleyv1.MediaPacket{}}})
+	a.cl.ping(7) // the next frame is the Pong: no Error came before it
+	e.waitDrops(t, "malformed", 2)
+	e.waitDrops(t, "replay", 1)
+	if got := e.metric("parley_gateway_errors_sent_total", nil); got != 0 {
+		t.Fatalf("%v errors sent", got)
+	}
+}
+
+// TestCallFramesUDPGateway: on a gateway with a media port, a client that
+// sends frames gets frames, and one that then switches to UDP gets UDP.
+func TestCallFramesUDPGateway(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	_, pkt := b.packet(media.TypeKeepalive, nil)
+	b.sendFrame(pkt)
+	e.waitIn(t, "frame", 1)
+
+	h, pkt := a.packet(media.TypeAudio, []byte("one"))
+	a.sendVia(a.udp, pkt)
+	if got, p := b.recvFrame(); got != h || string(p) != "one" {
+		t.Fatalf("bob got %+v %q", got, p)
+	}
+	b.probe(b.udp) // bob's UDP works: his path moves to it
+	h, pkt = a.packet(media.TypeAudio, []byte("two"))
+	a.sendVia(a.udp, pkt)
+	if got, p := b.recvUDP(b.udp); got != h || string(p) != "two" {
+		t.Fatalf("bob got %+v %q", got, p)
+	}
+}
+
+func (e *callEnv) waitIn(t *testing.T, transport string, n float64) {
+	t.Helper()
+	testenv.Eventually(t, readTimeout, "media packets in", func() bool {
+		return e.metric("parley_gateway_media_packets_received_total", map[string]string{"transport": transport}) >= n
+	})
+}
+
+// TestCallMigration: a participant whose address changes (a NAT rebinding,
+// a network switch) gets the call's audio at the new address as soon as
+// an authentic packet comes from it.
+func TestCallMigration(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	b.probe(b.udp)
+	moved := b.socket()
+	_, pkt := b.packet(media.TypeKeepalive, nil)
+	b.sendVia(moved, pkt)
+	e.waitIn(t, "udp", 2)
+
+	h, pkt := a.packet(media.TypeAudio, []byte("after the move"))
+	a.sendVia(a.udp, pkt)
+	if got, p := b.recvUDP(moved); got != h || string(p) != "after the move" {
+		t.Fatalf("bob got %+v %q at his new address", got, p)
+	}
+}
+
+// TestCallDrops: a packet with a bad tag, a replayed one, one for an
+// unknown stream and one sealed with another participant's key are
+// dropped and counted; the call goes on.
+func TestCallDrops(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	b.probe(b.udp)
+
+	h, good := a.packet(media.TypeAudio, []byte("good"))
+	a.sendVia(a.udp, good)
+	e.expectOwnerAudio(t, h, []byte("good"))
+	b.recvUDP(b.udp)
+
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 1
+	a.sendVia(a.udp, bad)  // bad tag
+	a.sendVia(a.udp, good) // replay
+	_, other := a.packet(media.TypeAudio, []byte("unknown"))
+	other[7] ^= 0x55 // another stream id: unknown (the header is in clear)
+	a.sendVia(a.udp, other)
+	// Sealed with bob's key but on alice's stream id.
+	forged, err := b.key.Seal(nil, media.Up, media.Header{Type: media.TypeAudio, StreamID: a.stream(), Seq: 5000}, []byte("forged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.sendVia(b.udp, forged)
+	a.sendVia(a.udp, []byte("not a media packet at all, just some bytes"))
+	e.waitDrops(t, "auth", 2)
+	e.waitDrops(t, "replay", 1)
+	e.waitDrops(t, "unknown_stream", 1)
+	e.waitDrops(t, "malformed", 1)
+
+	h, pkt := a.packet(media.TypeAudio, []byte("still works"))
+	a.sendVia(a.udp, pkt)
+	e.expectOwnerAudio(t, h, []byte("still works"))
+	if got, p := b.recvUDP(b.udp); got != h || string(p) != "still works" {
+		t.Fatalf("bob got %+v %q", got, p)
+	}
+	select {
+	case x := <-e.relay.audio:
+		t.Fatalf("the owner got a dropped packet: %+v %q", x.Header, x.Payload)
+	default:
+	}
+}
+
+// TestCallFlood: 100,000 garbage datagrams (random stream ids, short,
+// forged) do not stop a running call.
+func TestCallFlood(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	b.probe(b.udp)
+	flood := a.socket()
+	junk := make([]byte, 200)
+	const n = 100_000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			switch i % 4 {
+			case 0: // a header for a random stream
+				junk[0], junk[1] = media.Version, byte(media.TypeAudio)
+				junk[4], junk[5], junk[6], junk[7] = byte(i), byte(i>>8), byte(i>>16), 1
+			case 1: // alice's stream, a forged tag
+				junk[0], junk[1] = media.Version, byte(media.TypeAudio)
+				s := a.stream()
+				junk[4], junk[5], junk[6], junk[7] = byte(s>>24), byte(s>>16), byte(s>>8), byte(s)
+				junk[8] = byte(i)
+			case 2:
+				junk[0] = 0xFF
+			}
+			_, _ = flood.WriteToUDP(junk[:32+i%150], a.to)
+		}
+	}()
+	// Audio keeps flowing during the flood and after it.
+	for i := 0; ; i++ {
+		payload := fmt.Appendf(nil, "during %d", i)
+		h, pkt := a.packet(media.TypeAudio, payload)
+		a.sendVia(a.udp, pkt)
+		e.expectOwnerAudioEventually(t, h)
+		b.recvUDPUntil(h) // bob keeps up, so his socket's queue stays short
+		select {
+		case <-done:
+		default:
+			continue
+		}
+		break
+	}
+	h, pkt := a.packet(media.TypeAudio, []byte("after"))
+	a.sendVia(a.udp, pkt)
+	e.expectOwnerAudioEventually(t, h)
+	b.recvUDPUntil(h)
+	t.Logf("flood: %v datagrams received, drops: malformed %v, unknown_stream %v, auth %v",
+		e.metric("parley_gateway_media_packets_received_total", map[string]string{"transport": "udp"}),
+		e.drops("malformed"), e.drops("unknown_stream"), e.drops("auth"))
+	if e.drops("auth") == 0 || e.drops("unknown_stream") == 0 || e.drops("malformed") == 0 {
+		t.Fatal("the flood was not counted")
+	}
+}
+
+// recvUDPUntil reads p's UDP socket until the packet with header h.
+func (p *peer) recvUDPUntil(h media.Header) {
+	p.t.Helper()
+	for {
+		if got, _ := p.recvUDP(p.udp); got == h {
+			return
+		}
+	}
+}
+
+// expectOwnerAudioEventually waits for the owner to get audio h (the
+// kernel may drop some of a sender's datagrams in a flood: earlier ones
+// are skipped).
+func (e *callEnv) expectOwnerAudioEventually(t *testing.T, h media.Header) {
+	t.Helper()
+	deadline := time.After(readTimeout)
+	for {
+		select {
+		case a := <-e.relay.audio:
+			if a.Header == h {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("owner never got audio %+v", h)
+		}
+	}
+}
+
+// TestCallRoster: the owner's Roster drops the local streams it does not
+// list (their packets are then unknown); an empty one ends the call here.
+func TestCallRoster(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	e.relay.roster(a.callID(), b.stream(), 12345)
+	testenv.Eventually(t, readTimeout, "alice's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	_, pkt := a.packet(media.TypeProbe, nil)
+	a.sendVia(a.udp, pkt)
+	e.waitDrops(t, "unknown_stream", 1)
+	b.probe(b.udp) // bob's is still served
+
+	e.relay.roster(a.callID())
+	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 0
+	})
+	// Audio published after the call ended here reaches nobody.
+	before := e.metric("parley_gateway_media_packets_sent_total", nil)
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, media.Header{Type: media.TypeAudio, StreamID: 9, Seq: 1}, []byte("x")))
+	a.cl.ping(1)
+	if got := e.metric("parley_gateway_media_packets_sent_total", nil); got != before {
+		t.Fatalf("%v packets sent after the call ended", got-before)
+	}
+}
+
+// TestCallConnectionClose: a closed connection's stream is dropped at
+// once; leave_call drops it too; rejoining replaces it.
+func TestCallConnectionClose(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	a.cl.close()
+	testenv.Eventually(t, readTimeout, "alice's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	_, pkt := a.packet(media.TypeProbe, nil)
+	a.sendVia(a.udp, pkt)
+	e.waitDrops(t, "unknown_stream", 1)
+
+	// Rejoin on the same connection: a new stream replaces the old one.
+	r := b.cl.request(&parleyv1.Frame{Body: &parleyv1.Frame_JoinCall{JoinCall: &parleyv1.JoinCallRequest{CallId: a.callID()}}})
+	if r.GetCallJoined().GetStreamId() == 0 || r.GetCallJoined().GetStreamId() == b.stream() {
+		t.Fatalf("rejoin: %v", r)
+	}
+	if got := e.metric("parley_gateway_media_streams", nil); got != 1 {
+		t.Fatalf("%v streams after a rejoin, want 1", got)
+	}
+	if r := b.cl.request(&parleyv1.Frame{Body: &parleyv1.Frame_LeaveCall{LeaveCall: &parleyv1.LeaveCallRequest{CallId: a.callID()}}}); r.GetOk() == nil {
+		t.Fatalf("leave: %v", r)
+	}
+	if got := e.metric("parley_gateway_media_streams", nil); got != 0 {
+		t.Fatalf("%v streams after leave_call, want 0", got)
+	}
+}
+
+// TestCallAlive: every interval the gateway tells the owner which of the
+// call's participants it serves.
+func TestCallAlive(t *testing.T) {
+	e := startCallGateway(t, func(c *server.Config) { c.MediaAlive = 50 * time.Millisecond })
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	want := map[uint32]bool{a.stream(): true, b.stream(): true}
+	seen := 0
+	deadline := time.After(readTimeout)
+	for seen < 3 {
+		select {
+		case m := <-e.relay.alive:
+			if m.gateway != "gw-test" || m.call != a.callID() {
+				t.Fatalf("alive %+v", m)
+			}
+			if len(m.streams) == 2 && want[m.streams[0]] && want[m.streams[1]] {
+				seen++
+			}
+		case <-deadline:
+			t.Fatalf("%d Alive messages naming both streams within %s", seen, readTimeout)
+		}
+	}
+}
+
+// TestCallStreamCollision: two calls that picked the same stream id are
+// told apart by their keys.
+func TestCallStreamCollision(t *testing.T) {
+	e := startCallGateway(t, nil)
+	e.relay.force(42, 7, 42, 8)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	c := e.join(t, "carol", "group.g2", "")
+	d := e.join(t, "dave", "", c.callID())
+	if a.stream() != 42 || c.stream() != 42 || a.callID() == c.callID() {
+		t.Fatalf("streams %d and %d in %s and %s", a.stream(), c.stream(), a.callID(), c.callID())
+	}
+	b.probe(b.udp)
+	d.probe(d.udp)
+	for _, sp := range []struct{ from, to *peer }{{a, b}, {c, d}} {
+		h, pkt := sp.from.packet(media.TypeAudio, []byte(sp.from.name))
+		sp.from.sendVia(sp.from.udp, pkt)
+		if got, p := sp.to.recvUDP(sp.to.udp); got != h || string(p) != sp.from.name {
+			t.Fatalf("%s got %+v %q", sp.to.name, got, p)
+		}
+	}
+}
+
+// TestCallEvent: a CallEvent published on a user's subject reaches the
+// user's connections as call_event.
+func TestCallEvent(t *testing.T) {
+	e := startCallGateway(t, nil)
+	cl := dialTCP(t, e.env)
+	cl.login("alice", &parleyv1.ClientOptions{SkipPresenceFeed: true})
+	cl.settle()
+	ev := &parleyv1.CallEvent{Kind: parleyv1.CallEvent_KIND_RINGING, Call: &parleyv1.Call{CallId: "c1", CallerName: "bob"}}
+	b, _ := proto.Marshal(ev)
+	if err := e.nc.Publish(subject.UserCallEvents("u-alice"), b); err != nil {
+		t.Fatal(err)
+	}
+	f := cl.waitFor("call event", func(f *parleyv1.Frame) bool { return f.GetCallEvent() != nil })
+	if !proto.Equal(f.GetCallEvent(), ev) {
+		t.Fatalf("got %v, want %v", f.GetCallEvent(), ev)
+	}
+}
+
+// TestCallUDPAddrConfig: -public-udp-addr is what clients are told; the
+// media flags are validated.
+func TestCallUDPAddrConfig(t *testing.T) {
+	e := startCallGateway(t, func(c *server.Config) { c.PublicUDPAddr = "media.example.com:3478" })
+	a := e.join(t, "alice", "group.g1", "")
+	if a.joined.GetUdpAddr() != "media.example.com:3478" {
+		t.Fatalf("udp_addr %q", a.joined.GetUdpAddr())
+	}
+	for _, tt := range []struct {
+		name   string
+		mutate func(*server.Config)
+	}{
+		{"udp addr without port", func(c *server.Config) { c.UDPAddr = "127.0.0.1" }},
+		{"udp addr bad port", func(c *server.Config) { c.UDPAddr = "127.0.0.1:99999" }},
+		{"public udp addr port 0", func(c *server.Config) { c.PublicUDPAddr = "example.com:0" }},
+		{"public udp addr no host", func(c *server.Config) { c.PublicUDPAddr = ":3478" }},
+		{"alive interval", func(c *server.Config) { c.MediaAlive = 0 }},
+	} {
+		cfg := testConfig()
+		tt.mutate(&cfg)
+		if err := cfg.Validate(); !errors.Is(err, server.ErrUDPAddr) && !errors.Is(err, server.ErrInvalidLimit) {
+			t.Errorf("%s: Validate() = %v", tt.name, err)
+		}
+	}
+	cfg := testConfig()
+	cfg.UDPAddr = "0.0.0.0:0" // sealed media needs no -insecure
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("udp on all interfaces: %v", err)
+	}
+}
