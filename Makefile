@@ -80,6 +80,7 @@ fuzz:
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./internal/files
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadMetadata$$' -fuzztime $(FUZZTIME) ./internal/files
 	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzUploadChecksum$$' -fuzztime $(FUZZTIME) ./internal/files
+	cd gateway && $(GO) test -run '^$$' -fuzz '^FuzzReceive$$' -fuzztime $(FUZZTIME) ./internal/callmedia
 	cd clients && $(GO) test -run '^$$' -fuzz '^FuzzHTTPEdge$$' -fuzztime $(FUZZTIME) ./sdktest
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzMake$$' -fuzztime $(FUZZTIME) ./internal/thumb
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzOrientation$$' -fuzztime $(FUZZTIME) ./internal/thumb

@@ -129,6 +129,30 @@ func (r *Redis) Stop() {
 // port is never handed out twice by one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	return freePort(t, func(addr string) error {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+		}
+		return err
+	})
+}
+
+// FreeUDPPort is FreePort for a UDP port (a call gateway's media port). The
+// ports of FreePort and FreeUDPPort are never the same number.
+func FreeUDPPort(t testing.TB) int {
+	t.Helper()
+	return freePort(t, func(addr string) error {
+		pc, err := net.ListenPacket("udp", addr)
+		if err == nil {
+			pc.Close()
+		}
+		return err
+	})
+}
+
+func freePort(t testing.TB, try func(addr string) error) int {
+	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	low := ephemeralLow()
@@ -137,11 +161,9 @@ func FreePort(t testing.TB) int {
 		if portsGiven[p] {
 			continue
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
+		if try("127.0.0.1:"+strconv.Itoa(p)) != nil {
 			continue
 		}
-		ln.Close()
 		portsGiven[p] = true
 		return p
 	}

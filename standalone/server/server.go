@@ -243,6 +243,9 @@ func (s *Server) TCPAddr() net.Addr { return s.gw.TCPAddr() }
 // HTTPAddr is the gateway's HTTP/WebSocket address, nil when disabled.
 func (s *Server) HTTPAddr() net.Addr { return s.gw.HTTPAddr() }
 
+// UDPAddr is the gateway's media (UDP) address, nil when disabled.
+func (s *Server) UDPAddr() net.Addr { return s.gw.UDPAddr() }
+
 // NATSURL is the embedded NATS's client URL when -nats-listen is set.
 func (s *Server) NATSURL() string {
 	if s.cfg.NATSListen == "" {

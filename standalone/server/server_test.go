@@ -33,6 +33,7 @@ func testConfig(t *testing.T) server.Config {
 	cfg.DataDir = t.TempDir()
 	cfg.Gateway.TCPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Gateway.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Gateway.UDPAddr = "127.0.0.1:0" // the media port: any free one (tests run in parallel)
 	cfg.Gateway.GatewayID = "gw-test"
 	cfg.Auth.Argon2Memory, cfg.Auth.Argon2Time = 64, 1
 	return cfg

@@ -203,6 +203,7 @@ type cluster struct {
 type gatewayProc struct {
 	*proc
 	tcp, http, admin string
+	udp              string // media port
 	id               string
 }
 
@@ -312,7 +313,8 @@ func (c *cluster) restartFile() {
 func (c *cluster) addGateway(id string) *gatewayProc {
 	t := c.t
 	t.Helper()
-	g := &gatewayProc{id: id, tcp: addr(testenv.FreePort(t)), http: addr(testenv.FreePort(t)), admin: addr(testenv.FreePort(t))}
+	g := &gatewayProc{id: id, tcp: addr(testenv.FreePort(t)), http: addr(testenv.FreePort(t)), admin: addr(testenv.FreePort(t)),
+		udp: addr(testenv.FreeUDPPort(t))}
 	c.startGateway(g)
 	c.gateways = append(c.gateways, g)
 	return g
@@ -324,7 +326,7 @@ func (c *cluster) startGateway(g *gatewayProc) {
 	t := c.t
 	t.Helper()
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + g.id,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_UDP_ADDR=" + g.udp, "PARLEY_GATEWAY_ID=" + g.id,
 		"PARLEY_PRESENCE_HEARTBEAT=1s"}
 	g.proc = start(t, "gateway", append(env, c.storageEnv...))
 	waitReady(t, g.proc, g.admin)

@@ -81,6 +81,9 @@ func run(args []string) error {
 		}
 		ready += fmt.Sprintf(" ws=%s://%s/v1/ws", scheme, a)
 	}
+	if a := srv.UDPAddr(); a != nil {
+		ready += " udp=" + a.String()
+	}
 	if adminAddr != "" {
 		ready += " admin=" + adminAddr
 	}
