@@ -198,12 +198,22 @@ type cluster struct {
 	storageEnv []string // PARLEY_MINIO_* for the file service and gateways
 	file       *proc
 	fileAdmin  string
+
+	relays []*relayProc // media-relay replicas (clusterOpts.relays)
+}
+
+// relayProc is one media-relay replica.
+type relayProc struct {
+	*proc
+	admin string
+	id    string
 }
 
 type gatewayProc struct {
 	*proc
 	tcp, http, admin string
 	udp              string // media port
+	publicUDP        string // -public-udp-addr (an impairing proxy in front of udp); empty: the default
 	id               string
 }
 
@@ -218,6 +228,8 @@ type clusterOpts struct {
 	// files starts MinIO and the file service and gives every gateway the
 	// file endpoints (/v1/files on its HTTP port).
 	files bool
+	// relays starts this many media-relay replicas (voice calls).
+	relays int
 }
 
 func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
@@ -271,10 +283,26 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		c.startFile()
 	}
 
+	for i := range o.relays {
+		c.addRelay(fmt.Sprintf("relay%d", i+1))
+	}
+
 	for i := 0; i < gateways; i++ {
 		c.addGateway(fmt.Sprintf("gw%d", i+1))
 	}
 	return c
+}
+
+// addRelay starts one more media-relay replica.
+func (c *cluster) addRelay(id string) *relayProc {
+	t := c.t
+	t.Helper()
+	r := &relayProc{id: id, admin: addr(testenv.FreePort(t))}
+	r.proc = start(t, "media-relay", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + r.admin,
+		"PARLEY_RELAY_ID=" + id})
+	waitReady(t, r.proc, r.admin)
+	c.relays = append(c.relays, r)
+	return r
 }
 
 // addMessaging starts one more messaging replica.
@@ -311,10 +339,20 @@ func (c *cluster) restartFile() {
 }
 
 func (c *cluster) addGateway(id string) *gatewayProc {
+	c.t.Helper()
+	return c.addGatewayWith(id, nil)
+}
+
+// addGatewayWith is addGateway with a chance to change g (its ports are
+// chosen) before it starts.
+func (c *cluster) addGatewayWith(id string, change func(g *gatewayProc)) *gatewayProc {
 	t := c.t
 	t.Helper()
 	g := &gatewayProc{id: id, tcp: addr(testenv.FreePort(t)), http: addr(testenv.FreePort(t)), admin: addr(testenv.FreePort(t)),
 		udp: addr(testenv.FreeUDPPort(t))}
+	if change != nil {
+		change(g)
+	}
 	c.startGateway(g)
 	c.gateways = append(c.gateways, g)
 	return g
@@ -328,6 +366,9 @@ func (c *cluster) startGateway(g *gatewayProc) {
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
 		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_UDP_ADDR=" + g.udp, "PARLEY_GATEWAY_ID=" + g.id,
 		"PARLEY_PRESENCE_HEARTBEAT=1s"}
+	if g.publicUDP != "" {
+		env = append(env, "PARLEY_PUBLIC_UDP_ADDR="+g.publicUDP)
+	}
 	g.proc = start(t, "gateway", append(env, c.storageEnv...))
 	waitReady(t, g.proc, g.admin)
 }
