@@ -315,14 +315,16 @@ func (c *Client) startCall(ctx context.Context, callID string, f *parleyv1.Frame
 func (c *Client) addCall(s *CallSession) {
 	c.callMu.Lock()
 	c.calls = append(c.calls, s)
-	ended := c.endedCalls[s.callID()]
+	recent := c.recentCalls[s.callID()]
 	c.callMu.Unlock()
-	if ended != nil {
+	// An event that raced ahead of the CallJoined reply (the answer, or
+	// the end) must not be lost; an older one must not undo the reply.
+	if recent != nil && recent.State > s.Call().State {
 		var uid string
 		if sess := c.Session(); sess != nil {
 			uid = sess.UserID
 		}
-		s.applyCall(*ended, uid) // the end raced ahead of the reply
+		s.applyCall(*recent, uid)
 	}
 }
 
@@ -344,28 +346,26 @@ func (c *Client) callSessions() []*CallSession {
 	return append([]*CallSession(nil), c.calls...)
 }
 
-// maxEndedCalls bounds the memory of recently ended calls.
-const maxEndedCalls = 64
+// maxRecentCalls bounds the memory of recent call events.
+const maxRecentCalls = 64
 
 // callEventLocked hands a call event to the session of its call and
-// remembers ended calls a moment (a session whose CallJoined is still on
-// its way must learn of its end). c.mu is held.
+// remembers the call's latest state a while (a session whose CallJoined
+// is still on its way must learn of its answer or end). c.mu is held.
 func (c *Client) callEventLocked(call Call) {
 	c.callMu.Lock()
-	if call.State == CallEnded {
-		if c.endedCalls == nil {
-			c.endedCalls = make(map[string]*Call)
-		}
-		if _, ok := c.endedCalls[call.ID]; !ok {
-			c.endedOrder = append(c.endedOrder, call.ID)
-			if len(c.endedOrder) > maxEndedCalls {
-				delete(c.endedCalls, c.endedOrder[0])
-				c.endedOrder = c.endedOrder[1:]
-			}
-		}
-		cc := call.clone()
-		c.endedCalls[call.ID] = &cc
+	if c.recentCalls == nil {
+		c.recentCalls = make(map[string]*Call)
 	}
+	if _, ok := c.recentCalls[call.ID]; !ok {
+		c.recentOrder = append(c.recentOrder, call.ID)
+		if len(c.recentOrder) > maxRecentCalls {
+			delete(c.recentCalls, c.recentOrder[0])
+			c.recentOrder = c.recentOrder[1:]
+		}
+	}
+	cc := call.clone()
+	c.recentCalls[call.ID] = &cc
 	sessions := append([]*CallSession(nil), c.calls...)
 	c.callMu.Unlock()
 	var uid string

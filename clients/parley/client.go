@@ -41,10 +41,10 @@ type Client struct {
 
 	syncWake chan struct{} // wakes syncLoop (cap 1)
 
-	callMu     sync.Mutex       // guards the fields below; taken after mu, before a CallSession's mu
-	calls      []*CallSession   // running call sessions
-	endedCalls map[string]*Call // recently ended calls by id
-	endedOrder []string         // endedCalls' ids, oldest first
+	callMu      sync.Mutex       // guards the fields below; taken after mu, before a CallSession's mu
+	calls       []*CallSession   // running call sessions
+	recentCalls map[string]*Call // the latest state of recent calls by id (call events)
+	recentOrder []string         // recentCalls' ids, oldest first
 
 	ackMu   sync.Mutex        // guards acks
 	acks    map[string]uint64 // WithAutoAck: conversation -> seq to acknowledge
