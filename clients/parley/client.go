@@ -41,6 +41,11 @@ type Client struct {
 
 	syncWake chan struct{} // wakes syncLoop (cap 1)
 
+	callMu      sync.Mutex       // guards the fields below; taken after mu, before a CallSession's mu
+	calls       []*CallSession   // running call sessions
+	recentCalls map[string]*Call // the latest state of recent calls by id (call events)
+	recentOrder []string         // recentCalls' ids, oldest first
+
 	ackMu   sync.Mutex        // guards acks
 	acks    map[string]uint64 // WithAutoAck: conversation -> seq to acknowledge
 	ackWake chan struct{}     // wakes ackLoop (cap 1)
@@ -461,6 +466,9 @@ func (c *Client) reconnectOnce() (*conn, error) {
 	if sess != nil {
 		c.requestSyncLocked() // read what was missed while away
 	}
+	if sess != nil {
+		c.rejoinCalls() // their streams went with the old connection
+	}
 	held := c.held
 	c.held = nil
 	var fin *SessionEndedEvent
@@ -479,6 +487,12 @@ func (c *Client) reconnectOnce() (*conn, error) {
 // handleEvent receives frames pushed by the server (request_id 0) from a
 // connection's reader.
 func (c *Client) handleEvent(cn *conn, f *parleyv1.Frame) {
+	if m, ok := f.Body.(*parleyv1.Frame_Media); ok {
+		// Media is no event: it goes to the call sessions at once, on
+		// whichever connection it came (the key authenticates it).
+		c.routeMedia(m.Media.GetPacket())
+		return
+	}
 	c.mu.Lock()
 	switch cn {
 	case c.resuming:
@@ -532,6 +546,10 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		if !c.events.push(fileEventFromWire(b.FileEvent)) {
 			c.log.Warn("parley: event buffer full; dropped a file event (Files has the state)")
 		}
+	case *parleyv1.Frame_CallEvent:
+		ev := callEventFromWire(b.CallEvent)
+		c.events.push(ev)
+		c.callEventLocked(callOf(ev))
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()

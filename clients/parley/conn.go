@@ -170,6 +170,28 @@ func (c *conn) send(f *parleyv1.Frame) error {
 	return nil
 }
 
+// maxDroppableQueue is how many frames may wait for the writer before a
+// droppable frame (media) is refused: audio that waits behind a stalled
+// connection is worthless by the time it goes out.
+const maxDroppableQueue = 32
+
+// sendDroppable queues f unless the connection is dead or its queue is
+// backed up; it reports whether f was queued.
+func (c *conn) sendDroppable(f *parleyv1.Frame) bool {
+	c.mu.Lock()
+	if c.cause != nil || len(c.queue) >= maxDroppableQueue {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, f)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
 // roundTrip sends f as a request with a fresh request_id and waits for the
 // reply. An Error reply is returned as *Error.
 func (c *conn) roundTrip(ctx context.Context, f *parleyv1.Frame) (*parleyv1.Frame, error) {

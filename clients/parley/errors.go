@@ -63,6 +63,7 @@ const (
 	CodeTimeout        Code = 45
 	CodeConflict       Code = 46
 	CodeQuotaExceeded  Code = 47
+	CodeBusy           Code = 48
 )
 
 // String is the code's protocol name without the ERROR_CODE_ prefix
@@ -159,6 +160,7 @@ var (
 	ErrTimeout        = sentinel(CodeTimeout)
 	ErrConflict       = sentinel(CodeConflict)
 	ErrQuotaExceeded  = sentinel(CodeQuotaExceeded)
+	ErrBusy           = sentinel(CodeBusy)
 )
 
 // Errors raised by the SDK itself rather than the server.

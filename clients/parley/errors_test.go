@@ -57,6 +57,7 @@ func TestErrorSentinels(t *testing.T) {
 		{ErrTimeout, CodeTimeout, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT},
 		{ErrConflict, CodeConflict, parleyv1.ErrorCode_ERROR_CODE_CONFLICT},
 		{ErrQuotaExceeded, CodeQuotaExceeded, parleyv1.ErrorCode_ERROR_CODE_QUOTA_EXCEEDED},
+		{ErrBusy, CodeBusy, parleyv1.ErrorCode_ERROR_CODE_BUSY},
 	}
 	seen := map[parleyv1.ErrorCode]bool{}
 	for _, tt := range tests {

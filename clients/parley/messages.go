@@ -39,6 +39,9 @@ type Message struct {
 	// File is set when the message offers a file (Text is then its name):
 	// the file as it was offered; Files or DownloadURL give its state now.
 	File *FileInfo
+	// Call is set on a call's system message (missed, declined, ended, a
+	// group call started).
+	Call *CallSummary
 }
 
 // ConversationKind tells the public room from private conversations.
@@ -103,6 +106,7 @@ func messageFromWire(m *parleyv1.Message) Message {
 		ClientKey:    m.GetClientKey(),
 		System:       m.GetSystem(),
 		File:         fileFromWire(m.GetFile()),
+		Call:         callSummaryFromWire(m.GetCall()),
 	}
 }
 

@@ -115,6 +115,9 @@ func commands() []command {
 		{"file", "files: file send|accept|reject|get|ls (parley file help)", cmdFile},
 		{"unblock", "unblock <user>", cmdUnblock},
 		{"listen", "print messages as they arrive: CONVERSATION SEQ SENDER: TEXT", cmdListen},
+		{"call", "voice call: call <@user|conversation> [--in voice.wav] [--out heard.wav] [--duration D] [--record call.ogg]", cmdCall},
+		{"answer", "answer the next call that rings: answer [--in x.wav] [--out y.wav] [--wait 60s] [--duration D]", cmdAnswer},
+		{"reject", "decline a call: reject [call-id] (default: the next that rings)", cmdReject},
 		{"ping", "measure the round trip to the gateway", cmdPing},
 	}
 }
