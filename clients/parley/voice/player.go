@@ -40,6 +40,9 @@ func (p *Player) Frame(now time.Time, pcm []int16) error {
 	f := p.buf.Pop(now)
 	switch f.Kind {
 	case jitter.Play:
+		if r, ok := p.dec.(resetter); ok && f.Fresh {
+			r.Reset()
+		}
 		return p.dec.Decode(f.Payload, pcm)
 	case jitter.FEC:
 		return p.dec.DecodeFEC(f.Payload, pcm)
@@ -50,6 +53,10 @@ func (p *Player) Frame(now time.Time, pcm []int16) error {
 		return nil
 	}
 }
+
+// resetter is a Decoder that can start anew (OpusDecoder): the player
+// resets it when a packet follows a pause of the sender (DTX).
+type resetter interface{ Reset() }
 
 // Stats returns the player's counters.
 func (p *Player) Stats() PlayerStats { return p.buf.Stats() }

@@ -118,6 +118,15 @@ type Frame struct {
 	Kind    Kind
 	Payload []byte // for Play and FEC
 	TS      uint32 // the frame's media timestamp (not for Silence)
+	// Fresh (Play): the sender paused before this packet (DTX: it did not
+	// send the frames of a silence). The decoder should start anew: its
+	// state, from before the pause, is not the state the encoder coded
+	// this packet against (which went on through the silent frames), and
+	// a fresh decoder is the closer match (the encoder's state after
+	// silence is near its initial one). Without it, tones after a pause
+	// come out mangled for 100-200 ms (measured correlation 0.3-0.7,
+	// against 0.86-1.0 with it).
+	Fresh bool
 }
 
 // Stats are the buffer's counters and its current view of the network.
@@ -165,6 +174,7 @@ type Buffer struct {
 	over    int // consecutive pops with the delay above the target
 
 	playedSeq uint32 // sequence number of the last packet played
+	playedTS  int64  // its (extended) timestamp
 	anyPlayed bool
 
 	prevTransit int64
@@ -347,8 +357,12 @@ func (b *Buffer) take(ts int64) Frame {
 	if p, ok := b.pkts[ts]; ok {
 		delete(b.pkts, ts)
 		b.st.Played++
-		b.playedSeq, b.anyPlayed = p.Seq, true
-		return Frame{Kind: Play, Payload: p.Payload, TS: uint32(ts)}
+		// More frames passed since the last packet played than packets
+		// were sent meanwhile (lost, or probes and keepalives): the
+		// sender paused (DTX) and this packet starts again.
+		fresh := b.anyPlayed && (ts-b.playedTS)/b.step-int64(p.Seq-b.playedSeq) >= 2
+		b.playedSeq, b.playedTS, b.anyPlayed = p.Seq, ts, true
+		return Frame{Kind: Play, Payload: p.Payload, TS: uint32(ts), Fresh: fresh}
 	}
 	// The next packet carries this frame's FEC only if a packet was sent
 	// between it and the last played: after a DTX pause it follows the
