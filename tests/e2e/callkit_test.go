@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,3 +264,41 @@ func playAll(t *testing.T, ms ...*mouth) {
 func standardBursts(n int) testenv.Bursts {
 	return testenv.MakeBursts(n, 100*time.Millisecond, 200*time.Millisecond, 600*time.Millisecond)
 }
+
+// metric reads the sum of a Prometheus counter or gauge (every series of
+// name whose labels contain each of labels, e.g. `reason="auth"`) from an
+// admin port's /metrics.
+func metric(t *testing.T, admin, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", admin, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", admin, err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// toneMouth is a mouth saying a continuous tone once started.
+func toneMouth(hz float64) *mouth { return &mouth{tone: hz} }

@@ -2,12 +2,20 @@ package e2e
 
 import (
 	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/clients/parley/voice"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/media"
 )
 
 // callPair is alice on one gateway calling bob on another, both talking.
@@ -21,10 +29,16 @@ type callPair struct {
 }
 
 // connectCall registers alice at aAddr and bob at bAddr, has alice call bob
-// and bob answer, and waits until both send over transport.
+// and bob answer, and waits until both send over transport; both say sig.
 func connectCall(t *testing.T, aAddr, bAddr string, sig testenv.Bursts, transport string) *callPair {
 	t.Helper()
-	p := &callPair{aMouth: newMouth(sig), bMouth: newMouth(sig), aEar: &ear{}, bEar: &ear{}}
+	return connectCallWith(t, aAddr, bAddr, newMouth(sig), newMouth(sig), transport)
+}
+
+// connectCallWith is connectCall with the mouths given.
+func connectCallWith(t *testing.T, aAddr, bAddr string, aMouth, bMouth *mouth, transport string) *callPair {
+	t.Helper()
+	p := &callPair{aMouth: aMouth, bMouth: bMouth, aEar: &ear{}, bEar: &ear{}}
 	var as, bs *parley.Session
 	p.alice, as = registered(t, "tcp://"+aAddr, "alice")
 	p.bob, bs = registered(t, "tcp://"+bAddr, "bob")
@@ -99,5 +113,362 @@ func TestCallAcrossGateways(t *testing.T) {
 	}
 	if err := again.Hangup(ctxS(t)); err != nil && !errors.Is(err, parley.ErrCallEnded) {
 		t.Fatalf("bob cancels: %v", err)
+	}
+}
+
+// TestCallThroughLossAndJitter: bob's gateway is reached through a link
+// that loses 5 % of the datagrams each way and delays each by 0-30 ms
+// (reordering them); speech still comes through, both ways.
+func TestCallThroughLossAndJitter(t *testing.T) {
+	c := newCluster(t, 1, clusterOpts{relays: 1})
+	var proxy *testenv.UDPProxy
+	g2 := c.addGatewayWith("gw-lossy", func(g *gatewayProc) {
+		proxy = testenv.StartUDPProxy(t, g.udp, testenv.Impairment{Loss: 0.05, Jitter: 30 * time.Millisecond})
+		g.publicUDP = proxy.Addr()
+	})
+	p := connectCall(t, c.gateways[0].tcp, g2.tcp, standardBursts(8), parley.TransportUDP)
+
+	playAll(t, p.aMouth, p.bMouth)
+	requireHeard(t, "alice -> bob (5% loss, 0-30 ms jitter)", listen(p.aMouth, p.bEar, time.Second), 0.5)
+	requireHeard(t, "bob -> alice (5% loss, 0-30 ms jitter)", listen(p.bMouth, p.aEar, time.Second), 0.5)
+	t.Logf("proxy: %d datagrams forwarded, %d dropped", proxy.Forwarded.Load(), proxy.Dropped.Load())
+	bst := p.bSess.Stats()
+	t.Logf("bob's stats: %+v", bst)
+	if proxy.Dropped.Load() == 0 || bst.Lost == 0 {
+		t.Errorf("the link lost nothing (proxy dropped %d, bob lost %d): the test did not test loss", proxy.Dropped.Load(), bst.Lost)
+	}
+}
+
+// TestGroupCall: a call in a group of three. Carol joins while alice and
+// bob talk and hears what is said from then on; bob's mute reaches the
+// others and silences him; carol leaves and the call goes on; it ends when
+// the last one leaves, and the group's history tells of it.
+func TestGroupCall(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{relays: 2})
+	gw1, gw2 := c.gateways[0].tcp, c.gateways[1].tcp
+	alice, _ := registered(t, "tcp://"+gw1, "alice")
+	bob, bs := registered(t, "tcp://"+gw2, "bob")
+	carol, cs := registered(t, "tcp://"+gw1, "carol")
+	outsider, _ := registered(t, "tcp://"+gw2, "mallory")
+	group, err := alice.CreateGroup(ctxS(t), "standup", bs.Username, cs.Username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*parley.Client{bob, carol} {
+		if _, err := m.JoinGroup(ctxS(t), group.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	aMouth, aEar := newMouth(standardBursts(4)), &ear{}
+	aSess, err := alice.PlaceCall(ctxS(t), group.ID, parley.CallOptions{Input: aMouth, Output: aEar})
+	if err != nil {
+		t.Fatalf("alice starts a group call: %v", err)
+	}
+	t.Cleanup(func() { _ = aSess.Hangup(ctxS(t)) })
+	for _, m := range []*parley.Client{bob, carol} {
+		if call := ringing(t, m); call.ID != aSess.ID() || call.Kind != parley.ConversationGroup {
+			t.Fatalf("rings for %s (%v), want the group call %s", call.ID, call.Kind, aSess.ID())
+		}
+	}
+	// Someone outside the group cannot listen in.
+	if _, err := outsider.JoinCall(ctxS(t), aSess.ID(), parley.CallOptions{}); !errors.Is(err, parley.ErrPermissionDenied) {
+		t.Fatalf("an outsider joins the group call: %v, want PERMISSION_DENIED", err)
+	}
+
+	bMouth, bEar := toneMouth(523), &ear{}
+	bSess, err := bob.JoinCall(ctxS(t), aSess.ID(), parley.CallOptions{Input: bMouth, Output: bEar})
+	if err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	t.Cleanup(func() { _ = bSess.Hangup(ctxS(t)) })
+	onTransport(t, aSess, parley.TransportUDP)
+	onTransport(t, bSess, parley.TransportUDP)
+	bMouth.start()
+	playAll(t, aMouth)
+	requireHeard(t, "alice -> bob (group, before carol)", listen(aMouth, bEar, time.Second), 0.6)
+
+	// Carol joins mid-call, and hears both from then on.
+	cEar := &ear{}
+	cSess, err := carol.JoinCall(ctxS(t), aSess.ID(), parley.CallOptions{Output: cEar})
+	if err != nil {
+		t.Fatalf("carol joins mid-call: %v", err)
+	}
+	t.Cleanup(func() { _ = cSess.Hangup(ctxS(t)) })
+	onTransport(t, cSess, parley.TransportUDP)
+	testenv.Eventually(t, 10*time.Second, "carol sees three participants", func() bool { return len(cSess.Call().Participants) == 3 })
+	joined := time.Now()
+	time.Sleep(time.Second)
+	if loud := loudSince(cEar, joined.Add(500*time.Millisecond)); loud < 0.8 {
+		t.Errorf("carol hears bob's tone in %.0f%% of the frames since she joined, want most", loud*100)
+	}
+
+	// Bob mutes: the others see it, and his tone stops reaching them.
+	if err := bSess.Mute(ctxS(t), true); err != nil {
+		t.Fatalf("bob mutes: %v", err)
+	}
+	muted := time.Now()
+	testenv.Eventually(t, 10*time.Second, "alice sees bob muted", func() bool {
+		p, ok := aSess.Call().Participant(bs.UserID)
+		return ok && p.Muted
+	})
+	time.Sleep(1500 * time.Millisecond)
+	if loud := loudSince(aEar, muted.Add(500*time.Millisecond)); loud > 0.05 {
+		t.Errorf("alice still hears bob in %.0f%% of the frames after he muted", loud*100)
+	}
+	if err := bSess.Mute(ctxS(t), false); err != nil {
+		t.Fatalf("bob unmutes: %v", err)
+	}
+	unmuted := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	if loud := loudSince(aEar, unmuted.Add(500*time.Millisecond)); loud < 0.8 {
+		t.Errorf("alice hears bob in %.0f%% of the frames after he unmuted, want most", loud*100)
+	}
+
+	// Carol leaves; the call goes on for the two others.
+	if err := cSess.Hangup(ctxS(t)); err != nil {
+		t.Fatalf("carol leaves: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, "alice sees carol gone", func() bool {
+		_, in := aSess.Call().Participant(cs.UserID)
+		return !in && len(aSess.Call().Participants) == 2
+	})
+	select {
+	case <-aSess.Done():
+		t.Fatal("the group call ended when carol left")
+	default:
+	}
+	// The last two leave: it ends.
+	if err := aSess.Hangup(ctxS(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bSess.Hangup(ctxS(t)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the group's history tells of the call", func() bool {
+		msgs, _, err := carol.History(ctxS(t), group.ID, 0, 50)
+		if err != nil {
+			return false
+		}
+		var started, ended bool
+		for _, m := range msgs {
+			if m.Call == nil || m.Call.CallID != aSess.ID() {
+				continue
+			}
+			started = started || strings.Contains(m.Text, "started a call")
+			ended = ended || (m.Call.Outcome == parley.CallEndCompleted && m.Call.Duration > 0)
+		}
+		return started && ended
+	})
+}
+
+// TestCallSurvivesRelayKill: the media-relay replica that forwards a
+// call's audio is killed (SIGKILL); the other one takes the call over and
+// the audio comes back within 2 s, without anyone redialling.
+func TestCallSurvivesRelayKill(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{relays: 2})
+	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, toneMouth(440), toneMouth(660), parley.TransportUDP)
+	p.aMouth.start()
+	p.bMouth.start()
+	time.Sleep(time.Second)
+	var owner *relayProc
+	for _, r := range c.relays {
+		if metric(t, r.admin, "parley_relay_calls_active") == 1 {
+			owner = r
+		}
+	}
+	if owner == nil {
+		t.Fatal("no relay replica owns the call")
+	}
+	killed := time.Now()
+	owner.kill()
+	time.Sleep(5 * time.Second)
+	gapAB, gapBA := silentRun(p.bEar, killed), silentRun(p.aEar, killed)
+	t.Logf("owner %s killed: the audio stopped for %s (alice -> bob) and %s (bob -> alice)", owner.id, gapAB, gapBA)
+	for _, g := range []time.Duration{gapAB, gapBA} {
+		if g >= 2*time.Second {
+			t.Errorf("the audio stopped for %s after the owner was killed, want under 2 s", g)
+		}
+	}
+	if loud := loudSince(p.bEar, killed.Add(3*time.Second)); loud < 0.9 {
+		t.Errorf("bob hears alice in %.0f%% of the frames after the takeover", loud*100)
+	}
+	select {
+	case <-p.aSess.Done():
+		t.Fatalf("alice's call ended: %v", p.aSess.Err())
+	case <-p.bSess.Done():
+		t.Fatalf("bob's call ended: %v", p.bSess.Err())
+	default:
+	}
+}
+
+// TestCallSurvivesGatewayRestart: bob's gateway is killed and started
+// again; bob's client reconnects, rejoins the call, and the two hear each
+// other again; the call never ended.
+func TestCallSurvivesGatewayRestart(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{relays: 1})
+	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, toneMouth(440), toneMouth(660), parley.TransportUDP)
+	p.aMouth.start()
+	p.bMouth.start()
+	time.Sleep(time.Second)
+	before := p.bSess.Stats().StreamID
+	restarted := time.Now()
+	c.restartGateway(c.gateways[1])
+	testenv.Eventually(t, 15*time.Second, "bob rejoined on a new stream", func() bool {
+		st := p.bSess.Stats()
+		return st.StreamID != before && st.Transport == parley.TransportUDP
+	})
+	back := time.Now()
+	time.Sleep(2 * time.Second)
+	t.Logf("bob's gateway restarted: back in the call after %s", back.Sub(restarted).Round(time.Millisecond))
+	if loud := loudSince(p.bEar, back.Add(500*time.Millisecond)); loud < 0.8 {
+		t.Errorf("bob hears alice in %.0f%% of the frames after rejoining", loud*100)
+	}
+	if loud := loudSince(p.aEar, back.Add(500*time.Millisecond)); loud < 0.8 {
+		t.Errorf("alice hears bob in %.0f%% of the frames after he rejoined", loud*100)
+	}
+	select {
+	case <-p.aSess.Done():
+		t.Fatalf("alice's call ended: %v", p.aSess.Err())
+	default:
+	}
+}
+
+// TestCallClientKilled: bob answers with the parley command line, which is
+// then killed (SIGKILL); alice's call ends (LOST) within 10 s. Before
+// that, the command line recorded the conversation as Ogg Opus, which
+// opusdec (opus-tools) decodes.
+func TestCallClientKilled(t *testing.T) {
+	c := newCluster(t, 1, clusterOpts{relays: 1})
+	gw := c.gateways[0].tcp
+	bobDir := t.TempDir()
+	bobName := uniq("bob")
+	if r := runParley(t, gw, bobDir, "register", bobName); r.err != nil {
+		t.Fatalf("parley register: %v\n%s", r.err, r.out)
+	}
+	rec := filepath.Join(bobDir, "call.ogg")
+	bob := startParley(t, gw, bobDir, "answer", "--record", rec, "--wait", "30s")
+	bob.waitOutput(t, "waiting for a call", 15*time.Second)
+
+	alice, _ := registered(t, "tcp://"+gw, "alice")
+	aMouth, aEar := newMouth(standardBursts(4)), &ear{}
+	sess, err := alice.PlaceCallTo(ctxS(t), bobName, parley.CallOptions{Input: aMouth, Output: aEar})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sess.Hangup(ctxS(t)) })
+	if err := sess.WaitActive(ctxS(t)); err != nil {
+		t.Fatalf("bob's parley answer did not answer: %v\n%s", err, bob.out.String())
+	}
+	onTransport(t, sess, parley.TransportUDP)
+	playAll(t, aMouth)
+
+	killed := time.Now()
+	bob.kill()
+	ended := callEnded(t, alice, sess.ID(), 15*time.Second)
+	took := time.Since(killed)
+	t.Logf("bob's client killed: alice's call ended (%v) after %s", ended.EndReason, took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("alice learned of bob's loss after %s, want within 10 s", took)
+	}
+	if ended.EndReason != parley.CallEndLost {
+		t.Errorf("the call ended %v, want lost", ended.EndReason)
+	}
+
+	// What bob's client recorded decodes with a decoder nobody here wrote,
+	// and what alice said is in it.
+	out := filepath.Join(t.TempDir(), "decoded.wav")
+	if b, err := exec.Command("opusdec", "--rate", "48000", "--force-wav", rec, out).CombinedOutput(); err != nil {
+		t.Fatalf("opusdec %s: %v\n%s", rec, err, b)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pcm, err := voice.ReadWAV(f)
+	if err != nil {
+		t.Fatalf("opusdec's output: %v", err)
+	}
+	found := 0
+	for k := range aMouth.b.Starts {
+		if _, score := aMouth.b.Find(pcm, k, 0, len(pcm)); score >= 0.6 || (k == 0 && score >= firstBurstScore) {
+			found++
+		}
+	}
+	t.Logf("opusdec decoded %.1f s of the recording; %d of %d of alice's bursts in it", float64(len(pcm))/48000, found, len(aMouth.b.Starts))
+	if found != len(aMouth.b.Starts) {
+		t.Errorf("%d of alice's %d bursts in the recording", found, len(aMouth.b.Starts))
+	}
+}
+
+// TestCallAbuse: a stranger cannot join a private call; forged packets on
+// a participant's stream and a flood of garbage at the gateway's media port
+// are dropped, and the call is unharmed: every burst still heard.
+func TestCallAbuse(t *testing.T) {
+	c := newCluster(t, 1, clusterOpts{relays: 1})
+	g := c.gateways[0]
+	p := connectCall(t, g.tcp, g.tcp, standardBursts(6), parley.TransportUDP)
+	stranger, _ := registered(t, "tcp://"+g.tcp, "mallory")
+	if _, err := stranger.JoinCall(ctxS(t), p.callID, parley.CallOptions{}); !errors.Is(err, parley.ErrPermissionDenied) && !errors.Is(err, parley.ErrNotFound) {
+		t.Fatalf("a stranger joins a private call: %v, want PERMISSION_DENIED or NOT_FOUND", err)
+	}
+	if err := stranger.RejectCall(ctxS(t), p.callID); !errors.Is(err, parley.ErrNotFound) {
+		t.Fatalf("a stranger rejects someone else's call: %v, want NOT_FOUND", err)
+	}
+
+	// The flood: garbage, and packets that claim alice's stream with a key
+	// that is not hers, from another address, while both talk.
+	aliceStream := p.aSess.Stats().StreamID
+	conn, err := net.Dial("udp", g.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	forgedKey := make([]byte, media.KeyLen)
+	key, _ := media.NewKey(forgedKey)
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var flood sync.WaitGroup
+	flood.Go(func() {
+		buf := make([]byte, 200)
+		for i := uint32(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var pkt []byte
+			if i%2 == 0 {
+				pkt, _ = key.Seal(buf[:0], media.Up, media.Header{Type: media.TypeAudio, StreamID: aliceStream, Seq: i, Timestamp: i * 960}, []byte("not alice"))
+			} else {
+				for j := range buf {
+					buf[j] = byte(i*31 + uint32(j))
+				}
+				pkt = buf
+			}
+			if _, err := conn.Write(pkt); err == nil {
+				sent.Add(1)
+			}
+			if i%64 == 0 {
+				time.Sleep(time.Millisecond) // ~50k packets a second: a flood, without starving the machine's two cores
+			}
+		}
+	})
+	playAll(t, p.aMouth, p.bMouth)
+	close(stop)
+	flood.Wait()
+	requireHeard(t, "alice -> bob during the flood", listen(p.aMouth, p.bEar, time.Second), 0.6)
+	requireHeard(t, "bob -> alice during the flood", listen(p.bMouth, p.aEar, time.Second), 0.6)
+	drops := metric(t, g.admin, "parley_gateway_media_drops_total")
+	t.Logf("flood: %d datagrams sent at the media port during the call; the gateway dropped %.0f (auth %.0f, malformed %.0f, unknown stream %.0f)",
+		sent.Load(), drops, metric(t, g.admin, "parley_gateway_media_drops_total", `reason="auth"`),
+		metric(t, g.admin, "parley_gateway_media_drops_total", `reason="malformed"`),
+		metric(t, g.admin, "parley_gateway_media_drops_total", `reason="unknown_stream"`))
+	if drops < float64(sent.Load())/2 {
+		t.Errorf("the gateway counted %.0f drops of %d garbage datagrams", drops, sent.Load())
+	}
+	if st := p.bSess.Stats(); st.Dropped != 0 {
+		t.Errorf("bob's client dropped %d packets: forged ones got through the gateway", st.Dropped)
 	}
 }
