@@ -95,3 +95,22 @@ func (b Bursts) Find(rec []int16, k, lo, hi int) (at int, score float64) {
 	}
 	return at, score
 }
+
+// Primed returns b with a steady 1 kHz tone of d and 300 ms of silence in
+// front. Opus codes the first tone it meets while it switches from its
+// speech mode (SILK) to its music mode (CELT), which garbles 100-200 ms of
+// it; the primer takes that, so every burst measures the call, not the
+// switch.
+func (b Bursts) Primed(d time.Duration) Bursts {
+	n := int(d.Seconds() * AudioRate)
+	lead := n + int(0.3*AudioRate)
+	out := Bursts{Len: b.Len, chirps: b.chirps, PCM: make([]int16, lead+len(b.PCM))}
+	for i := range n {
+		out.PCM[i] = int16(8000 * math.Sin(2*math.Pi*1000*float64(i)/AudioRate))
+	}
+	copy(out.PCM[lead:], b.PCM)
+	for _, s := range b.Starts {
+		out.Starts = append(out.Starts, s+lead)
+	}
+	return out
+}
