@@ -130,8 +130,14 @@ func TestCallThroughLossAndJitter(t *testing.T) {
 	p := connectCall(t, c.gateways[0].tcp, g2.tcp, standardBursts(8), parley.TransportUDP)
 
 	playAll(t, p.aMouth, p.bMouth)
-	requireHeard(t, "alice -> bob (5% loss, 0-30 ms jitter)", listen(p.aMouth, p.bEar, time.Second), 0.5)
-	requireHeard(t, "bob -> alice (5% loss, 0-30 ms jitter)", listen(p.bMouth, p.aEar, time.Second), 0.5)
+	// A burst is found when it matches at 0.4 or more within 600 ms of
+	// when it was said (noise scores under 0.1, the other bursts under
+	// 0.5 and they start 800 ms apart). Clean bursts score 0.9-1.0; a lost
+	// packet (the chirps are coded in Opus' CELT mode, which has no FEC)
+	// or the jitter buffer stretching its delay in the middle of a burst
+	// costs some: 0.43-0.6 for one or two bursts in eight, measured.
+	requireHeard(t, "alice -> bob (5% loss, 0-30 ms jitter)", listen(p.aMouth, p.bEar, 600*time.Millisecond), 0.4)
+	requireHeard(t, "bob -> alice (5% loss, 0-30 ms jitter)", listen(p.bMouth, p.aEar, 600*time.Millisecond), 0.4)
 	t.Logf("proxy: %d datagrams forwarded, %d dropped", proxy.Forwarded.Load(), proxy.Dropped.Load())
 	bst := p.bSess.Stats()
 	t.Logf("bob's stats: %+v", bst)

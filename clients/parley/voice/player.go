@@ -38,11 +38,11 @@ func (p *Player) Frame(now time.Time, pcm []int16) error {
 		return ErrFrameSize
 	}
 	f := p.buf.Pop(now)
+	if r, ok := p.dec.(resetter); ok && f.Fresh {
+		r.Reset()
+	}
 	switch f.Kind {
 	case jitter.Play:
-		if r, ok := p.dec.(resetter); ok && f.Fresh {
-			r.Reset()
-		}
 		return p.dec.Decode(f.Payload, pcm)
 	case jitter.FEC:
 		return p.dec.DecodeFEC(f.Payload, pcm)

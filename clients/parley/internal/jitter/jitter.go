@@ -118,7 +118,7 @@ type Frame struct {
 	Kind    Kind
 	Payload []byte // for Play and FEC
 	TS      uint32 // the frame's media timestamp (not for Silence)
-	// Fresh (Play): the sender paused before this packet (DTX: it did not
+	// Fresh (Play, FEC): the sender paused before this frame (DTX: it did not
 	// send the frames of a silence). The decoder should start anew: its
 	// state, from before the pause, is not the state the encoder coded
 	// this packet against (which went on through the silent frames), and
@@ -357,10 +357,7 @@ func (b *Buffer) take(ts int64) Frame {
 	if p, ok := b.pkts[ts]; ok {
 		delete(b.pkts, ts)
 		b.st.Played++
-		// More frames passed since the last packet played than packets
-		// were sent meanwhile (lost, or probes and keepalives): the
-		// sender paused (DTX) and this packet starts again.
-		fresh := b.anyPlayed && (ts-b.playedTS)/b.step-int64(p.Seq-b.playedSeq) >= 2
+		fresh := b.afterPause(p.Seq, ts)
 		b.playedSeq, b.playedTS, b.anyPlayed = p.Seq, ts, true
 		return Frame{Kind: Play, Payload: p.Payload, TS: uint32(ts), Fresh: fresh}
 	}
@@ -369,10 +366,22 @@ func (b *Buffer) take(ts int64) Frame {
 	// last played directly, and its FEC is of that one.
 	if p, ok := b.pkts[ts+b.step]; ok && (!b.anyPlayed || p.Seq-1 != b.playedSeq) {
 		b.st.Recovered++
-		return Frame{Kind: FEC, Payload: p.Payload, TS: uint32(ts)}
+		// The frame recovered is the lost packet p.Seq-1's: it may be the
+		// first after a pause, and it counts as played.
+		fresh := b.afterPause(p.Seq-1, ts)
+		b.playedSeq, b.playedTS, b.anyPlayed = p.Seq-1, ts, true
+		return Frame{Kind: FEC, Payload: p.Payload, TS: uint32(ts), Fresh: fresh}
 	}
 	b.st.Concealed++
 	return Frame{Kind: Conceal, TS: uint32(ts)}
+}
+
+// afterPause reports whether the packet seq at ts follows a pause of the
+// sender: more frames passed since the last packet played than packets
+// were sent meanwhile (lost ones, probes, keepalives), so the sender did not
+// send the frames of a silence (DTX).
+func (b *Buffer) afterPause(seq uint32, ts int64) bool {
+	return b.anyPlayed && (ts-b.playedTS)/b.step-int64(seq-b.playedSeq) >= 2
 }
 
 // drop forgets packets at or before ts (those before it could no longer

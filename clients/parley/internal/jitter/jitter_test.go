@@ -2,6 +2,7 @@ package jitter
 
 import (
 	"encoding/binary"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -354,4 +355,53 @@ func FuzzBuffer(f *testing.F) {
 		}
 		_ = b.Stats()
 	})
+}
+
+// TestFreshAfterPause: the first frame after a sender's pause (DTX) is
+// marked Fresh, so the player starts its decoder anew, whether its packet
+// arrived (Play) or was lost and recovered from the next one (FEC); frames
+// after a mere loss, or with a probe's sequence number in between, are
+// not.
+func TestFreshAfterPause(t *testing.T) {
+	cases := []struct {
+		name string
+		lost func(i int) bool
+		skip map[int]int
+		want map[int]Kind // packet index -> kind of its Fresh frame
+	}{
+		{"pause", nil, map[int]int{50: 30}, map[int]Kind{50: Play}},
+		{"pause, first packet lost", func(i int) bool { return i == 50 }, map[int]int{50: 30}, map[int]Kind{50: FEC}},
+		{"loss, no pause", func(i int) bool { return i == 50 || i == 51 }, nil, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := run(t, Config{}, 100, 7, 0, net{delay: constant(10 * time.Millisecond), lost: c.lost}, c.skip)
+			got := map[int]Kind{}
+			for _, f := range s.frames {
+				if f.Fresh {
+					// Packet i's timestamp: i frames plus the skipped ones before it.
+					i := int(f.TS) / step
+					for at, n := range c.skip {
+						if i >= at+n {
+							i -= n
+						}
+					}
+					got[i] = f.Kind
+				}
+			}
+			if !maps.Equal(got, c.want) {
+				t.Errorf("fresh frames %v, want %v", got, c.want)
+			}
+		})
+	}
+	// A probe between two packets (a sequence number the player never
+	// sees) is not a pause.
+	b := New(Config{})
+	b.Push(Packet{Seq: 1, TS: 0, Payload: []byte{1}, Arrival: t0})
+	b.Push(Packet{Seq: 3, TS: step, Payload: []byte{2}, Arrival: t0.Add(20 * time.Millisecond)})
+	for i := range 10 {
+		if f := b.Pop(t0.Add(time.Duration(60+20*i) * time.Millisecond)); f.Fresh {
+			t.Errorf("pop %d: %v marked fresh after a probe's gap", i, f.Kind)
+		}
+	}
 }
