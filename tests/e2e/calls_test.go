@@ -24,8 +24,8 @@ type callPair struct {
 	alice, bob           *parley.Client
 	aliceName, bobName   string
 	aSess, bSess         *parley.CallSession
-	aMouth, bMouth       *mouth
-	aEar, bEar           *ear
+	aMouth, bMouth       *testenv.Mouth
+	aEar, bEar           *testenv.Ear
 	callID, conversation string
 }
 
@@ -33,13 +33,13 @@ type callPair struct {
 // and bob answer, and waits until both send over transport; both say sig.
 func connectCall(t *testing.T, aAddr, bAddr string, sig testenv.Bursts, transport string) *callPair {
 	t.Helper()
-	return connectCallWith(t, aAddr, bAddr, newMouth(sig), newMouth(sig), transport)
+	return connectCallWith(t, aAddr, bAddr, testenv.NewMouth(sig), testenv.NewMouth(sig), transport)
 }
 
 // connectCallWith is connectCall with the mouths given.
-func connectCallWith(t *testing.T, aAddr, bAddr string, aMouth, bMouth *mouth, transport string) *callPair {
+func connectCallWith(t *testing.T, aAddr, bAddr string, aMouth, bMouth *testenv.Mouth, transport string) *callPair {
 	t.Helper()
-	p := &callPair{aMouth: aMouth, bMouth: bMouth, aEar: &ear{}, bEar: &ear{}}
+	p := &callPair{aMouth: aMouth, bMouth: bMouth, aEar: &testenv.Ear{}, bEar: &testenv.Ear{}}
 	var as, bs *parley.Session
 	p.alice, as = registered(t, "tcp://"+aAddr, "alice")
 	p.bob, bs = registered(t, "tcp://"+bAddr, "bob")
@@ -73,11 +73,11 @@ func connectCallWith(t *testing.T, aAddr, bAddr string, aMouth, bMouth *mouth, t
 // hang-up ends the call for both and leaves "Call ended" in their chat.
 func TestCallAcrossGateways(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{relays: 2})
-	p := connectCall(t, c.gateways[0].tcp, c.gateways[1].tcp, standardBursts(8), parley.TransportUDP)
+	p := connectCall(t, c.gateways[0].tcp, c.gateways[1].tcp, testenv.StandardBursts(8), parley.TransportUDP)
 
-	playAll(t, p.aMouth, p.bMouth)
-	requireHeard(t, "alice -> bob (udp, 2 gateways)", listen(p.aMouth, p.bEar, time.Second), 0.6)
-	requireHeard(t, "bob -> alice (udp, 2 gateways)", listen(p.bMouth, p.aEar, time.Second), 0.6)
+	testenv.PlayAll(t, p.aMouth, p.bMouth)
+	testenv.RequireHeard(t, "alice -> bob (udp, 2 gateways)", testenv.Listen(p.aMouth, p.bEar, time.Second), 0.6)
+	testenv.RequireHeard(t, "bob -> alice (udp, 2 gateways)", testenv.Listen(p.bMouth, p.aEar, time.Second), 0.6)
 	t.Logf("alice's stats: %+v", p.aSess.Stats())
 	t.Logf("bob's stats: %+v", p.bSess.Stats())
 
@@ -127,17 +127,17 @@ func TestCallThroughLossAndJitter(t *testing.T) {
 		proxy = testenv.StartUDPProxy(t, g.udp, testenv.Impairment{Loss: 0.05, Jitter: 30 * time.Millisecond})
 		g.publicUDP = proxy.Addr()
 	})
-	p := connectCall(t, c.gateways[0].tcp, g2.tcp, standardBursts(8), parley.TransportUDP)
+	p := connectCall(t, c.gateways[0].tcp, g2.tcp, testenv.StandardBursts(8), parley.TransportUDP)
 
-	playAll(t, p.aMouth, p.bMouth)
+	testenv.PlayAll(t, p.aMouth, p.bMouth)
 	// A burst is found when it matches at 0.4 or more within 600 ms of
 	// when it was said (noise scores under 0.1, the other bursts under
 	// 0.5 and they start 800 ms apart). Clean bursts score 0.9-1.0; a lost
 	// packet (the chirps are coded in Opus' CELT mode, which has no FEC)
 	// or the jitter buffer stretching its delay in the middle of a burst
 	// costs some: 0.43-0.6 for one or two bursts in eight, measured.
-	requireHeard(t, "alice -> bob (5% loss, 0-30 ms jitter)", listen(p.aMouth, p.bEar, 600*time.Millisecond), 0.4)
-	requireHeard(t, "bob -> alice (5% loss, 0-30 ms jitter)", listen(p.bMouth, p.aEar, 600*time.Millisecond), 0.4)
+	testenv.RequireHeard(t, "alice -> bob (5% loss, 0-30 ms jitter)", testenv.Listen(p.aMouth, p.bEar, 600*time.Millisecond), 0.4)
+	testenv.RequireHeard(t, "bob -> alice (5% loss, 0-30 ms jitter)", testenv.Listen(p.bMouth, p.aEar, 600*time.Millisecond), 0.4)
 	t.Logf("proxy: %d datagrams forwarded, %d dropped", proxy.Forwarded.Load(), proxy.Dropped.Load())
 	bst := p.bSess.Stats()
 	t.Logf("bob's stats: %+v", bst)
@@ -167,7 +167,7 @@ func TestGroupCall(t *testing.T) {
 		}
 	}
 
-	aMouth, aEar := newMouth(standardBursts(4)), &ear{}
+	aMouth, aEar := testenv.NewMouth(testenv.StandardBursts(4)), &testenv.Ear{}
 	aSess, err := alice.PlaceCall(ctxS(t), group.ID, parley.CallOptions{Input: aMouth, Output: aEar})
 	if err != nil {
 		t.Fatalf("alice starts a group call: %v", err)
@@ -183,7 +183,7 @@ func TestGroupCall(t *testing.T) {
 		t.Fatalf("an outsider joins the group call: %v, want PERMISSION_DENIED", err)
 	}
 
-	bMouth, bEar := toneMouth(523), &ear{}
+	bMouth, bEar := testenv.ToneMouth(523), &testenv.Ear{}
 	bSess, err := bob.JoinCall(ctxS(t), aSess.ID(), parley.CallOptions{Input: bMouth, Output: bEar})
 	if err != nil {
 		t.Fatalf("bob joins: %v", err)
@@ -191,12 +191,12 @@ func TestGroupCall(t *testing.T) {
 	t.Cleanup(func() { _ = bSess.Hangup(ctxS(t)) })
 	onTransport(t, aSess, parley.TransportUDP)
 	onTransport(t, bSess, parley.TransportUDP)
-	bMouth.start()
-	playAll(t, aMouth)
-	requireHeard(t, "alice -> bob (group, before carol)", listen(aMouth, bEar, time.Second), 0.6)
+	bMouth.Start()
+	testenv.PlayAll(t, aMouth)
+	testenv.RequireHeard(t, "alice -> bob (group, before carol)", testenv.Listen(aMouth, bEar, time.Second), 0.6)
 
 	// Carol joins mid-call, and hears both from then on.
-	cEar := &ear{}
+	cEar := &testenv.Ear{}
 	cSess, err := carol.JoinCall(ctxS(t), aSess.ID(), parley.CallOptions{Output: cEar})
 	if err != nil {
 		t.Fatalf("carol joins mid-call: %v", err)
@@ -206,7 +206,7 @@ func TestGroupCall(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "carol sees three participants", func() bool { return len(cSess.Call().Participants) == 3 })
 	joined := time.Now()
 	time.Sleep(time.Second)
-	if loud := loudSince(cEar, joined.Add(500*time.Millisecond)); loud < 0.8 {
+	if loud := testenv.LoudSince(cEar, joined.Add(500*time.Millisecond)); loud < 0.8 {
 		t.Errorf("carol hears bob's tone in %.0f%% of the frames since she joined, want most", loud*100)
 	}
 
@@ -220,7 +220,7 @@ func TestGroupCall(t *testing.T) {
 		return ok && p.Muted
 	})
 	time.Sleep(1500 * time.Millisecond)
-	if loud := loudSince(aEar, muted.Add(500*time.Millisecond)); loud > 0.05 {
+	if loud := testenv.LoudSince(aEar, muted.Add(500*time.Millisecond)); loud > 0.05 {
 		t.Errorf("alice still hears bob in %.0f%% of the frames after he muted", loud*100)
 	}
 	if err := bSess.Mute(ctxS(t), false); err != nil {
@@ -228,7 +228,7 @@ func TestGroupCall(t *testing.T) {
 	}
 	unmuted := time.Now()
 	time.Sleep(1500 * time.Millisecond)
-	if loud := loudSince(aEar, unmuted.Add(500*time.Millisecond)); loud < 0.8 {
+	if loud := testenv.LoudSince(aEar, unmuted.Add(500*time.Millisecond)); loud < 0.8 {
 		t.Errorf("alice hears bob in %.0f%% of the frames after he unmuted, want most", loud*100)
 	}
 
@@ -274,9 +274,9 @@ func TestGroupCall(t *testing.T) {
 // the audio comes back within 2 s, without anyone redialling.
 func TestCallSurvivesRelayKill(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{relays: 2})
-	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, toneMouth(440), toneMouth(660), parley.TransportUDP)
-	p.aMouth.start()
-	p.bMouth.start()
+	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, testenv.ToneMouth(440), testenv.ToneMouth(660), parley.TransportUDP)
+	p.aMouth.Start()
+	p.bMouth.Start()
 	time.Sleep(time.Second)
 	var owner *relayProc
 	for _, r := range c.relays {
@@ -290,14 +290,14 @@ func TestCallSurvivesRelayKill(t *testing.T) {
 	killed := time.Now()
 	owner.kill()
 	time.Sleep(5 * time.Second)
-	gapAB, gapBA := silentRun(p.bEar, killed), silentRun(p.aEar, killed)
+	gapAB, gapBA := testenv.SilentRun(p.bEar, killed), testenv.SilentRun(p.aEar, killed)
 	t.Logf("owner %s killed: the audio stopped for %s (alice -> bob) and %s (bob -> alice)", owner.id, gapAB, gapBA)
 	for _, g := range []time.Duration{gapAB, gapBA} {
 		if g >= 2*time.Second {
 			t.Errorf("the audio stopped for %s after the owner was killed, want under 2 s", g)
 		}
 	}
-	if loud := loudSince(p.bEar, killed.Add(3*time.Second)); loud < 0.9 {
+	if loud := testenv.LoudSince(p.bEar, killed.Add(3*time.Second)); loud < 0.9 {
 		t.Errorf("bob hears alice in %.0f%% of the frames after the takeover", loud*100)
 	}
 	select {
@@ -314,9 +314,9 @@ func TestCallSurvivesRelayKill(t *testing.T) {
 // other again; the call never ended.
 func TestCallSurvivesGatewayRestart(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{relays: 1})
-	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, toneMouth(440), toneMouth(660), parley.TransportUDP)
-	p.aMouth.start()
-	p.bMouth.start()
+	p := connectCallWith(t, c.gateways[0].tcp, c.gateways[1].tcp, testenv.ToneMouth(440), testenv.ToneMouth(660), parley.TransportUDP)
+	p.aMouth.Start()
+	p.bMouth.Start()
 	time.Sleep(time.Second)
 	before := p.bSess.Stats().StreamID
 	restarted := time.Now()
@@ -328,10 +328,10 @@ func TestCallSurvivesGatewayRestart(t *testing.T) {
 	back := time.Now()
 	time.Sleep(2 * time.Second)
 	t.Logf("bob's gateway restarted: back in the call after %s", back.Sub(restarted).Round(time.Millisecond))
-	if loud := loudSince(p.bEar, back.Add(500*time.Millisecond)); loud < 0.8 {
+	if loud := testenv.LoudSince(p.bEar, back.Add(500*time.Millisecond)); loud < 0.8 {
 		t.Errorf("bob hears alice in %.0f%% of the frames after rejoining", loud*100)
 	}
-	if loud := loudSince(p.aEar, back.Add(500*time.Millisecond)); loud < 0.8 {
+	if loud := testenv.LoudSince(p.aEar, back.Add(500*time.Millisecond)); loud < 0.8 {
 		t.Errorf("alice hears bob in %.0f%% of the frames after he rejoined", loud*100)
 	}
 	select {
@@ -358,7 +358,7 @@ func TestCallClientKilled(t *testing.T) {
 	bob.waitOutput(t, "waiting for a call", 15*time.Second)
 
 	alice, _ := registered(t, "tcp://"+gw, "alice")
-	aMouth, aEar := newMouth(standardBursts(4)), &ear{}
+	aMouth, aEar := testenv.NewMouth(testenv.StandardBursts(4)), &testenv.Ear{}
 	sess, err := alice.PlaceCallTo(ctxS(t), bobName, parley.CallOptions{Input: aMouth, Output: aEar})
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestCallClientKilled(t *testing.T) {
 		t.Fatalf("bob's parley answer did not answer: %v\n%s", err, bob.out.String())
 	}
 	onTransport(t, sess, parley.TransportUDP)
-	playAll(t, aMouth)
+	testenv.PlayAll(t, aMouth)
 
 	killed := time.Now()
 	bob.kill()
@@ -399,16 +399,16 @@ func TestCallClientKilled(t *testing.T) {
 	}
 	found := 0
 	var scores []string
-	for k := range aMouth.b.Starts {
-		_, score := aMouth.b.Find(pcm, k, 0, len(pcm))
+	for k := range aMouth.Signal().Starts {
+		_, score := aMouth.Signal().Find(pcm, k, 0, len(pcm))
 		if score >= 0.6 {
 			found++
 		}
 		scores = append(scores, fmt.Sprintf("%.2f", score))
 	}
-	t.Logf("opusdec decoded %.1f s of the recording; %d of %d of alice's bursts in it (scores %v)", float64(len(pcm))/48000, found, len(aMouth.b.Starts), scores)
-	if found != len(aMouth.b.Starts) {
-		t.Errorf("%d of alice's %d bursts in the recording", found, len(aMouth.b.Starts))
+	t.Logf("opusdec decoded %.1f s of the recording; %d of %d of alice's bursts in it (scores %v)", float64(len(pcm))/48000, found, len(aMouth.Signal().Starts), scores)
+	if found != len(aMouth.Signal().Starts) {
+		t.Errorf("%d of alice's %d bursts in the recording", found, len(aMouth.Signal().Starts))
 	}
 }
 
@@ -418,7 +418,7 @@ func TestCallClientKilled(t *testing.T) {
 func TestCallAbuse(t *testing.T) {
 	c := newCluster(t, 1, clusterOpts{relays: 1})
 	g := c.gateways[0]
-	p := connectCall(t, g.tcp, g.tcp, standardBursts(6), parley.TransportUDP)
+	p := connectCall(t, g.tcp, g.tcp, testenv.StandardBursts(6), parley.TransportUDP)
 	stranger, _ := registered(t, "tcp://"+g.tcp, "mallory")
 	if _, err := stranger.JoinCall(ctxS(t), p.callID, parley.CallOptions{}); !errors.Is(err, parley.ErrPermissionDenied) && !errors.Is(err, parley.ErrNotFound) {
 		t.Fatalf("a stranger joins a private call: %v, want PERMISSION_DENIED or NOT_FOUND", err)
@@ -465,11 +465,11 @@ func TestCallAbuse(t *testing.T) {
 			}
 		}
 	})
-	playAll(t, p.aMouth, p.bMouth)
+	testenv.PlayAll(t, p.aMouth, p.bMouth)
 	close(stop)
 	flood.Wait()
-	requireHeard(t, "alice -> bob during the flood", listen(p.aMouth, p.bEar, time.Second), 0.6)
-	requireHeard(t, "bob -> alice during the flood", listen(p.bMouth, p.aEar, time.Second), 0.6)
+	testenv.RequireHeard(t, "alice -> bob during the flood", testenv.Listen(p.aMouth, p.bEar, time.Second), 0.6)
+	testenv.RequireHeard(t, "bob -> alice during the flood", testenv.Listen(p.bMouth, p.aEar, time.Second), 0.6)
 	drops := metric(t, g.admin, "parley_gateway_media_drops_total")
 	t.Logf("flood: %d datagrams sent at the media port during the call; the gateway dropped %.0f (auth %.0f, malformed %.0f, unknown stream %.0f)",
 		sent.Load(), drops, metric(t, g.admin, "parley_gateway_media_drops_total", `reason="auth"`),
