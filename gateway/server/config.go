@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleychat/parley/gateway/internal/files"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/protocol/wire"
 )
 
@@ -240,9 +239,9 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("-public-udp-addr %q: want host:port, port 1-65535: %w", c.PublicUDPAddr, ErrUDPAddr))
 	}
 	if c.GatewayID == "" {
-		c.GatewayID = defaultGatewayID()
+		c.GatewayID = service.DefaultID("gateway")
 	}
-	if !validToken(c.GatewayID) {
+	if !service.ValidID(c.GatewayID) {
 		errs = append(errs, fmt.Errorf("-gateway-id %q: use 1-64 letters, digits, '-' or '_': %w", c.GatewayID, ErrGatewayID))
 	}
 	var origins Origins
@@ -339,46 +338,6 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// validToken reports whether s can be one NATS subject token and a readable
-// id: ASCII letters, digits, '-' and '_', at most 64.
-func validToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// defaultGatewayID is the host name (other characters replaced by '-',
-// at most 40) plus "-" and 6 random characters, so replicas on one host and
-// restarts of one replica never share an id.
-func defaultGatewayID() string {
-	host, _ := os.Hostname()
-	host = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '-'
-	}, host)
-	if len(host) > 40 {
-		host = host[:40]
-	}
-	if host == "" {
-		host = "gateway"
-	}
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return host + "-" + string(b)
 }
 
 // validListenAddr reports whether addr is [host]:port with a port

@@ -1,13 +1,12 @@
 package relaysvc
 
 import (
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"strings"
 	"time"
+
+	"github.com/parleychat/parley/libs/service"
 )
 
 // Config is the media relay's configuration. RegisterFlags defines every
@@ -81,7 +80,7 @@ func (c Config) validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrBadConfig)...))
 	}
-	if c.ReplicaID != "" && !validToken(c.ReplicaID) {
+	if c.ReplicaID != "" && !service.ValidID(c.ReplicaID) {
 		bad("-relay-id must be 1 to 64 letters, digits, '-' or '_'")
 	}
 	for _, d := range []struct {
@@ -110,44 +109,4 @@ func (c Config) validate() error {
 		bad("-relay-workers must be at least 1")
 	}
 	return errors.Join(errs...)
-}
-
-// validToken reports whether s can be one NATS subject token and a readable
-// id: ASCII letters, digits, '-' and '_', at most 64.
-func validToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// defaultReplicaID is the host name (other characters replaced by '-', at
-// most 40) plus "-" and 6 random characters, so replicas on one host and
-// restarts of one replica never share an id (as the gateway's id).
-func defaultReplicaID() string {
-	host, _ := os.Hostname()
-	host = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '-'
-	}, host)
-	if len(host) > 40 {
-		host = host[:40]
-	}
-	if host == "" {
-		host = "relay"
-	}
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return host + "-" + string(b)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/libs/identity"
 	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -66,7 +67,7 @@ func (o *owner) listen() error {
 	}
 	sub, err := o.s.nc.Subscribe(subject.MediaRelayAlive, func(m *nats.Msg) {
 		id := string(m.Data)
-		if id == o.s.id || !validToken(id) {
+		if id == o.s.id || !service.ValidID(id) {
 			return
 		}
 		now := o.s.now()

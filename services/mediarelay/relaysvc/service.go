@@ -76,7 +76,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, id: cfg.ReplicaID, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m}
 	if s.id == "" {
-		s.id = defaultReplicaID()
+		s.id = service.DefaultID("relay")
 	}
 	s.log = s.log.With("relay", s.id)
 	s.owner = newOwner(s)
