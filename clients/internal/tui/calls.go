@@ -34,6 +34,7 @@ type callState struct {
 	answering string       // the call /answer is joining (its events do not stop the ring)
 	sess      *parley.CallSession
 	pending   string // a /call or /answer on its way: what the bar says meanwhile
+	cancel    bool   // /hangup came while pending: hang up once it is in
 	target    string // whom /call @USER called: the bar's title until the chat is known
 	notes     []string
 	muted     bool
@@ -213,6 +214,9 @@ func (m *model) callCommand(cmd, args string) (tea.Cmd, bool) {
 		case c.sess != nil && m.client != nil:
 			s := c.sess
 			return callOpCmd(m.ctx, "/hangup", false, s.Hangup), true
+		case c.pending != "":
+			c.cancel, c.pending = true, "hanging up…"
+			return nil, true
 		case c.ring != nil:
 			return m.rejectCall(), true
 		}
@@ -289,11 +293,16 @@ func (m *model) rejectCall() tea.Cmd {
 // onCallStarted takes the reply of /call or /answer.
 func (m *model) onCallStarted(msg callStartedMsg) tea.Cmd {
 	c := &m.chat.call
-	c.pending, c.answering = "", ""
+	cancel := c.cancel
+	c.pending, c.answering, c.cancel = "", "", false
 	defer m.callLayout()
 	if msg.err != nil {
 		m.chat.add(lineError, msg.op+": "+describe(msg.err))
 		return nil
+	}
+	if cancel { // /hangup while it was on its way
+		c.sess = msg.sess
+		return tea.Batch(waitCallDone(msg.sess), callOpCmd(m.ctx, "/hangup", false, msg.sess.Hangup))
 	}
 	if c.sess != nil && c.sess != msg.sess { // cannot happen: one request at a time
 		return callOpCmd(m.ctx, "/hangup", false, msg.sess.Hangup)
@@ -485,11 +494,11 @@ func (m *model) callBar() string {
 
 // callSnapshot is what the bar shows of a running call.
 type callSnapshot struct {
-	call  parley.Call
-	title string // @bob, +Team
-	me    string // the user's id
-	stats parley.CallStats
-	muted bool // this device muted
+	call           parley.Call
+	title          string // @bob, +Team
+	me             string // the user's id
+	stats          parley.CallStats
+	muted          bool // this device muted
 	devicesMissing bool // told when the call started
 }
 
