@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
@@ -478,8 +480,7 @@ func (m *model) callBar() string {
 	w := max(m.chat.width, 20)
 	var rows []string
 	if c.ring != nil {
-		rows = append(rows, ringStyle.MaxWidth(w).Render(" "+strings.ToUpper(m.ringText(*c.ring, true)[:1])+m.ringText(*c.ring, true)[1:]+
-			" · /answer · /reject "))
+		rows = append(rows, ringStyle.MaxWidth(w).Render(" "+capitalize(m.ringText(*c.ring, true))+" · /answer · /reject "))
 	}
 	switch {
 	case c.sess != nil:
@@ -553,6 +554,12 @@ func renderCallBar(s callSnapshot, now time.Time, width int) []string {
 		clip.Render(strings.Join(parts, "  ")),
 		clip.Render(dimStyle.Render(figures) + "   " + dimStyle.Render(hint)),
 	}
+}
+
+// capitalize upper-cases s's first letter.
+func capitalize(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[n:]
 }
 
 // minSec renders a duration as m:ss.
