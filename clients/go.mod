@@ -7,6 +7,7 @@ require (
 	github.com/charmbracelet/bubbletea v1.3.10
 	github.com/charmbracelet/lipgloss v1.1.0
 	github.com/creack/pty v1.1.24
+	github.com/gen2brain/malgo v0.11.24
 	github.com/nats-io/nats.go v1.55.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/standalone v0.0.0
@@ -15,7 +16,10 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/coder/websocket v1.8.15 // indirect
+require (
+	github.com/coder/websocket v1.8.15 // indirect
+	github.com/thesyncim/gopus v0.1.1 // indirect
+)
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0 // indirect

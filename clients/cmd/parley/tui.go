@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/parleychat/parley/clients/internal/audiodev"
 	"github.com/parleychat/parley/clients/internal/tui"
 	"github.com/parleychat/parley/clients/parley"
 )
@@ -35,6 +36,9 @@ func cmdTUI(ctx context.Context, a *app, args []string) error {
 		User:        a.g.user,
 		Options:     append(opts, parley.WithDevice("parley-tui")),
 		DownloadDir: *downloads,
+		// The real microphone and speaker (none here: the call goes on
+		// without them, and the user is told).
+		Audio: audiodev.NewSystem(a.logger()),
 		SavedUsers: func() []string {
 			users, _ := st.users(key)
 			return users

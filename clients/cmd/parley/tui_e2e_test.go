@@ -211,3 +211,43 @@ func TestTwoTerminalsRegisterTwoUsers(t *testing.T) {
 	alice.waitFor("bob went offline")
 	alice.quit()
 }
+
+// A call between two real TUIs on this machine, which has no sound card:
+// the caller is told plainly that nothing is sent or played (and the sound
+// library's own complaints do not scribble over the screen), the callee's
+// screen rings, and the answered call shows in both call bars.
+func TestTUICallWithoutSoundCard(t *testing.T) {
+	if _, err := os.Stat("/dev/snd"); err == nil {
+		t.Skip("this machine has sound devices")
+	}
+	p := parleytest.Start(t, nil)
+	bin := buildBinary(t)
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/.config", "PARLEY_SERVER=" + p.TCPAddr()}
+
+	alice := startTUI(t, "alice", bin, env)
+	alice.waitFor("Register")
+	alice.register("alice")
+	alice.waitFor("welcome, alice: your account is ready")
+	bob := startTUI(t, "bob", bin, env)
+	bob.waitFor("Continue as alice")
+	bob.register("bob")
+	bob.waitFor("welcome, bob: your account is ready")
+
+	alice.keys("/call @bob", keyEnter)
+	alice.waitFor("no microphone found: the call continues without sending audio")
+	alice.waitFor("CALLING @bob")
+	bob.waitFor("Incoming call from alice · /answer · /reject")
+	bob.keys("/answer", keyEnter)
+	bob.waitFor("IN CALL @alice")
+	alice.waitFor("IN CALL @bob")
+	alice.keys("/hangup", keyEnter)
+	bob.waitFor("call ended: hung up")
+	for _, tm := range []*ptyTUI{alice, bob} {
+		if text, _ := tm.screenText(); strings.Contains(text, "ALSA lib") {
+			t.Errorf("the sound library printed over %s's screen:\n%s", tm.name, tail(text))
+		}
+	}
+	bob.quit()
+	alice.quit()
+}

@@ -66,6 +66,11 @@ type chatScreen struct {
 	fileIDs   map[string]*fileEntry
 	transfers []*transfer
 	filesBusy map[string]bool
+
+	// call is the call bar's state (calls.go); barRows its height as the
+	// layout last counted it.
+	call    callState
+	barRows int
 }
 
 func newChatScreen() chatScreen {
@@ -191,6 +196,9 @@ func (c *chatScreen) messageLine(m parley.Message) line {
 		at = time.Now()
 	}
 	l := line{kind: kind, at: at, from: m.SenderName, text: m.Text, seq: m.Seq}
+	if m.Call != nil {
+		l.kind, l.text = lineSystem, c.callText(m)
+	}
 	if id, ok := offerID(m); ok {
 		l.file = c.trackOffer(m, id).num
 	}
@@ -239,7 +247,7 @@ func sortByName(us []parley.OnlineUser) {
 func (c *chatScreen) resize(w, h int) {
 	c.width, c.height = w, h
 	msgW := max(w-sidePaneWidth-2, 10)
-	bodyH := max(h-1-(inputHeight+2)-1-2-c.transferRows(), 3) // header, input box, help, pane borders, transfers
+	bodyH := max(h-1-(inputHeight+2)-1-2-c.transferRows()-c.barRows, 3) // header, input box, help, pane borders, transfers, call bar
 	c.messages.Width = msgW
 	c.messages.Height = bodyH
 	c.input.SetWidth(max(w-2, 10))
@@ -327,8 +335,8 @@ func renderLine(l line, width int) string {
 }
 
 // view renders the screen; hint is shown in the header ("bob is
-// typing…").
-func (c *chatScreen) view(server, hint string) string {
+// typing…"), bar (the call bar, c.barRows rows) under it.
+func (c *chatScreen) view(server, hint, bar string) string {
 	status := dimStyle.Render("connected")
 	if c.status != "" {
 		status = warnStyle.Render(c.status)
@@ -347,8 +355,12 @@ func (c *chatScreen) view(server, hint string) string {
 	msgPane := paneStyle.Width(c.messages.Width).Height(c.messages.Height).Render(c.messages.View())
 	body := lipgloss.JoinHorizontal(lipgloss.Top, msgPane, sidePane)
 	input := paneStyle.Render(c.input.View())
-	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /send PATH · /help")
-	parts := []string{header, body}
+	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /send PATH · /call · /help")
+	parts := []string{header}
+	if bar != "" {
+		parts = append(parts, bar)
+	}
+	parts = append(parts, body)
 	if len(c.transfers) > 0 {
 		parts = append(parts, c.transfersPane())
 	}

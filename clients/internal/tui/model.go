@@ -51,6 +51,9 @@ type model struct {
 	// which rides out a gateway restart).
 	uploadRetries int
 
+	// callTicking: a call bar redraw is scheduled.
+	callTicking bool
+
 	now func() time.Time // the clock (tests set it)
 	// typingConv, typingSent: the private chat last told that the user
 	// types, and when (typed).
@@ -148,6 +151,17 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.onAnswered(msg)
 	case filesMsg:
 		return m, m.onFiles(msg)
+	case callStartedMsg:
+		return m, m.onCallStarted(msg)
+	case callDoneMsg:
+		m.onCallDone(msg)
+		return m, nil
+	case callOpMsg:
+		m.onCallOp(msg)
+		return m, nil
+	case callTickMsg:
+		m.callTicking = false
+		return m, m.ensureCallTick()
 	case fileRetryMsg:
 		return m, m.fileDetails(msg.conv)
 	case whoMsg:
@@ -284,6 +298,10 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 		if m.screen == screenChat {
 			m.onFriendEvent(ev)
 		}
+	case parley.CallRingingEvent, parley.CallUpdatedEvent, parley.CallEndedEvent:
+		if m.screen == screenChat {
+			return m.onCallEvent(ev)
+		}
 	case parley.TypingEvent:
 		return m.onTyping(ev)
 	case parley.ReceiptEvent:
@@ -339,6 +357,13 @@ func (m *model) onClientEnded(err error) {
 }
 
 func (m *model) toLogin(msg string) {
+	if s := m.chat.call.sess; s != nil {
+		go func() { // leave the call; the devices close with the session
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			defer cancel()
+			_ = s.Hangup(ctx)
+		}()
+	}
 	for _, tr := range m.chat.transfers {
 		tr.stop()
 	}
@@ -398,6 +423,9 @@ func (m *model) submit(text string) tea.Cmd {
 		if c, ok := m.friendCommand(cmd, args); ok {
 			return c
 		}
+		if c, ok := m.callCommand(cmd, args); ok {
+			return c
+		}
 		if c, ok := m.fileCommand(cmd, args); ok {
 			return c
 		}
@@ -434,6 +462,8 @@ func (m *model) submit(text string) tea.Cmd {
 			m.chat.system("friends: /friends: the list · /friend add|accept|decline|remove USER · /block USER · /unblock USER")
 			m.chat.system("files, in a private chat or group: /send PATH: offer and upload · /accept [N] · /reject [N]: answer offer #N (and download) · " +
 				"/get N: download · /shelf: the chat's files · /resume [N]: continue interrupted transfers · /cancel N · /dir [PATH]: download folder")
+			m.chat.system("calls: /call [@USER]: call a user, or the selected private chat or group (joins its running call) · " +
+				"/answer · /reject: a ringing call · /mute: mute or unmute · /hangup")
 			return nil
 		default:
 			m.chat.add(lineError, fmt.Sprintf("unknown command %s (try /help)", cmd))
@@ -451,7 +481,7 @@ func (m *model) View() string {
 	if m.screen == screenLogin {
 		return m.login.view(m.width, m.height, m.cfg.Server)
 	}
-	return m.chat.view(m.cfg.Server, m.typingHint())
+	return m.chat.view(m.cfg.Server, m.typingHint(), m.callBar())
 }
 
 // describe renders an error for a human: the server's message when there

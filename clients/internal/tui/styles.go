@@ -22,6 +22,10 @@ var (
 	activeTab    = lipgloss.NewStyle().Bold(true).Foreground(colAccent).Underline(true)
 	inactiveTab  = lipgloss.NewStyle().Foreground(colDim)
 
+	// The call bar: a ringing call's banner, a running call's title.
+	ringStyle = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("0")).Background(colWarn)
+	callStyle = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("0")).Background(colOwn)
+
 	paneStyle = lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colDim)
 	boxStyle  = lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colAccent).Padding(1, 3)
 )

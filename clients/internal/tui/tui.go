@@ -40,6 +40,10 @@ type Config struct {
 	// folder; the command passes the platform's download folder); /dir
 	// changes it while running.
 	DownloadDir string
+
+	// Audio opens a call's microphone and speaker (audiodev.System);
+	// nil: calls run without sound, as the user is told.
+	Audio AudioDevices
 }
 
 // Run shows the TUI until the user quits or ctx ends. Quitting keeps the
