@@ -32,7 +32,7 @@ func MakeBursts(n int, lead, burst, gap time.Duration) Bursts {
 		// Sweeps of different widths and alternating direction: two
 		// linear chirps of the same rate would match each other shifted
 		// in time (a chirp's range-Doppler coupling).
-		f0, f1 := 400.0, 1400+500*float64(k%5)
+		f0, f1 := 400.0, 1200+450*float64(k%8)
 		if k%2 == 1 {
 			f0, f1 = f1, f0
 		}
@@ -56,8 +56,28 @@ func MakeBursts(n int, lead, burst, gap time.Duration) Bursts {
 // and returns the offset where it matches best and the normalised
 // cross-correlation there (1: identical up to gain; a clean Opus round trip
 // gives about 0.9, noise near 0).
+//
+// A jitter buffer may insert or drop a 20 ms frame in the middle of a
+// burst to follow the network's delay (that is its job); the two halves
+// then match at lags 20 ms apart, and the whole burst at neither. So where
+// the whole burst matches below 0.9, each half is also looked for within
+// 25 ms of where the whole matched best, and the score is the better of
+// the whole's and the halves' mean. Garbled or missing audio still scores
+// low either way.
 func (b Bursts) Find(rec []int16, k, lo, hi int) (at int, score float64) {
-	c := b.chirps[k]
+	at, score = find(rec, b.chirps[k], lo, hi)
+	if at < 0 || score >= 0.9 {
+		return at, score
+	}
+	half := len(b.chirps[k]) / 2
+	slack := AudioRate / 40
+	_, s1 := find(rec, b.chirps[k][:half], at-slack, at+slack)
+	_, s2 := find(rec, b.chirps[k][half:], at+half-slack, at+half+slack)
+	return at, max(score, (s1+s2)/2)
+}
+
+// find is the cross-correlation search of Find for one template c.
+func find(rec []int16, c []float64, lo, hi int) (at int, score float64) {
 	lo = max(lo, 0)
 	hi = min(hi, len(rec)-len(c))
 	var cc float64

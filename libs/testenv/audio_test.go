@@ -9,7 +9,7 @@ import (
 // is found where it is, delayed, in noise, and a burst is not mistaken for
 // another.
 func TestBurstsFound(t *testing.T) {
-	b := MakeBursts(6, 100*time.Millisecond, 150*time.Millisecond, 250*time.Millisecond)
+	b := MakeBursts(8, 100*time.Millisecond, 150*time.Millisecond, 250*time.Millisecond)
 	const delay = 3333
 	rec := make([]int16, len(b.PCM)+delay)
 	for i, v := range b.PCM {
