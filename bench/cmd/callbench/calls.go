@@ -103,6 +103,8 @@ type levelResult struct {
 	server     []cpuUse // the media path's processes, then others
 	serverSecs float64  // CPU seconds of the media path in the window
 	gen, mach  cpuUse
+	legs       int     // legs sending
+	foreign    float64 // cores used by processes outside the benchmark (machine - ours)
 	window     time.Duration
 	err        error
 }
@@ -144,6 +146,7 @@ func (r *levelResult) measure(ctx context.Context, o options, legs []*leg, pathP
 	rec.run(ctx, legs, o.drain)
 	<-done
 	r.window = o.duration
+	r.legs = len(legs)
 	r.sent, r.recv, r.bad, r.dupes = rec.sent.Load(), rec.recv.Load(), rec.bad.Load(), rec.dupes.Load()
 	r.p50, r.p99, r.p999, r.max = rec.quantile(0.5), rec.quantile(0.99), rec.quantile(0.999), rec.max()
 	if len(cpu) < 2 {
@@ -156,6 +159,20 @@ func (r *levelResult) measure(ctx context.Context, o options, legs []*leg, pathP
 		r.server = append(r.server, u)
 	}
 	r.gen, r.mach = cpu[len(cpu)-2], cpu[len(cpu)-1]
+	r.foreign = r.mach.cores - r.gen.cores
+	for _, u := range r.server {
+		r.foreign -= u.cores
+	}
+}
+
+// sentPct is the share of the packets due in the window that the load
+// generator managed to send (under 100: it was starved of CPU).
+func (r levelResult) sentPct() float64 {
+	due := float64(r.legs) * r.window.Seconds() * 50
+	if due == 0 {
+		return 0
+	}
+	return 100 * float64(r.sent) / due
 }
 
 // runParleyLevel sets up n one-to-one calls between users a[i] and b[i]

@@ -83,28 +83,31 @@ func (e *ear) WriteFrame(pcm []int16) error {
 
 // delays finds each burst of m's signal in e (within 1 s of when it was
 // said) and returns the delays of those matching at minScore or better,
-// and how many bursts there were.
-func delays(m *mouth, e *ear, minScore float64) ([]time.Duration, int) {
+// and every burst's best score.
+func delays(m *mouth, e *ear, minScore float64) ([]time.Duration, []float64) {
 	e.mu.Lock()
 	pcm, at := slices.Clone(e.pcm), slices.Clone(e.at)
 	e.mu.Unlock()
 	var out []time.Duration
+	var scores []float64
 	for k, start := range m.b.Starts {
 		sent := m.sentAt(start)
 		first, _ := slices.BinarySearchFunc(at, sent, func(a, b time.Time) int { return a.Compare(b) })
 		lo := first * frameSamples
 		hi := lo + testenv.AudioRate
 		pos, score := m.b.Find(pcm, k, lo, hi)
+		scores = append(scores, score)
 		if pos >= 0 && score >= minScore {
 			out = append(out, at[pos/frameSamples].Add(samplesDur(pos%frameSamples)).Sub(sent))
 		}
 	}
-	return out, len(m.b.Starts)
+	return out, scores
 }
 
 // m2eResult is mouth-to-ear over a few calls, both directions.
 type m2eResult struct {
 	calls, heard, bursts int
+	scores               []float64 // every burst's best correlation
 	p50, p90, max        time.Duration
 	err                  error
 }
@@ -200,9 +203,10 @@ func runMouthToEar(ctx context.Context, c *cluster, o options, logf logFunc) (re
 	_ = child.Sleep(ctx, time.Second) // the last burst's way to the ear
 	var all []time.Duration
 	for i, s := range sides {
-		ds, n := delays(s.m, sides[i^1].e, 0.6)
+		ds, scores := delays(s.m, sides[i^1].e, 0.6)
 		all = append(all, ds...)
-		res.bursts += n
+		res.bursts += len(scores)
+		res.scores = append(res.scores, scores...)
 	}
 	res.heard = len(all)
 	if len(all) > 0 {

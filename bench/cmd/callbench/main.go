@@ -86,7 +86,7 @@ func main() {
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary")
 	flag.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn's turnserver binary (turn scenario)")
 	flag.IntVar(&o.gateways, "gateways", 1, "gateway replicas; a call's two legs are on consecutive gateways")
-	flag.StringVar(&calls, "calls", "100,500,1000", "load/turn: concurrent one-to-one calls per level")
+	flag.StringVar(&calls, "calls", "100,200,300,500,1000", "load/turn: concurrent one-to-one calls per level")
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "load/turn/group: sending before the measured window")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "load/turn: measured window per level")
 	flag.DurationVar(&o.drain, "drain", time.Second, "after the window, how long the last packets may take")
@@ -168,7 +168,7 @@ func run(o options) error {
 	turnPath := ""
 	if wants("turn") {
 		if turnPath, err = exec.LookPath(o.turnserver); err != nil {
-			return fmt.Errorf("turn scenario needs coturn's turnserver (apt-get install coturn; scripts/deps.sh installs it): %w", err)
+			return fmt.Errorf("turn scenario needs coturn's turnserver (apt-get install coturn; scripts/bench.sh installs it): %w", err)
 		}
 	}
 	dir, err := os.MkdirTemp("", "parley-callbench-")

@@ -37,7 +37,12 @@ func machine() []string {
 	}
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func ms(d time.Duration) string {
+	if d >= histBuckets*histRes {
+		return ">=2000 ms" // the histogram's last bucket
+	}
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
 
 func (r *report) write(w io.Writer) {
 	o := r.opts
@@ -64,8 +69,13 @@ func (r *report) write(w io.Writer) {
 		if m.err != nil {
 			fmt.Fprintf(w, "  FAILED: %v\n\n", m.err)
 		} else {
-			fmt.Fprintf(w, "  %d/%d bursts heard (correlation >= 0.6); mouth-to-ear p50 %s, p90 %s, max %s (target p50 < 80 ms)\n\n",
+			fmt.Fprintf(w, "  %d/%d bursts heard (correlation >= 0.6); mouth-to-ear p50 %s, p90 %s, max %s (target p50 < 80 ms)\n",
 				m.heard, m.bursts, ms(m.p50), ms(m.p90), ms(m.max))
+			var sc []string
+			for _, v := range m.scores {
+				sc = append(sc, fmt.Sprintf("%.2f", v))
+			}
+			fmt.Fprintf(w, "  scores: %s\n\n", strings.Join(sc, " "))
 		}
 	}
 	if len(r.groups) > 0 {
@@ -95,8 +105,9 @@ func (r *report) writeLevels(w io.Writer) {
 	fmt.Fprintf(w, "load: N one-to-one calls, each leg 50 packets/s (%d-byte payload, %d bytes sealed) to its server, %s measured after %s.\n",
 		o.payload, o.payload+32, o.duration, o.warmup)
 	fmt.Fprintln(w, "Latency: A's send -> B's receive (same clock). CPU/packet: the server processes' CPU time over the window / packets delivered")
-	fmt.Fprintln(w, "(parley: gateway(s) + media-relay + nats-server; coturn: turnserver). Cores: CPU seconds per second.")
-	fmt.Fprintln(w, "  server  calls  setup      sent pkts  lost %    p50       p99       p99.9     max        CPU/packet  server cores  generator cores  machine cores")
+	fmt.Fprintln(w, "(parley: gateway(s) + media-relay + nats-server; coturn: turnserver). Cores: CPU seconds per second. sent: packets sent in the")
+	fmt.Fprintln(w, "window (% of those due: under 100, the generator was short of CPU). other jobs: the machine's busy cores minus this benchmark's processes.")
+	fmt.Fprintln(w, "  server  calls  setup      sent pkts (% due)  lost %    p50        p99        p99.9      max        CPU/packet  server cores  generator cores  other jobs  machine cores")
 	for _, l := range r.levels {
 		if l.err != nil {
 			fmt.Fprintf(w, "  %-6s  %5d  FAILED: %v\n", l.peer, l.calls, l.err)
@@ -106,9 +117,9 @@ func (r *report) writeLevels(w io.Writer) {
 		if l.setupFails > 0 {
 			fails = fmt.Sprintf(" (%d calls failed)", l.setupFails)
 		}
-		fmt.Fprintf(w, "  %-6s  %5d  %-9s  %9d  %-7.3f  %-8s  %-8s  %-8s  %-9s  %7.2f µs  %12.2f  %15.2f  %13.2f%s\n",
-			l.peer, l.calls, l.setup.Round(10*time.Millisecond), l.sent, l.lossPct(), ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max),
-			float64(l.cpuPerPacket())/float64(time.Microsecond), l.serverSecs/l.window.Seconds(), l.gen.cores, l.mach.cores, fails)
+		fmt.Fprintf(w, "  %-6s  %5d  %-9s  %9d (%5.1f%%)  %-7.3f  %-9s  %-9s  %-9s  %-9s  %7.2f µs  %12.2f  %15.2f  %10.2f  %13.2f%s\n",
+			l.peer, l.calls, l.setup.Round(10*time.Millisecond), l.sent, l.sentPct(), l.lossPct(), ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max),
+			float64(l.cpuPerPacket())/float64(time.Microsecond), l.serverSecs/l.window.Seconds(), l.gen.cores, l.foreign, l.mach.cores, fails)
 	}
 	fmt.Fprintln(w, "  per process (cores):")
 	for _, l := range r.levels {
