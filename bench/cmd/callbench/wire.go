@@ -36,6 +36,7 @@ func dialWire(ctx context.Context, addr string) (*wireClient, error) {
 	}
 	c := &wireClient{conn: nc, pending: map[uint32]chan *parleyv1.Frame{}, done: make(chan struct{})}
 	go c.read()
+	go c.keepAlive()
 	reply, err := c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{
 		Versions: []uint32{wire.Version}, Client: "callbench"}}})
 	if err != nil {
@@ -50,6 +51,26 @@ func dialWire(ctx context.Context, addr string) (*wireClient, error) {
 }
 
 func (c *wireClient) close() { c.conn.Close() }
+
+// keepAlive pings every 20 s (the gateway closes a connection that says
+// nothing for its idle timeout) until the connection ends; the Pong is
+// read and dropped.
+func (c *wireClient) keepAlive() {
+	t := time.NewTicker(20 * time.Second)
+	defer t.Stop()
+	var nonce uint64
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			nonce++
+			if c.send(&parleyv1.Frame{RequestId: c.next.Add(1), Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{Nonce: nonce}}}) != nil {
+				return
+			}
+		}
+	}
+}
 
 func (c *wireClient) send(f *parleyv1.Frame) error {
 	c.wmu.Lock()
