@@ -16,7 +16,8 @@
 #                                            logins, msg-direct, msg-room, msg-parleyd,
 #                                            msg-floor,
 #                                            file-up, file-down, file-mem, file-chat,
-#                                            voice-micro)
+#                                            voice-micro, calls)
+#   CALLBENCH_ARGS='-calls 100,300' scripts/bench.sh  more callbench flags
 #   BENCH_ARGS='-settle 20s' scripts/bench.sh       more connbench flags
 #   MSGBENCH_ARGS='-messaging 2' scripts/bench.sh   more msgbench flags
 #   FILEBENCH_ARGS='-size 2GiB' scripts/bench.sh    more filebench flags
@@ -26,7 +27,11 @@
 # bench/results/messaging-parleyd.txt (one process), bench/results/floor.txt
 # (the machine's floor for the same traffic, no Parley) and
 # bench/results/files.txt; the voice packet's, the jitter buffer's and the Opus codec's
-# micro-benchmarks (go test -bench) go to bench/results/voice.txt. The full run takes 30-40 minutes on 2 cores;
+# micro-benchmarks (go test -bench) go to bench/results/voice.txt; the voice
+# calls (bench/cmd/callbench: N one-to-one calls' packets through the
+# gateways' UDP ports and, as the peer, through coturn; mouth-to-ear through
+# the SDK; group-call bandwidth) to bench/results/calls.txt (about 4
+# minutes; coturn's turnserver is installed with apt-get when missing). The full run takes 30-40 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
 
@@ -36,14 +41,14 @@ bin=$root/bin
 mkdir -p "$bin" bench/results
 GO=${GO:-go}
 
-for b in gateway auth presence messaging file; do
+for b in gateway auth presence messaging file media-relay; do
 	if [[ ! -x $bin/$b ]]; then
 		echo "bench: $bin/$b missing: run 'make build' (or 'make bench')" >&2
 		exit 1
 	fi
 done
 
-echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench, filebench" >&2
+echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench, filebench, relayfloor, callbench" >&2
 (cd bench && $GO build -o "$bin/nats-server" github.com/nats-io/nats-server/v2)
 (cd bench && $GO build -o "$bin/connload" ./cmd/connload)
 (cd bench && $GO build -o "$bin/connbench" ./cmd/connbench)
@@ -51,6 +56,7 @@ echo "bench: building nats-server, connload, connbench, gatewayprof, msgbench, f
 (cd bench && $GO build -o "$bin/msgbench" ./cmd/msgbench)
 (cd bench && $GO build -o "$bin/filebench" ./cmd/filebench)
 (cd bench && $GO build -o "$bin/relayfloor" ./cmd/relayfloor)
+(cd bench && $GO build -o "$bin/callbench" ./cmd/callbench)
 
 command -v redis-server >/dev/null || {
 	echo "bench: redis-server not found (make deps installs it)" >&2
@@ -68,7 +74,7 @@ ulimit -n "$hard"
 echo "bench: open files: $(ulimit -n) (hard $hard)" >&2
 
 # BENCH_ONLY names scenarios of both tools: split it. Empty runs everything.
-conn_only=() msg_only=() file_only=() voice_only=()
+conn_only=() msg_only=() file_only=() voice_only=() run_calls=0 calls_named=0
 IFS=, read -ra kinds <<<"${BENCH_ONLY:-}"
 for k in "${kinds[@]}"; do
 	k=${k// /}
@@ -77,11 +83,13 @@ for k in "${kinds[@]}"; do
 	msg-*) msg_only+=("$k") ;;
 	file-*) file_only+=("$k") ;;
 	voice-*) voice_only+=("$k") ;;
+	calls) calls_named=1 ;;
 	*) conn_only+=("$k") ;;
 	esac
 done
-run_conn=1 run_msg=1 run_file=1 run_voice=1
-if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} + ${#voice_only[@]} > 0)); then
+run_conn=1 run_msg=1 run_file=1 run_voice=1 run_calls=1
+if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} + ${#voice_only[@]} + calls_named > 0)); then
+	run_calls=$calls_named
 	((${#conn_only[@]} > 0)) || run_conn=0
 	((${#msg_only[@]} > 0)) || run_msg=0
 	((${#file_only[@]} > 0)) || run_file=0
@@ -169,4 +177,29 @@ if ((run_voice)); then
 		(cd protocol && go test -run '^$' -bench . -benchmem -count 3 ./media)
 		(cd clients/parley && go test -run '^$' -bench . -benchmem -count 3 ./internal/jitter ./voice)
 	} | tee bench/results/voice.txt
+fi
+
+if ((run_calls)); then
+	# coturn's turnserver is the peer TURN relay; only this part needs it,
+	# so it is installed here (Debian package, as scripts/deps.sh does for
+	# the others) rather than for every test run. The package's own
+	# service stays disabled (/etc/default/coturn).
+	if ! command -v turnserver >/dev/null; then
+		echo "bench: installing coturn (turnserver) with apt-get" >&2
+		SUDO=""
+		[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+		$SUDO apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends coturn >/dev/null
+	fi
+	# Voice calls through the real processes (bench/cmd/callbench): load
+	# (N one-to-one calls of sealed 50 packet/s legs through the gateway's
+	# UDP port), turn (the same packets through coturn, the peer), m2e
+	# (mouth-to-ear through the SDK), group (bandwidth per listener).
+	args=(-bin "$bin" -out bench/results/calls.txt)
+	if [[ ${BENCH_QUICK:-} == 1 ]]; then
+		args+=(-quick)
+	fi
+	# shellcheck disable=SC2206 # CALLBENCH_ARGS is split on purpose
+	args+=(${CALLBENCH_ARGS:-})
+	"$bin/callbench" "${args[@]}"
 fi
