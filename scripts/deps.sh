@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make generate` need when it is missing:
 # redis-server, protoc, node and opusdec (opus-tools: the voice tests check
-# our Ogg Opus recordings with a decoder nobody here wrote) from Debian packages, protoc-gen-go and the MinIO
+# our Ogg Opus recordings with a decoder nobody here wrote) and coturn (the
+# call benchmark's TURN peer) from Debian packages, protoc-gen-go and the MinIO
 # server from the Go module proxy into .tools/bin. Safe to run again; does
 # nothing when all is present.
 set -euo pipefail
@@ -19,6 +20,9 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
+# coturn: the call benchmark's peer TURN relay; its TURN client is tested
+# against it (its service stays disabled: Debian's /etc/default/coturn).
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} with apt-get"
   SUDO=""
