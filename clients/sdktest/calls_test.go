@@ -171,3 +171,37 @@ func TestCallRefusals(t *testing.T) {
 		t.Errorf("a blocked call left messages %v", m)
 	}
 }
+
+// TestCallWhereUDPIsBlocked: the media port the gateway announces cannot be
+// reached (a firewall dropping UDP); both clients give up probing after
+// 2 s, carry their media as frames on their connections, and hear each
+// other.
+func TestCallWhereUDPIsBlocked(t *testing.T) {
+	blackhole := testenv.StartUDPProxy(t, "127.0.0.1:9", testenv.Impairment{Loss: 1})
+	p := parleytest.Start(t, func(c *server.Config) { c.Gateway.PublicUDPAddr = blackhole.Addr() })
+	ctx := ctxT(t)
+	alice := dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
+	bob := dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	aMouth, bEar := testenv.NewMouth(testenv.StandardBursts(3)), &testenv.Ear{}
+	aSess, err := alice.PlaceCallTo(ctx, "bob", parley.CallOptions{Input: aMouth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next(t, bob, func(ev parley.CallRingingEvent) bool { return ev.Call.ID == aSess.ID() })
+	bSess, err := bob.JoinCall(ctx, aSess.ID(), parley.CallOptions{Output: bEar})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	testenv.Eventually(t, wait, "both on frames", func() bool {
+		return aSess.Stats().Transport == parley.TransportFrames && bSess.Stats().Transport == parley.TransportFrames
+	})
+	t.Logf("both fell back to frames %s after the answer; the black hole swallowed %d probes", time.Since(answered).Round(10*time.Millisecond), blackhole.Dropped.Load())
+	if blackhole.Dropped.Load() == 0 {
+		t.Error("no probe reached the blocked UDP address: the fallback was not tested")
+	}
+	testenv.PlayAll(t, aMouth)
+	testenv.RequireHeard(t, "alice -> bob (UDP blocked: frames)", testenv.Listen(aMouth, bEar, time.Second), 0.6)
+}

@@ -172,7 +172,11 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 		s.mu.Unlock()
 		switch {
 		case gone:
-		case framed:
+		case framed || !addr.IsValid():
+			// Frames: its last packet came that way, or none came by UDP
+			// yet (a client still probing, or one whose UDP is blocked
+			// and that sends nothing: muted, or listening only). The
+			// connection is always there.
 			out := appendMediaFrameHeader(c.buf[:0], len(a.Payload)+media.Overhead)
 			out, err := s.key.Seal(out, media.Down, a.Header, a.Payload)
 			if err != nil {
@@ -187,8 +191,6 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 				continue
 			}
 			p.sendUDP(out, addr)
-		default:
-			p.drop(dropNoPath)
 		}
 	}
 	clear(targets)

@@ -23,8 +23,9 @@
 // subject.MediaDown(call). Audio is re-sealed, header as received, with
 // each local listener's key, direction Down, except the speaker's own
 // stream, and sent by the listener's return path: UDP to its last address,
-// or a media frame on its connection (without waiting: a connection that
-// cannot take it now misses the packet, never SLOW_CONSUMER). A Roster
+// or a media frame on its connection when its last packet came that way or
+// none has come by UDP yet (without waiting: a connection that cannot take
+// it now misses the packet, never SLOW_CONSUMER). A Roster
 // drops the local streams of the call it does not list; an empty one ends
 // the call here.
 //
@@ -77,7 +78,7 @@ const (
 	dropType      = "type"           // a probe reply from a client
 	dropWrongConn = "wrong_conn"     // a frame on a connection that is not its stream's
 	dropQueueFull = "queue_full"     // the listener's connection had no room for the frame
-	dropNoPath    = "no_path"        // the listener has sent nothing yet: no return path
+	dropNoPath    = "no_path"        // a UDP answer, and the gateway has no media port
 	dropSend      = "send_error"     // the UDP write failed
 	dropBus       = "bus"            // a MediaDown message that does not parse
 	dropPublish   = "bus_publish"    // publishing the audio on MediaUp failed
