@@ -180,10 +180,10 @@ if ((run_voice)); then
 fi
 
 if ((run_calls)); then
-	# coturn's turnserver is the peer TURN relay; only this part needs it,
-	# so it is installed here (Debian package, as scripts/deps.sh does for
-	# the others) rather than for every test run. The package's own
-	# service stays disabled (/etc/default/coturn).
+	# coturn's turnserver is the peer TURN relay (scripts/deps.sh installs
+	# it for make test, where the TURN client is tested; this covers a
+	# bench run without it). The package's own service stays disabled
+	# (/etc/default/coturn).
 	if ! command -v turnserver >/dev/null; then
 		echo "bench: installing coturn (turnserver) with apt-get" >&2
 		SUDO=""
