@@ -63,9 +63,9 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/parleychat/parley/clients/parley v0.1.0
+	github.com/parleychat/parley/clients/parley v0.2.0
 	github.com/parleychat/parley/gateway v0.0.0 // indirect
-	github.com/parleychat/parley/protocol v0.1.0
+	github.com/parleychat/parley/protocol v0.2.0
 	github.com/parleychat/parley/services/auth v0.0.0 // indirect
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000 // indirect
 	github.com/parleychat/parley/services/mediarelay v0.0.0-00010101000000-000000000000 // indirect

@@ -52,7 +52,7 @@ require (
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/parleychat/parley/protocol v0.1.0
+	github.com/parleychat/parley/protocol v0.2.0
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect

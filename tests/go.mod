@@ -48,8 +48,8 @@ require (
 	github.com/nats-io/nats.go v1.55.0 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/parleychat/parley/clients/parley v0.1.0
-	github.com/parleychat/parley/protocol v0.1.0
+	github.com/parleychat/parley/clients/parley v0.2.0
+	github.com/parleychat/parley/protocol v0.2.0
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000
 	github.com/philhofer/fwd v1.2.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect

@@ -11,7 +11,7 @@ import (
 )
 
 // Version is this SDK's version, sent in Hello as "parley-go/<Version>".
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Defaults for the options below.
 const (

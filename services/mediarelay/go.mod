@@ -6,7 +6,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/parleychat/parley/libs v0.0.0
-	github.com/parleychat/parley/protocol v0.1.0
+	github.com/parleychat/parley/protocol v0.2.0
 	github.com/prometheus/client_golang v1.25.0
 	google.golang.org/protobuf v1.36.12
 )
