@@ -57,10 +57,11 @@ func dm(a, b user) string {
 	return "dm." + ids[0] + "." + ids[1]
 }
 
-// header is what the gateway sets from u's session and connection.
-func header(u user) nats.Header {
-	return identity.Header(identity.Caller{UserID: u.id, SessionID: "s-" + u.id, Username: u.name},
-		identity.Origin{RemoteAddr: "127.0.0.1:1", GatewayID: "gw-test", ConnID: "conn-" + u.id})
+// header is what the gateway sets from u's session (one of u's devices)
+// and its connection.
+func header(u user, session string) nats.Header {
+	return identity.Header(identity.Caller{UserID: u.id, SessionID: session, Username: u.name},
+		identity.Origin{RemoteAddr: "127.0.0.1:1", GatewayID: "gw-test", ConnID: "conn-" + session})
 }
 
 // messaging is the stand-in for the messaging service (not this
@@ -218,6 +219,9 @@ type env struct {
 	replicas []*replica
 	events   map[string]*events
 	kv       jetstream.KeyValue
+	// setup, when set, is applied to each replica started from then on,
+	// before it runs (test hooks).
+	setup func(*relaysvc.Service)
 }
 
 // testConfig is the deployed default, except that participants are not
@@ -233,7 +237,14 @@ func testConfig() relaysvc.Config {
 // edit, and listens to every user's call events.
 func newEnv(t *testing.T, n int, edit func(*relaysvc.Config)) *env {
 	t.Helper()
-	e := &env{t: t, ns: testenv.NATS(t), cfg: testConfig(), events: map[string]*events{}}
+	return newEnvSetup(t, n, edit, nil)
+}
+
+// newEnvSetup is newEnv with setup applied to every replica before it
+// runs (test hooks).
+func newEnvSetup(t *testing.T, n int, edit func(*relaysvc.Config), setup func(*relaysvc.Service)) *env {
+	t.Helper()
+	e := &env{t: t, ns: testenv.NATS(t), cfg: testConfig(), events: map[string]*events{}, setup: setup}
 	if edit != nil {
 		edit(&e.cfg)
 	}
@@ -268,6 +279,9 @@ func (e *env) start(id string) *replica {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if e.setup != nil {
+		e.setup(svc)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -289,9 +303,14 @@ func (e *env) start(id string) *replica {
 
 // call is what the gateway does: rpc.Request with u's identity headers.
 func (e *env) call(u user, subj string, req, resp proto.Message) error {
+	return e.callFrom(u, "s-"+u.id, subj, req, resp)
+}
+
+// callFrom is call from u's session (device) session.
+func (e *env) callFrom(u user, session, subj string, req, resp proto.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return rpc.Request(ctx, e.nc, subj, header(u), req, resp)
+	return rpc.Request(ctx, e.nc, subj, header(u, session), req, resp)
 }
 
 // code is err's wire code (UNSPECIFIED for nil).

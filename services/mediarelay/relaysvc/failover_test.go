@@ -6,7 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/services/mediarelay/relaysvc"
 )
 
 // The replica forwarding a call dies (its NATS connection drops, as in a
@@ -68,4 +72,44 @@ func TestFailover(t *testing.T) {
 		t.Errorf("forwarding resumed %v after the owner died, want under 2 s (1.25 s by design)", gap)
 	}
 	cancel()
+}
+
+// A replica whose work on one call hangs (a KV call that never answers)
+// keeps heartbeating, so the other replicas do not take its calls for
+// dead; and that call does not hold up the others: another call still
+// ends MISSED at its ring deadline.
+func TestHeartbeatsWhileWorkHangs(t *testing.T) {
+	var stuck atomic.Value // the call id whose tick work hangs
+	stuck.Store("")
+	var hung atomic.Int32
+	e := newEnvSetup(t, 1, func(c *relaysvc.Config) { c.RingTimeout = 1500 * time.Millisecond },
+		func(s *relaysvc.Service) {
+			relaysvc.SetTickWorkHook(s, func(ctx context.Context, id string) {
+				if id == stuck.Load().(string) {
+					hung.Add(1)
+					<-ctx.Done()
+				}
+			})
+		})
+	var beats atomic.Int32
+	sub, err := e.nc.Subscribe(subject.MediaRelayAlive, func(m *nats.Msg) {
+		if string(m.Data) == e.replicas[0].svc.ID() {
+			beats.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	e.must("flush", e.nc.Flush())
+
+	a := e.place(alice, "bob").Call.CallId
+	stuck.Store(a)
+	testenv.Eventually(t, 10*time.Second, "the work on alice's call hangs", func() bool { return hung.Load() > 0 })
+	from := beats.Load()
+	testenv.Eventually(t, 10*time.Second, "heartbeats while the work hangs", func() bool { return beats.Load() >= from+8 })
+
+	b := e.place(carol, "dave").Call.CallId
+	e.waitEvent(dave, evEnded, b, endedWith(missed))
+	e.waitEvent(carol, evEnded, b, endedWith(missed))
 }

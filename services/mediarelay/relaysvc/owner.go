@@ -27,6 +27,9 @@ const (
 	// (or its successor) deletes it and its pointers: the replica that
 	// ended it normally does so at once, unless it died meanwhile.
 	leftoverAfter = 5 * time.Second
+	// workTimeout bounds a tick's work on one call (its KV reads and
+	// writes), so one stuck call cannot hold up the others.
+	workTimeout = 2 * time.Second
 )
 
 // errOwned: a takeover found the call already has another owner.
@@ -205,12 +208,12 @@ func (o *owner) stopAll() {
 	}
 }
 
-// tickLoop heartbeats every Config.Heartbeat and, each time, takes over
-// the calls of dead replicas and runs the owned calls' timers, until ctx
-// ends.
+// tickLoop heartbeats every Config.Heartbeat, from a goroutine of its own,
+// and each Config.Heartbeat takes over the calls of dead replicas and runs
+// the owned calls' timers, until ctx ends. The heartbeats never wait for
+// that work: a replica busy with many calls, or with a slow KV, must not
+// look dead to the others.
 func (o *owner) tickLoop(ctx context.Context) {
-	t := time.NewTicker(o.s.cfg.Heartbeat)
-	defer t.Stop()
 	defer func() {
 		o.mu.Lock()
 		if o.aliveSub != nil {
@@ -218,11 +221,33 @@ func (o *owner) tickLoop(ctx context.Context) {
 		}
 		o.mu.Unlock()
 	}()
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		o.heartbeat(ctx)
+	}()
+	defer func() { <-beats }()
+	t := time.NewTicker(o.s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		o.tick(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// heartbeat publishes this replica's id on MediaRelayAlive every
+// Config.Heartbeat until ctx ends.
+func (o *owner) heartbeat(ctx context.Context) {
+	t := time.NewTicker(o.s.cfg.Heartbeat)
+	defer t.Stop()
 	for {
 		if err := o.s.nc.Publish(subject.MediaRelayAlive, []byte(o.s.id)); err != nil {
 			o.s.log.Debug("heartbeat", "err", err)
 		}
-		o.tick(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -291,8 +316,18 @@ func (o *owner) tick(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		o.do(ctx, w)
+		o.doWithin(ctx, w)
 	}
+}
+
+// doWithin does w within workTimeout.
+func (o *owner) doWithin(ctx context.Context, w work) {
+	ctx, cancel := context.WithTimeout(ctx, workTimeout)
+	defer cancel()
+	if o.s.hooks.tickWork != nil {
+		o.s.hooks.tickWork(ctx, w.id)
+	}
+	o.do(ctx, w)
 }
 
 // do carries out one call's work from a tick.

@@ -59,6 +59,18 @@ type Service struct {
 
 	// Set by open before the handlers are subscribed, never changed after.
 	kv jetstream.KeyValue
+
+	hooks hooks // tests only (export_test.go); set before Run
+}
+
+// hooks let tests slow down or disturb the relay's work at chosen points.
+// Every field may be nil.
+type hooks struct {
+	// tickWork runs before a tick's work on call id, with the context
+	// that bounds that work.
+	tickWork func(ctx context.Context, id string)
+	// beforeSave runs in update before the compare-and-set of call id.
+	beforeSave func(ctx context.Context, id string)
 }
 
 // New validates cfg and deps and registers metrics; it contacts nothing.

@@ -69,6 +69,9 @@ func (s *Service) update(ctx context.Context, id string, change func(*internalv1
 		if err != nil {
 			return nil, err
 		}
+		if s.hooks.beforeSave != nil {
+			s.hooks.beforeSave(ctx, id)
+		}
 		nrev, err := s.kv.Update(ctx, callKey(id), data, rev)
 		if err == nil {
 			s.owner.apply(id, rec, nrev)
