@@ -330,16 +330,17 @@ func (s *Service) reject(ctx context.Context, r request, id string) error {
 	return nil
 }
 
-// leave removes who from call id: LeaveCallRequest, or (lost) the owner
-// timing out the participant's stream, which must still be the one it
-// times out (a rejoin replaced it otherwise).
+// leave removes who from call id: LeaveCallRequest, which must come from
+// the session holding who's seat (the device in the call), or (lost) the
+// owner timing out the participant's stream, which must still be the one
+// it times out (a rejoin replaced it otherwise).
 func (s *Service) leave(ctx context.Context, id string, who identity.Caller, stream uint32, lost bool) error {
 	rec, err := s.update(ctx, id, func(rec *internalv1.CallRecord) error {
 		i := -1
 		if rec != nil && !ended(rec) {
 			i = participant(rec, who.UserID)
 		}
-		if i < 0 || lost && rec.Call.Participants[i].GetStreamId() != stream {
+		if i < 0 || lost && rec.Call.Participants[i].GetStreamId() != stream || !lost && !seated(rec, i, who) {
 			return errNotIn
 		}
 		call := rec.Call
@@ -374,14 +375,14 @@ func (s *Service) leave(ctx context.Context, id string, who identity.Caller, str
 	return nil
 }
 
-// mute is MuteCallRequest.
+// mute is MuteCallRequest, from the session holding the seat.
 func (s *Service) mute(ctx context.Context, r request, id string, muted bool) error {
 	rec, err := s.update(ctx, id, func(rec *internalv1.CallRecord) error {
 		i := -1
 		if rec != nil && !ended(rec) {
 			i = participant(rec, r.me.UserID)
 		}
-		if i < 0 {
+		if i < 0 || !seated(rec, i, r.me) {
 			return errNotIn
 		}
 		rec.Call.Participants[i].Muted = muted
@@ -550,6 +551,18 @@ func without(ids []string, u string) []string {
 // participant is the index of uid among rec's participants, -1 if absent.
 func participant(rec *internalv1.CallRecord, uid string) int {
 	return slices.IndexFunc(rec.GetCall().GetParticipants(), func(p *parleyv1.CallParticipant) bool { return p.GetUserId() == uid })
+}
+
+// seated reports whether who asks from the session (device) holding
+// participant i's seat: after the call moved to another device, the old
+// one can neither hang up nor mute it. A seat without a session (none
+// recorded) takes any of the user's.
+func seated(rec *internalv1.CallRecord, i int, who identity.Caller) bool {
+	if i >= len(rec.GetSeats()) {
+		return true
+	}
+	sid := rec.Seats[i].GetSessionId()
+	return sid == "" || sid == who.SessionID
 }
 
 func seat(r request, now int64) *internalv1.CallSeat {

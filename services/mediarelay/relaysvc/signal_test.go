@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/services/mediarelay/relaysvc"
 )
@@ -243,3 +244,41 @@ func TestGroupCall(t *testing.T) {
 	}
 	e.place(carol, team) // a new call can start
 }
+
+// The call moved to bob's phone (a join from another session): a hang-up
+// or a mute from his laptop, no longer in the call, is NOT_FOUND and
+// changes nothing; the phone can mute and hang up.
+func TestOldDeviceCannotLeaveOrMute(t *testing.T) {
+	e := newEnv(t, 1, nil)
+	id := e.place(alice, "bob").Call.CallId
+	e.join(bob, id) // from his laptop, session "s-ubob"
+	var phone parleyv1.CallJoined
+	e.must("bob takes the call on his phone", e.callFrom(bob, "s-bob-phone", subject.CallJoin, &parleyv1.JoinCallRequest{CallId: id}, &phone))
+
+	if err := e.leave(bob, id); code(err) != parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("the laptop hangs up after the call moved to the phone: %v, want NOT_FOUND", err)
+	}
+	if err := e.mute(bob, id, true); code(err) != parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("the laptop mutes after the call moved to the phone: %v, want NOT_FOUND", err)
+	}
+	c := e.record(id).GetCall()
+	if c.GetState() != parleyv1.CallState_CALL_STATE_ACTIVE || !slices.Equal(userIDs(c), ids(alice, bob)) {
+		t.Fatalf("after the laptop's hang-up and mute: %v, want the call going on with alice and bob", c)
+	}
+	for _, p := range c.GetParticipants() {
+		if p.GetUserId() == bob.id && (p.GetMuted() || p.GetStreamId() != phone.StreamId) {
+			t.Fatalf("bob's seat %v, want the phone's stream %d, unmuted", p, phone.StreamId)
+		}
+	}
+	if n := e.eventCount(alice, evEnded, id); n != 0 {
+		t.Fatal("alice was told the call ended")
+	}
+
+	e.must("the phone mutes", e.callFrom(bob, "s-bob-phone", subject.CallMute, &parleyv1.MuteCallRequest{CallId: id, Muted: true}, nil))
+	e.waitEvent(alice, evUpdated, id, func(c *parleyv1.Call) bool {
+		return slices.ContainsFunc(c.Participants, func(p *parleyv1.CallParticipant) bool { return p.UserId == bob.id && p.Muted })
+	})
+	e.must("the phone hangs up", e.callFrom(bob, "s-bob-phone", subject.CallLeave, &parleyv1.LeaveCallRequest{CallId: id}, nil))
+	e.waitEvent(alice, evEnded, id, endedWith(completed))
+}
+
