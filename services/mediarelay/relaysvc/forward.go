@@ -231,8 +231,9 @@ func (f *forwarder) reselect(now time.Time) {
 		sa, sb := score(a), score(b)
 		return sa > sb || sa == sb && a.id < b.id
 	}
+	// The scores read the previous choice (st.selected, the head start):
+	// it is cleared only once the new one is made.
 	for _, st := range f.streams {
-		st.selected = false
 		if st.muted || st.level.mean(now) == 0 {
 			continue
 		}
@@ -246,6 +247,9 @@ func (f *forwarder) reselect(now time.Time) {
 		for i := len(top) - 1; i > 0 && better(top[i], top[i-1]); i-- {
 			top[i], top[i-1] = top[i-1], top[i]
 		}
+	}
+	for _, st := range f.streams {
+		st.selected = false
 	}
 	for _, st := range top {
 		st.selected = true

@@ -155,3 +155,45 @@ func TestParticipantTimeout(t *testing.T) {
 		t.Fatalf("lost call's message %q", m.req.Text)
 	}
 }
+
+// Two speakers about as loud (within the head start a forwarded stream
+// gets) do not swap the last slot every 100 ms: the one forwarded keeps it.
+func TestSpeakerHysteresis(t *testing.T) {
+	e := newEnv(t, 1, nil)
+	speakers := []user{alice, bob, carol, dave, erin, frank}
+	id := e.place(alice, crowd).Call.CallId
+	streams := make([]uint32, len(speakers))
+	for i, u := range speakers {
+		streams[i] = e.join(u, id).StreamId
+	}
+	d := e.downlink(id)
+	testenv.Eventually(t, 10*time.Second, "a roster of six", func() bool { return d.hasRoster(streams...) })
+	a, b := streams[0], streams[1]
+	// carol (10) and erin (15) hold two slots; alice (30) the third while
+	// bob is clearly quieter (40); then bob gets a little louder than
+	// alice (27: 3 dB, under the 6 dB head start). dave and frank are quiet.
+	levels := map[uint32]uint8{a: 30, b: 40, streams[2]: 10, streams[3]: 70, streams[4]: 15, streams[5]: 60}
+	const first, rounds = 60, 135 // 1.2 s with bob quiet, then 1.5 s with bob a little louder
+	for seq := uint32(1); seq <= rounds; seq++ {
+		if seq == first+1 {
+			levels[b] = 27
+		}
+		for _, s := range streams {
+			e.send(id, s, seq, levels[s], true)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.forwarded(d, id, streams[2], rounds+1)
+	late := func(s uint32) int { // packets of the last half second
+		n := 0
+		for _, r := range d.audioFrom(s) {
+			if r.h.Seq > rounds-25 && r.h.Seq <= rounds {
+				n++
+			}
+		}
+		return n
+	}
+	if na, nb := late(a), late(b); na < 20 || nb > 0 {
+		t.Fatalf("of the last 25 packets, alice (forwarded first) had %d forwarded, bob (3 dB louder) %d: want alice kept (>= 20) and bob not (0)", na, nb)
+	}
+}
