@@ -252,6 +252,7 @@ func (s *Service) join(ctx context.Context, r request, id string) (*parleyv1.Cal
 	if rec == nil || ended(rec) {
 		return nil, errNoCall
 	}
+	wasIn := participant(rec, r.me.UserID) >= 0
 	if rec.GetCall().GetKind() == direct {
 		if !slices.Contains(rec.GetMemberIds(), r.me.UserID) {
 			return nil, errNotMember
@@ -297,13 +298,30 @@ func (s *Service) join(ctx context.Context, r request, id string) (*parleyv1.Cal
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, errNoCall) {
-			s.release(ctx, userKey(r.me.UserID), id)
-		}
+		s.unclaim(ctx, r.me.UserID, id, wasIn)
 		return nil, err
 	}
 	s.events(evUpdated, rec.Call, recipients(rec, r.me.UserID))
 	return &parleyv1.CallJoined{Call: rec.Call, StreamId: stream, MediaKey: key}, nil
+}
+
+// unclaim undoes a failed join's claim of the user.<uid> pointer, so the
+// user is not kept out of every other call by a call they are not in. A
+// user who was a participant before (a rejoin), or is one now (another of
+// their devices joined meanwhile), keeps the pointer; when the record
+// cannot be read, wasIn (from before the join) decides. It runs even when
+// ctx ended (the failure may be ctx's).
+func (s *Service) unclaim(ctx context.Context, uid, id string, wasIn bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	rec, _, err := s.get(ctx, id)
+	switch {
+	case err != nil && wasIn:
+		return
+	case err == nil && rec != nil && !ended(rec) && participant(rec, uid) >= 0:
+		return
+	}
+	s.release(ctx, userKey(uid), id)
 }
 
 // reject is RejectCallRequest.

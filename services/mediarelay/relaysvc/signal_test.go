@@ -1,8 +1,10 @@
 package relaysvc_test
 
 import (
+	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,3 +284,34 @@ func TestOldDeviceCannotLeaveOrMute(t *testing.T) {
 	e.waitEvent(alice, evEnded, id, endedWith(completed))
 }
 
+// A join whose save fails (the record contended on every try) leaves the
+// user free: they can place another call right after, not CONFLICT.
+func TestFailedJoinLeavesUserFree(t *testing.T) {
+	var contend atomic.Bool
+	var e *env
+	e = newEnvSetup(t, 1, nil, func(s *relaysvc.Service) {
+		relaysvc.SetBeforeSaveHook(s, func(ctx context.Context, id string) {
+			if !contend.Load() {
+				return
+			}
+			// Another writer gets in first, every time.
+			if en, err := e.kv.Get(ctx, "call."+id); err == nil {
+				_, _ = e.kv.Put(ctx, "call."+id, en.Value())
+			}
+		})
+	})
+	g := e.place(alice, team).Call.CallId
+	contend.Store(true)
+	if _, err := e.joinErr(bob, g); code(err) != parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		t.Fatalf("bob joins while the record is contended: %v, want UNAVAILABLE", err)
+	}
+	contend.Store(false)
+	if c := e.record(g).GetCall(); slices.Contains(userIDs(c), bob.id) {
+		t.Fatalf("bob is in the call after a failed join: %v", c)
+	}
+	j, err := e.placeErr(bob, "carol")
+	if err != nil {
+		t.Fatalf("bob calls carol after his failed join: %v, want the call placed", err)
+	}
+	checkJoined(t, j)
+}

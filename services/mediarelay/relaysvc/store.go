@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -27,6 +29,27 @@ func ended(rec *internalv1.CallRecord) bool {
 
 // errContended: a record changed under every one of casAttempts tries.
 var errContended = errors.New("call record contended")
+
+// backoffStep is the longest wait before a compare-and-set's second
+// try; the n-th retry waits up to n times as long.
+const backoffStep = 2 * time.Millisecond
+
+// backoff waits a random while (none before the first try, attempt 0)
+// before retrying a compare-and-set that lost, so that writers racing for
+// one key spread out instead of colliding again; ctx's error if it ends.
+func backoff(ctx context.Context, attempt int) error {
+	if attempt == 0 {
+		return nil
+	}
+	t := time.NewTimer(1 + rand.N(time.Duration(attempt)*backoffStep))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // wrongRevision reports whether err is a compare-and-set that lost.
 func wrongRevision(err error) bool {
@@ -57,7 +80,10 @@ func (s *Service) get(ctx context.Context, id string) (*internalv1.CallRecord, u
 // record is also handed to this replica's owner state at once (the watch
 // would bring it a moment later).
 func (s *Service) update(ctx context.Context, id string, change func(*internalv1.CallRecord) error) (*internalv1.CallRecord, error) {
-	for range casAttempts {
+	for attempt := range casAttempts {
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
 		rec, rev, err := s.get(ctx, id)
 		if err != nil {
 			return nil, err
@@ -129,7 +155,10 @@ func (s *Service) pointed(ctx context.Context, key string) (string, error) {
 // returns (and changes nothing). A stale pointer is overwritten by
 // compare-and-set on its revision.
 func (s *Service) claim(ctx context.Context, key, id string) (string, error) {
-	for range casAttempts {
+	for attempt := range casAttempts {
+		if err := backoff(ctx, attempt); err != nil {
+			return "", err
+		}
 		e, err := s.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
