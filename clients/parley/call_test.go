@@ -435,3 +435,95 @@ func TestCallRejoinsAfterReconnect(t *testing.T) {
 	}
 	speakAndHear(t, src, sent, heard, bs)
 }
+
+// TestCallRejoinFindsCallEnded: a call that ended while the client was
+// disconnected (its ENDED event never came) ends the session normally when
+// the rejoin is answered NOT_FOUND: state ended, no error.
+func TestCallRejoinFindsCallEnded(t *testing.T) {
+	g := newFakeGateway(t, false)
+	alice, _, as, _ := callPair(t, g, parley.CallOptions{}, parley.CallOptions{})
+	g.forgetCall(as.ID())
+	g.dropConns("alice")
+	alice.event(t, "alice to reconnect", func(ev parley.Event) bool {
+		_, ok := ev.(parley.ReconnectedEvent)
+		return ok
+	})
+	select {
+	case <-as.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("alice's session still runs after its rejoin found the call ended")
+	}
+	if err := as.Err(); err != nil {
+		t.Errorf("Err() = %v, want nil (a normal end of the call)", err)
+	}
+	if st := as.Call().State; st != parley.CallEnded {
+		t.Errorf("state %v, want ended", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := as.WaitActive(ctx); !errors.Is(err, parley.ErrCallEnded) {
+		t.Errorf("WaitActive: %v, want ErrCallEnded", err)
+	}
+}
+
+// TestCallHangupDuringRejoin: a session that ends while its rejoin's join
+// is on its way leaves the call when the CallJoined arrives (the server
+// seated it again).
+func TestCallHangupDuringRejoin(t *testing.T) {
+	g := newFakeGateway(t, false)
+	alice, _, as, _ := callPair(t, g, parley.CallOptions{}, parley.CallOptions{})
+	id := as.ID()
+	release := g.holdJoinReplies()
+	g.dropConns("alice")
+	alice.event(t, "alice to reconnect", func(ev parley.Event) bool {
+		_, ok := ev.(parley.ReconnectedEvent)
+		return ok
+	})
+	waitFor(t, "alice's rejoin to reach the gateway", func() bool { return len(g.joinLog()) == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := as.Hangup(ctx); err != nil {
+		t.Fatalf("Hangup: %v", err)
+	}
+	leaves := len(g.leaveLog())
+	release()
+	waitFor(t, "alice to leave the seat the late CallJoined gave her", func() bool {
+		l := g.leaveLog()
+		return len(l) > leaves && l[len(l)-1] == "alice "+id
+	})
+}
+
+// TestCallPlaceAbandoned: a caller whose context ends while the place
+// request is on its way gets its error, and the seat the server made is
+// left when the CallJoined arrives.
+func TestCallPlaceAbandoned(t *testing.T) {
+	g := newFakeGateway(t, false)
+	alice, bob := login(t, g, "alice"), login(t, g, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := alice.c.PlaceCallTo(ctx, "bob", parley.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := g.holdJoinReplies()
+	jctx, jcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := bob.c.JoinCall(jctx, s.ID(), parley.CallOptions{})
+		done <- err
+	}()
+	waitFor(t, "bob's join to reach the gateway", func() bool { return len(g.joinLog()) == 2 })
+	jcancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("JoinCall with its context cancelled: %v", err)
+	}
+	release()
+	waitFor(t, "bob to leave the seat the late CallJoined gave him", func() bool {
+		return slices.Contains(g.leaveLog(), "bob "+s.ID())
+	})
+	select {
+	case <-s.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("alice's call did not end when bob left")
+	}
+}

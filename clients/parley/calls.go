@@ -290,24 +290,80 @@ func (c *Client) startCall(ctx context.Context, callID string, f *parleyv1.Frame
 	if err != nil {
 		return nil, err
 	}
-	reply, err := c.do(ctx, f)
+	// A CallJoined for a caller who gave up seats the user all the same:
+	// leave that call rather than leave the seat dangling.
+	reply, err := c.callRequest(ctx, f, func(j *parleyv1.CallJoined) { c.leaveLater(j.GetCall().GetCallId()) })
 	if err != nil {
+		s.stop()
 		return nil, err
 	}
 	j := reply.GetCallJoined()
 	if j == nil {
+		s.stop()
 		return nil, fmt.Errorf("%w: expected CallJoined, got %T", ErrProtocol, reply.GetBody())
 	}
 	if err := s.install(j); err != nil {
 		// The server has us in the call; do not leave it dangling.
-		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = c.LeaveCall(lctx, j.GetCall().GetCallId())
-		cancel()
+		s.stop()
+		c.leaveLater(j.GetCall().GetCallId())
 		return nil, err
 	}
 	c.addCall(s)
 	s.start()
 	return s, nil
+}
+
+// callReplyTimeout bounds the wait for the reply to a place or join
+// request once it is sent, whatever the caller's context says.
+const callReplyTimeout = 30 * time.Second
+
+// callRequest sends a place or join request f and waits for its reply.
+// ctx bounds the wait for a live connection and the caller's wait for the
+// reply; but once f is sent the server may seat the user whatever ctx
+// does, so the reply is awaited on (for callReplyTimeout) and, if ctx ended
+// first, a CallJoined is handed to late (on another goroutine).
+func (c *Client) callRequest(ctx context.Context, f *parleyv1.Frame, late func(*parleyv1.CallJoined)) (*parleyv1.Frame, error) {
+	cn, err := c.live(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		reply *parleyv1.Frame
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(c.ctx, callReplyTimeout)
+		defer cancel()
+		r, err := cn.roundTrip(rctx, f)
+		ch <- result{r, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.reply, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.err == nil && r.reply.GetCallJoined() != nil {
+				late(r.reply.GetCallJoined())
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// leaveLater leaves call id in the background, best effort: a seat the
+// server gave to a request or session that no longer wants it.
+func (c *Client) leaveLater(id string) {
+	if id == "" {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		if err := c.LeaveCall(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+			c.log.Debug("parley: leaving an abandoned call seat failed", "call", id, "err", err)
+		}
+	}()
 }
 
 // addCall registers a running session: it receives media frames and call

@@ -110,7 +110,7 @@ type CallSession struct {
 	speakers  map[uint32]*speaker
 	retired   voice.PlayerStats // counters of speakers dropped
 	stats     CallStats
-	rejoining bool // a JoinCallRequest after a reconnect is in flight
+	rejoining int // JoinCallRequests after a reconnect in flight
 	over      bool
 	err       error
 	changed   chan struct{} // closed and replaced on every change of call or over
@@ -155,12 +155,12 @@ func (s *CallSession) install(j *parleyv1.CallJoined) error {
 	}
 	now := time.Now()
 	s.mu.Lock()
-	if s.over {
+	if s.over || s.ctx.Err() != nil {
 		s.mu.Unlock()
 		if udp != nil {
 			_ = udp.Close()
 		}
-		return nil
+		return errSessionOver
 	}
 	old := s.udp
 	s.call = callFromWire(j.GetCall())
@@ -189,6 +189,9 @@ func (s *CallSession) install(j *parleyv1.CallJoined) error {
 	}
 	return nil
 }
+
+// errSessionOver: a CallJoined came for a session that has ended.
+var errSessionOver = errors.New("parley: call session over")
 
 // start runs the media loop.
 func (s *CallSession) start() {
@@ -246,7 +249,7 @@ func (s *CallSession) applyCall(call Call, userID string) {
 	s.call = call
 	s.notifyLocked()
 	var replaced bool
-	if p, ok := call.Participant(userID); ok && userID != "" && !s.rejoining && !s.ownStream[p.StreamID] {
+	if p, ok := call.Participant(userID); ok && userID != "" && s.rejoining == 0 && !s.ownStream[p.StreamID] {
 		// Our user joined from another device, which took our place.
 		// (While our own rejoin is under way, the event of that join
 		// may come before its reply: not judged then.)
@@ -266,21 +269,29 @@ func (s *CallSession) applyCall(call Call, userID string) {
 func (s *CallSession) rejoin() {
 	s.mu.Lock()
 	id, over := s.call.ID, s.over
+	if !over {
+		s.rejoining++
+	}
 	s.mu.Unlock()
 	if over {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, rejoinTimeout)
-	defer cancel()
-	s.mu.Lock()
-	s.rejoining = true
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.rejoining = false
+		s.rejoining--
 		s.mu.Unlock()
 	}()
-	reply, err := s.c.do(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_JoinCall{JoinCall: &parleyv1.JoinCallRequest{CallId: id}}})
+	ctx, cancel := context.WithTimeout(s.ctx, rejoinTimeout)
+	defer cancel()
+	// A reply that comes after the session ended (or the wait timed out)
+	// still seated us: take it in, or leave the call if the session is
+	// over (Hangup raced with the rejoin).
+	late := func(j *parleyv1.CallJoined) {
+		if err := s.install(j); errors.Is(err, errSessionOver) {
+			s.c.leaveLater(id)
+		}
+	}
+	reply, err := s.c.callRequest(ctx, &parleyv1.Frame{Body: &parleyv1.Frame_JoinCall{JoinCall: &parleyv1.JoinCallRequest{CallId: id}}}, late)
 	if err == nil && reply.GetCallJoined() == nil {
 		err = fmt.Errorf("%w: expected CallJoined, got %T", ErrProtocol, reply.GetBody())
 	}
@@ -290,7 +301,20 @@ func (s *CallSession) rejoin() {
 	switch {
 	case err == nil:
 		s.c.log.Info("parley: rejoined call after reconnect", "call", id)
+	case errors.Is(err, errSessionOver):
+		s.c.leaveLater(id)
 	case s.ctx.Err() != nil:
+	case errors.Is(err, ErrNotFound):
+		// The call ended while we were away (its ENDED event is lost):
+		// a normal end of the call.
+		s.c.log.Info("parley: the call ended during a reconnect", "call", id)
+		s.mu.Lock()
+		if s.call.State != CallEnded {
+			s.call.State = CallEnded
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+		s.finish(nil)
 	case Retryable(err) || errors.Is(err, ErrClosed):
 		// The next reconnect rejoins again.
 		s.c.log.Warn("parley: rejoining call failed; retrying after the next reconnect", "call", id, "err", err)

@@ -37,6 +37,10 @@ type fakeGateway struct {
 	calls   map[string]*fakeCall
 	streams map[uint32]*fakeStream
 	joins   []string // "username call-id" of every place/join, in order
+	leaves  []string // "username call-id" of every leave, in order
+	// holdJoins, when set, holds the replies to join requests (processed
+	// at once) until it is closed: a reply still on its way.
+	holdJoins chan struct{}
 	audio   map[uint32]int
 }
 
@@ -169,6 +173,40 @@ func (g *fakeGateway) dropConns(user string) {
 	}
 }
 
+func (g *fakeGateway) leaveLog() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.leaves...)
+}
+
+// holdJoinReplies holds the replies to join requests until the returned
+// function is called.
+func (g *fakeGateway) holdJoinReplies() (release func()) {
+	ch := make(chan struct{})
+	g.mu.Lock()
+	g.holdJoins = ch
+	g.mu.Unlock()
+	return func() {
+		g.mu.Lock()
+		g.holdJoins = nil
+		g.mu.Unlock()
+		close(ch)
+	}
+}
+
+// forgetCall ends call id without telling anyone (its ENDED event lost,
+// as for a user who was disconnected then).
+func (g *fakeGateway) forgetCall(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if call := g.calls[id]; call != nil {
+		for _, st := range call.seats {
+			delete(g.streams, st.id)
+		}
+		delete(g.calls, id)
+	}
+}
+
 func (g *fakeGateway) joinLog() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -257,8 +295,20 @@ func (g *fakeGateway) handle(c *fakeConn, f *parleyv1.Frame) *parleyv1.Frame {
 	case *parleyv1.Frame_PlaceCall:
 		return g.place(c, b.PlaceCall.GetToUsername())
 	case *parleyv1.Frame_JoinCall:
-		return g.join(c, b.JoinCall.GetCallId())
+		reply := g.join(c, b.JoinCall.GetCallId())
+		g.mu.Lock()
+		hold := g.holdJoins
+		g.mu.Unlock()
+		if hold == nil {
+			return reply
+		}
+		reply.RequestId = f.GetRequestId()
+		go func() { <-hold; c.write(reply) }()
+		return nil
 	case *parleyv1.Frame_LeaveCall:
+		g.mu.Lock()
+		g.leaves = append(g.leaves, c.user+" "+b.LeaveCall.GetCallId())
+		g.mu.Unlock()
 		return g.end(c, b.LeaveCall.GetCallId(), parleyv1.CallEndReason_CALL_END_REASON_COMPLETED)
 	case *parleyv1.Frame_RejectCall:
 		return g.end(c, b.RejectCall.GetCallId(), parleyv1.CallEndReason_CALL_END_REASON_REJECTED)

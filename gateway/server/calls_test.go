@@ -512,6 +512,7 @@ func (e *callEnv) expectOwnerAudioEventually(t *testing.T, h media.Header) {
 // list (their packets are then unknown); an empty one ends the call here.
 func TestCallRoster(t *testing.T) {
 	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond) // no grace (TestCallRosterGrace)
 	a := e.join(t, "alice", "group.g1", "")
 	b := e.join(t, "bob", "", a.callID())
 	a.probe(a.udp)
@@ -536,6 +537,44 @@ func TestCallRoster(t *testing.T) {
 	if got := e.metric("parley_gateway_media_packets_sent_total", nil); got != before {
 		t.Fatalf("%v packets sent after the call ended", got-before)
 	}
+}
+
+// TestCallRosterGrace: a roster that comes right after a join and does
+// not list the new stream (the owner's periodic repeat of the roster from
+// before the join) leaves it served; one after the grace period drops it.
+func TestCallRosterGrace(t *testing.T) {
+	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Minute) // nothing here is that slow
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	e.relay.roster(a.callID(), a.stream()) // the roster from before bob joined
+	// Audio published after the roster reaches bob: the roster was taken
+	// in (one subscription, in order) and bob's stream is still served.
+	marker := media.Header{Type: media.TypeAudio, StreamID: 77, Seq: 1, Timestamp: 1}
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("after the roster")))
+	if got, p := b.recvUDP(b.udp); got != marker || string(p) != "after the roster" {
+		t.Fatalf("bob got %+v %q, want the marker", got, p)
+	}
+	if got, p := a.recvUDP(a.udp); got != marker || string(p) != "after the roster" {
+		t.Fatalf("alice got %+v %q, want the marker", got, p)
+	}
+	b.probe(b.udp)
+	if got := e.metric("parley_gateway_media_streams", nil); got != 2 {
+		t.Fatalf("%v streams after an old roster, want 2", got)
+	}
+
+	// Past the grace period the same roster drops bob's stream.
+	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond)
+	e.relay.roster(a.callID(), a.stream())
+	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	a.probe(a.udp)
+	_, pkt := b.packet(media.TypeProbe, nil)
+	b.sendVia(b.udp, pkt)
+	e.waitDrops(t, "unknown_stream", 1)
 }
 
 // TestCallConnectionClose: a closed connection's stream is dropped at
@@ -591,6 +630,63 @@ func TestCallAlive(t *testing.T) {
 			t.Fatalf("%d Alive messages naming both streams within %s", seen, readTimeout)
 		}
 	}
+}
+
+// TestCallAliveIdle: a stream whose client sends nothing (it abandoned
+// the call) drops out of the Alive messages after the idle limit, so the
+// owner can time the participant out; one that keeps probing stays.
+func TestCallAliveIdle(t *testing.T) {
+	e := startCallGateway(t, func(c *server.Config) { c.MediaAlive = 50 * time.Millisecond })
+	const idle = 500 * time.Millisecond
+	server.SetMediaStreamLimits(e.srv, idle, 0)
+	a := e.join(t, "alice", "group.g1", "") // never sends a packet
+	b := e.join(t, "bob", "", a.callID())
+	has := func(m aliveMsg, id uint32) bool {
+		for _, s := range m.streams {
+			if s == id {
+				return true
+			}
+		}
+		return false
+	}
+	// bob probes every 100 ms (well within the idle limit); after alice
+	// is gone from the Alive messages, bob must be in the next ones.
+	nextProbe := time.Now()
+	onlyBob := 0
+	deadline := time.After(readTimeout)
+	for onlyBob < 5 {
+		if time.Now().After(nextProbe) {
+			b.probe(b.udp)
+			nextProbe = time.Now().Add(100 * time.Millisecond)
+		}
+		select {
+		case m := <-e.relay.alive:
+			switch {
+			case has(m, a.stream()) && onlyBob > 0:
+				t.Fatalf("alice's idle stream back in %+v", m)
+			case has(m, a.stream()):
+			case !has(m, b.stream()):
+				t.Fatalf("bob's probing stream missing from %+v", m)
+			default:
+				onlyBob++
+			}
+		case <-deadline:
+			t.Fatalf("%d Alive messages without alice's idle stream within %s", onlyBob, readTimeout)
+		}
+	}
+	// alice's stream is still installed (the owner decides): audio she
+	// sends now is forwarded, and puts her back in the Alive messages.
+	h, pkt := a.packet(media.TypeAudio, []byte("back"))
+	a.sendVia(a.udp, pkt)
+	e.expectOwnerAudio(t, h, []byte("back"))
+	testenv.Eventually(t, readTimeout, "alice in an Alive again", func() bool {
+		select {
+		case m := <-e.relay.alive:
+			return has(m, a.stream())
+		default:
+			return false
+		}
+	})
 }
 
 // TestCallStreamCollision: two calls that picked the same stream id are

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/parleychat/parley/libs/mediabus"
 	"github.com/parleychat/parley/protocol/media"
@@ -96,6 +97,7 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 		p.drop(dropReplay)
 		return
 	}
+	s.heard = time.Now()
 	if via != nil {
 		s.framed = true
 	} else {
@@ -197,9 +199,11 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 	c.targets = targets[:0]
 }
 
-// roster drops c's local streams that ids does not list; an empty ids
-// ends the call here.
+// roster drops c's local streams that ids does not list, except those
+// installed within RosterGrace (the roster may predate their join); an
+// empty ids, the call's end, drops them all.
 func (p *Plane) roster(c *call, ids []uint32) {
+	recent := time.Now().Add(-time.Duration(p.grace.Load()))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := 0; i < len(c.streams); {
@@ -211,7 +215,7 @@ func (p *Plane) roster(c *call, ids []uint32) {
 				break
 			}
 		}
-		if listed {
+		if listed || len(ids) > 0 && s.installed.After(recent) {
 			i++
 			continue
 		}

@@ -26,12 +26,18 @@
 // or a media frame on its connection when its last packet came that way or
 // none has come by UDP yet (without waiting: a connection that cannot take
 // it now misses the packet, never SLOW_CONSUMER). A Roster
-// drops the local streams of the call it does not list; an empty one ends
-// the call here.
+// drops the local streams of the call it does not list, except those
+// installed less than RosterGrace ago (a join committed by another relay
+// replica may be followed by the owner's periodic repeat of the roster from
+// before it); an empty one ends the call here.
 //
 // Alive: every AliveInterval, for each call with local streams, a mediabus
-// Alive naming this gateway and those streams goes to
-// subject.MediaUp(call), so the owner keeps the participants.
+// Alive naming this gateway and those of the streams that are not idle
+// goes to subject.MediaUp(call), so the owner keeps the participants. A
+// stream is idle when no authenticated packet of it came for StreamIdle
+// (counted from its install): its client abandoned the call (clients probe
+// every 5 s and send a keepalive at least every 15 s), so the owner is let
+// to time the participant out.
 //
 // The streams are installed by the connection that joined (Install, after
 // the relay's CallJoined) and dropped when it leaves, rejoins, closes
@@ -47,6 +53,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,7 +112,24 @@ type Config struct {
 	UDPAddr string
 	// AliveInterval is the period of the Alive messages (2 s).
 	AliveInterval time.Duration
+	// StreamIdle: a stream with no authenticated packet for this long
+	// (counted from its install) is left out of the Alive messages; 0:
+	// DefaultStreamIdle.
+	StreamIdle time.Duration
+	// RosterGrace: a Roster does not drop a stream installed less than
+	// this long ago; 0: DefaultRosterGrace.
+	RosterGrace time.Duration
 }
+
+// Defaults of Config.
+const (
+	// DefaultStreamIdle exceeds the clients' longest silence (a keepalive
+	// every 15 s, a probe every 5 s) with room for a lost packet.
+	DefaultStreamIdle = 20 * time.Second
+	// DefaultRosterGrace exceeds the owner's roster period (2 s), so a
+	// roster from before a join cannot undo it.
+	DefaultRosterGrace = 3 * time.Second
+)
 
 // Plane is the media plane of one gateway. It is safe for concurrent use.
 type Plane struct {
@@ -118,6 +142,8 @@ type Plane struct {
 
 	// The per-packet counters, resolved once.
 	inUDP, inFrame, outUDP, outFrame prometheus.Counter
+
+	idle, grace atomic.Int64 // StreamIdle and RosterGrace, in nanoseconds (SetStreamLimits)
 
 	mu     sync.RWMutex // guards the fields below; the packet paths hold it for reading
 	byID   map[uint32][]*stream
@@ -145,13 +171,15 @@ type call struct {
 
 // stream is one participant served here: its key and return path.
 type stream struct {
-	id   uint32
-	call *call
-	key  *media.Key
-	conn Conn
+	id        uint32
+	call      *call
+	key       *media.Key
+	conn      Conn
+	installed time.Time
 
 	mu     sync.Mutex // guards the fields below
 	replay media.ReplayWindow
+	heard  time.Time      // the last authenticated fresh packet; installed until one came
 	addr   netip.AddrPort // last UDP source; invalid until one is seen
 	framed bool           // the last packet came as a frame: answer with frames
 	gone   bool           // dropped from the table
@@ -181,6 +209,14 @@ func New(cfg Config) (*Plane, error) {
 		return nil, fmt.Errorf("alive interval must be positive: %w", ErrConfig)
 	case cfg.GatewayID == "" || len(cfg.GatewayID) > 255:
 		return nil, fmt.Errorf("gateway id must be 1-255 bytes: %w", ErrConfig)
+	case cfg.StreamIdle < 0 || cfg.RosterGrace < 0:
+		return nil, fmt.Errorf("stream idle limit and roster grace must not be negative: %w", ErrConfig)
+	}
+	if cfg.StreamIdle == 0 {
+		cfg.StreamIdle = DefaultStreamIdle
+	}
+	if cfg.RosterGrace == 0 {
+		cfg.RosterGrace = DefaultRosterGrace
 	}
 	if cfg.UDPAddr != "" {
 		if _, err := netip.ParseAddrPort(cfg.UDPAddr); err != nil {
@@ -202,6 +238,8 @@ func New(cfg Config) (*Plane, error) {
 		calls:  make(map[string]*call),
 		byConn: make(map[Conn]*stream),
 	}
+	p.idle.Store(int64(cfg.StreamIdle))
+	p.grace.Store(int64(cfg.RosterGrace))
 	p.frameBufs.New = func() any { return newBuffers() }
 	p.inUDP = p.m.MediaIn.WithLabelValues("udp")
 	p.inFrame = p.m.MediaIn.WithLabelValues("frame")
@@ -229,6 +267,17 @@ func (p *Plane) Listen() error {
 	_ = pc.SetReadBuffer(4 << 20)
 	p.pc = pc
 	return nil
+}
+
+// SetStreamLimits changes StreamIdle and RosterGrace (a value <= 0 keeps
+// the current one); it is safe while the plane runs (tests shorten them).
+func (p *Plane) SetStreamLimits(idle, grace time.Duration) {
+	if idle > 0 {
+		p.idle.Store(int64(idle))
+	}
+	if grace > 0 {
+		p.grace.Store(int64(grace))
+	}
 }
 
 // Close closes the media port of a Plane whose Run never started (its
@@ -321,7 +370,8 @@ func (p *Plane) Install(conn Conn, callID string, streamID uint32, key []byte) (
 			break
 		}
 	}
-	s := &stream{id: streamID, call: c, key: k, conn: conn}
+	now := time.Now()
+	s := &stream{id: streamID, call: c, key: k, conn: conn, installed: now, heard: now}
 	if p.pc == nil {
 		s.framed = true // no media port: frames are the only way
 	}
@@ -413,11 +463,19 @@ func (p *Plane) aliveLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		out = out[:0]
+		idleSince := time.Now().Add(-time.Duration(p.idle.Load()))
 		p.mu.RLock()
 		for _, c := range p.calls {
 			ids = ids[:0]
 			for _, s := range c.streams {
-				ids = append(ids, s.id)
+				// An idle stream is left out: its client abandoned the
+				// call, and the owner times the participant out.
+				s.mu.Lock()
+				idle := s.heard.Before(idleSince)
+				s.mu.Unlock()
+				if !idle {
+					ids = append(ids, s.id)
+				}
 			}
 			for len(ids) > 0 {
 				n := min(len(ids), mediabus.MaxStreams)
