@@ -35,7 +35,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -171,24 +170,11 @@ func run(o options) error {
 			return fmt.Errorf("turn scenario needs coturn's turnserver (apt-get install coturn; scripts/bench.sh installs it): %w", err)
 		}
 	}
-	dir, err := os.MkdirTemp("", "parley-callbench-")
+	ps, dir, done, err := child.NewWorkSet("parley-callbench-", bin, o.keep, logf)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		logf("work directory (kept): %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	logs := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return err
-	}
-	ps := &child.Set{Bin: bin, Logs: logs}
-	defer func() {
-		logf("stopping all processes")
-		ps.StopAll()
-	}()
+	defer done()
 	rep := &report{opts: o, started: time.Now(), env: machine()}
 	c := &cluster{ps: ps, dir: dir, opts: o}
 	logf("starting nats-server, redis-server, auth, presence, messaging, media-relay, %d gateway(s)", o.gateways)
@@ -263,20 +249,7 @@ func run(o options) error {
 		return ctx.Err()
 	}
 	rep.finished = time.Now()
-	var w io.Writer = os.Stdout
-	if o.out != "" {
-		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(o.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
-	}
-	rep.write(w)
-	return nil
+	return child.WriteReport(o.out, rep.write)
 }
 
 func turnVersion(path string) string {

@@ -23,7 +23,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -145,24 +144,11 @@ func run(o options) error {
 		o.loginDuration = min(o.loginDuration, 5*time.Second)
 	}
 
-	dir, err := os.MkdirTemp("", "parley-connbench-")
+	ps, dir, done, err := child.NewWorkSet("parley-connbench-", bin, o.keep, logf)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		logf("work directory (kept): %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	logs := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return err
-	}
-	ps := &child.Set{Bin: bin, Logs: logs}
-	defer func() {
-		logf("stopping all processes")
-		ps.StopAll()
-	}()
+	defer done()
 	c := &cluster{ps: ps, dir: dir, opts: o}
 	defer func() {
 		if c.nc != nil {
@@ -230,18 +216,5 @@ func run(o options) error {
 	}
 	rep.finished = time.Now()
 
-	var w io.Writer = os.Stdout
-	if o.out != "" {
-		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(o.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
-	}
-	rep.write(w)
-	return nil
+	return child.WriteReport(o.out, rep.write)
 }

@@ -37,7 +37,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -267,19 +266,9 @@ func run(o options) error {
 	}
 	rep.leftover = c.leftover(ctx)
 	rep.finished = time.Now()
-	var w io.Writer = os.Stdout
-	if o.out != "" {
-		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(o.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
+	if err := child.WriteReport(o.out, rep.write); err != nil {
+		return err
 	}
-	rep.write(w)
 	if rep.failed() {
 		return errors.New("some transfers failed (see the report)")
 	}

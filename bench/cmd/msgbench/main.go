@@ -33,7 +33,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -176,24 +175,12 @@ func run(o options) error {
 			want[k] = true
 		}
 	}
-	dir, err := os.MkdirTemp("", "parley-msgbench-")
+	ps, dir, done, err := child.NewWorkSet("parley-msgbench-", bin, o.keep, logf)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		logf("work directory (kept): %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	logs := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return err
-	}
-	ps := &child.Set{Bin: bin, Logs: logs, Env: o.serverEnv}
-	defer func() {
-		logf("stopping all processes")
-		ps.StopAll()
-	}()
+	defer done()
+	ps.Env = o.serverEnv
 	c := &cluster{ps: ps, dir: dir, opts: o}
 	rep := &report{opts: o, env: machine(), started: time.Now()}
 	logf("starting nats-server, redis-server, auth, presence, %d messaging, %d gateway(s)", o.messaging, o.gateways)
@@ -216,18 +203,5 @@ func run(o options) error {
 		return ctx.Err()
 	}
 	rep.finished = time.Now()
-	var w io.Writer = os.Stdout
-	if o.out != "" {
-		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(o.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
-	}
-	rep.write(w)
-	return nil
+	return child.WriteReport(o.out, rep.write)
 }

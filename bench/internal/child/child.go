@@ -313,3 +313,48 @@ func (ps *Set) StartRedis(ctx context.Context, bin string) (*Proc, string, error
 	}
 	return p, addr, nil
 }
+
+// NewWorkSet makes a temporary work directory (prefix, as os.MkdirTemp)
+// with a logs folder, and a Set whose processes log there. done stops
+// every process and, unless keep, removes the directory.
+func NewWorkSet(prefix, bin string, keep bool, logf func(string, ...any)) (ps *Set, dir string, done func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if keep {
+		logf("work directory (kept): %s", dir)
+	}
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	ps = &Set{Bin: bin, Logs: logs}
+	return ps, dir, func() {
+		logf("stopping all processes")
+		ps.StopAll()
+		if !keep {
+			os.RemoveAll(dir)
+		}
+	}, nil
+}
+
+// WriteReport writes a report with write to stdout and, when path is not
+// empty, to that file too (its directory made as needed).
+func WriteReport(path string, write func(io.Writer)) error {
+	var w io.Writer = os.Stdout
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = io.MultiWriter(os.Stdout, f)
+	}
+	write(w)
+	return nil
+}
