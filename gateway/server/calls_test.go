@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -441,6 +442,7 @@ func TestCallFlood(t *testing.T) {
 			through++
 			b.recvUDPUntil(h) // bob keeps up, so his socket's queue stays short
 		}
+		time.Sleep(20 * time.Millisecond) // a frame's pace, as a client sends
 		select {
 		case <-done:
 		default:
@@ -462,6 +464,30 @@ func TestCallFlood(t *testing.T) {
 	if e.drops("auth") == 0 || e.drops("unknown_stream") == 0 || e.drops("malformed") == 0 {
 		t.Fatal("the flood was not counted")
 	}
+}
+
+// TestCallRateLimit: a participant sending far more than a call's 50
+// packets a second has the excess dropped at the gateway, before it costs
+// the relay and every listener anything; after a pause its packets flow
+// again.
+func TestCallRateLimit(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	const n = 400
+	start := time.Now()
+	for i := range n {
+		_, pkt := a.packet(media.TypeAudio, fmt.Appendf(nil, "flood %d", i))
+		a.sendVia(a.udp, pkt)
+	}
+	took := time.Since(start)
+	// Through: the burst (50) and what 100 a second refilled meanwhile.
+	allowed := 50 + int(math.Ceil(took.Seconds()*100))
+	e.waitDrops(t, "rate", float64(n-allowed))
+	t.Logf("%d packets sent in %s: %.0f dropped as over the stream's rate", n, took.Round(time.Millisecond), e.drops("rate"))
+	time.Sleep(time.Second)
+	h, pkt := a.packet(media.TypeAudio, []byte("after a pause"))
+	a.sendVia(a.udp, pkt)
+	e.expectOwnerAudioEventually(t, h)
 }
 
 // recvUDPUntil reads p's UDP socket until the packet with header h.

@@ -97,7 +97,13 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 		p.drop(dropReplay)
 		return
 	}
-	s.heard = time.Now()
+	now := time.Now()
+	if !s.allow(now) {
+		s.mu.Unlock()
+		p.drop(dropRate)
+		return
+	}
+	s.heard = now
 	if via != nil {
 		s.framed = true
 	} else {
@@ -265,4 +271,30 @@ func (p *Plane) readLoop() {
 		}
 		p.receiveUDP(buf[:n], src, b)
 	}
+}
+
+// A participant sends 50 audio packets a second at most (one per 20 ms
+// frame), plus a few probes and keepalives. More is a client flooding the
+// call: every packet it sends is forwarded to, and re-sealed for, every
+// listener, so one participant could take the call's (and the gateway's)
+// capacity from the others. Each stream may send streamRate packets a
+// second, in bursts of streamBurst (a client catching up after a stall);
+// the rest is dropped here, before the bus.
+const (
+	streamRate  = 100
+	streamBurst = 50
+)
+
+// allow takes a token of s's bucket at now; s.mu held.
+func (s *stream) allow(now time.Time) bool {
+	if s.refill.IsZero() {
+		s.tokens, s.refill = streamBurst, now
+	}
+	s.tokens = min(streamBurst, s.tokens+now.Sub(s.refill).Seconds()*streamRate)
+	s.refill = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
 }

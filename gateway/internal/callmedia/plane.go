@@ -82,6 +82,7 @@ const (
 	dropUnknown   = "unknown_stream" // no local stream has its stream id
 	dropAuth      = "auth"           // no local stream of its id opens it
 	dropReplay    = "replay"         // its sequence number was seen (or is too old)
+	dropRate      = "rate"           // the stream sent more than streamRate packets a second
 	dropType      = "type"           // a probe reply from a client
 	dropWrongConn = "wrong_conn"     // a frame on a connection that is not its stream's
 	dropQueueFull = "queue_full"     // the listener's connection had no room for the frame
@@ -181,6 +182,8 @@ type stream struct {
 	replay media.ReplayWindow
 	heard  time.Time      // the last authenticated fresh packet; installed until one came
 	addr   netip.AddrPort // last UDP source; invalid until one is seen
+	tokens float64        // the stream's packet allowance (allow)
+	refill time.Time      // when tokens was last topped up
 	framed bool           // the last packet came as a frame: answer with frames
 	gone   bool           // dropped from the table
 }
