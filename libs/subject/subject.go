@@ -99,6 +99,31 @@ func MediaDown(callID string) string { return "parley.media.v1.down." + callID }
 // UserCallEvents carries parleyv1.CallEvent for a user.
 func UserCallEvents(userID string) string { return UserPrefix(userID) + "call" }
 
+// Device keys (auth service, queue group QueueAuth): a device registers
+// its public key through the gateway; the rendezvous and clients read them.
+const (
+	AuthDeviceRegister = "parley.auth.v1.device.register" // parleyv1.RegisterDeviceRequest -> DeviceKeysReply (identity headers)
+	AuthDeviceKeys     = "parley.auth.v1.device.keys"     // parleyv1.DeviceKeysRequest -> DeviceKeysReply
+)
+
+// Rendezvous: direct-session signalling from clients (through the gateway,
+// with the identity headers; queue group QueueRendezvous, any replica
+// answers by a compare-and-set on the session's record in BucketP2P).
+const (
+	P2POpen   = "parley.p2p.v1.open"   // parleyv1.P2POpenRequest -> P2PSession
+	P2PAnswer = "parley.p2p.v1.answer" // parleyv1.P2PAnswerRequest -> P2PSession
+	P2PUpdate = "parley.p2p.v1.update" // parleyv1.P2PUpdateRequest -> P2PSession
+	P2PClose  = "parley.p2p.v1.close"  // parleyv1.P2PCloseRequest -> empty
+)
+
+// P2PRelay is where the gateway serving side ("a" or "b") of a direct
+// session receives the packets the other side relays (raw packet bytes, no
+// envelope); the sending side's gateway publishes there.
+func P2PRelay(sessionID, side string) string { return "parley.p2p.v1.relay." + sessionID + "." + side }
+
+// UserP2PEvents carries parleyv1.P2PEvent for a user.
+func UserP2PEvents(userID string) string { return UserPrefix(userID) + "p2p" }
+
 // File service: offers, answers and downloads from clients (through the
 // gateway), and the upload bookkeeping of the gateway's tus endpoint.
 const (
@@ -171,11 +196,12 @@ const (
 
 // Queue groups: replicas of one service share the work of its subjects.
 const (
-	QueueAuth      = "parley-auth"
-	QueuePresence  = "parley-presence"
-	QueueMessaging = "parley-messaging"
-	QueueFile      = "parley-file"
-	QueueMedia     = "parley-media"
+	QueueAuth       = "parley-auth"
+	QueuePresence   = "parley-presence"
+	QueueMessaging  = "parley-messaging"
+	QueueFile       = "parley-file"
+	QueueMedia      = "parley-media"
+	QueueRendezvous = "parley-rendezvous"
 )
 
 // Per-user subjects. A gateway holds one subscription to UserAll(uid) for
@@ -211,6 +237,12 @@ const (
 	// internalv1.CallRecord, "user.<uid>" -> the call id the user is in,
 	// "conv.<conversation>" -> the call id running in a conversation.
 	BucketCalls = "parley_calls"
+	// BucketP2P holds the rendezvous's direct sessions: "s.<session_id>" ->
+	// internalv1.P2PRecord.
+	BucketP2P = "parley_p2p"
+	// BucketDevices holds device keys: "<user_id>.<device_id>" ->
+	// internalv1.DeviceRecord.
+	BucketDevices = "parley_devices"
 )
 
 // NATS header keys on requests from the gateway and on error replies. The

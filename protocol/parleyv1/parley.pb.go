@@ -519,6 +519,58 @@ func (CallEndReason) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
 }
 
+// NatMapping is how a NAT maps one local address to public ones (RFC 4787,
+// RFC 5780), as the rendezvous saw a device's registrations at its two
+// addresses.
+type NatMapping int32
+
+const (
+	NatMapping_NAT_MAPPING_UNKNOWN              NatMapping = 0
+	NatMapping_NAT_MAPPING_ENDPOINT_INDEPENDENT NatMapping = 1 // the same public address whatever the destination (no NAT, or a cone NAT)
+	NatMapping_NAT_MAPPING_ENDPOINT_DEPENDENT   NatMapping = 2 // a new public address per destination ("symmetric")
+)
+
+// Enum value maps for NatMapping.
+var (
+	NatMapping_name = map[int32]string{
+		0: "NAT_MAPPING_UNKNOWN",
+		1: "NAT_MAPPING_ENDPOINT_INDEPENDENT",
+		2: "NAT_MAPPING_ENDPOINT_DEPENDENT",
+	}
+	NatMapping_value = map[string]int32{
+		"NAT_MAPPING_UNKNOWN":              0,
+		"NAT_MAPPING_ENDPOINT_INDEPENDENT": 1,
+		"NAT_MAPPING_ENDPOINT_DEPENDENT":   2,
+	}
+)
+
+func (x NatMapping) Enum() *NatMapping {
+	p := new(NatMapping)
+	*p = x
+	return p
+}
+
+func (x NatMapping) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NatMapping) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[7].Descriptor()
+}
+
+func (NatMapping) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[7]
+}
+
+func (x NatMapping) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NatMapping.Descriptor instead.
+func (NatMapping) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
+}
+
 type FriendEvent_Kind int32
 
 const (
@@ -558,11 +610,11 @@ func (x FriendEvent_Kind) String() string {
 }
 
 func (FriendEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[7].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[8].Descriptor()
 }
 
 func (FriendEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[7]
+	return &file_parley_v1_parley_proto_enumTypes[8]
 }
 
 func (x FriendEvent_Kind) Number() protoreflect.EnumNumber {
@@ -619,11 +671,11 @@ func (x FileEvent_Kind) String() string {
 }
 
 func (FileEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[8].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[9].Descriptor()
 }
 
 func (FileEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[8]
+	return &file_parley_v1_parley_proto_enumTypes[9]
 }
 
 func (x FileEvent_Kind) Number() protoreflect.EnumNumber {
@@ -671,11 +723,11 @@ func (x CallEvent_Kind) String() string {
 }
 
 func (CallEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_parley_proto_enumTypes[9].Descriptor()
+	return file_parley_v1_parley_proto_enumTypes[10].Descriptor()
 }
 
 func (CallEvent_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_parley_proto_enumTypes[9]
+	return &file_parley_v1_parley_proto_enumTypes[10]
 }
 
 func (x CallEvent_Kind) Number() protoreflect.EnumNumber {
@@ -685,6 +737,214 @@ func (x CallEvent_Kind) Number() protoreflect.EnumNumber {
 // Deprecated: Use CallEvent_Kind.Descriptor instead.
 func (CallEvent_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_parley_proto_rawDescGZIP(), []int{69, 0}
+}
+
+type P2PCandidate_Kind int32
+
+const (
+	P2PCandidate_KIND_UNSPECIFIED      P2PCandidate_Kind = 0
+	P2PCandidate_KIND_HOST             P2PCandidate_Kind = 1 // an address of the device's own interfaces
+	P2PCandidate_KIND_SERVER_REFLEXIVE P2PCandidate_Kind = 2 // the public address the rendezvous saw
+)
+
+// Enum value maps for P2PCandidate_Kind.
+var (
+	P2PCandidate_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_HOST",
+		2: "KIND_SERVER_REFLEXIVE",
+	}
+	P2PCandidate_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":      0,
+		"KIND_HOST":             1,
+		"KIND_SERVER_REFLEXIVE": 2,
+	}
+)
+
+func (x P2PCandidate_Kind) Enum() *P2PCandidate_Kind {
+	p := new(P2PCandidate_Kind)
+	*p = x
+	return p
+}
+
+func (x P2PCandidate_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2PCandidate_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[11].Descriptor()
+}
+
+func (P2PCandidate_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[11]
+}
+
+func (x P2PCandidate_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2PCandidate_Kind.Descriptor instead.
+func (P2PCandidate_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{75, 0}
+}
+
+type P2PSession_State int32
+
+const (
+	P2PSession_STATE_UNSPECIFIED P2PSession_State = 0
+	P2PSession_STATE_OFFERED     P2PSession_State = 1 // waiting for the peer to answer
+	P2PSession_STATE_ACCEPTED    P2PSession_State = 2 // both sides agreed: register, then connect
+	P2PSession_STATE_CLOSED      P2PSession_State = 3
+)
+
+// Enum value maps for P2PSession_State.
+var (
+	P2PSession_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_OFFERED",
+		2: "STATE_ACCEPTED",
+		3: "STATE_CLOSED",
+	}
+	P2PSession_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_OFFERED":     1,
+		"STATE_ACCEPTED":    2,
+		"STATE_CLOSED":      3,
+	}
+)
+
+func (x P2PSession_State) Enum() *P2PSession_State {
+	p := new(P2PSession_State)
+	*p = x
+	return p
+}
+
+func (x P2PSession_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2PSession_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[12].Descriptor()
+}
+
+func (P2PSession_State) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[12]
+}
+
+func (x P2PSession_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2PSession_State.Descriptor instead.
+func (P2PSession_State) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{80, 0}
+}
+
+type P2PSession_CloseReason int32
+
+const (
+	P2PSession_CLOSE_REASON_UNSPECIFIED P2PSession_CloseReason = 0
+	P2PSession_CLOSE_REASON_CLOSED      P2PSession_CloseReason = 1 // a side closed it (P2PCloseRequest)
+	P2PSession_CLOSE_REASON_REJECTED    P2PSession_CloseReason = 2 // the peer declined
+	P2PSession_CLOSE_REASON_EXPIRED     P2PSession_CloseReason = 3 // not answered within 60 s, or unused for 24 h
+)
+
+// Enum value maps for P2PSession_CloseReason.
+var (
+	P2PSession_CloseReason_name = map[int32]string{
+		0: "CLOSE_REASON_UNSPECIFIED",
+		1: "CLOSE_REASON_CLOSED",
+		2: "CLOSE_REASON_REJECTED",
+		3: "CLOSE_REASON_EXPIRED",
+	}
+	P2PSession_CloseReason_value = map[string]int32{
+		"CLOSE_REASON_UNSPECIFIED": 0,
+		"CLOSE_REASON_CLOSED":      1,
+		"CLOSE_REASON_REJECTED":    2,
+		"CLOSE_REASON_EXPIRED":     3,
+	}
+)
+
+func (x P2PSession_CloseReason) Enum() *P2PSession_CloseReason {
+	p := new(P2PSession_CloseReason)
+	*p = x
+	return p
+}
+
+func (x P2PSession_CloseReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2PSession_CloseReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[13].Descriptor()
+}
+
+func (P2PSession_CloseReason) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[13]
+}
+
+func (x P2PSession_CloseReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2PSession_CloseReason.Descriptor instead.
+func (P2PSession_CloseReason) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{80, 1}
+}
+
+type P2PEvent_Kind int32
+
+const (
+	P2PEvent_KIND_UNSPECIFIED P2PEvent_Kind = 0
+	P2PEvent_KIND_OFFER       P2PEvent_Kind = 1
+	P2PEvent_KIND_ACCEPTED    P2PEvent_Kind = 2
+	P2PEvent_KIND_INTRO       P2PEvent_Kind = 3
+	P2PEvent_KIND_CLOSED      P2PEvent_Kind = 4
+)
+
+// Enum value maps for P2PEvent_Kind.
+var (
+	P2PEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_OFFER",
+		2: "KIND_ACCEPTED",
+		3: "KIND_INTRO",
+		4: "KIND_CLOSED",
+	}
+	P2PEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_OFFER":       1,
+		"KIND_ACCEPTED":    2,
+		"KIND_INTRO":       3,
+		"KIND_CLOSED":      4,
+	}
+)
+
+func (x P2PEvent_Kind) Enum() *P2PEvent_Kind {
+	p := new(P2PEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x P2PEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2PEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_parley_proto_enumTypes[14].Descriptor()
+}
+
+func (P2PEvent_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_parley_proto_enumTypes[14]
+}
+
+func (x P2PEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2PEvent_Kind.Descriptor instead.
+func (P2PEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{81, 0}
 }
 
 // Frame is the envelope of every message on the wire.
@@ -734,6 +994,12 @@ type Frame struct {
 	//	*Frame_RejectCall
 	//	*Frame_LeaveCall
 	//	*Frame_MuteCall
+	//	*Frame_RegisterDevice
+	//	*Frame_DeviceKeys
+	//	*Frame_P2POpen
+	//	*Frame_P2PAnswer
+	//	*Frame_P2PUpdate
+	//	*Frame_P2PClose
 	//	*Frame_Session
 	//	*Frame_Ok
 	//	*Frame_WhoReply
@@ -747,6 +1013,8 @@ type Frame struct {
 	//	*Frame_FileDownloadReply
 	//	*Frame_FilesReply
 	//	*Frame_CallJoined
+	//	*Frame_DeviceKeysReply
+	//	*Frame_P2PSession
 	//	*Frame_PresenceSnapshot
 	//	*Frame_PresenceChange
 	//	*Frame_SessionEnded
@@ -756,7 +1024,9 @@ type Frame struct {
 	//	*Frame_Receipt
 	//	*Frame_FileEvent
 	//	*Frame_CallEvent
+	//	*Frame_P2PEvent
 	//	*Frame_Media
+	//	*Frame_P2PRelay
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1148,6 +1418,60 @@ func (x *Frame) GetMuteCall() *MuteCallRequest {
 	return nil
 }
 
+func (x *Frame) GetRegisterDevice() *RegisterDeviceRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_RegisterDevice); ok {
+			return x.RegisterDevice
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetDeviceKeys() *DeviceKeysRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_DeviceKeys); ok {
+			return x.DeviceKeys
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2POpen() *P2POpenRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2POpen); ok {
+			return x.P2POpen
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2PAnswer() *P2PAnswerRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PAnswer); ok {
+			return x.P2PAnswer
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2PUpdate() *P2PUpdateRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PUpdate); ok {
+			return x.P2PUpdate
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2PClose() *P2PCloseRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PClose); ok {
+			return x.P2PClose
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetSession() *Session {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Session); ok {
@@ -1265,6 +1589,24 @@ func (x *Frame) GetCallJoined() *CallJoined {
 	return nil
 }
 
+func (x *Frame) GetDeviceKeysReply() *DeviceKeysReply {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_DeviceKeysReply); ok {
+			return x.DeviceKeysReply
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2PSession() *P2PSession {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PSession); ok {
+			return x.P2PSession
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetPresenceSnapshot() *PresenceSnapshot {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_PresenceSnapshot); ok {
@@ -1346,10 +1688,28 @@ func (x *Frame) GetCallEvent() *CallEvent {
 	return nil
 }
 
+func (x *Frame) GetP2PEvent() *P2PEvent {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PEvent); ok {
+			return x.P2PEvent
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetMedia() *MediaPacket {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Media); ok {
 			return x.Media
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetP2PRelay() *P2PRelay {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_P2PRelay); ok {
+			return x.P2PRelay
 		}
 	}
 	return nil
@@ -1513,6 +1873,30 @@ type Frame_MuteCall struct {
 	MuteCall *MuteCallRequest `protobuf:"bytes,66,opt,name=mute_call,json=muteCall,proto3,oneof"`
 }
 
+type Frame_RegisterDevice struct {
+	RegisterDevice *RegisterDeviceRequest `protobuf:"bytes,70,opt,name=register_device,json=registerDevice,proto3,oneof"`
+}
+
+type Frame_DeviceKeys struct {
+	DeviceKeys *DeviceKeysRequest `protobuf:"bytes,71,opt,name=device_keys,json=deviceKeys,proto3,oneof"`
+}
+
+type Frame_P2POpen struct {
+	P2POpen *P2POpenRequest `protobuf:"bytes,72,opt,name=p2p_open,json=p2pOpen,proto3,oneof"`
+}
+
+type Frame_P2PAnswer struct {
+	P2PAnswer *P2PAnswerRequest `protobuf:"bytes,73,opt,name=p2p_answer,json=p2pAnswer,proto3,oneof"`
+}
+
+type Frame_P2PUpdate struct {
+	P2PUpdate *P2PUpdateRequest `protobuf:"bytes,74,opt,name=p2p_update,json=p2pUpdate,proto3,oneof"`
+}
+
+type Frame_P2PClose struct {
+	P2PClose *P2PCloseRequest `protobuf:"bytes,75,opt,name=p2p_close,json=p2pClose,proto3,oneof"`
+}
+
 type Frame_Session struct {
 	// Replies (server to client, request_id set).
 	Session *Session `protobuf:"bytes,20,opt,name=session,proto3,oneof"`
@@ -1566,6 +1950,14 @@ type Frame_CallJoined struct {
 	CallJoined *CallJoined `protobuf:"bytes,67,opt,name=call_joined,json=callJoined,proto3,oneof"`
 }
 
+type Frame_DeviceKeysReply struct {
+	DeviceKeysReply *DeviceKeysReply `protobuf:"bytes,76,opt,name=device_keys_reply,json=deviceKeysReply,proto3,oneof"`
+}
+
+type Frame_P2PSession struct {
+	P2PSession *P2PSession `protobuf:"bytes,77,opt,name=p2p_session,json=p2pSession,proto3,oneof"`
+}
+
 type Frame_PresenceSnapshot struct {
 	// Events (server to client, request_id zero).
 	PresenceSnapshot *PresenceSnapshot `protobuf:"bytes,30,opt,name=presence_snapshot,json=presenceSnapshot,proto3,oneof"`
@@ -1603,11 +1995,21 @@ type Frame_CallEvent struct {
 	CallEvent *CallEvent `protobuf:"bytes,68,opt,name=call_event,json=callEvent,proto3,oneof"`
 }
 
+type Frame_P2PEvent struct {
+	P2PEvent *P2PEvent `protobuf:"bytes,78,opt,name=p2p_event,json=p2pEvent,proto3,oneof"`
+}
+
 type Frame_Media struct {
 	// Media (docs/protocol.md §19.4): both directions, request_id zero. A
 	// sealed media packet carried on the connection where UDP does not
 	// work.
 	Media *MediaPacket `protobuf:"bytes,69,opt,name=media,proto3,oneof"`
+}
+
+type Frame_P2PRelay struct {
+	// Peer-to-peer (docs/protocol.md §20): both directions, request_id
+	// zero. One packet of a direct session relayed through the server.
+	P2PRelay *P2PRelay `protobuf:"bytes,79,opt,name=p2p_relay,json=p2pRelay,proto3,oneof"`
 }
 
 func (*Frame_Hello) isFrame_Body() {}
@@ -1686,6 +2088,18 @@ func (*Frame_LeaveCall) isFrame_Body() {}
 
 func (*Frame_MuteCall) isFrame_Body() {}
 
+func (*Frame_RegisterDevice) isFrame_Body() {}
+
+func (*Frame_DeviceKeys) isFrame_Body() {}
+
+func (*Frame_P2POpen) isFrame_Body() {}
+
+func (*Frame_P2PAnswer) isFrame_Body() {}
+
+func (*Frame_P2PUpdate) isFrame_Body() {}
+
+func (*Frame_P2PClose) isFrame_Body() {}
+
 func (*Frame_Session) isFrame_Body() {}
 
 func (*Frame_Ok) isFrame_Body() {}
@@ -1712,6 +2126,10 @@ func (*Frame_FilesReply) isFrame_Body() {}
 
 func (*Frame_CallJoined) isFrame_Body() {}
 
+func (*Frame_DeviceKeysReply) isFrame_Body() {}
+
+func (*Frame_P2PSession) isFrame_Body() {}
+
 func (*Frame_PresenceSnapshot) isFrame_Body() {}
 
 func (*Frame_PresenceChange) isFrame_Body() {}
@@ -1730,7 +2148,11 @@ func (*Frame_FileEvent) isFrame_Body() {}
 
 func (*Frame_CallEvent) isFrame_Body() {}
 
+func (*Frame_P2PEvent) isFrame_Body() {}
+
 func (*Frame_Media) isFrame_Body() {}
+
+func (*Frame_P2PRelay) isFrame_Body() {}
 
 // Hello is the first frame a client sends. The server answers with Welcome
 // (same request_id) or with Error UNSUPPORTED_VERSION and closes.
@@ -1801,7 +2223,12 @@ type Welcome struct {
 	// gateway's HTTP port, "https://chat.example.com:7480", with no trailing
 	// slash. upload_path and FileDownload.path are relative to it. Empty when
 	// the gateway serves no files.
-	HttpUrl       string `protobuf:"bytes,7,opt,name=http_url,json=httpUrl,proto3" json:"http_url,omitempty"`
+	HttpUrl string `protobuf:"bytes,7,opt,name=http_url,json=httpUrl,proto3" json:"http_url,omitempty"`
+	// The rendezvous (docs/protocol.md §20): its STUN address as host:port,
+	// for NAT classification (RFC 5780) and registering direct sessions.
+	// Empty when the deployment runs none (direct sessions then always go
+	// through the relay).
+	StunAddr      string `protobuf:"bytes,8,opt,name=stun_addr,json=stunAddr,proto3" json:"stun_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1881,6 +2308,13 @@ func (x *Welcome) GetIdleTimeoutMs() uint32 {
 func (x *Welcome) GetHttpUrl() string {
 	if x != nil {
 		return x.HttpUrl
+	}
+	return ""
+}
+
+func (x *Welcome) GetStunAddr() string {
+	if x != nil {
+		return x.StunAddr
 	}
 	return ""
 }
@@ -5986,11 +6420,1452 @@ func (x *MediaPacket) GetPacket() []byte {
 	return nil
 }
 
+// DeviceKey is one device's public key. device_id is the lowercase hex of
+// the first 8 bytes of SHA-256(public_key): anyone can recompute it.
+type DeviceKey struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId           string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	PublicKey          []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // 32 bytes, Ed25519
+	Name               string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`                            // the label given at registration ("laptop")
+	RegisteredAtUnixMs int64                  `protobuf:"varint,4,opt,name=registered_at_unix_ms,json=registeredAtUnixMs,proto3" json:"registered_at_unix_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DeviceKey) Reset() {
+	*x = DeviceKey{}
+	mi := &file_parley_v1_parley_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceKey) ProtoMessage() {}
+
+func (x *DeviceKey) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceKey.ProtoReflect.Descriptor instead.
+func (*DeviceKey) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *DeviceKey) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeviceKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *DeviceKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeviceKey) GetRegisteredAtUnixMs() int64 {
+	if x != nil {
+		return x.RegisteredAtUnixMs
+	}
+	return 0
+}
+
+// RegisterDeviceRequest registers this device's public key with your
+// account (reply: DeviceKeysReply listing your devices). Registering a key
+// again only refreshes its name. An account keeps its 16 most recently
+// registered keys. Errors: INVALID_ARGUMENT (not 32 bytes, name too long).
+type RegisterDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey     []byte                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // 0-64 printable characters
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterDeviceRequest) Reset() {
+	*x = RegisterDeviceRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterDeviceRequest) ProtoMessage() {}
+
+func (x *RegisterDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterDeviceRequest.ProtoReflect.Descriptor instead.
+func (*RegisterDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RegisterDeviceRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *RegisterDeviceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeviceKeysRequest lists a user's device keys (reply: DeviceKeysReply).
+// Errors: NOT_FOUND (no such user).
+type DeviceKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // instead of username
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceKeysRequest) Reset() {
+	*x = DeviceKeysRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceKeysRequest) ProtoMessage() {}
+
+func (x *DeviceKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceKeysRequest.ProtoReflect.Descriptor instead.
+func (*DeviceKeysRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *DeviceKeysRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *DeviceKeysRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeviceKeysReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Devices       []*DeviceKey           `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty"` // newest first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceKeysReply) Reset() {
+	*x = DeviceKeysReply{}
+	mi := &file_parley_v1_parley_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceKeysReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceKeysReply) ProtoMessage() {}
+
+func (x *DeviceKeysReply) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceKeysReply.ProtoReflect.Descriptor instead.
+func (*DeviceKeysReply) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *DeviceKeysReply) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *DeviceKeysReply) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *DeviceKeysReply) GetDevices() []*DeviceKey {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// P2PCandidate is one address a peer may be reached at.
+type P2PCandidate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          P2PCandidate_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.P2PCandidate_Kind" json:"kind,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"` // ip:port, [v6]:port
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PCandidate) Reset() {
+	*x = P2PCandidate{}
+	mi := &file_parley_v1_parley_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PCandidate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PCandidate) ProtoMessage() {}
+
+func (x *P2PCandidate) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PCandidate.ProtoReflect.Descriptor instead.
+func (*P2PCandidate) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *P2PCandidate) GetKind() P2PCandidate_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return P2PCandidate_KIND_UNSPECIFIED
+}
+
+func (x *P2PCandidate) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+// P2POpenRequest asks to go direct with a user (reply: P2PSession,
+// state OFFERED). Every device of the user is offered the session
+// (P2PEvent OFFER); the first to accept takes it. Errors: NOT_FOUND
+// (unknown user, or device_id is not one of your registered devices),
+// BLOCKED, INVALID_ARGUMENT (yourself, bad candidates), QUOTA_EXCEEDED
+// (more than 8 open sessions).
+type P2POpenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUsername    string                 `protobuf:"bytes,1,opt,name=to_username,json=toUsername,proto3" json:"to_username,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"` // your device (RegisterDeviceRequest)
+	Candidates    []*P2PCandidate        `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`             // your host candidates (at most 8)
+	RttMs         uint32                 `protobuf:"varint,4,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`         // your round trip to the server now (for a synchronised start)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2POpenRequest) Reset() {
+	*x = P2POpenRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2POpenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2POpenRequest) ProtoMessage() {}
+
+func (x *P2POpenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2POpenRequest.ProtoReflect.Descriptor instead.
+func (*P2POpenRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *P2POpenRequest) GetToUsername() string {
+	if x != nil {
+		return x.ToUsername
+	}
+	return ""
+}
+
+func (x *P2POpenRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *P2POpenRequest) GetCandidates() []*P2PCandidate {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *P2POpenRequest) GetRttMs() uint32 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+// P2PAnswerRequest accepts or rejects an offered session (reply:
+// P2PSession: ACCEPTED, or CLOSED with REJECTED). Errors: NOT_FOUND (no
+// such session offered to you, or it expired), CONFLICT (another of your
+// devices answered it).
+type P2PAnswerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Candidates    []*P2PCandidate        `protobuf:"bytes,4,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	RttMs         uint32                 `protobuf:"varint,5,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PAnswerRequest) Reset() {
+	*x = P2PAnswerRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PAnswerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PAnswerRequest) ProtoMessage() {}
+
+func (x *P2PAnswerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PAnswerRequest.ProtoReflect.Descriptor instead.
+func (*P2PAnswerRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *P2PAnswerRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2PAnswerRequest) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+func (x *P2PAnswerRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *P2PAnswerRequest) GetCandidates() []*P2PCandidate {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *P2PAnswerRequest) GetRttMs() uint32 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+// P2PUpdateRequest re-attaches a session to this connection (after a
+// reconnect: the relay follows the connection) and replaces your host
+// candidates (after an address change); the peer is introduced again
+// (reply: P2PSession). Errors: NOT_FOUND.
+type P2PUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Candidates    []*P2PCandidate        `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	RttMs         uint32                 `protobuf:"varint,4,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PUpdateRequest) Reset() {
+	*x = P2PUpdateRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PUpdateRequest) ProtoMessage() {}
+
+func (x *P2PUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PUpdateRequest.ProtoReflect.Descriptor instead.
+func (*P2PUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *P2PUpdateRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2PUpdateRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *P2PUpdateRequest) GetCandidates() []*P2PCandidate {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *P2PUpdateRequest) GetRttMs() uint32 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+// P2PCloseRequest ends a session for both sides (reply: Ok).
+type P2PCloseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PCloseRequest) Reset() {
+	*x = P2PCloseRequest{}
+	mi := &file_parley_v1_parley_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PCloseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PCloseRequest) ProtoMessage() {}
+
+func (x *P2PCloseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PCloseRequest.ProtoReflect.Descriptor instead.
+func (*P2PCloseRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *P2PCloseRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// P2PSession is a direct session as one side sees it.
+type P2PSession struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	SessionId        string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	State            P2PSession_State       `protobuf:"varint,2,opt,name=state,proto3,enum=parley.v1.P2PSession_State" json:"state,omitempty"`
+	CloseReason      P2PSession_CloseReason `protobuf:"varint,3,opt,name=close_reason,json=closeReason,proto3,enum=parley.v1.P2PSession_CloseReason" json:"close_reason,omitempty"`
+	Controlling      bool                   `protobuf:"varint,4,opt,name=controlling,proto3" json:"controlling,omitempty"` // you opened it: QUIC client, nominates the pair
+	PeerId           string                 `protobuf:"bytes,5,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	PeerName         string                 `protobuf:"bytes,6,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`
+	PeerIsFriend     bool                   `protobuf:"varint,7,opt,name=peer_is_friend,json=peerIsFriend,proto3" json:"peer_is_friend,omitempty"`           // the peer is your friend (for automatic acceptance)
+	DeviceId         string                 `protobuf:"bytes,8,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`                          // your device in the session; "" on an OFFER not answered yet
+	PeerDevice       *DeviceKey             `protobuf:"bytes,9,opt,name=peer_device,json=peerDevice,proto3" json:"peer_device,omitempty"`                    // the peer's device and key (ACCEPTED)
+	RegisterUsername string                 `protobuf:"bytes,10,opt,name=register_username,json=registerUsername,proto3" json:"register_username,omitempty"` // STUN USERNAME for registering at the rendezvous
+	RegisterKey      []byte                 `protobuf:"bytes,11,opt,name=register_key,json=registerKey,proto3" json:"register_key,omitempty"`                // its MESSAGE-INTEGRITY key (32 bytes)
+	CheckKey         []byte                 `protobuf:"bytes,12,opt,name=check_key,json=checkKey,proto3" json:"check_key,omitempty"`                         // MESSAGE-INTEGRITY key of connectivity checks, both sides (32 bytes)
+	StunAddr         string                 `protobuf:"bytes,13,opt,name=stun_addr,json=stunAddr,proto3" json:"stun_addr,omitempty"`                         // the rendezvous's primary address
+	StunAltAddr      string                 `protobuf:"bytes,14,opt,name=stun_alt_addr,json=stunAltAddr,proto3" json:"stun_alt_addr,omitempty"`              // its alternate address (other IP and port); "" when it has one address
+	PeerCandidates   []*P2PCandidate        `protobuf:"bytes,15,rep,name=peer_candidates,json=peerCandidates,proto3" json:"peer_candidates,omitempty"`       // the introduction: the peer's host and server-reflexive candidates
+	Mapping          NatMapping             `protobuf:"varint,16,opt,name=mapping,proto3,enum=parley.v1.NatMapping" json:"mapping,omitempty"`                // your NAT's mapping as the rendezvous saw it
+	PeerMapping      NatMapping             `protobuf:"varint,17,opt,name=peer_mapping,json=peerMapping,proto3,enum=parley.v1.NatMapping" json:"peer_mapping,omitempty"`
+	Intro            uint32                 `protobuf:"varint,18,opt,name=intro,proto3" json:"intro,omitempty"`                                                // introduction number, increasing: a higher one replaces the candidates
+	StartDelayMs     uint32                 `protobuf:"varint,19,opt,name=start_delay_ms,json=startDelayMs,proto3" json:"start_delay_ms,omitempty"`            // wait this long after the introduction before the first check
+	ExpiresAtUnixMs  int64                  `protobuf:"varint,20,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"` // OFFERED: answer before this
+	Side             string                 `protobuf:"bytes,21,opt,name=side,proto3" json:"side,omitempty"`                                                   // "a" (the opener) or "b": the suffix of your check USERNAME
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *P2PSession) Reset() {
+	*x = P2PSession{}
+	mi := &file_parley_v1_parley_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PSession) ProtoMessage() {}
+
+func (x *P2PSession) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PSession.ProtoReflect.Descriptor instead.
+func (*P2PSession) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *P2PSession) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2PSession) GetState() P2PSession_State {
+	if x != nil {
+		return x.State
+	}
+	return P2PSession_STATE_UNSPECIFIED
+}
+
+func (x *P2PSession) GetCloseReason() P2PSession_CloseReason {
+	if x != nil {
+		return x.CloseReason
+	}
+	return P2PSession_CLOSE_REASON_UNSPECIFIED
+}
+
+func (x *P2PSession) GetControlling() bool {
+	if x != nil {
+		return x.Controlling
+	}
+	return false
+}
+
+func (x *P2PSession) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *P2PSession) GetPeerName() string {
+	if x != nil {
+		return x.PeerName
+	}
+	return ""
+}
+
+func (x *P2PSession) GetPeerIsFriend() bool {
+	if x != nil {
+		return x.PeerIsFriend
+	}
+	return false
+}
+
+func (x *P2PSession) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *P2PSession) GetPeerDevice() *DeviceKey {
+	if x != nil {
+		return x.PeerDevice
+	}
+	return nil
+}
+
+func (x *P2PSession) GetRegisterUsername() string {
+	if x != nil {
+		return x.RegisterUsername
+	}
+	return ""
+}
+
+func (x *P2PSession) GetRegisterKey() []byte {
+	if x != nil {
+		return x.RegisterKey
+	}
+	return nil
+}
+
+func (x *P2PSession) GetCheckKey() []byte {
+	if x != nil {
+		return x.CheckKey
+	}
+	return nil
+}
+
+func (x *P2PSession) GetStunAddr() string {
+	if x != nil {
+		return x.StunAddr
+	}
+	return ""
+}
+
+func (x *P2PSession) GetStunAltAddr() string {
+	if x != nil {
+		return x.StunAltAddr
+	}
+	return ""
+}
+
+func (x *P2PSession) GetPeerCandidates() []*P2PCandidate {
+	if x != nil {
+		return x.PeerCandidates
+	}
+	return nil
+}
+
+func (x *P2PSession) GetMapping() NatMapping {
+	if x != nil {
+		return x.Mapping
+	}
+	return NatMapping_NAT_MAPPING_UNKNOWN
+}
+
+func (x *P2PSession) GetPeerMapping() NatMapping {
+	if x != nil {
+		return x.PeerMapping
+	}
+	return NatMapping_NAT_MAPPING_UNKNOWN
+}
+
+func (x *P2PSession) GetIntro() uint32 {
+	if x != nil {
+		return x.Intro
+	}
+	return 0
+}
+
+func (x *P2PSession) GetStartDelayMs() uint32 {
+	if x != nil {
+		return x.StartDelayMs
+	}
+	return 0
+}
+
+func (x *P2PSession) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+func (x *P2PSession) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+// P2PEvent tells a user about a direct session: OFFER (someone asks to go
+// direct: accept or reject), ACCEPTED (the peer accepted, or another of
+// your devices did: compare device_id), INTRO (the peer's candidates),
+// CLOSED.
+type P2PEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          P2PEvent_Kind          `protobuf:"varint,1,opt,name=kind,proto3,enum=parley.v1.P2PEvent_Kind" json:"kind,omitempty"`
+	Session       *P2PSession            `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PEvent) Reset() {
+	*x = P2PEvent{}
+	mi := &file_parley_v1_parley_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PEvent) ProtoMessage() {}
+
+func (x *P2PEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PEvent.ProtoReflect.Descriptor instead.
+func (*P2PEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *P2PEvent) GetKind() P2PEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return P2PEvent_KIND_UNSPECIFIED
+}
+
+func (x *P2PEvent) GetSession() *P2PSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// P2PRelay carries one packet of a direct session through the server
+// (at most 1500 bytes), both directions, request_id zero, no reply.
+type P2PRelay struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Packet        []byte                 `protobuf:"bytes,2,opt,name=packet,proto3" json:"packet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PRelay) Reset() {
+	*x = P2PRelay{}
+	mi := &file_parley_v1_parley_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PRelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PRelay) ProtoMessage() {}
+
+func (x *P2PRelay) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PRelay.ProtoReflect.Descriptor instead.
+func (*P2PRelay) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *P2PRelay) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2PRelay) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+type DirectFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*DirectFrame_Hello
+	//	*DirectFrame_Chat
+	//	*DirectFrame_ChatAck
+	//	*DirectFrame_FileOffer
+	//	*DirectFrame_FileAnswer
+	//	*DirectFrame_FileDone
+	//	*DirectFrame_Call
+	Body          isDirectFrame_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectFrame) Reset() {
+	*x = DirectFrame{}
+	mi := &file_parley_v1_parley_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectFrame) ProtoMessage() {}
+
+func (x *DirectFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectFrame.ProtoReflect.Descriptor instead.
+func (*DirectFrame) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *DirectFrame) GetBody() isDirectFrame_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetHello() *DirectHello {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetChat() *DirectChat {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_Chat); ok {
+			return x.Chat
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetChatAck() *DirectChatAck {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_ChatAck); ok {
+			return x.ChatAck
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetFileOffer() *DirectFileOffer {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_FileOffer); ok {
+			return x.FileOffer
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetFileAnswer() *DirectFileAnswer {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_FileAnswer); ok {
+			return x.FileAnswer
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetFileDone() *DirectFileDone {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_FileDone); ok {
+			return x.FileDone
+		}
+	}
+	return nil
+}
+
+func (x *DirectFrame) GetCall() *DirectCall {
+	if x != nil {
+		if x, ok := x.Body.(*DirectFrame_Call); ok {
+			return x.Call
+		}
+	}
+	return nil
+}
+
+type isDirectFrame_Body interface {
+	isDirectFrame_Body()
+}
+
+type DirectFrame_Hello struct {
+	Hello *DirectHello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"` // first frame on the control stream, both ways
+}
+
+type DirectFrame_Chat struct {
+	Chat *DirectChat `protobuf:"bytes,2,opt,name=chat,proto3,oneof"` // control stream
+}
+
+type DirectFrame_ChatAck struct {
+	ChatAck *DirectChatAck `protobuf:"bytes,3,opt,name=chat_ack,json=chatAck,proto3,oneof"` // control stream
+}
+
+type DirectFrame_FileOffer struct {
+	FileOffer *DirectFileOffer `protobuf:"bytes,4,opt,name=file_offer,json=fileOffer,proto3,oneof"` // first frame of a file stream (sender)
+}
+
+type DirectFrame_FileAnswer struct {
+	FileAnswer *DirectFileAnswer `protobuf:"bytes,5,opt,name=file_answer,json=fileAnswer,proto3,oneof"` // file stream (receiver): accept from offset, or reject
+}
+
+type DirectFrame_FileDone struct {
+	FileDone *DirectFileDone `protobuf:"bytes,6,opt,name=file_done,json=fileDone,proto3,oneof"` // file stream (receiver): the bytes and their SHA-256 checked
+}
+
+type DirectFrame_Call struct {
+	Call *DirectCall `protobuf:"bytes,7,opt,name=call,proto3,oneof"` // control stream: a call's media goes direct (or stops)
+}
+
+func (*DirectFrame_Hello) isDirectFrame_Body() {}
+
+func (*DirectFrame_Chat) isDirectFrame_Body() {}
+
+func (*DirectFrame_ChatAck) isDirectFrame_Body() {}
+
+func (*DirectFrame_FileOffer) isDirectFrame_Body() {}
+
+func (*DirectFrame_FileAnswer) isDirectFrame_Body() {}
+
+func (*DirectFrame_FileDone) isDirectFrame_Body() {}
+
+func (*DirectFrame_Call) isDirectFrame_Body() {}
+
+type DirectHello struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Client        string                 `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"` // "parley-go/0.3.0"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectHello) Reset() {
+	*x = DirectHello{}
+	mi := &file_parley_v1_parley_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectHello) ProtoMessage() {}
+
+func (x *DirectHello) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectHello.ProtoReflect.Descriptor instead.
+func (*DirectHello) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *DirectHello) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DirectHello) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+// DirectChat is one message; the receiver answers DirectChatAck with its
+// id once it has stored it, and stores an id it already has only once.
+type DirectChat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`     // 1-64 printable characters, unique per sender
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"` // UTF-8, at most 16 KiB
+	SentAtUnixMs  int64                  `protobuf:"varint,3,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectChat) Reset() {
+	*x = DirectChat{}
+	mi := &file_parley_v1_parley_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectChat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectChat) ProtoMessage() {}
+
+func (x *DirectChat) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectChat.ProtoReflect.Descriptor instead.
+func (*DirectChat) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *DirectChat) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DirectChat) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *DirectChat) GetSentAtUnixMs() int64 {
+	if x != nil {
+		return x.SentAtUnixMs
+	}
+	return 0
+}
+
+type DirectChatAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectChatAck) Reset() {
+	*x = DirectChatAck{}
+	mi := &file_parley_v1_parley_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectChatAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectChatAck) ProtoMessage() {}
+
+func (x *DirectChatAck) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectChatAck.ProtoReflect.Descriptor instead.
+func (*DirectChatAck) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *DirectChatAck) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DirectFileOffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"` // 1-64 printable characters, the same when a transfer is resumed
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                               // a file name (docs/protocol.md §18.1 rules)
+	Size          uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        []byte                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"` // 32 bytes, of the whole file
+	MediaType     string                 `protobuf:"bytes,5,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectFileOffer) Reset() {
+	*x = DirectFileOffer{}
+	mi := &file_parley_v1_parley_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectFileOffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectFileOffer) ProtoMessage() {}
+
+func (x *DirectFileOffer) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectFileOffer.ProtoReflect.Descriptor instead.
+func (*DirectFileOffer) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *DirectFileOffer) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *DirectFileOffer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DirectFileOffer) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DirectFileOffer) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *DirectFileOffer) GetMediaType() string {
+	if x != nil {
+		return x.MediaType
+	}
+	return ""
+}
+
+type DirectFileAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accept        bool                   `protobuf:"varint,1,opt,name=accept,proto3" json:"accept,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"` // send from here (the bytes already held)
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`  // when rejected
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectFileAnswer) Reset() {
+	*x = DirectFileAnswer{}
+	mi := &file_parley_v1_parley_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectFileAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectFileAnswer) ProtoMessage() {}
+
+func (x *DirectFileAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectFileAnswer.ProtoReflect.Descriptor instead.
+func (*DirectFileAnswer) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *DirectFileAnswer) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+func (x *DirectFileAnswer) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DirectFileAnswer) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DirectFileDone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"` // false: the SHA-256 did not match (the receiver drops the bytes)
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectFileDone) Reset() {
+	*x = DirectFileDone{}
+	mi := &file_parley_v1_parley_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectFileDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectFileDone) ProtoMessage() {}
+
+func (x *DirectFileDone) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectFileDone.ProtoReflect.Descriptor instead.
+func (*DirectFileDone) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *DirectFileDone) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *DirectFileDone) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// DirectCall: the sender sends (direct true) or stops sending (false) the
+// audio of call call_id as QUIC datagrams (docs/protocol.md §20.7).
+type DirectCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Direct        bool                   `protobuf:"varint,2,opt,name=direct,proto3" json:"direct,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectCall) Reset() {
+	*x = DirectCall{}
+	mi := &file_parley_v1_parley_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectCall) ProtoMessage() {}
+
+func (x *DirectCall) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectCall.ProtoReflect.Descriptor instead.
+func (*DirectCall) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *DirectCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *DirectCall) GetDirect() bool {
+	if x != nil {
+		return x.Direct
+	}
+	return false
+}
+
 var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xf1\x1b\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xda \n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12(\n" +
@@ -6041,7 +7916,16 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"rejectCall\x12<\n" +
 	"\n" +
 	"leave_call\x18A \x01(\v2\x1b.parley.v1.LeaveCallRequestH\x00R\tleaveCall\x129\n" +
-	"\tmute_call\x18B \x01(\v2\x1a.parley.v1.MuteCallRequestH\x00R\bmuteCall\x12.\n" +
+	"\tmute_call\x18B \x01(\v2\x1a.parley.v1.MuteCallRequestH\x00R\bmuteCall\x12K\n" +
+	"\x0fregister_device\x18F \x01(\v2 .parley.v1.RegisterDeviceRequestH\x00R\x0eregisterDevice\x12?\n" +
+	"\vdevice_keys\x18G \x01(\v2\x1c.parley.v1.DeviceKeysRequestH\x00R\n" +
+	"deviceKeys\x126\n" +
+	"\bp2p_open\x18H \x01(\v2\x19.parley.v1.P2POpenRequestH\x00R\ap2pOpen\x12<\n" +
+	"\n" +
+	"p2p_answer\x18I \x01(\v2\x1b.parley.v1.P2PAnswerRequestH\x00R\tp2pAnswer\x12<\n" +
+	"\n" +
+	"p2p_update\x18J \x01(\v2\x1b.parley.v1.P2PUpdateRequestH\x00R\tp2pUpdate\x129\n" +
+	"\tp2p_close\x18K \x01(\v2\x1a.parley.v1.P2PCloseRequestH\x00R\bp2pClose\x12.\n" +
 	"\asession\x18\x14 \x01(\v2\x12.parley.v1.SessionH\x00R\asession\x12\x1f\n" +
 	"\x02ok\x18\x15 \x01(\v2\r.parley.v1.OkH\x00R\x02ok\x122\n" +
 	"\twho_reply\x18\x16 \x01(\v2\x13.parley.v1.WhoReplyH\x00R\bwhoReply\x125\n" +
@@ -6058,7 +7942,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\vfiles_reply\x18= \x01(\v2\x15.parley.v1.FilesReplyH\x00R\n" +
 	"filesReply\x128\n" +
 	"\vcall_joined\x18C \x01(\v2\x15.parley.v1.CallJoinedH\x00R\n" +
-	"callJoined\x12J\n" +
+	"callJoined\x12H\n" +
+	"\x11device_keys_reply\x18L \x01(\v2\x1a.parley.v1.DeviceKeysReplyH\x00R\x0fdeviceKeysReply\x128\n" +
+	"\vp2p_session\x18M \x01(\v2\x15.parley.v1.P2PSessionH\x00R\n" +
+	"p2pSession\x12J\n" +
 	"\x11presence_snapshot\x18\x1e \x01(\v2\x1b.parley.v1.PresenceSnapshotH\x00R\x10presenceSnapshot\x12D\n" +
 	"\x0fpresence_change\x18\x1f \x01(\v2\x19.parley.v1.PresenceChangeH\x00R\x0epresenceChange\x12>\n" +
 	"\rsession_ended\x18  \x01(\v2\x17.parley.v1.SessionEndedH\x00R\fsessionEnded\x123\n" +
@@ -6069,12 +7956,14 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"file_event\x18% \x01(\v2\x14.parley.v1.FileEventH\x00R\tfileEvent\x125\n" +
 	"\n" +
-	"call_event\x18D \x01(\v2\x14.parley.v1.CallEventH\x00R\tcallEvent\x12.\n" +
-	"\x05media\x18E \x01(\v2\x16.parley.v1.MediaPacketH\x00R\x05mediaB\x06\n" +
+	"call_event\x18D \x01(\v2\x14.parley.v1.CallEventH\x00R\tcallEvent\x122\n" +
+	"\tp2p_event\x18N \x01(\v2\x13.parley.v1.P2PEventH\x00R\bp2pEvent\x12.\n" +
+	"\x05media\x18E \x01(\v2\x16.parley.v1.MediaPacketH\x00R\x05media\x122\n" +
+	"\tp2p_relay\x18O \x01(\v2\x13.parley.v1.P2PRelayH\x00R\bp2pRelayB\x06\n" +
 	"\x04body\";\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\rR\bversions\x12\x16\n" +
-	"\x06client\x18\x02 \x01(\tR\x06client\"\xf7\x01\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\"\x94\x02\n" +
 	"\aWelcome\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x1d\n" +
@@ -6083,7 +7972,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0emax_frame_size\x18\x04 \x01(\rR\fmaxFrameSize\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x05 \x01(\rR\x13heartbeatIntervalMs\x12&\n" +
 	"\x0fidle_timeout_ms\x18\x06 \x01(\rR\ridleTimeoutMs\x12\x19\n" +
-	"\bhttp_url\x18\a \x01(\tR\ahttpUrl\"\x87\x01\n" +
+	"\bhttp_url\x18\a \x01(\tR\ahttpUrl\x12\x1b\n" +
+	"\tstun_addr\x18\b \x01(\tR\bstunAddr\"\x87\x01\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
@@ -6387,7 +8277,150 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"KIND_ENDED\x10\x03\"%\n" +
 	"\vMediaPacket\x12\x16\n" +
-	"\x06packet\x18\x01 \x01(\fR\x06packet*\xd4\t\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\"\x8e\x01\n" +
+	"\tDeviceKey\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x121\n" +
+	"\x15registered_at_unix_ms\x18\x04 \x01(\x03R\x12registeredAtUnixMs\"J\n" +
+	"\x15RegisterDeviceRequest\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"H\n" +
+	"\x11DeviceKeysRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"v\n" +
+	"\x0fDeviceKeysReply\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12.\n" +
+	"\adevices\x18\x03 \x03(\v2\x14.parley.v1.DeviceKeyR\adevices\"\x9c\x01\n" +
+	"\fP2PCandidate\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.parley.v1.P2PCandidate.KindR\x04kind\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"F\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tKIND_HOST\x10\x01\x12\x19\n" +
+	"\x15KIND_SERVER_REFLEXIVE\x10\x02\"\x9e\x01\n" +
+	"\x0eP2POpenRequest\x12\x1f\n" +
+	"\vto_username\x18\x01 \x01(\tR\n" +
+	"toUsername\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x127\n" +
+	"\n" +
+	"candidates\x18\x03 \x03(\v2\x17.parley.v1.P2PCandidateR\n" +
+	"candidates\x12\x15\n" +
+	"\x06rtt_ms\x18\x04 \x01(\rR\x05rttMs\"\xb6\x01\n" +
+	"\x10P2PAnswerRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x127\n" +
+	"\n" +
+	"candidates\x18\x04 \x03(\v2\x17.parley.v1.P2PCandidateR\n" +
+	"candidates\x12\x15\n" +
+	"\x06rtt_ms\x18\x05 \x01(\rR\x05rttMs\"\x9e\x01\n" +
+	"\x10P2PUpdateRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x127\n" +
+	"\n" +
+	"candidates\x18\x03 \x03(\v2\x17.parley.v1.P2PCandidateR\n" +
+	"candidates\x12\x15\n" +
+	"\x06rtt_ms\x18\x04 \x01(\rR\x05rttMs\"0\n" +
+	"\x0fP2PCloseRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\xa2\b\n" +
+	"\n" +
+	"P2PSession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.parley.v1.P2PSession.StateR\x05state\x12D\n" +
+	"\fclose_reason\x18\x03 \x01(\x0e2!.parley.v1.P2PSession.CloseReasonR\vcloseReason\x12 \n" +
+	"\vcontrolling\x18\x04 \x01(\bR\vcontrolling\x12\x17\n" +
+	"\apeer_id\x18\x05 \x01(\tR\x06peerId\x12\x1b\n" +
+	"\tpeer_name\x18\x06 \x01(\tR\bpeerName\x12$\n" +
+	"\x0epeer_is_friend\x18\a \x01(\bR\fpeerIsFriend\x12\x1b\n" +
+	"\tdevice_id\x18\b \x01(\tR\bdeviceId\x125\n" +
+	"\vpeer_device\x18\t \x01(\v2\x14.parley.v1.DeviceKeyR\n" +
+	"peerDevice\x12+\n" +
+	"\x11register_username\x18\n" +
+	" \x01(\tR\x10registerUsername\x12!\n" +
+	"\fregister_key\x18\v \x01(\fR\vregisterKey\x12\x1b\n" +
+	"\tcheck_key\x18\f \x01(\fR\bcheckKey\x12\x1b\n" +
+	"\tstun_addr\x18\r \x01(\tR\bstunAddr\x12\"\n" +
+	"\rstun_alt_addr\x18\x0e \x01(\tR\vstunAltAddr\x12@\n" +
+	"\x0fpeer_candidates\x18\x0f \x03(\v2\x17.parley.v1.P2PCandidateR\x0epeerCandidates\x12/\n" +
+	"\amapping\x18\x10 \x01(\x0e2\x15.parley.v1.NatMappingR\amapping\x128\n" +
+	"\fpeer_mapping\x18\x11 \x01(\x0e2\x15.parley.v1.NatMappingR\vpeerMapping\x12\x14\n" +
+	"\x05intro\x18\x12 \x01(\rR\x05intro\x12$\n" +
+	"\x0estart_delay_ms\x18\x13 \x01(\rR\fstartDelayMs\x12+\n" +
+	"\x12expires_at_unix_ms\x18\x14 \x01(\x03R\x0fexpiresAtUnixMs\x12\x12\n" +
+	"\x04side\x18\x15 \x01(\tR\x04side\"W\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTATE_OFFERED\x10\x01\x12\x12\n" +
+	"\x0eSTATE_ACCEPTED\x10\x02\x12\x10\n" +
+	"\fSTATE_CLOSED\x10\x03\"y\n" +
+	"\vCloseReason\x12\x1c\n" +
+	"\x18CLOSE_REASON_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CLOSE_REASON_CLOSED\x10\x01\x12\x19\n" +
+	"\x15CLOSE_REASON_REJECTED\x10\x02\x12\x18\n" +
+	"\x14CLOSE_REASON_EXPIRED\x10\x03\"\xcb\x01\n" +
+	"\bP2PEvent\x12,\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x18.parley.v1.P2PEvent.KindR\x04kind\x12/\n" +
+	"\asession\x18\x02 \x01(\v2\x15.parley.v1.P2PSessionR\asession\"`\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"KIND_OFFER\x10\x01\x12\x11\n" +
+	"\rKIND_ACCEPTED\x10\x02\x12\x0e\n" +
+	"\n" +
+	"KIND_INTRO\x10\x03\x12\x0f\n" +
+	"\vKIND_CLOSED\x10\x04\"A\n" +
+	"\bP2PRelay\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06packet\x18\x02 \x01(\fR\x06packet\"\x8d\x03\n" +
+	"\vDirectFrame\x12.\n" +
+	"\x05hello\x18\x01 \x01(\v2\x16.parley.v1.DirectHelloH\x00R\x05hello\x12+\n" +
+	"\x04chat\x18\x02 \x01(\v2\x15.parley.v1.DirectChatH\x00R\x04chat\x125\n" +
+	"\bchat_ack\x18\x03 \x01(\v2\x18.parley.v1.DirectChatAckH\x00R\achatAck\x12;\n" +
+	"\n" +
+	"file_offer\x18\x04 \x01(\v2\x1a.parley.v1.DirectFileOfferH\x00R\tfileOffer\x12>\n" +
+	"\vfile_answer\x18\x05 \x01(\v2\x1b.parley.v1.DirectFileAnswerH\x00R\n" +
+	"fileAnswer\x128\n" +
+	"\tfile_done\x18\x06 \x01(\v2\x19.parley.v1.DirectFileDoneH\x00R\bfileDone\x12+\n" +
+	"\x04call\x18\a \x01(\v2\x15.parley.v1.DirectCallH\x00R\x04callB\x06\n" +
+	"\x04body\"B\n" +
+	"\vDirectHello\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\"W\n" +
+	"\n" +
+	"DirectChat\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12%\n" +
+	"\x0fsent_at_unix_ms\x18\x03 \x01(\x03R\fsentAtUnixMs\"\x1f\n" +
+	"\rDirectChatAck\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x91\x01\n" +
+	"\x0fDirectFileOffer\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"media_type\x18\x05 \x01(\tR\tmediaType\"Z\n" +
+	"\x10DirectFileAnswer\x12\x16\n" +
+	"\x06accept\x18\x01 \x01(\bR\x06accept\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"6\n" +
+	"\x0eDirectFileDone\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"=\n" +
+	"\n" +
+	"DirectCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
+	"\x06direct\x18\x02 \x01(\bR\x06direct*\xd4\t\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1e\n" +
@@ -6464,7 +8497,12 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x18CALL_END_REASON_REJECTED\x10\x03\x12\x1a\n" +
 	"\x16CALL_END_REASON_MISSED\x10\x04\x12\x18\n" +
 	"\x14CALL_END_REASON_BUSY\x10\x05\x12\x18\n" +
-	"\x14CALL_END_REASON_LOST\x10\x06B9Z7github.com/parleychat/parley/protocol/parleyv1;parleyv1b\x06proto3"
+	"\x14CALL_END_REASON_LOST\x10\x06*o\n" +
+	"\n" +
+	"NatMapping\x12\x17\n" +
+	"\x13NAT_MAPPING_UNKNOWN\x10\x00\x12$\n" +
+	" NAT_MAPPING_ENDPOINT_INDEPENDENT\x10\x01\x12\"\n" +
+	"\x1eNAT_MAPPING_ENDPOINT_DEPENDENT\x10\x02B9Z7github.com/parleychat/parley/protocol/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_parley_proto_rawDescOnce sync.Once
@@ -6478,192 +8516,247 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 	return file_parley_v1_parley_proto_rawDescData
 }
 
-var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 15)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_parley_v1_parley_proto_goTypes = []any{
-	(ErrorCode)(0),               // 0: parley.v1.ErrorCode
-	(ConversationKind)(0),        // 1: parley.v1.ConversationKind
-	(FriendState)(0),             // 2: parley.v1.FriendState
-	(FileState)(0),               // 3: parley.v1.FileState
-	(FileAnswer)(0),              // 4: parley.v1.FileAnswer
-	(CallState)(0),               // 5: parley.v1.CallState
-	(CallEndReason)(0),           // 6: parley.v1.CallEndReason
-	(FriendEvent_Kind)(0),        // 7: parley.v1.FriendEvent.Kind
-	(FileEvent_Kind)(0),          // 8: parley.v1.FileEvent.Kind
-	(CallEvent_Kind)(0),          // 9: parley.v1.CallEvent.Kind
-	(*Frame)(nil),                // 10: parley.v1.Frame
-	(*Hello)(nil),                // 11: parley.v1.Hello
-	(*Welcome)(nil),              // 12: parley.v1.Welcome
-	(*Error)(nil),                // 13: parley.v1.Error
-	(*Ping)(nil),                 // 14: parley.v1.Ping
-	(*Pong)(nil),                 // 15: parley.v1.Pong
-	(*ClientOptions)(nil),        // 16: parley.v1.ClientOptions
-	(*RegisterRequest)(nil),      // 17: parley.v1.RegisterRequest
-	(*LoginRequest)(nil),         // 18: parley.v1.LoginRequest
-	(*ResumeRequest)(nil),        // 19: parley.v1.ResumeRequest
-	(*LogoutRequest)(nil),        // 20: parley.v1.LogoutRequest
-	(*Session)(nil),              // 21: parley.v1.Session
-	(*Ok)(nil),                   // 22: parley.v1.Ok
-	(*WhoRequest)(nil),           // 23: parley.v1.WhoRequest
-	(*WhoReply)(nil),             // 24: parley.v1.WhoReply
-	(*OnlineUser)(nil),           // 25: parley.v1.OnlineUser
-	(*PresenceSnapshot)(nil),     // 26: parley.v1.PresenceSnapshot
-	(*PresenceChange)(nil),       // 27: parley.v1.PresenceChange
-	(*SessionEnded)(nil),         // 28: parley.v1.SessionEnded
-	(*Message)(nil),              // 29: parley.v1.Message
-	(*SendRequest)(nil),          // 30: parley.v1.SendRequest
-	(*SendReply)(nil),            // 31: parley.v1.SendReply
-	(*HistoryRequest)(nil),       // 32: parley.v1.HistoryRequest
-	(*HistoryReply)(nil),         // 33: parley.v1.HistoryReply
-	(*AckRequest)(nil),           // 34: parley.v1.AckRequest
-	(*ConversationsRequest)(nil), // 35: parley.v1.ConversationsRequest
-	(*ConversationsReply)(nil),   // 36: parley.v1.ConversationsReply
-	(*OpenDirectRequest)(nil),    // 37: parley.v1.OpenDirectRequest
-	(*Conversation)(nil),         // 38: parley.v1.Conversation
-	(*MessageEvent)(nil),         // 39: parley.v1.MessageEvent
-	(*CreateGroupRequest)(nil),   // 40: parley.v1.CreateGroupRequest
-	(*InviteRequest)(nil),        // 41: parley.v1.InviteRequest
-	(*JoinGroupRequest)(nil),     // 42: parley.v1.JoinGroupRequest
-	(*LeaveGroupRequest)(nil),    // 43: parley.v1.LeaveGroupRequest
-	(*RemoveMemberRequest)(nil),  // 44: parley.v1.RemoveMemberRequest
-	(*RenameGroupRequest)(nil),   // 45: parley.v1.RenameGroupRequest
-	(*MembersRequest)(nil),       // 46: parley.v1.MembersRequest
-	(*Member)(nil),               // 47: parley.v1.Member
-	(*MembersReply)(nil),         // 48: parley.v1.MembersReply
-	(*AddFriendRequest)(nil),     // 49: parley.v1.AddFriendRequest
-	(*AnswerFriendRequest)(nil),  // 50: parley.v1.AnswerFriendRequest
-	(*RemoveFriendRequest)(nil),  // 51: parley.v1.RemoveFriendRequest
-	(*FriendsRequest)(nil),       // 52: parley.v1.FriendsRequest
-	(*Friend)(nil),               // 53: parley.v1.Friend
-	(*FriendsReply)(nil),         // 54: parley.v1.FriendsReply
-	(*BlockRequest)(nil),         // 55: parley.v1.BlockRequest
-	(*UnblockRequest)(nil),       // 56: parley.v1.UnblockRequest
-	(*FriendEvent)(nil),          // 57: parley.v1.FriendEvent
-	(*TypingRequest)(nil),        // 58: parley.v1.TypingRequest
-	(*TypingEvent)(nil),          // 59: parley.v1.TypingEvent
-	(*ReceiptEvent)(nil),         // 60: parley.v1.ReceiptEvent
-	(*FileInfo)(nil),             // 61: parley.v1.FileInfo
-	(*OfferFileRequest)(nil),     // 62: parley.v1.OfferFileRequest
-	(*FileOffer)(nil),            // 63: parley.v1.FileOffer
-	(*AnswerFileRequest)(nil),    // 64: parley.v1.AnswerFileRequest
-	(*FileDownloadRequest)(nil),  // 65: parley.v1.FileDownloadRequest
-	(*FileDownload)(nil),         // 66: parley.v1.FileDownload
-	(*FilesRequest)(nil),         // 67: parley.v1.FilesRequest
-	(*FilesReply)(nil),           // 68: parley.v1.FilesReply
-	(*FileEvent)(nil),            // 69: parley.v1.FileEvent
-	(*CallParticipant)(nil),      // 70: parley.v1.CallParticipant
-	(*Call)(nil),                 // 71: parley.v1.Call
-	(*CallSummary)(nil),          // 72: parley.v1.CallSummary
-	(*PlaceCallRequest)(nil),     // 73: parley.v1.PlaceCallRequest
-	(*JoinCallRequest)(nil),      // 74: parley.v1.JoinCallRequest
-	(*RejectCallRequest)(nil),    // 75: parley.v1.RejectCallRequest
-	(*LeaveCallRequest)(nil),     // 76: parley.v1.LeaveCallRequest
-	(*MuteCallRequest)(nil),      // 77: parley.v1.MuteCallRequest
-	(*CallJoined)(nil),           // 78: parley.v1.CallJoined
-	(*CallEvent)(nil),            // 79: parley.v1.CallEvent
-	(*MediaPacket)(nil),          // 80: parley.v1.MediaPacket
+	(ErrorCode)(0),                // 0: parley.v1.ErrorCode
+	(ConversationKind)(0),         // 1: parley.v1.ConversationKind
+	(FriendState)(0),              // 2: parley.v1.FriendState
+	(FileState)(0),                // 3: parley.v1.FileState
+	(FileAnswer)(0),               // 4: parley.v1.FileAnswer
+	(CallState)(0),                // 5: parley.v1.CallState
+	(CallEndReason)(0),            // 6: parley.v1.CallEndReason
+	(NatMapping)(0),               // 7: parley.v1.NatMapping
+	(FriendEvent_Kind)(0),         // 8: parley.v1.FriendEvent.Kind
+	(FileEvent_Kind)(0),           // 9: parley.v1.FileEvent.Kind
+	(CallEvent_Kind)(0),           // 10: parley.v1.CallEvent.Kind
+	(P2PCandidate_Kind)(0),        // 11: parley.v1.P2PCandidate.Kind
+	(P2PSession_State)(0),         // 12: parley.v1.P2PSession.State
+	(P2PSession_CloseReason)(0),   // 13: parley.v1.P2PSession.CloseReason
+	(P2PEvent_Kind)(0),            // 14: parley.v1.P2PEvent.Kind
+	(*Frame)(nil),                 // 15: parley.v1.Frame
+	(*Hello)(nil),                 // 16: parley.v1.Hello
+	(*Welcome)(nil),               // 17: parley.v1.Welcome
+	(*Error)(nil),                 // 18: parley.v1.Error
+	(*Ping)(nil),                  // 19: parley.v1.Ping
+	(*Pong)(nil),                  // 20: parley.v1.Pong
+	(*ClientOptions)(nil),         // 21: parley.v1.ClientOptions
+	(*RegisterRequest)(nil),       // 22: parley.v1.RegisterRequest
+	(*LoginRequest)(nil),          // 23: parley.v1.LoginRequest
+	(*ResumeRequest)(nil),         // 24: parley.v1.ResumeRequest
+	(*LogoutRequest)(nil),         // 25: parley.v1.LogoutRequest
+	(*Session)(nil),               // 26: parley.v1.Session
+	(*Ok)(nil),                    // 27: parley.v1.Ok
+	(*WhoRequest)(nil),            // 28: parley.v1.WhoRequest
+	(*WhoReply)(nil),              // 29: parley.v1.WhoReply
+	(*OnlineUser)(nil),            // 30: parley.v1.OnlineUser
+	(*PresenceSnapshot)(nil),      // 31: parley.v1.PresenceSnapshot
+	(*PresenceChange)(nil),        // 32: parley.v1.PresenceChange
+	(*SessionEnded)(nil),          // 33: parley.v1.SessionEnded
+	(*Message)(nil),               // 34: parley.v1.Message
+	(*SendRequest)(nil),           // 35: parley.v1.SendRequest
+	(*SendReply)(nil),             // 36: parley.v1.SendReply
+	(*HistoryRequest)(nil),        // 37: parley.v1.HistoryRequest
+	(*HistoryReply)(nil),          // 38: parley.v1.HistoryReply
+	(*AckRequest)(nil),            // 39: parley.v1.AckRequest
+	(*ConversationsRequest)(nil),  // 40: parley.v1.ConversationsRequest
+	(*ConversationsReply)(nil),    // 41: parley.v1.ConversationsReply
+	(*OpenDirectRequest)(nil),     // 42: parley.v1.OpenDirectRequest
+	(*Conversation)(nil),          // 43: parley.v1.Conversation
+	(*MessageEvent)(nil),          // 44: parley.v1.MessageEvent
+	(*CreateGroupRequest)(nil),    // 45: parley.v1.CreateGroupRequest
+	(*InviteRequest)(nil),         // 46: parley.v1.InviteRequest
+	(*JoinGroupRequest)(nil),      // 47: parley.v1.JoinGroupRequest
+	(*LeaveGroupRequest)(nil),     // 48: parley.v1.LeaveGroupRequest
+	(*RemoveMemberRequest)(nil),   // 49: parley.v1.RemoveMemberRequest
+	(*RenameGroupRequest)(nil),    // 50: parley.v1.RenameGroupRequest
+	(*MembersRequest)(nil),        // 51: parley.v1.MembersRequest
+	(*Member)(nil),                // 52: parley.v1.Member
+	(*MembersReply)(nil),          // 53: parley.v1.MembersReply
+	(*AddFriendRequest)(nil),      // 54: parley.v1.AddFriendRequest
+	(*AnswerFriendRequest)(nil),   // 55: parley.v1.AnswerFriendRequest
+	(*RemoveFriendRequest)(nil),   // 56: parley.v1.RemoveFriendRequest
+	(*FriendsRequest)(nil),        // 57: parley.v1.FriendsRequest
+	(*Friend)(nil),                // 58: parley.v1.Friend
+	(*FriendsReply)(nil),          // 59: parley.v1.FriendsReply
+	(*BlockRequest)(nil),          // 60: parley.v1.BlockRequest
+	(*UnblockRequest)(nil),        // 61: parley.v1.UnblockRequest
+	(*FriendEvent)(nil),           // 62: parley.v1.FriendEvent
+	(*TypingRequest)(nil),         // 63: parley.v1.TypingRequest
+	(*TypingEvent)(nil),           // 64: parley.v1.TypingEvent
+	(*ReceiptEvent)(nil),          // 65: parley.v1.ReceiptEvent
+	(*FileInfo)(nil),              // 66: parley.v1.FileInfo
+	(*OfferFileRequest)(nil),      // 67: parley.v1.OfferFileRequest
+	(*FileOffer)(nil),             // 68: parley.v1.FileOffer
+	(*AnswerFileRequest)(nil),     // 69: parley.v1.AnswerFileRequest
+	(*FileDownloadRequest)(nil),   // 70: parley.v1.FileDownloadRequest
+	(*FileDownload)(nil),          // 71: parley.v1.FileDownload
+	(*FilesRequest)(nil),          // 72: parley.v1.FilesRequest
+	(*FilesReply)(nil),            // 73: parley.v1.FilesReply
+	(*FileEvent)(nil),             // 74: parley.v1.FileEvent
+	(*CallParticipant)(nil),       // 75: parley.v1.CallParticipant
+	(*Call)(nil),                  // 76: parley.v1.Call
+	(*CallSummary)(nil),           // 77: parley.v1.CallSummary
+	(*PlaceCallRequest)(nil),      // 78: parley.v1.PlaceCallRequest
+	(*JoinCallRequest)(nil),       // 79: parley.v1.JoinCallRequest
+	(*RejectCallRequest)(nil),     // 80: parley.v1.RejectCallRequest
+	(*LeaveCallRequest)(nil),      // 81: parley.v1.LeaveCallRequest
+	(*MuteCallRequest)(nil),       // 82: parley.v1.MuteCallRequest
+	(*CallJoined)(nil),            // 83: parley.v1.CallJoined
+	(*CallEvent)(nil),             // 84: parley.v1.CallEvent
+	(*MediaPacket)(nil),           // 85: parley.v1.MediaPacket
+	(*DeviceKey)(nil),             // 86: parley.v1.DeviceKey
+	(*RegisterDeviceRequest)(nil), // 87: parley.v1.RegisterDeviceRequest
+	(*DeviceKeysRequest)(nil),     // 88: parley.v1.DeviceKeysRequest
+	(*DeviceKeysReply)(nil),       // 89: parley.v1.DeviceKeysReply
+	(*P2PCandidate)(nil),          // 90: parley.v1.P2PCandidate
+	(*P2POpenRequest)(nil),        // 91: parley.v1.P2POpenRequest
+	(*P2PAnswerRequest)(nil),      // 92: parley.v1.P2PAnswerRequest
+	(*P2PUpdateRequest)(nil),      // 93: parley.v1.P2PUpdateRequest
+	(*P2PCloseRequest)(nil),       // 94: parley.v1.P2PCloseRequest
+	(*P2PSession)(nil),            // 95: parley.v1.P2PSession
+	(*P2PEvent)(nil),              // 96: parley.v1.P2PEvent
+	(*P2PRelay)(nil),              // 97: parley.v1.P2PRelay
+	(*DirectFrame)(nil),           // 98: parley.v1.DirectFrame
+	(*DirectHello)(nil),           // 99: parley.v1.DirectHello
+	(*DirectChat)(nil),            // 100: parley.v1.DirectChat
+	(*DirectChatAck)(nil),         // 101: parley.v1.DirectChatAck
+	(*DirectFileOffer)(nil),       // 102: parley.v1.DirectFileOffer
+	(*DirectFileAnswer)(nil),      // 103: parley.v1.DirectFileAnswer
+	(*DirectFileDone)(nil),        // 104: parley.v1.DirectFileDone
+	(*DirectCall)(nil),            // 105: parley.v1.DirectCall
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
-	11, // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
-	12, // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
-	13, // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
-	14, // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
-	15, // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
-	17, // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
-	18, // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
-	19, // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
-	20, // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
-	23, // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
-	30, // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
-	32, // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
-	34, // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
-	35, // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
-	37, // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
-	40, // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
-	41, // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
-	42, // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
-	43, // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
-	44, // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
-	45, // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
-	46, // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
-	49, // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
-	50, // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
-	51, // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
-	52, // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
-	55, // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
-	56, // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
-	58, // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
-	62, // 29: parley.v1.Frame.offer_file:type_name -> parley.v1.OfferFileRequest
-	64, // 30: parley.v1.Frame.answer_file:type_name -> parley.v1.AnswerFileRequest
-	65, // 31: parley.v1.Frame.file_download:type_name -> parley.v1.FileDownloadRequest
-	67, // 32: parley.v1.Frame.files:type_name -> parley.v1.FilesRequest
-	73, // 33: parley.v1.Frame.place_call:type_name -> parley.v1.PlaceCallRequest
-	74, // 34: parley.v1.Frame.join_call:type_name -> parley.v1.JoinCallRequest
-	75, // 35: parley.v1.Frame.reject_call:type_name -> parley.v1.RejectCallRequest
-	76, // 36: parley.v1.Frame.leave_call:type_name -> parley.v1.LeaveCallRequest
-	77, // 37: parley.v1.Frame.mute_call:type_name -> parley.v1.MuteCallRequest
-	21, // 38: parley.v1.Frame.session:type_name -> parley.v1.Session
-	22, // 39: parley.v1.Frame.ok:type_name -> parley.v1.Ok
-	24, // 40: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
-	31, // 41: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
-	33, // 42: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
-	36, // 43: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
-	38, // 44: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
-	48, // 45: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
-	54, // 46: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
-	63, // 47: parley.v1.Frame.file_offer:type_name -> parley.v1.FileOffer
-	66, // 48: parley.v1.Frame.file_download_reply:type_name -> parley.v1.FileDownload
-	68, // 49: parley.v1.Frame.files_reply:type_name -> parley.v1.FilesReply
-	78, // 50: parley.v1.Frame.call_joined:type_name -> parley.v1.CallJoined
-	26, // 51: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
-	27, // 52: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
-	28, // 53: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
-	39, // 54: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
-	57, // 55: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
-	59, // 56: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
-	60, // 57: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
-	69, // 58: parley.v1.Frame.file_event:type_name -> parley.v1.FileEvent
-	79, // 59: parley.v1.Frame.call_event:type_name -> parley.v1.CallEvent
-	80, // 60: parley.v1.Frame.media:type_name -> parley.v1.MediaPacket
-	0,  // 61: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	16, // 62: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
-	16, // 63: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
-	16, // 64: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
-	25, // 65: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
-	25, // 66: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
-	25, // 67: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
-	0,  // 68: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
-	61, // 69: parley.v1.Message.file:type_name -> parley.v1.FileInfo
-	72, // 70: parley.v1.Message.call:type_name -> parley.v1.CallSummary
-	29, // 71: parley.v1.SendReply.message:type_name -> parley.v1.Message
-	29, // 72: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
-	38, // 73: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
-	1,  // 74: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
-	29, // 75: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
-	47, // 76: parley.v1.MembersReply.members:type_name -> parley.v1.Member
-	2,  // 77: parley.v1.Friend.state:type_name -> parley.v1.FriendState
-	53, // 78: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
-	7,  // 79: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
-	3,  // 80: parley.v1.FileInfo.state:type_name -> parley.v1.FileState
-	4,  // 81: parley.v1.FileInfo.answer:type_name -> parley.v1.FileAnswer
-	61, // 82: parley.v1.FileOffer.file:type_name -> parley.v1.FileInfo
-	61, // 83: parley.v1.FileDownload.file:type_name -> parley.v1.FileInfo
-	61, // 84: parley.v1.FilesReply.files:type_name -> parley.v1.FileInfo
-	8,  // 85: parley.v1.FileEvent.kind:type_name -> parley.v1.FileEvent.Kind
-	61, // 86: parley.v1.FileEvent.file:type_name -> parley.v1.FileInfo
-	1,  // 87: parley.v1.Call.kind:type_name -> parley.v1.ConversationKind
-	5,  // 88: parley.v1.Call.state:type_name -> parley.v1.CallState
-	70, // 89: parley.v1.Call.participants:type_name -> parley.v1.CallParticipant
-	6,  // 90: parley.v1.Call.end_reason:type_name -> parley.v1.CallEndReason
-	6,  // 91: parley.v1.CallSummary.outcome:type_name -> parley.v1.CallEndReason
-	71, // 92: parley.v1.CallJoined.call:type_name -> parley.v1.Call
-	9,  // 93: parley.v1.CallEvent.kind:type_name -> parley.v1.CallEvent.Kind
-	71, // 94: parley.v1.CallEvent.call:type_name -> parley.v1.Call
-	95, // [95:95] is the sub-list for method output_type
-	95, // [95:95] is the sub-list for method input_type
-	95, // [95:95] is the sub-list for extension type_name
-	95, // [95:95] is the sub-list for extension extendee
-	0,  // [0:95] is the sub-list for field type_name
+	16,  // 0: parley.v1.Frame.hello:type_name -> parley.v1.Hello
+	17,  // 1: parley.v1.Frame.welcome:type_name -> parley.v1.Welcome
+	18,  // 2: parley.v1.Frame.error:type_name -> parley.v1.Error
+	19,  // 3: parley.v1.Frame.ping:type_name -> parley.v1.Ping
+	20,  // 4: parley.v1.Frame.pong:type_name -> parley.v1.Pong
+	22,  // 5: parley.v1.Frame.register:type_name -> parley.v1.RegisterRequest
+	23,  // 6: parley.v1.Frame.login:type_name -> parley.v1.LoginRequest
+	24,  // 7: parley.v1.Frame.resume:type_name -> parley.v1.ResumeRequest
+	25,  // 8: parley.v1.Frame.logout:type_name -> parley.v1.LogoutRequest
+	28,  // 9: parley.v1.Frame.who:type_name -> parley.v1.WhoRequest
+	35,  // 10: parley.v1.Frame.send:type_name -> parley.v1.SendRequest
+	37,  // 11: parley.v1.Frame.history:type_name -> parley.v1.HistoryRequest
+	39,  // 12: parley.v1.Frame.ack:type_name -> parley.v1.AckRequest
+	40,  // 13: parley.v1.Frame.conversations:type_name -> parley.v1.ConversationsRequest
+	42,  // 14: parley.v1.Frame.open_direct:type_name -> parley.v1.OpenDirectRequest
+	45,  // 15: parley.v1.Frame.create_group:type_name -> parley.v1.CreateGroupRequest
+	46,  // 16: parley.v1.Frame.invite:type_name -> parley.v1.InviteRequest
+	47,  // 17: parley.v1.Frame.join_group:type_name -> parley.v1.JoinGroupRequest
+	48,  // 18: parley.v1.Frame.leave_group:type_name -> parley.v1.LeaveGroupRequest
+	49,  // 19: parley.v1.Frame.remove_member:type_name -> parley.v1.RemoveMemberRequest
+	50,  // 20: parley.v1.Frame.rename_group:type_name -> parley.v1.RenameGroupRequest
+	51,  // 21: parley.v1.Frame.members:type_name -> parley.v1.MembersRequest
+	54,  // 22: parley.v1.Frame.add_friend:type_name -> parley.v1.AddFriendRequest
+	55,  // 23: parley.v1.Frame.answer_friend:type_name -> parley.v1.AnswerFriendRequest
+	56,  // 24: parley.v1.Frame.remove_friend:type_name -> parley.v1.RemoveFriendRequest
+	57,  // 25: parley.v1.Frame.friends:type_name -> parley.v1.FriendsRequest
+	60,  // 26: parley.v1.Frame.block:type_name -> parley.v1.BlockRequest
+	61,  // 27: parley.v1.Frame.unblock:type_name -> parley.v1.UnblockRequest
+	63,  // 28: parley.v1.Frame.typing:type_name -> parley.v1.TypingRequest
+	67,  // 29: parley.v1.Frame.offer_file:type_name -> parley.v1.OfferFileRequest
+	69,  // 30: parley.v1.Frame.answer_file:type_name -> parley.v1.AnswerFileRequest
+	70,  // 31: parley.v1.Frame.file_download:type_name -> parley.v1.FileDownloadRequest
+	72,  // 32: parley.v1.Frame.files:type_name -> parley.v1.FilesRequest
+	78,  // 33: parley.v1.Frame.place_call:type_name -> parley.v1.PlaceCallRequest
+	79,  // 34: parley.v1.Frame.join_call:type_name -> parley.v1.JoinCallRequest
+	80,  // 35: parley.v1.Frame.reject_call:type_name -> parley.v1.RejectCallRequest
+	81,  // 36: parley.v1.Frame.leave_call:type_name -> parley.v1.LeaveCallRequest
+	82,  // 37: parley.v1.Frame.mute_call:type_name -> parley.v1.MuteCallRequest
+	87,  // 38: parley.v1.Frame.register_device:type_name -> parley.v1.RegisterDeviceRequest
+	88,  // 39: parley.v1.Frame.device_keys:type_name -> parley.v1.DeviceKeysRequest
+	91,  // 40: parley.v1.Frame.p2p_open:type_name -> parley.v1.P2POpenRequest
+	92,  // 41: parley.v1.Frame.p2p_answer:type_name -> parley.v1.P2PAnswerRequest
+	93,  // 42: parley.v1.Frame.p2p_update:type_name -> parley.v1.P2PUpdateRequest
+	94,  // 43: parley.v1.Frame.p2p_close:type_name -> parley.v1.P2PCloseRequest
+	26,  // 44: parley.v1.Frame.session:type_name -> parley.v1.Session
+	27,  // 45: parley.v1.Frame.ok:type_name -> parley.v1.Ok
+	29,  // 46: parley.v1.Frame.who_reply:type_name -> parley.v1.WhoReply
+	36,  // 47: parley.v1.Frame.send_reply:type_name -> parley.v1.SendReply
+	38,  // 48: parley.v1.Frame.history_reply:type_name -> parley.v1.HistoryReply
+	41,  // 49: parley.v1.Frame.conversations_reply:type_name -> parley.v1.ConversationsReply
+	43,  // 50: parley.v1.Frame.conversation:type_name -> parley.v1.Conversation
+	53,  // 51: parley.v1.Frame.members_reply:type_name -> parley.v1.MembersReply
+	59,  // 52: parley.v1.Frame.friends_reply:type_name -> parley.v1.FriendsReply
+	68,  // 53: parley.v1.Frame.file_offer:type_name -> parley.v1.FileOffer
+	71,  // 54: parley.v1.Frame.file_download_reply:type_name -> parley.v1.FileDownload
+	73,  // 55: parley.v1.Frame.files_reply:type_name -> parley.v1.FilesReply
+	83,  // 56: parley.v1.Frame.call_joined:type_name -> parley.v1.CallJoined
+	89,  // 57: parley.v1.Frame.device_keys_reply:type_name -> parley.v1.DeviceKeysReply
+	95,  // 58: parley.v1.Frame.p2p_session:type_name -> parley.v1.P2PSession
+	31,  // 59: parley.v1.Frame.presence_snapshot:type_name -> parley.v1.PresenceSnapshot
+	32,  // 60: parley.v1.Frame.presence_change:type_name -> parley.v1.PresenceChange
+	33,  // 61: parley.v1.Frame.session_ended:type_name -> parley.v1.SessionEnded
+	44,  // 62: parley.v1.Frame.message:type_name -> parley.v1.MessageEvent
+	62,  // 63: parley.v1.Frame.friend_event:type_name -> parley.v1.FriendEvent
+	64,  // 64: parley.v1.Frame.typing_event:type_name -> parley.v1.TypingEvent
+	65,  // 65: parley.v1.Frame.receipt:type_name -> parley.v1.ReceiptEvent
+	74,  // 66: parley.v1.Frame.file_event:type_name -> parley.v1.FileEvent
+	84,  // 67: parley.v1.Frame.call_event:type_name -> parley.v1.CallEvent
+	96,  // 68: parley.v1.Frame.p2p_event:type_name -> parley.v1.P2PEvent
+	85,  // 69: parley.v1.Frame.media:type_name -> parley.v1.MediaPacket
+	97,  // 70: parley.v1.Frame.p2p_relay:type_name -> parley.v1.P2PRelay
+	0,   // 71: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	21,  // 72: parley.v1.RegisterRequest.options:type_name -> parley.v1.ClientOptions
+	21,  // 73: parley.v1.LoginRequest.options:type_name -> parley.v1.ClientOptions
+	21,  // 74: parley.v1.ResumeRequest.options:type_name -> parley.v1.ClientOptions
+	30,  // 75: parley.v1.WhoReply.users:type_name -> parley.v1.OnlineUser
+	30,  // 76: parley.v1.PresenceSnapshot.users:type_name -> parley.v1.OnlineUser
+	30,  // 77: parley.v1.PresenceChange.user:type_name -> parley.v1.OnlineUser
+	0,   // 78: parley.v1.SessionEnded.reason:type_name -> parley.v1.ErrorCode
+	66,  // 79: parley.v1.Message.file:type_name -> parley.v1.FileInfo
+	77,  // 80: parley.v1.Message.call:type_name -> parley.v1.CallSummary
+	34,  // 81: parley.v1.SendReply.message:type_name -> parley.v1.Message
+	34,  // 82: parley.v1.HistoryReply.messages:type_name -> parley.v1.Message
+	43,  // 83: parley.v1.ConversationsReply.conversations:type_name -> parley.v1.Conversation
+	1,   // 84: parley.v1.Conversation.kind:type_name -> parley.v1.ConversationKind
+	34,  // 85: parley.v1.MessageEvent.message:type_name -> parley.v1.Message
+	52,  // 86: parley.v1.MembersReply.members:type_name -> parley.v1.Member
+	2,   // 87: parley.v1.Friend.state:type_name -> parley.v1.FriendState
+	58,  // 88: parley.v1.FriendsReply.friends:type_name -> parley.v1.Friend
+	8,   // 89: parley.v1.FriendEvent.kind:type_name -> parley.v1.FriendEvent.Kind
+	3,   // 90: parley.v1.FileInfo.state:type_name -> parley.v1.FileState
+	4,   // 91: parley.v1.FileInfo.answer:type_name -> parley.v1.FileAnswer
+	66,  // 92: parley.v1.FileOffer.file:type_name -> parley.v1.FileInfo
+	66,  // 93: parley.v1.FileDownload.file:type_name -> parley.v1.FileInfo
+	66,  // 94: parley.v1.FilesReply.files:type_name -> parley.v1.FileInfo
+	9,   // 95: parley.v1.FileEvent.kind:type_name -> parley.v1.FileEvent.Kind
+	66,  // 96: parley.v1.FileEvent.file:type_name -> parley.v1.FileInfo
+	1,   // 97: parley.v1.Call.kind:type_name -> parley.v1.ConversationKind
+	5,   // 98: parley.v1.Call.state:type_name -> parley.v1.CallState
+	75,  // 99: parley.v1.Call.participants:type_name -> parley.v1.CallParticipant
+	6,   // 100: parley.v1.Call.end_reason:type_name -> parley.v1.CallEndReason
+	6,   // 101: parley.v1.CallSummary.outcome:type_name -> parley.v1.CallEndReason
+	76,  // 102: parley.v1.CallJoined.call:type_name -> parley.v1.Call
+	10,  // 103: parley.v1.CallEvent.kind:type_name -> parley.v1.CallEvent.Kind
+	76,  // 104: parley.v1.CallEvent.call:type_name -> parley.v1.Call
+	86,  // 105: parley.v1.DeviceKeysReply.devices:type_name -> parley.v1.DeviceKey
+	11,  // 106: parley.v1.P2PCandidate.kind:type_name -> parley.v1.P2PCandidate.Kind
+	90,  // 107: parley.v1.P2POpenRequest.candidates:type_name -> parley.v1.P2PCandidate
+	90,  // 108: parley.v1.P2PAnswerRequest.candidates:type_name -> parley.v1.P2PCandidate
+	90,  // 109: parley.v1.P2PUpdateRequest.candidates:type_name -> parley.v1.P2PCandidate
+	12,  // 110: parley.v1.P2PSession.state:type_name -> parley.v1.P2PSession.State
+	13,  // 111: parley.v1.P2PSession.close_reason:type_name -> parley.v1.P2PSession.CloseReason
+	86,  // 112: parley.v1.P2PSession.peer_device:type_name -> parley.v1.DeviceKey
+	90,  // 113: parley.v1.P2PSession.peer_candidates:type_name -> parley.v1.P2PCandidate
+	7,   // 114: parley.v1.P2PSession.mapping:type_name -> parley.v1.NatMapping
+	7,   // 115: parley.v1.P2PSession.peer_mapping:type_name -> parley.v1.NatMapping
+	14,  // 116: parley.v1.P2PEvent.kind:type_name -> parley.v1.P2PEvent.Kind
+	95,  // 117: parley.v1.P2PEvent.session:type_name -> parley.v1.P2PSession
+	99,  // 118: parley.v1.DirectFrame.hello:type_name -> parley.v1.DirectHello
+	100, // 119: parley.v1.DirectFrame.chat:type_name -> parley.v1.DirectChat
+	101, // 120: parley.v1.DirectFrame.chat_ack:type_name -> parley.v1.DirectChatAck
+	102, // 121: parley.v1.DirectFrame.file_offer:type_name -> parley.v1.DirectFileOffer
+	103, // 122: parley.v1.DirectFrame.file_answer:type_name -> parley.v1.DirectFileAnswer
+	104, // 123: parley.v1.DirectFrame.file_done:type_name -> parley.v1.DirectFileDone
+	105, // 124: parley.v1.DirectFrame.call:type_name -> parley.v1.DirectCall
+	125, // [125:125] is the sub-list for method output_type
+	125, // [125:125] is the sub-list for method input_type
+	125, // [125:125] is the sub-list for extension type_name
+	125, // [125:125] is the sub-list for extension extendee
+	0,   // [0:125] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -6710,6 +8803,12 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_RejectCall)(nil),
 		(*Frame_LeaveCall)(nil),
 		(*Frame_MuteCall)(nil),
+		(*Frame_RegisterDevice)(nil),
+		(*Frame_DeviceKeys)(nil),
+		(*Frame_P2POpen)(nil),
+		(*Frame_P2PAnswer)(nil),
+		(*Frame_P2PUpdate)(nil),
+		(*Frame_P2PClose)(nil),
 		(*Frame_Session)(nil),
 		(*Frame_Ok)(nil),
 		(*Frame_WhoReply)(nil),
@@ -6723,6 +8822,8 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_FileDownloadReply)(nil),
 		(*Frame_FilesReply)(nil),
 		(*Frame_CallJoined)(nil),
+		(*Frame_DeviceKeysReply)(nil),
+		(*Frame_P2PSession)(nil),
 		(*Frame_PresenceSnapshot)(nil),
 		(*Frame_PresenceChange)(nil),
 		(*Frame_SessionEnded)(nil),
@@ -6732,16 +8833,27 @@ func file_parley_v1_parley_proto_init() {
 		(*Frame_Receipt)(nil),
 		(*Frame_FileEvent)(nil),
 		(*Frame_CallEvent)(nil),
+		(*Frame_P2PEvent)(nil),
 		(*Frame_Media)(nil),
+		(*Frame_P2PRelay)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[22].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[83].OneofWrappers = []any{
+		(*DirectFrame_Hello)(nil),
+		(*DirectFrame_Chat)(nil),
+		(*DirectFrame_ChatAck)(nil),
+		(*DirectFrame_FileOffer)(nil),
+		(*DirectFrame_FileAnswer)(nil),
+		(*DirectFrame_FileDone)(nil),
+		(*DirectFrame_Call)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   71,
+			NumEnums:      15,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

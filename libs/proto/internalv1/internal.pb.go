@@ -2012,9 +2012,10 @@ func (x *CallResolveRequest) GetToUsername() string {
 type CallResolveReply struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Conversation  string                    `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	Kind          parleyv1.ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"` // DIRECT or GROUP
-	MemberIds     []string                  `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`       // direct: both users; group: its members now (the caller included)
-	PeerName      string                    `protobuf:"bytes,4,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`          // direct: the other user's name
+	Kind          parleyv1.ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.v1.ConversationKind" json:"kind,omitempty"`       // DIRECT or GROUP
+	MemberIds     []string                  `protobuf:"bytes,3,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`             // direct: both users; group: its members now (the caller included)
+	PeerName      string                    `protobuf:"bytes,4,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`                // direct: the other user's name
+	PeerIsFriend  bool                      `protobuf:"varint,5,opt,name=peer_is_friend,json=peerIsFriend,proto3" json:"peer_is_friend,omitempty"` // direct: the caller and the other user are friends
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2075,6 +2076,13 @@ func (x *CallResolveReply) GetPeerName() string {
 		return x.PeerName
 	}
 	return ""
+}
+
+func (x *CallResolveReply) GetPeerIsFriend() bool {
+	if x != nil {
+		return x.PeerIsFriend
+	}
+	return false
 }
 
 // PostCallRequest posts a call's system message in its conversation
@@ -2307,6 +2315,305 @@ func (x *CallSeat) GetSeenUnixMs() int64 {
 	return 0
 }
 
+// P2PRecord is the rendezvous's state of one direct session (KV
+// parley_p2p, key "s.<session_id>"; docs/protocol.md §20). Every change is
+// a compare-and-set on the key's revision, by whichever replica took the
+// request or the registration.
+type P2PRecord struct {
+	state         protoimpl.MessageState          `protogen:"open.v1"`
+	SessionId     string                          `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	State         parleyv1.P2PSession_State       `protobuf:"varint,2,opt,name=state,proto3,enum=parley.v1.P2PSession_State" json:"state,omitempty"`
+	CloseReason   parleyv1.P2PSession_CloseReason `protobuf:"varint,3,opt,name=close_reason,json=closeReason,proto3,enum=parley.v1.P2PSession_CloseReason" json:"close_reason,omitempty"`
+	A             *P2PSide                        `protobuf:"bytes,4,opt,name=a,proto3" json:"a,omitempty"` // the opener (controlling)
+	B             *P2PSide                        `protobuf:"bytes,5,opt,name=b,proto3" json:"b,omitempty"` // the peer; device fields set once it accepted
+	CheckKey      []byte                          `protobuf:"bytes,6,opt,name=check_key,json=checkKey,proto3" json:"check_key,omitempty"`
+	CreatedUnixMs int64                           `protobuf:"varint,7,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	ExpiresUnixMs int64                           `protobuf:"varint,8,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"` // OFFERED: answer deadline; later: 24 h after the last change
+	Intro         uint32                          `protobuf:"varint,9,opt,name=intro,proto3" json:"intro,omitempty"`                                        // bumped whenever an introduction is published
+	Friends       bool                            `protobuf:"varint,10,opt,name=friends,proto3" json:"friends,omitempty"`                                   // a and b are friends (messaging said so at open)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2PRecord) Reset() {
+	*x = P2PRecord{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PRecord) ProtoMessage() {}
+
+func (x *P2PRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PRecord.ProtoReflect.Descriptor instead.
+func (*P2PRecord) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *P2PRecord) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2PRecord) GetState() parleyv1.P2PSession_State {
+	if x != nil {
+		return x.State
+	}
+	return parleyv1.P2PSession_State(0)
+}
+
+func (x *P2PRecord) GetCloseReason() parleyv1.P2PSession_CloseReason {
+	if x != nil {
+		return x.CloseReason
+	}
+	return parleyv1.P2PSession_CloseReason(0)
+}
+
+func (x *P2PRecord) GetA() *P2PSide {
+	if x != nil {
+		return x.A
+	}
+	return nil
+}
+
+func (x *P2PRecord) GetB() *P2PSide {
+	if x != nil {
+		return x.B
+	}
+	return nil
+}
+
+func (x *P2PRecord) GetCheckKey() []byte {
+	if x != nil {
+		return x.CheckKey
+	}
+	return nil
+}
+
+func (x *P2PRecord) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *P2PRecord) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *P2PRecord) GetIntro() uint32 {
+	if x != nil {
+		return x.Intro
+	}
+	return 0
+}
+
+func (x *P2PRecord) GetFriends() bool {
+	if x != nil {
+		return x.Friends
+	}
+	return false
+}
+
+// P2PSide is one side of a direct session.
+type P2PSide struct {
+	state            protoimpl.MessageState   `protogen:"open.v1"`
+	UserId           string                   `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username         string                   `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Device           *parleyv1.DeviceKey      `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"` // b: empty until it accepted
+	RegisterKey      []byte                   `protobuf:"bytes,4,opt,name=register_key,json=registerKey,proto3" json:"register_key,omitempty"`
+	Host             []*parleyv1.P2PCandidate `protobuf:"bytes,5,rep,name=host,proto3" json:"host,omitempty"`
+	Srflx            string                   `protobuf:"bytes,6,opt,name=srflx,proto3" json:"srflx,omitempty"`                       // the address the rendezvous saw at its primary address
+	SrflxAlt         string                   `protobuf:"bytes,7,opt,name=srflx_alt,json=srflxAlt,proto3" json:"srflx_alt,omitempty"` // the address it saw at its alternate address
+	RttMs            uint32                   `protobuf:"varint,8,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	RegisteredUnixMs int64                    `protobuf:"varint,9,opt,name=registered_unix_ms,json=registeredUnixMs,proto3" json:"registered_unix_ms,omitempty"` // last registration at the primary
+	GatewayId        string                   `protobuf:"bytes,10,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`                        // the connection the relay follows
+	ConnId           string                   `protobuf:"bytes,11,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *P2PSide) Reset() {
+	*x = P2PSide{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2PSide) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2PSide) ProtoMessage() {}
+
+func (x *P2PSide) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2PSide.ProtoReflect.Descriptor instead.
+func (*P2PSide) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *P2PSide) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *P2PSide) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *P2PSide) GetDevice() *parleyv1.DeviceKey {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+func (x *P2PSide) GetRegisterKey() []byte {
+	if x != nil {
+		return x.RegisterKey
+	}
+	return nil
+}
+
+func (x *P2PSide) GetHost() []*parleyv1.P2PCandidate {
+	if x != nil {
+		return x.Host
+	}
+	return nil
+}
+
+func (x *P2PSide) GetSrflx() string {
+	if x != nil {
+		return x.Srflx
+	}
+	return ""
+}
+
+func (x *P2PSide) GetSrflxAlt() string {
+	if x != nil {
+		return x.SrflxAlt
+	}
+	return ""
+}
+
+func (x *P2PSide) GetRttMs() uint32 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+func (x *P2PSide) GetRegisteredUnixMs() int64 {
+	if x != nil {
+		return x.RegisteredUnixMs
+	}
+	return 0
+}
+
+func (x *P2PSide) GetGatewayId() string {
+	if x != nil {
+		return x.GatewayId
+	}
+	return ""
+}
+
+func (x *P2PSide) GetConnId() string {
+	if x != nil {
+		return x.ConnId
+	}
+	return ""
+}
+
+// DeviceRecord is one registered device key (KV parley_devices, key
+// "<user_id>.<device_id>").
+type DeviceRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *parleyv1.DeviceKey    `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceRecord) Reset() {
+	*x = DeviceRecord{}
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceRecord) ProtoMessage() {}
+
+func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_internal_v1_internal_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
+func (*DeviceRecord) Descriptor() ([]byte, []int) {
+	return file_parley_internal_v1_internal_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DeviceRecord) GetKey() *parleyv1.DeviceKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *DeviceRecord) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 var File_parley_internal_v1_internal_proto protoreflect.FileDescriptor
 
 const file_parley_internal_v1_internal_proto_rawDesc = "" +
@@ -2470,13 +2777,14 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x12CallResolveRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1f\n" +
 	"\vto_username\x18\x02 \x01(\tR\n" +
-	"toUsername\"\xa3\x01\n" +
+	"toUsername\"\xc9\x01\n" +
 	"\x10CallResolveReply\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.parley.v1.ConversationKindR\x04kind\x12\x1d\n" +
 	"\n" +
 	"member_ids\x18\x03 \x03(\tR\tmemberIds\x12\x1b\n" +
-	"\tpeer_name\x18\x04 \x01(\tR\bpeerName\"\x94\x01\n" +
+	"\tpeer_name\x18\x04 \x01(\tR\bpeerName\x12$\n" +
+	"\x0epeer_is_friend\x18\x05 \x01(\bR\fpeerIsFriend\"\x94\x01\n" +
 	"\x0fPostCallRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12*\n" +
@@ -2499,7 +2807,37 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12\x17\n" +
 	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12 \n" +
 	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
-	"seenUnixMsB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
+	"seenUnixMs\"\x96\x03\n" +
+	"\tP2PRecord\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.parley.v1.P2PSession.StateR\x05state\x12D\n" +
+	"\fclose_reason\x18\x03 \x01(\x0e2!.parley.v1.P2PSession.CloseReasonR\vcloseReason\x12)\n" +
+	"\x01a\x18\x04 \x01(\v2\x1b.parley.internal.v1.P2PSideR\x01a\x12)\n" +
+	"\x01b\x18\x05 \x01(\v2\x1b.parley.internal.v1.P2PSideR\x01b\x12\x1b\n" +
+	"\tcheck_key\x18\x06 \x01(\fR\bcheckKey\x12&\n" +
+	"\x0fcreated_unix_ms\x18\a \x01(\x03R\rcreatedUnixMs\x12&\n" +
+	"\x0fexpires_unix_ms\x18\b \x01(\x03R\rexpiresUnixMs\x12\x14\n" +
+	"\x05intro\x18\t \x01(\rR\x05intro\x12\x18\n" +
+	"\afriends\x18\n" +
+	" \x01(\bR\afriends\"\xec\x02\n" +
+	"\aP2PSide\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12,\n" +
+	"\x06device\x18\x03 \x01(\v2\x14.parley.v1.DeviceKeyR\x06device\x12!\n" +
+	"\fregister_key\x18\x04 \x01(\fR\vregisterKey\x12+\n" +
+	"\x04host\x18\x05 \x03(\v2\x17.parley.v1.P2PCandidateR\x04host\x12\x14\n" +
+	"\x05srflx\x18\x06 \x01(\tR\x05srflx\x12\x1b\n" +
+	"\tsrflx_alt\x18\a \x01(\tR\bsrflxAlt\x12\x15\n" +
+	"\x06rtt_ms\x18\b \x01(\rR\x05rttMs\x12,\n" +
+	"\x12registered_unix_ms\x18\t \x01(\x03R\x10registeredUnixMs\x12\x1d\n" +
+	"\n" +
+	"gateway_id\x18\n" +
+	" \x01(\tR\tgatewayId\x12\x17\n" +
+	"\aconn_id\x18\v \x01(\tR\x06connId\"O\n" +
+	"\fDeviceRecord\x12&\n" +
+	"\x03key\x18\x01 \x01(\v2\x14.parley.v1.DeviceKeyR\x03key\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userIdB?Z=github.com/parleychat/parley/libs/proto/internalv1;internalv1b\x06proto3"
 
 var (
 	file_parley_internal_v1_internal_proto_rawDescOnce sync.Once
@@ -2513,82 +2851,96 @@ func file_parley_internal_v1_internal_proto_rawDescGZIP() []byte {
 	return file_parley_internal_v1_internal_proto_rawDescData
 }
 
-var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_parley_internal_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_parley_internal_v1_internal_proto_goTypes = []any{
-	(*AuthReply)(nil),              // 0: parley.internal.v1.AuthReply
-	(*Conn)(nil),                   // 1: parley.internal.v1.Conn
-	(*PresenceConnect)(nil),        // 2: parley.internal.v1.PresenceConnect
-	(*PresenceDisconnect)(nil),     // 3: parley.internal.v1.PresenceDisconnect
-	(*GatewayHeartbeat)(nil),       // 4: parley.internal.v1.GatewayHeartbeat
-	(*GatewayHeartbeatReply)(nil),  // 5: parley.internal.v1.GatewayHeartbeatReply
-	(*GatewayResync)(nil),          // 6: parley.internal.v1.GatewayResync
-	(*PresenceListRequest)(nil),    // 7: parley.internal.v1.PresenceListRequest
-	(*PresenceListReply)(nil),      // 8: parley.internal.v1.PresenceListReply
-	(*UserPresenceRequest)(nil),    // 9: parley.internal.v1.UserPresenceRequest
-	(*UserPresenceReply)(nil),      // 10: parley.internal.v1.UserPresenceReply
-	(*SessionKick)(nil),            // 11: parley.internal.v1.SessionKick
-	(*SessionCheckRequest)(nil),    // 12: parley.internal.v1.SessionCheckRequest
-	(*UserLookupRequest)(nil),      // 13: parley.internal.v1.UserLookupRequest
-	(*UserLookupReply)(nil),        // 14: parley.internal.v1.UserLookupReply
-	(*StoredMessage)(nil),          // 15: parley.internal.v1.StoredMessage
-	(*FileRecord)(nil),             // 16: parley.internal.v1.FileRecord
-	(*FilePart)(nil),               // 17: parley.internal.v1.FilePart
-	(*UploadBeginRequest)(nil),     // 18: parley.internal.v1.UploadBeginRequest
-	(*UploadState)(nil),            // 19: parley.internal.v1.UploadState
-	(*UploadCommitRequest)(nil),    // 20: parley.internal.v1.UploadCommitRequest
-	(*UploadStatusRequest)(nil),    // 21: parley.internal.v1.UploadStatusRequest
-	(*FileTerminateRequest)(nil),   // 22: parley.internal.v1.FileTerminateRequest
-	(*FileOpenRequest)(nil),        // 23: parley.internal.v1.FileOpenRequest
-	(*FileOpenReply)(nil),          // 24: parley.internal.v1.FileOpenReply
-	(*FileProgress)(nil),           // 25: parley.internal.v1.FileProgress
-	(*TokenVerifyRequest)(nil),     // 26: parley.internal.v1.TokenVerifyRequest
-	(*PostFileRequest)(nil),        // 27: parley.internal.v1.PostFileRequest
-	(*PostFileReply)(nil),          // 28: parley.internal.v1.PostFileReply
-	(*CallResolveRequest)(nil),     // 29: parley.internal.v1.CallResolveRequest
-	(*CallResolveReply)(nil),       // 30: parley.internal.v1.CallResolveReply
-	(*PostCallRequest)(nil),        // 31: parley.internal.v1.PostCallRequest
-	(*CallRecord)(nil),             // 32: parley.internal.v1.CallRecord
-	(*CallSeat)(nil),               // 33: parley.internal.v1.CallSeat
-	nil,                            // 34: parley.internal.v1.FileRecord.AnswersEntry
-	(*parleyv1.Session)(nil),       // 35: parley.v1.Session
-	(*parleyv1.OnlineUser)(nil),    // 36: parley.v1.OnlineUser
-	(parleyv1.ErrorCode)(0),        // 37: parley.v1.ErrorCode
-	(*parleyv1.Message)(nil),       // 38: parley.v1.Message
-	(*parleyv1.FileInfo)(nil),      // 39: parley.v1.FileInfo
-	(parleyv1.FileState)(0),        // 40: parley.v1.FileState
-	(parleyv1.ConversationKind)(0), // 41: parley.v1.ConversationKind
-	(*parleyv1.CallSummary)(nil),   // 42: parley.v1.CallSummary
-	(*parleyv1.Call)(nil),          // 43: parley.v1.Call
-	(parleyv1.FileAnswer)(0),       // 44: parley.v1.FileAnswer
+	(*AuthReply)(nil),                    // 0: parley.internal.v1.AuthReply
+	(*Conn)(nil),                         // 1: parley.internal.v1.Conn
+	(*PresenceConnect)(nil),              // 2: parley.internal.v1.PresenceConnect
+	(*PresenceDisconnect)(nil),           // 3: parley.internal.v1.PresenceDisconnect
+	(*GatewayHeartbeat)(nil),             // 4: parley.internal.v1.GatewayHeartbeat
+	(*GatewayHeartbeatReply)(nil),        // 5: parley.internal.v1.GatewayHeartbeatReply
+	(*GatewayResync)(nil),                // 6: parley.internal.v1.GatewayResync
+	(*PresenceListRequest)(nil),          // 7: parley.internal.v1.PresenceListRequest
+	(*PresenceListReply)(nil),            // 8: parley.internal.v1.PresenceListReply
+	(*UserPresenceRequest)(nil),          // 9: parley.internal.v1.UserPresenceRequest
+	(*UserPresenceReply)(nil),            // 10: parley.internal.v1.UserPresenceReply
+	(*SessionKick)(nil),                  // 11: parley.internal.v1.SessionKick
+	(*SessionCheckRequest)(nil),          // 12: parley.internal.v1.SessionCheckRequest
+	(*UserLookupRequest)(nil),            // 13: parley.internal.v1.UserLookupRequest
+	(*UserLookupReply)(nil),              // 14: parley.internal.v1.UserLookupReply
+	(*StoredMessage)(nil),                // 15: parley.internal.v1.StoredMessage
+	(*FileRecord)(nil),                   // 16: parley.internal.v1.FileRecord
+	(*FilePart)(nil),                     // 17: parley.internal.v1.FilePart
+	(*UploadBeginRequest)(nil),           // 18: parley.internal.v1.UploadBeginRequest
+	(*UploadState)(nil),                  // 19: parley.internal.v1.UploadState
+	(*UploadCommitRequest)(nil),          // 20: parley.internal.v1.UploadCommitRequest
+	(*UploadStatusRequest)(nil),          // 21: parley.internal.v1.UploadStatusRequest
+	(*FileTerminateRequest)(nil),         // 22: parley.internal.v1.FileTerminateRequest
+	(*FileOpenRequest)(nil),              // 23: parley.internal.v1.FileOpenRequest
+	(*FileOpenReply)(nil),                // 24: parley.internal.v1.FileOpenReply
+	(*FileProgress)(nil),                 // 25: parley.internal.v1.FileProgress
+	(*TokenVerifyRequest)(nil),           // 26: parley.internal.v1.TokenVerifyRequest
+	(*PostFileRequest)(nil),              // 27: parley.internal.v1.PostFileRequest
+	(*PostFileReply)(nil),                // 28: parley.internal.v1.PostFileReply
+	(*CallResolveRequest)(nil),           // 29: parley.internal.v1.CallResolveRequest
+	(*CallResolveReply)(nil),             // 30: parley.internal.v1.CallResolveReply
+	(*PostCallRequest)(nil),              // 31: parley.internal.v1.PostCallRequest
+	(*CallRecord)(nil),                   // 32: parley.internal.v1.CallRecord
+	(*CallSeat)(nil),                     // 33: parley.internal.v1.CallSeat
+	(*P2PRecord)(nil),                    // 34: parley.internal.v1.P2PRecord
+	(*P2PSide)(nil),                      // 35: parley.internal.v1.P2PSide
+	(*DeviceRecord)(nil),                 // 36: parley.internal.v1.DeviceRecord
+	nil,                                  // 37: parley.internal.v1.FileRecord.AnswersEntry
+	(*parleyv1.Session)(nil),             // 38: parley.v1.Session
+	(*parleyv1.OnlineUser)(nil),          // 39: parley.v1.OnlineUser
+	(parleyv1.ErrorCode)(0),              // 40: parley.v1.ErrorCode
+	(*parleyv1.Message)(nil),             // 41: parley.v1.Message
+	(*parleyv1.FileInfo)(nil),            // 42: parley.v1.FileInfo
+	(parleyv1.FileState)(0),              // 43: parley.v1.FileState
+	(parleyv1.ConversationKind)(0),       // 44: parley.v1.ConversationKind
+	(*parleyv1.CallSummary)(nil),         // 45: parley.v1.CallSummary
+	(*parleyv1.Call)(nil),                // 46: parley.v1.Call
+	(parleyv1.P2PSession_State)(0),       // 47: parley.v1.P2PSession.State
+	(parleyv1.P2PSession_CloseReason)(0), // 48: parley.v1.P2PSession.CloseReason
+	(*parleyv1.DeviceKey)(nil),           // 49: parley.v1.DeviceKey
+	(*parleyv1.P2PCandidate)(nil),        // 50: parley.v1.P2PCandidate
+	(parleyv1.FileAnswer)(0),             // 51: parley.v1.FileAnswer
 }
 var file_parley_internal_v1_internal_proto_depIdxs = []int32{
-	35, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
+	38, // 0: parley.internal.v1.AuthReply.session:type_name -> parley.v1.Session
 	1,  // 1: parley.internal.v1.PresenceConnect.conn:type_name -> parley.internal.v1.Conn
 	1,  // 2: parley.internal.v1.GatewayResync.conns:type_name -> parley.internal.v1.Conn
-	36, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
-	37, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
-	38, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
-	39, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
+	39, // 3: parley.internal.v1.PresenceListReply.users:type_name -> parley.v1.OnlineUser
+	40, // 4: parley.internal.v1.SessionKick.reason:type_name -> parley.v1.ErrorCode
+	41, // 5: parley.internal.v1.StoredMessage.message:type_name -> parley.v1.Message
+	42, // 6: parley.internal.v1.FileRecord.info:type_name -> parley.v1.FileInfo
 	17, // 7: parley.internal.v1.FileRecord.parts:type_name -> parley.internal.v1.FilePart
-	34, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
-	40, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
+	37, // 8: parley.internal.v1.FileRecord.answers:type_name -> parley.internal.v1.FileRecord.AnswersEntry
+	43, // 9: parley.internal.v1.UploadState.state:type_name -> parley.v1.FileState
 	17, // 10: parley.internal.v1.UploadCommitRequest.parts:type_name -> parley.internal.v1.FilePart
-	39, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
+	42, // 11: parley.internal.v1.FileOpenReply.file:type_name -> parley.v1.FileInfo
 	17, // 12: parley.internal.v1.FileOpenReply.parts:type_name -> parley.internal.v1.FilePart
-	40, // 13: parley.internal.v1.FileProgress.state:type_name -> parley.v1.FileState
-	39, // 14: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
-	38, // 15: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
-	41, // 16: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
-	41, // 17: parley.internal.v1.CallResolveReply.kind:type_name -> parley.v1.ConversationKind
-	42, // 18: parley.internal.v1.PostCallRequest.call:type_name -> parley.v1.CallSummary
-	43, // 19: parley.internal.v1.CallRecord.call:type_name -> parley.v1.Call
+	43, // 13: parley.internal.v1.FileProgress.state:type_name -> parley.v1.FileState
+	42, // 14: parley.internal.v1.PostFileRequest.file:type_name -> parley.v1.FileInfo
+	41, // 15: parley.internal.v1.PostFileReply.message:type_name -> parley.v1.Message
+	44, // 16: parley.internal.v1.PostFileReply.kind:type_name -> parley.v1.ConversationKind
+	44, // 17: parley.internal.v1.CallResolveReply.kind:type_name -> parley.v1.ConversationKind
+	45, // 18: parley.internal.v1.PostCallRequest.call:type_name -> parley.v1.CallSummary
+	46, // 19: parley.internal.v1.CallRecord.call:type_name -> parley.v1.Call
 	33, // 20: parley.internal.v1.CallRecord.seats:type_name -> parley.internal.v1.CallSeat
-	44, // 21: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	47, // 21: parley.internal.v1.P2PRecord.state:type_name -> parley.v1.P2PSession.State
+	48, // 22: parley.internal.v1.P2PRecord.close_reason:type_name -> parley.v1.P2PSession.CloseReason
+	35, // 23: parley.internal.v1.P2PRecord.a:type_name -> parley.internal.v1.P2PSide
+	35, // 24: parley.internal.v1.P2PRecord.b:type_name -> parley.internal.v1.P2PSide
+	49, // 25: parley.internal.v1.P2PSide.device:type_name -> parley.v1.DeviceKey
+	50, // 26: parley.internal.v1.P2PSide.host:type_name -> parley.v1.P2PCandidate
+	49, // 27: parley.internal.v1.DeviceRecord.key:type_name -> parley.v1.DeviceKey
+	51, // 28: parley.internal.v1.FileRecord.AnswersEntry.value:type_name -> parley.v1.FileAnswer
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_parley_internal_v1_internal_proto_init() }
@@ -2602,7 +2954,7 @@ func file_parley_internal_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_internal_v1_internal_proto_rawDesc), len(file_parley_internal_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
