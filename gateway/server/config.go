@@ -162,7 +162,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MediaAlive, "media-alive-interval", d.MediaAlive, "period of the liveness messages about this gateway's call participants to the media-relay (keep well under its 8 s timeout)")
 	fs.StringVar(&c.STUNAddr, "stun-addr", "", "host:port of the rendezvous's primary public address (its STUN server, UDP), sent in Welcome.stun_addr so clients can classify their NAT and register direct sessions; empty: none (direct sessions then stay relayed)")
 	fs.IntVar(&c.P2PRelayRate, "p2p-relay-rate", d.P2PRelayRate, "bytes per second of direct sessions' packets one connection may relay through the server while no direct path works (p2p_relay frames; the excess is dropped); 0: relay nothing")
-	fs.IntVar(&c.P2PRelayBurst, "p2p-relay-burst", d.P2PRelayBurst, "bytes of direct sessions' packets one connection may relay at once above -p2p-relay-rate (at least 1500, the largest packet)")
+	fs.IntVar(&c.P2PRelayBurst, "p2p-relay-burst", d.P2PRelayBurst, "bytes of direct sessions' packets one connection may relay in one burst, the depth of the -p2p-relay-rate token bucket (at least 1500, the largest packet)")
 	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
 	fs.IntVar(&c.PreloginFrameSize, "max-prelogin-frame-size", d.PreloginFrameSize, "largest frame accepted from a connection without a session (Hello, Register, Login, Resume, Ping), in bytes; at most -max-frame-size")
