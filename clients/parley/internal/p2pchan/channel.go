@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/quic-go/quic-go"
 
@@ -536,7 +539,7 @@ func (c *Channel) serve(s *session) {
 			c.shutdown(ErrPeerClosed, codeClosed, "")
 			return
 		case codeProtocol:
-			c.shutdown(fmt.Errorf("%w: the peer closed the channel: %s", ErrProtocol, ae.ErrorMessage), codeClosed, "")
+			c.shutdown(fmt.Errorf("%w: the peer closed the channel: %s", ErrProtocol, peerText(ae.ErrorMessage)), codeClosed, "")
 			return
 		}
 	}
@@ -546,11 +549,28 @@ func (c *Channel) serve(s *session) {
 	}
 }
 
+// truncate cuts s to at most n bytes, at a character boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n]
+}
+
+// peerText makes a string the peer chose (a reason, an error) safe to
+// show: valid UTF-8, no control characters, at most 256 bytes.
+func peerText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	return truncate(s, 256)
 }
 
 // quietConn hands quic-go the socket as a plain net.PacketConn whose

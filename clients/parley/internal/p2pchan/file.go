@@ -138,7 +138,7 @@ func (s *session) sendFile(ctx context.Context, r io.ReaderAt, offer *parleyv1.D
 	if !ans.GetAccept() {
 		st.CancelRead(streamRejected)
 		st.Close()
-		return &RejectedError{Reason: truncate(ans.GetReason(), 256)}
+		return &RejectedError{Reason: peerText(ans.GetReason())}
 	}
 	off := ans.GetOffset()
 	if off > offer.GetSize() {
@@ -187,7 +187,7 @@ func (s *session) sendFile(ctx context.Context, r io.ReaderAt, offer *parleyv1.D
 		return s.fileViolation(st, violation("%s ends a file transfer", kind(f)))
 	}
 	if !fd.GetOk() {
-		return fmt.Errorf("%w (%s)", ErrFileCorrupt, truncate(fd.GetError(), 256))
+		return fmt.Errorf("%w (%s)", ErrFileCorrupt, peerText(fd.GetError()))
 	}
 	return nil
 }

@@ -142,3 +142,16 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestPeerText(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":                  "plain",
+		"line\nbreak\x1b[31m":    "line break [31m",
+		"bad \xff byte":          "bad \uFFFD byte",
+		strings.Repeat("é", 200): strings.Repeat("é", 128),
+	} {
+		if got := peerText(in); got != want {
+			t.Errorf("peerText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

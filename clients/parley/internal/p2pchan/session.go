@@ -1,9 +1,11 @@
 package p2pchan
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -114,11 +116,11 @@ func (s *session) writeLoop() {
 			c.mu.Lock()
 			frames := s.frames
 			s.frames = nil
-			for _, m := range c.outbox {
-				if m.seq > s.sentUpTo {
-					frames = append(frames, m.frame())
-					s.sentUpTo = m.seq
-				}
+			// The outbox is in seq order: skip what this connection carried.
+			first, _ := slices.BinarySearchFunc(c.outbox, s.sentUpTo+1, func(m *outMsg, seq uint64) int { return cmp.Compare(m.seq, seq) })
+			for _, m := range c.outbox[first:] {
+				frames = append(frames, m.frame())
+				s.sentUpTo = m.seq
 			}
 			c.mu.Unlock()
 			if len(frames) == 0 {
