@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES  := protocol clients/parley libs gateway services/auth services/presence services/messaging services/file services/mediarelay clients standalone tests bench
+MODULES  := protocol clients/parley libs gateway services/auth services/presence services/messaging services/file services/mediarelay services/rendezvous clients standalone tests bench
 BIN      := $(CURDIR)/bin
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 GO       ?= go
@@ -31,6 +31,7 @@ build:
 	cd services/messaging && $(GO) build -o $(BIN)/messaging ./cmd/messaging
 	cd services/file && $(GO) build -o $(BIN)/file ./cmd/file
 	cd services/mediarelay && $(GO) build -o $(BIN)/media-relay ./cmd/media-relay
+	cd services/rendezvous && $(GO) build -o $(BIN)/rendezvous ./cmd/rendezvous
 	cd clients && $(GO) build -o $(BIN)/parley ./cmd/parley
 
 .PHONY: run
@@ -84,6 +85,9 @@ fuzz:
 	cd clients && $(GO) test -run '^$$' -fuzz '^FuzzHTTPEdge$$' -fuzztime $(FUZZTIME) ./sdktest
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzMake$$' -fuzztime $(FUZZTIME) ./internal/thumb
 	cd services/file && $(GO) test -run '^$$' -fuzz '^FuzzOrientation$$' -fuzztime $(FUZZTIME) ./internal/thumb
+	cd services/rendezvous && $(GO) test -run '^$$' -fuzz '^FuzzRegisterUsername$$' -fuzztime $(FUZZTIME) ./rdvsvc
+	cd services/rendezvous && $(GO) test -run '^$$' -fuzz '^FuzzCandidate$$' -fuzztime $(FUZZTIME) ./rdvsvc
+	cd services/rendezvous && $(GO) test -run '^$$' -fuzz '^FuzzPacket$$' -fuzztime $(FUZZTIME) ./rdvsvc
 
 .PHONY: bench
 bench: deps build

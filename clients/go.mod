@@ -18,7 +18,13 @@ require (
 
 require (
 	github.com/coder/websocket v1.8.15 // indirect
+	github.com/parleychat/parley/services/rendezvous v0.0.0 // indirect
+	github.com/pion/dtls/v3 v3.1.5 // indirect
+	github.com/pion/logging v0.2.4 // indirect
+	github.com/pion/stun/v3 v3.1.7 // indirect
+	github.com/pion/transport/v4 v4.1.0 // indirect
 	github.com/thesyncim/gopus v0.1.1 // indirect
+	github.com/wlynxg/anet v0.0.5 // indirect
 )
 
 require (
@@ -115,3 +121,5 @@ replace github.com/parleychat/parley/services/mediarelay => ../services/mediarel
 replace github.com/parleychat/parley/protocol => ../protocol
 
 replace github.com/parleychat/parley/clients/parley => ./parley
+
+replace github.com/parleychat/parley/services/rendezvous => ../services/rendezvous

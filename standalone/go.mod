@@ -9,9 +9,10 @@ require (
 	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/libs v0.0.0
 	github.com/parleychat/parley/services/auth v0.0.0
-	github.com/parleychat/parley/services/messaging v0.0.0-00010101000000-000000000000
 	github.com/parleychat/parley/services/mediarelay v0.0.0-00010101000000-000000000000
+	github.com/parleychat/parley/services/messaging v0.0.0-00010101000000-000000000000
 	github.com/parleychat/parley/services/presence v0.0.0
+	github.com/pion/stun/v3 v3.1.7
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 )
@@ -25,8 +26,12 @@ require (
 	github.com/minio/md5-simd v1.1.2 // indirect
 	github.com/minio/minio-go/v7 v7.4.1 // indirect
 	github.com/philhofer/fwd v1.2.0 // indirect
+	github.com/pion/dtls/v3 v3.1.5 // indirect
+	github.com/pion/logging v0.2.4 // indirect
+	github.com/pion/transport/v4 v4.1.0 // indirect
 	github.com/rs/xid v1.6.0 // indirect
 	github.com/tinylib/msgp v1.6.4 // indirect
+	github.com/wlynxg/anet v0.0.5 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/image v0.48.0 // indirect
@@ -54,6 +59,7 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/parleychat/parley/protocol v0.2.0
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000
+	github.com/parleychat/parley/services/rendezvous v0.0.0
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
@@ -87,3 +93,5 @@ replace github.com/parleychat/parley/services/file => ../services/file
 replace github.com/parleychat/parley/services/mediarelay => ../services/mediarelay
 
 replace github.com/parleychat/parley/protocol => ../protocol
+
+replace github.com/parleychat/parley/services/rendezvous => ../services/rendezvous

@@ -15,7 +15,14 @@ require (
 )
 
 require (
+	github.com/parleychat/parley/services/rendezvous v0.0.0 // indirect
 	github.com/peterbourgon/ff/v3 v3.4.0 // indirect
+	github.com/pion/dtls/v3 v3.1.5 // indirect
+	github.com/pion/logging v0.2.4 // indirect
+	github.com/pion/stun/v3 v3.1.7 // indirect
+	github.com/pion/transport/v4 v4.1.0 // indirect
+	github.com/thesyncim/gopus v0.1.1 // indirect
+	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/image v0.48.0 // indirect
 )
 
@@ -92,3 +99,5 @@ replace github.com/parleychat/parley/services/file => ../services/file
 replace github.com/parleychat/parley/protocol => ../protocol
 
 replace github.com/parleychat/parley/clients/parley => ../clients/parley
+
+replace github.com/parleychat/parley/services/rendezvous => ../services/rendezvous

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleychat/parley/gateway/internal/files"
+	"github.com/parleychat/parley/gateway/internal/p2prelay"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/protocol/wire"
 )
@@ -41,6 +42,13 @@ type Config struct {
 	// MediaAlive is the period of the mediabus Alive messages that keep
 	// this gateway's call participants with the relay.
 	MediaAlive time.Duration
+	// STUNAddr is the rendezvous's primary public address, host:port,
+	// sent in Welcome.stun_addr (docs/protocol.md §20.3); empty: none.
+	STUNAddr string
+	// P2PRelayRate is how many bytes a second of direct sessions' packets
+	// one connection may relay (docs/protocol.md §20.4); 0: none relayed.
+	// P2PRelayBurst is how many it may send at once.
+	P2PRelayRate, P2PRelayBurst int
 
 	MaxFrameSize      int // largest frame accepted, bytes without prefix
 	PreloginFrameSize int // largest frame accepted from a connection without a session
@@ -112,6 +120,8 @@ func DefaultConfig() Config {
 		HTTPAddr:              "127.0.0.1:7480",
 		UDPAddr:               "127.0.0.1:7470",
 		MediaAlive:            2 * time.Second,
+		P2PRelayRate:          4 << 20,
+		P2PRelayBurst:         1 << 20,
 		MaxFrameSize:          wire.DefaultMaxFrameSize,
 		PreloginFrameSize:     16 << 10,
 		MaxConns:              defaultMaxConns(),
@@ -150,6 +160,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.UDPAddr, "udp-addr", d.UDPAddr, "UDP listen address of the calls' media port; empty: none (call media then travels on the client connections, slower)")
 	fs.StringVar(&c.PublicUDPAddr, "public-udp-addr", "", "host:port clients send call media to, sent in CallJoined.udp_addr; default: the name the client connected with (TLS server name, WebSocket Host), else -udp-addr's host, else the local address it connected to, with -udp-addr's port. Set it behind a load balancer or NAT")
 	fs.DurationVar(&c.MediaAlive, "media-alive-interval", d.MediaAlive, "period of the liveness messages about this gateway's call participants to the media-relay (keep well under its 8 s timeout)")
+	fs.StringVar(&c.STUNAddr, "stun-addr", "", "host:port of the rendezvous's primary public address (its STUN server, UDP), sent in Welcome.stun_addr so clients can classify their NAT and register direct sessions; empty: none (direct sessions then stay relayed)")
+	fs.IntVar(&c.P2PRelayRate, "p2p-relay-rate", d.P2PRelayRate, "bytes per second of direct sessions' packets one connection may relay through the server while no direct path works (p2p_relay frames; the excess is dropped); 0: relay nothing")
+	fs.IntVar(&c.P2PRelayBurst, "p2p-relay-burst", d.P2PRelayBurst, "bytes of direct sessions' packets one connection may relay in one burst, the depth of the -p2p-relay-rate token bucket (at least 1500, the largest packet)")
 	fs.StringVar(&c.GatewayID, "gateway-id", "", "gateway replica id (letters, digits, - and _); default: hostname-<6 random chars>")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", d.MaxFrameSize, "largest frame accepted from a client, in bytes")
 	fs.IntVar(&c.PreloginFrameSize, "max-prelogin-frame-size", d.PreloginFrameSize, "largest frame accepted from a connection without a session (Hello, Register, Login, Resume, Ping), in bytes; at most -max-frame-size")
@@ -238,6 +251,9 @@ func (c *Config) validate() error {
 	if c.PublicUDPAddr != "" && !validPublicAddr(c.PublicUDPAddr) {
 		errs = append(errs, fmt.Errorf("-public-udp-addr %q: want host:port, port 1-65535: %w", c.PublicUDPAddr, ErrUDPAddr))
 	}
+	if c.STUNAddr != "" && !validPublicAddr(c.STUNAddr) {
+		errs = append(errs, fmt.Errorf("-stun-addr %q: want host:port, port 1-65535: %w", c.STUNAddr, ErrUDPAddr))
+	}
 	if c.GatewayID == "" {
 		c.GatewayID = service.DefaultID("gateway")
 	}
@@ -275,6 +291,8 @@ func (c *Config) validate() error {
 		{"-http-read-buffer", c.HTTPReadBuffer >= 0, "0 or more"},
 		{"-live-fallback-poll", c.LiveFallback > 0, "positive"},
 		{"-media-alive-interval", c.MediaAlive > 0 && c.MediaAlive <= 4*time.Second, "positive, at most 4s (the relay drops a participant unheard for 8s)"},
+		{"-p2p-relay-rate", c.P2PRelayRate >= 0, "0 or more"},
+		{"-p2p-relay-burst", c.P2PRelayRate == 0 || c.P2PRelayBurst >= p2prelay.MaxPacket, "at least 1500 (the largest packet) with -p2p-relay-rate"},
 	}
 	for _, l := range limits {
 		if !l.ok {

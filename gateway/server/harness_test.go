@@ -65,17 +65,42 @@ func startGateway(t testing.TB, mutate func(*server.Config)) *env {
 func startGatewayDeps(t testing.TB, mutate func(*server.Config), deps func(*server.Deps)) *env {
 	t.Helper()
 	ns := testenv.NATS(t)
-	e := &env{t: t, ns: ns, nc: testenv.Connect(t, ns), reg: prometheus.NewRegistry()}
+	e := &env{t: t, ns: ns, nc: testenv.Connect(t, ns)}
 	e.auth = startStandInAuth(t, e.nc)
 	e.presence = startStandInPresence(t, e.nc)
 	if err := e.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	e.launch(mutate, deps)
+	return e
+}
+
+// replica starts another gateway replica on e's NATS server, with the
+// same stand-ins, its own NATS connection and metrics, and gateway id
+// id.
+func (e *env) replica(id string, mutate func(*server.Config)) *env {
+	e.t.Helper()
+	r := &env{t: e.t, ns: e.ns, nc: e.nc, auth: e.auth, presence: e.presence}
+	r.launch(func(c *server.Config) {
+		c.GatewayID = id
+		if mutate != nil {
+			mutate(c)
+		}
+	}, nil)
+	return r
+}
+
+// launch starts a gateway with testConfig changed by mutate on e's NATS
+// server, until the test ends (or e.stop).
+func (e *env) launch(mutate func(*server.Config), deps func(*server.Deps)) {
+	t := e.t
+	t.Helper()
+	e.reg = prometheus.NewRegistry()
 	cfg := testConfig()
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	gnc := testenv.Connect(t, ns)
+	gnc := testenv.Connect(t, e.ns)
 	d := server.Deps{NC: gnc, Log: testLogger(t), Registry: e.reg}
 	if deps != nil {
 		deps(&d)
@@ -109,7 +134,6 @@ func startGatewayDeps(t testing.TB, mutate func(*server.Config), deps func(*serv
 	}
 	t.Cleanup(e.stop)
 	testenv.Eventually(t, 5*time.Second, "gateway ready", func() bool { return srv.Ready() == nil })
-	return e
 }
 
 // metric returns the value of a counter or gauge (summed over labels

@@ -26,6 +26,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/files"
 	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/gateway/internal/p2prelay"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
 	"github.com/parleychat/parley/gateway/internal/reqbody"
@@ -59,6 +60,7 @@ type Server struct {
 	handler *conn.Handler
 	hb      *presence.Heartbeat
 	media   *callmedia.Plane
+	p2p     *p2prelay.Relay            // nil: direct sessions are not relayed
 	files   *files.Handler             // nil: no file endpoints
 	origin  atomic.Pointer[httpOrigin] // the HTTP listener, for Welcome.http_url; nil until bound
 
@@ -108,6 +110,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("gateway media: %w", err)
 	}
 	s.media = mp
+	if cfg.P2PRelayRate > 0 {
+		if s.p2p, err = p2prelay.New(p2prelay.Config{NC: deps.NC, Log: log, Metrics: m,
+			Rate: cfg.P2PRelayRate, Burst: cfg.P2PRelayBurst}); err != nil {
+			return nil, fmt.Errorf("gateway p2p relay: %w", err)
+		}
+	}
 	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch)
 	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
 	s.handler = conn.NewHandler(conn.Options{
@@ -121,6 +129,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		HTTPURL:   s.httpURL,
 		Media:     s.media,
 		UDPAddr:   s.udpAddr,
+		P2P:       s.p2p,
+		STUNAddr:  cfg.STUNAddr,
 		Admission: connlimit.New(connlimit.Config{
 			Total:         cfg.MaxConns,
 			PerAddr:       cfg.MaxConnsPerAddr,
@@ -356,6 +366,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Wait()
 	stopMedia()
 	<-mediaDone
+	if s.p2p != nil {
+		s.p2p.Close() // the connections detached theirs; this is a backstop
+	}
 	s.feed.Stop()
 	s.reg.Stop()
 	bg.Wait()

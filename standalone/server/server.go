@@ -1,7 +1,7 @@
 // Package server runs all of Parley in one process: an in-process
 // nats-server with JetStream on a local data directory, an in-process
-// Redis-protocol server (miniredis) for presence, the auth, presence and
-// messaging services and one gateway. It wires the very same packages the separate
+// Redis-protocol server (miniredis) for presence, the auth, presence,
+// messaging, file, media relay and rendezvous services and one gateway. It wires the very same packages the separate
 // binaries run; only the wiring differs. cmd/parleyd is its command, and
 // tests use it to get a whole Parley in a few lines.
 package server
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,6 +34,7 @@ import (
 	"github.com/parleychat/parley/services/mediarelay/relaysvc"
 	"github.com/parleychat/parley/services/messaging/msgsvc"
 	"github.com/parleychat/parley/services/presence/presencesvc"
+	"github.com/parleychat/parley/services/rendezvous/rdvsvc"
 )
 
 // Config is the whole embedded deployment's configuration.
@@ -58,8 +60,26 @@ type Config struct {
 	Messaging msgsvc.Config
 	File      filesvc.Config
 	Relay     relaysvc.Config
-	Storage   objstore.Config // default: a directory under DataDir
+	// Rendezvous is the STUN server and direct-session signalling. parleyd
+	// binds -stun-addr (127.0.0.1:3478) and -stun-alt-addr (127.0.0.2:3479;
+	// dropped at start when 127.0.0.2 cannot be bound, as on macOS).
+	Rendezvous rdvsvc.Config
+	Storage    objstore.Config // default: a directory under DataDir
 }
+
+// Defaults of the embedded rendezvous's two addresses: the primary on the
+// STUN port, the alternate (RFC 5780: another IP and another port) on a
+// second loopback address, which Linux answers without configuration.
+const (
+	defaultSTUNAddr    = "127.0.0.1:3478"
+	defaultSTUNAltAddr = "127.0.0.2:3479"
+)
+
+// sharedFlags are flags both the gateway and a service define, with one
+// meaning: parleyd defines them once, for the service, and passes the
+// value on. -stun-addr is the address the rendezvous binds and the one the
+// gateway announces (Welcome.stun_addr).
+var sharedFlags = map[string]bool{"stun-addr": true}
 
 // DefaultConfig returns the defaults RegisterFlags sets.
 func DefaultConfig() Config {
@@ -75,7 +95,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so separate processes can join; empty: in-process only. A non-loopback address is refused without -nats-token (or -insecure): that NATS holds the token signing key and password hashes")
 	fs.StringVar(&c.NATSToken, "nats-token", "", fmt.Sprintf("token the embedded NATS requires from every client, this process's included (at least %d characters); processes joining through -nats-listen use -nats-url nats://<token>@host:port", service.MinTokenLen))
 	c.Runner.RegisterFlags(fs)
-	c.Gateway.RegisterFlags(fs)
+	c.Rendezvous.RegisterFlags(fs)
+	setDefault(fs, "stun-addr", defaultSTUNAddr)
+	setDefault(fs, "stun-alt-addr", defaultSTUNAltAddr)
+	fs.Lookup("stun-alt-addr").Usage += "; parleyd: " + defaultSTUNAltAddr + " by default, left out when 127.0.0.2 cannot be bound (macOS)"
+	gw := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	c.Gateway.RegisterFlags(gw)
+	gw.VisitAll(func(f *flag.Flag) {
+		if !sharedFlags[f.Name] {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
 	// One -insecure (the gateway's) covers every listener of parleyd.
 	fs.Lookup("insecure").Usage = "allow non-loopback addresses without protection: plaintext client listeners (no -tls-cert), the embedded NATS without -nats-token, the admin port without -admin-token"
 	c.Auth.RegisterFlags(fs)
@@ -84,6 +114,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.File.RegisterFlags(fs)
 	c.Relay.RegisterFlags(fs)
 	c.Storage.RegisterFlags(fs)
+}
+
+// setDefault changes the default of flag name (and its value) on fs.
+func setDefault(fs *flag.FlagSet, name, value string) {
+	f := fs.Lookup(name)
+	if err := f.Value.Set(value); err != nil {
+		panic(fmt.Sprintf("parleyd: default -%s %q: %v", name, value, err))
+	}
+	f.DefValue = value
 }
 
 // Server is a running embedded Parley.
@@ -97,7 +136,8 @@ type Server struct {
 	rdb      *redis.Client
 	conns    []*nats.Conn
 	gw       *gateway.Server
-	services []service.Component // auth, presence, messaging, file, media-relay
+	services []service.Component // auth, presence, messaging, file, media-relay, rendezvous
+	rdv      *rdvsvc.Service
 
 	startOnce sync.Once
 	startErr  error
@@ -140,6 +180,7 @@ func (c Config) Validate() error {
 		c.Messaging.Validate(),
 		c.File.Validate(),
 		c.Relay.Validate(),
+		c.Rendezvous.Validate(),
 		c.storage().Validate(),
 	)
 	return errors.Join(errs...)
@@ -186,6 +227,7 @@ func (s *Server) start() (err error) {
 	if err != nil {
 		return err
 	}
+	rdvCfg := s.rendezvousConfig()
 	// Every part has its own in-process NATS connection, as separate
 	// binaries would.
 	connect := func(name string) (*nats.Conn, error) {
@@ -204,6 +246,16 @@ func (s *Server) start() (err error) {
 		{"messaging", func(d service.Deps) (service.Component, error) { return msgsvc.New(s.cfg.Messaging, d) }},
 		{"file", func(d service.Deps) (service.Component, error) { return filesvc.New(s.cfg.File, d, storage) }},
 		{"media-relay", func(d service.Deps) (service.Component, error) { return relaysvc.New(s.cfg.Relay, d) }},
+		{"rendezvous", func(d service.Deps) (service.Component, error) {
+			// Bound here, so the addresses are known before Run (STUNAddrs,
+			// and the gateway announces the primary).
+			rdv, err := rdvsvc.New(rdvCfg, d)
+			if err == nil {
+				err = rdv.Listen()
+			}
+			s.rdv = rdv
+			return rdv, err
+		}},
 	} {
 		nc, err := connect(svc.name)
 		if err != nil {
@@ -220,10 +272,35 @@ func (s *Server) start() (err error) {
 	if err != nil {
 		return err
 	}
+	// The gateway announces the rendezvous it runs next to
+	// (Welcome.stun_addr): its primary address as clients reach it.
+	s.cfg.Gateway.STUNAddr, _ = s.rdv.PublicAddrs()
 	if s.gw, err = gateway.New(s.cfg.Gateway, gateway.Deps{NC: nc, Log: s.log, Registry: s.reg, Files: storage}); err != nil {
 		return err
 	}
 	return s.gw.Listen()
+}
+
+// rendezvousConfig is the rendezvous's configuration as parleyd runs it:
+// without the alternate when it is a loopback address the machine does not
+// have (only 127.0.0.1 is configured on macOS; Linux answers the whole of
+// 127.0.0.0/8), so the default works everywhere, with NAT classification
+// where the second address exists.
+func (s *Server) rendezvousConfig() rdvsvc.Config {
+	c := s.cfg.Rendezvous
+	alt, err := netip.ParseAddrPort(c.STUNAltAddr)
+	if err != nil || !alt.Addr().IsLoopback() {
+		return c
+	}
+	probe, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(alt.Addr(), 0)))
+	if err == nil {
+		_ = probe.Close()
+		return c
+	}
+	s.log.Warn("rendezvous: one STUN address only (NAT filtering cannot be classified): the alternate's IP cannot be bound",
+		"stun_alt_addr", c.STUNAltAddr, "err", err)
+	c.STUNAltAddr, c.STUNPublicAltAddr = "", ""
+	return c
 }
 
 // openStorage opens the file store (Config.storage).
@@ -245,6 +322,10 @@ func (s *Server) HTTPAddr() net.Addr { return s.gw.HTTPAddr() }
 
 // UDPAddr is the gateway's media (UDP) address, nil when disabled.
 func (s *Server) UDPAddr() net.Addr { return s.gw.UDPAddr() }
+
+// STUNAddrs are the rendezvous's STUN addresses as clients are told them:
+// the primary and the alternate ("" when it has one address).
+func (s *Server) STUNAddrs() (primary, alternate string) { return s.rdv.PublicAddrs() }
 
 // NATSURL is the embedded NATS's client URL when -nats-listen is set.
 func (s *Server) NATSURL() string {
@@ -326,6 +407,9 @@ func (s *Server) waitServices(ctx context.Context, failed <-chan struct{}, withi
 }
 
 func (s *Server) close() {
+	if s.rdv != nil {
+		s.rdv.Close() // its sockets, bound in start, when Run never ran
+	}
 	for _, c := range s.conns {
 		c.Close()
 	}

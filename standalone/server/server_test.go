@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/pion/stun/v3"
 
 	"github.com/parleychat/parley/libs/objstore"
 	"github.com/parleychat/parley/libs/testenv"
@@ -34,6 +36,7 @@ func testConfig(t *testing.T) server.Config {
 	cfg.Gateway.TCPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Gateway.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Gateway.UDPAddr = "127.0.0.1:0" // the media port: any free one (tests run in parallel)
+	cfg.Rendezvous.STUNAddr, cfg.Rendezvous.STUNAltAddr = "127.0.0.1:0", "127.0.0.2:0"
 	cfg.Gateway.GatewayID = "gw-test"
 	cfg.Auth.Argon2Memory, cfg.Auth.Argon2Time = 64, 1
 	return cfg
@@ -289,5 +292,59 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if err := testConfig(t).Validate(); err != nil {
 		t.Errorf("the test configuration: %v", err)
+	}
+}
+
+// The rendezvous runs inside parleyd: its defaults are the STUN port on
+// 127.0.0.1 and an alternate on 127.0.0.2, and it answers STUN on both
+// (RFC 5780: OTHER-ADDRESS names the alternate).
+func TestRendezvous(t *testing.T) {
+	d := server.DefaultConfig()
+	if d.Rendezvous.STUNAddr != "127.0.0.1:3478" || d.Rendezvous.STUNAltAddr != "127.0.0.2:3479" {
+		t.Fatalf("parleyd's rendezvous defaults: %q %q", d.Rendezvous.STUNAddr, d.Rendezvous.STUNAltAddr)
+	}
+	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	var c server.Config
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"-stun-addr", "127.0.0.1:5000", "-stun-alt-addr", "", "-udp-addr", "127.0.0.1:5001"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Rendezvous.STUNAddr != "127.0.0.1:5000" || c.Rendezvous.STUNAltAddr != "" || c.Gateway.UDPAddr != "127.0.0.1:5001" {
+		t.Fatalf("flags: rendezvous %q %q, gateway udp %q", c.Rendezvous.STUNAddr, c.Rendezvous.STUNAltAddr, c.Gateway.UDPAddr)
+	}
+
+	srv := run(t, testConfig(t))
+	primary, alt := srv.STUNAddrs()
+	if !strings.HasPrefix(primary, "127.0.0.1:") || !strings.HasPrefix(alt, "127.0.0.2:") {
+		t.Fatalf("STUN addresses %q %q", primary, alt)
+	}
+	conn, err := net.Dial("udp", primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	res := new(stun.Message)
+	buf := make([]byte, 1500)
+	for try := 0; ; try++ {
+		if _, err := conn.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := conn.Read(buf)
+		if err == nil && stun.Decode(buf[:n], res) == nil && res.TransactionID == req.TransactionID {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("no STUN answer from %s: %v", primary, err)
+		}
+	}
+	var other stun.OtherAddress
+	if err := other.GetFrom(res); err != nil || other.String() != alt {
+		t.Fatalf("OTHER-ADDRESS %v (%v), want %s", other, err, alt)
+	}
+	var mapped stun.XORMappedAddress
+	if err := mapped.GetFrom(res); err != nil || mapped.String() != conn.LocalAddr().String() {
+		t.Fatalf("XOR-MAPPED-ADDRESS %v (%v), want %s", mapped, err, conn.LocalAddr())
 	}
 }

@@ -114,7 +114,13 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(bins, name), args...)
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = os.Environ()
+	if name == "parleyd" {
+		// Its rendezvous on any free ports (tests run in parallel); env
+		// may still set others.
+		p.cmd.Env = append(p.cmd.Env, "PARLEY_STUN_ADDR=127.0.0.1:0", "PARLEY_STUN_ALT_ADDR=127.0.0.2:0")
+	}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -45,6 +45,8 @@ func Start(t testing.TB, edit func(*server.Config)) *Parley {
 	cfg.Gateway.TCPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Gateway.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Gateway.UDPAddr = "127.0.0.1:0" // the media port: any free one (tests run in parallel)
+	// The rendezvous's STUN ports too.
+	cfg.Rendezvous.STUNAddr, cfg.Rendezvous.STUNAltAddr = "127.0.0.1:0", "127.0.0.2:0"
 	cfg.Gateway.GatewayID = "gw-test"
 	cfg.Gateway.PresenceHeartbeat = 500 * time.Millisecond
 	// Cheap password hashing and no per-IP limits: every test client

@@ -270,6 +270,7 @@ func (c *Conn) hello(f *parleyv1.Frame) bool {
 		MaxFrameSize:        lim.MaxFrameSize,
 		HeartbeatIntervalMs: uint32(lim.HeartbeatInterval.Milliseconds()),
 		IdleTimeoutMs:       uint32(lim.IdleTimeout.Milliseconds()),
+		StunAddr:            c.h.STUNAddr,
 	}
 	if c.h.HTTPURL != nil {
 		w.HttpUrl = c.h.HTTPURL(c.t)

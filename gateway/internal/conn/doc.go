@@ -24,9 +24,10 @@
 // The first frame must arrive within -handshake-timeout (default 10s) and be
 // a Hello whose versions include 1. The gateway answers Welcome with the
 // Hello's request_id (version 1, server "parley-gateway/<version>",
-// gateway_id, max_frame_size, heartbeat_interval_ms, idle_timeout_ms, and
+// gateway_id, max_frame_size, heartbeat_interval_ms, idle_timeout_ms,
 // http_url from Options.HTTPURL: where this connection's client transfers
-// files, see gateway/server's httpURL).
+// files, see gateway/server's httpURL; and stun_addr, -stun-addr: the
+// rendezvous's primary address).
 // Before Welcome every failure is fatal (an Error with fatal=true, then the
 // close): no frame in time or a first frame other than Hello ->
 // HANDSHAKE_REQUIRED (request_id 0); no common version ->
@@ -116,6 +117,28 @@
 // Media frames to the client are queued only while the send queue is at
 // most half full, and dropped otherwise: never SLOW_CONSUMER for media.
 // CallEvents published on the user's subject arrive as call_event.
+//
+// # Direct sessions (p2p.go, gateway/internal/p2prelay)
+//
+// register_device and device_keys go to auth, p2p_open, p2p_answer,
+// p2p_update and p2p_close to the rendezvous, with the identity headers.
+// A P2PSession reply that is not CLOSED attaches the session's side
+// (reply.side) to this connection: the connection subscribes
+// subject.P2PRelay(session, side) and gets what arrives there as
+// p2p_relay frames (request_id 0), queued only while the send queue is at
+// most half full, like media. A CLOSED reply detaches it; so do the
+// p2p_close's Ok (or NOT_FOUND), a P2PEvent{CLOSED} for the session
+// reaching the connection (detached before the event is queued), a logout
+// and the connection's end. A connection holds at most 8 sessions: a
+// p2p_open (or an answer or update about a session it does not hold)
+// beyond them is QUOTA_EXCEEDED without reaching the rendezvous. A
+// p2p_relay frame from the client is no request: its packet goes to
+// subject.P2PRelay(session, other side) if the session is attached here,
+// it is 1-1500 bytes and the connection's allowance (-p2p-relay-rate
+// bytes a second, -p2p-relay-burst at once) covers it; otherwise it is
+// dropped (parley_gateway_p2p_relay_drops_total), never answered. With
+// -p2p-relay-rate 0 nothing is attached or relayed. P2PEvents published
+// on the user's subject arrive as p2p_event.
 //
 // # Bad input (readError, badFrame)
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/callmedia"
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/gateway/internal/p2prelay"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
 	"github.com/parleychat/parley/gateway/internal/transport"
@@ -62,7 +63,13 @@ type Options struct {
 	// UDPAddr gives CallJoined.udp_addr for a connection: where its
 	// client sends media packets ("" or nil: no media port).
 	UDPAddr func(t transport.Transport) string
-	Limits  Limits
+	// P2P relays direct sessions' packets; nil: the gateway relays none
+	// (p2p_relay frames are dropped, sessions pass through unattached).
+	P2P *p2prelay.Relay
+	// STUNAddr is Welcome.stun_addr: the rendezvous's primary address
+	// ("": none).
+	STUNAddr string
+	Limits   Limits
 }
 
 // Handler serves connections; it is shared by all of them.
@@ -141,6 +148,9 @@ func (c *Conn) finish() {
 	c.cancel()
 	if h.Media != nil {
 		h.Media.Drop(c) // the relay times the participant out unless it rejoins
+	}
+	if h.P2P != nil {
+		h.P2P.DropConn(c) // the session lives on; a reconnect sends p2p_update
 	}
 	h.Feed.Leave(c)
 	rec := h.Registry.Remove(c)

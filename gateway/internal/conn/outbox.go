@@ -98,12 +98,13 @@ func (o *outbox) pushN(frames []byte, n int) bool {
 	return o.appendNLocked(frames, n)
 }
 
-// pushMedia queues an encoded, length-prefixed media frame (shared, not
-// modified) only if the queue stays at most half full with it, by frames
-// and by bytes; else it drops the frame and reports false. Media never
-// waits and never closes a connection: a late voice packet is worth
-// nothing, and the half left free keeps room for the events and replies
-// whose overflow does mean SLOW_CONSUMER.
+// pushMedia queues an encoded, length-prefixed media or p2p_relay frame
+// (shared, not modified) only if the queue stays at most half full with
+// it, by frames and by bytes; else it drops the frame and reports false.
+// Media never waits and never closes a connection: a late voice packet is
+// worth nothing (a relayed direct session's packet is retransmitted by its
+// QUIC if it mattered), and the half left free keeps room for the events
+// and replies whose overflow does mean SLOW_CONSUMER.
 func (o *outbox) pushMedia(frame []byte) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()

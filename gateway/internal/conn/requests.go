@@ -21,6 +21,8 @@ import (
 //     timer like any frame).
 //   - Media (a sealed voice packet, §19.4): to the media plane (calls.go),
 //     never answered, whatever its request_id or fate.
+//   - P2PRelay (a direct session's packet, §20.4): to the relay (p2p.go),
+//     never answered, whatever its request_id or fate.
 //   - Hello again: Error HANDSHAKE_REQUIRED (non-fatal).
 //   - A request (routes, routes.go): request_id must be non-zero (else
 //     INVALID_ARGUMENT). Register, Login and Resume need no session
@@ -50,6 +52,9 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		return
 	case *parleyv1.Frame_Media:
 		c.media(b.Media)
+		return
+	case *parleyv1.Frame_P2PRelay:
+		c.p2pRelay(b.P2PRelay)
 		return
 	}
 	m := f.ProtoReflect()
@@ -221,6 +226,9 @@ func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Me
 	c.sessionChanged(false)
 	if c.h.Media != nil {
 		c.h.Media.Drop(c)
+	}
+	if c.h.P2P != nil {
+		c.h.P2P.DropConn(c)
 	}
 	if rec := c.h.Registry.Deauthenticate(c); rec != nil {
 		c.presenceDisconnect(rec)

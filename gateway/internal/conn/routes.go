@@ -26,8 +26,11 @@ import (
 // file service; the file bytes themselves travel over HTTP
 // (gateway/internal/files). Those of §19 (calls) go to the media-relay;
 // place_call and join_call also install the participant's media stream
-// here (calls.go). A media frame is no request: dispatch hands it to the
-// media plane.
+// here (calls.go). Those of §20 (direct sessions) go to auth (device
+// keys) and to the rendezvous; p2p_open, p2p_answer and p2p_update also
+// attach the session's relay to the connection, p2p_close detaches it
+// (p2p.go). A media frame is no request: dispatch hands it to the media
+// plane; a p2p_relay frame, likewise, to the relay.
 var routes = []route{
 	{request: "register", reply: "session", access: opensSession, subject: subject.AuthRegister, handle: (*Conn).authenticate},
 	{request: "login", reply: "session", access: opensSession, subject: subject.AuthLogin, handle: (*Conn).authenticate},
@@ -67,6 +70,13 @@ var routes = []route{
 	{request: "reject_call", reply: "ok", subject: subject.CallReject},
 	{request: "leave_call", reply: "ok", subject: subject.CallLeave, handle: (*Conn).leaveCall},
 	{request: "mute_call", reply: "ok", subject: subject.CallMute},
+
+	{request: "register_device", reply: "device_keys_reply", subject: subject.AuthDeviceRegister},
+	{request: "device_keys", reply: "device_keys_reply", subject: subject.AuthDeviceKeys},
+	{request: "p2p_open", reply: "p2p_session", subject: subject.P2POpen, handle: (*Conn).p2pSession},
+	{request: "p2p_answer", reply: "p2p_session", subject: subject.P2PAnswer, handle: (*Conn).p2pSession},
+	{request: "p2p_update", reply: "p2p_session", subject: subject.P2PUpdate, handle: (*Conn).p2pSession},
+	{request: "p2p_close", reply: "ok", subject: subject.P2PClose, handle: (*Conn).p2pClose},
 }
 
 // route is how the gateway serves one request.

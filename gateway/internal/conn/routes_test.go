@@ -93,7 +93,7 @@ func TestRoutesMatchProtocol(t *testing.T) {
 		t.Fatal("docs/protocol.md §5: no sentence listing what an unauthenticated connection may send")
 	}
 	var open []string
-	for _, name := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(m[1], -1) {
+	for _, name := range regexp.MustCompile("`([a-z0-9_]+)`").FindAllStringSubmatch(m[1], -1) {
 		if documented[name[1]] {
 			open = append(open, name[1])
 		}
@@ -134,8 +134,8 @@ func section(t *testing.T, doc, heading string) string {
 func protocolRequests(t *testing.T, sec string) (requests map[string]bool, replies map[string]string) {
 	t.Helper()
 	numbered := regexp.MustCompile(`^\| \d`) // the body table's rows; the envelope's table above it has none
-	row := regexp.MustCompile("^\\| (\\d+) \\| `([a-z_]+)` \\(\\w+\\) \\| ([^|]+?) \\| ([^|]+?) \\|$")
-	name := regexp.MustCompile(`^[a-z_]+$`)
+	row := regexp.MustCompile("^\\| (\\d+) \\| `([a-z0-9_]+)` \\(\\w+\\) \\| ([^|]+?) \\| ([^|]+?) \\|$")
+	name := regexp.MustCompile(`^[a-z0-9_]+$`)
 	requests, replies = map[string]bool{}, map[string]string{}
 	replyRows := map[string][]string{}
 	rows := 0

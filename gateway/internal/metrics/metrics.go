@@ -48,6 +48,18 @@ type Metrics struct {
 	MediaDrops *prometheus.CounterVec
 	// MediaStreams is the call participants' streams served here now.
 	MediaStreams prometheus.Gauge
+
+	// P2PRelayPackets and P2PRelayBytes count direct sessions' packets
+	// relayed (gateway/internal/p2prelay), by direction: "up" from a
+	// client to the bus, "down" from the bus to a client.
+	P2PRelayPackets *prometheus.CounterVec
+	P2PRelayBytes   *prometheus.CounterVec
+	// P2PRelayDrops counts relayed packets dropped, by reason
+	// ("unattached", "size", "rate", "queue", ...).
+	P2PRelayDrops *prometheus.CounterVec
+	// P2PRelaySessions is the direct sessions attached to connections
+	// here now (one NATS subscription each).
+	P2PRelaySessions prometheus.Gauge
 }
 
 // New creates the metrics and registers them on reg.
@@ -118,8 +130,25 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_media_streams",
 			Help: "Call participants' media streams served by this gateway now.",
 		}),
+		P2PRelayPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_p2p_relay_packets_total",
+			Help: "Direct sessions' packets relayed, by direction (up: from a client, down: to a client).",
+		}, []string{"direction"}),
+		P2PRelayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_p2p_relay_bytes_total",
+			Help: "Bytes of direct sessions' packets relayed (the packets alone), by direction (up, down).",
+		}, []string{"direction"}),
+		P2PRelayDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_p2p_relay_drops_total",
+			Help: "Direct sessions' packets dropped, by reason (unattached, size, rate, queue, disabled, bus).",
+		}, []string{"reason"}),
+		P2PRelaySessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_gateway_p2p_relay_sessions",
+			Help: "Direct sessions attached to this gateway's connections now (their relay subscriptions).",
+		}),
 	}
 	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams)
+	reg.MustRegister(m.P2PRelayPackets, m.P2PRelayBytes, m.P2PRelayDrops, m.P2PRelaySessions)
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
 		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
 	return m

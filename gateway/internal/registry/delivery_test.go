@@ -22,6 +22,7 @@ func (r *recorder) Deliver(frames []byte, n int) {
 }
 func (r *recorder) EndSession(parleyv1.ErrorCode, string) {}
 func (r *recorder) Shutdown()                             {}
+func (r *recorder) P2PClosed(string)                      {}
 
 // Every connection gets every batch, whole and in order, however many
 // goroutines share the writing (a few, one, more connections than chunks).

@@ -21,6 +21,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // Conn is what the registry needs from a client connection.
@@ -36,6 +37,10 @@ type Conn interface {
 	// Shutdown closes the connection with a fatal SERVER_SHUTDOWN error. It
 	// must not block.
 	Shutdown()
+	// P2PClosed tells the connection that direct session id has closed
+	// (a P2PEvent{CLOSED} for it is about to be delivered): it stops
+	// relaying it, if it did. It must not block.
+	P2PClosed(id string)
 }
 
 // userQueue is the capacity of the channel all per-user subscriptions
@@ -265,6 +270,9 @@ func (r *Registry) Wait() { r.wg.Wait() }
 //	receipt  parleyv1.ReceiptEvent (subject.UserReceipts): Frame{receipt}.
 //	file     parleyv1.FileEvent (subject.UserFileEvents): Frame{file_event}.
 //	call     parleyv1.CallEvent (subject.UserCallEvents): Frame{call_event}.
+//	p2p      parleyv1.P2PEvent (subject.UserP2PEvents): Frame{p2p_event};
+//	         a CLOSED one first detaches its session from the user's
+//	         connections here (Conn.P2PClosed).
 //
 // Unknown suffixes are ignored (later releases add per-user events).
 func (r *Registry) Run(ctx context.Context) error {
@@ -304,6 +312,22 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 			return
 		}
 		r.deliverUser(uid, frame)
+	case "p2p":
+		ev := new(parleyv1.P2PEvent)
+		if err := proto.Unmarshal(msg.Data, ev); err != nil {
+			r.log.Warn("user event dropped", "user", uid, "suffix", "p2p", "err", err)
+			return
+		}
+		frame, err := wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_P2PEvent{P2PEvent: ev}})
+		if err != nil {
+			r.log.Warn("user event dropped", "user", uid, "suffix", "p2p", "err", err)
+			return
+		}
+		if ev.GetKind() == parleyv1.P2PEvent_KIND_CLOSED && ev.GetSession().GetSessionId() != "" {
+			// Before the event: no relayed packet follows it.
+			r.p2pClosed(uid, ev.GetSession().GetSessionId())
+		}
+		r.deliverUser(uid, frame)
 	default:
 		frame, ok, err := userEventFrame(suffix, msg.Data)
 		switch {
@@ -313,6 +337,18 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 			r.log.Warn("user event dropped", "user", uid, "suffix", suffix, "err", err)
 		default:
 			r.deliverUser(uid, frame)
+		}
+	}
+}
+
+// p2pClosed tells each of uid's connections here that direct session id
+// has closed.
+func (r *Registry) p2pClosed(uid, id string) {
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	if u := r.users[uid]; u != nil {
+		for _, mb := range u.conns {
+			mb.c.P2PClosed(id)
 		}
 	}
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	logins        *prometheus.CounterVec
 	resumes       *prometheus.CounterVec
 	verifies      *prometheus.CounterVec
+	devices       *prometheus.CounterVec
 	hashSeconds   *prometheus.HistogramVec
 }
 
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_auth_verifies_total",
 			Help: "Token verifications (HTTP requests from gateways) by result (ok, token_expired, session_revoked, ...).",
 		}, []string{"result"}),
+		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_auth_device_registrations_total",
+			Help: "Device key registrations (first ones and renames) by result (ok, invalid_argument, ...).",
+		}, []string{"result"}),
 		hashSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "parley_auth_password_hash_seconds",
 			Help: "Time to compute one argon2id hash (op=hash for new passwords, verify for logins), excluding the wait for a hashing slot.",
@@ -44,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 13),
 		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.registrations, m.logins, m.resumes, m.verifies, m.hashSeconds} {
+	for _, c := range []prometheus.Collector{m.registrations, m.logins, m.resumes, m.verifies, m.devices, m.hashSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,5 +1,6 @@
 // Package authsvc is Parley's auth service: accounts, password login,
-// session tokens and the session policy, answering the gateway on the
+// session tokens, the session policy and device keys (devices.go),
+// answering the gateway (and, for lookups, other services) on the
 // subject.Auth* subjects in queue group subject.QueueAuth. Any number of
 // replicas may run; they share state only through NATS JetStream KV (see
 // internal/store), except the rate limiters' counters, which are per
@@ -86,7 +87,10 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 			{Subject: subject.AuthLogout, Handler: s.logout},
 			{Subject: subject.AuthLookup, Handler: s.lookup},
 			{Subject: subject.AuthSessionCheck, Handler: s.sessionCheck},
+			{Subject: subject.AuthDeviceRegister, Handler: s.registerDevice},
+			{Subject: subject.AuthDeviceKeys, Handler: s.deviceKeys},
 		},
+		Loops: []func(context.Context){s.indexAccounts},
 		Attrs: []any{"session_policy", cfg.SessionPolicy, "token_ttl", cfg.TokenTTL,
 			"argon2", fmt.Sprintf("m=%d,t=%d,p=%d", v.params.Memory, v.params.Time, v.params.Threads)},
 	}, deps)
@@ -104,6 +108,24 @@ func (s *Service) Ready() error { return s.run.Ready() }
 // JetStream is unavailable), serves requests until ctx ends, then drains
 // (libs/service Runner).
 func (s *Service) Run(ctx context.Context) error { return s.run.Run(ctx) }
+
+// indexAccounts gives the accounts made before the user id index existed
+// their entries (store.IndexAccounts), once per bucket, retrying while
+// NATS fails; until it has run, those users' device keys are found by
+// name only (or by id once they register a device). It returns when done
+// or when ctx ends.
+func (s *Service) indexAccounts(ctx context.Context) {
+	err := service.Retry(ctx, s.log, "auth account id index", func(ctx context.Context) error {
+		n, err := s.store.IndexAccounts(ctx)
+		if n > 0 {
+			s.log.Info("accounts indexed by user id", "accounts", n)
+		}
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("account id index", "err", err)
+	}
+}
 
 // open opens the store and loads the signing key; the Runner retries it
 // until it succeeds.

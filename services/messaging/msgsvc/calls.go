@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/services/messaging/internal/store"
 )
 
 // Voice calls: the media-relay owns calls; messaging answers who may call
@@ -47,7 +48,7 @@ var (
 // Reply: the conversation id and kind, member_ids (direct: the caller,
 // then the peer; group: its members now, caller included) and, for a
 // private chat, the peer's name when known (from to_username, the caller's
-// conversation list or friend list; else empty).
+// conversation list or friend list; else empty) and peer_is_friend.
 func (s *Service) handleCallResolve(ctx context.Context, m *nats.Msg) (proto.Message, error) {
 	me, err := identityOf(m)
 	if err != nil {
@@ -82,7 +83,25 @@ func (s *Service) handleCallResolve(ctx context.Context, m *nats.Msg) (proto.Mes
 	if reply.PeerName == "" {
 		reply.PeerName = s.peerName(ctx, me.id, t.id, t.peer)
 	}
+	if reply.PeerIsFriend, err = s.mutualFriends(ctx, me.id, t.peer); err != nil {
+		return nil, friendErr(err)
+	}
 	return reply, nil
+}
+
+// mutualFriends reports whether a and b are friends: both users' views of
+// the relation say so. The rendezvous lets a client accept a direct
+// session at once from a friend (docs/protocol.md §20.2), so a relation
+// whose two keys disagree (a replica died between their writes) does not
+// count until a change rewrites both.
+func (s *Service) mutualFriends(ctx context.Context, a, b string) (bool, error) {
+	for _, pair := range [][2]string{{a, b}, {b, a}} {
+		f, err := s.store.Friend(ctx, pair[0], pair[1])
+		if err != nil || f.State != store.FriendFriend {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // handlePostCall stores a call's system message (subject.MsgPostCall) in

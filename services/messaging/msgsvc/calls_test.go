@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -160,6 +161,64 @@ func TestCallResolveBlocked(t *testing.T) {
 	}
 	if _, err := e.callResolve(carol, dm, ""); err != nil {
 		t.Fatalf("after the unblock, the other way: %v", err)
+	}
+}
+
+// peer_is_friend says whether the two users of a private chat are friends,
+// both ways, by name and by id: not while a request is pending, not after
+// the friendship ends, and not when only one user's view says so (a
+// replica died between the two writes).
+func TestCallResolvePeerIsFriend(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, testConfig())
+	dm := directID(alice.id, bob.id)
+	check := func(when string, want bool) {
+		t.Helper()
+		for _, q := range []struct {
+			u        user
+			conv, to string
+		}{{alice, "", "bob"}, {alice, dm, ""}, {bob, "", "alice"}, {bob, dm, ""}} {
+			r, err := e.callResolve(q.u, q.conv, q.to)
+			if err != nil {
+				t.Fatalf("%s: %s resolves %q%q: %v", when, q.u.name, q.conv, q.to, err)
+			}
+			if r.PeerIsFriend != want {
+				t.Fatalf("%s: %s resolves %q%q: peer_is_friend %v, want %v", when, q.u.name, q.conv, q.to, r.PeerIsFriend, want)
+			}
+		}
+	}
+	check("strangers", false)
+	if err := e.addFriend(alice, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	check("request pending", false)
+	if err := e.answerFriend(bob, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	check("friends", true)
+	if err := e.removeFriend(bob, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	check("friendship removed", false)
+
+	// Only alice's key says friend.
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), subject.BucketFriends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), alice.id+"."+bob.id, []byte(`{"state":"friend","name":"Bob"}`)); err != nil {
+		t.Fatal(err)
+	}
+	check("one view only", false)
+
+	// A group has no peer.
+	g := e.createGroup(t, alice, "Team")
+	if r, err := e.callResolve(alice, g.Id, ""); err != nil || r.PeerIsFriend {
+		t.Fatalf("group: %v, %v", r, err)
 	}
 }
 

@@ -1,5 +1,6 @@
-// Command parleyd runs all of Parley in one process: the gateway, the auth
-// and presence services, an in-process NATS with JetStream (data in
+// Command parleyd runs all of Parley in one process: the gateway, every
+// service (the rendezvous's STUN server on 127.0.0.1:3478 and
+// 127.0.0.2:3479), an in-process NATS with JetStream (data in
 // -data-dir) and an in-process presence store. No external server and no
 // config file are needed: `parleyd` alone is a working chat server on
 // 127.0.0.1. Every flag can be set as PARLEY_<FLAG> too.
@@ -83,6 +84,11 @@ func run(args []string) error {
 	}
 	if a := srv.UDPAddr(); a != nil {
 		ready += " udp=" + a.String()
+	}
+	if p, a := srv.STUNAddrs(); a != "" {
+		ready += " stun=" + p + "," + a
+	} else {
+		ready += " stun=" + p
 	}
 	if adminAddr != "" {
 		ready += " admin=" + adminAddr

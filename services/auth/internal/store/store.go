@@ -5,6 +5,8 @@
 // Buckets (names in libs/subject):
 //
 //	parley_accounts  <account key>       -> Account (JSON)
+//	                 id.<user id>        -> canonical username; the id index (byid.go)
+//	parley_devices   <user id>.<device>  -> internalv1.DeviceRecord (protobuf; devices.go)
 //	parley_sessions  <session id>        -> Session (JSON)
 //	                 u.<user id>.<sid>   -> empty; the per-user index
 //	parley_authkeys  token-hmac-v1       -> raw signing key
@@ -84,7 +86,7 @@ type Options struct {
 
 // Store is the auth service's persistent state.
 type Store struct {
-	accounts, sessions, keys jetstream.KeyValue
+	accounts, sessions, keys, devices jetstream.KeyValue
 }
 
 // Open creates the buckets if missing (or updates their configuration) and
@@ -118,6 +120,10 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Store, error
 		Description: "Parley token signing key"}); err != nil {
 		return nil, err
 	}
+	if s.devices, err = open(jetstream.KeyValueConfig{Bucket: subject.BucketDevices,
+		Description: "Parley device public keys by <user id>.<device id>"}); err != nil {
+		return nil, err
+	}
 	return &s, nil
 }
 
@@ -137,7 +143,10 @@ func accountKey(canonical string) (string, bool) {
 }
 
 // CreateAccount stores a new account under canonical; ErrExists if the name
-// is taken.
+// is taken. The account's user id index entry (byid.go) is written first,
+// so no account exists without one; when the name turns out to be taken
+// the entry is deleted again (one left behind by a failure names an
+// account with another id, which AccountByID refuses).
 func (s *Store) CreateAccount(ctx context.Context, canonical string, a Account) error {
 	key, ok := accountKey(canonical)
 	if !ok {
@@ -147,7 +156,13 @@ func (s *Store) CreateAccount(ctx context.Context, canonical string, a Account) 
 	if err != nil {
 		return err
 	}
+	if err := s.indexID(ctx, a.UserID, canonical); err != nil {
+		return err
+	}
 	if _, err := s.accounts.Create(ctx, key, data); err != nil {
+		if validID(a.UserID) {
+			_ = s.accounts.Delete(ctx, idIndexKey(a.UserID))
+		}
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return ErrExists
 		}

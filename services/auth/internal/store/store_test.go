@@ -137,3 +137,33 @@ func TestSigningKeyRace(t *testing.T) {
 		}
 	}
 }
+
+// Every account is found by its id; an account that lost its name to
+// another leaves no entry that finds anything.
+func TestAccountByID(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	a := Account{UserID: NewUserID(), Username: "Ivy.M"}
+	if err := s.CreateAccount(ctx, "ivy.m", a); err != nil {
+		t.Fatal(err)
+	}
+	got, canonical, err := s.AccountByID(ctx, a.UserID)
+	if err != nil || got.Username != "Ivy.M" || canonical != "ivy.m" {
+		t.Fatalf("AccountByID = %+v %q %v", got, canonical, err)
+	}
+	loser := Account{UserID: NewUserID(), Username: "IVY.M"}
+	if err := s.CreateAccount(ctx, "ivy.m", loser); !errors.Is(err, ErrExists) {
+		t.Fatalf("create a taken name: %v", err)
+	}
+	if _, _, err := s.AccountByID(ctx, loser.UserID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the loser's id: %v, want ErrNotFound", err)
+	}
+	for _, bad := range []string{"", "u.x", "u*", NewUserID()} {
+		if _, _, err := s.AccountByID(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("AccountByID(%q) = %v, want ErrNotFound", bad, err)
+		}
+	}
+	if n, err := s.IndexAccounts(ctx); err != nil || n != 0 {
+		t.Fatalf("IndexAccounts with every account indexed: %d, %v", n, err)
+	}
+}

@@ -1,0 +1,122 @@
+package rdvsvc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/libs/proto/internalv1"
+)
+
+// sweepLoop closes sessions past their deadline (OFFERED: not answered in
+// time; ACCEPTED: unchanged for Config.IdleTimeout) with CLOSED EXPIRED,
+// and deletes CLOSED records a replica left behind. Every replica runs it
+// over every record: it learns the deadlines by watching the bucket, and
+// at each Config.SweepInterval expires those due by a compare-and-set, so
+// exactly one replica publishes the events of each session and the others
+// find it closed (or gone). It ends when ctx does.
+func (s *Service) sweepLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.watchAndSweep(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("p2p sweep: watch ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchAndSweep is one watch of the bucket: it returns when ctx ends or the
+// watch fails.
+func (s *Service) watchAndSweep(ctx context.Context) error {
+	kv := s.store()
+	if kv == nil {
+		return errNotOpen
+	}
+	w, err := kv.WatchFiltered(ctx, []string{sessionKey(">")})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	due := make(map[string]int64) // session id -> deadline, unix ms (CLOSED: 0)
+	tick := time.NewTicker(s.cfg.SweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if e == nil {
+				continue // the end of the initial values
+			}
+			id := strings.TrimPrefix(e.Key(), sessionKey(""))
+			if e.Operation() != jetstream.KeyValuePut {
+				delete(due, id)
+				break
+			}
+			var rec internalv1.P2PRecord
+			if err := proto.Unmarshal(e.Value(), &rec); err != nil {
+				s.log.Warn("p2p sweep: undecodable record", "key", e.Key(), "err", err)
+				break
+			}
+			if rec.State == closed {
+				due[id] = 0
+			} else {
+				due[id] = rec.ExpiresUnixMs
+			}
+		case <-tick.C:
+			now := s.now().UnixMilli()
+			for id, at := range due {
+				if at <= now {
+					s.expire(ctx, id)
+				}
+			}
+		}
+		s.metrics.sessions.Set(float64(len(due)))
+	}
+}
+
+// expire closes session id EXPIRED if it is past its deadline, or deletes
+// it if it is CLOSED already (a replica stopped between closing and
+// deleting it). Idempotent: a record changed or gone since is left alone.
+func (s *Service) expire(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	leftover := false
+	rec, rev, err := s.update(ctx, id, func(rec *internalv1.P2PRecord) error {
+		leftover = false
+		switch {
+		case rec == nil:
+			return errUnchanged
+		case rec.State == closed:
+			leftover = true
+			return errUnchanged
+		case rec.ExpiresUnixMs > s.now().UnixMilli():
+			return errUnchanged
+		}
+		rec.State, rec.CloseReason = closed, reasonExpired
+		return nil
+	})
+	switch {
+	case leftover:
+		s.remove(ctx, id, rev)
+		s.release(ctx, rec.A.GetUserId(), id)
+		s.release(ctx, rec.B.GetUserId(), id)
+	case errors.Is(err, errUnchanged):
+	case err != nil:
+		s.log.Warn("p2p sweep: expire", "session", id, "err", err)
+	default:
+		s.ended(ctx, rec, rev)
+	}
+}
