@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -45,6 +46,11 @@ type Client struct {
 	calls       []*CallSession   // running call sessions
 	recentCalls map[string]*Call // the latest state of recent calls by id (call events)
 	recentOrder []string         // recentCalls' ids, oldest first
+
+	// Direct sessions (direct.go): the state is made on first use.
+	p2pOnce  sync.Once
+	p2pState atomic.Pointer[directState] // set once by p2pOnce
+	p2pErr   error
 
 	ackMu   sync.Mutex        // guards acks
 	acks    map[string]uint64 // WithAutoAck: conversation -> seq to acknowledge
@@ -160,6 +166,10 @@ type Welcome struct {
 	// travel (docs/protocol.md §18); empty when the gateway serves no
 	// files. HTTPBase says which base the client uses.
 	HTTPURL string
+	// STUNAddr is the rendezvous's address (host:port) for NAT
+	// classification and direct sessions (§20); empty when the
+	// deployment runs none.
+	STUNAddr string
 }
 
 func welcomeFromWire(w *parleyv1.Welcome) Welcome {
@@ -171,6 +181,7 @@ func welcomeFromWire(w *parleyv1.Welcome) Welcome {
 		HeartbeatInterval: time.Duration(w.GetHeartbeatIntervalMs()) * time.Millisecond,
 		IdleTimeout:       time.Duration(w.GetIdleTimeoutMs()) * time.Millisecond,
 		HTTPURL:           w.GetHttpUrl(),
+		STUNAddr:          w.GetStunAddr(),
 	}
 }
 
@@ -256,6 +267,7 @@ func (c *Client) Err() error {
 // session can still be resumed with its token), pending requests fail, and
 // Events is closed. It waits for the client's goroutines and is idempotent.
 func (c *Client) Close() error {
+	c.closeDirect()
 	c.end(ErrClosed, nil)
 	c.events.stop()
 	c.wg.Wait()
@@ -467,7 +479,8 @@ func (c *Client) reconnectOnce() (*conn, error) {
 		c.requestSyncLocked() // read what was missed while away
 	}
 	if sess != nil {
-		c.rejoinCalls() // their streams went with the old connection
+		c.rejoinCalls()    // their streams went with the old connection
+		c.reattachDirect() // and so did the relay of direct sessions
 	}
 	held := c.held
 	c.held = nil
@@ -491,6 +504,12 @@ func (c *Client) handleEvent(cn *conn, f *parleyv1.Frame) {
 		// Media is no event: it goes to the call sessions at once, on
 		// whichever connection it came (the key authenticates it).
 		c.routeMedia(m.Media.GetPacket())
+		return
+	}
+	if r, ok := f.Body.(*parleyv1.Frame_P2PRelay); ok {
+		// Relayed packets of direct sessions, likewise (QUIC
+		// authenticates them end to end).
+		c.routeRelay(r.P2PRelay)
 		return
 	}
 	c.mu.Lock()
@@ -550,6 +569,8 @@ func (c *Client) handleEventLocked(f *parleyv1.Frame) *SessionEndedEvent {
 		ev := callEventFromWire(b.CallEvent)
 		c.events.push(ev)
 		c.callEventLocked(callOf(ev))
+	case *parleyv1.Frame_P2PEvent:
+		c.handleP2PEventLocked(b.P2PEvent)
 	case *parleyv1.Frame_SessionEnded:
 		c.session = nil
 		c.online.clear()

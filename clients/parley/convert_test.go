@@ -112,13 +112,13 @@ func TestFileEnums(t *testing.T) {
 
 func TestWelcomeFromWire(t *testing.T) {
 	wire := &parleyv1.Welcome{Version: 1, Server: "parley/1.2", GatewayId: "gw-1", MaxFrameSize: 1 << 20,
-		HeartbeatIntervalMs: 15000, IdleTimeoutMs: 45000, HttpUrl: "https://chat.example.com:7480"}
+		HeartbeatIntervalMs: 15000, IdleTimeoutMs: 45000, HttpUrl: "https://chat.example.com:7480", StunAddr: "chat.example.com:3478"}
 	if n, set := wire.ProtoReflect().Descriptor().Fields().Len(), countSet(wire); n != set {
 		t.Errorf("the test sets %d of Welcome's %d fields", set, n)
 	}
 	got := welcomeFromWire(wire)
 	want := Welcome{Version: 1, Server: "parley/1.2", GatewayID: "gw-1", MaxFrameSize: 1 << 20,
-		HeartbeatInterval: 15 * time.Second, IdleTimeout: 45 * time.Second, HTTPURL: "https://chat.example.com:7480"}
+		HeartbeatInterval: 15 * time.Second, IdleTimeout: 45 * time.Second, HTTPURL: "https://chat.example.com:7480", STUNAddr: "chat.example.com:3478"}
 	if got != want {
 		t.Errorf("welcomeFromWire = %+v, want %+v", got, want)
 	}

@@ -48,6 +48,11 @@ type config struct {
 	autoAck      bool
 	httpBase     string // file transfers; "": derived from the address
 	pageSize     uint32 // 0: each list's protocol maximum
+	// Direct sessions (direct.go).
+	stateDir        string
+	directPolicy    DirectPolicy
+	directDownloads string
+	directRelayOnly bool
 	// newestToken: WithTokenSource's function; nil: the client presents
 	// the token it last received.
 	newestToken func(sessionID string) (token string, expiresAt time.Time)
