@@ -1141,6 +1141,10 @@ func (s *DirectSession) gotFile(_ context.Context, offer p2pchan.FileOffer) p2pc
 	if dir == "" {
 		return p2pchan.FileDecision{Reason: "this client does not accept files over direct sessions"}
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		s.c.log.Warn("parley: the downloads folder for direct files", "dir", dir, "err", err)
+		return p2pchan.FileDecision{Reason: "the receiver cannot store files now"}
+	}
 	return p2pchan.FileDecision{Accept: true, Dir: dir, Done: func(path string, err error) {
 		if errors.Is(err, p2pchan.ErrInterrupted) {
 			return // kept for a resume

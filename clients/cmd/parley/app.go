@@ -118,6 +118,8 @@ func commands() []command {
 		{"call", "voice call: call <@user|conversation> [--in voice.wav] [--out heard.wav] [--duration D] [--record call.ogg]", cmdCall},
 		{"answer", "answer the next call that rings: answer [--in x.wav] [--out y.wav] [--wait 60s] [--duration D]", cmdAnswer},
 		{"reject", "decline a call: reject [call-id] (default: the next that rings)", cmdReject},
+		{"direct", "peer-to-peer, end-to-end encrypted chat and files: direct @user | direct --accept (stdin lines are sent)", cmdDirect},
+		{"nat", "classify your NAT with the rendezvous (RFC 5780)", cmdNAT},
 		{"ping", "measure the round trip to the gateway", cmdPing},
 	}
 }
