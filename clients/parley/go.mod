@@ -5,6 +5,16 @@ go 1.26.0
 require (
 	github.com/coder/websocket v1.8.15
 	github.com/parleychat/parley/protocol v0.2.0
+	github.com/pion/stun/v3 v3.1.7
 	github.com/thesyncim/gopus v0.1.1
 	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/pion/dtls/v3 v3.1.5 // indirect
+	github.com/pion/logging v0.2.4 // indirect
+	github.com/pion/transport/v4 v4.1.0 // indirect
+	github.com/wlynxg/anet v0.0.5 // indirect
+	golang.org/x/crypto v0.48.0 // indirect
+	golang.org/x/sys v0.41.0 // indirect
 )
