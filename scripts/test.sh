@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
-modules=(protocol clients/parley libs services/auth services/presence services/messaging services/file services/rendezvous gateway clients standalone tests)
+modules=(protocol clients/parley libs services/auth services/presence services/messaging services/file services/mediarelay services/rendezvous gateway clients standalone tests)
 failed=0
 for m in "${modules[@]}"; do
   echo "=== $m"

@@ -41,7 +41,7 @@ type fakeGateway struct {
 	// holdJoins, when set, holds the replies to join requests (processed
 	// at once) until it is closed: a reply still on its way.
 	holdJoins chan struct{}
-	audio   map[uint32]int
+	audio     map[uint32]int
 }
 
 type fakeConn struct {

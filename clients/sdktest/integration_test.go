@@ -487,7 +487,7 @@ func TestFrameSizeLimit(t *testing.T) {
 	w := dial(t, p.TCPAddr()).Welcome()
 	welcome := proto.Size(&parleyv1.Welcome{Version: w.Version, Server: w.Server, GatewayId: w.GatewayID,
 		MaxFrameSize: w.MaxFrameSize, HeartbeatIntervalMs: uint32(w.HeartbeatInterval.Milliseconds()),
-		IdleTimeoutMs: uint32(w.IdleTimeout.Milliseconds()), HttpUrl: w.HTTPURL}) // its size on the wire
+		IdleTimeoutMs: uint32(w.IdleTimeout.Milliseconds()), HttpUrl: w.HTTPURL, StunAddr: w.STUNAddr}) // its size on the wire
 	c := dial(t, p.TCPAddr(), parley.WithMaxFrameSize(uint32(welcome+8)), parley.WithReconnect(false))
 	_, err := c.Register(ctxT(t), "alice", password)
 	if !errors.Is(err, parley.ErrConnectionLost) || !errors.Is(err, parley.ErrFrameTooLarge) {

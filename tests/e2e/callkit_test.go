@@ -41,8 +41,6 @@ func callEnded(t *testing.T, c *parley.Client, id string, within time.Duration) 
 	return ev.(parley.CallEndedEvent).Call
 }
 
-
-
 // metric reads the sum of a Prometheus counter or gauge (every series of
 // name whose labels contain each of labels, e.g. `reason="auth"`) from an
 // admin port's /metrics.
@@ -77,4 +75,3 @@ func metric(t *testing.T, admin, name string, labels ...string) float64 {
 	}
 	return sum
 }
-
