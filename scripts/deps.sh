@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make generate` need when it is missing:
 # redis-server, protoc, node and opusdec (opus-tools: the voice tests check
-# our Ogg Opus recordings with a decoder nobody here wrote) and coturn (the
-# call benchmark's TURN peer) from Debian packages, protoc-gen-go and the MinIO
+# our Ogg Opus recordings with a decoder nobody here wrote), coturn (the
+# call benchmark's TURN peer) and the NAT lab's tools (iproute2, nftables,
+# conntrack, procps) from Debian packages, protoc-gen-go and the MinIO
 # server from the Go module proxy into .tools/bin. Safe to run again; does
 # nothing when all is present.
 set -euo pipefail
@@ -23,6 +24,13 @@ command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
 # coturn: the call benchmark's peer TURN relay; its TURN client is tested
 # against it (its service stays disabled: Debian's /etc/default/coturn).
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+# The NAT lab (libs/testenv/natlab, tests/natlab): network namespaces,
+# veths and bridges (ip), nftables NATs, their bindings (conntrack) and
+# ip_forward (sysctl). It needs root, as CI runs.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} with apt-get"
   SUDO=""
