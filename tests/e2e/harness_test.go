@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/tests/internal/binaries"
 )
 
 // bins holds the binaries built once for the whole package.
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins = dir
-	if err := buildAll(dir); err != nil {
+	if err := binaries.Build(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -38,49 +39,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// buildAll compiles every binary the tests start. It runs inside the tests
-// module, whose go.mod requires the others through the workspace, so the
-// binaries are built from this checkout.
-func buildAll(dir string) error {
-	targets := map[string]string{
-		"nats-server": "github.com/nats-io/nats-server/v2",
-		"gateway":     "github.com/parleychat/parley/gateway/cmd/gateway",
-		"auth":        "github.com/parleychat/parley/services/auth/cmd/auth",
-		"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
-		"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
-		"file":        "github.com/parleychat/parley/services/file/cmd/file",
-		"media-relay": "github.com/parleychat/parley/services/mediarelay/cmd/media-relay",
-		"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
-		"parley":      "github.com/parleychat/parley/clients/cmd/parley",
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	sem := make(chan struct{}, 2)
-	for name, pkg := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %v\n%s", name, err, out))
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return fmt.Errorf("%v", errs)
-	}
-	return nil
 }
 
 // proc is one running binary.
