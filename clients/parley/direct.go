@@ -49,7 +49,7 @@ type DirectPath int
 
 const (
 	// DirectConnecting: looking for a direct path (up to 5 s after the
-	// introduction); packets go through the relay meanwhile.
+	// acceptance); packets go through the relay meanwhile.
 	DirectConnecting DirectPath = iota
 	// DirectRelayed: no direct path works; packets go through the
 	// server's relay, end to end encrypted.
@@ -905,14 +905,14 @@ func (s *DirectSession) start(ps *parleyv1.P2PSession, peerKey ed25519.PublicKey
 	s.mu.Lock()
 	s.pc, s.agent = pc, agent
 	s.mu.Unlock()
+	// Relayed 5 s from now unless a pair works by then (§20.4).
+	pc.Accepted()
 	if agent != nil {
 		go func() {
 			if _, err := agent.Register(s.ctx); err != nil && s.ctx.Err() == nil {
 				log.Info("parley: no direct path possible (registering with the rendezvous failed): relayed", "err", err)
 			}
 		}()
-	} else {
-		pc.Introduced() // no rendezvous: relayed after the grace period
 	}
 	cfg := p2pchan.Config{
 		Key: s.d.key, PeerKey: peerKey, Client: s.c.cfg.clientName, History: historyAdapter{s}, Logger: log,
@@ -1099,7 +1099,6 @@ func (s *DirectSession) event(ev *parleyv1.P2PEvent) {
 		if err := agent.Introduce(in); err != nil {
 			s.c.log.Debug("parley: introduction refused", "direct", s.id, "err", err)
 		}
-		pc.Introduced()
 	case parleyv1.P2PEvent_KIND_CLOSED:
 		reason := closeReason(ps.GetCloseReason())
 		s.mu.Lock()
@@ -1188,7 +1187,11 @@ func (c *Client) handleP2PEventLocked(ev *parleyv1.P2PEvent) {
 			c.offerDirect(o)
 			return
 		case parleyv1.P2PEvent_KIND_ACCEPTED, parleyv1.P2PEvent_KIND_CLOSED:
-			if _, offered := d.offers[id]; offered {
+			// An ACCEPTED naming this device is this device's own answer
+			// racing ahead of AcceptDirect's reply (kept below for the
+			// session it makes); only another device's takes the offer.
+			own := ev.GetKind() == parleyv1.P2PEvent_KIND_ACCEPTED && ps.GetDeviceId() == d.deviceID
+			if _, offered := d.offers[id]; offered && !own {
 				delete(d.offers, id)
 				d.mu.Unlock()
 				reason := "answered elsewhere"

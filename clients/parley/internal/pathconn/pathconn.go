@@ -8,7 +8,7 @@
 // one path.
 //
 // The Conn also tells the user which path is in use (State): Connecting
-// until a pair works or 5 s after the first introduction, then Direct or
+// until a pair works or 5 s after the session was accepted, then Direct or
 // Relayed (§20.4).
 package pathconn
 
@@ -28,8 +28,8 @@ import (
 type State int
 
 const (
-	// Connecting: no direct pair yet, less than 5 s since the first
-	// introduction (packets go through the relay meanwhile).
+	// Connecting: no direct pair yet, less than 5 s since the session was
+	// accepted (packets go through the relay meanwhile).
 	Connecting State = iota
 	// Relayed: no direct pair; packets go through the server.
 	Relayed
@@ -75,8 +75,8 @@ type Config struct {
 	// OnState, if set, gets each change of State in order, one at a
 	// time, never with a lock of the Conn held.
 	OnState func(State)
-	// RelayAfter is how long Connecting lasts after the first
-	// introduction; 5 s (§20.4).
+	// RelayAfter is how long Connecting lasts after Accepted; 5 s
+	// (§20.4).
 	RelayAfter time.Duration
 	// Queue is how many received packets wait for ReadFrom before more
 	// are dropped; 512.
@@ -221,9 +221,12 @@ func (c *Conn) deliver(pkt []byte) bool {
 	}
 }
 
-// Introduced notes an introduction; the first one starts the time after
-// which a session without a direct pair shows as Relayed.
-func (c *Conn) Introduced() {
+// Accepted notes that the session was accepted, which starts the time
+// after which a session without a direct pair shows as Relayed (§20.4).
+// It counts from the acceptance, not from an introduction: a side whose
+// UDP is blocked never registers, so neither side is ever introduced.
+// Later calls do nothing.
+func (c *Conn) Accepted() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.introduced || c.isClosed() {

@@ -202,11 +202,11 @@ func TestStates(t *testing.T) {
 		}
 	}
 	c.SetDirect(false) // a dead path before any: nothing changes
-	c.Introduced()
+	c.Accepted()
 	expect(pathconn.Relayed) // no pair after RelayAfter
 	c.SetDirect(true)
 	expect(pathconn.Direct)
-	c.Introduced() // a later introduction starts nothing
+	c.Accepted() // called again: starts nothing
 	c.SetDirect(false)
 	expect(pathconn.Relayed)
 	c.SetDirect(true)
@@ -220,7 +220,7 @@ func TestStates(t *testing.T) {
 		cfg.RelayAfter = 50 * time.Millisecond
 		cfg.OnState = func(s pathconn.State) { states <- s }
 	})
-	c2.Introduced()
+	c2.Accepted()
 	c2.SetDirect(true)
 	expect(pathconn.Direct)
 	time.Sleep(100 * time.Millisecond)

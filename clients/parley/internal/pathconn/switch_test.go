@@ -180,7 +180,7 @@ func TestSwitching(t *testing.T) {
 			}, Mapping: mapping(sr), PeerMapping: mapping(pr)}); err != nil {
 				t.Fatal(err)
 			}
-			self.conn.Introduced()
+			self.conn.Accepted()
 		}
 	}
 
