@@ -27,8 +27,9 @@ type matrixCase struct {
 	wantKind   string // the direct pair's kind, "" for any
 }
 
-// matrixCases is every pair of NAT kinds (a offering, b accepting), and
-// two devices behind one NAT. A pair goes direct when UDP gets through on
+// matrixCases is every pair of NAT kinds (a offering, b accepting; the
+// symmetric against port-restricted pair both ways), and two devices
+// behind one NAT. A pair goes direct when UDP gets through on
 // both sides and at least one NAT maps endpoint-independently (symmetric
 // against a port-restricted cone by the birthday technique); two
 // symmetric NATs, or a side without UDP, stay relayed (§20.4).
@@ -40,6 +41,8 @@ func matrixCases() []matrixCase {
 			cs = append(cs, matrixCase{name: a.String() + "/" + b.String(), a: a, b: b, wantDirect: direct})
 		}
 	}
+	// The birthday technique with the symmetric side offering too.
+	cs = append(cs, matrixCase{name: "symmetric/port-restricted-cone", a: natlab.Symmetric, b: natlab.PortRestrictedCone, wantDirect: true})
 	cs = append(cs, matrixCase{name: "same-nat", a: natlab.PortRestrictedCone, b: natlab.PortRestrictedCone,
 		sameNAT: true, wantDirect: true, wantKind: "host"})
 	return cs
@@ -72,26 +75,38 @@ func TestNATMatrix(t *testing.T) {
 		mu      sync.Mutex
 		results []matrixResult
 	)
-	t.Run("pairs", func(t *testing.T) {
-		for i, tc := range matrixCases() {
-			// The lab is built here, in order; the pairs run in parallel.
-			na := l.AddNAT(tc.a)
-			nb := na
-			if !tc.sameNAT {
-				nb = l.AddNAT(tc.b)
-			}
-			ha, hb := na.AddClient(), nb.AddClient()
-			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
-				a := newUser(t, ha, fmt.Sprintf("alice%d", i))
-				b := newUser(t, hb, fmt.Sprintf("bob%d", i))
-				r := runPair(t, tc, a, b)
+	// The lab is built first, in order; then every pair runs at once (in
+	// goroutines: t.Parallel would run only -parallel of them, GOMAXPROCS
+	// by default, and the pairs mostly wait).
+	type job struct {
+		tc     matrixCase
+		ha, hb *natlab.Client
+	}
+	var jobs []job
+	for _, tc := range matrixCases() {
+		na := l.AddNAT(tc.a)
+		nb := na
+		if !tc.sameNAT {
+			nb = l.AddNAT(tc.b)
+		}
+		jobs = append(jobs, job{tc, na.AddClient(), nb.AddClient()})
+	}
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(j.tc.name, func(t *testing.T) {
+				a := newUser(t, j.ha, fmt.Sprintf("alice%d", i))
+				b := newUser(t, j.hb, fmt.Sprintf("bob%d", i))
+				r := runPair(t, j.tc, a, b)
 				mu.Lock()
 				results = append(results, r)
 				mu.Unlock()
 			})
-		}
-	})
+		}()
+	}
+	wg.Wait()
 	sort.Slice(results, func(i, j int) bool { return results[i].Pair < results[j].Pair })
 	for _, r := range results {
 		if r.Path == "direct" {
