@@ -913,6 +913,7 @@ func (s *DirectSession) start(ps *parleyv1.P2PSession, peerKey ed25519.PublicKey
 				log.Info("parley: no direct path possible (registering with the rendezvous failed): relayed", "err", err)
 			}
 		}()
+		go s.watchAddrs(agent)
 	}
 	cfg := p2pchan.Config{
 		Key: s.d.key, PeerKey: peerKey, Client: s.c.cfg.clientName, History: historyAdapter{s}, Logger: log,
@@ -1060,6 +1061,52 @@ func (s *DirectSession) update() {
 		case <-time.After(time.Duration(attempt+1) * time.Second):
 		}
 	}
+}
+
+// addrWatchInterval is how often a session looks at this device's
+// addresses (§20.4 Moving).
+const addrWatchInterval = time.Second
+
+// watchAddrs follows this device's own addresses until the session ends
+// (§20.4 Moving): when they change (another network, another address),
+// the agent checks the pair from the new address at once and registers
+// again, and the session sends P2PUpdateRequest with the new host
+// candidates, which brings a new introduction.
+func (s *DirectSession) watchAddrs(agent *punch.Agent) {
+	port := uint16(s.sock.LocalAddr().(*net.UDPAddr).Port)
+	last, _ := hostAddrs(port)
+	t := time.NewTicker(addrWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now, err := hostAddrs(port)
+		if err != nil || now == last {
+			continue
+		}
+		s.c.log.Info("parley: this device's addresses changed", "direct", s.id, "was", last, "now", now)
+		last = now
+		agent.Moved()
+		go s.update()
+	}
+}
+
+// hostAddrs is the session socket's IPv4 host candidates, as one string.
+func hostAddrs(port uint16) (string, error) {
+	hosts, err := punch.HostCandidates(port)
+	if err != nil {
+		return "", err
+	}
+	var b []byte
+	for _, h := range hosts {
+		if h.Addr().Is4() {
+			b = h.AppendTo(append(b, ' '))
+		}
+	}
+	return string(b), nil
 }
 
 // event applies a P2PEvent about this session.

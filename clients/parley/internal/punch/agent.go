@@ -23,6 +23,7 @@ const (
 	nominateGiveUp   = 2 * time.Second        // a nomination not answered by then: the pair is not working after all
 	probeAfter       = 3 * time.Second        // silence after a send that starts probes
 	probeInterval    = 500 * time.Millisecond
+	silentAfter      = time.Second     // a check from a new address on a pair silent this long moves it
 	deadAfter        = 5 * time.Second // silence after a send that kills the pair
 	birthdayAfter    = 300 * time.Millisecond
 	birthdayFor      = 5 * time.Second
@@ -168,6 +169,8 @@ type Agent struct {
 	nomNext     time.Time
 	nomDecideAt time.Time // when the controlling side stops waiting for a host pair
 	probeNext   time.Time
+	moveUntil   time.Time // after Moved: USE-CANDIDATE checks on the selected pair until answered or then
+	moveNext    time.Time
 	lastGC      time.Time
 	srflx       netip.AddrPort
 	firstIntro  time.Time
@@ -408,6 +411,16 @@ func (a *Agent) heard(s *sock, from netip.AddrPort) {
 	}
 }
 
+// silent reports whether the selected pair is silent: a packet sent on it
+// has had no answer for silentAfter. A peer's check from a new address
+// then means the peer moved (§20.4). The peer's own probes may start (and,
+// answered, stop) before this side's do, so this does not wait for
+// probeAfter; a second is far beyond any round trip.
+func (a *Agent) silent(now time.Time) bool {
+	ps := a.pendingSince.Load()
+	return ps != 0 && now.Sub(time.Unix(0, ps)) >= silentAfter
+}
+
 func (a *Agent) handleSTUN(s *sock, from netip.AddrPort, b []byte, m *stun.Message) {
 	if err := stun.Decode(b, m); err != nil || m.Type.Method != stun.MethodBinding {
 		return
@@ -467,8 +480,20 @@ func (a *Agent) handleCheck(s *sock, from netip.AddrPort, m *stun.Message) {
 			out = append(out, pk)
 		}
 	}
-	if nominate && !a.cfg.Controlling && a.selected != p {
+	switch sel := a.selected; {
+	case nominate && !a.cfg.Controlling && sel != p:
+		// The controlled side follows the last nomination, from wherever
+		// it comes: the controlling side's probes carry USE-CANDIDATE, so
+		// a remapped or moved peer takes the pair with it (§20.4 Moving).
 		a.emit(a.selectPair(p, now)...) // under the lock: events keep their order
+	case a.cfg.Controlling && sel != nil && sel != p && s == sel.sock && a.nominating != p &&
+		(nominate || a.silent(now)):
+		// The peer's check comes from a new address on the selected
+		// pair's socket while the pair is silent, or the peer says it
+		// moved (USE-CANDIDATE): its NAT mapped it anew, or it roamed.
+		// Nominate the pair to where it is now (§20.4 Moving).
+		a.log.Info("punch: peer moved", "from", sel.remote, "to", from)
+		a.nominate(p, now)
 	}
 	a.mu.Unlock()
 	a.checksAns.Add(1)
@@ -548,6 +573,9 @@ func (a *Agent) handleResponse(s *sock, from netip.AddrPort, m *stun.Message) {
 		}
 		a.log.Debug("punch: pair works", "local", s.local, "remote", from, "kind", p.kind)
 		a.pairWorks(p, now)
+	}
+	if p == a.selected {
+		a.moveUntil = time.Time{} // the pair answers from here: the move is done
 	}
 	if t.kind == txnNominate && a.nominating == p {
 		if a.selected == p { // nominated again under a newer introduction

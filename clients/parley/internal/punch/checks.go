@@ -130,7 +130,9 @@ func (a *Agent) step(now time.Time) time.Time {
 				evs = append(evs, a.pathDead(now)...)
 			case !now.Before(since.Add(probeAfter)):
 				if !now.Before(a.probeNext) {
-					if pk, ok := a.check(p, txnCheck, now); ok {
+					// The controlling side's probes nominate (§20.4), so
+					// the controlled side follows it to a new mapping.
+					if pk, ok := a.check(p, a.probeKind(), now); ok {
 						out = append(out, pk)
 					}
 					a.probeNext = now.Add(probeInterval)
@@ -141,6 +143,23 @@ func (a *Agent) step(now time.Time) time.Time {
 				a.probeNext = time.Time{}
 				soon(since.Add(probeAfter))
 			}
+		}
+	}
+
+	// After Moved: USE-CANDIDATE checks on the selected pair from the new
+	// address until one is answered.
+	if p := a.selected; p != nil && !a.moveUntil.IsZero() {
+		switch {
+		case !now.Before(a.moveUntil):
+			a.moveUntil = time.Time{}
+		case !now.Before(a.moveNext):
+			if pk, ok := a.check(p, txnNominate, now); ok {
+				out = append(out, pk)
+			}
+			a.moveNext = now.Add(nominateInterval)
+			soon(a.moveNext)
+		default:
+			soon(a.moveNext)
 		}
 	}
 
@@ -249,7 +268,7 @@ func (a *Agent) pathDead(now time.Time) []Event {
 	a.selected = nil
 	a.sel.Store(nil)
 	a.pendingSince.Store(0)
-	a.probeNext = time.Time{}
+	a.probeNext, a.moveUntil = time.Time{}, time.Time{}
 	a.nominating, a.nomDecideAt = nil, time.Time{}
 	for k, q := range a.pairs {
 		q.working = false
@@ -273,6 +292,52 @@ func (a *Agent) pathDead(now time.Time) []Event {
 		}()
 	}
 	return []Event{{Kind: EventDead, Pair: p.info()}}
+}
+
+// probeKind is the kind of a liveness probe: the controlling side's
+// carry USE-CANDIDATE.
+func (a *Agent) probeKind() txnKind {
+	if a.cfg.Controlling {
+		return txnNominate
+	}
+	return txnCheck
+}
+
+// Moved tells the Agent that this device's own addresses changed (it
+// roamed to another network, or got another address): the selected pair
+// now leaves from a new address, which the peer does not know yet. It
+// sends USE-CANDIDATE checks on the pair at once, every 100 ms for up to
+// 2 s until one is answered, so that the peer moves its end of the pair
+// to the new address, and registers again with the rendezvous (§20.4
+// Moving). The caller sends P2PUpdateRequest with its new host
+// candidates, which brings a new introduction.
+func (a *Agent) Moved() {
+	now := time.Now()
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	if p := a.selected; p != nil {
+		a.log.Info("punch: moved", "remote", p.remote)
+		a.moveUntil, a.moveNext = now.Add(nominateGiveUp), now
+		if a.pendingSince.Load() == 0 {
+			// Liveness watches the pair from now: a peer that cannot be
+			// reached from the new address makes it dead in 5 s.
+			a.pendingSince.Store(now.UnixNano())
+		}
+		a.nudge()
+	}
+	if a.cfg.RegisterUsername != "" && a.cfg.STUNAddr != "" {
+		a.wg.Add(1) // under a.mu with closed false: Close has not begun to wait
+		go func() {
+			defer a.wg.Done()
+			if _, err := a.Register(a.ctx); err != nil && a.ctx.Err() == nil {
+				a.log.Warn("punch: registering again after a move", "err", err)
+			}
+		}()
+	}
+	a.mu.Unlock()
 }
 
 func (a *Agent) anyWorking() bool {

@@ -41,11 +41,20 @@
 //     every 500 ms. A pair found so on the symmetric side uses its extra
 //     socket; the extra sockets no pair uses are closed.
 //  6. Liveness: a packet sent on the selected pair followed by 3 s of
-//     silence from the peer starts probes (a check every 500 ms); 5 s of
-//     silence declares the pair dead (EventDead): Send returns ErrNoPath
-//     again, the Agent registers again, and checks start over with the
-//     next introduction (the caller sends P2PUpdateRequest, which brings
-//     one).
+//     silence from the peer starts probes (a check every 500 ms; the
+//     controlling side's carry USE-CANDIDATE); 5 s of silence declares the
+//     pair dead (EventDead): Send returns ErrNoPath again, the Agent
+//     registers again, and checks start over with the next introduction
+//     (the caller sends P2PUpdateRequest, which brings one).
+//  7. Moving: a pair is repaired without the server when a NAT maps a side
+//     anew or a side roams. The controlled side moves its pair to any
+//     address a USE-CANDIDATE check comes from (the controlling side's
+//     probes take the pair with them); the controlling side nominates the
+//     pair to a new address the peer's check comes from on the selected
+//     pair's socket while the pair is silent (a packet unanswered for 1 s)
+//     or with USE-CANDIDATE. Moved (the caller saw its own addresses
+//     change) sends USE-CANDIDATE checks on the pair every 100 ms until
+//     one is answered (2 s at most) and registers again.
 //
 // An Agent is safe for concurrent use. Close stops everything and closes
 // every socket, the session socket included.
