@@ -1003,9 +1003,12 @@ func (s *DirectSession) pathState(st pathconn.State) {
 // agentEvent follows the punch agent: a working pair makes the path
 // direct; a dead one sends the packets through the relay and asks the
 // rendezvous to introduce the two sides again.
+//
+// Either way the channel is poked: QUIC learns at once what the old path
+// lost and sends it again on the new one.
 func (s *DirectSession) agentEvent(ev punch.Event) {
 	s.mu.Lock()
-	pc := s.pc
+	pc, ch := s.pc, s.ch
 	s.mu.Unlock()
 	if pc == nil {
 		return
@@ -1016,6 +1019,9 @@ func (s *DirectSession) agentEvent(ev punch.Event) {
 	case punch.EventDead:
 		pc.SetDirect(false)
 		go s.update()
+	}
+	if ch != nil {
+		ch.Poke()
 	}
 }
 

@@ -217,7 +217,7 @@ func (u *user) direct(t *testing.T, args ...string) *cli {
 			_ = cmd.Process.Kill()
 			<-c.done
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("NATLAB_LOGS") != "" {
 			t.Logf("---- %s: parley direct %s ----\n%s\n---- stderr ----\n%s", u.name, strings.Join(args, " "),
 				c.output(), tail(c.stderr.String(), 200))
 		}

@@ -236,3 +236,20 @@ func (c *Channel) SendAudio(flags, level uint8, seq, ts uint32, opus []byte) err
 	b := AppendAudio(make([]byte, 0, audioHeader+len(opus)), Audio{Flags: flags, Level: level, Seq: seq, Timestamp: ts, Opus: opus})
 	return s.conn.SendDatagram(b)
 }
+
+// Poke sends one empty datagram (§20.7: the peer drops it), ack-eliciting.
+// Call it when the path under the connection changed (a new direct pair,
+// or the relay after one died): its acknowledgement tells QUIC at once
+// which earlier packets were lost on the old path (RFC 9002 §6.1.2, the
+// time threshold), which it then sends again, instead of after its probe
+// timeout, which grows exponentially while a path is down (to seconds).
+// Without a connection it does nothing.
+func (c *Channel) Poke() {
+	c.mu.Lock()
+	s, closed := c.cur, c.closed
+	c.mu.Unlock()
+	if closed || s == nil {
+		return
+	}
+	_ = s.conn.SendDatagram(nil)
+}

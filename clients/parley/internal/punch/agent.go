@@ -23,7 +23,7 @@ const (
 	nominateGiveUp   = 2 * time.Second        // a nomination not answered by then: the pair is not working after all
 	probeAfter       = 3 * time.Second        // silence after a send that starts probes
 	probeInterval    = 500 * time.Millisecond
-	silentAfter      = time.Second     // a check from a new address on a pair silent this long moves it
+	silentAfter      = time.Second     // a check from a new address on a pair not heard from this long moves it
 	deadAfter        = 5 * time.Second // silence after a send that kills the pair
 	birthdayAfter    = 300 * time.Millisecond
 	birthdayFor      = 5 * time.Second
@@ -142,9 +142,11 @@ type Agent struct {
 
 	// sel is the selected pair, for the hot path (Send, the readers);
 	// written under mu. pendingSince is when the first packet sent on it
-	// since the peer was last heard from left (unix ns; 0: none pending).
+	// since the peer was last heard from left (unix ns; 0: none pending);
+	// heardAt is when the peer was last heard from on it (unix ns).
 	sel          atomic.Pointer[pair]
 	pendingSince atomic.Int64
+	heardAt      atomic.Int64
 	checksSent   atomic.Uint64
 	checksAns    atomic.Uint64
 
@@ -390,6 +392,7 @@ func (a *Agent) handle(s *sock, from netip.AddrPort, b []byte, msg *stun.Message
 	case kindQUIC:
 		if p := a.sel.Load(); p != nil && p.sock == s && p.remote == from {
 			a.pendingSince.Store(0)
+			a.heardAt.Store(time.Now().UnixNano())
 		} else {
 			a.mu.Lock()
 			p := a.pairs[pairKey{s, from}]
@@ -408,17 +411,19 @@ func (a *Agent) handle(s *sock, from netip.AddrPort, b []byte, msg *stun.Message
 func (a *Agent) heard(s *sock, from netip.AddrPort) {
 	if p := a.sel.Load(); p != nil && p.sock == s && p.remote == from {
 		a.pendingSince.Store(0)
+		a.heardAt.Store(time.Now().UnixNano())
 	}
 }
 
-// silent reports whether the selected pair is silent: a packet sent on it
-// has had no answer for silentAfter. A peer's check from a new address
-// then means the peer moved (§20.4). The peer's own probes may start (and,
-// answered, stop) before this side's do, so this does not wait for
-// probeAfter; a second is far beyond any round trip.
+// silent reports whether the selected pair is silent: nothing heard from
+// the peer on it for silentAfter. A peer's check from a new address then
+// means the peer moved (§20.4): its NAT mapped it anew, or it roamed.
+// This does not wait for this side's probes (3 s after a send): the peer's
+// may start, and stop once answered, before; and a side with nothing to
+// send (its peer's NAT lost the binding, so what it sends is lost and it
+// hears nothing) never probes at all.
 func (a *Agent) silent(now time.Time) bool {
-	ps := a.pendingSince.Load()
-	return ps != 0 && now.Sub(time.Unix(0, ps)) >= silentAfter
+	return now.Sub(time.Unix(0, a.heardAt.Load())) >= silentAfter
 }
 
 func (a *Agent) handleSTUN(s *sock, from netip.AddrPort, b []byte, m *stun.Message) {
@@ -616,6 +621,7 @@ func (a *Agent) selectPair(p *pair, now time.Time) []Event {
 	a.selIntro = a.intro.Number
 	a.sel.Store(p)
 	a.pendingSince.Store(0)
+	a.heardAt.Store(now.UnixNano())
 	a.nominating, a.nomDecideAt = nil, time.Time{}
 	p.validated = true
 	if a.firstDirect.IsZero() {

@@ -51,7 +51,7 @@
 //     address a USE-CANDIDATE check comes from (the controlling side's
 //     probes take the pair with them); the controlling side nominates the
 //     pair to a new address the peer's check comes from on the selected
-//     pair's socket while the pair is silent (a packet unanswered for 1 s)
+//     pair's socket while the pair is silent (nothing heard on it for 1 s)
 //     or with USE-CANDIDATE. Moved (the caller saw its own addresses
 //     change) sends USE-CANDIDATE checks on the pair every 100 ms until
 //     one is answered (2 s at most) and registers again.
