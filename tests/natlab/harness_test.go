@@ -75,7 +75,7 @@ func (s *syncBuffer) String() string {
 // startParleyd runs parleyd in the lab's public namespace: clients on
 // RendezvousIP:7420, the rendezvous on RendezvousIP:3478 and
 // RendezvousAltIP:3479. It is killed when the test ends.
-func startParleyd(t *testing.T, l *natlab.Lab) {
+func startParleyd(t testing.TB, l *natlab.Lab) {
 	t.Helper()
 	out := &syncBuffer{}
 	cmd := l.Public().Command(filepath.Join(bins, "parleyd"),
@@ -123,7 +123,7 @@ type user struct {
 }
 
 // newUser registers name with parley from host's namespace.
-func newUser(t *testing.T, host *natlab.Client, name string) *user {
+func newUser(t testing.TB, host *natlab.Client, name string) *user {
 	t.Helper()
 	u := &user{name: name, host: host, dir: t.TempDir()}
 	u.run(t, "register", name)
@@ -135,7 +135,7 @@ func (u *user) args(args ...string) []string {
 }
 
 // run runs a one-shot parley command and returns its standard output.
-func (u *user) run(t *testing.T, args ...string) string {
+func (u *user) run(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := u.host.Command(filepath.Join(bins, "parley"), u.args(args...)...)
 	cmd.Env = append(os.Environ(), "PARLEY_PASSWORD="+password)
@@ -176,7 +176,7 @@ type cli struct {
 }
 
 // direct starts `parley direct --json --debug args...`.
-func (u *user) direct(t *testing.T, args ...string) *cli {
+func (u *user) direct(t testing.TB, args ...string) *cli {
 	t.Helper()
 	cmd := u.host.Command(filepath.Join(bins, "parley"), u.args(append([]string{"--debug", "direct", "--json"}, args...)...)...)
 	c := &cli{u: u, stderr: &syncBuffer{}, done: make(chan struct{}), wake: make(chan struct{}, 1)}
@@ -249,7 +249,7 @@ func tail(s string, n int) string {
 
 // send writes a line to the client's stdin (a message, or a command such
 // as /stats).
-func (c *cli) send(t *testing.T, line string) {
+func (c *cli) send(t testing.TB, line string) {
 	t.Helper()
 	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
 		t.Fatalf("%s: writing %q: %v", c.u.name, line, err)
@@ -258,7 +258,7 @@ func (c *cli) send(t *testing.T, line string) {
 
 // wait waits for the first event, from index from on, that match accepts;
 // it returns the event and its index.
-func (c *cli) wait(t *testing.T, from int, within time.Duration, what string, match func(event) bool) (event, int) {
+func (c *cli) wait(t testing.TB, from int, within time.Duration, what string, match func(event) bool) (event, int) {
 	t.Helper()
 	deadline := time.After(within)
 	for {
@@ -328,7 +328,7 @@ type pair struct {
 
 // connect has b wait for a's offer and a offer; it returns once both are
 // connected (the path is whatever it is by then).
-func connect(t *testing.T, a, b *user) pair {
+func connect(t testing.TB, a, b *user) pair {
 	t.Helper()
 	cb := b.direct(t, "--accept", "--from", a.name, "--wait", "60s")
 	cb.wait(t, 0, 30*time.Second, "waiting for an offer", func(e event) bool {
@@ -342,7 +342,7 @@ func connect(t *testing.T, a, b *user) pair {
 
 // exchange sends text from one side and waits until the other received
 // it; it returns the sender's "sent" event.
-func exchange(t *testing.T, from, to *cli, text string, within time.Duration) event {
+func exchange(t testing.TB, from, to *cli, text string, within time.Duration) event {
 	t.Helper()
 	mf := from.mark()
 	from.send(t, text)

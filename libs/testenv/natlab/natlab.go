@@ -370,6 +370,20 @@ func (n *NAT) Flush(t testing.TB) {
 	_ = n.Command("conntrack", "-F").Run()
 }
 
+// ForwardTCP forwards TCP connections to the NAT's public address on port
+// to the same port of client c (a port forward, as a user sets one up on a
+// home router): for a TCP server behind the NAT.
+func (n *NAT) ForwardTCP(t testing.TB, port uint16, c *Client) {
+	t.Helper()
+	n.Nft(t, fmt.Sprintf(`table ip natlab_fwd {
+	chain prenat {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "wan" tcp dport %d dnat ip to %s
+	}
+}
+`, port, c.Addr()))
+}
+
 // Bindings lists the NAT's conntrack entries (for failure messages).
 func (n *NAT) Bindings() string {
 	out, _ := n.Command("conntrack", "-L").CombinedOutput()

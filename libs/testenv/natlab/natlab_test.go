@@ -220,3 +220,47 @@ func TestCleanup(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardTCP: a TCP server behind a NAT is reached at the NAT's
+// public address once the port is forwarded.
+func TestForwardTCP(t *testing.T) {
+	l := natlab.New(t)
+	n := l.AddNAT(natlab.PortRestrictedCone)
+	c := n.AddClient()
+	h := l.AddPublicHost()
+	var ln net.Listener
+	if err := c.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:6000"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	n.ForwardTCP(t, 6000, c)
+	got := make(chan string, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer conn.Close()
+		b := make([]byte, 5)
+		_, _ = conn.Read(b)
+		got <- string(b)
+	}()
+	var conn net.Conn
+	if err := h.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp4", n.WAN.String()+":6000", 2*time.Second)
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("hello"))
+	select {
+	case s := <-got:
+		if s != "hello" {
+			t.Fatalf("the server got %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing reached the server")
+	}
+}
