@@ -33,6 +33,7 @@ const (
 	txnLifetime      = 10 * time.Second
 	maxPairs         = 1024 // learned candidates beyond this are answered but not checked
 	triggerInterval  = 200 * time.Millisecond
+	currentCheck     = time.Second // a peer-reflexive pair checked this recently survives an introduction
 	maxPacket        = 2048
 )
 
@@ -78,6 +79,7 @@ type pair struct {
 	birthday bool
 
 	lastCheck time.Time // when we last sent a check on it
+	peerCheck time.Time // when an authentic check from the peer last came on it
 	working   bool      // an answer to our check came back from remote
 	workingAt time.Time // when it first did
 	validated bool      // the peer proved itself from remote (an authentic check or answer): its QUIC packets are taken
@@ -299,11 +301,13 @@ func (a *Agent) Stats() Stats {
 	if a.haveIntro {
 		st.Intro = a.intro.Number
 	}
-	if !a.firstWork.IsZero() {
-		st.TimeToFirstPair = a.firstWork.Sub(a.firstIntro)
+	// A pair can work before this side's first introduction (the peer's
+	// checks came first): 0 then.
+	if !a.firstWork.IsZero() && !a.firstIntro.IsZero() {
+		st.TimeToFirstPair = max(a.firstWork.Sub(a.firstIntro), 0)
 	}
-	if !a.firstDirect.IsZero() {
-		st.TimeToDirect = a.firstDirect.Sub(a.firstIntro)
+	if !a.firstDirect.IsZero() && !a.firstIntro.IsZero() {
+		st.TimeToDirect = max(a.firstDirect.Sub(a.firstIntro), 0)
 	}
 	return st
 }
@@ -475,7 +479,7 @@ func (a *Agent) handleCheck(s *sock, from netip.AddrPort, m *stun.Message) {
 		a.pairs[pairKey{s, from}] = p
 		a.log.Debug("punch: peer-reflexive candidate", "local", s.local, "remote", from)
 	}
-	p.validated = true
+	p.validated, p.peerCheck = true, now
 	// A triggered check (RFC 8445 §7.3.1.4): the pair likely works now.
 	// Learned pairs are not on the schedule (§20.4 schedules the
 	// introduced candidates); the peer's own checks, which keep coming on

@@ -50,9 +50,17 @@ func (a *Agent) Introduce(in Intro) error {
 		a.firstIntro = now
 	}
 	// The peer's candidates replace the old ones and what was learned from
-	// them; the selected pair stays until it dies or another is nominated.
+	// them; the selected pair stays until it dies or another is nominated,
+	// and so does a peer-reflexive pair the peer is checking from right now:
+	// its introduction may have come first (both are sent at once), and
+	// its checks stop once its end of the pair works.
+	var kept []*pair
 	for k, p := range a.pairs {
-		if p != a.selected {
+		switch {
+		case p == a.selected:
+		case p.kind == PeerReflexive && !p.sock.extra && now.Sub(p.peerCheck) < currentCheck:
+			kept = append(kept, p)
+		default:
 			delete(a.pairs, k)
 		}
 	}
@@ -75,6 +83,11 @@ func (a *Agent) Introduce(in Intro) error {
 	}
 	a.nominating, a.nomDecideAt = nil, time.Time{}
 	a.sched = &schedule{intro: in.Number, start: now.Add(in.StartDelay)}
+	for _, p := range kept {
+		if p.working {
+			a.pairWorks(p, now) // the controlling side nominates as for a new one
+		}
+	}
 	a.log.Debug("punch: introduced", "intro", in.Number, "candidates", len(in.Candidates),
 		"mapping", in.Mapping, "peer_mapping", in.PeerMapping, "delay", in.StartDelay)
 	a.nudge()

@@ -21,7 +21,9 @@
 //     Intro.StartDelay, a Binding request with USERNAME
 //     "<session>:<side>" and MESSAGE-INTEGRITY (check_key) to every peer
 //     candidate every 20 ms for 1 s, every 100 ms up to 5 s, every second
-//     up to 30 s; a newer introduction starts again. Every check from the
+//     up to 30 s; a newer introduction starts again (keeping the
+//     peer-reflexive candidates the peer checked from in the last second:
+//     its introduction may have come first). Every check from the
 //     peer that passes the integrity check is answered; one from an
 //     address not known yet adds a peer-reflexive candidate, which gets a
 //     check at once (a triggered check, RFC 8445 §7.3.1.4) and again as

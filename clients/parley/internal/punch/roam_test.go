@@ -179,3 +179,37 @@ func TestMoved(t *testing.T) {
 		})
 	}
 }
+
+// The peer's first checks can arrive before this side's own introduction
+// (the rendezvous sends both at once; one travels faster): the
+// peer-reflexive candidate they teach must survive the introduction. A
+// symmetric peer's check comes from a mapping the introduction does not
+// name, and once the peer's pair works it checks no more, so forgetting it
+// left the pair to the birthday technique's luck (found by the NAT lab).
+func TestCheckBeforeIntroduction(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	a := l.newSide("a", newNAT(t, natsim.FullCone))
+	b := l.newSide("b", newNAT(t, natsim.Symmetric))
+	l.register(a, b)
+	ia, ib := l.intro(1, a, b), l.intro(1, b, a)
+	if err := b.agent.Introduce(ib); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.agent.Stats().ChecksAnswered == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("b's checks never reached a")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := a.agent.Introduce(ia); err != nil {
+		t.Fatal(err)
+	}
+	ev := a.waitEvent(t, punch.EventDirect, 3*time.Second)
+	b.waitEvent(t, punch.EventDirect, 3*time.Second)
+	if ev.Pair.Birthday {
+		t.Errorf("found by the birthday technique, not by b's checks: %+v", ev.Pair)
+	}
+	exchange(t, a, b)
+}
