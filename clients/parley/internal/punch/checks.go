@@ -58,7 +58,8 @@ func (a *Agent) Introduce(in Intro) error {
 	for k, p := range a.pairs {
 		switch {
 		case p == a.selected:
-		case p.kind == PeerReflexive && !p.sock.extra && now.Sub(p.peerCheck) < currentCheck:
+		case p.kind == PeerReflexive && !p.sock.extra && now.Sub(p.peerCheck) < currentCheck &&
+			a.kindOf(p.remote) == PeerReflexive: // an introduced one is made again below, of its kind
 			kept = append(kept, p)
 		default:
 			delete(a.pairs, k)
