@@ -914,14 +914,16 @@ func (s *DirectSession) start(ps *parleyv1.P2PSession, peerKey ed25519.PublicKey
 	s.mu.Lock()
 	s.pc, s.agent = pc, agent
 	s.mu.Unlock()
+	// §20.4: a session with no direct pair 5 s after it was accepted is
+	// relayed, introduced or not (a peer that never registers, its UDP
+	// blocked or kept to the relay, is never introduced).
+	pc.Introduced()
 	if agent != nil {
 		go func() {
 			if _, err := agent.Register(s.ctx); err != nil && s.ctx.Err() == nil {
 				log.Info("parley: no direct path possible (registering with the rendezvous failed): relayed", "err", err)
 			}
 		}()
-	} else {
-		pc.Introduced() // no rendezvous: relayed after the grace period
 	}
 	cfg := p2pchan.Config{
 		Key: s.d.key, PeerKey: peerKey, Client: s.c.cfg.clientName, History: historyAdapter{s}, Logger: log,
@@ -1197,7 +1199,11 @@ func (c *Client) handleP2PEventLocked(ev *parleyv1.P2PEvent) {
 			c.offerDirect(o)
 			return
 		case parleyv1.P2PEvent_KIND_ACCEPTED, parleyv1.P2PEvent_KIND_CLOSED:
-			if _, offered := d.offers[id]; offered {
+			// This device's own acceptance may come before the answer's
+			// reply made the session: it waits for it (early), it was
+			// not answered elsewhere.
+			own := ev.GetKind() == parleyv1.P2PEvent_KIND_ACCEPTED && ps.GetDeviceId() == d.deviceID
+			if _, offered := d.offers[id]; offered && !own {
 				delete(d.offers, id)
 				d.mu.Unlock()
 				reason := "answered elsewhere"
