@@ -548,7 +548,7 @@ func (m *model) onDirectEvent(ev parley.Event) tea.Cmd {
 			}
 		}
 		for id, s := range d.sessions {
-			if s.ID() == ev.SessionID {
+			if s.ID() == ev.SessionID && s.Path() == parley.DirectClosed {
 				delete(d.sessions, id)
 				m.directNotice(id, s.PeerName(), lineSystem, fmt.Sprintf(
 					"direct session with %s ended (%s): messages go through the server again", s.PeerName(), ev.Reason))
