@@ -43,12 +43,13 @@ type directView struct {
 	offers   map[string]parley.DirectOfferEvent // offers to this user not answered, by the offerer's user id
 	keys     map[string]*parley.PeerKeyError    // changed keys waiting for /trust, by the peer's user id
 	pending  map[string]string                  // an offer or acceptance on its way, by lowercased peer name: what the badge says
+	told     map[string]parley.DirectPath       // the path last told of in the chat, by session id
 	sent     int                                // numbers the direct messages being sent (line.key)
 }
 
 func newDirectView() directView {
 	return directView{sessions: make(map[string]*parley.DirectSession), offers: make(map[string]parley.DirectOfferEvent),
-		keys: make(map[string]*parley.PeerKeyError), pending: make(map[string]string)}
+		keys: make(map[string]*parley.PeerKeyError), pending: make(map[string]string), told: make(map[string]parley.DirectPath)}
 }
 
 // Messages of direct sessions.
@@ -359,6 +360,7 @@ func (m *model) directOff() {
 		return
 	}
 	delete(m.chat.direct.sessions, s.PeerID())
+	delete(m.chat.direct.told, s.ID())
 	_ = s.Close()
 	m.directNotice(s.PeerID(), s.PeerName(), lineSystem,
 		fmt.Sprintf("direct session with %s closed: messages go through the server again", s.PeerName()))
@@ -477,6 +479,7 @@ func (m *model) sessionOpened(s *parley.DirectSession, how string) tea.Cmd {
 		_ = old.Close() // one session per peer: the newest
 	}
 	d.sessions[peer] = s
+	d.told[s.ID()] = s.Path()
 	delete(d.keys, peer)
 	delete(d.offers, peer)
 	delete(d.pending, strings.ToLower(s.PeerName()))
@@ -516,9 +519,10 @@ func (m *model) onDirectEvent(ev parley.Event) tea.Cmd {
 		return m.sessionOpened(ev.Session, "accepted by itself: "+ev.Session.PeerName()+" is a friend")
 	case parley.DirectPathEvent:
 		s := ev.Session
-		if d.sessions[s.PeerID()] != s {
+		if d.sessions[s.PeerID()] != s || d.told[s.ID()] == ev.Path {
 			return nil
 		}
+		d.told[s.ID()] = ev.Path
 		switch ev.Path {
 		case parley.DirectDirect:
 			m.directNotice(s.PeerID(), s.PeerName(), lineSystem, "⇄ "+pathWords(ev.Path))
@@ -550,6 +554,7 @@ func (m *model) onDirectEvent(ev parley.Event) tea.Cmd {
 		for id, s := range d.sessions {
 			if s.ID() == ev.SessionID && s.Path() == parley.DirectClosed {
 				delete(d.sessions, id)
+				delete(d.told, s.ID())
 				m.directNotice(id, s.PeerName(), lineSystem, fmt.Sprintf(
 					"direct session with %s ended (%s): messages go through the server again", s.PeerName(), ev.Reason))
 			}

@@ -117,6 +117,11 @@ func TestDirectSessionBetweenTUIs(t *testing.T) {
 	if len(alice.m.chat.transfers) != 0 {
 		t.Errorf("the finished transfer stays in alice's pane")
 	}
+	for _, u := range []*user{alice, bob} {
+		if n := strings.Count(u.m.View(), "direct: packets go straight to the peer"); n != 1 {
+			t.Errorf("%s was told %d times that the session is direct", u.name, n)
+		}
+	}
 
 	alice.enter("/direct off")
 	alice.sees("direct session with bob closed: messages go through the server again")
