@@ -90,6 +90,10 @@ var (
 	ErrDirectRejected = errors.New("parley: the direct session was declined")
 	// ErrDirectClosed: the session is closed.
 	ErrDirectClosed = errors.New("parley: the direct session is closed")
+	// ErrDirectFileRejected: the peer declined a file sent over the
+	// session (the wrapping error says why); sending it again will not
+	// help.
+	ErrDirectFileRejected = errors.New("parley: the peer declined the file")
 )
 
 // errRelayDown: no connection to relay a packet on now (QUIC sends it
@@ -675,7 +679,8 @@ func (s *DirectSession) Send(ctx context.Context, text string) (DirectMessage, e
 
 // SendFile sends a file over the session, reliably and resumably: sending
 // the same file again after a failure continues where the peer's copy
-// stopped. progress, if set, is told the bytes the peer holds.
+// stopped. progress, if set, is told the bytes the peer holds. A file the
+// peer declines fails with ErrDirectFileRejected.
 func (s *DirectSession) SendFile(ctx context.Context, path string, progress func(done, total int64)) error {
 	ch, err := s.channel()
 	if err != nil {
@@ -690,7 +695,11 @@ func (s *DirectSession) SendFile(ctx context.Context, path string, progress func
 	abs, _ := filepath.Abs(path)
 	h := sha256.Sum256([]byte(abs + "\x00" + strconv.FormatInt(fi.Size(), 10) + "\x00" + fi.ModTime().UTC().String()))
 	id := hex.EncodeToString(h[:12])
-	return ch.SendFilePath(ctx, path, p2pchan.FileOptions{TransferID: id, Name: filepath.Base(path), Progress: progress})
+	err = ch.SendFilePath(ctx, path, p2pchan.FileOptions{TransferID: id, Name: filepath.Base(path), Progress: progress})
+	if re := (*p2pchan.RejectedError)(nil); errors.As(err, &re) {
+		return fmt.Errorf("%w: %s", ErrDirectFileRejected, re.Reason)
+	}
+	return err
 }
 
 // Close ends the session for both sides.

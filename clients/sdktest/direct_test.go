@@ -172,6 +172,28 @@ func TestDirectRelayOnly(t *testing.T) {
 	}
 }
 
+// TestDirectOneSideRelayOnly: when only the peer keeps to the relay, it
+// never registers and neither side is introduced; both still show the
+// session relayed 5 s after it was accepted (§20.4), not connecting.
+func TestDirectOneSideRelayOnly(t *testing.T) {
+	p := parleytest.Start(t, nil)
+	ctx := ctxT(t)
+	alice := dial(t, p.TCPAddr(), parley.WithPresenceFeed(false), parley.WithDirectRelayOnly(true))
+	bob := dial(t, p.TCPAddr(), parley.WithPresenceFeed(false))
+	register(t, alice, "alice")
+	register(t, bob, "bob")
+	as, bs := goDirect(t, alice, bob, "bob")
+	for _, s := range []*parley.DirectSession{as, bs} {
+		if err := s.WaitPath(ctx, parley.DirectRelayed); err != nil {
+			t.Fatalf("%s's end: %v", s.PeerName(), err)
+		}
+	}
+	if _, err := bs.Send(ctx, "relayed all the same"); err != nil {
+		t.Fatal(err)
+	}
+	next(t, alice, func(ev parley.DirectMessageEvent) bool { return ev.Message.Text == "relayed all the same" })
+}
+
 // TestDirectRejected: a declined offer fails the opener with
 // ErrDirectRejected; the other device of the user learns the offer went.
 func TestDirectRejected(t *testing.T) {

@@ -7,9 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +23,7 @@ import (
 // Direct sessions and NAT classification (docs/protocol.md §20):
 //
 //	parley nat [--json]
-//	parley direct @bob [--json] [--trust NUMBER] [--relay-only] [--download-dir D]
+//	parley direct @bob [--json] [--trust NUMBER] [--relay-only] [--download-dir D] [--direct ask|friends|never]
 //	parley direct --accept [--from bob] [--wait 60s] [...]
 //
 // `direct` connects, then sends each line of stdin as a message (a line
@@ -48,22 +48,17 @@ func cmdNAT(ctx context.Context, a *app, args []string) error {
 		}
 		server = c.Welcome().STUNAddr
 		c.Close()
-		if server == "" {
-			return errors.New("the server runs no rendezvous (its Welcome names none); give --stun host:port")
-		}
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
-	if err != nil {
-		return err
+	r, err := natcheck.Discover(ctx, server)
+	if errors.Is(err, natcheck.ErrNoRendezvous) {
+		return errors.New("the server runs no rendezvous (its Welcome names none); give --stun host:port")
 	}
-	defer conn.Close()
-	r, err := natcheck.Classify(ctx, conn, server)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		out := map[string]any{"name": r.Name(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String(),
-			"no_nat": r.NoNAT, "udp_blocked": r.UDPBlocked, "rendezvous": server}
+			"no_nat": r.NoNAT, "udp_blocked": r.UDPBlocked, "rendezvous": server, "advice": r.Advice()}
 		if r.Mapped.IsValid() {
 			out["public_addr"] = r.Mapped.String()
 		}
@@ -73,19 +68,27 @@ func cmdNAT(ctx context.Context, a *app, args []string) error {
 	if !r.UDPBlocked {
 		fmt.Fprintf(a.stdout, "mapping: %s\nfiltering: %s\npublic address: %s\n", r.Mapping, r.Filtering, r.Mapped)
 	}
-	fmt.Fprintf(a.stdout, "direct sessions: %s\n", directAdvice(r))
+	fmt.Fprintf(a.stdout, "direct sessions: %s\n", r.Advice())
 	return nil
 }
 
-// directAdvice says what a NAT means for direct sessions.
-func directAdvice(r natcheck.Result) string {
-	switch {
-	case r.UDPBlocked:
-		return "always relayed (no UDP gets through)"
-	case r.NoNAT || r.Mapping == natcheck.EndpointIndependent:
-		return "direct with almost every peer"
+// directPolicyFlag adds --direct: what to do with offers to go direct
+// (parley.WithDirectPolicy), the same for every command that takes them.
+func directPolicyFlag(fs *flag.FlagSet, def string) *string {
+	return fs.String("direct", def, "offers to go direct: ask (show them), friends (accept friends' at once, ask for others'), never (decline all)")
+}
+
+// parseDirectPolicy reads --direct.
+func parseDirectPolicy(s string) (parley.DirectPolicy, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "ask", "":
+		return parley.DirectAsk, nil
+	case "friends":
+		return parley.DirectFriends, nil
+	case "never":
+		return parley.DirectNever, nil
 	}
-	return "direct with peers behind cone NATs; relayed with symmetric ones"
+	return 0, usageError{fmt.Errorf("--direct must be ask, friends or never, not %q", s)}
 }
 
 func cmdDirect(ctx context.Context, a *app, args []string) error {
@@ -97,9 +100,17 @@ func cmdDirect(ctx context.Context, a *app, args []string) error {
 	trust := fs.String("trust", "", "accept the peer's new device key if its safety number is this one (compare it with them first)")
 	relayOnly := fs.Bool("relay-only", false, "never go direct: do not reveal your addresses to the peer (the relay still cannot read anything)")
 	dl := fs.String("download-dir", "", "where received files go (default "+downloadsDefault+")")
+	policyFlag := directPolicyFlag(fs, "ask")
 	pos, err := parseArgs(fs, args, 0, 1, "whom to go direct with (@user)")
 	if err != nil {
 		return err
+	}
+	policy, err := parseDirectPolicy(*policyFlag)
+	if err != nil {
+		return err
+	}
+	if *accept && policy == parley.DirectNever {
+		return usageError{errors.New("--accept takes an offer: not with --direct never")}
 	}
 	var peer string
 	switch {
@@ -131,7 +142,7 @@ func cmdDirect(ctx context.Context, a *app, args []string) error {
 	dctx, cancel := a.withTimeout(ctx)
 	c, _, sess, err := a.openSession(dctx, parley.WithPresenceFeed(false),
 		parley.WithStateDir(a.deviceDir(key, saved.Username)), parley.WithDirectDownloads(downloads),
-		parley.WithDirectRelayOnly(*relayOnly))
+		parley.WithDirectRelayOnly(*relayOnly), parley.WithDirectPolicy(policy))
 	cancel()
 	if err != nil {
 		return err
@@ -142,7 +153,7 @@ func cmdDirect(ctx context.Context, a *app, args []string) error {
 	var s *parley.DirectSession
 	for attempt := 0; ; attempt++ {
 		if *accept {
-			s, err = acceptOffer(ctx, a, c, *from, *wait, out)
+			s, err = acceptOffer(ctx, c, *from, policy == parley.DirectFriends, *wait, out)
 		} else {
 			out.status("waiting for %s to accept…", peer)
 			s, err = c.GoDirect(ctx, peer)
@@ -174,17 +185,26 @@ func cmdDirect(ctx context.Context, a *app, args []string) error {
 	return directLoop(ctx, a, c, s, out)
 }
 
-// acceptOffer waits for an offer (from, if set) and accepts it.
-func acceptOffer(ctx context.Context, a *app, c *parley.Client, from string, wait time.Duration, out *directOut) (*parley.DirectSession, error) {
+// acceptOffer waits for an offer (from, if set) and accepts it. With
+// friends (--direct friends) the SDK accepts a friend's offer by itself
+// and the others are left to expire.
+func acceptOffer(ctx context.Context, c *parley.Client, from string, friends bool, wait time.Duration, out *directOut) (*parley.DirectSession, error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	out.status("waiting for an offer to go direct…")
+	if friends {
+		out.status("waiting for a friend's offer to go direct…")
+	} else {
+		out.status("waiting for an offer to go direct…")
+	}
+	wanted := func(name string) bool { return from == "" || strings.EqualFold(name, from) }
 	for {
 		var offer *parley.DirectOfferEvent
-		for _, o := range c.DirectOffers() {
-			if from == "" || strings.EqualFold(o.From, from) {
-				offer = &o
-				break
+		if !friends {
+			for _, o := range c.DirectOffers() {
+				if wanted(o.From) {
+					offer = &o
+					break
+				}
 			}
 		}
 		if offer == nil {
@@ -193,8 +213,16 @@ func acceptOffer(ctx context.Context, a *app, c *parley.Client, from string, wai
 				if !ok {
 					return nil, c.Err()
 				}
-				if o, isOffer := ev.(parley.DirectOfferEvent); isOffer && (from == "" || strings.EqualFold(o.From, from)) {
-					offer = &o
+				switch ev := ev.(type) {
+				case parley.DirectOfferEvent:
+					if !friends && wanted(ev.From) {
+						offer = &ev
+					}
+				case parley.DirectOpenedEvent:
+					if friends && wanted(ev.Session.PeerName()) {
+						out.status("accepted %s's offer (a friend)", ev.Session.PeerName())
+						return ev.Session, nil
+					}
 				}
 			case <-wctx.Done():
 				return nil, fmt.Errorf("no offer to go direct within %v", wait)

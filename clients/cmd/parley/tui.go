@@ -16,7 +16,17 @@ import (
 func cmdTUI(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("tui", "")
 	downloads := fs.String("download-dir", a.getenv("PARLEY_DOWNLOAD_DIR"), "where received files are saved (env PARLEY_DOWNLOAD_DIR; default: "+downloadsDefault+")")
+	policyDefault := a.getenv("PARLEY_DIRECT")
+	if policyDefault == "" {
+		policyDefault = "ask"
+	}
+	policyFlag := directPolicyFlag(fs, policyDefault)
+	fs.Lookup("direct").Usage += " (env PARLEY_DIRECT)"
 	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	policy, err := parseDirectPolicy(*policyFlag)
+	if err != nil {
 		return err
 	}
 	if *downloads == "" {
@@ -32,10 +42,14 @@ func cmdTUI(ctx context.Context, a *app, args []string) error {
 	}
 	st := a.store()
 	cfg := tui.Config{
-		Server:      a.g.server,
-		User:        a.g.user,
-		Options:     append(opts, parley.WithDevice("parley-tui")),
-		DownloadDir: *downloads,
+		Server:       a.g.server,
+		User:         a.g.user,
+		Options:      append(opts, parley.WithDevice("parley-tui")),
+		DownloadDir:  *downloads,
+		DirectPolicy: policy,
+		// Each account's device key, pinned peer keys and direct
+		// messages, as `parley direct` keeps them.
+		StateDir: func(user string) string { return a.deviceDir(key, user) },
 		// The real microphone and speaker (none here: the call goes on
 		// without them, and the user is told).
 		Audio: audiodev.NewSystem(a.logger()),

@@ -31,6 +31,13 @@ type line struct {
 	text string
 	seq  uint64 // a message's seq in its conversation; 0 for notices
 	file int    // a file offer: the file's number (its text is the file's state)
+	// A message of a direct session (direct.go), marked ⇄: its id, or
+	// while it is being sent a placeholder key; note says how its
+	// sending goes.
+	direct bool
+	id     string
+	key    string
+	note   string
 }
 
 // maxLines bounds the scrollback of each conversation.
@@ -71,6 +78,9 @@ type chatScreen struct {
 	// layout last counted it.
 	call    callState
 	barRows int
+
+	// direct: the direct sessions (direct.go).
+	direct directView
 }
 
 func newChatScreen() chatScreen {
@@ -84,7 +94,7 @@ func newChatScreen() chatScreen {
 	in.KeyMap.InsertNewline = key.NewBinding(key.WithKeys("alt+enter"), key.WithHelp("alt+enter", "new line"))
 	in.Focus()
 	return chatScreen{messages: viewport.New(0, 0), input: in,
-		fileIDs: make(map[string]*fileEntry), filesBusy: make(map[string]bool)}
+		fileIDs: make(map[string]*fileEntry), filesBusy: make(map[string]bool), direct: newDirectView()}
 }
 
 // add shows a notice in the selected conversation.
@@ -287,10 +297,13 @@ func (c *chatScreen) refresh() {
 	atBottom := c.messages.AtBottom() || c.messages.TotalLineCount() <= c.messages.Height
 	width := max(c.messages.Width, 10)
 	var lines []line
-	seen := -1
 	if cv := c.selected(); cv != nil {
 		lines = cv.lines
-		seen = seenLine(cv)
+		if seen := seenLine(cv); seen >= 0 {
+			lines = slices.Clone(lines)
+			lines[seen].text += "  " + dimStyle.Render("✓ seen")
+		}
+		lines = mergeByTime(lines, cv.direct)
 	}
 	var b strings.Builder
 	for i, l := range lines {
@@ -304,9 +317,6 @@ func (c *chatScreen) refresh() {
 				picture = e.picture()
 			}
 		}
-		if i == seen {
-			l.text += "  " + dimStyle.Render("✓ seen")
-		}
 		b.WriteString(renderLine(l, width))
 		if picture != "" {
 			// The thumbnail inline, under the offer, aligned with its text.
@@ -319,8 +329,32 @@ func (c *chatScreen) refresh() {
 	}
 }
 
+// mergeByTime puts a conversation's direct messages among its lines by
+// time (a direct message goes before the first line that came after it).
+func mergeByTime(lines, direct []line) []line {
+	if len(direct) == 0 {
+		return lines
+	}
+	out := make([]line, 0, len(lines)+len(direct))
+	j := 0
+	for _, l := range lines {
+		for j < len(direct) && direct[j].at.Before(l.at) {
+			out = append(out, direct[j])
+			j++
+		}
+		out = append(out, l)
+	}
+	return append(out, direct[j:]...)
+}
+
 func renderLine(l line, width int) string {
 	ts := dimStyle.Render(l.at.Format("15:04") + " ")
+	if l.direct {
+		ts += titleStyle.Render("⇄") + " "
+	}
+	if l.note != "" {
+		l.text += "  " + dimStyle.Render("("+l.note+")")
+	}
 	wrap := lipgloss.NewStyle().Width(max(width-6, 4))
 	switch l.kind {
 	case lineOwn:
@@ -336,7 +370,7 @@ func renderLine(l line, width int) string {
 
 // view renders the screen; hint is shown in the header ("bob is
 // typing…"), bar (the call bar, c.barRows rows) under it.
-func (c *chatScreen) view(server, hint, bar string) string {
+func (c *chatScreen) view(server, hint, badge, bar string) string {
 	status := dimStyle.Render("connected")
 	if c.status != "" {
 		status = warnStyle.Render(c.status)
@@ -345,6 +379,9 @@ func (c *chatScreen) view(server, hint, bar string) string {
 		dimStyle.Render(" @ "+server) + "  " + status
 	if c.gateway != "" && c.status == "" {
 		header += dimStyle.Render(" · " + c.gateway)
+	}
+	if badge != "" {
+		header += "  " + badge
 	}
 	if hint != "" {
 		header += "  " + systemStyle.Render(hint)
@@ -355,7 +392,7 @@ func (c *chatScreen) view(server, hint, bar string) string {
 	msgPane := paneStyle.Width(c.messages.Width).Height(c.messages.Height).Render(c.messages.View())
 	body := lipgloss.JoinHorizontal(lipgloss.Top, msgPane, sidePane)
 	input := paneStyle.Render(c.input.View())
-	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /send PATH · /call · /help")
+	help := dimStyle.Render("enter: send · alt+enter: new line · tab: next chat · pgup: older · /msg USER · /send PATH · /call · /direct · /help")
 	parts := []string{header}
 	if bar != "" {
 		parts = append(parts, bar)

@@ -3,6 +3,8 @@ package tui
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"slices"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -27,6 +29,7 @@ const (
 type authMsg struct {
 	kind    authKind
 	client  *parley.Client
+	user    string // whom client was dialed for (its direct-session state is theirs)
 	session *parley.Session
 	tried   *parley.Session
 	err     error
@@ -69,7 +72,7 @@ func authCmd(ctx context.Context, cfg Config, client *parley.Client, kind authKi
 			tried = s
 		}
 		if client == nil || client.Err() != nil {
-			c, err := parley.Dial(ctx, cfg.Server, cfg.Options...)
+			c, err := parley.Dial(ctx, cfg.Server, dialOptions(cfg, user)...)
 			if err != nil {
 				return authMsg{kind: kind, tried: tried, err: err}
 			}
@@ -91,8 +94,27 @@ func authCmd(ctx context.Context, cfg Config, client *parley.Client, kind authKi
 				}
 			}
 		}
-		return authMsg{kind: kind, client: client, session: s, tried: tried, err: err}
+		return authMsg{kind: kind, client: client, user: user, session: s, tried: tried, err: err}
 	}
+}
+
+// dialOptions are cfg's options and those of direct sessions, which are
+// user's: the device key, pins and history (StateDir), the policy, and
+// where files sent over them go (the download folder at login; /dir does
+// not move it).
+func dialOptions(cfg Config, user string) []parley.Option {
+	dir := cfg.DownloadDir
+	if dir == "" {
+		dir = "."
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	opts := append(slices.Clone(cfg.Options), parley.WithDirectPolicy(cfg.DirectPolicy), parley.WithDirectDownloads(dir))
+	if cfg.StateDir != nil && user != "" {
+		opts = append(opts, parley.WithStateDir(cfg.StateDir(user)))
+	}
+	return opts
 }
 
 // errNoSavedSession: the session offered on the login screen is no longer

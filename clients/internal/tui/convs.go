@@ -35,10 +35,40 @@ type convView struct {
 	typingAt   time.Time
 	typingUser string
 	peerAcked  uint64
+
+	// Private chats: the messages of direct sessions with the peer
+	// (direct.go), by time, shown among lines; directIDs are their ids;
+	// directLoaded: the local history was asked for.
+	direct       []line
+	directIDs    map[string]bool
+	directLoaded bool
 }
 
 func newConvView(id string, kind parley.ConversationKind, title string) *convView {
-	return &convView{id: id, kind: kind, title: title, seen: make(map[uint64]bool)}
+	return &convView{id: id, kind: kind, title: title, seen: make(map[uint64]bool), directIDs: make(map[string]bool)}
+}
+
+// addDirect puts a direct message at its place by time; it reports false
+// for one already shown.
+func (c *convView) addDirect(l line) bool {
+	if l.id != "" {
+		if c.directIDs[l.id] {
+			return false
+		}
+		c.directIDs[l.id] = true
+	}
+	at := len(c.direct)
+	for at > 0 && c.direct[at-1].at.After(l.at) {
+		at--
+	}
+	c.direct = slices.Insert(c.direct, at, l)
+	if len(c.direct) > maxLines {
+		for _, d := range c.direct[:len(c.direct)-maxLines] {
+			delete(c.directIDs, d.id)
+		}
+		c.direct = slices.Clone(c.direct[len(c.direct)-maxLines:])
+	}
+	return true
 }
 
 // kindOf guesses a conversation's kind from its id, for one first seen in

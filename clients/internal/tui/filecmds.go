@@ -108,9 +108,20 @@ func (m *model) startTransfer(tr *transfer) tea.Cmd {
 		m.fileNotice(tr.file, lineError, m.transferFailure(tr))
 		return nil
 	}
+	var s *parley.DirectSession
+	if tr.file.viaDirect {
+		if s = m.session(tr.file.conv); s == nil {
+			tr.phase, tr.err, tr.resumable = phaseFailed, errNoDirect, true
+			m.fileNotice(tr.file, lineError, m.transferFailure(tr))
+			return nil
+		}
+	}
 	ctx := tr.start(m.ctx, m.now())
 	var cmd tea.Cmd
 	switch {
+	case s != nil:
+		tr.phase = phaseRunning
+		cmd = directUploadCmd(ctx, s, tr, tr.path)
 	case tr.kind == download:
 		tr.phase = phaseRunning
 		cmd = downloadCmd(ctx, m.client, tr, tr.file.id, tr.file.name, tr.path)
@@ -217,6 +228,10 @@ func (m *model) onTransferDone(msg transferDoneMsg) tea.Cmd {
 		return nil
 	}
 	switch {
+	case e.viaDirect:
+		m.fileNotice(e, lineSystem, fmt.Sprintf("⇄ %s sent over the direct session (%s): %s has it (SHA-256 checked)",
+			e.name, humanSize(e.size), c.peer(e.conv)))
+		return nil
 	case e.direct() && e.answer == parley.FileAnswerAccepted:
 		m.fileNotice(e, lineSystem, fmt.Sprintf("%s sent (%s): %s accepted it", e.name, humanSize(e.size), c.peer(e.conv)))
 		return nil

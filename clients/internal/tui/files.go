@@ -46,6 +46,9 @@ type fileEntry struct {
 	ctype    string
 	sender   string
 	outgoing bool // this user offered it
+	// viaDirect: sent over a direct session (/sendfile), not through the
+	// server: it has no id, no offer and no answer.
+	viaDirect bool
 	// info is the file as last listed by the server (nil: not yet).
 	// listed: the server lists it (it was in a list, or we offered it);
 	// a list asked for after request number listedAt that lacks it means

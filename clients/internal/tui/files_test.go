@@ -69,11 +69,15 @@ func (w *world) join(name string) *user { w.t.Helper(); return w.start(name, aut
 // login starts another TUI of an existing user.
 func (w *world) login(name string) *user { w.t.Helper(); return w.start(name, authLogin) }
 
-func (w *world) start(name string, kind authKind) *user {
+// start starts a TUI of name; edit, if any, adjusts its configuration.
+func (w *world) start(name string, kind authKind, edit ...func(*Config)) *user {
 	w.t.Helper()
 	u := &user{w: w, name: name, dir: w.t.TempDir()}
-	u.m = newModel(context.Background(), Config{Server: w.p.TCPAddr(), DownloadDir: u.dir,
-		Options: []parley.Option{parley.WithHTTPBase(w.httpBase)}})
+	cfg := Config{Server: w.p.TCPAddr(), DownloadDir: u.dir, Options: []parley.Option{parley.WithHTTPBase(w.httpBase)}}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	u.m = newModel(context.Background(), cfg)
 	u.m.uploadRetries = 2 // an interrupted upload gives up after about a second, not 45
 	u.m.Update(tea.WindowSizeMsg{Width: 200, Height: 60})
 	w.t.Cleanup(func() {

@@ -159,7 +159,7 @@ func (m *model) selectConv(i int) tea.Cmd {
 	if cv == nil {
 		return nil
 	}
-	cmds := []tea.Cmd{m.ack(cv)}
+	cmds := []tea.Cmd{m.ack(cv), m.loadDirectHistory(cv)}
 	if len(cv.seen) == 0 {
 		cmds = append(cmds, m.loadOlder())
 	}

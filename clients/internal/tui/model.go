@@ -26,6 +26,9 @@ type model struct {
 	ctx    context.Context
 	cfg    Config
 	client *parley.Client // nil until the first connection
+	// clientUser: whom client was dialed for (the login of another user
+	// dials afresh: a device key is per account).
+	clientUser string
 	// sessionID: the session on the chat screen (kept for forgetting it
 	// after a logout, when the client no longer has it).
 	sessionID string
@@ -164,6 +167,20 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.ensureCallTick()
 	case fileRetryMsg:
 		return m, m.fileDetails(msg.conv)
+	case directOpenMsg:
+		return m, m.onDirectOpen(msg)
+	case directRejectMsg:
+		m.onDirectReject(msg)
+		return m, nil
+	case directSentMsg:
+		m.onDirectSent(msg)
+		return m, nil
+	case directHistoryMsg:
+		m.onDirectHistory(msg)
+		return m, nil
+	case natMsg:
+		m.onNAT(msg)
+		return m, nil
 	case whoMsg:
 		if msg.err != nil {
 			m.chat.add(lineError, "who: "+describe(msg.err))
@@ -204,7 +221,11 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			kind = authResume
 			m.login.status = "resuming the session of " + sub.user + "…"
 		}
-		return m, authCmd(m.ctx, m.cfg, m.client, kind, sub.user, sub.password)
+		client := m.client
+		if !strings.EqualFold(m.clientUser, sub.user) {
+			client = nil // dialed for another user: a new client, with this user's device key
+		}
+		return m, authCmd(m.ctx, m.cfg, client, kind, sub.user, sub.password)
 	}
 	return m, m.updateChat(msg)
 }
@@ -215,7 +236,7 @@ func (m *model) onAuth(msg authMsg) tea.Cmd {
 		if m.client != nil {
 			m.client.Close()
 		}
-		m.client = msg.client
+		m.client, m.clientUser = msg.client, msg.user
 		cmd = waitEvent(m.client)
 	}
 	if msg.err != nil {
@@ -301,6 +322,11 @@ func (m *model) onEvent(ev parley.Event) tea.Cmd {
 	case parley.CallRingingEvent, parley.CallUpdatedEvent, parley.CallEndedEvent:
 		if m.screen == screenChat {
 			return m.onCallEvent(ev)
+		}
+	case parley.DirectOfferEvent, parley.DirectOpenedEvent, parley.DirectPathEvent, parley.DirectMessageEvent,
+		parley.DirectFileEvent, parley.DirectClosedEvent:
+		if m.screen == screenChat {
+			return m.onDirectEvent(ev)
 		}
 	case parley.TypingEvent:
 		return m.onTyping(ev)
@@ -429,6 +455,9 @@ func (m *model) submit(text string) tea.Cmd {
 		if c, ok := m.fileCommand(cmd, args); ok {
 			return c
 		}
+		if c, ok := m.directCommand(cmd, args); ok {
+			return c
+		}
 		switch cmd {
 		case "/who":
 			if m.client == nil {
@@ -464,6 +493,9 @@ func (m *model) submit(text string) tea.Cmd {
 				"/get N: download · /shelf: the chat's files · /resume [N]: continue interrupted transfers · /cancel N · /dir [PATH]: download folder")
 			m.chat.system("calls: /call [@USER]: call a user, or the selected private chat or group (joins its running call) · " +
 				"/answer · /reject: a ringing call · /mute: mute or unmute · /hangup")
+			m.chat.system("direct sessions (peer to peer, end-to-end encrypted; the server never sees them), in a private chat: " +
+				"/direct: offer one · /accept-direct · /reject-direct [USER]: answer an offer · /direct off: end it · " +
+				"/sendfile PATH: a file over it · /safety: its safety number · /trust NUMBER: accept a changed key · /nat: your NAT")
 			return nil
 		default:
 			m.chat.add(lineError, fmt.Sprintf("unknown command %s (try /help)", cmd))
@@ -474,6 +506,9 @@ func (m *model) submit(text string) tea.Cmd {
 	if cv == nil {
 		return nil
 	}
+	if s := m.session(cv.id); s != nil && m.client != nil {
+		return m.sendDirect(cv, s, text)
+	}
 	return m.send(cv.id, text)
 }
 
@@ -481,7 +516,7 @@ func (m *model) View() string {
 	if m.screen == screenLogin {
 		return m.login.view(m.width, m.height, m.cfg.Server)
 	}
-	return m.chat.view(m.cfg.Server, m.typingHint(), m.callBar())
+	return m.chat.view(m.cfg.Server, m.typingHint(), m.directBadge(), m.callBar())
 }
 
 // describe renders an error for a human: the server's message when there

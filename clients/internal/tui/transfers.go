@@ -201,6 +201,9 @@ func (t *transfer) status() string {
 		if t.waiting() {
 			return fmt.Sprintf("waiting for the upload (%s)", pctOf(t.remote-1, t.total))
 		}
+		if t.kind == upload && t.file.viaDirect {
+			return "sending directly " + pct
+		}
 		if t.kind == upload {
 			return "uploading " + pct
 		}
@@ -229,6 +232,9 @@ func (t *transfer) row(width int) string {
 	arrow := "↑"
 	if t.kind == download {
 		arrow = "↓"
+	}
+	if t.file.viaDirect {
+		arrow = "⇄" + arrow
 	}
 	name := fitWidth(t.file.name, 24)
 	head := fmt.Sprintf("%s #%d %s ", arrow, t.file.num, name)
@@ -434,6 +440,8 @@ func resumable(kind transferKind, err error) bool {
 		return false
 	case errors.Is(err, context.Canceled):
 		return true
+	case errors.Is(err, parley.ErrDirectFileRejected):
+		return false
 	case errors.Is(err, parley.ErrChecksum):
 		// An upload's bytes did not match: the file is FAILED. A
 		// download's were discarded: trying again fetches them afresh.
@@ -457,6 +465,10 @@ func transferError(kind transferKind, err error) string {
 		return ""
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
+	case errors.Is(err, parley.ErrDirectFileRejected):
+		return describe(err)
+	case errors.Is(err, parley.ErrDirectClosed), errors.Is(err, errNoDirect):
+		return "the direct session ended (/direct opens another)"
 	case errors.Is(err, parley.ErrChecksum) && kind == upload:
 		return "checksum mismatch: the server received bytes that do not match the file (did it change while sending?); send it again"
 	case errors.Is(err, parley.ErrChecksum):

@@ -41,6 +41,14 @@ type Config struct {
 	// changes it while running.
 	DownloadDir string
 
+	// DirectPolicy: what the client does with offers to go direct
+	// (docs/protocol.md §20; the default asks: /accept-direct).
+	DirectPolicy parley.DirectPolicy
+	// StateDir is where a user's device key, the peers' pinned keys and
+	// the history of direct messages are kept (parley.WithStateDir), by
+	// username; nil: in memory, for as long as the connection lives.
+	StateDir func(user string) string
+
 	// Audio opens a call's microphone and speaker (audiodev.System);
 	// nil: calls run without sound, as the user is told.
 	Audio AudioDevices

@@ -94,8 +94,30 @@ func (r Result) Name() string {
 	return "unknown"
 }
 
+// Advice says in one line what the NAT means for direct sessions
+// (docs/protocol.md §20.4): with whom they are likely to go direct, and
+// when they stay relayed.
+func (r Result) Advice() string {
+	switch {
+	case r.UDPBlocked:
+		return "always relayed: no UDP gets through (the relay still cannot read anything)"
+	case r.NoNAT:
+		return "direct with almost every peer"
+	case r.Mapping == EndpointIndependent && r.Filtering == AddressPortDependent:
+		return "direct with peers behind cone NATs; with symmetric NATs only sometimes (the birthday technique), else relayed"
+	case r.Mapping == EndpointIndependent && r.Filtering != Unknown:
+		return "direct with almost every peer"
+	case r.Mapping == AddressDependent || r.Mapping == AddressPortDependent:
+		return "direct with peers behind cone NATs (a port-restricted one only sometimes); relayed with other symmetric NATs"
+	}
+	return "unknown: each session tries to go direct and falls back to the relay"
+}
+
 // Errors.
 var (
+	// ErrNoRendezvous: Discover was given no STUN server address (the
+	// server's Welcome names none: it runs no rendezvous).
+	ErrNoRendezvous = errors.New("natcheck: no rendezvous address")
 	// ErrNoOtherAddress: the server gave no alternate address (or one on
 	// its own IP), so only Result.Mapped is known.
 	ErrNoOtherAddress = errors.New("natcheck: the server has no alternate address")
@@ -243,6 +265,23 @@ func Classify(ctx context.Context, conn net.PacketConn, server string) (Result, 
 		}
 	}
 	return res, nil
+}
+
+// Discover classifies the NAT in front of this machine: it opens a UDP
+// socket (IPv4, any port), runs Classify from it against the rendezvous at
+// stunAddr (the address the server announces, parley.Welcome.STUNAddr) and
+// closes it. Results and errors are Classify's; an empty stunAddr is
+// ErrNoRendezvous.
+func Discover(ctx context.Context, stunAddr string) (Result, error) {
+	if stunAddr == "" {
+		return Result{}, ErrNoRendezvous
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return Result{}, fmt.Errorf("natcheck: opening a UDP socket: %w", err)
+	}
+	defer conn.Close()
+	return Classify(ctx, conn, stunAddr)
 }
 
 func resolve(ctx context.Context, server string) (netip.AddrPort, error) {

@@ -210,3 +210,49 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscover: the convenience opens its own socket; on one machine there
+// is no NAT. Without a rendezvous address it says so.
+func TestDiscover(t *testing.T) {
+	t.Parallel()
+	rv := newRendezvous(t)
+	res, err := natcheck.Discover(context.Background(), rv.Primary().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.NoNAT || res.Name() != "open internet" || res.Advice() != "direct with almost every peer" {
+		t.Errorf("%+v (%s: %s)", res, res.Name(), res.Advice())
+	}
+	if _, err := natcheck.Discover(context.Background(), ""); !errors.Is(err, natcheck.ErrNoRendezvous) {
+		t.Errorf("no address: %v", err)
+	}
+}
+
+func TestAdvice(t *testing.T) {
+	const (
+		almostAll = "direct with almost every peer"
+		cones     = "direct with peers behind cone NATs; with symmetric NATs only sometimes (the birthday technique), else relayed"
+		symmetric = "direct with peers behind cone NATs (a port-restricted one only sometimes); relayed with other symmetric NATs"
+		unknown   = "unknown: each session tries to go direct and falls back to the relay"
+	)
+	ei, ad, apd := natcheck.EndpointIndependent, natcheck.AddressDependent, natcheck.AddressPortDependent
+	tests := []struct {
+		r    natcheck.Result
+		want string
+	}{
+		{natcheck.Result{UDPBlocked: true}, "always relayed: no UDP gets through (the relay still cannot read anything)"},
+		{natcheck.Result{NoNAT: true, Mapping: ei, Filtering: apd}, almostAll},
+		{natcheck.Result{Mapping: ei, Filtering: ei}, almostAll},
+		{natcheck.Result{Mapping: ei, Filtering: ad}, almostAll},
+		{natcheck.Result{Mapping: ei, Filtering: apd}, cones},
+		{natcheck.Result{Mapping: ad, Filtering: ad}, symmetric},
+		{natcheck.Result{Mapping: apd, Filtering: ei}, symmetric},
+		{natcheck.Result{Mapping: ei}, unknown},
+		{natcheck.Result{}, unknown},
+	}
+	for _, tt := range tests {
+		if got := tt.r.Advice(); got != tt.want {
+			t.Errorf("%+v (%s): %q, want %q", tt.r, tt.r.Name(), got, tt.want)
+		}
+	}
+}
