@@ -57,3 +57,32 @@ func TestCallFromWire(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivatePeer: only a private call's other participant can carry its
+// audio over a direct session (§20.7); a group call, a call the peer is
+// not in yet and an ended call have none.
+func TestPrivatePeer(t *testing.T) {
+	me := CallParticipant{UserID: "u1", StreamID: 10}
+	bob := CallParticipant{UserID: "u2", StreamID: 20}
+	carol := CallParticipant{UserID: "u3", StreamID: 30}
+	for _, tt := range []struct {
+		name   string
+		call   Call
+		me     string
+		user   string
+		stream uint32
+	}{
+		{"active private call", Call{Kind: ConversationDirect, State: CallActive, Participants: []CallParticipant{me, bob}}, "u1", "u2", 20},
+		{"the peer listed first", Call{Kind: ConversationDirect, State: CallActive, Participants: []CallParticipant{bob, me}}, "u1", "u2", 20},
+		{"ringing: the peer is not in it", Call{Kind: ConversationDirect, State: CallRinging, Participants: []CallParticipant{me}, RingingIDs: []string{"u2"}}, "u1", "", 0},
+		{"ended", Call{Kind: ConversationDirect, State: CallEnded, Participants: []CallParticipant{me, bob}}, "u1", "", 0},
+		{"group call of two", Call{Kind: ConversationGroup, State: CallActive, Participants: []CallParticipant{me, bob}}, "u1", "", 0},
+		{"group call of three", Call{Kind: ConversationGroup, State: CallActive, Participants: []CallParticipant{me, bob, carol}}, "u1", "", 0},
+		{"no user id yet", Call{Kind: ConversationDirect, State: CallActive, Participants: []CallParticipant{me, bob}}, "", "", 0},
+	} {
+		user, stream := privatePeer(tt.call, tt.me)
+		if user != tt.user || stream != tt.stream {
+			t.Errorf("%s: privatePeer = %q, %d; want %q, %d", tt.name, user, stream, tt.user, tt.stream)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package parley
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/clients/parley/internal/p2pchan"
 	"github.com/parleychat/parley/clients/parley/voice"
 	"github.com/parleychat/parley/protocol/media"
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -42,7 +44,8 @@ const (
 	rejoinTimeout     = 15 * time.Second
 )
 
-// The media transports Stats reports.
+// The media transports Stats reports: how packets to and from the
+// gateway travel.
 const (
 	TransportProbing = "probing" // UDP probes sent, no answer yet (media goes as frames meanwhile)
 	TransportUDP     = "udp"
@@ -51,11 +54,19 @@ const (
 
 // CallStats are a session's media counters.
 type CallStats struct {
-	StreamID        uint32        // this session's stream now
-	Transport       string        // TransportUDP, TransportFrames or TransportProbing
-	PacketsSent     uint64        // every packet sealed (audio, probes, keepalives)
-	AudioSent       uint64        // audio packets among them
-	PacketsReceived uint64        // audio packets accepted from the others
+	StreamID uint32 // this session's stream now
+	// Path is where this side's audio goes: CallRelayed (the gateway's
+	// media relay) or CallDirect (a direct session, §20.7).
+	Path CallPath
+	// Transport is how packets to the gateway travel: TransportUDP,
+	// TransportFrames or TransportProbing. While Path is CallDirect only
+	// probes and keepalives take it.
+	Transport       string
+	PacketsSent     uint64        // every packet sealed for the gateway (audio, probes, keepalives)
+	AudioSent       uint64        // audio frames sent, either way
+	DirectSent      uint64        // audio frames handed to a direct session among them
+	PacketsReceived uint64        // audio packets accepted from the others, either way
+	DirectReceived  uint64        // of which came over a direct session
 	Dropped         uint64        // packets refused: failed to open, replayed, not ours
 	Lost            uint64        // the others' packets never received (from sequence numbers)
 	Late            uint64        // packets that came after their frame was played
@@ -79,7 +90,8 @@ type speaker struct {
 // call with a new stream. Its methods are safe for concurrent use.
 //
 // Goroutines: the media loop (every 20 ms) and a UDP reader per socket;
-// both end when the session does.
+// both end when the session does. Audio that goes over a direct session
+// (§20.7) is sent by that session's own sender.
 type CallSession struct {
 	c    *Client
 	opts CallOptions
@@ -89,8 +101,14 @@ type CallSession struct {
 	wg   sync.WaitGroup
 	done chan struct{} // closed when the session is over and its goroutines have ended
 
+	// told are the direct sessions told DirectCall{call, true}: owned by
+	// the media loop, then by the end (after the loop returned).
+	told map[*DirectSession]bool
+
 	mu        sync.Mutex // guards the fields below
 	call      Call
+	me        string         // the client's user id
+	via       *DirectSession // the direct session the audio goes on; nil: the media relay
 	streamID  uint32
 	ownStream map[uint32]bool // every stream id this session has held
 	key       *media.Key
@@ -128,6 +146,7 @@ func newCallSession(c *Client, o CallOptions) (*CallSession, error) {
 		ownStream: make(map[uint32]bool),
 		probes:    make(map[uint32]time.Time),
 		speakers:  make(map[uint32]*speaker),
+		told:      make(map[*DirectSession]bool),
 		changed:   make(chan struct{}),
 	}, nil
 }
@@ -153,6 +172,10 @@ func (s *CallSession) install(j *parleyv1.CallJoined) error {
 			udp = nil
 		}
 	}
+	var me string
+	if sess := s.c.Session(); sess != nil {
+		me = sess.UserID
+	}
 	now := time.Now()
 	s.mu.Lock()
 	if s.over || s.ctx.Err() != nil {
@@ -163,6 +186,7 @@ func (s *CallSession) install(j *parleyv1.CallJoined) error {
 		return errSessionOver
 	}
 	old := s.udp
+	s.me = me
 	s.call = callFromWire(j.GetCall())
 	s.streamID = j.GetStreamId()
 	s.ownStream[s.streamID] = true
@@ -214,6 +238,7 @@ func (s *CallSession) start() {
 			_ = udp.Close()
 		}
 		s.wg.Wait()
+		s.endDirect()
 		s.c.removeCall(s)
 		close(s.done)
 	}()
@@ -423,6 +448,9 @@ func (s *CallSession) Stats() CallStats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.StreamID, st.Transport, st.RTT = s.streamID, s.transport, s.rtt
+	if s.via != nil {
+		st.Path = CallDirect
+	}
 	st.Lost, st.Late, st.Recovered, st.Concealed = s.retired.Lost, s.retired.Late, s.retired.Recovered, s.retired.Concealed
 	for _, sp := range s.speakers {
 		ps := sp.player.Stats()
@@ -435,10 +463,13 @@ func (s *CallSession) Stats() CallStats {
 	return st
 }
 
-// outPacket is a sealed packet and where it goes.
+// outPacket is a sealed packet and where it goes, or an audio frame for a
+// direct session.
 type outPacket struct {
-	pkt []byte
-	udp *net.UDPConn // nil: as a media frame
+	pkt    []byte
+	udp    *net.UDPConn   // nil: as a media frame
+	direct *DirectSession // set: audio goes to this session (§20.7), pkt unused
+	audio  p2pchan.Audio
 }
 
 // loop is the media clock: every 20 ms it reads, encodes and sends a
@@ -460,6 +491,7 @@ func (s *CallSession) loop() {
 			return
 		case <-tick.C:
 		}
+		s.steerDirect()
 		now := time.Now()
 
 		// The input, outside the lock (a source may take a moment).
@@ -508,7 +540,16 @@ func (s *CallSession) loop() {
 					flags |= media.FlagDTX // a comfort-noise update between DTX frames
 				}
 				s.dtx = false
-				sends = s.sealLocked(sends, media.Header{Type: media.TypeAudio, Flags: flags, Level: level}, enc[:n], now)
+				if s.via != nil {
+					// Direct (§20.7): the next sequence number of our
+					// stream, so the peer keeps one replay window and
+					// jitter buffer across a switch.
+					s.seq++
+					sends = append(sends, outPacket{direct: s.via, audio: p2pchan.Audio{Flags: uint8(flags), Level: level,
+						Seq: s.seq, Timestamp: s.ts, Opus: bytes.Clone(enc[:n])}})
+				} else {
+					sends = s.sealLocked(sends, media.Header{Type: media.TypeAudio, Flags: flags, Level: level}, enc[:n], now)
+				}
 				s.stats.AudioSent++
 			}
 		}
@@ -583,7 +624,15 @@ func (s *CallSession) probeLocked(sends []outPacket, now time.Time) []outPacket 
 // while finding out), frames otherwise.
 func (s *CallSession) sealLocked(sends []outPacket, h media.Header, payload []byte, now time.Time) []outPacket {
 	s.seq++
-	h.StreamID, h.Seq, h.Timestamp = s.streamID, s.seq, s.ts
+	h.Seq, h.Timestamp = s.seq, s.ts
+	return s.sealSeqLocked(sends, h, payload, now)
+}
+
+// sealSeqLocked seals a packet whose sequence number and timestamp h
+// already has (one taken for a direct frame that could not go: no packet
+// was sealed with it).
+func (s *CallSession) sealSeqLocked(sends []outPacket, h media.Header, payload []byte, now time.Time) []outPacket {
+	h.StreamID = s.streamID
 	pkt, err := s.key.Seal(make([]byte, 0, media.Overhead+len(payload)), media.Up, h, payload)
 	if err != nil {
 		s.c.log.Warn("parley: sealing a media packet", "err", err)
@@ -599,6 +648,28 @@ func (s *CallSession) sealLocked(sends []outPacket, h media.Header, payload []by
 }
 
 func (s *CallSession) transmit(p outPacket) {
+	if p.direct != nil {
+		if p.direct.queueAudio(p.audio) {
+			s.mu.Lock()
+			s.stats.DirectSent++
+			s.mu.Unlock()
+			return
+		}
+		// The direct session cannot take it now (closed, or backed up):
+		// this frame goes through the media relay instead.
+		a := p.audio
+		s.mu.Lock()
+		var out []outPacket
+		if !s.over && s.key != nil {
+			out = s.sealSeqLocked(nil, media.Header{Type: media.TypeAudio, Flags: media.Flags(a.Flags), Level: a.Level,
+				Seq: a.Seq, Timestamp: a.Timestamp}, a.Opus, time.Now())
+		}
+		s.mu.Unlock()
+		for _, o := range out {
+			s.transmit(o)
+		}
+		return
+	}
 	if p.udp != nil {
 		if _, err := p.udp.Write(p.pkt); err != nil {
 			s.c.log.Debug("parley: sending a media packet over UDP", "err", err)
@@ -665,32 +736,40 @@ func (s *CallSession) receive(pkt []byte, viaUDP bool) bool {
 			s.stats.Dropped++ // the server never sends us our own
 			return true
 		}
-		sp := s.speakers[h.StreamID]
-		if sp == nil {
-			if len(s.speakers) >= maxSpeakers {
-				s.stats.Dropped++
-				return true
-			}
-			dec, err := voice.NewOpusDecoder()
-			if err != nil {
-				s.c.log.Warn("parley: opus decoder", "err", err)
-				return true
-			}
-			sp = &speaker{player: voice.NewPlayer(dec)}
-			s.speakers[h.StreamID] = sp
-		}
-		if !sp.win.Accept(h.Seq) {
-			s.stats.Dropped++
-			return true
-		}
-		sp.player.Push(h.Seq, h.Timestamp, payload, now)
-		sp.lastHeard = now
-		if h.Flags&media.FlagVoice != 0 {
-			sp.lastVoice = now
-		}
-		s.stats.PacketsReceived++
+		s.takeAudioLocked(h.StreamID, h.Seq, h.Timestamp, h.Flags, payload, now)
 	default:
 		s.stats.Dropped++ // probes and keepalives only go up
 	}
+	return true
+}
+
+// takeAudioLocked hands a speaker's audio frame, relayed or direct, to its
+// replay window and jitter buffer. It reports whether the frame was taken.
+// s.mu is held.
+func (s *CallSession) takeAudioLocked(stream, seq, ts uint32, flags media.Flags, payload []byte, now time.Time) bool {
+	sp := s.speakers[stream]
+	if sp == nil {
+		if len(s.speakers) >= maxSpeakers {
+			s.stats.Dropped++
+			return false
+		}
+		dec, err := voice.NewOpusDecoder()
+		if err != nil {
+			s.c.log.Warn("parley: opus decoder", "err", err)
+			return false
+		}
+		sp = &speaker{player: voice.NewPlayer(dec)}
+		s.speakers[stream] = sp
+	}
+	if !sp.win.Accept(seq) {
+		s.stats.Dropped++
+		return false
+	}
+	sp.player.Push(seq, ts, payload, now)
+	sp.lastHeard = now
+	if flags&media.FlagVoice != 0 {
+		sp.lastVoice = now
+	}
+	s.stats.PacketsReceived++
 	return true
 }

@@ -529,6 +529,11 @@ type DirectSession struct {
 	opened    time.Time
 	updating  bool
 	transfers map[string]string // path -> transfer id (resume)
+	// The peer's last DirectCall (§20.7): the call it carries here, if
+	// direct.
+	peerCall       string
+	peerCallDirect bool
+	audioQ         chan p2pchan.Audio // call audio for the sender (calldirect.go); made on first use
 }
 
 // newDirect makes a session from the server's first view of it and
@@ -926,8 +931,10 @@ func (s *DirectSession) start(ps *parleyv1.P2PSession, peerKey ed25519.PublicKey
 	}
 	cfg := p2pchan.Config{
 		Key: s.d.key, PeerKey: peerKey, Client: s.c.cfg.clientName, History: historyAdapter{s}, Logger: log,
-		OnChat: s.gotChat,
-		OnFile: s.gotFile,
+		OnChat:  s.gotChat,
+		OnFile:  s.gotFile,
+		OnCall:  s.gotCall,
+		OnAudio: s.gotAudio,
 	}
 	go func() {
 		var ch *p2pchan.Channel

@@ -380,8 +380,12 @@ func talk(ctx context.Context, a *app, s *parley.CallSession, audio *callAudio, 
 		return fmt.Errorf("writing the audio: %w", err)
 	}
 	fmt.Fprintf(a.stdout, "call %s: %s after %v (%s)\n", s.ID(), outcome, elapsed.Round(100*time.Millisecond), s.Call().EndReason)
-	fmt.Fprintf(a.stdout, "media over %s: sent %d audio packets, received %d, lost %d, late %d, jitter %.1f ms, rtt %.1f ms\n",
-		st.Transport, st.AudioSent, st.PacketsReceived, st.Lost, st.Late, ms(st.Jitter), ms(st.RTT))
+	route := "relayed"
+	if st.DirectSent+st.DirectReceived > 0 {
+		route = fmt.Sprintf("direct for %d sent and %d received", st.DirectSent, st.DirectReceived)
+	}
+	fmt.Fprintf(a.stdout, "media over %s (%s): sent %d audio packets, received %d, lost %d, late %d, jitter %.1f ms, rtt %.1f ms\n",
+		st.Transport, route, st.AudioSent, st.PacketsReceived, st.Lost, st.Late, ms(st.Jitter), ms(st.RTT))
 	return nil
 }
 

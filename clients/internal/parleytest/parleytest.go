@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/wire"
 	"github.com/parleychat/parley/standalone/server"
@@ -31,9 +33,10 @@ type Parley struct {
 	t   testing.TB
 	cfg server.Config
 
-	mu     sync.Mutex // guards cancel and done
+	mu     sync.Mutex // guards cancel, done and reg
 	cancel context.CancelFunc
 	done   chan error
+	reg    *prometheus.Registry // the running server's metrics
 }
 
 // Start runs a Parley for the test; edit adjusts the configuration (nil
@@ -77,7 +80,8 @@ func logger() *slog.Logger {
 
 func (p *Parley) start() {
 	p.t.Helper()
-	s, err := server.New(p.cfg, logger(), nil)
+	reg := prometheus.NewRegistry()
+	s, err := server.New(p.cfg, logger(), reg)
 	if err != nil {
 		p.t.Fatalf("parley: %v", err)
 	}
@@ -92,7 +96,8 @@ func (p *Parley) start() {
 			p.t.Fatalf("parley start: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
-		if s, err = server.New(p.cfg, logger(), nil); err != nil {
+		reg = prometheus.NewRegistry()
+		if s, err = server.New(p.cfg, logger(), reg); err != nil {
 			p.t.Fatalf("parley: %v", err)
 		}
 	}
@@ -101,8 +106,40 @@ func (p *Parley) start() {
 	go func() { done <- s.Run(ctx) }()
 	testenv.Eventually(p.t, 15*time.Second, "parley ready", func() bool { return s.Ready() == nil })
 	p.mu.Lock()
-	p.cancel, p.done = cancel, done
+	p.cancel, p.done, p.reg = cancel, done, reg
 	p.mu.Unlock()
+}
+
+// Counter sums the running server's counter name over all its labels
+// (parley_gateway_media_packets_received_total, say): what the server's
+// /metrics would say. It counts from the last (re)start. A name the
+// server does not export (yet: a vector with no labels used) fails the
+// test.
+func (p *Parley) Counter(name string) float64 {
+	p.t.Helper()
+	p.mu.Lock()
+	reg := p.reg
+	p.mu.Unlock()
+	if reg == nil {
+		p.t.Fatalf("parley: %s: not running", name)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		p.t.Fatalf("parley: gathering metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		var sum float64
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+		return sum
+	}
+	// A misspelt name must not read as "nothing happened".
+	p.t.Fatalf("parley: no counter %s", name)
+	return 0
 }
 
 // Stop shuts Parley down (the gateway tells clients SERVER_SHUTDOWN) and

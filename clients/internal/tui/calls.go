@@ -541,7 +541,13 @@ func renderCallBar(s callSnapshot, now time.Time, width int) []string {
 	if total := st.PacketsReceived + st.Lost; total > 0 {
 		loss = 100 * float64(st.Lost) / float64(total)
 	}
-	figures := fmt.Sprintf(" loss %.1f%% · jitter %d ms · rtt %d ms · %s", loss, st.Jitter.Milliseconds(), st.RTT.Milliseconds(), st.Transport)
+	// Where the audio goes: straight to the peer over a direct session
+	// (§20.7), or through the server's media relay (by UDP or frames).
+	route := "relayed (" + st.Transport + ")"
+	if st.Path == parley.CallDirect {
+		route = "direct"
+	}
+	figures := fmt.Sprintf(" loss %.1f%% · jitter %d ms · rtt %d ms · %s", loss, st.Jitter.Milliseconds(), st.RTT.Milliseconds(), route)
 	if s.devicesMissing {
 		figures += " · " + warnStyle.Render("sound devices missing")
 	}

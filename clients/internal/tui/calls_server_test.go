@@ -51,7 +51,7 @@ func TestCallAnswerMuteHangup(t *testing.T) {
 	// bob hears alice's tone, and his bar marks her speaking.
 	w.until("bob to hear alice", func() bool { return bobDev.spk.heard() >= 10 }, bob)
 	bob.barShows("alice (speaking)")
-	alice.barShows("loss ", "jitter ", "rtt ", "· udp")
+	alice.barShows("loss ", "jitter ", "rtt ", "· relayed (udp)")
 
 	alice.enter("/mute")
 	alice.sees("muted: the others do not hear you")

@@ -126,11 +126,15 @@ func TestCallBarRendering(t *testing.T) {
 				Participants: []parley.CallParticipant{alice, speaking, carol}},
 			stats: parley.CallStats{PacketsReceived: 990, Lost: 10, Jitter: 4 * time.Millisecond, RTT: 12 * time.Millisecond, Transport: parley.TransportUDP}},
 			[]string{"IN CALL +Team · 1:23", "alice (you, muted)", "bob (speaking)", "carol (muted)",
-				"loss 1.0% · jitter 4 ms · rtt 12 ms · udp", "/mute: unmute · /hangup"}},
+				"loss 1.0% · jitter 4 ms · rtt 12 ms · relayed (udp)", "/mute: unmute · /hangup"}},
 		{"frames, devices missing", callSnapshot{title: "@bob", me: "u1", devicesMissing: true,
 			call:  parley.Call{State: parley.CallActive, AnsweredAt: now, Participants: []parley.CallParticipant{alice, bob}},
 			stats: parley.CallStats{Transport: parley.TransportFrames}},
-			[]string{"IN CALL @bob · 0:00", "loss 0.0% · jitter 0 ms · rtt 0 ms · frames · sound devices missing"}},
+			[]string{"IN CALL @bob · 0:00", "loss 0.0% · jitter 0 ms · rtt 0 ms · relayed (frames) · sound devices missing"}},
+		{"direct", callSnapshot{title: "@bob", me: "u1",
+			call:  parley.Call{State: parley.CallActive, AnsweredAt: now, Participants: []parley.CallParticipant{alice, bob}},
+			stats: parley.CallStats{Transport: parley.TransportUDP, Path: parley.CallDirect, RTT: 3 * time.Millisecond}},
+			[]string{"IN CALL @bob · 0:00", "loss 0.0% · jitter 0 ms · rtt 3 ms · direct"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rows := renderCallBar(tt.snap, now, 200)

@@ -33,11 +33,20 @@ func AppendAudio(b []byte, a Audio) []byte {
 	return append(b, a.Opus...)
 }
 
-// ParseAudio reads an audio datagram (§20.7). Anything else (another
-// type, too short, an Opus frame above MaxOpusBytes) is an error, and the
-// receiver drops it. Opus aliases b.
+// The header rules §20.7 takes from §19.4.
+const (
+	audioFlags = 0x03 // voice activity, DTX; the other bits are 0
+	maxLevel   = 127  // -dBov
+)
+
+// ParseAudio reads an audio datagram (§20.7). Anything else is an error,
+// and the receiver drops it: another type, shorter than the header, an
+// Opus frame above MaxOpusBytes, flags or a level §19.4 does not allow, a
+// byte 3 that is not 0. Opus aliases b.
 func ParseAudio(b []byte) (Audio, error) {
-	if len(b) < audioHeader || b[0] != audioType || len(b)-audioHeader > MaxOpusBytes {
+	switch {
+	case len(b) < audioHeader, b[0] != audioType, len(b)-audioHeader > MaxOpusBytes,
+		b[1]&^audioFlags != 0, b[2] > maxLevel, b[3] != 0:
 		return Audio{}, errAudio
 	}
 	return Audio{

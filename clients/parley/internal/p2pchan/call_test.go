@@ -73,29 +73,47 @@ func TestAudioDatagram(t *testing.T) {
 	if err != nil || back.Seq != a.Seq || back.Timestamp != a.Timestamp || back.Flags != 3 || back.Level != 127 || !bytes.Equal(back.Opus, a.Opus) {
 		t.Fatalf("ParseAudio = %+v, %v", back, err)
 	}
+	with := func(i int, v byte) []byte { d := append([]byte{}, want...); d[i] = v; return d }
 	for name, d := range map[string][]byte{
-		"other type":  append([]byte{2}, want[1:]...),
-		"short":       want[:11],
-		"opus > 1200": append(append([]byte{}, want[:12]...), make([]byte, 1201)...),
+		"empty":          nil,
+		"type 0":         with(0, 0),
+		"other type":     with(0, 2),
+		"a sealed media": with(0, 0xff),
+		"short":          want[:11],
+		"opus > 1200":    append(append([]byte{}, want[:12]...), make([]byte, 1201)...),
+		"reserved flag":  with(1, 0x04),
+		"level 128":      with(2, 128),
+		"byte 3 not 0":   with(3, 1),
 	} {
 		if _, err := ParseAudio(d); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := ParseAudio(want[:12]); err != nil {
-		t.Errorf("an empty Opus frame (DTX) refused: %v", err)
+	for name, d := range map[string][]byte{
+		"an empty Opus frame (DTX)": want[:12],
+		"opus = 1200":               append(append([]byte{}, want[:12]...), make([]byte, 1200)...),
+		"level 127, both flags":     with(1, 3),
+	} {
+		if _, err := ParseAudio(d); err != nil {
+			t.Errorf("%s refused: %v", name, err)
+		}
 	}
 }
 
 func FuzzParseAudio(f *testing.F) {
 	f.Add(AppendAudio(nil, Audio{Seq: 1, Opus: []byte{1, 2, 3}}))
 	f.Add([]byte{1})
+	f.Add(AppendAudio(nil, Audio{Flags: 3, Level: 127, Seq: 0xffffffff, Timestamp: 960, Opus: bytes.Repeat([]byte{0xfc}, MaxOpusBytes)}))
+	f.Add(append(AppendAudio(nil, Audio{}), make([]byte, MaxOpusBytes+1)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := ParseAudio(b)
 		if err != nil {
 			return
 		}
-		if again := AppendAudio(nil, a); !bytes.Equal(again[:3], b[:3]) || !bytes.Equal(again[4:], b[4:]) {
+		if len(a.Opus) > MaxOpusBytes || a.Flags&^3 != 0 || a.Level > 127 {
+			t.Fatalf("accepted %+v", a)
+		}
+		if again := AppendAudio(nil, a); !bytes.Equal(again, b) {
 			t.Fatalf("round trip % x -> % x", b, again)
 		}
 	})
