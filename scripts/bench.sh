@@ -16,7 +16,7 @@
 #                                            logins, msg-direct, msg-room, msg-parleyd,
 #                                            msg-floor,
 #                                            file-up, file-down, file-mem, file-chat,
-#                                            voice-micro, calls)
+#                                            voice-micro, calls, nat)
 #   CALLBENCH_ARGS='-calls 100,300' scripts/bench.sh  more callbench flags
 #   BENCH_ARGS='-settle 20s' scripts/bench.sh       more connbench flags
 #   MSGBENCH_ARGS='-messaging 2' scripts/bench.sh   more msgbench flags
@@ -31,7 +31,12 @@
 # calls (bench/cmd/callbench: N one-to-one calls' packets through the
 # gateways' UDP ports and, as the peer, through coturn; mouth-to-ear through
 # the SDK; group-call bandwidth) to bench/results/calls.txt (about 4
-# minutes; coturn's turnserver is installed with apt-get when missing). The full run takes 30-40 minutes on 2 cores;
+# minutes; coturn's turnserver is installed with apt-get when missing); the
+# NAT lab's (tests/natlab, as root: network namespaces and nftables NATs,
+# real parleyd and parley processes): time to a direct pair per NAT pair
+# with first-attempt success, the birthday technique's success rate, direct
+# file throughput against plain TCP over the same link and direct message
+# round trips, to bench/results/nat.txt. The full run takes 30-40 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
 
@@ -74,7 +79,7 @@ ulimit -n "$hard"
 echo "bench: open files: $(ulimit -n) (hard $hard)" >&2
 
 # BENCH_ONLY names scenarios of both tools: split it. Empty runs everything.
-conn_only=() msg_only=() file_only=() voice_only=() run_calls=0 calls_named=0
+conn_only=() msg_only=() file_only=() voice_only=() run_calls=0 calls_named=0 nat_named=0
 IFS=, read -ra kinds <<<"${BENCH_ONLY:-}"
 for k in "${kinds[@]}"; do
 	k=${k// /}
@@ -84,12 +89,14 @@ for k in "${kinds[@]}"; do
 	file-*) file_only+=("$k") ;;
 	voice-*) voice_only+=("$k") ;;
 	calls) calls_named=1 ;;
+	nat) nat_named=1 ;;
 	*) conn_only+=("$k") ;;
 	esac
 done
-run_conn=1 run_msg=1 run_file=1 run_voice=1 run_calls=1
-if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} + ${#voice_only[@]} + calls_named > 0)); then
+run_conn=1 run_msg=1 run_file=1 run_voice=1 run_calls=1 run_nat=1
+if ((${#conn_only[@]} + ${#msg_only[@]} + ${#file_only[@]} + ${#voice_only[@]} + calls_named + nat_named > 0)); then
 	run_calls=$calls_named
+	run_nat=$nat_named
 	((${#conn_only[@]} > 0)) || run_conn=0
 	((${#msg_only[@]} > 0)) || run_msg=0
 	((${#file_only[@]} > 0)) || run_file=0
@@ -202,4 +209,19 @@ if ((run_calls)); then
 	# shellcheck disable=SC2206 # CALLBENCH_ARGS is split on purpose
 	args+=(${CALLBENCH_ARGS:-})
 	"$bin/callbench" "${args[@]}"
+fi
+
+if ((run_nat)); then
+	# The NAT lab (tests/natlab) needs root for its network namespaces and
+	# nftables; scripts/deps.sh installs iproute2, nftables and conntrack.
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "bench: nat: skipped, the NAT lab needs root" >&2
+	else
+		n=5
+		[[ ${BENCH_QUICK:-} == 1 ]] && n=2
+		{
+			echo "# NAT lab, $(date -u +%Y-%m-%d), $(nproc) cores; tests/natlab benchmarks, -count $n"
+			(cd tests && go test -run '^$' -bench . -benchtime 1x -count "$n" -timeout 30m ./natlab)
+		} | tee bench/results/nat.txt
+	fi
 fi
