@@ -29,6 +29,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parleychat/parley/clients/parley/internal/deadline"
 )
 
 // Mapping is how a NAT picks the public address of an outbound flow
@@ -183,7 +185,7 @@ func (n *NAT) Listen() (*Conn, error) {
 		in:     make(chan inbound, 512),
 		closed: make(chan struct{}),
 	}
-	c.rd.init()
+	c.rd = deadline.New()
 	n.conns[c] = struct{}{}
 	return c, nil
 }
@@ -362,7 +364,7 @@ type Conn struct {
 	nat   *NAT
 	local netip.AddrPort
 	in    chan inbound
-	rd    deadline
+	rd    *deadline.Deadline
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -395,7 +397,7 @@ func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.from), nil
 	case <-c.closed:
 		return 0, nil, net.ErrClosed
-	case <-c.rd.wait():
+	case <-c.rd.Wait():
 		return 0, nil, os.ErrDeadlineExceeded
 	}
 }
@@ -434,61 +436,9 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // SetReadDeadline implements net.PacketConn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
 // SetWriteDeadline implements net.PacketConn; writes never block.
 func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
-
-// deadline is a settable read deadline: wait returns a channel closed once
-// the deadline has passed (net.Pipe's pattern).
-type deadline struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	cancel chan struct{}
-}
-
-func (d *deadline) init() { d.cancel = make(chan struct{}) }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired and is closing it: wait
-	}
-	d.timer = nil
-	closed := isClosed(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		ch := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *deadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parleychat/parley/clients/parley/internal/deadline"
 )
 
 // State is the path a session's packets take.
@@ -100,7 +102,7 @@ type Conn struct {
 	in     chan []byte
 	closed chan struct{}
 	once   sync.Once
-	rd     deadline
+	rd     *deadline.Deadline
 	wdl    atomic.Int64 // write deadline, unix ns; 0: none
 
 	directSent, relaySent, directRecv, relayRecv, sendDrop, recvDrop atomic.Uint64
@@ -138,7 +140,7 @@ func New(cfg Config) (*Conn, error) {
 		closed: make(chan struct{}),
 		evWake: make(chan struct{}, 1),
 	}
-	c.rd.init()
+	c.rd = deadline.New()
 	if cfg.OnState != nil {
 		c.wg.Add(1)
 		go c.notify()
@@ -159,7 +161,7 @@ func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return copy(p, pkt), c.peer, nil
 	case <-c.closed:
 		return 0, nil, net.ErrClosed
-	case <-c.rd.wait():
+	case <-c.rd.Wait():
 		return 0, nil, os.ErrDeadlineExceeded
 	}
 }
@@ -353,7 +355,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline implements net.PacketConn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
@@ -366,56 +368,4 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		c.wdl.Store(max(t.UnixNano(), 1))
 	}
 	return nil
-}
-
-// deadline is a settable read deadline: wait returns a channel closed once
-// the deadline has passed (net.Pipe's pattern).
-type deadline struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	cancel chan struct{}
-}
-
-func (d *deadline) init() { d.cancel = make(chan struct{}) }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired and is closing it: wait
-	}
-	d.timer = nil
-	closed := isClosedChan(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		ch := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *deadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosedChan(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
