@@ -63,7 +63,8 @@ type Config struct {
 	// one at a time and in the order the peer sent them.
 	OnChat func(ChatMessage)
 	// OnChatAck is called when the peer acknowledges one of this side's
-	// messages, also those whose Send gave up waiting.
+	// messages, also those whose Send gave up waiting; before that Send
+	// returns.
 	OnChatAck func(id string)
 	// OnFile decides about an incoming file: accept (and where it goes)
 	// or reject. It may block (to ask the user); ctx ends when the

@@ -182,10 +182,12 @@ func (c *Channel) acked(id string) {
 	if found == nil {
 		return
 	}
-	close(found.acked)
+	// OnChatAck before waking Send: when Send returns, OnChatAck has been
+	// called for its message.
 	if c.cfg.OnChatAck != nil {
 		c.cfg.OnChatAck(id)
 	}
+	close(found.acked)
 }
 
 // Call is a DirectCall (§20.7): the call's audio goes direct, or not.
