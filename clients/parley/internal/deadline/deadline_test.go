@@ -6,6 +6,14 @@ import (
 )
 
 func closedWithin(ch <-chan struct{}, d time.Duration) bool {
+	if d == 0 { // closed now: time.After(0) could win the select
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
 	select {
 	case <-ch:
 		return true
