@@ -24,22 +24,7 @@ import (
 // bins holds the binaries built once for the whole package.
 var bins string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "parley-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins = dir
-	if err := binaries.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "building binaries:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { binaries.Main(m, &bins) }
 
 // proc is one running binary.
 type proc struct {

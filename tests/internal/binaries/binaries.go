@@ -4,9 +4,11 @@ package binaries
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"testing"
 )
 
 // Targets maps each binary's name to its package. They are built from
@@ -61,4 +63,25 @@ func Build(dir string, names ...string) error {
 		return fmt.Errorf("%v", errs)
 	}
 	return nil
+}
+
+// Main is a test package's TestMain: it builds the named binaries (every
+// target when none is named) into a temporary directory, sets *dir to it,
+// runs the tests and removes the directory; a build failure ends the
+// process with status 1.
+func Main(m *testing.M, dir *string, names ...string) {
+	d, err := os.MkdirTemp("", "parley-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*dir = d
+	if err := Build(d, names...); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		os.RemoveAll(d)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
 }
