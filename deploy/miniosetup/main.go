@@ -16,7 +16,7 @@
 //
 // Credentials come from the environment only (never flags, which show in
 // process listings): MINIO_ROOT_USER, MINIO_ROOT_PASSWORD (the server's
-// own), MINIO_PARLEY_ACCESS_KEY, MINIO_PARLEY_SECRET_KEY (Parley's user).
+// own), MINIO_USER_ACCESS_KEY, MINIO_USER_SECRET_KEY (Parley's user).
 //
 // Licence note: it imports github.com/minio/madmin-go (GNU AGPL v3), the
 // only client of MinIO's admin API, so the built binary is covered by the
@@ -56,8 +56,8 @@ func run() int {
 	}
 	cfg.RootUser = os.Getenv("MINIO_ROOT_USER")
 	cfg.RootPassword = os.Getenv("MINIO_ROOT_PASSWORD")
-	cfg.AccessKey = os.Getenv("MINIO_PARLEY_ACCESS_KEY")
-	cfg.SecretKey = os.Getenv("MINIO_PARLEY_SECRET_KEY")
+	cfg.AccessKey = os.Getenv("MINIO_USER_ACCESS_KEY")
+	cfg.SecretKey = os.Getenv("MINIO_USER_SECRET_KEY")
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -32,7 +32,7 @@ func (c Config) validate() error {
 	case c.RootUser == "" || c.RootPassword == "":
 		return fmt.Errorf("%w: MINIO_ROOT_USER and MINIO_ROOT_PASSWORD must be set", errConfig)
 	case len(c.AccessKey) < 3 || len(c.SecretKey) < 8:
-		return fmt.Errorf("%w: MINIO_PARLEY_ACCESS_KEY (at least 3 characters) and MINIO_PARLEY_SECRET_KEY (at least 8) must be set", errConfig)
+		return fmt.Errorf("%w: MINIO_USER_ACCESS_KEY (at least 3 characters) and MINIO_USER_SECRET_KEY (at least 8) must be set", errConfig)
 	case c.AccessKey == c.RootUser:
 		return fmt.Errorf("%w: Parley's access key must differ from the root user", errConfig)
 	}
