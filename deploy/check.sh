@@ -151,7 +151,9 @@ for svc in "${services[@]}"; do
 		problem "SERVICE=$svc: $mod/cmd/$svc has no Go files (the image cannot build)"
 	fi
 done
-# What compose builds and which parley/<service> images k8s runs.
+# What compose builds and which Parley images (ghcr.io/parleychat/<service>,
+# or parley/<service> as compose tags them) k8s runs; the MinIO image is
+# built by deploy/docker/minio.Dockerfile, not this Dockerfile.
 while read -r svc; do
 	if [[ -n $svc && -z ${module_of[$svc]:-} ]]; then
 		problem "$compose builds SERVICE=$svc, which $dockerfile does not know"
@@ -161,7 +163,7 @@ while read -r svc; do
 	if [[ -n $svc && -z ${module_of[$svc]:-} ]]; then
 		problem "k8s runs image parley/$svc, which $dockerfile does not build"
 	fi
-done < <(cat "${k8s_files[@]}" "$compose" | sed -nE 's#^[[:space:]]*(- name|image):[[:space:]]*"?parley/([a-z0-9_-]+).*#\2#p' | sort -u)
+done < <(cat "${k8s_files[@]}" "$compose" | sed -nE 's#^[[:space:]]*(- name|image):[[:space:]]*"?(ghcr\.io/parleychat|parley)/([a-z0-9_-]+).*#\3#p' | grep -vx minio | sort -u)
 
 # --- 4. PARLEY_* variables against flags -----------------------------------
 section "PARLEY_* variables against flags"
