@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every module's tests with the race detector. Extra arguments go to
+# Runs every module's tests (go.work's and deploy/miniosetup) with the race detector. Extra arguments go to
 # `go test`. The end-to-end tests in tests/ build the real binaries
 # themselves.
 set -euo pipefail
@@ -10,6 +10,15 @@ failed=0
 for m in "${modules[@]}"; do
   echo "=== $m"
   if ! (cd "$m" && go test -race -count=1 -timeout 15m "$@" ./...); then
+    failed=1
+  fi
+done
+# Modules outside go.work (GOWORK=off): deploy/miniosetup, the MinIO user
+# setup shipped in the MinIO image, tested against the real MinIO server.
+# (deploy/yamlcheck's tests run in deploy/check.sh.)
+for m in deploy/miniosetup; do
+  echo "=== $m"
+  if ! (cd "$m" && GOWORK=off go test -race -count=1 -timeout 5m "$@" ./...); then
     failed=1
   fi
 done
