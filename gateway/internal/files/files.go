@@ -26,6 +26,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -89,6 +90,9 @@ type Options struct {
 	// LiveFallback is how often a held live download asks the file
 	// service again when no progress event came (0: DefaultLiveFallback).
 	LiveFallback time.Duration
+	// ClientAddr is the address of a request's client (the gateway's
+	// trusted-proxy rules); nil: the peer's.
+	ClientAddr func(*fiber.Ctx) net.Addr
 	// CORSOrigins are the web origins ("https://chat.example.com") whose
 	// pages may call these endpoints from a browser: their Origin is
 	// echoed in Access-Control-Allow-Origin. Empty: none.
@@ -129,6 +133,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
+	}
+	if o.ClientAddr == nil {
+		o.ClientAddr = func(c *fiber.Ctx) net.Addr { return c.Context().RemoteAddr() }
 	}
 	if o.LiveFallback <= 0 {
 		o.LiveFallback = DefaultLiveFallback
@@ -267,7 +274,7 @@ func (h *Handler) identity(c *fiber.Ctx) (identity.Caller, nats.Header, error) {
 		return identity.Caller{}, nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "auth answered without a session")
 	}
 	who := identity.Caller{UserID: s.GetUserId(), SessionID: s.GetSessionId(), Username: s.GetUsername()}
-	return who, identity.Header(who, identity.Origin{RemoteAddr: c.Context().RemoteAddr().String(), GatewayID: h.o.GatewayID}), nil
+	return who, identity.Header(who, identity.Origin{RemoteAddr: h.o.ClientAddr(c).String(), GatewayID: h.o.GatewayID}), nil
 }
 
 // call sends one request to the file service.
