@@ -3,6 +3,9 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -251,5 +254,31 @@ func TestTLSCertificateReload(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // ten polls
 	if tcp, wss := serials(); tcp != 1002 || wss != 1002 {
 		t.Fatalf("after a broken renewal the serials are %d, %d; want 1002", tcp, wss)
+	}
+}
+
+// TestEdgeFlags: the proxy lists parse like -conn-limit-exempt and are
+// off by default; the certificate is checked for renewals every 10 s.
+func TestEdgeFlags(t *testing.T) {
+	var c server.Config
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ProxyProtocolFrom) != 0 || len(c.TrustedProxies) != 0 || c.TLSReload != 10*time.Second {
+		t.Errorf("defaults: proxy protocol from %v, trusted proxies %v, reload %s", c.ProxyProtocolFrom, c.TrustedProxies, c.TLSReload)
+	}
+	if err := fs.Parse([]string{"-proxy-protocol-from=10.0.0.0/8, 192.168.1.7", "-trusted-proxies=fd00::/8", "-tls-reload-interval=1m"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.ProxyProtocolFrom, c.TrustedProxies, c.TLSReload); got != "[10.0.0.0/8 192.168.1.7/32] [fd00::/8] 1m0s" {
+		t.Errorf("parsed %s", got)
+	}
+	for _, arg := range []string{"-proxy-protocol-from=lb.local", "-trusted-proxies=10.0.0.0/33"} {
+		if err := fs.Parse([]string{arg}); err == nil {
+			t.Errorf("%s accepted", arg)
+		}
 	}
 }
