@@ -46,6 +46,7 @@ type Reloader struct {
 	mu      sync.Mutex        // guards the fields below (one Reload at a time)
 	current [sha256.Size]byte // hash of the files' contents now served
 	bad     [sha256.Size]byte // hash of the last contents that failed to load (logged once)
+	readErr string            // the last error reading the files (logged once)
 }
 
 // ErrLoad wraps a pair of files that does not load as a certificate.
@@ -88,8 +89,13 @@ func (r *Reloader) Reload() (bool, error) {
 	defer r.mu.Unlock()
 	sum, err := r.hash()
 	if err != nil {
+		if msg := err.Error(); msg != r.readErr {
+			r.readErr = msg
+			r.log.Error("cannot read the TLS certificate files; still serving the previous certificate", "err", err)
+		}
 		return false, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
+	r.readErr = ""
 	if sum == r.current {
 		return false, nil
 	}
