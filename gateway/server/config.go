@@ -23,12 +23,24 @@ import (
 // Config is the gateway's configuration. RegisterFlags defines its flags;
 // the zero value is not valid, start from the flag defaults (DefaultConfig).
 type Config struct {
-	TCPAddr   string // TCP (or TLS) listener; empty disables it
-	HTTPAddr  string // HTTP listener serving WebSocket at /v1/ws; empty disables it
-	TLSCert   string // PEM certificate file; with TLSKey, TCP speaks TLS and HTTP is HTTPS/WSS
-	TLSKey    string // PEM private key file
-	Insecure  bool   // allow plaintext on a non-loopback address
-	GatewayID string // this replica's id, a NATS subject token; empty: hostname-xxxxxx
+	TCPAddr  string // TCP (or TLS) listener; empty disables it
+	HTTPAddr string // HTTP listener serving WebSocket at /v1/ws; empty disables it
+	TLSCert  string // PEM certificate file; with TLSKey, TCP speaks TLS and HTTP is HTTPS/WSS
+	TLSKey   string // PEM private key file
+	// TLSReload is how often the certificate files are checked for a new
+	// pair (a renewal), served from then on without a restart; 0: never.
+	TLSReload time.Duration
+	// ProxyProtocolFrom are the TCP load balancers (address prefixes) whose
+	// connections open with a PROXY protocol header naming the client;
+	// connections from them without one are refused. Empty: PROXY
+	// protocol off. Connections from elsewhere keep their own address.
+	ProxyProtocolFrom []netip.Prefix
+	// TrustedProxies are the HTTP proxies (address prefixes) whose
+	// X-Forwarded-For and X-Forwarded-Proto are believed on the HTTP
+	// listener (WebSocket and file endpoints); empty: nobody's.
+	TrustedProxies []netip.Prefix
+	Insecure       bool   // allow plaintext on a non-loopback address
+	GatewayID      string // this replica's id, a NATS subject token; empty: hostname-xxxxxx
 	// PublicHTTPURL is the base URL clients use for files
 	// (Welcome.http_url); empty: derived per connection (welcome.go).
 	PublicHTTPURL string
@@ -129,6 +141,7 @@ func DefaultConfig() Config {
 		MaxUnauthConnsPerAddr: 256,
 		ConnLimitExempt:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		HandshakeTimeout:      10 * time.Second,
+		TLSReload:             10 * time.Second,
 		HeartbeatInterval:     30 * time.Second,
 		IdleTimeout:           90 * time.Second,
 		SendQueueFrames:       1024,
@@ -155,6 +168,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP(S) listen address; clients use WebSocket at "+WebSocketPath+"; empty disables it")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate file; with -tls-key, TCP speaks TLS and HTTP is HTTPS/WSS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for -tls-cert")
+	fs.DurationVar(&c.TLSReload, "tls-reload-interval", d.TLSReload, "how often the -tls-cert/-tls-key files are checked for a new pair (cert-manager's renewals, a Secret volume's symlink swap): it is served to new connections from then on, without a restart; a pair that does not load is logged and the previous one kept. 0: never")
+	fs.Func("proxy-protocol-from", "comma-separated addresses or CIDR prefixes of TCP load balancers that send a PROXY protocol header (v2, v1 accepted) at the start of each connection on -tcp-addr: the client's address is taken from it, and their connections without one are refused. Connections from other addresses are served as they are (a PROXY header from them is not believed: the connection fails). Empty (default): PROXY protocol off", func(v string) error {
+		p, err := parsePrefixes(v)
+		c.ProxyProtocolFrom = p
+		return err
+	})
+	fs.Func("trusted-proxies", "comma-separated addresses or CIDR prefixes of HTTP proxies (an Ingress controller) whose X-Forwarded-For and X-Forwarded-Proto headers are believed on -http-addr (WebSocket and file endpoints): the client is the rightmost X-Forwarded-For address that is not a trusted proxy. Empty (default): the headers are ignored, the client is the peer", func(v string) error {
+		p, err := parsePrefixes(v)
+		c.TrustedProxies = p
+		return err
+	})
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext listeners on non-loopback addresses")
 	fs.StringVar(&c.PublicHTTPURL, "public-http-url", "", "base URL clients use for file transfers, sent in Welcome.http_url (e.g. https://chat.example.com:7480); default: http(s):// + the name the client connected with (TLS server name, WebSocket Host), else -http-addr's host, else the local address it connected to, with -http-addr's port. Set it behind a load balancer or NAT that changes the port or address")
 	fs.StringVar(&c.UDPAddr, "udp-addr", d.UDPAddr, "UDP listen address of the calls' media port; empty: none (call media then travels on the client connections, slower)")
@@ -276,6 +300,7 @@ func (c *Config) validate() error {
 		{"-max-conns-per-addr", c.MaxConnsPerAddr >= 0, "0 or more"},
 		{"-max-unauth-conns-per-addr", c.MaxUnauthConnsPerAddr >= 0, "0 or more"},
 		{"-handshake-timeout", c.HandshakeTimeout > 0, "positive"},
+		{"-tls-reload-interval", c.TLSReload >= 0, "0 or more"},
 		{"-heartbeat-interval", c.HeartbeatInterval > 0, "positive"},
 		{"-idle-timeout", c.IdleTimeout > 0, "positive"},
 		{"-send-queue-frames", c.SendQueueFrames > 0, "positive"},

@@ -235,6 +235,11 @@ func dialWS(t *testing.T, url string, httpClient *http.Client) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return wsClient(t, c)
+}
+
+// wsClient is the client of an open WebSocket.
+func wsClient(t *testing.T, c *websocket.Conn) *client {
 	c.SetReadLimit(64 << 20)
 	cl := &client{t: t, close: func() { _ = c.CloseNow() }}
 	cl.write = func(frame []byte) error {

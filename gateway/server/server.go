@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/gateway/internal/callmedia"
+	"github.com/parleychat/parley/gateway/internal/clientaddr"
 	"github.com/parleychat/parley/gateway/internal/conn"
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/files"
@@ -31,6 +33,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/registry"
 	"github.com/parleychat/parley/gateway/internal/reqbody"
 	"github.com/parleychat/parley/gateway/internal/transport"
+	"github.com/parleychat/parley/libs/certfile"
 )
 
 // Version is the gateway's version, sent to clients in Welcome as
@@ -54,7 +57,10 @@ type Server struct {
 	cfg     Config
 	nc      *nats.Conn
 	log     *slog.Logger
-	tlsConf *tls.Config // nil: plaintext
+	tlsConf *tls.Config        // nil: plaintext
+	certs   *certfile.Reloader // the certificate tlsConf serves; nil: plaintext
+	proxies clientaddr.Proxies // -proxy-protocol-from
+	httpFwd clientaddr.Proxies // -trusted-proxies
 	reg     *registry.Registry
 	feed    *presence.Feed
 	handler *conn.Handler
@@ -95,13 +101,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if promReg == nil {
 		promReg = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, nc: deps.NC, log: log}
+	s := &Server{cfg: cfg, nc: deps.NC, log: log, proxies: cfg.ProxyProtocolFrom, httpFwd: cfg.TrustedProxies}
 	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		certs, err := certfile.New(cfg.TLSCert, cfg.TLSKey, log)
 		if err != nil {
 			return nil, fmt.Errorf("gateway tls: %w", err)
 		}
-		s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.certs, s.tlsConf = certs, certs.TLSConfig()
 	}
 	m := metrics.New(promReg)
 	mp, err := callmedia.New(callmedia.Config{NC: deps.NC, Log: log, Metrics: m, GatewayID: cfg.GatewayID,
@@ -153,7 +159,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		fh, err := files.New(files.Options{NC: deps.NC, Storage: deps.Files, Log: log, GatewayID: cfg.GatewayID,
 			RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, MaxSize: cfg.MaxUploadSize, MaxUploads: cfg.MaxUploads,
 			MaxUploadsPerUser: cfg.MaxUploadsPerUser, MinRate: cfg.UploadMinRate, RateWindow: cfg.UploadRateWindow,
-			CORSOrigins: cfg.CORSOrigins, LiveFallback: cfg.LiveFallback})
+			CORSOrigins: cfg.CORSOrigins, LiveFallback: cfg.LiveFallback, ClientAddr: s.clientAddr})
 		if err != nil {
 			return nil, err
 		}
@@ -298,17 +304,20 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Add(2)
 	go func() { defer bg.Done(); _ = s.reg.Run(bgCtx) }()
 	go func() { defer bg.Done(); _ = s.hb.Run(bgCtx) }()
+	if s.certs != nil && s.cfg.TLSReload > 0 {
+		// Renewed certificates are served to new connections (and
+		// handshakes) from the next poll on.
+		bg.Add(1)
+		go func() { defer bg.Done(); s.certs.Run(bgCtx, s.cfg.TLSReload) }()
+	}
 
 	s.mu.Lock()
 	tcpLn, httpLn := s.tcpLn, s.httpLn
 	if tcpLn != nil {
-		kind := "tcp"
-		if s.tlsConf != nil {
-			tcpLn = tls.NewListener(tcpLn, s.tlsConf)
-			kind = "tls"
-		}
+		// TLS (and the PROXY header before it) is applied per connection,
+		// in its own goroutine (newStream).
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.acceptLoop(tcpLn, kind) }()
+		go func() { defer s.wg.Done(); s.acceptLoop(tcpLn) }()
 	}
 	httpErr := make(chan error, 1)
 	if httpLn != nil {
@@ -325,7 +334,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.serving = true
 	s.mu.Unlock()
-	s.log.Info("gateway listening", "tcp", addrString(s.tcpLn), "http", addrString(s.httpLn), "udp", s.UDPAddr(), "tls", s.tlsConf != nil)
+	s.log.Info("gateway listening", "tcp", addrString(s.tcpLn), "http", addrString(s.httpLn), "udp", s.UDPAddr(), "tls", s.tlsConf != nil,
+		"proxy_protocol_from", fmt.Sprint(s.cfg.ProxyProtocolFrom), "trusted_proxies", fmt.Sprint(s.cfg.TrustedProxies))
 
 	var runErr error
 	select {
@@ -377,7 +387,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // acceptLoop accepts connections on ln until it is closed.
-func (s *Server) acceptLoop(ln net.Listener, kind string) {
+func (s *Server) acceptLoop(ln net.Listener) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -394,21 +404,83 @@ func (s *Server) acceptLoop(ln net.Listener, kind string) {
 		}
 		backoff = 0
 		s.wg.Add(1)
-		go s.serveStream(c, kind)
+		go s.serveStream(c)
 	}
 }
 
 // serveStream is the reader goroutine of one TCP or TLS connection. Its
 // frame stays on the stack of every idle connection: keep it minimal (see
 // conn.Handler.Serve), hence no defer and the transport built elsewhere.
-func (s *Server) serveStream(c net.Conn, kind string) {
-	s.handler.Serve(s.newStream(c, kind))
+func (s *Server) serveStream(c net.Conn) {
+	if t := s.newStream(c); t != nil {
+		s.handler.Serve(t)
+	}
 	s.wg.Done()
 }
 
+// newStream makes the transport of an accepted TCP connection: first the
+// PROXY protocol header if it comes from a load balancer that sends one
+// (-proxy-protocol-from), then TLS. Nil if the connection was refused
+// (and closed) for its PROXY header.
+//
 //go:noinline
-func (s *Server) newStream(c net.Conn, kind string) transport.Transport {
+func (s *Server) newStream(c net.Conn) transport.Transport {
+	if len(s.proxies) > 0 {
+		pc, err := s.proxies.Stream(c, s.cfg.HandshakeTimeout)
+		if err != nil {
+			s.log.Info("connection refused", "peer", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			return nil
+		}
+		c = pc
+	}
+	kind := "tcp"
+	if s.tlsConf != nil {
+		c = tls.Server(c, s.tlsConf)
+		kind = "tls"
+	}
 	return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), kind)
+}
+
+// clientAddr is the address of the client of an HTTP request: the peer,
+// or, when the peer is a trusted proxy (-trusted-proxies), the client it
+// names in X-Forwarded-For (with port 0: the client's port is not known).
+func (s *Server) clientAddr(c *fiber.Ctx) net.Addr {
+	peer := c.Context().RemoteAddr()
+	if len(s.httpFwd) == 0 {
+		return peer
+	}
+	ap, err := netip.ParseAddrPort(peer.String())
+	if err != nil {
+		return peer
+	}
+	ip := s.httpFwd.Forwarded(ap.Addr(), headerValues(c, fiber.HeaderXForwardedFor))
+	if ip == ap.Addr().Unmap() {
+		return peer
+	}
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
+}
+
+// httpScheme is the scheme the client used to reach the HTTP listener, as
+// a trusted proxy tells it (X-Forwarded-Proto); "" when none does.
+func (s *Server) httpScheme(c *fiber.Ctx) string {
+	if len(s.httpFwd) == 0 {
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(c.Context().RemoteAddr().String())
+	if err != nil {
+		return ""
+	}
+	return s.httpFwd.Scheme(ap.Addr(), headerValues(c, fiber.HeaderXForwardedProto))
+}
+
+// headerValues are every value of a request header, in order.
+func headerValues(c *fiber.Ctx, name string) []string {
+	var out []string
+	for _, v := range c.Request().Header.PeekAll(name) {
+		out = append(out, string(v))
+	}
+	return out
 }
 
 // newApp builds the HTTP app: WebSocket upgrades at WebSocketPath, 426 for
@@ -445,9 +517,14 @@ func (s *Server) newApp() *fiber.App {
 		if !websocket.IsWebSocketUpgrade(c) {
 			return fiber.ErrUpgradeRequired
 		}
+		c.Locals(localClient, s.clientAddr(c))
+		c.Locals(localScheme, s.httpScheme(c))
 		return c.Next()
 	}, websocket.New(func(wc *websocket.Conn) {
-		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame, wc.Headers(fiber.HeaderHost)))
+		remote, _ := wc.Locals(localClient).(net.Addr)
+		scheme, _ := wc.Locals(localScheme).(string)
+		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame, transport.Upgrade{
+			Host: wc.Headers(fiber.HeaderHost), Remote: remote, Scheme: scheme}))
 	}, websocket.Config{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		// The library's buffers live as long as the connection; keep
@@ -459,6 +536,13 @@ func (s *Server) newApp() *fiber.App {
 	}))
 	return app
 }
+
+// Keys of what the WebSocket route's first handler hands to the upgraded
+// connection.
+const (
+	localClient = "parley.client" // net.Addr: clientAddr
+	localScheme = "parley.scheme" // string: httpScheme
+)
 
 // closeListeners closes the bound listeners when Run fails before serving.
 func (s *Server) closeListeners() {

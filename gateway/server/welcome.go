@@ -57,6 +57,10 @@ func (s *Server) httpURL(t transport.Transport) string {
 		name = ""
 	}
 	if t.Kind() == "ws" && name != "" {
+		// Behind a proxy that terminates TLS, the scheme it reports.
+		if ws, ok := t.(interface{ Scheme() string }); ok && ws.Scheme() != "" {
+			return ws.Scheme() + "://" + name
+		}
 		return o.scheme + "://" + name
 	}
 	host := o.host

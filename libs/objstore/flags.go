@@ -44,13 +44,17 @@ func (c Config) Validate() error {
 	return ErrNoStore
 }
 
-// Open returns the configured store.
-func (c Config) Open(ctx context.Context) (Store, error) {
+// Open returns the configured store without waiting for its server: a
+// MinIO store is a *Gate (OpenMinIO) that answers ErrUnavailable until
+// the server answers and the bucket exists, so a process serves what does
+// not need files while storage is down. Its prober logs with o.Log,
+// exports parley_storage_up to o.Registry and runs until ctx ends.
+func (c Config) Open(ctx context.Context, o GateOptions) (Store, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	if c.Dir != "" {
 		return NewDir(c.Dir)
 	}
-	return NewMinIO(ctx, c.MinIO)
+	return OpenMinIO(ctx, c.MinIO, o)
 }

@@ -60,6 +60,30 @@ type MinIO struct {
 // exist. Creating is idempotent and safe when several processes race to do
 // it.
 func NewMinIO(ctx context.Context, cfg MinIOConfig) (*MinIO, error) {
+	m, err := newMinIOClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.ensureBucket(ctx, cfg.Region); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// OpenMinIO returns a store in cfg's bucket at once, without contacting
+// the server: a Gate answering ErrUnavailable until the server answers
+// and the bucket exists (created if missing), checked again and again
+// (see Gate). Its prober runs until ctx ends or the Gate's Close.
+func OpenMinIO(ctx context.Context, cfg MinIOConfig, o GateOptions) (*Gate, error) {
+	m, err := newMinIOClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewGate(ctx, m, func(ctx context.Context) error { return m.checkBucket(ctx, cfg.Region) }, o)
+}
+
+// newMinIOClient validates cfg and makes a client; it contacts nothing.
+func newMinIOClient(cfg MinIOConfig) (*MinIO, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -71,11 +95,7 @@ func NewMinIO(ctx context.Context, cfg MinIOConfig) (*MinIO, error) {
 	if err != nil {
 		return nil, fmt.Errorf("objstore: minio: client for %s: %w", cfg.Endpoint, err)
 	}
-	m := &MinIO{core: minio.Core{Client: client}, bucket: cfg.Bucket}
-	if err := m.ensureBucket(ctx, cfg.Region); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return &MinIO{core: minio.Core{Client: client}, bucket: cfg.Bucket}, nil
 }
 
 // startupWait bounds how long NewMinIO waits for a MinIO server that is
@@ -85,7 +105,7 @@ func NewMinIO(ctx context.Context, cfg MinIOConfig) (*MinIO, error) {
 const startupWait = 30 * time.Second
 
 func (m *MinIO) ensureBucket(ctx context.Context, region string) error {
-	ok, err := m.core.BucketExists(ctx, m.bucket)
+	err := m.checkBucket(ctx, region)
 	for deadline, wait := time.Now().Add(startupWait), 50*time.Millisecond; startingUp(err) && time.Now().Before(deadline); {
 		select {
 		case <-ctx.Done():
@@ -93,9 +113,19 @@ func (m *MinIO) ensureBucket(ctx context.Context, region string) error {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
-		ok, err = m.core.BucketExists(ctx, m.bucket)
+		err = m.checkBucket(ctx, region)
 	}
+	return err
+}
+
+// checkBucket asks the server once whether the bucket exists and creates
+// it if not. An unreachable server is an error wrapping ErrUnavailable.
+func (m *MinIO) checkBucket(ctx context.Context, region string) error {
+	ok, err := m.core.BucketExists(ctx, m.bucket)
 	if err != nil {
+		if unreachable(err) {
+			return fmt.Errorf("objstore: minio: bucket %q: %w: %w", m.bucket, ErrUnavailable, err)
+		}
 		return fmt.Errorf("objstore: minio: bucket %q: %w", m.bucket, err)
 	}
 	if ok {
@@ -119,7 +149,16 @@ func (m *MinIO) ensureBucket(ctx context.Context, region string) error {
 // first seconds: nothing listening yet, or not initialized.
 func startingUp(err error) bool {
 	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) ||
-		minio.ToErrorResponse(err).Code == "XMinioServerNotInitialized")
+		errorResponse(err).Code == "XMinioServerNotInitialized")
+}
+
+// errorResponse is the S3 error response err wraps, if any.
+func errorResponse(err error) minio.ErrorResponse {
+	var r minio.ErrorResponse
+	if errors.As(err, &r) {
+		return r
+	}
+	return minio.ToErrorResponse(err)
 }
 
 // Bucket returns the name of the bucket the store uses.
@@ -141,6 +180,10 @@ func (m *MinIO) mapErr(op, key string, err error) error {
 		sentinel = ErrRange
 	case minio.XMinioInvalidObjectName:
 		sentinel = ErrInvalidKey
+	default:
+		if unreachable(err) {
+			sentinel = ErrUnavailable
+		}
 	}
 	if sentinel != nil {
 		return fmt.Errorf("objstore: minio: %s %q: %w: %v", op, key, sentinel, err)

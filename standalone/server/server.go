@@ -138,6 +138,7 @@ type Server struct {
 	gw       *gateway.Server
 	services []service.Component // auth, presence, messaging, file, media-relay, rendezvous
 	rdv      *rdvsvc.Service
+	gate     *objstore.Gate // the MinIO store's prober, with -minio-endpoint; nil otherwise
 
 	startOnce sync.Once
 	startErr  error
@@ -303,14 +304,15 @@ func (s *Server) rendezvousConfig() rdvsvc.Config {
 	return c
 }
 
-// openStorage opens the file store (Config.storage).
+// openStorage opens the file store (Config.storage) without waiting for
+// a MinIO: chat is served while it is down (objstore.Gate, closed by
+// close).
 func (s *Server) openStorage() (objstore.Store, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	st, err := s.cfg.storage().Open(ctx)
+	st, err := s.cfg.storage().Open(context.Background(), objstore.GateOptions{Log: s.log, Registry: s.reg})
 	if err != nil {
 		return nil, fmt.Errorf("parleyd: file storage: %w", err)
 	}
+	s.gate, _ = st.(*objstore.Gate)
 	return st, nil
 }
 
@@ -407,6 +409,9 @@ func (s *Server) waitServices(ctx context.Context, failed <-chan struct{}, withi
 }
 
 func (s *Server) close() {
+	if s.gate != nil {
+		s.gate.Close()
+	}
 	if s.rdv != nil {
 		s.rdv.Close() // its sockets, bound in start, when Run never ran
 	}

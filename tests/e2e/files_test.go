@@ -833,3 +833,61 @@ func TestFileOfflineAndReject(t *testing.T) {
 		t.Fatalf("alice downloaded a rejected upload: %s", r.stdout)
 	}
 }
+
+// TestFilesWhileStorageDown: the file service and a gateway start, and
+// become ready, while MinIO is down; chat works; the file endpoints answer
+// 503 with Retry-After and a file offer is refused UNAVAILABLE; once
+// MinIO runs, a file goes through with nothing restarted.
+func TestFilesWhileStorageDown(t *testing.T) {
+	c := newCluster(t, 1, clusterOpts{files: true, storageDown: true})
+	gw := c.gateways[0]
+	alice, bob := newCLIUser(t, gw, "alice"), newCLIUser(t, gw, "bob")
+	aliceSDK, bobSDK := alice.sdk(t), bob.sdk(t)
+	dm, err := aliceSDK.SendTo(ctxS(t), bob.name, "storage is down, chat is not")
+	if err != nil {
+		t.Fatalf("chat with storage down: %v", err)
+	}
+	waitEvent(t, bobSDK, 10*time.Second, "alice's message", func(ev parley.Event) bool {
+		m, ok := ev.(parley.MessageEvent)
+		return ok && m.Message.Conversation == dm.Conversation && m.Message.Text == "storage is down, chat is not"
+	})
+
+	req, _ := http.NewRequest(http.MethodPost, gw.httpBase()+"/v1/files", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "5")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("tus creation with storage down: %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	sum := sha256.Sum256([]byte("hello"))
+	_, err = aliceSDK.OfferFile(ctxS(t), parley.OfferRequest{To: bob.name, Name: "a.txt", Size: 5, SHA256: hex.EncodeToString(sum[:])})
+	if err == nil || !strings.Contains(err.Error(), "UNAVAILABLE") {
+		t.Fatalf("file offer with storage down: %v, want UNAVAILABLE", err)
+	}
+
+	c.minio.Start(t)
+	src, srcSum := writeRandomFile(t, t.TempDir(), "after.bin", 1<<20+3, 9)
+	var id string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := alice.run(t, time.Minute, "file", "send", "@"+bob.name, src)
+		if r.err == nil {
+			id = strings.TrimSpace(r.stdout)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("file send 30s after MinIO started: %v\n%s%s", r.err, r.stdout, r.stderr)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	bob.ok(t, 30*time.Second, "file", "accept", id)
+	got := strings.TrimSpace(bob.ok(t, time.Minute, "file", "get", id, t.TempDir()))
+	if s := sha256File(t, got); s != srcSum {
+		t.Fatalf("downloaded SHA-256 %s, sent %s", s, srcSum)
+	}
+}

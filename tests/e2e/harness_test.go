@@ -177,6 +177,9 @@ type clusterOpts struct {
 	// files starts MinIO and the file service and gives every gateway the
 	// file endpoints (/v1/files on its HTTP port).
 	files bool
+	// storageDown stops MinIO before the file service and the gateways
+	// start (cluster.minio.Start brings it up).
+	storageDown bool
 	// relays starts this many media-relay replicas (voice calls).
 	relays int
 }
@@ -229,6 +232,9 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		c.storageEnv = []string{"PARLEY_MINIO_ENDPOINT=" + c.minio.Endpoint, "PARLEY_MINIO_ACCESS_KEY=" + c.minio.AccessKey,
 			"PARLEY_MINIO_SECRET_KEY=" + c.minio.SecretKey, "PARLEY_MINIO_BUCKET=parley-e2e"}
 		c.fileAdmin = addr(testenv.FreePort(t))
+		if o.storageDown {
+			c.minio.Stop()
+		}
 		c.startFile()
 	}
 

@@ -71,7 +71,7 @@ func run() error {
 	reg := service.NewRegistry()
 	deps := server.Deps{NC: nc, Log: log, Registry: reg}
 	// As gateway/cmd/gateway: without a store, file transfer is off.
-	if st, err := storage.Open(ctx); err == nil {
+	if st, err := storage.Open(ctx, objstore.GateOptions{Log: log}); err == nil {
 		deps.Files = st
 	} else if !errors.Is(err, objstore.ErrNoStore) {
 		return err

@@ -40,7 +40,9 @@ func run(sigCtx context.Context, args []string) error {
 	defer p.Close()
 	deps := server.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry}
 	// Without a store the gateway serves chat only; file endpoints 404.
-	if st, err := storage.Open(sigCtx); err == nil {
+	// With MinIO it starts at once: file endpoints answer 503 until the
+	// server answers (objstore.Gate).
+	if st, err := storage.Open(sigCtx, objstore.GateOptions{Log: p.Log, Registry: p.Registry}); err == nil {
 		deps.Files = st
 	} else if !errors.Is(err, objstore.ErrNoStore) {
 		return err

@@ -87,6 +87,9 @@ func (h *Handler) download(c *fiber.Ctx) error {
 			if errors.Is(err, objstore.ErrNotFound) {
 				return h.fail(c, http.StatusNotFound, "the file's bytes are gone (expired?)")
 			}
+			if errors.Is(err, objstore.ErrUnavailable) {
+				return h.storageDown(c)
+			}
 			return h.fail(c, http.StatusServiceUnavailable, "file storage: "+err.Error())
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -49,7 +50,10 @@ import (
 )
 
 // Storage is what the gateway needs from the object store: writing parts
-// and tails, reading files and tails back, deleting tails.
+// and tails, reading files and tails back, deleting tails. A store that
+// also has Available() error (objstore.Gate) is asked before each file
+// request: while it answers an error, file requests are answered 503 with
+// Retry-After.
 type Storage interface {
 	PutPart(ctx context.Context, key, uploadID string, number int, r io.Reader, size int64) (objstore.Part, error)
 	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (objstore.Info, error)
@@ -89,6 +93,9 @@ type Options struct {
 	// LiveFallback is how often a held live download asks the file
 	// service again when no progress event came (0: DefaultLiveFallback).
 	LiveFallback time.Duration
+	// ClientAddr is the address of a request's client (the gateway's
+	// trusted-proxy rules); nil: the peer's.
+	ClientAddr func(*fiber.Ctx) net.Addr
 	// CORSOrigins are the web origins ("https://chat.example.com") whose
 	// pages may call these endpoints from a browser: their Origin is
 	// echoed in Access-Control-Allow-Origin. Empty: none.
@@ -103,6 +110,9 @@ type Handler struct {
 	writing  chan struct{} // one slot per PATCH being written; nil: unbounded
 	draining chan struct{} // closed by Drain
 	drainOne sync.Once
+
+	// available says whether the store's server is up (nil: always).
+	available func() error
 
 	mu      sync.Mutex     // guards writers
 	writers map[string]int // PATCHes being written, per user id
@@ -130,6 +140,9 @@ func New(o Options) (*Handler, error) {
 	if o.RequestTimeout <= 0 || o.IdleTimeout <= 0 {
 		return nil, errors.New("files: timeouts must be positive")
 	}
+	if o.ClientAddr == nil {
+		o.ClientAddr = func(c *fiber.Ctx) net.Addr { return c.Context().RemoteAddr() }
+	}
 	if o.LiveFallback <= 0 {
 		o.LiveFallback = DefaultLiveFallback
 	}
@@ -137,6 +150,9 @@ func New(o Options) (*Handler, error) {
 		return nil, errors.New("files: a minimum upload rate needs a positive window")
 	}
 	h := &Handler{o: o, draining: make(chan struct{}), writers: map[string]int{}, freed: make(chan struct{})}
+	if a, ok := o.Storage.(interface{ Available() error }); ok {
+		h.available = a.Available
+	}
 	if o.MaxUploads > 0 {
 		h.writing = make(chan struct{}, o.MaxUploads)
 	}
@@ -151,13 +167,38 @@ func New(o Options) (*Handler, error) {
 func (h *Handler) Register(app *fiber.App) {
 	app.Options(fileurl.Prefix, h.options)
 	app.Options(fileurl.Prefix+"/*", h.options)
-	app.Post(fileurl.Prefix, h.create)
-	app.Post(fileurl.Prefix+"/", h.create)
-	app.Head(fileurl.Upload(":id"), h.head)
-	app.Patch(fileurl.Upload(":id"), h.patch)
-	app.Delete(fileurl.Upload(":id"), h.terminate)
-	app.Get(fileurl.Content(":id"), h.download)
-	app.Head(fileurl.Content(":id"), h.download)
+	app.Post(fileurl.Prefix, h.storageUp, h.create)
+	app.Post(fileurl.Prefix+"/", h.storageUp, h.create)
+	app.Head(fileurl.Upload(":id"), h.storageUp, h.head)
+	app.Patch(fileurl.Upload(":id"), h.storageUp, h.patch)
+	app.Delete(fileurl.Upload(":id"), h.storageUp, h.terminate)
+	app.Get(fileurl.Content(":id"), h.storageUp, h.download)
+	app.Head(fileurl.Content(":id"), h.storageUp, h.download)
+}
+
+// StorageRetryAfter is the Retry-After, in seconds, of the answers while
+// file storage is down.
+const StorageRetryAfter = 5
+
+// storageUp answers 503 with Retry-After while the store says its server
+// is down (objstore.Gate): every file endpoint but discovery waits for
+// storage; chat does not.
+func (h *Handler) storageUp(c *fiber.Ctx) error {
+	if h.available != nil {
+		if err := h.available(); err != nil {
+			return h.storageDown(c)
+		}
+	}
+	return c.Next()
+}
+
+// storageDown answers that file storage is unavailable. It is not logged
+// per request: the store logs when it goes down and comes back.
+func (h *Handler) storageDown(c *fiber.Ctx) error {
+	h.tusHeaders(c)
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(StorageRetryAfter))
+	c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
+	return c.Status(http.StatusServiceUnavailable).SendString("UNAVAILABLE: file storage is unavailable; retry after a few seconds\n")
 }
 
 // tusHeaders are on every answer: the tus version, nosniff (no body here
@@ -243,6 +284,9 @@ func (h *Handler) failErr(c *fiber.Ctx, err error) error {
 		status = http.StatusBadRequest
 	case parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, parleyv1.ErrorCode_ERROR_CODE_TIMEOUT:
 		status = http.StatusServiceUnavailable
+		if e.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.FormatUint(uint64((e.RetryAfter+999)/1000), 10))
+		}
 	}
 	return h.fail(c, status, errcode.ShortName(e.Code)+": "+e.Message)
 }
@@ -267,7 +311,7 @@ func (h *Handler) identity(c *fiber.Ctx) (identity.Caller, nats.Header, error) {
 		return identity.Caller{}, nil, errcode.New(parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "auth answered without a session")
 	}
 	who := identity.Caller{UserID: s.GetUserId(), SessionID: s.GetSessionId(), Username: s.GetUsername()}
-	return who, identity.Header(who, identity.Origin{RemoteAddr: c.Context().RemoteAddr().String(), GatewayID: h.o.GatewayID}), nil
+	return who, identity.Header(who, identity.Origin{RemoteAddr: h.o.ClientAddr(c).String(), GatewayID: h.o.GatewayID}), nil
 }
 
 // call sends one request to the file service.

@@ -165,6 +165,9 @@ func (h *Handler) patch(c *fiber.Ctx) error {
 	}()
 	if st.GetTailSize() > 0 {
 		if err := u.loadTail(); err != nil {
+			if errors.Is(err, objstore.ErrUnavailable) {
+				return h.storageDown(c)
+			}
 			return h.fail(c, http.StatusServiceUnavailable, "reading the stored tail: "+err.Error())
 		}
 	}

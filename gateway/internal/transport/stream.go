@@ -23,7 +23,11 @@ type Stream struct {
 // NewStream wraps c ("tcp" or "tls" for kind) with a frame size limit.
 func NewStream(c net.Conn, maxFrame uint32, kind string) *Stream {
 	s := &Stream{c: c, r: *wire.NewReader(c, maxFrame), kind: kind}
-	if tc, ok := c.(*net.TCPConn); ok {
+	// A plain TCP connection, or one that came with a PROXY header
+	// (clientaddr.Stream); not TLS.
+	if tc, ok := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); ok {
 		s.raw, _ = tc.SyscallConn()
 	}
 	return s

@@ -15,9 +15,11 @@ import (
 // WebSocket is a WebSocket connection: each binary message is one frame's
 // protobuf encoding without the length prefix (docs/protocol.md §3).
 type WebSocket struct {
-	c    *websocket.Conn
-	max  uint32
-	host string // the upgrade request's Host header
+	c      *websocket.Conn
+	max    uint32
+	host   string   // the upgrade request's Host header
+	remote net.Addr // the client's address
+	scheme string   // http or https as a trusted proxy said; "" if none did
 
 	// The next message, when Wait has begun it: its type and reader
 	// (nil: none waiting). Used by the reader goroutine only.
@@ -25,13 +27,26 @@ type WebSocket struct {
 	next     io.Reader
 }
 
-// NewWebSocket wraps an upgraded connection with a frame size limit; host
-// is the upgrade request's Host header.
-func NewWebSocket(c *websocket.Conn, maxFrame uint32, host string) *WebSocket {
+// Upgrade is what the gateway knows of a WebSocket's upgrade request.
+type Upgrade struct {
+	Host string // the Host header
+	// Remote is the client's address, the one a trusted proxy forwarded
+	// it from (X-Forwarded-For); nil: the socket's peer.
+	Remote net.Addr
+	// Scheme is "http" or "https" as a trusted proxy reports the client
+	// used (X-Forwarded-Proto); "": the listener's own.
+	Scheme string
+}
+
+// NewWebSocket wraps an upgraded connection with a frame size limit.
+func NewWebSocket(c *websocket.Conn, maxFrame uint32, u Upgrade) *WebSocket {
 	if maxFrame == 0 {
 		maxFrame = wire.DefaultMaxFrameSize
 	}
-	return &WebSocket{c: c, max: maxFrame, host: host}
+	if u.Remote == nil {
+		u.Remote = c.RemoteAddr()
+	}
+	return &WebSocket{c: c, max: maxFrame, host: u.Host, remote: u.Remote, scheme: u.Scheme}
 }
 
 // ReadFrame reads the next message. A text message is discarded and reported
@@ -146,9 +161,13 @@ func (w *WebSocket) Close() error {
 	return lingerClose(w.c.NetConn())
 }
 
-func (w *WebSocket) RemoteAddr() net.Addr { return w.c.RemoteAddr() }
+func (w *WebSocket) RemoteAddr() net.Addr { return w.remote }
 func (w *WebSocket) LocalAddr() net.Addr  { return w.c.LocalAddr() }
 func (w *WebSocket) Host() string         { return w.host }
 func (w *WebSocket) Kind() string         { return "ws" }
+
+// Scheme is "http" or "https" as a trusted proxy reported the client
+// reached it, "" if none did.
+func (w *WebSocket) Scheme() string { return w.scheme }
 
 var _ Transport = (*WebSocket)(nil)

@@ -26,13 +26,16 @@ var (
 	errBadParts     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "commit does not add up: parts, tail and offset disagree")
 	errTooManyParts = errcode.New(parleyv1.ErrorCode_ERROR_CODE_FILE_TOO_LARGE, "the upload was interrupted too many times; send the file again")
 	errBusy         = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the file record is busy; try again")
-	errStorage      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "file storage is unavailable; try again")
-	errBadToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "invalid download token")
-	errOldToken     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "the download link has expired; ask for a new one")
-	errClientKey    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be at most 64 characters")
-	errKeyReused    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
-	errBadConv      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation: not a conversation id")
-	errRoomNoFiles  = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "rooms have no files: files go to a private chat or a group")
+	// errStorage: the object store failed or is down (objstore.Gate: it
+	// is probed every few seconds while down).
+	errStorage = &errcode.Error{Code: parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+		Message: "file storage is unavailable; try again in a few seconds", RetryAfter: 5000}
+	errBadToken    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_INVALID, "invalid download token")
+	errOldToken    = errcode.New(parleyv1.ErrorCode_ERROR_CODE_TOKEN_EXPIRED, "the download link has expired; ask for a new one")
+	errClientKey   = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "client_key must be at most 64 characters")
+	errKeyReused   = errcode.New(parleyv1.ErrorCode_ERROR_CODE_CONFLICT, "this client_key was used for another file; use a new key per offer")
+	errBadConv     = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "conversation: not a conversation id")
+	errRoomNoFiles = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "rooms have no files: files go to a private chat or a group")
 	// As messaging answers for a conversation id (docs/protocol.md §15.1).
 	errNoConversation = errcode.New(parleyv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no such conversation")
 	errNotMember      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "you are not in this conversation")

@@ -31,9 +31,14 @@ func run(ctx context.Context, args []string) error {
 		sc.RegisterFlags(fs)
 	}
 	return service.Run(ctx, "file", "127.0.0.1:7494", args, register, func(ctx context.Context, p *service.Process) (service.Component, error) {
-		st, err := sc.Open(ctx)
+		// With MinIO, at once: requests that need storage answer
+		// UNAVAILABLE until the server answers (objstore.Gate).
+		st, err := sc.Open(ctx, objstore.GateOptions{Log: p.Log, Registry: p.Registry})
 		if err != nil {
 			return nil, err
+		}
+		if g, ok := st.(*objstore.Gate); ok {
+			p.Defer(g.Close)
 		}
 		return filesvc.New(cfg, p.Deps(), st)
 	})
