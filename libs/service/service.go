@@ -30,10 +30,11 @@ import (
 // Common holds the settings every binary has.
 type Common struct {
 	NATSURL         string
-	LogFormat       string // text or json
-	LogLevel        string // debug, info, warn, error
-	AdminAddr       string // admin HTTP listen address; empty disables it
-	AdminToken      string // bearer token /metrics requires; empty: /metrics is open
+	NATS            NATSAuth // TLS and credentials for the NATS connection
+	LogFormat       string   // text or json
+	LogLevel        string   // debug, info, warn, error
+	AdminAddr       string   // admin HTTP listen address; empty disables it
+	AdminToken      string   // bearer token /metrics requires; empty: /metrics is open
 	ShutdownTimeout time.Duration
 }
 
@@ -45,6 +46,7 @@ const MinTokenLen = 16
 // default.
 func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	c.NATS.RegisterFlags(fs)
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.AdminAddr, "admin-addr", adminDefault, "admin HTTP address for /healthz, /readyz and /metrics (empty disables)")
@@ -76,14 +78,15 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // ConnectNATS connects to url and keeps reconnecting forever; connection
-// changes are logged.
-func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
+// changes are logged. extra (NATSAuth.Options, an inbox prefix) come
+// last.
+func ConnectNATS(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-		nats.PingInterval(10*time.Second),
+		nats.PingInterval(10 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 		}),
@@ -97,7 +100,8 @@ func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 			log.Error("nats async error", "subject", subj, "err", err)
 		}),
-	)
+	}
+	return nats.Connect(url, append(opts, extra...)...)
 }
 
 // NATSReady is a readiness check for a NATS connection.
