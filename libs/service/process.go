@@ -40,6 +40,7 @@ func Setup(name, adminDefault string, args []string, register func(*flag.FlagSet
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	p := &Process{}
 	RegisterCommon(fs, &p.Common, adminDefault)
+	p.Common.NATS.RegisterFlags(fs)
 	register(fs)
 	if err := Parse(fs, args); err != nil {
 		return nil, err

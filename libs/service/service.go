@@ -30,7 +30,7 @@ import (
 // Common holds the settings every binary has.
 type Common struct {
 	NATSURL         string
-	NATS            NATSAuth // TLS and credentials for the NATS connection
+	NATS            NATSAuth // TLS and credentials for the NATS connection (Setup's flags)
 	LogFormat       string   // text or json
 	LogLevel        string   // debug, info, warn, error
 	AdminAddr       string   // admin HTTP listen address; empty disables it
@@ -46,7 +46,6 @@ const MinTokenLen = 16
 // default.
 func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	c.NATS.RegisterFlags(fs)
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.AdminAddr, "admin-addr", adminDefault, "admin HTTP address for /healthz, /readyz and /metrics (empty disables)")

@@ -122,12 +122,13 @@ func (ca *CA) Server(t testing.TB, name string) Pair {
 	})
 }
 
-// Client issues a client certificate whose subject is CN=<cn>, as the
-// cert-manager Certificates of k8s/base/nats-tls.yaml are.
+// Client issues a client certificate whose subject is CN=<cn>,O=parley,
+// as the cert-manager Certificates of k8s/base/nats-tls.yaml are (the NATS
+// user subject.TLSUser(cn)).
 func (ca *CA) Client(t testing.TB, cn string) Pair {
 	t.Helper()
 	return ca.Issue(t, cn, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: cn},
+		Subject:     pkix.Name{CommonName: cn, Organization: []string{"parley"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 }
