@@ -66,7 +66,7 @@ func Identities() []Identity {
 			Name: "auth",
 			Publish: concat(
 				[]string{SessionKick("*"), PresenceUser},
-				kv(BucketAccounts), kv(BucketSessions), kv(BucketAuthKeys), kv(BucketDevices),
+				kv(BucketAccounts, BucketSessions, BucketAuthKeys, BucketDevices),
 			),
 			Subscribe: []string{"parley.auth.v1.>", InboxPrefix("auth") + ".>"},
 			Responds:  true,
@@ -84,7 +84,7 @@ func Identities() []Identity {
 				[]string{UserMessages("*"), RoomMessagesAll, UserFriendEvents("*"), UserTyping("*"), UserReceipts("*"),
 					AuthLookup, PresenceUser, StoreAll},
 				stream(StreamMessages),
-				kv(BucketCursors), kv(BucketConvs), kv(BucketMsgIndex), kv(BucketGroups), kv(BucketFriends),
+				kv(BucketCursors, BucketConvs, BucketMsgIndex, BucketGroups, BucketFriends),
 			),
 			Subscribe: []string{"parley.msg.v1.>", InboxPrefix("messaging") + ".>"},
 			Responds:  true,
@@ -93,7 +93,7 @@ func Identities() []Identity {
 			Name: "file",
 			Publish: concat(
 				[]string{UserFileEvents("*"), FileProgress("*"), MsgPostFile, MsgMembers, AuthSessionCheck, PresenceUser},
-				kv(BucketFiles), kv(BucketFileKeys), kv(BucketFileOffers),
+				kv(BucketFiles, BucketFileKeys, BucketFileOffers),
 			),
 			Subscribe: []string{FileOffer, FileAnswer, FileDownload, FileList,
 				FileUploadBegin, FileUploadCommit, FileUploadStatus, FileTerminate, FileOpen, InboxPrefix("file") + ".>"},
@@ -139,10 +139,17 @@ func stream(name string) []string {
 	}
 }
 
-// kv is what the owner of KV bucket publishes: its stream KV_<bucket> and
-// its keys' subjects $KV.<bucket>.>.
-func kv(bucket string) []string {
-	return append(stream("KV_"+bucket), "$KV."+bucket+".>")
+// kv is what the owner of KV buckets publishes: for each its stream
+// KV_<bucket> and its keys' subjects $KV.<bucket>.>, and the account's
+// JetStream info ($JS.API.INFO: limits and usage, no data), which
+// creating a bucket asks for.
+func kv(buckets ...string) []string {
+	out := []string{"$JS.API.INFO"}
+	for _, b := range buckets {
+		out = append(out, stream("KV_"+b)...)
+		out = append(out, "$KV."+b+".>")
+	}
+	return out
 }
 
 func concat(lists ...[]string) []string {
