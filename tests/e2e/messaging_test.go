@@ -92,7 +92,12 @@ func short(s []string) []string {
 // replicas: room chat reaches everyone; a private chat reaches its two
 // members only and the third can neither see nor read it.
 func TestChatAcrossGateways(t *testing.T) {
-	c := newCluster(t, 2, clusterOpts{messaging: 2})
+	chatAcrossGateways(t, newCluster(t, 2, clusterOpts{messaging: 2}))
+}
+
+// chatAcrossGateways is TestChatAcrossGateways on the cluster c (two
+// gateways at least).
+func chatAcrossGateways(t *testing.T, c *cluster) {
 	alice, as := registered(t, "tcp://"+c.gateways[0].tcp, "alice")
 	bob, bs := registered(t, "ws://"+c.gateways[1].http+"/v1/ws", "bob")
 	carol, _ := registered(t, "tcp://"+c.gateways[1].tcp, "carol")
@@ -289,7 +294,12 @@ func TestMessagingBadInput(t *testing.T) {
 // TestGroupAcrossGateways: a group's messages reach its members, on two
 // gateways, and nobody else; an outsider can neither read nor post.
 func TestGroupAcrossGateways(t *testing.T) {
-	c := newCluster(t, 2, clusterOpts{messaging: 2})
+	groupAcrossGateways(t, newCluster(t, 2, clusterOpts{messaging: 2}))
+}
+
+// groupAcrossGateways is TestGroupAcrossGateways on the cluster c (two
+// gateways at least).
+func groupAcrossGateways(t *testing.T, c *cluster) {
 	alice, _ := registered(t, "tcp://"+c.gateways[0].tcp, "alice")
 	bob, bs := registered(t, "tcp://"+c.gateways[1].tcp, "bob")
 	carol, _ := registered(t, "tcp://"+c.gateways[1].tcp, "carol")
