@@ -161,9 +161,9 @@ func concat(lists ...[]string) []string {
 }
 
 // PermissionsVar is the configuration variable holding an identity's
-// permissions ("PARLEY_MEDIA_RELAY").
+// permissions ("MEDIA_RELAY_PERMISSIONS").
 func PermissionsVar(name string) string {
-	b := []byte("PARLEY_" + name)
+	b := []byte(name + "_permissions")
 	for i, c := range b {
 		switch {
 		case c >= 'a' && c <= 'z':
@@ -180,7 +180,7 @@ func PermissionsVar(name string) string {
 // authorization block that gives each to the client certificate
 // TLSUser(name) (the server's tls block needs verify_and_map: true).
 // Without users it is the permissions alone, for an authorization block
-// of one's own (nkey or password users: permissions: $PARLEY_GATEWAY).
+// of one's own (nkey or password users: permissions: $GATEWAY_PERMISSIONS).
 func NATSConfig(users bool) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Parley's NATS permissions, one user per deployable. GENERATED from\n" +
