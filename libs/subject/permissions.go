@@ -3,6 +3,7 @@ package subject
 import (
 	"bytes"
 	"fmt"
+	"strings"
 )
 
 // Identity is one deployable's NATS user: the subjects it may publish and
@@ -214,4 +215,45 @@ func NATSConfig(users bool) []byte {
 	}
 	b.WriteString("  ]\n}\n")
 	return b.Bytes()
+}
+
+// MayPublish reports whether the identity's publish allow-list matches
+// subj (NATS wildcards: "*" one token, ">" the rest).
+func (id Identity) MayPublish(subj string) bool { return anyMatch(id.Publish, subj) }
+
+// MaySubscribe is MayPublish for subscriptions: subj (itself possibly a
+// wildcard) must be covered by one allowed pattern.
+func (id Identity) MaySubscribe(subj string) bool { return anyMatch(id.Subscribe, subj) }
+
+// IdentityOf returns the identity of deployable name.
+func IdentityOf(name string) (Identity, bool) {
+	for _, id := range Identities() {
+		if id.Name == name {
+			return id, true
+		}
+	}
+	return Identity{}, false
+}
+
+func anyMatch(patterns []string, subj string) bool {
+	for _, p := range patterns {
+		if covers(strings.Split(p, "."), strings.Split(subj, ".")) {
+			return true
+		}
+	}
+	return false
+}
+
+// covers: pattern p matches every subject s matches (s's own "*" only
+// under p's "*" or ">").
+func covers(p, s []string) bool {
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) || (tok == "*" && s[i] == ">") {
+			return false
+		}
+	}
+	return len(p) == len(s)
 }

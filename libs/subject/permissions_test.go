@@ -308,3 +308,24 @@ func TestCertIdentityMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestMayPublish: the matcher the route tables are checked with agrees
+// with NATS's wildcard rules.
+func TestMayPublish(t *testing.T) {
+	id := subject.Identity{Publish: []string{"a.b", "a.*.c", "x.>"}, Subscribe: []string{"u.*.>"}}
+	for _, tc := range []struct {
+		subj string
+		want bool
+	}{
+		{"a.b", true}, {"a.b.d", false}, {"a", false},
+		{"a.z.c", true}, {"a.z.d", false}, {"a.*.c", true}, {"a.>", false},
+		{"x.y", true}, {"x.y.z", true}, {"x", false}, {"x.>", true},
+	} {
+		if got := id.MayPublish(tc.subj); got != tc.want {
+			t.Errorf("MayPublish(%q) = %v, want %v", tc.subj, got, tc.want)
+		}
+	}
+	if !id.MaySubscribe("u.bob.>") || !id.MaySubscribe("u.*.>") || id.MaySubscribe("u.>") || id.MaySubscribe(">") {
+		t.Error("MaySubscribe wildcards")
+	}
+}
