@@ -7,7 +7,9 @@
 # libs/proto/parley/internal/v1/internal.proto, which imports the client
 # one, becomes libs/proto/internalv1. With --check it generates into a
 # temporary tree and fails when the committed code or the reference differs
-# (stale or hand-edited), printing the diff.
+# (stale or hand-edited), printing the diff. It also writes NATS's
+# permission file k8s/base/nats-auth.conf from libs/subject's table
+# (libs/cmd/natsauth), or with --check fails when it is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
@@ -55,7 +57,9 @@ done
 
 if $check; then
   (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md -check) || status=1
+  (cd libs && go run ./cmd/natsauth -o ../k8s/base/nats-auth.conf -check) || status=1
   [ $status -eq 0 ] && echo "generated code is up to date"
   exit $status
 fi
 (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md)
+(cd libs && go run ./cmd/natsauth -o ../k8s/base/nats-auth.conf)

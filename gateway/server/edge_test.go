@@ -205,7 +205,7 @@ func TestForwardedFor(t *testing.T) {
 // replacement keeps the previous one.
 func TestTLSCertificateReload(t *testing.T) {
 	ca := testenv.NewCA(t)
-	c1, k1 := ca.Issue(t, 1001)
+	c1, k1 := ca.ServerPEM(t, 1001)
 	vol := testenv.NewSecretVolume(t, c1, k1)
 	e := startGateway(t, func(c *server.Config) {
 		c.TLSCert, c.TLSKey = vol.CertFile(), vol.KeyFile()
@@ -235,7 +235,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	old := dialTLS(t, e, conf)
 	old.login("alice", noFeed)
 
-	c2, k2 := ca.Issue(t, 1002)
+	c2, k2 := ca.ServerPEM(t, 1002)
 	vol.Update(t, c2, k2)
 	testenv.Eventually(t, 10*time.Second, "renewed certificate served", func() bool {
 		tcp, wss := serials()
@@ -248,8 +248,8 @@ func TestTLSCertificateReload(t *testing.T) {
 	dialWS(t, "wss://"+e.srv.HTTPAddr().String()+server.WebSocketPath, hc).login("bob", noFeed)
 
 	// A broken pair (a key that is not the certificate's) is not taken.
-	_, k3 := ca.Issue(t, 1003)
-	c3, _ := ca.Issue(t, 1003)
+	_, k3 := ca.ServerPEM(t, 1003)
+	c3, _ := ca.ServerPEM(t, 1003)
 	vol.Update(t, c3, k3)
 	time.Sleep(100 * time.Millisecond) // ten polls
 	if tcp, wss := serials(); tcp != 1002 || wss != 1002 {

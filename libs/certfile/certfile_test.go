@@ -62,7 +62,7 @@ func TestReplacedFilesAreServedWithoutRestart(t *testing.T) {
 	ca := testenv.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	c1, k1 := ca.Issue(t, 101)
+	c1, k1 := ca.ServerPEM(t, 101)
 	writePair(t, certFile, keyFile, c1, k1)
 	r, err := certfile.New(certFile, keyFile, nil)
 	if err != nil {
@@ -73,7 +73,7 @@ func TestReplacedFilesAreServedWithoutRestart(t *testing.T) {
 		t.Fatalf("serial %d, want 101", got)
 	}
 
-	c2, k2 := ca.Issue(t, 102)
+	c2, k2 := ca.ServerPEM(t, 102)
 	writePair(t, certFile, keyFile, c2, k2)
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("Reload = %v, %v; want a new pair", changed, err)
@@ -90,14 +90,14 @@ func TestBadReplacementKeepsTheOldCertificate(t *testing.T) {
 	ca := testenv.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	c1, k1 := ca.Issue(t, 201)
+	c1, k1 := ca.ServerPEM(t, 201)
 	writePair(t, certFile, keyFile, c1, k1)
 	r, err := certfile.New(certFile, keyFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := serve(t, r)
-	c2, k2 := ca.Issue(t, 202)
+	c2, k2 := ca.ServerPEM(t, 202)
 
 	for _, tc := range []struct {
 		name      string
@@ -136,7 +136,7 @@ func TestMissingFilesFailAtStart(t *testing.T) {
 // "..data" symlink, noticed by Run's polling.
 func TestSecretVolumeSymlinkSwap(t *testing.T) {
 	ca := testenv.NewCA(t)
-	c1, k1 := ca.Issue(t, 301)
+	c1, k1 := ca.ServerPEM(t, 301)
 	vol := testenv.NewSecretVolume(t, c1, k1)
 	r, err := certfile.New(vol.CertFile(), vol.KeyFile(), nil)
 	if err != nil {
@@ -151,7 +151,7 @@ func TestSecretVolumeSymlinkSwap(t *testing.T) {
 		t.Fatalf("serial %d, want 301", got)
 	}
 
-	c2, k2 := ca.Issue(t, 302)
+	c2, k2 := ca.ServerPEM(t, 302)
 	vol.Update(t, c2, k2)
 	deadline := time.Now().Add(10 * time.Second)
 	for serial(t, addr, ca) != 302 {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/libs/subject"
 )
 
 // Process is what every Parley binary sets up before it builds its
@@ -30,12 +32,15 @@ type Process struct {
 
 // Setup parses args into the common flags (with adminDefault) and the
 // component's own (defined by register), then builds the logger, the
-// registry and a NATS connection named "parley-"+name. flag.ErrHelp is
-// returned unchanged after -h printed the usage: callers exit 0.
+// registry and a NATS connection named "parley-"+name, with the TLS and
+// credentials of the -nats-* flags and reply subjects under
+// subject.InboxPrefix(name). flag.ErrHelp is returned unchanged after -h
+// printed the usage: callers exit 0.
 func Setup(name, adminDefault string, args []string, register func(*flag.FlagSet)) (*Process, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	p := &Process{}
 	RegisterCommon(fs, &p.Common, adminDefault)
+	p.Common.NATS.RegisterFlags(fs)
 	register(fs)
 	if err := Parse(fs, args); err != nil {
 		return nil, err
@@ -46,7 +51,14 @@ func Setup(name, adminDefault string, args []string, register func(*flag.FlagSet
 	}
 	p.Log = log
 	p.Registry = NewRegistry()
-	if p.NC, err = ConnectNATS(p.Common.NATSURL, "parley-"+name, log); err != nil {
+	natsOpts, err := p.Common.NATS.Options()
+	if err != nil {
+		return nil, err
+	}
+	// Its own reply subjects: the server lets each identity read only its
+	// own (subject.Identities).
+	natsOpts = append(natsOpts, nats.CustomInboxPrefix(subject.InboxPrefix(name)))
+	if p.NC, err = ConnectNATS(p.Common.NATSURL, "parley-"+name, log, natsOpts...); err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
 	return p, nil

@@ -30,10 +30,11 @@ import (
 // Common holds the settings every binary has.
 type Common struct {
 	NATSURL         string
-	LogFormat       string // text or json
-	LogLevel        string // debug, info, warn, error
-	AdminAddr       string // admin HTTP listen address; empty disables it
-	AdminToken      string // bearer token /metrics requires; empty: /metrics is open
+	NATS            NATSAuth // TLS and credentials for the NATS connection (Setup's flags)
+	LogFormat       string   // text or json
+	LogLevel        string   // debug, info, warn, error
+	AdminAddr       string   // admin HTTP listen address; empty disables it
+	AdminToken      string   // bearer token /metrics requires; empty: /metrics is open
 	ShutdownTimeout time.Duration
 }
 
@@ -76,14 +77,15 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // ConnectNATS connects to url and keeps reconnecting forever; connection
-// changes are logged.
-func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
+// changes are logged. extra (NATSAuth.Options, an inbox prefix) come
+// last.
+func ConnectNATS(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-		nats.PingInterval(10*time.Second),
+		nats.PingInterval(10 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 		}),
@@ -97,7 +99,8 @@ func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 			log.Error("nats async error", "subject", subj, "err", err)
 		}),
-	)
+	}
+	return nats.Connect(url, append(opts, extra...)...)
 }
 
 // NATSReady is a readiness check for a NATS connection.

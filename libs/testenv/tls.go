@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -61,16 +62,26 @@ func SelfSigned(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-// CA is a test certificate authority issuing server certificates for
-// 127.0.0.1, for tests that replace a server's certificate (a renewal):
-// a client trusting Pool accepts every certificate it issues.
+// CA is a certificate authority for tests: it issues server and client
+// certificates as PEM files laid out like a cert-manager Secret
+// (<dir>/<name>/tls.crt, tls.key and ca.crt).
 type CA struct {
+	File string // the CA certificate (PEM)
 	Pool *x509.CertPool
+	dir  string
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
+
+	mu   sync.Mutex // guards next
+	next int64      // the next serial number
 }
 
-// NewCA makes a CA valid for an hour.
+// Pair is an issued certificate's files.
+type Pair struct {
+	Cert, Key, CA string
+}
+
+// NewCA creates a CA in a temporary directory.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -81,8 +92,8 @@ func NewCA(t testing.TB) *CA {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "parley-test-ca"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
@@ -94,14 +105,80 @@ func NewCA(t testing.TB) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &CA{Pool: pool, cert: cert, key: key}
+	ca := &CA{dir: t.TempDir(), cert: cert, key: key, next: 2, Pool: x509.NewCertPool()}
+	ca.Pool.AddCert(cert)
+	ca.File = filepath.Join(ca.dir, "ca.crt")
+	writePEM(t, ca.File, "CERTIFICATE", der)
+	return ca
 }
 
-// Issue returns a new server certificate for 127.0.0.1 with serial number
-// serial and its key, both PEM.
-func (ca *CA) Issue(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
+// Server issues a server certificate for 127.0.0.1 and localhost.
+func (ca *CA) Server(t testing.TB, name string) Pair {
+	t.Helper()
+	return ca.Issue(t, name, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// Client issues a client certificate whose subject is CN=<cn>,O=parley,
+// as the cert-manager Certificates of k8s/base/nats-tls.yaml are (the NATS
+// user subject.TLSUser(cn)).
+func (ca *CA) Client(t testing.TB, cn string) Pair {
+	t.Helper()
+	return ca.Issue(t, cn, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn, Organization: []string{"parley"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// Issue signs tmpl (subject, names and key usage filled in by the caller)
+// with a fresh key and writes <dir>/<name>/tls.crt, tls.key and ca.crt.
+func (ca *CA) Issue(t testing.TB, name string, tmpl *x509.Certificate) Pair {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.mu.Lock()
+	tmpl.SerialNumber = big.NewInt(ca.next)
+	ca.next++
+	ca.mu.Unlock()
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(ca.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := Pair{Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), CA: filepath.Join(dir, "ca.crt")}
+	writePEM(t, p.Cert, "CERTIFICATE", der)
+	writePEM(t, p.Key, "EC PRIVATE KEY", keyDER)
+	writePEM(t, p.CA, "CERTIFICATE", ca.cert.Raw)
+	return p
+}
+
+func writePEM(t testing.TB, file, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ServerPEM returns a new server certificate for 127.0.0.1 and localhost
+// with serial number serial and its key, both PEM, for tests that replace
+// a server's certificate (a renewal) and tell the two apart by serial.
+func (ca *CA) ServerPEM(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

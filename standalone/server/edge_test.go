@@ -14,7 +14,7 @@ import (
 // gateway's do.
 func TestTLSCertificateReload(t *testing.T) {
 	ca := testenv.NewCA(t)
-	c1, k1 := ca.Issue(t, 11)
+	c1, k1 := ca.ServerPEM(t, 11)
 	vol := testenv.NewSecretVolume(t, c1, k1)
 	cfg := testConfig(t)
 	cfg.Gateway.TLSCert, cfg.Gateway.TLSKey = vol.CertFile(), vol.KeyFile()
@@ -32,7 +32,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	if n := serial(); n != 11 {
 		t.Fatalf("serial %d, want 11", n)
 	}
-	c2, k2 := ca.Issue(t, 12)
+	c2, k2 := ca.ServerPEM(t, 12)
 	vol.Update(t, c2, k2)
 	testenv.Eventually(t, 10*time.Second, "renewed certificate served", func() bool { return serial() == 12 })
 }

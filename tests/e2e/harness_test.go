@@ -134,6 +134,8 @@ func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 type cluster struct {
 	t        *testing.T
 	natsURL  string
+	natsCA   *testenv.CA             // clusterOpts.secure: the CA of the NATS server's and every deployable's certificate
+	natsCert map[string]testenv.Pair // each deployable's client certificate, issued once
 	redis    *testenv.Redis
 	auth     *proc
 	presence *proc
@@ -149,6 +151,11 @@ type cluster struct {
 	fileAdmin  string
 
 	relays []*relayProc // media-relay replicas (clusterOpts.relays)
+
+	// More replicas (clusterOpts.replicas): auth and presence beyond
+	// c.auth and c.presence, file services beyond c.file, and the
+	// rendezvous replicas (clusterOpts.rendezvous).
+	extra []*proc
 }
 
 // relayProc is one media-relay replica.
@@ -182,14 +189,29 @@ type clusterOpts struct {
 	storageDown bool
 	// relays starts this many media-relay replicas (voice calls).
 	relays int
+	// secure runs NATS as Kubernetes does: TLS, a client certificate
+	// required and mapped to a user, the shipped permission file
+	// (k8s/base/nats-auth.conf); every binary connects with its own
+	// deployable's certificate (-nats-ca, -nats-cert, -nats-key).
+	secure bool
+	// replicas of auth, presence and (with files) the file service
+	// (default 1).
+	replicas int
+	// rendezvous starts this many rendezvous replicas (direct sessions).
+	rendezvous int
 }
 
 func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	natsPort := testenv.FreePort(t)
-	nats := start(t, "nats-server", nil, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", t.TempDir())
-	_ = nats
+	if o.secure {
+		c.natsCA, c.natsCert = testenv.NewCA(t), map[string]testenv.Pair{}
+		conf, _ := testenv.SecureNATSConfig(t, c.natsCA, addr(natsPort), t.TempDir())
+		start(t, "nats-server", nil, "-c", conf)
+	} else {
+		start(t, "nats-server", nil, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", t.TempDir())
+	}
 	testenv.WaitTCP(t, addr(natsPort), 20*time.Second)
 	c.natsURL = "nats://" + addr(natsPort)
 	c.redis = testenv.StartRedis(t)
@@ -202,22 +224,26 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 		c.authEnv = append(c.authEnv, "PARLEY_TOKEN_TTL="+o.tokenTTL)
 	}
 	authAdmin := addr(testenv.FreePort(t))
-	c.authEnv = append(c.authEnv, "PARLEY_NATS_URL="+c.natsURL, "PARLEY_ADMIN_ADDR="+authAdmin,
-		"PARLEY_SESSION_POLICY="+policy, "PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0",
+	c.authEnv = append(c.authEnv, c.natsEnv("auth")...)
+	c.authEnv = append(c.authEnv, "PARLEY_SESSION_POLICY="+policy, "PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0",
 		// Cheaper hashing keeps the suite fast; the defaults are
 		// measured by the benchmark.
 		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1")
-	c.auth = start(t, "auth", c.authEnv)
+	c.auth = start(t, "auth", append(c.authEnv, "PARLEY_ADMIN_ADDR="+authAdmin))
 	waitReady(t, c.auth, authAdmin)
 
 	ttl := o.gatewayTTL
 	if ttl == "" {
 		ttl = "15s"
 	}
+	presEnv := append(c.natsEnv("presence"), "PARLEY_REDIS_ADDR="+c.redis.Addr, "PARLEY_GATEWAY_TTL="+ttl, "PARLEY_SWEEP_INTERVAL=500ms")
 	presAdmin := addr(testenv.FreePort(t))
-	c.presence = start(t, "presence", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + presAdmin,
-		"PARLEY_REDIS_ADDR=" + c.redis.Addr, "PARLEY_GATEWAY_TTL=" + ttl, "PARLEY_SWEEP_INTERVAL=500ms"})
+	c.presence = start(t, "presence", append(presEnv, "PARLEY_ADMIN_ADDR="+presAdmin))
 	waitReady(t, c.presence, presAdmin)
+	for range o.replicas - 1 {
+		c.addReplica("auth", c.authEnv)
+		c.addReplica("presence", presEnv)
+	}
 
 	replicas := o.messaging
 	if replicas == 0 {
@@ -236,6 +262,14 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 			c.minio.Stop()
 		}
 		c.startFile()
+		for range o.replicas - 1 {
+			c.addReplica("file", append(c.natsEnv("file"), c.storageEnv...))
+		}
+	}
+	for i := range o.rendezvous {
+		// Its STUN on two addresses of its own (free ports).
+		c.addReplica("rendezvous", append(c.natsEnv("rendezvous"), fmt.Sprintf("PARLEY_STUN_ADDR=127.0.0.%d:0", 2*i+1),
+			fmt.Sprintf("PARLEY_STUN_ALT_ADDR=127.0.0.%d:0", 2*i+2)))
 	}
 
 	for i := range o.relays {
@@ -248,13 +282,40 @@ func newCluster(t *testing.T, gateways int, o clusterOpts) *cluster {
 	return c
 }
 
+// natsEnv is how binary name (the deployable) reaches NATS: the URL and,
+// with clusterOpts.secure, the CA and its own client certificate, as the
+// Kubernetes manifests mount them.
+func (c *cluster) natsEnv(name string) []string {
+	env := []string{"PARLEY_NATS_URL=" + c.natsURL}
+	if c.natsCA == nil {
+		return env
+	}
+	pair, ok := c.natsCert[name]
+	if !ok {
+		pair = c.natsCA.Client(c.t, name)
+		c.natsCert[name] = pair
+	}
+	return append(env, "PARLEY_NATS_CA="+pair.CA, "PARLEY_NATS_CERT="+pair.Cert, "PARLEY_NATS_KEY="+pair.Key)
+}
+
+// addReplica starts one more replica of a service binary with env (and an
+// admin port of its own) and waits until it is ready.
+func (c *cluster) addReplica(name string, env []string) *proc {
+	t := c.t
+	t.Helper()
+	admin := addr(testenv.FreePort(t))
+	p := start(t, name, append(append([]string(nil), env...), "PARLEY_ADMIN_ADDR="+admin))
+	waitReady(t, p, admin)
+	c.extra = append(c.extra, p)
+	return p
+}
+
 // addRelay starts one more media-relay replica.
 func (c *cluster) addRelay(id string) *relayProc {
 	t := c.t
 	t.Helper()
 	r := &relayProc{id: id, admin: addr(testenv.FreePort(t))}
-	r.proc = start(t, "media-relay", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + r.admin,
-		"PARLEY_RELAY_ID=" + id})
+	r.proc = start(t, "media-relay", append(c.natsEnv("media-relay"), "PARLEY_ADMIN_ADDR="+r.admin, "PARLEY_RELAY_ID="+id))
 	waitReady(t, r.proc, r.admin)
 	c.relays = append(c.relays, r)
 	return r
@@ -267,8 +328,7 @@ func (c *cluster) addMessaging() *proc {
 	admin := addr(testenv.FreePort(t))
 	// A burst of 500 messages per user instead of 30: TestOfflineMessagesAndHistory
 	// sends 120 in a row as fast as it can; the rate itself stays as deployed.
-	p := start(t, "messaging", []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + admin,
-		"PARLEY_MSG_SEND_BURST=500"})
+	p := start(t, "messaging", append(c.natsEnv("messaging"), "PARLEY_ADMIN_ADDR="+admin, "PARLEY_MSG_SEND_BURST=500"))
 	waitReady(t, p, admin)
 	c.msgs = append(c.msgs, p)
 	return p
@@ -280,7 +340,7 @@ func (c *cluster) addMessaging() *proc {
 func (c *cluster) startFile() {
 	t := c.t
 	t.Helper()
-	env := append([]string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + c.fileAdmin}, c.storageEnv...)
+	env := append(append(c.natsEnv("file"), "PARLEY_ADMIN_ADDR="+c.fileAdmin), c.storageEnv...)
 	c.file = start(t, "file", env)
 	waitReady(t, c.file, c.fileAdmin)
 }
@@ -318,9 +378,9 @@ func (c *cluster) addGatewayWith(id string, change func(g *gatewayProc)) *gatewa
 func (c *cluster) startGateway(g *gatewayProc) {
 	t := c.t
 	t.Helper()
-	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_UDP_ADDR=" + g.udp, "PARLEY_GATEWAY_ID=" + g.id,
-		"PARLEY_PRESENCE_HEARTBEAT=1s"}
+	env := append(c.natsEnv("gateway"), "PARLEY_ADMIN_ADDR="+g.admin,
+		"PARLEY_TCP_ADDR="+g.tcp, "PARLEY_HTTP_ADDR="+g.http, "PARLEY_UDP_ADDR="+g.udp, "PARLEY_GATEWAY_ID="+g.id,
+		"PARLEY_PRESENCE_HEARTBEAT=1s")
 	if g.publicUDP != "" {
 		env = append(env, "PARLEY_PUBLIC_UDP_ADDR="+g.publicUDP)
 	}

@@ -22,6 +22,7 @@ var Targets = map[string]string{
 	"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
 	"file":        "github.com/parleychat/parley/services/file/cmd/file",
 	"media-relay": "github.com/parleychat/parley/services/mediarelay/cmd/media-relay",
+	"rendezvous":  "github.com/parleychat/parley/services/rendezvous/cmd/rendezvous",
 	"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
 	"parley":      "github.com/parleychat/parley/clients/cmd/parley",
 }
