@@ -3,8 +3,9 @@
 #   1. every YAML file parses (compose, k8s); every k8s document has
 #      apiVersion and kind; every k8s/base/*.yaml is listed in the
 #      kustomization (secret.example.yaml excepted);
-#   2. kustomize renders k8s/base and each overlay (with `kustomize` or
-#      `kubectl kustomize`; scripts/deps.sh installs kubectl) and
+#   2. kustomize renders k8s/base and each overlay (with .tools/bin/kustomize,
+#      the version scripts/deps.sh pins, else `kustomize` or `kubectl
+#      kustomize`) and
 #      deploy/kubecheck validates every rendered object strictly against
 #      its Kubernetes API type (unknown, misspelt or duplicate fields and
 #      unknown kinds are errors; the CRD kinds too: ServiceMonitor,
@@ -128,14 +129,24 @@ section "kustomize build"
 rendered=()
 declare -A rendered_from=() # rendered file -> the kustomization directory
 kustomize_cmd=()
-if command -v kustomize >/dev/null 2>&1; then
+# scripts/deps.sh's pinned kustomize first: kustomize releases render some
+# fields differently (labels on volumeClaimTemplates, for one).
+if [[ -x .tools/bin/kustomize ]]; then
+	kustomize_cmd=(.tools/bin/kustomize build)
+elif command -v kustomize >/dev/null 2>&1; then
 	kustomize_cmd=(kustomize build)
 elif command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
 	kustomize_cmd=(kubectl kustomize)
 fi
 if ((${#kustomize_cmd[@]} == 0)); then
-	problem "neither kustomize nor kubectl is installed: the manifests cannot be rendered (scripts/deps.sh installs kubectl)"
+	problem "neither kustomize nor kubectl is installed: the manifests cannot be rendered (scripts/deps.sh installs kustomize into .tools/bin)"
 else
+	if [[ ${kustomize_cmd[0]} == kubectl ]]; then
+		kversion=$(kubectl version --client 2>/dev/null | sed -nE 's/^Kustomize Version: (.*)/\1/p')
+	else
+		kversion=$("${kustomize_cmd[0]}" version 2>/dev/null | head -1)
+	fi
+	note "with ${kustomize_cmd[*]} (kustomize ${kversion:-of unknown version})"
 	for dir in k8s/base k8s/overlays/*/; do
 		dir=${dir%/}
 		out="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
