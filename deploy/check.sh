@@ -198,6 +198,16 @@ if ((${#rendered[@]} > 0)) && [[ -x $kubecheck ]]; then
 else
 	problem "nothing rendered to validate"
 fi
+# The example Secrets are not rendered (operators copy them): the same
+# strictness, so a copied example applies.
+mapfile -t examples < <(find k8s -name '*.example.yaml' | sort)
+if ((${#examples[@]} > 0)) && [[ -x $kubecheck ]]; then
+	if "$kubecheck" -q -secrets deploy/README.md "${examples[@]}" >"$tmp/kubecheck.out"; then
+		note "ok  ${examples[*]}"
+	else
+		while IFS= read -r line; do problem "$line"; done <"$tmp/kubecheck.out"
+	fi
+fi
 
 # --- 3. Dockerfile services --------------------------------------------------
 section "Dockerfile services"
