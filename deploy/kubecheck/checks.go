@@ -559,12 +559,11 @@ func (b *bundle) checkCertificate(o *object, c *cmv1.Certificate) {
 	if kind == "" {
 		kind = "Issuer"
 	}
-	ns := o.meta.Namespace
 	if kind == "ClusterIssuer" {
-		ns = ""
+		return // cluster-wide, usually the cluster operator's (letsencrypt-prod): not ours to ship
 	}
-	if b.byKey[key(kind, ns, r.Name)] == nil {
-		b.problem(o, "spec.issuerRef: %s %q is not in the render", kind, r.Name)
+	if b.byKey[key(kind, o.meta.Namespace, r.Name)] == nil {
+		b.problem(o, "spec.issuerRef: %s %q is not in the render (namespace %s)", kind, r.Name, o.meta.Namespace)
 	}
 }
 

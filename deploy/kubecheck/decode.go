@@ -17,6 +17,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -36,7 +38,7 @@ var scheme = func() *runtime.Scheme {
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme,
 		policyv1.AddToScheme, autoscalingv2.AddToScheme, networkingv1.AddToScheme,
-		rbacv1.AddToScheme, monv1.AddToScheme, cmv1.AddToScheme, gatewayv1.Install,
+		rbacv1.AddToScheme, schedulingv1.AddToScheme, storagev1.AddToScheme, monv1.AddToScheme, cmv1.AddToScheme, gatewayv1.Install,
 	} {
 		if err := add(s); err != nil {
 			panic(err)

@@ -12,7 +12,8 @@
 //     ServiceMonitor's endpoint port exist;
 //   - every Service, PodDisruptionBudget, NetworkPolicy and ServiceMonitor
 //     selector selects something, and every HorizontalPodAutoscaler's
-//     scaleTargetRef and Certificate's issuerRef exists;
+//     scaleTargetRef and Certificate's Issuer exists (a ClusterIssuer is
+//     the cluster's, not ours to ship);
 //   - volumes, volumeMounts, env and envFrom name Secrets, ConfigMaps (and
 //     keys) and PersistentVolumeClaims that exist in the render, or, for
 //     Secrets, are created by cert-manager or listed in the operator's
