@@ -164,9 +164,11 @@ else
 	done
 fi
 # A Helm chart, once there is one, renders the same deployment.
-mapfile -t charts < <(find deploy charts -name Chart.yaml -not -path '*/charts/*/charts/*' 2>/dev/null | sort)
+mapfile -t charts < <(find deploy charts -name Chart.yaml 2>/dev/null | sort)
 for chart in "${charts[@]}"; do
 	dir=$(dirname "$chart")
+	# A subchart (<chart>/charts/<sub>/) renders with its parent.
+	[[ -f $(dirname "$(dirname "$dir")")/Chart.yaml && $(basename "$(dirname "$dir")") == charts ]] && continue
 	if ! command -v helm >/dev/null 2>&1; then
 		problem "$dir: helm is not installed: the chart cannot be rendered"
 		continue
