@@ -58,11 +58,16 @@ func isBoolFlag(v flag.Value) bool {
 // the build ("gateway 0.4.0 (commit abc1234, go1.26.8)") to stdout and
 // returns flag.ErrHelp, which Exit turns into status 0.
 func parseWithVersion(fs *flag.FlagSet, args []string, parse func(*flag.FlagSet, []string) error) error {
+	return parseVersionTo(fs, args, os.Stdout, parse)
+}
+
+// parseVersionTo is parseWithVersion printing to stdout.
+func parseVersionTo(fs *flag.FlagSet, args []string, stdout io.Writer, parse func(*flag.FlagSet, []string) error) error {
 	if fs.Lookup("version") == nil {
 		fs.Var(versionFlag{}, "version", "print the version, git commit and Go version, then exit")
 	}
 	if parseVersion(fs, args) {
-		fmt.Fprintln(os.Stdout, version.Get().String(fs.Name()))
+		fmt.Fprintln(stdout, version.Get().String(fs.Name()))
 		return flag.ErrHelp
 	}
 	return parse(fs, args)

@@ -34,9 +34,17 @@ func TestParseVersion(t *testing.T) {
 		var c Common
 		RegisterCommon(fs, &c, "127.0.0.1:0")
 		fs.Bool("insecure", false, "")
-		err := Parse(fs, tt.args)
+		var out strings.Builder
+		err := parseVersionTo(fs, tt.args, &out, func(fs *flag.FlagSet, args []string) error { return fs.Parse(args) })
 		if got := errors.Is(err, flag.ErrHelp); got != tt.want {
 			t.Errorf("Parse(%q) = %v; want -version seen: %v", tt.args, err, tt.want)
+		}
+		want := ""
+		if tt.want {
+			want = version.Get().String("gateway") + "\n"
+		}
+		if out.String() != want {
+			t.Errorf("Parse(%q) printed %q, want %q", tt.args, out.String(), want)
 		}
 	}
 }
