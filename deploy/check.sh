@@ -3,11 +3,24 @@
 #   1. every YAML file parses (compose, k8s); every k8s document has
 #      apiVersion and kind; every k8s/base/*.yaml is listed in the
 #      kustomization (secret.example.yaml excepted);
-#   2. kustomize renders k8s/base and each overlay (with `kubectl kustomize`
-#      or `kustomize`, when one is installed);
+#   2. kustomize renders k8s/base and each overlay (with .tools/bin/kustomize,
+#      the version scripts/deps.sh pins, else `kustomize` or `kubectl
+#      kustomize`) and
+#      deploy/kubecheck validates every rendered object strictly against
+#      its Kubernetes API type (unknown, misspelt or duplicate fields and
+#      unknown kinds are errors; the CRD kinds too: ServiceMonitor,
+#      PrometheusRule, Certificate, Issuer, ...) and checks the objects
+#      fit together: named and numbered ports (probes, Service targetPorts,
+#      NetworkPolicies, Ingress backends, ServiceMonitor endpoints) exist,
+#      every selector selects something, every HPA scales something, every
+#      Secret, ConfigMap (and key) a pod uses is rendered or listed in
+#      deploy/README.md's Secrets table; a Helm chart (any Chart.yaml under
+#      deploy/ or charts/) is rendered with `helm template` and checked the
+#      same way;
 #   3. every SERVICE of deploy/docker/Dockerfile has <module>/go.mod, is in
 #      go.work and has <module>/cmd/<SERVICE>; every SERVICE/image that compose
-#      and k8s ask for is one of them;
+#      and k8s ask for is one of them, named ghcr.io/parleychat/<SERVICE>;
+#      the Dockerfile's base images are pinned by digest;
 #   4. every PARLEY_* variable set in docker-compose.yml, k8s/ (as written and
 #      as rendered), the Dockerfile and deploy/README.md is a flag of the binary
 #      it is given to (-nats-url <=> PARLEY_NATS_URL). Flags are read from the
@@ -24,7 +37,8 @@
 # usage: deploy/check.sh [--build]
 #   --build  also build every binary the way the Dockerfile does
 #            (CGO_ENABLED=0 -trimpath) and check against its -h output.
-# Needs: go, perl. Exit status 1 lists every problem found.
+# Needs: go, perl, kubectl or kustomize (helm for a chart). Exit status 1
+# lists every problem found; the last line says how long it took.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,11 +53,16 @@ for arg in "$@"; do
 	esac
 done
 
+started=$(date +%s%N)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+elapsed() { echo "deploy/check.sh took $(( ($(date +%s%N) - started) / 1000000 )) ms"; }
+trap 'rm -rf "$tmp"; elapsed' EXIT
 
 failures=0
-section() { printf '\n== %s\n' "$*"; }
+section() {
+	local ds=$((($(date +%s%N) - started) / 100000000))
+	printf '\n== %s  (at %d.%d s)\n' "$*" $((ds / 10)) $((ds % 10))
+}
 problem() { printf 'FAIL: %s\n' "$*"; failures=$((failures + 1)); }
 note() { printf '  %s\n' "$*"; }
 
@@ -66,12 +85,22 @@ if (cd deploy/healthcheck && GOWORK=off go vet . && GOWORK=off CGO_ENABLED=0 go 
 else
 	problem "deploy/healthcheck does not build"
 fi
+# kubecheck links k8s.io/api and the CRD types: its first build takes
+# about a minute, later ones come from the Go build cache (scripts/deps.sh
+# builds it once). Its tests run when its sources change (go test's cache).
+if (cd deploy/kubecheck && GOWORK=off go build -o "$tmp/kubecheck" . && GOWORK=off go vet . && GOWORK=off go test . >"$tmp/kubecheck-test.out" 2>&1); then
+	note "built and tested deploy/kubecheck"
+else
+	cat "$tmp/kubecheck-test.out" 2>/dev/null || true
+	problem "deploy/kubecheck does not build or its tests fail"
+fi
 yamlcheck="$tmp/yamlcheck"
+kubecheck="$tmp/kubecheck"
 
 # --- 1. YAML -----------------------------------------------------------------
 section "YAML syntax"
 mapfile -t k8s_files < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
-mapfile -t other_yaml < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t other_yaml < <(find deploy -path '*/testdata' -prune -o -type f \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
 if ! "$yamlcheck" parse "$compose" "${other_yaml[@]}"; then
 	problem "YAML does not parse (above)"
 fi
@@ -100,14 +129,24 @@ section "kustomize build"
 rendered=()
 declare -A rendered_from=() # rendered file -> the kustomization directory
 kustomize_cmd=()
-if command -v kustomize >/dev/null 2>&1; then
+# scripts/deps.sh's pinned kustomize first: kustomize releases render some
+# fields differently (labels on volumeClaimTemplates, for one).
+if [[ -x .tools/bin/kustomize ]]; then
+	kustomize_cmd=(.tools/bin/kustomize build)
+elif command -v kustomize >/dev/null 2>&1; then
 	kustomize_cmd=(kustomize build)
 elif command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
 	kustomize_cmd=(kubectl kustomize)
 fi
 if ((${#kustomize_cmd[@]} == 0)); then
-	note "SKIPPED: neither kustomize nor kubectl is installed"
+	problem "neither kustomize nor kubectl is installed: the manifests cannot be rendered (scripts/deps.sh installs kustomize into .tools/bin)"
 else
+	if [[ ${kustomize_cmd[0]} == kubectl ]]; then
+		kversion=$(kubectl version --client 2>/dev/null | sed -nE 's/^Kustomize Version: (.*)/\1/p')
+	else
+		kversion=$("${kustomize_cmd[0]}" version 2>/dev/null | head -1)
+	fi
+	note "with ${kustomize_cmd[*]} (kustomize ${kversion:-of unknown version})"
 	for dir in k8s/base k8s/overlays/*/; do
 		dir=${dir%/}
 		out="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
@@ -123,6 +162,53 @@ else
 			problem "${kustomize_cmd[*]} $dir failed: $(cat "$tmp/kustomize.err")"
 		fi
 	done
+fi
+# A Helm chart, once there is one, renders the same deployment.
+mapfile -t charts < <(find deploy charts -name Chart.yaml 2>/dev/null | sort)
+for chart in "${charts[@]}"; do
+	dir=$(dirname "$chart")
+	# A subchart (<chart>/charts/<sub>/) renders with its parent.
+	[[ -f $(dirname "$(dirname "$dir")")/Chart.yaml && $(basename "$(dirname "$dir")") == charts ]] && continue
+	if ! command -v helm >/dev/null 2>&1; then
+		problem "$dir: helm is not installed: the chart cannot be rendered"
+		continue
+	fi
+	out="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
+	if helm template parley "$dir" --namespace parley >"$out" 2>"$tmp/helm.err"; then
+		note "ok  helm template $dir ($(grep -c '^kind:' "$out") objects)"
+		rendered+=("$out")
+		rendered_from[$out]="helm template $dir"
+	else
+		problem "helm template $dir failed: $(cat "$tmp/helm.err")"
+	fi
+done
+
+section "Kubernetes API types and references (deploy/kubecheck)"
+if ((${#rendered[@]} > 0)) && [[ -x $kubecheck ]]; then
+	if "$kubecheck" -q -secrets deploy/README.md "${rendered[@]}" >"$tmp/kubecheck.out"; then
+		for out in "${rendered[@]}"; do
+			note "ok  ${rendered_from[$out]}"
+		done
+	else
+		while IFS= read -r line; do
+			for out in "${rendered[@]}"; do
+				line=${line//"$out"/"${rendered_from[$out]}"}
+			done
+			problem "$line"
+		done <"$tmp/kubecheck.out"
+	fi
+else
+	problem "nothing rendered to validate"
+fi
+# The example Secrets are not rendered (operators copy them): the same
+# strictness, so a copied example applies.
+mapfile -t examples < <(find k8s -name '*.example.yaml' | sort)
+if ((${#examples[@]} > 0)) && [[ -x $kubecheck ]]; then
+	if "$kubecheck" -q -secrets deploy/README.md "${examples[@]}" >"$tmp/kubecheck.out"; then
+		note "ok  ${examples[*]}"
+	else
+		while IFS= read -r line; do problem "$line"; done <"$tmp/kubecheck.out"
+	fi
 fi
 
 # --- 3. Dockerfile services --------------------------------------------------
@@ -161,9 +247,36 @@ while read -r svc; do
 done < <(sed -nE 's/^[[:space:]]+SERVICE:[[:space:]]*"?([a-z0-9_-]+)"?.*/\1/p' "$compose")
 while read -r svc; do
 	if [[ -n $svc && -z ${module_of[$svc]:-} ]]; then
-		problem "k8s runs image parley/$svc, which $dockerfile does not build"
+		problem "k8s runs image ghcr.io/parleychat/$svc, which $dockerfile does not build"
 	fi
 done < <(cat "${k8s_files[@]}" "$compose" | sed -nE 's#^[[:space:]]*(- name|image):[[:space:]]*"?(ghcr\.io/parleychat|parley)/([a-z0-9_-]+).*#\3#p' | grep -vx minio | sort -u)
+# Parley's images are ghcr.io/parleychat/<binary>: a bare parley/<binary>
+# is Docker Hub's "parley" namespace, which is not ours.
+while IFS= read -r line; do
+	problem "$compose: image ${line} is not ghcr.io/parleychat/<binary> (a registry namespace we own)"
+done < <(sed -nE 's#^[[:space:]]*image:[[:space:]]*"?(parley/[a-z0-9_:.-]+).*#\1#p' "$compose")
+while IFS= read -r line; do
+	problem "k8s/ names image ${line}, not ghcr.io/parleychat/<binary> (a registry namespace we own)"
+done < <(cat "${k8s_files[@]}" | sed -nE 's#^[[:space:]]*(- name|image):[[:space:]]*"?(parley/[a-z0-9_-]+).*#\2#p' | sort -u)
+# Base images: pinned by digest (ARG <NAME>_IMAGE=<repo>:<tag>@sha256:...,
+# FROM ${<NAME>_IMAGE}), or a stage of the file.
+for df in deploy/docker/*Dockerfile*; do
+	declare -A stages=()
+	while read -r from; do
+		ref=${from%% *}
+		if [[ $ref =~ ^\$\{([A-Z_]+)\}$ ]]; then
+			arg=${BASH_REMATCH[1]}
+			if ! grep -qE "^ARG ${arg}=[^[:space:]]+@sha256:[0-9a-f]{64}[[:space:]]*$" "$df"; then
+				problem "$df: FROM \${$arg}: ARG $arg has no default pinned by digest (@sha256:...)"
+			fi
+		elif [[ -z ${stages[$ref]:-} && ! $ref =~ @sha256:[0-9a-f]{64}$ ]]; then
+			problem "$df: FROM $ref is not pinned by digest (@sha256:...)"
+		fi
+		if [[ $from =~ [[:space:]][Aa][Ss][[:space:]]+([A-Za-z0-9_.-]+) ]]; then
+			stages[${BASH_REMATCH[1]}]=1
+		fi
+	done < <(sed -nE 's/^FROM[[:space:]]+(--platform=[^[:space:]]+[[:space:]]+)?(.*)$/\2/p' "$df")
+done
 
 # --- 4. PARLEY_* variables against flags -----------------------------------
 section "PARLEY_* variables against flags"
@@ -200,10 +313,15 @@ to_env() { tr 'a-z.-' 'A-Z__' | sed 's/^/PARLEY_/'; }
 declare -A envs_of=() dirs_of=()
 all_envs="$tmp/all.env"
 : >"$all_envs"
+# One go list per binary, all at once: each loads the whole workspace.
+for svc in "${services[@]}"; do
+	linked_dirs "${module_of[$svc]}" "$svc" >"$tmp/$svc.dirs" 2>"$tmp/$svc.golist.err" &
+done
+wait
 for svc in "${services[@]}"; do
 	mod=${module_of[$svc]}
-	if ! linked_dirs "$mod" "$svc" >"$tmp/$svc.dirs" 2>"$tmp/golist.err" || [[ ! -s $tmp/$svc.dirs ]]; then
-		problem "go list -deps ./cmd/$svc (in $mod) failed: $(head -5 "$tmp/golist.err")"
+	if [[ -s $tmp/$svc.golist.err || ! -s $tmp/$svc.dirs ]]; then
+		problem "go list -deps ./cmd/$svc (in $mod) failed: $(head -5 "$tmp/$svc.golist.err")"
 		: >"$tmp/$svc.env"
 		envs_of[$svc]="$tmp/$svc.env"
 		continue
@@ -243,19 +361,28 @@ if [[ -f deploy/README.md ]]; then
 	{ grep -oE 'PARLEY_[A-Z0-9_]+' deploy/README.md || true; } | grep -v '_$' | sort -u | sed "s#^#*\t#; s#\$#\tdeploy/README.md#" >>"$uses" || true
 fi
 
+# Every (binary, variable) pair known, in memory: the loop below runs once
+# per use and must not fork (check.sh should stay fast on a busy machine).
+declare -A has_env=()
+while read -r var; do has_env["*/$var"]=1; done <"$all_envs"
+for svc in "${services[@]}"; do
+	while read -r var; do has_env["$svc/$var"]=1; done <"${envs_of[$svc]}"
+done
 declare -A reported=()
 unknown=0
 while IFS=$'\t' read -r svc var file; do
-	flag=$(echo "${var#PARLEY_}" | tr 'A-Z_' 'a-z-')
+	flag=${var#PARLEY_}
+	flag=${flag,,}
+	flag=${flag//_/-}
 	if [[ $svc == "*" ]]; then
-		grep -qxF "$var" "$all_envs" && continue
+		[[ -n ${has_env["*/$var"]:-} ]] && continue
 		key="*/$var"
 		where="no binary defines -$flag"
 	elif [[ -z ${envs_of[$svc]:-} ]]; then
 		problem "$file: $var is given to '$svc', which the Dockerfile does not build"
 		continue
 	else
-		grep -qxF "$var" "${envs_of[$svc]}" && continue
+		[[ -n ${has_env["$svc/$var"]:-} ]] && continue
 		key="$svc/$var"
 		where="$svc has no flag -$flag (searched ${dirs_of[$svc]})"
 	fi

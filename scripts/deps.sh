@@ -4,8 +4,9 @@
 # our Ogg Opus recordings with a decoder nobody here wrote), coturn (the
 # call benchmark's TURN peer) and the NAT lab's tools (iproute2, nftables,
 # conntrack, procps) from Debian packages, protoc-gen-go and the MinIO
-# server from the Go module proxy into .tools/bin. Safe to run again; does
-# nothing when all is present.
+# server and kustomize (deploy/check.sh renders k8s/ with it) from the Go
+# module proxy into .tools/bin. Safe to run again; does nothing when all is
+# present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ PROTOC_GEN_GO_VERSION=v1.36.12
 # MinIO is AGPL: the tests run it as a separate server process only; no Go
 # package of it is ever imported.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+# kustomize renders k8s/ for deploy/check.sh: one pinned version, so the
+# render does not depend on which kubectl a machine has (kubectl's embedded
+# kustomize differs between releases; Debian 12's kubectl is 1.20, far too
+# old). v5.8.3 needs Go 1.27.
+KUSTOMIZE_VERSION=v5.8.2
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
@@ -45,6 +51,16 @@ if ! "$TOOLS/protoc-gen-go" --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VER
   echo "deps: installing protoc-gen-go ${PROTOC_GEN_GO_VERSION}"
   GOBIN="$TOOLS" go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}"
 fi
+
+if ! "$TOOLS/kustomize" version 2>/dev/null | grep -qx "${KUSTOMIZE_VERSION}"; then
+  echo "deps: installing kustomize ${KUSTOMIZE_VERSION} into .tools/bin"
+  GOBIN="$TOOLS" go install "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
+fi
+
+# deploy/kubecheck (run by deploy/check.sh) links k8s.io/api and the CRD
+# types: download and compile them once here, so check.sh finds them in
+# the Go caches.
+(cd deploy/kubecheck && GOWORK=off go build -o /dev/null .)
 
 if [ ! -x "$TOOLS/minio" ]; then
   echo "deps: building the MinIO server ${MINIO_VERSION} into .tools/bin (takes a few minutes, ~150 MB)"

@@ -21,9 +21,12 @@
 # Keep MINIO_VERSION and the tag in k8s/base/kustomization.yaml in step
 # with scripts/deps.sh.
 
-ARG GO_VERSION=1.26
+# Base images pinned by digest, as in deploy/docker/Dockerfile (deploy/pin-images.sh
+# re-resolves them).
+ARG GOLANG_IMAGE=golang:1.26.8@sha256:3c3e25a4da13fd0478eed2df1eb35a0e667094a7124d3993a6a1d30f71c17e79
+ARG RUNTIME_IMAGE=gcr.io/distroless/static:nonroot@sha256:963fa6c544fe5ce420f1f54fb88b6fb01479f054c8056d0f74cc2c6000df5240
 
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+FROM --platform=$BUILDPLATFORM ${GOLANG_IMAGE} AS build
 ARG TARGETOS=linux
 ARG TARGETARCH
 ARG MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
@@ -57,7 +60,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 # No shell, CA certificates included; UID/GID 65532 (the restricted Pod
 # Security Standard's non-root user, as for Parley's images).
-FROM gcr.io/distroless/static:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/minio /usr/bin/minio
 COPY --from=build /out/parley-minio-setup /usr/local/bin/parley-minio-setup
 COPY --from=build --chown=65532:65532 /out/data /data

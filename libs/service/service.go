@@ -55,8 +55,11 @@ func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
 
 // Parse parses args into fs; every flag can also be set by the environment
 // variable PARLEY_<FLAG> with dashes as underscores (-nats-url: PARLEY_NATS_URL).
+// -version (defined here on every binary) prints the build and returns flag.ErrHelp.
 func Parse(fs *flag.FlagSet, args []string) error {
-	return ff.Parse(fs, args, ff.WithEnvVarPrefix("PARLEY"))
+	return parseWithVersion(fs, args, func(fs *flag.FlagSet, args []string) error {
+		return ff.Parse(fs, args, ff.WithEnvVarPrefix("PARLEY"))
+	})
 }
 
 // NewLogger builds the process logger.
@@ -117,6 +120,7 @@ func NATSReady(nc *nats.Conn) func() error {
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(buildInfo())
 	return reg
 }
 

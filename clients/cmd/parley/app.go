@@ -18,6 +18,7 @@ import (
 
 	"github.com/parleychat/parley/clients/internal/userdirs"
 	"github.com/parleychat/parley/clients/parley"
+	"github.com/parleychat/parley/libs/version"
 )
 
 // Exit codes.
@@ -121,6 +122,7 @@ func commands() []command {
 		{"direct", "peer-to-peer, end-to-end encrypted chat and files: direct @user | direct --accept (stdin lines are sent)", cmdDirect},
 		{"nat", "classify your NAT with the rendezvous (RFC 5780)", cmdNAT},
 		{"ping", "measure the round trip to the gateway", cmdPing},
+		{"version", "print the version, git commit and Go version (also: parley -version)", cmdVersion},
 	}
 }
 
@@ -133,6 +135,7 @@ func (a *app) usage(w io.Writer) {
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
 	g := a.defaultGlobals()
 	g.register(fs)
+	fs.Bool("version", false, "print the version, git commit and Go version, then exit")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 }
@@ -143,6 +146,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 	root := flag.NewFlagSet("parley", flag.ContinueOnError)
 	root.SetOutput(io.Discard)
 	a.g.register(root)
+	showVersion := root.Bool("version", false, "")
 	if err := root.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.usage(a.stdout)
@@ -150,6 +154,10 @@ func (a *app) run(ctx context.Context, args []string) int {
 		}
 		fmt.Fprintf(a.stderr, "parley: %v\n", err)
 		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(a.stdout, version.Get().String("parley"))
+		return exitOK
 	}
 	rest := root.Args()
 	name := "tui"
@@ -179,6 +187,14 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return exitError
 	}
 	return exitOK
+}
+
+func cmdVersion(_ context.Context, a *app, args []string) error {
+	if err := parse(a.flags("version", ""), args, 0); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, version.Get().String("parley"))
+	return nil
 }
 
 // usageError marks a bad command line (exit code 2).
