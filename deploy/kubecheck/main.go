@@ -118,28 +118,34 @@ var backticked = regexp.MustCompile("`([^`]+)`")
 var parenthesized = regexp.MustCompile(`\([^)]*\)`)
 
 // secretsTable reads the markdown table whose header row starts
-// "| Secret | keys |": the first cell of each row is the Secret's name in
-// backticks, the second its keys in backticks (words in parentheses are
-// remarks).
+// "| Secret |" and has a "keys" column: the first cell of each row is the
+// Secret's name in backticks, the keys column its keys in backticks (words
+// in parentheses are remarks).
 func secretsTable(r io.Reader) (map[string][]string, error) {
 	out := map[string][]string{}
 	sc := bufio.NewScanner(r)
 	in := false
+	keysCol := 0 // the column headed "keys" (a "namespace" column may come first)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		cells := strings.Split(strings.Trim(line, "|"), "|")
 		switch {
-		case !in && len(cells) >= 2 && strings.TrimSpace(cells[0]) == "Secret" && strings.TrimSpace(cells[1]) == "keys":
-			in = true
+		case !in && len(cells) >= 2 && strings.TrimSpace(cells[0]) == "Secret":
+			for i, c := range cells {
+				if strings.TrimSpace(c) == "keys" {
+					in, keysCol = true, i
+					break
+				}
+			}
 		case in && !strings.HasPrefix(line, "|"):
 			in = false
-		case in && len(cells) >= 2:
+		case in && len(cells) > keysCol:
 			name := backticked.FindStringSubmatch(cells[0])
 			if name == nil {
 				continue // the |---| row
 			}
 			var keys []string
-			for _, m := range backticked.FindAllStringSubmatch(parenthesized.ReplaceAllString(cells[1], ""), -1) {
+			for _, m := range backticked.FindAllStringSubmatch(parenthesized.ReplaceAllString(cells[keysCol], ""), -1) {
 				keys = append(keys, m[1])
 			}
 			out[name[1]] = keys
@@ -149,7 +155,7 @@ func secretsTable(r io.Reader) (map[string][]string, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no table with a '| Secret | keys |' header")
+		return nil, fmt.Errorf("no table with a '| Secret | ... | keys |' header")
 	}
 	return out, nil
 }
