@@ -193,3 +193,57 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ . | quote }}
 prometheus.io/path: /metrics
 {{- end }}
+
+{{/*
+NetworkPolicy egress rules to NATS and to the object store, for a pod in
+namespace ns. Argument: dict "ctx" $ "ns" <namespace>. Bundled: the pods by
+label (with a namespaceSelector from the edge); external: the `to` peers of
+its values (anywhere when empty) on its port.
+*/}}
+{{- define "parley.netpol.natsEgress" -}}
+{{- $v := .ctx.Values.nats.external -}}
+{{- if include "parley.bundledNATS" .ctx }}
+- to:
+    - {{- if ne .ns (include "parley.ns" .ctx) }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ include "parley.ns" .ctx }}
+      {{- end }}
+      podSelector:
+        matchLabels:
+          app.kubernetes.io/name: nats
+  ports:
+    - {protocol: TCP, port: 4222}
+{{- else }}
+- {{- with $v.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ $v.port }}}
+{{- end }}
+{{- end }}
+
+{{- define "parley.netpol.storeEgress" -}}
+{{- $v := .ctx.Values.objectStore.external -}}
+{{- if include "parley.bundledMinIO" .ctx }}
+- to:
+    - {{- if ne .ns (include "parley.ns" .ctx) }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ include "parley.ns" .ctx }}
+      {{- end }}
+      podSelector:
+        matchLabels:
+          app.kubernetes.io/name: minio
+  ports:
+    - {protocol: TCP, port: 9000}
+{{- else }}
+- {{- with $v.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ $v.port }}}
+{{- end }}
+{{- end }}
