@@ -247,3 +247,11 @@ its values (anywhere when empty) on its port.
     - {protocol: TCP, port: {{ $v.port }}}
 {{- end }}
 {{- end }}
+
+{{/* Labels of the Prometheus Operator objects: the chart's and monitoring.labels. */}}
+{{- define "parley.monitoringLabels" -}}
+{{ include "parley.labels" (dict "ctx" . "name" "") }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
