@@ -19,7 +19,10 @@
 #      service name the same object store (every PARLEY_STORAGE_DIR and
 #      PARLEY_MINIO_* variable with the same value or Secret key) and the
 #      gateway's PARLEY_MAX_UPLOAD_SIZE equals the file service's
-#      PARLEY_FILE_MAX_SIZE.
+#      PARLEY_FILE_MAX_SIZE;
+#   6. the Helm chart (deploy/helm/parley) renders the same objects as
+#      kustomize: its defaults as k8s/base, ci/production-values.yaml as
+#      k8s/overlays/production (deploy/helmcheck, with the helm library).
 #
 # usage: deploy/check.sh [--build]
 #   --build  also build every binary the way the Dockerfile does
@@ -71,7 +74,9 @@ yamlcheck="$tmp/yamlcheck"
 # --- 1. YAML -----------------------------------------------------------------
 section "YAML syntax"
 mapfile -t k8s_files < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
-mapfile -t other_yaml < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+# Helm templates (deploy/helm/*/templates, helmcheck's test chart) are Go
+# templates, not YAML: section "Helm chart against kustomize" renders them.
+mapfile -t other_yaml < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) ! -path '*/templates/*' | sort)
 if ! "$yamlcheck" parse "$compose" "${other_yaml[@]}"; then
 	problem "YAML does not parse (above)"
 fi
@@ -295,6 +300,38 @@ else
 	if ! "$yamlcheck" storage -services "$svc_list" -label k8s/base "${base_files[@]}" | sed 's/^/  /'; then
 		problem "k8s/base: storage settings disagree (above)"
 	fi
+fi
+
+# --- Helm chart against kustomize ------------------------------------------
+# deploy/helm/parley must render the same objects as k8s/ (deploy/helmcheck
+# says how they are compared): its defaults against k8s/base, and
+# ci/production-values.yaml against k8s/overlays/production. The Helm
+# renders are kept in helm_rendered (files in $tmp) for later checks.
+section "Helm chart against kustomize"
+helm_rendered=()
+if (cd deploy/helmcheck && GOWORK=off go build -o "$tmp/helmcheck" . && GOWORK=off go vet . &&
+	GOWORK=off go test -count=1 . >"$tmp/helmcheck-test.out" 2>&1); then
+	for pair in "k8s/base:" "k8s/overlays/production:ci/production-values.yaml"; do
+		dir=${pair%%:*} values=${pair#*:}
+		kust="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
+		out="$tmp/rendered-helm-$(basename "$dir").yaml"
+		if [[ ! -f $kust ]]; then
+			note "SKIPPED $dir: no kustomize render (section kustomize build)"
+			continue
+		fi
+		args=(-chart deploy/helm/parley -kustomized "$kust" -against "kustomize build $dir" -out "$out")
+		[[ -z $values ]] || args+=(-f "deploy/helm/parley/$values")
+		if "$tmp/helmcheck" "${args[@]}" >"$tmp/helmcheck.out" 2>&1; then
+			note "ok  $(cat "$tmp/helmcheck.out")"
+		else
+			sed 's/^/  /' "$tmp/helmcheck.out"
+			problem "the Helm chart${values:+ with $values} does not render what kustomize renders for $dir (above)"
+		fi
+		[[ ! -s $out ]] || helm_rendered+=("$out")
+	done
+else
+	cat "$tmp/helmcheck-test.out" 2>/dev/null || true
+	problem "deploy/helmcheck does not build or its own tests fail"
 fi
 
 # -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 // base is the reference; the chart must render the same objects with the
 // same content.
 //
-//	helmcheck -chart DIR -kustomized FILE [-f VALUES]... [-out FILE] [-release NAME]
+//	helmcheck -chart DIR -kustomized FILE [-against NAME] [-f VALUES]... [-out FILE] [-release NAME]
 //
 // The chart is rendered with the helm library (helm.sh/helm/v4: its loader,
 // values coalescing with values.schema.json validation, and template engine),
@@ -59,6 +59,7 @@ func run(args []string, stdout io.Writer) error {
 	kustomized := fs.String("kustomized", "", "the kustomize render to compare with (kubectl kustomize output)")
 	out := fs.String("out", "", "also write the Helm render to this file")
 	release := fs.String("release", "parley", "the release name to render with")
+	against := fs.String("against", "", "what the kustomize render is of, for the messages (default: the -kustomized file)")
 	var values stringList
 	fs.Var(&values, "f", "a values file over the chart's values.yaml (repeatable; later ones win)")
 	if err := fs.Parse(args); err != nil {
@@ -92,15 +93,19 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kname := *kustomized
+	if *against != "" {
+		kname = *against
+	}
 	label := *chart
 	if len(values) > 0 {
 		label += " -f " + strings.Join(values, " -f ")
 	}
 	if len(diffs) == 0 {
-		fmt.Fprintf(stdout, "%s: the same %d objects as %s\n", label, len(kobjs), *kustomized)
+		fmt.Fprintf(stdout, "%s: the same %d objects as %s\n", label, len(kobjs), kname)
 		return nil
 	}
-	fmt.Fprintf(stdout, "%s against %s: %d object(s) differ\n", label, *kustomized, len(diffs))
+	fmt.Fprintf(stdout, "%s against %s: %d object(s) differ\n", label, kname, len(diffs))
 	for _, d := range diffs {
 		fmt.Fprintf(stdout, "%s:\n", d.Key)
 		for _, l := range d.Lines {
