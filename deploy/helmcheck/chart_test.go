@@ -85,3 +85,15 @@ func containerEnv(o object) map[string]string {
 	}
 	return env
 }
+
+// values.schema.json: a misspelled value is an error, not silently ignored.
+func TestChartRejectsMisspelledValue(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "typo.yaml")
+	if err := os.WriteFile(values, []byte("ingress:\n  enabeld: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := render("../helm/parley", "parley", []string{values})
+	if err == nil || !strings.Contains(err.Error(), "enabeld") {
+		t.Fatalf("err = %v, want the schema to name the misspelled value", err)
+	}
+}
