@@ -97,3 +97,60 @@ func TestChartRejectsMisspelledValue(t *testing.T) {
 		t.Fatalf("err = %v, want the schema to name the misspelled value", err)
 	}
 }
+
+// The gateway's certificate from cert-manager, and a service without its
+// autoscaler: a Certificate into the Secret the gateway mounts, and a fixed
+// replica count where no HorizontalPodAutoscaler owns it.
+func TestChartCertManagerAndFixedReplicas(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	err := os.WriteFile(values, []byte(`
+gateway:
+  tls:
+    secretName: chat-tls
+    certManager:
+      enabled: true
+      issuerRef: {name: internal-ca, kind: Issuer, group: cert-manager.io}
+      dnsNames: [chat.example.org]
+auth:
+  replicas: 4
+  autoscaling: {enabled: false}
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := render("../helm/parley", "parley", []string{values})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decode(rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string]object{}
+	for _, o := range objs {
+		byKey[key(o)] = o
+	}
+	cert, ok := byKey["Certificate parley-edge/gateway"]
+	if !ok {
+		t.Fatal("no Certificate parley-edge/gateway")
+	}
+	spec := cert["spec"].(map[string]any)
+	issuer := spec["issuerRef"].(map[string]any)
+	if spec["secretName"] != "chat-tls" || issuer["name"] != "internal-ca" || issuer["kind"] != "Issuer" || brief(spec["dnsNames"]) != `["chat.example.org"]` {
+		t.Errorf("Certificate spec = %s", brief(spec))
+	}
+	gw := byKey["Deployment parley-edge/gateway"]
+	vols := gw["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["volumes"]
+	if !strings.Contains(brief(vols), `"secretName":"chat-tls"`) {
+		t.Errorf("gateway volumes = %s, want the Secret chat-tls", brief(vols))
+	}
+	if _, ok := byKey["HorizontalPodAutoscaler parley/auth"]; ok {
+		t.Error("auth has an autoscaler with autoscaling.enabled false")
+	}
+	if got := byKey["Deployment parley/auth"]["spec"].(map[string]any)["replicas"]; got != float64(4) {
+		t.Errorf("auth replicas = %v, want 4", got)
+	}
+	if _, ok := byKey["HorizontalPodAutoscaler parley/messaging"]; !ok {
+		t.Error("messaging lost its autoscaler")
+	}
+}
