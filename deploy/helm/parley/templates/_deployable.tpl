@@ -4,6 +4,7 @@ media-relay) and their HorizontalPodAutoscalers and PodDisruptionBudgets,
 from one template. What differs between them comes from the service's values
 (ports, timeouts, strategy, resources, autoscaling) and from
 "parley.deployable.<name>" in _services.tpl, a YAML dict of:
+  args          the container's arguments
   envFirst      env entries before the common ones
   env           the service's own env entries, after the common ones
   ports         container ports besides "admin"
@@ -63,6 +64,10 @@ spec:
       containers:
         - name: {{ $name }}
           {{- include "parley.image" (dict "ctx" $ctx "name" $name "svc" $svc) | nindent 10 }}
+          {{- with $extra.args }}
+          args:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           env:
             {{- with $extra.envFirst }}
             {{- toYaml . | nindent 12 }}

@@ -21,9 +21,9 @@ Helm's own labels go on metadata only, never on pod templates (a new chart
 version would then restart every pod) or volumeClaimTemplates (immutable).
 */}}
 {{- define "parley.labels" -}}
-{{- if .name }}
+{{ if .name -}}
 app.kubernetes.io/name: {{ .name }}
-{{- end }}
+{{ end -}}
 app.kubernetes.io/part-of: parley
 helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}

@@ -6,6 +6,11 @@ What each Parley Deployment has of its own, for "parley.deployable"
 {{- define "parley.deployable.gateway" -}}
 {{- $v := .Values.gateway -}}
 fsGroup: 65532
+{{- if not $v.udp.enabled }}
+# No UDP media port (an empty environment variable would be ignored, and
+# the flag's default kept).
+args: ["-udp-addr="]
+{{- end }}
 envFirst:
   # Unique per pod: presence keys a gateway's connections by it.
   - name: PARLEY_GATEWAY_ID
@@ -26,9 +31,6 @@ env:
         fieldPath: status.hostIP
   - name: PARLEY_PUBLIC_UDP_ADDR
     value: {{ printf "$(HOST_IP):%v" $v.udp.port | quote }}
-  {{- else }}
-  - name: PARLEY_UDP_ADDR
-    value: ""
   {{- end }}
   - name: PARLEY_TLS_CERT
     value: /etc/parley/tls/tls.crt
