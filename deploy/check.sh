@@ -14,9 +14,8 @@
 #      NetworkPolicies, Ingress backends, ServiceMonitor endpoints) exist,
 #      every selector selects something, every HPA scales something, every
 #      Secret, ConfigMap (and key) a pod uses is rendered or listed in
-#      deploy/README.md's Secrets table; a Helm chart (any Chart.yaml under
-#      deploy/ or charts/) is rendered with `helm template` and checked the
-#      same way;
+#      deploy/README.md's Secrets table; the Helm chart's renders (6.)
+#      are checked the same way;
 #   3. every SERVICE of deploy/docker/Dockerfile has <module>/go.mod, is in
 #      go.work and has <module>/cmd/<SERVICE>; every SERVICE/image that compose
 #      and k8s ask for is one of them, named ghcr.io/parleychat/<SERVICE>;
@@ -32,12 +31,17 @@
 #      service name the same object store (every PARLEY_STORAGE_DIR and
 #      PARLEY_MINIO_* variable with the same value or Secret key) and the
 #      gateway's PARLEY_MAX_UPLOAD_SIZE equals the file service's
-#      PARLEY_FILE_MAX_SIZE.
+#      PARLEY_FILE_MAX_SIZE;
+#   6. (run between 2.'s render and its validation) the Helm chart
+#      (deploy/helm/parley) renders the same objects as kustomize: its
+#      defaults as k8s/base, ci/production-values.yaml as
+#      k8s/overlays/production (deploy/helmcheck, with the helm library: no
+#      helm binary needed).
 #
 # usage: deploy/check.sh [--build]
 #   --build  also build every binary the way the Dockerfile does
 #            (CGO_ENABLED=0 -trimpath) and check against its -h output.
-# Needs: go, perl, kubectl or kustomize (helm for a chart). Exit status 1
+# Needs: go, perl, kustomize (scripts/deps.sh) or kubectl. Exit status 1
 # lists every problem found; the last line says how long it took.
 set -euo pipefail
 
@@ -100,7 +104,9 @@ kubecheck="$tmp/kubecheck"
 # --- 1. YAML -----------------------------------------------------------------
 section "YAML syntax"
 mapfile -t k8s_files < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
-mapfile -t other_yaml < <(find deploy -path '*/testdata' -prune -o -type f \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
+# Helm templates (deploy/helm/*/templates, helmcheck's test chart) are Go
+# templates, not YAML: section "Helm chart against kustomize" renders them.
+mapfile -t other_yaml < <(find deploy -path '*/testdata' -prune -o -path '*/templates' -prune -o -type f \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
 if ! "$yamlcheck" parse "$compose" "${other_yaml[@]}"; then
 	problem "YAML does not parse (above)"
 fi
@@ -163,35 +169,53 @@ else
 		fi
 	done
 fi
-# A Helm chart, once there is one, renders the same deployment.
-mapfile -t charts < <(find deploy charts -name Chart.yaml 2>/dev/null | sort)
-for chart in "${charts[@]}"; do
-	dir=$(dirname "$chart")
-	# A subchart (<chart>/charts/<sub>/) renders with its parent.
-	[[ -f $(dirname "$(dirname "$dir")")/Chart.yaml && $(basename "$(dirname "$dir")") == charts ]] && continue
-	if ! command -v helm >/dev/null 2>&1; then
-		problem "$dir: helm is not installed: the chart cannot be rendered"
-		continue
-	fi
-	out="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
-	if helm template parley "$dir" --namespace parley >"$out" 2>"$tmp/helm.err"; then
-		note "ok  helm template $dir ($(grep -c '^kind:' "$out") objects)"
-		rendered+=("$out")
-		rendered_from[$out]="helm template $dir"
-	else
-		problem "helm template $dir failed: $(cat "$tmp/helm.err")"
-	fi
-done
+# --- Helm chart against kustomize ------------------------------------------
+# deploy/helm/parley must render the same objects as k8s/ (deploy/helmcheck
+# says how they are compared): its defaults against k8s/base, and
+# ci/production-values.yaml against k8s/overlays/production. The Helm
+# renders are kept in helm_rendered (files in $tmp) and validated by
+# kubecheck like the kustomize renders.
+section "Helm chart against kustomize"
+helm_rendered=()
+if (cd deploy/helmcheck && GOWORK=off go build -o "$tmp/helmcheck" . && GOWORK=off go vet . &&
+	GOWORK=off go test -count=1 . >"$tmp/helmcheck-test.out" 2>&1); then
+	for pair in "k8s/base:" "k8s/overlays/production:ci/production-values.yaml"; do
+		dir=${pair%%:*} values=${pair#*:}
+		kust="$tmp/rendered-$(echo "$dir" | tr / -).yaml"
+		out="$tmp/rendered-helm-$(basename "$dir").yaml"
+		if [[ ! -f $kust ]]; then
+			problem "$dir: no kustomize render to compare the Helm chart with (above)"
+			continue
+		fi
+		args=(-chart deploy/helm/parley -kustomized "$kust" -against "kustomize build $dir" -out "$out")
+		[[ -z $values ]] || args+=(-f "deploy/helm/parley/$values")
+		if "$tmp/helmcheck" "${args[@]}" >"$tmp/helmcheck.out" 2>&1; then
+			note "ok  $(cat "$tmp/helmcheck.out")"
+		else
+			sed 's/^/  /' "$tmp/helmcheck.out"
+			problem "the Helm chart${values:+ with $values} does not render what kustomize renders for $dir (above)"
+		fi
+		if [[ -s $out ]]; then
+			helm_rendered+=("$out")
+			rendered_from[$out]="the Helm chart${values:+ with $values}"
+		fi
+	done
+else
+	cat "$tmp/helmcheck-test.out" 2>/dev/null || true
+	problem "deploy/helmcheck does not build or its own tests fail"
+fi
+
 
 section "Kubernetes API types and references (deploy/kubecheck)"
+validated=("${rendered[@]}" "${helm_rendered[@]}")
 if ((${#rendered[@]} > 0)) && [[ -x $kubecheck ]]; then
-	if "$kubecheck" -q -secrets deploy/README.md "${rendered[@]}" >"$tmp/kubecheck.out"; then
-		for out in "${rendered[@]}"; do
+	if "$kubecheck" -q -secrets deploy/README.md "${validated[@]}" >"$tmp/kubecheck.out"; then
+		for out in "${validated[@]}"; do
 			note "ok  ${rendered_from[$out]}"
 		done
 	else
 		while IFS= read -r line; do
-			for out in "${rendered[@]}"; do
+			for out in "${validated[@]}"; do
 				line=${line//"$out"/"${rendered_from[$out]}"}
 			done
 			problem "$line"
