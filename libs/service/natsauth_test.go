@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
@@ -142,4 +144,124 @@ func authorizedUser(t *testing.T, s *server.Server) (cid uint64, user string) {
 		return 0, ""
 	}
 	return cz.Conns[0].Cid, cz.Conns[0].AuthorizedUser
+}
+
+// TestNATSNkeyAndCreds: -nats-nkey and -nats-creds authenticate against a
+// real server run with nkey users, and with an operator, an account and a
+// user JWT (the .creds file nsc writes); a seed the server does not know
+// is refused.
+func TestNATSNkeyAndCreds(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		t.Helper()
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	connect := func(t *testing.T, s *server.Server, a service.NATSAuth) *nats.Conn {
+		t.Helper()
+		opts, err := a.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Without RetryOnFailedConnect's retries, so a refusal is an error.
+		opts = append(opts, nats.MaxReconnects(0), nats.RetryOnFailedConnect(false))
+		nc, err := nats.Connect(s.ClientURL(), opts...)
+		if err != nil {
+			return nil
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+
+	t.Run("nkey", func(t *testing.T) {
+		user, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := user.PublicKey()
+		seed, _ := user.Seed()
+		stranger, _ := nkeys.CreateUser()
+		strangerSeed, _ := stranger.Seed()
+
+		s := startNATS(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+		if nc := connect(t, s, service.NATSAuth{Nkey: write("user.nk", seed)}); nc == nil {
+			t.Fatal("the server's nkey user was refused")
+		}
+		if _, got := authorizedUser(t, s); got != pub {
+			t.Fatalf("authenticated as %q, want the nkey %q", got, pub)
+		}
+		if nc := connect(t, s, service.NATSAuth{Nkey: write("stranger.nk", strangerSeed)}); nc != nil {
+			t.Fatal("an nkey the server does not know was accepted")
+		}
+		if nc := connect(t, s, service.NATSAuth{}); nc != nil {
+			t.Fatal("a connection without credentials was accepted")
+		}
+	})
+
+	t.Run("creds", func(t *testing.T) {
+		okp, _ := nkeys.CreateOperator()
+		opub, _ := okp.PublicKey()
+		oc := jwt.NewOperatorClaims(opub)
+		ojwt, err := oc.Encode(okp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		akp, _ := nkeys.CreateAccount()
+		apub, _ := akp.PublicKey()
+		ac := jwt.NewAccountClaims(apub)
+		ajwt, err := ac.Encode(okp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ukp, _ := nkeys.CreateUser()
+		upub, _ := ukp.PublicKey()
+		useed, _ := ukp.Seed()
+		uc := jwt.NewUserClaims(upub)
+		ujwt, err := uc.Encode(akp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := jwt.FormatUserConfig(ujwt, useed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opc, err := jwt.DecodeOperatorClaims(ojwt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resolver := &server.MemAccResolver{}
+		if err := resolver.Store(apub, ajwt); err != nil {
+			t.Fatal(err)
+		}
+		s := startNATS(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{opc}, AccountResolver: resolver})
+		if nc := connect(t, s, service.NATSAuth{Creds: write("user.creds", creds)}); nc == nil {
+			t.Fatal("the account's user was refused")
+		}
+		if _, got := authorizedUser(t, s); got != upub {
+			t.Fatalf("authenticated as %q, want the user %q", got, upub)
+		}
+		if nc := connect(t, s, service.NATSAuth{}); nc != nil {
+			t.Fatal("a connection without credentials was accepted in operator mode")
+		}
+	})
+}
+
+// startNATS runs an in-process server with o (on a free port) until the
+// test ends.
+func startNATS(t *testing.T, o *server.Options) *server.Server {
+	t.Helper()
+	o.Host, o.Port, o.NoLog, o.NoSigs = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
 }
