@@ -9,7 +9,10 @@
 # temporary tree and fails when the committed code or the reference differs
 # (stale or hand-edited), printing the diff. It also writes NATS's
 # permission file k8s/base/nats-auth.conf from libs/subject's table
-# (libs/cmd/natsauth), or with --check fails when it is stale.
+# (libs/cmd/natsauth), and the same file into the Helm chart
+# (deploy/helm/parley/files/nats-auth.conf: Helm reads only files inside
+# the chart, and a copy, unlike a symlink, survives the chart being copied
+# or packaged anywhere), or with --check fails when either is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
@@ -57,9 +60,13 @@ done
 
 if $check; then
   (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md -check) || status=1
-  (cd libs && go run ./cmd/natsauth -o ../k8s/base/nats-auth.conf -check) || status=1
+  for out in k8s/base/nats-auth.conf deploy/helm/parley/files/nats-auth.conf; do
+    (cd libs && go run ./cmd/natsauth -o "../$out" -check) || status=1
+  done
   [ $status -eq 0 ] && echo "generated code is up to date"
   exit $status
 fi
 (cd libs && go run ./cmd/protodoc -doc ../docs/protocol.md)
-(cd libs && go run ./cmd/natsauth -o ../k8s/base/nats-auth.conf)
+for out in k8s/base/nats-auth.conf deploy/helm/parley/files/nats-auth.conf; do
+  (cd libs && go run ./cmd/natsauth -o "../$out")
+done

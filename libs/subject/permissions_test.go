@@ -22,16 +22,19 @@ import (
 	"github.com/parleychat/parley/libs/testenv"
 )
 
-// TestShippedNATSAuthIsCurrent: the permission file Kubernetes loads is
-// the table's rendering (regenerate with cd libs && go run ./cmd/natsauth
-// -o ../k8s/base/nats-auth.conf).
+// TestShippedNATSAuthIsCurrent: the permission files Kubernetes loads
+// (k8s/base's and the Helm chart's copy) are the table's rendering
+// (regenerate both with scripts/generate.sh, or cd libs && go run
+// ./cmd/natsauth -o ../<file>).
 func TestShippedNATSAuthIsCurrent(t *testing.T) {
-	got, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), testenv.ShippedNATSAuth))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, subject.NATSConfig(true)) {
-		t.Fatalf("%s is stale: run `cd libs && go run ./cmd/natsauth -o ../%s`", testenv.ShippedNATSAuth, testenv.ShippedNATSAuth)
+	for _, file := range []string{testenv.ShippedNATSAuth, "deploy/helm/parley/files/nats-auth.conf"} {
+		got, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, subject.NATSConfig(true)) {
+			t.Errorf("%s is stale: run `cd libs && go run ./cmd/natsauth -o ../%s`", file, file)
+		}
 	}
 }
 

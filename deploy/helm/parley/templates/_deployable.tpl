@@ -11,9 +11,9 @@ from one template. What differs between them comes from the service's values
   lifecycle     the container's lifecycle
   volumeMounts  the container's mounts
   volumes       the pod's volumes
-  fsGroup       the pod's fsGroup
 Every container gets the NATS client settings from "parley.natsClient.*"
-(_helpers.tpl).
+(_helpers.tpl). A pod with volumes (Secrets of mode 0440) gets fsGroup
+65532, its user's group, so it can read them.
 
 Argument: dict "ctx" $ "name" <deployable> "key" <its values key> "ns" <namespace>.
 */}}
@@ -24,6 +24,7 @@ Argument: dict "ctx" $ "name" <deployable> "key" <its values key> "ns" <namespac
 {{- $svc := index $ctx.Values .key -}}
 {{- $extra := include (printf "parley.deployable.%s" $name) $ctx | fromYaml -}}
 {{- $nats := dict "ctx" $ctx "ns" $ns "name" $name -}}
+{{- $volumes := concat ($extra.volumes | default list) (include "parley.natsClient.volumes" $nats | fromYamlArray) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -55,8 +56,8 @@ spec:
         runAsNonRoot: true
         runAsUser: 65532
         runAsGroup: 65532
-        {{- with $extra.fsGroup }}
-        fsGroup: {{ . }}
+        {{- if $volumes }}
+        fsGroup: 65532
         {{- end }}
         seccompProfile:
           type: RuntimeDefault
@@ -118,7 +119,6 @@ spec:
           volumeMounts:
             {{- toYaml . | nindent 12 }}
           {{- end }}
-      {{- $volumes := concat ($extra.volumes | default list) (include "parley.natsClient.volumes" $nats | fromYamlArray) }}
       {{- with $volumes }}
       volumes:
         {{- toYaml . | nindent 8 }}

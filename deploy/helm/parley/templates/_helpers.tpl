@@ -72,39 +72,76 @@ nats://nats.{{ include "parley.ns" .ctx }}:4222
 {{- end }}
 
 {{/*
-NATS client settings of every Parley container, in ONE place: the URL and,
-when a TLS Secret is configured, its CA, certificate and key. Argument:
-dict "ctx" $ "ns" <the client's namespace> "name" <deployable>.
+NATS client settings of every Parley container, in ONE place: the URL,
+the TLS Secret (CA, and the client certificate that is the deployable's
+NATS user) and a NATS credential. Argument: dict "ctx" $ "ns" <the client's
+namespace> "name" <deployable>.
   parley.natsClient.env           the env entries
   parley.natsClient.volumeMounts  the container's mounts (may be empty)
   parley.natsClient.volumes       the pod's volumes (may be empty)
+The bundled NATS: Secret parley-nats-<deployable> (cert-manager's or the
+operator's, nats.tls). External: nats.external.tlsSecrets.<deployable> or
+tlsSecret, and credsSecrets.<deployable> or credsSecret, each optional.
 */}}
+{{- define "parley.natsClient.tlsSecret" -}}
+{{- $x := .ctx.Values.nats.external -}}
+{{- if include "parley.bundledNATS" .ctx -}}
+parley-nats-{{ .name }}
+{{- else -}}
+{{ index ($x.tlsSecrets | default dict) .name | default $x.tlsSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "parley.natsClient.credsSecret" -}}
+{{- $x := .ctx.Values.nats.external -}}
+{{- if not (include "parley.bundledNATS" .ctx) -}}
+{{ index ($x.credsSecrets | default dict) .name | default $x.credsSecret }}
+{{- end }}
+{{- end }}
+
 {{- define "parley.natsClient.env" -}}
 - name: PARLEY_NATS_URL
   value: {{ include "parley.natsURL" . }}
-{{- if .ctx.Values.nats.external.tlsSecret }}
+{{- if include "parley.natsClient.tlsSecret" . }}
 - name: PARLEY_NATS_CA
   value: /etc/parley/nats/ca.crt
+{{- if or (include "parley.bundledNATS" .ctx) .ctx.Values.nats.external.clientCert }}
 - name: PARLEY_NATS_CERT
   value: /etc/parley/nats/tls.crt
 - name: PARLEY_NATS_KEY
   value: /etc/parley/nats/tls.key
 {{- end }}
 {{- end }}
+{{- if include "parley.natsClient.credsSecret" . }}
+- name: PARLEY_NATS_CREDS
+  value: /etc/parley/nats-creds/user.creds
+{{- end }}
+{{- end }}
 
 {{- define "parley.natsClient.volumeMounts" -}}
-{{- if .ctx.Values.nats.external.tlsSecret }}
+{{- if include "parley.natsClient.tlsSecret" . }}
 - name: nats-client
   mountPath: /etc/parley/nats
+  readOnly: true
+{{- end }}
+{{- if include "parley.natsClient.credsSecret" . }}
+- name: nats-creds
+  mountPath: /etc/parley/nats-creds
   readOnly: true
 {{- end }}
 {{- end }}
 
 {{- define "parley.natsClient.volumes" -}}
-{{- if .ctx.Values.nats.external.tlsSecret }}
+{{- with include "parley.natsClient.tlsSecret" . }}
 - name: nats-client
   secret:
-    secretName: {{ .ctx.Values.nats.external.tlsSecret }}
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with include "parley.natsClient.credsSecret" . }}
+- name: nats-creds
+  secret:
+    secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
 {{- end }}

@@ -5,7 +5,6 @@ What each Parley Deployment has of its own, for "parley.deployable"
 
 {{- define "parley.deployable.gateway" -}}
 {{- $v := .Values.gateway -}}
-fsGroup: 65532
 {{- if not $v.udp.enabled }}
 # No UDP media port (an empty environment variable would be ignored, and
 # the flag's default kept).
