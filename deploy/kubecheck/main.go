@@ -118,9 +118,9 @@ var backticked = regexp.MustCompile("`([^`]+)`")
 var parenthesized = regexp.MustCompile(`\([^)]*\)`)
 
 // secretsTable reads the markdown table whose header row starts
-// "| Secret |" and has a "keys" column: the first cell of each row is the
-// Secret's name in backticks, the keys column its keys in backticks (words
-// in parentheses are remarks).
+// "| Secret |" and has a "keys" column: the first cell of each row names
+// one or more Secrets in backticks, the keys column their keys in
+// backticks (words in parentheses are remarks).
 func secretsTable(r io.Reader) (map[string][]string, error) {
 	out := map[string][]string{}
 	sc := bufio.NewScanner(r)
@@ -140,15 +140,17 @@ func secretsTable(r io.Reader) (map[string][]string, error) {
 		case in && !strings.HasPrefix(line, "|"):
 			in = false
 		case in && len(cells) > keysCol:
-			name := backticked.FindStringSubmatch(cells[0])
-			if name == nil {
+			names := backticked.FindAllStringSubmatch(parenthesized.ReplaceAllString(cells[0], ""), -1)
+			if names == nil {
 				continue // the |---| row
 			}
 			var keys []string
 			for _, m := range backticked.FindAllStringSubmatch(parenthesized.ReplaceAllString(cells[keysCol], ""), -1) {
 				keys = append(keys, m[1])
 			}
-			out[name[1]] = keys
+			for _, name := range names {
+				out[name[1]] = keys
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {

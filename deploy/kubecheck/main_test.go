@@ -103,6 +103,12 @@ func TestSecretsTableOfDeployReadme(t *testing.T) {
 			t.Errorf("%s: keys %q, want %q", name, got, keys)
 		}
 	}
+	// A row naming several Secrets gives each the row's keys.
+	for _, name := range []string{"parley-nats-gateway", "parley-nats-rendezvous", "parley-nats-auth", "parley-nats-media-relay"} {
+		if got := m[name]; !slices.Equal(got, []string{"tls.crt", "tls.key", "ca.crt"}) {
+			t.Errorf("%s: keys %q, want tls.crt, tls.key, ca.crt", name, got)
+		}
+	}
 	if _, ok := m["parley-auth"]; !ok {
 		t.Errorf("parley-auth missing from %v", m)
 	}
