@@ -186,7 +186,7 @@ func TestNATSNkeyAndCreds(t *testing.T) {
 		stranger, _ := nkeys.CreateUser()
 		strangerSeed, _ := stranger.Seed()
 
-		s := startNATS(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+		s := testenv.StartNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, Nkeys: []*server.NkeyUser{{Nkey: pub}}})
 		if nc := connect(t, s, service.NATSAuth{Nkey: write("user.nk", seed)}); nc == nil {
 			t.Fatal("the server's nkey user was refused")
 		}
@@ -236,7 +236,7 @@ func TestNATSNkeyAndCreds(t *testing.T) {
 		if err := resolver.Store(apub, ajwt); err != nil {
 			t.Fatal(err)
 		}
-		s := startNATS(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{opc}, AccountResolver: resolver})
+		s := testenv.StartNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, TrustedOperators: []*jwt.OperatorClaims{opc}, AccountResolver: resolver})
 		if nc := connect(t, s, service.NATSAuth{Creds: write("user.creds", creds)}); nc == nil {
 			t.Fatal("the account's user was refused")
 		}
@@ -247,21 +247,4 @@ func TestNATSNkeyAndCreds(t *testing.T) {
 			t.Fatal("a connection without credentials was accepted in operator mode")
 		}
 	})
-}
-
-// startNATS runs an in-process server with o (on a free port) until the
-// test ends.
-func startNATS(t *testing.T, o *server.Options) *server.Server {
-	t.Helper()
-	o.Host, o.Port, o.NoLog, o.NoSigs = "127.0.0.1", -1, true, true
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
 }

@@ -30,14 +30,20 @@ func NATS(t testing.TB) *server.Server {
 // JetStream stored in dir, so a test can restart a server on the same data.
 func NATSAt(t testing.TB, port int, dir string) *server.Server {
 	t.Helper()
-	opts := &server.Options{
+	return StartNATS(t, &server.Options{
 		Host:      "127.0.0.1",
 		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
-		NoLog:     true,
-		NoSigs:    true,
-	}
+	})
+}
+
+// StartNATS starts an in-process nats-server with opts (logging and signal
+// handling off) and waits until it accepts connections; it is shut down
+// when the test ends.
+func StartNATS(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats-server: %v", err)

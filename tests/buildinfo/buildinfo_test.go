@@ -15,89 +15,41 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/tests/internal/binaries"
 )
-
-// The binaries and their packages: every one the Makefile builds.
-var targets = map[string]string{
-	"gateway":     "github.com/parleychat/parley/gateway/cmd/gateway",
-	"auth":        "github.com/parleychat/parley/services/auth/cmd/auth",
-	"presence":    "github.com/parleychat/parley/services/presence/cmd/presence",
-	"messaging":   "github.com/parleychat/parley/services/messaging/cmd/messaging",
-	"file":        "github.com/parleychat/parley/services/file/cmd/file",
-	"media-relay": "github.com/parleychat/parley/services/mediarelay/cmd/media-relay",
-	"rendezvous":  "github.com/parleychat/parley/services/rendezvous/cmd/rendezvous",
-	"parleyd":     "github.com/parleychat/parley/standalone/cmd/parleyd",
-	"parley":      "github.com/parleychat/parley/clients/cmd/parley",
-}
 
 const (
 	testVersion = "9.8.7-test.1"
 	testCommit  = "feedc0ffee12"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// binDir holds every binary the Makefile builds (binaries.Targets but
+// the NATS server), built with the Makefile's -X flags.
+var binDir string
 
-// built returns the directory holding every target, built once per test
-// binary with the Makefile's -X flags.
-func built(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "parley-buildinfo-")
-		if buildErr != nil {
-			return
+// names are the binaries under test.
+func names() []string {
+	var out []string
+	for name := range binaries.Targets {
+		if name != "nats-server" {
+			out = append(out, name)
 		}
-		ldflags := fmt.Sprintf("-X github.com/parleychat/parley/libs/version.Version=%s -X github.com/parleychat/parley/libs/version.Commit=%s", testVersion, testCommit)
-		var (
-			wg   sync.WaitGroup
-			mu   sync.Mutex
-			errs []string
-		)
-		sem := make(chan struct{}, 2)
-		for name, pkg := range targets {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, fmt.Sprintf("%s: %v\n%s", name, err, out))
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if len(errs) > 0 {
-			buildErr = fmt.Errorf("%s", strings.Join(errs, "\n"))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the binaries: %v", buildErr)
 	}
-	return binDir
+	return out
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	ldflags := fmt.Sprintf("-X github.com/parleychat/parley/libs/version.Version=%s -X github.com/parleychat/parley/libs/version.Commit=%s", testVersion, testCommit)
+	binaries.MainFlags(m, &binDir, []string{"-ldflags", ldflags}, names()...)
 }
 
 func TestVersionFlag(t *testing.T) {
-	dir := built(t)
-	for name := range targets {
+	dir := binDir
+	for _, name := range names() {
 		t.Run(name, func(t *testing.T) {
 			// An environment variable of the same name must not change the
 			// answer (nor, for a service, stop it: see libs/service).
@@ -118,7 +70,7 @@ func TestVersionFlag(t *testing.T) {
 
 // The client also has a version command.
 func TestClientVersionCommand(t *testing.T) {
-	out, err := exec.Command(filepath.Join(built(t), "parley"), "version").Output()
+	out, err := exec.Command(filepath.Join(binDir, "parley"), "version").Output()
 	if err != nil {
 		t.Fatalf("parley version: %v", err)
 	}
@@ -130,7 +82,7 @@ func TestClientVersionCommand(t *testing.T) {
 // A service started against NATS and the one-process parleyd both export
 // parley_build_info on their admin port.
 func TestBuildInfoMetric(t *testing.T) {
-	dir := built(t)
+	dir := binDir
 	ns := testenv.NATS(t)
 	want := fmt.Sprintf(`parley_build_info{commit="%s",goversion="%s",version="%s"} 1`, testCommit, runtime.Version(), testVersion)
 

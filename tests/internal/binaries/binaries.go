@@ -29,7 +29,11 @@ var Targets = map[string]string{
 
 // Build compiles the named binaries (every target when none is named)
 // into dir, two at a time, and reports every failure.
-func Build(dir string, names ...string) error {
+func Build(dir string, names ...string) error { return BuildFlags(dir, nil, names...) }
+
+// BuildFlags is Build with extra `go build` flags (the Makefile's
+// -ldflags, say).
+func BuildFlags(dir string, flags []string, names ...string) error {
 	if len(names) == 0 {
 		for name := range Targets {
 			names = append(names, name)
@@ -51,7 +55,8 @@ func Build(dir string, names ...string) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+			args := append(append([]string{"build"}, flags...), "-o", filepath.Join(dir, name), pkg)
+			out, err := exec.Command("go", args...).CombinedOutput()
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("%s: %v\n%s", name, err, out))
@@ -70,14 +75,17 @@ func Build(dir string, names ...string) error {
 // target when none is named) into a temporary directory, sets *dir to it,
 // runs the tests and removes the directory; a build failure ends the
 // process with status 1.
-func Main(m *testing.M, dir *string, names ...string) {
+func Main(m *testing.M, dir *string, names ...string) { MainFlags(m, dir, nil, names...) }
+
+// MainFlags is Main building with extra `go build` flags.
+func MainFlags(m *testing.M, dir *string, flags []string, names ...string) {
 	d, err := os.MkdirTemp("", "parley-test-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	*dir = d
-	if err := Build(d, names...); err != nil {
+	if err := BuildFlags(d, flags, names...); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
 		os.RemoveAll(d)
 		os.Exit(1)
