@@ -76,6 +76,7 @@ type Config struct {
 	SendQueueFrames   int           // per-connection outbound queue bound, frames
 	SendQueueBytes    int           // per-connection outbound queue bound, bytes
 	WriteTimeout      time.Duration // bound on one write to a client
+	DrainPeriod       time.Duration // at shutdown, connections are closed (SERVER_SHUTDOWN) spread over this; 0: all at once
 	PresenceHeartbeat time.Duration // GatewayHeartbeat period
 	RequestTimeout    time.Duration // bound on one NATS request
 	RoomBatch         time.Duration // room events closer together than this share one write per connection; 0: every event written alone
@@ -147,6 +148,7 @@ func DefaultConfig() Config {
 		SendQueueFrames:       1024,
 		SendQueueBytes:        4 << 20,
 		WriteTimeout:          10 * time.Second,
+		DrainPeriod:           5 * time.Second,
 		PresenceHeartbeat:     5 * time.Second,
 		RequestTimeout:        10 * time.Second,
 		RoomBatch:             20 * time.Millisecond,
@@ -205,6 +207,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SendQueueFrames, "send-queue-frames", d.SendQueueFrames, "per-connection outbound queue limit in frames (overflow: SLOW_CONSUMER)")
 	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", d.SendQueueBytes, "per-connection outbound queue limit in bytes (overflow: SLOW_CONSUMER)")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", d.WriteTimeout, "longest time one write to a client may take")
+	fs.DurationVar(&c.DrainPeriod, "drain-period", d.DrainPeriod, "at shutdown, close the client connections (SERVER_SHUTDOWN) spread evenly over this long, so their clients reconnect to the other gateways gradually; keep it below -shutdown-timeout; 0: all at once")
 	fs.DurationVar(&c.PresenceHeartbeat, "presence-heartbeat", d.PresenceHeartbeat, "period of the heartbeat to the presence service")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", d.RequestTimeout, "timeout of requests to backing services")
 	fs.Int64Var(&c.MaxUploadSize, "max-upload-size", d.MaxUploadSize, "largest upload announced to tus clients (Tus-Max-Size); keep it equal to the file service's -file-max-size")
@@ -233,6 +236,16 @@ var (
 // errors.Join), each naming its flag; it changes nothing and starts
 // nothing. New applies the same checks. A TLS certificate and key are
 // loaded to check them.
+// CheckShutdown checks the drain against the process's graceful shutdown
+// bound (-shutdown-timeout): the connections must all have been told to
+// go, with time left to close them, before the process gives up.
+func (c Config) CheckShutdown(shutdown time.Duration) error {
+	if c.DrainPeriod >= shutdown {
+		return fmt.Errorf("-drain-period (%s) must be below -shutdown-timeout (%s)", c.DrainPeriod, shutdown)
+	}
+	return nil
+}
+
 func (c Config) Validate() error {
 	err := c.validate()
 	if c.TLSCert != "" && c.TLSKey != "" {
@@ -306,6 +319,7 @@ func (c *Config) validate() error {
 		{"-send-queue-frames", c.SendQueueFrames > 0, "positive"},
 		{"-send-queue-bytes", c.SendQueueBytes > 0, "positive"},
 		{"-write-timeout", c.WriteTimeout > 0, "positive"},
+		{"-drain-period", c.DrainPeriod >= 0, "0 or more"},
 		{"-presence-heartbeat", c.PresenceHeartbeat > 0, "positive"},
 		{"-request-timeout", c.RequestTimeout > 0, "positive"},
 		{"-room-batch", c.RoomBatch >= 0 && c.RoomBatch <= time.Second, "0 to 1s"},

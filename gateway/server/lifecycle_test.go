@@ -8,6 +8,7 @@ import (
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 func TestHeartbeatResync(t *testing.T) {
@@ -91,5 +92,63 @@ func TestShutdown(t *testing.T) {
 	}
 	if e.srv.Ready() == nil {
 		t.Error("still ready after shutdown")
+	}
+}
+
+// TestShutdownDrainsGradually: at shutdown the gateway tells its clients
+// SERVER_SHUTDOWN spread over -drain-period, not all in the same moment, so
+// they reconnect to the other gateways gradually; every client is told,
+// and the gateway stops being ready at once.
+func TestShutdownDrainsGradually(t *testing.T) {
+	const (
+		clients = 20
+		drain   = time.Second
+	)
+	e := startGateway(t, func(c *server.Config) { c.DrainPeriod = drain })
+	conns := make([]*client, clients)
+	for i := range conns {
+		conns[i] = dialTCP(t, e)
+		conns[i].hello()
+	}
+
+	stopped := make(chan struct{})
+	go func() { e.stop(); close(stopped) }()
+	told := make(chan time.Time, clients)
+	for _, c := range conns {
+		go func() {
+			// read, not expectError: Fatal only from the test's goroutine.
+			for {
+				b, err := c.read(readTimeout)
+				if err != nil {
+					told <- time.Time{}
+					return
+				}
+				if f, err := wire.Decode(b); err == nil && f.GetError().GetCode() == parleyv1.ErrorCode_ERROR_CODE_SERVER_SHUTDOWN {
+					told <- time.Now()
+					return
+				}
+			}
+		}()
+	}
+	var first, last time.Time
+	for range clients {
+		at := <-told
+		if at.IsZero() {
+			t.Fatal("a client's connection ended without SERVER_SHUTDOWN")
+		}
+		if first.IsZero() {
+			first = at
+			if e.srv.Ready() == nil {
+				t.Error("still ready while draining")
+			}
+		}
+		last = at
+	}
+	<-stopped
+	// A lower bound only: a loaded machine stretches the drain, never
+	// shortens it. The shares go every 100 ms over 1 s: the first and the
+	// last client are told at least 0.8 s apart.
+	if spread := last.Sub(first); spread < drain*8/10 {
+		t.Errorf("the %d clients were told within %s of each other, want them spread over about %s", clients, spread, drain)
 	}
 }

@@ -370,7 +370,9 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = app.ShutdownWithTimeout(s.cfg.WriteTimeout)
 		}
 	}()
-	s.reg.Shutdown()
+	// Spread over -drain-period: the other gateways get the reconnects
+	// gradually (and /readyz already fails, so no new clients arrive).
+	s.reg.ShutdownOver(s.cfg.DrainPeriod)
 	s.reg.Wait()
 	<-appDone
 	s.wg.Wait()

@@ -38,6 +38,9 @@ func run(sigCtx context.Context, args []string) error {
 		return err
 	}
 	defer p.Close()
+	if err := cfg.CheckShutdown(p.Common.ShutdownTimeout); err != nil {
+		return err
+	}
 	deps := server.Deps{NC: p.NC, Log: p.Log, Registry: p.Registry}
 	// Without a store the gateway serves chat only; file endpoints 404.
 	// With MinIO it starts at once: file endpoints answer 503 until the

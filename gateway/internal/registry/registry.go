@@ -241,7 +241,20 @@ func (r *Registry) Conns() []*internalv1.Conn {
 
 // Shutdown refuses new connections and tells every open one to close with
 // SERVER_SHUTDOWN. Wait then waits until all of them are removed.
-func (r *Registry) Shutdown() {
+func (r *Registry) Shutdown() { r.ShutdownOver(0) }
+
+// drainStep is how often ShutdownOver closes its next share of the
+// connections.
+const drainStep = 100 * time.Millisecond
+
+// ShutdownOver is Shutdown with the connections' closing spread evenly over
+// period, a share every 100 ms, so that their clients (which reconnect at
+// once on SERVER_SHUTDOWN) arrive at the other gateways gradually instead
+// of all in the same moment; the connections not yet closed are served as
+// usual meanwhile. New connections are refused from the start. Period 0
+// (or under 200 ms) closes them all at once. It returns when the last
+// share has been told to close.
+func (r *Registry) ShutdownOver(period time.Duration) {
 	r.mu.Lock()
 	r.closed = true
 	conns := make([]Conn, 0, len(r.all))
@@ -249,8 +262,23 @@ func (r *Registry) Shutdown() {
 		conns = append(conns, c)
 	}
 	r.mu.Unlock()
-	for _, c := range conns {
-		c.Shutdown()
+	steps := int(period / drainStep)
+	if steps < 2 {
+		steps = 1
+	}
+	per := (len(conns) + steps - 1) / steps // ceil: the last step may be short
+	if per == 0 {
+		return
+	}
+	tick := time.NewTicker(drainStep)
+	defer tick.Stop()
+	for i := 0; i < len(conns); i += per {
+		if i > 0 {
+			<-tick.C
+		}
+		for _, c := range conns[i:min(i+per, len(conns))] {
+			c.Shutdown() // a connection that ended meanwhile ignores it
+		}
 	}
 }
 

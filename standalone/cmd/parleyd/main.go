@@ -47,7 +47,7 @@ func run(args []string) error {
 	// Every flag is checked before anything starts, and every problem
 	// reported at once.
 	adminErr := server.CheckAdmin(common.AdminAddr, common.AdminToken, cfg.Gateway.Insecure)
-	runnerErr := cfg.Runner.Check(common.ShutdownTimeout)
+	runnerErr := errors.Join(cfg.Runner.Check(common.ShutdownTimeout), cfg.Gateway.CheckShutdown(common.ShutdownTimeout))
 	log, logErr := service.NewLogger(os.Stderr, common.LogFormat, common.LogLevel)
 	if logErr != nil {
 		log = slog.New(slog.DiscardHandler)

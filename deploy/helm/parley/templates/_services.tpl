@@ -17,6 +17,8 @@ envFirst:
       fieldRef:
         fieldPath: metadata.name
 env:
+  - name: PARLEY_DRAIN_PERIOD
+    value: {{ $v.drainPeriod | quote }}
   - name: PARLEY_TCP_ADDR
     value: "0.0.0.0:7420"
   - name: PARLEY_HTTP_ADDR
