@@ -183,8 +183,11 @@ func (g *Gate) saw(err error) error {
 }
 
 // unreachable reports whether err means the server could not be reached
-// or is not serving: nothing listening, no route, no such host, a server
-// still starting or overloaded, the bucket gone. A context ending is not.
+// or is not serving: nothing listening, no route, no such host, a
+// connection it dropped mid-request (a server stopping while a kept-alive
+// connection is reused: broken pipe, reset, a response cut short), a
+// server still starting or overloaded, the bucket gone. A context ending
+// is not.
 func unreachable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -193,7 +196,8 @@ func unreachable(err error) bool {
 	var dns *net.DNSError
 	switch {
 	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &dns),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}
 	resp := errorResponse(err)

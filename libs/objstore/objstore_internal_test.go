@@ -3,11 +3,18 @@ package objstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 func TestPartSize(t *testing.T) {
@@ -140,5 +147,37 @@ func TestNewDirConfig(t *testing.T) {
 	}
 	if _, err := NewDir(file); err == nil {
 		t.Fatal("NewDir on a regular file succeeded")
+	}
+}
+
+// TestUnreachable: the errors a stopped or unreachable server causes mark
+// storage unavailable (503/UNAVAILABLE to clients), whichever moment of a
+// request they hit: dialling, writing the body on a kept-alive connection
+// the server has dropped, reading a response cut short. A request's own
+// context ending, or the server's ordinary answers, do not.
+func TestUnreachable(t *testing.T) {
+	onConn := func(op string, errno error) error {
+		return &url.Error{Op: "Put", URL: "http://127.0.0.1:9000/b/k", Err: &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, errno)}}
+	}
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", onConn("dial", syscall.ECONNREFUSED), true},
+		{"broken pipe writing a body", onConn("write", syscall.EPIPE), true},
+		{"reset reading", onConn("read", syscall.ECONNRESET), true},
+		{"response cut short", &url.Error{Op: "Get", URL: "http://127.0.0.1:9000/b/k", Err: io.ErrUnexpectedEOF}, true},
+		{"no route", onConn("dial", syscall.EHOSTUNREACH), true},
+		{"the caller's context ended", fmt.Errorf("put: %w", context.Canceled), false},
+		{"the caller's deadline", &url.Error{Op: "Put", URL: "http://x", Err: context.DeadlineExceeded}, false},
+		{"an ordinary answer", minio.ErrorResponse{Code: "AccessDenied", StatusCode: 403}, false},
+		{"overloaded", minio.ErrorResponse{Code: "SlowDown", StatusCode: 503}, true},
+		{"nil", nil, false},
+	}
+	for _, tc := range cases {
+		if got := unreachable(tc.err); got != tc.want {
+			t.Errorf("%s: unreachable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }
