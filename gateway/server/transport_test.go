@@ -322,3 +322,34 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	t.Logf("slow client disconnected after %d events", published)
 }
+
+// TestWebSocketFrameSizes: events of every WebSocket length encoding (7,
+// 16 and 64 bits), written together in one batch, reach a WebSocket
+// client (a strict RFC 6455 implementation) as separate binary messages,
+// each whole, in order, as they reach a TCP client.
+func TestWebSocketFrameSizes(t *testing.T) {
+	e := startGateway(t, func(c *server.Config) { c.RoomBatch = 500 * time.Millisecond })
+	tcp := dialTCP(t, e)
+	tcp.login("alice", noFeed)
+	ws := dialWS(t, "ws://"+e.srv.HTTPAddr().String()+server.WebSocketPath, nil)
+	ws.login("bob", noFeed)
+
+	var msgs []*parleyv1.Message
+	for i, size := range []int{1, 90, 200, 5000, 70000, 3} {
+		seq := uint64(i + 1)
+		m := &parleyv1.Message{Conversation: "room.public", Seq: seq, Id: 100 + seq, SenderId: "u-alice", SenderName: "alice", Text: strings.Repeat("y", size)}
+		msgs = append(msgs, m)
+		b, _ := proto.Marshal(&parleyv1.MessageEvent{Message: m})
+		if err := e.nc.Publish(subject.RoomMessages("public"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client{"tcp": tcp, "ws": ws} {
+		for _, m := range msgs {
+			c.expectMessage(name, m)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -127,30 +128,59 @@ func (w *WebSocket) SetReadLimit(max uint32) {
 	w.max = max
 }
 
-// Write sends each length-prefixed frame of buf as one binary message.
+// Write sends each length-prefixed frame of buf as one binary message
+// (RFC 6455 §5.2: FIN, opcode 2, the payload length in 7, 16 or 64 bits;
+// a server's frames are not masked), all of them framed into one buffer
+// and written with one write: a batch of room events costs one system call
+// as on a TCP connection, not one per event, which is what the websocket
+// library's WriteMessage (a flush per message) did. The library's own
+// writes (the pong and close control frames) are single writes too, and
+// writes to one socket do not interleave (the runtime holds the socket's
+// write lock, and crypto/tls its own, for a whole Write).
 func (w *WebSocket) Write(buf []byte) error {
+	bp := wsOutPool.Get().(*[]byte)
+	out := (*bp)[:0]
 	for len(buf) >= wire.HeaderSize {
 		n := int(binary.BigEndian.Uint32(buf))
 		buf = buf[wire.HeaderSize:]
 		if n > len(buf) {
 			return io.ErrShortBuffer
 		}
-		if err := w.c.WriteMessage(websocket.BinaryMessage, buf[:n]); err != nil {
-			return err
+		out = append(out, 0x82) // FIN, binary
+		switch {
+		case n <= 125:
+			out = append(out, byte(n))
+		case n <= 0xffff:
+			out = append(out, 126)
+			out = binary.BigEndian.AppendUint16(out, uint16(n))
+		default:
+			out = append(out, 127)
+			out = binary.BigEndian.AppendUint64(out, uint64(n))
 		}
+		out = append(out, buf[:n]...)
 		buf = buf[n:]
 	}
-	return nil
+	_, err := w.c.NetConn().Write(out)
+	if cap(out) <= wsOutPoolMax {
+		*bp = out[:0]
+		wsOutPool.Put(bp)
+	}
+	return err
 }
+
+// wsOutPool holds Write's framing buffers; one grown past wsOutPoolMax (a
+// large batch) is left to the collector rather than kept.
+var wsOutPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const wsOutPoolMax = 64 << 10
 
 func (w *WebSocket) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline(t) }
 
-// SetWriteDeadline sets the deadline on the socket too, so that it also
-// interrupts a write already blocked (the websocket library applies its own
-// deadline only to the next write).
+// SetWriteDeadline sets the deadline on the socket, which bounds Write
+// (and interrupts one already blocked); the library's control frames carry
+// their own.
 func (w *WebSocket) SetWriteDeadline(t time.Time) error {
-	_ = w.c.NetConn().SetWriteDeadline(t)
-	return w.c.SetWriteDeadline(t)
+	return w.c.NetConn().SetWriteDeadline(t)
 }
 
 // Close sends a normal close message (best effort), then closes the socket
