@@ -253,6 +253,17 @@ func (c *Channel) waitUp(ctx context.Context) (*Channel, error) {
 	case <-c.up:
 		return c, nil
 	case err = <-c.early:
+		if !c.controlling {
+			// This side refused the dialer's key inside the handshake;
+			// quic-go is about to send the dialer that verdict (a crypto
+			// error). Closing the listener first would answer the
+			// handshake with CONNECTION_REFUSED instead, which the
+			// dialer cannot tell from a peer that is not listening.
+			select {
+			case <-time.After(refuseLinger):
+			case <-ctx.Done():
+			}
+		}
 	case <-c.ctx.Done():
 		err = c.Err()
 	case <-ctx.Done():
@@ -262,6 +273,11 @@ func (c *Channel) waitUp(ctx context.Context) (*Channel, error) {
 	c.Close()
 	return nil, err
 }
+
+// refuseLinger is how long an accepting side that refused the dialer's key
+// keeps listening, so that its refusal goes out before the listener
+// closes.
+const refuseLinger = 200 * time.Millisecond
 
 // earlyFailure ends Dial or Accept with err if no connection came up yet;
 // later it is only logged (a reconnect keeps trying).
