@@ -13,8 +13,7 @@ import (
 // the bundled ones is rendered, and every deployable is pointed at the
 // external ones.
 func TestChartExternalStores(t *testing.T) {
-	values := filepath.Join(t.TempDir(), "external.yaml")
-	err := os.WriteFile(values, []byte(`
+	objs := renderChart(t, `
 nats:
   external:
     url: tls://nats.example.com:4222
@@ -27,21 +26,9 @@ objectStore:
   external:
     endpoint: s3.eu-west-1.amazonaws.com:443
     region: eu-west-1
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rendered, err := render("../helm/parley", "parley", []string{values})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := decode(rendered)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	deployments := 0
-	for _, o := range objs {
-		k := key(o)
+	for k, o := range objs {
 		for _, bundled := range []string{"/nats", "/redis", "/minio"} {
 			if strings.HasSuffix(k, bundled) || strings.Contains(k, bundled+"-") && !strings.Contains(k, "-to-") || strings.HasPrefix(k, "Certificate") || strings.Contains(k, "Issuer ") {
 				t.Errorf("%s rendered with an external store", k)
@@ -114,8 +101,7 @@ func TestChartRejectsMisspelledValue(t *testing.T) {
 // autoscaler: a Certificate into the Secret the gateway mounts, and a fixed
 // replica count where no HorizontalPodAutoscaler owns it.
 func TestChartCertManagerAndFixedReplicas(t *testing.T) {
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	err := os.WriteFile(values, []byte(`
+	byKey := renderChart(t, `
 gateway:
   tls:
     secretName: chat-tls
@@ -126,22 +112,7 @@ gateway:
 auth:
   replicas: 4
   autoscaling: {enabled: false}
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rendered, err := render("../helm/parley", "parley", []string{values})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := decode(rendered)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byKey := map[string]object{}
-	for _, o := range objs {
-		byKey[key(o)] = o
-	}
+`)
 	cert, ok := byKey["Certificate parley-edge/gateway"]
 	if !ok {
 		t.Fatal("no Certificate parley-edge/gateway")
@@ -192,11 +163,11 @@ func renderChart(t *testing.T, yaml string) map[string]object {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byKey := map[string]object{}
-	for _, o := range objs {
-		byKey[key(o)] = o
+	m, err := byKey(objs, "the chart")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return byKey
+	return m
 }
 
 // The bundled NATS with Secrets the operator made (deploy/nats-certs.sh)

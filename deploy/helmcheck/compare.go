@@ -203,14 +203,7 @@ func compare(kust, helm []object) ([]objectDiff, error) {
 		return nil, err
 	}
 	var diffs []objectDiff
-	keys := slices.Sorted(maps.Keys(km))
-	for k := range hm {
-		if _, ok := km[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range unionKeys(km, hm) {
 		ko, kok := km[k]
 		ho, hok := hm[k]
 		switch {
@@ -227,6 +220,18 @@ func compare(kust, helm []object) ([]objectDiff, error) {
 		}
 	}
 	return diffs, nil
+}
+
+// unionKeys is the keys of a and b, sorted, each once.
+func unionKeys[A, B any](a map[string]A, b map[string]B) []string {
+	keys := slices.Sorted(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func byKey(objs []object, side string) (map[string]object, error) {
@@ -254,14 +259,7 @@ func diffValue(lines *[]string, p string, k, h any) {
 			*lines = append(*lines, fmt.Sprintf("%s: kustomize %s, helm %s", show(p), brief(k), brief(h)))
 			return
 		}
-		keys := slices.Sorted(maps.Keys(kv))
-		for f := range hv {
-			if _, ok := kv[f]; !ok {
-				keys = append(keys, f)
-			}
-		}
-		slices.Sort(keys)
-		for _, f := range keys {
+		for _, f := range unionKeys(kv, hv) {
 			kf, kok := kv[f]
 			hf, hok := hv[f]
 			fp := join(p, f)
