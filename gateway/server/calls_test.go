@@ -556,7 +556,14 @@ func TestCallRoster(t *testing.T) {
 	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
 		return e.metric("parley_gateway_media_streams", nil) == 0
 	})
-	// Audio published after the call ended here reaches nobody.
+	// Audio published after the call ended here reaches nobody. The
+	// counter is bumped just after a packet's write, so the last probe
+	// reply may trail the client's read of it: wait for all three replies
+	// (a's, b's and b's second) to be counted first.
+	const replies = 3
+	testenv.Eventually(t, readTimeout, "the probe replies counted", func() bool {
+		return e.metric("parley_gateway_media_packets_sent_total", nil) == replies
+	})
 	before := e.metric("parley_gateway_media_packets_sent_total", nil)
 	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, media.Header{Type: media.TypeAudio, StreamID: 9, Seq: 1}, []byte("x")))
 	a.cl.ping(1)
