@@ -406,26 +406,38 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		}
 		backoff = 0
 		s.wg.Add(1)
-		go s.serveStream(c)
+		go s.startStream(c)
 	}
+}
+
+// startStream runs on a short-lived goroutine per accepted connection: it
+// reads the PROXY header and does the TLS handshake (newStream), then
+// starts the connection's reader goroutine and returns. The handshake
+// needs a deep stack (see transport.NewTLSStream); done on the reader, it
+// would leave that goroutine's stack larger for the connection's whole
+// life. Here it dies with this goroutine.
+func (s *Server) startStream(c net.Conn) {
+	t := s.newStream(c)
+	if t == nil {
+		s.wg.Done()
+		return
+	}
+	go s.serveStream(t) // takes over this goroutine's s.wg count
 }
 
 // serveStream is the reader goroutine of one TCP or TLS connection. Its
 // frame stays on the stack of every idle connection: keep it minimal (see
-// conn.Handler.Serve), hence no defer and the transport built elsewhere.
-func (s *Server) serveStream(c net.Conn) {
-	if t := s.newStream(c); t != nil {
-		s.handler.Serve(t)
-	}
+// conn.Handler.Serve), hence no defer.
+func (s *Server) serveStream(t transport.Transport) {
+	s.handler.Serve(t)
 	s.wg.Done()
 }
 
 // newStream makes the transport of an accepted TCP connection: first the
 // PROXY protocol header if it comes from a load balancer that sends one
-// (-proxy-protocol-from), then TLS. Nil if the connection was refused
-// (and closed) for its PROXY header.
-//
-//go:noinline
+// (-proxy-protocol-from), then the TLS handshake, each within
+// HandshakeTimeout. Nil if the connection was refused (and closed) for its
+// PROXY header or its handshake failed or took too long.
 func (s *Server) newStream(c net.Conn) transport.Transport {
 	if len(s.proxies) > 0 {
 		pc, err := s.proxies.Stream(c, s.cfg.HandshakeTimeout)
@@ -436,12 +448,19 @@ func (s *Server) newStream(c net.Conn) transport.Transport {
 		}
 		c = pc
 	}
-	kind := "tcp"
-	if s.tlsConf != nil {
-		c = tls.Server(c, s.tlsConf)
-		kind = "tls"
+	if s.tlsConf == nil {
+		return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), "tcp")
 	}
-	return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), kind)
+	t, err := transport.NewTLSStream(c, s.tlsConf, uint32(s.cfg.MaxFrameSize), s.cfg.HandshakeTimeout)
+	if err != nil {
+		s.handler.Metrics.HandshakeFailures.WithLabelValues("TLS").Inc()
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("tls handshake failed", "peer", c.RemoteAddr().String(), "err", err)
+		}
+		_ = c.Close()
+		return nil
+	}
+	return t
 }
 
 // clientAddr is the address of the client of an HTTP request: the peer,

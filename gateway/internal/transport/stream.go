@@ -18,6 +18,7 @@ type Stream struct {
 	raw  syscall.RawConn // plain TCP only: for TryWrite
 	r    wire.Reader
 	kind string
+	wait *rawWait // TLS over a plain TCP socket: where an idle reader parks (tls.go)
 }
 
 // NewStream wraps c ("tcp" or "tls" for kind) with a frame size limit.
@@ -63,10 +64,20 @@ func (s *Stream) TryWrite(buf []byte) (int, error) {
 	return n, err
 }
 
-func (s *Stream) ReadFrame() (*[]byte, error) { return s.r.ReadRaw() }
+func (s *Stream) ReadFrame() (*[]byte, error) {
+	if s.wait != nil {
+		return s.readFrame()
+	}
+	return s.r.ReadRaw()
+}
 
 // Wait reads the next frame's first byte ahead (wire.Reader.Wait).
-func (s *Stream) Wait() error { return s.r.Wait() }
+func (s *Stream) Wait() error {
+	if s.wait != nil {
+		return s.await()
+	}
+	return s.r.Wait()
+}
 
 func (s *Stream) SetReadLimit(max uint32) { s.r.SetMax(max) }
 
