@@ -366,15 +366,16 @@ func (c *Client) supervise(cn *conn) {
 // reconnect redials with backoff until a connection is up (and its session
 // resumed) or the client ends; it returns nil in the latter case.
 func (c *Client) reconnect() *conn {
-	bo := newBackoff(c.cfg.backoffMin, c.cfg.backoffMax)
+	bo := Backoff{Base: c.cfg.backoffMin, Max: c.cfg.backoffMax}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	var serverWait time.Duration // what the last refusal asked for (retry_after_ms)
 	for attempt := 1; ; attempt++ {
-		// The server's retry_after_ms is a floor: redialling sooner is
-		// refused again (docs/protocol.md §5, §11).
-		timer.Reset(max(bo.next(), serverWait))
+		// Even the first attempt waits a random share of the base, and
+		// the server's retry_after_ms is a floor: redialling sooner is
+		// refused again (docs/protocol.md §5, §11, §12).
+		timer.Reset(bo.Delay(attempt, serverWait))
 		select {
 		case <-timer.C:
 		case <-c.ctx.Done():

@@ -97,8 +97,9 @@ func WithLogger(l *slog.Logger) Option {
 // off, a broken connection ends the client: requests fail with ErrClosed.
 func WithReconnect(on bool) Option { return func(o *config) { o.reconnect = on } }
 
-// WithBackoff sets the bounds of the delay between reconnect attempts
-// (default 200ms to 10s, exponential with full jitter).
+// WithBackoff sets the reconnect schedule (see Backoff): attempt n waits a
+// uniformly random time between zero and min(max, min·2^(n−1)), default
+// 200ms doubling to 10s, plus whatever a refusal's retry_after_ms asked.
 func WithBackoff(min, max time.Duration) Option {
 	return func(o *config) { o.backoffMin, o.backoffMax = min, max }
 }

@@ -70,7 +70,7 @@ type Config struct {
 	MaxUnauthConnsPerAddr int            // connections without a session from one source address; 0: no limit
 	ConnLimitExempt       []netip.Prefix // sources not limited per address (a local proxy)
 
-	HandshakeTimeout  time.Duration // Hello must arrive within this
+	HandshakeTimeout  time.Duration // Hello must arrive within this (and the TLS handshake before it)
 	HeartbeatInterval time.Duration // advertised in Welcome
 	IdleTimeout       time.Duration // close a connection silent this long (IDLE_TIMEOUT)
 	SendQueueFrames   int           // per-connection outbound queue bound, frames
@@ -201,7 +201,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.ConnLimitExempt = p
 		return err
 	})
-	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send Hello")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send Hello (and, under TLS, to complete the TLS handshake before that)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", d.HeartbeatInterval, "ping interval advertised to clients in Welcome")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection after receiving nothing for this long")
 	fs.IntVar(&c.SendQueueFrames, "send-queue-frames", d.SendQueueFrames, "per-connection outbound queue limit in frames (overflow: SLOW_CONSUMER)")

@@ -353,3 +353,77 @@ func TestWebSocketFrameSizes(t *testing.T) {
 		}
 	}
 }
+
+// A client that connects to the TLS port and never completes the TLS
+// handshake (sends nothing, or a ClientHello cut short) is disconnected
+// after -handshake-timeout and counted as a TLS handshake failure. One
+// whose handshake completes is served: its Hello and a Ping written
+// together (one TLS record, so the Ping waits inside crypto/tls while the
+// Hello is handled) are both answered, and after a silence longer than the
+// handshake timeout its requests still are.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	certFile, keyFile, pool := testenv.SelfSigned(t)
+	const timeout = 300 * time.Millisecond
+	e := startGateway(t, func(c *server.Config) {
+		c.TLSCert, c.TLSKey = certFile, keyFile
+		c.HandshakeTimeout = timeout
+	})
+
+	stalls := map[string][]byte{
+		"nothing sent":          nil,
+		"ClientHello cut short": {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00},
+	}
+	for name, first := range stalls {
+		c, err := net.Dial("tcp", e.srv.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(first); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+		_, err = io.Copy(io.Discard, c) // until the gateway closes it
+		c.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("%s: connection still open after %s (handshake timeout %s)", name, readTimeout, timeout)
+		}
+	}
+	if n := e.metric("parley_gateway_handshake_failures_total", map[string]string{"code": "TLS"}); n != float64(len(stalls)) {
+		t.Errorf("TLS handshake failures counted: %v, want %d", n, len(stalls))
+	}
+
+	tc, err := tls.Dial("tcp", e.srv.TCPAddr().String(), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := newStreamClient(t, tc)
+	var both []byte
+	for _, f := range []*parleyv1.Frame{
+		{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{Versions: []uint32{1}}}},
+		{RequestId: 2, Body: &parleyv1.Frame_Ping{Ping: &parleyv1.Ping{Nonce: 7}}},
+	} {
+		b, err := proto.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		both = append(append(both, 0, 0, 0, byte(len(b))), b...)
+	}
+	if _, err := tc.Write(both); err != nil {
+		t.Fatal(err)
+	}
+	if w := alice.recv(); w.GetWelcome() == nil {
+		t.Fatalf("first frame %v, want Welcome", w)
+	}
+	if p := alice.recv(); p.GetPong().GetNonce() != 7 {
+		t.Fatalf("second frame %v, want Pong 7", p)
+	}
+	time.Sleep(3 * timeout)
+	alice.ping(8)
+	alice.login("alice", nil)
+	alice.snapshot()
+	alice.ping(9)
+	if n := e.metric("parley_gateway_connections", map[string]string{"transport": "tls"}); n != 1 {
+		t.Errorf("tls connections metric = %v, want 1", n)
+	}
+}

@@ -26,7 +26,7 @@ type Metrics struct {
 	// overflowed.
 	SlowConsumers prometheus.Counter
 	// HandshakeFailures counts connections that ended before a Welcome, by
-	// error code.
+	// error code ("TLS": the TLS handshake failed or timed out).
 	HandshakeFailures *prometheus.CounterVec
 	// Refused counts connections refused by a connection cap before their
 	// first frame, by cap ("total", "per_addr", "unauth_per_addr").
@@ -100,7 +100,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_gateway_handshake_failures_total",
-			Help: "Connections that ended before completing the handshake, by error code.",
+			Help: "Connections that ended before completing the handshake, by error code (TLS: the TLS handshake failed or took longer than -handshake-timeout).",
 		}, []string{"code"}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_gateway_connections_refused_total",
