@@ -13,6 +13,7 @@
 #
 #   BENCH_QUICK=1 scripts/bench.sh      small sizes (~2,000 connections, 256 MiB files), a smoke test
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
+#                                            reconnect-storm,
 #                                            logins, msg-direct, msg-room, msg-parleyd,
 #                                            msg-floor,
 #                                            file-up, file-down, file-mem, file-chat,

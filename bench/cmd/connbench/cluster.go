@@ -117,7 +117,10 @@ func (c *cluster) startGateway(ctx context.Context, id string, useTLS bool) (*ga
 		}
 	}
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id}
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id,
+		// Any free media port: the default one is taken by the first
+		// gateway of a multi-gateway scenario.
+		"PARLEY_UDP_ADDR=127.0.0.1:0"}
 	if useTLS {
 		if err := c.ensureCert(); err != nil {
 			return nil, err

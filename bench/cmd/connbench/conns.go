@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,6 +82,10 @@ type loader struct {
 	*child.Proc
 	stdin  *os.File
 	report chan string // the "connected N failed M" line, or "" if it exited first
+	// events receives the lines after it (connload -reconnect's), if not
+	// nil; lines that find it full are dropped and counted in dropped.
+	events  chan string
+	dropped atomic.Int64
 }
 
 // runConnScenario starts the scenario's gateways, connects, measures and
@@ -290,6 +295,12 @@ func writeTokens(path string, tokens []string, from, n int) error {
 // startLoader runs connload with its stdout on a pipe (for the report line)
 // and its stdin on another (closing it stops connload even if we die).
 func startLoader(ps *child.Set, name string, args []string) (*loader, error) {
+	return startLoaderEvents(ps, name, args, nil)
+}
+
+// startLoaderEvents is startLoader with connload's event lines (after the
+// report line) sent to events.
+func startLoaderEvents(ps *child.Set, name string, args []string, events chan string) (*loader, error) {
 	p, err := ps.Prepare(name, "connload", nil, args...)
 	if err != nil {
 		return nil, err
@@ -308,15 +319,23 @@ func startLoader(ps *child.Set, name string, args []string) (*loader, error) {
 	}
 	outW.Close()
 	inR.Close()
-	l := &loader{Proc: p, stdin: inW, report: make(chan string, 1)}
+	l := &loader{Proc: p, stdin: inW, report: make(chan string, 1), events: events}
 	go func() {
 		defer outR.Close()
 		sc := bufio.NewScanner(outR)
 		sent := false
 		for sc.Scan() {
-			if line := sc.Text(); !sent && strings.HasPrefix(line, "connected ") {
+			line := sc.Text()
+			switch {
+			case !sent && strings.HasPrefix(line, "connected "):
 				l.report <- line
 				sent = true
+			case sent && l.events != nil:
+				select {
+				case l.events <- line:
+				default:
+					l.dropped.Add(1)
+				}
 			}
 		}
 		if !sent {

@@ -9,6 +9,12 @@
 //     opened by bin/connload processes (several, because one process may
 //     hold at most 20,000 open files), each over its own 127.0.0.x source
 //     addresses, with one registered user per connection;
+//   - reconnect storms (reconnect-storm): idle authenticated clients on two
+//     gateways, one gateway is killed (SIGKILL) or stopped (SIGTERM, draining
+//     over its -drain-period), and its clients reconnect to the other with
+//     the SDK's backoff (connload -reconnect) and resume their sessions: time
+//     until 50/90/99/100% are resumed, refusals, the surviving gateway's and
+//     auth's CPU, the survivor's RSS (storm.go);
 //   - password logins per second through a gateway with auth's default
 //     argon2id parameters.
 //
@@ -48,13 +54,15 @@ type options struct {
 	redisServer    string
 	gatewayBin     string
 	profileDir     string
+	stormClients   string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.bin, "bin", "bin", "directory with gateway, auth, presence, nats-server and connload")
 	flag.BoolVar(&o.quick, "quick", false, "small sizes for a smoke test (about 2,000 connections per scenario)")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenario kinds to run: tcp, tls, ws, tcp-multi, logins (default all)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenario kinds to run: tcp, tls, ws, tcp-multi, reconnect-storm, logins (default all)")
+	flag.StringVar(&o.stormClients, "storm-clients", "", "reconnect-storm: clients on the stopped gateway and on the surviving one (default 5000,5000; -quick 500,500)")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
 	flag.IntVar(&o.users, "users", 0, "users to register for the connection scenarios (default: one per connection of the largest scenario)")
 	flag.IntVar(&o.regParallel, "register-parallel", 16, "registrations in flight at once")
@@ -135,6 +143,17 @@ func run(o options) error {
 			maxConns = max(maxConns, s.total())
 		}
 	}
+	var storms []stormScenario
+	if len(want) == 0 || want["reconnect-storm"] {
+		if storms, err = stormPlan(o); err != nil {
+			return err
+		}
+		stormUsers := 0
+		for _, s := range storms {
+			stormUsers += s.perGateway[0] + s.perGateway[1]
+		}
+		maxConns = max(maxConns, stormUsers)
+	}
 	doLogins := len(want) == 0 || want["logins"]
 	if o.users <= 0 {
 		o.users = maxConns
@@ -164,7 +183,7 @@ func run(o options) error {
 		return err
 	}
 
-	if len(scenarios) > 0 {
+	if len(scenarios)+len(storms) > 0 {
 		if err := c.startAuth(ctx, "auth-cheap", true); err != nil {
 			return err
 		}
@@ -198,6 +217,18 @@ func run(o options) error {
 				logf("%s failed: %v", s.name, r.err)
 			}
 			rep.conns = append(rep.conns, r)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		from := 0
+		for _, s := range storms {
+			r := runStorm(ctx, c, s, tokens, from, logf)
+			from += s.perGateway[0] + s.perGateway[1]
+			if r.err != nil {
+				logf("%s failed: %v", s.name, r.err)
+			}
+			rep.storms = append(rep.storms, r)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -20,6 +20,7 @@ type report struct {
 	started, finished time.Time
 	reg               *regResult
 	conns             []*connResult
+	storms            []*stormResult
 	logins            *loginResult
 }
 
@@ -91,6 +92,9 @@ func (r *report) write(w io.Writer) {
 
 	if len(r.conns) > 0 {
 		r.writeConns(w)
+	}
+	if len(r.storms) > 0 {
+		r.writeStorms(w)
 	}
 	if r.logins != nil {
 		r.writeLogins(w)

@@ -9,12 +9,25 @@
 // addresses, Hello, ResumeRequest with one of the given tokens and
 // skip_presence_feed, then it only answers pings. It prints one line
 // "connected N failed M" when all attempts are done, then "closed" at exit.
+//
+// With -reconnect, a connection that breaks is redialled the way the Go SDK
+// does it (parley.Backoff: exponential backoff with full jitter, a refusal's
+// retry_after_ms as a floor; docs/protocol.md §12), each attempt to the
+// next of the -addr list in turn, and resumed with the token the last
+// Session reply carried. It then prints a line per event, for the
+// reconnect-storm benchmark:
+//
+//	lost <unix ns> <code>              the connection broke (code: the fatal Error's, or "-")
+//	reconnected <unix ns> <attempts>   resumed again
+//	refused <code>                     an attempt was answered with an Error
+//	failed                             an attempt failed otherwise (dial, TLS, timeout, closed)
 package main
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -29,13 +42,17 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/protocol/wire"
 )
 
 func main() {
 	var (
-		target   = flag.String("addr", "127.0.0.1:7420", "gateway address (host:port, or ws://host:port/v1/ws)")
+		target   = flag.String("addr", "127.0.0.1:7420", "gateway address (host:port, or ws://host:port/v1/ws); with -reconnect a comma-separated list: connections start on the first, reconnects go to the next in turn")
+		reconn   = flag.Bool("reconnect", false, "redial broken connections with the SDK's backoff and resume them")
+		boBase   = flag.Duration("backoff-base", parley.DefaultBackoffMin, "with -reconnect: the first attempt's backoff ceiling")
+		boMax    = flag.Duration("backoff-max", parley.DefaultBackoffMax, "with -reconnect: the largest backoff ceiling")
 		useTLS   = flag.Bool("tls", false, "dial TLS (certificate not verified: benchmark only)")
 		n        = flag.Int("n", 1000, "connections to open")
 		sources  = flag.String("sources", "127.0.0.1", "comma-separated local source IPs to spread connections over")
@@ -63,12 +80,14 @@ func main() {
 		sem        = make(chan struct{}, *parallel)
 		firstErr   atomic.Value
 	)
+	addrs := strings.Split(*target, ",")
 	for i := 0; i < *n; i++ {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := open(ctx, *target, *useTLS, srcs[i%len(srcs)], toks[i%len(toks)])
+			m := &member{addrs: addrs, tls: *useTLS, source: srcs[i%len(srcs)], token: toks[i%len(toks)]}
+			c, err := m.open(ctx, addrs[0])
 			<-sem
 			if err != nil {
 				failed.Add(1)
@@ -77,7 +96,11 @@ func main() {
 			}
 			ok.Add(1)
 			conns.Store(i, c)
-			go c.serve()
+			if !*reconn {
+				go c.serve()
+				return
+			}
+			go m.keep(ctx, c, parley.Backoff{Base: *boBase, Max: *boMax}, func(c *client) { conns.Store(i, c) })
 		}(i)
 	}
 	wg.Wait()
@@ -94,6 +117,85 @@ type client struct {
 	stream net.Conn        // TCP or TLS
 	ws     *websocket.Conn // or WebSocket
 	mu     sync.Mutex      // guards writes
+	token  string          // the Session reply's
+}
+
+// member is one simulated client: where it connects from and to, and the
+// token it resumes with.
+type member struct {
+	addrs  []string
+	next   int // index in addrs of the last attempt
+	tls    bool
+	source string
+	token  string // the newest the server gave
+}
+
+// refusal is an attempt answered with an Error frame.
+type refusal struct {
+	code       parleyv1.ErrorCode
+	retryAfter time.Duration
+	msg        string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("%s: %s", r.code, r.msg) }
+
+// emit prints one event line; a pipe write this short is atomic.
+func emit(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+
+// keep serves c and, each time it breaks, reconnects with backoff (as the
+// SDK's Client.reconnect does) until ctx ends. set records the live client.
+func (m *member) keep(ctx context.Context, c *client, bo parley.Backoff, set func(*client)) {
+	for {
+		code := c.serve()
+		c.close()
+		if ctx.Err() != nil {
+			return
+		}
+		emit("lost %d %s", time.Now().UnixNano(), code)
+		var retryAfter time.Duration
+		for attempt := 1; ; attempt++ {
+			t := time.NewTimer(bo.Delay(attempt, retryAfter))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			m.next = (m.next + 1) % len(m.addrs)
+			nc, err := m.open(ctx, m.addrs[m.next])
+			if err == nil {
+				emit("reconnected %d %d", time.Now().UnixNano(), attempt)
+				c = nc
+				set(c)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			retryAfter = 0
+			var r *refusal
+			if errors.As(err, &r) {
+				retryAfter = r.retryAfter
+				emit("refused %s", r.code)
+			} else {
+				emit("failed")
+			}
+		}
+	}
+}
+
+// open connects to target, says Hello and resumes the member's session.
+func (m *member) open(ctx context.Context, target string) (*client, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second) // the SDK's handshake bound
+	defer cancel()
+	c, err := open(ctx, target, m.tls, m.source, m.token)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		m.token = c.token
+	}
+	return c, nil
 }
 
 func open(ctx context.Context, target string, useTLS bool, source, token string) (*client, error) {
@@ -126,8 +228,14 @@ func open(ctx context.Context, target string, useTLS bool, source, token string)
 		c.close()
 		return nil, err
 	}
+	if dl, ok := ctx.Deadline(); ok && c.stream != nil {
+		_ = c.stream.SetDeadline(dl)
+	}
 	if f, err := c.recv(); err != nil || f.GetWelcome() == nil {
 		c.close()
+		if e := f.GetError(); e != nil {
+			return nil, &refusal{code: e.GetCode(), retryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond, msg: e.GetMessage()}
+		}
 		return nil, fmt.Errorf("handshake: %v %v", f, err)
 	}
 	if err := c.send(&parleyv1.Frame{RequestId: 2, Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{
@@ -146,7 +254,11 @@ func open(ctx context.Context, target string, useTLS bool, source, token string)
 		}
 		if e := f.GetError(); e != nil {
 			c.close()
-			return nil, fmt.Errorf("resume: %s", e.GetMessage())
+			return nil, &refusal{code: e.GetCode(), retryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond, msg: "resume: " + e.GetMessage()}
+		}
+		c.token = f.GetSession().GetToken()
+		if c.stream != nil {
+			_ = c.stream.SetDeadline(time.Time{})
 		}
 		return c, nil
 	}
@@ -179,8 +291,10 @@ func (c *client) recv() (*parleyv1.Frame, error) {
 }
 
 // serve answers pings and keeps the connection alive with its own ping
-// every 25s (below the gateway's default 30s heartbeat interval).
-func (c *client) serve() {
+// every 25s (below the gateway's default 30s heartbeat interval), until the
+// connection breaks; it returns the fatal Error's code that ended it, if
+// any ("-" otherwise).
+func (c *client) serve() string {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(25 * time.Second)
@@ -199,10 +313,14 @@ func (c *client) serve() {
 		}
 	}()
 	defer close(done)
+	code := "-"
 	for {
 		f, err := c.recv()
 		if err != nil {
-			return
+			return code
+		}
+		if e := f.GetError(); e != nil && e.GetFatal() {
+			code = e.GetCode().String()
 		}
 		if p := f.GetPing(); p != nil {
 			_ = c.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: p.GetNonce()}}})
