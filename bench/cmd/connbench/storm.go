@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,10 +44,13 @@ type stormResult struct {
 	refused      map[string]int  // attempts answered with an Error, by code
 	failed       int             // attempts that failed otherwise
 	survivor     stormSamples
-	authCPU      float64 // seconds, from the signal to the last resume
-	authPeak     float64 // cores, highest over a sampling window
-	survivorAuth float64 // the survivor's authenticated-connections gauge afterwards
-	dropped      int64   // event lines lost (the channel was full)
+	others       map[string]float64 // CPU seconds of the other processes (presence, nats-server, connload), signal to last resume
+	machineBusy  float64            // CPU seconds all cores were busy, signal to last resume (other work on the machine included)
+	window       time.Duration      // signal to last resume (or to giving up)
+	authCPU      float64            // seconds, from the signal to the last resume
+	authPeak     float64            // cores, highest over a sampling window
+	survivorAuth float64            // the survivor's authenticated-connections gauge afterwards
+	dropped      int64              // event lines lost (the channel was full)
 	timedOut     bool
 	err          error
 }
@@ -172,6 +176,15 @@ func runStorm(ctx context.Context, c *cluster, sc stormScenario, tokens []string
 
 	victim, survivor := gws[0], gws[1]
 	sampler := startStormSampler(survivor.PID(), c.auth.PID())
+	others := map[string]int{"presence": c.presence.PID(), "nats-server": c.nats.PID()}
+	for _, l := range loaders {
+		others[l.Name] = l.PID()
+	}
+	othersBefore := map[string]float64{}
+	for name, pid := range others {
+		othersBefore[name] = child.CPUSeconds(strconv.Itoa(pid))
+	}
+	busyBefore := child.MachineBusySeconds()
 	t0 := time.Now()
 	logf("%s: sending %s to %s", sc.name, sc.signal, victim.id)
 	if err := victim.Cmd.Process.Signal(sc.signal); err != nil {
@@ -212,6 +225,12 @@ collect:
 		}
 	}
 	r.survivor, r.authCPU, r.authPeak = sampler.stop()
+	r.window = time.Since(t0)
+	r.machineBusy = child.MachineBusySeconds() - busyBefore
+	r.others = map[string]float64{}
+	for name, pid := range others {
+		r.others[name] = child.CPUSeconds(strconv.Itoa(pid)) - othersBefore[name]
+	}
 	slices.Sort(r.times)
 	slices.Sort(r.lostAt)
 	slices.Sort(r.attempts)
@@ -340,6 +359,15 @@ func (r *report) writeStorms(w io.Writer) {
 		fmt.Fprintf(w, "%s: %d + %d clients connected (%d failed at setup); %d connections broke (by fatal error: %s); refusals: %s;",
 			s.sc.name, s.connected[0], s.connected[1], s.setupFailed, s.lost, codes(s.lostCodes), codes(s.refused))
 		fmt.Fprintf(w, " survivor's authenticated gauge afterwards %.0f (expected %d)\n", s.survivorAuth, s.connected[0]+s.connected[1])
+		if s.window > 0 {
+			var parts []string
+			for name, cpu := range s.others {
+				parts = append(parts, fmt.Sprintf("%s %.1f", name, cpu))
+			}
+			slices.Sort(parts)
+			fmt.Fprintf(w, "  over the %s from the signal to the last resume: machine busy %.1f CPU-s (%.2f cores of %d); CPU-s of %s\n",
+				s.window.Round(time.Millisecond), s.machineBusy, s.machineBusy/s.window.Seconds(), runtime.NumCPU(), strings.Join(parts, ", "))
+		}
 		if len(s.lostAt) > 0 {
 			fmt.Fprintf(w, "  connections seen broken by their clients %s to %s after the signal\n",
 				s.lostAt[0].Round(time.Millisecond), s.lostAt[len(s.lostAt)-1].Round(time.Millisecond))
