@@ -70,7 +70,7 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/parleychat/parley/clients/parley v0.2.0
-	github.com/parleychat/parley/gateway v0.0.0 // indirect
+	github.com/parleychat/parley/gateway v0.0.0
 	github.com/parleychat/parley/protocol v0.2.0
 	github.com/parleychat/parley/services/auth v0.0.0 // indirect
 	github.com/parleychat/parley/services/file v0.0.0-00010101000000-000000000000 // indirect
