@@ -251,7 +251,10 @@ func (w *WebSocket) parseHeader() error {
 	default:
 		w.plen = uint64(n)
 	}
-	masked := b1&0x80 != 0
+	if b1&0x80 == 0 {
+		// §5.1: a server MUST close on an unmasked client frame.
+		return w.fail(CloseProtocolError, "unmasked client frame")
+	}
 	if err := w.readFull(w.hdr[2 : 2+ext+4]); err != nil {
 		return w.failRead(err, true)
 	}
@@ -263,9 +266,6 @@ func (w *WebSocket) parseHeader() error {
 	}
 	copy(w.mask[:], w.hdr[2+ext:])
 	switch {
-	case !masked:
-		// §5.1: a server MUST close on an unmasked client frame.
-		return w.fail(CloseProtocolError, "unmasked client frame")
 	case b0&0x70 != 0:
 		return w.fail(CloseProtocolError, "reserved bits set")
 	case w.op > opBinary && w.op < opClose, w.op > opPong:
