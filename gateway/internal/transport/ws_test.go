@@ -460,4 +460,3 @@ func FuzzWebSocketRead(f *testing.F) {
 		t.Fatal("the reader did not end")
 	})
 }
-
