@@ -92,7 +92,7 @@ func (c *cluster) startParleyd(ctx context.Context) error {
 		}
 	}
 	env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(c.dir, "parleyd"), "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_UDP_ADDR=127.0.0.1:0",
 		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1",
 		"PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0"}, messagingLimitsOff...)
 	p, err := c.ps.Start("parleyd", "parleyd", env)
@@ -128,7 +128,10 @@ func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error)
 		}
 	}
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id}
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id,
+		// The media port defaults to a fixed one: two gateways (or a
+		// gateway of another run) would collide on it.
+		"PARLEY_UDP_ADDR=127.0.0.1:0"}
 	p, err := c.ps.Start(id, "gateway", env)
 	if err != nil {
 		return nil, err
