@@ -116,7 +116,7 @@ func TestWebSocketRead(t *testing.T) {
 	w := NewWebSocket(sc, 1<<20, Upgrade{})
 	for _, n := range []int{1, 125, 126, 0xffff, 0x10000, 300000} {
 		p := bytes.Repeat([]byte{byte(n)}, n)
-		go write(t, cc, clientFrame(0x82, p, false))
+		go cc.Write(clientFrame(0x82, p, false)) // a large one blocks until read
 		if got := mustRead(t, w); !bytes.Equal(got, p) {
 			t.Fatalf("%d-byte message read as %d bytes", n, len(got))
 		}
