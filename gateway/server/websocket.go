@@ -82,9 +82,17 @@ func (s *Server) upgradeWebSocket(c *fiber.Ctx) error {
 	maxFrame := uint32(s.cfg.MaxFrameSize)
 	// fasthttp writes the 101, then runs this on a goroutine of its own.
 	c.Context().Hijack(func(hc net.Conn) {
-		nc, buffered := takeOver(hc)
+		nc, buffered, ok := takeOver(hc)
 		u.Buffered = buffered
-		go s.serveWebSocket(transport.NewWebSocket(nc, maxFrame, u))
+		t := transport.NewWebSocket(nc, maxFrame, u)
+		if !ok {
+			// Reads go through fasthttp's buffer, which it takes back
+			// when this returns: serve here (holding it, as a websocket
+			// library did).
+			s.handler.Serve(t)
+			return
+		}
+		go s.serveWebSocket(t)
 	})
 	return nil
 }
@@ -100,24 +108,26 @@ func (s *Server) serveWebSocket(t *transport.WebSocket) { s.handler.Serve(t) }
 // read buffer to its pool when the hijack handler returns, so those bytes
 // are copied out now: a read with a deadline already past returns what the
 // buffer holds without waiting, and nothing from the socket.
-func takeOver(hc net.Conn) (net.Conn, []byte) {
-	nc := hc
-	if u, ok := hc.(interface{ UnsafeConn() net.Conn }); ok {
-		nc = u.UnsafeConn()
+//
+// ok is false if fasthttp did not give the connection away (a version
+// without UnsafeConn): hc itself is returned, to be served before the
+// hijack handler returns.
+func takeOver(hc net.Conn) (nc net.Conn, buffered []byte, ok bool) {
+	u, ok := hc.(interface{ UnsafeConn() net.Conn })
+	if !ok {
+		return hc, nil, false
 	}
-	var buffered []byte
-	if nc != hc {
-		_ = nc.SetReadDeadline(time.Unix(1, 0))
-		var scratch [512]byte
-		for {
-			n, err := hc.Read(scratch[:])
-			buffered = append(buffered, scratch[:n]...)
-			if err != nil || n == 0 {
-				break
-			}
+	nc = u.UnsafeConn()
+	_ = nc.SetReadDeadline(time.Unix(1, 0))
+	var scratch [512]byte
+	for {
+		n, err := hc.Read(scratch[:])
+		buffered = append(buffered, scratch[:n]...)
+		if err != nil || n == 0 {
+			break
 		}
-		_ = nc.SetReadDeadline(time.Time{})
 	}
+	_ = nc.SetReadDeadline(time.Time{})
 	// Under plain HTTP the connection is reqbody's (gentle closing of
 	// half-read bodies, which a WebSocket never has): the TCP connection
 	// under it gives TryWrite its socket and Close its half-close.
@@ -126,5 +136,5 @@ func takeOver(hc net.Conn) (net.Conn, []byte) {
 			nc = u.NetConn()
 		}
 	}
-	return nc, buffered
+	return nc, buffered, true
 }

@@ -52,7 +52,10 @@ func TestTakeOver(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nc, buffered := takeOver(hijacked{Conn: accepted, r: br})
+	nc, buffered, ok := takeOver(hijacked{Conn: accepted, r: br})
+	if !ok {
+		t.Fatal("not taken over")
+	}
 	if string(buffered) != "first frame" {
 		t.Errorf("buffered %q, want the bytes after the request", buffered)
 	}
