@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -533,37 +532,12 @@ func (s *Server) newApp() *fiber.App {
 	if s.files != nil {
 		s.files.Register(app)
 	}
-	maxFrame := uint32(s.cfg.MaxFrameSize)
-	app.Get(WebSocketPath, func(c *fiber.Ctx) error {
-		if !websocket.IsWebSocketUpgrade(c) {
-			return fiber.ErrUpgradeRequired
-		}
-		c.Locals(localClient, s.clientAddr(c))
-		c.Locals(localScheme, s.httpScheme(c))
-		return c.Next()
-	}, websocket.New(func(wc *websocket.Conn) {
-		remote, _ := wc.Locals(localClient).(net.Addr)
-		scheme, _ := wc.Locals(localScheme).(string)
-		s.handler.Serve(transport.NewWebSocket(wc.Conn, maxFrame, transport.Upgrade{
-			Host: wc.Headers(fiber.HeaderHost), Remote: remote, Scheme: scheme}))
-	}, websocket.Config{
-		HandshakeTimeout: s.cfg.HandshakeTimeout,
-		// The library's buffers live as long as the connection; keep
-		// them small (frames larger than these still work, in pieces).
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-		// Write buffers are held only during a write, not while idle.
-		WriteBufferPool: &sync.Pool{},
-	}))
+	app.Get(WebSocketPath, s.upgradeWebSocket)
+	// WebSocket connections leave fasthttp once upgraded (upgradeWebSocket):
+	// it must not close them when the hijack handler returns.
+	app.Server().KeepHijackedConns = true
 	return app
 }
-
-// Keys of what the WebSocket route's first handler hands to the upgraded
-// connection.
-const (
-	localClient = "parley.client" // net.Addr: clientAddr
-	localScheme = "parley.scheme" // string: httpScheme
-)
 
 // closeListeners closes the bound listeners when Run fails before serving.
 func (s *Server) closeListeners() {

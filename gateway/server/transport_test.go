@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 func TestWebSocket(t *testing.T) {
@@ -210,7 +211,16 @@ func TestIdleTimeout(t *testing.T) {
 
 // TestSlowConsumer: a client that never reads is disconnected once its send
 // queue overflows, while a client that reads gets every event, in order.
+// What the slow client finally reads is whole frames: a frame the socket
+// took only part of is completed before the SLOW_CONSUMER error, over TCP
+// and over WebSocket.
 func TestSlowConsumer(t *testing.T) {
+	for _, transport := range []string{"tcp", "ws"} {
+		t.Run(transport, func(t *testing.T) { testSlowConsumer(t, transport) })
+	}
+}
+
+func testSlowConsumer(t *testing.T, transport string) {
 	e := startGateway(t, func(c *server.Config) {
 		// The fast client's backlog always fits; the slow client's cannot.
 		c.SendQueueFrames = 256
@@ -222,11 +232,17 @@ func TestSlowConsumer(t *testing.T) {
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
-	raw, err := d.Dial("tcp", e.srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	var slow *client
+	if transport == "ws" {
+		hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		slow = dialWS(t, "ws://"+e.srv.HTTPAddr().String()+server.WebSocketPath, hc)
+	} else {
+		raw, err := d.Dial("tcp", e.srv.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow = newStreamClient(t, raw)
 	}
-	slow := newStreamClient(t, raw)
 	ss := slow.login("slow", nil)
 	slow.snapshot()
 	slowConn := e.presence.connOf(ss.GetSessionId()).GetConnId()
@@ -312,10 +328,15 @@ func TestSlowConsumer(t *testing.T) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatal("slow client's connection still open")
 			}
+			if errors.Is(err, wire.ErrFrameTooLarge) || strings.Contains(err.Error(), "protocol") {
+				t.Fatalf("slow client's stream is damaged: %v", err)
+			}
 			break
 		}
 		last = new(parleyv1.Frame)
-		_ = proto.Unmarshal(b, last)
+		if err := proto.Unmarshal(b, last); err != nil {
+			t.Fatalf("slow client read a damaged frame (%d bytes): %v", len(b), err)
+		}
 	}
 	if last != nil && last.GetError() != nil && last.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER {
 		t.Errorf("slow client's last frame: %v", last)

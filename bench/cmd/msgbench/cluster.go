@@ -30,8 +30,8 @@ type cluster struct {
 // gateway is one running gateway replica.
 type gateway struct {
 	*child.Proc
-	id         string
-	tcp, admin string
+	id               string
+	tcp, admin, http string
 }
 
 // start brings up everything, each process waited for (TCP for the
@@ -85,15 +85,14 @@ var messagingLimitsOff = []string{"PARLEY_MSG_SEND_LIMIT=0"}
 // counts as the one gateway.
 func (c *cluster) startParleyd(ctx context.Context) error {
 	g := &gateway{id: "parleyd"}
-	var httpAddr string
-	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
+	for _, a := range []*string{&g.tcp, &g.admin, &g.http} {
 		var err error
 		if *a, err = child.FreeAddr(); err != nil {
 			return err
 		}
 	}
 	env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(c.dir, "parleyd"), "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr,
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_UDP_ADDR=127.0.0.1:0",
 		"PARLEY_ARGON2_MEMORY=1024", "PARLEY_ARGON2_TIME=1",
 		"PARLEY_REGISTER_IP_LIMIT=0", "PARLEY_LOGIN_IP_LIMIT=0"}, messagingLimitsOff...)
 	p, err := c.ps.Start("parleyd", "parleyd", env)
@@ -122,15 +121,17 @@ func (c *cluster) startService(ctx context.Context, name, binary string, env ...
 
 func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error) {
 	g := &gateway{id: id}
-	var httpAddr string
-	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
+	for _, a := range []*string{&g.tcp, &g.admin, &g.http} {
 		var err error
 		if *a, err = child.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr, "PARLEY_GATEWAY_ID=" + id}
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + g.http, "PARLEY_GATEWAY_ID=" + id,
+		// The media port defaults to a fixed one: two gateways (or a
+		// gateway of another run) would collide on it.
+		"PARLEY_UDP_ADDR=127.0.0.1:0"}
 	p, err := c.ps.Start(id, "gateway", env)
 	if err != nil {
 		return nil, err

@@ -32,8 +32,9 @@ type levelResult struct {
 	members      int // room: members connected at the start of the level
 	e2e, ack     dist
 	cpu          []cpuShare
-	cpuWall      time.Duration // time over which cpu was measured (level + drain)
-	drained      bool          // every answered message arrived before the drain timeout
+	cpuWall      time.Duration      // time over which cpu was measured (level + drain)
+	drained      bool               // every answered message arrived before the drain timeout
+	byTransport  []transportFigures // room: per -room-transports entry
 }
 
 func (r levelResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }

@@ -19,7 +19,9 @@
 //     wire protocol (spread over the gateways, presence feed off) receive
 //     what -room-senders SDK clients post at rising rates (-room-rates);
 //     deliveries per second = messages × members received, latency per
-//     delivery, losses.
+//     delivery, losses. -room-transports tcp,ws puts half the members on
+//     WebSocket (each transport on its own gateways), and the report
+//     compares the gateways' CPU per delivery over each.
 //
 // For every level: the CPU of each server process and of this load
 // generator (from /proc/<pid>/stat), and of the whole machine (/proc/stat).
@@ -64,12 +66,16 @@ type options struct {
 	roomSenders  int
 	roomDuration time.Duration
 	roomRates    []float64
+	// roomTransports: the members' transports ("tcp", "ws"), member i on
+	// roomTransports[i%len].
+	roomTransports []string
 }
 
 func main() {
 	var (
 		o                      options
 		directRates, roomRates string
+		roomTransports         string
 	)
 	flag.StringVar(&o.bin, "bin", "bin", "directory with nats-server, auth, presence, messaging and gateway")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
@@ -99,6 +105,7 @@ func main() {
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
+	flag.StringVar(&roomTransports, "room-transports", "tcp", "msg-room: the members' transports, tcp and/or ws (e.g. tcp,ws: half the members over each, each transport on its own gateways when -gateways is a multiple of their number, CPU per delivery compared)")
 	flag.Parse()
 	var err error
 	if o.quick {
@@ -115,7 +122,22 @@ func main() {
 			roomRates = "20,50"
 		}
 	}
-	if o.directRates, err = parseRates(directRates); err == nil {
+	for _, t := range strings.Split(roomTransports, ",") {
+		switch t = strings.TrimSpace(t); t {
+		case "tcp", "ws":
+			o.roomTransports = append(o.roomTransports, t)
+		case "":
+		default:
+			err = fmt.Errorf("-room-transports: unknown transport %q (tcp, ws)", t)
+		}
+	}
+	if err == nil && len(o.roomTransports) == 0 {
+		err = fmt.Errorf("-room-transports: none given")
+	}
+	if err == nil {
+		o.directRates, err = parseRates(directRates)
+	}
+	if err == nil {
 		o.roomRates, err = parseRates(roomRates)
 	}
 	if err == nil && (o.messaging < 1 || o.gateways < 1 || o.pairs < 1 || o.members < 1 || o.roomSenders < 1) {

@@ -21,31 +21,62 @@ import (
 // room's seq order itself (the SDK would repair gaps from history; a raw
 // member shows what live delivery alone brought).
 type member struct {
-	conn   net.Conn
-	wmu    sync.Mutex // guards writes to conn
-	closed atomic.Bool
+	conn      net.Conn
+	ws        bool       // over WebSocket (else the TCP stream)
+	transport int        // index in -room-transports
+	wmu       sync.Mutex // guards writes to conn
+	closed    atomic.Bool
 
 	mu   sync.Mutex // guards lats
 	lats map[int][]int32
 }
 
-// dialMember connects, says Hello and resumes the session of token with
-// the presence feed off.
-func dialMember(ctx context.Context, addr, token string) (*member, *wire.Reader, error) {
+// rawReader reads a member's frames: wire.Reader on TCP, wsReader on
+// WebSocket.
+type rawReader interface {
+	ReadRaw() (*[]byte, error)
+}
+
+func readFrame(r rawReader) (*parleyv1.Frame, error) {
+	b, err := r.ReadRaw()
+	if err != nil {
+		return nil, err
+	}
+	defer wire.PutRaw(b)
+	return wire.Decode(*b)
+}
+
+// dialMember connects (to the gateway's TCP address, or over WebSocket to
+// its HTTP address), says Hello and resumes the session of token with the
+// presence feed off.
+func dialMember(ctx context.Context, g *gateway, ws bool, token string) (*member, rawReader, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
+	addr := g.tcp
+	if ws {
+		addr = g.http
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	m := &member{conn: nc, lats: map[int][]int32{}}
-	r := wire.NewReader(bufio.NewReaderSize(nc, 32<<10), wire.DefaultMaxFrameSize)
+	m := &member{conn: nc, ws: ws, lats: map[int][]int32{}}
 	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
-	fail := func(err error) (*member, *wire.Reader, error) { nc.Close(); return nil, nil, err }
+	fail := func(err error) (*member, rawReader, error) { nc.Close(); return nil, nil, err }
+	var r rawReader
+	if ws {
+		br, err := wsUpgrade(nc, addr)
+		if err != nil {
+			return fail(err)
+		}
+		r = &wsReader{r: br, max: wire.DefaultMaxFrameSize}
+	} else {
+		r = wire.NewReader(bufio.NewReaderSize(nc, 32<<10), wire.DefaultMaxFrameSize)
+	}
 	if err := m.send(&parleyv1.Frame{RequestId: 1, Body: &parleyv1.Frame_Hello{Hello: &parleyv1.Hello{
 		Versions: []uint32{wire.Version}, Client: "msgbench"}}}); err != nil {
 		return fail(err)
 	}
-	if f, err := r.ReadFrame(); err != nil || f.GetWelcome() == nil {
+	if f, err := readFrame(r); err != nil || f.GetWelcome() == nil {
 		return fail(fmt.Errorf("handshake: %v %v", f, err))
 	}
 	if err := m.send(&parleyv1.Frame{RequestId: 2, Body: &parleyv1.Frame_Resume{Resume: &parleyv1.ResumeRequest{
@@ -53,7 +84,7 @@ func dialMember(ctx context.Context, addr, token string) (*member, *wire.Reader,
 		return fail(err)
 	}
 	for {
-		f, err := r.ReadFrame()
+		f, err := readFrame(r)
 		if err != nil {
 			return fail(err)
 		}
@@ -71,13 +102,21 @@ func dialMember(ctx context.Context, addr, token string) (*member, *wire.Reader,
 func (m *member) send(f *parleyv1.Frame) error {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
-	return wire.WriteFrame(m.conn, f)
+	if !m.ws {
+		return wire.WriteFrame(m.conn, f)
+	}
+	b, err := wire.Marshal(f)
+	if err != nil {
+		return err
+	}
+	_, err = m.conn.Write(appendWSFrame(nil, b))
+	return err
 }
 
 // read is the member's reader: it answers pings and records room messages
 // until the connection closes. last is the room's seq the member is known
 // to have (the warm-up sets it).
-func (m *member) read(r *wire.Reader, room string, ls *levels) {
+func (m *member) read(r rawReader, room string, ls *levels) {
 	defer m.closed.Store(true)
 	var last uint64
 	missing := map[uint64]struct{}{} // seqs below last not received yet

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -38,5 +42,45 @@ func TestMessageFields(t *testing.T) {
 		if conv, seq, text, ok := messageFields(b[4 : 4+i]); ok && (string(conv) == msg.Conversation && seq == msg.Seq && string(text) == msg.Text) {
 			t.Fatalf("truncated at %d read in full", i)
 		}
+	}
+}
+
+// TestWSReader: the WebSocket member reads each binary message whole (of
+// every length encoding, also in fragments with a control frame between
+// them) and stops at a close.
+func TestWSReader(t *testing.T) {
+	var in []byte
+	frame := func(b0 byte, p []byte) {
+		switch n := len(p); {
+		case n <= 125:
+			in = append(in, b0, byte(n))
+		case n <= 0xffff:
+			in = binary.BigEndian.AppendUint16(append(in, b0, 126), uint16(n))
+		default:
+			in = binary.BigEndian.AppendUint64(append(in, b0, 127), uint64(n))
+		}
+		in = append(in, p...)
+	}
+	want := [][]byte{[]byte("small"), bytes.Repeat([]byte("m"), 300), bytes.Repeat([]byte("L"), 70000), []byte("fragmented")}
+	frame(0x82, want[0])
+	frame(0x82, want[1])
+	frame(0x82, want[2])
+	frame(0x02, want[3][:4])
+	frame(0x8a, []byte("pong"))
+	frame(0x80, want[3][4:])
+	frame(0x88, []byte{0x03, 0xe8})
+	r := &wsReader{r: bufio.NewReader(bytes.NewReader(in)), max: 1 << 20}
+	for i, w := range want {
+		b, err := r.ReadRaw()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(*b, w) {
+			t.Fatalf("message %d: %d bytes, want %d", i, len(*b), len(w))
+		}
+		wire.PutRaw(b)
+	}
+	if _, err := r.ReadRaw(); !errors.Is(err, errWSClosed) {
+		t.Errorf("after the close: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -128,6 +129,7 @@ func (r *report) writeRoom(w io.Writer) {
 	writeErrors(w, m.levels)
 	fmt.Fprintln(w)
 	writeCPU(w, m.levels, "delivery", func(l levelResult) float64 { return float64(l.received) })
+	writeTransports(w, m)
 	best := -1.0
 	for _, l := range m.levels {
 		if l.e2e.p99 < roomTargetP99 && l.lost == 0 && l.errs == 0 && !l.saturated() && l.deliveryRate() > best {
@@ -145,6 +147,55 @@ func (r *report) writeRoom(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Target >= %d deliveries/s with p99 < %s: %s (best level with p99 < %s and no loss: %.0f deliveries/s)\n\n",
 		roomTargetRate, roomTargetP99, verdict, roomTargetP99, best)
+}
+
+// writeTransports prints, per level and transport, the deliveries to that
+// transport's members, their latency and the CPU per delivery of the
+// gateways serving them, and each transport's ratio to the first.
+func writeTransports(w io.Writer, m *roomResult) {
+	if len(m.transports) < 2 {
+		return
+	}
+	fmt.Fprintf(w, "Per transport (member i over transport i%%%d", len(m.transports))
+	for t, name := range m.transports {
+		fmt.Fprintf(w, "; %s on %s", name, strings.Join(m.gateways[t], ","))
+	}
+	fmt.Fprintln(w, "):")
+	if !m.separate {
+		fmt.Fprintln(w, "  (the transports share gateways: gateway CPU per delivery is for all of them together)")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "level\ttransport\tmembers\tdeliveries/s\tp50\tp99\tmax\tgateway CPU µs/delivery\tvs %s\t\n", m.transports[0])
+	for _, l := range m.levels {
+		var base float64
+		for t, name := range m.transports {
+			if t >= len(l.byTransport) {
+				continue
+			}
+			f := l.byTransport[t]
+			var cores float64
+			for _, c := range l.cpu {
+				if slices.Contains(m.gateways[t], c.name) {
+					cores += c.cores
+				}
+			}
+			us := 0.0
+			if f.deliveries > 0 {
+				us = cores * l.cpuWall.Seconds() / float64(f.deliveries) * 1e6
+			}
+			if t == 0 {
+				base = us
+			}
+			ratio := "-"
+			if t > 0 && base > 0 {
+				ratio = fmt.Sprintf("%.2fx", us/base)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t\n", l.name, name, f.members,
+				float64(f.deliveries)/l.elapsed.Seconds(), ms(f.e2e.p50), ms(f.e2e.p99), ms(f.e2e.max), us, ratio)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
 }
 
 func writeErrors(w io.Writer, ls []levelResult) {

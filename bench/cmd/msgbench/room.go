@@ -22,15 +22,51 @@ type roomResult struct {
 	levels           []levelResult
 	disconnects      int64
 	err              error
+	// transports are -room-transports; gateways[t] names the gateways
+	// whose members use transports[t]. separate: no gateway serves two
+	// transports, so each one's gateway CPU per delivery is its own.
+	transports []string
+	gateways   [][]string
+	separate   bool
+}
+
+// transportFigures are one level's deliveries to the members of one
+// transport.
+type transportFigures struct {
+	members    int
+	deliveries int
+	e2e        dist
 }
 
 // runRoom measures fan-out in the public room: members connected over the
 // wire protocol (spread over the gateways) receive what a few SDK senders
 // post at rising rates.
 func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...any)) *roomResult {
-	r := &roomResult{members: o.members, senders: o.roomSenders}
-	g := len(c.gateways)
+	r := &roomResult{members: o.members, senders: o.roomSenders, transports: o.roomTransports}
+	g, nt := len(c.gateways), len(o.roomTransports)
 	gw := func(i int) string { return c.gateways[i%g].tcp }
+	// Member i uses transport i%nt. With as many gateways as transports
+	// (or a multiple), each transport has gateways of its own: the same
+	// messages, at the same time, fanned out over each transport by its
+	// own processes, so their CPU per delivery compares directly.
+	r.separate = nt == 1 || g%nt == 0
+	r.gateways = make([][]string, nt)
+	memberGateway := func(i int) int {
+		if !r.separate {
+			return i % g
+		}
+		return i%nt + nt*((i/nt)%(g/nt))
+	}
+	for gi := range g {
+		for t := range nt {
+			if !r.separate || gi%nt == t {
+				r.gateways[t] = append(r.gateways[t], c.gateways[gi].Name)
+			}
+		}
+	}
+	if !r.separate {
+		logf("msg-room: %d gateways cannot be split between %d transports: CPU per delivery is not per transport", g, nt)
+	}
 	maccts, err := register(ctx, gw, "m", o.members, o.regParallel, false)
 	if err != nil {
 		r.err = err
@@ -61,7 +97,11 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 				if i >= len(maccts) || ctx.Err() != nil {
 					return
 				}
-				m, rd, err := dialMember(ctx, gw(i), maccts[i].session.Token)
+				t := i % nt
+				m, rd, err := dialMember(ctx, c.gateways[memberGateway(i)], o.roomTransports[t] == "ws", maccts[i].session.Token)
+				if m != nil {
+					m.transport = t
+				}
 				mu.Lock()
 				if err != nil {
 					r.connectFailed++
@@ -170,11 +210,30 @@ func finishRoom(ctx context.Context, c *cluster, l *level, members []*member, m 
 		res.cpu, res.cpuWall = m.end()
 	}
 	var lats []int64
+	byTransport := map[int][]int64{}
 	for _, mb := range members {
-		lats = append(lats, mb.takeLats(l.num)...)
+		ml := mb.takeLats(l.num)
+		lats = append(lats, ml...)
+		byTransport[mb.transport] = append(byTransport[mb.transport], ml...)
+		if !mb.closed.Load() {
+			res.transportMembers(mb.transport).members++
+		}
+	}
+	for t, tl := range byTransport {
+		f := res.transportMembers(t)
+		f.deliveries = len(tl)
+		f.e2e = summarize(tl)
 	}
 	res.e2e = summarize(lats)
 	return res
+}
+
+// transportMembers is the level's figures for transport t (grown as needed).
+func (r *levelResult) transportMembers(t int) *transportFigures {
+	for len(r.byTransport) <= t {
+		r.byTransport = append(r.byTransport, transportFigures{})
+	}
+	return &r.byTransport[t]
 }
 
 func (r levelResult) deliveryRate() float64 { return float64(r.received) / r.elapsed.Seconds() }

@@ -39,6 +39,7 @@ type outbox struct {
 	buf        *[]byte       // pending frames; nil when empty
 	frames     int           // frames in buf
 	flushing   bool          // a flush goroutine is running
+	tail       bool          // the transport keeps what a TryWrite left unsent: the flush sends it
 	closing    bool          // a final frame is queued: accept nothing more, close after the flush
 	overflowed bool          // closing because the queue overflowed: writes get at most a second
 	closed     bool          // the reader finished: accept nothing more
@@ -131,21 +132,18 @@ func (o *outbox) appendNLocked(frames []byte, n int) bool {
 		// from this (fan-out) goroutine; only what it does not take now is
 		// queued for a flush goroutine.
 		if tw, ok := o.c.t.(transport.TryWriter); ok {
-			w, err := tw.TryWrite(frames)
+			sent, err := tw.TryWrite(frames)
 			if err == nil {
 				o.c.h.Metrics.FramesOut.Add(float64(n))
-				if w == len(frames) {
-					return true
+				if !sent {
+					// The transport keeps the rest (it must go before
+					// anything else, also a final frame after an
+					// overflow); a flush goroutine sends it.
+					o.tail = true
+					o.flushing = true
+					o.wg.Add(1)
+					go o.flush()
 				}
-				frames = frames[w:]
-				// The partly written frames are queued as one: the rest
-				// must go first.
-				o.ensureBufLocked()
-				*o.buf = append(*o.buf, frames...)
-				o.frames++
-				o.flushing = true
-				o.wg.Add(1)
-				go o.flush()
 				return true
 			}
 			// ErrNoTryWrite or a broken socket: queue as usual; the flush
@@ -341,7 +339,7 @@ func (o *outbox) flush() {
 	for {
 		o.mu.Lock()
 		b := o.buf
-		if b == nil {
+		if b == nil && !o.tail {
 			o.flushing = false
 			closing := o.closing
 			o.mu.Unlock()
@@ -351,6 +349,7 @@ func (o *outbox) flush() {
 			return
 		}
 		o.buf = nil
+		o.tail = false
 		o.frames = 0
 		o.wakeWaiterLocked()
 		// The deadline is set under the lock: overflowLocked shortens it
@@ -364,8 +363,13 @@ func (o *outbox) flush() {
 		_ = c.t.SetWriteDeadline(time.Now().Add(timeout))
 		o.mu.Unlock()
 
-		err := c.t.Write(*b)
-		wire.PutRaw(b)
+		var err error
+		if b != nil {
+			err = c.t.Write(*b)
+			wire.PutRaw(b)
+		} else {
+			err = c.t.Write(nil) // only what a TryWrite left
+		}
 		if err != nil {
 			o.mu.Lock()
 			// A write that timed out while a snapshot or a large reply

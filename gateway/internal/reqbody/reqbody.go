@@ -241,6 +241,10 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
+// NetConn is the accepted connection itself: a hijacked connection
+// (a WebSocket) is served from it directly.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	cw, ok := c.Conn.(interface{ CloseWrite() error })
 	if !c.linger.Load() || !ok {

@@ -19,6 +19,9 @@ type Stream struct {
 	r    wire.Reader
 	kind string
 	wait *rawWait // TLS over a plain TCP socket: where an idle reader parks (tls.go)
+	// tail is what a TryWrite left unsent; the next Write sends it first.
+	// Used by TryWrite and Write only, which never run concurrently.
+	tail *[]byte
 }
 
 // NewStream wraps c ("tcp" or "tls" for kind) with a frame size limit.
@@ -35,33 +38,21 @@ func NewStream(c net.Conn, maxFrame uint32, kind string) *Stream {
 }
 
 // TryWrite writes as much of buf as the socket takes now, without waiting
-// (TryWriter). Only plain TCP supports it: TLS records and WebSocket
-// messages cannot be cut where the socket's buffer happens to end.
-func (s *Stream) TryWrite(buf []byte) (int, error) {
-	if s.raw == nil {
-		return 0, ErrNoTryWrite
+// (TryWriter), and keeps the rest for the next Write. Only plain TCP
+// supports it: TLS records cannot be cut where the socket's buffer happens
+// to end.
+func (s *Stream) TryWrite(buf []byte) (bool, error) {
+	if s.raw == nil || s.tail != nil {
+		return false, ErrNoTryWrite
 	}
-	var n int
-	var werr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), buf)
-			if werr != syscall.EINTR {
-				break
-			}
-		}
-		return true // never wait for the socket: the caller queues the rest
-	})
-	if n < 0 {
-		n = 0
+	n, err := rawWrite(s.raw, buf)
+	if err != nil || n == len(buf) {
+		return err == nil, err
 	}
-	if werr == syscall.EAGAIN {
-		werr = nil
-	}
-	if err == nil {
-		err = werr
-	}
-	return n, err
+	t := wire.GetRaw()
+	*t = append((*t)[:0], buf[n:]...)
+	s.tail = t
+	return false, nil
 }
 
 func (s *Stream) ReadFrame() (*[]byte, error) {
@@ -81,8 +72,24 @@ func (s *Stream) Wait() error {
 
 func (s *Stream) SetReadLimit(max uint32) { s.r.SetMax(max) }
 
-// Write sends buf in one write: the frames are already length-prefixed.
+// Write sends buf in one write (the frames are already length-prefixed),
+// after what a TryWrite left: the two in one writev.
 func (s *Stream) Write(buf []byte) error {
+	if t := s.tail; t != nil {
+		s.tail = nil
+		var err error
+		if len(buf) == 0 {
+			_, err = s.c.Write(*t)
+		} else {
+			bufs := net.Buffers{*t, buf}
+			_, err = bufs.WriteTo(s.c)
+		}
+		wire.PutRaw(t)
+		return err
+	}
+	if len(buf) == 0 {
+		return nil
+	}
 	_, err := s.c.Write(buf)
 	return err
 }

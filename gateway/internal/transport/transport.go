@@ -38,8 +38,9 @@ type Transport interface {
 	// for it).
 	SetReadLimit(max uint32)
 	// Write sends buf, one or more frames each with its 4-byte big-endian
-	// length prefix (the stream form, docs/protocol.md §2). A message-based
-	// transport sends one message per frame, without the prefix.
+	// length prefix (the stream form, docs/protocol.md §2), after what a
+	// TryWrite left unsent (TryWriter). A message-based transport sends
+	// one message per frame, without the prefix.
 	Write(buf []byte) error
 	SetReadDeadline(t time.Time) error
 	SetWriteDeadline(t time.Time) error
@@ -66,11 +67,15 @@ type Transport interface {
 // goroutine's start and wake-up per event (most of an event's cost beside
 // the kernel's).
 type TryWriter interface {
-	// TryWrite writes a prefix of buf, as much as the socket accepts at
-	// once (possibly nothing), and returns its length. It returns
-	// ErrNoTryWrite, having written nothing, if this connection cannot.
-	// It must not run concurrently with Write.
-	TryWrite(buf []byte) (int, error)
+	// TryWrite sends buf (length-prefixed frames, as Write takes them) as
+	// far as the socket takes it at once, and reports whether all of it
+	// went. If not, the transport keeps the rest (in its own framing: a
+	// message or record may be cut anywhere) and the next Write sends it
+	// before its own bytes; Write(nil) sends only that. It returns
+	// ErrNoTryWrite, having written nothing, if the connection cannot
+	// write without waiting now. It must not run concurrently with
+	// Write, nor while a kept rest is unsent.
+	TryWrite(buf []byte) (sent bool, err error)
 }
 
 // ErrNoTryWrite: the connection does not support TryWrite.
