@@ -122,15 +122,17 @@ func (c *cluster) startService(ctx context.Context, name, binary string, env ...
 
 func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error) {
 	g := &gateway{id: id}
-	var httpAddr string
-	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr} {
+	var httpAddr, udpAddr string
+	for _, a := range []*string{&g.tcp, &g.admin, &httpAddr, &udpAddr} {
 		var err error
 		if *a, err = child.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
 	env := []string{"PARLEY_NATS_URL=" + c.natsURL, "PARLEY_ADMIN_ADDR=" + g.admin,
-		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr, "PARLEY_GATEWAY_ID=" + id}
+		"PARLEY_TCP_ADDR=" + g.tcp, "PARLEY_HTTP_ADDR=" + httpAddr, "PARLEY_GATEWAY_ID=" + id,
+		// Each gateway its own media port: the default (7470) can be bound once.
+		"PARLEY_UDP_ADDR=" + udpAddr}
 	p, err := c.ps.Start(id, "gateway", env)
 	if err != nil {
 		return nil, err

@@ -15,9 +15,9 @@ type recorder struct {
 	got [][]byte
 }
 
-func (r *recorder) Deliver(frames []byte, n int) {
+func (r *recorder) Deliver(ev *Events) {
 	r.mu.Lock()
-	r.got = append(r.got, bytes.Clone(frames))
+	r.got = append(r.got, bytes.Clone(ev.Frames))
 	r.mu.Unlock()
 }
 func (r *recorder) EndSession(parleyv1.ErrorCode, string) {}
@@ -36,7 +36,7 @@ func TestFanOutReachesAll(t *testing.T) {
 				conns[i] = rs[i]
 			}
 			for b := range 3 {
-				fanOut(conns, fmt.Appendf(nil, "batch %d", b), 1)
+				fanOut(conns, &Events{Frames: fmt.Appendf(nil, "batch %d", b), N: 1})
 			}
 			for i, r := range rs {
 				if len(r.got) != 3 {
