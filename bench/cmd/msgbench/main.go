@@ -19,7 +19,11 @@
 //     wire protocol (spread over the gateways, presence feed off) receive
 //     what -room-senders SDK clients post at rising rates (-room-rates);
 //     deliveries per second = messages × members received, latency per
-//     delivery, losses.
+//     delivery, losses. With -room-repair members then repair gaps from
+//     history as clients do (§15.3), and the report says how many
+//     deliveries came live, how many were repaired, how many were lost and
+//     how many members were still connected: the overload check (run a
+//     level at twice the rate the gateways sustain).
 //
 // For every level: the CPU of each server process and of this load
 // generator (from /proc/<pid>/stat), and of the whole machine (/proc/stat).
@@ -64,6 +68,7 @@ type options struct {
 	roomSenders  int
 	roomDuration time.Duration
 	roomRates    []float64
+	roomRepair   bool
 }
 
 func main() {
@@ -99,6 +104,7 @@ func main() {
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
+	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
 	flag.Parse()
 	var err error
 	if o.quick {

@@ -125,6 +125,22 @@ func (r *report) writeRoom(w io.Writer) {
 			l.members, l.deliveryRate(), l.lost, l.dups, l.reordered, ms(l.e2e.p50), ms(l.e2e.p99), ms(l.e2e.max), ms(l.ack.p99))
 	}
 	tw.Flush()
+	if r.opts.roomRepair {
+		fmt.Fprintln(w, "Overload check (-room-repair): after each level's drain every member read what it missed live from history")
+		fmt.Fprintln(w, "(docs/protocol.md §15.3). Deliveries owed = stored messages x members connected at the end.")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "level\tstored\tmembers connected\tSLOW_CONSUMER\towed\tlive\trepaired\tlost\thistory requests\t")
+		for _, l := range m.levels {
+			fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%d\t%d\t%d (%.1f%%)\t%d\t%d\t%d\t\n", l.name, l.ok, l.connectedAfter, m.connected, l.slowConsumers,
+				l.ok*l.members, l.received, 100*float64(l.received)/float64(max(1, l.ok*l.members)), l.repaired, l.lost, l.historyReads)
+		}
+		tw.Flush()
+		for _, l := range m.levels {
+			if l.repairErr != "" {
+				fmt.Fprintf(w, "  %s: first repair error: %s\n", l.name, l.repairErr)
+			}
+		}
+	}
 	writeErrors(w, m.levels)
 	fmt.Fprintln(w)
 	writeCPU(w, m.levels, "delivery", func(l levelResult) float64 { return float64(l.received) })
