@@ -69,6 +69,7 @@ type options struct {
 	roomDuration time.Duration
 	roomRates    []float64
 	roomRepair   bool
+	sendersApart bool
 }
 
 func main() {
@@ -104,6 +105,7 @@ func main() {
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
+	flag.BoolVar(&o.sendersApart, "senders-apart", false, "msg-room: with several gateways, the senders use the last one and the members the others (so members' gateways falling behind do not slow the sends)")
 	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
 	flag.Parse()
 	var err error

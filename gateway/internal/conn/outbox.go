@@ -357,7 +357,9 @@ func (o *outbox) pushWait(frame []byte) bool {
 			o.mu.Unlock()
 			return false
 		}
-		if o.buf == nil && o.shedFrames == 0 || o.makeRoomLocked(1, len(frame)) {
+		// Shedding may empty the queue, and an empty queue takes any size
+		// (nothing would wake a wait for room then).
+		if o.makeRoomLocked(1, len(frame)) || o.buf == nil && o.shedFrames == 0 {
 			o.ensureBufLocked()
 			*o.buf = append(*o.buf, frame...)
 			o.queuedLocked()

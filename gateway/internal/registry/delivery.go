@@ -77,6 +77,10 @@ func (r *Registry) Stop() {
 	}
 	r.room.buf, r.room.offs = nil, nil
 	r.room.mu.Unlock()
+	// Wait for a batch being written, if any: nothing is delivered after
+	// Stop returns.
+	r.room.fmu.Lock()
+	r.room.fmu.Unlock()
 }
 
 // roomBatch batches room events into fewer writes. A room message goes to
