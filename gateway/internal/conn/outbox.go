@@ -463,11 +463,17 @@ func (o *outbox) overflowLocked() {
 	c := o.c
 	c.h.Metrics.SlowConsumers.Inc()
 	c.log().Info("slow consumer: send queue full, closing", "frames", o.frames)
-	if o.buf != nil {
+	switch {
+	case o.buf != nil && o.raw > 0:
+		// The rest of a partly written frame must still go before the
+		// error, or the stream breaks.
+		*o.buf = (*o.buf)[:o.raw]
+		o.frames = 1
+	case o.buf != nil:
 		wire.PutRaw(o.buf)
 		o.buf = nil
+		o.frames = 0
 	}
-	o.frames, o.raw = 0, 0
 	o.overflowed = true
 	o.startClosingLocked()
 	code := parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER
