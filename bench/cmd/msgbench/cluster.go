@@ -32,6 +32,7 @@ type gateway struct {
 	*child.Proc
 	id         string
 	tcp, admin string
+	http       string // HTTP listener (WebSocket at /v1/ws); "" under parleyd
 }
 
 // start brings up everything, each process waited for (TCP for the
@@ -138,6 +139,7 @@ func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error)
 		return nil, err
 	}
 	g.Proc = p
+	g.http = httpAddr
 	return g, child.WaitReady(ctx, p, g.admin, 30*time.Second)
 }
 

@@ -70,6 +70,7 @@ type options struct {
 	roomRates    []float64
 	roomRepair   bool
 	sendersApart bool
+	membersWS    bool
 }
 
 func main() {
@@ -105,6 +106,7 @@ func main() {
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
+	flag.BoolVar(&o.membersWS, "ws", false, "msg-room: members connect over WebSocket (the gateways' /v1/ws) instead of TCP; senders stay on TCP")
 	flag.BoolVar(&o.sendersApart, "senders-apart", false, "msg-room: with several gateways, the senders use the last one and the members the others (so members' gateways falling behind do not slow the sends)")
 	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
 	flag.Parse()
@@ -125,6 +127,9 @@ func main() {
 	}
 	if o.directRates, err = parseRates(directRates); err == nil {
 		o.roomRates, err = parseRates(roomRates)
+	}
+	if err == nil && o.membersWS && o.parleyd {
+		err = fmt.Errorf("-ws is for separate gateways, not -parleyd")
 	}
 	if err == nil && (o.messaging < 1 || o.gateways < 1 || o.pairs < 1 || o.members < 1 || o.roomSenders < 1) {
 		err = fmt.Errorf("-messaging, -gateways, -pairs, -members and -room-senders must be at least 1")

@@ -22,7 +22,7 @@ import (
 // room's seq order itself (the SDK would repair gaps from history; a raw
 // member shows what live delivery alone brought).
 type member struct {
-	conn    net.Conn
+	conn    memberConn
 	wmu     sync.Mutex // guards writes to conn
 	closed  atomic.Bool
 	errCode atomic.Int32 // the code of the last Error frame received (a fatal one ends the connection)
@@ -35,13 +35,26 @@ type member struct {
 	nextRID uint32
 }
 
-// dialMember connects, says Hello and resumes the session of token with
-// the presence feed off.
-func dialMember(ctx context.Context, addr, token string) (*member, *wire.Reader, error) {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, nil, err
+// dialMember connects (over TCP to addr, or over WebSocket to wsURL if
+// set), says Hello and resumes the session of token with the presence feed
+// off.
+func dialMember(ctx context.Context, addr, wsURL, token string) (*member, *wire.Reader, error) {
+	var nc memberConn
+	if wsURL != "" {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ws, err := dialWS(dctx, wsURL)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		nc = ws
+	} else {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		tc, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		nc = tc
 	}
 	m := &member{conn: nc, lats: map[int][]int32{}, missing: map[uint64]struct{}{},
 		replies: map[uint32]chan *parleyv1.HistoryReply{}, nextRID: 1 << 20}

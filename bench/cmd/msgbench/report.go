@@ -109,6 +109,9 @@ func (r *report) writeRoom(w io.Writer) {
 		m.members, m.senders)
 	fmt.Fprintf(w, "%s per level. Deliveries = messages x members received; latency per delivery: Send start (when due) -> member read it.\n",
 		r.opts.roomDuration)
+	if r.opts.membersWS {
+		fmt.Fprintln(w, "  members over WebSocket (senders over TCP)")
+	}
 	if r.opts.sendersApart && r.opts.gateways > 1 {
 		fmt.Fprintf(w, "  senders on the last gateway, members on the other %d\n", r.opts.gateways-1)
 	}

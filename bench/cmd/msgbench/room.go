@@ -33,11 +33,13 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 	r := &roomResult{members: o.members, senders: o.roomSenders}
 	g := len(c.gateways)
 	gw := func(i int) string { return c.gateways[i%g].tcp }
+	wsgw := func(i int) string { return c.gateways[i%g].http }
 	sgw := gw
 	if o.sendersApart && g > 1 {
 		// Senders on the last gateway, members on the others: a gateway
 		// that falls behind its members does not slow the sends.
 		gw = func(i int) string { return c.gateways[i%(g-1)].tcp }
+		wsgw = func(i int) string { return c.gateways[i%(g-1)].http }
 		sgw = func(int) string { return c.gateways[g-1].tcp }
 	}
 	maccts, err := register(ctx, gw, "m", o.members, o.regParallel, false)
@@ -70,7 +72,11 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 				if i >= len(maccts) || ctx.Err() != nil {
 					return
 				}
-				m, rd, err := dialMember(ctx, gw(i), maccts[i].session.Token)
+				var wsURL string
+				if o.membersWS {
+					wsURL = "ws://" + wsgw(i) + "/v1/ws"
+				}
+				m, rd, err := dialMember(ctx, gw(i), wsURL, maccts[i].session.Token)
 				mu.Lock()
 				if err != nil {
 					r.connectFailed++
