@@ -137,8 +137,12 @@ func (r *report) writeRoom(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "level\tstored\tmembers connected\tSLOW_CONSUMER\towed\tlive\trepaired\tlost\thistory requests\t")
 		for _, l := range m.levels {
-			fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%d\t%d\t%d (%.1f%%)\t%d\t%d\t%d\t\n", l.name, l.ok, l.connectedAfter, m.connected, l.slowConsumers,
-				l.ok*l.members, l.received, 100*float64(l.received)/float64(max(1, l.ok*l.members)), l.repaired, l.lost, l.historyReads)
+			live := fmt.Sprint(l.received)
+			if owed := l.ok * l.members; owed > 0 {
+				live += fmt.Sprintf(" (%.1f%%)", 100*float64(l.received)/float64(owed))
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%d\t%d\t%s\t%d\t%d\t%d\t\n", l.name, l.ok, l.connectedAfter, m.connected, l.slowConsumers,
+				l.ok*l.members, live, l.repaired, l.lost, l.historyReads)
 		}
 		tw.Flush()
 		for _, l := range m.levels {
