@@ -1,12 +1,9 @@
 package server_test
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -509,122 +506,6 @@ func TestRoomMessages(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-}
-
-// TestRoomSlowConsumer: under a flood of room messages a client that never
-// reads is disconnected with SLOW_CONSUMER, while a client that reads gets
-// every message, in order.
-func TestRoomSlowConsumer(t *testing.T) {
-	e := startGateway(t, func(c *server.Config) {
-		// The fast client's backlog always fits; the slow client's cannot.
-		c.SendQueueFrames = 256
-		c.SendQueueBytes = 1 << 20
-		// Long enough that the slow client's queue overflows while a write
-		// to it is blocked, rather than the write timing out first (a
-		// plain close, not SLOW_CONSUMER) on a machine where the flood is
-		// slow; after the overflow the gateway cuts the write to 1s.
-		c.WriteTimeout = 10 * time.Second
-	})
-	// The slow client asks for a tiny receive buffer so the kernel cannot
-	// absorb much for it.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	raw, err := d.Dial("tcp", e.srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := newStreamClient(t, raw)
-	ss := slow.login("slow", noFeed)
-	slowConn := e.presence.connOf(ss.GetSessionId()).GetConnId()
-
-	fast := dialTCP(t, e)
-	fast.login("fast", noFeed)
-
-	// The fast client reads every frame in a goroutine and reports each
-	// message's seq.
-	seqs := make(chan uint64, 1<<16)
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			b, err := fast.read(readTimeout)
-			if err != nil {
-				readErr <- err
-				close(seqs)
-				return
-			}
-			f := new(parleyv1.Frame)
-			if err := proto.Unmarshal(b, f); err == nil && f.GetMessage() != nil {
-				seqs <- f.GetMessage().GetMessage().GetSeq()
-			}
-		}
-	}()
-
-	// Publish as messaging would, 1 KiB texts, until the slow client is
-	// gone, in bursts of 25, keeping the fast client at most 100 messages
-	// behind: its backlog anywhere (NATS, queue, socket) stays below its
-	// 256-frame queue limit however the goroutines are scheduled.
-	text := strings.Repeat("m", 1024)
-	var published, received uint64
-	next := func() {
-		seq, ok := <-seqs
-		if !ok {
-			t.Fatalf("fast client after %d of %d messages: %v", received, published, <-readErr)
-		}
-		received++
-		if seq != received {
-			t.Fatalf("fast client got seq %d, want %d", seq, received)
-		}
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !e.presence.Disconnected(slowConn) {
-		if time.Now().After(deadline) || published > 200_000 {
-			t.Fatalf("slow client still connected after %d messages", published)
-		}
-		for range 25 {
-			published++
-			b, _ := proto.Marshal(&parleyv1.MessageEvent{Message: &parleyv1.Message{
-				Conversation: "room.public", Seq: published, Id: published, SenderId: "u-x", SenderName: "x", Text: text,
-			}})
-			if err := e.nc.Publish(subject.RoomMessages("public"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := e.nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for received+100 < published {
-			next()
-		}
-	}
-	for received < published {
-		next()
-	}
-	if n := e.metric("parley_gateway_slow_consumer_disconnects_total", nil); n != 1 {
-		t.Errorf("slow consumer metric = %v, want 1", n)
-	}
-	if n := e.metric("parley_gateway_errors_sent_total", map[string]string{"code": "SLOW_CONSUMER"}); n != 1 {
-		t.Errorf("SLOW_CONSUMER errors metric = %v, want 1", n)
-	}
-	// What the slow client finally reads ends with the SLOW_CONSUMER error
-	// (if the socket had room for it) and then the close.
-	var last *parleyv1.Frame
-	for {
-		b, err := slow.read(readTimeout)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatal("slow client's connection still open")
-			}
-			break
-		}
-		last = new(parleyv1.Frame)
-		_ = proto.Unmarshal(b, last)
-	}
-	if last != nil && last.GetError() != nil && last.GetError().GetCode() != parleyv1.ErrorCode_ERROR_CODE_SLOW_CONSUMER {
-		t.Errorf("slow client's last frame: %v", last)
-	}
-	t.Logf("slow client disconnected after %d messages", published)
 }
 
 // TestRoomBatching: room messages that come faster than -room-batch reach

@@ -121,7 +121,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("gateway p2p relay: %w", err)
 		}
 	}
-	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch)
+	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch, cfg.SendQueueFrames/2, cfg.SendQueueBytes/2)
 	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
 	s.handler = conn.NewHandler(conn.Options{
 		NC:        deps.NC,

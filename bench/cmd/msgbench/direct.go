@@ -30,11 +30,19 @@ type levelResult struct {
 	// storedAnyway: a send that failed (timeout) but whose message arrived.
 	storedAnyway int
 	members      int // room: members connected at the start of the level
-	e2e, ack     dist
-	cpu          []cpuShare
-	cpuWall      time.Duration      // time over which cpu was measured (level + drain)
-	drained      bool               // every answered message arrived before the drain timeout
-	byTransport  []transportFigures // room: per -room-transports entry
+	// Room, -room-repair: deliveries read from history by members that
+	// missed them live (§15.3), the history requests that took, and the
+	// members still connected after the repair (and how many of those
+	// left the connection with SLOW_CONSUMER).
+	repaired, historyReads int
+	connectedAfter         int
+	slowConsumers          int
+	repairErr              string
+	e2e, ack               dist
+	cpu                    []cpuShare
+	cpuWall                time.Duration      // time over which cpu was measured (level + drain)
+	drained                bool               // every answered message arrived before the drain timeout
+	byTransport            []transportFigures // room: per -room-transports entry
 }
 
 func (r levelResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }

@@ -50,6 +50,9 @@ type level struct {
 	replied []atomic.Int64 // reply time; failedSend if the send failed
 	first   []atomic.Int64 // direct: latency of the first receipt (0: none yet)
 	recv    []atomic.Int32 // receipts (direct: by the receiver; room: by all members)
+	// repaired: room members that read the message from history instead
+	// (-room-repair).
+	repaired []atomic.Int32
 
 	errs      atomic.Int64
 	firstErr  atomic.Value // string
@@ -69,6 +72,8 @@ func newLevel(num int, name string, capacity int) *level {
 		replied: make([]atomic.Int64, capacity),
 		first:   make([]atomic.Int64, capacity),
 		recv:    make([]atomic.Int32, capacity),
+
+		repaired: make([]atomic.Int32, capacity),
 	}
 }
 

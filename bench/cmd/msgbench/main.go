@@ -21,7 +21,12 @@
 //     deliveries per second = messages × members received, latency per
 //     delivery, losses. -room-transports tcp,ws puts half the members on
 //     WebSocket (each transport on its own gateways), and the report
-//     compares the gateways' CPU per delivery over each.
+//     compares the gateways' CPU per delivery over each. With
+//     -room-repair members then repair gaps from
+//     history as clients do (§15.3), and the report says how many
+//     deliveries came live, how many were repaired, how many were lost and
+//     how many members were still connected: the overload check (run a
+//     level at twice the rate the gateways sustain).
 //
 // For every level: the CPU of each server process and of this load
 // generator (from /proc/<pid>/stat), and of the whole machine (/proc/stat).
@@ -69,6 +74,8 @@ type options struct {
 	// roomTransports: the members' transports ("tcp", "ws"), member i on
 	// roomTransports[i%len].
 	roomTransports []string
+	roomRepair     bool
+	sendersApart   bool
 }
 
 func main() {
@@ -106,6 +113,8 @@ func main() {
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
 	flag.StringVar(&roomTransports, "room-transports", "tcp", "msg-room: the members' transports, tcp and/or ws (e.g. tcp,ws: half the members over each, each transport on its own gateways when -gateways is a multiple of their number, CPU per delivery compared)")
+	flag.BoolVar(&o.sendersApart, "senders-apart", false, "msg-room: with several gateways, the senders use the last one and the members the others (so members' gateways falling behind do not slow the sends)")
+	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
 	flag.Parse()
 	var err error
 	if o.quick {

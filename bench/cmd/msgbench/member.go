@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,14 @@ type member struct {
 	transport int        // index in -room-transports
 	wmu       sync.Mutex // guards writes to conn
 	closed    atomic.Bool
+	errCode   atomic.Int32 // the code of the last Error frame received (a fatal one ends the connection)
 
-	mu   sync.Mutex // guards lats
-	lats map[int][]int32
+	mu      sync.Mutex // guards the fields below
+	lats    map[int][]int32
+	last    uint64              // the room's highest seq received
+	missing map[uint64]struct{} // seqs below last not received yet
+	replies map[uint32]chan *parleyv1.HistoryReply
+	nextRID uint32
 }
 
 // rawReader reads a member's frames: wire.Reader on TCP, wsReader on
@@ -59,7 +65,8 @@ func dialMember(ctx context.Context, g *gateway, ws bool, token string) (*member
 	if err != nil {
 		return nil, nil, err
 	}
-	m := &member{conn: nc, ws: ws, lats: map[int][]int32{}}
+	m := &member{conn: nc, ws: ws, lats: map[int][]int32{}, missing: map[uint64]struct{}{},
+		replies: map[uint32]chan *parleyv1.HistoryReply{}, nextRID: 1 << 20}
 	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
 	fail := func(err error) (*member, rawReader, error) { nc.Close(); return nil, nil, err }
 	var r rawReader
@@ -118,8 +125,6 @@ func (m *member) send(f *parleyv1.Frame) error {
 // to have (the warm-up sets it).
 func (m *member) read(r rawReader, room string, ls *levels) {
 	defer m.closed.Store(true)
-	var last uint64
-	missing := map[uint64]struct{}{} // seqs below last not received yet
 	for {
 		raw, err := r.ReadRaw()
 		if err != nil {
@@ -127,14 +132,27 @@ func (m *member) read(r rawReader, room string, ls *levels) {
 		}
 		conv, seq, text, isMsg := messageFields(*raw)
 		if !isMsg {
-			// Anything else (pings) is decoded in full.
+			// Anything else (pings, history replies, errors) is decoded in
+			// full.
 			f, err := wire.Decode(*raw)
 			wire.PutRaw(raw)
 			if err != nil {
 				return
 			}
-			if p := f.GetPing(); p != nil {
-				_ = m.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: p.GetNonce()}}})
+			switch {
+			case f.GetPing() != nil:
+				_ = m.send(&parleyv1.Frame{RequestId: f.GetRequestId(), Body: &parleyv1.Frame_Pong{Pong: &parleyv1.Pong{Nonce: f.GetPing().GetNonce()}}})
+			case f.GetHistoryReply() != nil || f.GetError() != nil:
+				if e := f.GetError(); e != nil {
+					m.errCode.Store(int32(e.GetCode()))
+				}
+				m.mu.Lock()
+				ch := m.replies[f.GetRequestId()]
+				delete(m.replies, f.GetRequestId())
+				m.mu.Unlock()
+				if ch != nil {
+					ch <- f.GetHistoryReply() // nil for an Error
+				}
 			}
 			continue
 		}
@@ -149,33 +167,148 @@ func (m *member) read(r rawReader, room string, ls *levels) {
 		if !ok || l == nil || id >= len(l.recv) {
 			continue
 		}
-		// Live events may arrive out of seq order (the messaging
-		// service publishes after storing, and two sends of one
-		// conversation can publish in either order): a seq below the
-		// highest seen that was missing is late, not a duplicate.
-		switch {
-		case last == 0:
-			last = seq
-		case seq > last:
-			for s := last + 1; s < seq && len(missing) < maxMissing; s++ {
-				missing[s] = struct{}{}
-			}
-			if seq > last+1 {
-				l.gaps.Add(int64(seq - last - 1))
-			}
-			last = seq
-		default:
-			if _, ok := missing[seq]; !ok {
-				l.dups.Add(1)
-				continue
-			}
-			delete(missing, seq)
-			l.reordered.Add(1)
+		if !m.arrived(seq, l) {
+			continue
 		}
 		l.recv[id].Add(1)
 		m.mu.Lock()
 		m.lats[lvl] = append(m.lats[lvl], int32((t-l.starts[id].Load())/1000))
 		m.mu.Unlock()
+	}
+}
+
+// arrived records that seq arrived (live) and reports whether it is new.
+// Live events may arrive out of seq order (the messaging service publishes
+// after storing, and two sends of one conversation can publish in either
+// order): a seq below the highest seen that was missing is late, not a
+// duplicate.
+func (m *member) arrived(seq uint64, l *level) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.last == 0:
+		m.last = seq
+	case seq > m.last:
+		for s := m.last + 1; s < seq && len(m.missing) < maxMissing; s++ {
+			m.missing[s] = struct{}{}
+		}
+		if seq > m.last+1 {
+			l.gaps.Add(int64(seq - m.last - 1))
+		}
+		m.last = seq
+	default:
+		if _, ok := m.missing[seq]; !ok {
+			l.dups.Add(1)
+			return false
+		}
+		delete(m.missing, seq)
+		l.reordered.Add(1)
+	}
+	return true
+}
+
+// repair reads what the member missed from history, as a client does
+// (docs/protocol.md §15.3): each run of missing seqs, then everything
+// after the highest seq received (events shed at the end of a burst leave
+// no later event to show the gap). Each message read that was missing
+// counts as repaired for its level. It returns the history requests made.
+func (m *member) repair(ctx context.Context, room string, ls *levels) (requests int, err error) {
+	m.mu.Lock()
+	seqs := make([]uint64, 0, len(m.missing))
+	for s := range m.missing {
+		seqs = append(seqs, s)
+	}
+	last := m.last
+	m.mu.Unlock()
+	slices.Sort(seqs)
+	type run struct{ from, to uint64 } // inclusive
+	var runs []run
+	for _, s := range seqs {
+		if n := len(runs); n > 0 && runs[n-1].to+1 == s {
+			runs[n-1].to = s
+		} else {
+			runs = append(runs, run{s, s})
+		}
+	}
+	if last > 0 {
+		runs = append(runs, run{last + 1, 0}) // 0: to the end
+	}
+	for _, rn := range runs {
+		after := rn.from - 1
+		for rn.to == 0 || after < rn.to {
+			limit := uint32(200)
+			if rn.to != 0 {
+				limit = uint32(min(200, rn.to-after))
+			}
+			h, err := m.history(ctx, room, after, limit)
+			requests++
+			if err != nil {
+				return requests, err
+			}
+			for _, msg := range h.GetMessages() {
+				seq := msg.GetSeq()
+				after = max(after, seq)
+				if rn.to != 0 && seq > rn.to {
+					break
+				}
+				if !m.repaired(seq) {
+					continue
+				}
+				if lvl, id, ok := parseText(msg.GetText()); ok {
+					if l := ls.get(lvl); l != nil && id < len(l.repaired) {
+						l.repaired[id].Add(1)
+					}
+				}
+			}
+			if !h.GetMore() || len(h.GetMessages()) == 0 {
+				break
+			}
+		}
+	}
+	return requests, nil
+}
+
+// repaired records that seq was read from history and reports whether it
+// was missing (a late live event may have filled it meanwhile).
+func (m *member) repaired(seq uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seq > m.last {
+		for s := m.last + 1; s < seq && len(m.missing) < maxMissing; s++ {
+			m.missing[s] = struct{}{}
+		}
+		m.last = seq
+		return true
+	}
+	if _, ok := m.missing[seq]; ok {
+		delete(m.missing, seq)
+		return true
+	}
+	return false
+}
+
+// history makes one HistoryRequest{after_seq} and waits for its reply.
+func (m *member) history(ctx context.Context, room string, after uint64, limit uint32) (*parleyv1.HistoryReply, error) {
+	ch := make(chan *parleyv1.HistoryReply, 1)
+	m.mu.Lock()
+	m.nextRID++
+	rid := m.nextRID
+	m.replies[rid] = ch
+	m.mu.Unlock()
+	if err := m.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_History{History: &parleyv1.HistoryRequest{
+		Conversation: room, AfterSeq: &after, Limit: limit}}}); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	select {
+	case h := <-ch:
+		if h == nil {
+			return nil, fmt.Errorf("history after %d: error %d", after, m.errCode.Load())
+		}
+		return h, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("history after %d: %w", after, ctx.Err())
 	}
 }
 

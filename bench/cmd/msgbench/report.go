@@ -110,6 +110,9 @@ func (r *report) writeRoom(w io.Writer) {
 		m.members, m.senders)
 	fmt.Fprintf(w, "%s per level. Deliveries = messages x members received; latency per delivery: Send start (when due) -> member read it.\n",
 		r.opts.roomDuration)
+	if r.opts.sendersApart && r.opts.gateways > 1 {
+		fmt.Fprintf(w, "  senders on the last gateway, members on the other %d\n", r.opts.gateways-1)
+	}
 	if m.err != nil {
 		fmt.Fprintf(w, "  ERROR: %v\n\n", m.err)
 		return
@@ -126,6 +129,26 @@ func (r *report) writeRoom(w io.Writer) {
 			l.members, l.deliveryRate(), l.lost, l.dups, l.reordered, ms(l.e2e.p50), ms(l.e2e.p99), ms(l.e2e.max), ms(l.ack.p99))
 	}
 	tw.Flush()
+	if r.opts.roomRepair {
+		fmt.Fprintln(w, "Overload check (-room-repair): after each level's drain every member read what it missed live from history")
+		fmt.Fprintln(w, "(docs/protocol.md §15.3). Deliveries owed = stored messages x members connected at the end.")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "level\tstored\tmembers connected\tSLOW_CONSUMER\towed\tlive\trepaired\tlost\thistory requests\t")
+		for _, l := range m.levels {
+			live := fmt.Sprint(l.received)
+			if owed := l.ok * l.members; owed > 0 {
+				live += fmt.Sprintf(" (%.1f%%)", 100*float64(l.received)/float64(owed))
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%d\t%d\t%s\t%d\t%d\t%d\t\n", l.name, l.ok, l.connectedAfter, m.connected, l.slowConsumers,
+				l.ok*l.members, live, l.repaired, l.lost, l.historyReads)
+		}
+		tw.Flush()
+		for _, l := range m.levels {
+			if l.repairErr != "" {
+				fmt.Fprintf(w, "  %s: first repair error: %s\n", l.name, l.repairErr)
+			}
+		}
+	}
 	writeErrors(w, m.levels)
 	fmt.Fprintln(w)
 	writeCPU(w, m.levels, "delivery", func(l levelResult) float64 { return float64(l.received) })

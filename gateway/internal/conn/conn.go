@@ -345,15 +345,12 @@ func (c *Conn) Push(frame []byte) { c.out.push(frame) }
 // (presence.Member).
 func (c *Conn) PushWait(frame []byte) bool { return c.out.pushWait(frame) }
 
-// Deliver queues an encoded MessageEvent frame if the connection has a
-// session (registry.Conn). It never waits: an overflow closes the
-// connection with SLOW_CONSUMER. The session is set only after the Session
-// reply is queued (startSession), so events never precede it.
-func (c *Conn) Deliver(frames []byte, n int) {
-	if c.session() != nil {
-		c.out.pushN(frames, n)
-	}
-}
+// Deliver queues events if the connection has a session (registry.Conn).
+// It never waits: sheddable events are shed when the client is behind
+// (outbox), others overflow into SLOW_CONSUMER. The session is set only
+// after the Session reply is queued (startSession), so events never
+// precede it.
+func (c *Conn) Deliver(ev *registry.Events) { c.out.pushEvents(ev) }
 
 // SlowConsumer closes the connection with SLOW_CONSUMER (presence.Member).
 func (c *Conn) SlowConsumer() { c.out.slowConsumer() }

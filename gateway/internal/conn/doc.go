@@ -94,13 +94,15 @@
 // connections on this gateway, through the per-user subscription) and
 // those of the rooms (subject.RoomMessagesAll: one subscription per
 // gateway, every authenticated connection). Each event is encoded once and
-// the same bytes queued on every connection; queueing never waits, so a
-// client that does not keep up is closed with SLOW_CONSUMER like for
-// presence events. Delivery is at most once: a client that sees a gap in a
-// conversation's seq reads the missing messages with history (and after
-// every login syncs from history: the per-user subscription is requested
-// before the Session reply but NATS may register it just after). None
-// reaches a connection after its Logout was answered.
+// the same bytes queued on every connection; queueing never waits. Events
+// of rooms and groups are sheddable: a client that does not keep up is
+// shed for (see Outbound queue), not closed; a private message event is
+// queued like a presence event. Delivery is at most once: a client that
+// sees a gap in a conversation's seq reads the missing messages with
+// history (and after every login syncs from history: the per-user
+// subscription is requested before the Session reply but NATS may register
+// it just after). None reaches a connection after its Logout was answered
+// (room events still queued for it are dropped).
 //
 // # Calls (calls.go, gateway/internal/callmedia)
 //
@@ -177,16 +179,21 @@
 // # Outbound queue (outbox)
 //
 // Each connection queues at most -send-queue-frames frames and
-// -send-queue-bytes bytes not yet written to its socket. A client that
-// lets it overflow is closed with a fatal SLOW_CONSUMER (sent only if its
-// socket still has room); queueing events and replies never waits for a
-// client. The exceptions are the connection's own snapshot (and the
-// presence changes buffered while it was sent) and the replies that may be
-// large (sendWait: WhoReply, HistoryReply, ConversationsReply,
-// MembersReply, FriendsReply, FilesReply): its frame goroutine waits for
-// room for them, at most -write-timeout, after which the client is closed
-// as a slow consumer. Message events never wait, not even during a
-// snapshot.
+// -send-queue-bytes bytes not yet written to its socket. Message events of
+// rooms and groups are sheddable: past half of either limit the ones still
+// waiting are dropped (the newest kept), never the connection; the client
+// repairs the gap from history. Everything else goes out before them and
+// is never shed; a client that lets those overflow the queue is closed
+// with a fatal SLOW_CONSUMER (sent only if its socket still has room), and
+// so is one whose socket takes nothing (less than 64 KiB) for
+// -write-timeout (then without the frame). Queueing events and replies
+// never waits for a client. The exceptions are the connection's own
+// snapshot (and the presence changes buffered while it was sent) and the
+// replies that may be large (sendWait: WhoReply, HistoryReply,
+// ConversationsReply, MembersReply, FriendsReply, FilesReply): its frame
+// goroutine waits for room for them (shedding room events first), at most
+// -write-timeout, after which the client is closed as a slow consumer.
+// Message events never wait, not even during a snapshot.
 //
 // # Cost of a connection
 //

@@ -78,6 +78,7 @@ type Handler struct {
 	idPrefix string        // random per process, so conn ids never repeat across restarts
 	nextID   atomic.Uint64 // conn id counter
 	refusals refusalLog
+	shed     shedLog
 }
 
 // NewHandler returns a Handler.

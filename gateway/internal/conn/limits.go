@@ -83,6 +83,37 @@ func (l *refusalLog) note(c *Conn, capName string) {
 	c.log().Warn("connection refused: over a connection cap", "cap", capName, "refused_since_last_log", quiet)
 }
 
+// shedLog counts sheddable events dropped for connections
+// (parley_gateway_events_shed_total) and logs them at most once per
+// refusalLogEvery, with the totals since the last line: under overload
+// every connection sheds, and that must not become a line per event.
+type shedLog struct {
+	mu     sync.Mutex // guards the fields below
+	last   time.Time
+	events int // events shed since last
+	times  int // shedding occasions since last
+}
+
+func (l *shedLog) note(c *Conn, reason string, n int) {
+	if n <= 0 {
+		return
+	}
+	c.h.Metrics.EventsShed.WithLabelValues(reason).Add(float64(n))
+	now := time.Now()
+	l.mu.Lock()
+	l.events += n
+	l.times++
+	if now.Sub(l.last) < refusalLogEvery {
+		l.mu.Unlock()
+		return
+	}
+	events, times := l.events, l.times
+	l.last, l.events, l.times = now, 0, 0
+	l.mu.Unlock()
+	c.log().Info("room events shed for clients behind (they read them back from history)",
+		"reason", reason, "events_since_last_log", events, "occasions_since_last_log", times)
+}
+
 // setFrameLimit sets the largest frame the connection accepts from now on:
 // PreloginFrameSize while it has no session, MaxFrameSize with one. Called
 // by the reader goroutine, or by the frame goroutine it waits for.

@@ -222,7 +222,9 @@ func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Me
 		return nil, err
 	}
 	c.h.Feed.Leave(c)
-	c.setSession(nil)
+	// Room events queued for the session are dropped with it: none may
+	// follow the Ok.
+	c.out.endEvents(func() { c.setSession(nil) })
 	c.sessionChanged(false)
 	if c.h.Media != nil {
 		c.h.Media.Drop(c)

@@ -36,6 +36,14 @@ type Metrics struct {
 	// batching factor, see -room-batch).
 	RoomWrites  prometheus.Counter
 	RoomBatched prometheus.Counter
+	// EventsShed counts sheddable events (message events of rooms and
+	// groups, docs/protocol.md §11) not delivered to a connection, one per
+	// event and connection, by reason: "queue" (the connection's queue
+	// passed its high-water mark), "make_room" (dropped for a reply or
+	// another frame that is never shed), "gateway_behind" (the room
+	// fan-out fell behind: the oldest waiting events were dropped for
+	// every connection).
+	EventsShed *prometheus.CounterVec
 
 	// MediaIn counts media packets received from clients, by transport
 	// ("udp", "frame"), whatever became of them.
@@ -114,6 +122,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_room_messages_total",
 			Help: "Room messages fanned out to the connections, in batches.",
 		}),
+		EventsShed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_events_shed_total",
+			Help: "Room and group message events not delivered to a connection because it (or the gateway) was behind; clients read them from history. One per event and connection, by reason (queue, make_room, gateway_behind).",
+		}, []string{"reason"}),
 		MediaIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_gateway_media_packets_received_total",
 			Help: "Media packets received from clients, by transport (udp, frame).",
@@ -150,6 +162,6 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams)
 	reg.MustRegister(m.P2PRelayPackets, m.P2PRelayBytes, m.P2PRelayDrops, m.P2PRelaySessions)
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
-		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched)
+		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched, m.EventsShed)
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/protocol/convid"
 	"github.com/parleychat/parley/protocol/parleyv1"
 	"github.com/parleychat/parley/protocol/wire"
 )
@@ -25,13 +26,16 @@ import (
 // Each event is decoded once, checked, and encoded once as a
 // Frame{message}; the same bytes are then queued on every target
 // connection (the outbox copies them into its own buffer). Delivery never
-// waits for a client: a connection whose send queue overflows is closed
-// with SLOW_CONSUMER, the rule for presence events too.
+// waits for a client. Message events of rooms and groups are sheddable
+// (Events.Shed): a connection that is behind drops them, and the client
+// reads them from history; a private message event is not, and a
+// connection whose send queue overflows with those is closed with
+// SLOW_CONSUMER, the rule for presence events too (conn's outbox).
 //
-// Targets are pushed to with amu held, so once Deauthenticate (logout) or
-// Remove has returned, no further message reaches that connection; and a
-// connection gets events only once its Session reply is queued (Conn.Deliver
-// checks the session, which the connection sets after queueing the reply).
+// A connection gets events only while it has a session: Conn.Deliver
+// checks it under the send queue's lock, under which the session is set
+// (after the Session reply is queued) and cleared (by a logout, which
+// drops the room events still queued).
 
 // errMalformedEvent: a published event that does not decode as what its
 // subject carries (a MessageEvent with a message, ...); it is logged and
@@ -71,30 +75,56 @@ func (r *Registry) Stop() {
 	if r.room.timer != nil {
 		r.room.timer.Stop()
 	}
-	r.room.buf, r.room.frames = nil, 0
+	r.room.buf, r.room.offs = nil, nil
 	r.room.mu.Unlock()
+	// Wait for a batch being written, if any: nothing is delivered after
+	// Stop returns.
+	r.room.fmu.Lock()
+	r.room.fmu.Unlock()
 }
 
 // roomBatch batches room events into fewer writes. A room message goes to
 // every connection, so at high rates the per-write cost (a syscall and a
 // goroutine wake-up in the gateway, the same again in each client) is most
 // of the fan-out's CPU. The first event after a quiet period is written at
-// once; events arriving within window of the last room write wait until the
-// window ends and then go out together, as one write per connection. So a
-// room at r messages/s costs min(r, 1/window) writes per connection per
-// second, and batching adds at most window of latency, only when events
-// come faster than one per window.
+// once; events arriving within window of the last room write's start wait
+// until the window ends and then go out together, as one write per
+// connection. So a room at r messages/s costs min(r, 1/window) writes per
+// connection per second, and batching adds at most window of latency, only
+// when events come faster than one per window.
+//
+// The fan-out runs on its own goroutine (flushRoom), never on the
+// subscription's: events keep joining the next batch while one is written,
+// so a fan-out that takes longer than window makes the next batch larger
+// rather than the gateway later (written on the subscription's goroutine,
+// each event waited in NATS's pending queue and, the window long past,
+// went out alone: one write per event and connection just when the
+// gateway was behind). A batch carries at most maxFrames and maxBytes (the
+// connections' high-water mark, see conn's outbox): if more wait, the
+// gateway has fallen that far behind and the oldest are shed for every
+// connection (parley_gateway_events_shed_total{reason="gateway_behind"}),
+// which each connection would have shed anyway; clients read them back
+// from history.
+//
+// With window 0 every event is written alone, at once, on the
+// subscription's goroutine.
 type roomBatch struct {
-	window time.Duration
+	window              time.Duration
+	maxFrames, maxBytes int
 
-	mu        sync.Mutex // guards the fields below; held while a batch is delivered, so batches stay in order
-	buf       []byte     // frames waiting, back to back
-	frames    int
-	last      time.Time   // when the last batch was delivered
-	timer     *time.Timer // fires flushRoom at the end of the window
-	scheduled bool        // timer is armed
-	stopped   bool
-	conns     []Conn // reused: the connections a batch goes to
+	mu          sync.Mutex // guards the fields below
+	buf         []byte     // frames waiting, back to back
+	offs        []int      // offset of each waiting frame in buf
+	trimmed     int        // frames dropped from buf since the last batch (the fan-out was behind)
+	last        time.Time  // when the last batch's fan-out started
+	timer       *time.Timer
+	running     bool // a flushRoom is scheduled or running: it takes what waits
+	stopped     bool
+	lastShedLog time.Time
+	shedQuiet   int // frames shed since lastShedLog
+
+	fmu   sync.Mutex // held while a batch is written, so batches go out one at a time, in order
+	conns []Conn     // guarded by fmu; reused: the connections a batch goes to
 }
 
 // fanOutChunk is how many connections one goroutine writes a batch to.
@@ -106,11 +136,11 @@ const fanOutChunk = 512
 // cores would sit idle meanwhile. It returns when every connection has the
 // batch (queued or written), so batches stay in order. A connection closed
 // since the snapshot ignores it.
-func fanOut(conns []Conn, frames []byte, n int) {
+func fanOut(conns []Conn, ev *Events) {
 	workers := min(runtime.GOMAXPROCS(0), (len(conns)+fanOutChunk-1)/fanOutChunk)
 	if workers <= 1 {
 		for _, c := range conns {
-			c.Deliver(frames, n)
+			c.Deliver(ev)
 		}
 		return
 	}
@@ -120,7 +150,7 @@ func fanOut(conns []Conn, frames []byte, n int) {
 		part := conns[i:min(i+per, len(conns))]
 		wg.Go(func() {
 			for _, c := range part {
-				c.Deliver(frames, n)
+				c.Deliver(ev)
 			}
 		})
 	}
@@ -130,28 +160,42 @@ func fanOut(conns []Conn, frames []byte, n int) {
 // onRoomMessage runs on the room subscription's goroutine, one message at a
 // time, so every connection gets a room's messages in publish order.
 func (r *Registry) onRoomMessage(msg *nats.Msg) {
-	frame, err := messageFrame(msg.Data)
+	frame, _, err := messageFrame(msg.Data)
 	if err != nil {
 		r.log.Warn("room message dropped", "subject", msg.Subject, "err", err)
 		return
 	}
 	b := &r.room
+	if b.window <= 0 {
+		b.fmu.Lock()
+		defer b.fmu.Unlock()
+		b.mu.Lock()
+		stopped := b.stopped
+		b.mu.Unlock()
+		if !stopped {
+			r.deliverRoom(&Events{Frames: frame, N: 1, Shed: true}, 0)
+		}
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stopped {
 		return
 	}
+	b.offs = append(b.offs, len(b.buf))
 	b.buf = append(b.buf, frame...)
-	b.frames++
-	if b.scheduled {
+	if len(b.offs) >= 2*b.maxFrames || len(b.buf) >= 2*b.maxBytes {
+		b.trimLocked()
+	}
+	if b.running {
 		return
 	}
+	b.running = true
 	wait := b.window - time.Since(b.last)
 	if wait <= 0 {
-		r.deliverRoomLocked()
+		go r.flushRoom()
 		return
 	}
-	b.scheduled = true
 	if b.timer == nil {
 		b.timer = time.AfterFunc(wait, r.flushRoom)
 	} else {
@@ -159,72 +203,143 @@ func (r *Registry) onRoomMessage(msg *nats.Msg) {
 	}
 }
 
-// flushRoom delivers the batch when its window ends.
+// trimLocked drops the oldest waiting frames so that at most maxFrames
+// and maxBytes wait (at least the newest frame stays).
+func (b *roomBatch) trimLocked() {
+	k := 0
+	for k < len(b.offs)-1 && (len(b.offs)-k > b.maxFrames || len(b.buf)-b.offs[k] > b.maxBytes) {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	cut := b.offs[k]
+	n := copy(b.buf, b.buf[cut:])
+	b.buf = b.buf[:n]
+	m := copy(b.offs, b.offs[k:])
+	b.offs = b.offs[:m]
+	for i := range b.offs {
+		b.offs[i] -= cut
+	}
+	b.trimmed += k
+}
+
+// flushRoom writes the waiting batch, then the next ones while events
+// keep coming faster than the window, each no sooner than window after
+// the previous one started.
 func (r *Registry) flushRoom() {
 	b := &r.room
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.scheduled = false
-	if !b.stopped {
-		r.deliverRoomLocked()
+	for {
+		b.mu.Lock()
+		if b.stopped || len(b.offs) == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		if wait := b.window - time.Since(b.last); wait > 0 {
+			// Events came while the last batch was written, sooner than the
+			// window allows: they wait for its end.
+			if b.timer == nil {
+				b.timer = time.AfterFunc(wait, r.flushRoom)
+			} else {
+				b.timer.Reset(wait)
+			}
+			b.mu.Unlock()
+			return
+		}
+		b.trimLocked()
+		ev := &Events{Frames: b.buf, N: len(b.offs), Last: b.offs[len(b.offs)-1], Shed: true}
+		trimmed := b.trimmed
+		b.buf, b.offs, b.trimmed = nil, nil, 0
+		b.last = time.Now()
+		b.mu.Unlock()
+
+		b.fmu.Lock()
+		r.deliverRoom(ev, trimmed)
+		b.fmu.Unlock()
 	}
 }
 
-// deliverRoomLocked queues the waiting room frames on every authenticated
-// connection (r.room.mu held).
-func (r *Registry) deliverRoomLocked() {
+// deliverRoom queues a batch of room frames on every authenticated
+// connection (b.fmu held). trimmed frames older than the batch were shed
+// for all of them.
+func (r *Registry) deliverRoom(ev *Events, trimmed int) {
 	b := &r.room
-	if b.frames == 0 {
-		return
-	}
-	b.last = time.Now()
 	r.amu.Lock()
 	conns := b.conns[:0]
 	for c := range r.authed {
 		conns = append(conns, c)
 	}
 	r.amu.Unlock()
-	fanOut(conns, b.buf, b.frames)
+	if trimmed > 0 {
+		r.m.EventsShed.WithLabelValues("gateway_behind").Add(float64(trimmed * len(conns)))
+		r.noteTrimmed(trimmed)
+	}
+	fanOut(conns, ev)
 	clear(conns) // no references to closed connections until the next batch
 	b.conns = conns[:0]
 	r.m.RoomWrites.Inc()
-	r.m.RoomBatched.Add(float64(b.frames))
-	// Connections copied the bytes: the buffer is reused, unless a burst
-	// grew it large.
-	if cap(b.buf) > 64<<10 {
-		b.buf = nil
-	} else {
-		b.buf = b.buf[:0]
-	}
-	b.frames = 0
+	r.m.RoomBatched.Add(float64(ev.N))
 }
 
-// deliverUser queues an event published on uid's subject (already encoded
-// as a frame) to each of uid's authenticated connections here. It runs on
-// Run's goroutine, so a user's events are delivered in publish order.
-func (r *Registry) deliverUser(uid string, frame []byte) {
+// noteTrimmed logs room events shed because the fan-out fell behind, at
+// most once per 10 s with the count since the last line.
+func (r *Registry) noteTrimmed(n int) {
+	b := &r.room
+	b.mu.Lock()
+	b.shedQuiet += n
+	if time.Since(b.lastShedLog) < 10*time.Second {
+		b.mu.Unlock()
+		return
+	}
+	quiet := b.shedQuiet
+	b.lastShedLog, b.shedQuiet = time.Now(), 0
+	b.mu.Unlock()
+	r.log.Warn("room fan-out behind: oldest room events shed for every connection (clients read them from history)",
+		"events_since_last_log", quiet)
+}
+
+// deliverUserEvents queues an event published on uid's subject (already
+// encoded as a frame) to each of uid's authenticated connections here. It
+// runs on Run's goroutine, so a user's events are delivered in publish
+// order.
+func (r *Registry) deliverUserEvents(uid string, ev *Events) {
 	r.amu.Lock()
 	defer r.amu.Unlock()
 	if u := r.users[uid]; u != nil {
 		for _, mb := range u.conns {
-			mb.c.Deliver(frame, 1)
+			mb.c.Deliver(ev)
 		}
 	}
+}
+
+// deliverUser is deliverUserEvents for one frame that is never shed.
+func (r *Registry) deliverUser(uid string, frame []byte) {
+	r.deliverUserEvents(uid, &Events{Frames: frame, N: 1})
+}
+
+// sheddable reports whether message events of conversation conv may be
+// shed (docs/protocol.md §11): those of rooms and groups. Private
+// messages are never shed.
+func sheddable(conv string) bool {
+	k := convid.KindOf(conv)
+	return k == convid.KindRoom || k == convid.KindGroup
 }
 
 // messageFrame turns a published parleyv1.MessageEvent into a
 // length-prefixed Frame{message}. Decoding first checks what clients will
 // check (valid protobuf, UTF-8 text), so a bad publisher cannot make every
 // client see a malformed frame.
-func messageFrame(data []byte) ([]byte, error) {
+func messageFrame(data []byte) (frame []byte, conv string, err error) {
 	ev := new(parleyv1.MessageEvent)
 	if err := proto.Unmarshal(data, ev); err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformedEvent, err)
+		return nil, "", fmt.Errorf("%w: %w", errMalformedEvent, err)
 	}
 	if ev.GetMessage() == nil {
-		return nil, fmt.Errorf("%w: no message", errMalformedEvent)
+		return nil, "", fmt.Errorf("%w: no message", errMalformedEvent)
 	}
-	return wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+	frame, err = wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+	return frame, ev.GetMessage().GetConversation(), err
 }
 
 // userEventFrame turns an event published on one of a user's subjects

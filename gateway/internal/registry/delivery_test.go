@@ -2,11 +2,24 @@ package registry
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/gateway/internal/metrics"
+	"github.com/parleychat/parley/libs/proto/internalv1"
+	"github.com/parleychat/parley/libs/subject"
+	"github.com/parleychat/parley/libs/testenv"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // recorder is a Conn that keeps what it is given.
@@ -15,9 +28,9 @@ type recorder struct {
 	got [][]byte
 }
 
-func (r *recorder) Deliver(frames []byte, n int) {
+func (r *recorder) Deliver(ev *Events) {
 	r.mu.Lock()
-	r.got = append(r.got, bytes.Clone(frames))
+	r.got = append(r.got, bytes.Clone(ev.Frames))
 	r.mu.Unlock()
 }
 func (r *recorder) EndSession(parleyv1.ErrorCode, string) {}
@@ -36,7 +49,7 @@ func TestFanOutReachesAll(t *testing.T) {
 				conns[i] = rs[i]
 			}
 			for b := range 3 {
-				fanOut(conns, fmt.Appendf(nil, "batch %d", b), 1)
+				fanOut(conns, &Events{Frames: fmt.Appendf(nil, "batch %d", b), N: 1})
 			}
 			for i, r := range rs {
 				if len(r.got) != 3 {
@@ -49,5 +62,101 @@ func TestFanOutReachesAll(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// blocked is a Conn whose deliveries wait until release is closed: a
+// fan-out that cannot keep up.
+type blocked struct {
+	recorder
+	entered chan struct{} // gets a value when a delivery begins
+	release chan struct{}
+}
+
+func (b *blocked) Deliver(ev *Events) {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.release
+	b.recorder.Deliver(ev)
+}
+
+// A room fan-out that falls behind does not hold up the room
+// subscription: the events that arrive meanwhile wait for the next batch,
+// and past maxFrames the oldest of them are shed (counted per connection as
+// gateway_behind) while the newest always goes out, in order.
+func TestRoomFanOutBehind(t *testing.T) {
+	ns := testenv.NATS(t)
+	nc := testenv.Connect(t, ns)
+	m := metrics.New(prometheus.NewRegistry())
+	r := New(nc, slog.New(slog.NewTextHandler(io.Discard, nil)), m, time.Millisecond, 10, 1<<20)
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	c := &blocked{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(c.release) }) }
+	t.Cleanup(release) // before Stop, which waits for the fan-out
+	if !r.Add(c) {
+		t.Fatal("Add refused")
+	}
+	r.Authenticate(c, &internalv1.Conn{GatewayId: "gw", ConnId: "c1", UserId: "u1", SessionId: "s1"})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(seq uint64) {
+		b, _ := proto.Marshal(&parleyv1.MessageEvent{Message: &parleyv1.Message{Conversation: "room.public", Seq: seq, Text: "x"}})
+		if err := nc.Publish(subject.RoomMessages("public"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1)
+	// Seq 1 is being written (blocked); 100 more arrive meanwhile.
+	select {
+	case <-c.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("seq 1 was not fanned out")
+	}
+	for seq := uint64(2); seq <= 101; seq++ {
+		publish(seq)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the subscription took every event", func() bool {
+		r.room.mu.Lock()
+		defer r.room.mu.Unlock()
+		return len(r.room.offs)+r.room.trimmed == 100
+	})
+	release()
+	var seqs []uint64
+	testenv.Eventually(t, 5*time.Second, "seq 101 delivered", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		seqs = seqs[:0]
+		for _, b := range c.got {
+			for len(b) > 0 {
+				n := wire.HeaderSize + int(binary.BigEndian.Uint32(b))
+				f, err := wire.Decode(b[wire.HeaderSize:n])
+				if err != nil {
+					t.Fatal(err)
+				}
+				seqs = append(seqs, f.GetMessage().GetMessage().GetSeq())
+				b = b[n:]
+			}
+		}
+		return len(seqs) > 0 && seqs[len(seqs)-1] == 101
+	})
+	want := []uint64{1}
+	for seq := uint64(92); seq <= 101; seq++ {
+		want = append(want, seq)
+	}
+	if fmt.Sprint(seqs) != fmt.Sprint(want) {
+		t.Errorf("delivered %v, want %v (the first, then the newest 10)", seqs, want)
+	}
+	if v := testutil.ToFloat64(m.EventsShed.WithLabelValues("gateway_behind")); v != 90 {
+		t.Errorf("shed gateway_behind = %v, want 90 (one connection)", v)
 	}
 }

@@ -26,11 +26,11 @@ import (
 
 // Conn is what the registry needs from a client connection.
 type Conn interface {
-	// Deliver queues n encoded event frames (length-prefixed, back to
-	// back; the bytes are shared with other connections and must not be
-	// modified) if the connection has a session. It must not block: a
-	// connection that cannot keep up closes itself with SLOW_CONSUMER.
-	Deliver(frames []byte, n int)
+	// Deliver queues ev's frames (shared with other connections: not
+	// modified, not kept) if the connection has a session. It must not
+	// block: a connection that cannot keep up sheds what ev allows and
+	// closes itself with SLOW_CONSUMER only for the rest.
+	Deliver(ev *Events)
 	// EndSession tells the client its session ended (SessionEnded with
 	// reason and message) and closes the connection. It must not block.
 	EndSession(reason parleyv1.ErrorCode, message string)
@@ -91,16 +91,29 @@ type member struct {
 	rec *internalv1.Conn // its session and ids
 }
 
+// Events is a run of encoded event frames for Conn.Deliver.
+type Events struct {
+	Frames []byte // length-prefixed frames, back to back
+	N      int    // how many
+	Last   int    // offset of the last one in Frames
+	// Shed: the frames are message events of rooms or groups, which a
+	// connection that is behind may drop (docs/protocol.md §11): clients
+	// read them back from history (§15.3).
+	Shed bool
+}
+
 // New returns an empty registry; call Run to dispatch per-user messages.
 //
 // batch is the room batching window: a room event arriving less than
 // batch after the previous room write waits for the window's end and
 // goes out with the others that arrived meanwhile, in one write per
-// connection. 0 writes every event at once.
-
-func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics, batch time.Duration) *Registry {
+// connection. 0 writes every event at once. A batch carries at most
+// maxFrames frames and maxBytes bytes (the connections' high-water mark):
+// when the fan-out falls further behind, the oldest waiting events are
+// dropped (every connection would drop them).
+func New(nc *nats.Conn, log *slog.Logger, m *metrics.Metrics, batch time.Duration, maxFrames, maxBytes int) *Registry {
 	return &Registry{
-		room:   roomBatch{window: batch},
+		room:   roomBatch{window: batch, maxFrames: max(1, maxFrames), maxBytes: max(1, maxBytes)},
 		nc:     nc,
 		log:    log,
 		m:      m,
@@ -334,12 +347,12 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 		}
 		r.kick(uid, kick)
 	case "msg":
-		frame, err := messageFrame(msg.Data)
+		frame, conv, err := messageFrame(msg.Data)
 		if err != nil {
 			r.log.Warn("user message dropped", "user", uid, "err", err)
 			return
 		}
-		r.deliverUser(uid, frame)
+		r.deliverUserEvents(uid, &Events{Frames: frame, N: 1, Shed: sheddable(conv)})
 	case "p2p":
 		ev := new(parleyv1.P2PEvent)
 		if err := proto.Unmarshal(msg.Data, ev); err != nil {
