@@ -142,7 +142,17 @@ if ((run_msg)); then
 	# shellcheck disable=SC2206 # MSGBENCH_ARGS is split on purpose
 	args+=(${MSGBENCH_ARGS:-})
 	if ((${#msg_only[@]} == 0 || ${#msgbench_only[@]} > 0)); then
-		"$bin/msgbench" "${args[@]}" -out bench/results/messaging.txt
+		# The room over TCP and WebSocket at once (half the members each,
+		# each transport on its own gateway: CPU per delivery side by side,
+		# with the ratio), members repairing what they missed from history
+		# after each level (the overload check: all connected, none lost);
+		# msg-direct runs relayfloor -jetstream right after itself at the
+		# same rates (-floor) and prints the ratios to it.
+		room=(-room-transports tcp,ws -room-repair)
+		if [[ ${BENCH_QUICK:-} != 1 ]]; then
+			room+=(-room-rates 100,200,300,400)
+		fi
+		"$bin/msgbench" "${room[@]}" "${args[@]}" -out bench/results/messaging.txt
 	fi
 	if ((run_parleyd)); then
 		"$bin/msgbench" "${args[@]}" -parleyd -out bench/results/messaging-parleyd.txt

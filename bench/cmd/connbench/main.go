@@ -62,7 +62,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory with gateway, auth, presence, nats-server and connload")
 	flag.BoolVar(&o.quick, "quick", false, "small sizes for a smoke test (about 2,000 connections per scenario)")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario kinds to run: tcp, tls, ws, tcp-multi, reconnect-storm, logins (default all)")
-	flag.StringVar(&o.stormClients, "storm-clients", "", "reconnect-storm: clients on the stopped gateway and on the surviving one (default 5000,5000; -quick 500,500)")
+	flag.StringVar(&o.stormClients, "storm-clients", "", "reconnect-storm: clients on the stopped gateway and on the surviving one (default 10000,1000; -quick 500,500)")
 	flag.StringVar(&o.out, "out", "", "also write the report to this file")
 	flag.IntVar(&o.users, "users", 0, "users to register for the connection scenarios (default: one per connection of the largest scenario)")
 	flag.IntVar(&o.regParallel, "register-parallel", 16, "registrations in flight at once")

@@ -69,7 +69,7 @@ const stormWindow = 250 * time.Millisecond
 const stormLimit = 5 * time.Minute
 
 func stormPlan(o options) ([]stormScenario, error) {
-	n := [2]int{5000, 5000}
+	n := [2]int{10000, 1000} // the 10,000 clients move to a gateway that already holds some
 	if o.quick {
 		n = [2]int{500, 500}
 	}
