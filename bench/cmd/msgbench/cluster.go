@@ -4,7 +4,9 @@ import (
 	"github.com/parleychat/parley/bench/internal/child"
 
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -19,6 +21,7 @@ type cluster struct {
 
 	nats      *child.Proc
 	natsURL   string
+	natsMon   string // nats-server's monitoring address ("": none, parleyd)
 	redis     *child.Proc
 	redisAddr string
 	auth      *child.Proc
@@ -41,7 +44,10 @@ func (c *cluster) start(ctx context.Context) error {
 		return c.startParleyd(ctx)
 	}
 	var err error
-	if c.nats, c.natsURL, err = c.ps.StartNATS(ctx, filepath.Join(c.dir, "nats")); err != nil {
+	if c.natsMon, err = child.FreeAddr(); err != nil {
+		return err
+	}
+	if c.nats, c.natsURL, err = c.ps.StartNATS(ctx, filepath.Join(c.dir, "nats"), "-m", child.PortOf(c.natsMon)); err != nil {
 		return err
 	}
 	if c.redis, c.redisAddr, err = c.ps.StartRedis(ctx, c.opts.redisServer); err != nil {
@@ -165,10 +171,36 @@ type cpuMeter struct {
 	procs []*child.Proc
 	t0    time.Time
 	start []float64 // per proc, then self, then machine
+	mon   string    // nats-server's monitoring address, or ""
+	nats  natsCount // at t0
+}
+
+// natsCount is nats-server's message counters (/varz): messages received
+// from its clients (publishes, requests, replies) and delivered to them
+// (JetStream's PubAcks included).
+type natsCount struct {
+	InMsgs  int64 `json:"in_msgs"`
+	OutMsgs int64 `json:"out_msgs"`
+}
+
+// readNATS reads the counters; zero when there is no monitoring port.
+func readNATS(mon string) natsCount {
+	var n natsCount
+	if mon == "" {
+		return n
+	}
+	resp, err := http.Get("http://" + mon + "/varz")
+	if err != nil {
+		return n
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(&n)
+	return n
 }
 
 func (c *cluster) meter() *cpuMeter {
-	m := &cpuMeter{procs: c.servers(), t0: time.Now()}
+	m := &cpuMeter{procs: c.servers(), t0: time.Now(), mon: c.natsMon}
+	m.nats = readNATS(m.mon)
 	for _, p := range m.procs {
 		m.start = append(m.start, child.CPUSeconds(strconv.Itoa(p.PID())))
 	}
@@ -180,13 +212,15 @@ func (c *cluster) meter() *cpuMeter {
 // generator), then "machine" (all processes), and the wall time measured.
 func (m *cpuMeter) end() ([]cpuShare, time.Duration) {
 	d := time.Since(m.t0)
+	n := readNATS(m.mon)
+	m.nats = natsCount{n.InMsgs - m.nats.InMsgs, n.OutMsgs - m.nats.OutMsgs}
 	wall := d.Seconds()
 	var out []cpuShare
 	for i, p := range m.procs {
 		out = append(out, cpuShare{p.Name, (child.CPUSeconds(strconv.Itoa(p.PID())) - m.start[i]) / wall})
 	}
-	n := len(m.procs)
-	out = append(out, cpuShare{"msgbench", (child.CPUSeconds("self") - m.start[n]) / wall},
-		cpuShare{"machine", (child.MachineBusySeconds() - m.start[n+1]) / wall})
+	k := len(m.procs)
+	out = append(out, cpuShare{"msgbench", (child.CPUSeconds("self") - m.start[k]) / wall},
+		cpuShare{"machine", (child.MachineBusySeconds() - m.start[k+1]) / wall})
 	return out, d
 }

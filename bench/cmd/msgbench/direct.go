@@ -41,6 +41,7 @@ type levelResult struct {
 	e2e, ack               dist
 	cpu                    []cpuShare
 	cpuWall                time.Duration      // time over which cpu was measured (level + drain)
+	nats                   natsCount          // nats-server's messages in and out over the same time (direct)
 	drained                bool               // every answered message arrived before the drain timeout
 	byTransport            []transportFigures // room: per -room-transports entry
 }
@@ -197,6 +198,7 @@ func finishLevel(ctx context.Context, c *cluster, l *level, m *cpuMeter, drain, 
 	res.elapsed = elapsed
 	if m != nil {
 		res.cpu, res.cpuWall = m.end()
+		res.nats = m.nats
 	}
 	return res
 }

@@ -15,6 +15,10 @@
 //     this process's monotonic clock. Receivers check seq continuity per
 //     conversation; every message id is counted on arrival, so lost and
 //     duplicated messages are exact.
+//     Then (-floor) bin/relayfloor -jetstream at the same open-loop rates
+//     and the floor's own knee: the report gives the stored rate at p99
+//     under 20 ms and the CPU per message of all server processes as
+//     ratios to that floor, measured in the same run (issue 14 §3).
 //   - msg-room: -members members of the public room connected over the
 //     wire protocol (spread over the gateways, presence feed off) receive
 //     what -room-senders SDK clients post at rising rates (-room-rates);
@@ -66,6 +70,8 @@ type options struct {
 	directDuration time.Duration
 	directRates    []float64
 	maxClosedRate  int
+	floor          bool
+	floorDuration  time.Duration
 
 	members      int
 	roomSenders  int
@@ -108,6 +114,8 @@ func main() {
 	flag.DurationVar(&o.directDuration, "direct-duration", 20*time.Second, "msg-direct: duration of each level")
 	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,5000,10000,20000", "msg-direct: open-loop total rates (messages/s)")
 	flag.IntVar(&o.maxClosedRate, "max-closed-rate", 60000, "msg-direct: closed loop stops at this rate × duration messages (array sizes)")
+	flag.BoolVar(&o.floor, "floor", true, "msg-direct: also run bin/relayfloor -jetstream (the machine's floor for this traffic) right after, and report the ratios to it")
+	flag.DurationVar(&o.floorDuration, "floor-duration", 10*time.Second, "msg-direct: duration of each floor level")
 	flag.IntVar(&o.members, "members", 1000, "msg-room: members connected")
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
@@ -122,6 +130,7 @@ func main() {
 		o.members = min(o.members, 100)
 		o.roomSenders = min(o.roomSenders, 2)
 		o.directDuration = min(o.directDuration, 5*time.Second)
+		o.floorDuration = min(o.floorDuration, 3*time.Second)
 		o.roomDuration = min(o.roomDuration, 5*time.Second)
 		o.drain = min(o.drain, 5*time.Second)
 		if !flagSet("direct-rates") {
@@ -222,6 +231,11 @@ func run(o options) error {
 		rep.direct = runDirect(ctx, c, o, logf)
 		if rep.direct.err != nil {
 			logf("msg-direct failed: %v", rep.direct.err)
+		} else if o.floor && ctx.Err() == nil {
+			rep.floor = runFloor(ctx, o, logf)
+			if rep.floor.err != nil {
+				logf("msg-direct floor failed: %v", rep.floor.err)
+			}
 		}
 	}
 	if ctx.Err() == nil && (len(want) == 0 || want["msg-room"]) {

@@ -24,6 +24,7 @@ type report struct {
 	env               []string
 	started, finished time.Time
 	direct            *directResult
+	floor             *floorResult // with direct, when -floor
 	room              *roomResult
 }
 
@@ -57,6 +58,9 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintln(w)
 	if r.direct != nil {
 		r.writeDirect(w)
+		if r.floor != nil {
+			r.writeFloor(w)
+		}
 	}
 	if r.room != nil {
 		r.writeRoom(w)
@@ -85,6 +89,16 @@ func (r *report) writeDirect(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	writeCPU(w, d.levels, "stored message", func(l levelResult) float64 { return float64(l.ok) })
+	if len(d.levels) > 0 && d.levels[0].nats.InMsgs > 0 {
+		fmt.Fprintln(w, "NATS messages per stored message (nats-server /varz over the level and its drain: received from clients,")
+		fmt.Fprintln(w, "delivered to them; JetStream's PubAcks count as delivered):")
+		for _, l := range d.levels {
+			if l.ok > 0 {
+				fmt.Fprintf(w, "  %s: %.2f in, %.2f out\n", l.name, float64(l.nats.InMsgs)/float64(l.ok), float64(l.nats.OutMsgs)/float64(l.ok))
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	best := -1.0
 	for _, l := range d.levels {
 		if l.e2e.p99 < directTargetP99 && l.lost == 0 && l.errs == 0 && !l.saturated() && l.rate() > best {
