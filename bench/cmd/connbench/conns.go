@@ -135,6 +135,11 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 	srcs := sources(len(gws) * sc.loaders)
 	var loaders []*loader
 	gwOf := map[*loader]int{}
+	// Where each loader's tokens start in tokens, and the file it writes
+	// the newest ones to: a resume rotates a session's token (the one
+	// before stays valid only for a grace period), so the next scenario
+	// resumes with these.
+	fromOf, newOf := map[*loader]int{}, map[*loader]string{}
 	k := 0
 	start := time.Now()
 	for gi, g := range gws {
@@ -154,7 +159,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 			if sc.transport == "ws" {
 				target = g.wsURL()
 			}
-			args := []string{"-addr", target, "-n", strconv.Itoa(n), "-tokens", file,
+			args := []string{"-addr", target, "-n", strconv.Itoa(n), "-tokens", file, "-tokens-out", file + ".newest",
 				"-sources", strings.Join(srcs[len(loaders)], ","), "-parallel", strconv.Itoa(c.opts.connParallel)}
 			if sc.transport == "tls" {
 				args = append(args, "-tls")
@@ -166,6 +171,7 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 			}
 			loaders = append(loaders, l)
 			gwOf[l] = gi
+			fromOf[l], newOf[l] = k-n, file+".newest"
 		}
 	}
 	defer func() {
@@ -196,6 +202,13 @@ func runConnScenario(ctx context.Context, c *cluster, sc connScenario, tokens []
 		}
 		r.connected += ok
 		r.failed += failed
+		if newest, err := os.ReadFile(newOf[l]); err == nil {
+			for i, t := range strings.Split(strings.TrimSpace(string(newest)), "\n") {
+				if t != "" {
+					tokens[(fromOf[l]+i)%len(tokens)] = t
+				}
+			}
+		}
 		r.gws[gwOf[l]].connected += ok
 	}
 	r.setup = time.Since(start)

@@ -57,6 +57,7 @@ func main() {
 		n        = flag.Int("n", 1000, "connections to open")
 		sources  = flag.String("sources", "127.0.0.1", "comma-separated local source IPs to spread connections over")
 		tokens   = flag.String("tokens", "", "file with one session token per line")
+		tokOut   = flag.String("tokens-out", "", "once every connection is set up, write here the newest token of each (line i for connection i; the given one where it failed): a resume rotates the token, so a later run resumes with these")
 		parallel = flag.Int("parallel", 64, "connections being set up at once")
 	)
 	flag.Parse()
@@ -104,6 +105,18 @@ func main() {
 		}(i)
 	}
 	wg.Wait()
+	if *tokOut != "" {
+		newest := make([]string, *n)
+		for i := range newest {
+			newest[i] = toks[i%len(toks)]
+			if v, ok := conns.Load(i); ok && v.(*client).token != "" {
+				newest[i] = v.(*client).token
+			}
+		}
+		if err := os.WriteFile(*tokOut, []byte(strings.Join(newest, "\n")+"\n"), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "connload: -tokens-out:", err)
+		}
+	}
 	fmt.Printf("connected %d failed %d\n", ok.Load(), failed.Load())
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintln(os.Stderr, "first error:", e)
