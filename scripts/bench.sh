@@ -15,7 +15,7 @@
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
 #                                            reconnect-storm,
 #                                            logins, msg-direct, msg-room, msg-parleyd,
-#                                            msg-floor,
+#                                            msg-floor, msg-overload,
 #                                            file-up, file-down, file-mem, file-chat,
 #                                            voice-micro, calls, nat)
 #   CALLBENCH_ARGS='-calls 100,300' scripts/bench.sh  more callbench flags
@@ -25,7 +25,8 @@
 #
 # The reports are printed and written to bench/results/latest.txt
 # (connections, logins), bench/results/messaging.txt (separate processes),
-# bench/results/messaging-parleyd.txt (one process), bench/results/floor.txt
+# bench/results/messaging-parleyd.txt (one process), bench/results/overload.txt
+# (the room against a gateway held to 0.05 cores, as root), bench/results/floor.txt
 # (the machine's floor for the same traffic, no Parley) and
 # bench/results/files.txt; the voice packet's, the jitter buffer's and the Opus codec's
 # micro-benchmarks (go test -bench) go to bench/results/voice.txt; the voice
@@ -122,7 +123,7 @@ if ((run_msg)); then
 	# against parleyd, one process, unless BENCH_ONLY leaves msg-parleyd
 	# out); msg-floor measures what the machine does for the same traffic
 	# with no Parley at all (bench/cmd/relayfloor).
-	msgbench_only=() run_parleyd=1 run_floor=1
+	msgbench_only=() run_parleyd=1 run_floor=1 run_overload=1
 	for k in "${msg_only[@]}"; do
 		case $k in
 		msg-direct | msg-room) msgbench_only+=("$k") ;;
@@ -131,6 +132,7 @@ if ((run_msg)); then
 	if ((${#msg_only[@]} > 0)); then
 		[[ " ${msg_only[*]} " == *" msg-parleyd "* ]] || run_parleyd=0
 		[[ " ${msg_only[*]} " == *" msg-floor "* ]] || run_floor=0
+		[[ " ${msg_only[*]} " == *" msg-overload "* ]] || run_overload=0
 	fi
 	args=(-bin "$bin")
 	if [[ ${BENCH_QUICK:-} == 1 ]]; then
@@ -157,6 +159,21 @@ if ((run_msg)); then
 	if ((run_parleyd)); then
 		# (the floor was measured beside the separate processes' msg-direct)
 		"$bin/msgbench" "${args[@]}" -parleyd -floor=false -out bench/results/messaging-parleyd.txt
+	fi
+	if ((run_overload)); then
+		# The overload check (issue 14 §2): the room members' gateway held to
+		# 0.05 cores (a CPU cgroup, root only) so it, not the store, falls
+		# behind; WebSocket members (the transport that used to be cut all
+		# at once), senders on a gateway of their own; 120/s is about what
+		# that gateway sustains, 240/s twice it. Every member must stay
+		# connected and every stored message come live or from history.
+		if [[ $(id -u) == 0 ]]; then
+			"$bin/msgbench" -bin "$bin" -only msg-room -members "$([[ ${BENCH_QUICK:-} == 1 ]] && echo 100 || echo 1000)" \
+				-gateways 2 -senders-apart -room-transports ws -room-repair -member-gateway-cpu 0.05 \
+				-room-rates 120,240 -room-duration 10s -drain 10s -out bench/results/overload.txt
+		else
+			echo "bench: msg-overload skipped: limiting the gateway's CPU needs root (a cgroup)" >&2
+		fi
 	fi
 	if ((run_floor)); then
 		floor=(-duration 10s)

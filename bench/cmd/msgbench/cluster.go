@@ -15,9 +15,12 @@ import (
 // cluster is the multi-process Parley under test: nats-server (JetStream),
 // redis-server, auth, presence, the messaging replicas and the gateways.
 type cluster struct {
-	ps   *child.Set
-	dir  string // work directory (NATS store)
-	opts options
+	ps *child.Set
+	// limit, if set, holds the room members' gateways
+	// (-member-gateway-cpu).
+	limit *cpuLimit
+	dir   string // work directory (NATS store)
+	opts  options
 
 	nats      *child.Proc
 	natsURL   string
@@ -76,6 +79,17 @@ func (c *cluster) start(ctx context.Context) error {
 			return err
 		}
 		c.gateways = append(c.gateways, g)
+	}
+	if c.limit != nil {
+		members := c.gateways
+		if c.opts.sendersApart && len(members) > 1 {
+			members = members[:len(members)-1]
+		}
+		for _, g := range members {
+			if err := c.limit.add(g.PID()); err != nil {
+				return fmt.Errorf("-member-gateway-cpu: %s: %w", g.id, err)
+			}
+		}
 	}
 	return nil
 }

@@ -82,6 +82,9 @@ type options struct {
 	roomTransports []string
 	roomRepair     bool
 	sendersApart   bool
+	// memberGatewayCPU: cores the room members' gateways get together
+	// (a CPU cgroup), 0 for no limit.
+	memberGatewayCPU float64
 }
 
 func main() {
@@ -123,6 +126,7 @@ func main() {
 	flag.StringVar(&roomTransports, "room-transports", "tcp", "msg-room: the members' transports, tcp and/or ws (e.g. tcp,ws: half the members over each, each transport on its own gateways when -gateways is a multiple of their number, CPU per delivery compared)")
 	flag.BoolVar(&o.sendersApart, "senders-apart", false, "msg-room: with several gateways, the senders use the last one and the members the others (so members' gateways falling behind do not slow the sends)")
 	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
+	flag.Float64Var(&o.memberGatewayCPU, "member-gateway-cpu", 0, "msg-room: limit the gateways the room's members use (all but the senders' with -senders-apart) to this many cores together, through a CPU cgroup (root): the gateway, not the store, falls behind, for the overload check with -room-repair (e.g. 0.05)")
 	flag.Parse()
 	var err error
 	if o.quick {
@@ -215,13 +219,20 @@ func run(o options) error {
 			want[k] = true
 		}
 	}
+	var limit *cpuLimit
+	if o.memberGatewayCPU > 0 {
+		if limit, err = newCPULimit(o.memberGatewayCPU); err != nil {
+			return fmt.Errorf("-member-gateway-cpu: %w", err)
+		}
+		defer func() { _ = limit.remove() }() // after done: its processes are gone
+	}
 	ps, dir, done, err := child.NewWorkSet("parley-msgbench-", bin, o.keep, logf)
 	if err != nil {
 		return err
 	}
 	defer done()
 	ps.Env = o.serverEnv
-	c := &cluster{ps: ps, dir: dir, opts: o}
+	c := &cluster{ps: ps, dir: dir, opts: o, limit: limit}
 	rep := &report{opts: o, env: machine(), started: time.Now()}
 	logf("starting nats-server, redis-server, auth, presence, %d messaging, %d gateway(s)", o.messaging, o.gateways)
 	if err := c.start(ctx); err != nil {

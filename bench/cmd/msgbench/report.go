@@ -124,6 +124,9 @@ func (r *report) writeRoom(w io.Writer) {
 		m.members, m.senders)
 	fmt.Fprintf(w, "%s per level. Deliveries = messages x members received; latency per delivery: Send start (when due) -> member read it.\n",
 		r.opts.roomDuration)
+	if r.opts.memberGatewayCPU > 0 && !r.opts.parleyd {
+		fmt.Fprintf(w, "  the members' gateways limited to %.2f cores together (a CPU cgroup): the overload check\n", r.opts.memberGatewayCPU)
+	}
 	if r.opts.sendersApart && r.opts.gateways > 1 {
 		fmt.Fprintf(w, "  senders on the last gateway, members on the other %d\n", r.opts.gateways-1)
 	}
