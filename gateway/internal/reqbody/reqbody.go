@@ -261,10 +261,13 @@ func (c *conn) Close() error {
 // lingerOnClose marks the connection under nc (nc itself, or under TLS
 // the connection the TLS one runs on) to close gently.
 func lingerOnClose(nc net.Conn) {
-	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		nc = tc.NetConn()
+	// *conn is asked first: it has a NetConn too (the socket under it, for
+	// a WebSocket), and unwrapping it would lose the mark.
+	c, ok := nc.(*conn)
+	if tc, isTLS := nc.(interface{ NetConn() net.Conn }); !ok && isTLS {
+		c, ok = tc.NetConn().(*conn)
 	}
-	if c, ok := nc.(*conn); ok {
+	if ok {
 		c.linger.Store(true)
 	}
 }

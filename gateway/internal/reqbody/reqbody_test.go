@@ -244,3 +244,38 @@ func statuses(rs []*http.Response) []int {
 	}
 	return s
 }
+
+// TestGuardClosesGently: a body too large to skip ends the connection
+// after the answer, but gently: the server reads on and discards for a
+// moment, so a client that writes its whole body before reading (as Go's
+// HTTP client does) gets to write it and then reads the answer, instead
+// of a reset that loses both.
+func TestGuardClosesGently(t *testing.T) {
+	addr := serve(t)
+	for range 5 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second)) // a bound, not an expectation
+		framing, b := body(1<<20, false)
+		// The head and a first piece, then a pause in which the server
+		// answers and starts to close, then the rest.
+		if _, err := c.Write(append([]byte("PATCH /early HTTP/1.1\r\nHost: x\r\n"+framing+"\r\n"), b[:64<<10]...)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if _, err := c.Write(b[64<<10:]); err != nil {
+			t.Fatalf("writing the rest of the body: %v (the server reset the connection)", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodPatch})
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+			t.Fatalf("answer %s (Connection: close %v), want 401 closing", resp.Status, resp.Close)
+		}
+		c.Close()
+	}
+}
