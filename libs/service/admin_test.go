@@ -100,6 +100,24 @@ func TestAdminWithoutToken(t *testing.T) {
 	}
 }
 
+// -pprof serves Go's profiles on the admin port, behind the same token as
+// /metrics; without it they are not there.
+func TestAdminPprof(t *testing.T) {
+	const token = "0123456789abcdef-pprof"
+	base := startAdmin(t, service.Common{AdminToken: token, Pprof: true})
+	if code, _ := get(t, base+"/debug/pprof/", ""); code != http.StatusUnauthorized {
+		t.Errorf("pprof index without the token: %d, want 401", code)
+	}
+	code, body := get(t, base+"/debug/pprof/goroutine?debug=1", "Bearer "+token)
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("goroutine profile with the token: %d %.80q", code, body)
+	}
+	off := startAdmin(t, service.Common{})
+	if code, _ := get(t, off+"/debug/pprof/", ""); code != http.StatusNotFound {
+		t.Errorf("pprof index without -pprof: %d, want 404", code)
+	}
+}
+
 func TestAdminTokenTooShort(t *testing.T) {
 	c := service.Common{AdminAddr: "127.0.0.1:0", AdminToken: "short"}
 	if _, err := c.NewAdmin(prometheus.NewRegistry(), slog.New(slog.DiscardHandler), nil); err == nil {

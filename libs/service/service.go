@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ type Common struct {
 	LogLevel        string   // debug, info, warn, error
 	AdminAddr       string   // admin HTTP listen address; empty disables it
 	AdminToken      string   // bearer token /metrics requires; empty: /metrics is open
+	Pprof           bool     // serve net/http/pprof on the admin port
 	ShutdownTimeout time.Duration
 }
 
@@ -50,6 +52,7 @@ func RegisterCommon(fs *flag.FlagSet, c *Common, adminDefault string) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.AdminAddr, "admin-addr", adminDefault, "admin HTTP address for /healthz, /readyz and /metrics (empty disables)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", fmt.Sprintf("with it, /metrics answers only requests with 'Authorization: Bearer <token>' (at least %d characters); /healthz and /readyz stay open for probes", MinTokenLen))
+	fs.BoolVar(&c.Pprof, "pprof", false, "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on the admin port, behind -admin-token like /metrics")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "longest graceful shutdown before exiting")
 }
 
@@ -135,6 +138,8 @@ type Admin struct {
 	Gather prometheus.Gatherer
 	Checks map[string]func() error
 	Log    *slog.Logger
+	// Pprof serves net/http/pprof under /debug/pprof/, behind Token.
+	Pprof bool
 
 	mu sync.Mutex // guards ln
 	ln net.Listener
@@ -177,6 +182,13 @@ func (a *Admin) Handler() http.Handler {
 	})
 	if a.Gather != nil {
 		mux.Handle("/metrics", requireBearer(a.Token, promhttp.HandlerFor(a.Gather, promhttp.HandlerOpts{})))
+	}
+	if a.Pprof {
+		mux.Handle("/debug/pprof/", requireBearer(a.Token, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", requireBearer(a.Token, http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", requireBearer(a.Token, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", requireBearer(a.Token, http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", requireBearer(a.Token, http.HandlerFunc(pprof.Trace)))
 	}
 	return mux
 }
@@ -280,7 +292,7 @@ func (c Common) NewAdmin(gather prometheus.Gatherer, log *slog.Logger, checks ma
 	if err := CheckToken("-admin-token", c.AdminToken); err != nil {
 		return nil, err
 	}
-	a := &Admin{Addr: c.AdminAddr, Token: c.AdminToken, Gather: gather, Log: log, Checks: checks}
+	a := &Admin{Addr: c.AdminAddr, Token: c.AdminToken, Gather: gather, Log: log, Checks: checks, Pprof: c.Pprof}
 	if _, err := a.Listen(); err != nil {
 		return nil, err
 	}
