@@ -64,29 +64,58 @@ type directResult struct {
 func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...any)) *directResult {
 	r := &directResult{pairs: o.pairs}
 	g := len(c.gateways)
+	gw := func(i int) *gateway { return c.gateways[(i/2+i%2)%g] }
 	t0 := time.Now()
-	accts, err := register(ctx, func(i int) string { return c.gateways[(i/2+i%2)%g].tcp }, "d", 2*o.pairs, o.regParallel, true)
+	sdk := o.directClients == "sdk"
+	accts, err := register(ctx, func(i int) string { return gw(i).tcp }, "d", 2*o.pairs, o.regParallel, sdk)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	r.regElapsed = time.Since(t0)
-	logf("msg-direct: %d users registered and connected in %s", len(accts), r.regElapsed.Round(time.Millisecond))
-
 	var (
 		ls      levels
 		wg      sync.WaitGroup
 		discons atomic.Int64
+		closers []func()
 	)
 	senders := make([]*sender, o.pairs)
-	for i := range o.pairs {
-		s, rc := accts[2*i], accts[2*i+1]
-		conv := directID(s.session.UserID, rc.session.UserID)
-		senders[i] = &sender{client: s.client, conv: conv}
-		wg.Add(2)
-		go func() { defer wg.Done(); drainEvents(s.client, &discons) }()
-		go func() { defer wg.Done(); receiveDirect(rc.client, conv, &ls, &discons) }()
+	if sdk {
+		for i := range o.pairs {
+			s, rc := accts[2*i], accts[2*i+1]
+			conv := directID(s.session.UserID, rc.session.UserID)
+			senders[i] = &sender{post: sdkPost(s.client), conv: conv}
+			wg.Add(2)
+			go func() { defer wg.Done(); drainEvents(s.client, &discons) }()
+			go func() { defer wg.Done(); receiveDirect(rc.client, conv, &ls, &discons) }()
+		}
+		for _, a := range accts {
+			closers = append(closers, func() { a.client.Close() }) // ends the receivers and drainers
+		}
+	} else {
+		clients := make([]*wireClient, len(accts))
+		for i, a := range accts {
+			w, err := dialWire(ctx, gw(i), a.session.Token)
+			if err != nil {
+				for _, w := range clients[:i] {
+					w.close()
+				}
+				r.err = fmt.Errorf("connect %s: %w", a.name, err)
+				return r
+			}
+			clients[i] = w
+			closers = append(closers, w.close)
+		}
+		for i := range o.pairs {
+			s, rc := clients[2*i], clients[2*i+1]
+			conv := directID(accts[2*i].session.UserID, accts[2*i+1].session.UserID)
+			senders[i] = &sender{post: s.post, conv: conv}
+			wg.Add(2)
+			go func() { defer wg.Done(); s.read("", &ls, &discons) }()
+			go func() { defer wg.Done(); rc.read(conv, &ls, &discons) }()
+		}
 	}
+	r.regElapsed = time.Since(t0)
+	logf("msg-direct: %d users registered and connected (%s clients) in %s", len(accts), o.directClients, r.regElapsed.Round(time.Millisecond))
 
 	// Warm-up (not reported): one message per pair, so that each receiver
 	// has listed its conversation and the messaging replicas have cached it.
@@ -128,8 +157,8 @@ func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...
 		}
 	}
 	r.disconnects = discons.Load() // before Close, which ends with a DisconnectedEvent
-	for _, a := range accts {
-		a.client.Close() // ends the receivers and drainers
+	for _, c := range closers {
+		c()
 	}
 	wg.Wait()
 	return r
@@ -158,26 +187,8 @@ func receiveDirect(c *parley.Client, conv string, ls *levels, discons *atomic.In
 	for ev := range c.Events() {
 		switch ev := ev.(type) {
 		case parley.MessageEvent:
-			m := ev.Message
-			if m.Conversation != conv {
-				continue
-			}
-			lvl, id, ok := parseText(m.Text)
-			l := ls.get(lvl)
-			if !ok || l == nil || id >= len(l.recv) {
-				continue
-			}
-			switch {
-			case m.Seq <= last:
-				l.dups.Add(1)
-				continue
-			case m.Seq > last+1:
-				l.gaps.Add(int64(m.Seq - last - 1))
-			}
-			last = m.Seq
-			t := now()
-			if l.recv[id].Add(1) == 1 {
-				l.first[id].Store(t - l.starts[id].Load())
+			if m := ev.Message; m.Conversation == conv {
+				recordDirect(ls, &last, m.Seq, m.Text)
 			}
 		case parley.DisconnectedEvent:
 			discons.Add(1)

@@ -67,6 +67,7 @@ type options struct {
 	drain          time.Duration
 
 	pairs          int
+	directClients  string // "wire" or "sdk"
 	directDuration time.Duration
 	directRates    []float64
 	maxClosedRate  int
@@ -114,6 +115,7 @@ func main() {
 	flag.IntVar(&o.maxInflight, "max-inflight", 20, "open loop: sends one sender may have waiting for their reply; beyond, due sends are skipped (and counted)")
 	flag.DurationVar(&o.drain, "drain", 15*time.Second, "after a level, how long to wait for the last messages to arrive")
 	flag.IntVar(&o.pairs, "pairs", 200, "msg-direct: sender/receiver pairs")
+	flag.StringVar(&o.directClients, "direct-clients", "wire", "msg-direct: the load generator's clients: wire (the wire protocol spoken directly, as lean as relayfloor's clients) or sdk (the Go SDK)")
 	flag.DurationVar(&o.directDuration, "direct-duration", 20*time.Second, "msg-direct: duration of each level")
 	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,5000,10000,20000", "msg-direct: open-loop total rates (messages/s)")
 	flag.IntVar(&o.maxClosedRate, "max-closed-rate", 60000, "msg-direct: closed loop stops at this rate × duration messages (array sizes)")
@@ -164,6 +166,9 @@ func main() {
 	}
 	if err == nil && (o.messaging < 1 || o.gateways < 1 || o.pairs < 1 || o.members < 1 || o.roomSenders < 1) {
 		err = fmt.Errorf("-messaging, -gateways, -pairs, -members and -room-senders must be at least 1")
+	}
+	if err == nil && o.directClients != "wire" && o.directClients != "sdk" {
+		err = fmt.Errorf("-direct-clients %q: want wire or sdk", o.directClients)
 	}
 	if err == nil {
 		err = run(o)

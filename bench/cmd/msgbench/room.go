@@ -148,7 +148,7 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 	}()
 	senders := make([]*sender, len(saccts))
 	for i, a := range saccts {
-		senders[i] = &sender{client: a.client, conv: roomID}
+		senders[i] = &sender{post: sdkPost(a.client), conv: roomID}
 		wg.Add(1)
 		go func() { defer wg.Done(); drainEvents(a.client, &discons) }()
 	}

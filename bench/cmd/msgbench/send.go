@@ -9,19 +9,27 @@ import (
 	"github.com/parleychat/parley/clients/parley"
 )
 
-// sender is one SDK client that posts into one conversation.
+// sender posts into one conversation: through the SDK (sdkPost) or over
+// the wire protocol directly (wireClient.post).
 type sender struct {
-	client   *parley.Client
+	post     func(ctx context.Context, conv, text string) error
 	conv     string
 	inflight atomic.Int64
+}
+
+// sdkPost posts through an SDK client, waiting for the stored message.
+func sdkPost(c *parley.Client) func(ctx context.Context, conv, text string) error {
+	return func(ctx context.Context, conv, text string) error {
+		_, err := c.Send(ctx, conv, text)
+		return err
+	}
 }
 
 // sendOne posts message id of level l, timed from start (the time the send
 // was due: in open loop a late sender counts its lateness).
 func (s *sender) sendOne(ctx context.Context, l *level, id int, start int64, textBytes int) {
 	l.starts[id].Store(start)
-	_, err := s.client.Send(ctx, s.conv, messageText(l.num, id, textBytes))
-	if err != nil {
+	if err := s.post(ctx, s.conv, messageText(l.num, id, textBytes)); err != nil {
 		l.replied[id].Store(failedSend)
 		l.fail(err)
 		return
