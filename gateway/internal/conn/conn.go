@@ -33,9 +33,10 @@ type Conn struct {
 	// while a frame is handled (process), and at the latest when it has
 	// closed (finish). Every request made for the client and its presence
 	// feed derive from it, so nothing runs on behalf of a client that has
-	// gone.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// gone. It is &cctx (see connCtx for why not context.WithCancel's);
+	// cancel ends it.
+	ctx  context.Context
+	cctx connCtx
 
 	out outbox
 
@@ -173,6 +174,9 @@ func badFrameMessage(code parleyv1.ErrorCode) string {
 		return "malformed frame"
 	}
 }
+
+// cancel ends the connection's context (ctx).
+func (c *Conn) cancel() { c.cctx.cancel() }
 
 // process handles one frame on a fresh goroutine and waits for it. Handling
 // (protobuf decoding, NATS requests) needs far more stack than a parked read;

@@ -119,7 +119,7 @@ func (h *Handler) open(t transport.Transport) (c *Conn, ok bool) {
 		id:     h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36),
 		remote: t.RemoteAddr().String(),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx = &c.cctx
 	c.out.c = c
 	h.Metrics.Connections.WithLabelValues(t.Kind()).Inc()
 	c.debug("connection opened", "transport", t.Kind())
