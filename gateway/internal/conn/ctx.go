@@ -27,7 +27,7 @@ type connCtx struct {
 var _ context.Context = (*connCtx)(nil)
 
 func (c *connCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *connCtx) Value(any) any                { return nil }
+func (c *connCtx) Value(any) any               { return nil }
 
 func (c *connCtx) Done() <-chan struct{} {
 	c.mu.Lock()
