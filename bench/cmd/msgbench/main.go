@@ -18,7 +18,10 @@
 //     Then (-floor) bin/relayfloor -jetstream at the same open-loop rates
 //     and the floor's own knee: the report gives the stored rate at p99
 //     under 20 ms and the CPU per message of all server processes as
-//     ratios to that floor, measured in the same run (issue 14 §3).
+//     ratios to that floor, measured in the same run (issue 14 §3); and
+//     the same against relayfloor -hops, Parley's topology (two edges and
+//     a store over NATS) with none of its logic, which splits the gap to
+//     the floor into what the topology costs and what Parley's code does.
 //   - msg-room: -members members of the public room connected over the
 //     wire protocol (spread over the gateways, presence feed off) receive
 //     what -room-senders SDK clients post at rising rates (-room-rates);
@@ -119,7 +122,7 @@ func main() {
 	flag.DurationVar(&o.directDuration, "direct-duration", 20*time.Second, "msg-direct: duration of each level")
 	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,5000,10000,20000", "msg-direct: open-loop total rates (messages/s)")
 	flag.IntVar(&o.maxClosedRate, "max-closed-rate", 60000, "msg-direct: closed loop stops at this rate × duration messages (array sizes)")
-	flag.BoolVar(&o.floor, "floor", true, "msg-direct: also run bin/relayfloor -jetstream (the machine's floor for this traffic) right after, and report the ratios to it")
+	flag.BoolVar(&o.floor, "floor", true, "msg-direct: also run bin/relayfloor -jetstream (the machine's floor for this traffic) and -hops (Parley's topology without its logic) right after, and report the ratios to them")
 	flag.DurationVar(&o.floorDuration, "floor-duration", 10*time.Second, "msg-direct: duration of each floor level")
 	flag.IntVar(&o.members, "members", 1000, "msg-room: members connected")
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
@@ -247,10 +250,16 @@ func run(o options) error {
 		rep.direct = runDirect(ctx, c, o, logf)
 		if rep.direct.err != nil {
 			logf("msg-direct failed: %v", rep.direct.err)
-		} else if o.floor && ctx.Err() == nil {
-			rep.floor = runFloor(ctx, o, logf)
-			if rep.floor.err != nil {
-				logf("msg-direct floor failed: %v", rep.floor.err)
+		} else if o.floor {
+			for _, hops := range []bool{false, true} {
+				if ctx.Err() != nil {
+					break
+				}
+				f := runFloor(ctx, o, hops, logf)
+				if f.err != nil {
+					logf("msg-direct floor failed: %v", f.err)
+				}
+				rep.floors = append(rep.floors, f)
 			}
 		}
 	}

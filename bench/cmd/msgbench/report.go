@@ -24,7 +24,7 @@ type report struct {
 	env               []string
 	started, finished time.Time
 	direct            *directResult
-	floor             *floorResult // with direct, when -floor
+	floors            []*floorResult // with direct, when -floor: relayfloor -jetstream, then -hops
 	room              *roomResult
 }
 
@@ -58,8 +58,8 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintln(w)
 	if r.direct != nil {
 		r.writeDirect(w)
-		if r.floor != nil {
-			r.writeFloor(w)
+		for _, f := range r.floors {
+			r.writeFloor(w, f)
 		}
 	}
 	if r.room != nil {

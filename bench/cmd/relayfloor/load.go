@@ -22,13 +22,17 @@ import (
 // senders, the latencies and the CPU shares reported per level.
 
 // readFrame reads one frame into buf (length prefix included) and returns
-// its length. A frame shorter than header or longer than buf is an error.
+// its length. A frame shorter than a reply (8 bytes: the send time) or
+// longer than buf is an error. (Until -hops, a sender's reader stopped at
+// its first reply, which this rejected as shorter than a message; with
+// nothing else sent to senders, their unread replies just stayed in the
+// socket buffers.)
 func readFrame(r *bufio.Reader, buf []byte) (int, error) {
 	if _, err := io.ReadFull(r, buf[:4]); err != nil {
 		return 0, err
 	}
 	n := int(binary.BigEndian.Uint32(buf[:4]))
-	if n < header || n > len(buf)-4 {
+	if n < 8 || n > len(buf)-4 {
 		return 0, fmt.Errorf("frame of %d bytes", n)
 	}
 	if _, err := io.ReadFull(r, buf[4:4+n]); err != nil {
@@ -58,16 +62,26 @@ func startServer(args ...string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := startProcess(append([]string{"-serve", addr}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = addr
+	return s, nil
+}
+
+// startProcess runs this binary again with args.
+func startProcess(args ...string) (*server, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, append([]string{"-serve", addr}, args...)...)
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &server{addr: addr, cmd: cmd}, nil
+	return &server{cmd: cmd}, nil
 }
 
 func (s *server) stop() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() }

@@ -50,7 +50,23 @@ func main() {
 	bin := flag.String("bin", "bin", "with -jetstream: directory with nats-server")
 	room := flag.Int("room", 0, "measure room fan-out to this many members instead of pairs")
 	roomServe := flag.Bool("room-serve", false, "with -serve: run the room server")
+	hops := flag.Bool("hops", false, "Parley's topology instead of one relay: two edge processes and a store process over NATS, storing in JetStream (hops.go); with -serve: run an edge")
+	serveStore := flag.Bool("serve-store", false, "run the -hops store process (used by the load generator)")
 	flag.Parse()
+	if *serveStore {
+		if err := runStore(*natsURL); err != nil {
+			fmt.Fprintln(os.Stderr, "relayfloor:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *serve != "" && *hops {
+		if err := runEdge(*serve, *natsURL); err != nil {
+			fmt.Fprintln(os.Stderr, "relayfloor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *serve != "" && *roomServe {
 		if err := runRoomServer(*serve); err != nil {
 			fmt.Fprintln(os.Stderr, "relayfloor:", err)
@@ -72,7 +88,7 @@ func main() {
 		}
 		return
 	}
-	if err := runLoad(*pairs, *rates, *dur, *size, *js, *bin); err != nil {
+	if err := runLoad(*pairs, *rates, *dur, *size, *js, *hops, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "relayfloor:", err)
 		os.Exit(1)
 	}

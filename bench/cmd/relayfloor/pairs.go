@@ -140,38 +140,60 @@ func runServer(addr, natsURL string) error {
 	}
 }
 
-// runLoad measures the pairs relay (with JetStream when withJS).
-func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS bool, bin string) error {
-	var args []string
-	natsPID := 0
-	if withJS {
-		dir, err := os.MkdirTemp("", "relayfloor-")
+// runLoad measures the pairs relay (with JetStream when withJS), or with
+// hops Parley's topology (hops.go).
+func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, hops bool, bin string) error {
+	var (
+		edges      []*server
+		serverPIDs []int
+		natsPID    int
+		stops      []func()
+	)
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
+	switch {
+	case hops:
+		var err error
+		if edges, serverPIDs, natsPID, err = startHops(bin, &stops); err != nil {
+			return err
+		}
+	default:
+		var args []string
+		if withJS {
+			dir, err := os.MkdirTemp("", "relayfloor-")
+			if err != nil {
+				return err
+			}
+			stops = append(stops, func() { os.RemoveAll(dir) })
+			if bin, err = filepath.Abs(bin); err != nil {
+				return err
+			}
+			ps := &child.Set{Bin: bin, Logs: dir}
+			stops = append(stops, ps.StopAll)
+			p, url, err := ps.StartNATS(context.Background(), filepath.Join(dir, "nats"))
+			if err != nil {
+				return err
+			}
+			natsPID = p.PID()
+			args = append(args, "-nats", url)
+		}
+		srv, err := startServer(args...)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-		ps := &child.Set{Bin: bin, Logs: dir}
-		defer ps.StopAll()
-		p, url, err := ps.StartNATS(context.Background(), filepath.Join(dir, "nats"))
-		if err != nil {
-			return err
-		}
-		natsPID = p.PID()
-		args = append(args, "-nats", url)
+		stops = append(stops, srv.stop)
+		edges, serverPIDs = []*server{srv}, []int{srv.cmd.Process.Pid}
 	}
-	srv, err := startServer(args...)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
 	lat := &latencies{start: time.Now()}
 	senders := make([]net.Conn, pairs)
 	for i := range pairs {
 		for _, idx := range []int{2 * i, 2*i + 1} {
-			c, err := srv.dial(binary.BigEndian.AppendUint32(nil, uint32(idx)))
+			// With two edges, the sender on edge i mod 2, its receiver on
+			// the other.
+			c, err := edges[(i+idx%2)%len(edges)].dial(binary.BigEndian.AppendUint32(nil, uint32(idx)))
 			if err != nil {
 				return err
 			}
@@ -186,6 +208,8 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS boo
 					if _, err := readFrame(r, buf); err != nil {
 						return
 					}
+					// A receiver's frames are messages; a sender gets
+					// replies and, with -hops, its own copies.
 					if receiver {
 						lat.add(lat.of(buf))
 					}
@@ -194,12 +218,15 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS boo
 		}
 	}
 	mode := "relay only"
-	if withJS {
+	switch {
+	case hops:
+		mode = "Parley's topology: 2 edges and a store over NATS, JetStream (nats-server -js, file store)"
+	case withJS:
 		mode = "relay + JetStream (nats-server -js, file store)"
 	}
 	fmt.Printf("relayfloor: %s; %d pairs, %d-byte texts, %v per level\n", mode, pairs, size, dur)
 	fmt.Printf("%10s %10s %10s %10s %10s %8s %8s %8s %8s\n", "rate", "received/s", "p50", "p99", "max", "server", "nats", "loadgen", "machine")
-	meter := &cpuMeter{pids: []int{srv.cmd.Process.Pid, natsPID}}
+	meter := &cpuMeter{pids: append(append([]int(nil), serverPIDs...), natsPID)}
 	return levels(rateList, func(rate float64) {
 		lat.reset()
 		meter.begin()
@@ -211,8 +238,13 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS boo
 		})
 		time.Sleep(time.Second) // drain
 		cpu := meter.end()
+		var srv float64
+		for _, c := range cpu[:len(serverPIDs)] {
+			srv += c
+		}
+		rest := cpu[len(serverPIDs):] // nats, load generator, machine
 		q := lat.quantiles(0.50, 0.99, 1)
 		fmt.Printf("%10.0f %10.0f %10s %10s %10s %8.2f %8.2f %8.2f %8.2f\n", rate, float64(lat.n.Load())/dur.Seconds(),
-			q[0], q[1], q[2], cpu[0], cpu[1], cpu[2], cpu[3])
+			q[0], q[1], q[2], srv, rest[0], rest[1], rest[2])
 	})
 }

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/bench/internal/child"
+)
+
+// -hops: the pairs traffic through Parley's topology with none of Parley's
+// logic. Two edge processes (the gateways' place) take the clients; a
+// store process (messaging's place) stores each message in JetStream; they
+// talk over NATS exactly as Parley's do for a direct message: the edge's
+// request to the store, the store's JetStream publish and its ack, the
+// store's reply, and an event on each of the two users' subjects (the
+// sender's own copy included, as Parley sends it), which the edge each
+// user is on subscribes to per user. The sender of pair i is on edge i mod
+// 2 and its receiver on the other, so every message crosses from one edge
+// to the other, as in msgbench's msg-direct with two gateways.
+//
+// What it leaves out is what Parley's processes do per message beyond
+// moving it: protobuf, sessions and identity, authorisation, rate limits,
+// conversations and their order (a conditional append per conversation),
+// metrics. Parley against this floor is the cost of that code; this floor
+// against relayfloor -jetstream is the cost of the topology itself.
+
+const (
+	storeSubject = "floor.store"
+	userPrefix   = "floor.user."
+)
+
+// runEdge is an edge: a connection first sends its 4-byte index; each
+// frame it sends is a request to the store, answered to it when the reply
+// comes (one request at a time per connection, in order, as Parley's
+// gateway handles a connection's frames); whatever arrives on the
+// connection's user subject is written to it.
+func runEdge(addr, natsURL string) error {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			var id [4]byte
+			if _, err := io.ReadFull(r, id[:]); err != nil {
+				return
+			}
+			me := &conn{c: c}
+			sub, err := nc.Subscribe(userPrefix+strconv.FormatUint(uint64(binary.BigEndian.Uint32(id[:])), 10), func(m *nats.Msg) {
+				me.write(m.Data)
+			})
+			if err != nil {
+				complain("subscribe", err)
+				return
+			}
+			defer sub.Unsubscribe()
+			buf := make([]byte, 64<<10)
+			req := make([]byte, 0, 64<<10)
+			for {
+				n, err := readFrame(r, buf)
+				if err != nil {
+					return
+				}
+				// The request: the sender's index, then its frame.
+				req = append(append(req[:0], id[:]...), buf[:n]...)
+				reply, err := nc.Request(storeSubject, req, 10*time.Second)
+				if err != nil {
+					complain("request", err)
+					continue
+				}
+				me.write(reply.Data)
+			}
+		}()
+	}
+}
+
+// runStore is the store: each request's frame is published to JetStream
+// (asynchronously, pipelined: acks are awaited in order), and once stored
+// the request is answered (the frame's send time back, a 12-byte frame)
+// and the frame published to the receiver's and the sender's subjects.
+func runStore(natsURL string) error {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{
+		Name: "FLOOR", Subjects: []string{"floor.msg.>"}, Storage: jetstream.FileStorage,
+	}); err != nil {
+		return err
+	}
+	type pending struct {
+		f        jetstream.PubAckFuture
+		m        *nats.Msg
+		from, to string
+	}
+	acks := make(chan pending, 4096)
+	go func() {
+		for p := range acks {
+			select {
+			case <-p.f.Ok():
+			case err := <-p.f.Err():
+				complain("store", err)
+				continue
+			}
+			frame := p.m.Data[4:]
+			reply := make([]byte, 12)
+			binary.BigEndian.PutUint32(reply, 8)
+			copy(reply[4:], frame[4:12])
+			if err := p.m.Respond(reply); err != nil {
+				complain("reply", err)
+			}
+			_ = nc.Publish(userPrefix+p.to, frame)
+			_ = nc.Publish(userPrefix+p.from, frame)
+		}
+	}()
+	var seq uint64
+	if _, err := nc.QueueSubscribe(storeSubject, "store", func(m *nats.Msg) {
+		if len(m.Data) < 4+4+header {
+			complain("request", fmt.Errorf("%d bytes", len(m.Data)))
+			return
+		}
+		from := strconv.FormatUint(uint64(binary.BigEndian.Uint32(m.Data)), 10)
+		to := strconv.FormatUint(uint64(binary.BigEndian.Uint32(m.Data[4+4+8:])), 10)
+		seq++
+		f, err := js.PublishAsync("floor.msg."+from, m.Data[4+4+header:], jetstream.WithMsgID(from+":"+strconv.FormatUint(seq, 10)))
+		if err != nil {
+			complain("publish", err)
+			return
+		}
+		acks <- pending{f: f, m: m, from: from, to: to}
+	}); err != nil {
+		return err
+	}
+	select {}
+}
+
+// startHops starts nats-server, the store and two edges for runLoad, and
+// returns the edges, the PIDs whose CPU is the server's (store and edges)
+// and nats-server's PID.
+func startHops(bin string, stops *[]func()) (edges []*server, serverPIDs []int, natsPID int, err error) {
+	dir, err := os.MkdirTemp("", "relayfloor-")
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	*stops = append(*stops, func() { os.RemoveAll(dir) })
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, nil, 0, err
+	}
+	ps := &child.Set{Bin: bin, Logs: dir}
+	*stops = append(*stops, ps.StopAll)
+	p, url, err := ps.StartNATS(context.Background(), filepath.Join(dir, "nats"))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	store, err := startProcess("-serve-store", "-nats", url)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	*stops = append(*stops, store.stop)
+	serverPIDs = append(serverPIDs, store.cmd.Process.Pid)
+	for range 2 {
+		e, err := startServer("-hops", "-nats", url)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		*stops = append(*stops, e.stop)
+		edges = append(edges, e)
+		serverPIDs = append(serverPIDs, e.cmd.Process.Pid)
+	}
+	return edges, serverPIDs, p.PID(), nil
+}
