@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,7 +45,9 @@ const (
 // frame it sends is a request to the store, answered to it when the reply
 // comes (one request at a time per connection, in order, as Parley's
 // gateway handles a connection's frames); whatever arrives on the
-// connection's user subject is written to it.
+// connection's user subject is written to it. The users' subscriptions
+// share one channel and one goroutine that writes what they bring, as the
+// gateway's registry does.
 func runEdge(addr, natsURL string) error {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -54,6 +57,21 @@ func runEdge(addr, natsURL string) error {
 	if err != nil {
 		return err
 	}
+	var (
+		mu    sync.Mutex
+		users = map[string]*conn{} // by user subject
+		msgs  = make(chan *nats.Msg, 64<<10)
+	)
+	go func() {
+		for m := range msgs {
+			mu.Lock()
+			c := users[m.Subject]
+			mu.Unlock()
+			if c != nil {
+				c.write(m.Data)
+			}
+		}
+	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -67,9 +85,11 @@ func runEdge(addr, natsURL string) error {
 				return
 			}
 			me := &conn{c: c}
-			sub, err := nc.Subscribe(userPrefix+strconv.FormatUint(uint64(binary.BigEndian.Uint32(id[:])), 10), func(m *nats.Msg) {
-				me.write(m.Data)
-			})
+			subj := userPrefix + strconv.FormatUint(uint64(binary.BigEndian.Uint32(id[:])), 10)
+			mu.Lock()
+			users[subj] = me
+			mu.Unlock()
+			sub, err := nc.ChanSubscribe(subj, msgs)
 			if err != nil {
 				complain("subscribe", err)
 				return
