@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -48,7 +49,11 @@ const (
 // connection's user subject is written to it. The users' subscriptions
 // share one channel and one goroutine that writes what they bring, as the
 // gateway's registry does.
-func runEdge(addr, natsURL string) error {
+//
+// With batch, a connection's frame is handed to one of a few batchers,
+// which send whatever frames are waiting, from any connections, in one
+// request, and write each its reply.
+func runEdge(addr, natsURL string, batch bool) error {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return err
@@ -62,6 +67,13 @@ func runEdge(addr, natsURL string) error {
 		users = map[string]*conn{} // by user subject
 		msgs  = make(chan *nats.Msg, 64<<10)
 	)
+	var reqs chan edgeReq
+	if batch {
+		reqs = make(chan edgeReq, 64<<10)
+		for range edgeBatchers {
+			go runBatcher(nc, reqs)
+		}
+	}
 	go func() {
 		for m := range msgs {
 			mu.Lock()
@@ -104,6 +116,12 @@ func runEdge(addr, natsURL string) error {
 				}
 				// The request: the sender's index, then its frame.
 				req = append(append(req[:0], id[:]...), buf[:n]...)
+				if batch {
+					done := make(chan struct{})
+					reqs <- edgeReq{c: me, item: slices.Clone(req), done: done}
+					<-done
+					continue
+				}
 				reply, err := nc.Request(storeSubject, req, 10*time.Second)
 				if err != nil {
 					complain("request", err)
@@ -112,6 +130,53 @@ func runEdge(addr, natsURL string) error {
 				me.write(reply.Data)
 			}
 		}()
+	}
+}
+
+// edgeReq is a frame waiting for a batcher: item is the sender's index and
+// the frame; done is closed once its reply has been written.
+type edgeReq struct {
+	c    *conn
+	item []byte
+	done chan struct{}
+}
+
+// edgeBatchers is how many batches an edge may have in flight.
+const edgeBatchers = 4
+
+// maxBatch bounds the frames of one batch.
+const maxBatch = 64
+
+// runBatcher sends the waiting frames in one request, as many as are
+// queued (up to maxBatch), and writes each its reply.
+func runBatcher(nc *nats.Conn, reqs chan edgeReq) {
+	var data []byte
+	batch := make([]edgeReq, 0, maxBatch)
+	for r := range reqs {
+		batch = append(batch[:0], r)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		data = data[:0]
+		for _, r := range batch {
+			data = append(data, r.item...)
+		}
+		reply, err := nc.Request(storeSubject, data, 10*time.Second)
+		if err != nil {
+			complain("request", err)
+		}
+		for i, r := range batch {
+			if err == nil && len(reply.Data) >= 12*(i+1) {
+				r.c.write(reply.Data[12*i : 12*(i+1)])
+			}
+			close(r.done)
+		}
 	}
 }
 
@@ -133,46 +198,65 @@ func runStore(natsURL string) error {
 	}); err != nil {
 		return err
 	}
-	type pending struct {
+	// A request carries one or more items (several with -batch), each the
+	// sender's index and its frame; the reply is their replies in order.
+	type item struct {
 		f        jetstream.PubAckFuture
-		m        *nats.Msg
+		frame    []byte
 		from, to string
+	}
+	type pending struct {
+		m     *nats.Msg
+		items []item
 	}
 	acks := make(chan pending, 4096)
 	go func() {
 		for p := range acks {
-			select {
-			case <-p.f.Ok():
-			case err := <-p.f.Err():
-				complain("store", err)
-				continue
+			reply := make([]byte, 0, 12*len(p.items))
+			for _, it := range p.items {
+				select {
+				case <-it.f.Ok():
+				case err := <-it.f.Err():
+					complain("store", err)
+				}
+				reply = binary.BigEndian.AppendUint32(reply, 8)
+				reply = append(reply, it.frame[4:12]...)
 			}
-			frame := p.m.Data[4:]
-			reply := make([]byte, 12)
-			binary.BigEndian.PutUint32(reply, 8)
-			copy(reply[4:], frame[4:12])
 			if err := p.m.Respond(reply); err != nil {
 				complain("reply", err)
 			}
-			_ = nc.Publish(userPrefix+p.to, frame)
-			_ = nc.Publish(userPrefix+p.from, frame)
+			for _, it := range p.items {
+				_ = nc.Publish(userPrefix+it.to, it.frame)
+				_ = nc.Publish(userPrefix+it.from, it.frame)
+			}
 		}
 	}()
 	var seq uint64
 	if _, err := nc.QueueSubscribe(storeSubject, "store", func(m *nats.Msg) {
-		if len(m.Data) < 4+4+header {
-			complain("request", fmt.Errorf("%d bytes", len(m.Data)))
-			return
+		p := pending{m: m}
+		for b := m.Data; len(b) > 0; {
+			if len(b) < 4+4 {
+				complain("request", fmt.Errorf("%d bytes left", len(b)))
+				return
+			}
+			n := 4 + 4 + int(binary.BigEndian.Uint32(b[4:]))
+			if n < 4+4+header || n > len(b) {
+				complain("request", fmt.Errorf("item of %d bytes", n))
+				return
+			}
+			frame := b[4:n]
+			from := strconv.FormatUint(uint64(binary.BigEndian.Uint32(b)), 10)
+			to := strconv.FormatUint(uint64(binary.BigEndian.Uint32(frame[4+8:])), 10)
+			seq++
+			f, err := js.PublishAsync("floor.msg."+from, frame[4+header:], jetstream.WithMsgID(from+":"+strconv.FormatUint(seq, 10)))
+			if err != nil {
+				complain("publish", err)
+				return
+			}
+			p.items = append(p.items, item{f: f, frame: frame, from: from, to: to})
+			b = b[n:]
 		}
-		from := strconv.FormatUint(uint64(binary.BigEndian.Uint32(m.Data)), 10)
-		to := strconv.FormatUint(uint64(binary.BigEndian.Uint32(m.Data[4+4+8:])), 10)
-		seq++
-		f, err := js.PublishAsync("floor.msg."+from, m.Data[4+4+header:], jetstream.WithMsgID(from+":"+strconv.FormatUint(seq, 10)))
-		if err != nil {
-			complain("publish", err)
-			return
-		}
-		acks <- pending{f: f, m: m, from: from, to: to}
+		acks <- p
 	}); err != nil {
 		return err
 	}
@@ -182,7 +266,7 @@ func runStore(natsURL string) error {
 // startHops starts nats-server, the store and two edges for runLoad, and
 // returns the edges, the PIDs whose CPU is the server's (store and edges)
 // and nats-server's PID.
-func startHops(bin string, stops *[]func()) (edges []*server, serverPIDs []int, natsPID int, err error) {
+func startHops(bin string, batch bool, stops *[]func()) (edges []*server, serverPIDs []int, natsPID int, err error) {
 	dir, err := os.MkdirTemp("", "relayfloor-")
 	if err != nil {
 		return nil, nil, 0, err
@@ -204,7 +288,11 @@ func startHops(bin string, stops *[]func()) (edges []*server, serverPIDs []int, 
 	*stops = append(*stops, store.stop)
 	serverPIDs = append(serverPIDs, store.cmd.Process.Pid)
 	for range 2 {
-		e, err := startServer("-hops", "-nats", url)
+		args := []string{"-hops", "-nats", url}
+		if batch {
+			args = append(args, "-batch")
+		}
+		e, err := startServer(args...)
 		if err != nil {
 			return nil, nil, 0, err
 		}

@@ -51,6 +51,7 @@ func main() {
 	room := flag.Int("room", 0, "measure room fan-out to this many members instead of pairs")
 	roomServe := flag.Bool("room-serve", false, "with -serve: run the room server")
 	hops := flag.Bool("hops", false, "Parley's topology instead of one relay: two edge processes and a store process over NATS, storing in JetStream (hops.go); with -serve: run an edge")
+	batch := flag.Bool("batch", false, "with -hops: the edges send the frames waiting from all their connections in one request to the store (and it answers them in one reply)")
 	serveStore := flag.Bool("serve-store", false, "run the -hops store process (used by the load generator)")
 	flag.Parse()
 	if *serveStore {
@@ -61,7 +62,7 @@ func main() {
 		return
 	}
 	if *serve != "" && *hops {
-		if err := runEdge(*serve, *natsURL); err != nil {
+		if err := runEdge(*serve, *natsURL, *batch); err != nil {
 			fmt.Fprintln(os.Stderr, "relayfloor:", err)
 			os.Exit(1)
 		}
@@ -88,7 +89,7 @@ func main() {
 		}
 		return
 	}
-	if err := runLoad(*pairs, *rates, *dur, *size, *js, *hops, *bin); err != nil {
+	if err := runLoad(*pairs, *rates, *dur, *size, *js, *hops, *batch, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "relayfloor:", err)
 		os.Exit(1)
 	}

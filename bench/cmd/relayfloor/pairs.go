@@ -142,7 +142,7 @@ func runServer(addr, natsURL string) error {
 
 // runLoad measures the pairs relay (with JetStream when withJS), or with
 // hops Parley's topology (hops.go).
-func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, hops bool, bin string) error {
+func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, hops, batch bool, bin string) error {
 	var (
 		edges      []*server
 		serverPIDs []int
@@ -157,7 +157,7 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, ho
 	switch {
 	case hops:
 		var err error
-		if edges, serverPIDs, natsPID, err = startHops(bin, &stops); err != nil {
+		if edges, serverPIDs, natsPID, err = startHops(bin, batch, &stops); err != nil {
 			return err
 		}
 	default:
@@ -219,6 +219,8 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, ho
 	}
 	mode := "relay only"
 	switch {
+	case hops && batch:
+		mode = "Parley's topology, requests batched: 2 edges and a store over NATS, JetStream (nats-server -js, file store)"
 	case hops:
 		mode = "Parley's topology: 2 edges and a store over NATS, JetStream (nats-server -js, file store)"
 	case withJS:
