@@ -568,37 +568,39 @@ func (c *recordConn) tryWriteLocked(buf []byte) (bool, error) {
 	return false, nil
 }
 
-// CloseWrite sends close_notify (after what a tryWrite left) and shuts the
-// socket's write side, as tls.Conn.CloseWrite does (within lingerTimeout).
+// CloseWrite sends close_notify (after what a tryWrite left), unless
+// writing already ended, and shuts the socket's write side. The alert's
+// write is bounded by lingerTimeout (tls.Conn.CloseWrite bounds its own
+// too).
 func (c *recordConn) CloseWrite() error {
 	c.out.mu.Lock()
 	defer c.out.mu.Unlock()
-	if c.werr != nil {
-		return c.werr
-	}
-	_ = c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
-	b := wire.GetRaw()
-	out, err := c.sealRecord((*b)[:0], recordAlert, []byte{1, alertCloseNotify})
-	*b = out
-	if err == nil {
-		if t := c.tail; t != nil {
-			bufs := net.Buffers{(*t)[c.tailOff:], out}
-			_, err = bufs.WriteTo(c.conn)
-			putSealed(t)
-			c.tail, c.tailOff = nil, 0
-		} else {
-			_, err = c.conn.Write(out)
+	var err error
+	if c.werr == nil {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
+		b := wire.GetRaw()
+		var out []byte
+		out, err = c.sealRecord((*b)[:0], recordAlert, []byte{1, alertCloseNotify})
+		*b = out
+		if err == nil {
+			if t := c.tail; t != nil {
+				bufs := net.Buffers{(*t)[c.tailOff:], out}
+				_, err = bufs.WriteTo(c.conn)
+				putSealed(t)
+				c.tail, c.tailOff = nil, 0
+			} else {
+				_, err = c.conn.Write(out)
+			}
 		}
-	}
-	putSealed(b)
-	c.werr = errRecordsClosed
-	if err != nil {
-		return err
+		putSealed(b)
+		c.werr = errRecordsClosed
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+		if cerr := cw.CloseWrite(); err == nil {
+			err = cerr
+		}
 	}
-	return nil
+	return err
 }
 
 // Close closes the socket and forgets the keys.
