@@ -69,10 +69,27 @@ func TestWebSocket(t *testing.T) {
 	bob.change("alice", false)
 }
 
+// TestTLS: the SDK's framing over TLS, with the TLS 1.3 records protected
+// by the gateway (the default), by crypto/tls (-tls-records=go), and over
+// TLS 1.2 (always crypto/tls's).
 func TestTLS(t *testing.T) {
+	for _, v := range []struct {
+		name    string
+		records string
+		maxVers uint16
+	}{
+		{"gateway's records", server.TLSRecordsParley, 0},
+		{"crypto/tls records", server.TLSRecordsGo, 0},
+		{"TLS 1.2", server.TLSRecordsParley, tls.VersionTLS12},
+	} {
+		t.Run(v.name, func(t *testing.T) { testTLS(t, v.records, v.maxVers) })
+	}
+}
+
+func testTLS(t *testing.T, records string, maxVers uint16) {
 	certFile, keyFile, pool := testenv.SelfSigned(t)
-	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
-	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey, c.TLSRecords = certFile, keyFile, records })
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: maxVers}
 
 	alice := dialTLS(t, e, conf)
 	alice.login("alice", nil)
@@ -118,6 +135,7 @@ func TestConfigValidation(t *testing.T) {
 		{"plaintext on a public name", func(c *server.Config) { c.TCPAddr = "example.com:7420" }, "refusing plaintext"},
 		{"insecure allows it", func(c *server.Config) { c.TCPAddr, c.HTTPAddr, c.Insecure = "0.0.0.0:0", "0.0.0.0:0", true }, ""},
 		{"tls allows it", func(c *server.Config) { c.TCPAddr, c.TLSCert, c.TLSKey = "0.0.0.0:0", certFile, keyFile }, ""},
+		{"unknown -tls-records", func(c *server.Config) { c.TLSRecords = "kernel" }, "-tls-records must be parley or go"},
 		{"ipv6 loopback", func(c *server.Config) { c.TCPAddr = "[::1]:0" }, ""},
 		{"localhost", func(c *server.Config) { c.TCPAddr = "localhost:0" }, ""},
 		{"cert without key", func(c *server.Config) { c.TLSCert = certFile }, "must be given together"},
