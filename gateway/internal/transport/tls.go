@@ -87,6 +87,15 @@ func NewTLSStream(c net.Conn, conf *TLSConfig, maxFrame uint32, timeout time.Dur
 			under, raw = w, r
 		}
 	}
+	if raw == nil {
+		// A connection that came with a PROXY header: it is read through
+		// (it may hold bytes read ahead), but written to directly.
+		if sc, ok := c.(interface {
+			SyscallConn() (syscall.RawConn, error)
+		}); ok {
+			raw, _ = sc.SyscallConn()
+		}
+	}
 	var hc *handshakeConn
 	if conf.own {
 		hc = &handshakeConn{Conn: under}
