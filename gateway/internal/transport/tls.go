@@ -236,7 +236,7 @@ func innerType(inner []byte) byte {
 // do not open. False if the writes are not whole records or a record after
 // the first one that opens does not.
 func countSealed(written []byte, suite *suite13, keys *trafficKeys) (uint64, bool) {
-	aead, err := suite.aead(keys.key[:suite.keyLen])
+	aead, err := keys.aead(suite)
 	if err != nil {
 		return 0, false
 	}

@@ -79,37 +79,52 @@ func expandLabel(s *suite13, secret []byte, label string, length int) ([]byte, e
 }
 
 // trafficKeys are the keys of one direction of a TLS 1.3 connection: the
-// current application traffic secret (kept for KeyUpdate) and the key and
-// IV derived from it. Arrays, so a connection holds no pointer for them.
+// current application traffic secret and the IV derived from it. The key
+// is derived again whenever the AEAD is built (aead), not kept: an idle
+// connection holds as little as it can. Arrays, so a connection holds no
+// pointer for them.
 type trafficKeys struct {
 	secret [maxSecretLen]byte
-	key    [maxKeyLen]byte
 	iv     [ivLen]byte
 }
 
 // setSecret makes secret the current traffic secret and derives the
-// record key and IV from it (RFC 8446 §7.3):
+// record IV from it (RFC 8446 §7.3):
 //
-//	[sender]_write_key = HKDF-Expand-Label(Secret, "key", "", key_length)
 //	[sender]_write_iv  = HKDF-Expand-Label(Secret, "iv", "", iv_length)
 func (k *trafficKeys) setSecret(s *suite13, secret []byte) error {
 	if len(secret) != s.hashLen {
 		return errBadSecret
 	}
-	key, err := expandLabel(s, secret, "key", s.keyLen)
-	if err != nil {
-		return err
-	}
 	iv, err := expandLabel(s, secret, "iv", ivLen)
 	if err != nil {
 		return err
 	}
+	clear(k.secret[:])
 	copy(k.secret[:], secret)
-	copy(k.key[:], key)
 	copy(k.iv[:], iv)
-	clear(key)
 	clear(iv)
 	return nil
+}
+
+// key derives the record protection key (RFC 8446 §7.3):
+//
+//	[sender]_write_key = HKDF-Expand-Label(Secret, "key", "", key_length)
+//
+// The caller clears it after use.
+func (k *trafficKeys) key(s *suite13) ([]byte, error) {
+	return expandLabel(s, k.secret[:s.hashLen], "key", s.keyLen)
+}
+
+// aead builds the suite's AEAD under the current key.
+func (k *trafficKeys) aead(s *suite13) (cipher.AEAD, error) {
+	key, err := k.key(s)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.aead(key)
+	clear(key)
+	return a, err
 }
 
 // update moves to the next traffic secret (RFC 8446 §7.2):
@@ -128,7 +143,6 @@ func (k *trafficKeys) update(s *suite13) error {
 
 func (k *trafficKeys) zero() {
 	clear(k.secret[:])
-	clear(k.key[:])
 	clear(k.iv[:])
 }
 

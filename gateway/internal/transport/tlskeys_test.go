@@ -33,7 +33,11 @@ func TestTrafficKeysRFC8448(t *testing.T) {
 		if err := k.setSecret(suite, unhex(t, v.secret)); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.key[:suite.keyLen]; !bytes.Equal(got, unhex(t, v.key)) {
+		key, err := k.key(suite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := key; !bytes.Equal(got, unhex(t, v.key)) {
 			t.Errorf("%s key = %x, want %s", v.name, got, v.key)
 		}
 		if got := k.iv[:]; !bytes.Equal(got, unhex(t, v.iv)) {
@@ -58,7 +62,9 @@ func TestKeyUpdateChangesKeys(t *testing.T) {
 		if err := k.update(s); err != nil {
 			t.Fatal(err)
 		}
-		if bytes.Equal(before.secret[:s.hashLen], k.secret[:s.hashLen]) || bytes.Equal(before.key[:], k.key[:]) || before.iv == k.iv {
+		k0, _ := before.key(s)
+		k1, _ := k.key(s)
+		if bytes.Equal(before.secret[:s.hashLen], k.secret[:s.hashLen]) || bytes.Equal(k0, k1) || before.iv == k.iv {
 			t.Errorf("suite %x: KeyUpdate left the keys as they were", s.id)
 		}
 	}

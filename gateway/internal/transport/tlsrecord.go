@@ -121,7 +121,7 @@ type halfConn struct {
 // cipher returns the AEAD, building it if the sweeper released it.
 func (h *halfConn) cipher(s *suite13) (cipher.AEAD, error) {
 	if h.aead == nil {
-		a, err := s.aead(h.keys.key[:s.keyLen])
+		a, err := h.keys.aead(s)
 		if err != nil {
 			return nil, err
 		}
@@ -169,27 +169,28 @@ type recordConn struct {
 
 	// Read state, used only by Read. A record is read into hdr and body
 	// across as many Reads of rd as it takes (rd may return
-	// errWouldBlock, tls.go); then body holds its plaintext, plain the
-	// part not yet read.
-	hdr     [recordHeaderLen]byte
-	hdrN    uint8
-	useless uint8
-	body    *[]byte // pooled, nil between records
-	plain   []byte
-	rerr    error // sticky: the stream's end or a fatal error
+	// errWouldBlock, tls.go); then body holds its plaintext,
+	// (*body)[plainOff:plainEnd] the part not yet read (offsets, not a
+	// slice: an idle connection's struct fits a smaller size class).
+	hdr                [recordHeaderLen]byte
+	hdrN               uint8
+	useless            uint8
+	plainOff, plainEnd uint16
+	body               *[]byte // pooled, nil between records
+	rerr               error   // sticky: the stream's end or a fatal error
 
-	// Write state, guarded by out.mu. tail is ciphertext a tryWrite left
-	// unsent (from tailOff on); werr ends writing.
-	tail    *[]byte
-	tailOff int
-	werr    error
-	// keyUpdate asks the next write to send our KeyUpdate first: the
-	// peer asked for one (update_requested) while a write was under way.
+	// Write state. keyUpdate asks the next write to send our KeyUpdate
+	// first: the peer asked for one (update_requested) while a write was
+	// under way. The rest is guarded by out.mu: tail is ciphertext a
+	// tryWrite left unsent (from tailOff on); werr ends writing.
 	keyUpdate atomic.Bool
+	tailOff   int32
+	tail      *[]byte
+	werr      error
 }
 
 func (c *recordConn) Read(b []byte) (int, error) {
-	for len(c.plain) == 0 {
+	for c.plainOff == c.plainEnd {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
@@ -200,9 +201,9 @@ func (c *recordConn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n := copy(b, c.plain)
-	c.plain = c.plain[n:]
-	if len(c.plain) == 0 {
+	n := copy(b, (*c.body)[c.plainOff:c.plainEnd])
+	c.plainOff += uint16(n)
+	if c.plainOff == c.plainEnd {
 		c.releaseBody()
 	}
 	return n, nil
@@ -212,12 +213,12 @@ func (c *recordConn) releaseBody() {
 	if c.body != nil {
 		clear(*c.body)
 		wire.PutRaw(c.body)
-		c.body, c.plain = nil, nil
+		c.body, c.plainOff, c.plainEnd = nil, 0, 0
 	}
 }
 
 // readRecord reads and opens the next record (RFC 8446 §5.2): nil once
-// application data is in c.plain (possibly none: an empty record), or
+// application data is in c.body (possibly none: an empty record), or
 // after a record the reader deals with itself (KeyUpdate). A read error of
 // rd (errWouldBlock, a timeout) leaves the part read for the next call.
 func (c *recordConn) readRecord() error {
@@ -313,7 +314,8 @@ func (c *recordConn) openRecord(buf []byte) error {
 	typ, content := inner[i], inner[:i]
 	if typ == recordApplicationData && len(content) > 0 {
 		c.useless = 0
-		c.plain = content
+		// inner is buf opened in place: content starts at the body's start.
+		c.plainOff, c.plainEnd = 0, uint16(len(content))
 		return nil
 	}
 	c.useless++
@@ -564,7 +566,7 @@ func (c *recordConn) tryWriteLocked(buf []byte) (bool, error) {
 		}
 		return err == nil, err
 	}
-	c.tail, c.tailOff = b, n
+	c.tail, c.tailOff = b, int32(n)
 	return false, nil
 }
 
