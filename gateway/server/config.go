@@ -33,7 +33,7 @@ type Config struct {
 	// TLSRecords says who protects a TLS 1.3 connection's records after
 	// crypto/tls's handshake: "parley" (the gateway itself, keeping an
 	// idle connection small: transport/tlsrecord.go) or "go" (crypto/tls,
-	// as TLS 1.2 connections always are).
+	// as TLS 1.2 connections always are). Empty: parley.
 	TLSRecords string
 	// ProxyProtocolFrom are the TCP load balancers (address prefixes) whose
 	// connections open with a PROXY protocol header naming the client;
@@ -278,7 +278,7 @@ func (c *Config) validate() error {
 	if c.TCPAddr == "" && c.HTTPAddr == "" {
 		errs = append(errs, ErrNoListener)
 	}
-	if c.TLSRecords != TLSRecordsParley && c.TLSRecords != TLSRecordsGo {
+	if c.TLSRecords != TLSRecordsParley && c.TLSRecords != TLSRecordsGo && c.TLSRecords != "" {
 		errs = append(errs, fmt.Errorf("%q: %w", c.TLSRecords, ErrTLSRecords))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

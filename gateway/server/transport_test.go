@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -116,6 +117,61 @@ func testTLS(t *testing.T, records string, maxVers uint16) {
 	n, _ := c.Read(buf)
 	if n > 0 && buf[0] != 0x15 { // a TLS alert record, if anything
 		t.Errorf("plaintext client read %x", buf[:n])
+	}
+}
+
+// flipConn flips a bit in what it writes once corrupt is set: a TLS
+// record damaged on the way.
+type flipConn struct {
+	net.Conn
+	corrupt atomic.Bool
+}
+
+func (f *flipConn) Write(b []byte) (int, error) {
+	if f.corrupt.Load() && len(b) > 0 {
+		b = append([]byte(nil), b...)
+		b[len(b)-1] ^= 1
+	}
+	return f.Conn.Write(b)
+}
+
+// TestTLSCorruptedRecord: a TLS 1.3 record that fails authentication ends
+// its connection (the gateway's own record layer sends bad_record_mac and
+// closes), and the gateway serves other TLS clients as before.
+func TestTLSCorruptedRecord(t *testing.T) {
+	certFile, keyFile, pool := testenv.SelfSigned(t)
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+
+	raw, err := net.Dial("tcp", e.srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &flipConn{Conn: raw}
+	cc := conf.Clone()
+	cc.ServerName = "127.0.0.1"
+	tc := tls.Client(fc, cc)
+	mallory := newStreamClient(t, tc)
+	mallory.login("mallory", nil)
+	mallory.ping(1)
+	fc.corrupt.Store(true)
+	_ = mallory.write([]byte{8, 1}) // any frame: its record arrives damaged
+	for {
+		_, err := mallory.read(readTimeout)
+		if err == nil {
+			continue
+		}
+		if !strings.Contains(err.Error(), "bad record MAC") {
+			t.Fatalf("client read %v, want the gateway's bad_record_mac alert", err)
+		}
+		break
+	}
+
+	alice := dialTLS(t, e, conf)
+	alice.login("alice", nil)
+	alice.ping(2)
+	for i := uint64(3); i < 50; i++ { // many records on the gateway's record layer
+		alice.ping(i)
 	}
 }
 
