@@ -33,9 +33,11 @@ func NewTLSConfig(conf *tls.Config, ownRecords bool) *TLSConfig {
 	// by GetConfigForClient rather than made with Clone before the
 	// handshake: crypto/tls takes the session ticket keys from the config
 	// the handshake started with (handshake_server.go: originalConfig),
-	// so they stay shared by all connections (and rotated) as with conf
-	// itself; a clone per connection would issue tickets nobody else can
-	// read.
+	// so they stay shared by all the streams' connections (and rotated);
+	// a clone per connection would issue tickets no other connection can
+	// read. (They are base's, not conf's: a ticket from a listener that
+	// uses conf itself, HTTPS, is not resumed here, only answered with a
+	// full handshake.) conf is not changed.
 	base := conf.Clone()
 	next := conf.GetConfigForClient
 	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {

@@ -112,8 +112,8 @@ type halfConn struct {
 	seq  uint64
 	// aead is built from keys on first use and released by the sweeper
 	// once unused for a sweep period (used says whether it was used
-	// since the last sweep). A halfConn is in the sweeper's set exactly
-	// while it holds one.
+	// since the last sweep). A halfConn is in the sweeper's set while it
+	// holds one (and, after a KeyUpdate dropped it, until the next sweep).
 	aead cipher.AEAD
 	used bool
 }
