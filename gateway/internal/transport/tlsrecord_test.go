@@ -137,6 +137,17 @@ func TestTLSRecordsEcho(t *testing.T) {
 					t.Fatalf("%d bytes down: %v, same %v", n, err, bytes.Equal(got, down))
 				}
 			}
+			// Our KeyUpdate, read by crypto/tls's client.
+			before := tc.s.rec.out.secretCopy()
+			tc.s.rec.keyUpdate.Store(true)
+			go func() { _ = tc.s.Write([]byte("new key")) }()
+			b := make([]byte, 7)
+			if _, err := io.ReadFull(tc.c, b); err != nil || string(b) != "new key" {
+				t.Fatalf("after our KeyUpdate: %q %v", b, err)
+			}
+			if tc.s.rec.out.secretCopy() == before {
+				t.Fatal("no KeyUpdate was sent")
+			}
 			// Many small writes each way.
 			var want bytes.Buffer
 			go func() {
@@ -525,5 +536,35 @@ func TestTLSRecordsKeyUpdate(t *testing.T) {
 			t.Fatalf("reply after KeyUpdate(%d): %q %v", requested, got, err)
 		}
 		wg.Wait()
+	}
+}
+
+// TestTLSRecordsRekeyAfterLimit: after rekeyAfter records under one key the
+// gateway sends its own KeyUpdate and goes on under the next key (AES-GCM's
+// limit, RFC 8446 §5.5). The client here is our record layer, its read
+// sequence number moved along with the gateway's write one.
+func TestTLSRecordsRekeyAfterLimit(t *testing.T) {
+	env := newTLSEnv(t)
+	sc := env.server.Clone()
+	sc.SessionTicketsDisabled = true
+	tc := dialTLS(t, NewTLSConfig(sc, true), env.client)
+	cl := clientRecords(t, tc)
+	rc := tc.s.rec
+	rc.out.mu.Lock()
+	rc.out.seq = rekeyAfter - 1
+	before := rc.out.keys.secret
+	rc.out.mu.Unlock()
+	cl.in.seq = rekeyAfter - 1
+	data := randomBytes(t, maxPlaintext+100) // two records: the limit falls between them
+	go func() { _ = tc.s.Write(data) }()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(cl, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read across the gateway's KeyUpdate: %v", err)
+	}
+	rc.out.mu.Lock()
+	seq, after := rc.out.seq, rc.out.keys.secret
+	rc.out.mu.Unlock()
+	if seq != 1 || after == before {
+		t.Fatalf("after the limit: write sequence number %d (want 1), key changed %v", seq, after != before)
 	}
 }
