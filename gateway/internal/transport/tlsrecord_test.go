@@ -92,6 +92,7 @@ func randomBytes(t testing.TB, n int) []byte {
 // readFrame reads a frame on the gateway's side.
 func readFrame(t testing.TB, s *Stream) []byte {
 	t.Helper()
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second)) // a failure, not a hang
 	b, err := s.ReadFrame()
 	if err != nil {
 		t.Fatalf("ReadFrame: %v", err)
@@ -289,6 +290,7 @@ func TestTLSRecordsCloseNotify(t *testing.T) {
 	if err := tc.c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
+	_ = tc.s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := tc.s.ReadFrame(); err != io.EOF {
 		t.Fatalf("gateway read after the client's close_notify: %v, want io.EOF", err)
 	}
@@ -476,6 +478,7 @@ func TestTLSRecordsHostile(t *testing.T) {
 				t.Fatal("records left to crypto/tls")
 			}
 			c.send(t, tc)
+			_ = tc.s.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, err := tc.s.ReadFrame()
 			if err == nil || !strings.Contains(err.Error(), c.readErr) {
 				t.Fatalf("gateway read: %v, want an error with %q", err, c.readErr)
@@ -566,5 +569,69 @@ func TestTLSRecordsRekeyAfterLimit(t *testing.T) {
 	rc.out.mu.Unlock()
 	if seq != 1 || after == before {
 		t.Fatalf("after the limit: write sequence number %d (want 1), key changed %v", seq, after != before)
+	}
+}
+
+// holdConn passes the first write through and keeps the later ones until
+// release, which sends them in one write.
+type holdConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+	held   []byte
+}
+
+func (h *holdConn) Write(b []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.writes++
+	if h.writes == 1 {
+		return h.Conn.Write(b)
+	}
+	h.held = append(h.held, b...)
+	return len(b), nil
+}
+
+func (h *holdConn) release() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := h.Conn.Write(h.held)
+	return err
+}
+
+// TestTLSRecordsDataWithFinished: the client's first application data
+// arrives in the same segment as its Finished. crypto/tls reads up to the
+// end of the Finished record only (handshakeConn), so the data is left in
+// the socket for the gateway's record layer.
+func TestTLSRecordsDataWithFinished(t *testing.T) {
+	env := newTLSEnv(t)
+	srv, cli := tcpPair(t)
+	hc := &holdConn{Conn: cli}
+	c := tls.Client(hc, env.client)
+	done := make(chan error, 1)
+	go func() {
+		if err := c.Handshake(); err != nil {
+			done <- err
+			return
+		}
+		if _, err := c.Write(frame([]byte("right after Finished"))); err != nil {
+			done <- err
+			return
+		}
+		done <- hc.release()
+	}()
+	s, err := NewTLSStream(srv, NewTLSConfig(env.server, true), testMaxFrame, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s.rec == nil {
+		t.Fatal("records left to crypto/tls")
+	}
+	if got := readFrame(t, s); string(got) != "right after Finished" {
+		t.Fatalf("got %q", got)
 	}
 }
