@@ -273,10 +273,11 @@ func countSealed(written []byte, suite *suite13, keys *trafficKeys) (uint64, boo
 	return h.seq, true
 }
 
-// errWouldBlock is what rawWait returns to crypto/tls, in probe mode, for
-// a read the socket cannot satisfy now. It is a temporary net.Error, so
-// tls.Conn keeps its state (and any partial record it holds) and returns
-// it from Read; the stream then waits for the socket and reads again.
+// errWouldBlock is what rawWait returns to the record layer (crypto/tls's
+// or ours, tlsrecord.go), in probe mode, for a read the socket cannot
+// satisfy now. It is a temporary net.Error, so tls.Conn keeps its state
+// (and any partial record it holds) and returns it from Read, as
+// recordConn does; the stream then waits for the socket and reads again.
 var errWouldBlock error = wouldBlock{}
 
 type wouldBlock struct{}
@@ -285,7 +286,7 @@ func (wouldBlock) Error() string   { return "tls read would block" }
 func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
-// rawWait is the TCP connection under a server tls.Conn. In probe mode its
+// rawWait is the TCP connection under a server tls.Conn or recordConn. In probe mode its
 // Read never waits: it reads what the socket holds or fails with
 // errWouldBlock. Otherwise it is the connection itself.
 //
@@ -344,7 +345,7 @@ func (w *rawWait) waitReadable() error {
 }
 
 // readFrame is ReadFrame over TLS: the frame is read on a goroutine of
-// its own (offStack) once crypto/tls has its first byte, the reader
+// its own (offStack) once the record layer has its first byte, the reader
 // parking on the socket (waitReadable) until then.
 //
 //go:noinline
@@ -369,8 +370,8 @@ func (s *Stream) readFrame() (*[]byte, error) {
 }
 
 // await is Wait over TLS: it blocks until the next frame's first byte has
-// been read ahead (wire.Reader.Wait), parking on the socket while crypto/tls
-// has nothing buffered to give. It returns what Wait returns.
+// been read ahead (wire.Reader.Wait), parking on the socket while the
+// record layer has nothing buffered to give. It returns what Wait returns.
 //
 //go:noinline
 func (s *Stream) await() error {
@@ -386,7 +387,7 @@ func (s *Stream) await() error {
 }
 
 // probe reads the next frame's first byte ahead without waiting for the
-// socket: errWouldBlock if crypto/tls has no whole record buffered and the
+// socket: errWouldBlock if the record layer has no whole record and the
 // socket has nothing more.
 func (s *Stream) probe() error {
 	s.wait.probe = true
@@ -395,7 +396,7 @@ func (s *Stream) probe() error {
 	return err
 }
 
-// offStack runs f, a read through crypto/tls, on a goroutine of its own and
+// offStack runs f, a read through the record layer, on a goroutine of its own and
 // waits for it. Record decryption needs more stack than a goroutine starts
 // with; run on the reader, it would double the reader's stack for the
 // connection's whole life (an idle reader's stack is not shrunk back). A
