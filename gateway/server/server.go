@@ -56,20 +56,19 @@ type Server struct {
 	cfg     Config
 	nc      *nats.Conn
 	log     *slog.Logger
-	tlsConf *tls.Config // nil: plaintext
-	// streamTLS is tlsConf for the TCP listener's streams (-tls-records).
-	streamTLS *transport.TLSConfig
-	certs     *certfile.Reloader // the certificate tlsConf serves; nil: plaintext
-	proxies   clientaddr.Proxies // -proxy-protocol-from
-	httpFwd   clientaddr.Proxies // -trusted-proxies
-	reg       *registry.Registry
-	feed      *presence.Feed
-	handler   *conn.Handler
-	hb        *presence.Heartbeat
-	media     *callmedia.Plane
-	p2p       *p2prelay.Relay            // nil: direct sessions are not relayed
-	files     *files.Handler             // nil: no file endpoints
-	origin    atomic.Pointer[httpOrigin] // the HTTP listener, for Welcome.http_url; nil until bound
+	tlsConf *tls.Config          // nil: plaintext
+	tlsRecs *transport.TLSConfig // tlsConf for the TCP listener's streams (-tls-records)
+	certs   *certfile.Reloader   // the certificate tlsConf serves; nil: plaintext
+	proxies clientaddr.Proxies   // -proxy-protocol-from
+	httpFwd clientaddr.Proxies   // -trusted-proxies
+	reg     *registry.Registry
+	feed    *presence.Feed
+	handler *conn.Handler
+	hb      *presence.Heartbeat
+	media   *callmedia.Plane
+	p2p     *p2prelay.Relay            // nil: direct sessions are not relayed
+	files   *files.Handler             // nil: no file endpoints
+	origin  atomic.Pointer[httpOrigin] // the HTTP listener, for Welcome.http_url; nil until bound
 
 	mu      sync.Mutex // guards the fields below
 	tcpLn   net.Listener
@@ -109,7 +108,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("gateway tls: %w", err)
 		}
 		s.certs, s.tlsConf = certs, certs.TLSConfig()
-		s.streamTLS = transport.NewTLSConfig(s.tlsConf, cfg.TLSRecords != TLSRecordsGo)
+		s.tlsRecs = transport.NewTLSConfig(s.tlsConf, cfg.TLSRecords != TLSRecordsGo)
 	}
 	m := metrics.New(promReg)
 	mp, err := callmedia.New(callmedia.Config{NC: deps.NC, Log: log, Metrics: m, GatewayID: cfg.GatewayID,
@@ -453,7 +452,7 @@ func (s *Server) newStream(c net.Conn) transport.Transport {
 	if s.tlsConf == nil {
 		return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), "tcp")
 	}
-	t, err := transport.NewTLSStream(c, s.streamTLS, uint32(s.cfg.MaxFrameSize), s.cfg.HandshakeTimeout)
+	t, err := transport.NewTLSStream(c, s.tlsRecs, uint32(s.cfg.MaxFrameSize), s.cfg.HandshakeTimeout)
 	if err != nil {
 		s.handler.Metrics.HandshakeFailures.WithLabelValues("TLS").Inc()
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
