@@ -108,6 +108,9 @@ func NewTLSStream(c net.Conn, conf *TLSConfig, maxFrame uint32, timeout time.Dur
 		return nil, err
 	}
 	if err := tc.Handshake(); err != nil {
+		if hc != nil {
+			hc.keys.zero() // a handshake that failed at the client's Finished has logged them
+		}
 		return nil, err
 	}
 	if err := c.SetDeadline(time.Time{}); err != nil {
