@@ -30,6 +30,11 @@ type Config struct {
 	// TLSReload is how often the certificate files are checked for a new
 	// pair (a renewal), served from then on without a restart; 0: never.
 	TLSReload time.Duration
+	// TLSRecords says who protects a TLS 1.3 connection's records after
+	// crypto/tls's handshake: "parley" (the gateway itself, keeping an
+	// idle connection small: transport/tlsrecord.go) or "go" (crypto/tls,
+	// as TLS 1.2 connections always are). Empty: parley.
+	TLSRecords string
 	// ProxyProtocolFrom are the TCP load balancers (address prefixes) whose
 	// connections open with a PROXY protocol header naming the client;
 	// connections from them without one are refused. Empty: PROXY
@@ -123,6 +128,12 @@ func (o *Origins) Set(v string) error {
 	return nil
 }
 
+// The values of -tls-records.
+const (
+	TLSRecordsParley = "parley"
+	TLSRecordsGo     = "go"
+)
+
 // WebSocketPath is where the HTTP listener upgrades to WebSocket.
 const WebSocketPath = "/v1/ws"
 
@@ -143,6 +154,7 @@ func DefaultConfig() Config {
 		ConnLimitExempt:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		HandshakeTimeout:      10 * time.Second,
 		TLSReload:             10 * time.Second,
+		TLSRecords:            TLSRecordsParley,
 		HeartbeatInterval:     30 * time.Second,
 		IdleTimeout:           90 * time.Second,
 		SendQueueFrames:       1024,
@@ -171,6 +183,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate file; with -tls-key, TCP speaks TLS and HTTP is HTTPS/WSS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for -tls-cert")
 	fs.DurationVar(&c.TLSReload, "tls-reload-interval", d.TLSReload, "how often the -tls-cert/-tls-key files are checked for a new pair (cert-manager's renewals, a Secret volume's symlink swap): it is served to new connections from then on, without a restart; a pair that does not load is logged and the previous one kept. 0: never")
+	fs.StringVar(&c.TLSRecords, "tls-records", d.TLSRecords, "who protects the records of a TLS 1.3 connection on -tcp-addr after the handshake: parley (the gateway itself: an idle connection keeps its keys but no buffers) or go (crypto/tls, as for TLS 1.2). Clients see standard TLS 1.3 either way")
 	fs.Func("proxy-protocol-from", "comma-separated addresses or CIDR prefixes of TCP load balancers that send a PROXY protocol header (v2, v1 accepted) at the start of each connection on -tcp-addr: the client's address is taken from it, and their connections without one are refused. Connections from other addresses are served as they are (a PROXY header from them is not believed: the connection fails). Empty (default): PROXY protocol off", func(v string) error {
 		p, err := parsePrefixes(v)
 		c.ProxyProtocolFrom = p
@@ -230,6 +243,7 @@ var (
 	ErrInvalidLimit = errors.New("invalid limit")
 	ErrPublicURL    = errors.New("invalid public URL")
 	ErrUDPAddr      = errors.New("invalid UDP address")
+	ErrTLSRecords   = errors.New("-tls-records must be parley or go")
 )
 
 // Validate reports every problem with c at once (joined with
@@ -263,6 +277,9 @@ func (c *Config) validate() error {
 	var errs []error
 	if c.TCPAddr == "" && c.HTTPAddr == "" {
 		errs = append(errs, ErrNoListener)
+	}
+	if c.TLSRecords != TLSRecordsParley && c.TLSRecords != TLSRecordsGo && c.TLSRecords != "" {
+		errs = append(errs, fmt.Errorf("%q: %w", c.TLSRecords, ErrTLSRecords))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, ErrTLSPair)

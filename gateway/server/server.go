@@ -56,10 +56,11 @@ type Server struct {
 	cfg     Config
 	nc      *nats.Conn
 	log     *slog.Logger
-	tlsConf *tls.Config        // nil: plaintext
-	certs   *certfile.Reloader // the certificate tlsConf serves; nil: plaintext
-	proxies clientaddr.Proxies // -proxy-protocol-from
-	httpFwd clientaddr.Proxies // -trusted-proxies
+	tlsConf *tls.Config          // nil: plaintext
+	tlsRecs *transport.TLSConfig // tlsConf for the TCP listener's streams (-tls-records)
+	certs   *certfile.Reloader   // the certificate tlsConf serves; nil: plaintext
+	proxies clientaddr.Proxies   // -proxy-protocol-from
+	httpFwd clientaddr.Proxies   // -trusted-proxies
 	reg     *registry.Registry
 	feed    *presence.Feed
 	handler *conn.Handler
@@ -107,6 +108,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("gateway tls: %w", err)
 		}
 		s.certs, s.tlsConf = certs, certs.TLSConfig()
+		s.tlsRecs = transport.NewTLSConfig(s.tlsConf, cfg.TLSRecords != TLSRecordsGo)
 	}
 	m := metrics.New(promReg)
 	mp, err := callmedia.New(callmedia.Config{NC: deps.NC, Log: log, Metrics: m, GatewayID: cfg.GatewayID,
@@ -450,7 +452,7 @@ func (s *Server) newStream(c net.Conn) transport.Transport {
 	if s.tlsConf == nil {
 		return transport.NewStream(c, uint32(s.cfg.MaxFrameSize), "tcp")
 	}
-	t, err := transport.NewTLSStream(c, s.tlsConf, uint32(s.cfg.MaxFrameSize), s.cfg.HandshakeTimeout)
+	t, err := transport.NewTLSStream(c, s.tlsRecs, uint32(s.cfg.MaxFrameSize), s.cfg.HandshakeTimeout)
 	if err != nil {
 		s.handler.Metrics.HandshakeFailures.WithLabelValues("TLS").Inc()
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -69,10 +70,27 @@ func TestWebSocket(t *testing.T) {
 	bob.change("alice", false)
 }
 
+// TestTLS: the SDK's framing over TLS, with the TLS 1.3 records protected
+// by the gateway (the default), by crypto/tls (-tls-records=go), and over
+// TLS 1.2 (always crypto/tls's).
 func TestTLS(t *testing.T) {
+	for _, v := range []struct {
+		name    string
+		records string
+		maxVers uint16
+	}{
+		{"gateway's records", server.TLSRecordsParley, 0},
+		{"crypto/tls records", server.TLSRecordsGo, 0},
+		{"TLS 1.2", server.TLSRecordsParley, tls.VersionTLS12},
+	} {
+		t.Run(v.name, func(t *testing.T) { testTLS(t, v.records, v.maxVers) })
+	}
+}
+
+func testTLS(t *testing.T, records string, maxVers uint16) {
 	certFile, keyFile, pool := testenv.SelfSigned(t)
-	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
-	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey, c.TLSRecords = certFile, keyFile, records })
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: maxVers}
 
 	alice := dialTLS(t, e, conf)
 	alice.login("alice", nil)
@@ -102,6 +120,61 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// flipConn flips a bit in what it writes once corrupt is set: a TLS
+// record damaged on the way.
+type flipConn struct {
+	net.Conn
+	corrupt atomic.Bool
+}
+
+func (f *flipConn) Write(b []byte) (int, error) {
+	if f.corrupt.Load() && len(b) > 0 {
+		b = append([]byte(nil), b...)
+		b[len(b)-1] ^= 1
+	}
+	return f.Conn.Write(b)
+}
+
+// TestTLSCorruptedRecord: a TLS 1.3 record that fails authentication ends
+// its connection (the gateway's own record layer sends bad_record_mac and
+// closes), and the gateway serves other TLS clients as before.
+func TestTLSCorruptedRecord(t *testing.T) {
+	certFile, keyFile, pool := testenv.SelfSigned(t)
+	e := startGateway(t, func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+
+	raw, err := net.Dial("tcp", e.srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &flipConn{Conn: raw}
+	cc := conf.Clone()
+	cc.ServerName = "127.0.0.1"
+	tc := tls.Client(fc, cc)
+	mallory := newStreamClient(t, tc)
+	mallory.login("mallory", nil)
+	mallory.ping(1)
+	fc.corrupt.Store(true)
+	_ = mallory.write([]byte{8, 1}) // any frame: its record arrives damaged
+	for {
+		_, err := mallory.read(readTimeout)
+		if err == nil {
+			continue
+		}
+		if !strings.Contains(err.Error(), "bad record MAC") {
+			t.Fatalf("client read %v, want the gateway's bad_record_mac alert", err)
+		}
+		break
+	}
+
+	alice := dialTLS(t, e, conf)
+	alice.login("alice", nil)
+	alice.ping(2)
+	for i := uint64(3); i < 50; i++ { // many records on the gateway's record layer
+		alice.ping(i)
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	ns := testenv.NATS(t)
 	nc := testenv.Connect(t, ns)
@@ -118,6 +191,7 @@ func TestConfigValidation(t *testing.T) {
 		{"plaintext on a public name", func(c *server.Config) { c.TCPAddr = "example.com:7420" }, "refusing plaintext"},
 		{"insecure allows it", func(c *server.Config) { c.TCPAddr, c.HTTPAddr, c.Insecure = "0.0.0.0:0", "0.0.0.0:0", true }, ""},
 		{"tls allows it", func(c *server.Config) { c.TCPAddr, c.TLSCert, c.TLSKey = "0.0.0.0:0", certFile, keyFile }, ""},
+		{"unknown -tls-records", func(c *server.Config) { c.TLSRecords = "kernel" }, "-tls-records must be parley or go"},
 		{"ipv6 loopback", func(c *server.Config) { c.TCPAddr = "[::1]:0" }, ""},
 		{"localhost", func(c *server.Config) { c.TCPAddr = "localhost:0" }, ""},
 		{"cert without key", func(c *server.Config) { c.TLSCert = certFile }, "must be given together"},

@@ -19,6 +19,9 @@ type Stream struct {
 	r    wire.Reader
 	kind string
 	wait *rawWait // TLS over a plain TCP socket: where an idle reader parks (tls.go)
+	// rec is c when the gateway protects the TLS records itself
+	// (tlsrecord.go); it keeps its own TryWrite tail (ciphertext).
+	rec *recordConn
 	// tail is what a TryWrite left unsent; the next Write sends it first.
 	// Used by TryWrite and Write only, which never run concurrently.
 	tail *[]byte
@@ -38,10 +41,14 @@ func NewStream(c net.Conn, maxFrame uint32, kind string) *Stream {
 }
 
 // TryWrite writes as much of buf as the socket takes now, without waiting
-// (TryWriter), and keeps the rest for the next Write. Only plain TCP
-// supports it: TLS records cannot be cut where the socket's buffer happens
-// to end.
+// (TryWriter), and keeps the rest for the next Write. Plain TCP supports
+// it, and TLS when the gateway protects the records itself (it keeps the
+// rest of the ciphertext); crypto/tls's records cannot be cut where the
+// socket's buffer happens to end.
 func (s *Stream) TryWrite(buf []byte) (bool, error) {
+	if s.rec != nil {
+		return s.rec.tryWrite(buf)
+	}
 	if s.raw == nil || s.tail != nil {
 		return false, ErrNoTryWrite
 	}
@@ -75,6 +82,10 @@ func (s *Stream) SetReadLimit(max uint32) { s.r.SetMax(max) }
 // Write sends buf in one write (the frames are already length-prefixed),
 // after what a TryWrite left: the two in one writev.
 func (s *Stream) Write(buf []byte) error {
+	if s.rec != nil {
+		_, err := s.rec.Write(buf)
+		return err
+	}
 	if t := s.tail; t != nil {
 		s.tail = nil
 		var err error
@@ -103,6 +114,9 @@ func (s *Stream) Kind() string                       { return s.kind }
 
 // Host is the TLS server name the client sent (SNI); "" on plain TCP.
 func (s *Stream) Host() string {
+	if s.rec != nil {
+		return s.rec.sni
+	}
 	if tc, ok := s.c.(*tls.Conn); ok {
 		return tc.ConnectionState().ServerName
 	}
