@@ -105,6 +105,25 @@ func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...
 			clients[i] = w
 			closers = append(closers, w.close)
 		}
+		// The gateway closes a connection it hears nothing from for its
+		// idle timeout (90 s); a receiver only reads, so every client pings
+		// as the SDK does.
+		pingDone := make(chan struct{})
+		closers = append(closers, func() { close(pingDone) })
+		go func() {
+			t := time.NewTicker(20 * time.Second)
+			defer t.Stop()
+			for nonce := uint64(1); ; nonce++ {
+				select {
+				case <-pingDone:
+					return
+				case <-t.C:
+					for _, w := range clients {
+						w.m.ping(nonce)
+					}
+				}
+			}
+		}()
 		for i := range o.pairs {
 			s, rc := clients[2*i], clients[2*i+1]
 			conv := directID(accts[2*i].session.UserID, accts[2*i+1].session.UserID)
