@@ -127,7 +127,7 @@ func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...
 		for i := range o.pairs {
 			s, rc := clients[2*i], clients[2*i+1]
 			conv := directID(accts[2*i].session.UserID, accts[2*i+1].session.UserID)
-			senders[i] = &sender{post: s.post, conv: conv}
+			senders[i] = &sender{post: s.post, start: s.start, conv: conv}
 			wg.Add(2)
 			go func() { defer wg.Done(); s.read("", &ls, &discons) }()
 			go func() { defer wg.Done(); rc.read(conv, &ls, &discons) }()

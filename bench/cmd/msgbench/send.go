@@ -12,7 +12,10 @@ import (
 // sender posts into one conversation: through the SDK (sdkPost) or over
 // the wire protocol directly (wireClient.post).
 type sender struct {
-	post     func(ctx context.Context, conv, text string) error
+	post func(ctx context.Context, conv, text string) error
+	// start, when not nil, sends without waiting (wireClient.start): the
+	// open loop then sends from the sender's own goroutine.
+	start    func(conv, text string, done func(error)) (uint32, error)
 	conv     string
 	inflight atomic.Int64
 }
@@ -29,7 +32,12 @@ func sdkPost(c *parley.Client) func(ctx context.Context, conv, text string) erro
 // was due: in open loop a late sender counts its lateness).
 func (s *sender) sendOne(ctx context.Context, l *level, id int, start int64, textBytes int) {
 	l.starts[id].Store(start)
-	if err := s.post(ctx, s.conv, messageText(l.num, id, textBytes)); err != nil {
+	s.replied(l, id, s.post(ctx, s.conv, messageText(l.num, id, textBytes)))
+}
+
+// replied records the outcome of message id of level l.
+func (s *sender) replied(l *level, id int, err error) {
+	if err != nil {
 		l.replied[id].Store(failedSend)
 		l.fail(err)
 		return
@@ -87,6 +95,20 @@ func openLoop(ctx context.Context, ss []*sender, l *level, rate float64, d time.
 				}
 				s.inflight.Add(1)
 				wg.Add(1)
+				if s.start != nil {
+					l.starts[id].Store(due)
+					_, err := s.start(s.conv, messageText(l.num, id, textBytes), func(err error) {
+						s.replied(l, id, err)
+						s.inflight.Add(-1)
+						wg.Done()
+					})
+					if err != nil {
+						s.replied(l, id, err)
+						s.inflight.Add(-1)
+						wg.Done()
+					}
+					continue
+				}
 				go func(due int64) {
 					defer wg.Done()
 					defer s.inflight.Add(-1)

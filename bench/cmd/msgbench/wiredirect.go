@@ -31,7 +31,7 @@ type wireClient struct {
 
 	mu      sync.Mutex // guards next and waiting
 	next    uint32
-	waiting map[uint32]chan error
+	waiting map[uint32]func(error)
 }
 
 // dialWire connects a wire client to g's TCP port with the session of token.
@@ -41,31 +41,51 @@ func dialWire(ctx context.Context, g *gateway, token string) (*wireClient, error
 		return nil, err
 	}
 	return &wireClient{m: m, r: r, nonce: strconv.FormatUint(rand.Uint64(), 36), next: 1 << 20,
-		waiting: map[uint32]chan error{}}, nil
+		waiting: map[uint32]func(error){}}, nil
 }
 
 // post sends text to conv and waits for the stored message's reply.
 func (w *wireClient) post(ctx context.Context, conv, text string) error {
 	ch := make(chan error, 1)
+	rid, err := w.start(conv, text, func(err error) { ch <- err })
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		w.mu.Lock()
+		delete(w.waiting, rid)
+		w.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// start sends text to conv from the calling goroutine and returns; the
+// reader calls done with the reply's outcome (or the connection's end),
+// exactly once, unless start returns an error (then done is not called).
+// The open loop sends this way, from its sender goroutine at the time the
+// send is due, as relayfloor's clients do: a goroutine started per send
+// would add its scheduling delay, on a busy machine, to every latency.
+func (w *wireClient) start(conv, text string, done func(error)) (uint32, error) {
 	w.mu.Lock()
 	w.next++
 	rid := w.next
-	w.waiting[rid] = ch
+	w.waiting[rid] = done
 	w.mu.Unlock()
 	err := w.m.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Send{Send: &parleyv1.SendRequest{
 		Conversation: conv, Text: text, ClientKey: w.nonce + "-" + strconv.FormatUint(uint64(rid), 36)}}})
-	if err == nil {
-		select {
-		case err = <-ch:
-			return err
-		case <-ctx.Done():
-			err = ctx.Err()
+	if err != nil {
+		w.mu.Lock()
+		_, mine := w.waiting[rid]
+		delete(w.waiting, rid)
+		w.mu.Unlock()
+		if !mine {
+			return rid, nil // the reader, ending, has called done already
 		}
 	}
-	w.mu.Lock()
-	delete(w.waiting, rid)
-	w.mu.Unlock()
-	return err
+	return rid, err
 }
 
 // errConnClosed fails the sends still waiting when the connection ends.
@@ -80,11 +100,12 @@ func (w *wireClient) read(conv string, ls *levels, discons *atomic.Int64) {
 			discons.Add(1) // not closed by us
 		}
 		w.mu.Lock()
-		for rid, ch := range w.waiting {
-			ch <- errConnClosed
-			delete(w.waiting, rid)
-		}
+		waiting := w.waiting
+		w.waiting = map[uint32]func(error){}
 		w.mu.Unlock()
+		for _, done := range waiting {
+			done(errConnClosed)
+		}
 	}()
 	var last uint64
 	for {
@@ -123,11 +144,11 @@ func (w *wireClient) read(conv string, ls *levels, discons *atomic.Int64) {
 			continue
 		}
 		w.mu.Lock()
-		ch := w.waiting[rid]
+		done := w.waiting[rid]
 		delete(w.waiting, rid)
 		w.mu.Unlock()
-		if ch != nil {
-			ch <- ferr
+		if done != nil {
+			done(ferr)
 		}
 	}
 }
