@@ -57,10 +57,11 @@ type directResult struct {
 	err         error
 }
 
-// runDirect measures persisted one-to-one messages: pairs of SDK clients,
-// the sender of pair i on gateway i mod G and its receiver on the next
-// gateway (so, with two gateways, every message crosses from one gateway
-// to the other), each pair in its own private conversation.
+// runDirect measures persisted one-to-one messages: pairs of clients
+// (wire or SDK, -direct-clients), the sender of pair i on gateway i mod G
+// and its receiver on the next gateway (so, with two gateways, every
+// message crosses from one gateway to the other), each pair in its own
+// private conversation.
 func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...any)) *directResult {
 	r := &directResult{pairs: o.pairs}
 	g := len(c.gateways)

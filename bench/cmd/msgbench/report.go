@@ -69,7 +69,11 @@ func (r *report) write(w io.Writer) {
 
 func (r *report) writeDirect(w io.Writer) {
 	d := r.direct
-	fmt.Fprintf(w, "msg-direct: %d pairs of SDK clients, one private conversation each, sender and receiver on different gateways (when several);\n", d.pairs)
+	clients := "clients speaking the wire protocol directly"
+	if r.opts.directClients == "sdk" {
+		clients = "Go SDK clients"
+	}
+	fmt.Fprintf(w, "msg-direct: %d pairs of %s, one private conversation each, sender and receiver on different gateways (when several);\n", d.pairs, clients)
 	fmt.Fprintf(w, "%d-byte texts; %s per level. Latency: sender's Send start (open loop: when due) -> receiver's MessageEvent.\n",
 		r.opts.textBytes, r.opts.directDuration)
 	if d.err != nil {
