@@ -461,6 +461,11 @@ func (s *Server) newStream(c net.Conn) transport.Transport {
 		_ = c.Close()
 		return nil
 	}
+	records := "crypto_tls"
+	if t.OwnRecords() {
+		records = "gateway"
+	}
+	s.handler.Metrics.TLSRecords.WithLabelValues(records).Inc()
 	return t
 }
 

@@ -103,6 +103,18 @@ func testTLS(t *testing.T, records string, maxVers uint16) {
 	if n := e.metric("parley_gateway_connections", map[string]string{"transport": "tls"}); n != 1 {
 		t.Errorf("tls connections metric = %v", n)
 	}
+	// Who protects the records shows on /metrics: the gateway for TLS 1.3
+	// unless -tls-records=go, crypto/tls otherwise.
+	want := "gateway"
+	if records == server.TLSRecordsGo || maxVers == tls.VersionTLS12 {
+		want = "crypto_tls"
+	}
+	for _, layer := range []string{"gateway", "crypto_tls"} {
+		n := e.metric("parley_gateway_tls_connections_total", map[string]string{"records": layer})
+		if (layer == want) != (n == 1) {
+			t.Errorf("parley_gateway_tls_connections_total{records=%q} = %v, want the connection counted as %q", layer, n, want)
+		}
+	}
 
 	// A plaintext client gets nothing it can read as a frame.
 	c, err := net.Dial("tcp", e.srv.TCPAddr().String())

@@ -28,6 +28,11 @@ type Metrics struct {
 	// HandshakeFailures counts connections that ended before a Welcome, by
 	// error code ("TLS": the TLS handshake failed or timed out).
 	HandshakeFailures *prometheus.CounterVec
+	// TLSRecords counts TLS handshakes that completed, by who protects the
+	// connection's records ("gateway": the TLS 1.3 record layer of
+	// gateway/internal/transport; "crypto_tls": TLS 1.2, -tls-records=go,
+	// or a TLS 1.3 connection the gateway could not take over).
+	TLSRecords *prometheus.CounterVec
 	// Refused counts connections refused by a connection cap before their
 	// first frame, by cap ("total", "per_addr", "unauth_per_addr").
 	Refused *prometheus.CounterVec
@@ -110,6 +115,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_handshake_failures_total",
 			Help: "Connections that ended before completing the handshake, by error code (TLS: the TLS handshake failed or took longer than -handshake-timeout).",
 		}, []string{"code"}),
+		TLSRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_tls_connections_total",
+			Help: "TLS handshakes completed on the TCP listener, by who protects the records: gateway (its TLS 1.3 record layer, which keeps an idle connection small) or crypto_tls (TLS 1.2, -tls-records=go, or a TLS 1.3 connection it could not take over).",
+		}, []string{"records"}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_gateway_connections_refused_total",
 			Help: "Connections refused by a cap (-max-conns, -max-conns-per-addr, -max-unauth-conns-per-addr), by cap.",
@@ -162,6 +171,6 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams)
 	reg.MustRegister(m.P2PRelayPackets, m.P2PRelayBytes, m.P2PRelayDrops, m.P2PRelaySessions)
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
-		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.Refused, m.RoomWrites, m.RoomBatched, m.EventsShed)
+		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.TLSRecords, m.Refused, m.RoomWrites, m.RoomBatched, m.EventsShed)
 	return m
 }

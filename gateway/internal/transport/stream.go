@@ -112,6 +112,10 @@ func (s *Stream) RemoteAddr() net.Addr               { return s.c.RemoteAddr() }
 func (s *Stream) LocalAddr() net.Addr                { return s.c.LocalAddr() }
 func (s *Stream) Kind() string                       { return s.kind }
 
+// OwnRecords reports whether the gateway protects this TLS connection's
+// records itself (tlsrecord.go) rather than crypto/tls.
+func (s *Stream) OwnRecords() bool { return s.rec != nil }
+
 // Host is the TLS server name the client sent (SNI); "" on plain TCP.
 func (s *Stream) Host() string {
 	if s.rec != nil {
