@@ -111,20 +111,11 @@ func runDirect(ctx context.Context, c *cluster, o options, logf func(string, ...
 		// as the SDK does.
 		pingDone := make(chan struct{})
 		closers = append(closers, func() { close(pingDone) })
-		go func() {
-			t := time.NewTicker(20 * time.Second)
-			defer t.Stop()
-			for nonce := uint64(1); ; nonce++ {
-				select {
-				case <-pingDone:
-					return
-				case <-t.C:
-					for _, w := range clients {
-						w.m.ping(nonce)
-					}
-				}
-			}
-		}()
+		ms := make([]*member, len(clients))
+		for i, w := range clients {
+			ms[i] = w.m
+		}
+		go pingEvery(ms, pingDone)
 		for i := range o.pairs {
 			s, rc := clients[2*i], clients[2*i+1]
 			conv := directID(accts[2*i].session.UserID, accts[2*i+1].session.UserID)

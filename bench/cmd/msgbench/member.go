@@ -395,6 +395,23 @@ func field(b []byte, num protowire.Number) ([]byte, bool) {
 // maxMissing bounds a member's set of seqs it waits for.
 const maxMissing = 100000
 
+// pingEvery pings every member each 20 s until done is closed: the
+// gateway closes a connection it hears nothing from for its idle timeout.
+func pingEvery(members []*member, done <-chan struct{}) {
+	t := time.NewTicker(20 * time.Second)
+	defer t.Stop()
+	for nonce := uint64(1); ; nonce++ {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			for _, m := range members {
+				m.ping(nonce)
+			}
+		}
+	}
+}
+
 // ping keeps the connection from the gateway's idle timeout.
 func (m *member) ping(nonce uint64) {
 	if !m.closed.Load() {

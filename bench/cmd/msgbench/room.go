@@ -132,20 +132,7 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 	r.connected = len(members)
 	logf("msg-room: %d members connected (%d failed)", r.connected, r.connectFailed)
 	pingDone := make(chan struct{})
-	go func() {
-		t := time.NewTicker(20 * time.Second)
-		defer t.Stop()
-		for nonce := uint64(1); ; nonce++ {
-			select {
-			case <-pingDone:
-				return
-			case <-t.C:
-				for _, m := range members {
-					m.ping(nonce)
-				}
-			}
-		}
-	}()
+	go pingEvery(members, pingDone)
 	senders := make([]*sender, len(saccts))
 	for i, a := range saccts {
 		senders[i] = &sender{post: sdkPost(a.client), conv: roomID}
