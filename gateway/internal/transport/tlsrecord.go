@@ -172,9 +172,15 @@ type recordConn struct {
 	// errWouldBlock, tls.go); then body holds its plaintext,
 	// (*body)[plainOff:plainEnd] the part not yet read (offsets, not a
 	// slice: an idle connection's struct fits a smaller size class).
-	hdr                [recordHeaderLen]byte
-	hdrN               uint8
-	useless            uint8
+	hdr     [recordHeaderLen]byte
+	hdrN    uint8
+	useless uint8
+	// alert is the code + 1 of a fatal alert fail could not send at
+	// once (a write was under way, or a tail waited): CloseWrite sends it
+	// in close_notify's place, after what was written before. Set on the
+	// read side, read by CloseWrite, which the reader calls after its
+	// last read (Transport.Close).
+	alert              uint8
 	plainOff, plainEnd uint16
 	body               *[]byte // pooled, nil between records
 	rerr               error   // sticky: the stream's end or a fatal error
@@ -403,17 +409,23 @@ func (c *recordConn) fail(code uint8, why string) error {
 	err := &alertError{code: code, why: why}
 	c.rerr = err
 	if c.raw == nil || !c.out.mu.TryLock() {
+		c.alert = code + 1 // sent by CloseWrite, once the write under way is done
 		return err
 	}
 	defer c.out.mu.Unlock()
-	if c.werr == nil && c.tail == nil {
-		b := wire.GetRaw()
-		if out, serr := c.sealRecord((*b)[:0], recordAlert, []byte{2, code}); serr == nil {
-			_, _ = rawWrite(c.raw, out)
-			*b = out
-		}
-		wire.PutRaw(b)
+	if c.werr != nil {
+		return err
 	}
+	if c.tail != nil {
+		c.alert = code + 1 // sent by CloseWrite, after the tail
+		return err
+	}
+	b := wire.GetRaw()
+	if out, serr := c.sealRecord((*b)[:0], recordAlert, []byte{2, code}); serr == nil {
+		_, _ = rawWrite(c.raw, out)
+		*b = out
+	}
+	wire.PutRaw(b)
 	c.werr = errRecordsClosed
 	return err
 }
@@ -570,8 +582,9 @@ func (c *recordConn) tryWriteLocked(buf []byte) (bool, error) {
 	return false, nil
 }
 
-// CloseWrite sends close_notify (after what a tryWrite left), unless
-// writing already ended, and shuts the socket's write side. The alert's
+// CloseWrite sends close_notify, or the fatal alert a failed read could
+// not send at once (after what a tryWrite left), unless writing already
+// ended, and shuts the socket's write side. The alert's
 // write is bounded by lingerTimeout (tls.Conn.CloseWrite bounds its own
 // too).
 func (c *recordConn) CloseWrite() error {
@@ -580,9 +593,14 @@ func (c *recordConn) CloseWrite() error {
 	var err error
 	if c.werr == nil {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
+		// close_notify (a warning), or the fatal alert fail could not send.
+		alert := []byte{1, alertCloseNotify}
+		if c.alert != 0 {
+			alert = []byte{2, c.alert - 1}
+		}
 		b := wire.GetRaw()
 		var out []byte
-		out, err = c.sealRecord((*b)[:0], recordAlert, []byte{1, alertCloseNotify})
+		out, err = c.sealRecord((*b)[:0], recordAlert, alert)
 		*b = out
 		if err == nil {
 			if t := c.tail; t != nil {
