@@ -98,6 +98,9 @@ func (e *alertError) Error() string {
 	return fmt.Sprintf("tls: %s (alert %d)", e.why, e.code)
 }
 
+// stopSilent: writing has ended and CloseWrite sends no alert of its own.
+const stopSilent = 0x100
+
 var (
 	errRecordsClosed  = errors.New("tls: write after close_notify or a fatal alert")
 	errSeqExhausted   = errors.New("tls: record sequence number exhausted")
@@ -116,10 +119,16 @@ type halfConn struct {
 	// holds one (and, after a KeyUpdate dropped it, until the next sweep).
 	aead cipher.AEAD
 	used bool
+	// closed: the keys were zeroed (recordConn.Close); nothing may be
+	// built from them.
+	closed bool
 }
 
 // cipher returns the AEAD, building it if the sweeper released it.
 func (h *halfConn) cipher(s *suite13) (cipher.AEAD, error) {
+	if h.closed {
+		return nil, errRecordsClosed
+	}
 	if h.aead == nil {
 		a, err := h.keys.aead(s)
 		if err != nil {
@@ -175,12 +184,10 @@ type recordConn struct {
 	hdr     [recordHeaderLen]byte
 	hdrN    uint8
 	useless uint8
-	// alert is the code + 1 of a fatal alert fail could not send at
-	// once (a write was under way, or a tail waited): CloseWrite sends it
-	// in close_notify's place, after what was written before. Set on the
-	// read side, read by CloseWrite, which the reader calls after its
-	// last read (Transport.Close).
-	alert              uint8
+	// alertQueued (guarded by out.mu): the tail ends with the fatal
+	// alert fail sealed but the socket did not take whole; CloseWrite
+	// sends it, and nothing after it.
+	alertQueued        bool
 	plainOff, plainEnd uint16
 	body               *[]byte // pooled, nil between records
 	rerr               error   // sticky: the stream's end or a fatal error
@@ -190,9 +197,15 @@ type recordConn struct {
 	// under way. The rest is guarded by out.mu: tail is ciphertext a
 	// tryWrite left unsent (from tailOff on); werr ends writing.
 	keyUpdate atomic.Bool
-	tailOff   int32
-	tail      *[]byte
-	werr      error
+	// stop ends writing after a fatal alert either way (RFC 8446 §6.2: no
+	// data after it): 0 while writing goes on; a fatal alert's code + 1
+	// that fail could not send at once (a write was under way, or a tail
+	// waited), which CloseWrite sends in close_notify's place; stopSilent
+	// once the alert is sent or queued, or the peer sent one.
+	stop    atomic.Uint32
+	tailOff int32
+	tail    *[]byte
+	werr    error
 }
 
 func (c *recordConn) Read(b []byte) (int, error) {
@@ -347,6 +360,7 @@ func (c *recordConn) openRecord(buf []byte) error {
 		case alertUserCanceled:
 			return nil
 		}
+		c.stop.Store(stopSilent) // nothing more to the peer (§6.2)
 		return &alertError{code: code, remote: true}
 	case recordHandshake:
 		return c.handshakeMessage(content)
@@ -394,7 +408,7 @@ func (c *recordConn) sendPending() {
 		return
 	}
 	defer c.out.mu.Unlock()
-	if c.tail != nil || c.werr != nil {
+	if c.tail != nil || c.werr != nil || c.stop.Load() != 0 {
 		return
 	}
 	if _, err := c.tryWriteLocked(nil); err != nil && c.werr == nil {
@@ -409,24 +423,39 @@ func (c *recordConn) fail(code uint8, why string) error {
 	err := &alertError{code: code, why: why}
 	c.rerr = err
 	if c.raw == nil || !c.out.mu.TryLock() {
-		c.alert = code + 1 // sent by CloseWrite, once the write under way is done
+		// A write is under way (or the sweeper holds the lock): it is the
+		// last; CloseWrite sends the alert after it.
+		c.stop.CompareAndSwap(0, uint32(code)+1)
 		return err
 	}
 	defer c.out.mu.Unlock()
-	if c.werr != nil {
+	if c.werr != nil || !c.stop.CompareAndSwap(0, stopSilent) {
 		return err
 	}
 	if c.tail != nil {
-		c.alert = code + 1 // sent by CloseWrite, after the tail
+		c.stop.Store(uint32(code) + 1) // after the tail, by CloseWrite
 		return err
 	}
 	b := wire.GetRaw()
-	if out, serr := c.sealRecord((*b)[:0], recordAlert, []byte{2, code}); serr == nil {
-		_, _ = rawWrite(c.raw, out)
-		*b = out
+	out, serr := c.sealRecord((*b)[:0], recordAlert, []byte{2, code})
+	*b = out
+	if serr != nil {
+		wire.PutRaw(b)
+		return err
 	}
-	wire.PutRaw(b)
-	c.werr = errRecordsClosed
+	n, werr := rawWrite(c.raw, out)
+	switch {
+	case werr == nil && n == len(out):
+		wire.PutRaw(b)
+	case werr == nil || (n == 0 && IsTimeout(werr)):
+		// The socket took part of it, or a stale write deadline refused
+		// it (see tryWriteLocked): the rest goes at CloseWrite, under a
+		// deadline of its own.
+		c.tail, c.tailOff, c.alertQueued = b, int32(n), true
+	default:
+		wire.PutRaw(b)
+		c.werr = werr
+	}
 	return err
 }
 
@@ -517,6 +546,9 @@ func (c *recordConn) Write(buf []byte) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
 	}
+	if c.stop.Load() != 0 {
+		return 0, errRecordsClosed
+	}
 	var b *[]byte
 	if len(buf) > 0 || c.keyUpdate.Load() {
 		var err error
@@ -561,6 +593,9 @@ func (c *recordConn) tryWrite(buf []byte) (bool, error) {
 	if c.werr != nil {
 		return false, c.werr
 	}
+	if c.stop.Load() != 0 {
+		return false, errRecordsClosed
+	}
 	return c.tryWriteLocked(buf)
 }
 
@@ -571,6 +606,16 @@ func (c *recordConn) tryWriteLocked(buf []byte) (bool, error) {
 		return false, err
 	}
 	n, err := rawWrite(c.raw, *b)
+	if err != nil && n == 0 && IsTimeout(err) {
+		// The write deadline an earlier Write set has passed (the outbox
+		// leaves it armed): the socket refused the write before taking
+		// anything. The records are sealed, their sequence numbers used,
+		// so they are kept whole as the tail; the next Write, under a
+		// deadline of its own, sends them. (Dropping them, or failing the
+		// stream, closed idle-then-busy connections as slow consumers.)
+		c.tail, c.tailOff = b, 0
+		return false, nil
+	}
 	if err != nil || n == len(*b) {
 		putSealed(b)
 		if err != nil {
@@ -591,12 +636,18 @@ func (c *recordConn) CloseWrite() error {
 	c.out.mu.Lock()
 	defer c.out.mu.Unlock()
 	var err error
-	if c.werr == nil {
+	stop := c.stop.Swap(stopSilent)
+	if t := c.tail; c.alertQueued && t != nil {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
+		_, err = c.conn.Write((*t)[c.tailOff:])
+		putSealed(t)
+		c.tail, c.tailOff = nil, 0
+	} else if c.werr == nil && stop != stopSilent {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
 		// close_notify (a warning), or the fatal alert fail could not send.
 		alert := []byte{1, alertCloseNotify}
-		if c.alert != 0 {
-			alert = []byte{2, c.alert - 1}
+		if stop != 0 {
+			alert = []byte{2, uint8(stop - 1)}
 		}
 		b := wire.GetRaw()
 		var out []byte
@@ -628,12 +679,12 @@ func (c *recordConn) Close() error {
 	err := c.conn.Close()
 	c.in.mu.Lock()
 	c.in.keys.zero()
-	c.in.aead = nil
+	c.in.aead, c.in.closed = nil, true
 	sweeper.remove(&c.in)
 	c.in.mu.Unlock()
 	c.out.mu.Lock()
 	c.out.keys.zero()
-	c.out.aead = nil
+	c.out.aead, c.out.closed = nil, true
 	sweeper.remove(&c.out)
 	if c.tail != nil {
 		putSealed(c.tail)

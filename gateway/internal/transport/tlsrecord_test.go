@@ -635,3 +635,104 @@ func TestTLSRecordsDataWithFinished(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestTLSRecordsTryWriteStaleDeadline: a write deadline an earlier Write
+// left armed (the gateway's outbox does not clear it) refuses a later
+// TryWrite before the socket takes anything. The records are sealed by
+// then, so they are kept as the tail and the next Write sends them: the
+// connection goes on, in order. (They used to end the stream, and the
+// gateway closed busy TLS connections as slow consumers 10 s after their
+// first flushed write.)
+func TestTLSRecordsTryWriteStaleDeadline(t *testing.T) {
+	env := newTLSEnv(t)
+	tc := dialTLS(t, NewTLSConfig(env.server, true), env.client)
+	if err := tc.s.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := tc.s.TryWrite([]byte("first"))
+	if ok || err != nil {
+		t.Fatalf("TryWrite past the deadline: sent %v, err %v; want kept, no error", ok, err)
+	}
+	if err := tc.s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.s.Write([]byte("second")); err != nil {
+		t.Fatalf("Write after the kept records: %v", err)
+	}
+	if ok, err := tc.s.TryWrite([]byte("third")); !ok || err != nil {
+		t.Fatalf("TryWrite under a live deadline: %v %v", ok, err)
+	}
+	_ = tc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("firstsecondthird"))
+	if _, err := io.ReadFull(tc.c, got); err != nil || string(got) != "firstsecondthird" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+}
+
+// TestTLSRecordsNothingAfterFatalAlert: RFC 8446 §6.2, no data after a
+// fatal alert, either way. After the client's fatal alert the gateway
+// writes nothing more (no close_notify either); after its own, sent while
+// a write held the lock, nothing but that alert follows what was written.
+func TestTLSRecordsNothingAfterFatalAlert(t *testing.T) {
+	env := newTLSEnv(t)
+	sc := env.server.Clone()
+	sc.SessionTicketsDisabled = true
+	conf := NewTLSConfig(sc, true)
+
+	t.Run("the client's alert", func(t *testing.T) {
+		tc := dialTLS(t, conf, env.client)
+		sendRaw(t, tc, sealedRecord(t, clientRecords(t, tc), recordAlert, []byte{2, 40})) // handshake_failure
+		_ = tc.s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := tc.s.ReadFrame(); err == nil || !strings.Contains(err.Error(), "alert 40") {
+			t.Fatalf("ReadFrame after the client's fatal alert: %v", err)
+		}
+		if err := tc.s.Write(frame([]byte("late"))); !errors.Is(err, errRecordsClosed) {
+			t.Fatalf("Write after the client's fatal alert: %v, want errRecordsClosed", err)
+		}
+		if ok, err := tc.s.TryWrite(frame([]byte("late"))); ok || err == nil {
+			t.Fatalf("TryWrite after the client's fatal alert: %v %v", ok, err)
+		}
+		_ = tc.s.rec.CloseWrite()
+		_ = tc.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := io.ReadAll(tc.raw); err != nil || len(b) != 0 {
+			t.Fatalf("the gateway wrote %d bytes after the client's fatal alert (%v)", len(b), err)
+		}
+	})
+
+	t.Run("ours, while a write held the lock", func(t *testing.T) {
+		tc := dialTLS(t, conf, env.client)
+		rc := tc.s.rec
+		rc.out.mu.Lock() // a write under way
+		r := sealedRecord(t, clientRecords(t, tc), recordApplicationData, frame([]byte("hello")))
+		r[len(r)-3] ^= 1
+		sendRaw(t, tc, r)
+		_ = tc.s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := tc.s.ReadFrame(); err == nil {
+			t.Fatal("ReadFrame read a corrupted record")
+		}
+		rc.out.mu.Unlock()
+		if err := tc.s.Write(frame([]byte("late"))); !errors.Is(err, errRecordsClosed) {
+			t.Fatalf("Write after our fatal alert: %v, want errRecordsClosed", err)
+		}
+		_ = rc.CloseWrite()
+		_ = tc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := tc.c.Read(make([]byte, 16)); err == nil || !strings.Contains(err.Error(), "bad record MAC") {
+			t.Fatalf("client read %v, want the bad_record_mac alert and nothing before it", err)
+		}
+	})
+}
+
+// TestTLSRecordsClosedKeys: after Close nothing is built from the zeroed
+// keys (a record sealed under an all-zero secret would otherwise open).
+func TestTLSRecordsClosedKeys(t *testing.T) {
+	env := newTLSEnv(t)
+	tc := dialTLS(t, NewTLSConfig(env.server, true), env.client)
+	rc := tc.s.rec
+	_ = tc.s.Close()
+	rc.in.mu.Lock()
+	_, err := rc.in.cipher(rc.suite)
+	rc.in.mu.Unlock()
+	if !errors.Is(err, errRecordsClosed) {
+		t.Fatalf("an AEAD after Close: %v, want errRecordsClosed", err)
+	}
+}
