@@ -15,7 +15,7 @@
 #   BENCH_ONLY=tcp,logins scripts/bench.sh   only some scenarios (tcp, tls, ws, tcp-multi,
 #                                            reconnect-storm,
 #                                            logins, msg-direct, msg-room, msg-parleyd,
-#                                            msg-floor, msg-overload,
+#                                            msg-floor, msg-overload, msg-tls,
 #                                            file-up, file-down, file-mem, file-chat,
 #                                            voice-micro, calls, nat)
 #   CALLBENCH_ARGS='-calls 100,300' scripts/bench.sh  more callbench flags
@@ -26,7 +26,8 @@
 # The reports are printed and written to bench/results/latest.txt
 # (connections, logins), bench/results/messaging.txt (separate processes),
 # bench/results/messaging-parleyd.txt (one process), bench/results/overload.txt
-# (the room against a gateway held to 0.05 cores, as root), bench/results/floor.txt
+# (the room against a gateway held to 0.05 cores, as root), bench/results/messaging-tls.txt
+# (the room over TCP and TLS side by side), bench/results/floor.txt
 # (the machine's floor for the same traffic, no Parley) and
 # bench/results/files.txt; the voice packet's, the jitter buffer's and the Opus codec's
 # micro-benchmarks (go test -bench) go to bench/results/voice.txt; the voice
@@ -123,7 +124,7 @@ if ((run_msg)); then
 	# against parleyd, one process, unless BENCH_ONLY leaves msg-parleyd
 	# out); msg-floor measures what the machine does for the same traffic
 	# with no Parley at all (bench/cmd/relayfloor).
-	msgbench_only=() run_parleyd=1 run_floor=1 run_overload=1
+	msgbench_only=() run_parleyd=1 run_floor=1 run_overload=1 run_tls=1
 	for k in "${msg_only[@]}"; do
 		case $k in
 		msg-direct | msg-room) msgbench_only+=("$k") ;;
@@ -133,6 +134,7 @@ if ((run_msg)); then
 		[[ " ${msg_only[*]} " == *" msg-parleyd "* ]] || run_parleyd=0
 		[[ " ${msg_only[*]} " == *" msg-floor "* ]] || run_floor=0
 		[[ " ${msg_only[*]} " == *" msg-overload "* ]] || run_overload=0
+		[[ " ${msg_only[*]} " == *" msg-tls "* ]] || run_tls=0
 	fi
 	args=(-bin "$bin")
 	if [[ ${BENCH_QUICK:-} == 1 ]]; then
@@ -175,6 +177,19 @@ if ((run_msg)); then
 		else
 			echo "bench: msg-overload skipped: limiting the gateway's CPU needs root (a cgroup)" >&2
 		fi
+	fi
+	if ((run_tls)); then
+		# The room over TCP and TLS 1.3 at once (half the members each, each
+		# transport on a gateway of its own, the senders on a third): the
+		# TLS gateway protects the records itself and writes them without
+		# waiting, as TCP does (TryWrite), so the CPU per delivery compares.
+		tls=(-only msg-room -gateways 3 -senders-apart -room-transports tcp,tls -room-repair)
+		if [[ ${BENCH_QUICK:-} == 1 ]]; then
+			tls+=(-quick -members 100)
+		else
+			tls+=(-room-rates 100,200,300,400)
+		fi
+		"$bin/msgbench" -bin "$bin" "${tls[@]}" -out bench/results/messaging-tls.txt
 	fi
 	if ((run_floor)); then
 		floor=(-duration 10s)

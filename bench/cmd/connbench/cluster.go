@@ -5,14 +5,7 @@ import (
 
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -142,39 +135,15 @@ func (c *cluster) startGateway(ctx context.Context, id string, useTLS bool) (*ga
 	return g, child.WaitReady(ctx, p, g.admin, 30*time.Second)
 }
 
-// ensureCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1
-// and localhost.
+// ensureCert writes a self-signed certificate for 127.0.0.1 and
+// localhost (child.SelfSignedCert), once.
 func (c *cluster) ensureCert() error {
 	if c.tlsCert != "" {
 		return nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "parley-bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	c.tlsCert, c.tlsKey = filepath.Join(c.dir, "cert.pem"), filepath.Join(c.dir, "key.pem")
-	if err := os.WriteFile(c.tlsCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return err
-	}
-	return os.WriteFile(c.tlsKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	var err error
+	c.tlsCert, c.tlsKey, err = child.SelfSignedCert(c.dir)
+	return err
 }
 
 // redisUsedMemory asks redis-server for INFO memory's used_memory.

@@ -31,6 +31,9 @@ type cluster struct {
 	presence  *child.Proc
 	messaging []*child.Proc
 	gateways  []*gateway
+	// tlsCert, tlsKey: the self-signed certificate of the TLS gateways
+	// (-room-transports tls), made when the first starts.
+	tlsCert, tlsKey string
 }
 
 // gateway is one running gateway replica.
@@ -38,6 +41,9 @@ type gateway struct {
 	*child.Proc
 	id               string
 	tcp, admin, http string
+	// tls: its TCP port speaks TLS (a room member gateway of
+	// -room-transports tls); only those members connect to it.
+	tls bool
 }
 
 // start brings up everything, each process waited for (TCP for the
@@ -74,7 +80,7 @@ func (c *cluster) start(ctx context.Context) error {
 		c.messaging = append(c.messaging, p)
 	}
 	for i := range c.opts.gateways {
-		g, err := c.startGateway(ctx, fmt.Sprintf("gw%d", i+1))
+		g, err := c.startGateway(ctx, fmt.Sprintf("gw%d", i+1), c.tlsGateway(i))
 		if err != nil {
 			return err
 		}
@@ -139,8 +145,19 @@ func (c *cluster) startService(ctx context.Context, name, binary string, env ...
 	return p, child.WaitReady(ctx, p, admin, 60*time.Second)
 }
 
-func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error) {
-	g := &gateway{id: id}
+// tlsGateway reports whether gateway i serves TLS: a members' gateway
+// whose transport (runRoom's split: gateway i carries transport i mod the
+// transports' number) is tls.
+func (c *cluster) tlsGateway(i int) bool {
+	o := c.opts
+	if o.sendersApart && o.gateways > 1 && i == o.gateways-1 {
+		return false
+	}
+	return o.roomTransports[i%len(o.roomTransports)] == "tls"
+}
+
+func (c *cluster) startGateway(ctx context.Context, id string, withTLS bool) (*gateway, error) {
+	g := &gateway{id: id, tls: withTLS}
 	for _, a := range []*string{&g.tcp, &g.admin, &g.http} {
 		var err error
 		if *a, err = child.FreeAddr(); err != nil {
@@ -152,6 +169,15 @@ func (c *cluster) startGateway(ctx context.Context, id string) (*gateway, error)
 		// The media port defaults to a fixed one: two gateways (or a
 		// gateway of another run) would collide on it.
 		"PARLEY_UDP_ADDR=127.0.0.1:0"}
+	if withTLS {
+		if c.tlsCert == "" {
+			var err error
+			if c.tlsCert, c.tlsKey, err = child.SelfSignedCert(c.dir); err != nil {
+				return nil, err
+			}
+		}
+		env = append(env, "PARLEY_TLS_CERT="+c.tlsCert, "PARLEY_TLS_KEY="+c.tlsKey)
+	}
 	p, err := c.ps.Start(id, "gateway", env)
 	if err != nil {
 		return nil, err

@@ -42,6 +42,8 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/parleychat/parley/bench/internal/child"
 
 	"context"
@@ -81,7 +83,7 @@ type options struct {
 	roomSenders  int
 	roomDuration time.Duration
 	roomRates    []float64
-	// roomTransports: the members' transports ("tcp", "ws"), member i on
+	// roomTransports: the members' transports ("tcp", "ws", "tls"), member i on
 	// roomTransports[i%len].
 	roomTransports []string
 	roomRepair     bool
@@ -128,7 +130,7 @@ func main() {
 	flag.IntVar(&o.roomSenders, "room-senders", 4, "msg-room: SDK clients posting into the room")
 	flag.DurationVar(&o.roomDuration, "room-duration", 15*time.Second, "msg-room: duration of each level")
 	flag.StringVar(&roomRates, "room-rates", "20,50,100,200", "msg-room: messages/s posted into the room, total")
-	flag.StringVar(&roomTransports, "room-transports", "tcp", "msg-room: the members' transports, tcp and/or ws (e.g. tcp,ws: half the members over each, each transport on its own gateways when -gateways is a multiple of their number, CPU per delivery compared)")
+	flag.StringVar(&roomTransports, "room-transports", "tcp", "msg-room: the members' transports, tcp, ws and/or tls (TLS 1.3 on the TCP port) (e.g. tcp,ws: half the members over each, each transport on its own gateways when -gateways is a multiple of their number, CPU per delivery compared; tls needs that split and -only msg-room)")
 	flag.BoolVar(&o.sendersApart, "senders-apart", false, "msg-room: with several gateways, the senders use the last one and the members the others (so members' gateways falling behind do not slow the sends)")
 	flag.BoolVar(&o.roomRepair, "room-repair", false, "msg-room: after each level's drain, members read what they missed live from history (docs/protocol.md §15.3: runs of missing seqs, then after the highest), and levels go on past saturation: the overload check (every member connected, every stored message delivered live or repaired)")
 	flag.Float64Var(&o.memberGatewayCPU, "member-gateway-cpu", 0, "msg-room: limit the gateways the room's members use (all but the senders' with -senders-apart) to this many cores together, through a CPU cgroup (root): the gateway, not the store, falls behind, for the overload check with -room-repair (e.g. 0.05)")
@@ -151,11 +153,31 @@ func main() {
 	}
 	for _, t := range strings.Split(roomTransports, ",") {
 		switch t = strings.TrimSpace(t); t {
-		case "tcp", "ws":
+		case "tcp", "ws", "tls":
 			o.roomTransports = append(o.roomTransports, t)
 		case "":
 		default:
-			err = fmt.Errorf("-room-transports: unknown transport %q (tcp, ws)", t)
+			err = fmt.Errorf("-room-transports: unknown transport %q (tcp, ws, tls)", t)
+		}
+	}
+	if err == nil && slices.Contains(o.roomTransports, "tls") {
+		// A gateway with a certificate speaks only TLS on its TCP port:
+		// the members' TLS gateways are theirs alone, which needs each
+		// transport on gateways of its own, and msg-direct's clients
+		// (plain TCP, on every gateway) cannot run beside them.
+		mg := o.gateways
+		if o.sendersApart && mg > 1 {
+			mg--
+		}
+		switch {
+		case mg%len(o.roomTransports) != 0:
+			err = fmt.Errorf("-room-transports with tls: the members' gateways (%d) must be a multiple of the transports (%d)", mg, len(o.roomTransports))
+		case o.only != "msg-room":
+			err = fmt.Errorf("-room-transports with tls: run msg-room alone (-only msg-room)")
+		case o.parleyd:
+			err = fmt.Errorf("-room-transports with tls: not with -parleyd (one gateway)")
+		case len(o.roomTransports) == 1 && !o.sendersApart:
+			err = fmt.Errorf("-room-transports tls alone: the senders need a gateway without TLS (-senders-apart, or tcp,tls)")
 		}
 	}
 	if err == nil && len(o.roomTransports) == 0 {

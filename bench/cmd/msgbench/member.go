@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
@@ -52,11 +53,12 @@ func readFrame(r rawReader) (*parleyv1.Frame, error) {
 	return wire.Decode(*b)
 }
 
-// dialMember connects (to the gateway's TCP address, or over WebSocket to
-// its HTTP address), says Hello and resumes the session of token with the
-// presence feed off.
-func dialMember(ctx context.Context, g *gateway, ws bool, token string) (*member, rawReader, error) {
+// dialMember connects over transport ("tcp" or "tls" to the gateway's TCP
+// address, "ws" over WebSocket to its HTTP address), says Hello and
+// resumes the session of token with the presence feed off.
+func dialMember(ctx context.Context, g *gateway, transport, token string) (*member, rawReader, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
+	ws := transport == "ws"
 	addr := g.tcp
 	if ws {
 		addr = g.http
@@ -64,6 +66,11 @@ func dialMember(ctx context.Context, g *gateway, ws bool, token string) (*member
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
+	}
+	if transport == "tls" {
+		// The gateway's self-signed certificate (cluster.startGateway):
+		// the benchmark talks to its own server on loopback.
+		nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
 	}
 	m := &member{conn: nc, ws: ws, lats: map[int][]int32{}, missing: map[uint64]struct{}{},
 		replies: map[uint32]chan *parleyv1.HistoryReply{}, nextRID: 1 << 20}

@@ -78,12 +78,27 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 	if !r.separate {
 		logf("msg-room: %d member gateways cannot be split between %d transports: CPU per delivery is not per transport", mg, nt)
 	}
-	maccts, err := register(ctx, gw, "m", o.members, o.regParallel, false)
+	// Registration and the senders (SDK clients, plain TCP) avoid the
+	// TLS gateways (-room-transports tls): a member registers through
+	// any other gateway, its session resumes on its own.
+	var plain []*gateway
+	for _, g := range c.gateways {
+		if !g.tls {
+			plain = append(plain, g)
+		}
+	}
+	regGW := func(pick func(int) string) func(int) string {
+		if len(plain) == len(c.gateways) {
+			return pick
+		}
+		return func(i int) string { return plain[i%len(plain)].tcp }
+	}
+	maccts, err := register(ctx, regGW(gw), "m", o.members, o.regParallel, false)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	saccts, err := register(ctx, sgw, "s", o.roomSenders, o.regParallel, true)
+	saccts, err := register(ctx, regGW(sgw), "s", o.roomSenders, o.regParallel, true)
 	if err != nil {
 		r.err = err
 		return r
@@ -109,7 +124,7 @@ func runRoom(ctx context.Context, c *cluster, o options, logf func(string, ...an
 					return
 				}
 				t := i % nt
-				m, rd, err := dialMember(ctx, c.gateways[memberGateway(i)], o.roomTransports[t] == "ws", maccts[i].session.Token)
+				m, rd, err := dialMember(ctx, c.gateways[memberGateway(i)], o.roomTransports[t], maccts[i].session.Token)
 				if m != nil {
 					m.transport = t
 				}

@@ -36,7 +36,7 @@ type wireClient struct {
 
 // dialWire connects a wire client to g's TCP port with the session of token.
 func dialWire(ctx context.Context, g *gateway, token string) (*wireClient, error) {
-	m, r, err := dialMember(ctx, g, false, token)
+	m, r, err := dialMember(ctx, g, "tcp", token)
 	if err != nil {
 		return nil, err
 	}
