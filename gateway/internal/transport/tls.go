@@ -114,6 +114,9 @@ func NewTLSStream(c net.Conn, conf *TLSConfig, maxFrame uint32, timeout time.Dur
 		return nil, err
 	}
 	if err := c.SetDeadline(time.Time{}); err != nil {
+		if hc != nil {
+			hc.keys.zero()
+		}
 		return nil, err
 	}
 	if hc != nil {
@@ -210,6 +213,8 @@ func (h *handshakeConn) takeOver(state tls.ConnectionState, c net.Conn, raw sysc
 	}
 	rc := &recordConn{conn: c, raw: raw, suite: suite, sni: state.ServerName}
 	if rc.in.keys.setSecret(suite, h.keys.client) != nil || rc.out.keys.setSecret(suite, h.keys.server) != nil {
+		rc.in.keys.zero()
+		rc.out.keys.zero()
 		return nil
 	}
 	n, ok := countSealed(h.written, suite, &rc.out.keys)

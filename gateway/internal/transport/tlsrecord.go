@@ -677,6 +677,7 @@ func (c *recordConn) CloseWrite() error {
 // Close closes the socket and forgets the keys.
 func (c *recordConn) Close() error {
 	err := c.conn.Close()
+	c.releaseBody() // plaintext not read (Close follows the last read)
 	c.in.mu.Lock()
 	c.in.keys.zero()
 	c.in.aead, c.in.closed = nil, true
