@@ -24,6 +24,8 @@ mkdir -p "$TOOLS"
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The TLS record layer is checked against openssl s_client (gateway/internal/transport).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
