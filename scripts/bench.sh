@@ -39,7 +39,7 @@
 # real parleyd and parley processes): time to a direct pair per NAT pair
 # with first-attempt success, the birthday technique's success rate, direct
 # file throughput against plain TCP over the same link and direct message
-# round trips, to bench/results/nat.txt. The full run takes 30-40 minutes on 2 cores;
+# round trips, to bench/results/nat.txt. The full run takes 35-45 minutes on 2 cores;
 # filebench needs ~12 GiB free in $TMPDIR (it checks first).
 set -euo pipefail
 

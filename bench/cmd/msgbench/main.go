@@ -122,7 +122,7 @@ func main() {
 	flag.IntVar(&o.pairs, "pairs", 200, "msg-direct: sender/receiver pairs")
 	flag.StringVar(&o.directClients, "direct-clients", "wire", "msg-direct: the load generator's clients: wire (the wire protocol spoken directly, as lean as relayfloor's clients) or sdk (the Go SDK)")
 	flag.DurationVar(&o.directDuration, "direct-duration", 20*time.Second, "msg-direct: duration of each level")
-	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,5000,10000,20000", "msg-direct: open-loop total rates (messages/s)")
+	flag.StringVar(&directRates, "direct-rates", "1000,2000,3000,4000,5000,6000,7500,10000,12500,15000,20000", "msg-direct: open-loop total rates (messages/s); with -floor the floors run the same rates")
 	flag.IntVar(&o.maxClosedRate, "max-closed-rate", 60000, "msg-direct: closed loop stops at this rate × duration messages (array sizes)")
 	flag.BoolVar(&o.floor, "floor", true, "msg-direct: also run bin/relayfloor -jetstream (the machine's floor for this traffic) and -hops (Parley's topology without its logic) right after, and report the ratios to them")
 	flag.DurationVar(&o.floorDuration, "floor-duration", 10*time.Second, "msg-direct: duration of each floor level")

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -184,7 +185,11 @@ func runBatcher(nc *nats.Conn, reqs chan edgeReq) {
 // (asynchronously, pipelined: acks are awaited in order), and once stored
 // the request is answered (the frame's send time back, a 12-byte frame)
 // and the frame published to the receiver's and the sender's subjects.
-func runStore(natsURL string) error {
+// With syncStore each request is handed to one of 64 workers, which
+// publishes and waits for the ack before it publishes the events and
+// answers, as Parley's messaging does (libs/rpc's pool, a synchronous
+// conditional append).
+func runStore(natsURL string, syncStore bool) error {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return err
@@ -231,6 +236,9 @@ func runStore(natsURL string) error {
 			}
 		}
 	}()
+	if syncStore {
+		return runSyncStore(nc, js)
+	}
 	var seq uint64
 	if _, err := nc.QueueSubscribe(storeSubject, "store", func(m *nats.Msg) {
 		p := pending{m: m}
@@ -263,10 +271,48 @@ func runStore(natsURL string) error {
 	select {}
 }
 
+// syncWorkers is the -sync-store store's pool, libs/rpc's default.
+const syncWorkers = 64
+
+// runSyncStore is runStore with -sync-store. Requests carry one item (the
+// edges do not batch with it).
+func runSyncStore(nc *nats.Conn, js jetstream.JetStream) error {
+	jobs := make(chan *nats.Msg)
+	var seq atomic.Uint64
+	for range syncWorkers {
+		go func() {
+			for m := range jobs {
+				b := m.Data
+				if len(b) < 4+4+header {
+					complain("request", fmt.Errorf("%d bytes", len(b)))
+					continue
+				}
+				frame := b[4:]
+				from := strconv.FormatUint(uint64(binary.BigEndian.Uint32(b)), 10)
+				to := strconv.FormatUint(uint64(binary.BigEndian.Uint32(frame[4+8:])), 10)
+				id := from + ":" + strconv.FormatUint(seq.Add(1), 10)
+				if _, err := js.Publish(context.Background(), "floor.msg."+from, frame[4+header:], jetstream.WithMsgID(id)); err != nil {
+					complain("store", err)
+				}
+				_ = nc.Publish(userPrefix+to, frame)
+				_ = nc.Publish(userPrefix+from, frame)
+				reply := binary.BigEndian.AppendUint32(make([]byte, 0, 12), 8)
+				if err := m.Respond(append(reply, frame[4:12]...)); err != nil {
+					complain("reply", err)
+				}
+			}
+		}()
+	}
+	if _, err := nc.QueueSubscribe(storeSubject, "store", func(m *nats.Msg) { jobs <- m }); err != nil {
+		return err
+	}
+	select {}
+}
+
 // startHops starts nats-server, the store and two edges for runLoad, and
 // returns the edges, the PIDs whose CPU is the server's (store and edges)
 // and nats-server's PID.
-func startHops(bin string, batch bool, stops *[]func()) (edges []*server, serverPIDs []int, natsPID int, err error) {
+func startHops(bin string, batch, syncStore bool, stops *[]func()) (edges []*server, serverPIDs []int, natsPID int, err error) {
 	dir, err := os.MkdirTemp("", "relayfloor-")
 	if err != nil {
 		return nil, nil, 0, err
@@ -281,7 +327,11 @@ func startHops(bin string, batch bool, stops *[]func()) (edges []*server, server
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	store, err := startProcess("-serve-store", "-nats", url)
+	storeArgs := []string{"-serve-store", "-nats", url}
+	if syncStore {
+		storeArgs = append(storeArgs, "-sync-store")
+	}
+	store, err := startProcess(storeArgs...)
 	if err != nil {
 		return nil, nil, 0, err
 	}

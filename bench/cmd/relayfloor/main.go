@@ -52,10 +52,11 @@ func main() {
 	roomServe := flag.Bool("room-serve", false, "with -serve: run the room server")
 	hops := flag.Bool("hops", false, "Parley's topology instead of one relay: two edge processes and a store process over NATS, storing in JetStream (hops.go); with -serve: run an edge")
 	batch := flag.Bool("batch", false, "with -hops: the edges send the frames waiting from all their connections in one request to the store (and it answers them in one reply)")
+	syncStore := flag.Bool("sync-store", false, "with -hops (or -serve-store): the store publishes each message to JetStream and waits for its ack from one of a pool of 64 workers, as Parley's messaging does, instead of asynchronously and pipelined")
 	serveStore := flag.Bool("serve-store", false, "run the -hops store process (used by the load generator)")
 	flag.Parse()
 	if *serveStore {
-		if err := runStore(*natsURL); err != nil {
+		if err := runStore(*natsURL, *syncStore); err != nil {
 			fmt.Fprintln(os.Stderr, "relayfloor:", err)
 			os.Exit(1)
 		}
@@ -89,7 +90,7 @@ func main() {
 		}
 		return
 	}
-	if err := runLoad(*pairs, *rates, *dur, *size, *js, *hops, *batch, *bin); err != nil {
+	if err := runLoad(*pairs, *rates, *dur, *size, *js, *hops, *batch, *syncStore, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "relayfloor:", err)
 		os.Exit(1)
 	}

@@ -142,7 +142,7 @@ func runServer(addr, natsURL string) error {
 
 // runLoad measures the pairs relay (with JetStream when withJS), or with
 // hops Parley's topology (hops.go).
-func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, hops, batch bool, bin string) error {
+func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, hops, batch, syncStore bool, bin string) error {
 	var (
 		edges      []*server
 		serverPIDs []int
@@ -157,7 +157,7 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, ho
 	switch {
 	case hops:
 		var err error
-		if edges, serverPIDs, natsPID, err = startHops(bin, batch, &stops); err != nil {
+		if edges, serverPIDs, natsPID, err = startHops(bin, batch, syncStore, &stops); err != nil {
 			return err
 		}
 	default:
