@@ -46,9 +46,10 @@ var serverOnlyModules = []string{
 // released version and builds against it, with no replace directive and
 // no workspace: the published modules are served from a module proxy
 // built from this checkout (the version the SDK announces, parley.Version),
-// everything else from the local module cache, which is a proxy too. The
-// program's module graph holds no server module; built, it registers on a
-// running parleyd, sends to the public room and reads the message back.
+// everything else from the local module cache, which is a proxy too, or
+// through the machine's GOPROXY when the cache lacks them. The program's
+// module graph holds no server module; built, it registers on a running
+// parleyd, sends to the public room and reads the message back.
 func TestSDKModuleBuildsOutsideTheRepository(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -87,10 +88,19 @@ func TestSDKModuleBuildsOutsideTheRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(app, "go.sum"), string(sum))
+	// Third-party modules come from the local module cache when it has
+	// them, else from the machine's own proxy: a fresh machine's cache
+	// holds only the versions the workspace builds with, and the SDK alone
+	// may select older ones (x/net, x/sys). The published modules are
+	// found in the first proxy, so no later one is asked for them.
+	proxies := "file://" + filepath.ToSlash(proxy) + ",file://" + filepath.ToSlash(filepath.Join(cache, "cache", "download"))
+	if p := strings.TrimSpace(goEnv(t, "GOPROXY")); p != "" && p != "off" {
+		proxies += "," + p
+	}
 	env := append(os.Environ(),
 		"GOWORK=off",
 		"GOFLAGS=-mod=mod -buildvcs=false",
-		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(filepath.Join(cache, "cache", "download")),
+		"GOPROXY="+proxies,
 		"GOMODCACHE="+filepath.Join(t.TempDir(), "modcache"), // fresh: no stale copy of the published versions
 		"GONOSUMDB=github.com/parleychat/parley",
 		"GOTOOLCHAIN=local",
