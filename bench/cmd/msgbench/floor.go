@@ -75,6 +75,27 @@ func floorRates(direct []float64) []float64 {
 	return rs
 }
 
+// messagingDedupWindow is messaging's -msg-dedup-window default
+// (services/messaging): how long it keeps a client key, which nats-server
+// does as the stream's duplicate window, in memory.
+const messagingDedupWindow = 10 * time.Minute
+
+// floorDedupWindow is the duplicate window the floors' streams get: the
+// one Parley's messaging runs with (its default, or PARLEY_MSG_DEDUP_WINDOW
+// from -server-env), so the floors remember message ids as long as Parley
+// does. (Measured 2026-12-07: the floor's knee is the same with 2m and 10m.)
+func floorDedupWindow(serverEnv []string) time.Duration {
+	w := messagingDedupWindow
+	for _, kv := range serverEnv {
+		if v, ok := strings.CutPrefix(kv, "PARLEY_MSG_DEDUP_WINDOW="); ok {
+			if d, err := time.ParseDuration(v); err == nil && d > 0 {
+				w = d
+			}
+		}
+	}
+	return w
+}
+
 // runFloor runs relayfloor -jetstream (with hops: -hops) from bin and
 // parses its table.
 func runFloor(ctx context.Context, o options, hops bool, logf func(string, ...any)) *floorResult {
@@ -99,7 +120,8 @@ func runFloor(ctx context.Context, o options, hops bool, logf func(string, ...an
 	}
 	logf("msg-direct floor: relayfloor %s at %s/s", mode, strings.Join(rates, ", "))
 	cmd := exec.CommandContext(ctx, exe, mode, "-bin", bin, "-pairs", strconv.Itoa(o.pairs),
-		"-text-bytes", strconv.Itoa(o.textBytes), "-duration", o.floorDuration.String(), "-rates", strings.Join(rates, ","))
+		"-text-bytes", strconv.Itoa(o.textBytes), "-duration", o.floorDuration.String(), "-rates", strings.Join(rates, ","),
+		"-dedup-window", floorDedupWindow(o.serverEnv).String())
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = io.Discard // its first few publish errors of overloaded levels
@@ -173,12 +195,14 @@ func (r *report) writeFloor(w io.Writer, f *floorResult) {
 		name, server = "topology", "edges + store"
 		fmt.Fprintf(w, "msg-direct against Parley's topology with none of its logic: relayfloor -hops in the same run (two edge\n")
 		fmt.Fprintf(w, "processes and a store process over NATS, as the gateways and messaging: request, JetStream publish (async,\n")
-		fmt.Fprintf(w, "file store, Nats-Msg-Id), reply, an event to each user's subject; %d pairs, %d-byte texts, %s per level).\n",
-			r.opts.pairs, r.opts.textBytes, f.duration)
+		fmt.Fprintf(w, "file store, Nats-Msg-Id kept %s as Parley's), reply, an event to each user's subject; %d pairs, %d-byte texts,\n",
+			floorDedupWindow(r.opts.serverEnv), r.opts.pairs, r.opts.textBytes)
+		fmt.Fprintf(w, "%s per level).\n", f.duration)
 	} else {
 		fmt.Fprintf(w, "msg-direct against the floor: relayfloor -jetstream in the same run (a relay storing each message in JetStream,\n")
-		fmt.Fprintf(w, "file store, Nats-Msg-Id, async publishes, then answering and forwarding; %d pairs, %d-byte texts, %s per level).\n",
-			r.opts.pairs, r.opts.textBytes, f.duration)
+		fmt.Fprintf(w, "file store, Nats-Msg-Id kept %s as Parley's, async publishes, then answering and forwarding; %d pairs,\n",
+			floorDedupWindow(r.opts.serverEnv), r.opts.pairs)
+		fmt.Fprintf(w, "%d-byte texts, %s per level).\n", r.opts.textBytes, f.duration)
 	}
 	if f.err != nil {
 		fmt.Fprintf(w, "  ERROR: %v\n\n", f.err)

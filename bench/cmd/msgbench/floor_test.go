@@ -3,6 +3,7 @@ package main
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // The floors run msg-direct's own rates, then above the highest: neither
@@ -18,6 +19,25 @@ func TestFloorRates(t *testing.T) {
 	} {
 		if got := floorRates(tc.direct); !slices.Equal(got, tc.want) {
 			t.Errorf("floorRates(%v) = %v, want %v", tc.direct, got, tc.want)
+		}
+	}
+}
+
+// The floors remember message ids as long as Parley's messaging does: its
+// default, or what -server-env sets.
+func TestFloorDedupWindow(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want time.Duration
+	}{
+		{nil, 10 * time.Minute},
+		{[]string{"GOGC=200"}, 10 * time.Minute},
+		{[]string{"PARLEY_MSG_DEDUP_WINDOW=2m"}, 2 * time.Minute},
+		{[]string{"PARLEY_MSG_DEDUP_WINDOW=1h", "GOGC=200"}, time.Hour},
+		{[]string{"PARLEY_MSG_DEDUP_WINDOW=soon"}, 10 * time.Minute}, // messaging refuses it too
+	} {
+		if got := floorDedupWindow(tc.env); got != tc.want {
+			t.Errorf("floorDedupWindow(%q) = %v, want %v", tc.env, got, tc.want)
 		}
 	}
 }

@@ -7,10 +7,11 @@
 //   - msg-direct: persisted one-to-one messages per second. -pairs pairs
 //     of Go SDK clients (presence feed off), each pair in its own private
 //     conversation, the sender on one gateway and the receiver on the
-//     next. First closed loop (each sender sends its next message when the
-//     previous one's SendReply arrived), then open loop at fixed total
-//     rates (-direct-rates), to find the highest rate with p99 under the
-//     target. Latency is end to end: from the start of the sender's Send
+//     next. First open loop at fixed total rates (-direct-rates), to find
+//     the highest rate with p99 under the target, then closed loop (each
+//     sender sends its next message when the previous one's SendReply
+//     arrived; last, so that what it stores does not weigh on the open
+//     loop's levels: see runDirect). Latency is end to end: from the start of the sender's Send
 //     (open loop: the time it was due) to the receiver's MessageEvent, on
 //     this process's monotonic clock. Receivers check seq continuity per
 //     conversation; every message id is counted on arrival, so lost and

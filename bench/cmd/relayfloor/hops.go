@@ -199,7 +199,7 @@ func runStore(natsURL string, syncStore bool) error {
 		return err
 	}
 	if _, err := js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{
-		Name: "FLOOR", Subjects: []string{"floor.msg.>"}, Storage: jetstream.FileStorage,
+		Name: "FLOOR", Subjects: []string{"floor.msg.>"}, Storage: jetstream.FileStorage, Duplicates: dedupWindow,
 	}); err != nil {
 		return err
 	}
@@ -327,7 +327,7 @@ func startHops(bin string, batch, syncStore bool, stops *[]func()) (edges []*ser
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	storeArgs := []string{"-serve-store", "-nats", url}
+	storeArgs := append([]string{"-serve-store", "-nats", url}, dedupArgs()...)
 	if syncStore {
 		storeArgs = append(storeArgs, "-sync-store")
 	}

@@ -39,6 +39,13 @@ import (
 // text.
 const header = 12
 
+// dedupWindow is the JetStream stream's duplicate window (-dedup-window):
+// nats-server keeps every message id published within it, in memory.
+var dedupWindow time.Duration
+
+// dedupArgs passes -dedup-window on to a child process.
+func dedupArgs() []string { return []string{"-dedup-window", dedupWindow.String()} }
+
 func main() {
 	serve := flag.String("serve", "", "run the relay server on this address (used by the load generator)")
 	pairs := flag.Int("pairs", 200, "sender/receiver pairs")
@@ -54,6 +61,7 @@ func main() {
 	batch := flag.Bool("batch", false, "with -hops: the edges send the frames waiting from all their connections in one request to the store (and it answers them in one reply)")
 	syncStore := flag.Bool("sync-store", false, "with -hops (or -serve-store): the store publishes each message to JetStream and waits for its ack from one of a pool of 64 workers, as Parley's messaging does, instead of asynchronously and pipelined")
 	serveStore := flag.Bool("serve-store", false, "run the -hops store process (used by the load generator)")
+	flag.DurationVar(&dedupWindow, "dedup-window", 2*time.Minute, "with -jetstream or -hops: the stream's duplicate window (how long a Nats-Msg-Id is remembered; Parley's messaging keeps client keys for -msg-dedup-window, 10m by default, and msgbench passes its value)")
 	flag.Parse()
 	if *serveStore {
 		if err := runStore(*natsURL, *syncStore); err != nil {

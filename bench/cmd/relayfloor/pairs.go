@@ -60,7 +60,7 @@ func runServer(addr, natsURL string) error {
 			return err
 		}
 		if _, err := js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{
-			Name: "FLOOR", Subjects: []string{"floor.>"}, Storage: jetstream.FileStorage,
+			Name: "FLOOR", Subjects: []string{"floor.>"}, Storage: jetstream.FileStorage, Duplicates: dedupWindow,
 		}); err != nil {
 			return err
 		}
@@ -178,7 +178,7 @@ func runLoad(pairs int, rateList string, dur time.Duration, size int, withJS, ho
 				return err
 			}
 			natsPID = p.PID()
-			args = append(args, "-nats", url)
+			args = append(args, append([]string{"-nats", url}, dedupArgs()...)...)
 		}
 		srv, err := startServer(args...)
 		if err != nil {
