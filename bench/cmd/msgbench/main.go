@@ -11,11 +11,11 @@
 //     the highest rate with p99 under the target, then closed loop (each
 //     sender sends its next message when the previous one's SendReply
 //     arrived; last, so that what it stores does not weigh on the open
-//     loop's levels: see runDirect). Latency is end to end: from the start of the sender's Send
-//     (open loop: the time it was due) to the receiver's MessageEvent, on
-//     this process's monotonic clock. Receivers check seq continuity per
-//     conversation; every message id is counted on arrival, so lost and
-//     duplicated messages are exact.
+//     loop's levels: see runDirect). Latency is end to end: from the
+//     start of the sender's Send (open loop: the time it was due) to the
+//     receiver's MessageEvent, on this process's monotonic clock.
+//     Receivers check seq continuity per conversation; every message id
+//     is counted on arrival, so lost and duplicated messages are exact.
 //     Then (-floor) bin/relayfloor -jetstream at the same open-loop rates
 //     and the floor's own knee: the report gives the stored rate at p99
 //     under 20 ms and the CPU per message of all server processes as
