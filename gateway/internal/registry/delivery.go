@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/subject"
@@ -338,9 +340,17 @@ func messageFrame(data []byte) (frame []byte, conv string, err error) {
 	if ev.GetMessage() == nil {
 		return nil, "", fmt.Errorf("%w: no message", errMalformedEvent)
 	}
-	frame, err = wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
-	return frame, ev.GetMessage().GetConversation(), err
+	// Frame{message: ev} is data itself as Frame's message field: the
+	// checked bytes are framed as they are, not encoded again.
+	frame = make([]byte, wire.HeaderSize, wire.HeaderSize+protowire.SizeTag(frameMessageField)+protowire.SizeBytes(len(data)))
+	frame = protowire.AppendTag(frame, frameMessageField, protowire.BytesType)
+	frame = protowire.AppendBytes(frame, data)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-wire.HeaderSize))
+	return frame, ev.GetMessage().GetConversation(), nil
 }
+
+// frameMessageField is the number of Frame's message field.
+var frameMessageField = (&parleyv1.Frame{}).ProtoReflect().Descriptor().Fields().ByName("message").Number()
 
 // userEventFrame turns an event published on one of a user's subjects
 // into its frame, checked the same way: "friend" (parleyv1.FriendEvent ->

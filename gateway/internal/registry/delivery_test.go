@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/gateway/internal/metrics"
@@ -159,4 +160,59 @@ func TestRoomFanOutBehind(t *testing.T) {
 	if v := testutil.ToFloat64(m.EventsShed.WithLabelValues("gateway_behind")); v != 90 {
 		t.Errorf("shed gateway_behind = %v, want 90 (one connection)", v)
 	}
+}
+
+// messageFrame frames a published MessageEvent as clients decode it: the
+// same event, its length prefix right, and a malformed event refused.
+func TestMessageFrame(t *testing.T) {
+	ev := &parleyv1.MessageEvent{Message: &parleyv1.Message{
+		Id: 9, Conversation: "room.lobby", Seq: 3, SenderId: "u1", SenderName: "ann", Text: "héllo", ClientKey: "k1", SentAtUnixMs: 1700000000000,
+	}}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, conv, err := messageFrame(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conv != "room.lobby" {
+		t.Errorf("conversation %q, want room.lobby", conv)
+	}
+	if n := binary.BigEndian.Uint32(frame); int(n) != len(frame)-wire.HeaderSize {
+		t.Fatalf("length prefix %d, frame body %d bytes", n, len(frame)-wire.HeaderSize)
+	}
+	f, err := wire.Decode(frame[wire.HeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(f.GetMessage(), ev) {
+		t.Fatalf("client decodes %v, want %v", f.GetMessage(), ev)
+	}
+	want, err := wire.AppendFrame(nil, &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(frame, want) {
+		t.Errorf("frame %x, encoded whole %x", frame, want)
+	}
+
+	for name, bad := range map[string][]byte{
+		"not protobuf": {0xff, 0xff, 0xff},
+		"no message":   {},
+		"bad utf-8":    badUTF8Event(),
+	} {
+		if _, _, err := messageFrame(bad); err == nil {
+			t.Errorf("%s: framed, want refused", name)
+		}
+	}
+}
+
+// badUTF8Event is a MessageEvent whose message's text is not UTF-8 (which
+// proto.Marshal would refuse to write).
+func badUTF8Event() []byte {
+	msg := protowire.AppendTag(nil, 7, protowire.BytesType) // Message.text
+	msg = protowire.AppendBytes(msg, []byte{0xc3, 0x28})
+	ev := protowire.AppendTag(nil, 1, protowire.BytesType) // MessageEvent.message
+	return protowire.AppendBytes(ev, msg)
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -60,10 +59,7 @@ func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string, o
 		if err != nil {
 			return res, err
 		}
-		ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data},
-			jetstream.WithMsgID(msgID),
-			jetstream.WithExpectStream(subject.StreamMessages),
-			jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
+		ack, err := s.publishAppend(ctx, subj, data, msgID, subject.StreamMessages, st.streamSeq)
 		if isWrongLastSeq(err) {
 			// Another replica appended first: reload the tail and retry.
 			// After a few losses in a row, wait a little (jittered) so two
@@ -85,16 +81,16 @@ func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string, o
 			return res, fmt.Errorf("publish: %w", err)
 		}
 		if ack.Duplicate {
-			orig, err := s.Get(ctx, ack.Sequence)
+			orig, err := s.Get(ctx, ack.Seq)
 			if err != nil {
-				return res, fmt.Errorf("duplicate's original (stream seq %d): %w", ack.Sequence, err)
+				return res, fmt.Errorf("duplicate's original (stream seq %d): %w", ack.Seq, err)
 			}
 			res.Message, res.Duplicate = orig, true
 			return res, nil
 		}
-		st.seq, st.streamSeq = m.Seq, ack.Sequence
+		st.seq, st.streamSeq = m.Seq, ack.Seq
 		st.seen.Store(m.Seq)
-		m.Id = ack.Sequence
+		m.Id = ack.Seq
 		res.Message = m
 		if onStored != nil {
 			onStored(m)
@@ -102,7 +98,7 @@ func (s *Store) Append(ctx context.Context, m *parleyv1.Message, msgID string, o
 		if m.Seq%IndexEvery == 0 {
 			// Best effort: a missing entry only makes reads scan longer.
 			key := indexKey(conv, m.Seq/IndexEvery)
-			if _, err := s.index.Put(ctx, key, []byte(strconv.FormatUint(ack.Sequence, 10))); err != nil {
+			if _, err := s.index.Put(ctx, key, []byte(strconv.FormatUint(ack.Seq, 10))); err != nil {
 				s.log.Warn("history index write failed", "key", key, "err", err)
 			}
 		}
