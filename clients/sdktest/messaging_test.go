@@ -398,6 +398,10 @@ func TestReconnectMidBurst(t *testing.T) {
 	}()
 	bob.inConv(parley.PublicRoom, 50)
 	relay.Cut()
+	// The first reconnect's sync is done before the second break: a break
+	// during a sync ends it without a SyncedEvent (the next connection
+	// syncs instead), and sync #3 below would never come.
+	bob.waitSynced(2)
 	bob.inConv(parley.PublicRoom, 120)
 	relay.Cut()
 	if err := <-sent; err != nil {
