@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/parleychat/parley/gateway/internal/connlimit"
 	"github.com/parleychat/parley/gateway/internal/presence"
 	"github.com/parleychat/parley/gateway/internal/registry"
@@ -55,6 +57,9 @@ type Conn struct {
 type session struct {
 	rec  *internalv1.Conn // presence record: user, session, this conn
 	feed bool             // receives the presence feed
+	// hdr is the identity headers of the session's requests (Conn.identity),
+	// built once: shared by every request, never modified.
+	hdr nats.Header
 }
 
 var (

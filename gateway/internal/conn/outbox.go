@@ -73,6 +73,7 @@ type outbox struct {
 	overflowed bool          // closing because the queue overflowed: writes get at most a second
 	closed     bool          // the reader finished: accept nothing more
 	room       chan struct{} // non-nil while a pushWait waits; closed when it should look again
+	holdKey    string        // client_key of the Send being handled: its own message event waits in buf for the reply (hold)
 	wg         sync.WaitGroup
 }
 
@@ -133,6 +134,31 @@ func (o *outbox) endEvents(then func()) {
 	o.dropShedLocked()
 }
 
+// hold makes the message event of the user's own message with client_key
+// key (registry.Events.OwnKey) wait in the queue, unwritten, until release:
+// the connection's Send of that key is being handled, and its SendReply,
+// queued before release, takes the event along in the same write (one
+// write and one client wake-up fewer per message sent; the event and the
+// reply arrive together, the event first). Requests on a connection are
+// handled one at a time, so one key is held at most.
+func (o *outbox) hold(key string) {
+	o.mu.Lock()
+	o.holdKey = key
+	o.mu.Unlock()
+}
+
+// release ends hold: whatever waits is written now (normally the reply's
+// flush has taken it already; not when the request ended without a reply,
+// the connection closing).
+func (o *outbox) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holdKey = ""
+	if o.buf != nil && !o.closed {
+		o.startFlushLocked()
+	}
+}
+
 // push queues an encoded, length-prefixed frame that is never shed
 // (shared, not modified).
 func (o *outbox) push(frame []byte) bool { return o.pushN(frame, 1) }
@@ -163,6 +189,15 @@ func (o *outbox) pushEvents(ev *registry.Events) {
 	if !ev.Shed {
 		if !o.makeRoomLocked(ev.N, len(ev.Frames)) {
 			o.overflowLocked()
+			return
+		}
+		if ev.OwnKey != "" && ev.OwnKey == o.holdKey {
+			// The event of the message this connection is sending: it
+			// goes out with the SendReply, in the reply's write.
+			o.ensureBufLocked()
+			*o.buf = append(*o.buf, ev.Frames...)
+			o.frames += ev.N
+			o.c.h.Metrics.FramesOut.Add(float64(ev.N))
 			return
 		}
 		o.appendNLocked(ev.Frames, ev.N)

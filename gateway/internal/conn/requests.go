@@ -90,7 +90,12 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 	if handle == nil {
 		handle = (*Conn).forward
 	}
-	reply, err := handle(c, r, rid, m.Get(fd).Message().Interface(), s)
+	req := m.Get(fd).Message().Interface()
+	if send, ok := req.(*parleyv1.SendRequest); ok && send.GetClientKey() != "" {
+		c.out.hold(send.GetClientKey())
+		defer c.out.release() // after the reply is queued below
+	}
+	reply, err := handle(c, r, rid, req, s)
 	switch {
 	case c.ctx.Err() != nil:
 		c.debug("request abandoned: the connection ended", "request", r.request, "request_id", rid)
@@ -199,6 +204,8 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		}
 	}
 	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
+	sess.hdr = identity.Header(identity.Caller{UserID: rec.GetUserId(), SessionID: rec.GetSessionId(), Username: rec.GetUsername()},
+		c.origin())
 	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
 		"device", opts.GetDevice(), "resumed", s.GetResumed())
 	c.out.pushFrameAfter(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}},
@@ -258,13 +265,11 @@ func (c *Conn) who(r *route, _ uint32, req proto.Message, _ *session) (proto.Mes
 
 // identity is the headers that tell a service who asks (libs/identity):
 // the session's user, session and display name, the client's address, this
-// gateway and this connection. They are built here, fresh, from the
-// session auth returned; nothing from the client's frame becomes a header,
-// so no request body can claim another identity.
-func (c *Conn) identity(s *session) nats.Header {
-	return identity.Header(identity.Caller{UserID: s.rec.GetUserId(), SessionID: s.rec.GetSessionId(), Username: s.rec.GetUsername()},
-		c.origin())
-}
+// gateway and this connection. They are built when the session starts
+// (startSession), from the session auth returned; nothing from the client's
+// frame becomes a header, so no request body can claim another identity.
+// The map is shared by the session's requests: read only.
+func (c *Conn) identity(s *session) nats.Header { return s.hdr }
 
 // origin is where this connection's requests come from: the client's
 // address, this gateway and this connection.

@@ -329,16 +329,16 @@ func sheddable(conv string) bool {
 }
 
 // messageFrame turns a published parleyv1.MessageEvent into a
-// length-prefixed Frame{message}. Decoding first checks what clients will
+// length-prefixed Frame{message}, and returns the event's message. Decoding first checks what clients will
 // check (valid protobuf, UTF-8 text), so a bad publisher cannot make every
 // client see a malformed frame.
-func messageFrame(data []byte) (frame []byte, conv string, err error) {
+func messageFrame(data []byte) (frame []byte, msg *parleyv1.Message, err error) {
 	ev := new(parleyv1.MessageEvent)
 	if err := proto.Unmarshal(data, ev); err != nil {
-		return nil, "", fmt.Errorf("%w: %w", errMalformedEvent, err)
+		return nil, nil, fmt.Errorf("%w: %w", errMalformedEvent, err)
 	}
 	if ev.GetMessage() == nil {
-		return nil, "", fmt.Errorf("%w: no message", errMalformedEvent)
+		return nil, nil, fmt.Errorf("%w: no message", errMalformedEvent)
 	}
 	// Frame{message: ev} is data itself as Frame's message field: the
 	// checked bytes are framed as they are, not encoded again.
@@ -346,7 +346,7 @@ func messageFrame(data []byte) (frame []byte, conv string, err error) {
 	frame = protowire.AppendTag(frame, frameMessageField, protowire.BytesType)
 	frame = protowire.AppendBytes(frame, data)
 	binary.BigEndian.PutUint32(frame, uint32(len(frame)-wire.HeaderSize))
-	return frame, ev.GetMessage().GetConversation(), nil
+	return frame, ev.GetMessage(), nil
 }
 
 // frameMessageField is the number of Frame's message field.

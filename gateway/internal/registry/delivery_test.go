@@ -172,12 +172,12 @@ func TestMessageFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame, conv, err := messageFrame(data)
+	frame, m, err := messageFrame(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conv != "room.lobby" {
-		t.Errorf("conversation %q, want room.lobby", conv)
+	if !proto.Equal(m, ev.GetMessage()) {
+		t.Errorf("message %v, want %v", m, ev.GetMessage())
 	}
 	if n := binary.BigEndian.Uint32(frame); int(n) != len(frame)-wire.HeaderSize {
 		t.Fatalf("length prefix %d, frame body %d bytes", n, len(frame)-wire.HeaderSize)

@@ -100,6 +100,10 @@ type Events struct {
 	// connection that is behind may drop (docs/protocol.md §11): clients
 	// read them back from history (§15.3).
 	Shed bool
+	// OwnKey is set on one message event of a user's own message: its
+	// client_key. The connection that sent it (and is still waiting for
+	// the SendReply) may hold the event back to write it with the reply.
+	OwnKey string
 }
 
 // New returns an empty registry; call Run to dispatch per-user messages.
@@ -347,12 +351,16 @@ func (r *Registry) dispatch(msg *nats.Msg) {
 		}
 		r.kick(uid, kick)
 	case "msg":
-		frame, conv, err := messageFrame(msg.Data)
+		frame, m, err := messageFrame(msg.Data)
 		if err != nil {
 			r.log.Warn("user message dropped", "user", uid, "err", err)
 			return
 		}
-		r.deliverUserEvents(uid, &Events{Frames: frame, N: 1, Shed: sheddable(conv)})
+		ev := &Events{Frames: frame, N: 1, Shed: sheddable(m.GetConversation())}
+		if m.GetSenderId() == uid {
+			ev.OwnKey = m.GetClientKey()
+		}
+		r.deliverUserEvents(uid, ev)
 	case "p2p":
 		ev := new(parleyv1.P2PEvent)
 		if err := proto.Unmarshal(msg.Data, ev); err != nil {
