@@ -52,6 +52,10 @@ import (
 // reads nothing while such a frame waits is closed as a slow consumer once
 // -write-timeout has passed.
 //
+// While a Send is handled, the event of the sender's own message (the
+// client_key the Send carries) waits in buf unwritten (hold): the reply's
+// flush writes both at once.
+//
 // Writes go out in pieces of at most flushChunk bytes (or one larger
 // frame), each with its own -write-timeout: a client whose socket takes
 // less than that in the write timeout (it reads nothing) is closed as a
