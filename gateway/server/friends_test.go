@@ -261,15 +261,9 @@ func TestTyping(t *testing.T) {
 // receipt frames; a malformed one is dropped.
 func TestFriendAndReceiptEvents(t *testing.T) {
 	e := startGateway(t, nil)
-	alice1 := dialTCP(t, e)
-	alice1.login("alice", noFeed)
-	alice2 := dialTCP(t, e)
-	alice2.login("alice", nil)
-	bob := dialTCP(t, e)
-	bob.login("bob", noFeed)
-	for _, c := range []*client{alice1, alice2, bob} {
-		c.settle()
-	}
+	alice1 := loggedIn(t, e, "alice", noFeed)
+	alice2 := loggedIn(t, e, "alice", nil)
+	bob := loggedIn(t, e, "bob", noFeed)
 	if err := e.nc.Publish(subject.UserFriendEvents("u-alice"), []byte{0xff, 0xff}); err != nil {
 		t.Fatal(err)
 	}

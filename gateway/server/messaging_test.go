@@ -358,6 +358,16 @@ func (c *client) settle() {
 	}
 }
 
+// loggedIn is a TCP client logged in as username whose user subjects the
+// gateway has subscribed (settle).
+func loggedIn(t *testing.T, e *env, username string, opts *parleyv1.ClientOptions) *client {
+	t.Helper()
+	c := dialTCP(t, e)
+	c.login(username, opts)
+	c.settle()
+	return c
+}
+
 // publishEvent publishes a MessageEvent as the messaging service does.
 func (e *env) publishEvent(subj string, m *parleyv1.Message) {
 	e.t.Helper()

@@ -60,16 +60,8 @@ func next(t *testing.T, who string, ch <-chan arrival) arrival {
 // once; an error reply releases it the same way.
 func TestOwnEventWithReply(t *testing.T) {
 	e := startGateway(t, nil)
-	alice1 := dialTCP(t, e)
-	alice1.login("alice", noFeed)
-	alice2 := dialTCP(t, e)
-	alice2.login("alice", noFeed)
-	bob := dialTCP(t, e)
-	bob.login("bob", noFeed)
-	for _, c := range []*client{alice1, alice2, bob} {
-		c.settle()
-	}
-	a1, a2, b := readAll(alice1), readAll(alice2), readAll(bob)
+	alice1 := loggedIn(t, e, "alice", noFeed)
+	a1, a2, b := readAll(alice1), readAll(loggedIn(t, e, "alice", noFeed)), readAll(loggedIn(t, e, "bob", noFeed))
 
 	// A messaging stand-in that publishes the events, then answers only
 	// once alice's other connection and bob have the event: a held event
