@@ -24,20 +24,25 @@ import (
 // busRequest is rpc.Request after checking that req and hdr fit in one NATS
 // message; otherwise it returns an error with code tooLarge.
 func (c *Conn) busRequest(ctx context.Context, subj string, hdr nats.Header, req, reply proto.Message, tooLarge parleyv1.ErrorCode) error {
-	if err := c.checkBusSize(subj, hdr, req, tooLarge); err != nil {
+	return c.busRequestSized(ctx, subj, hdr, headerSize(hdr), req, reply, tooLarge)
+}
+
+// busRequestSized is busRequest with hdr's encoded size (headerSize) known.
+func (c *Conn) busRequestSized(ctx context.Context, subj string, hdr nats.Header, hdrSize int, req, reply proto.Message, tooLarge parleyv1.ErrorCode) error {
+	if err := c.checkBusSize(subj, hdrSize, req, tooLarge); err != nil {
 		return err
 	}
 	return rpc.Request(ctx, c.h.NC, subj, hdr, req, reply)
 }
 
-// checkBusSize returns an error with code tooLarge if req with hdr would
-// not fit in one NATS message.
-func (c *Conn) checkBusSize(subj string, hdr nats.Header, req proto.Message, tooLarge parleyv1.ErrorCode) error {
+// checkBusSize returns an error with code tooLarge if req with headers of
+// hdrSize bytes would not fit in one NATS message.
+func (c *Conn) checkBusSize(subj string, hdrSize int, req proto.Message, tooLarge parleyv1.ErrorCode) error {
 	limit := c.h.NC.MaxPayload()
 	if limit <= 0 {
 		return nil // not connected: the request fails as UNAVAILABLE anyway
 	}
-	size := int64(proto.Size(req) + headerSize(hdr))
+	size := int64(proto.Size(req) + hdrSize)
 	if size <= limit {
 		return nil
 	}

@@ -24,7 +24,7 @@ import (
 // this client sends its packets ("" without a media port: media frames).
 func (c *Conn) joinCall(r *route, _ uint32, req proto.Message, s *session) (proto.Message, error) {
 	reply := new(parleyv1.CallJoined)
-	if err := c.request(r.subject, c.identity(s), req, reply, r.tooLargeCode()); err != nil {
+	if err := c.sessionRequest(r.subject, s, req, reply, r.tooLargeCode()); err != nil {
 		return nil, err
 	}
 	reply.UdpAddr = ""

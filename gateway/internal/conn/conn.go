@@ -58,8 +58,10 @@ type session struct {
 	rec  *internalv1.Conn // presence record: user, session, this conn
 	feed bool             // receives the presence feed
 	// hdr is the identity headers of the session's requests (Conn.identity),
-	// built once: shared by every request, never modified.
-	hdr nats.Header
+	// built once: shared by every request, never modified. hdrSize is its
+	// encoded size (headerSize).
+	hdr     nats.Header
+	hdrSize int
 }
 
 var (

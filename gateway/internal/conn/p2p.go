@@ -34,7 +34,7 @@ func (c *Conn) p2pSession(r *route, _ uint32, req proto.Message, s *session) (pr
 			"this connection relays %d direct sessions already; close one first", relay.MaxSessions())
 	}
 	reply := new(parleyv1.P2PSession)
-	if err := c.request(r.subject, c.identity(s), req, reply, r.tooLargeCode()); err != nil {
+	if err := c.sessionRequest(r.subject, s, req, reply, r.tooLargeCode()); err != nil {
 		return nil, err
 	}
 	if relay == nil {

@@ -122,7 +122,7 @@ func (c *Conn) forward(r *route, _ uint32, req proto.Message, s *session) (proto
 	if r.reply == "ok" {
 		into = nil
 	}
-	if err := c.request(r.subject, c.identity(s), req, into, r.tooLargeCode()); err != nil {
+	if err := c.sessionRequest(r.subject, s, req, into, r.tooLargeCode()); err != nil {
 		return nil, err
 	}
 	return reply, nil
@@ -134,6 +134,14 @@ func (c *Conn) request(subj string, hdr nats.Header, req, reply proto.Message, t
 	ctx, cancel := context.WithTimeout(c.ctx, c.h.Limits.RequestTimeout)
 	defer cancel()
 	return c.busRequest(ctx, subj, hdr, req, reply, tooLarge)
+}
+
+// sessionRequest is request on behalf of session s, with its identity
+// headers (identity), whose size is known.
+func (c *Conn) sessionRequest(subj string, s *session, req, reply proto.Message, tooLarge parleyv1.ErrorCode) error {
+	ctx, cancel := context.WithTimeout(c.ctx, c.h.Limits.RequestTimeout)
+	defer cancel()
+	return c.busRequestSized(ctx, subj, s.hdr, s.hdrSize, req, reply, tooLarge)
 }
 
 // authenticate forwards a Register, Login or Resume request, unchanged, to
@@ -204,8 +212,8 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 		}
 	}
 	sess := &session{rec: rec, feed: !opts.GetSkipPresenceFeed()}
-	sess.hdr = identity.Header(identity.Caller{UserID: rec.GetUserId(), SessionID: rec.GetSessionId(), Username: rec.GetUsername()},
-		c.origin())
+	sess.hdr = c.identity(rec)
+	sess.hdrSize = headerSize(sess.hdr)
 	c.log().Info("session started", "user", rec.UserId, "username", rec.Username, "session", rec.SessionId,
 		"device", opts.GetDevice(), "resumed", s.GetResumed())
 	c.out.pushFrameAfter(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Session{Session: s}},
@@ -225,7 +233,7 @@ func (c *Conn) startSession(rid uint32, s *parleyv1.Session, opts *parleyv1.Clie
 // auth fails, the error is sent and the session continues.
 func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Message, error) {
 	// A fresh, empty body: nothing the client put in its frame travels on.
-	if err := c.request(r.subject, c.identity(s), &parleyv1.LogoutRequest{}, nil, r.tooLargeCode()); err != nil {
+	if err := c.sessionRequest(r.subject, s, &parleyv1.LogoutRequest{}, nil, r.tooLargeCode()); err != nil {
 		return nil, err
 	}
 	c.h.Feed.Leave(c)
@@ -252,7 +260,7 @@ func (c *Conn) logout(r *route, _ uint32, _ proto.Message, s *session) (proto.Me
 func (c *Conn) who(r *route, _ uint32, req proto.Message, _ *session) (proto.Message, error) {
 	w := req.(*parleyv1.WhoRequest)
 	// The cursor is the only field of any size: check it fits the bus.
-	if err := c.checkBusSize(r.subject, nil, &internalv1.PresenceListRequest{Cursor: w.GetCursor(), Limit: w.GetLimit()},
+	if err := c.checkBusSize(r.subject, 0, &internalv1.PresenceListRequest{Cursor: w.GetCursor(), Limit: w.GetLimit()},
 		r.tooLargeCode()); err != nil {
 		return nil, err
 	}
@@ -268,8 +276,11 @@ func (c *Conn) who(r *route, _ uint32, req proto.Message, _ *session) (proto.Mes
 // gateway and this connection. They are built when the session starts
 // (startSession), from the session auth returned; nothing from the client's
 // frame becomes a header, so no request body can claim another identity.
-// The map is shared by the session's requests: read only.
-func (c *Conn) identity(s *session) nats.Header { return s.hdr }
+// The session's requests share the map: read only.
+func (c *Conn) identity(rec *internalv1.Conn) nats.Header {
+	return identity.Header(identity.Caller{UserID: rec.GetUserId(), SessionID: rec.GetSessionId(), Username: rec.GetUsername()},
+		c.origin())
+}
 
 // origin is where this connection's requests come from: the client's
 // address, this gateway and this connection.

@@ -112,6 +112,9 @@ func indexKey(conv string, n uint64) string { return conv + "." + strconv.Format
 // isWrongLastSeq reports the server's "wrong last sequence" answer to a
 // conditional publish: 10071, or 10164 from replicated streams.
 func isWrongLastSeq(err error) bool {
+	if err == nil {
+		return false
+	}
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return false
