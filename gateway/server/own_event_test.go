@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -57,7 +58,8 @@ func next(t *testing.T, who string, ch <-chan arrival) arrival {
 // TestOwnEventWithReply: the event of the message a connection sends waits
 // for the SendReply and arrives with it, first (one write, one wake-up for
 // the client), while the sender's other connections and the peer get it at
-// once; an error reply releases it the same way.
+// once; an error reply releases it the same way, and a group's (sheddable)
+// event is held as a private chat's is.
 func TestOwnEventWithReply(t *testing.T) {
 	e := startGateway(t, nil)
 	alice1 := loggedIn(t, e, "alice", noFeed)
@@ -76,7 +78,7 @@ func TestOwnEventWithReply(t *testing.T) {
 			return
 		}
 		seq++
-		msg := &parleyv1.Message{Conversation: "dm.u-alice.u-bob", Seq: seq, Id: seq, SenderId: "u-alice", SenderName: "alice",
+		msg := &parleyv1.Message{Conversation: req.GetConversation(), Seq: seq, Id: seq, SenderId: "u-alice", SenderName: "alice",
 			Text: req.GetText(), ClientKey: req.GetClientKey(), SentAtUnixMs: 1}
 		ev, _ := proto.Marshal(&parleyv1.MessageEvent{Message: msg})
 		_ = e.nc.Publish(subject.UserMessages("u-alice"), ev)
@@ -102,17 +104,21 @@ func TestOwnEventWithReply(t *testing.T) {
 	}
 
 	for i, tc := range []struct {
-		text string
-		want func(*parleyv1.Frame) bool
+		conv, text string
+		want       func(*parleyv1.Frame) bool
 	}{
-		{"hello", func(f *parleyv1.Frame) bool { return f.GetSendReply().GetMessage().GetClientKey() == "k0" }},
-		{"refuse", func(f *parleyv1.Frame) bool {
+		{"dm.u-alice.u-bob", "hello", func(f *parleyv1.Frame) bool { return f.GetSendReply().GetMessage().GetClientKey() == "k0" }},
+		{"dm.u-alice.u-bob", "refuse", func(f *parleyv1.Frame) bool {
 			return f.GetError().GetCode() == parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED
 		}},
+		// A group's events are sheddable; the sender's own rides with the reply too.
+		{"group.gabcdefghijklmnopqrst", "to the group", func(f *parleyv1.Frame) bool {
+			return f.GetSendReply().GetMessage().GetClientKey() == "k2"
+		}},
 	} {
-		key := []string{"k0", "k1"}[i]
+		key := fmt.Sprintf("k%d", i)
 		rid := uint32(100 + i)
-		alice1.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Send{Send: &parleyv1.SendRequest{Conversation: "dm.u-alice.u-bob", Text: tc.text, ClientKey: key}}})
+		alice1.send(&parleyv1.Frame{RequestId: rid, Body: &parleyv1.Frame_Send{Send: &parleyv1.SendRequest{Conversation: tc.conv, Text: tc.text, ClientKey: key}}})
 		for _, o := range []struct {
 			who string
 			ch  <-chan arrival

@@ -190,18 +190,23 @@ func (o *outbox) pushEvents(ev *registry.Events) {
 	if o.closing || o.closed || o.c.session() == nil {
 		return
 	}
-	if !ev.Shed {
+	if ev.OwnKey != "" && ev.OwnKey == o.holdKey {
+		// The event of the message this connection is sending (a group's
+		// too): it goes out with the SendReply, in the reply's write, and
+		// is not shed any more than the reply is.
 		if !o.makeRoomLocked(ev.N, len(ev.Frames)) {
 			o.overflowLocked()
 			return
 		}
-		if ev.OwnKey != "" && ev.OwnKey == o.holdKey {
-			// The event of the message this connection is sending: it
-			// goes out with the SendReply, in the reply's write.
-			o.ensureBufLocked()
-			*o.buf = append(*o.buf, ev.Frames...)
-			o.frames += ev.N
-			o.c.h.Metrics.FramesOut.Add(float64(ev.N))
+		o.ensureBufLocked()
+		*o.buf = append(*o.buf, ev.Frames...)
+		o.frames += ev.N
+		o.c.h.Metrics.FramesOut.Add(float64(ev.N))
+		return
+	}
+	if !ev.Shed {
+		if !o.makeRoomLocked(ev.N, len(ev.Frames)) {
+			o.overflowLocked()
 			return
 		}
 		o.appendNLocked(ev.Frames, ev.N)
