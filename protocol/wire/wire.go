@@ -27,7 +27,9 @@ import (
 	"io"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -121,6 +123,27 @@ func AppendFrame(dst []byte, f *parleyv1.Frame) ([]byte, error) {
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-HeaderSize))
 	return dst, nil
+}
+
+// BodyField is the field number of the Frame body member named name (as
+// in the schema: "message", "p2p_relay"); it panics for a name the schema
+// does not have, so callers resolve it once, at start.
+func BodyField(name string) protowire.Number {
+	fd := (&parleyv1.Frame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields().ByName(protoreflect.Name(name))
+	if fd == nil {
+		panic("wire: Frame has no body member " + name)
+	}
+	return fd.Number()
+}
+
+// AppendBody appends, with its 4-byte length prefix, the frame (request_id
+// 0) whose body member number field holds body, an already encoded message
+// of that member's type: for a body that is forwarded as it came (checked
+// by the caller), not decoded and encoded again.
+func AppendBody(dst []byte, field protowire.Number, body []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(protowire.SizeTag(field)+protowire.SizeBytes(len(body))))
+	dst = protowire.AppendTag(dst, field, protowire.BytesType)
+	return protowire.AppendBytes(dst, body)
 }
 
 // WriteFrame writes f with its length prefix to w in one Write call.

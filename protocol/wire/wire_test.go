@@ -303,3 +303,31 @@ func TestReaderWait(t *testing.T) {
 type oneByteReader struct{ r io.Reader }
 
 func (o oneByteReader) Read(p []byte) (int, error) { return o.r.Read(p[:min(len(p), 1)]) }
+
+// AppendBody frames an encoded body exactly as AppendFrame frames the
+// decoded one, and a client decodes the same message from it.
+func TestAppendBody(t *testing.T) {
+	ev := &parleyv1.MessageEvent{Message: &parleyv1.Message{Conversation: "room.public", Seq: 7, Id: 70, Text: "héllo"}}
+	body, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := AppendBody([]byte("x"), BodyField("message"), body)
+	want, err := AppendFrame([]byte("x"), &parleyv1.Frame{Body: &parleyv1.Frame_Message{Message: ev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("AppendBody %x, AppendFrame %x", got, want)
+	}
+	f, err := Decode(got[1+HeaderSize:])
+	if err != nil || !proto.Equal(f.GetMessage(), ev) {
+		t.Fatalf("decoded %v, %v; want %v", f, err, ev)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("BodyField of a name the schema lacks did not panic")
+		}
+	}()
+	BodyField("no_such_body")
+}

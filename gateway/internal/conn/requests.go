@@ -91,8 +91,8 @@ func (c *Conn) dispatch(f *parleyv1.Frame) {
 		handle = (*Conn).forward
 	}
 	req := m.Get(fd).Message().Interface()
-	if send, ok := req.(*parleyv1.SendRequest); ok && send.GetClientKey() != "" {
-		c.out.hold(send.GetClientKey())
+	if k, ok := req.(interface{ GetClientKey() string }); r.ownEvent && ok && k.GetClientKey() != "" {
+		c.out.hold(k.GetClientKey())
 		defer c.out.release() // after the reply is queued below
 	}
 	reply, err := handle(c, r, rid, req, s)

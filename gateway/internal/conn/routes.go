@@ -38,7 +38,7 @@ var routes = []route{
 	{request: "logout", reply: "ok", subject: subject.AuthLogout, handle: (*Conn).logout},
 	{request: "who", reply: "who_reply", subject: subject.PresenceList, large: true, handle: (*Conn).who},
 
-	{request: "send", reply: "send_reply", subject: subject.MsgSend, tooLarge: parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE},
+	{request: "send", reply: "send_reply", subject: subject.MsgSend, tooLarge: parleyv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, ownEvent: true},
 	{request: "history", reply: "history_reply", subject: subject.MsgHistory, large: true},
 	{request: "ack", reply: "ok", subject: subject.MsgAck},
 	{request: "conversations", reply: "conversations_reply", subject: subject.MsgConversations, large: true},
@@ -91,6 +91,10 @@ type route struct {
 	// tooLarge is the code for a request too large for one NATS message
 	// (bus.go); 0: INVALID_ARGUMENT.
 	tooLarge parleyv1.ErrorCode
+	// ownEvent: the request stores a message of the sender's, named by its
+	// client_key; the message's event to this connection waits for the
+	// reply and goes out in its write (outbox.hold).
+	ownEvent bool
 	// handle serves request rid, req being its body; nil: forward. It
 	// returns the reply's body for dispatch to send, or an error for the
 	// client (nil, nil: it answered itself). s is the connection's

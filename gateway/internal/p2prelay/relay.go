@@ -50,6 +50,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/metrics"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/protocol/parleyv1"
+	"github.com/parleychat/parley/protocol/wire"
 )
 
 // MaxPacket is the largest packet relayed (docs/protocol.md §20.4).
@@ -404,7 +405,7 @@ func (r *Relay) debug(msg string, args ...any) {
 // P2PRelay.packet, read from the schema.
 var (
 	relayFields    = (&parleyv1.P2PRelay{}).ProtoReflect().Descriptor().Fields()
-	frameRelayNum  = (&parleyv1.Frame{}).ProtoReflect().Descriptor().Fields().ByName("p2p_relay").Number()
+	frameRelayNum  = wire.BodyField("p2p_relay")
 	relaySessionID = relayFields.ByName("session_id").Number()
 	relayPacketNum = relayFields.ByName("packet").Number()
 )

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/libs/subject"
@@ -329,9 +327,10 @@ func sheddable(conv string) bool {
 }
 
 // messageFrame turns a published parleyv1.MessageEvent into a
-// length-prefixed Frame{message}, and returns the event's message. Decoding first checks what clients will
-// check (valid protobuf, UTF-8 text), so a bad publisher cannot make every
-// client see a malformed frame.
+// length-prefixed Frame{message}, and returns the event's message. Decoding
+// first checks what clients will check (valid protobuf, UTF-8 text), so a
+// bad publisher cannot make every client see a malformed frame; the checked
+// bytes are then framed as they are, not encoded again.
 func messageFrame(data []byte) (frame []byte, msg *parleyv1.Message, err error) {
 	ev := new(parleyv1.MessageEvent)
 	if err := proto.Unmarshal(data, ev); err != nil {
@@ -340,17 +339,11 @@ func messageFrame(data []byte) (frame []byte, msg *parleyv1.Message, err error) 
 	if ev.GetMessage() == nil {
 		return nil, nil, fmt.Errorf("%w: no message", errMalformedEvent)
 	}
-	// Frame{message: ev} is data itself as Frame's message field: the
-	// checked bytes are framed as they are, not encoded again.
-	frame = make([]byte, wire.HeaderSize, wire.HeaderSize+protowire.SizeTag(frameMessageField)+protowire.SizeBytes(len(data)))
-	frame = protowire.AppendTag(frame, frameMessageField, protowire.BytesType)
-	frame = protowire.AppendBytes(frame, data)
-	binary.BigEndian.PutUint32(frame, uint32(len(frame)-wire.HeaderSize))
-	return frame, ev.GetMessage(), nil
+	return wire.AppendBody(nil, frameMessageField, data), ev.GetMessage(), nil
 }
 
-// frameMessageField is the number of Frame's message field.
-var frameMessageField = (&parleyv1.Frame{}).ProtoReflect().Descriptor().Fields().ByName("message").Number()
+// frameMessageField is the number of Frame's message member.
+var frameMessageField = wire.BodyField("message")
 
 // userEventFrame turns an event published on one of a user's subjects
 // into its frame, checked the same way: "friend" (parleyv1.FriendEvent ->

@@ -19,12 +19,6 @@ type pubAck struct {
 	Duplicate bool   // the id was stored before, within the duplicate window
 }
 
-// Errors of publishAppend's answer, as the jetstream package words them.
-var (
-	errNoStream   = jetstream.ErrNoStreamResponse
-	errInvalidAck = jetstream.ErrInvalidJSAck
-)
-
 // publishAppend publishes data to the stream's subject subj with
 // de-duplication id msgID, on condition that the last message stored on
 // subj has stream sequence lastSeq (0: none). It does what
@@ -58,7 +52,7 @@ func (s *Store) publishAppend(ctx context.Context, subj string, data []byte, msg
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return pubAck{}, errNoStream
+		return pubAck{}, jetstream.ErrNoStreamResponse
 	case err != nil:
 		return pubAck{}, err
 	}
@@ -81,13 +75,13 @@ func parsePubAck(data []byte, stream string) (pubAck, error) {
 		Duplicate bool                `json:"duplicate"`
 	}
 	if err := json.Unmarshal(data, &r); err != nil {
-		return pubAck{}, errInvalidAck
+		return pubAck{}, jetstream.ErrInvalidJSAck
 	}
 	if r.Error != nil {
 		return pubAck{}, fmt.Errorf("nats: %w", r.Error)
 	}
 	if r.Stream == "" {
-		return pubAck{}, errInvalidAck
+		return pubAck{}, jetstream.ErrInvalidJSAck
 	}
 	return pubAck{Seq: r.Seq, Duplicate: r.Duplicate}, nil
 }

@@ -21,7 +21,7 @@ func TestParsePubAck(t *testing.T) {
 		in      string
 		want    pubAck
 		quick   bool
-		wantErr error // errInvalidAck, or nil; API errors are checked below
+		wantErr error // jetstream.ErrInvalidJSAck, or nil; API errors are checked below
 		apiCode jetstream.ErrorCode
 	}{
 		{name: "stored", in: `{"stream":"MESSAGES","seq":42}`, want: pubAck{Seq: 42}, quick: true},
@@ -33,11 +33,11 @@ func TestParsePubAck(t *testing.T) {
 		{name: "other stream name is still an answer", in: `{"stream":"OTHER","seq":3}`, want: pubAck{Seq: 3}},
 		{name: "wrong last sequence", in: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}`, apiCode: 10071},
 		{name: "error with stream", in: `{"stream":"MESSAGES","error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, apiCode: 10077},
-		{name: "no stream", in: `{"seq":3}`, wantErr: errInvalidAck},
-		{name: "not json", in: `+OK`, wantErr: errInvalidAck},
-		{name: "empty", in: ``, wantErr: errInvalidAck},
-		{name: "seq overflows", in: `{"stream":"MESSAGES","seq":18446744073709551616}`, wantErr: errInvalidAck},
-		{name: "truncated", in: `{"stream":"MESSAGES","seq":42`, wantErr: errInvalidAck},
+		{name: "no stream", in: `{"seq":3}`, wantErr: jetstream.ErrInvalidJSAck},
+		{name: "not json", in: `+OK`, wantErr: jetstream.ErrInvalidJSAck},
+		{name: "empty", in: ``, wantErr: jetstream.ErrInvalidJSAck},
+		{name: "seq overflows", in: `{"stream":"MESSAGES","seq":18446744073709551616}`, wantErr: jetstream.ErrInvalidJSAck},
+		{name: "truncated", in: `{"stream":"MESSAGES","seq":42`, wantErr: jetstream.ErrInvalidJSAck},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, quick := quickPubAck([]byte(tc.in), st)
