@@ -275,11 +275,13 @@ func (r *Registry) deliverRoom(ev *Events, trimmed int) {
 		r.m.EventsShed.WithLabelValues("gateway_behind").Add(float64(trimmed * len(conns)))
 		r.noteTrimmed(trimmed)
 	}
+	// Counted before the writes: a client that has the batch finds it
+	// counted (TestRoomBatching read the counters between the two).
+	r.m.RoomWrites.Inc()
+	r.m.RoomBatched.Add(float64(ev.N))
 	fanOut(conns, ev)
 	clear(conns) // no references to closed connections until the next batch
 	b.conns = conns[:0]
-	r.m.RoomWrites.Inc()
-	r.m.RoomBatched.Add(float64(ev.N))
 }
 
 // noteTrimmed logs room events shed because the fan-out fell behind, at
