@@ -33,6 +33,7 @@ import (
 	"github.com/parleychat/parley/gateway/internal/reqbody"
 	"github.com/parleychat/parley/gateway/internal/transport"
 	"github.com/parleychat/parley/libs/certfile"
+	"github.com/parleychat/parley/libs/rpc"
 )
 
 // Version is the gateway's version, sent to clients in Welcome as
@@ -64,6 +65,7 @@ type Server struct {
 	reg     *registry.Registry
 	feed    *presence.Feed
 	handler *conn.Handler
+	replies *rpc.Replies // the connections' requests to services
 	hb      *presence.Heartbeat
 	media   *callmedia.Plane
 	p2p     *p2prelay.Relay            // nil: direct sessions are not relayed
@@ -125,8 +127,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.reg = registry.New(deps.NC, log, m, cfg.RoomBatch, cfg.SendQueueFrames/2, cfg.SendQueueBytes/2)
 	s.feed = presence.NewFeed(deps.NC, log, cfg.RequestTimeout, cfg.SendQueueFrames)
+	s.replies = rpc.NewReplies(deps.NC)
 	s.handler = conn.NewHandler(conn.Options{
 		NC:        deps.NC,
+		Requests:  s.replies,
 		Log:       log,
 		Metrics:   m,
 		Registry:  s.reg,
@@ -384,6 +388,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.feed.Stop()
 	s.reg.Stop()
+	_ = s.replies.Close() // the connections are done: none waits
 	bg.Wait()
 	s.log.Info("gateway stopped")
 	return runErr

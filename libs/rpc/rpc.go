@@ -81,7 +81,7 @@ func Failed(err error) *Error {
 // *Error: the service's error reply, or UNAVAILABLE for no responders or a
 // bus that is down, TIMEOUT for no answer before ctx's deadline (or
 // DefaultTimeout), INTERNAL for a reply that does not decode.
-func Request(ctx context.Context, nc *nats.Conn, subj string, hdr nats.Header, req, resp proto.Message) error {
+func Request(ctx context.Context, nc Requester, subj string, hdr nats.Header, req, resp proto.Message) error {
 	var data []byte
 	if req != nil {
 		var err error

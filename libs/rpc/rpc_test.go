@@ -18,7 +18,8 @@ import (
 // A failed request keeps, through any %w wrapping, the subject asked, the
 // wire code and message the caller passes on, and the cause of a silence:
 // errors.Is finds the code's sentinel and the NATS or context error,
-// errors.As the *rpc.Error and the *errcode.Error.
+// errors.As the *rpc.Error and the *errcode.Error. The same through
+// rpc.Replies as through nats.go's own requests.
 func TestRequestErrorsKeepTheirCause(t *testing.T) {
 	ns := testenv.NATS(t)
 	srvConn, cliConn := testenv.Connect(t, ns), testenv.Connect(t, ns)
@@ -55,37 +56,42 @@ func TestRequestErrorsKeepTheirCause(t *testing.T) {
 		{"test.garbage", 5 * time.Second, parleyv1.ErrorCode_ERROR_CODE_INTERNAL, "malformed service reply",
 			nil, []error{rpc.ErrUnavailable}, false, true},
 	} {
-		t.Run(tc.subject, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
-			defer cancel()
-			err := rpc.Request(ctx, cliConn, tc.subject, nil, &parleyv1.Ping{}, &parleyv1.Pong{})
-			err = fmt.Errorf("handling a request: %w", err) // as a service wraps it
-			var re *rpc.Error
-			if !errors.As(err, &re) {
-				t.Fatalf("%v: not an *rpc.Error", err)
-			}
-			if re.Subject != tc.subject {
-				t.Errorf("Subject %q, want %q", re.Subject, tc.subject)
-			}
-			if (re.Cause == nil) != tc.answered {
-				t.Errorf("Cause %v; answered by the service: %v", re.Cause, tc.answered)
-			}
-			if e := errcode.From(err); e.Code != tc.code || e.Message != tc.message {
-				t.Errorf("wire error %v %q, want %v %q", e.Code, e.Message, tc.code, tc.message)
-			}
-			for _, target := range tc.is {
-				if !errors.Is(err, target) {
-					t.Errorf("errors.Is(%v, %v) = false", err, target)
+		for _, via := range []struct {
+			name string
+			r    rpc.Requester
+		}{{"conn", cliConn}, {"replies", rpc.NewReplies(cliConn)}} {
+			t.Run(tc.subject+"/"+via.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+				defer cancel()
+				err := rpc.Request(ctx, via.r, tc.subject, nil, &parleyv1.Ping{}, &parleyv1.Pong{})
+				err = fmt.Errorf("handling a request: %w", err) // as a service wraps it
+				var re *rpc.Error
+				if !errors.As(err, &re) {
+					t.Fatalf("%v: not an *rpc.Error", err)
 				}
-			}
-			for _, target := range tc.isNot {
-				if errors.Is(err, target) {
-					t.Errorf("errors.Is(%v, %v) = true", err, target)
+				if re.Subject != tc.subject {
+					t.Errorf("Subject %q, want %q", re.Subject, tc.subject)
 				}
-			}
-			if got := rpc.Failed(err) != nil; got != tc.failed {
-				t.Errorf("Failed: %v, want %v", got, tc.failed)
-			}
-		})
+				if (re.Cause == nil) != tc.answered {
+					t.Errorf("Cause %v; answered by the service: %v", re.Cause, tc.answered)
+				}
+				if e := errcode.From(err); e.Code != tc.code || e.Message != tc.message {
+					t.Errorf("wire error %v %q, want %v %q", e.Code, e.Message, tc.code, tc.message)
+				}
+				for _, target := range tc.is {
+					if !errors.Is(err, target) {
+						t.Errorf("errors.Is(%v, %v) = false", err, target)
+					}
+				}
+				for _, target := range tc.isNot {
+					if errors.Is(err, target) {
+						t.Errorf("errors.Is(%v, %v) = true", err, target)
+					}
+				}
+				if got := rpc.Failed(err) != nil; got != tc.failed {
+					t.Errorf("Failed: %v, want %v", got, tc.failed)
+				}
+			})
+		}
 	}
 }

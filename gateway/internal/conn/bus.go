@@ -32,7 +32,7 @@ func (c *Conn) busRequestSized(ctx context.Context, subj string, hdr nats.Header
 	if err := c.checkBusSize(subj, hdrSize, req, tooLarge); err != nil {
 		return err
 	}
-	return rpc.Request(ctx, c.h.NC, subj, hdr, req, reply)
+	return rpc.Request(ctx, c.h.Requests, subj, hdr, req, reply)
 }
 
 // checkBusSize returns an error with code tooLarge if req with headers of

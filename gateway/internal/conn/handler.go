@@ -45,7 +45,10 @@ const disconnectTimeout = 3 * time.Second
 
 // Options configure a Handler.
 type Options struct {
-	NC        *nats.Conn
+	NC *nats.Conn
+	// Requests carries the connections' requests to services, reusing
+	// reply subjects (rpc.Replies); nil: NC.
+	Requests  rpc.Requester
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
 	Registry  *registry.Registry
@@ -83,6 +86,9 @@ type Handler struct {
 
 // NewHandler returns a Handler.
 func NewHandler(o Options) *Handler {
+	if o.Requests == nil {
+		o.Requests = o.NC
+	}
 	return &Handler{Options: o, idPrefix: randomToken(4) + "-"}
 }
 

@@ -39,7 +39,7 @@ func (s *Store) publishAppend(ctx context.Context, subj string, data []byte, msg
 		jetstream.ExpectedStreamHeader:      {stream},
 		jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(lastSeq, 10)},
 	}}
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
+	resp, err := s.appends.RequestMsgWithContext(ctx, m)
 	// No responders: a leader election in progress; jetstream's retries.
 	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
 		t := time.NewTimer(jetstream.DefaultPubRetryWait)
@@ -48,7 +48,7 @@ func (s *Store) publishAppend(ctx context.Context, subj string, data []byte, msg
 		case <-t.C:
 		}
 		t.Stop()
-		resp, err = s.nc.RequestMsgWithContext(ctx, m)
+		resp, err = s.appends.RequestMsgWithContext(ctx, m)
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):

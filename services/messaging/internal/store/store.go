@@ -95,6 +95,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 )
 
@@ -132,6 +133,7 @@ type Options struct {
 // concurrent use.
 type Store struct {
 	nc      *nats.Conn
+	appends *rpc.Replies // the appends' publishes, reusing reply subjects
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	cursors jetstream.KeyValue
@@ -187,7 +189,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("messages stream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, stream: stream, log: o.Log,
+	s := &Store{nc: nc, appends: rpc.NewReplies(nc), js: js, stream: stream, log: o.Log,
 		convs: map[string]*convState{}, known: map[string]string{}}
 	open := func(bucket, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
