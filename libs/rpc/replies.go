@@ -138,10 +138,15 @@ func (r *Replies) take() (*pending, error) {
 	return p, nil
 }
 
+// maxFree bounds the answered subjects kept for use again, so a burst of
+// concurrent requests does not hold its subjects for good. More would not
+// help nats-server either: its account cache holds 1,024 subjects.
+const maxFree = 1024
+
 // give returns an answered subject for use again.
 func (r *Replies) give(p *pending) {
 	r.mu.Lock()
-	if !r.closed {
+	if !r.closed && len(r.free) < maxFree {
 		r.free = append(r.free, p)
 	}
 	r.mu.Unlock()
