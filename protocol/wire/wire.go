@@ -169,6 +169,9 @@ type Reader struct {
 	max    uint32
 	hdr    [HeaderSize]byte
 	waited uint8 // bytes of hdr that Wait read ahead (0 or 1)
+	// err ends the stream for good: a read failed inside a frame (part of
+	// it consumed), so the bytes that follow are not a frame's start.
+	err error
 }
 
 // SetMax changes the frame size limit for the frames read from now on. It
@@ -189,7 +192,10 @@ func NewReader(r io.Reader, max uint32) *Reader {
 }
 
 // ReadFrame reads and decodes the next frame. After ErrFrameTooLarge or an
-// I/O error the stream is unusable; after ErrBadFrame, ErrInvalidUTF8,
+// I/O error the stream is unusable, except for a deadline that passed
+// before the frame's first byte (nothing consumed: the next read starts at
+// the frame); after a read that failed inside a frame, deadline included,
+// every later read returns that error. After ErrBadFrame, ErrInvalidUTF8,
 // ErrEmptyFrame or ErrNoBody the frame was consumed entirely and the next
 // one may be read.
 func (r *Reader) ReadFrame() (*parleyv1.Frame, error) {
@@ -214,8 +220,11 @@ func (r *Reader) ReadFrame() (*parleyv1.Frame, error) {
 // stack that outgrows 2 KiB costs 2 KiB per connection). The error paths
 // and the growing are in helpers, to keep it small.
 func (r *Reader) ReadRaw() (*[]byte, error) {
-	if _, err := io.ReadFull(r.r, r.hdr[r.waited:]); err != nil {
-		return nil, r.prefixFailed(err)
+	if r.err != nil {
+		return nil, r.err
+	}
+	if n, err := io.ReadFull(r.r, r.hdr[r.waited:]); err != nil {
+		return nil, r.prefixFailed(n, err)
 	}
 	r.waited = 0
 	n := int(binary.BigEndian.Uint32(r.hdr[:]))
@@ -234,7 +243,7 @@ func (r *Reader) ReadRaw() (*[]byte, error) {
 		k, err := r.r.Read(buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+k]
 		if err != nil && len(buf) < n {
-			return nil, readFailed(b, buf, err)
+			return nil, r.readFailed(b, buf, err)
 		}
 	}
 	*b = buf
@@ -249,6 +258,9 @@ func (r *Reader) ReadRaw() (*[]byte, error) {
 // learn that its peer has gone while it is busy with the previous frame.
 // It must not be called concurrently with ReadFrame or ReadRaw.
 func (r *Reader) Wait() error {
+	if r.err != nil {
+		return r.err
+	}
 	if r.waited > 0 {
 		return nil
 	}
@@ -261,14 +273,20 @@ func (r *Reader) Wait() error {
 }
 
 // prefixFailed is the error for a length prefix that could not be read
-// whole: io.EOF only when the stream ended before the frame's first byte.
+// whole (n bytes of it read now): io.EOF only when the stream ended before
+// the frame's first byte. Once part of the prefix was consumed, the error
+// ends the stream (r.err).
 //
 //go:noinline
-func (r *Reader) prefixFailed(err error) error {
-	if r.waited > 0 && err == io.EOF {
+func (r *Reader) prefixFailed(n int, err error) error {
+	inFrame := r.waited > 0 || n > 0
+	if inFrame && err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	r.waited = 0
+	if inFrame {
+		r.err = err
+	}
 	return err
 }
 
@@ -287,16 +305,18 @@ func tooLarge(n int, max uint32) error {
 	return fmt.Errorf("length %d above limit %d: %w", n, max, ErrFrameTooLarge)
 }
 
-// readFailed releases a frame's buffer after a failed read; a frame cut
-// short by the end of the stream is io.ErrUnexpectedEOF.
+// readFailed releases a frame's buffer after a failed read of its body,
+// which ends the stream (r.err); a frame cut short by the end of the stream
+// is io.ErrUnexpectedEOF.
 //
 //go:noinline
-func readFailed(b *[]byte, buf []byte, err error) error {
+func (r *Reader) readFailed(b *[]byte, buf []byte, err error) error {
 	*b = buf
 	putBuf(b)
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
+	r.err = err
 	return err
 }
 

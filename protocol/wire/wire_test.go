@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -330,4 +331,82 @@ func TestAppendBody(t *testing.T) {
 		}
 	}()
 	BodyField("no_such_body")
+}
+
+// A deadline that passes before a frame's first byte leaves the Reader
+// usable: the frame that arrives next reads whole. One that passes inside a
+// frame (part of it consumed) ends the stream: every later Wait and read
+// returns that error, even when the rest arrives, because what follows is
+// not a frame's start.
+func TestReaderDeadlines(t *testing.T) {
+	good, _ := AppendFrame(nil, hello())
+	timeout := os.ErrDeadlineExceeded
+	tests := []struct {
+		name   string
+		before []byte // what arrives before the deadline passes
+		wait   bool   // Wait first (it reads one byte ahead)
+		final  bool   // the deadline ends the stream
+	}{
+		{"between frames", nil, false, false},
+		{"between frames, waiting", nil, true, false},
+		{"after the byte Wait read", good[:1], true, true},
+		{"inside the prefix", good[:2], false, true},
+		{"inside the body", good[:len(good)-2], false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The reader sees tt.before, then the deadline, then the
+			// rest of the frame.
+			rest := good[len(tt.before):]
+			r := NewReader(&scriptReader{steps: []step{{data: tt.before}, {err: timeout}, {data: rest}}}, DefaultMaxFrameSize)
+			var err error
+			if tt.wait {
+				err = r.Wait()
+				if err == nil {
+					_, err = r.ReadRaw()
+				}
+			} else {
+				_, err = r.ReadRaw()
+			}
+			if !errors.Is(err, timeout) {
+				t.Fatalf("first read: %v, want the deadline", err)
+			}
+			if err := r.Wait(); tt.final != errors.Is(err, timeout) || (!tt.final && err != nil) {
+				t.Fatalf("Wait after the deadline: %v (the deadline ends the stream: %v)", err, tt.final)
+			}
+			f, err := r.ReadFrame()
+			switch {
+			case tt.final && !errors.Is(err, timeout):
+				t.Fatalf("ReadFrame after a deadline inside the frame: %v, %v; want the deadline again", f, err)
+			case !tt.final && (err != nil || !proto.Equal(f, hello())):
+				t.Fatalf("ReadFrame after a deadline between frames: %v, %v; want the frame", f, err)
+			}
+		})
+	}
+}
+
+type step struct {
+	data []byte
+	err  error
+}
+
+// scriptReader returns its steps in order: each step's data (in as many
+// reads as it takes), then its error if any; io.EOF after the last.
+type scriptReader struct{ steps []step }
+
+func (s *scriptReader) Read(p []byte) (int, error) {
+	for len(s.steps) > 0 {
+		st := &s.steps[0]
+		if len(st.data) > 0 {
+			n := copy(p, st.data)
+			st.data = st.data[n:]
+			return n, nil
+		}
+		err := st.err
+		s.steps = s.steps[1:]
+		if err != nil {
+			return 0, err
+		}
+	}
+	return 0, io.EOF
 }

@@ -171,6 +171,7 @@ type gatewayProc struct {
 	udp              string // media port
 	publicUDP        string // -public-udp-addr (an impairing proxy in front of udp); empty: the default
 	id               string
+	env              []string // more settings (PARLEY_*), after the harness's
 }
 
 // httpBase is the gateway's HTTP base URL (WebSocket and file transfers).
@@ -384,7 +385,8 @@ func (c *cluster) startGateway(g *gatewayProc) {
 	if g.publicUDP != "" {
 		env = append(env, "PARLEY_PUBLIC_UDP_ADDR="+g.publicUDP)
 	}
-	g.proc = start(t, "gateway", append(env, c.storageEnv...))
+	env = append(env, c.storageEnv...)
+	g.proc = start(t, "gateway", append(env, g.env...))
 	waitReady(t, g.proc, g.admin)
 }
 

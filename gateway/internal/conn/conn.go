@@ -111,9 +111,34 @@ func (c *Conn) armDeadline() {
 	}
 }
 
+// frameWaitingGrace is how long frameWaiting gives the socket: a frame
+// already in it is read at once, so this only delays closing a connection
+// that is really idle.
+const frameWaitingGrace = 20 * time.Millisecond
+
+// frameWaiting reports, after the read deadline passed, whether the
+// client's next frame has in fact arrived. When the gateway itself did not
+// run for a while (stopped, starved of CPU, a long pause), the Go runtime
+// fires the expired deadline before it polls the socket, so frames the
+// client sent in time (its heartbeats) wait unread: the gateway was late,
+// not the client, and closing every such connection at once would turn
+// one stall into a reconnect storm. One more look, with a short deadline,
+// tells the two apart. It only helps at a frame boundary: a read that
+// timed out inside a frame left the transport broken, and Wait says so.
+func (c *Conn) frameWaiting() bool {
+	if c.out.isClosing() {
+		return false
+	}
+	_ = c.t.SetReadDeadline(time.Now().Add(frameWaitingGrace))
+	return c.t.Wait() == nil
+}
+
 // readError handles a failed read and reports whether to keep reading.
 func (c *Conn) readError(err error) bool {
 	switch {
+	case transport.IsTimeout(err) && c.frameWaiting():
+		c.debug("read deadline passed with a frame waiting: the gateway did not run in time")
+		return true
 	case transport.IsTimeout(err):
 		if !c.welcomed {
 			c.fatal(0, parleyv1.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED,
@@ -213,13 +238,24 @@ func (c *Conn) process(raw *[]byte) bool {
 		keep = c.handle(raw)
 	}()
 	// Checked after clearing the deadline, like in armDeadline.
+	began := false
 	if !c.out.isClosing() {
-		if err := c.t.Wait(); err != nil && !transport.IsTimeout(err) {
+		err := c.t.Wait()
+		began = err == nil
+		if err != nil && !transport.IsTimeout(err) {
 			c.debug("client gone while a frame was handled", "err", err)
 			c.cancel()
 		}
 	}
-	return <-done
+	keep := <-done
+	if keep && began {
+		// The next frame has begun (Wait read its first byte): the rest
+		// gets IdleTimeout from now. The deadline the handler armed may
+		// have passed meanwhile if the gateway did not run (a stall), and
+		// would cut the frame in two.
+		c.armDeadline()
+	}
+	return keep
 }
 
 // handle decodes and dispatches one frame; it reports whether to keep
