@@ -198,7 +198,7 @@ type directState struct {
 	pins       pinStore
 	log        *directLog
 	sessions   map[string]*DirectSession
-	early      map[string][]*parleyv1.P2PEvent // events for sessions not known yet
+	early      map[string]*earlyEvents // events for sessions not known yet
 	offers     map[string]DirectOfferEvent
 }
 
@@ -241,7 +241,7 @@ func (m *memPins) Trust(user string, pub ed25519.PublicKey, _ bool) error {
 // use.
 func (c *Client) p2p() (*directState, error) {
 	c.p2pOnce.Do(func() {
-		d := &directState{sessions: make(map[string]*DirectSession), early: make(map[string][]*parleyv1.P2PEvent),
+		d := &directState{sessions: make(map[string]*DirectSession), early: make(map[string]*earlyEvents),
 			offers: make(map[string]DirectOfferEvent)}
 		if dir := c.cfg.stateDir; dir != "" {
 			key, _, err := devkey.LoadOrCreate(filepath.Join(dir, devkey.FileName))
@@ -546,13 +546,51 @@ func (c *Client) newDirect(d *directState, ps *parleyv1.P2PSession, sock *net.UD
 		transfers: make(map[string]string)}
 	d.mu.Lock()
 	d.sessions[s.id] = s
-	early := d.early[s.id]
+	var early []*parleyv1.P2PEvent
+	if e := d.early[s.id]; e != nil {
+		early = e.evs
+	}
 	delete(d.early, s.id)
 	d.mu.Unlock()
 	for _, ev := range early {
 		s.event(ev)
 	}
 	return s
+}
+
+// earlyEvents are the events of a session this client does not know yet:
+// its open or answer reply is still on its way (the reader hands the reply
+// to the waiting request and reads on, so the peer's answer can be handled
+// first), or it was closed here already.
+type earlyEvents struct {
+	at  time.Time // the first one's arrival
+	evs []*parleyv1.P2PEvent
+}
+
+// earlyTTL is how long early events wait for their session: a reply comes
+// within a request's timeout, so older ones are for a session closed here
+// already, or one whose open failed.
+const earlyTTL = 30 * time.Second
+
+// keepEarlyLocked keeps ev for a session not known yet (d.mu held), up to
+// 64 sessions of 8 events, after dropping those older than earlyTTL.
+func (d *directState) keepEarlyLocked(id string, ev *parleyv1.P2PEvent, now time.Time) {
+	for k, e := range d.early {
+		if now.Sub(e.at) > earlyTTL {
+			delete(d.early, k)
+		}
+	}
+	e := d.early[id]
+	if e == nil {
+		if len(d.early) >= 64 {
+			return
+		}
+		e = &earlyEvents{at: now}
+		d.early[id] = e
+	}
+	if len(e.evs) < 8 {
+		e.evs = append(e.evs, ev)
+	}
 }
 
 // ID is the session's id.
@@ -1271,12 +1309,10 @@ func (c *Client) handleP2PEventLocked(ev *parleyv1.P2PEvent) {
 				return
 			}
 		}
-		// A session whose open or answer reply is still on its way (or
-		// one closed here already: its events are dropped with the map
-		// entry when the session is not made).
-		if ev.GetKind() != parleyv1.P2PEvent_KIND_CLOSED && len(d.early) < 64 && len(d.early[id]) < 8 {
-			d.early[id] = append(d.early[id], ev)
-		}
+		// A session whose open or answer reply is still on its way, its
+		// CLOSED included: a peer's quick decline must end the GoDirect
+		// waiting for it, not be lost to the race.
+		d.keepEarlyLocked(id, ev, time.Now())
 		d.mu.Unlock()
 		return
 	}

@@ -2,6 +2,8 @@ package parley
 
 import (
 	"context"
+	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -49,7 +51,7 @@ func TestOwnAcceptedIsNotAnsweredElsewhere(t *testing.T) {
 		t.Fatalf("this device's own acceptance produced %#v", e)
 	}
 	d.mu.Lock()
-	kept := len(d.early["p1"])
+	kept := len(d.early["p1"].evs)
 	d.mu.Unlock()
 	if kept != 1 {
 		t.Errorf("the early ACCEPTED was not kept for the session (%d kept)", kept)
@@ -67,5 +69,53 @@ func TestOwnAcceptedIsNotAnsweredElsewhere(t *testing.T) {
 	c.mu.Unlock()
 	if e, ok := next().(DirectClosedEvent); !ok || e.SessionID != "p2" || e.Reason != "answered elsewhere" {
 		t.Errorf("another device's acceptance: got %#v, want DirectClosedEvent answered elsewhere", e)
+	}
+}
+
+// The peer's decline can be handled before GoDirect's goroutine has made
+// the session from its open reply (the reader hands the reply over and
+// reads on): the CLOSED must wait for the session and end it as rejected,
+// not be dropped and leave GoDirect waiting for its deadline
+// (TestDirectRejected failed 5 of 40 runs so). Early events for a session
+// never made are dropped after earlyTTL.
+func TestEarlyDeclineEndsTheSession(t *testing.T) {
+	c := &Client{cfg: defaultConfig(), log: defaultConfig().logger}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	defer c.cancel()
+	c.events = newEventQueue(16, nil)
+	defer c.events.stop()
+	d, err := c.p2p()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := &parleyv1.P2PEvent{Kind: parleyv1.P2PEvent_KIND_CLOSED, Session: &parleyv1.P2PSession{SessionId: "p1",
+		PeerName: "bob", CloseReason: parleyv1.P2PSession_CLOSE_REASON_REJECTED}}
+	c.mu.Lock()
+	c.handleP2PEventLocked(closed)
+	c.mu.Unlock()
+
+	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.newDirect(d, &parleyv1.P2PSession{SessionId: "p1", PeerName: "bob", Controlling: true}, sock)
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session the peer declined before its reply was handled is still open")
+	}
+	if !errors.Is(s.Err(), ErrDirectRejected) {
+		t.Fatalf("Err = %v, want ErrDirectRejected", s.Err())
+	}
+
+	// An event for a session that is never made (closed here already)
+	// does not stay: the next early event after earlyTTL drops it.
+	d.mu.Lock()
+	d.keepEarlyLocked("gone", closed, time.Now().Add(-2*earlyTTL))
+	d.keepEarlyLocked("p2", closed, time.Now())
+	_, stale := d.early["gone"]
+	d.mu.Unlock()
+	if stale {
+		t.Error("an early event older than earlyTTL was kept")
 	}
 }
