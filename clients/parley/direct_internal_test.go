@@ -16,15 +16,7 @@ import (
 // "answered elsewhere" just as it connected. Another device's ACCEPTED
 // still withdraws the offer.
 func TestOwnAcceptedIsNotAnsweredElsewhere(t *testing.T) {
-	c := &Client{cfg: defaultConfig(), log: defaultConfig().logger}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	defer c.cancel()
-	c.events = newEventQueue(16, nil)
-	defer c.events.stop()
-	d, err := c.p2p()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, d := p2pClient(t)
 	ev := func(kind parleyv1.P2PEvent_Kind, session, device string) *parleyv1.P2PEvent {
 		return &parleyv1.P2PEvent{Kind: kind, Session: &parleyv1.P2PSession{SessionId: session, DeviceId: device,
 			PeerId: "u-alice", PeerName: "alice"}}
@@ -79,15 +71,7 @@ func TestOwnAcceptedIsNotAnsweredElsewhere(t *testing.T) {
 // (TestDirectRejected failed 5 of 40 runs so). Early events for a session
 // never made are dropped after earlyTTL.
 func TestEarlyDeclineEndsTheSession(t *testing.T) {
-	c := &Client{cfg: defaultConfig(), log: defaultConfig().logger}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	defer c.cancel()
-	c.events = newEventQueue(16, nil)
-	defer c.events.stop()
-	d, err := c.p2p()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, d := p2pClient(t)
 	closed := &parleyv1.P2PEvent{Kind: parleyv1.P2PEvent_KIND_CLOSED, Session: &parleyv1.P2PSession{SessionId: "p1",
 		PeerName: "bob", CloseReason: parleyv1.P2PSession_CLOSE_REASON_REJECTED}}
 	c.mu.Lock()
@@ -118,4 +102,20 @@ func TestEarlyDeclineEndsTheSession(t *testing.T) {
 	if stale {
 		t.Error("an early event older than earlyTTL was kept")
 	}
+}
+
+// p2pClient is a Client with no connection and its direct-session state,
+// for feeding P2P events to by hand; it is stopped at the test's end.
+func p2pClient(t *testing.T) (*Client, *directState) {
+	t.Helper()
+	c := &Client{cfg: defaultConfig(), log: defaultConfig().logger}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	t.Cleanup(c.cancel)
+	c.events = newEventQueue(16, nil)
+	t.Cleanup(c.events.stop)
+	d, err := c.p2p()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d
 }
