@@ -36,16 +36,32 @@ func TestForwarding(t *testing.T) {
 	e.waitEvent(bob, evUpdated, id, func(c *parleyv1.Call) bool {
 		return slices.ContainsFunc(c.Participants, func(p *parleyv1.CallParticipant) bool { return p.UserId == alice.id && p.Muted })
 	})
-	e.send(id, a.StreamId, 2, 0, true)
-	e.forwarded(d, id, b.StreamId, 2)
+	// When the other replica answered the mute, the owner learns of it
+	// from the KV watch, which may come after the event: a packet sent at
+	// once can still pass (CI saw one). Once one is dropped, all are.
+	seq := uint32(2)
+	testenv.Eventually(t, 10*time.Second, "alice's audio dropped while she is muted", func() bool {
+		before := len(d.audioFrom(a.StreamId))
+		e.send(id, a.StreamId, seq, 0, true)
+		e.forwarded(d, id, b.StreamId, seq)
+		seq++
+		return len(d.audioFrom(a.StreamId)) == before
+	})
+	passed := len(d.audioFrom(a.StreamId))
+	for range 5 {
+		e.send(id, a.StreamId, seq, 0, true)
+		seq++
+	}
+	e.forwarded(d, id, b.StreamId, seq)
+	seq++
+	if n := len(d.audioFrom(a.StreamId)); n != passed {
+		t.Fatalf("alice, muted, had %d packets forwarded after the first was dropped", n-passed)
+	}
 	if n := len(d.audioFrom(0x5eed)); n != 0 {
 		t.Fatalf("a stranger's stream forwarded %d times", n)
 	}
-	if n := len(d.audioFrom(a.StreamId)); n != 1 {
-		t.Fatalf("alice, muted, had %d packets forwarded in all, want the 1 from before", n)
-	}
 	e.must("alice unmutes", e.mute(alice, id, false))
-	e.forwarded(d, id, a.StreamId, 3)
+	e.forwarded(d, id, a.StreamId, seq)
 
 	e.must("bob hangs up", e.leave(bob, id))
 	testenv.Eventually(t, 10*time.Second, "the empty roster that ends the call", func() bool { return d.hasRoster() })
