@@ -67,6 +67,7 @@ type CallStats struct {
 	DirectSent      uint64        // audio frames handed to a direct session among them
 	PacketsReceived uint64        // audio packets accepted from the others, either way
 	DirectReceived  uint64        // of which came over a direct session
+	ReceivedUDP     uint64        // of which came from the gateway by UDP (the rest as media frames)
 	Dropped         uint64        // packets refused: failed to open, replayed, not ours
 	Lost            uint64        // the others' packets never received (from sequence numbers)
 	Late            uint64        // packets that came after their frame was played
@@ -705,22 +706,31 @@ func (s *CallSession) readUDP(udp *net.UDPConn) {
 // receive takes a packet from the gateway in. It reports whether the
 // session's key opened it.
 func (s *CallSession) receive(pkt []byte, viaUDP bool) bool {
-	now := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	ok, echo := s.receiveLocked(pkt, viaUDP, time.Now())
+	s.mu.Unlock()
+	if echo != nil {
+		s.transmit(*echo)
+	}
+	return ok
+}
+
+// receiveLocked is receive with s.mu held; echo is a probe to send at
+// once, echoing a path token (§19.3).
+func (s *CallSession) receiveLocked(pkt []byte, viaUDP bool, now time.Time) (ok bool, echo *outPacket) {
 	if s.over || s.key == nil {
-		return false
+		return false, nil
 	}
 	h, payload, err := s.key.Open(nil, media.Down, pkt)
 	if err != nil {
 		s.stats.Dropped++
-		return false
+		return false, nil
 	}
 	switch h.Type {
 	case media.TypeProbeReply:
 		if h.StreamID != s.streamID || !s.replyWin.Accept(h.Seq) {
 			s.stats.Dropped++
-			return true
+			return true, nil
 		}
 		if at, ok := s.probes[h.Seq]; ok {
 			s.rtt = now.Sub(at)
@@ -731,16 +741,26 @@ func (s *CallSession) receive(pkt []byte, viaUDP bool) bool {
 			s.transport = TransportUDP
 			s.nextProbe = now.Add(rttProbeInterval)
 		}
+		if viaUDP && len(payload) == media.PathTokenLen {
+			// The gateway does not send media to this address until it
+			// has proven it receives here: echo the token from it now.
+			s.probes[s.seq+1] = now
+			if out := s.sealLocked(nil, media.Header{Type: media.TypeProbe}, payload, now); len(out) == 1 {
+				echo = &out[0]
+			}
+		}
 	case media.TypeAudio:
 		if s.ownStream[h.StreamID] {
 			s.stats.Dropped++ // the server never sends us our own
-			return true
+			return true, nil
 		}
-		s.takeAudioLocked(h.StreamID, h.Seq, h.Timestamp, h.Flags, payload, now)
+		if s.takeAudioLocked(h.StreamID, h.Seq, h.Timestamp, h.Flags, payload, now) && viaUDP {
+			s.stats.ReceivedUDP++
+		}
 	default:
 		s.stats.Dropped++ // probes and keepalives only go up
 	}
-	return true
+	return true, echo
 }
 
 // takeAudioLocked hands a speaker's audio frame, relayed or direct, to its

@@ -151,16 +151,36 @@ func (p *peer) recvFrame() (media.Header, []byte) {
 	return h, payload
 }
 
-// probe sends a probe over UDP from u and checks the probe reply.
+// probe sends a probe over UDP from u and checks the probe reply. From an
+// address the stream has not proven the reply carries a path token
+// (§19.3): probe echoes it, and the answer to that comes without one.
 func (p *peer) probe(u *net.UDPConn) {
 	p.t.Helper()
-	h, pkt := p.packet(media.TypeProbe, nil)
+	if token := p.probeOnce(u, nil); token != nil {
+		if again := p.probeOnce(u, token); again != nil {
+			p.t.Fatalf("%s: the echo of path token %x was answered with another, %x", p.name, token, again)
+		}
+	}
+}
+
+// probeOnce sends a probe with payload from u and returns the path token
+// its reply carried (nil: none).
+func (p *peer) probeOnce(u *net.UDPConn, payload []byte) []byte {
+	p.t.Helper()
+	h, pkt := p.packet(media.TypeProbe, payload)
 	p.sendVia(u, pkt)
-	got, _ := p.recvUDP(u)
+	got, token := p.recvUDP(u)
 	want := media.Header{Type: media.TypeProbeReply, StreamID: h.StreamID, Seq: h.Seq, Timestamp: h.Timestamp}
 	if got != want {
 		p.t.Fatalf("%s: probe answered with %+v, want %+v", p.name, got, want)
 	}
+	if len(token) != 0 && len(token) != media.PathTokenLen {
+		p.t.Fatalf("%s: probe reply with a %d-byte payload", p.name, len(token))
+	}
+	if len(token) == 0 {
+		return nil
+	}
+	return token
 }
 
 // expectOwnerAudio waits for the owner to receive Audio and checks it.
@@ -335,23 +355,97 @@ func (e *callEnv) waitIn(t *testing.T, transport string, n float64) {
 }
 
 // TestCallMigration: a participant whose address changes (a NAT rebinding,
-// a network switch) gets the call's audio at the new address as soon as
-// an authentic packet comes from it.
+// a network switch) gets the call's audio at the new address once it has
+// proven it receives there: its first packet from there is answered with a
+// path token, and the audio keeps going to the old address until a probe
+// from the new one echoes it (§19.3).
 func TestCallMigration(t *testing.T) {
 	e := startCallGateway(t, nil)
 	a := e.join(t, "alice", "group.g1", "")
 	b := e.join(t, "bob", "", a.callID())
 	b.probe(b.udp)
 	moved := b.socket()
-	_, pkt := b.packet(media.TypeKeepalive, nil)
+	kh, pkt := b.packet(media.TypeKeepalive, nil)
 	b.sendVia(moved, pkt)
-	e.waitIn(t, "udp", 2)
+	got, token := b.recvUDP(moved)
+	if want := (media.Header{Type: media.TypeProbeReply, StreamID: kh.StreamID, Seq: kh.Seq, Timestamp: kh.Timestamp}); got != want || len(token) != media.PathTokenLen {
+		t.Fatalf("bob's keepalive from a new address answered with %+v %x, want %+v and a path token", got, token, want)
+	}
+	if n := e.metric("parley_gateway_media_paths_total", map[string]string{"event": "challenged"}); n < 1 {
+		t.Fatalf("%v path challenges counted", n)
+	}
 
-	h, pkt := a.packet(media.TypeAudio, []byte("after the move"))
+	// Not proven yet: the audio still goes to the old address.
+	h, pkt := a.packet(media.TypeAudio, []byte("before the proof"))
+	a.sendVia(a.udp, pkt)
+	if got, p := b.recvUDP(b.udp); got != h || string(p) != "before the proof" {
+		t.Fatalf("bob got %+v %q at his old address", got, p)
+	}
+	// An echo of the wrong token proves nothing (it is answered with the
+	// right one again).
+	if again := b.probeOnce(moved, bytes.Repeat([]byte{0xAA}, media.PathTokenLen)); !bytes.Equal(again, token) {
+		t.Fatalf("a wrong echo answered with token %x, want %x again", again, token)
+	}
+	if again := b.probeOnce(moved, token); again != nil {
+		t.Fatalf("the echo answered with another token %x", again)
+	}
+	h, pkt = a.packet(media.TypeAudio, []byte("after the move"))
 	a.sendVia(a.udp, pkt)
 	if got, p := b.recvUDP(moved); got != h || string(p) != "after the move" {
 		t.Fatalf("bob got %+v %q at his new address", got, p)
 	}
+	if n := e.metric("parley_gateway_media_paths_total", map[string]string{"event": "proven"}); n != 2 {
+		t.Fatalf("%v paths proven, want 2 (bob's first address and the new one)", n)
+	}
+}
+
+// TestCallNoRedirectToUnprovenAddress: a participant (who can seal
+// packets) spoofing another host's source address cannot aim the call's
+// audio at it. Here each audio packet of bob's comes from the "victim"
+// socket: the victim gets path challenges, at most one per 100 ms, each
+// 40 bytes, and none of alice's audio; bob keeps hearing her where he
+// proved he listens.
+func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	victim := b.socket()
+
+	const n = 20
+	sent, start := 0, time.Now()
+	for i := range n {
+		_, pkt := b.packet(media.TypeAudio, []byte("bob, spoofed"))
+		b.sendVia(victim, pkt)
+		sent += len(pkt)
+		h, pkt := a.packet(media.TypeAudio, fmt.Appendf(nil, "alice %d", i))
+		a.sendVia(a.udp, pkt)
+		if got, p := b.recvUDP(b.udp); got != h || string(p) != fmt.Sprintf("alice %d", i) {
+			t.Fatalf("bob got %+v %q, want alice's packet %d where he proved he listens", got, p, i)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got, bytesIn := 0, 0
+	buf := make([]byte, 2048)
+	_ = victim.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		k, err := victim.Read(buf)
+		if err != nil {
+			break
+		}
+		h, payload, err := b.key.Open(nil, media.Down, buf[:k])
+		if err != nil || h.Type != media.TypeProbeReply || len(payload) != media.PathTokenLen {
+			t.Fatalf("the victim got %+v %x (%v): not a path challenge", h, payload, err)
+		}
+		got++
+		bytesIn += k
+	}
+	most := 1 + int(time.Since(start)/(100*time.Millisecond))
+	if got == 0 || got > most || bytesIn > sent {
+		t.Fatalf("the victim got %d challenges, %d bytes, for %d packets (%d bytes) in its name: want at least one, no more than one per 100 ms (%d) nor more bytes than came", got, bytesIn, n, sent, most)
+	}
+	t.Logf("%d packets (%d bytes) in the victim's name over %v: it got %d path challenges, %d bytes", n, sent, time.Since(start).Round(time.Millisecond), got, bytesIn)
 }
 
 // TestCallDrops: a packet with a bad tag, a replayed one, one for an
@@ -558,9 +652,10 @@ func TestCallRoster(t *testing.T) {
 	})
 	// Audio published after the call ended here reaches nobody. The
 	// counter is bumped just after a packet's write, so the last probe
-	// reply may trail the client's read of it: wait for all three replies
-	// (a's, b's and b's second) to be counted first.
-	const replies = 3
+	// reply may trail the client's read of it: wait for all five replies
+	// (a's two and b's two, each a path token and the echo's answer, and
+	// b's third) to be counted first.
+	const replies = 5
 	testenv.Eventually(t, readTimeout, "the probe replies counted", func() bool {
 		return e.metric("parley_gateway_media_packets_sent_total", nil) == replies
 	})

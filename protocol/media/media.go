@@ -132,10 +132,16 @@ type Type uint8
 // The packet types.
 const (
 	TypeAudio      Type = 1 // an Opus frame
-	TypeProbe      Type = 2 // client to server: does UDP work?
-	TypeProbeReply Type = 3 // server to client: it does
+	TypeProbe      Type = 2 // client to server: does UDP work? (payload: empty, or a PathToken echoed)
+	TypeProbeReply Type = 3 // server to client: it does (payload: empty, or a PathToken to echo)
 	TypeKeepalive  Type = 4 // client to server: keeps the NAT binding open
 )
+
+// PathTokenLen is the length of a path token (docs/protocol.md §19.3): the
+// payload of a probe reply sent to a UDP address that is not yet the
+// stream's media address, which the client proves it receives there by
+// echoing it as the payload of a probe from that address.
+const PathTokenLen = 8
 
 // Flags is header byte 2; only audio packets may set them.
 type Flags uint8

@@ -80,6 +80,14 @@ func TestCallAcrossGateways(t *testing.T) {
 	testenv.RequireHeard(t, "bob -> alice (udp, 2 gateways)", testenv.Listen(p.bMouth, p.aEar, time.Second), 0.6)
 	t.Logf("alice's stats: %+v", p.aSess.Stats())
 	t.Logf("bob's stats: %+v", p.bSess.Stats())
+	// The audio came by UDP: each client proved its address with the
+	// gateway's path token (§19.3), and only a round trip's worth may have
+	// come as frames before.
+	for name, s := range map[string]*parley.CallSession{"alice": p.aSess, "bob": p.bSess} {
+		if st := s.Stats(); st.PacketsReceived == 0 || st.ReceivedUDP < st.PacketsReceived*9/10 {
+			t.Errorf("%s received %d of %d audio packets by UDP, want at least 90 %%", name, st.ReceivedUDP, st.PacketsReceived)
+		}
+	}
 
 	if err := p.aSess.Hangup(ctxS(t)); err != nil {
 		t.Fatalf("alice hangs up: %v", err)

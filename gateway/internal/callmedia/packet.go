@@ -1,6 +1,8 @@
 package callmedia
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -63,6 +65,10 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 		p.drop(dropMalformed)
 		return
 	}
+	if h.Type == media.TypeProbeReply { // only the server sends those
+		p.drop(dropType)
+		return
+	}
 	var s *stream
 	var payload []byte
 	p.mu.RLock()
@@ -84,6 +90,9 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 	case via != nil && via != s.conn:
 		p.drop(dropWrongConn)
 		return
+	case h.Type == media.TypeProbe && len(payload) != 0 && len(payload) != media.PathTokenLen:
+		p.drop(dropType)
+		return
 	}
 
 	s.mu.Lock()
@@ -104,40 +113,86 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 		return
 	}
 	s.heard = now
+	var (
+		token     [media.PathTokenLen]byte // the path token to send src
+		challenge bool
+	)
 	if via != nil {
 		s.framed = true
 	} else {
-		if s.addr != src {
-			if s.addr.IsValid() {
-				p.debug("media stream moved", "call", s.call.id, "stream", s.id, "from", s.addr, "to", src)
-			}
-			s.addr = src
-		}
 		s.framed = false
+		if src != s.addr {
+			token, challenge = s.pathLocked(src, h.Type, payload, now)
+			if s.addr == src {
+				p.proven.Inc()
+				p.debug("media stream moved", "call", s.call.id, "stream", s.id, "to", src)
+			}
+		}
 	}
 	s.mu.Unlock()
 
-	switch h.Type {
-	case media.TypeAudio:
+	if h.Type == media.TypeAudio {
 		msg := mediabus.AppendAudio(b.out[:0], h, payload)
 		if err := p.nc.Publish(s.call.up, msg); err != nil {
 			p.drop(dropPublish)
 		}
-	case media.TypeProbe:
-		reply := media.Header{Type: media.TypeProbeReply, StreamID: h.StreamID, Seq: h.Seq, Timestamp: h.Timestamp}
-		if via != nil {
-			out := appendMediaFrameHeader(b.out[:0], media.Overhead)
-			out, _ = s.key.Seal(out, media.Down, reply, nil)
-			p.pushFrame(via, out)
-		} else {
-			out, _ := s.key.Seal(b.out[:0], media.Down, reply, nil)
-			p.sendUDP(out, src)
-		}
-	case media.TypeKeepalive:
-		// The return path is refreshed; nothing more.
-	default: // a probe reply: only the server sends those
-		p.drop(dropType)
 	}
+	// A probe is answered by the way it came; from an unproven address the
+	// answer carries the path token. Audio and keepalives from one are
+	// answered with the token alone, at most every challengeEvery.
+	if h.Type != media.TypeProbe && !challenge {
+		return
+	}
+	reply := media.Header{Type: media.TypeProbeReply, StreamID: h.StreamID, Seq: h.Seq, Timestamp: h.Timestamp}
+	if via != nil {
+		out := appendMediaFrameHeader(b.out[:0], media.Overhead)
+		out, _ = s.key.Seal(out, media.Down, reply, nil)
+		p.pushFrame(via, out)
+		return
+	}
+	var pl []byte
+	if challenge {
+		pl = token[:]
+		p.challenged.Inc()
+	}
+	out, _ := s.key.Seal(b.out[:0], media.Down, reply, pl)
+	p.sendUDP(out, src)
+}
+
+// challengeEvery bounds the path challenges sent for a stream's audio and
+// keepalives from an address it has not proven (probes are answered one
+// for one): one 40-byte answer per 100 ms at most, whatever comes.
+const challengeEvery = 100 * time.Millisecond
+
+// pathLocked handles an authenticated packet of s, of type typ, that came
+// by UDP from src, which is not s's proven address (docs/protocol.md
+// §19.3, like QUIC's path validation, RFC 9000 §8.2). A probe that echoes
+// the path token sent to src proves src receives: it becomes s's address,
+// and send is false. Otherwise src becomes the candidate (with a
+// fresh token when it was not already) and the token to send it is
+// returned: always for a probe (its reply carries it), for other packets
+// at most every challengeEvery (send false otherwise). Media keeps going to the
+// proven address, or as frames, meanwhile: a participant who can seal
+// packets but spoofs their source address cannot aim the call's audio at
+// anyone else. s.mu is held.
+func (s *stream) pathLocked(src netip.AddrPort, typ media.Type, payload []byte, now time.Time) (token [media.PathTokenLen]byte, send bool) {
+	if s.cand == src && typ == media.TypeProbe && len(payload) == media.PathTokenLen &&
+		subtle.ConstantTimeCompare(payload, s.token[:]) == 1 {
+		s.addr, s.cand = src, netip.AddrPort{}
+		return token, false
+	}
+	if s.cand != src {
+		s.cand = src
+		_, _ = rand.Read(s.token[:]) // crypto/rand never fails (Go 1.24+)
+		s.challenged = time.Time{}
+	}
+	if typ != media.TypeProbe {
+		if now.Sub(s.challenged) < challengeEvery {
+			return token, false
+		}
+		s.challenged = now
+	}
+	return s.token, true
 }
 
 // down handles one message on subject.MediaDown(c.id), on the

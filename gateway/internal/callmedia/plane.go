@@ -12,19 +12,25 @@
 // sequence number and timestamp, sealed with the client's key, direction
 // Down) by the way it came; a Keepalive only refreshes the return path;
 // Audio is published as mediabus Audio on subject.MediaUp(call) for the
-// relay replica that owns the call. Any authenticated fresh packet from a
-// new UDP source address moves the stream's return path there (address
-// migration); one that came as a frame makes the connection its return
-// path. A packet failing any step is dropped and counted by reason
+// relay replica that owns the call. A UDP source address becomes the
+// stream's media address only once proven (path validation, as QUIC's):
+// an authenticated fresh packet from an address that is not the proven
+// one is answered with a ProbeReply carrying a random path token (a probe
+// always, audio and keepalives at most every challengeEvery), and a probe
+// from that address echoing the token moves the stream there. So a
+// participant who spoofs their source cannot aim the call's media at
+// someone else: an unproven address gets one 40-byte answer per packet or
+// per 100 ms at most. A packet that came as a frame makes the connection
+// its return path. A packet failing any step is dropped and counted by reason
 // (metrics.MediaDrops), nothing else: a client never gets an error for
 // media.
 //
 // Down: for each call with local streams the plane subscribes to
 // subject.MediaDown(call). Audio is re-sealed, header as received, with
 // each local listener's key, direction Down, except the speaker's own
-// stream, and sent by the listener's return path: UDP to its last address,
+// stream, and sent by the listener's return path: UDP to its proven address,
 // or a media frame on its connection when its last packet came that way or
-// none has come by UDP yet (without waiting: a connection that cannot take
+// no address is proven yet (without waiting: a connection that cannot take
 // it now misses the packet, never SLOW_CONSUMER). A Roster
 // drops the local streams of the call it does not list, except those
 // installed less than RosterGrace ago (a join committed by another relay
@@ -83,7 +89,7 @@ const (
 	dropAuth      = "auth"           // no local stream of its id opens it
 	dropReplay    = "replay"         // its sequence number was seen (or is too old)
 	dropRate      = "rate"           // the stream sent more than streamRate packets a second
-	dropType      = "type"           // a probe reply from a client
+	dropType      = "type"           // a probe reply from a client, or a probe whose payload is not a path token
 	dropWrongConn = "wrong_conn"     // a frame on a connection that is not its stream's
 	dropQueueFull = "queue_full"     // the listener's connection had no room for the frame
 	dropNoPath    = "no_path"        // a UDP answer, and the gateway has no media port
@@ -143,6 +149,7 @@ type Plane struct {
 
 	// The per-packet counters, resolved once.
 	inUDP, inFrame, outUDP, outFrame prometheus.Counter
+	challenged, proven               prometheus.Counter
 
 	idle, grace atomic.Int64 // StreamIdle and RosterGrace, in nanoseconds (SetStreamLimits)
 
@@ -181,11 +188,17 @@ type stream struct {
 	mu     sync.Mutex // guards the fields below
 	replay media.ReplayWindow
 	heard  time.Time      // the last authenticated fresh packet; installed until one came
-	addr   netip.AddrPort // last UDP source; invalid until one is seen
-	tokens float64        // the stream's packet allowance (allow)
-	refill time.Time      // when tokens was last topped up
-	framed bool           // the last packet came as a frame: answer with frames
-	gone   bool           // dropped from the table
+	addr   netip.AddrPort // the proven UDP address media is sent to; invalid until one is proven
+	// cand is the UDP address the stream's latest packet came from when
+	// that is not addr, token the path token sent there to prove it
+	// (challenged: when last sent, at most every challengeEvery).
+	cand       netip.AddrPort
+	token      [media.PathTokenLen]byte
+	challenged time.Time
+	tokens     float64   // the stream's packet allowance (allow)
+	refill     time.Time // when tokens was last topped up
+	framed     bool      // the last packet came as a frame: answer with frames
+	gone       bool      // dropped from the table
 }
 
 // buffers are one packet path's scratch space.
@@ -248,6 +261,8 @@ func New(cfg Config) (*Plane, error) {
 	p.inFrame = p.m.MediaIn.WithLabelValues("frame")
 	p.outUDP = p.m.MediaOut.WithLabelValues("udp")
 	p.outFrame = p.m.MediaOut.WithLabelValues("frame")
+	p.challenged = p.m.MediaPaths.WithLabelValues("challenged")
+	p.proven = p.m.MediaPaths.WithLabelValues("proven")
 	return p, nil
 }
 

@@ -61,6 +61,11 @@ type Metrics struct {
 	MediaDrops *prometheus.CounterVec
 	// MediaStreams is the call participants' streams served here now.
 	MediaStreams prometheus.Gauge
+	// MediaPaths counts UDP path validations (docs/protocol.md §19.3): by
+	// event, "challenged" (a path token sent to an address a stream's
+	// packet came from, not yet proven) and "proven" (the address echoed
+	// it and became the stream's media address).
+	MediaPaths *prometheus.CounterVec
 
 	// P2PRelayPackets and P2PRelayBytes count direct sessions' packets
 	// relayed (gateway/internal/p2prelay), by direction: "up" from a
@@ -151,6 +156,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_gateway_media_streams",
 			Help: "Call participants' media streams served by this gateway now.",
 		}),
+		MediaPaths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gateway_media_paths_total",
+			Help: "UDP path validations of call media streams, by event (challenged: a path token sent to an unproven address; proven: the address echoed it and now gets the stream's media).",
+		}, []string{"event"}),
 		P2PRelayPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_gateway_p2p_relay_packets_total",
 			Help: "Direct sessions' packets relayed, by direction (up: from a client, down: to a client).",
@@ -168,7 +177,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Direct sessions attached to this gateway's connections now (their relay subscriptions).",
 		}),
 	}
-	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams)
+	reg.MustRegister(m.MediaIn, m.MediaOut, m.MediaDrops, m.MediaStreams, m.MediaPaths)
 	reg.MustRegister(m.P2PRelayPackets, m.P2PRelayBytes, m.P2PRelayDrops, m.P2PRelaySessions)
 	reg.MustRegister(m.Connections, m.Authenticated, m.FramesIn, m.FramesOut, m.ErrorsSent,
 		m.RequestDuration, m.RequestsInFlight, m.SlowConsumers, m.HandshakeFailures, m.TLSRecords, m.Refused, m.RoomWrites, m.RoomBatched, m.EventsShed)
