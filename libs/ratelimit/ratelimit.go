@@ -12,9 +12,25 @@ package ratelimit
 
 import (
 	"math"
+	"net/netip"
 	"sync"
 	"time"
 )
+
+// Source is the source a client address is limited under: an IPv4
+// address (also when written as IPv4-mapped IPv6), or the /64 of an IPv6
+// address, the usual allocation to one host or home, so that hopping
+// through one's own addresses (or spoofing sources within one /64) does
+// not multiply a limit. The zone is dropped.
+func Source(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap().WithZone("")
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
 
 // Limiter holds one token bucket per key. A zero-rate Limiter (Every <= 0)
 // allows everything.
@@ -23,6 +39,7 @@ type Limiter struct {
 	burst float64
 	now   func() time.Time
 	full  time.Duration // time for an empty bucket to refill
+	every time.Duration // the sweep's period (sweep)
 
 	mu        sync.Mutex // guards keys and lastSweep
 	keys      map[string]*bucket
@@ -55,6 +72,7 @@ func New(per int, window time.Duration, burst int, now func() time.Time) *Limite
 	l.rate = float64(per) / window.Seconds()
 	l.burst = float64(burst)
 	l.full = time.Duration(l.burst / l.rate * float64(time.Second))
+	l.every = max(l.full/sweepsPerRefill, time.Duration(float64(time.Second)/l.rate))
 	return l
 }
 
@@ -134,17 +152,25 @@ func (l *Limiter) refill(key string, now time.Time) *bucket {
 	return b
 }
 
-// sweep drops buckets that have refilled completely, at most once per
-// refill period; the cost is amortised over the calls of that period, and
-// the map holds at most the keys seen within about two refill periods.
-// l.mu is held.
+// sweepsPerRefill: the map is swept this many times per refill period
+// (but not more often than a token comes).
+const sweepsPerRefill = 8
+
+// sweep drops the buckets that are full again (indistinguishable from
+// new), at most once per l.every: every eighth of a refill period, or the
+// time one token takes if longer. A key that took one token is gone about
+// a token's time later; one that emptied its bucket stays up to a refill
+// period. So a flood of sources that each send a request or two (spoofed
+// addresses) holds only those of the last fraction of a refill period,
+// not all of the last two periods, and each call pays for a few entries of
+// the walk at most. l.mu is held.
 func (l *Limiter) sweep(now time.Time) {
-	if now.Sub(l.lastSweep) < l.full {
+	if now.Sub(l.lastSweep) < l.every {
 		return
 	}
 	l.lastSweep = now
 	for k, b := range l.keys {
-		if now.Sub(b.last) >= l.full {
+		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst-epsilon {
 			delete(l.keys, k)
 		}
 	}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -69,6 +70,54 @@ func TestIdleKeysEvicted(t *testing.T) {
 	l.Take("new")
 	if l.Len() != 1 {
 		t.Fatalf("after a refill period Len = %d, want 1 (idle keys dropped)", l.Len())
+	}
+}
+
+// TestFloodOfSourcesForgotten: keys that each took a token or two (a flood
+// of spoofed source addresses) are dropped once refilled, an eighth of a
+// refill period later, not a whole period; a key that emptied its bucket
+// is kept, limited, until it has refilled.
+func TestFloodOfSourcesForgotten(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := New(50, time.Second, 100, c.now) // refills in 2s, a token every 20ms
+	for range 100 {
+		l.Take("heavy")
+	}
+	for i := range 10000 {
+		l.Take(fmt.Sprint("spoofed", i))
+	}
+	if l.Len() != 10001 {
+		t.Fatalf("Len = %d", l.Len())
+	}
+	c.t = c.t.Add(300 * time.Millisecond) // more than 2s/8
+	l.Take("new")
+	if l.Len() != 2 {
+		t.Fatalf("300ms later Len = %d, want 2 (heavy and new: the one-token keys dropped)", l.Len())
+	}
+	// heavy has 15 tokens back, not a full bucket: it is still limited.
+	for i := range 15 {
+		if ok, _ := l.Take("heavy"); !ok {
+			t.Fatalf("heavy refused at %d, with 15 tokens back", i)
+		}
+	}
+	if ok, _ := l.Take("heavy"); ok {
+		t.Fatal("heavy's emptied bucket was forgotten before it refilled")
+	}
+}
+
+// TestSource: the source an address is limited under.
+func TestSource(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"192.0.2.7", "192.0.2.7/32"},
+		{"::ffff:192.0.2.7", "192.0.2.7/32"}, // IPv4 on a dual-stack socket
+		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+	}
+	for _, tc := range cases {
+		if got := Source(netip.MustParseAddr(tc.in)); got.String() != tc.want {
+			t.Errorf("Source(%s) = %s, want %s", tc.in, got, tc.want)
+		}
 	}
 }
 

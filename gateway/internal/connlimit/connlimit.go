@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/parleychat/parley/libs/ratelimit"
 )
 
 // Config is the set of caps; 0 disables one.
@@ -163,19 +165,7 @@ func (l *Limiter) key(addr net.Addr) (netip.Prefix, bool) {
 			return netip.Prefix{}, false
 		}
 	}
-	return Key(ip), true
-}
-
-// Key is the source an address is counted under: an IPv4 address (also
-// when written as IPv4-mapped IPv6), or the /64 of an IPv6 address.
-func Key(ip netip.Addr) netip.Prefix {
-	ip = ip.Unmap().WithZone("")
-	bits := 32
-	if ip.Is6() {
-		bits = 64
-	}
-	p, _ := ip.Prefix(bits)
-	return p
+	return ratelimit.Source(ip), true
 }
 
 func sourceIP(addr net.Addr) (netip.Addr, bool) {

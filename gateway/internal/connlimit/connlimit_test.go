@@ -8,22 +8,6 @@ import (
 
 func tcp(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
 
-// TestKey: the source a connection is counted under.
-func TestKey(t *testing.T) {
-	cases := []struct{ in, want string }{
-		{"192.0.2.7", "192.0.2.7/32"},
-		{"::ffff:192.0.2.7", "192.0.2.7/32"}, // IPv4 on a dual-stack socket
-		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
-		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
-		{"fe80::1%eth0", "fe80::/64"},
-	}
-	for _, tc := range cases {
-		if got := Key(netip.MustParseAddr(tc.in)); got.String() != tc.want {
-			t.Errorf("Key(%s) = %s, want %s", tc.in, got, tc.want)
-		}
-	}
-}
-
 // TestCaps: the rules, step by step.
 func TestCaps(t *testing.T) {
 	l := New(Config{Total: 5, PerAddr: 3, UnauthPerAddr: 2, Exempt: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})

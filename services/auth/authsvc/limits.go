@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parleychat/parley/libs/identity"
+	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/services/auth/internal/familiar"
 )
 
@@ -45,19 +46,14 @@ func sourceAddr(m *nats.Msg) netip.Addr {
 	return netip.Addr{}
 }
 
-// addressKey is the per-address limiter key. IPv6 clients are keyed by
-// their /64, the usual allocation to one host or home, so hopping through
-// one's own addresses does not multiply the limit. Requests without an
-// address share one bucket.
+// addressKey is the per-address limiter key: ratelimit.Source's (an IPv6
+// client is keyed by its /64). Requests without an address share one
+// bucket.
 func addressKey(ip netip.Addr) string {
-	switch {
-	case !ip.IsValid():
+	if !ip.IsValid() {
 		return "unknown"
-	case ip.Is6():
-		p, _ := ip.Prefix(64)
-		return p.String()
 	}
-	return ip.String()
+	return ratelimit.Source(ip).String()
 }
 
 // accountKey is the per-account limiter key for a login to canonical from

@@ -38,8 +38,8 @@ type Config struct {
 	// bound address.
 	STUNPublicAddr    string
 	STUNPublicAltAddr string
-	// STUNRate and STUNBurst bound the STUN requests answered per source
-	// IP address (per second, bucket size): a server that answers
+	// STUNRate and STUNBurst bound the STUN requests answered per source,
+	// an IPv4 address or an IPv6 /64 (per second, bucket size): a server that answers
 	// anything is a reflector, and spoofed sources must not turn it into
 	// a flood. 0 disables the limit.
 	STUNRate  int
@@ -72,7 +72,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.STUNAltAddr, "stun-alt-addr", "", "alternate STUN address (RFC 5780): another IP and another port than -stun-addr's; both IPs are bound on both ports. Empty: one address (NAT filtering cannot be classified; CHANGE-REQUEST answered 420)")
 	fs.StringVar(&c.STUNPublicAddr, "stun-public-addr", "", "the address clients reach -stun-addr at, when it is not the bound one (a NAT or load balancer in front, a wildcard bind); default: -stun-addr")
 	fs.StringVar(&c.STUNPublicAltAddr, "stun-public-alt-addr", "", "the address clients reach -stun-alt-addr at; default: -stun-alt-addr")
-	fs.IntVar(&c.STUNRate, "stun-rate", 50, "STUN requests answered per second per source IP address (0: no limit)")
+	fs.IntVar(&c.STUNRate, "stun-rate", 50, "STUN requests answered per second per source, an IPv4 address or an IPv6 /64 (0: no limit)")
 	fs.IntVar(&c.STUNBurst, "stun-burst", 100, "burst of -stun-rate")
 	fs.IntVar(&c.STUNWorkers, "stun-workers", 64, "session registrations handled at once (more are dropped; clients retransmit)")
 	fs.DurationVar(&c.OfferTimeout, "rdv-offer-timeout", 60*time.Second, "an offer not answered within this is closed (EXPIRED)")

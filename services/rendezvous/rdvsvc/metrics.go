@@ -11,10 +11,11 @@ import (
 // Reasons a STUN packet is dropped unanswered (label of
 // parley_rdv_stun_dropped_total).
 const (
-	dropMalformed = "malformed"    // not a STUN message, or not a Binding request, or a bad FINGERPRINT
-	dropLimited   = "rate_limited" // its source IP sent more than -stun-rate
-	dropBusy      = "busy"         // every registration worker busy, or the bucket not open yet
-	dropStore     = "store"        // the registration's store work failed (the client retransmits)
+	dropMalformed = "malformed"     // not a STUN message, or not a Binding request, or a bad FINGERPRINT
+	dropLimited   = "rate_limited"  // its source (IPv4 address, IPv6 /64) sent more than -stun-rate
+	dropBusy      = "busy"          // every registration worker busy, or the bucket not open yet
+	dropStore     = "store"         // the registration's store work failed (the client retransmits)
+	dropAmplify   = "amplification" // its answer would be over maxAmplification times its length
 )
 
 // metrics are the rendezvous's own series (the rpc ones come from libs/rpc).
@@ -22,8 +23,8 @@ type metrics struct {
 	bindings, registrations prometheus.Counter // STUN requests answered with success
 	// Children of parley_rdv_stun_dropped_total, resolved once: the
 	// per-packet path must not look labels up.
-	dropMalformed, dropLimited, dropBusy, dropStore prometheus.Counter
-	stunErrors                                      *prometheus.CounterVec // by error code
+	dropMalformed, dropLimited, dropBusy, dropStore, dropAmplify prometheus.Counter
+	stunErrors                                                   *prometheus.CounterVec // by error code
 
 	opened, accepted, intros prometheus.Counter
 	closedBy                 *prometheus.CounterVec
@@ -37,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"kind"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_rdv_stun_dropped_total",
-		Help: "STUN packets dropped unanswered, by reason (malformed, rate_limited, busy, store).",
+		Help: "STUN packets dropped unanswered, by reason (malformed, rate_limited, busy, store, amplification).",
 	}, []string{"reason"})
 	m := &metrics{
 		bindings:      answered.WithLabelValues("binding"),
@@ -46,6 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dropLimited:   dropped.WithLabelValues(dropLimited),
 		dropBusy:      dropped.WithLabelValues(dropBusy),
 		dropStore:     dropped.WithLabelValues(dropStore),
+		dropAmplify:   dropped.WithLabelValues(dropAmplify),
 		stunErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_rdv_stun_errors_total",
 			Help: "STUN error responses sent, by code (400 bad request, 401 failed registration, 420 unknown attribute).",

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/parleychat/parley/libs/proto/internalv1"
 	"github.com/parleychat/parley/protocol/parleyv1"
@@ -254,8 +255,17 @@ func TestParseAttributes(t *testing.T) {
 // (no workers) and are dropped once the queue is full.
 func fuzzServer(t testing.TB) *stunServer {
 	t.Helper()
+	return testSTUNServer(t, func(c *Config) { c.STUNRate = 0 })
+}
+
+// testSTUNServer is a STUN server on 127.0.0.1 and 127.0.0.2 (any ports)
+// with the default config changed by mutate, not serving: tests call
+// packet themselves.
+func testSTUNServer(t testing.TB, mutate func(*Config)) *stunServer {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.STUNAddr, cfg.STUNAltAddr, cfg.STUNRate = "127.0.0.1:0", "127.0.0.2:0", 0
+	cfg.STUNAddr, cfg.STUNAltAddr = "127.0.0.1:0", "127.0.0.2:0"
+	mutate(&cfg)
 	addrs, err := cfg.addrs()
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +285,39 @@ func fuzzServer(t testing.TB) *stunServer {
 		}
 	})
 	return st
+}
+
+// TestSTUNRateLimitPerSource: the STUN rate limit counts an IPv4 address,
+// or an IPv6 /64, as one source. Requests from many addresses of one /64
+// (a host hopping through its own, or spoofed ones inside a victim's
+// network) share one burst; another /64, or an IPv4 address, has its own.
+func TestSTUNRateLimitPerSource(t *testing.T) {
+	st := testSTUNServer(t, func(c *Config) { c.STUNRate, c.STUNBurst = 1, 10 })
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, res := new(stun.Message), new(stun.Message)
+	answered := func() int { return int(testutil.ToFloat64(st.s.metrics.bindings)) }
+	send := func(from netip.AddrPort) { st.packet(st.socks[0], bytes.Clone(m.Raw), from, req, res) }
+	for i := range 100 {
+		send(netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 15: byte(i), 14: byte(i >> 8)}), 5000))
+	}
+	if got := answered(); got != 10 {
+		t.Fatalf("100 requests from 100 addresses of one /64 got %d answers, want the burst of 10", got)
+	}
+	send(netip.MustParseAddrPort("[2001:db8:1:3::1]:5000"))
+	send(netip.MustParseAddrPort("[::ffff:192.0.2.1]:5000"))
+	send(netip.MustParseAddrPort("192.0.2.2:5000"))
+	if got := answered(); got != 13 {
+		t.Fatalf("another /64 and two IPv4 addresses: %d answers in all, want 13", got)
+	}
+	for range 20 {
+		send(netip.MustParseAddrPort("192.0.2.1:6000")) // the same as ::ffff:192.0.2.1
+	}
+	if got := answered(); got != 22 {
+		t.Fatalf("192.0.2.1 (also written IPv4-mapped) got %d answers in all, want its burst of 10", got-12)
+	}
 }
 
 // FuzzPacket feeds the STUN server any datagram: it must not panic, must
@@ -342,11 +385,15 @@ func FuzzPacket(f *testing.F) {
 				(out.Type.Class != stun.ClassSuccessResponse && out.Type.Class != stun.ClassErrorResponse) {
 				t.Fatalf("answer %s to %s", out.Type, in.Type)
 			}
-			if err := stun.Fingerprint.Check(&out); err != nil {
-				t.Fatalf("answer's FINGERPRINT: %v", err)
+			if in.Contains(stun.AttrFingerprint) {
+				if err := stun.Fingerprint.Check(&out); err != nil {
+					t.Fatalf("answer's FINGERPRINT: %v", err)
+				}
+			} else if out.Contains(stun.AttrFingerprint) {
+				t.Fatalf("FINGERPRINT in the answer to a request without one")
 			}
-			if n > len(pkt)+200 {
-				t.Fatalf("a %d-byte request answered with %d bytes", len(pkt), n)
+			if n > 3*len(pkt) {
+				t.Fatalf("a %d-byte request answered with %d bytes: over 3x", len(pkt), n)
 			}
 		}
 		for len(st.jobs) > 0 {

@@ -23,26 +23,31 @@ import (
 // both ports: socket (i, j) has the i-th IP (0 primary, 1 alternate) and
 // the j-th port. A Binding request is answered
 //
-//   - with XOR-MAPPED-ADDRESS (where it came from), RESPONSE-ORIGIN (the
-//     public address of the socket the answer leaves from), OTHER-ADDRESS
-//     (the public address of the socket with the other IP and the other
-//     port than the one it arrived at; only with an alternate), SOFTWARE
-//     and FINGERPRINT (RFC 8489 §14, RFC 5780 §7);
+//   - with XOR-MAPPED-ADDRESS (where it came from), OTHER-ADDRESS (the
+//     public address of the socket with the other IP and the other port
+//     than the one it arrived at; only with an alternate), RESPONSE-ORIGIN
+//     (the public address of the socket the answer leaves from), SOFTWARE,
+//     and FINGERPRINT when the request had one (RFC 8489 §14, RFC 5780 §7);
+//     but never more than maxAmplification times the request's length:
+//     SOFTWARE, then RESPONSE-ORIGIN, then OTHER-ADDRESS are left out
+//     while it would be (a bare 20-byte request over IPv6 gets the mapped
+//     address alone);
 //   - from the socket it arrived at, or with CHANGE-REQUEST (RFC 5780 §7.2)
 //     from the one with the other IP and/or port asked for; a server with
 //     one address answers CHANGE-REQUEST 420 (RFC 5780 §6.1);
 //   - to the address it came from, or with RESPONSE-PORT (RFC 5780 §7.5) to
 //     that port of its IP (coturn's turnutils_stunclient asks for it);
 //   - padded with a PADDING as long as the request's, when it had one
-//     (RFC 5780 §7.6: fragmentation tests; never longer than the request,
-//     so no amplification);
+//     (RFC 5780 §7.6: fragmentation tests; never longer than the
+//     request's);
 //   - with USERNAME and MESSAGE-INTEGRITY, it is a session's registration
 //     (register.go), answered once recorded, with MESSAGE-INTEGRITY too.
 //
 // Errors (400, 401, 420) always leave from the socket the request arrived
 // at (to the RESPONSE-PORT when one was asked for and readable). Anything that is not a well-formed Binding request, or whose
 // FINGERPRINT does not match, is dropped silently, as are requests past a
-// source address's rate limit (Config.STUNRate).
+// source's rate limit (Config.STUNRate; an IPv4 address or an IPv6 /64,
+// ratelimit.Source).
 
 // software is the SOFTWARE attribute of every answer.
 const software = "parley-rendezvous"
@@ -272,7 +277,7 @@ func (st *stunServer) packet(k *socket, pkt []byte, from netip.AddrPort, req, re
 		m.dropMalformed.Inc()
 		return
 	}
-	if ok, _ := st.limiter.Take(from.Addr().String()); !ok {
+	if ok, _ := st.limiter.Take(ratelimit.Source(from.Addr()).String()); !ok {
 		m.dropLimited.Inc()
 		return
 	}
@@ -413,38 +418,72 @@ func (st *stunServer) changeTo(k *socket, req *stun.Message) (*socket, bool) {
 	return st.socks[i*2+j], true
 }
 
+// maxAmplification bounds an answer's length by its request's: the
+// factor QUIC allows toward an address that has not shown it receives
+// there (RFC 9000 §8.1). A STUN request's source may be spoofed, and an
+// answer longer than that would make the rendezvous worth an attacker's
+// while as a reflector. Optional attributes are left out, in the order
+// answer drops them, to keep within it.
+const maxAmplification = 3
+
 // succeed answers req, which arrived at recv from from, with a Binding
 // success response sent from out to to; with key, MESSAGE-INTEGRITY too.
 func (st *stunServer) succeed(res, req *stun.Message, recv, out *socket, from, to netip.AddrPort, key []byte) {
-	setters := make([]stun.Setter, 0, 8)
-	setters = append(setters, stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
-		&stun.ResponseOrigin{IP: out.public.Addr().AsSlice(), Port: int(out.public.Port())})
+	head := []stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())}}
+	// What a NAT classification needs first (RFC 5780 §7.3), then what is
+	// informational.
+	opt := make([]stun.Setter, 0, 3)
 	if len(st.socks) == 4 {
 		o := st.socks[(1-recv.ip)*2+(1-recv.port)].public
-		setters = append(setters, &stun.OtherAddress{IP: o.Addr().AsSlice(), Port: int(o.Port())})
+		opt = append(opt, &stun.OtherAddress{IP: o.Addr().AsSlice(), Port: int(o.Port())})
 	}
-	setters = append(setters, st.software)
+	opt = append(opt, &stun.ResponseOrigin{IP: out.public.Addr().AsSlice(), Port: int(out.public.Port())}, st.software)
+	tail := make([]stun.Setter, 0, 3)
 	if p, err := req.Get(stun.AttrPadding); err == nil {
-		setters = append(setters, padding(len(p)))
+		tail = append(tail, padding(len(p)))
 	}
 	if key != nil {
-		setters = append(setters, stun.MessageIntegrity(key))
+		tail = append(tail, stun.MessageIntegrity(key))
 	}
-	setters = append(setters, stun.Fingerprint)
-	st.send(res, out, to, setters)
+	st.answer(res, req, out, to, head, opt, tail)
 }
 
 // fail answers req with error code, from the socket it arrived at to to,
 // with UNKNOWN-ATTRIBUTES when given (420).
 func (st *stunServer) fail(res, req *stun.Message, k *socket, to netip.AddrPort, code stun.ErrorCode, unknown stun.UnknownAttributes) {
-	setters := []stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingError, code}
+	head := []stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingError, code}
 	if len(unknown) > 0 {
-		setters = append(setters, unknown)
+		head = append(head, unknown)
 	}
-	setters = append(setters, st.software, stun.Fingerprint)
 	st.s.metrics.stunError(int(code))
-	st.send(res, k, to, setters)
+	st.answer(res, req, k, to, head, []stun.Setter{st.software}, nil)
+}
+
+// answer builds the answer to req (head, as many of opt as fit, tail, and
+// FINGERPRINT when req had one) and sends it from k to to. Attributes of
+// opt are left out from the last while the answer would be longer than
+// maxAmplification times req; an answer that is too long even without
+// them is not sent (none is, at the sizes STUN allows: it is a guard).
+func (st *stunServer) answer(res, req *stun.Message, k *socket, to netip.AddrPort, head, opt, tail []stun.Setter) {
+	limit := maxAmplification * len(req.Raw)
+	fp := req.Contains(stun.AttrFingerprint)
+	setters := make([]stun.Setter, 0, len(head)+len(opt)+len(tail)+1)
+	for n := len(opt); n >= 0; n-- {
+		setters = append(append(append(setters[:0], head...), opt[:n]...), tail...)
+		if fp {
+			setters = append(setters, stun.Fingerprint)
+		}
+		if err := res.Build(setters...); err != nil {
+			st.s.log.Error("stun: build response", "err", err)
+			return
+		}
+		if len(res.Raw) <= limit {
+			st.send(res, k, to)
+			return
+		}
+	}
+	st.s.metrics.dropAmplify.Inc()
 }
 
 // padding is a PADDING attribute of n zero bytes (RFC 5780 §7.6).
@@ -455,11 +494,7 @@ func (p padding) AddTo(m *stun.Message) error {
 	return nil
 }
 
-func (st *stunServer) send(res *stun.Message, k *socket, to netip.AddrPort, setters []stun.Setter) {
-	if err := res.Build(setters...); err != nil {
-		st.s.log.Error("stun: build response", "err", err)
-		return
-	}
+func (st *stunServer) send(res *stun.Message, k *socket, to netip.AddrPort) {
 	if _, err := k.conn.WriteToUDPAddrPort(res.Raw, to); err != nil && !errors.Is(err, net.ErrClosed) {
 		st.s.log.Debug("stun: send", "to", to, "err", err)
 	}

@@ -38,9 +38,68 @@ type rawAttr struct {
 
 func (a rawAttr) AddTo(m *stun.Message) error { m.Add(a.t, a.v); return nil }
 
+// TestAnswersAmplifyAtMostThreefold: no answer is longer than three times
+// its request (QUIC's anti-amplification factor), whatever the request:
+// the source of a STUN request can be spoofed, and the rendezvous must not
+// be worth an attacker's while as a reflector. What must go is left out
+// in order (SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS); FINGERPRINT comes
+// only when the request had one.
+func TestAnswersAmplifyAtMostThreefold(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(testConfig())
+	c := newClient(t, "127.0.0.1")
+	has := func(m *stun.Message, a stun.AttrType) bool { return m.Contains(a) }
+	for _, tc := range []struct {
+		name              string
+		req               *stun.Message
+		code              int // 0: a success
+		other, origin, sw bool
+	}{
+		{"bare, 20 bytes", request(), 0, true, true, false},
+		{"with FINGERPRINT", request(stun.Fingerprint), 0, true, true, false},
+		{"with SOFTWARE", request(stun.NewSoftware("some client"), stun.Fingerprint), 0, true, true, true},
+		{"padded", request(rawAttr{stun.AttrPadding, make([]byte, 100)}), 0, true, true, true},
+		{"unknown attribute (420)", request(rawAttr{0x001e, []byte{1}}), 420, false, false, false},
+		{"RESPONSE-PORT of 2 bytes (400)", request(rawAttr{stun.AttrResponsePort, []byte{0x12, 0x34}}), 400, false, false, false},
+		{"USERNAME alone (400)", request(stun.NewUsername("p:a")), 400, false, false, false},
+		{"unknown session (401)", request(stun.NewUsername("p000000000000000000000000:a"), stun.NewShortTermIntegrity("k"), stun.Fingerprint), 401, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, _ := c.do(r.primary, tc.req)
+			t.Logf("%d-byte request, %d-byte answer (%.2fx)", len(tc.req.Raw), len(res.Raw), float64(len(res.Raw))/float64(len(tc.req.Raw)))
+			if len(res.Raw) > 3*len(tc.req.Raw) {
+				t.Errorf("a %d-byte request answered with %d bytes: over 3x", len(tc.req.Raw), len(res.Raw))
+			}
+			if tc.code == 0 {
+				if res.Type != stun.BindingSuccess {
+					t.Fatalf("answer %s, want a success", res.Type)
+				}
+				if got := mapped(t, res); got != c.addr() {
+					t.Errorf("XOR-MAPPED-ADDRESS %s, want %s", got, c.addr())
+				}
+			} else {
+				var ec stun.ErrorCodeAttribute
+				if err := ec.GetFrom(res); err != nil || int(ec.Code) != tc.code {
+					t.Fatalf("answer %s %v (%v), want error %d", res.Type, ec.Code, err, tc.code)
+				}
+			}
+			if tc.code == 0 && (has(res, stun.AttrOtherAddress) != tc.other || has(res, stun.AttrResponseOrigin) != tc.origin) {
+				t.Errorf("OTHER-ADDRESS %v, RESPONSE-ORIGIN %v; want %v, %v", has(res, stun.AttrOtherAddress), has(res, stun.AttrResponseOrigin), tc.other, tc.origin)
+			}
+			if tc.code == 0 && has(res, stun.AttrSoftware) != tc.sw {
+				t.Errorf("SOFTWARE %v, want %v", has(res, stun.AttrSoftware), tc.sw)
+			}
+			if want := tc.req.Contains(stun.AttrFingerprint); has(res, stun.AttrFingerprint) != want {
+				t.Errorf("FINGERPRINT %v, want %v (as the request)", has(res, stun.AttrFingerprint), want)
+			}
+		})
+	}
+}
+
 // A plain Binding to each of the four sockets is answered from that socket
 // with the address it came from, where it left from, the other IP and port,
-// SOFTWARE and a valid FINGERPRINT.
+// SOFTWARE and a valid FINGERPRINT (the request is long enough for all of
+// them: TestAnswersAmplifyAtMostThreefold).
 func TestBindingAttributes(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(testConfig())
@@ -56,7 +115,7 @@ func TestBindingAttributes(t *testing.T) {
 		for j := range 2 {
 			to := r.socketAddr(i, j)
 			t.Run(to.String(), func(t *testing.T) {
-				res, from := c.do(to, request(stun.Fingerprint))
+				res, from := c.do(to, request(stun.NewSoftware("parley test"), stun.Fingerprint))
 				if res.Type != stun.BindingSuccess {
 					t.Fatalf("answer %s, want a Binding success", res.Type)
 				}
