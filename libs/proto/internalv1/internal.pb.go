@@ -2331,6 +2331,10 @@ type P2PRecord struct {
 	ExpiresUnixMs int64                           `protobuf:"varint,8,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"` // OFFERED: answer deadline; later: 24 h after the last change
 	Intro         uint32                          `protobuf:"varint,9,opt,name=intro,proto3" json:"intro,omitempty"`                                        // bumped whenever an introduction is published
 	Friends       bool                            `protobuf:"varint,10,opt,name=friends,proto3" json:"friends,omitempty"`                                   // a and b are friends (messaging said so at open)
+	// The rendezvous's own key for registration nonces (§20.3: a NONCE
+	// proves a side receives at the address it registers from); never sent
+	// to a client. Empty in records made before it existed: no nonce asked.
+	NonceKey      []byte `protobuf:"bytes,11,opt,name=nonce_key,json=nonceKey,proto3" json:"nonce_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2433,6 +2437,13 @@ func (x *P2PRecord) GetFriends() bool {
 		return x.Friends
 	}
 	return false
+}
+
+func (x *P2PRecord) GetNonceKey() []byte {
+	if x != nil {
+		return x.NonceKey
+	}
+	return nil
 }
 
 // P2PSide is one side of a direct session.
@@ -2807,7 +2818,7 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12\x17\n" +
 	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12 \n" +
 	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
-	"seenUnixMs\"\x96\x03\n" +
+	"seenUnixMs\"\xb3\x03\n" +
 	"\tP2PRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -2820,7 +2831,8 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x0fexpires_unix_ms\x18\b \x01(\x03R\rexpiresUnixMs\x12\x14\n" +
 	"\x05intro\x18\t \x01(\rR\x05intro\x12\x18\n" +
 	"\afriends\x18\n" +
-	" \x01(\bR\afriends\"\xec\x02\n" +
+	" \x01(\bR\afriends\x12\x1b\n" +
+	"\tnonce_key\x18\v \x01(\fR\bnonceKey\"\xec\x02\n" +
 	"\aP2PSide\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12,\n" +

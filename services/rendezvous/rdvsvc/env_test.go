@@ -443,11 +443,15 @@ func (c *client) do(to netip.AddrPort, req *stun.Message) (*stun.Message, netip.
 }
 
 // register registers the client's socket for a session at to (§20.3) and
-// returns the mapped address, checking the answer's MESSAGE-INTEGRITY.
+// returns the mapped address, checking the answer's MESSAGE-INTEGRITY:
+// the first request is answered 438 with the NONCE for this socket's
+// address, which the second carries.
 func (c *client) register(to netip.AddrPort, username string, key []byte) netip.AddrPort {
 	c.t.Helper()
-	req := request(stun.NewUsername(username), stun.MessageIntegrity(key), stun.Fingerprint)
-	res, _ := c.do(to, req)
+	res, _ := c.do(to, request(stun.NewUsername(username), stun.MessageIntegrity(key), stun.Fingerprint))
+	if res.Type == stun.BindingError && errorOf(res) == stun.CodeStaleNonce {
+		res, _ = c.do(to, request(stun.NewUsername(username), c.nonceOf(res, key), stun.MessageIntegrity(key), stun.Fingerprint))
+	}
 	if res.Type != stun.BindingSuccess {
 		c.t.Fatalf("registration at %s answered %s (%d)", to, res.Type, errorOf(res))
 	}
@@ -458,6 +462,20 @@ func (c *client) register(to netip.AddrPort, username string, key []byte) netip.
 		c.t.Fatalf("registration answer's FINGERPRINT: %v", err)
 	}
 	return mapped(c.t, res)
+}
+
+// nonceOf is the NONCE of a 438 answer to a registration, checking that
+// the answer is signed with the register key.
+func (c *client) nonceOf(res *stun.Message, key []byte) stun.Nonce {
+	c.t.Helper()
+	if err := stun.MessageIntegrity(key).Check(res); err != nil {
+		c.t.Fatalf("438's MESSAGE-INTEGRITY: %v", err)
+	}
+	var n stun.Nonce
+	if err := n.GetFrom(res); err != nil {
+		c.t.Fatalf("438 without a NONCE: %v", err)
+	}
+	return n
 }
 
 // mapped is a response's XOR-MAPPED-ADDRESS.

@@ -309,6 +309,59 @@ func TestRegistrationAuth(t *testing.T) {
 	}
 }
 
+// TestRegistrationNeedsItsAddressNonce: a side that holds its register
+// key can register only an address it receives at. A registration without
+// a NONCE is answered 438 with the one for its source address, signed and
+// no longer than 3x the request; a NONCE made for another address (what a
+// peer spoofing the victim's address would have) gets another 438 and
+// changes nothing; the source's own NONCE registers it.
+func TestRegistrationNeedsItsAddressNonce(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(testConfig())
+	aDev := e.addDevice(alice)
+	var a parleyv1.P2PSession
+	e.mustCall(alice, subject.P2POpen, &parleyv1.P2POpenRequest{ToUsername: bob.name, DeviceId: aDev.DeviceId}, &a)
+	attacker, victim := newClient(t, "127.0.0.1"), newClient(t, "127.0.0.2")
+	reg := func(c *client, setters ...stun.Setter) *stun.Message {
+		req := request(append(append([]stun.Setter{stun.NewUsername(a.RegisterUsername)}, setters...), stun.MessageIntegrity(a.RegisterKey), stun.Fingerprint)...)
+		res, _ := c.do(r.primary, req)
+		if len(res.Raw) > 3*len(req.Raw) {
+			t.Errorf("a %d-byte registration answered with %d bytes", len(req.Raw), len(res.Raw))
+		}
+		return res
+	}
+	before := e.record(a.SessionId)
+	res := reg(attacker)
+	if res.Type != stun.BindingError || errorOf(res) != stun.CodeStaleNonce || res.Contains(stun.AttrXORMappedAddress) {
+		t.Fatalf("a registration without NONCE: %s %d, want 438 without an address", res.Type, errorOf(res))
+	}
+	own := attacker.nonceOf(res, a.RegisterKey)
+	// The nonce is the source address's: from the victim's it is stale.
+	res = reg(victim, own)
+	if errorOf(res) != stun.CodeStaleNonce {
+		t.Fatalf("the attacker's NONCE from another address: %s %d, want 438", res.Type, errorOf(res))
+	}
+	if victimNonce := victim.nonceOf(res, a.RegisterKey); string(victimNonce) == string(own) {
+		t.Fatal("two addresses got the same NONCE")
+	}
+	if after := e.record(a.SessionId); !proto.Equal(before, after) {
+		t.Fatalf("registrations without their address's NONCE changed the record:\nbefore %v\nafter  %v", before, after)
+	}
+	// With its own NONCE the attacker registers its own address, and again
+	// later without a round trip.
+	for range 2 {
+		if res = reg(attacker, own); res.Type != stun.BindingSuccess {
+			t.Fatalf("a registration with its address's NONCE: %s %d", res.Type, errorOf(res))
+		}
+	}
+	if got := e.record(a.SessionId).A.Srflx; got != attacker.addr().String() {
+		t.Fatalf("srflx %q, want %s", got, attacker.addr())
+	}
+	if got := r.counter(t, "parley_rdv_stun_errors_total", "code", "438"); got < 2 {
+		t.Errorf("438s counted %v", got)
+	}
+}
+
 // Two replicas share sessions only through the bucket: a session opened
 // and accepted through one is registered at the other's sockets, which
 // introduces it; the first may stop, and the second closes the session.

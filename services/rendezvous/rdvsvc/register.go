@@ -3,6 +3,9 @@ package rdvsvc
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"time"
@@ -21,6 +24,14 @@ import (
 // answer (MESSAGE-INTEGRITY with the same key) leaves once the address is
 // stored. A request that names no live session, or fails the integrity
 // check, is answered 401 and changes nothing.
+//
+// An address is recorded only from a request whose NONCE is the one for
+// that side and that source address (registrationNonce); one without it
+// is answered 438 (Stale Nonce) with the NONCE to use, signed with the
+// register key, and changes nothing. The answer goes to the source, so
+// only a side that receives there can register it: a peer spoofing its
+// source cannot have the other side's client send its connectivity checks
+// (thousands with the birthday technique, §20.4) at someone else.
 
 // registration is one authenticated Binding request, copied off the read
 // loop's buffer.
@@ -76,9 +87,16 @@ func (st *stunServer) register(ctx context.Context, r registration, req, res *st
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	key, bumped, rec, err := st.record(ctx, req, r)
+	var stale *staleNonce
 	switch {
 	case errors.Is(err, errUnknownUser):
 		st.fail(res, req, r.recv, r.to, stun.CodeUnauthorized, nil)
+		return
+	case errors.As(err, &stale):
+		s.metrics.stunError(int(stun.CodeStaleNonce))
+		st.answer(res, req, r.recv, r.to,
+			[]stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingError, stun.CodeStaleNonce, stun.NewNonce(stale.nonce)},
+			[]stun.Setter{st.software}, []stun.Setter{stun.MessageIntegrity(key)})
 		return
 	case err != nil:
 		s.log.Warn("stun: registration", "from", r.from, "err", err)
@@ -113,6 +131,13 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 	key := registerKey(rec, side)
 	if key == nil || stun.MessageIntegrity(key).Check(req) != nil {
 		return nil, false, nil, errUnknownUser
+	}
+	if len(rec.GetNonceKey()) > 0 {
+		want := registrationNonce(rec, side, r.from)
+		var n stun.Nonce
+		if err := n.GetFrom(req); err != nil || !hmac.Equal(n, []byte(want)) {
+			return key, false, nil, &staleNonce{want}
+		}
 	}
 	seen, atAlt := r.from.String(), r.recv.ip == 1
 	bumped := false
@@ -151,6 +176,25 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		return nil, false, nil, err
 	}
 	return key, bumped, rec, nil
+}
+
+// staleNonce: a registration that passed the integrity check without the
+// NONCE for its source address (438, with nonce).
+type staleNonce struct{ nonce string }
+
+func (e *staleNonce) Error() string { return "registration without its address's nonce" }
+
+// registrationNonce is the NONCE side must send from from to register it:
+// 24 hex digits of HMAC-SHA256 under the session's nonce key, which no
+// client holds, of the side and the address. Stable for the session, so a
+// side that moves back to an address, or registers again, needs no new
+// round trip.
+func registrationNonce(rec *internalv1.P2PRecord, side string, from netip.AddrPort) string {
+	m := hmac.New(sha256.New, rec.GetNonceKey())
+	m.Write([]byte(side))
+	m.Write([]byte{0})
+	m.Write([]byte(from.String()))
+	return hex.EncodeToString(m.Sum(nil)[:12])
 }
 
 // registerKey is the key side registers with: nil when it may not (no

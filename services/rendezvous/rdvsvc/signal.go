@@ -161,7 +161,7 @@ func (s *Service) openSession(ctx context.Context, r request, req *parleyv1.P2PO
 	}
 	now := s.now()
 	rec := &internalv1.P2PRecord{
-		SessionId: newSessionID(), State: offered, CheckKey: newKey(),
+		SessionId: newSessionID(), State: offered, CheckKey: newKey(), NonceKey: newKey(),
 		CreatedUnixMs: now.UnixMilli(), ExpiresUnixMs: now.Add(s.cfg.OfferTimeout).UnixMilli(),
 		Friends: res.PeerIsFriend,
 		A: &internalv1.P2PSide{UserId: r.me.UserID, Username: r.me.Username, Device: dev, RegisterKey: newKey(),

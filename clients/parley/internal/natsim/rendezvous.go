@@ -1,7 +1,9 @@
 package natsim
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -203,6 +205,20 @@ func (rv *Rendezvous) handle(i, j int, b []byte, from netip.AddrPort) error {
 			_, err = rv.socks[i][j].WriteToUDPAddrPort(res.Raw, from)
 			return err
 		}
+		// As Parley's rendezvous: an address is registered only with the
+		// NONCE for it (§20.3), which a 438 gives.
+		want := regNonce(key, from)
+		var n stun.Nonce
+		if n.GetFrom(req) != nil || string(n) != want {
+			res, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID),
+				stun.NewType(stun.MethodBinding, stun.ClassErrorResponse), stun.CodeStaleNonce, stun.NewNonce(want),
+				stun.NewShortTermIntegrity(string(key)), stun.Fingerprint)
+			if err != nil {
+				return err
+			}
+			_, err = rv.socks[i][j].WriteToUDPAddrPort(res.Raw, from)
+			return err
+		}
 		rv.record(user.String(), i == 0 && j == 0, from)
 		setters = append(setters, stun.BindingSuccess, stun.NewShortTermIntegrity(string(key)), stun.Fingerprint)
 		out = rv.socks[i][j] // registrations are answered from where they arrived
@@ -215,6 +231,13 @@ func (rv *Rendezvous) handle(i, j int, b []byte, from netip.AddrPort) error {
 	}
 	_, err = out.WriteToUDPAddrPort(res.Raw, from)
 	return err
+}
+
+// regNonce is the simulation's NONCE for a registration from from: the
+// real rendezvous keys it with a secret of its own.
+func regNonce(key []byte, from netip.AddrPort) string {
+	h := sha256.Sum256(append(append([]byte(nil), key...), from.String()...))
+	return hex.EncodeToString(h[:12])
 }
 
 func (rv *Rendezvous) record(user string, primary bool, from netip.AddrPort) {

@@ -118,6 +118,7 @@ type regAnswer struct {
 	dst     netip.AddrPort
 	mapped  netip.AddrPort
 	refused bool
+	nonce   string // a 438's NONCE: register again with it
 }
 
 // outPkt is a packet to send once the lock is released.
@@ -177,6 +178,7 @@ type Agent struct {
 	moveNext    time.Time
 	lastGC      time.Time
 	srflx       netip.AddrPort
+	nonces      map[netip.AddrPort]string // the rendezvous's NONCE for our address, by its address (§20.3)
 	firstIntro  time.Time
 	firstWork   time.Time
 	firstDirect time.Time

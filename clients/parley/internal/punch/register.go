@@ -14,7 +14,9 @@ import (
 // Register registers the session socket at the rendezvous (§20.3): a
 // Binding request with USERNAME = RegisterUsername, MESSAGE-INTEGRITY
 // keyed with RegisterKey and FINGERPRINT to STUNAddr and STUNAltAddr,
-// every 200 ms until each answers, for 5 s at most. It returns the
+// every 200 ms until each answers, for 5 s at most. A 438 answer carries
+// the NONCE that proves we receive at our address: the request is sent
+// again at once with it (and the next Register starts with it). It returns the
 // server-reflexive address (the primary's answer): with it the rendezvous
 // introduces the peers. ErrRegisterTimeout means UDP does not get
 // through (the session stays relayed); ErrRegisterRefused, a 401.
@@ -54,7 +56,10 @@ func (a *Agent) Register(ctx context.Context) (netip.AddrPort, error) {
 			return netip.AddrPort{}, err
 		}
 		id := stun.NewTransactionID()
-		b, err := buildRequest(id, a.cfg.RegisterUsername, a.regKey, false)
+		a.mu.Lock()
+		nonce := a.nonces[ap]
+		a.mu.Unlock()
+		b, err := buildRegister(id, a.cfg.RegisterUsername, nonce, a.regKey)
 		if err != nil {
 			return netip.AddrPort{}, err
 		}
@@ -95,6 +100,28 @@ func (a *Agent) Register(ctx context.Context) (netip.AddrPort, error) {
 		case ans := <-answers:
 			if ans.refused {
 				return netip.AddrPort{}, ErrRegisterRefused
+			}
+			if ans.nonce != "" {
+				a.mu.Lock()
+				if a.nonces == nil {
+					a.nonces = make(map[netip.AddrPort]string)
+				}
+				a.nonces[ans.dst] = ans.nonce
+				a.mu.Unlock()
+				for _, r := range reqs {
+					if r.dst != ans.dst || r.answered {
+						continue
+					}
+					b, err := buildRegister(r.id, a.cfg.RegisterUsername, ans.nonce, a.regKey)
+					if err != nil {
+						return netip.AddrPort{}, err
+					}
+					r.b = b
+					if err := a.session.write(r.b, r.dst); err != nil {
+						a.log.Debug("punch: register send", "dst", r.dst, "err", err)
+					}
+				}
+				continue
 			}
 			all := true
 			for i, r := range reqs {
@@ -146,10 +173,21 @@ func (a *Agent) handleRegisterResponse(s *sock, from netip.AddrPort, m *stun.Mes
 		ans.mapped = mapped
 	case stun.ClassErrorResponse:
 		var ec stun.ErrorCodeAttribute
-		if ec.GetFrom(m) != nil || ec.Code != stun.CodeUnauthorized {
+		if ec.GetFrom(m) != nil {
 			return
 		}
-		ans.refused = true
+		switch ec.Code {
+		case stun.CodeUnauthorized:
+			ans.refused = true
+		case stun.CodeStaleNonce:
+			var n stun.Nonce
+			if a.regKey.Check(m) != nil || n.GetFrom(m) != nil || len(n) == 0 {
+				return
+			}
+			ans.nonce = string(n)
+		default:
+			return
+		}
 	default:
 		return
 	}

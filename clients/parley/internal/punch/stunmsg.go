@@ -52,6 +52,23 @@ func buildRequest(id txID, user string, key stun.MessageIntegrity, useCandidate 
 	return m.Raw, nil
 }
 
+// buildRegister is a registration (§20.3): a Binding request with
+// USERNAME, NONCE when the rendezvous gave one for our address,
+// MESSAGE-INTEGRITY (the register key) and FINGERPRINT.
+func buildRegister(id txID, user, nonce string, key stun.MessageIntegrity) ([]byte, error) {
+	setters := make([]stun.Setter, 0, 6)
+	setters = append(setters, stun.NewTransactionIDSetter(id), stun.BindingRequest, stun.NewUsername(user))
+	if nonce != "" {
+		setters = append(setters, stun.NewNonce(nonce))
+	}
+	setters = append(setters, key, stun.Fingerprint)
+	m, err := stun.Build(setters...)
+	if err != nil {
+		return nil, err
+	}
+	return m.Raw, nil
+}
+
 // buildResponse answers a check: XOR-MAPPED-ADDRESS is where it came
 // from, signed with the check key (§20.4).
 func buildResponse(id txID, from netip.AddrPort, key stun.MessageIntegrity) ([]byte, error) {
