@@ -320,6 +320,75 @@ func TestSTUNRateLimitPerSource(t *testing.T) {
 	}
 }
 
+// TestRegistrationVouchedBeforeTheStore: the read loop checks a
+// registration against the live sessions' keys the watch keeps before it
+// costs a worker and a store read. A forged one for a known session is
+// answered 401 at once; a genuine one goes on; one for a session the copy
+// does not know (made up, or opened a moment ago) goes on only within the
+// miss budget, then is dropped as busy; a side that may not register yet
+// (b before it accepted) is asked of the store, never refused here.
+func TestRegistrationVouchedBeforeTheStore(t *testing.T) {
+	st := testSTUNServer(t, func(c *Config) { c.STUNRate = 0 })
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	id := newSessionID()
+	aKey, bKey := newKey(), newKey()
+	rec := &internalv1.P2PRecord{SessionId: id, State: offered,
+		A: &internalv1.P2PSide{UserId: "ua", Device: &parleyv1.DeviceKey{DeviceId: "0123456789abcdef"}, RegisterKey: aKey},
+		B: &internalv1.P2PSide{UserId: "ub", RegisterKey: bKey}}
+	st.s.regKeys.reset()
+	st.s.regKeys.put(id, rec)
+	st.s.regKeys.synced()
+	reg := func(user string, key []byte) *stun.Message {
+		m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername(user), stun.MessageIntegrity(key), stun.Fingerprint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	buf := make([]byte, 1500)
+	answered401 := func() bool {
+		n := readNow(t, sink, buf)
+		var res stun.Message
+		if n < 0 || stun.Decode(buf[:n], &res) != nil {
+			return false
+		}
+		var ec stun.ErrorCodeAttribute
+		return ec.GetFrom(&res) == nil && ec.Code == stun.CodeUnauthorized
+	}
+	res := new(stun.Message)
+	for i := range 1000 {
+		if st.vouch(reg(id+":a", bKey), res, st.socks[0], to) || !answered401() {
+			t.Fatalf("forged registration %d went on, or got no 401", i)
+		}
+	}
+	if !st.vouch(reg(id+":a", aKey), res, st.socks[0], to) {
+		t.Fatal("a genuine registration was stopped")
+	}
+	if !st.vouch(reg(id+":b", bKey), res, st.socks[0], to) || answered401() {
+		t.Fatal("b, before it accepted, was refused in the read loop: only the store may say")
+	}
+	if st.vouch(reg("x", aKey), res, st.socks[0], to) || !answered401() {
+		t.Fatal("a USERNAME that names no session was not answered 401")
+	}
+	went := 0
+	for range 1000 {
+		if st.vouch(reg(newSessionID()+":a", aKey), res, st.socks[0], to) {
+			went++
+		}
+	}
+	if went < missBurst-1 || went > missBurst+10 {
+		t.Fatalf("%d of 1000 registrations for unknown sessions went on to the store, want about the miss burst of %d", went, missBurst)
+	}
+	if got := testutil.ToFloat64(st.s.metrics.dropBusy); got < 1000-missBurst-10 {
+		t.Fatalf("%v dropped as busy", got)
+	}
+}
+
 // FuzzPacket feeds the STUN server any datagram: it must not panic, must
 // answer only well-formed Binding requests, and every answer must be a
 // STUN response to that request with a valid FINGERPRINT, sent to the

@@ -99,7 +99,9 @@ func (st *stunServer) register(ctx context.Context, r registration, req, res *st
 			[]stun.Setter{st.software}, []stun.Setter{stun.MessageIntegrity(key)})
 		return
 	case err != nil:
-		s.log.Warn("stun: registration", "from", r.from, "err", err)
+		if ok, _ := st.warn.Take(""); ok { // one line per 10 s: in an outage, not one per packet
+			s.log.Warn("stun: registration failed in the store (more such failures are counted in parley_rdv_stun_dropped_total{reason=\"store\"}, not logged, for 10 s)", "from", r.from, "err", err)
+		}
 		s.metrics.dropStore.Inc()
 		return
 	}

@@ -72,6 +72,9 @@ type Service struct {
 	// kv is set by open, before the handlers are subscribed; the STUN
 	// workers read it concurrently and drop registrations until it is set.
 	kv atomic.Pointer[jetstream.KeyValue]
+	// regKeys is the live sessions' register keys, kept by the sweep's
+	// watch, for the STUN read loops' first check of a registration.
+	regKeys regKeys
 }
 
 // New validates cfg and deps and registers metrics; it binds and contacts

@@ -70,6 +70,8 @@ type stunServer struct {
 	s        *Service
 	cfg      addrConfig
 	limiter  *ratelimit.Limiter
+	misses   *ratelimit.Limiter // registrations regKeys cannot vouch for (one key)
+	warn     *ratelimit.Limiter // the store's failures logged (one key)
 	software stun.Software
 
 	// jobs carries registrations from the read loops to the workers;
@@ -85,6 +87,8 @@ func newSTUNServer(s *Service, cfg addrConfig) *stunServer {
 	return &stunServer{
 		s: s, cfg: cfg, software: stun.NewSoftware(software),
 		limiter: ratelimit.New(s.cfg.STUNRate, time.Second, s.cfg.STUNBurst, s.now),
+		misses:  ratelimit.New(missRate, time.Second, missBurst, s.now),
+		warn:    ratelimit.New(1, 10*time.Second, 1, s.now),
 		jobs:    make(chan registration, s.cfg.STUNWorkers),
 	}
 }
@@ -310,11 +314,43 @@ func (st *stunServer) packet(k *socket, pkt []byte, from netip.AddrPort, req, re
 			st.fail(res, req, k, to, stun.CodeBadRequest, nil)
 			return
 		}
+		if !st.vouch(req, res, k, to) {
+			return
+		}
 		st.enqueue(registration{pkt: append([]byte(nil), pkt...), recv: k, out: out, from: from, to: to})
 		return
 	}
 	m.bindings.Inc()
 	st.succeed(res, req, k, out, from, to, nil)
+}
+
+// vouch is the read loop's check of a registration, before it costs a
+// worker and a store read: a USERNAME that names no session, or a
+// MESSAGE-INTEGRITY that does not check with the side's key in regKeys,
+// is answered 401 here; one regKeys does not know goes on within
+// st.misses and is dropped as busy beyond (the client retransmits). It
+// reports whether req goes on to the workers.
+func (st *stunServer) vouch(req, res *stun.Message, k *socket, to netip.AddrPort) bool {
+	var u stun.Username
+	id, side, ok := "", "", u.GetFrom(req) == nil
+	if ok {
+		id, side, ok = parseRegisterUsername(string(u))
+	}
+	if !ok {
+		st.fail(res, req, k, to, stun.CodeUnauthorized, nil)
+		return false
+	}
+	switch st.s.regKeys.check(id, side, req) {
+	case forged:
+		st.fail(res, req, k, to, stun.CodeUnauthorized, nil)
+		return false
+	case unknown:
+		if ok, _ := st.misses.Take(""); !ok {
+			st.s.metrics.dropBusy.Inc()
+			return false
+		}
+	}
+	return true
 }
 
 // wellFormed reports whether pkt can be a STUN message at all (RFC 8489

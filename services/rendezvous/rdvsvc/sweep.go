@@ -46,6 +46,8 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
+	s.regKeys.reset()
+	defer s.regKeys.reset()       // a copy no watch keeps is not vouched for
 	due := make(map[string]int64) // session id -> deadline, unix ms (CLOSED: 0)
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
@@ -58,11 +60,13 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 				return errors.New("watch closed")
 			}
 			if e == nil {
-				continue // the end of the initial values
+				s.regKeys.synced() // the end of the initial values
+				continue
 			}
 			id := strings.TrimPrefix(e.Key(), sessionKey(""))
 			if e.Operation() != jetstream.KeyValuePut {
 				delete(due, id)
+				s.regKeys.forget(id)
 				break
 			}
 			var rec internalv1.P2PRecord
@@ -75,6 +79,7 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 			} else {
 				due[id] = rec.ExpiresUnixMs
 			}
+			s.regKeys.put(id, &rec)
 		case <-tick.C:
 			now := s.now().UnixMilli()
 			for id, at := range due {
