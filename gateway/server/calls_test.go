@@ -705,6 +705,34 @@ func TestCallRosterGrace(t *testing.T) {
 	e.waitDrops(t, "unknown_stream", 1)
 }
 
+// TestCallRosterDropsALeaverAtOnce: a stream a roster has listed is
+// dropped by the next roster that leaves it out, however recently it was
+// installed (the participant left, or moved the call to another device,
+// §19.1): it gets none of the call's audio after that.
+func TestCallRosterDropsALeaverAtOnce(t *testing.T) {
+	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Minute) // every stream here is "recent"
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	e.relay.roster(a.callID(), a.stream(), b.stream())
+	e.relay.roster(a.callID(), a.stream()) // bob's device moved the call elsewhere
+	testenv.Eventually(t, readTimeout, "bob's old stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	marker := media.Header{Type: media.TypeAudio, StreamID: 77, Seq: 1, Timestamp: 1}
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("after the move")))
+	if got, p := a.recvUDP(a.udp); got != marker || string(p) != "after the move" {
+		t.Fatalf("alice got %+v %q, want the marker", got, p)
+	}
+	buf := make([]byte, 2048)
+	_ = b.udp.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := b.udp.Read(buf); err == nil {
+		t.Fatalf("bob's old stream still got a %d-byte packet after the roster left it out", n)
+	}
+}
+
 // TestCallConnectionClose: a closed connection's stream is dropped at
 // once; leave_call drops it too; rejoining replaces it.
 func TestCallConnectionClose(t *testing.T) {

@@ -261,12 +261,16 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 }
 
 // roster drops c's local streams that ids does not list, except those
-// installed within RosterGrace (the roster may predate their join); an
-// empty ids, the call's end, drops them all.
+// installed within RosterGrace that no roster has listed yet (the roster
+// may predate their join); an empty ids, the call's end, drops them all.
+// A stream a roster listed and the next one leaves out is dropped at once:
+// its participant left, or moved the call to another device (§19.1), and
+// the owner, which sends every roster, had seen its join.
 func (p *Plane) roster(c *call, ids []uint32) {
 	recent := time.Now().Add(-time.Duration(p.grace.Load()))
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	c.roster = append(c.roster[:0], ids...)
 	for i := 0; i < len(c.streams); {
 		s := c.streams[i]
 		listed := false
@@ -276,7 +280,10 @@ func (p *Plane) roster(c *call, ids []uint32) {
 				break
 			}
 		}
-		if listed || len(ids) > 0 && s.installed.After(recent) {
+		if listed {
+			s.listed = true
+		}
+		if listed || len(ids) > 0 && !s.listed && s.installed.After(recent) {
 			i++
 			continue
 		}

@@ -33,9 +33,10 @@
 // no address is proven yet (without waiting: a connection that cannot take
 // it now misses the packet, never SLOW_CONSUMER). A Roster
 // drops the local streams of the call it does not list, except those
-// installed less than RosterGrace ago (a join committed by another relay
-// replica may be followed by the owner's periodic repeat of the roster from
-// before it); an empty one ends the call here.
+// installed less than RosterGrace ago that no roster listed yet (a join
+// committed by another relay replica may be followed by the owner's
+// periodic repeat of the roster from before it); an empty one ends the
+// call here.
 //
 // Alive: every AliveInterval, for each call with local streams, a mediabus
 // Alive naming this gateway and those of the streams that are not idle
@@ -57,6 +58,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,6 +171,7 @@ type call struct {
 	up      string             // subject.MediaUp(id)
 	sub     *nats.Subscription // to subject.MediaDown(id)
 	streams []*stream          // guarded by Plane.mu
+	roster  []uint32           // the last Roster's stream ids (guarded by Plane.mu): a stream installed after the roster that listed it counts as listed
 
 	// Owned by the subscription's goroutine (nats.go runs one per
 	// subscription, one message at a time).
@@ -184,6 +187,7 @@ type stream struct {
 	key       *media.Key
 	conn      Conn
 	installed time.Time
+	listed    bool // a Roster listed it (guarded by Plane.mu)
 
 	mu     sync.Mutex // guards the fields below
 	replay media.ReplayWindow
@@ -389,7 +393,7 @@ func (p *Plane) Install(conn Conn, callID string, streamID uint32, key []byte) (
 		}
 	}
 	now := time.Now()
-	s := &stream{id: streamID, call: c, key: k, conn: conn, installed: now, heard: now}
+	s := &stream{id: streamID, call: c, key: k, conn: conn, installed: now, heard: now, listed: slices.Contains(c.roster, streamID)}
 	if p.pc == nil {
 		s.framed = true // no media port: frames are the only way
 	}

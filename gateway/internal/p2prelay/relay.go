@@ -24,10 +24,15 @@
 // users, with their side), and the packets are end-to-end encrypted
 // (QUIC between the devices), so the relay neither reads nor checks them.
 //
-// A connection holds at most Config.MaxSessions attachments. One is
+// A side has one connection: attaching publishes a takeover notice on
+// subject.P2PRelay(session, side) (no data, the attachment's token in the
+// Parley-Relay-Attach header), and any other connection attached to that
+// side, on this gateway or another, detaches when it reads it (the device
+// reconnected, or sent p2p_update on another connection: §20.2). A
+// connection holds at most Config.MaxSessions attachments. One is
 // detached when its p2p_close is answered, when a P2PEvent{CLOSED} for it
-// reaches the connection, and with all the others when the connection
-// ends or logs out (DropConn). Each attachment costs one NATS
+// reaches the connection, when another connection takes its side over,
+// and with all the others when the connection ends or logs out (DropConn). Each attachment costs one NATS
 // subscription, whose messages nats.go hands to one goroutine of its own,
 // so a session's packets reach the client in order.
 package p2prelay
@@ -135,11 +140,12 @@ type peer struct {
 
 // attachment is one session attached to a connection.
 type attachment struct {
-	id   string
-	side string
-	to   string // subject.P2PRelay(id, the other side): where the client's packets go
-	sub  *nats.Subscription
-	gone atomic.Bool // detached: a message still being handled is dropped
+	id    string
+	side  string
+	token string // in this attachment's takeover notice (headerAttach)
+	to    string // subject.P2PRelay(id, the other side): where the client's packets go
+	sub   *nats.Subscription
+	gone  atomic.Bool // detached: a message still being handled is dropped
 
 	buf []byte // the frame being built; owned by sub's goroutine
 }
@@ -231,12 +237,13 @@ func (r *Relay) Attach(conn Conn, id, side string) (subscribed bool, err error) 
 	old := p.sessions[id]
 	switch {
 	case old != nil && old.side == side:
+		r.takeOver(old)
 		return false, nil
 	case old == nil && len(p.sessions) >= r.cfg.MaxSessions:
 		return false, ErrTooMany
 	}
-	a := &attachment{id: id, side: side, to: subject.P2PRelay(id, other)}
-	sub, err := r.nc.Subscribe(subject.P2PRelay(id, side), func(msg *nats.Msg) { r.down(conn, a, msg.Data) })
+	a := &attachment{id: id, side: side, to: subject.P2PRelay(id, other), token: nats.NewInbox()}
+	sub, err := r.nc.Subscribe(subject.P2PRelay(id, side), func(msg *nats.Msg) { r.down(conn, a, msg) })
 	if err != nil {
 		return false, fmt.Errorf("subscribe the relay of session %s: %w", id, err)
 	}
@@ -250,7 +257,42 @@ func (r *Relay) Attach(conn Conn, id, side string) (subscribed bool, err error) 
 	} else {
 		r.m.P2PRelaySessions.Inc()
 	}
+	r.takeOver(a)
 	return true, nil
+}
+
+// headerAttach carries a takeover notice's token (see the package comment).
+const headerAttach = "Parley-Relay-Attach"
+
+// takeOver publishes a's takeover notice: other connections attached to
+// its side detach. Its own subscription reads it too, and ignores it.
+func (r *Relay) takeOver(a *attachment) {
+	msg := &nats.Msg{Subject: subject.P2PRelay(a.id, a.side), Header: nats.Header{headerAttach: []string{a.token}}}
+	if err := r.nc.PublishMsg(msg); err != nil {
+		r.log.Warn("publish a relay takeover", "session", a.id, "err", err)
+	}
+}
+
+// takenOver detaches a from conn, another connection having attached its
+// side (unless conn has attached the session anew since).
+func (r *Relay) takenOver(conn Conn, a *attachment) {
+	r.mu.RLock()
+	p := r.conns[conn]
+	r.mu.RUnlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	mine := p.sessions[a.id] == a
+	if mine {
+		delete(p.sessions, a.id)
+	}
+	p.mu.Unlock()
+	if mine {
+		r.debug("direct session relay taken over by another connection", "session", a.id, "side", a.side)
+		r.retire(a)
+		r.m.P2PRelaySessions.Dec()
+	}
 }
 
 // Detach ends conn's attachment to session id, if it has one.
@@ -375,10 +417,17 @@ func (p *peer) takeLocked(n int, now time.Time, rate, burst int) bool {
 
 // down delivers a packet published for a's side to conn; it runs on a's
 // subscription's goroutine, one packet at a time.
-func (r *Relay) down(conn Conn, a *attachment, pkt []byte) {
+func (r *Relay) down(conn Conn, a *attachment, msg *nats.Msg) {
 	if a.gone.Load() {
 		return
 	}
+	if t := msg.Header.Get(headerAttach); t != "" {
+		if t != a.token {
+			r.takenOver(conn, a)
+		}
+		return
+	}
+	pkt := msg.Data
 	if len(pkt) == 0 || len(pkt) > MaxPacket {
 		r.drop(DropSize)
 		return

@@ -170,6 +170,68 @@ func TestRelay(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "a queue drop", func() bool { return gw2.drops(DropQueue) == 1 })
 }
 
+// TestTakeOver: a side has one connection. Attaching it from another
+// connection, on another gateway or the same one (a device reconnected,
+// or sent p2p_update on a second connection), detaches the older: it gets
+// none of the session's packets, its own are dropped as unattached, and it
+// no longer counts the session.
+func TestTakeOver(t *testing.T) {
+	ns := testenv.NATS(t)
+	gw1, gw2, gwB := newRelay(t, ns, nil), newRelay(t, ns, nil), newRelay(t, ns, nil)
+	old, fresh, newest, bob := &recorder{}, &recorder{}, &recorder{}, &recorder{}
+	gwB.attach(t, bob, "s1", "b")
+	gw1.attach(t, old, "s1", "a")
+	gw2.attach(t, fresh, "s1", "a")
+	testenv.Eventually(t, 5*time.Second, "the old connection detached", func() bool {
+		return testutil.ToFloat64(gw1.m.P2PRelaySessions) == 0
+	})
+	if !gw1.CanAttach(old, "s1") {
+		t.Fatal("the old connection cannot attach the session again")
+	}
+	gwB.Packet(bob, "s1", []byte("to a"))
+	if got := waitFrames(t, fresh, 1); string(got[0].Packet) != "to a" {
+		t.Fatalf("fresh got %q", got[0].Packet)
+	}
+	gw1.Packet(old, "s1", []byte("from the old one"))
+	if gw1.drops(DropUnattached) != 1 {
+		t.Fatalf("the old connection's packet: unattached drops %v, want 1", gw1.drops(DropUnattached))
+	}
+	gw2.Packet(fresh, "s1", []byte("from a"))
+	if got := waitFrames(t, bob, 1); len(got) != 1 || string(got[0].Packet) != "from a" {
+		t.Fatalf("bob got %v", got)
+	}
+
+	// On one gateway: the newest connection takes it from fresh.
+	gw2.attach(t, newest, "s1", "a")
+	testenv.Eventually(t, 5*time.Second, "fresh detached", func() bool { return !gw2.attachedTo(fresh, "s1") })
+	gwB.Packet(bob, "s1", []byte("to a again"))
+	if got := waitFrames(t, newest, 1); string(got[0].Packet) != "to a again" {
+		t.Fatalf("newest got %q", got[0].Packet)
+	}
+	// fresh re-attaching (its p2p_update) takes it back; newest lets go.
+	gw2.attach(t, fresh, "s1", "a")
+	testenv.Eventually(t, 5*time.Second, "newest detached", func() bool { return !gw2.attachedTo(newest, "s1") && gw2.attachedTo(fresh, "s1") })
+	if len(old.got()) != 0 {
+		t.Fatalf("the old connection got %d frames after it was taken over", len(old.got()))
+	}
+	if g := testutil.ToFloat64(gw2.m.P2PRelaySessions); g != 1 {
+		t.Fatalf("gw2 counts %v attachments, want 1", g)
+	}
+}
+
+// attachedTo reports whether conn has session id attached.
+func (r *testRelay) attachedTo(conn Conn, id string) bool {
+	r.mu.RLock()
+	p := r.conns[conn]
+	r.mu.RUnlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sessions[id] != nil
+}
+
 // TestAllowance: a connection sends Burst bytes at once, then Rate bytes
 // a second; the excess is dropped, before the bus.
 func TestAllowance(t *testing.T) {
