@@ -6,6 +6,8 @@ package errcode
 import (
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -30,6 +32,19 @@ func (e *Error) Is(target error) bool {
 
 // New returns an *Error.
 func New(code parleyv1.ErrorCode, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// RateLimited is the RATE_LIMITED answer to too many of what (a plural
+// noun): wait, rounded up to whole milliseconds (at least 1), in
+// retry_after_ms, and to whole seconds in the message.
+func RateLimited(what string, wait time.Duration) *Error {
+	ms := int64(math.Ceil(float64(wait) / float64(time.Millisecond)))
+	ms = min(max(ms, 1), math.MaxUint32)
+	return &Error{
+		Code:       parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED,
+		Message:    "too many " + what + "; try again in " + (wait + time.Second - 1).Truncate(time.Second).String(),
+		RetryAfter: uint32(ms),
+	}
+}
 
 // Newf returns an *Error with a formatted message.
 func Newf(code parleyv1.ErrorCode, format string, args ...any) *Error {

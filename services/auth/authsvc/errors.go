@@ -1,7 +1,6 @@
 package authsvc
 
 import (
-	"math"
 	"time"
 
 	"github.com/parleychat/parley/protocol/errcode"
@@ -26,17 +25,4 @@ var (
 	errNotMine      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "session belongs to another user")
 )
 
-func rateLimited(what string, wait time.Duration) error {
-	ms := wait.Milliseconds()
-	if ms < 1 {
-		ms = 1
-	}
-	if ms > math.MaxUint32 {
-		ms = math.MaxUint32
-	}
-	return &errcode.Error{
-		Code:       parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED,
-		Message:    "too many " + what + "; try again in " + (wait + time.Second - 1).Truncate(time.Second).String(),
-		RetryAfter: uint32(ms),
-	}
-}
+func rateLimited(what string, wait time.Duration) error { return errcode.RateLimited(what, wait) }

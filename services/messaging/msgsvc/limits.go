@@ -3,7 +3,6 @@ package msgsvc
 import (
 	"context"
 	"errors"
-	"math"
 	"time"
 
 	"github.com/parleychat/parley/libs/ratelimit"
@@ -119,17 +118,8 @@ func (s *Service) refused(name limitName, uid string) {
 	}
 }
 
-// rateLimited is the RATE_LIMITED answer: wait rounded up to whole
-// milliseconds in retry_after_ms, and to seconds in the message.
-func rateLimited(what string, wait time.Duration) error {
-	ms := int64(math.Ceil(float64(wait) / float64(time.Millisecond)))
-	ms = min(max(ms, 1), math.MaxUint32)
-	return &errcode.Error{
-		Code:       parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED,
-		Message:    "too many " + what + "; try again in " + (wait + time.Second - 1).Truncate(time.Second).String(),
-		RetryAfter: uint32(ms),
-	}
-}
+// rateLimited is the RATE_LIMITED answer (errcode.RateLimited).
+func rateLimited(what string, wait time.Duration) error { return errcode.RateLimited(what, wait) }
 
 // groupCounts are a user's group entries in BucketConvs.
 type groupCounts struct {

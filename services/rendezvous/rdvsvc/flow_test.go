@@ -3,6 +3,7 @@ package rdvsvc_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
@@ -360,6 +362,42 @@ func TestRegistrationNeedsItsAddressNonce(t *testing.T) {
 	if got := r.counter(t, "parley_rdv_stun_errors_total", "code", "438"); got < 2 {
 		t.Errorf("438s counted %v", got)
 	}
+}
+
+// TestIntroductionsBounded: each introduction makes both clients send
+// checks to every candidate the other named, so a session's are bounded:
+// 12 p2p_updates at once, then one every 5 s; the rest are answered
+// RATE_LIMITED with retry_after_ms and change nothing.
+func TestIntroductionsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.start(testConfig())
+	o := openAndAccept(t, e, 20, 20)
+	update := func() error {
+		return e.call(bob, subject.P2PUpdate, &parleyv1.P2PUpdateRequest{SessionId: o.a.SessionId, DeviceId: o.bDev.DeviceId,
+			Candidates: host(o.bSock.addr())}, &parleyv1.P2PSession{})
+	}
+	n := 0
+	var err error
+	for ; n < 100; n++ {
+		if err = update(); err != nil {
+			break
+		}
+	}
+	wantCode(t, "update past the budget", err, parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
+	var ec *errcode.Error
+	if errors.As(err, &ec); n != 12 || ec.RetryAfter == 0 || ec.RetryAfter > 5000 {
+		t.Fatalf("%d updates went through, then retry_after_ms %d: want 12, then at most 5000", n, ec.RetryAfter)
+	}
+	before := e.record(o.a.SessionId)
+	wantCode(t, "another", update(), parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
+	if after := e.record(o.a.SessionId); !proto.Equal(before, after) {
+		t.Fatal("a refused update changed the record")
+	}
+	e.clock.advance(5 * time.Second)
+	if err := update(); err != nil {
+		t.Fatalf("5 s later: %v", err)
+	}
+	wantCode(t, "and then", update(), parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
 }
 
 // Two replicas share sessions only through the bucket: a session opened

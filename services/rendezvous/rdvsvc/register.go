@@ -166,8 +166,10 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		if rec.State == accepted {
 			rec.ExpiresUnixMs = s.now().Add(s.cfg.IdleTimeout).UnixMilli()
 		}
-		if changed {
-			bumped = introduce(rec)
+		if changed && introducible(rec) {
+			if ok, _ := s.intros.Take(id); ok {
+				bumped = introduce(rec)
+			}
 		}
 		return nil
 	})

@@ -281,6 +281,9 @@ func (s *Service) updateSide(ctx context.Context, r request, req *parleyv1.P2PUp
 	if err != nil {
 		return nil, err
 	}
+	if ok, wait := s.intros.Take(req.SessionId); !ok {
+		return nil, errcode.RateLimited("introductions of this session", wait)
+	}
 	var (
 		side   string
 		bumped bool
@@ -343,6 +346,19 @@ func (s *Service) ended(ctx context.Context, rec *internalv1.P2PRecord, rev uint
 	s.release(ctx, rec.A.GetUserId(), rec.SessionId)
 	s.release(ctx, rec.B.GetUserId(), rec.SessionId)
 }
+
+// introsPerMinute bounds the introductions of one session after its
+// first (the acceptance's), in a burst and then per minute: each makes
+// both clients send connectivity checks to every candidate the other side
+// named, about a hundred each over 30 s (§20.4), and a side names its own
+// host candidates freely. Without a bound a peer could have the other
+// side's client send thousands of checks a second at any address by
+// repeating p2p_update. A legitimate client needs a few an hour (a path
+// died, an address changed). Past it p2p_update is answered RATE_LIMITED
+// and a registration's new address is recorded without a new
+// introduction (the next one carries it). Per replica, like every
+// in-memory limit (libs/ratelimit).
+const introsPerMinute = 12
 
 // introduce numbers a new introduction in rec when it can be sent
 // (introducible) and reports whether it did; the caller saves rec, then
