@@ -6,7 +6,10 @@
 // section. See README.md in this directory.
 //
 //   node tests/outsider/run.js --tcp 127.0.0.1:7420 --ws ws://127.0.0.1:7480/v1/ws
-//        [--handshake-timeout-ms 10000] [--token-grace-ms 60000] [--only REGEXP]
+//        [--handshake-timeout-ms 10000] [--token-grace-ms 60000]
+//        [--ring-ms 45000] [--offer-ttl-ms 60000]
+//        [--p2p-relay-rate 4194304] [--p2p-relay-burst 1048576]
+//        [--only REGEXP] [--known]
 //
 // The HTTP address for files is the one the server announces in
 // Welcome.http_url (§5). Exit status: 0 all checks passed, 1 a check failed,
@@ -18,8 +21,18 @@ const { registry, CheckFailure } = require('./lib/check');
 
 const CHECK_TIMEOUT_MS = 180000;
 
+// Checks of places where the server and the document are known to disagree,
+// skipped unless --known is given (each reported in README.md, "Where the
+// server and the document disagree"). A check leaves this list when the
+// server or the document is fixed.
+const KNOWN_DISAGREEMENTS = [
+  // None at the moment. A check the server fails because it and the
+  // document disagree goes here, with a KNOWN DISAGREEMENT comment, until
+  // one of them is fixed.
+];
+
 function parseArgs(argv) {
-  const env = { handshakeTimeoutMs: 10000, tokenGraceMs: 60000, only: null };
+  const env = { handshakeTimeoutMs: 10000, tokenGraceMs: 60000, ringMs: 45000, offerTtlMs: 60000, p2pRelayRate: 4194304, p2pRelayBurst: 1048576, only: null, known: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -30,7 +43,12 @@ function parseArgs(argv) {
     else if (a === '--ws') env.ws = v();
     else if (a === '--handshake-timeout-ms') env.handshakeTimeoutMs = Number(v());
     else if (a === '--token-grace-ms') env.tokenGraceMs = Number(v());
+    else if (a === '--ring-ms') env.ringMs = Number(v());
+    else if (a === '--offer-ttl-ms') env.offerTtlMs = Number(v());
+    else if (a === '--p2p-relay-rate') env.p2pRelayRate = Number(v());
+    else if (a === '--p2p-relay-burst') env.p2pRelayBurst = Number(v());
     else if (a === '--only') env.only = new RegExp(v());
+    else if (a === '--known') env.known = true;
     else usage(`unknown argument ${a}`);
   }
   if (!env.tcp || !env.ws) usage('--tcp and --ws are required');
@@ -38,12 +56,12 @@ function parseArgs(argv) {
 }
 
 function usage(msg) {
-  console.error(`run.js: ${msg}\nusage: node run.js --tcp HOST:PORT --ws ws://HOST:PORT/v1/ws [--handshake-timeout-ms N] [--token-grace-ms N] [--only REGEXP]`);
+  console.error(`run.js: ${msg}\nusage: node run.js --tcp HOST:PORT --ws ws://HOST:PORT/v1/ws [--handshake-timeout-ms N] [--token-grace-ms N] [--ring-ms N] [--offer-ttl-ms N] [--p2p-relay-rate N] [--p2p-relay-burst N] [--only REGEXP] [--known]`);
   process.exit(2);
 }
 
 function loadChecks() {
-  for (const m of ['framing', 'handshake', 'sessions', 'presence', 'messages', 'groups', 'friends', 'files']) {
+  for (const m of ['framing', 'handshake', 'sessions', 'presence', 'messages', 'groups', 'friends', 'files', 'calls', 'p2p']) {
     require(`./checks/${m}`);
   }
 }
@@ -64,8 +82,12 @@ async function main() {
   }
 
   loadChecks();
-  const checks = registry.filter((c) => !env.only || env.only.test(c.title));
+  const chosen = registry.filter((c) => !env.only || env.only.test(c.title));
+  const known = (c) => KNOWN_DISAGREEMENTS.some((re) => re.test(c.title));
+  const skipped = env.known ? [] : chosen.filter(known);
+  const checks = chosen.filter((c) => !skipped.includes(c));
   console.log(`parley outsider: ${checks.length} checks, tcp=${env.tcp} ws=${env.ws} http_url=${env.httpURL}`);
+  for (const c of skipped) console.log(`skip  ${c.title} (KNOWN DISAGREEMENT: run with --known)`);
   const failed = [];
   for (const c of checks) {
     const t = new Context(env);
@@ -88,7 +110,7 @@ async function main() {
       t.cleanup();
     }
   }
-  console.log(`\n${checks.length} checks: ${checks.length - failed.length} passed, ${failed.length} failed`);
+  console.log(`\n${checks.length} checks: ${checks.length - failed.length} passed, ${failed.length} failed${skipped.length ? `, ${skipped.length} skipped (known disagreements)` : ''}`);
   for (const f of failed) console.log(`  FAILED ${f}`);
   process.exit(failed.length ? 1 : 0);
 }

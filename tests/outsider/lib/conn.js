@@ -22,6 +22,7 @@ class Conn {
     this.nextId = 1;
     this.closed = false;
     this.undecodable = []; // frames from the server that were not a Frame
+    this.taps = []; // {pred, fn}: frames handed to fn as they come instead of kept
     this.welcome = null;
     this.session = null;
     this.whenClosed = new Promise((resolve) => { this._resolveClosed = resolve; });
@@ -87,6 +88,13 @@ class Conn {
     }
     // The replies to this client's own heartbeats.
     if (frame.body === 'pong' && frame.request_id >= HEARTBEAT_IDS && frame.request_id < HEARTBEAT_IDS + 65536) return;
+    // Frames a tap takes (a direct session's relayed packets) go to it.
+    for (const t of this.taps) {
+      if (t.pred(frame)) {
+        t.fn(frame);
+        return;
+      }
+    }
     for (let i = 0; i < this.waiters.length; i++) {
       const w = this.waiters[i];
       if (w.pred(frame)) {
@@ -133,6 +141,15 @@ class Conn {
   event(member, pred = () => true, what = member, timeoutMs = REPLY_TIMEOUT_MS) {
     return this.next((f) => f.request_id === 0 && f.body === member && pred(f[member]), what, timeoutMs)
       .then((f) => f[member]);
+  }
+
+  // tap hands every frame pred accepts, from now on and already received,
+  // to fn instead of keeping it; it returns a function that removes the tap.
+  tap(pred, fn) {
+    const t = { pred, fn };
+    this.taps.push(t);
+    for (const f of this.take(pred)) fn(f);
+    return () => { this.taps = this.taps.filter((x) => x !== t); };
   }
 
   // take removes and returns every received frame pred accepts (for checks

@@ -4,6 +4,7 @@
 // Everything a check opens is closed when it ends.
 
 const { Conn } = require('./conn');
+const { Udp } = require('./udp');
 const { CheckFailure } = require('./check');
 const { code } = require('./schema');
 
@@ -11,8 +12,17 @@ const PASSWORD = 'correct horse battery staple';
 
 class Context {
   constructor(env) {
-    this.env = env; // {tcp, ws, runId, handshakeTimeoutMs, tokenGraceMs}
+    this.env = env; // {tcp, ws, runId, handshakeTimeoutMs, tokenGraceMs, ringMs, offerTtlMs, p2pRelayRate, p2pRelayBurst}
     this.conns = [];
+    this.sockets = [];
+  }
+
+  // udp opens a UDP socket on the loopback (lib/udp.js), closed when the
+  // check ends.
+  async udp(label = 'udp', host = '127.0.0.1') {
+    const u = await Udp.open(label, host);
+    this.sockets.push(u);
+    return u;
   }
 
   async tcp(label = 'tcp', options) {
@@ -96,6 +106,8 @@ class Context {
   cleanup() {
     for (const c of this.conns) c.close();
     this.conns = [];
+    for (const u of this.sockets) u.close();
+    this.sockets = [];
   }
 }
 
