@@ -276,41 +276,34 @@ func (r *Relay) takeOver(a *attachment) {
 // takenOver detaches a from conn, another connection having attached its
 // side (unless conn has attached the session anew since).
 func (r *Relay) takenOver(conn Conn, a *attachment) {
-	r.mu.RLock()
-	p := r.conns[conn]
-	r.mu.RUnlock()
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	mine := p.sessions[a.id] == a
-	if mine {
-		delete(p.sessions, a.id)
-	}
-	p.mu.Unlock()
-	if mine {
+	if r.detach(conn, a.id, a) {
 		r.debug("direct session relay taken over by another connection", "session", a.id, "side", a.side)
-		r.retire(a)
-		r.m.P2PRelaySessions.Dec()
 	}
 }
 
 // Detach ends conn's attachment to session id, if it has one.
-func (r *Relay) Detach(conn Conn, id string) {
+func (r *Relay) Detach(conn Conn, id string) { r.detach(conn, id, nil) }
+
+// detach ends conn's attachment to session id if it has one (and it is
+// only, unless only is nil), and reports whether it did.
+func (r *Relay) detach(conn Conn, id string, only *attachment) bool {
 	r.mu.RLock()
 	p := r.conns[conn]
 	r.mu.RUnlock()
 	if p == nil {
-		return
+		return false
 	}
 	p.mu.Lock()
 	a := p.sessions[id]
+	if a == nil || only != nil && a != only {
+		p.mu.Unlock()
+		return false
+	}
 	delete(p.sessions, id)
 	p.mu.Unlock()
-	if a != nil {
-		r.retire(a)
-		r.m.P2PRelaySessions.Dec()
-	}
+	r.retire(a)
+	r.m.P2PRelaySessions.Dec()
+	return true
 }
 
 // DropConn detaches every session of conn and forgets it: the connection
