@@ -1116,9 +1116,12 @@ func (s *DirectSession) update() {
 			s.fail(fmt.Errorf("parley: the server no longer knows direct session with %s: %w", s.peerName, err), "closed")
 			return
 		}
+		// A session's introductions are bounded (§20.2): RATE_LIMITED says
+		// when the next one is allowed.
+		wait := max(time.Duration(attempt+1)*time.Second, retryAfter(err))
 		select {
 		case <-s.ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * time.Second):
+		case <-time.After(wait):
 		}
 	}
 }
