@@ -448,6 +448,62 @@ func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
 	t.Logf("%d packets (%d bytes) in the victim's name over %v: it got %d path challenges, %d bytes", n, sent, time.Since(start).Round(time.Millisecond), got, bytesIn)
 }
 
+// TestCallBackFromFramesOnANewAddress: a client that proved a UDP
+// address, went over to frames, and comes back by UDP from a new address
+// gets frames until the new address is proven, not UDP to the old one
+// (§19.3 step 2).
+func TestCallBackFromFramesOnANewAddress(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	_, pkt := b.packet(media.TypeKeepalive, nil)
+	b.sendFrame(pkt) // over to frames
+	e.waitIn(t, "frame", 1)
+	moved := b.socket()
+	_, pkt = b.packet(media.TypeKeepalive, nil)
+	b.sendVia(moved, pkt) // back by UDP, from an unproven address
+	if got, token := b.recvUDP(moved); got.Type != media.TypeProbeReply || len(token) != media.PathTokenLen {
+		t.Fatalf("the keepalive from a new address answered %+v %x, want a path token", got, token)
+	}
+	h, pkt := a.packet(media.TypeAudio, []byte("while unproven"))
+	a.sendVia(a.udp, pkt)
+	if got, p := b.recvFrame(); got != h || string(p) != "while unproven" {
+		t.Fatalf("bob got %+v %q as a frame", got, p)
+	}
+	buf := make([]byte, 2048)
+	_ = b.udp.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := b.udp.Read(buf); err == nil {
+		t.Fatalf("bob's old address got a %d-byte packet while he was on frames", n)
+	}
+}
+
+// TestCallChallengesPerStream: path challenges for audio and keepalives
+// are bounded per stream, not per source: keepalives from two spoofed
+// addresses in turn draw one challenge per 100 ms in all.
+func TestCallChallengesPerStream(t *testing.T) {
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	v1, v2 := b.socket(), b.socket()
+	challenged := func() float64 {
+		return e.metric("parley_gateway_media_paths_total", map[string]string{"event": "challenged"})
+	}
+	before, start := challenged(), time.Now()
+	for i := range 20 {
+		_, pkt := b.packet(media.TypeKeepalive, nil)
+		b.sendVia([]*net.UDPConn{v1, v2}[i%2], pkt)
+	}
+	e.waitIn(t, "udp", 22) // the 2 probes of each, and the 20
+	most := 1 + int(time.Since(start)/(100*time.Millisecond))
+	if n := challenged() - before; n < 1 || int(n) > most {
+		t.Fatalf("%v challenges for 20 keepalives from two addresses in %v, want 1 to %d", n, time.Since(start), most)
+	}
+}
+
 // TestCallDrops: a packet with a bad tag, a replayed one, one for an
 // unknown stream and one sealed with another participant's key are
 // dropped and counted; the call goes on.

@@ -120,13 +120,17 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 	if via != nil {
 		s.framed = true
 	} else {
-		s.framed = false
 		if src != s.addr {
 			token, challenge = s.pathLocked(src, h.Type, payload, now)
 			if s.addr == src {
 				p.proven.Inc()
 				p.debug("media stream moved", "call", s.call.id, "stream", s.id, "to", src)
 			}
+		}
+		// Media goes by UDP again only to a proven address: a client
+		// back from frames on a new one gets frames until it is proven.
+		if src == s.addr {
+			s.framed = false
 		}
 	}
 	s.mu.Unlock()
@@ -160,8 +164,9 @@ func (p *Plane) receive(pkt []byte, src netip.AddrPort, via Conn, b *buffers) {
 }
 
 // challengeEvery bounds the path challenges sent for a stream's audio and
-// keepalives from an address it has not proven (probes are answered one
-// for one): one 40-byte answer per 100 ms at most, whatever comes.
+// keepalives from addresses it has not proven, whichever (probes are
+// answered one for one): one 40-byte answer per 100 ms at most, whatever
+// comes and from however many sources.
 const challengeEvery = 100 * time.Millisecond
 
 // pathLocked handles an authenticated packet of s, of type typ, that came
@@ -184,7 +189,6 @@ func (s *stream) pathLocked(src netip.AddrPort, typ media.Type, payload []byte, 
 	if s.cand != src {
 		s.cand = src
 		_, _ = rand.Read(s.token[:]) // crypto/rand never fails (Go 1.24+)
-		s.challenged = time.Time{}
 	}
 	if typ != media.TypeProbe {
 		if now.Sub(s.challenged) < challengeEvery {
