@@ -2334,7 +2334,10 @@ type P2PRecord struct {
 	// The rendezvous's own key for registration nonces (§20.3: a NONCE
 	// proves a side receives at the address it registers from); never sent
 	// to a client. Empty in records made before it existed: no nonce asked.
-	NonceKey      []byte `protobuf:"bytes,11,opt,name=nonce_key,json=nonceKey,proto3" json:"nonce_key,omitempty"`
+	NonceKey []byte `protobuf:"bytes,11,opt,name=nonce_key,json=nonceKey,proto3" json:"nonce_key,omitempty"`
+	// A change to introduce was held back by the session's budget: the
+	// sweep numbers the introduction when the budget allows.
+	IntroPending  bool `protobuf:"varint,12,opt,name=intro_pending,json=introPending,proto3" json:"intro_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2444,6 +2447,13 @@ func (x *P2PRecord) GetNonceKey() []byte {
 		return x.NonceKey
 	}
 	return nil
+}
+
+func (x *P2PRecord) GetIntroPending() bool {
+	if x != nil {
+		return x.IntroPending
+	}
+	return false
 }
 
 // P2PSide is one side of a direct session.
@@ -2818,7 +2828,7 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12\x17\n" +
 	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12 \n" +
 	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
-	"seenUnixMs\"\xb3\x03\n" +
+	"seenUnixMs\"\xd8\x03\n" +
 	"\tP2PRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -2832,7 +2842,8 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\x05intro\x18\t \x01(\rR\x05intro\x12\x18\n" +
 	"\afriends\x18\n" +
 	" \x01(\bR\afriends\x12\x1b\n" +
-	"\tnonce_key\x18\v \x01(\fR\bnonceKey\"\xec\x02\n" +
+	"\tnonce_key\x18\v \x01(\fR\bnonceKey\x12#\n" +
+	"\rintro_pending\x18\f \x01(\bR\fintroPending\"\xec\x02\n" +
 	"\aP2PSide\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12,\n" +

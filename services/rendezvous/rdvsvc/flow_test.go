@@ -3,7 +3,6 @@ package rdvsvc_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/parleychat/parley/libs/rpc"
 	"github.com/parleychat/parley/libs/subject"
 	"github.com/parleychat/parley/libs/testenv"
-	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
 
@@ -362,42 +360,65 @@ func TestRegistrationNeedsItsAddressNonce(t *testing.T) {
 	if got := r.counter(t, "parley_rdv_stun_errors_total", "code", "438"); got < 2 {
 		t.Errorf("438s counted %v", got)
 	}
+	// A registration's answer proves its source address, so it never goes
+	// to a RESPONSE-PORT: a registration asking for one is refused (400,
+	// to the source).
+	var port [4]byte
+	port[0], port[1] = 0x30, 0x39
+	res = reg(attacker, rawAttr{stun.AttrResponsePort, port[:]}, own)
+	if res.Type != stun.BindingError || errorOf(res) != stun.CodeBadRequest {
+		t.Fatalf("a registration with RESPONSE-PORT: %s %d, want 400", res.Type, errorOf(res))
+	}
 }
 
 // TestIntroductionsBounded: each introduction makes both clients send
-// checks to every candidate the other named, so a session's are bounded:
-// 12 p2p_updates at once, then one every 5 s; the rest are answered
-// RATE_LIMITED with retry_after_ms and change nothing.
+// checks to every candidate the other named, so a session's are bounded.
+// The first never waits (updates before it spend nothing); then 12 at
+// once, then one every 5 s. A p2p_update past the budget is still
+// answered (it re-attaches the relay, its candidates are saved) and its
+// introduction follows when the budget allows, from the sweep.
 func TestIntroductionsBounded(t *testing.T) {
 	e := newEnv(t)
-	e.start(testConfig())
+	r := e.start(testConfig())
 	o := openAndAccept(t, e, 20, 20)
-	update := func() error {
-		return e.call(bob, subject.P2PUpdate, &parleyv1.P2PUpdateRequest{SessionId: o.a.SessionId, DeviceId: o.bDev.DeviceId,
+	id := o.a.SessionId
+	update := func() {
+		t.Helper()
+		e.mustCall(bob, subject.P2PUpdate, &parleyv1.P2PUpdateRequest{SessionId: id, DeviceId: o.bDev.DeviceId,
 			Candidates: host(o.bSock.addr())}, &parleyv1.P2PSession{})
 	}
-	n := 0
-	var err error
-	for ; n < 100; n++ {
-		if err = update(); err != nil {
-			break
+	for range 20 { // nothing to introduce yet: nothing spent
+		update()
+	}
+	o.aSock.register(r.primary, o.a.RegisterUsername, o.a.RegisterKey)
+	o.bSock.register(r.primary, o.b.RegisterUsername, o.b.RegisterKey)
+	if got := o.aEv.next(evIntro).Intro; got != 1 {
+		t.Fatalf("first introduction numbered %d", got)
+	}
+	for i := range 12 {
+		update()
+		if got := o.aEv.next(evIntro).Intro; got != uint32(i+2) {
+			t.Fatalf("introduction %d numbered %d", i+2, got)
 		}
 	}
-	wantCode(t, "update past the budget", err, parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
-	var ec *errcode.Error
-	if errors.As(err, &ec); n != 12 || ec.RetryAfter == 0 || ec.RetryAfter > 5000 {
-		t.Fatalf("%d updates went through, then retry_after_ms %d: want 12, then at most 5000", n, ec.RetryAfter)
+	update() // past the budget: answered, introduced later
+	if rec := e.record(id); rec.Intro != 13 || !rec.IntroPending {
+		t.Fatalf("past the budget: intro %d, pending %v; want 13, pending", rec.Intro, rec.IntroPending)
 	}
-	before := e.record(o.a.SessionId)
-	wantCode(t, "another", update(), parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
-	if after := e.record(o.a.SessionId); !proto.Equal(before, after) {
-		t.Fatal("a refused update changed the record")
+	update()                           // still pending: one introduction will carry both
+	time.Sleep(200 * time.Millisecond) // sweeps come and go: the budget is still spent
+	if rec := e.record(id); rec.Intro != 13 {
+		t.Fatalf("introduced %d before the budget allowed", rec.Intro)
 	}
 	e.clock.advance(5 * time.Second)
-	if err := update(); err != nil {
-		t.Fatalf("5 s later: %v", err)
+	if got := o.aEv.next(evIntro).Intro; got != 14 {
+		t.Fatalf("the pending introduction numbered %d, want 14", got)
 	}
-	wantCode(t, "and then", update(), parleyv1.ErrorCode_ERROR_CODE_RATE_LIMITED)
+	testenv.Eventually(t, 5*time.Second, "nothing pending", func() bool { return !e.record(id).IntroPending })
+	time.Sleep(200 * time.Millisecond)
+	if rec := e.record(id); rec.Intro != 14 {
+		t.Fatalf("intro %d after the pending one, want 14 (one for both updates)", rec.Intro)
+	}
 }
 
 // Two replicas share sessions only through the bucket: a session opened

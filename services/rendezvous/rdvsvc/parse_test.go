@@ -375,6 +375,29 @@ func TestRegistrationVouchedBeforeTheStore(t *testing.T) {
 	if st.vouch(reg("x", aKey), res, st.socks[0], to) || !answered401() {
 		t.Fatal("a USERNAME that names no session was not answered 401")
 	}
+	// With a nonce key (every record made now has one), a genuine
+	// registration without its address's NONCE is answered 438 here, and
+	// one with it goes on.
+	rec.NonceKey = newKey()
+	st.s.regKeys.put(id, rec)
+	if st.vouch(reg(id+":a", aKey), res, st.socks[0], to) {
+		t.Fatal("a registration without its NONCE went on to the store")
+	}
+	n := readNow(t, sink, buf)
+	var stale stun.Message
+	var ec stun.ErrorCodeAttribute
+	var nonce stun.Nonce
+	if n < 0 || stun.Decode(buf[:n], &stale) != nil || ec.GetFrom(&stale) != nil || ec.Code != stun.CodeStaleNonce ||
+		nonce.GetFrom(&stale) != nil || stun.MessageIntegrity(aKey).Check(&stale) != nil {
+		t.Fatal("no signed 438 with a NONCE for a registration without one")
+	}
+	withNonce, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername(id+":a"), nonce, stun.MessageIntegrity(aKey), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.vouch(withNonce, res, st.socks[0], to) {
+		t.Fatal("a registration with its NONCE was stopped")
+	}
 	went := 0
 	for range 1000 {
 		if st.vouch(reg(newSessionID()+":a", aKey), res, st.socks[0], to) {

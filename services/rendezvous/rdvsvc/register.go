@@ -93,10 +93,7 @@ func (st *stunServer) register(ctx context.Context, r registration, req, res *st
 		st.fail(res, req, r.recv, r.to, stun.CodeUnauthorized, nil)
 		return
 	case errors.As(err, &stale):
-		s.metrics.stunError(int(stun.CodeStaleNonce))
-		st.answer(res, req, r.recv, r.to,
-			[]stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingError, stun.CodeStaleNonce, stun.NewNonce(stale.nonce)},
-			[]stun.Setter{st.software}, []stun.Setter{stun.MessageIntegrity(key)})
+		st.stale(res, req, r.recv, r.from, stale.nonce, key)
 		return
 	case err != nil:
 		if ok, _ := st.warn.Take(""); ok { // one line per 10 s: in an outage, not one per packet
@@ -135,14 +132,14 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		return nil, false, nil, errUnknownUser
 	}
 	if len(rec.GetNonceKey()) > 0 {
-		want := registrationNonce(rec, side, r.from)
+		want := registrationNonce(rec.GetNonceKey(), side, r.from)
 		var n stun.Nonce
 		if err := n.GetFrom(req); err != nil || !hmac.Equal(n, []byte(want)) {
 			return key, false, nil, &staleNonce{want}
 		}
 	}
 	seen, atAlt := r.from.String(), r.recv.ip == 1
-	bumped := false
+	bumped, allow := false, s.budget(id)
 	rec, _, err = s.update(ctx, id, func(rec *internalv1.P2PRecord) error {
 		bumped = false
 		if !bytes.Equal(registerKey(rec, side), key) {
@@ -166,10 +163,8 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		if rec.State == accepted {
 			rec.ExpiresUnixMs = s.now().Add(s.cfg.IdleTimeout).UnixMilli()
 		}
-		if changed && introducible(rec) {
-			if ok, _ := s.intros.Take(id); ok {
-				bumped = introduce(rec)
-			}
+		if changed {
+			bumped = introduceWithin(rec, allow)
 		}
 		return nil
 	})
@@ -180,6 +175,16 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		return nil, false, nil, err
 	}
 	return key, bumped, rec, nil
+}
+
+// stale answers req, a registration without the NONCE for its address,
+// 438 with nonce, signed with the side's register key, from socket k to
+// from (never to a RESPONSE-PORT: the NONCE proves that address).
+func (st *stunServer) stale(res, req *stun.Message, k *socket, from netip.AddrPort, nonce string, key []byte) {
+	st.s.metrics.stunError(int(stun.CodeStaleNonce))
+	st.answer(res, req, k, from,
+		[]stun.Setter{stun.NewTransactionIDSetter(req.TransactionID), stun.BindingError, stun.CodeStaleNonce, stun.NewNonce(nonce)},
+		[]stun.Setter{st.software}, []stun.Setter{stun.MessageIntegrity(key)})
 }
 
 // staleNonce: a registration that passed the integrity check without the
@@ -193,8 +198,8 @@ func (e *staleNonce) Error() string { return "registration without its address's
 // client holds, of the side and the address. Stable for the session, so a
 // side that moves back to an address, or registers again, needs no new
 // round trip.
-func registrationNonce(rec *internalv1.P2PRecord, side string, from netip.AddrPort) string {
-	m := hmac.New(sha256.New, rec.GetNonceKey())
+func registrationNonce(nonceKey []byte, side string, from netip.AddrPort) string {
+	m := hmac.New(sha256.New, nonceKey)
 	m.Write([]byte(side))
 	m.Write([]byte{0})
 	m.Write([]byte(from.String()))

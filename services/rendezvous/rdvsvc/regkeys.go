@@ -17,8 +17,14 @@ import (
 // the workers only within missRate.
 type regKeys struct {
 	mu    sync.RWMutex
-	ready bool                 // the watch delivered the bucket's initial values
-	keys  map[string][2][]byte // session id -> registerKey of sides a and b (nil: may not register)
+	ready bool // the watch delivered the bucket's initial values
+	keys  map[string]sessionKeys
+}
+
+// sessionKeys are what regKeys keeps of a session.
+type sessionKeys struct {
+	register [2][]byte // registerKey of sides a and b (nil: may not register)
+	nonce    []byte    // the record's nonce key (registrationNonce)
 }
 
 // missRate and missBurst bound the registrations a second that the copy
@@ -32,7 +38,7 @@ const (
 // reset empties the copy (a new watch replays the bucket).
 func (k *regKeys) reset() {
 	k.mu.Lock()
-	k.ready, k.keys = false, make(map[string][2][]byte)
+	k.ready, k.keys = false, make(map[string]sessionKeys)
 	k.mu.Unlock()
 }
 
@@ -48,13 +54,13 @@ func (k *regKeys) put(id string, rec *internalv1.P2PRecord) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.keys == nil {
-		k.keys = make(map[string][2][]byte)
+		k.keys = make(map[string]sessionKeys)
 	}
 	if rec.State == closed {
 		delete(k.keys, id)
 		return
 	}
-	k.keys[id] = [2][]byte{registerKey(rec, sideA), registerKey(rec, sideB)}
+	k.keys[id] = sessionKeys{register: [2][]byte{registerKey(rec, sideA), registerKey(rec, sideB)}, nonce: rec.GetNonceKey()}
 }
 
 // forget drops a deleted session.
@@ -73,8 +79,9 @@ const (
 	forged                 // the side's key is known and it does not check: 401
 )
 
-// check judges req, a registration for side of session id.
-func (k *regKeys) check(id, side string, req *stun.Message) verdict {
+// check judges req, a registration for side of session id; for a genuine
+// one it also returns the side's register key and the session's nonce key.
+func (k *regKeys) check(id, side string, req *stun.Message) (v verdict, key, nonceKey []byte) {
 	i := 0
 	if side == sideB {
 		i = 1
@@ -84,10 +91,10 @@ func (k *regKeys) check(id, side string, req *stun.Message) verdict {
 	ready := k.ready
 	k.mu.RUnlock()
 	switch {
-	case !ready || !ok || keys[i] == nil:
-		return unknown
-	case stun.MessageIntegrity(keys[i]).Check(req) != nil:
-		return forged
+	case !ready || !ok || keys.register[i] == nil:
+		return unknown, nil, nil
+	case stun.MessageIntegrity(keys.register[i]).Check(req) != nil:
+		return forged, nil, nil
 	}
-	return genuine
+	return genuine, keys.register[i], keys.nonce
 }

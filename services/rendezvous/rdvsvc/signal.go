@@ -203,6 +203,7 @@ func (s *Service) answer(ctx context.Context, r request, req *parleyv1.P2PAnswer
 	if !req.Accept {
 		return s.reject(ctx, r, req.SessionId)
 	}
+	allow := s.budget(req.SessionId)
 	dev, err := s.device(ctx, r.me, r.me.UserID, req.DeviceId)
 	if err != nil {
 		return nil, err
@@ -224,7 +225,7 @@ func (s *Service) answer(ctx context.Context, r request, req *parleyv1.P2PAnswer
 		b := rec.B
 		b.Device, b.Host, b.RttMs = dev, host, min(req.RttMs, maxRTT)
 		b.GatewayId, b.ConnId = r.origin.GatewayID, r.origin.ConnID
-		bumped = introduce(rec)
+		bumped = introduceWithin(rec, allow)
 		return nil
 	})
 	if again {
@@ -281,9 +282,7 @@ func (s *Service) updateSide(ctx context.Context, r request, req *parleyv1.P2PUp
 	if err != nil {
 		return nil, err
 	}
-	if ok, wait := s.intros.Take(req.SessionId); !ok {
-		return nil, errcode.RateLimited("introductions of this session", wait)
-	}
+	allow := s.budget(req.SessionId)
 	var (
 		side   string
 		bumped bool
@@ -303,7 +302,7 @@ func (s *Service) updateSide(ctx context.Context, r request, req *parleyv1.P2PUp
 		if rec.State == accepted {
 			rec.ExpiresUnixMs = s.now().Add(s.cfg.IdleTimeout).UnixMilli()
 		}
-		bumped = introduce(rec)
+		bumped = introduceWithin(rec, allow)
 		return nil
 	})
 	if err != nil {
@@ -348,27 +347,46 @@ func (s *Service) ended(ctx context.Context, rec *internalv1.P2PRecord, rev uint
 }
 
 // introsPerMinute bounds the introductions of one session after its
-// first (the acceptance's), in a burst and then per minute: each makes
-// both clients send connectivity checks to every candidate the other side
-// named, about a hundred each over 30 s (§20.4), and a side names its own
-// host candidates freely. Without a bound a peer could have the other
-// side's client send thousands of checks a second at any address by
-// repeating p2p_update. A legitimate client needs a few an hour (a path
-// died, an address changed). Past it p2p_update is answered RATE_LIMITED
-// and a registration's new address is recorded without a new
-// introduction (the next one carries it). Per replica, like every
-// in-memory limit (libs/ratelimit).
+// first, in a burst and then per minute: each makes both clients send
+// connectivity checks to every candidate the other side named, about a
+// hundred each over 30 s (§20.4), and a side names its own host
+// candidates freely. Without a bound a peer could have the other side's
+// client send thousands of checks a second at any address by repeating
+// p2p_update. A legitimate client needs a few an hour (a path died, an
+// address changed). Past it the change is saved (p2p_update still
+// re-attaches the relay) and its introduction is pending: the sweep
+// numbers it when the budget allows (introducePending). Per replica, like
+// every in-memory limit (libs/ratelimit).
 const introsPerMinute = 12
 
-// introduce numbers a new introduction in rec when it can be sent
-// (introducible) and reports whether it did; the caller saves rec, then
-// publishes it (intro). Every change
-// that calls it is one after which the peers must be introduced (again):
-// the acceptance, a new address or mapping, an update.
-func introduce(rec *internalv1.P2PRecord) bool {
+// introduceWithin numbers a new introduction in rec when one can be sent
+// (introducible), unless the session's budget is spent: then it is marked
+// pending for the sweep. The first introduction never waits. allow is the
+// budget's answer for this request (budget: asked at most once, as the
+// compare-and-set loop may call introduceWithin again).
+func introduceWithin(rec *internalv1.P2PRecord, allow func() bool) bool {
 	if !introducible(rec) {
 		return false
 	}
+	if rec.Intro > 0 && !allow() {
+		rec.IntroPending = true
+		return false
+	}
+	rec.IntroPending = false
 	rec.Intro++
 	return true
+}
+
+// budget is introduceWithin's allow for one request on session id: it
+// takes a token of the session's budget when first asked, and gives the
+// same answer after.
+func (s *Service) budget(id string) func() bool {
+	var asked, ok bool
+	return func() bool {
+		if !asked {
+			asked = true
+			ok, _ = s.intros.Take(id)
+		}
+		return ok
+	}
 }

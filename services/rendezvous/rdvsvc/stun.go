@@ -2,6 +2,7 @@ package rdvsvc
 
 import (
 	"context"
+	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -314,7 +315,12 @@ func (st *stunServer) packet(k *socket, pkt []byte, from netip.AddrPort, req, re
 			st.fail(res, req, k, to, stun.CodeBadRequest, nil)
 			return
 		}
-		if !st.vouch(req, res, k, to) {
+		if req.Contains(stun.AttrResponsePort) {
+			// The answer proves the source address: it goes there only.
+			st.fail(res, req, k, from, stun.CodeBadRequest, nil)
+			return
+		}
+		if !st.vouch(req, res, k, from) {
 			return
 		}
 		st.enqueue(registration{pkt: append([]byte(nil), pkt...), recv: k, out: out, from: from, to: to})
@@ -324,12 +330,13 @@ func (st *stunServer) packet(k *socket, pkt []byte, from netip.AddrPort, req, re
 	st.succeed(res, req, k, out, from, to, nil)
 }
 
-// vouch is the read loop's check of a registration, before it costs a
-// worker and a store read: a USERNAME that names no session, or a
-// MESSAGE-INTEGRITY that does not check with the side's key in regKeys,
-// is answered 401 here; one regKeys does not know goes on within
-// st.misses and is dropped as busy beyond (the client retransmits). It
-// reports whether req goes on to the workers.
+// vouch is the read loop's check of a registration that came from to,
+// before it costs a worker and a store read: a USERNAME that names no
+// session, or a MESSAGE-INTEGRITY that does not check with the side's key
+// in regKeys, is answered 401 here, and a genuine one without its
+// address's NONCE 438; one regKeys does not know goes on within st.misses
+// and is dropped as busy beyond (the client retransmits). It reports
+// whether req goes on to the workers.
 func (st *stunServer) vouch(req, res *stun.Message, k *socket, to netip.AddrPort) bool {
 	var u stun.Username
 	id, side, ok := "", "", u.GetFrom(req) == nil
@@ -340,7 +347,8 @@ func (st *stunServer) vouch(req, res *stun.Message, k *socket, to netip.AddrPort
 		st.fail(res, req, k, to, stun.CodeUnauthorized, nil)
 		return false
 	}
-	switch st.s.regKeys.check(id, side, req) {
+	v, key, nonceKey := st.s.regKeys.check(id, side, req)
+	switch v {
 	case forged:
 		st.fail(res, req, k, to, stun.CodeUnauthorized, nil)
 		return false
@@ -348,6 +356,18 @@ func (st *stunServer) vouch(req, res *stun.Message, k *socket, to netip.AddrPort
 		if ok, _ := st.misses.Take(""); !ok {
 			st.s.metrics.dropBusy.Inc()
 			return false
+		}
+	case genuine:
+		// Without its address's NONCE it would get a 438 from the
+		// workers: answered here, so a flood of signed registrations
+		// from spoofed sources costs no store read.
+		if len(nonceKey) > 0 {
+			want := registrationNonce(nonceKey, side, to)
+			var n stun.Nonce
+			if n.GetFrom(req) != nil || !hmac.Equal(n, []byte(want)) {
+				st.stale(res, req, k, to, want, key)
+				return false
+			}
 		}
 	}
 	return true

@@ -47,8 +47,9 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 	}
 	defer func() { _ = w.Stop() }()
 	s.regKeys.reset()
-	defer s.regKeys.reset()       // a copy no watch keeps is not vouched for
-	due := make(map[string]int64) // session id -> deadline, unix ms (CLOSED: 0)
+	defer s.regKeys.reset()          // a copy no watch keeps is not vouched for
+	due := make(map[string]int64)    // session id -> deadline, unix ms (CLOSED: 0)
+	pending := make(map[string]bool) // sessions whose introduction waits for the budget
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
 	for {
@@ -66,6 +67,7 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 			id := strings.TrimPrefix(e.Key(), sessionKey(""))
 			if e.Operation() != jetstream.KeyValuePut {
 				delete(due, id)
+				delete(pending, id)
 				s.regKeys.forget(id)
 				break
 			}
@@ -80,6 +82,11 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 				due[id] = rec.ExpiresUnixMs
 			}
 			s.regKeys.put(id, &rec)
+			if rec.IntroPending && rec.State == accepted {
+				pending[id] = true
+			} else {
+				delete(pending, id)
+			}
 		case <-tick.C:
 			now := s.now().UnixMilli()
 			for id, at := range due {
@@ -87,8 +94,43 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 					s.expire(ctx, id)
 				}
 			}
+			for id := range pending {
+				if ok, _ := s.intros.Take(id); ok {
+					delete(pending, id) // the watch brings it back if this fails
+					s.introducePending(ctx, id)
+				}
+			}
 		}
 		s.metrics.sessions.Set(float64(len(due)))
+	}
+}
+
+// introducePending numbers the introduction the budget held back for
+// session id (introsPerMinute), and publishes it. Every replica may try:
+// the compare-and-set lets one number it, and the others find nothing
+// pending.
+func (s *Service) introducePending(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	bumped := false
+	rec, _, err := s.update(ctx, id, func(rec *internalv1.P2PRecord) error {
+		bumped = false
+		if rec == nil || !rec.IntroPending {
+			return errUnchanged
+		}
+		rec.IntroPending = false
+		if introducible(rec) {
+			rec.Intro++
+			bumped = true
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errUnchanged):
+	case err != nil:
+		s.log.Warn("p2p sweep: pending introduction", "session", id, "err", err)
+	case bumped:
+		s.intro(rec)
 	}
 }
 
