@@ -25,9 +25,11 @@
 // (QUIC between the devices), so the relay neither reads nor checks them.
 //
 // A side has one connection: attaching publishes a takeover notice on
-// subject.P2PRelay(session, side) (no data, the attachment's token in the
-// Parley-Relay-Attach header), and any other connection attached to that
-// side, on this gateway or another, detaches when it reads it (the device
+// subject.P2PRelay(session, side) (no data, the attachment's token, its
+// time and a tiebreak, in the Parley-Relay-Attach header), and any older
+// attachment of that side, on this gateway or another, detaches when it
+// reads it (a newer one that reads an older one's notice sends its own
+// again: the older may have subscribed after it went out) (the device
 // reconnected, or sent p2p_update on another connection: §20.2). A
 // connection holds at most Config.MaxSessions attachments. One is
 // detached when its p2p_close is answered, when a P2PEvent{CLOSED} for it
@@ -142,8 +144,8 @@ type peer struct {
 type attachment struct {
 	id    string
 	side  string
-	token string // in this attachment's takeover notice (headerAttach)
-	to    string // subject.P2PRelay(id, the other side): where the client's packets go
+	token atomic.Pointer[string] // in its takeover notice (headerAttach): when it attached, and a random tiebreak
+	to    string                 // subject.P2PRelay(id, the other side): where the client's packets go
 	sub   *nats.Subscription
 	gone  atomic.Bool // detached: a message still being handled is dropped
 
@@ -237,12 +239,14 @@ func (r *Relay) Attach(conn Conn, id, side string) (subscribed bool, err error) 
 	old := p.sessions[id]
 	switch {
 	case old != nil && old.side == side:
+		old.stamp(r.cfg.Now()) // attached again: the newest of the side now
 		r.takeOver(old)
 		return false, nil
 	case old == nil && len(p.sessions) >= r.cfg.MaxSessions:
 		return false, ErrTooMany
 	}
-	a := &attachment{id: id, side: side, to: subject.P2PRelay(id, other), token: nats.NewInbox()}
+	a := &attachment{id: id, side: side, to: subject.P2PRelay(id, other)}
+	a.stamp(r.cfg.Now())
 	sub, err := r.nc.Subscribe(subject.P2PRelay(id, side), func(msg *nats.Msg) { r.down(conn, a, msg) })
 	if err != nil {
 		return false, fmt.Errorf("subscribe the relay of session %s: %w", id, err)
@@ -264,10 +268,26 @@ func (r *Relay) Attach(conn Conn, id, side string) (subscribed bool, err error) 
 // headerAttach carries a takeover notice's token (see the package comment).
 const headerAttach = "Parley-Relay-Attach"
 
+// attachToken is an attachment's token: the time it attached, as 16 hex
+// digits of Unix nanoseconds, then a random tiebreak. Tokens compare as
+// strings in the order the attachments were made (to within the
+// gateways' clock skew), so when two connections attach one side at the
+// same moment, each reads the other's notice and exactly one, the older,
+// detaches.
+func attachToken(now time.Time) string {
+	return fmt.Sprintf("%016x.%s", uint64(now.UnixNano()), nats.NewInbox())
+}
+
+// stamp gives a a new token, made at now.
+func (a *attachment) stamp(now time.Time) {
+	t := attachToken(now)
+	a.token.Store(&t)
+}
+
 // takeOver publishes a's takeover notice: other connections attached to
 // its side detach. Its own subscription reads it too, and ignores it.
 func (r *Relay) takeOver(a *attachment) {
-	msg := &nats.Msg{Subject: subject.P2PRelay(a.id, a.side), Header: nats.Header{headerAttach: []string{a.token}}}
+	msg := &nats.Msg{Subject: subject.P2PRelay(a.id, a.side), Header: nats.Header{headerAttach: []string{*a.token.Load()}}}
 	if err := r.nc.PublishMsg(msg); err != nil {
 		r.log.Warn("publish a relay takeover", "session", a.id, "err", err)
 	}
@@ -415,8 +435,14 @@ func (r *Relay) down(conn Conn, a *attachment, msg *nats.Msg) {
 		return
 	}
 	if t := msg.Header.Get(headerAttach); t != "" {
-		if t != a.token {
+		switch mine := *a.token.Load(); {
+		case t > mine: // a newer attachment of the side
 			r.takenOver(conn, a)
+		case t < mine:
+			// An older one, whose subscription may not have existed when
+			// our notice went out (it published this one after it
+			// subscribed): tell it again.
+			r.takeOver(a)
 		}
 		return
 	}

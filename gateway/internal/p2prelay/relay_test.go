@@ -219,6 +219,29 @@ func TestTakeOver(t *testing.T) {
 	}
 }
 
+// TestTakeOverAtOnce: two connections on two gateways attaching one side
+// at the same moment each read the other's notice; exactly one, the
+// newer, keeps the side.
+func TestTakeOverAtOnce(t *testing.T) {
+	ns := testenv.NATS(t)
+	gw1, gw2 := newRelay(t, ns, nil), newRelay(t, ns, nil)
+	for i := range 50 {
+		id := fmt.Sprint("s", i)
+		c1, c2 := &recorder{}, &recorder{}
+		var wg sync.WaitGroup
+		wg.Go(func() { gw1.attach(t, c1, id, "a") })
+		wg.Go(func() { gw2.attach(t, c2, id, "a") })
+		wg.Wait()
+		testenv.Eventually(t, 5*time.Second, "exactly one attached", func() bool {
+			return gw1.attachedTo(c1, id) != gw2.attachedTo(c2, id)
+		})
+		time.Sleep(10 * time.Millisecond) // any notice still on its way
+		if gw1.attachedTo(c1, id) == gw2.attachedTo(c2, id) {
+			t.Fatalf("round %d: both or neither attached", i)
+		}
+	}
+}
+
 // attachedTo reports whether conn has session id attached.
 func (r *testRelay) attachedTo(conn Conn, id string) bool {
 	r.mu.RLock()
