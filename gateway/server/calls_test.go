@@ -789,6 +789,33 @@ func TestCallRosterDropsALeaverAtOnce(t *testing.T) {
 	}
 }
 
+// TestCallRosterBeforeInstall: a roster can reach the gateway before the
+// stream it lists is installed (the owner publishes it when the join is
+// committed, the gateway installs on the join's reply). The stream counts
+// as listed all the same, so the next roster that leaves it out drops it
+// at once.
+func TestCallRosterBeforeInstall(t *testing.T) {
+	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Minute) // every stream here is "recent"
+	a := e.join(t, "alice", "group.g1", "")
+	a.probe(a.udp)
+	const bobStream = 4242
+	e.relay.force(bobStream)
+	e.relay.roster(a.callID(), a.stream(), bobStream) // before bob's join reaches the gateway
+	marker := media.Header{Type: media.TypeAudio, StreamID: 77, Seq: 1, Timestamp: 1}
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("roster taken in")))
+	a.recvUDP(a.udp) // the roster was read: the marker came after it on the one subscription
+	b := e.join(t, "bob", "", a.callID())
+	if b.stream() != bobStream {
+		t.Fatalf("bob's stream %d, want the forced %d", b.stream(), bobStream)
+	}
+	b.probe(b.udp)
+	e.relay.roster(a.callID(), a.stream()) // bob moved the call elsewhere
+	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+}
+
 // TestCallConnectionClose: a closed connection's stream is dropped at
 // once; leave_call drops it too; rejoining replaces it.
 func TestCallConnectionClose(t *testing.T) {
