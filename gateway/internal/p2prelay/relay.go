@@ -200,16 +200,23 @@ func (r *Relay) MaxSessions() int { return r.cfg.MaxSessions }
 // before it sends a request that would attach, so that a connection at
 // the limit is refused before the rendezvous acts on it.
 func (r *Relay) CanAttach(conn Conn, id string) bool {
+	attached, n := r.state(conn, id)
+	return attached || n < r.cfg.MaxSessions
+}
+
+// state reports whether conn has session id attached, and how many
+// sessions it has attached.
+func (r *Relay) state(conn Conn, id string) (attached bool, n int) {
 	r.mu.RLock()
 	p := r.conns[conn]
 	r.mu.RUnlock()
 	if p == nil {
-		return true
+		return false, 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := p.sessions[id]
-	return ok || len(p.sessions) < r.cfg.MaxSessions
+	_, attached = p.sessions[id]
+	return attached, len(p.sessions)
 }
 
 // Attach makes conn the connection of side side ("a" or "b") of session

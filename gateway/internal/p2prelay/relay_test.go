@@ -244,15 +244,8 @@ func TestTakeOverAtOnce(t *testing.T) {
 
 // attachedTo reports whether conn has session id attached.
 func (r *testRelay) attachedTo(conn Conn, id string) bool {
-	r.mu.RLock()
-	p := r.conns[conn]
-	r.mu.RUnlock()
-	if p == nil {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sessions[id] != nil
+	attached, _ := r.state(conn, id)
+	return attached
 }
 
 // TestAllowance: a connection sends Burst bytes at once, then Rate bytes
