@@ -112,6 +112,16 @@ func (a *Agent) Register(ctx context.Context) (netip.AddrPort, error) {
 					if r.dst != ans.dst || r.answered {
 						continue
 					}
+					// Another request, so another transaction (RFC 8489
+					// §6.3: a retransmission repeats the bytes).
+					id := stun.NewTransactionID()
+					a.mu.Lock()
+					if t := a.txns[r.id]; t != nil {
+						a.txns[id] = t
+						delete(a.txns, r.id)
+					}
+					a.mu.Unlock()
+					r.id = id
 					b, err := buildRegister(r.id, a.cfg.RegisterUsername, ans.nonce, a.regKey)
 					if err != nil {
 						return netip.AddrPort{}, err
