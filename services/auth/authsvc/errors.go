@@ -1,8 +1,6 @@
 package authsvc
 
 import (
-	"time"
-
 	"github.com/parleychat/parley/protocol/errcode"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -24,5 +22,3 @@ var (
 	errPresenceDown = errcode.New(parleyv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cannot check for other sessions right now; try again")
 	errNotMine      = errcode.New(parleyv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "session belongs to another user")
 )
-
-func rateLimited(what string, wait time.Duration) error { return errcode.RateLimited(what, wait) }

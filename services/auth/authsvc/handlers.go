@@ -36,7 +36,7 @@ func (s *Service) register(ctx context.Context, m *nats.Msg) (_ proto.Message, e
 	req.Password = policy.NormalizePassword(req.Password)
 	from := sourceAddr(m)
 	if ok, wait := s.registerIP.Take(addressKey(from)); !ok {
-		return nil, rateLimited("registration attempts", wait)
+		return nil, errcode.RateLimited("registration attempts", wait)
 	}
 	if err := s.v.policy.CheckUsername(req.Username); err != nil {
 		return nil, policyError(err)
@@ -99,7 +99,7 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 	from := sourceAddr(m)
 	addrKey := addressKey(from)
 	if ok, wait := s.loginIP.Take(addrKey); !ok {
-		return nil, rateLimited("failed logins from your address", wait)
+		return nil, errcode.RateLimited("failed logins from your address", wait)
 	}
 	acct, rev, err := s.store.Account(ctx, canonical)
 	exists := err == nil
@@ -113,7 +113,7 @@ func (s *Service) login(ctx context.Context, m *nats.Msg) (_ proto.Message, err 
 		acctKey = accountKey(canonical, acct.Familiar, loc, s.now())
 		if ok, wait := s.loginAccount.Take(acctKey); !ok {
 			s.loginIP.Refund(addrKey)
-			return nil, rateLimited("failed logins for this account", wait)
+			return nil, errcode.RateLimited("failed logins for this account", wait)
 		}
 	}
 	refund := func() {

@@ -107,7 +107,7 @@ func (s *Service) take(name limitName, uid string, n int) error {
 		return nil
 	}
 	s.refused(name, uid)
-	return rateLimited(limitNoun[name], wait)
+	return errcode.RateLimited(limitNoun[name], wait)
 }
 
 // refused counts a refusal and logs it (thinned out per user and limit).
@@ -117,9 +117,6 @@ func (s *Service) refused(name limitName, uid string) {
 		s.log.Info("per-user limit reached", "limit", string(name), "user_id", uid)
 	}
 }
-
-// rateLimited is the RATE_LIMITED answer (errcode.RateLimited).
-func rateLimited(what string, wait time.Duration) error { return errcode.RateLimited(what, wait) }
 
 // groupCounts are a user's group entries in BucketConvs.
 type groupCounts struct {
