@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/parleychat/parley/clients/parley"
 	"github.com/parleychat/parley/libs/testenv"
+	"github.com/parleychat/parley/libs/testenv/natlab"
 	"github.com/parleychat/parley/protocol/media"
 	"github.com/parleychat/parley/protocol/parleyv1"
 )
@@ -681,12 +681,10 @@ const ipv6Freebind = 78
 // Binding requests from 300 addresses of that /64 should get about as
 // many answers as 300 from one address. Needs root (the namespace).
 func TestOutsideUDPRateLimitPerIPv6Network(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: parleyd runs in a network namespace of its own")
-	}
+	natlab.Require(t) // root and iproute2, as the NAT lab: skipped without them, failed under CI=true
 	ipCmd, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("needs iproute2's ip")
+		t.Fatal(err)
 	}
 	// This goroutine's thread moves to a new network namespace and stays
 	// locked to it (the runtime ends the thread with the test): the ip
@@ -695,7 +693,7 @@ func TestOutsideUDPRateLimitPerIPv6Network(t *testing.T) {
 	runtime.LockOSThread()
 	if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		t.Skipf("no network namespace: %v", err)
+		t.Fatalf("no network namespace, as root: %v", err)
 	}
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
