@@ -131,12 +131,8 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 	if key == nil || stun.MessageIntegrity(key).Check(req) != nil {
 		return nil, false, nil, errUnknownUser
 	}
-	if len(rec.GetNonceKey()) > 0 {
-		want := registrationNonce(rec.GetNonceKey(), side, r.from)
-		var n stun.Nonce
-		if err := n.GetFrom(req); err != nil || !hmac.Equal(n, []byte(want)) {
-			return key, false, nil, &staleNonce{want}
-		}
+	if want, ok := nonceChecks(rec.GetNonceKey(), side, r.from, req); !ok {
+		return key, false, nil, &staleNonce{want}
 	}
 	seen, atAlt := r.from.String(), r.recv.ip == 1
 	bumped, allow := false, s.budget(id)
@@ -192,6 +188,18 @@ func (st *stunServer) stale(res, req *stun.Message, k *socket, from netip.AddrPo
 type staleNonce struct{ nonce string }
 
 func (e *staleNonce) Error() string { return "registration without its address's nonce" }
+
+// nonceChecks reports whether req, side's registration from from, carries
+// its address's NONCE (always, for a session without a nonce key: one made
+// before there were any), and returns that NONCE.
+func nonceChecks(nonceKey []byte, side string, from netip.AddrPort, req *stun.Message) (want string, ok bool) {
+	if len(nonceKey) == 0 {
+		return "", true
+	}
+	want = registrationNonce(nonceKey, side, from)
+	var n stun.Nonce
+	return want, n.GetFrom(req) == nil && hmac.Equal(n, []byte(want))
+}
 
 // registrationNonce is the NONCE side must send from from to register it:
 // 24 hex digits of HMAC-SHA256 under the session's nonce key, which no

@@ -2,7 +2,6 @@ package rdvsvc
 
 import (
 	"context"
-	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -361,13 +360,9 @@ func (st *stunServer) vouch(req, res *stun.Message, k *socket, to netip.AddrPort
 		// Without its address's NONCE it would get a 438 from the
 		// workers: answered here, so a flood of signed registrations
 		// from spoofed sources costs no store read.
-		if len(nonceKey) > 0 {
-			want := registrationNonce(nonceKey, side, to)
-			var n stun.Nonce
-			if n.GetFrom(req) != nil || !hmac.Equal(n, []byte(want)) {
-				st.stale(res, req, k, to, want, key)
-				return false
-			}
+		if want, ok := nonceChecks(nonceKey, side, to, req); !ok {
+			st.stale(res, req, k, to, want, key)
+			return false
 		}
 	}
 	return true
