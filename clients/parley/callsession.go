@@ -546,12 +546,15 @@ func (s *CallSession) loop() {
 					// stream, so the peer keeps one replay window and
 					// jitter buffer across a switch.
 					s.seq++
+					// Counted in AudioSent by transmit, with DirectSent
+					// or as the relay's, so no snapshot of the stats
+					// sees it in one and not the other.
 					sends = append(sends, outPacket{direct: s.via, audio: p2pchan.Audio{Flags: uint8(flags), Level: level,
 						Seq: s.seq, Timestamp: s.ts, Opus: bytes.Clone(enc[:n])}})
 				} else {
 					sends = s.sealLocked(sends, media.Header{Type: media.TypeAudio, Flags: flags, Level: level}, enc[:n], now)
+					s.stats.AudioSent++
 				}
-				s.stats.AudioSent++
 			}
 		}
 		s.ts += media.FrameTicks // the media clock runs whether or not a frame is sent
@@ -652,6 +655,7 @@ func (s *CallSession) transmit(p outPacket) {
 	if p.direct != nil {
 		if p.direct.queueAudio(p.audio) {
 			s.mu.Lock()
+			s.stats.AudioSent++
 			s.stats.DirectSent++
 			s.mu.Unlock()
 			return
@@ -664,6 +668,9 @@ func (s *CallSession) transmit(p outPacket) {
 		if !s.over && s.key != nil {
 			out = s.sealSeqLocked(nil, media.Header{Type: media.TypeAudio, Flags: media.Flags(a.Flags), Level: a.Level,
 				Seq: a.Seq, Timestamp: a.Timestamp}, a.Opus, time.Now())
+			if len(out) > 0 {
+				s.stats.AudioSent++
+			}
 		}
 		s.mu.Unlock()
 		for _, o := range out {

@@ -1,6 +1,7 @@
 package sdktest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,7 +81,34 @@ func TestCallOverDirectSession(t *testing.T) {
 
 	a0, b0 := aSess.Stats(), bSess.Stats()
 	in0, out0 := p.Counter(gatewayMediaIn), p.Counter(gatewayMediaOut)
+	// Every snapshot of the stats taken while they talk counts each frame
+	// said in AudioSent and DirectSent together: the two never drift apart.
+	stop, drift := make(chan struct{}), make(chan string, 1)
+	go func() {
+		defer close(drift)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			for who, s := range map[string]*parley.CallSession{"alice": aSess, "bob": bSess} {
+				st, st0 := s.Stats(), a0
+				if s == bSess {
+					st0 = b0
+				}
+				if st.AudioSent-st0.AudioSent != st.DirectSent-st0.DirectSent {
+					drift <- fmt.Sprintf("%s's stats said %d frames sent, %d direct", who, st.AudioSent-st0.AudioSent, st.DirectSent-st0.DirectSent)
+					return
+				}
+			}
+		}
+	}()
 	testenv.PlayAll(t, aMouth, bMouth)
+	close(stop)
+	if d, ok := <-drift; ok {
+		t.Errorf("a snapshot of the stats mid-call: %s", d)
+	}
 	in, out := p.Counter(gatewayMediaIn)-in0, p.Counter(gatewayMediaOut)-out0
 	a, b := aSess.Stats(), bSess.Stats()
 	testenv.RequireHeard(t, "alice -> bob (direct)", testenv.Listen(aMouth, bEar, time.Second), 0.6)
