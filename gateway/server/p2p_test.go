@@ -195,11 +195,17 @@ func TestP2PRelayTwoGateways(t *testing.T) {
 	if got := bob.recvRelay(); !bytes.Equal(got.GetPacket(), big) {
 		t.Fatalf("the 1500-byte packet arrived as %d bytes", len(got.GetPacket()))
 	}
-	if up, down := e1.relayed("up"), e2.relayed("down"); up != 4 || down != 4 {
-		t.Fatalf("alice's gateway relayed %v up, bob's %v down; want 4, 4", up, down)
+	// A packet is counted just after it is published or queued for the
+	// client, so the client may read it first: wait for the counts.
+	upBytes := func() float64 {
+		return e1.metric("parley_gateway_p2p_relay_bytes_total", map[string]string{"direction": "up"})
 	}
-	if n := e1.metric("parley_gateway_p2p_relay_bytes_total", map[string]string{"direction": "up"}); n != 1506 {
-		t.Fatalf("%v bytes up, want 1506", n)
+	testenv.Eventually(t, readTimeout, "alice's gateway counts 4 packets (1506 bytes) up, bob's 4 down", func() bool {
+		return e1.relayed("up") == 4 && e2.relayed("down") == 4 && upBytes() == 1506
+	})
+	alice.ping(1) // anything counted late would be by now
+	if up, down, n := e1.relayed("up"), e2.relayed("down"), upBytes(); up != 4 || down != 4 || n != 1506 {
+		t.Fatalf("alice's gateway relayed %v packets (%v bytes) up, bob's %v down; want 4 (1506), 4", up, n, down)
 	}
 	// A declined offer attaches nothing.
 	r := bob.p2pOpen("alice")
