@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -813,6 +814,69 @@ func TestCallRosterBeforeInstall(t *testing.T) {
 	e.relay.roster(a.callID(), a.stream()) // bob moved the call elsewhere
 	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
 		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+}
+
+// TestCallRosterStale: a roster of an older revision of the call's record
+// than one the gateway took (a replica whose view is behind, such as an
+// owner just replaced repeating its last roster) drops nothing, even a
+// stream the newer roster listed; the next newer roster applies.
+func TestCallRosterStale(t *testing.T) {
+	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond) // no grace: only the revision keeps bob
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	const joined, before = 20, 19
+	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: joined, Streams: []uint32{a.stream(), b.stream()}}))
+	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: before, Streams: []uint32{a.stream()}}))
+	marker := media.Header{Type: media.TypeAudio, StreamID: 77, Seq: 1, Timestamp: 1}
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("after the stale roster")))
+	if got, p := b.recvUDP(b.udp); got != marker || string(p) != "after the stale roster" {
+		t.Fatalf("bob got %+v %q, want the marker: the stale roster dropped his stream", got, p)
+	}
+	a.recvUDP(a.udp) // alice's copy of the marker
+	if got := e.metric("parley_gateway_media_streams", nil); got != 2 {
+		t.Fatalf("%v streams after a stale roster, want 2", got)
+	}
+	// The same revision again (the owner's periodic repeat) is taken.
+	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: joined, Streams: []uint32{a.stream()}}))
+	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	// An empty roster older than the last taken does not end the call.
+	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: before}))
+	e.relay.sendDown(a.callID(), mediabus.AppendAudio(nil, marker, []byte("still on")))
+	if got, p := a.recvUDP(a.udp); got != marker || string(p) != "still on" {
+		t.Fatalf("alice got %+v %q, want the marker: a stale empty roster ended the call", got, p)
+	}
+}
+
+// TestCallRosterUnordered: a roster without a revision (mediabus kind 3,
+// what relays sent before revisions) is still taken, in the order it
+// comes, so gateways can be upgraded before the relays.
+func TestCallRosterUnordered(t *testing.T) {
+	e := startCallGateway(t, nil)
+	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	unordered := func(streams ...uint32) []byte {
+		msg := []byte{byte(mediabus.KindRosterUnordered)}
+		for _, s := range streams {
+			msg = binary.BigEndian.AppendUint32(msg, s)
+		}
+		return msg
+	}
+	e.relay.sendDown(a.callID(), unordered(a.stream()))
+	testenv.Eventually(t, readTimeout, "bob's stream dropped", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	e.relay.sendDown(a.callID(), unordered())
+	testenv.Eventually(t, readTimeout, "the call ended here", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 0
 	})
 }
 

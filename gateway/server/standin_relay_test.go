@@ -45,6 +45,7 @@ type standInRelay struct {
 	byID         map[string]bool   // call ids
 	forceStreams []uint32          // the next joins' stream ids
 	signals      []msgCall         // reject/leave/mute requests as received
+	rev          uint64            // the last roster's revision
 }
 
 type aliveMsg struct {
@@ -192,15 +193,15 @@ func (r *standInRelay) own(id string) {
 	}
 }
 
-// roster publishes the call's roster as its owner.
+// roster publishes the call's roster as its owner, at a revision newer
+// than any before.
 func (r *standInRelay) roster(call string, streams ...uint32) {
 	r.t.Helper()
-	if err := r.nc.Publish(subject.MediaDown(call), mediabus.AppendRoster(nil, streams)); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := r.nc.Flush(); err != nil {
-		r.t.Fatal(err)
-	}
+	r.mu.Lock()
+	r.rev++
+	rev := r.rev
+	r.mu.Unlock()
+	r.sendDown(call, mediabus.AppendRoster(nil, mediabus.Roster{Rev: rev, Streams: streams}))
 }
 
 // sendDown publishes raw bytes on the call's MediaDown as its owner.

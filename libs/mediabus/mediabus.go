@@ -10,9 +10,17 @@
 //	Alive  (up):        0x02, gateway id length (1 byte), gateway id, then
 //	                    4-byte stream ids: these participants are still
 //	                    connected to that gateway.
-//	Roster (down):      0x03, then the 4-byte stream ids of the call's
-//	                    participants now; none: the call ended. A gateway
-//	                    drops its streams of the call that are not listed.
+//	Roster (down):      0x04, the revision of the call's record (8 bytes)
+//	                    the roster was taken from, then the 4-byte stream
+//	                    ids of the call's participants at that revision;
+//	                    none: the call ended. A gateway drops its streams of
+//	                    the call that are not listed, and ignores a roster
+//	                    older than the newest it took for the call (one
+//	                    sent by a replica whose view of the call is behind,
+//	                    as around an owner's takeover).
+//	Roster without revision (down): 0x03, then the stream ids. What relays
+//	                    sent before the revision; gateways still take it,
+//	                    unordered, so they can be upgraded first.
 //
 // The payload travels in clear on NATS: the gateway opened it with the
 // speaker's key and re-seals it with each listener's. NATS between the
@@ -31,9 +39,10 @@ type Kind uint8
 
 // The kinds.
 const (
-	KindAudio  Kind = 1
-	KindAlive  Kind = 2
-	KindRoster Kind = 3
+	KindAudio           Kind = 1
+	KindAlive           Kind = 2
+	KindRosterUnordered Kind = 3 // a Roster without its revision (older relays)
+	KindRoster          Kind = 4
 )
 
 // MaxStreams bounds the stream ids one Alive or Roster carries.
@@ -108,20 +117,38 @@ func ParseAlive(b []byte, ids []uint32) (gateway string, out []uint32, err error
 	return string(b[2 : 2+n]), out, err
 }
 
-// AppendRoster appends a Roster message of streams to dst.
-func AppendRoster(dst []byte, streams []uint32) []byte {
-	return appendStreams(append(dst, byte(KindRoster)), streams)
+// Roster is the participants' streams of a call at revision Rev of its
+// record (0: unknown, a KindRosterUnordered message).
+type Roster struct {
+	Rev     uint64
+	Streams []uint32 // none: the call ended
 }
 
-// ParseRoster reads a Roster message; the stream ids are appended to ids.
-func ParseRoster(b []byte, ids []uint32) ([]uint32, error) {
-	if len(b) < 1 {
-		return ids, ErrShort
+// AppendRoster appends a Roster message (KindRoster) to dst.
+func AppendRoster(dst []byte, r Roster) []byte {
+	dst = binary.BigEndian.AppendUint64(append(dst, byte(KindRoster)), r.Rev)
+	return appendStreams(dst, r.Streams)
+}
+
+// ParseRoster reads a Roster message of either kind; the stream ids are
+// appended to ids (reused as r.Streams).
+func ParseRoster(b []byte, ids []uint32) (r Roster, err error) {
+	switch KindOf(b) {
+	case 0:
+		return Roster{Streams: ids}, ErrShort
+	case KindRosterUnordered:
+		r.Streams, err = parseStreams(b[1:], ids)
+		return r, err
+	case KindRoster:
+		if len(b) < 9 {
+			return Roster{Streams: ids}, ErrShort
+		}
+		r.Rev = binary.BigEndian.Uint64(b[1:9])
+		r.Streams, err = parseStreams(b[9:], ids)
+		return r, err
+	default:
+		return Roster{Streams: ids}, ErrKind
 	}
-	if Kind(b[0]) != KindRoster {
-		return ids, ErrKind
-	}
-	return parseStreams(b[1:], ids)
 }
 
 // KindOf returns a message's kind, 0 for an empty one.

@@ -27,12 +27,17 @@ func TestAudioRoundTrip(t *testing.T) {
 
 func TestRosterAndAlive(t *testing.T) {
 	ids := []uint32{1, 0xffffffff, 42}
-	r, err := ParseRoster(AppendRoster(nil, ids), nil)
-	if err != nil || !slices.Equal(r, ids) {
-		t.Fatalf("roster %v %v", r, err)
+	r, err := ParseRoster(AppendRoster(nil, Roster{Rev: 1<<40 + 7, Streams: ids}), nil)
+	if err != nil || r.Rev != 1<<40+7 || !slices.Equal(r.Streams, ids) {
+		t.Fatalf("roster %+v %v", r, err)
 	}
-	if r, err := ParseRoster(AppendRoster(nil, nil), nil); err != nil || len(r) != 0 {
-		t.Fatalf("empty roster %v %v", r, err)
+	if r, err := ParseRoster(AppendRoster(nil, Roster{Rev: 3}), nil); err != nil || r.Rev != 3 || len(r.Streams) != 0 {
+		t.Fatalf("empty roster %+v %v", r, err)
+	}
+	// What relays sent before the revision: the same ids, revision 0.
+	old := []byte{3, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 42}
+	if r, err := ParseRoster(old, nil); err != nil || r.Rev != 0 || !slices.Equal(r.Streams, ids) {
+		t.Fatalf("unordered roster %+v %v", r, err)
 	}
 	gw, a, err := ParseAlive(AppendAlive(nil, "gw-1", ids), nil)
 	if err != nil || gw != "gw-1" || !slices.Equal(a, ids) {
@@ -52,10 +57,16 @@ func TestMalformed(t *testing.T) {
 		fn   func() error
 	}{
 		{"audio short", ErrShort, func() error { _, err := ParseAudio(good[:10]); return err }},
-		{"audio kind", ErrKind, func() error { _, err := ParseAudio(AppendRoster(nil, []uint32{1, 2, 3, 4})); return err }},
+		{"audio kind", ErrKind, func() error {
+			_, err := ParseAudio(AppendRoster(nil, Roster{Rev: 1, Streams: []uint32{1, 2, 3, 4}}))
+			return err
+		}},
 		{"audio stream 0", media.ErrStreamID, func() error { _, err := ParseAudio(bad); return err }},
 		{"audio too large", ErrTooLarge, func() error { _, err := ParseAudio(AppendAudio(nil, h, make([]byte, media.MaxPayload+1))); return err }},
-		{"roster ragged", ErrLength, func() error { _, err := ParseRoster([]byte{3, 0, 0, 1}, nil); return err }},
+		{"roster ragged", ErrLength, func() error { _, err := ParseRoster([]byte{4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1}, nil); return err }},
+		{"roster no revision", ErrShort, func() error { _, err := ParseRoster([]byte{4, 0, 0, 0, 0, 0, 0, 1}, nil); return err }},
+		{"unordered roster ragged", ErrLength, func() error { _, err := ParseRoster([]byte{3, 0, 0, 1}, nil); return err }},
+		{"roster empty", ErrShort, func() error { _, err := ParseRoster(nil, nil); return err }},
 		{"roster kind", ErrKind, func() error { _, err := ParseRoster(good, nil); return err }},
 		{"alive no gateway", ErrGateway, func() error { _, _, err := ParseAlive([]byte{2, 0}, nil); return err }},
 		{"alive truncated gateway", ErrGateway, func() error { _, _, err := ParseAlive([]byte{2, 5, 'a'}, nil); return err }},
@@ -71,7 +82,8 @@ func TestMalformed(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add(AppendAudio(nil, media.Header{Type: media.TypeAudio, StreamID: 1}, []byte{1}))
 	f.Add(AppendAlive(nil, "gw", []uint32{1}))
-	f.Add(AppendRoster(nil, []uint32{1}))
+	f.Add(AppendRoster(nil, Roster{Rev: 9, Streams: []uint32{1}}))
+	f.Add([]byte{3, 0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		switch KindOf(b) {
 		case KindAudio:
@@ -87,9 +99,15 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		case KindRoster:
-			if ids, err := ParseRoster(b, nil); err == nil {
-				if re := AppendRoster(nil, ids); !bytes.Equal(re, b) {
+			if r, err := ParseRoster(b, nil); err == nil {
+				if re := AppendRoster(nil, r); !bytes.Equal(re, b) {
 					t.Fatalf("roster re-encodes differently")
+				}
+			}
+		case KindRosterUnordered:
+			if r, err := ParseRoster(b, nil); err == nil {
+				if r.Rev != 0 || !bytes.Equal(AppendRoster(nil, r)[9:], b[1:]) {
+					t.Fatalf("unordered roster re-encodes differently")
 				}
 			}
 		}

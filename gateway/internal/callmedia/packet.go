@@ -210,14 +210,14 @@ func (p *Plane) down(c *call, data []byte) {
 			return
 		}
 		p.forward(c, a)
-	case mediabus.KindRoster:
-		ids, err := mediabus.ParseRoster(data, c.ids[:0])
-		c.ids = ids[:0]
+	case mediabus.KindRoster, mediabus.KindRosterUnordered:
+		r, err := mediabus.ParseRoster(data, c.ids[:0])
+		c.ids = r.Streams[:0]
 		if err != nil {
 			p.drop(dropBus)
 			return
 		}
-		p.roster(c, ids)
+		p.roster(c, r)
 	default: // Alive travels up only
 		p.drop(dropBus)
 	}
@@ -264,16 +264,24 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 	c.targets = targets[:0]
 }
 
-// roster drops c's local streams that ids does not list, except those
+// roster drops c's local streams that r does not list, except those
 // installed within RosterGrace that no roster has listed yet (the roster
-// may predate their join); an empty ids, the call's end, drops them all.
-// A stream a roster listed and the next one leaves out is dropped at once:
+// may predate their join); an empty r, the call's end, drops them all.
+// A stream a roster listed and a newer one leaves out is dropped at once:
 // its participant left, or moved the call to another device (§19.1), and
-// the owner, which sends every roster, had seen its join.
-func (p *Plane) roster(c *call, ids []uint32) {
+// the record the newer roster was taken from had seen its join. A roster
+// older than one taken before is ignored (Rev 0, from a relay that sends
+// none, is taken in the order it comes).
+func (p *Plane) roster(c *call, r mediabus.Roster) {
+	ids := r.Streams
 	recent := time.Now().Add(-time.Duration(p.grace.Load()))
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if r.Rev < c.rev {
+		p.debug("media roster older than one taken: ignored", "call", c.id, "rev", r.Rev, "taken", c.rev)
+		return
+	}
+	c.rev = r.Rev
 	c.roster = append(c.roster[:0], ids...)
 	for i := 0; i < len(c.streams); {
 		s := c.streams[i]

@@ -36,7 +36,9 @@
 // installed less than RosterGrace ago that no roster listed yet (a join
 // committed by another relay replica may be followed by the owner's
 // periodic repeat of the roster from before it); an empty one ends the
-// call here.
+// call here. A Roster of an older revision of the call's record than one
+// already taken is ignored: a replica whose view of the call is behind
+// sent it (an old owner's repeat around a takeover).
 //
 // Alive: every AliveInterval, for each call with local streams, a mediabus
 // Alive naming this gateway and those of the streams that are not idle
@@ -172,6 +174,7 @@ type call struct {
 	sub     *nats.Subscription // to subject.MediaDown(id)
 	streams []*stream          // guarded by Plane.mu
 	roster  []uint32           // the last Roster's stream ids (guarded by Plane.mu): a stream installed after the roster that listed it counts as listed
+	rev     uint64             // the newest Roster's revision taken (guarded by Plane.mu): an older one is ignored
 
 	// Owned by the subscription's goroutine (nats.go runs one per
 	// subscription, one message at a time).

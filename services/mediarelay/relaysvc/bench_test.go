@@ -41,8 +41,8 @@ func BenchmarkForward(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer f.stop(false)
-			f.update(rec)
+			defer f.stop(false, 1)
+			f.update(rec, 1)
 			payload := make([]byte, 80) // a 20 ms Opus frame at ~32 kbit/s
 			msgs := make([][]byte, bc.n)
 			for i := range msgs {

@@ -487,7 +487,7 @@ func ids(us ...user) []string {
 type downlink struct {
 	mu      sync.Mutex
 	audio   []received
-	rosters [][]uint32
+	rosters []mediabus.Roster // in the order they came, streams sorted
 }
 
 // received is one forwarded Audio message.
@@ -512,7 +512,7 @@ func (e *env) downlink(id string) *downlink {
 		case mediabus.KindRoster:
 			r, err := mediabus.ParseRoster(m.Data, nil)
 			if err == nil {
-				slices.Sort(r)
+				slices.Sort(r.Streams)
 				d.rosters = append(d.rosters, r)
 			}
 		}
@@ -548,11 +548,32 @@ func (d *downlink) hasRoster(streams ...uint32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, r := range d.rosters {
-		if slices.Equal(r, want) {
+		if slices.Equal(r.Streams, want) {
 			return true
 		}
 	}
 	return false
+}
+
+// rosterRevs returns the revisions of the rosters that came, in order.
+func (d *downlink) rosterRevs() []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	revs := make([]uint64, len(d.rosters))
+	for i, r := range d.rosters {
+		revs[i] = r.Rev
+	}
+	return revs
+}
+
+// recordRev returns the revision of call id's record now.
+func (e *env) recordRev(id string) uint64 {
+	e.t.Helper()
+	en, err := e.kv.Get(context.Background(), "call."+id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return en.Revision()
 }
 
 // audio is an Audio message as a gateway publishes it for stream.

@@ -2,6 +2,7 @@ package relaysvc_test
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ func TestFailover(t *testing.T) {
 	if dead == nil {
 		t.Fatalf("the call's owner %q is not a replica", owner)
 	}
+	revBefore := e.recordRev(id)
 	killedAt := time.Now()
 	dead.nc.Close() // abrupt: no goodbye, its heartbeats and subscriptions just stop
 	lastBefore := seq.Load()
@@ -68,6 +70,16 @@ func TestFailover(t *testing.T) {
 	}
 	// The call goes on: bob is still in it and his audio is forwarded too.
 	e.forwarded(d, id, b.StreamId, 1)
+	// The survivor's rosters are of its takeover's revision, newer than
+	// any the dead owner sent, so a gateway ignores a late repeat of the
+	// dead owner's instead of the survivor's.
+	testenv.Eventually(t, 10*time.Second, "a roster of the takeover's revision", func() bool {
+		revs := d.rosterRevs()
+		return revs[len(revs)-1] > revBefore
+	})
+	if revs := d.rosterRevs(); !slices.IsSorted(revs) {
+		t.Errorf("roster revisions %v across the failover, want them never to go back", revs)
+	}
 	if gap > 2*time.Second {
 		t.Errorf("forwarding resumed %v after the owner died, want under 2 s (1.25 s by design)", gap)
 	}

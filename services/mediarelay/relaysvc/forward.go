@@ -40,6 +40,7 @@ type forwarder struct {
 	mu         sync.Mutex // guards everything below
 	streams    map[uint32]*streamState
 	roster     []uint32 // the participants' stream ids as last published, sorted
+	rev        uint64   // the revision of the call's record they were taken from
 	rosterAt   time.Time
 	selectedAt time.Time
 	top        []*streamState // scratch of reselect, cap Config.MaxSpeakers
@@ -82,12 +83,13 @@ func newForwarder(s *Service, id string) (*forwarder, error) {
 	return f, nil
 }
 
-// update takes the participants of a new revision of the record and
-// publishes the roster when it changed.
-func (f *forwarder) update(rec *internalv1.CallRecord) {
+// update takes the participants of revision rev of the record (newer than
+// any before: owner.apply) and publishes the roster when it changed.
+func (f *forwarder) update(rec *internalv1.CallRecord, rev uint64) {
 	now := f.s.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.rev = rev
 	keep := make(map[uint32]*streamState, len(rec.GetCall().GetParticipants()))
 	for _, p := range rec.GetCall().GetParticipants() {
 		st := f.streams[p.GetStreamId()]
@@ -109,10 +111,12 @@ func (f *forwarder) update(rec *internalv1.CallRecord) {
 	}
 }
 
-// publishRoster sends the roster; call with f.mu held.
+// publishRoster sends the roster, with the revision it is of, so a gateway
+// can tell it from an older one another replica may still be sending; call
+// with f.mu held.
 func (f *forwarder) publishRoster(now time.Time) {
 	f.rosterAt = now
-	if err := f.s.nc.Publish(f.down, mediabus.AppendRoster(nil, f.roster)); err != nil {
+	if err := f.s.nc.Publish(f.down, mediabus.AppendRoster(nil, mediabus.Roster{Rev: f.rev, Streams: f.roster})); err != nil {
 		f.s.log.Debug("publish roster", "call", f.id, "err", err)
 	}
 }
@@ -134,9 +138,9 @@ func (f *forwarder) tick(now time.Time) []lostSeat {
 	return lost
 }
 
-// stop unsubscribes; ended: the call is over and the gateways are sent
-// the empty roster.
-func (f *forwarder) stop(ended bool) {
+// stop unsubscribes; ended: the call is over (at revision rev) and the
+// gateways are sent the empty roster.
+func (f *forwarder) stop(ended bool, rev uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
@@ -145,7 +149,7 @@ func (f *forwarder) stop(ended bool) {
 	f.stopped = true
 	_ = f.sub.Unsubscribe()
 	if ended {
-		f.roster = f.roster[:0]
+		f.roster, f.rev = f.roster[:0], max(f.rev, rev)
 		f.publishRoster(f.s.now())
 	}
 	f.s.metrics.active.Dec()

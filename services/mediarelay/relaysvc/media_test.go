@@ -22,6 +22,16 @@ func TestForwarding(t *testing.T) {
 	d := e.downlink(id)
 	b := e.join(bob, id)
 	testenv.Eventually(t, 10*time.Second, "a roster of alice and bob", func() bool { return d.hasRoster(a.StreamId, b.StreamId) })
+	// Each roster carries the revision of the record it was taken from:
+	// the last is the record's now (bob's join, then the owner's takeover
+	// of the call's media at the latest), and they never go back.
+	testenv.Eventually(t, 10*time.Second, "a roster at the record's revision", func() bool {
+		revs := d.rosterRevs()
+		return revs[len(revs)-1] == e.recordRev(id)
+	})
+	if revs := d.rosterRevs(); !slices.IsSorted(revs) || revs[0] == 0 {
+		t.Fatalf("roster revisions %v, want rising from the first revision on", revs)
+	}
 
 	want := audio(a.StreamId, 1, 30, true)
 	e.send(id, a.StreamId, 1, 30, true)

@@ -117,7 +117,7 @@ func (o *owner) apply(id string, rec *internalv1.CallRecord, rev uint64) {
 			}
 			t.fwd = f
 		}
-		t.fwd.update(rec)
+		t.fwd.update(rec, rev)
 	default:
 		o.stopForwarding(t, false)
 	}
@@ -146,7 +146,7 @@ func (o *owner) forget(id string) { o.remove(id, 0) }
 // the gateways are sent the empty roster. Call with o.mu held.
 func (o *owner) stopForwarding(t *tracked, ended bool) {
 	if t.fwd != nil {
-		t.fwd.stop(ended)
+		t.fwd.stop(ended, t.rev)
 		t.fwd = nil
 	}
 }

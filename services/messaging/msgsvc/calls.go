@@ -29,8 +29,10 @@ const (
 
 // Wire errors of MsgCallResolve and MsgPostCall.
 var (
-	errCallInRoom   = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "calls are for private chats and groups")
-	errCallYouBlock = errcode.New(parleyv1.ErrorCode_ERROR_CODE_BLOCKED, "you blocked this user: unblock them to call")
+	errCallInRoom = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "calls are for private chats and groups")
+	// Answers both a call and a direct session (p2p_open), which resolve
+	// their peer the same way.
+	errCallYouBlock = errcode.New(parleyv1.ErrorCode_ERROR_CODE_BLOCKED, "you blocked this user: unblock them first")
 	errNoCall       = errcode.New(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "call with a call_id is required")
 	errCallID       = errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "call_id must be 1 to %d characters", maxCallIDChars)
 	errCallText     = errcode.Newf(parleyv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "a call's text is 1 to %d characters of UTF-8, not only white space", maxCallTextChars)
