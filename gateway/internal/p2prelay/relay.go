@@ -327,9 +327,9 @@ func (r *Relay) detach(conn Conn, id string, only *attachment) bool {
 		return false
 	}
 	delete(p.sessions, id)
+	r.m.P2PRelaySessions.Dec() // under p.mu, as Attach counts: the gauge agrees with the sessions held
 	p.mu.Unlock()
 	r.retire(a)
-	r.m.P2PRelaySessions.Dec()
 	return true
 }
 
@@ -368,10 +368,10 @@ func (r *Relay) dropPeer(p *peer) {
 		as = append(as, a)
 	}
 	clear(p.sessions)
+	r.m.P2PRelaySessions.Sub(float64(len(as)))
 	p.mu.Unlock()
 	for _, a := range as {
 		r.retire(a)
-		r.m.P2PRelaySessions.Dec()
 	}
 }
 
