@@ -552,8 +552,11 @@ func (s *CallSession) loop() {
 					sends = append(sends, outPacket{direct: s.via, audio: p2pchan.Audio{Flags: uint8(flags), Level: level,
 						Seq: s.seq, Timestamp: s.ts, Opus: bytes.Clone(enc[:n])}})
 				} else {
+					before := len(sends)
 					sends = s.sealLocked(sends, media.Header{Type: media.TypeAudio, Flags: flags, Level: level}, enc[:n], now)
-					s.stats.AudioSent++
+					if len(sends) > before { // sealed: a sealing error sends nothing
+						s.stats.AudioSent++
+					}
 				}
 			}
 		}

@@ -855,7 +855,8 @@ func TestCallRosterStale(t *testing.T) {
 
 // TestCallRosterUnordered: a roster without a revision (mediabus kind 3,
 // what relays sent before revisions) is still taken, in the order it
-// comes, so gateways can be upgraded before the relays.
+// comes, so gateways can be upgraded before the relays; also after rosters
+// with a revision (a new replica's, then an old one's).
 func TestCallRosterUnordered(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond)
@@ -876,6 +877,23 @@ func TestCallRosterUnordered(t *testing.T) {
 	})
 	e.relay.sendDown(a.callID(), unordered())
 	testenv.Eventually(t, readTimeout, "the call ended here", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 0
+	})
+
+	// While relays are upgraded, an old replica can take over a call a new
+	// one owned: its rosters come after ones with a revision, and still
+	// count, the one that ends the call among them.
+	c := e.join(t, "carol", "group.g2", "")
+	d := e.join(t, "dave", "", c.callID())
+	c.probe(c.udp)
+	d.probe(d.udp)
+	e.relay.sendDown(c.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: 4000, Streams: []uint32{c.stream(), d.stream()}}))
+	e.relay.sendDown(c.callID(), unordered(c.stream()))
+	testenv.Eventually(t, readTimeout, "dave's stream dropped by the old replica's roster", func() bool {
+		return e.metric("parley_gateway_media_streams", nil) == 1
+	})
+	e.relay.sendDown(c.callID(), unordered())
+	testenv.Eventually(t, readTimeout, "the call ended by the old replica", func() bool {
 		return e.metric("parley_gateway_media_streams", nil) == 0
 	})
 }

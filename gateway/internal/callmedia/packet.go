@@ -270,18 +270,20 @@ func (p *Plane) forward(c *call, a mediabus.Audio) {
 // A stream a roster listed and a newer one leaves out is dropped at once:
 // its participant left, or moved the call to another device (§19.1), and
 // the record the newer roster was taken from had seen its join. A roster
-// older than one taken before is ignored (Rev 0, from a relay that sends
-// none, is taken in the order it comes).
+// older than one taken before is ignored. Rev 0, from a relay that sends
+// none, is always taken, in the order it comes: while relays are upgraded
+// an old replica may take over a call a new one owned, and its rosters,
+// the one that ends the call among them, must still count.
 func (p *Plane) roster(c *call, r mediabus.Roster) {
 	ids := r.Streams
 	recent := time.Now().Add(-time.Duration(p.grace.Load()))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if r.Rev < c.rev {
+	if r.Rev != 0 && r.Rev < c.rev {
 		p.debug("media roster older than one taken: ignored", "call", c.id, "rev", r.Rev, "taken", c.rev)
 		return
 	}
-	c.rev = r.Rev
+	c.rev = max(c.rev, r.Rev)
 	c.roster = append(c.roster[:0], ids...)
 	for i := 0; i < len(c.streams); {
 		s := c.streams[i]

@@ -75,7 +75,7 @@ func TestFailover(t *testing.T) {
 	// dead owner's instead of the survivor's.
 	testenv.Eventually(t, 10*time.Second, "a roster of the takeover's revision", func() bool {
 		revs := d.rosterRevs()
-		return revs[len(revs)-1] > revBefore
+		return len(revs) > 0 && revs[len(revs)-1] > revBefore
 	})
 	if revs := d.rosterRevs(); !slices.IsSorted(revs) {
 		t.Errorf("roster revisions %v across the failover, want them never to go back", revs)

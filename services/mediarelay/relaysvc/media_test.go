@@ -27,7 +27,7 @@ func TestForwarding(t *testing.T) {
 	// of the call's media at the latest), and they never go back.
 	testenv.Eventually(t, 10*time.Second, "a roster at the record's revision", func() bool {
 		revs := d.rosterRevs()
-		return revs[len(revs)-1] == e.recordRev(id)
+		return len(revs) > 0 && revs[len(revs)-1] == e.recordRev(id)
 	})
 	if revs := d.rosterRevs(); !slices.IsSorted(revs) || revs[0] == 0 {
 		t.Fatalf("roster revisions %v, want rising from the first revision on", revs)
