@@ -2337,9 +2337,13 @@ type P2PRecord struct {
 	NonceKey []byte `protobuf:"bytes,11,opt,name=nonce_key,json=nonceKey,proto3" json:"nonce_key,omitempty"`
 	// A change to introduce was held back by the session's budget: the
 	// sweep numbers the introduction when the budget allows.
-	IntroPending  bool `protobuf:"varint,12,opt,name=intro_pending,json=introPending,proto3" json:"intro_pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IntroPending bool `protobuf:"varint,12,opt,name=intro_pending,json=introPending,proto3" json:"intro_pending,omitempty"`
+	// The session's introduction budget after its first, kept in the record
+	// so it holds across every replica: the theoretical arrival time of the
+	// next introduction (GCRA, unix ms; 0: a full budget).
+	IntroTatUnixMs int64 `protobuf:"varint,13,opt,name=intro_tat_unix_ms,json=introTatUnixMs,proto3" json:"intro_tat_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *P2PRecord) Reset() {
@@ -2454,6 +2458,13 @@ func (x *P2PRecord) GetIntroPending() bool {
 		return x.IntroPending
 	}
 	return false
+}
+
+func (x *P2PRecord) GetIntroTatUnixMs() int64 {
+	if x != nil {
+		return x.IntroTatUnixMs
+	}
+	return 0
 }
 
 // P2PSide is one side of a direct session.
@@ -2828,7 +2839,7 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"gateway_id\x18\x03 \x01(\tR\tgatewayId\x12\x17\n" +
 	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12 \n" +
 	"\fseen_unix_ms\x18\x05 \x01(\x03R\n" +
-	"seenUnixMs\"\xd8\x03\n" +
+	"seenUnixMs\"\x83\x04\n" +
 	"\tP2PRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -2843,7 +2854,8 @@ const file_parley_internal_v1_internal_proto_rawDesc = "" +
 	"\afriends\x18\n" +
 	" \x01(\bR\afriends\x12\x1b\n" +
 	"\tnonce_key\x18\v \x01(\fR\bnonceKey\x12#\n" +
-	"\rintro_pending\x18\f \x01(\bR\fintroPending\"\xec\x02\n" +
+	"\rintro_pending\x18\f \x01(\bR\fintroPending\x12)\n" +
+	"\x11intro_tat_unix_ms\x18\r \x01(\x03R\x0eintroTatUnixMs\"\xec\x02\n" +
 	"\aP2PSide\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12,\n" +

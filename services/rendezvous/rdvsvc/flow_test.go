@@ -421,6 +421,46 @@ func TestIntroductionsBounded(t *testing.T) {
 	}
 }
 
+// TestIntroductionBudgetAcrossReplicas: the budget is the session's, kept
+// in its record, not each replica's: with two replicas taking p2p_update
+// requests in turn (one queue group), a session still gets its first
+// introduction and 12 more at once, then one every 5 s, and the two sweeps
+// number a pending introduction once between them.
+func TestIntroductionBudgetAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	r1 := e.start(testConfig())
+	r2 := e.start(testConfig())
+	o := openAndAccept(t, e, 20, 20)
+	id := o.a.SessionId
+	o.aSock.register(r1.primary, o.a.RegisterUsername, o.a.RegisterKey)
+	o.bSock.register(r1.primary, o.b.RegisterUsername, o.b.RegisterKey)
+	if got := o.aEv.next(evIntro).Intro; got != 1 {
+		t.Fatalf("first introduction numbered %d", got)
+	}
+	for range 30 {
+		e.mustCall(bob, subject.P2PUpdate, &parleyv1.P2PUpdateRequest{SessionId: id, DeviceId: o.bDev.DeviceId,
+			Candidates: host(o.bSock.addr())}, &parleyv1.P2PSession{})
+	}
+	updates := func(r *replica) float64 {
+		return r.counter(t, "parley_rpc_requests_total", "subject", subject.P2PUpdate, "code", "OK")
+	}
+	// Counted just after the reply: wait for all 30.
+	testenv.Eventually(t, 5*time.Second, "30 updates counted", func() bool { return updates(r1)+updates(r2) == 30 })
+	t.Logf("the replicas answered %v and %v of the updates", updates(r1), updates(r2))
+	if updates(r1) == 0 || updates(r2) == 0 {
+		t.Fatal("one replica answered every update: the test shows nothing about two")
+	}
+	if rec := e.record(id); rec.Intro != 13 || !rec.IntroPending {
+		t.Fatalf("after 30 updates through two replicas: intro %d, pending %v; want 13 (1 + 12), pending", rec.Intro, rec.IntroPending)
+	}
+	e.clock.advance(5 * time.Second)
+	testenv.Eventually(t, 5*time.Second, "the pending introduction", func() bool { return !e.record(id).IntroPending })
+	time.Sleep(200 * time.Millisecond) // both sweeps came by
+	if rec := e.record(id); rec.Intro != 14 {
+		t.Fatalf("intro %d after 5 s, want 14: one introduction for the pending updates, numbered once", rec.Intro)
+	}
+}
+
 // Two replicas share sessions only through the bucket: a session opened
 // and accepted through one is registered at the other's sockets, which
 // introduces it; the first may stop, and the second closes the session.

@@ -135,7 +135,7 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 		return key, false, nil, &staleNonce{want}
 	}
 	seen, atAlt := r.from.String(), r.recv.ip == 1
-	bumped, allow := false, s.budget(id)
+	bumped := false
 	rec, _, err = s.update(ctx, id, func(rec *internalv1.P2PRecord) error {
 		bumped = false
 		if !bytes.Equal(registerKey(rec, side), key) {
@@ -160,7 +160,7 @@ func (st *stunServer) record(ctx context.Context, req *stun.Message, r registrat
 			rec.ExpiresUnixMs = s.now().Add(s.cfg.IdleTimeout).UnixMilli()
 		}
 		if changed {
-			bumped = introduceWithin(rec, allow)
+			bumped = introduceWithin(rec, now)
 		}
 		return nil
 	})

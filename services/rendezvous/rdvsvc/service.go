@@ -54,7 +54,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/parleychat/parley/libs/ratelimit"
 	"github.com/parleychat/parley/libs/service"
 	"github.com/parleychat/parley/libs/subject"
 )
@@ -76,9 +75,6 @@ type Service struct {
 	// regKeys is the live sessions' register keys, kept by the sweep's
 	// watch, for the STUN read loops' first check of a registration.
 	regKeys regKeys
-	// intros bounds each session's introductions after the first
-	// (introBudget).
-	intros *ratelimit.Limiter
 }
 
 // New validates cfg and deps and registers metrics; it binds and contacts
@@ -96,8 +92,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: metrics: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m,
-		intros: ratelimit.New(introsPerMinute, time.Minute, introsPerMinute, deps.Clock)}
+	s := &Service{cfg: cfg, nc: deps.NC, log: deps.Log, now: deps.Clock, metrics: m}
 	s.stun = newSTUNServer(s, addrs)
 	s.run, err = service.NewRunner(service.Spec{
 		Name: "rendezvous", Queue: subject.QueueRendezvous, Workers: cfg.Workers, Open: s.open,

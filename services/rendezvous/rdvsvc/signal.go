@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -203,7 +204,6 @@ func (s *Service) answer(ctx context.Context, r request, req *parleyv1.P2PAnswer
 	if !req.Accept {
 		return s.reject(ctx, r, req.SessionId)
 	}
-	allow := s.budget(req.SessionId)
 	dev, err := s.device(ctx, r.me, r.me.UserID, req.DeviceId)
 	if err != nil {
 		return nil, err
@@ -225,7 +225,7 @@ func (s *Service) answer(ctx context.Context, r request, req *parleyv1.P2PAnswer
 		b := rec.B
 		b.Device, b.Host, b.RttMs = dev, host, min(req.RttMs, maxRTT)
 		b.GatewayId, b.ConnId = r.origin.GatewayID, r.origin.ConnID
-		bumped = introduceWithin(rec, allow)
+		bumped = introduceWithin(rec, s.now().UnixMilli())
 		return nil
 	})
 	if again {
@@ -282,7 +282,6 @@ func (s *Service) updateSide(ctx context.Context, r request, req *parleyv1.P2PUp
 	if err != nil {
 		return nil, err
 	}
-	allow := s.budget(req.SessionId)
 	var (
 		side   string
 		bumped bool
@@ -302,7 +301,7 @@ func (s *Service) updateSide(ctx context.Context, r request, req *parleyv1.P2PUp
 		if rec.State == accepted {
 			rec.ExpiresUnixMs = s.now().Add(s.cfg.IdleTimeout).UnixMilli()
 		}
-		bumped = introduceWithin(rec, allow)
+		bumped = introduceWithin(rec, s.now().UnixMilli())
 		return nil
 	})
 	if err != nil {
@@ -346,47 +345,47 @@ func (s *Service) ended(ctx context.Context, rec *internalv1.P2PRecord, rev uint
 	s.release(ctx, rec.B.GetUserId(), rec.SessionId)
 }
 
-// introsPerMinute bounds the introductions of one session after its
-// first, in a burst and then per minute: each makes both clients send
+// The introduction budget of one session after its first: introBurst at
+// once, then one per introEvery. Each introduction makes both clients send
 // connectivity checks to every candidate the other side named, about a
 // hundred each over 30 s (§20.4), and a side names its own host
 // candidates freely. Without a bound a peer could have the other side's
 // client send thousands of checks a second at any address by repeating
 // p2p_update. A legitimate client needs a few an hour (a path died, an
 // address changed). Past it the change is saved (p2p_update still
-// re-attaches the relay) and its introduction is pending: the sweep
-// numbers it when the budget allows (introducePending). Per replica, like
-// every in-memory limit (libs/ratelimit).
-const introsPerMinute = 12
+// re-attaches the relay) and its introduction is pending: the sweep of any
+// replica numbers it when the budget allows (introducePending). The budget
+// lives in the session's record (intro_tat_unix_ms), changed by the same
+// compare-and-set as the introduction, so it holds across every replica
+// and a retried compare-and-set never charges it twice.
+const (
+	introBurst = 12
+	introEvery = 5 * time.Second
+)
+
+// introAllowed reports whether the budget allows an introduction at now
+// (unix ms), from the record's theoretical arrival time tat (GCRA: a
+// bucket of introBurst refilled one per introEvery).
+func introAllowed(tat, now int64) bool {
+	return max(tat, now)-now <= (introBurst-1)*introEvery.Milliseconds()
+}
 
 // introduceWithin numbers a new introduction in rec when one can be sent
-// (introducible), unless the session's budget is spent: then it is marked
-// pending for the sweep. The first introduction never waits. allow is the
-// budget's answer for this request (budget: asked at most once, as the
-// compare-and-set loop may call introduceWithin again).
-func introduceWithin(rec *internalv1.P2PRecord, allow func() bool) bool {
+// (introducible), unless the session's budget is spent at now (unix ms):
+// then it is marked pending for the sweep. The first introduction never
+// waits and costs nothing.
+func introduceWithin(rec *internalv1.P2PRecord, now int64) bool {
 	if !introducible(rec) {
 		return false
 	}
-	if rec.Intro > 0 && !allow() {
-		rec.IntroPending = true
-		return false
+	if rec.Intro > 0 {
+		if !introAllowed(rec.IntroTatUnixMs, now) {
+			rec.IntroPending = true
+			return false
+		}
+		rec.IntroTatUnixMs = max(rec.IntroTatUnixMs, now) + introEvery.Milliseconds()
 	}
 	rec.IntroPending = false
 	rec.Intro++
 	return true
-}
-
-// budget is introduceWithin's allow for one request on session id: it
-// takes a token of the session's budget when first asked, and gives the
-// same answer after.
-func (s *Service) budget(id string) func() bool {
-	var asked, ok bool
-	return func() bool {
-		if !asked {
-			asked = true
-			ok, _ = s.intros.Take(id)
-		}
-		return ok
-	}
 }

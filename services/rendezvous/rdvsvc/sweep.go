@@ -47,9 +47,9 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 	}
 	defer func() { _ = w.Stop() }()
 	s.regKeys.reset()
-	defer s.regKeys.reset()          // a copy no watch keeps is not vouched for
-	due := make(map[string]int64)    // session id -> deadline, unix ms (CLOSED: 0)
-	pending := make(map[string]bool) // sessions whose introduction waits for the budget
+	defer s.regKeys.reset()           // a copy no watch keeps is not vouched for
+	due := make(map[string]int64)     // session id -> deadline, unix ms (CLOSED: 0)
+	pending := make(map[string]int64) // sessions whose introduction waits for the budget: their intro_tat_unix_ms
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
 	for {
@@ -83,7 +83,7 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 			}
 			s.regKeys.put(id, &rec)
 			if rec.IntroPending && rec.State == accepted {
-				pending[id] = true
+				pending[id] = rec.IntroTatUnixMs
 			} else {
 				delete(pending, id)
 			}
@@ -94,8 +94,8 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 					s.expire(ctx, id)
 				}
 			}
-			for id := range pending {
-				if ok, _ := s.intros.Take(id); ok {
+			for id, tat := range pending {
+				if introAllowed(tat, now) {
 					delete(pending, id) // the watch brings it back if this fails
 					s.introducePending(ctx, id)
 				}
@@ -106,8 +106,9 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 }
 
 // introducePending numbers the introduction the budget held back for
-// session id (introsPerMinute), and publishes it. Every replica may try:
-// the compare-and-set lets one number it, and the others find nothing
+// session id (introBurst, introEvery), and publishes it. Every replica's
+// sweep may try once the record's budget allows: the compare-and-set lets
+// one number it (and charge the budget), and the others find nothing
 // pending.
 func (s *Service) introducePending(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -118,10 +119,12 @@ func (s *Service) introducePending(ctx context.Context, id string) {
 		if rec == nil || !rec.IntroPending {
 			return errUnchanged
 		}
-		rec.IntroPending = false
-		if introducible(rec) {
-			rec.Intro++
-			bumped = true
+		if !introducible(rec) {
+			rec.IntroPending = false
+			return nil
+		}
+		if bumped = introduceWithin(rec, s.now().UnixMilli()); !bumped {
+			return errUnchanged // still over budget (the watch keeps it pending)
 		}
 		return nil
 	})
