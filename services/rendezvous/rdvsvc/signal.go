@@ -367,7 +367,19 @@ const (
 // (unix ms), from the record's theoretical arrival time tat (GCRA: a
 // bucket of introBurst refilled one per introEvery).
 func introAllowed(tat, now int64) bool {
-	return max(tat, now)-now <= (introBurst-1)*introEvery.Milliseconds()
+	return introTat(tat, now)-now <= (introBurst-1)*introEvery.Milliseconds()
+}
+
+// introTat is tat as of now: not before now (a full bucket). A tat
+// further ahead than an empty bucket's cannot come from a clock in step
+// with now: a replica whose clock ran ahead wrote it, and the session is
+// not made to wait out the skew (it counts as a full bucket: a misset
+// clock can allow a burst more, never freeze a session's introductions).
+func introTat(tat, now int64) int64 {
+	if tat-now > introBurst*introEvery.Milliseconds() {
+		return now
+	}
+	return max(tat, now)
 }
 
 // introduceWithin numbers a new introduction in rec when one can be sent
@@ -383,7 +395,7 @@ func introduceWithin(rec *internalv1.P2PRecord, now int64) bool {
 			rec.IntroPending = true
 			return false
 		}
-		rec.IntroTatUnixMs = max(rec.IntroTatUnixMs, now) + introEvery.Milliseconds()
+		rec.IntroTatUnixMs = introTat(rec.IntroTatUnixMs, now) + introEvery.Milliseconds()
 	}
 	rec.IntroPending = false
 	rec.Intro++

@@ -96,8 +96,15 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 			}
 			for id, tat := range pending {
 				if introAllowed(tat, now) {
-					delete(pending, id) // the watch brings it back if this fails
-					s.introducePending(ctx, id)
+					// Dropped once introduced, or when the record changed
+					// (its watch event sets it again if still pending); kept
+					// when nothing was written (a failed update, a budget
+					// the record says is still spent).
+					if again, tat := s.introducePending(ctx, id); again {
+						pending[id] = tat
+					} else {
+						delete(pending, id)
+					}
 				}
 			}
 		}
@@ -109,13 +116,14 @@ func (s *Service) watchAndSweep(ctx context.Context) error {
 // session id (introBurst, introEvery), and publishes it. Every replica's
 // sweep may try once the record's budget allows: the compare-and-set lets
 // one number it (and charge the budget), and the others find nothing
-// pending.
-func (s *Service) introducePending(ctx context.Context, id string) {
+// pending. again: nothing was written and the session is (or may be)
+// still pending, with the record's budget at tat: the sweep tries again.
+func (s *Service) introducePending(ctx context.Context, id string) (again bool, tat int64) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	bumped := false
+	bumped, spent := false, false
 	rec, _, err := s.update(ctx, id, func(rec *internalv1.P2PRecord) error {
-		bumped = false
+		bumped, spent = false, false
 		if rec == nil || !rec.IntroPending {
 			return errUnchanged
 		}
@@ -124,17 +132,21 @@ func (s *Service) introducePending(ctx context.Context, id string) {
 			return nil
 		}
 		if bumped = introduceWithin(rec, s.now().UnixMilli()); !bumped {
-			return errUnchanged // still over budget (the watch keeps it pending)
+			spent, tat = true, rec.IntroTatUnixMs
+			return errUnchanged // still over budget by this replica's clock
 		}
 		return nil
 	})
 	switch {
 	case errors.Is(err, errUnchanged):
+		return spent, tat
 	case err != nil:
 		s.log.Warn("p2p sweep: pending introduction", "session", id, "err", err)
+		return true, 0
 	case bumped:
 		s.intro(rec)
 	}
+	return false, 0
 }
 
 // expire closes session id EXPIRED if it is past its deadline, or deletes
