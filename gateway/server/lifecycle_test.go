@@ -1,9 +1,13 @@
 package server_test
 
 import (
+	"context"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley/gateway/server"
 	"github.com/parleychat/parley/libs/testenv"
@@ -92,6 +96,42 @@ func TestShutdown(t *testing.T) {
 	}
 	if e.srv.Ready() == nil {
 		t.Error("still ready after shutdown")
+	}
+}
+
+// TestShutdownRightAfterStart: a gateway stopped the moment it is ready
+// stops (parleyd's TestRendezvous hung in CI: the HTTP server's shutdown
+// came before fasthttp's Serve had taken the listener, so Serve went on
+// accepting and Run waited for it for good).
+func TestShutdownRightAfterStart(t *testing.T) {
+	ns := testenv.NATS(t)
+	for i := range 100 {
+		cfg := testConfig()
+		cfg.DrainPeriod = 0
+		srv, err := server.New(cfg, server.Deps{NC: testenv.Connect(t, ns), Log: testLogger(t), Registry: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		for srv.Ready() != nil { // stop at once: no settling between
+			select {
+			case err := <-done:
+				t.Fatalf("round %d: Run ended before it served: %v", i, err)
+			default:
+				runtime.Gosched()
+			}
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Run: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the gateway did not stop within 10 s of being stopped right after it started", i)
+		}
 	}
 }
 

@@ -380,6 +380,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reg.ShutdownOver(s.cfg.DrainPeriod)
 	s.reg.Wait()
 	<-appDone
+	if httpLn != nil {
+		// fasthttp's shutdown closes only the listeners its Serve has taken
+		// already: one that came before (a gateway stopped right after it
+		// started) left Serve accepting for good. Closing it here ends that
+		// Serve (an error from a second close is expected, and ignored).
+		_ = httpLn.Close()
+	}
 	s.wg.Wait()
 	stopMedia()
 	<-mediaDone
