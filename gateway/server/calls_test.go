@@ -50,6 +50,18 @@ type peer struct {
 	seq    uint32
 }
 
+// aliceAndBobInCall starts a gateway with alice's call in group g1 and bob
+// joined to it, each with a proven UDP address (probe).
+func aliceAndBobInCall(t *testing.T) (*callEnv, *peer, *peer) {
+	t.Helper()
+	e := startCallGateway(t, nil)
+	a := e.join(t, "alice", "group.g1", "")
+	b := e.join(t, "bob", "", a.callID())
+	a.probe(a.udp)
+	b.probe(b.udp)
+	return e, a, b
+}
+
 // join logs username in and places a call in conv (call == "") or joins
 // call.
 func (e *callEnv) join(t *testing.T, username, conv, call string) *peer {
@@ -261,11 +273,7 @@ func TestCallJoin(t *testing.T) {
 // reaches the other participant over UDP, sealed with that participant's
 // key, and never the speaker.
 func TestCallAudio(t *testing.T) {
-	e := startCallGateway(t, nil)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	e, a, b := aliceAndBobInCall(t)
 
 	for i := range 5 {
 		payload := fmt.Appendf(nil, "opus frame %d", i)
@@ -407,11 +415,7 @@ func TestCallMigration(t *testing.T) {
 // 40 bytes, and none of alice's audio; bob keeps hearing her where he
 // proved he listens.
 func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
-	e := startCallGateway(t, nil)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	_, a, b := aliceAndBobInCall(t)
 	victim := b.socket()
 
 	const n = 20
@@ -454,11 +458,7 @@ func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
 // gets frames until the new address is proven, not UDP to the old one
 // (§19.3 step 2).
 func TestCallBackFromFramesOnANewAddress(t *testing.T) {
-	e := startCallGateway(t, nil)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	e, a, b := aliceAndBobInCall(t)
 	_, pkt := b.packet(media.TypeKeepalive, nil)
 	b.sendFrame(pkt) // over to frames
 	e.waitIn(t, "frame", 1)
@@ -484,11 +484,7 @@ func TestCallBackFromFramesOnANewAddress(t *testing.T) {
 // are bounded per stream, not per source: keepalives from two spoofed
 // addresses in turn draw one challenge per 100 ms in all.
 func TestCallChallengesPerStream(t *testing.T) {
-	e := startCallGateway(t, nil)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	e, _, b := aliceAndBobInCall(t)
 	v1, v2 := b.socket(), b.socket()
 	challenged := func() float64 {
 		return e.metric("parley_gateway_media_paths_total", map[string]string{"event": "challenged"})
