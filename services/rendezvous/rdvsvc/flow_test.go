@@ -259,15 +259,21 @@ func TestFullFlow(t *testing.T) {
 	}
 }
 
+// aliceOpens opens a direct session from a new device of alice's to bob,
+// who has not answered yet.
+func (e *env) aliceOpens() *parleyv1.P2PSession {
+	var a parleyv1.P2PSession
+	e.mustCall(alice, subject.P2POpen, &parleyv1.P2POpenRequest{ToUsername: bob.name, DeviceId: e.addDevice(alice).DeviceId}, &a)
+	return &a
+}
+
 // A registration that fails the integrity check (wrong key, another
 // side's key, a key for a side that has not accepted, an unknown session
 // or a garbled USERNAME) is answered 401 and changes nothing.
 func TestRegistrationAuth(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(testConfig())
-	aDev := e.addDevice(alice)
-	var a parleyv1.P2PSession
-	e.mustCall(alice, subject.P2POpen, &parleyv1.P2POpenRequest{ToUsername: bob.name, DeviceId: aDev.DeviceId}, &a)
+	a := e.aliceOpens()
 	before := e.record(a.SessionId)
 	sock := newClient(t, "127.0.0.1")
 	wrong := bytes.Clone(a.RegisterKey)
@@ -318,9 +324,7 @@ func TestRegistrationAuth(t *testing.T) {
 func TestRegistrationNeedsItsAddressNonce(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(testConfig())
-	aDev := e.addDevice(alice)
-	var a parleyv1.P2PSession
-	e.mustCall(alice, subject.P2POpen, &parleyv1.P2POpenRequest{ToUsername: bob.name, DeviceId: aDev.DeviceId}, &a)
+	a := e.aliceOpens()
 	attacker, victim := newClient(t, "127.0.0.1"), newClient(t, "127.0.0.2")
 	reg := func(c *client, setters ...stun.Setter) *stun.Message {
 		req := request(append(append([]stun.Setter{stun.NewUsername(a.RegisterUsername)}, setters...), stun.MessageIntegrity(a.RegisterKey), stun.Fingerprint)...)
