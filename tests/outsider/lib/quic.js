@@ -37,6 +37,29 @@ const vec8 = (b) => Buffer.concat([u8(b.length), b]);
 const vec16 = (b) => Buffer.concat([u16(b.length), b]);
 const vec24 = (b) => Buffer.concat([u24(b.length), b]);
 
+
+// reassemble moves the received pieces (offset -> bytes) that continue the
+// data read so far (up to readOffset, appended to buf) onto buf, in order,
+// and drops pieces wholly before it: CRYPTO frames and STREAM frames alike
+// may come out of order and overlap (RFC 9000 §2.2, §19.6). It returns the
+// new buf and readOffset; pieces past a gap wait in the map.
+function reassemble(pieces, buf, readOffset) {
+  for (;;) {
+    let progressed = false;
+    for (const [o, d] of pieces) {
+      if (o <= readOffset && o + d.length > readOffset) {
+        buf = Buffer.concat([buf, d.subarray(readOffset - o)]);
+        readOffset = o + d.length;
+        pieces.delete(o);
+        progressed = true;
+      } else if (o + d.length <= readOffset) {
+        pieces.delete(o);
+      }
+    }
+    if (!progressed) return [buf, readOffset];
+  }
+}
+
 class Reader {
   constructor(buf) { this.b = buf; this.o = 0; }
   left() { return this.b.length - this.o; }
@@ -494,20 +517,7 @@ class QuicConn {
     const sp = this.spaces[space];
     if (off + data.length <= sp.cryptoRead) return;
     sp.cryptoIn.set(off, Buffer.from(data));
-    for (;;) {
-      let progressed = false;
-      for (const [o, d] of sp.cryptoIn) {
-        if (o <= sp.cryptoRead && o + d.length > sp.cryptoRead) {
-          sp.cryptoBuf = Buffer.concat([sp.cryptoBuf, d.subarray(sp.cryptoRead - o)]);
-          sp.cryptoRead = o + d.length;
-          sp.cryptoIn.delete(o);
-          progressed = true;
-        } else if (o + d.length <= sp.cryptoRead) {
-          sp.cryptoIn.delete(o);
-        }
-      }
-      if (!progressed) break;
-    }
+    [sp.cryptoBuf, sp.cryptoRead] = reassemble(sp.cryptoIn, sp.cryptoBuf, sp.cryptoRead);
     while (sp.cryptoBuf.length >= 4) {
       const n = (sp.cryptoBuf[1] << 16) | (sp.cryptoBuf[2] << 8) | sp.cryptoBuf[3];
       if (sp.cryptoBuf.length < 4 + n) break;
@@ -716,18 +726,7 @@ class QuicConn {
     const s = this._stream(id);
     if (fin) s.finAt = off + data.length;
     if (off + data.length > s.readOffset) s.recv.set(off, Buffer.from(data));
-    for (;;) {
-      let progressed = false;
-      for (const [o, d] of s.recv) {
-        if (o <= s.readOffset && o + d.length > s.readOffset) {
-          s.buf = Buffer.concat([s.buf, d.subarray(s.readOffset - o)]);
-          s.readOffset = o + d.length;
-          s.recv.delete(o);
-          progressed = true;
-        } else if (o + d.length <= s.readOffset) s.recv.delete(o);
-      }
-      if (!progressed) break;
-    }
+    [s.buf, s.readOffset] = reassemble(s.recv, s.buf, s.readOffset);
     if (s.finAt >= 0 && s.readOffset >= s.finAt) s.fin = true;
     for (const w of s.waiters.splice(0)) w();
   }
