@@ -50,16 +50,15 @@ type peer struct {
 	seq    uint32
 }
 
-// aliceAndBobInCall starts a gateway with alice's call in group g1 and bob
-// joined to it, each with a proven UDP address (probe).
-func aliceAndBobInCall(t *testing.T) (*callEnv, *peer, *peer) {
+// inCall has caller start a call in conv and callee join it, each with a
+// proven UDP address (probe).
+func (e *callEnv) inCall(t *testing.T, caller, callee, conv string) (*peer, *peer) {
 	t.Helper()
-	e := startCallGateway(t, nil)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
+	a := e.join(t, caller, conv, "")
+	b := e.join(t, callee, "", a.callID())
 	a.probe(a.udp)
 	b.probe(b.udp)
-	return e, a, b
+	return a, b
 }
 
 // join logs username in and places a call in conv (call == "") or joins
@@ -273,7 +272,8 @@ func TestCallJoin(t *testing.T) {
 // reaches the other participant over UDP, sealed with that participant's
 // key, and never the speaker.
 func TestCallAudio(t *testing.T) {
-	e, a, b := aliceAndBobInCall(t)
+	e := startCallGateway(t, nil)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 
 	for i := range 5 {
 		payload := fmt.Appendf(nil, "opus frame %d", i)
@@ -415,7 +415,8 @@ func TestCallMigration(t *testing.T) {
 // 40 bytes, and none of alice's audio; bob keeps hearing her where he
 // proved he listens.
 func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
-	_, a, b := aliceAndBobInCall(t)
+	e := startCallGateway(t, nil)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	victim := b.socket()
 
 	const n = 20
@@ -458,7 +459,8 @@ func TestCallNoRedirectToUnprovenAddress(t *testing.T) {
 // gets frames until the new address is proven, not UDP to the old one
 // (§19.3 step 2).
 func TestCallBackFromFramesOnANewAddress(t *testing.T) {
-	e, a, b := aliceAndBobInCall(t)
+	e := startCallGateway(t, nil)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	_, pkt := b.packet(media.TypeKeepalive, nil)
 	b.sendFrame(pkt) // over to frames
 	e.waitIn(t, "frame", 1)
@@ -484,7 +486,8 @@ func TestCallBackFromFramesOnANewAddress(t *testing.T) {
 // are bounded per stream, not per source: keepalives from two spoofed
 // addresses in turn draw one challenge per 100 ms in all.
 func TestCallChallengesPerStream(t *testing.T) {
-	e, _, b := aliceAndBobInCall(t)
+	e := startCallGateway(t, nil)
+	_, b := e.inCall(t, "alice", "bob", "group.g1")
 	v1, v2 := b.socket(), b.socket()
 	challenged := func() float64 {
 		return e.metric("parley_gateway_media_paths_total", map[string]string{"event": "challenged"})
@@ -686,10 +689,7 @@ func (e *callEnv) expectOwnerAudioEventually(t *testing.T, h media.Header) {
 func TestCallRoster(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond) // no grace (TestCallRosterGrace)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	e.relay.roster(a.callID(), b.stream(), 12345)
 	testenv.Eventually(t, readTimeout, "alice's stream dropped", func() bool {
 		return e.metric("parley_gateway_media_streams", nil) == 1
@@ -726,10 +726,7 @@ func TestCallRoster(t *testing.T) {
 func TestCallRosterGrace(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Minute) // nothing here is that slow
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	e.relay.roster(a.callID(), a.stream()) // the roster from before bob joined
 	// Audio published after the roster reaches bob: the roster was taken
 	// in (one subscription, in order) and bob's stream is still served.
@@ -765,10 +762,7 @@ func TestCallRosterGrace(t *testing.T) {
 func TestCallRosterDropsALeaverAtOnce(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Minute) // every stream here is "recent"
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	e.relay.roster(a.callID(), a.stream(), b.stream())
 	e.relay.roster(a.callID(), a.stream()) // bob's device moved the call elsewhere
 	testenv.Eventually(t, readTimeout, "bob's old stream dropped", func() bool {
@@ -820,10 +814,7 @@ func TestCallRosterBeforeInstall(t *testing.T) {
 func TestCallRosterStale(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond) // no grace: only the revision keeps bob
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	a, b := e.inCall(t, "alice", "bob", "group.g1")
 	const joined, before = 20, 19
 	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: joined, Streams: []uint32{a.stream(), b.stream()}}))
 	e.relay.sendDown(a.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: before, Streams: []uint32{a.stream()}}))
@@ -856,10 +847,7 @@ func TestCallRosterStale(t *testing.T) {
 func TestCallRosterUnordered(t *testing.T) {
 	e := startCallGateway(t, nil)
 	server.SetMediaStreamLimits(e.srv, 0, time.Nanosecond)
-	a := e.join(t, "alice", "group.g1", "")
-	b := e.join(t, "bob", "", a.callID())
-	a.probe(a.udp)
-	b.probe(b.udp)
+	a, _ := e.inCall(t, "alice", "bob", "group.g1")
 	unordered := func(streams ...uint32) []byte {
 		msg := []byte{byte(mediabus.KindRosterUnordered)}
 		for _, s := range streams {
@@ -879,10 +867,7 @@ func TestCallRosterUnordered(t *testing.T) {
 	// While relays are upgraded, an old replica can take over a call a new
 	// one owned: its rosters come after ones with a revision, and still
 	// count, the one that ends the call among them.
-	c := e.join(t, "carol", "group.g2", "")
-	d := e.join(t, "dave", "", c.callID())
-	c.probe(c.udp)
-	d.probe(d.udp)
+	c, d := e.inCall(t, "carol", "dave", "group.g2")
 	e.relay.sendDown(c.callID(), mediabus.AppendRoster(nil, mediabus.Roster{Rev: 4000, Streams: []uint32{c.stream(), d.stream()}}))
 	e.relay.sendDown(c.callID(), unordered(c.stream()))
 	testenv.Eventually(t, readTimeout, "dave's stream dropped by the old replica's roster", func() bool {
